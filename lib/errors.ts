@@ -1,0 +1,113 @@
+/**
+ * Errors thrown by shmutils: {@link ShmError} for failures, `TypeError`/`RangeError` for
+ * bad arguments. Native failures arrive encoded (see `src-rs/error.rs`) and are decoded
+ * here, in one place.
+ * @module
+ */
+
+/** Library error codes besides the POSIX ones (`'ENOENT'`, `'EEXIST'`, ...). */
+export type ShmErrorCode =
+  | 'ERR_SHM_CLOSED'
+  | 'ERR_SHM_OUT_OF_BOUNDS'
+  | 'ERR_SHM_BAD_HEADER'
+  | 'ERR_SHM_DOUBLE_FREE'
+  | 'ERR_SHM_NOT_OWNER'
+  | 'ERR_SHM_NOT_RECOVERABLE'
+  | 'ERR_SHM_UNSUPPORTED_PLATFORM'
+  | 'ERR_SHM_CORRUPT'
+  | 'ERR_SHM_DEADLOCK'
+  | (string & {})
+
+/** Fields of a {@link ShmError} besides its message. */
+export interface ShmErrorFields {
+  /** `'ENOENT'`, `'EEXIST'`, ... or `'ERR_SHM_*'`. */
+  code: ShmErrorCode
+  /** The OS errno when a syscall failed. */
+  errno?: number
+  /** The syscall that failed. */
+  syscall?: string
+  /** The segment name involved. */
+  path?: string
+}
+
+/**
+ * A shared-memory failure, shaped like Node's SystemError: `code`, and where a syscall
+ * failed also `errno`, `syscall` and `path` (the segment name).
+ */
+export class ShmError extends Error implements ShmErrorFields {
+  /** `'ENOENT'`, `'EEXIST'`, ... or `'ERR_SHM_*'`. */
+  readonly code: ShmErrorCode
+  /** The OS errno when a syscall failed. */
+  readonly errno?: number
+  /** The syscall that failed. */
+  readonly syscall?: string
+  /** The segment name involved. */
+  readonly path?: string
+
+  /**
+   * @param message - what went wrong
+   * @param fields - `code` and the optional system fields
+   */
+  constructor(message: string, fields: ShmErrorFields) {
+    super(message)
+    this.name = 'ShmError'
+    this.code = fields.code
+    if (fields.errno !== undefined) this.errno = fields.errno
+    if (fields.syscall !== undefined) this.syscall = fields.syscall
+    if (fields.path !== undefined) this.path = fields.path
+  }
+}
+
+const WIRE_PREFIX = '\u0001shm'
+
+interface Wire extends ShmErrorFields {
+  kind: 'shm' | 'type' | 'range'
+  message: string
+}
+
+/** A `TypeError` with Node's `code` for invalid argument types. */
+export function typeError(message: string): TypeError {
+  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG_TYPE' })
+}
+
+/** A `RangeError` with Node's `code` for out-of-range arguments. */
+export function rangeError(message: string): RangeError {
+  return Object.assign(new RangeError(message), { code: 'ERR_OUT_OF_RANGE' })
+}
+
+/** Converts an error thrown by the native binding into the public error types. */
+export function fromNative(e: unknown): unknown {
+  if (!(e instanceof Error) || !e.message.startsWith(WIRE_PREFIX)) return e
+  let w: Wire
+  try {
+    w = JSON.parse(e.message.slice(WIRE_PREFIX.length)) as Wire
+  } catch {
+    return e
+  }
+  let out: Error
+  if (w.kind === 'type') out = typeError(w.message)
+  else if (w.kind === 'range') out = rangeError(w.message)
+  else out = new ShmError(w.message, w)
+  // Keep the caller's stack, not the binding's.
+  Error.captureStackTrace?.(out, fromNative)
+  return out
+}
+
+/** Runs a native call, rethrowing its errors as the public error types. */
+export function native<T>(call: () => T): T {
+  try {
+    return call()
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+/** `ERR_SHM_CLOSED`, for use of an object after `close()`. */
+export function closedError(what: string): ShmError {
+  return new ShmError(`${what} is closed`, { code: 'ERR_SHM_CLOSED' })
+}
+
+/** `ERR_SHM_OUT_OF_BOUNDS`. */
+export function outOfBounds(message: string): ShmError {
+  return new ShmError(message, { code: 'ERR_SHM_OUT_OF_BOUNDS' })
+}

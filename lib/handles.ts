@@ -1,0 +1,67 @@
+/**
+ * Handles: the JSON form of shareable objects, and `revive` / `reviver`, which turn
+ * handles received from another process back into live objects.
+ * @module
+ */
+import { typeError } from './errors.js'
+
+/** The JSON form of a shareable object; see {@link revive}. */
+export interface Handle {
+  /** The class of the object (`'MappedMemory'`, `'Lock'`, `'Ref'`, ...). */
+  $shmutils: string
+  /** The segment's name. */
+  segment: string
+  /** Byte offset of the object inside the segment. */
+  offset: number
+  /** Class-specific fields. */
+  [k: string]: unknown
+}
+
+type Reviver = (h: Handle) => unknown
+const revivers = new Map<string, Reviver>()
+
+/** @internal Registers how handles of one class are revived. */
+export function registerReviver(kind: string, fn: Reviver): void {
+  revivers.set(kind, fn)
+}
+
+/** Whether `value` looks like a {@link Handle}. */
+export function isHandle(value: unknown): value is Handle {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Handle).$shmutils === 'string' &&
+    typeof (value as Handle).segment === 'string' &&
+    typeof (value as Handle).offset === 'number'
+  )
+}
+
+/** Revives one handle. */
+function reviveHandle(h: Handle): unknown {
+  const fn = revivers.get(h.$shmutils)
+  if (!fn) throw typeError(`Unknown shmutils handle kind ${JSON.stringify(h.$shmutils)}`)
+  return fn(h)
+}
+
+/**
+ * Replaces every {@link Handle} in `value` (deeply: arrays and plain objects) with a live
+ * object of the same class looking at the same bytes. Segments are opened once per
+ * process and cached. Other values are returned as they are.
+ */
+export function revive<T = unknown>(value: unknown): T {
+  return reviveDeep(value, 0) as T
+}
+
+function reviveDeep(value: unknown, depth: number): unknown {
+  if (depth > 64 || typeof value !== 'object' || value === null) return value
+  if (isHandle(value)) return reviveHandle(value)
+  if (Array.isArray(value)) return value.map((v) => reviveDeep(v, depth + 1))
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) out[k] = reviveDeep(v, depth + 1)
+  return out
+}
+
+/** A `JSON.parse` reviver that turns handles into live objects. */
+export const reviver = (_key: string, value: unknown): unknown => (isHandle(value) ? reviveHandle(value) : value)

@@ -1,0 +1,11 @@
+/**
+ * shmutils: real shared memory for Node.js processes.
+ * @packageDocumentation
+ */
+export { ShmError, type ShmErrorCode, type ShmErrorFields } from './errors.js'
+export { PAGE_SIZE, roundToPageSize, Protection, MapFlags } from './constants.js'
+export { shmOpen, shmUnlink, SharedMemoryObject, type ShmMode, type ShmOpenOptions } from './shm.js'
+export { MappedMemory, type CreateOptions, type OpenOptions } from './memory.js'
+export { munmap } from './munmap.js'
+export { Lock, type AcquireOptions, type LockHome } from './lock.js'
+export { revive, reviver, isHandle, type Handle } from './handles.js'

@@ -1,0 +1,341 @@
+/**
+ * {@link MappedMemory}: a mapping exposed to JavaScript as a zero-copy ArrayBuffer, raw
+ * (the original's constructor) or managed (a named segment with a header and a heap).
+ * @module
+ */
+import { checkIndex, checkString, describe } from './args.js'
+import { closedError, native, outOfBounds, rangeError, typeError } from './errors.js'
+import { type Handle, registerReviver } from './handles.js'
+import { MapFlags, Protection } from './constants.js'
+import { binding, type NativeMapping } from './native.js'
+import { SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
+
+/** Options of {@link MappedMemory.create}. */
+export interface CreateOptions {
+  /** Size in bytes (rounded up to whole pages; at least 4096). */
+  size: number
+  /** Permission bits of the new object; default `0o600`. */
+  permissions?: number
+  /**
+   * `true`: map at a free high address that other processes are likely to have free
+   * too, recorded in the header; a number: exactly that address; `false` (default): where
+   * the kernel likes.
+   */
+  fixedAddress?: boolean | number
+  /** Touch every page now (`MAP_POPULATE`) instead of on first use. */
+  prefault?: boolean
+}
+
+/** Options of {@link MappedMemory.open}. */
+export interface OpenOptions {
+  /**
+   * `'prefer'` (default): map at the creator's address if it was fixed and is free here,
+   * else elsewhere; `'require'`: at the creator's address or `EADDRINUSE`; `false`:
+   * anywhere.
+   */
+  fixedAddress?: 'require' | 'prefer' | false
+  /** Map read-only. */
+  readOnly?: boolean
+}
+
+/** What other modules of the package need from a mapping. @internal */
+export interface MemoryInternals {
+  /** The native mapping (throws `ERR_SHM_CLOSED` when closed). */
+  readonly mapping: NativeMapping
+  /** Int32 view for `Atomics` (length 0 once closed). */
+  readonly i32: Int32Array
+  /** A DataView over the mapping. */
+  readonly view: DataView
+  /** The creator's base address: stored pointers are relative to it. */
+  readonly base: number
+}
+
+interface RawOrigin {
+  fileOffset: number
+  protection: number
+  flags: number
+}
+
+/** @internal Access to a mapping's internals for the other modules of the package. */
+export let internals: (m: MappedMemory) => MemoryInternals
+
+let adopt: { mapping: NativeMapping; name: string | null; raw: RawOrigin | null } | null = null
+
+/**
+ * A memory mapping, exposed zero-copy as {@link MappedMemory.buffer}. Closing detaches
+ * every view first (they read as length 0), then unmaps; closing twice is fine, and
+ * garbage collection never unmaps memory a live view still uses.
+ */
+export class MappedMemory implements Disposable {
+  /** The segment name (managed, or raw over a named object), else `null`. */
+  readonly name: string | null
+  /** Length in bytes. */
+  readonly size: number
+  /** The absolute address range `[begin, end)`. */
+  readonly address: { readonly begin: number; readonly end: number }
+  #mapping: NativeMapping
+  #buffer: ArrayBuffer
+  #bytes: Uint8Array
+  #i32: Int32Array
+  #view: DataView | null = null
+  #closed = false
+  #raw: RawOrigin | null
+  /** @internal Objects attached to this mapping (the heap), dropped on close. */
+  _attached: Map<string, unknown> = new Map()
+
+  /**
+   * A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
+   * @param address - `null`/`0`: the kernel chooses; otherwise a hint, or the exact
+   *   address with `MapFlags.FIXED` / `MapFlags.FIXED_NOREPLACE`. `FIXED` never replaces
+   *   memory in use (only free space or pages released with {@link detach}).
+   * @param size - length in bytes
+   * @param protection - `Protection` bits; default read/write
+   * @param flags - `MapFlags` bits; default `SHARED` (plus `ANONYMOUS` without `fd`)
+   * @param fd - a {@link SharedMemoryObject} or a raw descriptor; none = anonymous
+   * @param offset - offset into the object, a multiple of the page size
+   * @throws ShmError `EADDRINUSE` for a taken exact address, `EINVAL`, `ENOMEM`;
+   *   TypeError/RangeError for bad arguments
+   */
+  constructor(
+    address: number | null,
+    size: number,
+    protection: number = Protection.READ_WRITE,
+    flags?: number,
+    fd?: SharedMemoryObject | number,
+    offset = 0,
+  ) {
+    let mapping: NativeMapping
+    let name: string | null = null
+    if (adopt) {
+      ;({ mapping, name } = adopt)
+      this.#raw = adopt.raw
+      adopt = null
+    } else {
+      if (address !== null && address !== 0) checkIndex('address', address)
+      checkIndex('size', size)
+      checkIndex('offset', offset)
+      if (!Number.isInteger(protection)) throw typeError(`The "protection" argument must be an integer; got ${describe(protection)}`)
+      let rawFd = -1
+      if (fd instanceof SharedMemoryObject) {
+        rawFd = fd.fd
+        name = fd.name
+      } else if (fd !== undefined) {
+        if (!Number.isInteger(fd) || (fd as number) < 0) throw typeError(`The "fd" argument must be a SharedMemoryObject or a descriptor; got ${describe(fd)}`)
+        rawFd = fd as number
+      }
+      const f = flags ?? (rawFd >= 0 ? MapFlags.SHARED : MapFlags.SHARED | MapFlags.ANONYMOUS)
+      if (!Number.isInteger(f)) throw typeError(`The "flags" argument must be an integer; got ${describe(flags)}`)
+      const addr = address === 0 ? null : address
+      mapping = native(() => binding.Mapping.map(addr, size, protection, f, rawFd, offset))
+      this.#raw = { fileOffset: offset, protection, flags: f }
+    }
+    this.#mapping = mapping
+    this.name = name
+    this.size = mapping.size
+    const begin = mapping.address
+    this.address = Object.freeze({ begin, end: begin + this.size })
+    this.#buffer = native(() => mapping.buffer())
+    this.#bytes = new Uint8Array(this.#buffer)
+    this.#i32 = new Int32Array(this.#buffer, 0, Math.floor(this.size / 4))
+  }
+
+  static {
+    internals = (m) => {
+      if (m.#closed) throw closedError('the mapping')
+      m.#view ??= new DataView(m.#buffer)
+      return { mapping: m.#mapping, i32: m.#i32, view: m.#view, base: m.#mapping.base }
+    }
+  }
+
+  /**
+   * Creates a managed segment: a new named object (exclusively: `EEXIST` if the name is
+   * taken), mapped, with a header and a formatted heap. Permissions default to `0o600`.
+   * @throws ShmError `EEXIST`, `EACCES`, `EADDRINUSE` (exact address taken), `ENOMEM`
+   */
+  static create(name: string, options: CreateOptions): MappedMemory {
+    checkString('name', name)
+    if (typeof options !== 'object' || options === null) throw typeError('The "options" argument must be an object with a "size"')
+    checkIndex('size', options.size)
+    const permissions = options.permissions ?? 0o600
+    if (!Number.isInteger(permissions)) throw typeError(`The "permissions" option must be an integer; got ${describe(permissions)}`)
+    const fixed = options.fixedAddress ?? false
+    if (typeof fixed !== 'boolean') checkIndex('fixedAddress', fixed)
+    const prefault = options.prefault ?? false
+    const mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault))
+    return MappedMemory.#adopt(mapping, native(() => binding.normalizeName(name)), null)
+  }
+
+  /**
+   * Opens an existing managed segment, validating its header.
+   * @throws ShmError `ENOENT`, `EACCES`, `ERR_SHM_BAD_HEADER` (not a shmutils segment),
+   *   `EADDRINUSE` (with `fixedAddress: 'require'`, the creator's address is taken here)
+   */
+  static open(name: string, options: OpenOptions = {}): MappedMemory {
+    checkString('name', name)
+    const fixed = options.fixedAddress ?? 'prefer'
+    const mode = fixed === false ? 'no' : fixed
+    if (mode !== 'no' && mode !== 'prefer' && mode !== 'require') {
+      throw typeError(`The "fixedAddress" option must be 'require', 'prefer' or false; got ${describe(fixed)}`)
+    }
+    const mapping = native(() => binding.Mapping.openSegment(name, mode, !!options.readOnly))
+    return MappedMemory.#adopt(mapping, native(() => binding.normalizeName(name)), null)
+  }
+
+  static #adopt(mapping: NativeMapping, name: string | null, raw: RawOrigin | null): MappedMemory {
+    adopt = { mapping, name, raw }
+    try {
+      return new MappedMemory(null, 0)
+    } finally {
+      adopt = null
+    }
+  }
+
+  /** Whether this is a managed segment (header + heap). */
+  get managed(): boolean {
+    return this.#raw === null
+  }
+
+  /** Whether {@link close} or {@link detach} was called. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** The whole mapping, zero-copy. Detached (length 0) after {@link close}. */
+  get buffer(): ArrayBuffer {
+    if (this.#closed) throw closedError('the mapping')
+    return this.#buffer
+  }
+
+  /** A `Uint8Array` over {@link buffer}. */
+  get bytes(): Uint8Array {
+    if (this.#closed) throw closedError('the mapping')
+    return this.#bytes
+  }
+
+  /** The creator's base address (where stored pointers point); own address if raw. */
+  get baseAddress(): number {
+    return internals(this).base
+  }
+
+  /** Relative offset → absolute address (`offset === size` is allowed). */
+  absAddressAt(offset: number): number {
+    checkIndex('offset', offset)
+    if (this.#closed) throw closedError('the mapping')
+    if (offset > this.size) throw outOfBounds(`offset ${offset} is outside the mapping of ${this.size} bytes`)
+    return this.address.begin + offset
+  }
+
+  /** Absolute address → relative offset. */
+  relativeAddressAt(address: number): number {
+    checkIndex('address', address)
+    if (this.#closed) throw closedError('the mapping')
+    if (address < this.address.begin || address > this.address.end) {
+      throw outOfBounds(`address 0x${address.toString(16)} is outside the mapping 0x${this.address.begin.toString(16)}..0x${this.address.end.toString(16)}`)
+    }
+    return address - this.address.begin
+  }
+
+  /** A view of the bytes between two absolute addresses (`end` defaults to the end). */
+  absoluteAt(begin: number, end: number = this.address.end): Uint8Array {
+    const from = this.relativeAddressAt(begin)
+    const to = this.relativeAddressAt(end)
+    if (to < from) throw rangeError(`The "end" argument must not be below "begin"`)
+    return this.#bytes.subarray(from, to)
+  }
+
+  /**
+   * Forgets the mapping without unmapping it: views are detached, and the caller owns
+   * the pages (release them with `munmap`). Returns where they are.
+   */
+  detach(): { address: number; size: number } {
+    if (this.#closed) throw closedError('the mapping')
+    this.#shutViews()
+    this.#mapping.forget()
+    return { address: this.address.begin, size: this.size }
+  }
+
+  /** Detaches every view, then unmaps. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return
+    this.#shutViews()
+    this.#mapping.close()
+  }
+
+  #shutViews(): void {
+    this.#closed = true
+    this._attached.clear()
+    forgetCached(this)
+    native(() => binding.detachBuffer(this.#buffer))
+  }
+
+  /** Removes the backing object's name (`shm_unlink`); the mapping stays usable. */
+  unlink(): void {
+    if (this.name === null) throw typeError('This mapping has no named backing object to unlink')
+    shmUnlink(this.name)
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close()
+  }
+
+  /** A handle that {@link revive} turns back into a mapping of the same segment. */
+  toJSON(): Handle {
+    if (this.name === null) throw typeError('An anonymous mapping cannot be shared by handle: map a named object')
+    if (this.#raw === null) return { $shmutils: 'MappedMemory', segment: this.name, offset: 0 }
+    return {
+      $shmutils: 'MappedMemory',
+      segment: this.name,
+      offset: 0,
+      raw: { ...this.#raw, size: this.size, address: this.address.begin },
+    }
+  }
+}
+
+// ---- revive: one mapping per segment per process ----
+
+const cache = new Map<string, MappedMemory>()
+
+function cacheKey(h: Handle): string {
+  return JSON.stringify([h.segment, h.raw ?? null])
+}
+
+function forgetCached(m: MappedMemory): void {
+  for (const [k, v] of cache) if (v === m) cache.delete(k)
+}
+
+interface RawHandle {
+  fileOffset: number
+  protection: number
+  flags: number
+  size: number
+  address: number
+}
+
+/** @internal The mapping a handle refers to, opened once per process. */
+export function memoryFromHandle(h: Handle): MappedMemory {
+  checkString('segment', h.segment)
+  const key = cacheKey(h)
+  const hit = cache.get(key)
+  if (hit && !hit.closed) return hit
+  let m: MappedMemory
+  if (h.raw === undefined) {
+    m = MappedMemory.open(h.segment)
+  } else {
+    const r = h.raw as RawHandle
+    if (typeof r !== 'object' || r === null) throw typeError('Malformed MappedMemory handle')
+    using obj = shmOpen(h.segment, r.protection & Protection.WRITE ? 'r+' : 'r')
+    const flags = r.flags & ~MapFlags.FIXED & ~MapFlags.FIXED_NOREPLACE
+    try {
+      // The same address as the sender if it is free here, so absolute pointers agree.
+      m = new MappedMemory(r.address, r.size, r.protection, flags | MapFlags.FIXED_NOREPLACE, obj, r.fileOffset)
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EADDRINUSE') throw e
+      m = new MappedMemory(null, r.size, r.protection, flags, obj, r.fileOffset)
+    }
+  }
+  cache.set(key, m)
+  return m
+}
+
+registerReviver('MappedMemory', memoryFromHandle)

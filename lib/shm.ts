@@ -1,0 +1,106 @@
+/**
+ * POSIX shared-memory objects: `shmOpen`, `shmUnlink` and {@link SharedMemoryObject}.
+ * @module
+ */
+import { checkIndex, checkString } from './args.js'
+import { closedError, native, typeError } from './errors.js'
+import { binding } from './native.js'
+
+/** How {@link shmOpen} treats an existing or missing object (the original's modes). */
+export type ShmMode = 'r' | 'r+' | 'w' | 'w+' | 'x' | 'x+'
+
+/** Options of {@link shmOpen}. */
+export interface ShmOpenOptions {
+  /** Permission bits for a created object; default `0o600`. */
+  permissions?: number
+}
+
+const fdRegistry = new FinalizationRegistry<number>((fd) => {
+  try {
+    binding.fdClose(fd)
+  } catch {
+    // Already closed: nothing to do.
+  }
+})
+
+/** An open POSIX shared-memory object (a file descriptor and its name). */
+export class SharedMemoryObject implements Disposable {
+  /** The name, normalized with one leading `/`. */
+  readonly name: string
+  #fd: number
+  /** Whether the object was opened read-only. */
+  readonly readOnly: boolean
+
+  /** @internal Use {@link shmOpen}. */
+  constructor(name: string, fd: number, readOnly: boolean) {
+    this.name = name
+    this.#fd = fd
+    this.readOnly = readOnly
+    fdRegistry.register(this, fd, this)
+  }
+
+  /** The file descriptor; throws `ERR_SHM_CLOSED` after {@link close}. */
+  get fd(): number {
+    if (this.#fd < 0) throw closedError(`shared memory object ${this.name}`)
+    return this.#fd
+  }
+
+  /** The size in bytes (`fstat`). */
+  size(): number {
+    const fd = this.fd
+    return native(() => binding.fdSize(fd))
+  }
+
+  /** Sets the size in bytes (`ftruncate`); returns `this` for chaining. */
+  truncate(size: number): this {
+    checkIndex('size', size)
+    const fd = this.fd
+    native(() => binding.fdTruncate(fd, size))
+    return this
+  }
+
+  /** Closes the descriptor. Safe to call twice. Mappings made from it stay valid. */
+  close(): void {
+    if (this.#fd < 0) return
+    const fd = this.#fd
+    this.#fd = -1
+    fdRegistry.unregister(this)
+    native(() => binding.fdClose(fd))
+  }
+
+  /** Removes the name (`shm_unlink`); existing mappings stay valid. */
+  unlink(): void {
+    shmUnlink(this.name)
+  }
+
+  /** Same as {@link close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close()
+  }
+}
+
+/**
+ * Opens or creates a POSIX shared-memory object.
+ *
+ * Modes: `r` read-only existing, `r+` read/write existing, `w` create+truncate,
+ * `w+` create if missing (default), `x`/`x+` exclusive create.
+ * @throws ShmError `ENOENT`, `EEXIST`, `EACCES`; TypeError/RangeError for a bad name,
+ *   mode or permissions.
+ */
+export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOptions = {}): SharedMemoryObject {
+  checkString('name', name)
+  checkString('mode', mode)
+  const permissions = options.permissions ?? 0o600
+  if (!Number.isInteger(permissions)) throw typeError(`The "permissions" option must be an integer; got ${String(permissions)}`)
+  const opened = native(() => binding.shmOpen(name, mode, permissions))
+  return new SharedMemoryObject(opened.name, opened.fd, mode === 'r')
+}
+
+/**
+ * Removes a shared-memory object's name. Mappings of it stay valid until closed.
+ * @throws ShmError `ENOENT` if it does not exist.
+ */
+export function shmUnlink(name: string): void {
+  checkString('name', name)
+  native(() => binding.shmUnlink(name))
+}

@@ -1,0 +1,402 @@
+//! The JavaScript boundary: every `#[napi]` export lives here, thin wrappers that check
+//! arguments, call the core modules, and turn [`ShmError`]s into thrown errors.
+//! `lib/native.ts` is the only caller; the public API is the TypeScript on top.
+
+use crate::error::{Result, ShmError};
+use crate::lock::{Acquired, LockRecord, Owner};
+use crate::mapping::{self, MapRequest, Region};
+use crate::segment::{self, FixedMode, Placement};
+use crate::shm;
+use crate::sys::Deadline;
+use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
+use napi::{Either, Env};
+use napi_derive::napi;
+use std::sync::Arc;
+
+/// The largest integer a JS number holds exactly.
+const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
+
+/// Checks a JS number is a non-negative safe integer.
+fn to_u64(what: &str, v: f64) -> Result<u64> {
+    if !v.is_finite() || v.fract() != 0.0 {
+        return Err(ShmError::type_error(format!(
+            "The \"{what}\" argument must be an integer; got {v}"
+        )));
+    }
+    if !(0.0..=MAX_SAFE).contains(&v) {
+        return Err(ShmError::range(format!(
+            "The \"{what}\" argument must be >= 0 and <= 2^53-1; got {v}"
+        )));
+    }
+    Ok(v as u64)
+}
+
+/// A deadline from a timeout in milliseconds; `None` = forever.
+fn deadline(timeout_ms: Option<f64>) -> Result<Option<Deadline>> {
+    match timeout_ms {
+        None => Ok(None),
+        Some(t) if t == f64::INFINITY => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(ShmError::range(format!(
+            "The \"timeout\" option must be a non-negative number of milliseconds; got {t}"
+        ))),
+        Some(t) => Ok(Some(Deadline::after_ms(t))),
+    }
+}
+
+/// The system page size.
+#[napi]
+pub fn page_size() -> u32 {
+    mapping::page_size() as u32
+}
+
+/// Identity of the calling thread as lock records store it.
+#[napi(object)]
+pub struct ThreadIdentity {
+    /// Kernel thread id.
+    pub tid: u32,
+    /// Low 32 bits of the thread's start time.
+    pub start_lo: u32,
+    /// High 32 bits of the thread's start time.
+    pub start_hi: u32,
+}
+
+/// Who the calling thread is (cached by the TypeScript layer per thread).
+#[napi]
+pub fn thread_identity() -> ThreadIdentity {
+    let me = Owner::current();
+    ThreadIdentity { tid: me.tid, start_lo: me.start as u32, start_hi: (me.start >> 32) as u32 }
+}
+
+/// An opened POSIX shm object.
+#[napi(object)]
+pub struct OpenedObject {
+    /// Normalized name.
+    pub name: String,
+    /// File descriptor.
+    pub fd: i32,
+}
+
+/// `shm_open` with the original library's modes.
+#[napi]
+pub fn shm_open(name: String, mode: String, permissions: u32) -> napi::Result<OpenedObject> {
+    let name = shm::normalize_name(&name)?;
+    let fd = shm::open(&name, shm::OpenMode::parse(&mode)?, shm::check_permissions(permissions)?)?;
+    Ok(OpenedObject { name, fd })
+}
+
+/// `shm_unlink`.
+#[napi]
+pub fn shm_unlink(name: String) -> napi::Result<()> {
+    Ok(shm::unlink(&shm::normalize_name(&name)?)?)
+}
+
+/// Normalizes and validates a segment name.
+#[napi]
+pub fn normalize_name(name: String) -> napi::Result<String> {
+    Ok(shm::normalize_name(&name)?)
+}
+
+/// `fstat(fd).st_size`.
+#[napi]
+pub fn fd_size(fd: i32) -> napi::Result<f64> {
+    Ok(shm::size(fd)? as f64)
+}
+
+/// `ftruncate(fd, size)`.
+#[napi]
+pub fn fd_truncate(fd: i32, size: f64) -> napi::Result<()> {
+    Ok(shm::truncate(fd, to_u64("size", size)?)?)
+}
+
+/// `close(fd)`.
+#[napi]
+pub fn fd_close(fd: i32) -> napi::Result<()> {
+    Ok(shm::close(fd)?)
+}
+
+/// Unmaps memory previously released with `detach()`.
+#[napi]
+pub fn munmap(address: f64, size: f64) -> napi::Result<()> {
+    Ok(mapping::munmap_forgotten(to_u64("address", address)?, to_u64("size", size)?)?)
+}
+
+/// Detaches an ArrayBuffer so that every view over it reads as length 0.
+#[napi]
+pub fn detach_buffer(buffer: ArrayBuffer) -> napi::Result<()> {
+    buffer.detach()
+}
+
+/// One mapping, shared with every ArrayBuffer created over it.
+#[napi]
+pub struct Mapping {
+    region: Arc<Region>,
+    header: Option<segment::Header>,
+}
+
+/// How a native lock wait ended (the numbers `lib/lock.ts` switches on).
+fn acquired_code(a: Acquired) -> u32 {
+    match a {
+        Acquired::Yes => 0,
+        Acquired::OwnerDied => 1,
+        Acquired::TimedOut => 2,
+    }
+}
+
+#[napi]
+impl Mapping {
+    /// A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
+    #[napi(factory)]
+    pub fn map(
+        address: Option<f64>,
+        size: f64,
+        protection: i32,
+        flags: i32,
+        fd: i32,
+        offset: f64,
+    ) -> napi::Result<Mapping> {
+        let address = address.map(|a| to_u64("address", a)).transpose()?;
+        let req = MapRequest {
+            address,
+            len: to_u64("size", size)?,
+            prot: protection,
+            flags,
+            fd,
+            offset: to_u64("offset", offset)?,
+        };
+        Ok(Mapping { region: Region::map(req)?, header: None })
+    }
+
+    /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
+    /// a number = exactly there.
+    #[napi(factory)]
+    pub fn create_segment(
+        name: String,
+        size: f64,
+        permissions: u32,
+        fixed: Either<bool, f64>,
+        prefault: bool,
+    ) -> napi::Result<Mapping> {
+        let placement = match fixed {
+            Either::A(false) => Placement::Anywhere,
+            Either::A(true) => Placement::FreeHigh,
+            Either::B(addr) => Placement::At(to_u64("fixedAddress", addr)?),
+        };
+        let (region, header) =
+            segment::create(&name, to_u64("size", size)?, permissions, placement, prefault)?;
+        segment::publish(&region);
+        Ok(Mapping { region, header: Some(header) })
+    }
+
+    /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
+    #[napi(factory)]
+    pub fn open_segment(name: String, fixed: String, read_only: bool) -> napi::Result<Mapping> {
+        let mode = match fixed.as_str() {
+            "require" => FixedMode::Require,
+            "prefer" => FixedMode::Prefer,
+            "no" => FixedMode::No,
+            _ => {
+                return Err(ShmError::type_error(format!(
+                    "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
+                ))
+                .into())
+            }
+        };
+        let (region, header) = segment::open(&name, mode, read_only)?;
+        Ok(Mapping { region, header: Some(header) })
+    }
+
+    /// Absolute address of the first byte.
+    #[napi(getter)]
+    pub fn address(&self) -> f64 {
+        self.region.addr() as f64
+    }
+
+    /// Length in bytes.
+    #[napi(getter)]
+    pub fn size(&self) -> f64 {
+        self.region.len() as f64
+    }
+
+    /// The creator's base address (pointers in the segment are stored relative to it);
+    /// for a raw mapping, its own address.
+    #[napi(getter)]
+    pub fn base(&self) -> f64 {
+        self.header.map_or(self.region.addr() as f64, |h| h.base as f64)
+    }
+
+    /// Start of the heap region (managed segments), else 0.
+    #[napi(getter)]
+    pub fn heap_offset(&self) -> f64 {
+        self.header.map_or(0.0, |h| h.heap_offset as f64)
+    }
+
+    /// Length of the heap region (managed segments), else 0.
+    #[napi(getter)]
+    pub fn heap_size(&self) -> f64 {
+        self.header.map_or(0.0, |h| h.heap_size as f64)
+    }
+
+    /// An external ArrayBuffer over the whole mapping (zero-copy). Throws instead of
+    /// copying when the runtime forbids external buffers: a copy would not be shared.
+    #[napi]
+    pub fn buffer<'env>(&self, env: &'env Env) -> napi::Result<ArrayBuffer<'env>> {
+        let pin = self.region.pin()?;
+        let hint = Box::into_raw(Box::new(self.region.clone()));
+        let mut value = std::ptr::null_mut();
+        // SAFETY: the pointer/length describe our live mapping; the finalizer owns one
+        // strong reference to the region (the boxed Arc), so the pages stay mapped until
+        // the buffer is collected or close() detached it first.
+        let status = unsafe {
+            napi::sys::napi_create_external_arraybuffer(
+                env.raw(),
+                pin.region().addr() as *mut std::ffi::c_void,
+                pin.region().len(),
+                Some(release_region),
+                hint.cast(),
+                &mut value,
+            )
+        };
+        if status != napi::sys::Status::napi_ok {
+            // SAFETY: the buffer was not created, so the finalizer will never run.
+            drop(unsafe { Box::from_raw(hint) });
+            let e = if status == napi::sys::Status::napi_no_external_buffers_allowed {
+                ShmError::new(
+                    "ERR_SHM_UNSUPPORTED_PLATFORM",
+                    "this JavaScript runtime forbids external ArrayBuffers; shared memory \
+                     cannot be exposed without copying, which would not be shared",
+                )
+            } else {
+                ShmError::new("EINVAL", format!("napi_create_external_arraybuffer: {status}"))
+            };
+            return Err(e.into());
+        }
+        // SAFETY: `value` is the ArrayBuffer just created in this env.
+        unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }
+    }
+
+    /// Whether the mapping is still usable.
+    #[napi(getter)]
+    pub fn live(&self) -> bool {
+        self.region.is_live()
+    }
+
+    /// Unmaps (once every in-flight native wait has let go). The caller detaches its
+    /// ArrayBuffer first. Idempotent.
+    #[napi]
+    pub fn close(&self) {
+        self.region.close();
+    }
+
+    /// Forgets the mapping without unmapping it; the caller owns the pages.
+    #[napi]
+    pub fn forget(&self) -> bool {
+        self.region.forget()
+    }
+
+    fn lock_record(&self, offset: f64) -> Result<(mapping::Pin, usize)> {
+        let off = to_u64("offset", offset)?;
+        let pin = self.region.pin()?;
+        pin.region().check_range(off, crate::lock::RECORD_SIZE)?;
+        pin.region().word(off)?;
+        Ok((pin, off as usize))
+    }
+
+    /// Takes the lock at `offset`, sleeping in the kernel; the slow path after the
+    /// JavaScript compare-and-swap failed. Returns 0 acquired, 1 acquired from a dead
+    /// owner, 2 timed out.
+    #[napi]
+    pub fn lock_acquire(&self, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
+        let deadline = deadline(timeout_ms)?;
+        let (pin, off) = self.lock_record(offset)?;
+        // SAFETY: lock_record checked the 32 bytes are in bounds and 4-aligned; the pin
+        // keeps them mapped for the whole wait.
+        let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
+        Ok(acquired_code(rec.lock(Owner::current(), deadline)?))
+    }
+
+    /// Releases the lock at `offset` held by this thread, waking a waiter if needed.
+    #[napi]
+    pub fn lock_release(&self, offset: f64) -> napi::Result<()> {
+        let (pin, off) = self.lock_record(offset)?;
+        // SAFETY: as in lock_acquire.
+        let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
+        Ok(rec.unlock(Owner::current())?)
+    }
+
+    /// Wakes one waiter of the lock at `offset` (after a JavaScript release saw WAITERS).
+    #[napi]
+    pub fn lock_wake(&self, offset: f64) -> napi::Result<()> {
+        let (pin, off) = self.lock_record(offset)?;
+        // SAFETY: as in lock_acquire.
+        let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
+        rec.wake_one();
+        Ok(())
+    }
+
+    /// Clears OWNER_DIED on the lock at `offset` held by this thread.
+    #[napi]
+    pub fn lock_mark_consistent(&self, offset: f64) -> napi::Result<()> {
+        let (pin, off) = self.lock_record(offset)?;
+        // SAFETY: as in lock_acquire.
+        let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
+        Ok(rec.mark_consistent(Owner::current())?)
+    }
+}
+
+/// Finalizer of an external ArrayBuffer: drops its reference to the region (which unmaps
+/// only if nobody closed or detached it and this was the last reference).
+unsafe extern "C" fn release_region(
+    _env: napi::sys::napi_env,
+    _data: *mut std::ffi::c_void,
+    hint: *mut std::ffi::c_void,
+) {
+    // SAFETY: `hint` is the Box<Arc<Region>> leaked in `buffer()`, and V8 calls each
+    // finalizer exactly once.
+    drop(unsafe { Box::from_raw(hint.cast::<Arc<Region>>()) });
+}
+
+
+/// `PROT_*` and `MAP_*` values of this platform.
+#[napi(object)]
+pub struct MapConstants {
+    /// PROT_NONE
+    pub prot_none: i32,
+    /// PROT_READ
+    pub prot_read: i32,
+    /// PROT_WRITE
+    pub prot_write: i32,
+    /// PROT_EXEC
+    pub prot_exec: i32,
+    /// MAP_SHARED
+    pub map_shared: i32,
+    /// MAP_PRIVATE
+    pub map_private: i32,
+    /// MAP_ANONYMOUS
+    pub map_anonymous: i32,
+    /// MAP_FIXED
+    pub map_fixed: i32,
+    /// MAP_FIXED_NOREPLACE (emulated where the kernel has none)
+    pub map_fixed_noreplace: i32,
+    /// MAP_NORESERVE
+    pub map_noreserve: i32,
+    /// MAP_POPULATE (0 where unsupported)
+    pub map_populate: i32,
+}
+
+/// The platform's mapping constants.
+#[napi]
+pub fn map_constants() -> MapConstants {
+    MapConstants {
+        prot_none: libc::PROT_NONE,
+        prot_read: libc::PROT_READ,
+        prot_write: libc::PROT_WRITE,
+        prot_exec: libc::PROT_EXEC,
+        map_shared: libc::MAP_SHARED,
+        map_private: libc::MAP_PRIVATE,
+        map_anonymous: libc::MAP_ANON,
+        map_fixed: libc::MAP_FIXED,
+        map_fixed_noreplace: crate::sys::MAP_FIXED_NOREPLACE,
+        map_noreserve: libc::MAP_NORESERVE,
+        map_populate: crate::sys::MAP_POPULATE,
+    }
+}

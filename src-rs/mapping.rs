@@ -1,0 +1,475 @@
+//! Memory mappings: one [`Region`] per `mmap`, shared by the JavaScript object that owns it
+//! and every `ArrayBuffer` over it, so garbage collection can never unmap twice and an
+//! explicit close never unmaps memory a waiter on another thread is still using.
+//!
+//! Life of a region (the `state` word):
+//!
+//! | state      | meaning                                                       |
+//! |------------|---------------------------------------------------------------|
+//! | `MAPPED`   | live; [`Region::pin`] succeeds                                |
+//! | `CLOSING`  | `close()` was called; unmapped when the last pin is released  |
+//! | `UNMAPPED` | `munmap` done (exactly once, by whoever moved it here)        |
+//! | `FORGOTTEN`| `detach()`: the caller owns the pages now; we never unmap them |
+
+use crate::error::{Result, ShmError};
+use crate::sys;
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const MAPPED: u8 = 0;
+const CLOSING: u8 = 1;
+const UNMAPPED: u8 = 2;
+const FORGOTTEN: u8 = 3;
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 {
+        n as usize
+    } else {
+        4096
+    }
+}
+
+/// `n` rounded up to a whole number of pages, `None` on overflow.
+pub fn round_to_page(n: u64) -> Option<u64> {
+    let p = page_size() as u64;
+    n.checked_add(p - 1).map(|v| v / p * p)
+}
+
+/// What a caller asks of `mmap`.
+#[derive(Debug, Clone, Copy)]
+pub struct MapRequest {
+    /// Where: `None` lets the kernel choose; otherwise a hint, or exact with a FIXED flag.
+    pub address: Option<u64>,
+    /// Length in bytes (> 0).
+    pub len: u64,
+    /// `PROT_*` bits.
+    pub prot: i32,
+    /// `MAP_*` bits.
+    pub flags: i32,
+    /// Backing descriptor, or -1 for anonymous memory.
+    pub fd: i32,
+    /// Offset into the backing object (page aligned).
+    pub offset: u64,
+}
+
+/// One live (or formerly live) mapping.
+#[derive(Debug)]
+pub struct Region {
+    addr: usize,
+    len: usize,
+    state: AtomicU8,
+    pins: AtomicUsize,
+}
+
+/// Ranges handed to the caller by `detach()` and not yet unmapped by [`munmap_forgotten`]:
+/// the only memory besides free address space that `FIXED` and `munmap` may touch.
+static FORGOTTEN_RANGES: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+fn lock_ranges(m: &'static Mutex<Vec<(u64, u64)>>) -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes `[a, b)` from a list of disjoint ranges.
+fn subtract(ranges: &mut Vec<(u64, u64)>, a: u64, b: u64) {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for &(s, e) in ranges.iter() {
+        if e <= a || s >= b {
+            out.push((s, e));
+            continue;
+        }
+        if s < a {
+            out.push((s, a));
+        }
+        if e > b {
+            out.push((b, e));
+        }
+    }
+    *ranges = out;
+}
+
+/// Whether every byte of `[a, b)` is covered by `ranges`.
+fn covered(ranges: &[(u64, u64)], a: u64, b: u64) -> bool {
+    let mut rest = vec![(a, b)];
+    for &(s, e) in ranges {
+        subtract(&mut rest, s, e);
+    }
+    rest.is_empty()
+}
+
+/// Whether `[a, b)` holds nothing but free address space and memory we handed out with
+/// `detach()`: the test a `MAP_FIXED` request must pass so it never replaces V8's heap,
+/// a library, or a live segment.
+fn replaceable(a: u64, b: u64) -> bool {
+    let forgotten = lock_ranges(&FORGOTTEN_RANGES).clone();
+    sys::mapped_ranges()
+        .into_iter()
+        .filter(|&(s, e)| s < b && e > a)
+        .all(|(s, e)| covered(&forgotten, s.max(a), e.min(b)))
+}
+
+impl Region {
+    /// Maps memory as requested.
+    ///
+    /// A plain `MAP_FIXED` request is honoured only over free address space or memory this
+    /// library handed out with `detach()`; anything else fails with `EADDRINUSE` instead of
+    /// silently replacing memory the process uses (which crashes Node). With
+    /// `MAP_FIXED_NOREPLACE` a kernel that treats it as a hint is caught by comparing the
+    /// returned address.
+    ///
+    /// # Errors
+    /// `RangeError` for a zero or absurd length or an unaligned address/offset;
+    /// `EADDRINUSE` when an exact address is taken; otherwise the `mmap` errno.
+    pub fn map(req: MapRequest) -> Result<Arc<Region>> {
+        let page = page_size() as u64;
+        if req.len == 0 || req.len > isize::MAX as u64 {
+            return Err(ShmError::range(format!(
+                "The \"size\" argument must be > 0 and addressable; got {}",
+                req.len
+            )));
+        }
+        if req.offset % page != 0 {
+            return Err(ShmError::range(format!(
+                "The \"offset\" argument must be a multiple of the page size ({page}); got {}",
+                req.offset
+            )));
+        }
+        let fixed = req.flags & libc::MAP_FIXED != 0;
+        let noreplace = req.flags & sys::MAP_FIXED_NOREPLACE != 0;
+        let exact = fixed || noreplace;
+        let mut flags = req.flags;
+        if exact {
+            let Some(addr) = req.address.filter(|a| *a != 0) else {
+                return Err(ShmError::type_error(
+                    "The \"address\" argument is required with FIXED or FIXED_NOREPLACE",
+                ));
+            };
+            if addr % page != 0 {
+                return Err(ShmError::range(format!(
+                    "The \"address\" argument must be page aligned with FIXED; got {addr:#x}"
+                )));
+            }
+            let end = addr.checked_add(req.len).ok_or_else(|| {
+                ShmError::range("The \"address\" + \"size\" arguments overflow")
+            })?;
+            if fixed {
+                if !replaceable(addr, end) {
+                    return Err(ShmError::new(
+                        "EADDRINUSE",
+                        format!(
+                            "FIXED mapping at {addr:#x}..{end:#x} would replace memory this process \
+                             uses; only free or detach()ed ranges may be replaced"
+                        ),
+                    ));
+                }
+            } else {
+                flags &= !libc::MAP_FIXED;
+            }
+        }
+        let hint = req.address.unwrap_or(0) as usize as *mut libc::c_void;
+        let (prot, fd, off) = (req.prot, req.fd, req.offset as libc::off_t);
+        // SAFETY: with MAP_FIXED we checked above that the range holds only free space or
+        // pages the caller took ownership of with detach(), so nothing live is replaced;
+        // otherwise the kernel picks or honours a non-clobbering address.
+        let p = unsafe { libc::mmap(hint, req.len as usize, prot, flags, fd, off) };
+        if p == libc::MAP_FAILED {
+            let e = nix::errno::Errno::last();
+            if noreplace && e == nix::errno::Errno::EEXIST {
+                return Err(address_in_use(req.address.unwrap_or(0), req.len));
+            }
+            return Err(ShmError::sys(e, "mmap"));
+        }
+        let addr = p as usize;
+        if exact && addr as u64 != req.address.unwrap_or(0) {
+            // An old kernel took MAP_FIXED_NOREPLACE as a hint.
+            // SAFETY: we just mapped exactly this range and nobody else knows of it.
+            unsafe { libc::munmap(p, req.len as usize) };
+            return Err(address_in_use(req.address.unwrap_or(0), req.len));
+        }
+        let (a, b) = (addr as u64, addr as u64 + req.len);
+        subtract(&mut lock_ranges(&FORGOTTEN_RANGES), a, b);
+        Ok(Arc::new(Region {
+            addr,
+            len: req.len as usize,
+            state: AtomicU8::new(MAPPED),
+            pins: AtomicUsize::new(0),
+        }))
+    }
+
+    /// First byte.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is still mapped and not closing.
+    pub fn is_live(&self) -> bool {
+        self.state.load(Ordering::Acquire) == MAPPED
+    }
+
+    /// Keeps the pages mapped until the guard drops, for work off the JavaScript thread.
+    ///
+    /// # Errors
+    /// `ERR_SHM_CLOSED` once `close()` or `detach()` was called.
+    pub fn pin(self: &Arc<Self>) -> Result<Pin> {
+        self.pins.fetch_add(1, Ordering::AcqRel);
+        if self.state.load(Ordering::Acquire) != MAPPED {
+            drop(Pin(self.clone()));
+            return Err(closed());
+        }
+        Ok(Pin(self.clone()))
+    }
+
+    /// Unmaps now, or when the last pin goes. Idempotent.
+    pub fn close(&self) {
+        if self
+            .state
+            .compare_exchange(MAPPED, CLOSING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.finish_close_if_unpinned();
+        }
+    }
+
+    /// Gives the pages to the caller: we never unmap them; `munmap()` may.
+    /// Returns `false` if the region was already closed.
+    pub fn forget(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(MAPPED, FORGOTTEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let (a, b) = (self.addr as u64, (self.addr + self.len) as u64);
+        lock_ranges(&FORGOTTEN_RANGES).push((a, b));
+        true
+    }
+
+    fn finish_close_if_unpinned(&self) {
+        if self.pins.load(Ordering::Acquire) == 0
+            && self
+                .state
+                .compare_exchange(CLOSING, UNMAPPED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.unmap_now();
+        }
+    }
+
+    fn unmap_now(&self) {
+        // SAFETY: the state machine lets exactly one caller reach here, once, after every
+        // JavaScript view was detached and no pin is held; the range is ours.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+
+    /// Checks that `[offset, offset + len)` lies inside the region.
+    ///
+    /// # Errors
+    /// `ERR_SHM_OUT_OF_BOUNDS` otherwise.
+    pub fn check_range(&self, offset: u64, len: u64) -> Result<usize> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len as u64 => Ok(offset as usize),
+            _ => Err(ShmError::new(
+                "ERR_SHM_OUT_OF_BOUNDS",
+                format!(
+                    "range {offset}..{} is outside the mapping of {} bytes",
+                    offset.saturating_add(len),
+                    self.len
+                ),
+            )),
+        }
+    }
+
+    /// The aligned 32-bit word at `offset`, for futex operations.
+    ///
+    /// # Errors
+    /// `ERR_SHM_OUT_OF_BOUNDS`, or `EINVAL` when not 4-byte aligned.
+    pub fn word(&self, offset: u64) -> Result<&AtomicU32> {
+        let off = self.check_range(offset, 4)?;
+        if off % 4 != 0 {
+            return Err(ShmError::new(
+                "EINVAL",
+                format!("offset {offset} is not 4-byte aligned"),
+            ));
+        }
+        // SAFETY: in bounds and aligned (checked above); AtomicU32 has the layout of u32;
+        // the mapping outlives &self (the caller holds a pin or is the JS thread that
+        // would have to close it first).
+        Ok(unsafe { &*((self.addr + off) as *const AtomicU32) })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // Garbage collection of the last owner: unmap if nobody closed or forgot it.
+        let s = self.state.swap(UNMAPPED, Ordering::AcqRel);
+        if s == MAPPED || s == CLOSING {
+            self.unmap_now();
+        }
+    }
+}
+
+/// A guard that keeps a region mapped (see [`Region::pin`]).
+#[derive(Debug)]
+pub struct Pin(Arc<Region>);
+
+impl Pin {
+    /// The pinned region.
+    pub fn region(&self) -> &Region {
+        &self.0
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if self.0.pins.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.0.state.load(Ordering::Acquire) == CLOSING
+        {
+            self.0.finish_close_if_unpinned();
+        }
+    }
+}
+
+/// `ERR_SHM_CLOSED`.
+pub fn closed() -> ShmError {
+    ShmError::new("ERR_SHM_CLOSED", "the mapping is closed")
+}
+
+fn address_in_use(addr: u64, len: u64) -> ShmError {
+    ShmError {
+        errno: Some(libc::EEXIST),
+        syscall: Some("mmap"),
+        ..ShmError::new(
+            "EADDRINUSE",
+            format!("the address range {addr:#x}..{:#x} is already in use", addr + len),
+        )
+    }
+}
+
+/// Unmaps `[address, address + len)`, which must lie within pages handed out by
+/// `detach()` (anything else would pull memory from under live code or views).
+///
+/// # Errors
+/// `EINVAL` for ranges this library did not hand out; the `munmap` errno otherwise.
+pub fn munmap_forgotten(address: u64, len: u64) -> Result<()> {
+    let end = address
+        .checked_add(len)
+        .ok_or_else(|| ShmError::range("The \"address\" + \"size\" arguments overflow"))?;
+    let mut forgotten = lock_ranges(&FORGOTTEN_RANGES);
+    if len == 0 || !covered(&forgotten, address, end) {
+        return Err(ShmError::new(
+            "EINVAL",
+            format!(
+                "munmap({address:#x}, {len}): only memory released with detach() may be unmapped"
+            ),
+        ));
+    }
+    // SAFETY: the range is covered by pages the caller took over with detach(): no view,
+    // region or foreign code of ours refers to them any more.
+    if unsafe { libc::munmap(address as usize as *mut libc::c_void, len as usize) } != 0 {
+        return Err(ShmError::last_os("munmap"));
+    }
+    subtract(&mut forgotten, address, end);
+    Ok(())
+}
+
+/// Picks a free, 2 MiB-aligned address for `len` bytes in the upper half of the user
+/// address space, below the band where the kernel puts shared libraries and stacks, and
+/// maps there (exactly, never clobbering). That band is empty in fresh Node processes
+/// (V8 reserves below 1/4 of it, libraries sit at the very top), so other processes will
+/// likely find the same address free.
+///
+/// # Errors
+/// `EADDRINUSE` if no free spot was found after a number of tries.
+pub fn map_at_free_high_address(mut req: MapRequest) -> Result<Arc<Region>> {
+    const ALIGN: u64 = 2 << 20;
+    let bits = sys::user_address_bits().clamp(36, 56);
+    let low = 1u64 << (bits - 1);
+    let high = (1u64 << bits) - (1u64 << (bits - 5));
+    let span = high.saturating_sub(low).saturating_sub(req.len) / ALIGN;
+    if span == 0 {
+        return Err(ShmError::range("The segment is too large for a fixed address"));
+    }
+    req.flags |= sys::MAP_FIXED_NOREPLACE;
+    for _ in 0..32 {
+        req.address = Some(low + (sys::random_u64() % span) * ALIGN);
+        match Region::map(req) {
+            Ok(r) => return Ok(r),
+            Err(e) if e.code == "EADDRINUSE" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ShmError::new("EADDRINUSE", "found no free fixed address for the segment"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anon(len: u64) -> MapRequest {
+        MapRequest {
+            address: None,
+            len,
+            prot: libc::PROT_READ | libc::PROT_WRITE,
+            flags: libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            fd: -1,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn fixed_never_replaces_live_memory() {
+        let r = Region::map(anon(8192)).unwrap();
+        let mut req = anon(4096);
+        req.address = Some(r.addr() as u64);
+        req.flags |= libc::MAP_FIXED;
+        assert_eq!(Region::map(req).unwrap_err().code, "EADDRINUSE");
+        req.flags = (req.flags & !libc::MAP_FIXED) | sys::MAP_FIXED_NOREPLACE;
+        assert_eq!(Region::map(req).unwrap_err().code, "EADDRINUSE");
+        // After detach() the pages are the caller's: FIXED may replace them, munmap may free.
+        assert!(r.forget());
+        req.flags = (req.flags & !sys::MAP_FIXED_NOREPLACE) | libc::MAP_FIXED;
+        let again = Region::map(req).unwrap();
+        assert_eq!(again.addr(), r.addr());
+        munmap_forgotten(r.addr() as u64 + 4096, 4096).unwrap();
+        assert_eq!(munmap_forgotten(r.addr() as u64, 4096).unwrap_err().code, "EINVAL");
+        again.close();
+    }
+
+    #[test]
+    fn pins_delay_unmap_and_close_is_idempotent() {
+        let r = Region::map(anon(4096)).unwrap();
+        let pin = r.pin().unwrap();
+        r.close();
+        r.close();
+        assert_eq!(r.pin().unwrap_err().code, "ERR_SHM_CLOSED");
+        // Still mapped while pinned: the word is readable.
+        pin.region().word(0).unwrap().store(7, Ordering::Relaxed);
+        drop(pin);
+        assert!(!r.is_live());
+    }
+
+    #[test]
+    fn high_address_is_picked_and_fixed() {
+        let r = map_at_free_high_address(anon(1 << 20)).unwrap();
+        assert!(r.addr() as u64 >= 1u64 << (sys::user_address_bits() - 1));
+        assert_eq!(r.addr() % (2 << 20), 0);
+        r.close();
+    }
+
+    #[test]
+    fn words_are_bounds_and_alignment_checked() {
+        let r = Region::map(anon(4096)).unwrap();
+        assert!(r.word(4092).is_ok());
+        assert_eq!(r.word(4093).unwrap_err().code, "ERR_SHM_OUT_OF_BOUNDS");
+        assert_eq!(r.word(2).unwrap_err().code, "EINVAL");
+        assert_eq!(r.word(u64::MAX).unwrap_err().code, "ERR_SHM_OUT_OF_BOUNDS");
+    }
+}

@@ -1,0 +1,281 @@
+//! Managed segments: a named shm object, mapped, with a header at offset 0 that says what
+//! it is and where things live. Opening validates every header field before using it:
+//! the segment is shared with other processes and is untrusted input.
+//!
+//! | offset | size | field          | meaning                                             |
+//! |--------|------|----------------|-----------------------------------------------------|
+//! | 0      | 8    | `magic`        | `"SHMUTILS"`; written last, with Release ordering   |
+//! | 8      | 4    | `version`      | format version, [`VERSION`]                         |
+//! | 12     | 4    | `header_size`  | [`HEADER_SIZE`]                                     |
+//! | 16     | 8    | `size`         | segment size in bytes (= the object's size)         |
+//! | 24     | 8    | `base`         | the creator's base address (pointers are stored in  |
+//! |        |      |                | the creator's address space)                        |
+//! | 32     | 4    | `flags`        | bit 0 [`FLAG_FIXED`]: `base` was chosen to be fixed |
+//! | 36     | 4    | reserved       | 0                                                   |
+//! | 40     | 8    | `heap_offset`  | start of the heap region (16-aligned, ≥ header)     |
+//! | 48     | 8    | `heap_size`    | its length; `heap_offset + heap_size ≤ size`        |
+//! | 56..256|      | reserved       | 0                                                   |
+//!
+//! All integers are little-endian (the native order of every supported target).
+
+use crate::error::{Result, ShmError};
+use crate::mapping::{self, MapRequest, Region};
+use crate::shm;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// `"SHMUTILS"` as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMUTILS");
+/// Current format version.
+pub const VERSION: u32 = 1;
+/// Bytes reserved for the header; the heap starts right after.
+pub const HEADER_SIZE: u64 = 256;
+/// `base` is a fixed address every process should map at.
+pub const FLAG_FIXED: u32 = 1;
+/// The smallest segment: the header plus one page of heap.
+pub const MIN_SIZE: u64 = 4096;
+
+/// The validated header of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Segment size.
+    pub size: u64,
+    /// The creator's base address.
+    pub base: u64,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Heap region start.
+    pub heap_offset: u64,
+    /// Heap region length.
+    pub heap_size: u64,
+}
+
+/// Where `create` should map the new segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Wherever the kernel likes.
+    Anywhere,
+    /// A free high address picked for every process.
+    FreeHigh,
+    /// Exactly here.
+    At(u64),
+}
+
+/// How `open` treats the creator's fixed address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixedMode {
+    /// Map at the creator's address or fail with `EADDRINUSE`.
+    Require,
+    /// Try the creator's address (when it was fixed), else map anywhere.
+    Prefer,
+    /// Map anywhere.
+    No,
+}
+
+fn put_u32(r: &Region, off: usize, v: u32) {
+    // SAFETY: callers pass offsets inside the header, which lies inside the mapping
+    // (segments are at least MIN_SIZE); unaligned-safe write.
+    unsafe { ((r.addr() + off) as *mut u32).write_unaligned(v.to_le()) }
+}
+fn put_u64(r: &Region, off: usize, v: u64) {
+    // SAFETY: as put_u32.
+    unsafe { ((r.addr() + off) as *mut u64).write_unaligned(v.to_le()) }
+}
+fn get_u32(r: &Region, off: usize) -> u32 {
+    // SAFETY: as put_u32; the value may be garbage, callers validate it.
+    u32::from_le(unsafe { ((r.addr() + off) as *const u32).read_volatile() })
+}
+fn get_u64(r: &Region, off: usize) -> u64 {
+    // SAFETY: as get_u32 (offsets are 8-aligned in the header).
+    u64::from_le(unsafe { ((r.addr() + off) as *const u64).read_volatile() })
+}
+fn magic(r: &Region) -> &AtomicU64 {
+    // SAFETY: offset 0 of a page-aligned mapping of ≥ MIN_SIZE bytes is aligned and ours.
+    unsafe { &*(r.addr() as *const AtomicU64) }
+}
+
+fn bad_header(name: &str, why: impl std::fmt::Display) -> ShmError {
+    ShmError::new("ERR_SHM_BAD_HEADER", format!("not a shmutils segment ({why}):")).with_path(name)
+}
+
+fn rw_shared() -> (i32, i32) {
+    (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED)
+}
+
+/// Creates the object `name` exclusively, sizes it, maps it and writes the header.
+/// The heap region is `[HEADER_SIZE, size)`; the caller formats it.
+///
+/// # Errors
+/// `EEXIST` if the name exists; `RangeError` for a size below [`MIN_SIZE`]; mapping
+/// errors (`EADDRINUSE` for a taken exact address). The object is unlinked again on any
+/// failure after it was created.
+pub fn create(
+    name: &str,
+    size: u64,
+    permissions: u32,
+    placement: Placement,
+    prefault: bool,
+) -> Result<(Arc<Region>, Header)> {
+    let name = shm::normalize_name(name)?;
+    let perms = shm::check_permissions(permissions)?;
+    if size < MIN_SIZE {
+        return Err(ShmError::range(format!(
+            "The \"size\" argument must be at least {MIN_SIZE}; got {size}"
+        )));
+    }
+    let size = mapping::round_to_page(size)
+        .filter(|s| *s <= isize::MAX as u64 / 2)
+        .ok_or_else(|| ShmError::range(format!("The \"size\" argument {size} is too large")))?;
+    let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
+    let result = (|| {
+        shm::truncate(fd, size).map_err(|e| e.with_path(&name))?;
+        let (prot, mut flags) = rw_shared();
+        if prefault {
+            flags |= crate::sys::MAP_POPULATE;
+        }
+        let req = MapRequest { address: None, len: size, prot, flags, fd, offset: 0 };
+        let region = match placement {
+            Placement::Anywhere => Region::map(req)?,
+            Placement::FreeHigh => mapping::map_at_free_high_address(req)?,
+            Placement::At(addr) => Region::map(MapRequest {
+                address: Some(addr),
+                flags: flags | crate::sys::MAP_FIXED_NOREPLACE,
+                ..req
+            })?,
+        };
+        let header = Header {
+            size,
+            base: region.addr() as u64,
+            flags: if placement == Placement::Anywhere { 0 } else { FLAG_FIXED },
+            heap_offset: HEADER_SIZE,
+            heap_size: size - HEADER_SIZE,
+        };
+        put_u32(&region, 8, VERSION);
+        put_u32(&region, 12, HEADER_SIZE as u32);
+        put_u64(&region, 16, header.size);
+        put_u64(&region, 24, header.base);
+        put_u32(&region, 32, header.flags);
+        put_u64(&region, 40, header.heap_offset);
+        put_u64(&region, 48, header.heap_size);
+        Ok((region, header))
+    })();
+    let _ = shm::close(fd);
+    if result.is_err() {
+        let _ = shm::unlink(&name);
+    }
+    result
+}
+
+/// Publishes a created segment (after the heap is formatted): openers wait for this.
+pub fn publish(region: &Region) {
+    // Release: every header and heap byte written before is visible to an opener that
+    // reads the magic with Acquire.
+    magic(region).store(MAGIC, Ordering::Release);
+}
+
+/// Opens and maps the existing segment `name`, validating its header.
+///
+/// # Errors
+/// `ENOENT`; `EACCES`; `ERR_SHM_BAD_HEADER` for an object that is not a segment (or was
+/// not finished by its creator within a short grace period); `EADDRINUSE` with
+/// [`FixedMode::Require`] when the creator's address is taken here.
+pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region>, Header)> {
+    let name = shm::normalize_name(name)?;
+    let mode = if read_only { shm::OpenMode::Read } else { shm::OpenMode::ReadWrite };
+    let fd = shm::open(&name, mode, shm::check_permissions(0)?)?;
+    let result = open_fd(&name, fd, fixed, read_only);
+    let _ = shm::close(fd);
+    result
+}
+
+fn open_fd(name: &str, fd: i32, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region>, Header)> {
+    // A creator may still be between shm_open and publish(): give it a moment.
+    let deadline = crate::sys::Deadline::after_ms(1000.0);
+    let size = loop {
+        let size = shm::size(fd).map_err(|e| e.with_path(name))?;
+        if size >= MIN_SIZE || deadline.passed() {
+            break size;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    if size < MIN_SIZE {
+        return Err(bad_header(name, format!("{size} bytes is too small")));
+    }
+    // Map once anywhere, read-only, just to read the header.
+    let probe = Region::map(MapRequest {
+        address: None,
+        len: HEADER_SIZE,
+        prot: libc::PROT_READ,
+        flags: libc::MAP_SHARED,
+        fd,
+        offset: 0,
+    })?;
+    let header = loop {
+        // Acquire pairs with publish()'s Release.
+        if magic(&probe).load(Ordering::Acquire) == MAGIC {
+            break validate(&probe, size).map_err(|why| bad_header(name, why))?;
+        }
+        if deadline.passed() {
+            probe.close();
+            return Err(bad_header(name, "wrong magic"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    probe.close();
+    let prot = if read_only { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_WRITE };
+    let req = MapRequest { address: None, len: header.size, prot, flags: libc::MAP_SHARED, fd, offset: 0 };
+    let want_fixed = match fixed {
+        FixedMode::Require => true,
+        FixedMode::Prefer => header.flags & FLAG_FIXED != 0,
+        FixedMode::No => false,
+    };
+    let region = if want_fixed {
+        let at = MapRequest {
+            address: Some(header.base),
+            flags: req.flags | crate::sys::MAP_FIXED_NOREPLACE,
+            ..req
+        };
+        match Region::map(at) {
+            Ok(r) => r,
+            Err(e) if e.code == "EADDRINUSE" && fixed == FixedMode::Prefer => Region::map(req)?,
+            Err(e) => return Err(e.with_path(name)),
+        }
+    } else {
+        Region::map(req)?
+    };
+    Ok((region, header))
+}
+
+/// Checks every header field of a mapped header against the object's real size.
+fn validate(r: &Region, real_size: u64) -> std::result::Result<Header, String> {
+    let version = get_u32(r, 8);
+    if version != VERSION {
+        return Err(format!("format version {version}, this library reads {VERSION}"));
+    }
+    if get_u32(r, 12) as u64 != HEADER_SIZE {
+        return Err("bad header size".into());
+    }
+    let h = Header {
+        size: get_u64(r, 16),
+        base: get_u64(r, 24),
+        flags: get_u32(r, 32),
+        heap_offset: get_u64(r, 40),
+        heap_size: get_u64(r, 48),
+    };
+    if h.size != real_size {
+        return Err(format!("header says {} bytes, the object has {real_size}", h.size));
+    }
+    let page = mapping::page_size() as u64;
+    let top = 1u64 << crate::sys::user_address_bits();
+    if h.base == 0 || h.base % page != 0 || h.base.checked_add(h.size).is_none_or(|e| e > top) {
+        return Err(format!("bad base address {:#x}", h.base));
+    }
+    if h.flags & !FLAG_FIXED != 0 {
+        return Err(format!("unknown flags {:#x}", h.flags));
+    }
+    let heap_end = h.heap_offset.checked_add(h.heap_size);
+    if h.heap_offset < HEADER_SIZE || h.heap_offset % 16 != 0 || heap_end.is_none_or(|e| e > h.size) {
+        return Err("heap region outside the segment".into());
+    }
+    Ok(h)
+}

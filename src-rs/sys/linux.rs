@@ -1,0 +1,113 @@
+//! Linux: futexes, thread identity and the address-space layout.
+
+use super::{Deadline, WaitOutcome};
+use std::sync::atomic::AtomicU32;
+
+/// `mmap` flag that maps at the exact address or fails with `EEXIST`, never clobbering.
+/// Kernels before 4.17 ignore it and treat the address as a hint: callers compare the
+/// returned address and unmap on a mismatch.
+pub const MAP_FIXED_NOREPLACE: i32 = libc::MAP_FIXED_NOREPLACE;
+
+/// `mmap` flag that prefaults the pages.
+pub const MAP_POPULATE: i32 = libc::MAP_POPULATE;
+
+/// Waits while `*word == expected`, until woken or `deadline` (absolute, monotonic).
+///
+/// Uses `FUTEX_WAIT_BITSET` without `FUTEX_PRIVATE_FLAG` (waiters and wakers live in
+/// different processes) and without `FUTEX_CLOCK_REALTIME`, so the deadline is on
+/// `CLOCK_MONOTONIC` and an `EINTR` retry does not stretch it.
+pub fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
+    let ts = deadline.map(|d| libc::timespec {
+        tv_sec: (d.nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (d.nanos % 1_000_000_000) as libc::c_long,
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call (a reference);
+    // the timespec outlives the call; the other arguments are plain integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        )
+    };
+    if r == -1 && nix::errno::Errno::last() == nix::errno::Errno::ETIMEDOUT {
+        WaitOutcome::TimedOut
+    } else {
+        // 0 (woken), EAGAIN (value changed), EINTR (signal): the caller re-checks.
+        WaitOutcome::Retry
+    }
+}
+
+/// Wakes up to `n` waiters on `word` in any process. Returns how many were woken.
+pub fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
+    let n = n.min(i32::MAX as u32) as i32;
+    // SAFETY: FUTEX_WAKE only uses the address as a key; it never dereferences memory
+    // we do not own. `word` is a live reference.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    if r < 0 {
+        0
+    } else {
+        r as u32
+    }
+}
+
+/// The calling thread's kernel id (the main thread's equals the pid).
+pub fn thread_id() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    (unsafe { libc::gettid() }) as u32
+}
+
+/// When thread `tid` started, in clock ticks since boot (field 22 of `/proc/<tid>/stat`),
+/// or `None` if no such thread exists now. Together with the tid it names a thread
+/// uniquely, which is what defeats tid reuse in dead-owner checks.
+pub fn thread_start_time(tid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Field 3 is the first after ')'; start time is field 22, so index 19 here.
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None; // a zombie or dead thread holds nothing
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// The number of usable bits in a user-space address, from where the stack sits: user
+/// space ends just above the main stack on Linux (47 bits on x86-64, 39 or 48 on arm64).
+pub fn user_address_bits() -> u32 {
+    let probe = 0u8;
+    let addr = &probe as *const u8 as usize as u64;
+    64 - addr.leading_zeros()
+}
+
+/// Eight random bytes from the kernel (for picking fixed addresses).
+pub fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        // Extremely unlikely; fall back to the clock, which is good enough for a hint.
+        return super::monotonic_nanos() as u64 ^ (thread_id() as u64) << 32;
+    }
+    u64::from_ne_bytes(buf)
+}
+
+/// The address ranges `[start, end)` mapped in this process now (`/proc/self/maps`).
+pub fn mapped_ranges() -> Vec<(u64, u64)> {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    maps.lines()
+        .filter_map(|line| {
+            let range = line.split_whitespace().next()?;
+            let (a, b) = range.split_once('-')?;
+            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+        })
+        .collect()
+}
