@@ -110,6 +110,7 @@ export class Lock implements Disposable {
    *   `ERR_SHM_CLOSED`
    */
   acquire(options?: AcquireOptions): boolean {
+    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
     const a = this.#word()
     const w = this.#w
     // Fast path: free → ours. Atomics are sequentially consistent, which includes the
@@ -118,7 +119,7 @@ export class Lock implements Disposable {
       this.#recordOwner(a, w)
       return true
     }
-    return this.#acquireSlow(checkTimeout(options?.timeout))
+    return this.#acquireSlow(timeout)
   }
 
   #recordOwner(a: Int32Array, w: number): void {

@@ -76,12 +76,18 @@ impl ShmError {
 
     /// A bad argument: becomes a `TypeError` naming it.
     pub fn type_error(message: impl Into<String>) -> Self {
-        ShmError { kind: ErrorKind::Type, ..Self::new("ERR_INVALID_ARG_TYPE", message) }
+        ShmError {
+            kind: ErrorKind::Type,
+            ..Self::new("ERR_INVALID_ARG_TYPE", message)
+        }
     }
 
     /// An argument out of range: becomes a `RangeError` naming it.
     pub fn range(message: impl Into<String>) -> Self {
-        ShmError { kind: ErrorKind::Range, ..Self::new("ERR_OUT_OF_RANGE", message) }
+        ShmError {
+            kind: ErrorKind::Range,
+            ..Self::new("ERR_OUT_OF_RANGE", message)
+        }
     }
 
     /// Attaches the segment name.

@@ -64,7 +64,11 @@ pub struct ThreadIdentity {
 #[napi]
 pub fn thread_identity() -> ThreadIdentity {
     let me = Owner::current();
-    ThreadIdentity { tid: me.tid, start_lo: me.start as u32, start_hi: (me.start >> 32) as u32 }
+    ThreadIdentity {
+        tid: me.tid,
+        start_lo: me.start as u32,
+        start_hi: (me.start >> 32) as u32,
+    }
 }
 
 /// An opened POSIX shm object.
@@ -80,7 +84,11 @@ pub struct OpenedObject {
 #[napi]
 pub fn shm_open(name: String, mode: String, permissions: u32) -> napi::Result<OpenedObject> {
     let name = shm::normalize_name(&name)?;
-    let fd = shm::open(&name, shm::OpenMode::parse(&mode)?, shm::check_permissions(permissions)?)?;
+    let fd = shm::open(
+        &name,
+        shm::OpenMode::parse(&mode)?,
+        shm::check_permissions(permissions)?,
+    )?;
     Ok(OpenedObject { name, fd })
 }
 
@@ -117,7 +125,10 @@ pub fn fd_close(fd: i32) -> napi::Result<()> {
 /// Unmaps memory previously released with `detach()`.
 #[napi]
 pub fn munmap(address: f64, size: f64) -> napi::Result<()> {
-    Ok(mapping::munmap_forgotten(to_u64("address", address)?, to_u64("size", size)?)?)
+    Ok(mapping::munmap_forgotten(
+        to_u64("address", address)?,
+        to_u64("size", size)?,
+    )?)
 }
 
 /// Detaches an ArrayBuffer so that every view over it reads as length 0.
@@ -163,7 +174,10 @@ impl Mapping {
             fd,
             offset: to_u64("offset", offset)?,
         };
-        Ok(Mapping { region: Region::map(req)?, header: None })
+        Ok(Mapping {
+            region: Region::map(req)?,
+            header: None,
+        })
     }
 
     /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
@@ -181,10 +195,18 @@ impl Mapping {
             Either::A(true) => Placement::FreeHigh,
             Either::B(addr) => Placement::At(to_u64("fixedAddress", addr)?),
         };
-        let (region, header) =
-            segment::create(&name, to_u64("size", size)?, permissions, placement, prefault)?;
+        let (region, header) = segment::create(
+            &name,
+            to_u64("size", size)?,
+            permissions,
+            placement,
+            prefault,
+        )?;
         segment::publish(&region);
-        Ok(Mapping { region, header: Some(header) })
+        Ok(Mapping {
+            region,
+            header: Some(header),
+        })
     }
 
     /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
@@ -196,13 +218,16 @@ impl Mapping {
             "no" => FixedMode::No,
             _ => {
                 return Err(ShmError::type_error(format!(
-                    "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
-                ))
+                "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
+            ))
                 .into())
             }
         };
         let (region, header) = segment::open(&name, mode, read_only)?;
-        Ok(Mapping { region, header: Some(header) })
+        Ok(Mapping {
+            region,
+            header: Some(header),
+        })
     }
 
     /// Absolute address of the first byte.
@@ -221,7 +246,8 @@ impl Mapping {
     /// for a raw mapping, its own address.
     #[napi(getter)]
     pub fn base(&self) -> f64 {
-        self.header.map_or(self.region.addr() as f64, |h| h.base as f64)
+        self.header
+            .map_or(self.region.addr() as f64, |h| h.base as f64)
     }
 
     /// Start of the heap region (managed segments), else 0.
@@ -266,7 +292,10 @@ impl Mapping {
                      cannot be exposed without copying, which would not be shared",
                 )
             } else {
-                ShmError::new("EINVAL", format!("napi_create_external_arraybuffer: {status}"))
+                ShmError::new(
+                    "EINVAL",
+                    format!("napi_create_external_arraybuffer: {status}"),
+                )
             };
             return Err(e.into());
         }
@@ -354,7 +383,6 @@ unsafe extern "C" fn release_region(
     // finalizer exactly once.
     drop(unsafe { Box::from_raw(hint.cast::<Arc<Region>>()) });
 }
-
 
 /// `PROT_*` and `MAP_*` values of this platform.
 #[napi(object)]

@@ -13,4 +13,4 @@ pub mod segment;
 pub mod shm;
 pub mod sys;
 
-mod js;
+pub mod js;

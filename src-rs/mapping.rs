@@ -68,7 +68,9 @@ pub struct Region {
 /// the only memory besides free address space that `FIXED` and `munmap` may touch.
 static FORGOTTEN_RANGES: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 
-fn lock_ranges(m: &'static Mutex<Vec<(u64, u64)>>) -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+fn lock_ranges(
+    m: &'static Mutex<Vec<(u64, u64)>>,
+) -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -130,7 +132,7 @@ impl Region {
                 req.len
             )));
         }
-        if req.offset % page != 0 {
+        if !req.offset.is_multiple_of(page) {
             return Err(ShmError::range(format!(
                 "The \"offset\" argument must be a multiple of the page size ({page}); got {}",
                 req.offset
@@ -151,9 +153,9 @@ impl Region {
                     "The \"address\" argument must be page aligned with FIXED; got {addr:#x}"
                 )));
             }
-            let end = addr.checked_add(req.len).ok_or_else(|| {
-                ShmError::range("The \"address\" + \"size\" arguments overflow")
-            })?;
+            let end = addr
+                .checked_add(req.len)
+                .ok_or_else(|| ShmError::range("The \"address\" + \"size\" arguments overflow"))?;
             if fixed {
                 if !replaceable(addr, end) {
                     return Err(ShmError::new(
@@ -206,6 +208,11 @@ impl Region {
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Never true: mappings have at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Whether the region is still mapped and not closing.
@@ -348,7 +355,10 @@ fn address_in_use(addr: u64, len: u64) -> ShmError {
         syscall: Some("mmap"),
         ..ShmError::new(
             "EADDRINUSE",
-            format!("the address range {addr:#x}..{:#x} is already in use", addr + len),
+            format!(
+                "the address range {addr:#x}..{:#x} is already in use",
+                addr + len
+            ),
         )
     }
 }
@@ -395,7 +405,9 @@ pub fn map_at_free_high_address(mut req: MapRequest) -> Result<Arc<Region>> {
     let high = (1u64 << bits) - (1u64 << (bits - 5));
     let span = high.saturating_sub(low).saturating_sub(req.len) / ALIGN;
     if span == 0 {
-        return Err(ShmError::range("The segment is too large for a fixed address"));
+        return Err(ShmError::range(
+            "The segment is too large for a fixed address",
+        ));
     }
     req.flags |= sys::MAP_FIXED_NOREPLACE;
     for _ in 0..32 {
@@ -406,7 +418,10 @@ pub fn map_at_free_high_address(mut req: MapRequest) -> Result<Arc<Region>> {
             Err(e) => return Err(e),
         }
     }
-    Err(ShmError::new("EADDRINUSE", "found no free fixed address for the segment"))
+    Err(ShmError::new(
+        "EADDRINUSE",
+        "found no free fixed address for the segment",
+    ))
 }
 
 #[cfg(test)]
@@ -439,7 +454,10 @@ mod tests {
         let again = Region::map(req).unwrap();
         assert_eq!(again.addr(), r.addr());
         munmap_forgotten(r.addr() as u64 + 4096, 4096).unwrap();
-        assert_eq!(munmap_forgotten(r.addr() as u64, 4096).unwrap_err().code, "EINVAL");
+        assert_eq!(
+            munmap_forgotten(r.addr() as u64, 4096).unwrap_err().code,
+            "EINVAL"
+        );
         again.close();
     }
 

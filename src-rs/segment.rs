@@ -95,7 +95,11 @@ fn magic(r: &Region) -> &AtomicU64 {
 }
 
 fn bad_header(name: &str, why: impl std::fmt::Display) -> ShmError {
-    ShmError::new("ERR_SHM_BAD_HEADER", format!("not a shmutils segment ({why}):")).with_path(name)
+    ShmError::new(
+        "ERR_SHM_BAD_HEADER",
+        format!("not a shmutils segment ({why}):"),
+    )
+    .with_path(name)
 }
 
 fn rw_shared() -> (i32, i32) {
@@ -133,7 +137,14 @@ pub fn create(
         if prefault {
             flags |= crate::sys::MAP_POPULATE;
         }
-        let req = MapRequest { address: None, len: size, prot, flags, fd, offset: 0 };
+        let req = MapRequest {
+            address: None,
+            len: size,
+            prot,
+            flags,
+            fd,
+            offset: 0,
+        };
         let region = match placement {
             Placement::Anywhere => Region::map(req)?,
             Placement::FreeHigh => mapping::map_at_free_high_address(req)?,
@@ -146,7 +157,11 @@ pub fn create(
         let header = Header {
             size,
             base: region.addr() as u64,
-            flags: if placement == Placement::Anywhere { 0 } else { FLAG_FIXED },
+            flags: if placement == Placement::Anywhere {
+                0
+            } else {
+                FLAG_FIXED
+            },
             heap_offset: HEADER_SIZE,
             heap_size: size - HEADER_SIZE,
         };
@@ -181,14 +196,23 @@ pub fn publish(region: &Region) {
 /// [`FixedMode::Require`] when the creator's address is taken here.
 pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region>, Header)> {
     let name = shm::normalize_name(name)?;
-    let mode = if read_only { shm::OpenMode::Read } else { shm::OpenMode::ReadWrite };
+    let mode = if read_only {
+        shm::OpenMode::Read
+    } else {
+        shm::OpenMode::ReadWrite
+    };
     let fd = shm::open(&name, mode, shm::check_permissions(0)?)?;
     let result = open_fd(&name, fd, fixed, read_only);
     let _ = shm::close(fd);
     result
 }
 
-fn open_fd(name: &str, fd: i32, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region>, Header)> {
+fn open_fd(
+    name: &str,
+    fd: i32,
+    fixed: FixedMode,
+    read_only: bool,
+) -> Result<(Arc<Region>, Header)> {
     // A creator may still be between shm_open and publish(): give it a moment.
     let deadline = crate::sys::Deadline::after_ms(1000.0);
     let size = loop {
@@ -212,18 +236,30 @@ fn open_fd(name: &str, fd: i32, fixed: FixedMode, read_only: bool) -> Result<(Ar
     })?;
     let header = loop {
         // Acquire pairs with publish()'s Release.
-        if magic(&probe).load(Ordering::Acquire) == MAGIC {
+        let m = magic(&probe).load(Ordering::Acquire);
+        if m == MAGIC {
             break validate(&probe, size).map_err(|why| bad_header(name, why))?;
         }
-        if deadline.passed() {
-            probe.close();
+        // Zero: maybe a creator that has not published yet; anything else is foreign.
+        if m != 0 || deadline.passed() {
             return Err(bad_header(name, "wrong magic"));
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
     probe.close();
-    let prot = if read_only { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_WRITE };
-    let req = MapRequest { address: None, len: header.size, prot, flags: libc::MAP_SHARED, fd, offset: 0 };
+    let prot = if read_only {
+        libc::PROT_READ
+    } else {
+        libc::PROT_READ | libc::PROT_WRITE
+    };
+    let req = MapRequest {
+        address: None,
+        len: header.size,
+        prot,
+        flags: libc::MAP_SHARED,
+        fd,
+        offset: 0,
+    };
     let want_fixed = match fixed {
         FixedMode::Require => true,
         FixedMode::Prefer => header.flags & FLAG_FIXED != 0,
@@ -250,7 +286,9 @@ fn open_fd(name: &str, fd: i32, fixed: FixedMode, read_only: bool) -> Result<(Ar
 fn validate(r: &Region, real_size: u64) -> std::result::Result<Header, String> {
     let version = get_u32(r, 8);
     if version != VERSION {
-        return Err(format!("format version {version}, this library reads {VERSION}"));
+        return Err(format!(
+            "format version {version}, this library reads {VERSION}"
+        ));
     }
     if get_u32(r, 12) as u64 != HEADER_SIZE {
         return Err("bad header size".into());
@@ -263,18 +301,27 @@ fn validate(r: &Region, real_size: u64) -> std::result::Result<Header, String> {
         heap_size: get_u64(r, 48),
     };
     if h.size != real_size {
-        return Err(format!("header says {} bytes, the object has {real_size}", h.size));
+        return Err(format!(
+            "header says {} bytes, the object has {real_size}",
+            h.size
+        ));
     }
     let page = mapping::page_size() as u64;
     let top = 1u64 << crate::sys::user_address_bits();
-    if h.base == 0 || h.base % page != 0 || h.base.checked_add(h.size).is_none_or(|e| e > top) {
+    if h.base == 0
+        || !h.base.is_multiple_of(page)
+        || h.base.checked_add(h.size).is_none_or(|e| e > top)
+    {
         return Err(format!("bad base address {:#x}", h.base));
     }
     if h.flags & !FLAG_FIXED != 0 {
         return Err(format!("unknown flags {:#x}", h.flags));
     }
     let heap_end = h.heap_offset.checked_add(h.heap_size);
-    if h.heap_offset < HEADER_SIZE || h.heap_offset % 16 != 0 || heap_end.is_none_or(|e| e > h.size) {
+    if h.heap_offset < HEADER_SIZE
+        || !h.heap_offset.is_multiple_of(16)
+        || heap_end.is_none_or(|e| e > h.size)
+    {
         return Err("heap region outside the segment".into());
     }
     Ok(h)

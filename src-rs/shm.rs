@@ -21,7 +21,9 @@ pub const MAX_NAME_LEN: usize = 254; // NAME_MAX 255 for the file under /dev/shm
 pub fn normalize_name(name: &str) -> Result<String> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     if bare.is_empty() {
-        return Err(ShmError::type_error("The \"name\" argument must not be empty"));
+        return Err(ShmError::type_error(
+            "The \"name\" argument must not be empty",
+        ));
     }
     if bare.contains('/') {
         return Err(ShmError::type_error(format!(
@@ -29,10 +31,14 @@ pub fn normalize_name(name: &str) -> Result<String> {
         )));
     }
     if bare.contains('\0') {
-        return Err(ShmError::type_error("The \"name\" argument must not contain NUL bytes"));
+        return Err(ShmError::type_error(
+            "The \"name\" argument must not contain NUL bytes",
+        ));
     }
     if bare == "." || bare == ".." {
-        return Err(ShmError::type_error(format!("The \"name\" argument {name:?} is reserved")));
+        return Err(ShmError::type_error(format!(
+            "The \"name\" argument {name:?} is reserved"
+        )));
     }
     if bare.len() > MAX_NAME_LEN {
         return Err(ShmError::range(format!(
@@ -148,7 +154,9 @@ pub fn size(fd: RawFd) -> Result<u64> {
 /// `EINVAL` for a read-only descriptor or a size the system refuses, `EBADF`, `EFBIG`.
 pub fn truncate(fd: RawFd, size: u64) -> Result<()> {
     if size > i64::MAX as u64 {
-        return Err(ShmError::range(format!("The \"size\" argument {size} is too large")));
+        return Err(ShmError::range(format!(
+            "The \"size\" argument {size} is too large"
+        )));
     }
     loop {
         // SAFETY: ftruncate takes integers only.
@@ -194,12 +202,18 @@ mod tests {
     fn modes_follow_the_original() {
         let name = format!("/shmutils-rs-modes-{}", std::process::id());
         let perms = check_permissions(0o600).unwrap();
-        assert_eq!(open(&name, OpenMode::Read, perms).unwrap_err().code, "ENOENT");
+        assert_eq!(
+            open(&name, OpenMode::Read, perms).unwrap_err().code,
+            "ENOENT"
+        );
         let fd = open(&name, OpenMode::Exclusive, perms).unwrap();
         truncate(fd, 8192).unwrap();
         assert_eq!(size(fd).unwrap(), 8192);
         close(fd).unwrap();
-        assert_eq!(open(&name, OpenMode::Exclusive, perms).unwrap_err().code, "EEXIST");
+        assert_eq!(
+            open(&name, OpenMode::Exclusive, perms).unwrap_err().code,
+            "EEXIST"
+        );
         let fd = open(&name, OpenMode::Create, perms).unwrap();
         assert_eq!(size(fd).unwrap(), 8192, "w+ keeps the contents");
         close(fd).unwrap();

@@ -21,7 +21,9 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -
         tv_sec: (d.nanos / 1_000_000_000) as libc::time_t,
         tv_nsec: (d.nanos % 1_000_000_000) as libc::c_long,
     });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call (a reference);
     // the timespec outlives the call; the other arguments are plain integers.
     let r = unsafe {
@@ -107,7 +109,10 @@ pub fn mapped_ranges() -> Vec<(u64, u64)> {
         .filter_map(|line| {
             let range = line.split_whitespace().next()?;
             let (a, b) = range.split_once('-')?;
-            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
         })
         .collect()
 }

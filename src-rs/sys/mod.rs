@@ -33,7 +33,9 @@ impl Deadline {
     /// The deadline `ms` milliseconds from now (fractions allowed).
     pub fn after_ms(ms: f64) -> Deadline {
         let add = if ms <= 0.0 { 0 } else { (ms * 1e6) as u128 };
-        Deadline { nanos: monotonic_nanos() + add }
+        Deadline {
+            nanos: monotonic_nanos() + add,
+        }
     }
 
     /// Whether the deadline has passed.

@@ -1,0 +1,152 @@
+import cluster from 'node:cluster'
+import test from 'ava'
+import { Lock, MappedMemory, MapFlags, Protection, ShmError, shmOpen } from '../dist/index.js'
+import { fixture, forkChild, segmentName, throws, type Child } from './helpers.js'
+
+/** A raw mapping of a fresh named object (as in the original), closed at teardown. */
+function rawSegment(t: Parameters<typeof segmentName>[0], size = 4096 * 100): MappedMemory {
+  const name = segmentName(t, 'lock')
+  const fd = shmOpen(name, 'x+').truncate(size)
+  const m = new MappedMemory(null, size, Protection.READ_WRITE, MapFlags.SHARED, fd)
+  fd.close()
+  t.teardown(() => m.close())
+  return m
+}
+
+test('two forked children and two cluster workers count to 20,000 under one Lock, exactly', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const counterOffset = 64
+  const job = { memory: m, lock, counterOffset, limit: 20_000 }
+  const payload = JSON.parse(JSON.stringify(job))
+
+  // As in the original: the parent holds the lock while the children start.
+  lock.acquire()
+  const forked: Child[] = [forkChild(t, 'increment.mjs'), forkChild(t, 'increment.mjs')]
+  cluster.setupPrimary({ exec: fixture('increment.mjs'), execArgv: [], silent: false })
+  const workers = [cluster.fork(), cluster.fork()]
+  t.teardown(() => workers.forEach((w) => w.isDead() || w.kill('SIGKILL')))
+  const workerMessages = workers.map((w) => {
+    const queue: unknown[] = []
+    const waiting: Array<(m: unknown) => void> = []
+    w.on('message', (msg) => (waiting.length ? waiting.shift()!(msg) : queue.push(msg)))
+    return () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiting.push(r)))
+  })
+  const nexts = [...forked.map((c) => () => c.message()), ...workerMessages]
+  const sends = [...forked.map((c) => (x: unknown) => c.proc.send(x as object)), ...workers.map((w) => (x: unknown) => w.send(x as object))]
+  await Promise.all(nexts.map((n) => n())) // started
+  sends.forEach((s) => s(payload))
+  await Promise.all(nexts.map((n) => n())) // revived and ready
+  sends.forEach((s) => s('go'))
+  await new Promise((r) => setTimeout(r, 50))
+  t.is(new DataView(m.buffer).getBigUint64(counterOffset, true), 0n, 'nobody counts while the parent holds the lock')
+  lock.release()
+  const counts = (await Promise.all(nexts.map((n) => n()))) as Array<{ count: number }>
+  const total = counts.reduce((s, c) => s + c.count, 0)
+  t.is(new DataView(m.buffer).getBigUint64(counterOffset, true), 20_000n)
+  t.is(total, 20_000, `every increment counted once: ${counts.map((c) => c.count).join(' + ')}`)
+  t.false(lock.locked)
+})
+
+test('acquire, tryAcquire, release, locked, withLock, hold', (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 128)
+  t.false(lock.locked)
+  t.true(lock.acquire())
+  t.true(lock.locked)
+  t.false(lock.tryAcquire(), 'not reentrant')
+  throws(t, () => lock.acquire(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' }, 'waiting for ourselves is refused')
+  lock.release()
+  t.false(lock.locked)
+  throws(t, () => lock.release(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
+  t.true(lock.tryAcquire())
+  lock.release()
+  t.is(lock.withLock(() => (lock.locked ? 'inside' : 'no')), 'inside')
+  t.false(lock.locked)
+  t.throws(() => lock.withLock(() => { throw new Error('boom') }), { message: 'boom' })
+  t.false(lock.locked, 'released after a throw')
+  {
+    using _held = lock.hold()
+    t.true(lock.locked)
+  }
+  t.false(lock.locked, 'hold() releases at the end of the block')
+  t.is(lock.acquire({ timeout: 0 }), true)
+  lock[Symbol.dispose]()
+  t.false(lock.locked)
+  t.false(lock.ownerDied)
+})
+
+test('a lock held by another process: timeout, not-owner release, then handoff', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 256)
+  const holder = forkChild(t, 'child-ops.mjs', ['hold-lock', 'unused'])
+  await holder.message()
+  holder.proc.send(JSON.parse(JSON.stringify(lock)))
+  t.deepEqual(await holder.message(), { held: true })
+  t.true(lock.locked)
+  const t0 = performance.now()
+  t.false(lock.acquire({ timeout: 80 }), 'times out')
+  t.true(performance.now() - t0 >= 75)
+  t.false(lock.tryAcquire())
+  throws(t, () => lock.release(), { code: 'ERR_SHM_NOT_OWNER' }, 'we do not hold it')
+  // Another process may not release it either.
+  const thief = forkChild(t, 'child-ops.mjs', ['try-release', 'unused'])
+  await thief.message()
+  thief.proc.send(JSON.parse(JSON.stringify(lock)))
+  t.deepEqual(await thief.message(), { code: 'ERR_SHM_NOT_OWNER' })
+  // Block until the holder releases.
+  holder.proc.send('release-soon')
+  t.deepEqual(await holder.message(), { ack: true })
+  t.true(lock.acquire({ timeout: 5000 }), 'blocked in the kernel until the holder released')
+  t.false(lock.ownerDied)
+  lock.release()
+})
+
+test('a holder that exits with the lock held is detected: ownerDied, markConsistent, not-recoverable', async (t) => {
+  const m = rawSegment(t)
+  for (const consistent of [true, false]) {
+    const lock = Lock.at(m, consistent ? 512 : 544)
+    const holder = forkChild(t, 'child-ops.mjs', ['hold-lock', 'unused'])
+    await holder.message()
+    holder.proc.send(JSON.parse(JSON.stringify(lock)))
+    await holder.message()
+    holder.proc.send('exit')
+    await holder.exited
+    const t0 = performance.now()
+    t.true(lock.acquire({ timeout: 2000 }))
+    t.true(performance.now() - t0 < 250, 'recovered within 250 ms')
+    t.true(lock.ownerDied)
+    if (consistent) {
+      lock.markConsistent()
+      t.false(lock.ownerDied)
+      lock.release()
+      t.true(lock.acquire())
+      t.false(lock.ownerDied)
+      lock.release()
+    } else {
+      lock.release()
+      throws(t, () => lock.acquire(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_RECOVERABLE' })
+      throws(t, () => lock.tryAcquire(), { code: 'ERR_SHM_NOT_RECOVERABLE' })
+    }
+  }
+})
+
+test('Lock.at checks its arguments; a closed mapping is ERR_SHM_CLOSED', (t) => {
+  const m = rawSegment(t, 8192)
+  throws(t, () => Lock.at(m, 2), { instanceOf: RangeError, message: /"offset"/ })
+  throws(t, () => Lock.at(m, 8192 - 16), { instanceOf: RangeError, message: /"offset"/ })
+  throws(t, () => Lock.at(m, -4), { instanceOf: RangeError })
+  throws(t, () => Lock.at(m, 1.5), { instanceOf: RangeError })
+  throws(t, () => Lock.at({} as MappedMemory, 0), { instanceOf: TypeError, message: /"memory"/ })
+  const lock = Lock.at(m, 0)
+  throws(t, () => lock.acquire({ timeout: -1 }), { instanceOf: RangeError, message: /"timeout"/ })
+  throws(t, () => lock.acquire({ timeout: Number.NaN }), { instanceOf: RangeError })
+  throws(t, () => lock.acquire({ timeout: '5' as unknown as number }), { instanceOf: TypeError })
+  throws(t, () => lock.withLock(5 as unknown as () => void), { instanceOf: TypeError, message: /"fn"/ })
+  const other = new MappedMemory(null, 4096)
+  const l2 = Lock.at(other, 0)
+  other.close()
+  throws(t, () => l2.acquire(), { code: 'ERR_SHM_CLOSED' })
+  throws(t, () => l2.release(), { code: 'ERR_SHM_CLOSED' })
+  throws(t, () => Lock.at(other, 0), { code: 'ERR_SHM_CLOSED' })
+})
