@@ -1,0 +1,50 @@
+/**
+ * C-compatible types for shared memory: type objects, `cdef()` C
+ * declarations, the `types` DSL, travelling descriptions and fast accessors.
+ *
+ * @module
+ */
+export type {
+  ArrayType,
+  EnumBase,
+  EnumType,
+  Field,
+  JsOf,
+  PointerType,
+  ScalarKind,
+  ScalarType,
+  StructType,
+  Type,
+  TypeKind,
+} from './type.js';
+export {
+  MAX_TYPE_SIZE,
+  arrayOf,
+  flatMembers,
+  formatType,
+  isComplete,
+  isType,
+  lookupField,
+  memberNames,
+  pointerTo,
+} from './type.js';
+export { CDefError } from './cdef-error.js';
+export { FFI, cdef, memberOffset } from './cdef.js';
+export { parseAllocationTypeName, parseTypeName } from './names.js';
+export { type EnumValue, type FieldMap, type ShapeOf, types } from './dsl.js';
+export {
+  type FieldDesc,
+  type ScalarName,
+  type TypeDesc,
+  describeType,
+  typeFromDescription,
+} from './describe.js';
+export {
+  type Accessor,
+  type FieldAccessor,
+  LITTLE_ENDIAN,
+  type StructLayout,
+  scalarAccessor,
+  structLayoutAccessors,
+  valueAccessor,
+} from './access.js';
