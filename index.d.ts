@@ -59,6 +59,35 @@ export declare class Mapping {
   lockWake(offset: number): void
   /** Clears OWNER_DIED on the lock at `offset` held by this thread. */
   lockMarkConsistent(offset: number): void
+  /**
+   * The heap at `offset`: formatted anew over `size` bytes when `format`, else attached
+   * (its size read from its validated header).
+   */
+  heap(offset: number, size: number, format: boolean): NativeHeap
+}
+
+/** A heap inside a mapping, as seen by one JavaScript thread. */
+export declare class NativeHeap {
+  /** Length of the heap region. */
+  get size(): number
+  /** `malloc(size, align)`: offset in the mapping. */
+  malloc(size: number, align: number): number
+  /** `free(offset)`. */
+  free(offset: number): void
+  /** `realloc(offset, size)`: the new offset. */
+  realloc(offset: number, size: number): number
+  /** Usage figures. */
+  stats(): HeapStatsJs
+  /** Walks every block and list; throws on any broken invariant. */
+  check(): void
+  /** Finds `name` or reserves a zeroed object for it (state CONSTRUCTING). */
+  namedReserve(name: string, size: number, align: number, typeDesc: string): NamedReserved
+  /** Marks a reserved object constructed and wakes every process waiting for it. */
+  namedPublish(entry: number): void
+  /** The object called `name`, waiting up to `wait_ms` for its construction. */
+  namedFind(name: string, waitMs: number): NamedFound | null
+  /** Removes `name` from the directory. */
+  namedRemove(name: string): boolean
 }
 
 /** Detaches an ArrayBuffer so that every view over it reads as length 0. */
@@ -72,6 +101,20 @@ export declare function fdSize(fd: number): number
 
 /** `ftruncate(fd, size)`. */
 export declare function fdTruncate(fd: number, size: number): void
+
+/** Usage figures of a heap. */
+export interface HeapStatsJs {
+  /** Bytes of the heap region. */
+  size: number
+  /** Bytes in allocated blocks. */
+  used: number
+  /** Bytes in free blocks. */
+  free: number
+  /** The largest allocation that would succeed now. */
+  largestFree: number
+  /** Number of allocated blocks. */
+  allocations: number
+}
 
 /** The platform's mapping constants. */
 export declare function mapConstants(): MapConstants
@@ -104,6 +147,28 @@ export interface MapConstants {
 
 /** Unmaps memory previously released with `detach()`. */
 export declare function munmap(address: number, size: number): void
+
+/** A named object found by `namedFind`. */
+export interface NamedFound {
+  /** Offset of the object in the mapping. */
+  offset: number
+  /** Its size in bytes. */
+  size: number
+  /** The stored type description. */
+  typeDesc: string
+}
+
+/** A named object reserved (or found) by `namedReserve`. */
+export interface NamedReserved {
+  /** Offset of the object in the mapping. */
+  offset: number
+  /** Whether this call created it (the caller constructs it, then publishes). */
+  created: boolean
+  /** The directory entry, for `namedPublish`. */
+  entry: number
+  /** The stored type description. */
+  typeDesc: string
+}
 
 /** Normalizes and validates a segment name. */
 export declare function normalizeName(name: string): string

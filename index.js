@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Mapping = nativeBinding.Mapping
+module.exports.NativeHeap = nativeBinding.NativeHeap
 module.exports.detachBuffer = nativeBinding.detachBuffer
 module.exports.fdClose = nativeBinding.fdClose
 module.exports.fdSize = nativeBinding.fdSize

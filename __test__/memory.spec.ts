@@ -231,7 +231,7 @@ test('revive opens each segment once per process', (t) => {
   const r = revive<{ a: MappedMemory; b: MappedMemory[] }>(h)
   t.true(r.a instanceof MappedMemory)
   t.is(r.a, r.b[0])
-  t.not(r.a, m)
+  t.is(r.a, m, 'revived in the creating process: the same mapping')
   r.a.close()
   const again = revive<MappedMemory>(h.a)
   t.not(again, r.a, 'a closed cached mapping is reopened')

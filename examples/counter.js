@@ -6,19 +6,15 @@
 //   node examples/counter.js [workers] [limit]
 'use strict'
 const cluster = require('node:cluster')
-const { MappedMemory, Lock, MapFlags, Protection, shmOpen, revive } = require('..')
+const { MappedMemory, Lock, revive } = require('..')
 
 const WORKERS = Number(process.argv[2] ?? 2)
 const LIMIT = Number(process.argv[3] ?? 20_000)
-const COUNTER = 64 // byte offset of the u64 counter; the lock record sits at 0
 
 if (cluster.isPrimary) {
-  const name = `/shmutils-demo-${process.pid}`
-  const fd = shmOpen(name, 'x+').truncate(4096 * 100)
-  const mem = new MappedMemory(null, fd.size(), Protection.READ_WRITE, MapFlags.SHARED, fd)
-  fd.close()
-  const lock = Lock.at(mem, 0)
-  const counter = new DataView(mem.buffer)
+  const mem = MappedMemory.create(`/shmutils-demo-${process.pid}`, { size: 4096 * 100 })
+  const lock = new Lock(mem) // a futex lock allocated in the segment's heap
+  const counter = mem.new('size_t', 0) // a typed reference to a u64 in the heap
 
   lock.acquire() // nobody counts until every worker is up
   let ready = 0
@@ -33,13 +29,13 @@ if (cluster.isPrimary) {
       }
       if (msg.count !== undefined) counts.push(msg.count)
     })
-    w.send({ mem, lock, limit: LIMIT }) // handles: toJSON() on the way, revive() there
+    w.send({ lock, counter, limit: LIMIT }) // handles: toJSON() on the way, revive() there
   }
   let exited = 0
   cluster.on('exit', () => {
     if (++exited < WORKERS) return
     const ms = Number(process.hrtime.bigint() - t0) / 1e6
-    const value = counter.getBigUint64(COUNTER, true)
+    const value = counter.value
     const sum = counts.reduce((a, b) => a + b, 0)
     console.log(`counter = ${value} (limit ${LIMIT}); per worker: ${counts.join(' + ')} = ${sum}`)
     console.log(`${WORKERS} workers, ${ms.toFixed(1)} ms in total including startup`)
@@ -49,20 +45,19 @@ if (cluster.isPrimary) {
   })
 } else {
   process.once('message', (msg) => {
-    const { mem, lock, limit } = revive(msg)
-    const counter = new DataView(mem.buffer)
+    const { lock, counter, limit } = revive(msg) // the same bytes, mapped in this process
     process.send({ ready: true })
     process.once('message', () => {
       let mine = 0
       const t0 = process.hrtime.bigint()
       for (;;) {
         lock.acquire()
-        const v = counter.getBigUint64(COUNTER, true)
+        const v = counter.value
         if (v >= BigInt(limit)) {
           lock.release()
           break
         }
-        counter.setBigUint64(COUNTER, v + 1n, true)
+        counter.value = v + 1n
         lock.release()
         mine++
       }

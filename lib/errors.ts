@@ -77,7 +77,13 @@ export function rangeError(message: string): RangeError {
 
 /** Converts an error thrown by the native binding into the public error types. */
 export function fromNative(e: unknown): unknown {
-  if (!(e instanceof Error) || !e.message.startsWith(WIRE_PREFIX)) return e
+  if (!(e instanceof Error)) return e
+  if (!e.message.startsWith(WIRE_PREFIX)) {
+    // napi-rs's own argument conversion failures ('NumberExpected', ...): a wrong type.
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && /Expected$|^InvalidArg$/.test(code)) return typeError(`Invalid argument: ${e.message}`)
+    return e
+  }
   let w: Wire
   try {
     w = JSON.parse(e.message.slice(WIRE_PREFIX.length)) as Wire

@@ -8,4 +8,10 @@ export { shmOpen, shmUnlink, SharedMemoryObject, type ShmMode, type ShmOpenOptio
 export { MappedMemory, type CreateOptions, type OpenOptions } from './memory.js'
 export { munmap } from './munmap.js'
 export { Lock, type AcquireOptions, type LockHome } from './lock.js'
+export { Heap, type HeapStats, type HeapCreateOptions } from './heap.js'
+export { Ref, type RefHeap } from './ref.js'
 export { revive, reviver, isHandle, type Handle } from './handles.js'
+export {
+  types, cdef, FFI, CDefError, parseTypeName, describeType, typeFromDescription,
+  type Type, type JsOf, type ScalarType, type PointerType, type ArrayType, type StructType, type EnumType, type Field,
+} from './types/index.js'

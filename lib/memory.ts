@@ -9,6 +9,9 @@ import { type Handle, registerReviver } from './handles.js'
 import { MapFlags, Protection } from './constants.js'
 import { binding, type NativeMapping } from './native.js'
 import { SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
+import type { Heap } from './heap.js'
+import type { Ref } from './ref.js'
+import type { Type } from './types/index.js'
 
 /** Options of {@link MappedMemory.create}. */
 export interface CreateOptions {
@@ -58,6 +61,13 @@ interface RawOrigin {
 
 /** @internal Access to a mapping's internals for the other modules of the package. */
 export let internals: (m: MappedMemory) => MemoryInternals
+
+let heapFactory: ((m: MappedMemory) => Heap) | null = null
+
+/** @internal How `mem.heap` attaches; set by the heap module. */
+export function setHeapFactory(fn: (m: MappedMemory) => Heap): void {
+  heapFactory = fn
+}
 
 let adopt: { mapping: NativeMapping; name: string | null; raw: RawOrigin | null } | null = null
 
@@ -183,16 +193,42 @@ export class MappedMemory implements Disposable {
 
   static #adopt(mapping: NativeMapping, name: string | null, raw: RawOrigin | null): MappedMemory {
     adopt = { mapping, name, raw }
+    let m: MappedMemory
     try {
-      return new MappedMemory(null, 0)
+      m = new MappedMemory(null, 0)
     } finally {
       adopt = null
     }
+    // Handles of this segment revived in this process reuse this mapping.
+    const key = cacheKey(m.toJSON())
+    if (!cache.get(key) || cache.get(key)!.closed) cache.set(key, m)
+    return m
   }
 
   /** Whether this is a managed segment (header + heap). */
   get managed(): boolean {
     return this.#raw === null
+  }
+
+  /**
+   * The heap of a managed segment (formatted by `create`, attached on first use).
+   * @throws TypeError for a raw mapping (use `Heap.create` / `Heap.attach`)
+   */
+  get heap(): Heap {
+    if (this.#closed) throw closedError('the mapping')
+    if (this.#raw !== null) throw typeError('A raw mapping has no heap: use Heap.create(memory) or Heap.attach(memory, offset)')
+    let h = this._attached.get('heap') as Heap | undefined
+    if (!h) {
+      if (!heapFactory) throw typeError('The heap module is not loaded')
+      h = heapFactory(this)
+      this._attached.set('heap', h)
+    }
+    return h
+  }
+
+  /** Allocates a typed object in the heap: the same as `this.heap.new(type, init)`. */
+  new<T = unknown>(type: Type<T> | string, init?: unknown): Ref<T> {
+    return this.heap.new(type, init)
   }
 
   /** Whether {@link close} or {@link detach} was called. */

@@ -17,7 +17,7 @@ use std::sync::Arc;
 const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
 
 /// Checks a JS number is a non-negative safe integer.
-fn to_u64(what: &str, v: f64) -> Result<u64> {
+pub(crate) fn to_u64(what: &str, v: f64) -> Result<u64> {
     if !v.is_finite() || v.fract() != 0.0 {
         return Err(ShmError::type_error(format!(
             "The \"{what}\" argument must be an integer; got {v}"
@@ -153,6 +153,13 @@ fn acquired_code(a: Acquired) -> u32 {
     }
 }
 
+impl Mapping {
+    /// The mapped region.
+    pub(crate) fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+}
+
 #[napi]
 impl Mapping {
     /// A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
@@ -202,6 +209,10 @@ impl Mapping {
             placement,
             prefault,
         )?;
+        if let Err(e) = crate::js_heap::format_heap(&region, header.heap_offset, header.heap_size) {
+            let _ = shm::unlink(&shm::normalize_name(&name)?);
+            return Err(e.into());
+        }
         segment::publish(&region);
         Ok(Mapping {
             region,

@@ -7,6 +7,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod heap;
 pub mod lock;
 pub mod mapping;
 pub mod segment;
@@ -14,3 +15,4 @@ pub mod shm;
 pub mod sys;
 
 pub mod js;
+pub mod js_heap;

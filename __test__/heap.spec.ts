@@ -1,0 +1,316 @@
+import test from 'ava'
+import fc from 'fast-check'
+import {
+  Heap, Lock, MappedMemory, MapFlags, Protection, Ref, revive, ShmError, shmOpen, types,
+} from '../dist/index.js'
+import { forkChild, segmentName, throws } from './helpers.js'
+
+function segment(t: Parameters<typeof segmentName>[0], size = 1 << 20): MappedMemory {
+  const m = MappedMemory.create(segmentName(t, 'heap'), { size })
+  t.teardown(() => m.close())
+  return m
+}
+
+test('malloc, free, realloc, alignment, stats back to the start, check', (t) => {
+  const heap = segment(t).heap
+  const start = heap.stats()
+  t.is(start.used, 0)
+  t.is(start.allocations, 0)
+  t.true(start.largestFree > 1_000_000 - 20_000)
+  const blocks: number[] = []
+  for (let a = 1; a <= 4096; a *= 2) {
+    const off = heap.malloc(100, a)
+    t.is(off % a, 0, `aligned to ${a}`)
+    blocks.push(off)
+  }
+  t.is(heap.stats().allocations, blocks.length)
+  const big = heap.malloc(5000)
+  heap.memory.bytes.fill(9, big, big + 5000)
+  const moved = heap.realloc(big, 50_000)
+  t.true(heap.memory.bytes.subarray(moved, moved + 5000).every((b) => b === 9), 'realloc keeps the contents')
+  heap.free(moved)
+  for (const b of blocks) heap.free(b)
+  t.deepEqual(heap.stats(), start)
+  t.notThrows(() => heap.check())
+  t.is(heap.memory.heap, heap, "mem.heap is attached once and cached")
+})
+
+test('ENOMEM when full; the heap stays usable', (t) => {
+  const heap = segment(t, 65536).heap
+  throws(t, () => heap.malloc(1 << 20), { instanceOf: ShmError, code: 'ENOMEM' })
+  const offs: number[] = []
+  for (;;) {
+    try {
+      offs.push(heap.malloc(1000))
+    } catch (e) {
+      t.is((e as ShmError).code, 'ENOMEM')
+      break
+    }
+  }
+  t.true(offs.length > 50)
+  offs.forEach((o) => heap.free(o))
+  heap.check()
+  t.is(heap.stats().used, 0)
+})
+
+test('bad input: sizes, alignments, double free, interior, outside, after close', (t) => {
+  const mem = segment(t)
+  const heap = mem.heap
+  throws(t, () => heap.malloc(-1), { instanceOf: RangeError, message: /"size"/ })
+  throws(t, () => heap.malloc(Number.NaN), { instanceOf: TypeError, message: /"size"/ })
+  throws(t, () => heap.malloc(2 ** 60), { instanceOf: RangeError, message: /"size"/ })
+  throws(t, () => heap.malloc(2 ** 50), { instanceOf: ShmError, code: 'ENOMEM' })
+  throws(t, () => heap.malloc(Number.MAX_SAFE_INTEGER), { code: 'ENOMEM' })
+  throws(t, () => heap.malloc('8' as unknown as number), { instanceOf: TypeError })
+  throws(t, () => heap.malloc(8, 3), { instanceOf: ShmError, code: 'EINVAL' })
+  throws(t, () => heap.malloc(8, 8192), { code: 'EINVAL' })
+  throws(t, () => heap.malloc(8, 0), { code: 'EINVAL' })
+  const off = heap.malloc(256)
+  throws(t, () => heap.free(off + 16), { code: 'EINVAL' }, 'interior offset')
+  throws(t, () => heap.free(off + 1), { code: 'EINVAL' }, 'misaligned')
+  throws(t, () => heap.free(mem.size + 4096), { code: 'EINVAL' }, 'outside the heap')
+  throws(t, () => heap.free(0), { code: 'EINVAL' }, 'the segment header')
+  throws(t, () => heap.free(-16), { instanceOf: RangeError })
+  heap.free(off)
+  throws(t, () => heap.free(off), { instanceOf: ShmError, code: 'ERR_SHM_DOUBLE_FREE' })
+  throws(t, () => heap.realloc(off, 10), { code: 'ERR_SHM_DOUBLE_FREE' })
+  heap.check()
+  mem.close()
+  throws(t, () => heap.malloc(8), { code: 'ERR_SHM_CLOSED' })
+  throws(t, () => heap.free(off), { code: 'ERR_SHM_CLOSED' })
+  throws(t, () => mem.heap, { code: 'ERR_SHM_CLOSED' })
+  const raw = new MappedMemory(null, 8192)
+  throws(t, () => raw.heap, { instanceOf: TypeError })
+  throws(t, () => Heap.attach(raw, 0), { code: 'ERR_SHM_CORRUPT' }, 'no heap there')
+  const h2 = Heap.create(raw, { offset: 0, size: 8192 })
+  t.true(h2.malloc(100) > 0)
+  throws(t, () => Heap.create(raw, { offset: 4096, size: 8192 }), { code: 'EINVAL' })
+  raw.close()
+})
+
+test('garbage over the heap gives errors, never a crash or a hang', (t) => {
+  const mem = segment(t, 256 * 1024)
+  const heap = mem.heap
+  const offs = Array.from({ length: 50 }, (_, i) => heap.malloc(64 + i * 8))
+  let seed = 12345
+  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32)
+  // Overwrite the heap region (not the segment header nor the heap's lock) with garbage.
+  for (let i = 256 + 32; i < mem.size; i++) mem.bytes[i] = Math.floor(rand() * 256)
+  let errors = 0
+  for (let i = 0; i < 2000; i++) {
+    try {
+      const r = rand()
+      if (r < 0.3) heap.malloc(1 + Math.floor(rand() * 4096))
+      else if (r < 0.6) heap.free(offs[i % offs.length]!)
+      else if (r < 0.8) heap.stats()
+      else heap.check()
+    } catch (e) {
+      t.true(e instanceof ShmError, String(e))
+      errors++
+    }
+  }
+  t.true(errors > 0)
+  throws(t, () => heap.check(), { code: 'ERR_SHM_CORRUPT' })
+})
+
+test('three processes each do 40,000 random malloc/free with tags: zero overlaps, stats back, check passes', async (t) => {
+  const mem = segment(t, 8 << 20)
+  const before = mem.heap.stats()
+  const kids = [11, 22, 33].map((seed) => forkChild(t, 'heap-churn.mjs', [String(seed), '40000']))
+  await Promise.all(kids.map((k) => k.message()))
+  kids.forEach((k) => k.proc.send(JSON.parse(JSON.stringify(mem))))
+  const res = await Promise.all(kids.map((k) => k.message<{ overlaps: number; allocs: number }>()))
+  for (const r of res) {
+    t.is(r.overlaps, 0)
+    t.true(r.allocs > 15_000)
+  }
+  t.deepEqual(mem.heap.stats(), before)
+  t.notThrows(() => mem.heap.check())
+})
+
+test('property: random operation sequences agree with a model; check() after each step', (t) => {
+  const mem = segment(t, 1 << 20)
+  const heap = mem.heap
+  const start = heap.stats()
+  const op = fc.oneof(
+    fc.record({ k: fc.constant('malloc' as const), size: fc.integer({ min: 0, max: 20_000 }), alignLog: fc.integer({ min: 0, max: 12 }) }),
+    fc.record({ k: fc.constant('free' as const), pick: fc.nat() }),
+    fc.record({ k: fc.constant('realloc' as const), pick: fc.nat(), size: fc.integer({ min: 0, max: 20_000 }) }),
+  )
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
+      const live = new Map<number, { size: number; fill: number }>()
+      let fill = 1
+      try {
+        for (const o of ops) {
+          if (o.k === 'malloc') {
+            const align = 2 ** o.alignLog
+            let off: number
+            try {
+              off = heap.malloc(o.size, align)
+            } catch (e) {
+              if ((e as ShmError).code === 'ENOMEM') continue
+              throw e
+            }
+            if (off % Math.max(align, 16) !== 0 || live.has(off)) return false
+            fill = (fill % 250) + 1
+            mem.bytes.fill(fill, off, off + o.size)
+            live.set(off, { size: o.size, fill })
+          } else if (live.size) {
+            const keys = [...live.keys()]
+            const off = keys[o.pick % keys.length]!
+            const b = live.get(off)!
+            if (!mem.bytes.subarray(off, off + b.size).every((x) => x === b.fill)) return false
+            live.delete(off)
+            if (o.k === 'free') heap.free(off)
+            else {
+              let n: number
+              try {
+                n = heap.realloc(off, o.size)
+              } catch (e) {
+                if ((e as ShmError).code === 'ENOMEM') { live.set(off, b); continue }
+                throw e
+              }
+              const keep = Math.min(b.size, o.size)
+              if (!mem.bytes.subarray(n, n + keep).every((x) => x === b.fill)) return false
+              mem.bytes.fill(b.fill, n, n + o.size)
+              live.set(n, { size: o.size, fill: b.fill })
+            }
+          }
+          heap.check()
+          if (heap.stats().allocations !== live.size) return false
+        }
+        return true
+      } finally {
+        for (const off of live.keys()) heap.free(off)
+        heap.check()
+      }
+    }),
+    { numRuns: 150 },
+  )
+  t.deepEqual(heap.stats(), start)
+})
+
+test('two processes racing named() get one object, constructed once', async (t) => {
+  const mem = segment(t)
+  for (let round = 0; round < 3; round++) {
+    const name = `shared-config-${round}`
+    const kids = [0, 1, 2].map(() => forkChild(t, 'named-race.mjs'))
+    await Promise.all(kids.map((k) => k.message()))
+    kids.forEach((k) => k.proc.send(JSON.parse(JSON.stringify({ mem, name }))))
+    await Promise.all(kids.map((k) => k.message()))
+    kids.forEach((k) => k.proc.send('go'))
+    const res = await Promise.all(kids.map((k) => k.message<{ offset: number; value: number; type: string }>()))
+    t.is(new Set(res.map((r) => r.offset)).size, 1, 'one object')
+    t.is(new Set(res.map((r) => r.value)).size, 1, 'one construction: every racer sees the same initial value')
+    t.true(kids.some((k) => k.proc.pid === res[0]!.value), 'the value is one racer\'s pid')
+    t.is(res[0]!.type, 'uint32_t[2]')
+    const found = mem.heap.find<number[]>(name)
+    t.truthy(found)
+    t.deepEqual(found!.value, [res[0]!.value, 1])
+  }
+  t.is(mem.heap.find('never-made'), undefined)
+  throws(t, () => mem.heap.named('', 'int'), { instanceOf: TypeError, message: /"name"/ })
+  throws(t, () => mem.heap.named('x'.repeat(256), 'int'), { instanceOf: RangeError, message: /"name"/ })
+  t.is(mem.heap.named('é'.repeat(127), 'int', 5).value, 5, '254 bytes of UTF-8 is fine')
+})
+
+test('typed references: scalars, 64-bit as bigint, arrays, the original\'s "T *" spelling', (t) => {
+  const mem = segment(t)
+  const names: Array<[string, unknown, unknown]> = [
+    ['int8_t', -5, -5], ['uint8_t', 250, 250], ['int16_t', -300, -300], ['uint16_t', 60000, 60000],
+    ['int32_t', -70000, -70000], ['uint32_t', 4e9, 4e9], ['int64_t', -(2n ** 62n), -(2n ** 62n)],
+    ['uint64_t', 2n ** 63n, 2n ** 63n], ['char', 65, 65], ['short', -2, -2], ['int', 7, 7], ['long', 8n, 8n],
+    ['long long', 9n, 9n], ['unsigned int', 10, 10], ['unsigned long', 11n, 11n], ['size_t', 12n, 12n],
+    ['ssize_t', -13n, -13n], ['intptr_t', -14n, -14n], ['uintptr_t', 15n, 15n], ['float', 1.5, 1.5],
+    ['double', Math.PI, Math.PI], ['bool', true, true], ['_Bool', false, false], ['size_t *', 3n, 3n],
+    ['int64_t*', 1923n, 1923n],
+  ]
+  for (const [name, init, expected] of names) {
+    const r = mem.new(name, init)
+    t.is(r.value, expected, name)
+    t.is(r.get(0), expected, `${name} [0]`)
+    t.is(r.memory, mem)
+    t.is(r.address, mem.address.begin + r.offset)
+    t.is(r.bytes().length, r.type.size)
+  }
+  const z = mem.new('uint64_t')
+  t.is(z.value, 0n, 'zeroed')
+  z.set(0, 5n)
+  t.is(z.value, 5n)
+  const a = mem.new<number[]>('int32_t[4]', [1, 2, 3])
+  t.deepEqual(a.value, [1, 2, 3, 0])
+  a.set(3, 9)
+  t.is(a.get(3), 9)
+  t.deepEqual(mem.new('uint16_t[3]', new Uint16Array([4, 5, 6])).value, [4, 5, 6])
+  t.deepEqual(mem.new('uint8_t[4]', Buffer.from([1, 2, 3, 4])).value, [1, 2, 3, 4])
+  t.deepEqual(mem.new('double[2][2]', [[1, 2], [3, 4]]).value, [[1, 2], [3, 4]])
+  const s = mem.new('char *', 'hi')
+  t.is(s.type.name, 'char[3]')
+  t.deepEqual([...s.bytes()], [104, 105, 0])
+  throws(t, () => a.get(4), { instanceOf: RangeError, message: /"i"/ })
+  throws(t, () => a.get(-1), { instanceOf: RangeError })
+  throws(t, () => z.get(1), { instanceOf: RangeError })
+  throws(t, () => mem.new('not_a_type'), { instanceOf: TypeError })
+  throws(t, () => mem.new(42 as unknown as string), { instanceOf: TypeError, message: /"type"/ })
+  throws(t, () => mem.new('uint8_t', 300), { instanceOf: RangeError })
+  throws(t, () => mem.new('int', 'x'), { instanceOf: TypeError })
+  const before = mem.heap.stats().allocations
+  const f = mem.new('int64_t[100]')
+  f.free()
+  t.is(mem.heap.stats().allocations, before)
+  throws(t, () => f.free(), { code: 'ERR_SHM_DOUBLE_FREE' })
+  const st = mem.new(types.struct('pt', { x: types.i32, y: types.f64 }), { x: 3, y: 0.5 })
+  t.deepEqual(st.value, { x: 3, y: 0.5 })
+  t.true(st instanceof Ref)
+})
+
+test('new Lock(heap | mem) is cache-line aligned; Ref handles revive with their type in another process', async (t) => {
+  const mem = segment(t)
+  const l1 = new Lock(mem)
+  const l2 = new Lock(mem.heap)
+  t.is(l1.offset % 64, 0)
+  t.is(l2.offset % 64, 0)
+  t.true(Math.abs(l2.offset - l1.offset) >= 64, 'no false sharing')
+  t.true(l1.acquire())
+  t.false(l2.locked)
+  l1.release()
+  const counter = mem.new('size_t *', 41)
+  const h = JSON.parse(JSON.stringify({ counter, l1 }))
+  t.is(h.counter.$shmutils, 'Ref')
+  t.deepEqual(h.counter.type, 'uint64_t')
+  const here = revive<{ counter: Ref<bigint> }>(h)
+  t.is(here.counter.value, 41n)
+  t.is(here.counter.type as unknown, counter.type as unknown)
+  throws(t, () => new Lock(new MappedMemory(null, 4096)), { instanceOf: TypeError })
+  throws(t, () => new Lock({} as MappedMemory), { instanceOf: TypeError })
+})
+
+test('the original\'s first example: 400 KiB, a Lock and a size_t counter from mem.new, two workers to 20,000', async (t) => {
+  const name = segmentName(t, 'orig')
+  const fd = shmOpen(name, 'w+')
+  const size = 4096 * 100
+  fd.truncate(size)
+  t.is(fd.size(), size)
+  fd.close()
+  const m = MappedMemory.create(`${name}-m`, { size })
+  t.teardown(() => { m.close(); try { m.unlink() } catch { /* already */ } })
+  const lock = new Lock(m)
+  const counter = m.new('size_t *', 0)
+  const kids = [forkChild(t, 'original-worker.mjs'), forkChild(t, 'original-worker.mjs')]
+  const job = JSON.parse(JSON.stringify({ lock, counter, limit: 20_000 }))
+  lock.withLock(() => {
+    kids.forEach((k) => k.proc.send(job))
+  })
+  await Promise.all(kids.map((k) => k.message()))
+  lock.acquire()
+  kids.forEach((k) => k.proc.send('go'))
+  await new Promise((r) => setTimeout(r, 30))
+  t.is(counter.get(0), 0n, 'held by the parent: nobody has counted yet')
+  lock.release()
+  const [r1, r2] = await Promise.all(kids.map((k) => k.message<{ count: number }>()))
+  t.is(counter.get(0), 20_000n)
+  t.is(r1!.count + r2!.count, 20_000)
+  void MapFlags
+  void Protection
+})

@@ -1,0 +1,238 @@
+/**
+ * {@link Heap}: a process-safe allocator whose every piece of state lives inside the
+ * mapping (`src-rs/heap.rs` documents the layout), so any attached process can allocate
+ * and free at any time. Typed objects come from {@link Heap.new}; named objects, found or
+ * constructed atomically across processes, from {@link Heap.named}.
+ * @module
+ */
+import { checkIndex, checkString, describe } from './args.js'
+import { native, typeError } from './errors.js'
+import { setLockAllocator } from './lock.js'
+import { internals, MappedMemory, setHeapFactory } from './memory.js'
+import type { NativeHeap } from './native.js'
+import { Ref, refAt, setRefHeapLookup } from './ref.js'
+import {
+  arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types, type Type,
+} from './types/index.js'
+
+/** Figures of {@link Heap.stats}. */
+export interface HeapStats {
+  /** Bytes of the heap region. */
+  size: number
+  /** Bytes in allocated blocks (headers included). */
+  used: number
+  /** Bytes in free blocks. */
+  free: number
+  /** The largest free block (the largest allocation that can succeed, plus its header). */
+  largestFree: number
+  /** Number of allocated blocks. */
+  allocations: number
+}
+
+/** Options of {@link Heap.create}. */
+export interface HeapCreateOptions {
+  /** Where the heap region starts (16-aligned); default 0. */
+  offset?: number
+  /** Its length; default: to the end of the mapping. */
+  size?: number
+}
+
+/** How long {@link Heap.named} waits for another process to finish constructing. */
+const NAMED_WAIT_MS = 10_000
+
+/**
+ * A heap inside a mapping. Managed segments (`MappedMemory.create`) have one, formatted
+ * at creation: `mem.heap`. All operations take the heap's own lock (a futex lock in the
+ * region); a process that dies holding it is detected, and the next operation repairs
+ * the heap from its block chain before continuing.
+ */
+export class Heap {
+  /** The mapping the heap lives in. */
+  readonly memory: MappedMemory
+  /** Where the heap region starts in {@link memory}. */
+  readonly offset: number
+  /** Length of the heap region. */
+  readonly size: number
+  #native: NativeHeap
+
+  /** @internal Use {@link Heap.create}, {@link Heap.attach} or `mem.heap`. */
+  constructor(memory: MappedMemory, offset: number, nativeHeap: NativeHeap) {
+    this.memory = memory
+    this.offset = offset
+    this.size = nativeHeap.size
+    this.#native = nativeHeap
+  }
+
+  /**
+   * Formats a new heap in `[offset, offset + size)` of a mapping (erasing what was there).
+   * @throws RangeError for a region that does not fit or is too small
+   */
+  static create(memory: MappedMemory, options: HeapCreateOptions = {}): Heap {
+    const offset = checkIndex('offset', options.offset ?? 0)
+    const size = checkIndex('size', options.size ?? memory.size - offset)
+    const m = internals(memory).mapping
+    return new Heap(memory, offset, native(() => m.heap(offset, size, true)))
+  }
+
+  /**
+   * Attaches to a heap formatted earlier (by any process) at `offset` of a mapping.
+   * @throws ShmError `ERR_SHM_CORRUPT` if there is no valid heap there
+   */
+  static attach(memory: MappedMemory, offset = 0): Heap {
+    checkIndex('offset', offset)
+    const m = internals(memory).mapping
+    return new Heap(memory, offset, native(() => m.heap(offset, 0, false)))
+  }
+
+  /**
+   * Allocates `size` bytes aligned to `align` (a power of two up to the page size;
+   * default 16). The memory is not zeroed.
+   * @returns the offset of the block in {@link memory}
+   * @throws ShmError `ENOMEM` when no free block is large enough
+   */
+  malloc(size: number, align = 16): number {
+    if (typeof size !== 'number') throw typeError(`The "size" argument must be of type number; got ${describe(size)}`)
+    if (typeof align !== 'number') throw typeError(`The "align" argument must be of type number; got ${describe(align)}`)
+    return native(() => this.#native.malloc(size, align))
+  }
+
+  /**
+   * Returns a block to the heap.
+   * @throws ShmError `ERR_SHM_DOUBLE_FREE`; `EINVAL` for an offset that is not a block
+   */
+  free(offset: number): void {
+    if (typeof offset !== 'number') throw typeError(`The "offset" argument must be of type number; got ${describe(offset)}`)
+    native(() => this.#native.free(offset))
+  }
+
+  /** Resizes a block, moving it (and its contents) if needed; returns its new offset. */
+  realloc(offset: number, size: number): number {
+    return native(() => this.#native.realloc(offset, size))
+  }
+
+  /** Usage figures. */
+  stats(): HeapStats {
+    return native(() => this.#native.stats())
+  }
+
+  /** Walks every block, list and directory entry; throws `ERR_SHM_CORRUPT` on any broken invariant. */
+  check(): void {
+    native(() => this.#native.check())
+  }
+
+  /**
+   * Allocates a zeroed object of `type` (a type object or a C type name such as
+   * `'size_t'`, `'int32_t[8]'`; the original's `'size_t *'` means the same as
+   * `'size_t'`), writes `init` if given, and returns a reference to it.
+   * `'char *'` with a string or bytes allocates a `char[]` holding them (a string gets a
+   * terminating NUL).
+   */
+  new<T = unknown>(type: Type<T> | string, init?: unknown): Ref<T> {
+    const t = resolveNewType(type, init)
+    const off = this.malloc(t.size, Math.max(t.align, 16))
+    try {
+      return this.#construct(off, t, init) as Ref<T>
+    } catch (e) {
+      this.free(off)
+      throw e
+    }
+  }
+
+  #construct(off: number, t: Type, init: unknown): Ref {
+    this.memory.bytes.fill(0, off, off + t.size)
+    const ref = refAt(this.memory, off, t, this)
+    if (init !== undefined) ref.value = toValue(t, init)
+    return ref
+  }
+
+  /**
+   * Finds the object called `name`, or constructs it (zeroed, then `init`) if there is
+   * none: atomically across processes, so two processes racing get one object,
+   * constructed once. The directory remembers the type, so {@link find} returns a typed
+   * reference in any process. Names are 1 to 255 bytes of UTF-8.
+   */
+  named<T = unknown>(name: string, type: Type<T> | string, init?: unknown): Ref<T> {
+    checkString('name', name)
+    const t = resolveNewType(type, init)
+    const desc = JSON.stringify(describeType(t))
+    const r = native(() => this.#native.namedReserve(name, t.size, Math.max(t.align, 16), desc))
+    if (!r.created) return this.#namedRef(name, r.offset, r.typeDesc) as Ref<T>
+    try {
+      const ref = refAt(this.memory, r.offset, t, this)
+      if (init !== undefined) ref.value = toValue(t, init)
+      return ref as Ref<T>
+    } finally {
+      // Publish even if init threw: the object exists (zeroed) and waiters must not hang.
+      native(() => this.#native.namedPublish(r.entry))
+    }
+  }
+
+  /**
+   * The object called `name` with the type it was created with, or `undefined`. Waits
+   * (briefly) while another process is still constructing it.
+   */
+  find<T = unknown>(name: string): Ref<T> | undefined {
+    checkString('name', name)
+    const e = native(() => this.#native.namedFind(name, NAMED_WAIT_MS))
+    if (!e) return undefined
+    return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T>
+  }
+
+  /** Removes `name` from the directory (the object itself is not freed). */
+  unname(name: string): boolean {
+    checkString('name', name)
+    return native(() => this.#native.namedRemove(name))
+  }
+
+  #namedRef(name: string, offset: number, typeDesc: string): Ref {
+    let t: Type
+    try {
+      t = typeFromDescription(JSON.parse(typeDesc))
+    } catch (e) {
+      throw typeError(`The named object ${JSON.stringify(name)} has an unreadable type description: ${(e as Error).message}`)
+    }
+    return refAt(this.memory, offset, t, this)
+  }
+}
+
+function resolveNewType(type: unknown, init: unknown): Type {
+  if (isType(type)) return type
+  if (typeof type !== 'string') throw typeError(`The "type" argument must be a type or a C type name; got ${describe(type)}`)
+  let t: Type
+  try {
+    t = parseAllocationTypeName(type)
+  } catch (e) {
+    throw typeError((e as Error).message)
+  }
+  // cffi's new('char *', bytes): an array holding the bytes.
+  if (t === types.char && /\*\s*$/.test(type) && (typeof init === 'string' || init instanceof Uint8Array)) {
+    const n = typeof init === 'string' ? Buffer.byteLength(init) + 1 : init.length
+    return arrayOf(types.char, Math.max(n, 1))
+  }
+  return t
+}
+
+function toValue(t: Type, init: unknown): unknown {
+  if (t.kind === 'array' && ArrayBuffer.isView(init) && !(init instanceof Uint8Array) && !(init instanceof DataView)) {
+    return Array.from(init as unknown as ArrayLike<unknown>)
+  }
+  if (t.kind === 'array' && t.element === types.char && init instanceof Uint8Array) return init
+  return init
+}
+
+// ---- wiring into the other modules ----
+
+setHeapFactory((m) => Heap.attach(m, internals(m).mapping.heapOffset))
+
+setRefHeapLookup((m) => (m.managed && !m.closed ? m.heap : null))
+
+setLockAllocator((where) => {
+  let heap: Heap
+  if (where instanceof Heap) heap = where
+  else if (where instanceof MappedMemory) heap = where.heap
+  else throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
+  // A cache line of its own: no false sharing with neighbours.
+  const offset = heap.malloc(64, 64)
+  heap.memory.bytes.fill(0, offset, offset + 64)
+  return { memory: heap.memory, offset }
+})

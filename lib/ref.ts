@@ -1,0 +1,284 @@
+/**
+ * {@link Ref}: a live, typed view of bytes inside a mapping. Scalars and arrays read
+ * through {@link Ref.value} / {@link Ref.get}; struct and union references expose their
+ * members as properties, with accessors generated once per type. Pointers are stored as
+ * absolute addresses in the creator's address space and translated on dereference; a
+ * pointer outside the segment is `ERR_SHM_OUT_OF_BOUNDS`, never a raw read.
+ * @module
+ */
+import { checkIndex, describe } from './args.js'
+import { closedError, outOfBounds, rangeError, typeError } from './errors.js'
+import { type Handle, registerReviver } from './handles.js'
+import { internals, type MappedMemory, memoryFromHandle } from './memory.js'
+import {
+  describeType, formatType, isComplete, structLayoutAccessors, typeFromDescription, valueAccessor,
+  type Accessor, type ArrayType, type PointerType, type StructType, type Type,
+} from './types/index.js'
+
+/** What a {@link Ref} needs of the heap it came from. */
+export interface RefHeap {
+  /** Returns a block to the heap. */
+  free(offset: number): void
+}
+
+let heapOf: (m: MappedMemory) => RefHeap | null = () => null
+
+/** @internal How a revived reference finds its heap; set by the heap module. */
+export function setRefHeapLookup(fn: (m: MappedMemory) => RefHeap | null): void {
+  heapOf = fn
+}
+
+/** Struct/union members as properties of a reference (see {@link Ref}). */
+export type StructFields<T> = T extends object ? { [K in keyof T]: unknown } : unknown
+
+/**
+ * A live view of typed memory inside a mapping. Reads and writes go straight to the
+ * shared bytes (no copies), so other processes see them at once; synchronize with a
+ * `Lock` as you would in C.
+ *
+ * Struct/union references expose each member as a property: scalar and enum members
+ * read and write values; nested structs and arrays read as references; pointer
+ * members read as a `Ref` to the target (`null` for NULL; a number for `void *`) and
+ * accept a `Ref`, `null` or a number. A member named like a `Ref` property hides it.
+ */
+export class Ref<T = unknown> {
+  /** The mapping holding the bytes. */
+  readonly memory: MappedMemory
+  #offset: number
+  #type: Type<T>
+  #dv: DataView
+  #heap: RefHeap | null
+  #acc: Accessor<T> | null = null
+
+  /**
+   * @internal Use `heap.new`, `mem.new`, `Ref.at` or `revive`.
+   */
+  constructor(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null) {
+    const { view } = internals(memory)
+    if (!isComplete(type)) throw typeError(`${formatType(type)} is incomplete: only pointers to it can be made`)
+    if (offset + type.size > memory.size) {
+      throw outOfBounds(`${formatType(type)} at offset ${offset} (${type.size} bytes) is outside the mapping of ${memory.size} bytes`)
+    }
+    this.memory = memory
+    this.#offset = offset
+    this.#type = type
+    this.#dv = view
+    this.#heap = heap
+  }
+
+  /**
+   * A reference to a `type` at `offset` in `memory` (bounds-checked).
+   * @throws ShmError `ERR_SHM_OUT_OF_BOUNDS`; TypeError for an incomplete type
+   */
+  static at<T>(memory: MappedMemory, offset: number, type: Type<T>): Ref<T> {
+    checkIndex('offset', offset)
+    return refAt(memory, offset, type, heapOf(memory))
+  }
+
+  /** Byte offset inside {@link memory}. */
+  get offset(): number {
+    return this.#offset
+  }
+
+  /** Absolute address in this process. */
+  get address(): number {
+    return this.memory.address.begin + this.#offset
+  }
+
+  /** The C type. */
+  get type(): Type<T> {
+    return this.#type
+  }
+
+  /** The heap this reference was allocated from, if any. */
+  get heap(): RefHeap | null {
+    return this.#heap
+  }
+
+  #live(): DataView {
+    const dv = this.#dv
+    if (dv.byteLength === 0) throw closedError('the reference\'s mapping')
+    return dv
+  }
+
+  /** The whole value: a number/bigint/boolean, an array, or a plain object for structs. */
+  get value(): T {
+    return (this.#acc ??= valueAccessor(this.#type)).get(this.#live(), this.#offset)
+  }
+
+  set value(v: T) {
+    ;(this.#acc ??= valueAccessor(this.#type)).set(this.#live(), this.#offset, v)
+  }
+
+  /**
+   * Element `i`: of an array; of the target of a pointer (`p[i]` in C, dereferenced
+   * with bounds checks); `0` on a scalar is the scalar itself.
+   */
+  get(i: number): unknown {
+    const [acc, off] = this.#element(i)
+    return acc.get(this.#live(), off)
+  }
+
+  /** Writes element `i` (see {@link get}). */
+  set(i: number, v: unknown): void {
+    const [acc, off] = this.#element(i)
+    acc.set(this.#live(), off, v)
+  }
+
+  /** A reference to element `i` of an array, or to `p[i]` for a pointer. */
+  at(i: number): Ref {
+    const t = this.#type as Type
+    if (t.kind === 'array') return refAt(this.memory, this.#elementOffset(t, i), t.element, this.#heap)
+    if (t.kind === 'pointer') {
+      const target = pointee(t)
+      return refAt(this.memory, this.#pointeeOffset(t, target, i), target, this.#heap)
+    }
+    throw typeError(`${formatType(t)} is not an array or pointer`)
+  }
+
+  /** For a pointer reference: what it points to (`null` for NULL, the address for `void *`). */
+  deref(): Ref | number | null {
+    const t = this.#type as Type
+    if (t.kind !== 'pointer') throw typeError(`${formatType(t)} is not a pointer`)
+    return readPointer(this.memory, this.#live(), this.#offset, t, this.#heap)
+  }
+
+  #element(i: number): [Accessor<unknown>, number] {
+    const t = this.#type as Type
+    if (t.kind === 'array') return [valueAccessor(t.element), this.#elementOffset(t, i)]
+    if (t.kind === 'pointer') {
+      const target = pointee(t)
+      return [valueAccessor(target), this.#pointeeOffset(t, target, i)]
+    }
+    if (i !== 0) throw rangeError(`The "i" argument must be 0 for a ${formatType(t)}; got ${String(i)}`)
+    return [valueAccessor(t), this.#offset]
+  }
+
+  #elementOffset(t: ArrayType, i: number): number {
+    checkIndex('i', i)
+    if (i >= t.length) throw rangeError(`The "i" argument must be below ${t.length} for ${formatType(t)}; got ${i}`)
+    return this.#offset + i * t.element.size
+  }
+
+  #pointeeOffset(t: PointerType, target: Type, i: number): number {
+    checkIndex('i', i)
+    const p = pointerValue(this.#live(), this.#offset)
+    if (p === 0) throw outOfBounds(`NULL ${formatType(t)} dereferenced`)
+    return translate(this.memory, p + i * target.size, target)
+  }
+
+  /** The object's bytes (a view into the mapping, not a copy). */
+  bytes(): Uint8Array {
+    this.#live()
+    return this.memory.bytes.subarray(this.#offset, this.#offset + this.#type.size)
+  }
+
+  /** Returns the memory to its heap; the reference must not be used afterwards. */
+  free(): void {
+    if (!this.#heap) throw typeError('This reference was not allocated from a heap')
+    this.#heap.free(this.#offset)
+  }
+
+  /** A handle carrying the type, so the receiver needs no import of the declaration. */
+  toJSON(): Handle {
+    const m = this.memory.toJSON()
+    return { $shmutils: 'Ref', segment: m.segment, offset: this.#offset, type: describeType(this.#type), memory: m }
+  }
+
+  /** @internal Builds the subclass with member properties for a struct/union type. */
+  static _structClass(t: StructType): new (m: MappedMemory, o: number, ty: Type, h: RefHeap | null) => Ref {
+    const layout = structLayoutAccessors(t)
+    class StructRef extends Ref {}
+    for (const name of layout.names) {
+      const f = layout.fields[name]!
+      const ft = f.type
+      let desc: PropertyDescriptor
+      if (ft.kind === 'pointer') {
+        desc = {
+          get(this: Ref) {
+            return readPointer(this.memory, this.#live(), this.#offset + f.offset, ft, this.#heap)
+          },
+          set(this: Ref, v: unknown) {
+            writePointer(this.#live(), this.#offset + f.offset, v, `${formatType(t)}.${name}`)
+          },
+        }
+      } else if (f.scalar) {
+        desc = {
+          get(this: Ref) {
+            return f.get(this.#dv, this.#offset)
+          },
+          set(this: Ref, v: unknown) {
+            f.set(this.#dv, this.#offset, v)
+          },
+        }
+      } else {
+        desc = {
+          get(this: Ref) {
+            return refAt(this.memory, this.#offset + f.offset, ft, this.#heap)
+          },
+          set(this: Ref, v: unknown) {
+            f.set(this.#live(), this.#offset, v)
+          },
+        }
+      }
+      Object.defineProperty(StructRef.prototype, name, { ...desc, enumerable: true, configurable: false })
+    }
+    Object.defineProperty(StructRef, 'name', { value: `Ref<${formatType(t)}>` })
+    return StructRef
+  }
+}
+
+const structClasses = new WeakMap<StructType, new (m: MappedMemory, o: number, ty: Type, h: RefHeap | null) => Ref>()
+
+/** @internal A reference of the right class for `type` (struct refs get member properties). */
+export function refAt<T>(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null): Ref<T> {
+  const t = type as Type
+  if (t.kind === 'struct' || t.kind === 'union') {
+    let C = structClasses.get(t)
+    if (!C) structClasses.set(t, (C = Ref._structClass(t)))
+    return new C(memory, offset, t, heap) as Ref<T>
+  }
+  return new Ref(memory, offset, type, heap)
+}
+
+function pointee(t: PointerType): Type {
+  const target = t.target
+  if (target === null || !isComplete(target)) throw typeError(`${formatType(t)} cannot be dereferenced: its target has no size`)
+  return target
+}
+
+function pointerValue(dv: DataView, off: number): number {
+  return Number(dv.getBigUint64(off, true))
+}
+
+/** Creator-space absolute address → offset in `memory`, bounds-checked for `target`. */
+function translate(memory: MappedMemory, p: number, target: Type): number {
+  const off = p - internals(memory).base
+  if (!(off >= 0 && off + target.size <= memory.size)) {
+    throw outOfBounds(`pointer 0x${p.toString(16)} to ${formatType(target)} lies outside the segment`)
+  }
+  return off
+}
+
+function readPointer(memory: MappedMemory, dv: DataView, off: number, t: PointerType, heap: RefHeap | null): Ref | number | null {
+  const p = pointerValue(dv, off)
+  if (p === 0) return null
+  if (t.target === null || !isComplete(t.target)) return p
+  return refAt(memory, translate(memory, p, t.target), t.target, heap)
+}
+
+function writePointer(dv: DataView, off: number, v: unknown, what: string): void {
+  let p: bigint
+  if (v === null || v === undefined) p = 0n
+  else if (v instanceof Ref) p = BigInt(internals(v.memory).base + v.offset)
+  else if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) p = BigInt(v)
+  else if (typeof v === 'bigint' && v >= 0n && v < 1n << 64n) p = v
+  else throw typeError(`${what} must be a Ref, null or an address; got ${describe(v)}`)
+  dv.setBigUint64(off, p, true)
+}
+
+registerReviver('Ref', (h) => {
+  const memory = memoryFromHandle((h.memory as Handle | undefined) ?? { ...h, $shmutils: 'MappedMemory', offset: 0 })
+  checkIndex('offset', h.offset)
+  return refAt(memory, h.offset, typeFromDescription(h.type), heapOf(memory))
+})

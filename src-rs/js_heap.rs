@@ -1,0 +1,317 @@
+//! The heap at the JavaScript boundary: `NativeHeap` wraps a [`HeapView`] and takes the
+//! heap's futex lock (the 32-byte [`LockRecord`] at the start of the heap region) around
+//! every operation. A lock recovered from a dead holder triggers `rebuild()` before the
+//! operation; if the heap cannot be repaired the error is reported and the lock becomes
+//! not-recoverable, so no process ever works on a heap known to be broken.
+
+use crate::error::{Result, ShmError};
+use crate::heap::{HeapError, HeapView, NAMED_READY};
+use crate::js::{to_u64, Mapping};
+use crate::lock::{Acquired, LockRecord, Owner};
+use crate::mapping::{closed, Region};
+use crate::sys::{self, Deadline};
+use napi_derive::napi;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+impl From<HeapError> for ShmError {
+    fn from(e: HeapError) -> Self {
+        let kind_range = matches!(e, HeapError::Invalid(_));
+        let err = ShmError::new(e.code(), e.message());
+        if kind_range && err.code == "EINVAL" {
+            return err;
+        }
+        err
+    }
+}
+
+/// Formats a fresh heap in `[off, off + len)` of `region`.
+///
+/// # Errors
+/// The heap's validation errors (region too small, misaligned).
+pub(crate) fn format_heap(region: &Region, off: u64, len: u64) -> Result<()> {
+    // SAFETY: the region is live (its owner holds it) for the duration of this call;
+    // HeapView::new bounds-checks `off`/`len` against the mapping length.
+    let view = unsafe {
+        HeapView::new(
+            region.addr() as *mut u8,
+            region.len(),
+            off as usize,
+            len as usize,
+        )
+    }?;
+    view.format()?;
+    Ok(())
+}
+
+/// Usage figures of a heap.
+#[napi(object)]
+pub struct HeapStatsJs {
+    /// Bytes of the heap region.
+    pub size: f64,
+    /// Bytes in allocated blocks.
+    pub used: f64,
+    /// Bytes in free blocks.
+    pub free: f64,
+    /// The largest allocation that would succeed now.
+    pub largest_free: f64,
+    /// Number of allocated blocks.
+    pub allocations: f64,
+}
+
+/// A named object reserved (or found) by `namedReserve`.
+#[napi(object)]
+pub struct NamedReserved {
+    /// Offset of the object in the mapping.
+    pub offset: f64,
+    /// Whether this call created it (the caller constructs it, then publishes).
+    pub created: bool,
+    /// The directory entry, for `namedPublish`.
+    pub entry: f64,
+    /// The stored type description.
+    pub type_desc: String,
+}
+
+/// A named object found by `namedFind`.
+#[napi(object)]
+pub struct NamedFound {
+    /// Offset of the object in the mapping.
+    pub offset: f64,
+    /// Its size in bytes.
+    pub size: f64,
+    /// The stored type description.
+    pub type_desc: String,
+}
+
+/// A heap inside a mapping, as seen by one JavaScript thread.
+#[napi]
+pub struct NativeHeap {
+    region: Arc<Region>,
+    view: HeapView,
+}
+
+#[napi]
+impl Mapping {
+    /// The heap at `offset`: formatted anew over `size` bytes when `format`, else attached
+    /// (its size read from its validated header).
+    #[napi]
+    pub fn heap(&self, offset: f64, size: f64, format: bool) -> napi::Result<NativeHeap> {
+        let off = to_u64("offset", offset)?;
+        let region = self.region().clone();
+        if !region.is_live() {
+            return Err(closed().into());
+        }
+        if format {
+            let len = to_u64("size", size)?;
+            format_heap(&region, off, len)?;
+        }
+        // SAFETY: the NativeHeap keeps the region alive (Arc) and checks it is still
+        // mapped before every use of the view; attach validates the header bounds.
+        let view =
+            unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) }
+                .map_err(ShmError::from)?;
+        Ok(NativeHeap { region, view })
+    }
+}
+
+fn heap_name(name: &str) -> Result<&[u8]> {
+    let b = name.as_bytes();
+    if b.is_empty() {
+        return Err(ShmError::type_error(
+            "The \"name\" argument must not be empty",
+        ));
+    }
+    if b.len() > crate::heap::MAX_NAME_LEN {
+        return Err(ShmError::range(format!(
+            "The \"name\" argument is {} bytes of UTF-8; at most {} are allowed",
+            b.len(),
+            crate::heap::MAX_NAME_LEN
+        )));
+    }
+    Ok(b)
+}
+
+fn to_usize(what: &str, v: f64) -> Result<usize> {
+    Ok(to_u64(what, v)? as usize)
+}
+
+impl NativeHeap {
+    /// Runs `f` holding the heap lock. The JavaScript thread calling this cannot close the
+    /// mapping meanwhile, so a liveness check suffices (no pin on the hot path).
+    #[inline]
+    fn locked<R>(
+        &self,
+        f: impl FnOnce(&HeapView) -> std::result::Result<R, HeapError>,
+    ) -> Result<R> {
+        if !self.region.is_live() {
+            return Err(closed());
+        }
+        // SAFETY: lock_word() points at the 32-byte, 8-aligned lock record at the start
+        // of the heap region, inside the live mapping (validated by attach).
+        let rec = unsafe { &*(self.view.lock_word() as *const LockRecord) };
+        let me = Owner::current();
+        if rec.lock(me, None)? == Acquired::OwnerDied {
+            self.recover(rec, me)?;
+        }
+        let r = f(&self.view);
+        rec.unlock(me)?;
+        Ok(r?)
+    }
+
+    /// The previous holder died mid-operation: repair from the block chain, then mark
+    /// the lock consistent. If repair fails the lock is released inconsistent, which
+    /// makes it not-recoverable: every later operation reports the broken heap.
+    #[cold]
+    fn recover(&self, rec: &LockRecord, me: Owner) -> Result<()> {
+        match self.view.rebuild() {
+            Ok(()) => rec.mark_consistent(me),
+            Err(e) => {
+                rec.unlock(me)?;
+                Err(ShmError::new(
+                    "ERR_SHM_CORRUPT",
+                    format!(
+                        "a process died inside the heap and it could not be repaired: {}",
+                        e.message()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+#[napi]
+impl NativeHeap {
+    /// Length of the heap region.
+    #[napi(getter)]
+    pub fn size(&self) -> f64 {
+        self.view.heap_len() as f64
+    }
+
+    /// `malloc(size, align)`: offset in the mapping.
+    #[napi]
+    pub fn malloc(&self, size: f64, align: f64) -> napi::Result<f64> {
+        let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
+        Ok(self.locked(|h| h.malloc(size, align))? as f64)
+    }
+
+    /// `free(offset)`.
+    #[napi]
+    pub fn free(&self, offset: f64) -> napi::Result<()> {
+        let off = to_usize("offset", offset)?;
+        Ok(self.locked(|h| h.free(off))?)
+    }
+
+    /// `realloc(offset, size)`: the new offset.
+    #[napi]
+    pub fn realloc(&self, offset: f64, size: f64) -> napi::Result<f64> {
+        let (off, size) = (to_usize("offset", offset)?, to_usize("size", size)?);
+        Ok(self.locked(|h| h.realloc(off, size))? as f64)
+    }
+
+    /// Usage figures.
+    #[napi]
+    pub fn stats(&self) -> napi::Result<HeapStatsJs> {
+        let s = self.locked(|h| h.stats())?;
+        Ok(HeapStatsJs {
+            size: s.size as f64,
+            used: s.used as f64,
+            free: s.free as f64,
+            largest_free: s.largest_free as f64,
+            allocations: s.allocations as f64,
+        })
+    }
+
+    /// Walks every block and list; throws on any broken invariant.
+    #[napi]
+    pub fn check(&self) -> napi::Result<()> {
+        Ok(self.locked(|h| h.check())?)
+    }
+
+    /// Finds `name` or reserves a zeroed object for it (state CONSTRUCTING).
+    #[napi]
+    pub fn named_reserve(
+        &self,
+        name: String,
+        size: f64,
+        align: f64,
+        type_desc: String,
+    ) -> napi::Result<NamedReserved> {
+        let key = heap_name(&name)?;
+        let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
+        let (e, created) =
+            self.locked(|h| h.named_reserve(key, size, align, type_desc.as_bytes()))?;
+        if !created && !e.ready {
+            // Someone else is constructing it: wait until they publish.
+            self.wait_ready(e.entry_off, Deadline::after_ms(10_000.0), &name)?;
+        }
+        Ok(NamedReserved {
+            offset: e.offset as f64,
+            created,
+            entry: e.entry_off as f64,
+            type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
+        })
+    }
+
+    /// Marks a reserved object constructed and wakes every process waiting for it.
+    #[napi]
+    pub fn named_publish(&self, entry: f64) -> napi::Result<()> {
+        let entry = to_usize("entry", entry)?;
+        if !self.region.is_live() {
+            return Err(closed().into());
+        }
+        let word = self.view.named_state(entry).map_err(ShmError::from)?;
+        // SAFETY: named_state bounds-checked the entry; the word is 4-aligned inside the
+        // live mapping.
+        let word = unsafe { &*word };
+        // Release: the constructed bytes are visible to whoever sees READY (Acquire).
+        word.store(NAMED_READY, Ordering::Release);
+        sys::futex_wake(word, u32::MAX);
+        Ok(())
+    }
+
+    /// The object called `name`, waiting up to `wait_ms` for its construction.
+    #[napi]
+    pub fn named_find(&self, name: String, wait_ms: f64) -> napi::Result<Option<NamedFound>> {
+        let key = heap_name(&name)?;
+        let Some(e) = self.locked(|h| h.named_find(key))? else {
+            return Ok(None);
+        };
+        if !e.ready {
+            self.wait_ready(e.entry_off, Deadline::after_ms(wait_ms), &name)?;
+        }
+        Ok(Some(NamedFound {
+            offset: e.offset as f64,
+            size: e.size as f64,
+            type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
+        }))
+    }
+
+    /// Removes `name` from the directory.
+    #[napi]
+    pub fn named_remove(&self, name: String) -> napi::Result<bool> {
+        let key = heap_name(&name)?;
+        Ok(self.locked(|h| h.named_remove(key))?)
+    }
+
+    fn wait_ready(&self, entry: usize, deadline: Deadline, name: &str) -> Result<()> {
+        let word = self.view.named_state(entry)?;
+        // SAFETY: as in named_publish.
+        let word = unsafe { &*word };
+        // Acquire: pairs with the creator's Release store of READY.
+        while word.load(Ordering::Acquire) != NAMED_READY {
+            if !self.region.is_live() {
+                return Err(closed());
+            }
+            if deadline.passed() {
+                return Err(ShmError::new(
+                    "ETIMEDOUT",
+                    format!(
+                        "the named object {name:?} is still being constructed by another process"
+                    ),
+                ));
+            }
+            sys::futex_wait(word, 0, Some(deadline.min_after_ms(50.0)));
+        }
+        Ok(())
+    }
+}
