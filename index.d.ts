@@ -60,34 +60,10 @@ export declare class Mapping {
   /** Clears OWNER_DIED on the lock at `offset` held by this thread. */
   lockMarkConsistent(offset: number): void
   /**
-   * The heap at `offset`: formatted anew over `size` bytes when `format`, else attached
-   * (its size read from its validated header).
+   * Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
+   * returns its id for the `heap*` functions of this thread.
    */
-  heap(offset: number, size: number, format: boolean): NativeHeap
-}
-
-/** A heap inside a mapping, as seen by one JavaScript thread. */
-export declare class NativeHeap {
-  /** Length of the heap region. */
-  get size(): number
-  /** `malloc(size, align)`: offset in the mapping. */
-  malloc(size: number, align: number): number
-  /** `free(offset)`. */
-  free(offset: number): void
-  /** `realloc(offset, size)`: the new offset. */
-  realloc(offset: number, size: number): number
-  /** Usage figures. */
-  stats(): HeapStatsJs
-  /** Walks every block and list; throws on any broken invariant. */
-  check(): void
-  /** Finds `name` or reserves a zeroed object for it (state CONSTRUCTING). */
-  namedReserve(name: string, size: number, align: number, typeDesc: string): NamedReserved
-  /** Marks a reserved object constructed and wakes every process waiting for it. */
-  namedPublish(entry: number): void
-  /** The object called `name`, waiting up to `wait_ms` for its construction. */
-  namedFind(name: string, waitMs: number): NamedFound | null
-  /** Removes `name` from the directory. */
-  namedRemove(name: string): boolean
+  heap(offset: number, size: number, format: boolean): number
 }
 
 /** Detaches an ArrayBuffer so that every view over it reads as length 0. */
@@ -101,6 +77,42 @@ export declare function fdSize(fd: number): number
 
 /** `ftruncate(fd, size)`. */
 export declare function fdTruncate(fd: number, size: number): void
+
+/** Walks every block and list; throws on any broken invariant. */
+export declare function heapCheck(id: number): void
+
+/** `free(offset)`. */
+export declare function heapFree(id: number, offset: number): void
+
+/** `malloc(size, align)`: offset in the mapping. */
+export declare function heapMalloc(id: number, size: number, align: number): number
+
+/** The object called `name`, waiting up to `wait_ms` for its construction. */
+export declare function heapNamedFind(id: number, name: string, waitMs: number): NamedFound | null
+
+/** Marks a reserved object constructed and wakes every process waiting for it. */
+export declare function heapNamedPublish(id: number, entry: number): void
+
+/** Removes `name` from the directory. */
+export declare function heapNamedRemove(id: number, name: string): boolean
+
+/**
+ * Finds `name` or reserves a zeroed object for it (state CONSTRUCTING); waits while
+ * another process constructs it.
+ */
+export declare function heapNamedReserve(id: number, name: string, size: number, align: number, typeDesc: string): NamedReserved
+
+/** `realloc(offset, size)`: the new offset. */
+export declare function heapRealloc(id: number, offset: number, size: number): number
+
+/** Forgets heap `id` of this thread (the heap itself is untouched). */
+export declare function heapRelease(id: number): void
+
+/** Length of heap `id`'s region. */
+export declare function heapSize(id: number): number
+
+/** Usage figures. */
+export declare function heapStats(id: number): HeapStatsJs
 
 /** Usage figures of a heap. */
 export interface HeapStatsJs {

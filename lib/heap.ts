@@ -9,7 +9,7 @@ import { checkIndex, checkString, describe } from './args.js'
 import { native, typeError } from './errors.js'
 import { setLockAllocator } from './lock.js'
 import { internals, MappedMemory, setHeapFactory } from './memory.js'
-import type { NativeHeap } from './native.js'
+import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
 import {
   arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types, type Type,
@@ -37,6 +37,9 @@ export interface HeapCreateOptions {
   size?: number
 }
 
+/** Releases a collected Heap's native slot. */
+const slotRegistry = new FinalizationRegistry<number>((id) => binding.heapRelease(id))
+
 /** How long {@link Heap.named} waits for another process to finish constructing. */
 const NAMED_WAIT_MS = 10_000
 
@@ -53,14 +56,16 @@ export class Heap {
   readonly offset: number
   /** Length of the heap region. */
   readonly size: number
-  #native: NativeHeap
+  /** This thread's native heap slot (see `src-rs/js_heap.rs`). */
+  #id: number
 
   /** @internal Use {@link Heap.create}, {@link Heap.attach} or `mem.heap`. */
-  constructor(memory: MappedMemory, offset: number, nativeHeap: NativeHeap) {
+  constructor(memory: MappedMemory, offset: number, id: number) {
     this.memory = memory
     this.offset = offset
-    this.size = nativeHeap.size
-    this.#native = nativeHeap
+    this.#id = id
+    this.size = native(() => binding.heapSize(id))
+    slotRegistry.register(this, id)
   }
 
   /**
@@ -93,7 +98,7 @@ export class Heap {
   malloc(size: number, align = 16): number {
     if (typeof size !== 'number') throw typeError(`The "size" argument must be of type number; got ${describe(size)}`)
     if (typeof align !== 'number') throw typeError(`The "align" argument must be of type number; got ${describe(align)}`)
-    return native(() => this.#native.malloc(size, align))
+    return native(() => binding.heapMalloc(this.#id, size, align))
   }
 
   /**
@@ -102,22 +107,22 @@ export class Heap {
    */
   free(offset: number): void {
     if (typeof offset !== 'number') throw typeError(`The "offset" argument must be of type number; got ${describe(offset)}`)
-    native(() => this.#native.free(offset))
+    native(() => binding.heapFree(this.#id, offset))
   }
 
   /** Resizes a block, moving it (and its contents) if needed; returns its new offset. */
   realloc(offset: number, size: number): number {
-    return native(() => this.#native.realloc(offset, size))
+    return native(() => binding.heapRealloc(this.#id, offset, size))
   }
 
   /** Usage figures. */
   stats(): HeapStats {
-    return native(() => this.#native.stats())
+    return native(() => binding.heapStats(this.#id))
   }
 
   /** Walks every block, list and directory entry; throws `ERR_SHM_CORRUPT` on any broken invariant. */
   check(): void {
-    native(() => this.#native.check())
+    native(() => binding.heapCheck(this.#id))
   }
 
   /**
@@ -155,7 +160,7 @@ export class Heap {
     checkString('name', name)
     const t = resolveNewType(type, init)
     const desc = JSON.stringify(describeType(t))
-    const r = native(() => this.#native.namedReserve(name, t.size, Math.max(t.align, 16), desc))
+    const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
     if (!r.created) return this.#namedRef(name, r.offset, r.typeDesc) as Ref<T>
     try {
       const ref = refAt(this.memory, r.offset, t, this)
@@ -163,7 +168,7 @@ export class Heap {
       return ref as Ref<T>
     } finally {
       // Publish even if init threw: the object exists (zeroed) and waiters must not hang.
-      native(() => this.#native.namedPublish(r.entry))
+      native(() => binding.heapNamedPublish(this.#id, r.entry))
     }
   }
 
@@ -173,7 +178,7 @@ export class Heap {
    */
   find<T = unknown>(name: string): Ref<T> | undefined {
     checkString('name', name)
-    const e = native(() => this.#native.namedFind(name, NAMED_WAIT_MS))
+    const e = native(() => binding.heapNamedFind(this.#id, name, NAMED_WAIT_MS))
     if (!e) return undefined
     return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T>
   }
@@ -181,7 +186,7 @@ export class Heap {
   /** Removes `name` from the directory (the object itself is not freed). */
   unname(name: string): boolean {
     checkString('name', name)
-    return native(() => this.#native.namedRemove(name))
+    return native(() => binding.heapNamedRemove(this.#id, name))
   }
 
   #namedRef(name: string, offset: number, typeDesc: string): Ref {

@@ -49,6 +49,3 @@ export const binding: typeof Binding = load()
 
 /** The native mapping class. */
 export type NativeMapping = Binding.Mapping
-
-/** The native heap class. */
-export type NativeHeap = Binding.NativeHeap

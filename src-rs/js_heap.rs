@@ -1,4 +1,7 @@
-//! The heap at the JavaScript boundary: `NativeHeap` wraps a [`HeapView`] and takes the
+//! The heap at the JavaScript boundary. Each JavaScript thread keeps a table of the heaps
+//! it attached ([`HeapSlot`]s); the hot calls (`heapMalloc(id, ...)`, ...) are free
+//! functions taking the slot id, because napi-rs class methods pay a process-wide mutex
+//! per call for borrow tracking. Every call takes the
 //! heap's futex lock (the 32-byte [`LockRecord`] at the start of the heap region) around
 //! every operation. A lock recovered from a dead holder triggers `rebuild()` before the
 //! operation; if the heap cannot be repaired the error is reported and the lock becomes
@@ -11,6 +14,8 @@ use crate::lock::{Acquired, LockRecord, Owner};
 use crate::mapping::{closed, Region};
 use crate::sys::{self, Deadline};
 use napi_derive::napi;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -83,19 +88,31 @@ pub struct NamedFound {
     pub type_desc: String,
 }
 
-/// A heap inside a mapping, as seen by one JavaScript thread.
-#[napi]
-pub struct NativeHeap {
+/// A heap attached by one JavaScript thread.
+struct HeapSlot {
     region: Arc<Region>,
     view: HeapView,
 }
 
+thread_local! {
+    /// This thread's attached heaps, indexed by the id handed to JavaScript.
+    static HEAPS: RefCell<Vec<Option<Rc<HeapSlot>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The slot `id` of this thread.
+#[inline]
+fn slot(id: u32) -> Result<Rc<HeapSlot>> {
+    HEAPS
+        .with(|h| h.borrow().get(id as usize).and_then(|s| s.clone()))
+        .ok_or_else(|| ShmError::new("EINVAL", format!("no heap with id {id} in this thread")))
+}
+
 #[napi]
 impl Mapping {
-    /// The heap at `offset`: formatted anew over `size` bytes when `format`, else attached
-    /// (its size read from its validated header).
+    /// Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
+    /// returns its id for the `heap*` functions of this thread.
     #[napi]
-    pub fn heap(&self, offset: f64, size: f64, format: bool) -> napi::Result<NativeHeap> {
+    pub fn heap(&self, offset: f64, size: f64, format: bool) -> napi::Result<u32> {
         let off = to_u64("offset", offset)?;
         let region = self.region().clone();
         if !region.is_live() {
@@ -105,12 +122,25 @@ impl Mapping {
             let len = to_u64("size", size)?;
             format_heap(&region, off, len)?;
         }
-        // SAFETY: the NativeHeap keeps the region alive (Arc) and checks it is still
-        // mapped before every use of the view; attach validates the header bounds.
+        // SAFETY: the slot keeps the region alive (Arc) and every call checks it is still
+        // mapped before using the view; attach validates the header bounds.
         let view =
             unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) }
                 .map_err(ShmError::from)?;
-        Ok(NativeHeap { region, view })
+        let slot = Rc::new(HeapSlot { region, view });
+        Ok(HEAPS.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.iter().position(|s| s.is_none()) {
+                Some(i) => {
+                    h[i] = Some(slot);
+                    i as u32
+                }
+                None => {
+                    h.push(Some(slot));
+                    (h.len() - 1) as u32
+                }
+            }
+        }))
     }
 }
 
@@ -135,7 +165,7 @@ fn to_usize(what: &str, v: f64) -> Result<usize> {
     Ok(to_u64(what, v)? as usize)
 }
 
-impl NativeHeap {
+impl HeapSlot {
     /// Runs `f` holding the heap lock. The JavaScript thread calling this cannot close the
     /// mapping meanwhile, so a liveness check suffices (no pin on the hot path).
     #[inline]
@@ -177,126 +207,19 @@ impl NativeHeap {
             }
         }
     }
-}
 
-#[napi]
-impl NativeHeap {
-    /// Length of the heap region.
-    #[napi(getter)]
-    pub fn size(&self) -> f64 {
-        self.view.heap_len() as f64
-    }
-
-    /// `malloc(size, align)`: offset in the mapping.
-    #[napi]
-    pub fn malloc(&self, size: f64, align: f64) -> napi::Result<f64> {
-        let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
-        Ok(self.locked(|h| h.malloc(size, align))? as f64)
-    }
-
-    /// `free(offset)`.
-    #[napi]
-    pub fn free(&self, offset: f64) -> napi::Result<()> {
-        let off = to_usize("offset", offset)?;
-        Ok(self.locked(|h| h.free(off))?)
-    }
-
-    /// `realloc(offset, size)`: the new offset.
-    #[napi]
-    pub fn realloc(&self, offset: f64, size: f64) -> napi::Result<f64> {
-        let (off, size) = (to_usize("offset", offset)?, to_usize("size", size)?);
-        Ok(self.locked(|h| h.realloc(off, size))? as f64)
-    }
-
-    /// Usage figures.
-    #[napi]
-    pub fn stats(&self) -> napi::Result<HeapStatsJs> {
-        let s = self.locked(|h| h.stats())?;
-        Ok(HeapStatsJs {
-            size: s.size as f64,
-            used: s.used as f64,
-            free: s.free as f64,
-            largest_free: s.largest_free as f64,
-            allocations: s.allocations as f64,
-        })
-    }
-
-    /// Walks every block and list; throws on any broken invariant.
-    #[napi]
-    pub fn check(&self) -> napi::Result<()> {
-        Ok(self.locked(|h| h.check())?)
-    }
-
-    /// Finds `name` or reserves a zeroed object for it (state CONSTRUCTING).
-    #[napi]
-    pub fn named_reserve(
-        &self,
-        name: String,
-        size: f64,
-        align: f64,
-        type_desc: String,
-    ) -> napi::Result<NamedReserved> {
-        let key = heap_name(&name)?;
-        let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
-        let (e, created) =
-            self.locked(|h| h.named_reserve(key, size, align, type_desc.as_bytes()))?;
-        if !created && !e.ready {
-            // Someone else is constructing it: wait until they publish.
-            self.wait_ready(e.entry_off, Deadline::after_ms(10_000.0), &name)?;
-        }
-        Ok(NamedReserved {
-            offset: e.offset as f64,
-            created,
-            entry: e.entry_off as f64,
-            type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
-        })
-    }
-
-    /// Marks a reserved object constructed and wakes every process waiting for it.
-    #[napi]
-    pub fn named_publish(&self, entry: f64) -> napi::Result<()> {
-        let entry = to_usize("entry", entry)?;
+    fn state_word(&self, entry: usize) -> Result<&std::sync::atomic::AtomicU32> {
         if !self.region.is_live() {
-            return Err(closed().into());
+            return Err(closed());
         }
-        let word = self.view.named_state(entry).map_err(ShmError::from)?;
+        let word = self.view.named_state(entry)?;
         // SAFETY: named_state bounds-checked the entry; the word is 4-aligned inside the
-        // live mapping.
-        let word = unsafe { &*word };
-        // Release: the constructed bytes are visible to whoever sees READY (Acquire).
-        word.store(NAMED_READY, Ordering::Release);
-        sys::futex_wake(word, u32::MAX);
-        Ok(())
-    }
-
-    /// The object called `name`, waiting up to `wait_ms` for its construction.
-    #[napi]
-    pub fn named_find(&self, name: String, wait_ms: f64) -> napi::Result<Option<NamedFound>> {
-        let key = heap_name(&name)?;
-        let Some(e) = self.locked(|h| h.named_find(key))? else {
-            return Ok(None);
-        };
-        if !e.ready {
-            self.wait_ready(e.entry_off, Deadline::after_ms(wait_ms), &name)?;
-        }
-        Ok(Some(NamedFound {
-            offset: e.offset as f64,
-            size: e.size as f64,
-            type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
-        }))
-    }
-
-    /// Removes `name` from the directory.
-    #[napi]
-    pub fn named_remove(&self, name: String) -> napi::Result<bool> {
-        let key = heap_name(&name)?;
-        Ok(self.locked(|h| h.named_remove(key))?)
+        // live mapping, which lives as long as the slot.
+        Ok(unsafe { &*word })
     }
 
     fn wait_ready(&self, entry: usize, deadline: Deadline, name: &str) -> Result<()> {
-        let word = self.view.named_state(entry)?;
-        // SAFETY: as in named_publish.
-        let word = unsafe { &*word };
+        let word = self.state_word(entry)?;
         // Acquire: pairs with the creator's Release store of READY.
         while word.load(Ordering::Acquire) != NAMED_READY {
             if !self.region.is_live() {
@@ -314,4 +237,122 @@ impl NativeHeap {
         }
         Ok(())
     }
+}
+
+/// Forgets heap `id` of this thread (the heap itself is untouched).
+#[napi]
+pub fn heap_release(id: u32) {
+    HEAPS.with(|h| {
+        if let Some(s) = h.borrow_mut().get_mut(id as usize) {
+            *s = None;
+        }
+    });
+}
+
+/// Length of heap `id`'s region.
+#[napi]
+pub fn heap_size(id: u32) -> napi::Result<f64> {
+    Ok(slot(id)?.view.heap_len() as f64)
+}
+
+/// `malloc(size, align)`: offset in the mapping.
+#[napi]
+pub fn heap_malloc(id: u32, size: f64, align: f64) -> napi::Result<f64> {
+    let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
+    Ok(slot(id)?.locked(|h| h.malloc(size, align))? as f64)
+}
+
+/// `free(offset)`.
+#[napi]
+pub fn heap_free(id: u32, offset: f64) -> napi::Result<()> {
+    let off = to_usize("offset", offset)?;
+    Ok(slot(id)?.locked(|h| h.free(off))?)
+}
+
+/// `realloc(offset, size)`: the new offset.
+#[napi]
+pub fn heap_realloc(id: u32, offset: f64, size: f64) -> napi::Result<f64> {
+    let (off, size) = (to_usize("offset", offset)?, to_usize("size", size)?);
+    Ok(slot(id)?.locked(|h| h.realloc(off, size))? as f64)
+}
+
+/// Usage figures.
+#[napi]
+pub fn heap_stats(id: u32) -> napi::Result<HeapStatsJs> {
+    let s = slot(id)?.locked(|h| h.stats())?;
+    Ok(HeapStatsJs {
+        size: s.size as f64,
+        used: s.used as f64,
+        free: s.free as f64,
+        largest_free: s.largest_free as f64,
+        allocations: s.allocations as f64,
+    })
+}
+
+/// Walks every block and list; throws on any broken invariant.
+#[napi]
+pub fn heap_check(id: u32) -> napi::Result<()> {
+    Ok(slot(id)?.locked(|h| h.check())?)
+}
+
+/// Finds `name` or reserves a zeroed object for it (state CONSTRUCTING); waits while
+/// another process constructs it.
+#[napi]
+pub fn heap_named_reserve(
+    id: u32,
+    name: String,
+    size: f64,
+    align: f64,
+    type_desc: String,
+) -> napi::Result<NamedReserved> {
+    let key = heap_name(&name)?;
+    let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
+    let s = slot(id)?;
+    let (e, created) = s.locked(|h| h.named_reserve(key, size, align, type_desc.as_bytes()))?;
+    if !created && !e.ready {
+        s.wait_ready(e.entry_off, Deadline::after_ms(10_000.0), &name)?;
+    }
+    Ok(NamedReserved {
+        offset: e.offset as f64,
+        created,
+        entry: e.entry_off as f64,
+        type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
+    })
+}
+
+/// Marks a reserved object constructed and wakes every process waiting for it.
+#[napi]
+pub fn heap_named_publish(id: u32, entry: f64) -> napi::Result<()> {
+    let entry = to_usize("entry", entry)?;
+    let s = slot(id)?;
+    let word = s.state_word(entry)?;
+    // Release: the constructed bytes are visible to whoever sees READY (Acquire).
+    word.store(NAMED_READY, Ordering::Release);
+    sys::futex_wake(word, u32::MAX);
+    Ok(())
+}
+
+/// The object called `name`, waiting up to `wait_ms` for its construction.
+#[napi]
+pub fn heap_named_find(id: u32, name: String, wait_ms: f64) -> napi::Result<Option<NamedFound>> {
+    let key = heap_name(&name)?;
+    let s = slot(id)?;
+    let Some(e) = s.locked(|h| h.named_find(key))? else {
+        return Ok(None);
+    };
+    if !e.ready {
+        s.wait_ready(e.entry_off, Deadline::after_ms(wait_ms), &name)?;
+    }
+    Ok(Some(NamedFound {
+        offset: e.offset as f64,
+        size: e.size as f64,
+        type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
+    }))
+}
+
+/// Removes `name` from the directory.
+#[napi]
+pub fn heap_named_remove(id: u32, name: String) -> napi::Result<bool> {
+    let key = heap_name(&name)?;
+    Ok(slot(id)?.locked(|h| h.named_remove(key))?)
 }
