@@ -9,11 +9,12 @@ import { dirname } from 'node:path'
 import { detectFeatures } from './features.mjs'
 import { describeMachine, machineLine } from './machine.mjs'
 import { EFFORT, median } from './measure.mjs'
+import { counterRows } from './rows/counter.mjs'
 import { lockRows } from './rows/lock.mjs'
 import { formatRatio, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows]
+export const ROWS = [...lockRows, ...counterRows]
 
 /**
  * Runs the bench.
