@@ -10,11 +10,13 @@ import { detectFeatures } from './features.mjs'
 import { describeMachine, machineLine } from './machine.mjs'
 import { EFFORT, median } from './measure.mjs'
 import { counterRows } from './rows/counter.mjs'
+import { heapRows } from './rows/heap.mjs'
 import { lockRows } from './rows/lock.mjs'
+import { structRows } from './rows/struct.mjs'
 import { formatRatio, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...structRows]
 
 /**
  * Runs the bench.
