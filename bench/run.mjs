@@ -12,11 +12,12 @@ import { EFFORT, median } from './measure.mjs'
 import { counterRows } from './rows/counter.mjs'
 import { heapRows } from './rows/heap.mjs'
 import { lockRows } from './rows/lock.mjs'
+import { memoryRows } from './rows/memory.mjs'
 import { structRows } from './rows/struct.mjs'
 import { formatRatio, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...structRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows]
 
 /**
  * Runs the bench.
