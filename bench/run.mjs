@@ -1,20 +1,22 @@
 /**
  * A bench run: every row in order, each measured against its baseline, then the table on
- * stdout and the raw figures as JSON.
+ * stdout, the raw figures as JSON, and (when asked) the chart and the README section.
  * @module
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
-import { dirname } from 'node:path'
+import { dirname, relative } from 'node:path'
+import { renderChart } from './chart.mjs'
 import { detectFeatures } from './features.mjs'
 import { describeMachine, machineLine } from './machine.mjs'
 import { EFFORT, median } from './measure.mjs'
+import { updateReadme } from './readme.mjs'
 import { counterRows } from './rows/counter.mjs'
 import { heapRows } from './rows/heap.mjs'
 import { lockRows } from './rows/lock.mjs'
 import { memoryRows } from './rows/memory.mjs'
 import { structRows } from './rows/struct.mjs'
-import { formatRatio, textTable } from './table.mjs'
+import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
 export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows]
@@ -44,6 +46,17 @@ export async function runBench(opts) {
   process.stdout.write(`\nshmutils vs baselines: ratio = shmutils time ÷ baseline time, same run (below 1 = faster).${note}\n`)
   process.stdout.write(`${machineLine(machine)}\n\n${textTable(rows)}\n\nRaw figures: ${opts.out}\n`)
 
+  const title = 'shmutils against its baselines (time ratio, same run)'
+  const subtitle = `${machineLine(machine)}${opts.quick ? ' (--quick)' : ''}`
+  if (opts.svg) {
+    mkdirSync(dirname(opts.svg), { recursive: true })
+    writeFileSync(opts.svg, renderChart(rows, { title, subtitle }))
+    log(`chart: ${opts.svg}`)
+  }
+  if (opts.readme) {
+    updateReadme(opts.readme, readmeSection(rows, machine, opts))
+    log(`README section: ${opts.readme}`)
+  }
   return rows.some((r) => r.status === 'error') ? 1 : 0
 }
 
@@ -102,6 +115,31 @@ async function runRow(row, ctx, only) {
   const outcome = result.status === 'ok' ? formatRatio(/** @type {number} */ (result.ratio)) : `error: ${result.reason}`
   log(`[${row.id}] ${row.subject} vs ${result.baseline}: ${outcome} (${result.seconds} s)`)
   return result
+}
+
+/**
+ * The README's Performance section.
+ * @param {import('./table.mjs').RowResult[]} rows
+ * @param {import('./machine.mjs').Machine} machine
+ * @param {import('./options.mjs').Options} opts
+ */
+function readmeSection(rows, machine, opts) {
+  const chart = opts.svg && opts.readme ? relative(dirname(opts.readme), opts.svg).split('\\').join('/') : 'docs/benchmarks.svg'
+  return [
+    `Measured on ${machine.date.slice(0, 10)}: ${machine.cores} cores (${machine.cpu}), Node ${machine.node}, ${machine.os}` +
+      `${opts.quick ? ', `--quick` run' : ''}. Load average at the start: ${machine.loadAverage.join(' / ')}; the machine was shared` +
+      ' with other builds, so absolute figures wander: every row is a ratio of two figures taken in alternating rounds of the same run.',
+    '',
+    `![shmutils against its baselines](${chart})`,
+    '',
+    markdownTable(rows),
+    '',
+    'Ratio = shmutils time ÷ baseline time (below 1: faster than the baseline), the median of the ratios of rounds',
+    'measured back to back; the two times are the medians of those rounds, per operation.',
+    'Goals are from the figures the project measures itself against. `npm run bench` prints this table and writes every',
+    'round to `bench/results/latest.json`; `npm run bench -- --publish` also redraws the chart and this section;',
+    '`npm run bench -- --quick` is the smoke run CI does (figures not meaningful).',
+  ].join('\n')
 }
 
 /** @param {string} s */
