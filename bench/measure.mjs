@@ -13,13 +13,16 @@ import { measure } from 'mitata'
  * @typedef {object} Effort
  * @property {number} rounds - alternating rounds per row
  * @property {number} slowRounds - rounds of rows that take seconds each (IPC, Redis)
+ * @property {number} shortRuns - runs per round (median taken) of multi-process runs
+ *   that last milliseconds: one preemption of a lock holder on a loaded machine can
+ *   stretch such a run several times over
  * @property {{ min_cpu_time: number } & Record<string, number>} mitata - options of mitata's `measure`
  */
 
 /** @type {{ full: Effort, quick: Effort }} */
 export const EFFORT = {
-  full: { rounds: 9, slowRounds: 3, mitata: { min_cpu_time: 60e6, min_samples: 12 } },
-  quick: { rounds: 1, slowRounds: 1, mitata: { min_cpu_time: 2e6, min_samples: 2, batch_samples: 256, warmup_samples: 1 } },
+  full: { rounds: 9, slowRounds: 3, shortRuns: 3, mitata: { min_cpu_time: 60e6, min_samples: 12 } },
+  quick: { rounds: 1, slowRounds: 1, shortRuns: 1, mitata: { min_cpu_time: 2e6, min_samples: 2, batch_samples: 256, warmup_samples: 1 } },
 }
 
 /**
@@ -57,6 +60,21 @@ export function wallTime(fn) {
     const t0 = process.hrtime.bigint()
     await fn()
     return Number(process.hrtime.bigint() - t0)
+  }
+}
+
+/**
+ * A measurement that takes the median of `n` runs of another.
+ * @param {() => Promise<number>} measurement
+ * @param {number} n
+ * @returns {() => Promise<number>}
+ */
+export function medianOfRuns(measurement, n) {
+  return async () => {
+    /** @type {number[]} */
+    const xs = []
+    for (let i = 0; i < n; i++) xs.push(await measurement())
+    return median(xs)
   }
 }
 

@@ -2,12 +2,13 @@
  * Rows 2 and 3.x: a counter shared by two processes, under a shmutils Lock, against the
  * C futex mutex (the floor) and against what users pick today: a counter kept by the
  * parent behind `process.send`, worker threads with a SharedArrayBuffer lock, Redis INCR.
- * Every figure is the run's span divided by the increments in it.
+ * Every figure is the run's span divided by the increments in it; runs that last
+ * milliseconds (all but IPC and Redis) are repeated `effort.shortRuns` times per round.
  * @module
  */
 import { Lock } from '../../dist/index.js'
 import { runC } from '../cc.mjs'
-import { alternate } from '../measure.mjs'
+import { alternate, medianOfRuns } from '../measure.mjs'
 import { runParallel } from '../parallel.mjs'
 import { startRedis } from '../redis.mjs'
 import { RespClient } from '../resp.mjs'
@@ -25,21 +26,24 @@ const eachOf = (ctx) => (ctx.quick ? 2_000 : 20_000)
 /**
  * Runs `compare` with shmutils' side of a counter row: two processes incrementing an
  * int32 under one Lock, racing to `limit` or `each` times each, in ns per increment.
+ * @param {import('./row.mjs').Context} ctx
  * @param {{ limit: number } | { each: number }} job
  * @param {(subject: () => Promise<number>) => Promise<import('../measure.mjs').Comparison>} compare
  * @returns {Promise<import('./row.mjs').Measured>}
  */
-function withLockCounter(job, compare) {
+function withLockCounter(ctx, job, compare) {
   return withSegment('counter', { size: 4096 }, async (mem) => {
     const lock = Lock.at(mem, 0)
     const c = new Int32Array(mem.buffer)
     const total = 'limit' in job ? job.limit : 2 * job.each
-    const measured = await compare(async () => {
-      c[COUNTER_INDEX] = 0
-      const run = await runParallel({ script: 'lock-counter.mjs', n: 2, job: { lock, counterIndex: COUNTER_INDEX, ...job } })
-      expectCount('Lock counter', c[COUNTER_INDEX], run, total)
-      return run.spanNs / total
-    })
+    const measured = await compare(
+      medianOfRuns(async () => {
+        c[COUNTER_INDEX] = 0
+        const run = await runParallel({ script: 'lock-counter.mjs', n: 2, job: { lock, counterIndex: COUNTER_INDEX, ...job } })
+        expectCount('Lock counter', c[COUNTER_INDEX], run, total)
+        return run.spanNs / total
+      }, ctx.effort.shortRuns),
+    )
     return { ...measured, params: { processes: 2, ...job } }
   })
 }
@@ -68,14 +72,14 @@ export const counterRows = [
     skip: (ctx) => (process.platform !== 'linux' ? 'skipped: the futex reference is Linux-only' : ctx.features.cc ? null : 'skipped: no C compiler'),
     run: (ctx) => {
       const limit = ctx.quick ? 20_000 : 1_000_000
-      return withLockCounter({ limit }, (subject) =>
+      return withLockCounter(ctx, { limit }, (subject) =>
         alternate(
           subject,
-          async () => {
+          medianOfRuns(async () => {
             const r = runC('futex_counter', [2, limit])
             if (r.counter !== limit) throw new Error(`futex_counter counted ${r.counter}, expected ${limit}`)
             return r.span_ns / limit
-          },
+          }, ctx.effort.shortRuns),
           ctx.effort.rounds,
         ),
       )
@@ -90,7 +94,7 @@ export const counterRows = [
     goal: 1 / 300,
     run: (ctx) => {
       const each = eachOf(ctx)
-      return withLockCounter({ each }, (subject) =>
+      return withLockCounter(ctx, { each }, (subject) =>
         alternate(
           subject,
           async () => {
@@ -112,15 +116,15 @@ export const counterRows = [
     per: 'increment',
     run: (ctx) => {
       const each = eachOf(ctx)
-      return withLockCounter({ each }, (subject) =>
+      return withLockCounter(ctx, { each }, (subject) =>
         alternate(
           subject,
-          async () => {
+          medianOfRuns(async () => {
             const sab = new SharedArrayBuffer(8)
             const run = await runParallel({ script: 'sab-counter.mjs', n: 2, threads: true, job: { sab, each } })
             expectCount('SharedArrayBuffer counter', new Int32Array(sab)[1], run, 2 * each)
             return run.spanNs / (2 * each)
-          },
+          }, ctx.effort.shortRuns),
           ctx.effort.rounds,
         ),
       )
@@ -139,7 +143,7 @@ export const counterRows = [
       const server = await startRedis(/** @type {string} */ (ctx.features.redis))
       try {
         let round = 0
-        return await withLockCounter({ each }, (subject) =>
+        return await withLockCounter(ctx, { each }, (subject) =>
           alternate(
             subject,
             async () => {
