@@ -54,7 +54,7 @@ export async function runBench(opts) {
     log(`chart: ${opts.svg}`)
   }
   if (opts.readme) {
-    updateReadme(opts.readme, readmeSection(rows, machine, opts))
+    updateReadme(opts.readme, readmeSection(rows, machine, report.loadAverageAtEnd, opts))
     log(`README section: ${opts.readme}`)
   }
   return rows.some((r) => r.status === 'error') ? 1 : 0
@@ -121,14 +121,16 @@ async function runRow(row, ctx, only) {
  * The README's Performance section.
  * @param {import('./table.mjs').RowResult[]} rows
  * @param {import('./machine.mjs').Machine} machine
+ * @param {number[]} loadAtEnd
  * @param {import('./options.mjs').Options} opts
  */
-function readmeSection(rows, machine, opts) {
+function readmeSection(rows, machine, loadAtEnd, opts) {
   const chart = opts.svg && opts.readme ? relative(dirname(opts.readme), opts.svg).split('\\').join('/') : 'docs/benchmarks.svg'
+  const busy = Math.max(machine.loadAverage[0], loadAtEnd[0]) > machine.cores / 2
   return [
     `Measured on ${machine.date.slice(0, 10)}: ${machine.cores} cores (${machine.cpu}), Node ${machine.node}, ${machine.os}` +
-      `${opts.quick ? ', `--quick` run' : ''}. Load average at the start: ${machine.loadAverage.join(' / ')}; the machine was shared` +
-      ' with other builds, so absolute figures wander: every row is a ratio of two figures taken in alternating rounds of the same run.',
+      `${opts.quick ? ', `--quick` run' : ''}; load average ${machine.loadAverage[0]} at the start, ${loadAtEnd[0]} at the end` +
+      (busy ? ' (other work shared the machine: absolute times wander, the ratios less so).' : '.'),
     '',
     `![shmutils against its baselines](${chart})`,
     '',

@@ -50,7 +50,7 @@ export const heapRows = [
     key: 'heap-churn-3-processes-vs-1',
     subject: 'heap churn, 3 processes on one heap',
     baseline: 'the same churn, 1 process',
-    per: 'malloc+free (all processes)',
+    per: 'malloc+free, all processes',
     skip: noHeap,
     run: (ctx) => {
       const pairs = ctx.quick ? 2_000 : 100_000
