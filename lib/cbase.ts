@@ -93,9 +93,11 @@ const sharedHeaps = new WeakMap<Function, Heap>()
 /** `withHeap` classes already made, per class and heap. */
 const withHeapCache = new WeakMap<Function, WeakMap<Heap, Function>>()
 /** The class `revive` uses per layout (key: the JSON type description). */
-const revivable = new Map<string, { cls: StructRefClass; type: StructType; explicit: boolean }>()
-/** The factory classes (direct results of CBase()), and `withHeap` classes. */
-const factoryClasses = new WeakSet<Function>()
+const revivable = new Map<string, { cls: StructRefClass; type: StructType }>()
+/** Classes made by CBase() and withHeap(): registered only where no other class is. */
+const madeHere = new WeakSet<Function>()
+/** User classes already registered by their first new()/withHeap(). */
+const used = new WeakSet<Function>()
 
 const keys = new WeakMap<Type, string>()
 
@@ -106,16 +108,23 @@ function layoutKey(t: Type): string {
   return k
 }
 
-setRevivedStructClass((t) => {
-  const hit = revivable.get(layoutKey(t))
-  return hit && { cls: hit.cls, type: hit.type }
-})
+setRevivedStructClass((t) => revivable.get(layoutKey(t)))
 
-function register(cls: Function, type: StructType, explicit: boolean): void {
+/** Registers `cls` for revive (see {@link CBase} for the rules). */
+function register(cls: Function, type: StructType): void {
   const key = layoutKey(type)
-  const cur = revivable.get(key)
-  if (!explicit && cur && (cur.explicit || !factoryClasses.has(cur.cls))) return
-  revivable.set(key, { cls: cls as StructRefClass, type, explicit })
+  if (madeHere.has(cls)) {
+    const cur = revivable.get(key)
+    if (cur && !madeHere.has(cur.cls)) return
+  }
+  revivable.set(key, { cls: cls as StructRefClass, type })
+}
+
+/** On the first new()/withHeap() of a user class: register it. */
+function firstUse(cls: Function, type: StructType): void {
+  if (madeHere.has(cls) || used.has(cls)) return
+  used.add(cls)
+  register(cls, type)
 }
 
 const encoder = new TextEncoder()
@@ -139,11 +148,13 @@ function isBytePointer(t: Type): boolean {
  * `CBase<{ id: bigint; fullname: Ref | null }>(ffi, decl)`.
  *
  * Reviving a handle in a process where a class is registered for a structurally
- * identical type gives an instance of that class (`instanceof User` holds); elsewhere
- * (no declaration imported) a plain struct `Ref` with the same members. Each `CBase()`
- * class is registered for its layout when made; a subclass such as `User` replaces it
- * on its first `new()`/`withHeap()`, or whenever its `register()` is called (an
- * explicit `register()` is not replaced implicitly).
+ * identical type (same layout, tags and member names) gives an instance of that class
+ * (`instanceof User` holds); elsewhere (no declaration imported) a plain struct `Ref`
+ * with the same members (`instanceof User` is false there: there is no `User`). A class
+ * is registered for its layout by its first `new()` or `withHeap()` and by every
+ * `register()` call, replacing the class registered before; the class `CBase()` itself
+ * returns is registered only while no other class is. So a receiver that only revives
+ * calls `User.register()` once.
  *
  * @param ffi - the declarations (from `cdef()`)
  * @param decl - a complete struct or union: `'struct org_user_t'`, a typedef name...
@@ -186,13 +197,13 @@ export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl
     }
 
     static new(this: typeof CStruct, ...fields: unknown[]): CStruct {
-      if (!factoryClasses.has(this)) register(this, ctype, false)
+      firstUse(this, ctype)
       return construct(this, ctype, layout, fields)
     }
 
     static withHeap(this: typeof CStruct, where: Heap | MappedMemory): typeof CStruct {
       const heap = heapArg(where)
-      if (!factoryClasses.has(this)) register(this, ctype, false)
+      firstUse(this, ctype)
       let perHeap = withHeapCache.get(this)
       if (!perHeap) withHeapCache.set(this, (perHeap = new WeakMap()))
       let Sub = perHeap.get(heap) as typeof CStruct | undefined
@@ -200,7 +211,7 @@ export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl
         Sub = class extends this {}
         Object.defineProperty(Sub, 'name', { value: this.name })
         sharedHeaps.set(Sub, heap)
-        factoryClasses.add(Sub)
+        madeHere.add(Sub)
         perHeap.set(heap, Sub)
       }
       return Sub
@@ -231,12 +242,12 @@ export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl
     }
 
     static register(this: typeof CStruct): void {
-      register(this, ctype, true)
+      register(this, ctype)
     }
   }
   Object.defineProperty(CStruct, 'name', { value: `CBase<${formatType(ctype)}>` })
-  factoryClasses.add(CStruct)
-  register(CStruct, ctype, false)
+  madeHere.add(CStruct)
+  register(CStruct, ctype)
   return CStruct as unknown as CBaseClass<F>
 }
 

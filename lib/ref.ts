@@ -349,6 +349,7 @@ function writePointer(memory: MappedMemory, dv: DataView, off: number, v: unknow
   if (x === null || x === undefined) p = 0n
   else if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) p = BigInt(x)
   else if (typeof x === 'bigint' && x >= 0n && x < 1n << 64n) p = x
+  else if (typeof x === 'number' || typeof x === 'bigint') throw rangeError(`${what} must be a valid address (an integer in [0, 2^53)); got ${String(x)}`)
   else throw typeError(`${what} must be a Ref, null or an address; got ${describe(v)}`)
   dv.setBigUint64(off, p, true)
   return v instanceof Ref ? refParts(v).heap : null
