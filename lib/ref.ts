@@ -137,12 +137,16 @@ export class Ref<T = unknown> {
     return dv
   }
 
-  /** The whole value: a number/bigint/boolean, an array, or a plain object for structs. */
+  /**
+   * The whole value: a number/bigint/boolean, an array, or a plain object for structs.
+   * A pointer's value is the stored address (creator's address space; 0 = NULL); a
+   * pointer reference also takes a `Ref` (in the same segment) or `null`.
+   */
   get value(): T {
     return (this.#acc ??= valueAccessor(this.#type)).get(this.#live(), this.#offset)
   }
 
-  set value(v: T) {
+  set value(v: T | Ref | null) {
     const t = this.#type as Type
     const x = t.kind === 'pointer' ? pointerArg(this.memory, v, formatType(t)) : v
     ;(this.#acc ??= valueAccessor(this.#type)).set(this.#live(), this.#offset, x as T)
