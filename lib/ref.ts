@@ -6,6 +6,7 @@
  * pointer outside the segment is `ERR_SHM_OUT_OF_BOUNDS`, never a raw read.
  * @module
  */
+import { inspect, type InspectOptions } from 'node:util'
 import { checkIndex, describe } from './args.js'
 import { closedError, outOfBounds, rangeError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
@@ -63,6 +64,13 @@ export function setRefHeapLookup(fn: (m: MappedMemory) => RefHeap | null): void 
   heapOf = fn
 }
 
+// The two fields every member accessor reads live under symbols, not `#private` names:
+// V8 (Node 20) reads symbol-keyed properties inside the generated accessors several
+// times faster than private fields (bench/struct-field.mjs), and symbols still cannot
+// collide with member names.
+const OFFSET: unique symbol = Symbol('shmutils.offset')
+const VIEW: unique symbol = Symbol('shmutils.view')
+
 /** Struct/union members as properties of a reference (see {@link Ref}). */
 export type StructFields<T> = T extends object ? { [K in keyof T]: unknown } : unknown
 
@@ -79,9 +87,9 @@ export type StructFields<T> = T extends object ? { [K in keyof T]: unknown } : u
 export class Ref<T = unknown> {
   /** The mapping holding the bytes. */
   readonly memory: MappedMemory
-  #offset: number
+  declare private [OFFSET]: number
   #type: Type<T>
-  #dv: DataView
+  declare private [VIEW]: DataView
   #heap: RefHeap | null
   #acc: Accessor<T> | null = null
 
@@ -95,9 +103,9 @@ export class Ref<T = unknown> {
       throw outOfBounds(`${formatType(type)} at offset ${offset} (${type.size} bytes) is outside the mapping of ${memory.size} bytes`)
     }
     this.memory = memory
-    this.#offset = offset
+    this[OFFSET] = offset
     this.#type = type
-    this.#dv = view
+    this[VIEW] = view
     this.#heap = heap
   }
 
@@ -112,12 +120,12 @@ export class Ref<T = unknown> {
 
   /** Byte offset inside {@link memory}. */
   get offset(): number {
-    return this.#offset
+    return this[OFFSET]
   }
 
   /** Absolute address in this process. */
   get address(): number {
-    return this.memory.address.begin + this.#offset
+    return this.memory.address.begin + this[OFFSET]
   }
 
   /** The C type. */
@@ -132,7 +140,7 @@ export class Ref<T = unknown> {
   }
 
   #live(): DataView {
-    const dv = this.#dv
+    const dv = this[VIEW]
     if (dv.byteLength === 0) throw closedError('the reference\'s mapping')
     return dv
   }
@@ -143,13 +151,13 @@ export class Ref<T = unknown> {
    * pointer reference also takes a `Ref` (in the same segment) or `null`.
    */
   get value(): T {
-    return (this.#acc ??= valueAccessor(this.#type)).get(this.#live(), this.#offset)
+    return (this.#acc ??= valueAccessor(this.#type)).get(this.#live(), this[OFFSET])
   }
 
   set value(v: T | Ref | null) {
     const t = this.#type as Type
     const x = t.kind === 'pointer' ? pointerArg(this.memory, v, formatType(t)) : v
-    ;(this.#acc ??= valueAccessor(this.#type)).set(this.#live(), this.#offset, x as T)
+    ;(this.#acc ??= valueAccessor(this.#type)).set(this.#live(), this[OFFSET], x as T)
   }
 
   /**
@@ -182,7 +190,7 @@ export class Ref<T = unknown> {
   deref(): Ref | number | null {
     const t = this.#type as Type
     if (t.kind !== 'pointer') throw typeError(`${formatType(t)} is not a pointer`)
-    return readPointer(this.memory, this.#live(), this.#offset, t, this.#heap)
+    return readPointer(this.memory, this.#live(), this[OFFSET], t, this.#heap)
   }
 
   #element(i: number): [Accessor<unknown>, number, Type] {
@@ -193,18 +201,18 @@ export class Ref<T = unknown> {
       return [valueAccessor(target), this.#pointeeOffset(t, target, i), target]
     }
     if (i !== 0) throw rangeError(`The "i" argument must be 0 for a ${formatType(t)}; got ${String(i)}`)
-    return [valueAccessor(t), this.#offset, t]
+    return [valueAccessor(t), this[OFFSET], t]
   }
 
   #elementOffset(t: ArrayType, i: number): number {
     checkIndex('i', i)
     if (i >= t.length) throw rangeError(`The "i" argument must be below ${t.length} for ${formatType(t)}; got ${i}`)
-    return this.#offset + i * t.element.size
+    return this[OFFSET] + i * t.element.size
   }
 
   #pointeeOffset(t: PointerType, target: Type, i: number): number {
     checkIndex('i', i)
-    const p = pointerValue(this.#live(), this.#offset)
+    const p = pointerValue(this.#live(), this[OFFSET])
     if (p === 0) throw outOfBounds(`NULL ${formatType(t)} dereferenced`)
     return translate(this.memory, p + i * target.size, target)
   }
@@ -212,13 +220,13 @@ export class Ref<T = unknown> {
   /** The object's bytes (a view into the mapping, not a copy). */
   bytes(): Uint8Array {
     this.#live()
-    return this.memory.bytes.subarray(this.#offset, this.#offset + this.#type.size)
+    return this.memory.bytes.subarray(this[OFFSET], this[OFFSET] + this.#type.size)
   }
 
   /** Returns the memory to its heap; the reference must not be used afterwards. */
   free(): void {
     if (!this.#heap) throw typeError('This reference was not allocated from a heap')
-    this.#heap.free(this.#offset)
+    this.#heap.free(this[OFFSET])
   }
 
   /**
@@ -230,11 +238,25 @@ export class Ref<T = unknown> {
       throw typeError(`This ${formatType(this.#type)} is in process-local memory and cannot be shared: allocate it in a named segment's heap`)
     }
     const m = this.memory.toJSON()
-    return { $shmutils: 'Ref', segment: m.segment, offset: this.#offset, type: describeType(this.#type), memory: m }
+    return { $shmutils: 'Ref', segment: m.segment, offset: this[OFFSET], type: describeType(this.#type), memory: m }
+  }
+
+  /** What `console.log` and `util.inspect` show: the class, where the bytes are, the value. */
+  [inspect.custom](depth: number, options: InspectOptions, show: typeof inspect): string {
+    const m = this.memory
+    const where = m.closed ? 'closed mapping' : `${m.name ?? 'process-local memory'} + ${this[OFFSET]}`
+    if (m.closed || depth < 0) return `${this.constructor.name} (${where})`
+    let value: unknown
+    try {
+      value = this.value
+    } catch (e) {
+      value = `<${(e as Error).message}>`
+    }
+    return `${this.constructor.name} (${where}) ${show(value, { ...options, depth: options.depth == null ? null : options.depth - 1 })}`
   }
 
   static {
-    refParts = (r) => ({ memory: r.memory, offset: r.#offset, type: r.#type, heap: r.#heap })
+    refParts = (r) => ({ memory: r.memory, offset: r[OFFSET], type: r.#type, heap: r.#heap })
   }
 
   /** @internal Builds the subclass with member properties for a struct/union type; use {@link structClassOf}. */
@@ -248,10 +270,10 @@ export class Ref<T = unknown> {
       if (ft.kind === 'pointer') {
         desc = {
           get(this: Ref) {
-            return readPointer(this.memory, this.#live(), this.#offset + f.offset, ft, this.#heap)
+            return readPointer(this.memory, this.#live(), this[OFFSET] + f.offset, ft, this.#heap)
           },
           set(this: Ref, v: unknown) {
-            const slot = this.#offset + f.offset
+            const slot = this[OFFSET] + f.offset
             const target = writePointer(this.memory, this.#live(), slot, v, `${formatType(t)}.${name}`)
             this.#heap?.retain?.(slot, target)
           },
@@ -259,19 +281,19 @@ export class Ref<T = unknown> {
       } else if (f.scalar) {
         desc = {
           get(this: Ref) {
-            return f.get(this.#dv, this.#offset)
+            return f.get(this[VIEW], this[OFFSET])
           },
           set(this: Ref, v: unknown) {
-            f.set(this.#dv, this.#offset, v)
+            f.set(this[VIEW], this[OFFSET], v)
           },
         }
       } else {
         desc = {
           get(this: Ref) {
-            return refAt(this.memory, this.#offset + f.offset, ft, this.#heap)
+            return refAt(this.memory, this[OFFSET] + f.offset, ft, this.#heap)
           },
           set(this: Ref, v: unknown) {
-            f.set(this.#live(), this.#offset, v)
+            f.set(this.#live(), this[OFFSET], v)
           },
         }
       }
