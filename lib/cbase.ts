@@ -101,10 +101,16 @@ const used = new WeakSet<Function>()
 
 const keys = new WeakMap<Type, string>()
 
-/** A key equal for structurally identical types. */
+/**
+ * A key equal for structurally identical types. Cached per type object unless the type
+ * reaches a struct that is still incomplete (a later cdef() may complete it).
+ */
 function layoutKey(t: Type): string {
   let k = keys.get(t)
-  if (k === undefined) keys.set(t, (k = JSON.stringify(describeType(t))))
+  if (k === undefined) {
+    k = JSON.stringify(describeType(t))
+    if (!k.includes('"opaque"')) keys.set(t, k)
+  }
   return k
 }
 
@@ -177,10 +183,11 @@ export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl
   const pointerName = ctype.name === '' ? `${decl.trim()} *` : `${ctype.name} *`
 
   const check = (obj: unknown, op: string): Ref => {
-    if (!(obj instanceof Ref) || layoutKey(refParts(obj).type) !== layoutKey(ctype)) {
+    const ty = obj instanceof Ref ? refParts(obj).type : null
+    if (ty === null || (ty !== ctype && layoutKey(ty) !== layoutKey(ctype))) {
       throw typeError(`The "obj" argument of ${op} must be a ${formatType(ctype)} reference; got ${describe(obj)}`)
     }
-    return obj
+    return obj as Ref
   }
 
   // One class per call; the statics close over this declaration.

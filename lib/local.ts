@@ -13,7 +13,9 @@
  * Each object's block is owned by a {@link LocalBlock}, which every reference derived
  * from the object (members, elements, dereferenced pointers) holds on to; the block is
  * returned to its arena when the last of them is garbage-collected, or at once by
- * `ref.free()`. Pointers stored between local objects keep their targets alive too.
+ * `ref.free()`. A pointer member of a local object set to another local object keeps
+ * that object alive too (as long as it points there); pointers written otherwise (a
+ * number, a pointer reference's `value`, an array element) do not, as in C.
  * Arenas themselves stay mapped for the life of the process (or worker thread: each
  * loads the package anew and has its own arenas).
  * @module
