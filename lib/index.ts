@@ -15,3 +15,4 @@ export {
   types, cdef, FFI, CDefError, parseTypeName, describeType, typeFromDescription,
   type Type, type JsOf, type ScalarType, type PointerType, type ArrayType, type StructType, type EnumType, type Field,
 } from './types/index.js'
+export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseConstructor } from './cbase.js'

@@ -234,4 +234,4 @@ export class Lock implements Disposable {
   }
 }
 
-registerReviver('Lock', (h) => Lock.at(memoryFromHandle((h.memory as Handle | undefined) ?? { ...h, $shmutils: 'MappedMemory', offset: 0 }), h.offset))
+registerReviver('Lock', (h) => Lock.at(memoryFromHandle((h.memory as Handle | MappedMemory | undefined) ?? { ...h, $shmutils: 'MappedMemory', offset: 0 }), h.offset))

@@ -348,8 +348,12 @@ interface RawHandle {
   address: number
 }
 
-/** @internal The mapping a handle refers to, opened once per process. */
-export function memoryFromHandle(h: Handle): MappedMemory {
+/**
+ * @internal The mapping a handle refers to, opened once per process. A mapping already
+ * revived (`JSON.parse` with `reviver` revives nested handles first) is returned as is.
+ */
+export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
+  if (h instanceof MappedMemory) return h
   checkString('segment', h.segment)
   const key = cacheKey(h)
   const hit = cache.get(key)

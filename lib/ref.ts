@@ -6,6 +6,7 @@
  * pointer outside the segment is `ERR_SHM_OUT_OF_BOUNDS`, never a raw read.
  * @module
  */
+import { inspect, type InspectOptions } from 'node:util'
 import { checkIndex, describe } from './args.js'
 import { closedError, outOfBounds, rangeError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
@@ -15,10 +16,45 @@ import {
   type Accessor, type ArrayType, type PointerType, type StructType, type Type,
 } from './types/index.js'
 
-/** What a {@link Ref} needs of the heap it came from. */
+/** What a {@link Ref} needs of the heap (or other owner) its memory came from. */
 export interface RefHeap {
   /** Returns a block to the heap. */
   free(offset: number): void
+  /**
+   * True for process-local memory (CBase objects made without a shared heap): it is not
+   * a heap other processes can see, so {@link Ref.heap} reports `null`.
+   */
+  readonly processLocal?: boolean
+  /**
+   * Called when a pointer at `slot` (an offset in the same mapping) is set to memory
+   * owned by `target` (`null` when it no longer points at owned memory): process-local
+   * owners keep the target alive as long as themselves.
+   */
+  retain?(slot: number, target: RefHeap | null): void
+}
+
+/** The constructor of a struct/union reference class (see {@link structClassOf}). */
+export type StructRefClass = new (memory: MappedMemory, offset: number, type: Type, heap: RefHeap | null) => Ref
+
+/** What the package's other modules read of a reference, immune to member names. */
+export interface RefParts {
+  readonly memory: MappedMemory
+  readonly offset: number
+  readonly type: Type
+  readonly heap: RefHeap | null
+}
+
+/** @internal A reference's parts (struct members may hide `offset`, `heap`, ...). */
+export let refParts: (r: Ref) => RefParts
+
+let revivedStructClass: (t: StructType) => { cls: StructRefClass; type: StructType } | undefined = () => undefined
+
+/**
+ * @internal How a revived struct reference finds a class registered for a structurally
+ * identical type in this process (set by the CBase module).
+ */
+export function setRevivedStructClass(fn: (t: StructType) => { cls: StructRefClass; type: StructType } | undefined): void {
+  revivedStructClass = fn
 }
 
 let heapOf: (m: MappedMemory) => RefHeap | null = () => null
@@ -27,6 +63,13 @@ let heapOf: (m: MappedMemory) => RefHeap | null = () => null
 export function setRefHeapLookup(fn: (m: MappedMemory) => RefHeap | null): void {
   heapOf = fn
 }
+
+// The two fields every member accessor reads live under symbols, not `#private` names:
+// V8 (Node 20) reads symbol-keyed properties inside the generated accessors several
+// times faster than private fields (bench/struct-field.mjs), and symbols still cannot
+// collide with member names.
+const OFFSET: unique symbol = Symbol('shmutils.offset')
+const VIEW: unique symbol = Symbol('shmutils.view')
 
 /** Struct/union members as properties of a reference (see {@link Ref}). */
 export type StructFields<T> = T extends object ? { [K in keyof T]: unknown } : unknown
@@ -44,9 +87,9 @@ export type StructFields<T> = T extends object ? { [K in keyof T]: unknown } : u
 export class Ref<T = unknown> {
   /** The mapping holding the bytes. */
   readonly memory: MappedMemory
-  #offset: number
+  declare private [OFFSET]: number
   #type: Type<T>
-  #dv: DataView
+  declare private [VIEW]: DataView
   #heap: RefHeap | null
   #acc: Accessor<T> | null = null
 
@@ -60,9 +103,9 @@ export class Ref<T = unknown> {
       throw outOfBounds(`${formatType(type)} at offset ${offset} (${type.size} bytes) is outside the mapping of ${memory.size} bytes`)
     }
     this.memory = memory
-    this.#offset = offset
+    this[OFFSET] = offset
     this.#type = type
-    this.#dv = view
+    this[VIEW] = view
     this.#heap = heap
   }
 
@@ -77,12 +120,12 @@ export class Ref<T = unknown> {
 
   /** Byte offset inside {@link memory}. */
   get offset(): number {
-    return this.#offset
+    return this[OFFSET]
   }
 
   /** Absolute address in this process. */
   get address(): number {
-    return this.memory.address.begin + this.#offset
+    return this.memory.address.begin + this[OFFSET]
   }
 
   /** The C type. */
@@ -90,24 +133,31 @@ export class Ref<T = unknown> {
     return this.#type
   }
 
-  /** The heap this reference was allocated from, if any. */
+  /** The shared heap this reference was allocated from, if any (`null` for process-local memory). */
   get heap(): RefHeap | null {
-    return this.#heap
+    const h = this.#heap
+    return h === null || h.processLocal === true ? null : h
   }
 
   #live(): DataView {
-    const dv = this.#dv
+    const dv = this[VIEW]
     if (dv.byteLength === 0) throw closedError('the reference\'s mapping')
     return dv
   }
 
-  /** The whole value: a number/bigint/boolean, an array, or a plain object for structs. */
+  /**
+   * The whole value: a number/bigint/boolean, an array, or a plain object for structs.
+   * A pointer's value is the stored address (creator's address space; 0 = NULL); a
+   * pointer reference also takes a `Ref` (in the same segment) or `null`.
+   */
   get value(): T {
-    return (this.#acc ??= valueAccessor(this.#type)).get(this.#live(), this.#offset)
+    return (this.#acc ??= valueAccessor(this.#type)).get(this.#live(), this[OFFSET])
   }
 
-  set value(v: T) {
-    ;(this.#acc ??= valueAccessor(this.#type)).set(this.#live(), this.#offset, v)
+  set value(v: T | Ref | null) {
+    const t = this.#type as Type
+    const x = t.kind === 'pointer' ? pointerArg(this.memory, v, formatType(t)) : v
+    ;(this.#acc ??= valueAccessor(this.#type)).set(this.#live(), this[OFFSET], x as T)
   }
 
   /**
@@ -119,10 +169,10 @@ export class Ref<T = unknown> {
     return acc.get(this.#live(), off)
   }
 
-  /** Writes element `i` (see {@link get}). */
+  /** Writes element `i` (see {@link get}); pointer elements also take a `Ref`. */
   set(i: number, v: unknown): void {
-    const [acc, off] = this.#element(i)
-    acc.set(this.#live(), off, v)
+    const [acc, off, el] = this.#element(i)
+    acc.set(this.#live(), off, el.kind === 'pointer' ? pointerArg(this.memory, v, formatType(el)) : v)
   }
 
   /** A reference to element `i` of an array, or to `p[i]` for a pointer. */
@@ -140,29 +190,29 @@ export class Ref<T = unknown> {
   deref(): Ref | number | null {
     const t = this.#type as Type
     if (t.kind !== 'pointer') throw typeError(`${formatType(t)} is not a pointer`)
-    return readPointer(this.memory, this.#live(), this.#offset, t, this.#heap)
+    return readPointer(this.memory, this.#live(), this[OFFSET], t, this.#heap)
   }
 
-  #element(i: number): [Accessor<unknown>, number] {
+  #element(i: number): [Accessor<unknown>, number, Type] {
     const t = this.#type as Type
-    if (t.kind === 'array') return [valueAccessor(t.element), this.#elementOffset(t, i)]
+    if (t.kind === 'array') return [valueAccessor(t.element), this.#elementOffset(t, i), t.element]
     if (t.kind === 'pointer') {
       const target = pointee(t)
-      return [valueAccessor(target), this.#pointeeOffset(t, target, i)]
+      return [valueAccessor(target), this.#pointeeOffset(t, target, i), target]
     }
     if (i !== 0) throw rangeError(`The "i" argument must be 0 for a ${formatType(t)}; got ${String(i)}`)
-    return [valueAccessor(t), this.#offset]
+    return [valueAccessor(t), this[OFFSET], t]
   }
 
   #elementOffset(t: ArrayType, i: number): number {
     checkIndex('i', i)
     if (i >= t.length) throw rangeError(`The "i" argument must be below ${t.length} for ${formatType(t)}; got ${i}`)
-    return this.#offset + i * t.element.size
+    return this[OFFSET] + i * t.element.size
   }
 
   #pointeeOffset(t: PointerType, target: Type, i: number): number {
     checkIndex('i', i)
-    const p = pointerValue(this.#live(), this.#offset)
+    const p = pointerValue(this.#live(), this[OFFSET])
     if (p === 0) throw outOfBounds(`NULL ${formatType(t)} dereferenced`)
     return translate(this.memory, p + i * target.size, target)
   }
@@ -170,23 +220,47 @@ export class Ref<T = unknown> {
   /** The object's bytes (a view into the mapping, not a copy). */
   bytes(): Uint8Array {
     this.#live()
-    return this.memory.bytes.subarray(this.#offset, this.#offset + this.#type.size)
+    return this.memory.bytes.subarray(this[OFFSET], this[OFFSET] + this.#type.size)
   }
 
   /** Returns the memory to its heap; the reference must not be used afterwards. */
   free(): void {
     if (!this.#heap) throw typeError('This reference was not allocated from a heap')
-    this.#heap.free(this.#offset)
+    this.#heap.free(this[OFFSET])
   }
 
-  /** A handle carrying the type, so the receiver needs no import of the declaration. */
+  /**
+   * A handle carrying the type, so the receiver needs no import of the declaration.
+   * @throws TypeError for process-local memory (nothing another process could map)
+   */
   toJSON(): Handle {
+    if (this.memory.name === null) {
+      throw typeError(`This ${formatType(this.#type)} is in process-local memory and cannot be shared: allocate it in a named segment's heap`)
+    }
     const m = this.memory.toJSON()
-    return { $shmutils: 'Ref', segment: m.segment, offset: this.#offset, type: describeType(this.#type), memory: m }
+    return { $shmutils: 'Ref', segment: m.segment, offset: this[OFFSET], type: describeType(this.#type), memory: m }
   }
 
-  /** @internal Builds the subclass with member properties for a struct/union type. */
-  static _structClass(t: StructType): new (m: MappedMemory, o: number, ty: Type, h: RefHeap | null) => Ref {
+  /** What `console.log` and `util.inspect` show: the class, where the bytes are, the value. */
+  [inspect.custom](depth: number, options: InspectOptions, show: typeof inspect): string {
+    const m = this.memory
+    const where = m.closed ? 'closed mapping' : `${m.name ?? 'process-local memory'} + ${this[OFFSET]}`
+    if (m.closed || depth < 0) return `${this.constructor.name} (${where})`
+    let value: unknown
+    try {
+      value = this.value
+    } catch (e) {
+      value = `<${(e as Error).message}>`
+    }
+    return `${this.constructor.name} (${where}) ${show(value, { ...options, depth: options.depth == null ? null : options.depth - 1 })}`
+  }
+
+  static {
+    refParts = (r) => ({ memory: r.memory, offset: r[OFFSET], type: r.#type, heap: r.#heap })
+  }
+
+  /** @internal Builds the subclass with member properties for a struct/union type; use {@link structClassOf}. */
+  static _structClass(t: StructType): StructRefClass {
     const layout = structLayoutAccessors(t)
     class StructRef extends Ref {}
     for (const name of layout.names) {
@@ -196,28 +270,30 @@ export class Ref<T = unknown> {
       if (ft.kind === 'pointer') {
         desc = {
           get(this: Ref) {
-            return readPointer(this.memory, this.#live(), this.#offset + f.offset, ft, this.#heap)
+            return readPointer(this.memory, this.#live(), this[OFFSET] + f.offset, ft, this.#heap)
           },
           set(this: Ref, v: unknown) {
-            writePointer(this.#live(), this.#offset + f.offset, v, `${formatType(t)}.${name}`)
+            const slot = this[OFFSET] + f.offset
+            const target = writePointer(this.memory, this.#live(), slot, v, `${formatType(t)}.${name}`)
+            this.#heap?.retain?.(slot, target)
           },
         }
       } else if (f.scalar) {
         desc = {
           get(this: Ref) {
-            return f.get(this.#dv, this.#offset)
+            return f.get(this[VIEW], this[OFFSET])
           },
           set(this: Ref, v: unknown) {
-            f.set(this.#dv, this.#offset, v)
+            f.set(this[VIEW], this[OFFSET], v)
           },
         }
       } else {
         desc = {
           get(this: Ref) {
-            return refAt(this.memory, this.#offset + f.offset, ft, this.#heap)
+            return refAt(this.memory, this[OFFSET] + f.offset, ft, this.#heap)
           },
           set(this: Ref, v: unknown) {
-            f.set(this.#live(), this.#offset, v)
+            f.set(this.#live(), this[OFFSET], v)
           },
         }
       }
@@ -228,16 +304,22 @@ export class Ref<T = unknown> {
   }
 }
 
-const structClasses = new WeakMap<StructType, new (m: MappedMemory, o: number, ty: Type, h: RefHeap | null) => Ref>()
+const structClasses = new WeakMap<StructType, StructRefClass>()
+
+/**
+ * @internal The reference class of a struct/union type, built once per type: a `Ref`
+ * subclass whose prototype has a property per member (CBase classes extend it).
+ */
+export function structClassOf(t: StructType): StructRefClass {
+  let C = structClasses.get(t)
+  if (!C) structClasses.set(t, (C = Ref._structClass(t)))
+  return C
+}
 
 /** @internal A reference of the right class for `type` (struct refs get member properties). */
 export function refAt<T>(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null): Ref<T> {
   const t = type as Type
-  if (t.kind === 'struct' || t.kind === 'union') {
-    let C = structClasses.get(t)
-    if (!C) structClasses.set(t, (C = Ref._structClass(t)))
-    return new C(memory, offset, t, heap) as Ref<T>
-  }
+  if (t.kind === 'struct' || t.kind === 'union') return new (structClassOf(t))(memory, offset, t, heap) as Ref<T>
   return new Ref(memory, offset, type, heap)
 }
 
@@ -267,18 +349,43 @@ function readPointer(memory: MappedMemory, dv: DataView, off: number, t: Pointer
   return refAt(memory, translate(memory, p, t.target), t.target, heap)
 }
 
-function writePointer(dv: DataView, off: number, v: unknown, what: string): void {
+/** Whether pointers stored in `a` may point at `b`: the same segment, seen at the same base. */
+function sameSegment(a: MappedMemory, b: MappedMemory): boolean {
+  return a === b || (a.name !== null && a.name === b.name && internals(a).base === internals(b).base)
+}
+
+/**
+ * A pointer value to store in `memory`: a `Ref` becomes its creator-space address (it
+ * must be in the same segment: another process could not follow a pointer elsewhere);
+ * anything else is returned for the accessor to validate.
+ */
+function pointerArg(memory: MappedMemory, v: unknown, what: string): unknown {
+  if (!(v instanceof Ref)) return v
+  const { memory: m, offset } = refParts(v)
+  if (!sameSegment(memory, m)) {
+    throw outOfBounds(`${what}: the target ${formatType(refParts(v).type)} is in another mapping (${m.name ?? 'anonymous'}); a pointer can only point inside its own segment`)
+  }
+  return internals(m).base + offset
+}
+
+/** Stores a pointer member; returns the owner of the target when it is a `Ref`. */
+function writePointer(memory: MappedMemory, dv: DataView, off: number, v: unknown, what: string): RefHeap | null {
+  const x = pointerArg(memory, v, what)
   let p: bigint
-  if (v === null || v === undefined) p = 0n
-  else if (v instanceof Ref) p = BigInt(internals(v.memory).base + v.offset)
-  else if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) p = BigInt(v)
-  else if (typeof v === 'bigint' && v >= 0n && v < 1n << 64n) p = v
+  if (x === null || x === undefined) p = 0n
+  else if (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0) p = BigInt(x)
+  else if (typeof x === 'bigint' && x >= 0n && x < 1n << 64n) p = x
+  else if (typeof x === 'number' || typeof x === 'bigint') throw rangeError(`${what} must be a valid address (an integer in [0, 2^53)); got ${String(x)}`)
   else throw typeError(`${what} must be a Ref, null or an address; got ${describe(v)}`)
   dv.setBigUint64(off, p, true)
+  return v instanceof Ref ? refParts(v).heap : null
 }
 
 registerReviver('Ref', (h) => {
-  const memory = memoryFromHandle((h.memory as Handle | undefined) ?? { ...h, $shmutils: 'MappedMemory', offset: 0 })
+  const memory = memoryFromHandle((h.memory as Handle | MappedMemory | undefined) ?? { ...h, $shmutils: 'MappedMemory', offset: 0 })
   checkIndex('offset', h.offset)
-  return refAt(memory, h.offset, typeFromDescription(h.type), heapOf(memory))
+  const t = typeFromDescription(h.type)
+  const own = t.kind === 'struct' || t.kind === 'union' ? revivedStructClass(t) : undefined
+  if (own) return new own.cls(memory, h.offset, own.type, heapOf(memory))
+  return refAt(memory, h.offset, t, heapOf(memory))
 })
