@@ -66,7 +66,7 @@ export function setRefHeapLookup(fn: (m: MappedMemory) => RefHeap | null): void 
 
 // The two fields every member accessor reads live under symbols, not `#private` names:
 // V8 (Node 20) reads symbol-keyed properties inside the generated accessors several
-// times faster than private fields (bench/struct-field.mjs), and symbols still cannot
+// times faster than private fields (row 6 of `npm run bench`), and symbols still cannot
 // collide with member names.
 const OFFSET: unique symbol = Symbol('shmutils.offset')
 const VIEW: unique symbol = Symbol('shmutils.view')
