@@ -131,9 +131,11 @@ export class Lock implements Disposable {
 
   #acquireSlow(timeout: number | undefined): boolean {
     const mapping = internals(this.memory).mapping
+    // Completion codes of `src-rs/sync/mod.rs`: 0 acquired, 1 timed out, 0x100 flag:
+    // taken over from a dead holder.
     const r = native(() => mapping.lockAcquire(this.offset, timeout))
-    if (r === 2) return false
-    this.#ownerDied = r === 1
+    if (r === 1) return false
+    this.#ownerDied = (r & 0x100) !== 0
     return true
   }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
 
 /// Checks a JS number is a non-negative safe integer.
-fn to_u64(what: &str, v: f64) -> Result<u64> {
+pub(crate) fn to_u64(what: &str, v: f64) -> Result<u64> {
     if !v.is_finite() || v.fract() != 0.0 {
         return Err(ShmError::type_error(format!(
             "The \"{what}\" argument must be an integer; got {v}"
@@ -32,7 +32,7 @@ fn to_u64(what: &str, v: f64) -> Result<u64> {
 }
 
 /// A deadline from a timeout in milliseconds; `None` = forever.
-fn deadline(timeout_ms: Option<f64>) -> Result<Option<Deadline>> {
+pub(crate) fn deadline(timeout_ms: Option<f64>) -> Result<Option<Deadline>> {
     match timeout_ms {
         None => Ok(None),
         Some(t) if t == f64::INFINITY => Ok(None),
@@ -140,17 +140,14 @@ pub fn detach_buffer(buffer: ArrayBuffer) -> napi::Result<()> {
 /// One mapping, shared with every ArrayBuffer created over it.
 #[napi]
 pub struct Mapping {
-    region: Arc<Region>,
+    pub(crate) region: Arc<Region>,
     header: Option<segment::Header>,
 }
 
-/// How a native lock wait ended (the numbers `lib/lock.ts` switches on).
+/// How a native lock wait ended, as a completion code (`crate::sync::code`, decoded by
+/// `lib/waits.ts`).
 fn acquired_code(a: Acquired) -> u32 {
-    match a {
-        Acquired::Yes => 0,
-        Acquired::OwnerDied => 1,
-        Acquired::TimedOut => 2,
-    }
+    crate::sync::ops::lock_code(Ok(a))
 }
 
 #[napi]
@@ -313,6 +310,7 @@ impl Mapping {
     /// ArrayBuffer first. Idempotent.
     #[napi]
     pub fn close(&self) {
+        crate::sync::waiter::close_region(&self.region);
         self.region.close();
     }
 
@@ -331,8 +329,7 @@ impl Mapping {
     }
 
     /// Takes the lock at `offset`, sleeping in the kernel; the slow path after the
-    /// JavaScript compare-and-swap failed. Returns 0 acquired, 1 acquired from a dead
-    /// owner, 2 timed out.
+    /// JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
     #[napi]
     pub fn lock_acquire(&self, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
         let deadline = deadline(timeout_ms)?;

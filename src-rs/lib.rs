@@ -11,6 +11,8 @@ pub mod lock;
 pub mod mapping;
 pub mod segment;
 pub mod shm;
+pub mod sync;
 pub mod sys;
 
 pub mod js;
+pub mod js_sync;
