@@ -8,10 +8,10 @@ use crate::error::{Result, ShmError};
 use crate::js::{deadline, to_u64, Mapping};
 use crate::lock::{LockRecord, LockWait, Owner};
 use crate::mapping::Region;
-use crate::sync::condition::{self, CondRecord, CondWait};
+use crate::sync::condition::{CondRecord, CondWait};
 use crate::sync::ops::{cond_code, AsyncWait, CondOp, LockOp, SemOp};
 use crate::sync::semaphore::{SemRecord, SemWait};
-use crate::sync::{waiter, Pinned};
+use crate::sync::{block_on, waiter, Pinned};
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -184,9 +184,13 @@ impl Mapping {
         timeout_ms: Option<f64>,
     ) -> napi::Result<u32> {
         let deadline = deadline(timeout_ms)?;
-        let cond = self.record::<CondRecord>(offset)?;
-        let lock = lock.record::<LockRecord>(lock_offset)?;
-        Ok(cond_code(condition::wait(cond.get(), lock.get(), deadline)))
+        let (cond, lock) = (
+            self.record::<CondRecord>(offset)?,
+            lock.record::<LockRecord>(lock_offset)?,
+        );
+        let (cond, lock) = (cond.get(), lock.get());
+        let mut wait = CondWait::start(cond, lock, Owner::current(), deadline, false)?;
+        Ok(cond_code(block_on(|| wait.poll(cond, lock, false))))
     }
 
     /// Starts an async wait on the condition at `offset` (the lock must be held by this
