@@ -331,13 +331,22 @@ impl Mapping {
     /// Takes the lock at `offset`, sleeping in the kernel; the slow path after the
     /// JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
     #[napi]
-    pub fn lock_acquire(&self, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
+    pub fn lock_acquire(
+        &self,
+        env: Env,
+        offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<u32> {
         let deadline = deadline(timeout_ms)?;
         let (pin, off) = self.lock_record(offset)?;
         // SAFETY: lock_record checked the 32 bytes are in bounds and 4-aligned; the pin
         // keeps them mapped for the whole wait.
         let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
-        Ok(acquired_code(rec.lock(Owner::current(), deadline)?))
+        let stop = || crate::js_sync::terminating(&env);
+        let acquired = rec.lock_unless(Owner::current(), deadline, stop)?;
+        Ok(acquired_code(
+            acquired.ok_or_else(crate::js_sync::terminated)?,
+        ))
     }
 
     /// Releases the lock at `offset` held by this thread, waking a waiter if needed.

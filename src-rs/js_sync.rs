@@ -8,10 +8,10 @@ use crate::error::{Result, ShmError};
 use crate::js::{deadline, to_u64, Mapping};
 use crate::lock::{LockRecord, LockWait, Owner};
 use crate::mapping::Region;
-use crate::sync::condition::{CondRecord, CondWait};
+use crate::sync::condition::{self, CondRecord, CondWait};
 use crate::sync::ops::{cond_code, AsyncWait, CondOp, LockOp, SemOp};
 use crate::sync::semaphore::{SemRecord, SemWait};
-use crate::sync::{block_on, waiter, Pinned};
+use crate::sync::{waiter, Pinned};
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -106,6 +106,37 @@ pub fn sync_cancel(id: f64) {
     waiter::cancel(id as u64);
 }
 
+/// Whether this JavaScript thread is being terminated (`worker.terminate()`, or the
+/// process exiting while a worker waits): runs a trivial script, which V8 refuses once
+/// termination was requested. Blocking waits ask every 50 ms or so, so a worker blocked
+/// in `acquire()` can still be terminated; the termination stays pending and unwinds the
+/// worker's JavaScript.
+pub(crate) fn terminating(env: &Env) -> bool {
+    let env = env.raw();
+    let mut scope = std::ptr::null_mut();
+    let mut source = std::ptr::null_mut();
+    let mut result = std::ptr::null_mut();
+    // SAFETY: called on the JavaScript thread of `env`, inside a native callback (where
+    // calling into JavaScript is allowed); the handle scope keeps the probe's handles
+    // from piling up during a long wait, and every out-pointer is a live local.
+    unsafe {
+        if napi::sys::napi_open_handle_scope(env, &mut scope) != napi::sys::Status::napi_ok {
+            return true;
+        }
+        let ok = napi::sys::napi_create_string_utf8(env, c"0".as_ptr(), 1, &mut source)
+            == napi::sys::Status::napi_ok
+            && napi::sys::napi_run_script(env, source, &mut result) == napi::sys::Status::napi_ok;
+        napi::sys::napi_close_handle_scope(env, scope);
+        !ok
+    }
+}
+
+/// The error a blocking wait returns when its thread is being terminated (nobody will
+/// see it: the thread's JavaScript is unwinding).
+pub(crate) fn terminated() -> ShmError {
+    ShmError::new("ERR_SHM_CLOSED", "the thread is being terminated")
+}
+
 /// Hands `op` to the waiter threads on behalf of this JavaScript thread.
 fn start(env: &Env, op: Box<dyn AsyncWait>, regions: &[&Region]) -> Result<f64> {
     let sink = SINK
@@ -143,10 +174,18 @@ impl Mapping {
 
     /// Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout.
     #[napi]
-    pub fn sem_acquire(&self, offset: f64, timeout_ms: Option<f64>) -> napi::Result<bool> {
+    pub fn sem_acquire(
+        &self,
+        env: Env,
+        offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<bool> {
         let deadline = deadline(timeout_ms)?;
         let rec = self.record::<SemRecord>(offset)?;
-        Ok(rec.get().acquire(deadline))
+        Ok(rec
+            .get()
+            .acquire_unless(deadline, || terminating(&env))
+            .ok_or_else(terminated)?)
     }
 
     /// Starts an async acquisition of the semaphore at `offset`; returns its id.
@@ -178,19 +217,18 @@ impl Mapping {
     #[napi]
     pub fn cond_wait(
         &self,
+        env: Env,
         offset: f64,
         lock: &Mapping,
         lock_offset: f64,
         timeout_ms: Option<f64>,
     ) -> napi::Result<u32> {
         let deadline = deadline(timeout_ms)?;
-        let (cond, lock) = (
-            self.record::<CondRecord>(offset)?,
-            lock.record::<LockRecord>(lock_offset)?,
-        );
-        let (cond, lock) = (cond.get(), lock.get());
-        let mut wait = CondWait::start(cond, lock, Owner::current(), deadline, false)?;
-        Ok(cond_code(block_on(|| wait.poll(cond, lock, false))))
+        let cond = self.record::<CondRecord>(offset)?;
+        let lock = lock.record::<LockRecord>(lock_offset)?;
+        let woke = condition::wait_unless(cond.get(), lock.get(), deadline, || terminating(&env))?
+            .ok_or_else(terminated)?;
+        Ok(cond_code(Ok(woke)))
     }
 
     /// Starts an async wait on the condition at `offset` (the lock must be held by this

@@ -42,7 +42,7 @@
 //! when `owner_tid` equals the word's owner.
 
 use crate::error::{Result, ShmError};
-use crate::sync::{block_on, Step, RECHECK_MS};
+use crate::sync::{block_on_unless, Step, RECHECK_MS};
 use crate::sys::{self, Deadline};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -150,19 +150,45 @@ impl LockRecord {
     /// already holds it (a plain lock would wait for itself forever).
     #[inline]
     pub fn lock(&self, me: Owner, deadline: Option<Deadline>) -> Result<Acquired> {
+        self.lock_unless(me, deadline, || false)
+            .map(|a| a.expect("never stopped"))
+    }
+
+    /// [`lock`](Self::lock) that asks `stop` after every sleep whether to give up
+    /// (`Ok(None)`), for a JavaScript thread that is being terminated.
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    #[inline]
+    pub fn lock_unless(
+        &self,
+        me: Owner,
+        deadline: Option<Deadline>,
+        stop: impl FnMut() -> bool,
+    ) -> Result<Option<Acquired>> {
         if self.try_lock(me)? {
-            return Ok(Acquired::Yes);
+            return Ok(Some(Acquired::Yes));
         }
-        self.lock_contended(me, deadline)
+        self.lock_contended(me, deadline, stop)
     }
 
     #[cold]
-    fn lock_contended(&self, me: Owner, deadline: Option<Deadline>) -> Result<Acquired> {
+    fn lock_contended(
+        &self,
+        me: Owner,
+        deadline: Option<Deadline>,
+        stop: impl FnMut() -> bool,
+    ) -> Result<Option<Acquired>> {
         let mut wait = LockWait::new(me, deadline, false);
-        block_on(|| wait.poll(self))
+        match block_on_unless(|| wait.poll(self), stop) {
+            Some(r) => r.map(Some),
+            None => {
+                wait.abandon(self);
+                Ok(None)
+            }
+        }
     }
 
-    /// If the holder recorded in `seen` is dead, takes the lock over from it.
     /// If the holder recorded in `seen` is dead, takes the lock over from it.
     #[cold]
     fn try_recover(&self, seen: u32, me: Owner) -> Option<Acquired> {

@@ -308,6 +308,26 @@ pub fn wait(
     lock: &LockRecord,
     deadline: Option<Deadline>,
 ) -> Result<(Woke, Acquired)> {
+    wait_unless(cond, lock, deadline, || false).map(|w| w.expect("never stopped"))
+}
+
+/// [`wait`] that asks `stop` after every sleep whether to give up (`Ok(None)`, without
+/// re-acquiring the lock), for a JavaScript thread that is being terminated.
+///
+/// # Errors
+/// As [`wait`].
+pub fn wait_unless(
+    cond: &CondRecord,
+    lock: &LockRecord,
+    deadline: Option<Deadline>,
+    stop: impl FnMut() -> bool,
+) -> Result<Option<(Woke, Acquired)>> {
     let mut w = CondWait::start(cond, lock, Owner::current(), deadline, false)?;
-    super::block_on(|| w.poll(cond, lock, false))
+    match super::block_on_unless(|| w.poll(cond, lock, false), stop) {
+        Some(r) => r.map(Some),
+        None => {
+            w.abandon(cond);
+            Ok(None)
+        }
+    }
 }

@@ -67,10 +67,21 @@ impl<'a, T> Step<'a, T> {
 
 /// Runs a step function to completion on the calling thread, sleeping in the kernel
 /// between steps.
-pub fn block_on<'a, T>(mut step: impl FnMut() -> Step<'a, T>) -> T {
+pub fn block_on<'a, T>(step: impl FnMut() -> Step<'a, T>) -> T {
+    block_on_unless(step, || false).expect("never stopped")
+}
+
+/// [`block_on`] that asks `stop` every [`RECHECK_MS`] or so (after a sleep) whether to
+/// give up; returns `None` then. The JavaScript boundary uses it so that a worker thread
+/// blocked in a wait can still be terminated.
+pub fn block_on_unless<'a, T>(
+    mut step: impl FnMut() -> Step<'a, T>,
+    mut stop: impl FnMut() -> bool,
+) -> Option<T> {
+    let mut ask_at = Deadline::after_ms(RECHECK_MS);
     loop {
         match step() {
-            Step::Done(v) => return v,
+            Step::Done(v) => return Some(v),
             Step::Sleep {
                 word,
                 expected,
@@ -78,6 +89,12 @@ pub fn block_on<'a, T>(mut step: impl FnMut() -> Step<'a, T>) -> T {
             } => {
                 // Woken, changed or timed out: the next step re-reads everything.
                 let _: WaitOutcome = sys::futex_wait(word, expected, until);
+                if ask_at.passed() {
+                    if stop() {
+                        return None;
+                    }
+                    ask_at = Deadline::after_ms(RECHECK_MS);
+                }
             }
         }
     }

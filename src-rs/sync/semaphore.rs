@@ -92,11 +92,26 @@ impl SemRecord {
 
     /// Takes a unit, sleeping while there is none, until `deadline`. `false` on timeout.
     pub fn acquire(&self, deadline: Option<Deadline>) -> bool {
+        self.acquire_unless(deadline, || false)
+            .expect("never stopped")
+    }
+
+    /// [`acquire`](Self::acquire) that asks `stop` after every sleep whether to give up
+    /// (`None`).
+    pub fn acquire_unless(
+        &self,
+        deadline: Option<Deadline>,
+        stop: impl FnMut() -> bool,
+    ) -> Option<bool> {
         if self.try_acquire() {
-            return true;
+            return Some(true);
         }
         let mut wait = SemWait::new(deadline);
-        super::block_on(|| wait.poll(self))
+        let r = super::block_on_unless(|| wait.poll(self), stop);
+        if r.is_none() {
+            wait.abandon(self);
+        }
+        r
     }
 }
 
