@@ -2,7 +2,7 @@
 // lock, a worker terminated holding it. The next acquirer (blocking or async, already
 // waiting or arriving later) gets the lock within 250 ms with ownerDied set.
 import test from 'ava'
-import { Lock, ShmError } from '../dist/index.js'
+import { Condition, Lock, Semaphore, ShmError } from '../dist/index.js'
 import { rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const deaths = [
@@ -128,6 +128,34 @@ test.serial('terminating a worker with a pending async wait drops it (the lock i
   await sleep(30)
   t.false(lock.locked, 'the dropped wait did not take the lock')
   t.true(lock.acquire({ timeout: 100 }))
+  t.false(lock.ownerDied)
+  lock.release()
+})
+
+test.serial('a worker blocked in acquire / wait / semaphore acquire can still be terminated', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const cond = Condition.at(m, 32, Lock.at(m, 64))
+  const sem = Semaphore.at(m, 96, 0)
+  lock.acquire()
+  for (const [op, args] of [
+    ['acquire', { key: 'x' }],
+    ['condWait', { cond: 'x' }],
+    ['semTake', { key: 'x', n: 1 }],
+  ] as const) {
+    const worker = await startPeer(t, 'thread')
+    const handle = op === 'acquire' ? lock : op === 'condWait' ? cond : sem
+    await worker.request('revive', { key: 'x', handle })
+    worker.post(op, args)
+    await sleep(60)
+    const t0 = performance.now()
+    await worker.kill()
+    t.true(since(t0) < 500, `${op}: terminated in ${since(t0).toFixed(0)} ms`)
+  }
+  t.is(new Uint32Array(m.buffer)[9], 0, 'the terminated condition waiter unregistered')
+  t.false(cond.lock.locked)
+  lock.release()
+  t.true(lock.acquire({ timeout: 100 }), 'the terminated waiter left the lock usable')
   t.false(lock.ownerDied)
   lock.release()
 })
