@@ -33,7 +33,9 @@ let atPlace: { memory: MappedMemory; offset: number } | null = null
  * ```
  *
  * If the lock's holder died while a waiter was waiting, the waiter re-acquires it with
- * `lock.ownerDied` set: repair, `markConsistent()`, as after any acquire.
+ * `lock.ownerDied` set: repair, `markConsistent()`, as after any acquire. Mark a
+ * recovered lock consistent *before* waiting on it: waiting releases the lock, and
+ * releasing it inconsistent makes it unrecoverable (as glibc's robust mutexes do).
  */
 export class Condition {
   /** The lock the condition is used with. */

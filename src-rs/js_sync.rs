@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Completions waiting for the JavaScript thread, and its count of unfinished waits.
+/// `pending` and `raw` are only used on the JavaScript thread (Relaxed everywhere); the
+/// items are guarded by their mutex.
 #[derive(Debug, Default)]
 struct Queue {
     /// `[id, code, ...]` not yet handed to JavaScript.

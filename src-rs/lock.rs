@@ -35,11 +35,19 @@
 //! | 12     | `owner_tid`  | copy of the owner written right after acquiring             |
 //! | 16     | `start_lo`   | owner thread's start time (clock ticks since boot), low 32  |
 //! | 20     | `start_hi`   | ... high 32 bits; with `owner_tid` it defeats tid reuse     |
-//! | 24     | `aux0`       | reserved (condition sequence)                               |
+//! | 24     | `aux0`       | reserved                                                    |
 //! | 28     | `aux1`       | reserved                                                    |
 //!
 //! `owner_tid`/`start_*` are written after the word, so a reader trusts the start time only
 //! when `owner_tid` equals the word's owner.
+//!
+//! ## Waiting
+//!
+//! The contended path is a step function, [`LockWait`], run either by the blocked thread
+//! itself or, for `acquireAsync`, by a dedicated waiter thread (`crate::sync::waiter`)
+//! that takes the lock *for* the JavaScript thread that asked: it writes that thread's
+//! id, so ownership belongs to the thread that will release. Sleeps are sliced
+//! ([`RECHECK_MS`]); after each slice the holder's liveness is checked.
 
 use crate::error::{Result, ShmError};
 use crate::sync::{block_on_unless, Step, RECHECK_MS};
@@ -268,8 +276,8 @@ impl LockRecord {
 }
 
 /// A lock acquisition in progress: the contended path of [`LockRecord::lock`], written
-/// as a step function so that a blocked thread ([`block_on`]) and the shared waiter
-/// thread of async waits (`crate::sync::waiter`) run the same code.
+/// as a step function so that a blocked thread ([`crate::sync::block_on`]) and the
+/// shared waiter thread of async waits (`crate::sync::waiter`) run the same code.
 ///
 /// Each [`poll`](LockWait::poll) tries to take the lock and otherwise names the word
 /// value to sleep on and until when. Sleeps are cut into [`RECHECK_MS`] slices: after
@@ -301,6 +309,7 @@ impl LockWait {
     pub fn poll<'a>(&mut self, rec: &'a LockRecord) -> Step<'a, Result<Acquired>> {
         let me = self.me;
         loop {
+            // Relaxed: a snapshot; the compare-and-swaps below carry the ordering.
             let v = rec.word.load(Ordering::Relaxed);
             if v == NOT_RECOVERABLE {
                 return Step::Done(Err(not_recoverable()));
@@ -358,6 +367,7 @@ impl LockWait {
     /// Gives the wait up (cancelled): if the lock is free now, passes on a wake-up this
     /// waiter may have consumed, so a sleeping waiter does not wait a whole slice.
     pub fn abandon(&self, rec: &LockRecord) {
+        // Relaxed: a hint; a needless wake costs a syscall, a missed one a slice.
         if rec.word.load(Ordering::Relaxed) & TID_MASK == 0 {
             rec.wake_one();
         }

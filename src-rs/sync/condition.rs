@@ -169,6 +169,7 @@ impl CondRecord {
     /// # Errors
     /// `ERR_SHM_NOT_OWNER` when `me` does not hold `lock`.
     pub fn notify(&self, lock: &LockRecord, me: Owner, n: u32) -> Result<u32> {
+        // Relaxed: only our own ownership is in question, which only we can change.
         let v = lock.word.load(Ordering::Relaxed);
         if v == NOT_RECOVERABLE || v & TID_MASK != me.tid {
             return Err(not_owner());
@@ -212,6 +213,7 @@ impl CondWait {
         deadline: Option<Deadline>,
         queued: bool,
     ) -> Result<CondWait> {
+        // Relaxed: only our own ownership is in question, which only we can change.
         let v = lock.word.load(Ordering::Relaxed);
         if v == NOT_RECOVERABLE || v & TID_MASK != me.tid {
             return Err(not_owner());
@@ -221,6 +223,7 @@ impl CondWait {
         let saved_depth = lock.count.swap(0, Ordering::Relaxed);
         if let Err(e) = lock.unlock(me) {
             cond.unregister();
+            // Relaxed: the unlock failed, so we still hold the lock and its depth.
             lock.count.store(saved_depth, Ordering::Relaxed);
             return Err(e);
         }

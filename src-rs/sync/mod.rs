@@ -147,7 +147,7 @@ impl<T> Pinned<T> {
     }
 }
 
-/// How an async wait ended: the low byte is the outcome, [`OWNER_DIED`] a flag.
+/// How an async wait ended: the low byte is the outcome, [`code::OWNER_DIED`] a flag.
 /// `lib/waits.ts` decodes the same numbers.
 pub mod code {
     /// Acquired / notified.

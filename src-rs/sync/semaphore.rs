@@ -131,6 +131,7 @@ impl SemWait {
     /// One step.
     pub fn poll<'a>(&mut self, rec: &'a SemRecord) -> Step<'a, bool> {
         loop {
+            // Relaxed: a snapshot; the compare-and-swap below is what takes a unit.
             let v = rec.word.load(Ordering::Relaxed);
             let c = v & COUNT_MASK;
             if c > 0 {
@@ -172,6 +173,7 @@ impl SemWait {
 
     /// Gives the wait up: passes on a wake-up it may have consumed.
     pub fn abandon(&self, rec: &SemRecord) {
+        // Relaxed: a hint; a needless wake costs a syscall, a missed one a slice.
         if rec.word.load(Ordering::Relaxed) & COUNT_MASK > 0 {
             rec.wake(1);
         }

@@ -7,9 +7,9 @@
 //! `futex_waitv` until any changes or is woken, or the earliest re-check time. After any
 //! wake-up it steps every wait again (a wait's step re-reads its word, so a wake-up meant
 //! for one of them is never lost). A thread is added when all are full and leaves after
-//! [`IDLE_EXIT_MS`] without work. Where the kernel has no `futex_waitv`
+//! `IDLE_EXIT_MS` (30 s) without work. Where the kernel has no `futex_waitv`
 //! ([`sys::futex_wait_any_capacity`] is 1), each thread runs one wait and re-checks its
-//! interrupts every [`SINGLE_SLICE_MS`].
+//! interrupts every `SINGLE_SLICE_MS` (10 ms).
 //!
 //! Completions go to a [`Deliver`] (the JavaScript thread's queue, `js_sync.rs`).
 //!
@@ -117,6 +117,8 @@ pub fn submit(
 ) -> u64 {
     let mut pool = pool();
     let cap = per_worker();
+    // Relaxed (all uses of `load`): it is only read and written under the pool lock,
+    // except the waiter thread's decrement, which can only make room.
     let worker = match pool
         .workers
         .iter()
