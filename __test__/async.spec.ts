@@ -45,7 +45,8 @@ test.serial('abort while waiting rejects promptly with an AbortError; the wait i
     const t0 = performance.now()
     ac.abort(new Error('enough'))
     const e = await rejection(p)
-    t.true(since(t0) < 50, `${what}: rejected ${since(t0).toFixed(1)} ms after abort()`)
+    // ~0.2 ms unloaded; the bound leaves room for a busy machine.
+    t.true(since(t0) < 100, `${what}: rejected ${since(t0).toFixed(1)} ms after abort()`)
     t.true(e instanceof DOMException, what)
     t.is(e.name, 'AbortError')
     t.is((e.cause as Error).message, 'enough')

@@ -226,6 +226,25 @@ async function detectOnce(memory, waiting, i) {
   return ms
 }
 
+/** Median ms from `abort()` to the rejection of a pending acquireAsync. */
+function abortLatency(samples) {
+  return withSegment(async (memory) => {
+    const lock = Lock.at(memory, LOCK)
+    lock.acquire()
+    const xs = []
+    for (let i = 0; i < samples; i++) {
+      const ac = new AbortController()
+      const p = lock.acquireAsync({ signal: ac.signal })
+      await new Promise((r) => setTimeout(r, 2))
+      const t0 = now()
+      ac.abort()
+      await p.catch(() => xs.push(Number(now() - t0) / 1e6))
+    }
+    lock.release()
+    return median(xs)
+  })
+}
+
 /** Runs every benchmark; `quick` shortens them. */
 export async function run({ quick = false } = {}) {
   const rounds = quick ? 300 : 2000
@@ -244,6 +263,7 @@ export async function run({ quick = false } = {}) {
   const [sem] = await twoSides('semPingPong', semArgs, { rounds })
   const [semAsync] = await twoSides('semPingPong', semArgs, { rounds, asyncHere: true })
   const dead = await deadHolder(quick ? 2 : 5)
+  const abortMs = await abortLatency(quick ? 20 : 100)
 
   const handoff = median([...h1, ...h2]) / 1000
   const handoffAsync = median([...ha1, ...ha2]) / 1000
@@ -258,6 +278,7 @@ export async function run({ quick = false } = {}) {
     'Condition ping-pong round trip, one side async (µs)': condAsync / 1000,
     'Semaphore ping-pong round trip, blocking (µs)': sem / 1000,
     'Semaphore ping-pong round trip, one side async (µs)': semAsync / 1000,
+    'abort() to AbortError of a pending acquireAsync, median (ms)': abortMs,
     'dead holder noticed, acquirer arriving after the death, median (ms)': dead.after,
     'dead holder noticed, acquirer already waiting, median / max (ms)': `${dead.during.toFixed(1)} / ${dead.duringMax.toFixed(1)}`,
   }
