@@ -98,3 +98,27 @@ for (const kind of ['process', 'thread'] as const) {
     r.release()
   })
 }
+
+test('an RLock re-entered while its acquireAsync completion is still queued counts both levels', async (t) => {
+  const m = rawSegment(t)
+  const r = RLock.at(m, 128)
+  const peer = await startPeer(t, 'process')
+  await peer.request('revive', { key: 'r', handle: r })
+  await peer.request('acquire', { key: 'r' })
+  const word = new Int32Array(m.buffer)
+  const peerOwner = word[128 / 4] & 0x3fff_ffff
+  const p = r.acquireAsync()
+  peer.post('release', { key: 'r' })
+  // Spin (so the completion cannot be processed) until the waiter thread took the lock
+  // for this thread.
+  const t0 = performance.now()
+  while ((word[128 / 4] & 0x3fff_ffff) === peerOwner && since(t0) < 5000);
+  t.true(r.locked)
+  t.true(r.acquire(), 're-entry: the word already names this thread')
+  t.true(await p)
+  t.is(r.depth, 2)
+  r.release()
+  t.true(r.locked)
+  r.release()
+  t.false(r.locked)
+})

@@ -35,7 +35,10 @@ export class RLock extends Lock {
   }
 
   protected override _entered(): void {
-    this._depth = 1
+    // The depth of a freshly taken word is 0 (every release and every takeover from a
+    // dead holder zero it). Adding rather than setting keeps an acquireAsync whose
+    // completion was still queued while this thread re-entered synchronously counted.
+    this._depth = this._depth + 1
   }
 
   protected override _leave(): boolean {
