@@ -20,7 +20,9 @@ let atPlace: { memory: MappedMemory; offset: number } | null = null
 
 /**
  * A process-shared counting semaphore, usable from any process or worker thread that
- * maps the segment. Units are not owned: any thread may release.
+ * maps the segment. Units are not owned: any thread may release, and units taken by a
+ * process that dies are not given back (use a `Lock` where a dead holder must be
+ * noticed).
  */
 export class Semaphore {
   /** The mapping holding the record. */
