@@ -16,7 +16,7 @@ const LOCK = 0 // Lock record
 const COND = 32 // Condition record (with LOCK)
 const SEM_A = 64 // Semaphore records
 const SEM_B = 96
-const TURN = 128 // i32: whose turn / who holds
+const TURN = 128 // i32: whose turn
 const STOP = 132 // i32: 1 = stop
 const T0 = 136 // i64: hrtime of the last release
 
@@ -33,28 +33,32 @@ function median(xs) {
 
 /**
  * Lock handoff: the holder waits until the other side sleeps on the lock (WAITERS set),
- * stamps the time and releases; the other side notes how long it took to get the lock.
- * Both sides run this; `stop` ends it. Returns the latencies (ns) this side observed.
+ * stamps the time and releases; the other side notes how long it took to get the lock,
+ * then posts the first side's semaphore so that it sleeps (rather than spins) until
+ * then. Both sides run this; `stop` ends it. Returns the latencies (ns) this side saw.
  */
-async function lockHandoff({ lock, memory, me, rounds, isAsync }) {
+async function lockHandoff({ lock, memory, me, rounds, isAsync, a, b }) {
   const { i32, i64 } = views(memory)
   const word = LOCK >> 2
+  const [mine, theirs] = me === 1 ? [a, b] : [b, a]
   const samples = []
   for (;;) {
     if (isAsync) await lock.acquireAsync()
     else lock.acquire()
     if (Atomics.load(i32, STOP >> 2)) {
       lock.release()
+      theirs.release()
       return samples
     }
     const t0 = Atomics.load(i64, T0 >> 3)
     if (t0 !== 0n) samples.push(Number(now() - t0))
-    Atomics.store(i32, TURN >> 2, me)
     if (samples.length >= rounds) Atomics.store(i32, STOP >> 2, 1)
-    while (Atomics.load(i32, word) >= 0 && !Atomics.load(i32, STOP >> 2)); // until the other sleeps
+    theirs.release() // the other side stops sleeping and comes for the lock
+    while (Atomics.load(i32, word) >= 0 && !Atomics.load(i32, STOP >> 2)); // until it sleeps on it
     Atomics.store(i64, T0 >> 3, now())
     lock.release()
-    while (Atomics.load(i32, TURN >> 2) === me && !Atomics.load(i32, STOP >> 2)); // until it took it
+    if (isAsync) await mine.acquireAsync()
+    else mine.acquire()
   }
 }
 
@@ -248,7 +252,7 @@ function abortLatency(samples) {
 /** Runs every benchmark; `quick` shortens them. */
 export async function run({ quick = false } = {}) {
   const rounds = quick ? 300 : 2000
-  const lockArgs = (memory) => ({ lock: Lock.at(memory, LOCK), memory })
+  const lockArgs = (memory) => ({ lock: Lock.at(memory, LOCK), memory, a: Semaphore.at(memory, SEM_A, 0), b: Semaphore.at(memory, SEM_B, 0) })
   const condArgs = (memory) => {
     new Int32Array(memory.buffer)[TURN >> 2] = 1
     return { cond: Condition.at(memory, COND, Lock.at(memory, LOCK)), memory }
