@@ -49,8 +49,7 @@ export declare class Mapping {
   forget(): boolean
   /**
    * Takes the lock at `offset`, sleeping in the kernel; the slow path after the
-   * JavaScript compare-and-swap failed. Returns 0 acquired, 1 acquired from a dead
-   * owner, 2 timed out.
+   * JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
    */
   lockAcquire(offset: number, timeoutMs?: number | undefined | null): number
   /** Releases the lock at `offset` held by this thread, waking a waiter if needed. */
@@ -64,6 +63,35 @@ export declare class Mapping {
    * returns its id for the `heap*` functions of this thread.
    */
   heap(offset: number, size: number, format: boolean): number
+  /**
+   * Starts an async acquisition of the lock at `offset` for this thread (after the
+   * JavaScript compare-and-swap failed); returns its id.
+   */
+  lockAcquireAsync(offset: number, timeoutMs?: number | undefined | null): number
+  /** Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout. */
+  semAcquire(offset: number, timeoutMs?: number | undefined | null): boolean
+  /** Starts an async acquisition of the semaphore at `offset`; returns its id. */
+  semAcquireAsync(offset: number, timeoutMs?: number | undefined | null): number
+  /**
+   * Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
+   * saw WAITERS).
+   */
+  semWake(offset: number, n: number): void
+  /**
+   * Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
+   * returns a completion code (`sync::code`); the lock is held again.
+   */
+  condWait(offset: number, lock: Mapping, lockOffset: number, timeoutMs?: number | undefined | null): number
+  /**
+   * Starts an async wait on the condition at `offset` (the lock must be held by this
+   * thread; it is released now and re-acquired before completion); returns its id.
+   */
+  condWaitAsync(offset: number, lock: Mapping, lockOffset: number, timeoutMs?: number | undefined | null): number
+  /**
+   * Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
+   * thread must hold its lock. Returns how many it woke.
+   */
+  condNotify(offset: number, lock: Mapping, lockOffset: number, n: number): number
 }
 
 /** Detaches an ArrayBuffer so that every view over it reads as length 0. */
@@ -201,6 +229,18 @@ export declare function shmOpen(name: string, mode: string, permissions: number)
 
 /** `shm_unlink`. */
 export declare function shmUnlink(name: string): void
+
+/**
+ * Aborts async wait `id`; it completes with `CANCELLED` (or its result, if that came
+ * first).
+ */
+export declare function syncCancel(id: number): void
+
+/**
+ * Sets up this thread's completion channel: `onComplete` receives batches
+ * `[id, code, id, code, ...]`. Called once per JavaScript thread by `lib/waits.ts`.
+ */
+export declare function syncInit(onComplete: (arg: Array<number>) => void): void
 
 /** Who the calling thread is (cached by the TypeScript layer per thread). */
 export declare function threadIdentity(): ThreadIdentity

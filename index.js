@@ -857,4 +857,6 @@ module.exports.normalizeName = nativeBinding.normalizeName
 module.exports.pageSize = nativeBinding.pageSize
 module.exports.shmOpen = nativeBinding.shmOpen
 module.exports.shmUnlink = nativeBinding.shmUnlink
+module.exports.syncCancel = nativeBinding.syncCancel
+module.exports.syncInit = nativeBinding.syncInit
 module.exports.threadIdentity = nativeBinding.threadIdentity

@@ -4,7 +4,8 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ExecutionContext } from 'ava'
-import { shmUnlink } from '../dist/index.js'
+import { Worker } from 'node:worker_threads'
+import { MapFlags, MappedMemory, Protection, shmOpen, shmUnlink } from '../dist/index.js'
 
 let counter = 0
 
@@ -90,4 +91,114 @@ export function throws(t: ExecutionContext, fn: () => unknown, expect: ErrorExpe
   if (syscall !== undefined) t.is(e?.syscall, syscall, what)
   if (path !== undefined) t.is(e?.path, path, what)
   return e
+}
+
+/** A raw mapping of a fresh named object, closed (and unlinked) at teardown. */
+export function rawSegment(t: ExecutionContext, size = 4096 * 4): MappedMemory {
+  const name = segmentName(t, 'sync')
+  const fd = shmOpen(name, 'x+').truncate(size)
+  const m = new MappedMemory(null, size, Protection.READ_WRITE, MapFlags.SHARED, fd)
+  fd.close()
+  t.teardown(() => m.close())
+  return m
+}
+
+/** A reply of a `sync-peer.mjs` peer. */
+export type Reply = Record<string, unknown> & { tag?: string; error?: string; code?: string }
+
+/** A `fixtures/sync-peer.mjs` peer: a forked process or a worker thread. */
+export interface Peer {
+  kind: 'process' | 'thread'
+  /** Sends a request and resolves with its reply (without the tag). */
+  request<T = Reply>(op: string, args?: Record<string, unknown>): Promise<T>
+  /** Sends a request without waiting; returns its tag (see {@link next}). */
+  post(op: string, args?: Record<string, unknown>): string
+  /** Resolves with the message tagged `tag` (a request's reply or a flag). */
+  next<T = Reply>(tag: string): Promise<T>
+  /** Resolves with the exit code or signal once the peer is gone. */
+  exited: Promise<number | string>
+  /** SIGKILL (process) or `terminate()` (thread). */
+  kill(): Promise<void>
+}
+
+let tags = 0
+
+/** Starts a `sync-peer.mjs` peer of the given kind; it is killed at teardown. */
+export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread'): Promise<Peer> {
+  const waiting = new Map<string, (m: Reply) => void>()
+  const early = new Map<string, Reply>()
+  const deliver = (m: Reply) => {
+    const tag = String(m.tag)
+    const w = waiting.get(tag)
+    if (w) {
+      waiting.delete(tag)
+      w(m)
+    } else early.set(tag, m)
+  }
+  let sendRaw: (m: unknown) => void
+  let exited: Promise<number | string>
+  let kill: () => Promise<void>
+  if (kind === 'process') {
+    const proc = fork(fixture('sync-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })
+    proc.on('message', (m) => deliver(m as Reply))
+    exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)))
+    sendRaw = (m) => proc.send(m as object)
+    kill = async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
+      await exited
+    }
+  } else {
+    const w = new Worker(fixture('sync-peer.mjs'))
+    w.on('message', (m) => deliver(m as Reply))
+    w.on('error', (e) => deliver({ tag: 'error', error: String(e) }))
+    exited = new Promise((resolve) => w.on('exit', (code) => resolve(code)))
+    sendRaw = (m) => w.postMessage(m)
+    kill = async () => {
+      await w.terminate()
+      await exited
+    }
+  }
+  t.teardown(kill)
+  const next = <T = Reply>(tag: string) =>
+    new Promise<T>((resolve, reject) => {
+      const m = early.get(tag)
+      if (m) {
+        early.delete(tag)
+        return resolve(m as T)
+      }
+      waiting.set(tag, resolve as (m: Reply) => void)
+      exited.then((c) => reject(new Error(`peer (${kind}) exited (${c}) before replying to ${tag}`)))
+    })
+  const post = (op: string, args: Record<string, unknown> = {}) => {
+    const tag = `${op}-${++tags}`
+    sendRaw(JSON.parse(JSON.stringify({ ...args, op, tag })))
+    return tag
+  }
+  await next('started')
+  const request = async <T = Reply>(op: string, args?: Record<string, unknown>) => {
+    const { tag: _tag, ...reply } = await next(post(op, args))
+    return reply as T
+  }
+  return { kind, post, next, request, exited, kill }
+}
+
+/** Milliseconds since `t0` (performance.now()). */
+export function since(t0: number): number {
+  return performance.now() - t0
+}
+
+/** Resolves after `ms`. */
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+/**
+ * What `p` rejected with (ava's `throwsAsync` accepts only native errors, and an abort
+ * rejects with a `DOMException`); fails if it resolved.
+ */
+export async function rejection(p: Promise<unknown>): Promise<Error & { cause?: unknown; code?: unknown }> {
+  try {
+    await p
+  } catch (e) {
+    return e as Error
+  }
+  throw new Error('the promise resolved instead of rejecting')
 }

@@ -26,15 +26,47 @@ export function checkString(name: string, value: unknown): string {
 
 /**
  * Checks a timeout in milliseconds: `undefined`/`Infinity` mean forever; returns
- * `undefined` for forever.
+ * `undefined` for forever. `what` names it in messages.
  */
-export function checkTimeout(value: unknown): number | undefined {
+export function checkTimeout(value: unknown, what = 'The "timeout" option'): number | undefined {
   if (value === undefined || value === Infinity) return undefined
   if (typeof value !== 'number') {
-    throw typeError(`The "timeout" option must be of type number; got ${describe(value)}`)
+    throw typeError(`${what} must be of type number; got ${describe(value)}`)
   }
   if (Number.isNaN(value) || value < 0) {
-    throw rangeError(`The "timeout" option must be a non-negative number of milliseconds; got ${value}`)
+    throw rangeError(`${what} must be a non-negative number of milliseconds; got ${value}`)
+  }
+  return value
+}
+
+/** Checked options of the async waits: timeout (`undefined` = forever) and signal. */
+export interface WaitOptions {
+  /** Milliseconds, or `undefined` for forever. */
+  timeout: number | undefined
+  /** The abort signal, if any. */
+  signal: AbortSignal | undefined
+}
+
+/** Checks `{ timeout?, signal? }` of an async wait. */
+export function checkWaitOptions(options: unknown): WaitOptions {
+  if (options === undefined) return { timeout: undefined, signal: undefined }
+  if (typeof options !== 'object' || options === null) {
+    throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+  }
+  const { timeout, signal } = options as { timeout?: unknown; signal?: unknown }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw typeError(`The "signal" option must be an AbortSignal; got ${describe(signal)}`)
+  }
+  return { timeout: checkTimeout(timeout), signal }
+}
+
+/** Checks `value` is an integer in `[min, max]` and returns it. */
+export function checkInteger(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number') {
+    throw typeError(`The "${name}" argument must be of type number; got ${describe(value)}`)
+  }
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw rangeError(`The "${name}" argument must be an integer >= ${min} and <= ${max}; got ${value}`)
   }
   return value
 }

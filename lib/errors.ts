@@ -117,3 +117,26 @@ export function closedError(what: string): ShmError {
 export function outOfBounds(message: string): ShmError {
   return new ShmError(message, { code: 'ERR_SHM_OUT_OF_BOUNDS' })
 }
+
+/** `ERR_SHM_NOT_OWNER`. */
+export function notOwner(what = 'the lock'): ShmError {
+  return new ShmError(`${what} is not held by this thread`, { code: 'ERR_SHM_NOT_OWNER' })
+}
+
+/** `ERR_SHM_NOT_RECOVERABLE`. */
+export function notRecoverable(): ShmError {
+  return new ShmError(
+    "the lock's holder died and the lock was released without markConsistent(); it can never be acquired again",
+    { code: 'ERR_SHM_NOT_RECOVERABLE' },
+  )
+}
+
+/**
+ * The rejection of an aborted wait: a `DOMException` named `'AbortError'` (as Node's own
+ * APIs use), with the signal's reason as `cause`.
+ */
+export function abortError(signal: AbortSignal): DOMException {
+  const e = new DOMException('The operation was aborted', 'AbortError')
+  Object.defineProperty(e, 'cause', { value: signal.reason, writable: true, configurable: true })
+  return e
+}

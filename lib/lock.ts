@@ -2,13 +2,15 @@
  * {@link Lock}: a futex lock word in shared memory. The uncontended acquire and release
  * are one `Atomics` compare-and-swap each, in JavaScript; only waiting and waking cross
  * into Rust (`src-rs/lock.rs`, which documents the record layout and the word's states).
+ * Async acquisitions wait on the process's dedicated waiter threads (`lib/waits.ts`).
  * @module
  */
-import { checkIndex, checkTimeout, describe } from './args.js'
-import { closedError, native, rangeError, ShmError, typeError } from './errors.js'
+import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
+import { abortError, closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
-import { internals, MappedMemory, memoryFromHandle } from './memory.js'
+import { internals, MappedMemory, memoryOfHandle } from './memory.js'
+import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
 
 /** Owner thread id bits of the lock word. */
 const TID_MASK = 0x3fff_ffff
@@ -16,15 +18,27 @@ const TID_MASK = 0x3fff_ffff
 const OWNER_DIED = 1 << 30
 /** The word's value once a recovered lock was released without `markConsistent()`. */
 const NOT_RECOVERABLE = TID_MASK
-/** Bytes of a lock record. */
+/** Bytes of a lock (and of every other synchronization) record. */
 export const LOCK_SIZE = 32
-/** Alignment a lock record needs. */
+/** Alignment a record needs. */
 export const LOCK_ALIGN = 4
 
 /** Options of {@link Lock.acquire}. */
 export interface AcquireOptions {
   /** Milliseconds to wait at most; default forever. `0` tries once. */
   timeout?: number
+}
+
+/** Options of the async waits ({@link Lock.acquireAsync} and the others). */
+export interface AsyncWaitOptions {
+  /** Milliseconds to wait at most; default forever. `0` tries once. */
+  timeout?: number
+  /**
+   * Aborts the wait: the promise rejects with a `DOMException` named `'AbortError'`
+   * (its `cause` is the signal's reason) as soon as the native waiter noticed, which is
+   * at once.
+   */
+  signal?: AbortSignal
 }
 
 /** Where a new lock's state is allocated: a heap, or a managed mapping's heap. */
@@ -35,23 +49,55 @@ export interface LockHome {
   readonly memory: MappedMemory
 }
 
-let allocateIn: ((where: unknown) => { memory: MappedMemory; offset: number }) | null = null
+/** Where a record lives. */
+interface Place {
+  memory: MappedMemory
+  offset: number
+}
 
-/** @internal How `new Lock(where)` allocates; set by the heap module. */
-export function setLockAllocator(fn: (where: unknown) => { memory: MappedMemory; offset: number }): void {
+let allocateIn: ((where: unknown) => Place) | null = null
+
+/**
+ * @internal How `new Lock(where)` (and `new Condition`, `new Semaphore`) allocate their
+ * {@link LOCK_SIZE}-byte records; set by the heap module.
+ */
+export function setLockAllocator(fn: (where: unknown) => Place): void {
   allocateIn = fn
 }
 
-let atArgs: { memory: MappedMemory; offset: number } | null = null
+/** @internal Allocates a synchronization record through the heap module's hook. */
+export function allocateRecord(where: unknown, what: string): Place {
+  if (!allocateIn) throw typeError(`new ${what}(where) needs the heap module`)
+  return allocateIn(where)
+}
+
+/** @internal Checks that a {@link LOCK_SIZE}-byte record fits at `offset` in `memory`. */
+export function checkRecordAt(memory: unknown, offset: unknown): asserts memory is MappedMemory {
+  if (!(memory instanceof MappedMemory)) throw typeError(`The "memory" argument must be a MappedMemory; got ${describe(memory)}`)
+  checkIndex('offset', offset)
+  const off = offset as number
+  if (off % LOCK_ALIGN !== 0) throw rangeError(`The "offset" argument must be a multiple of ${LOCK_ALIGN}; got ${off}`)
+  if (off + LOCK_SIZE > memory.size) throw rangeError(`The "offset" argument ${off} leaves no room for a ${LOCK_SIZE}-byte record in ${memory.size} bytes`)
+  internals(memory)
+}
+
+/** @internal Sets a lock's {@link Lock.ownerDied} (after a condition wait re-acquired it). */
+export let setOwnerDied: (lock: Lock, died: boolean) => void
+/** @internal Whether this thread holds `lock`. */
+export let heldHere: (lock: Lock) => boolean
+
+let atPlace: Place | null = null
 
 /**
  * A process-shared lock: a futex word in shared memory, usable from any process or
- * worker thread that maps the segment. Not reentrant (see `RLock`).
+ * worker thread that maps the segment. Not reentrant (see `RLock`). Ownership belongs to
+ * the thread (a worker thread is a thread of its own): the thread that acquired it
+ * releases it, also when it was acquired with {@link acquireAsync}.
  *
  * If a holder dies (killed, exits, worker terminated) the next acquirer gets the lock
- * and {@link ownerDied} is `true`; repair the data, call {@link markConsistent}, then
- * {@link release}. Releasing without it makes the lock permanently unusable
- * (`ERR_SHM_NOT_RECOVERABLE`), as POSIX robust mutexes do.
+ * within about 50 ms and {@link ownerDied} is `true`; repair the data, call
+ * {@link markConsistent}, then {@link release}. Releasing without it makes the lock
+ * permanently unusable (`ERR_SHM_NOT_RECOVERABLE`), as POSIX robust mutexes do.
  */
 export class Lock implements Disposable {
   /** The mapping holding the lock record. */
@@ -63,19 +109,21 @@ export class Lock implements Disposable {
   #ownerDied = false
 
   /**
-   * Allocates a new lock's record in shared memory (cache-line aligned).
+   * Allocates a new lock's record in shared memory.
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
    */
   constructor(where: LockHome | MappedMemory) {
-    if (atArgs) {
-      ;({ memory: this.memory, offset: this.offset } = atArgs)
-      atArgs = null
-    } else {
-      if (!allocateIn) throw typeError('new Lock(where) needs the heap module')
-      ;({ memory: this.memory, offset: this.offset } = allocateIn(where))
-    }
+    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name))
+    atPlace = null
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+  }
+
+  static {
+    setOwnerDied = (lock, died) => {
+      lock.#ownerDied = died
+    }
+    heldHere = (lock) => lock._heldHere()
   }
 
   /**
@@ -83,17 +131,13 @@ export class Lock implements Disposable {
    * record is a free lock.
    * @throws RangeError for an offset that is misaligned or does not fit
    */
-  static at(memory: MappedMemory, offset: number): Lock {
-    if (!(memory instanceof MappedMemory)) throw typeError(`The "memory" argument must be a MappedMemory; got ${describe(memory)}`)
-    checkIndex('offset', offset)
-    if (offset % LOCK_ALIGN !== 0) throw rangeError(`The "offset" argument must be a multiple of ${LOCK_ALIGN}; got ${offset}`)
-    if (offset + LOCK_SIZE > memory.size) throw rangeError(`The "offset" argument ${offset} leaves no room for a ${LOCK_SIZE}-byte lock in ${memory.size} bytes`)
-    internals(memory)
-    atArgs = { memory, offset }
+  static at<T extends Lock>(this: new (where: MappedMemory) => T, memory: MappedMemory, offset: number): T {
+    checkRecordAt(memory, offset)
+    atPlace = { memory, offset }
     try {
       return new this(memory)
     } finally {
-      atArgs = null
+      atPlace = null
     }
   }
 
@@ -101,6 +145,37 @@ export class Lock implements Disposable {
     const a = this.#i32
     if (a.length === 0) throw closedError('the lock\'s mapping')
     return a
+  }
+
+  /** @internal Whether this thread holds the lock. */
+  protected _heldHere(): boolean {
+    const v = Atomics.load(this.#word(), this.#w)
+    return (v & TID_MASK) === TID && v !== NOT_RECOVERABLE
+  }
+
+  /** @internal The record's recursion depth field (RLock). */
+  protected get _depth(): number {
+    return this.#word()[this.#w + 1]
+  }
+
+  protected set _depth(depth: number) {
+    this.#word()[this.#w + 1] = depth
+  }
+
+  /** @internal Re-entry: `true` if the acquire is already satisfied (RLock). */
+  protected _reenter(): boolean {
+    return false
+  }
+
+  /** @internal Called after every acquisition of the lock word. */
+  protected _entered(): void {}
+
+  /**
+   * @internal Called first by {@link release}: `true` if the release is complete without
+   * freeing the word (an RLock leaving an inner level).
+   */
+  protected _leave(): boolean {
+    return false
   }
 
   /**
@@ -111,6 +186,7 @@ export class Lock implements Disposable {
    */
   acquire(options?: AcquireOptions): boolean {
     const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+    if (this._reenter()) return true
     const a = this.#word()
     const w = this.#w
     // Fast path: free → ours. Atomics are sequentially consistent, which includes the
@@ -119,7 +195,8 @@ export class Lock implements Disposable {
       this.#recordOwner(a, w)
       return true
     }
-    return this.#acquireSlow(timeout)
+    const mapping = internals(this.memory).mapping
+    return this.#acquired(native(() => mapping.lockAcquire(this.offset, timeout)))
   }
 
   #recordOwner(a: Int32Array, w: number): void {
@@ -127,13 +204,15 @@ export class Lock implements Disposable {
     a[w + 4] = START_LO
     a[w + 5] = START_HI
     this.#ownerDied = false
+    this._entered()
   }
 
-  #acquireSlow(timeout: number | undefined): boolean {
-    const mapping = internals(this.memory).mapping
-    const r = native(() => mapping.lockAcquire(this.offset, timeout))
-    if (r === 2) return false
-    this.#ownerDied = r === 1
+  /** Applies a native acquisition's completion code; `false` if it timed out. */
+  #acquired(code: number): boolean {
+    throwIfFailed(code)
+    if (outcome(code) === Code.TIMED_OUT) return false
+    this.#ownerDied = (code & Code.OWNER_DIED) !== 0
+    this._entered()
     return true
   }
 
@@ -142,6 +221,7 @@ export class Lock implements Disposable {
    * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`
    */
   tryAcquire(): boolean {
+    if (this._reenter()) return true
     const a = this.#word()
     const w = this.#w
     const seen = Atomics.compareExchange(a, w, 0, TID)
@@ -149,8 +229,37 @@ export class Lock implements Disposable {
       this.#recordOwner(a, w)
       return true
     }
-    if (seen === NOT_RECOVERABLE) return this.#acquireSlow(0)
+    if (seen === NOT_RECOVERABLE) return this.acquire({ timeout: 0 })
     return false
+  }
+
+  /**
+   * Takes the lock without blocking the event loop: the wait runs on a dedicated native
+   * thread (never a libuv pool thread, so any number of pending waits leave `fs`,
+   * `crypto` and friends alone), and the lock is taken for this thread.
+   *
+   * Several pending acquisitions by the same thread queue up: each resolves once the
+   * previous holder (possibly another task of this thread) released. If the lock is
+   * acquired at the very moment of an abort, the promise may still resolve `true`: the
+   * lock is then held.
+   * @returns `true` when acquired, `false` when `timeout` ran out
+   * @throws (rejects) AbortError, ShmError `ERR_SHM_NOT_RECOVERABLE`, `ERR_SHM_CLOSED`
+   *   (also when the mapping is closed while waiting); TypeError/RangeError for bad options
+   */
+  acquireAsync(options?: AsyncWaitOptions): Promise<boolean> {
+    try {
+      const { timeout, signal } = checkWaitOptions(options)
+      if (signal?.aborted) throw abortError(signal)
+      if (this.tryAcquire()) return Promise.resolve(true)
+      if (timeout === 0) return Promise.resolve(false)
+      const mapping = internals(this.memory).mapping
+      return waitNative(() => mapping.lockAcquireAsync(this.offset, timeout), signal).then((code) => {
+        if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
+        return this.#acquired(code)
+      })
+    } catch (e) {
+      return Promise.reject(e)
+    }
   }
 
   /**
@@ -160,12 +269,11 @@ export class Lock implements Disposable {
   release(): void {
     const a = this.#word()
     const w = this.#w
+    if (this._leave()) return
     // Fast path: ours with nobody waiting → free.
     if (Atomics.compareExchange(a, w, TID, 0) === TID) return
     const cur = Atomics.load(a, w)
-    if ((cur & TID_MASK) !== TID || cur === NOT_RECOVERABLE) {
-      throw new ShmError('the lock is not held by this thread', { code: 'ERR_SHM_NOT_OWNER' })
-    }
+    if ((cur & TID_MASK) !== TID || cur === NOT_RECOVERABLE) throw notOwner()
     const mapping = internals(this.memory).mapping
     if (cur & OWNER_DIED) {
       this.#ownerDied = false
@@ -182,6 +290,23 @@ export class Lock implements Disposable {
     this.acquire()
     try {
       return fn()
+    } finally {
+      this.release()
+    }
+  }
+
+  /**
+   * Runs `fn` (which may be async) holding the lock, acquired with {@link acquireAsync},
+   * and releases it when `fn`'s promise settles.
+   * @throws (rejects) ShmError `ETIMEDOUT` when `options.timeout` ran out; AbortError
+   */
+  async withLockAsync<R>(fn: () => Promise<R> | R, options?: AsyncWaitOptions): Promise<R> {
+    if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
+    if (!(await this.acquireAsync(options))) {
+      throw new ShmError('timed out waiting for the lock', { code: 'ETIMEDOUT' })
+    }
+    try {
+      return await fn()
     } finally {
       this.release()
     }
@@ -222,9 +347,9 @@ export class Lock implements Disposable {
     this.#ownerDied = false
   }
 
-  /** For `using`: releases if this thread holds the lock. */
+  /** For `using`: releases (one level, for an RLock) if this thread holds the lock. */
   [Symbol.dispose](): void {
-    if (this.#i32.length !== 0 && (Atomics.load(this.#i32, this.#w) & TID_MASK) === TID) this.release()
+    if (this.#i32.length !== 0 && this._heldHere()) this.release()
   }
 
   /** A handle that `revive` turns into a lock on the same record in another process. */
@@ -234,4 +359,4 @@ export class Lock implements Disposable {
   }
 }
 
-registerReviver('Lock', (h) => Lock.at(memoryFromHandle((h.memory as Handle | MappedMemory | undefined) ?? { ...h, $shmutils: 'MappedMemory', offset: 0 }), h.offset))
+registerReviver('Lock', (h) => Lock.at(memoryOfHandle(h), h.offset))

@@ -378,4 +378,12 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   return m
 }
 
+/**
+ * @internal The mapping an object's handle refers to: its `memory` sub-handle (revived
+ * already when a `JSON.parse` reviver got there first), else the named segment itself.
+ */
+export function memoryOfHandle(h: Handle): MappedMemory {
+  return memoryFromHandle((h.memory as Handle | MappedMemory | undefined) ?? { ...h, $shmutils: 'MappedMemory', offset: 0 })
+}
+
 registerReviver('MappedMemory', memoryFromHandle)

@@ -10,7 +10,7 @@ import { inspect, type InspectOptions } from 'node:util'
 import { checkIndex, describe } from './args.js'
 import { closedError, outOfBounds, rangeError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
-import { internals, type MappedMemory, memoryFromHandle } from './memory.js'
+import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import {
   describeType, formatType, isComplete, structLayoutAccessors, typeFromDescription, valueAccessor,
   type Accessor, type ArrayType, type PointerType, type StructType, type Type,
@@ -382,7 +382,7 @@ function writePointer(memory: MappedMemory, dv: DataView, off: number, v: unknow
 }
 
 registerReviver('Ref', (h) => {
-  const memory = memoryFromHandle((h.memory as Handle | MappedMemory | undefined) ?? { ...h, $shmutils: 'MappedMemory', offset: 0 })
+  const memory = memoryOfHandle(h)
   checkIndex('offset', h.offset)
   const t = typeFromDescription(h.type)
   const own = t.kind === 'struct' || t.kind === 'union' ? revivedStructClass(t) : undefined

@@ -32,7 +32,7 @@ pub(crate) fn to_u64(what: &str, v: f64) -> Result<u64> {
 }
 
 /// A deadline from a timeout in milliseconds; `None` = forever.
-fn deadline(timeout_ms: Option<f64>) -> Result<Option<Deadline>> {
+pub(crate) fn deadline(timeout_ms: Option<f64>) -> Result<Option<Deadline>> {
     match timeout_ms {
         None => Ok(None),
         Some(t) if t == f64::INFINITY => Ok(None),
@@ -140,17 +140,14 @@ pub fn detach_buffer(buffer: ArrayBuffer) -> napi::Result<()> {
 /// One mapping, shared with every ArrayBuffer created over it.
 #[napi]
 pub struct Mapping {
-    region: Arc<Region>,
+    pub(crate) region: Arc<Region>,
     header: Option<segment::Header>,
 }
 
-/// How a native lock wait ended (the numbers `lib/lock.ts` switches on).
+/// How a native lock wait ended, as a completion code (`crate::sync::code`, decoded by
+/// `lib/waits.ts`).
 fn acquired_code(a: Acquired) -> u32 {
-    match a {
-        Acquired::Yes => 0,
-        Acquired::OwnerDied => 1,
-        Acquired::TimedOut => 2,
-    }
+    crate::sync::ops::lock_code(Ok(a))
 }
 
 impl Mapping {
@@ -324,6 +321,7 @@ impl Mapping {
     /// ArrayBuffer first. Idempotent.
     #[napi]
     pub fn close(&self) {
+        crate::sync::waiter::close_region(&self.region);
         self.region.close();
     }
 
@@ -342,16 +340,24 @@ impl Mapping {
     }
 
     /// Takes the lock at `offset`, sleeping in the kernel; the slow path after the
-    /// JavaScript compare-and-swap failed. Returns 0 acquired, 1 acquired from a dead
-    /// owner, 2 timed out.
+    /// JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
     #[napi]
-    pub fn lock_acquire(&self, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
+    pub fn lock_acquire(
+        &self,
+        env: Env,
+        offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<u32> {
         let deadline = deadline(timeout_ms)?;
         let (pin, off) = self.lock_record(offset)?;
         // SAFETY: lock_record checked the 32 bytes are in bounds and 4-aligned; the pin
         // keeps them mapped for the whole wait.
         let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
-        Ok(acquired_code(rec.lock(Owner::current(), deadline)?))
+        let stop = || crate::js_sync::terminating(&env);
+        let acquired = rec.lock_unless(Owner::current(), deadline, stop)?;
+        Ok(acquired_code(
+            acquired.ok_or_else(crate::js_sync::terminated)?,
+        ))
     }
 
     /// Releases the lock at `offset` held by this thread, waking a waiter if needed.

@@ -12,7 +12,9 @@ pub mod lock;
 pub mod mapping;
 pub mod segment;
 pub mod shm;
+pub mod sync;
 pub mod sys;
 
 pub mod js;
 pub mod js_heap;
+pub mod js_sync;

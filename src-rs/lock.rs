@@ -35,14 +35,23 @@
 //! | 12     | `owner_tid`  | copy of the owner written right after acquiring             |
 //! | 16     | `start_lo`   | owner thread's start time (clock ticks since boot), low 32  |
 //! | 20     | `start_hi`   | ... high 32 bits; with `owner_tid` it defeats tid reuse     |
-//! | 24     | `aux0`       | reserved (condition sequence)                               |
+//! | 24     | `aux0`       | reserved                                                    |
 //! | 28     | `aux1`       | reserved                                                    |
 //!
 //! `owner_tid`/`start_*` are written after the word, so a reader trusts the start time only
 //! when `owner_tid` equals the word's owner.
+//!
+//! ## Waiting
+//!
+//! The contended path is a step function, [`LockWait`], run either by the blocked thread
+//! itself or, for `acquireAsync`, by a dedicated waiter thread (`crate::sync::waiter`)
+//! that takes the lock *for* the JavaScript thread that asked: it writes that thread's
+//! id, so ownership belongs to the thread that will release. Sleeps are sliced
+//! ([`RECHECK_MS`]); after each slice the holder's liveness is checked.
 
 use crate::error::{Result, ShmError};
-use crate::sys::{self, Deadline, WaitOutcome};
+use crate::sync::{block_on_unless, Step, RECHECK_MS};
+use crate::sys::{self, Deadline};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Owner thread id bits.
@@ -55,8 +64,6 @@ pub const WAITERS: u32 = 1 << 31;
 pub const NOT_RECOVERABLE: u32 = TID_MASK;
 /// Size of a lock record in bytes.
 pub const RECORD_SIZE: u64 = 32;
-/// How long a waiter sleeps before it checks whether the holder is still alive.
-const LIVENESS_SLICE_MS: f64 = 50.0;
 
 /// A lock record in shared memory (see the module docs for the layout).
 #[repr(C)]
@@ -147,63 +154,45 @@ impl LockRecord {
     /// Takes the lock, sleeping in the kernel while it is held, until `deadline`.
     ///
     /// # Errors
-    /// `ERR_SHM_NOT_RECOVERABLE` for a dead lock; `EDEADLK`-style `ERR_SHM_DEADLOCK` if
-    /// this thread already holds it (a plain lock would wait for itself forever).
+    /// `ERR_SHM_NOT_RECOVERABLE` for a dead lock; `ERR_SHM_DEADLOCK` if this thread
+    /// already holds it (a plain lock would wait for itself forever).
     #[inline]
     pub fn lock(&self, me: Owner, deadline: Option<Deadline>) -> Result<Acquired> {
+        self.lock_unless(me, deadline, || false)
+            .map(|a| a.expect("never stopped"))
+    }
+
+    /// [`lock`](Self::lock) that asks `stop` after every sleep whether to give up
+    /// (`Ok(None)`), for a JavaScript thread that is being terminated.
+    ///
+    /// # Errors
+    /// As [`lock`](Self::lock).
+    #[inline]
+    pub fn lock_unless(
+        &self,
+        me: Owner,
+        deadline: Option<Deadline>,
+        stop: impl FnMut() -> bool,
+    ) -> Result<Option<Acquired>> {
         if self.try_lock(me)? {
-            return Ok(Acquired::Yes);
+            return Ok(Some(Acquired::Yes));
         }
-        self.lock_contended(me, deadline)
+        self.lock_contended(me, deadline, stop)
     }
 
     #[cold]
-    fn lock_contended(&self, me: Owner, deadline: Option<Deadline>) -> Result<Acquired> {
-        loop {
-            let v = self.word.load(Ordering::Relaxed);
-            if v == NOT_RECOVERABLE {
-                return Err(not_recoverable());
-            }
-            if v == 0 {
-                // We were contending, so others may be too: take it with WAITERS set so
-                // our release wakes the next one (std's "locked, contended" state).
-                // Acquire pairs with the previous holder's Release.
-                if self
-                    .word
-                    .compare_exchange(0, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.record_owner(me);
-                    return Ok(Acquired::Yes);
-                }
-                continue;
-            }
-            if v & TID_MASK == me.tid {
-                return Err(ShmError::new(
-                    "ERR_SHM_DEADLOCK",
-                    "this thread already holds the lock (use an RLock to re-enter)",
-                ));
-            }
-            if v & WAITERS == 0
-                && self
-                    .word
-                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            // Sleep in slices so a holder that died is noticed within one slice.
-            let slice = match deadline {
-                Some(d) => d.min_after_ms(LIVENESS_SLICE_MS),
-                None => Deadline::after_ms(LIVENESS_SLICE_MS),
-            };
-            if sys::futex_wait(&self.word, v | WAITERS, Some(slice)) == WaitOutcome::TimedOut {
-                if let Some(acq) = self.try_recover(v | WAITERS, me) {
-                    return Ok(acq);
-                }
-                if deadline.is_some_and(|d| d.passed()) {
-                    return Ok(Acquired::TimedOut);
-                }
+    fn lock_contended(
+        &self,
+        me: Owner,
+        deadline: Option<Deadline>,
+        stop: impl FnMut() -> bool,
+    ) -> Result<Option<Acquired>> {
+        let mut wait = LockWait::new(me, deadline, false);
+        match block_on_unless(|| wait.poll(self), stop) {
+            Some(r) => r.map(Some),
+            None => {
+                wait.abandon(self);
+                Ok(None)
             }
         }
     }
@@ -283,6 +272,105 @@ impl LockRecord {
         }
         self.word.fetch_and(!OWNER_DIED, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// A lock acquisition in progress: the contended path of [`LockRecord::lock`], written
+/// as a step function so that a blocked thread ([`crate::sync::block_on`]) and the
+/// shared waiter thread of async waits (`crate::sync::waiter`) run the same code.
+///
+/// Each [`poll`](LockWait::poll) tries to take the lock and otherwise names the word
+/// value to sleep on and until when. Sleeps are cut into [`RECHECK_MS`] slices: after
+/// each slice the holder's liveness is checked, so a dead holder is noticed within one
+/// slice, and a wake-up lost to a waiter that gave up costs at most one slice.
+#[derive(Debug, Clone, Copy)]
+pub struct LockWait {
+    me: Owner,
+    deadline: Option<Deadline>,
+    next_check: Deadline,
+    queued: bool,
+}
+
+impl LockWait {
+    /// A wait by `me` until `deadline` (`None`: forever). `queued`: the wait is one of
+    /// possibly several async waits of the same thread, so finding the lock held by
+    /// `me` means "held by another task of this thread", not a deadlock.
+    pub fn new(me: Owner, deadline: Option<Deadline>, queued: bool) -> LockWait {
+        LockWait {
+            me,
+            deadline,
+            next_check: Deadline::after_ms(RECHECK_MS),
+            queued,
+        }
+    }
+
+    /// One step: take the lock if it is free (or its holder died), else say what to
+    /// sleep on. `Done(Ok(TimedOut))` once the deadline passed.
+    pub fn poll<'a>(&mut self, rec: &'a LockRecord) -> Step<'a, Result<Acquired>> {
+        let me = self.me;
+        loop {
+            // Relaxed: a snapshot; the compare-and-swaps below carry the ordering.
+            let v = rec.word.load(Ordering::Relaxed);
+            if v == NOT_RECOVERABLE {
+                return Step::Done(Err(not_recoverable()));
+            }
+            if v & TID_MASK == 0 {
+                // Free. We were contending, so others may be too: take it with WAITERS
+                // set so our release wakes the next one (std's "locked, contended").
+                // Acquire pairs with the previous holder's Release.
+                if rec
+                    .word
+                    .compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    rec.record_owner(me);
+                    return Step::Done(Ok(Acquired::Yes));
+                }
+                continue;
+            }
+            if v & TID_MASK == me.tid && !self.queued {
+                return Step::Done(Err(ShmError::new(
+                    "ERR_SHM_DEADLOCK",
+                    "this thread already holds the lock (use an RLock to re-enter)",
+                )));
+            }
+            // Relaxed: the bit only asks the holder to wake us; the futex syscall orders
+            // our sleep against its wake.
+            if v & WAITERS == 0
+                && rec
+                    .word
+                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            if self.next_check.passed() {
+                self.next_check = Deadline::after_ms(RECHECK_MS);
+                if let Some(acq) = rec.try_recover(v | WAITERS, me) {
+                    return Step::Done(Ok(acq));
+                }
+            }
+            if self.deadline.is_some_and(|d| d.passed()) {
+                return Step::Done(Ok(Acquired::TimedOut));
+            }
+            return Step::Sleep {
+                word: &rec.word,
+                expected: v | WAITERS,
+                until: Some(
+                    self.deadline
+                        .map_or(self.next_check, |d| d.min(self.next_check)),
+                ),
+            };
+        }
+    }
+
+    /// Gives the wait up (cancelled): if the lock is free now, passes on a wake-up this
+    /// waiter may have consumed, so a sleeping waiter does not wait a whole slice.
+    pub fn abandon(&self, rec: &LockRecord) {
+        // Relaxed: a hint; a needless wake costs a syscall, a missed one a slice.
+        if rec.word.load(Ordering::Relaxed) & TID_MASK == 0 {
+            rec.wake_one();
+        }
     }
 }
 

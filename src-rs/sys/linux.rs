@@ -116,3 +116,135 @@ pub fn mapped_ranges() -> Vec<(u64, u64)> {
         })
         .collect()
 }
+
+/// `struct futex_waitv` of `<linux/futex.h>`: one word of a `futex_waitv` call.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`: the word is 32 bits (and, without `FUTEX2_PRIVATE`, may be shared
+/// between processes).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// The most words one `futex_waitv` call accepts (`FUTEX_WAITV_MAX`).
+const FUTEX_WAITV_MAX: usize = 128;
+
+/// Whether this kernel has `futex_waitv` (Linux 5.16+), probed once. Setting the
+/// environment variable `SHMUTILS_NO_FUTEX_WAITV` pretends it has not (to test the
+/// one-word fallback).
+fn have_futex_waitv() -> bool {
+    static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| {
+        if std::env::var_os("SHMUTILS_NO_FUTEX_WAITV").is_some() {
+            return false;
+        }
+        // SAFETY: zero words and a null array: a kernel with the syscall answers EINVAL
+        // without touching memory; one without answers ENOSYS.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                std::ptr::null::<FutexWaitv>(),
+                0u32,
+                0u32,
+                std::ptr::null::<libc::timespec>(),
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        !(r == -1 && nix::errno::Errno::last() == nix::errno::Errno::ENOSYS)
+    })
+}
+
+/// How many words [`futex_wait_any`] can watch at once: 128 with `futex_waitv`, else 1.
+pub fn futex_wait_any_capacity() -> usize {
+    if have_futex_waitv() {
+        FUTEX_WAITV_MAX
+    } else {
+        1
+    }
+}
+
+/// Sleeps until any `word` no longer holds its `expected` value or is woken, or until
+/// `deadline`: one thread watching many words (`futex_waitv`, shared futexes, absolute
+/// `CLOCK_MONOTONIC` deadline). Takes at most [`futex_wait_any_capacity`] words; with
+/// one word it is [`futex_wait`].
+pub fn futex_wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Deadline>) -> WaitOutcome {
+    if let [(word, expected)] = words {
+        return futex_wait(word, *expected, deadline);
+    }
+    assert!(
+        words.len() <= futex_wait_any_capacity(),
+        "futex_wait_any: too many words"
+    );
+    let list: Vec<FutexWaitv> = words
+        .iter()
+        .map(|(w, e)| FutexWaitv {
+            val: *e as u64,
+            uaddr: w.as_ptr() as usize as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    let ts = deadline.map(|d| libc::timespec {
+        tv_sec: (d.nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (d.nanos % 1_000_000_000) as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `list` describes live, aligned u32 words (references) and outlives the
+    // call, as does the timespec; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            list.as_ptr(),
+            list.len() as u32,
+            0u32,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r == -1 && nix::errno::Errno::last() == nix::errno::Errno::ETIMEDOUT {
+        WaitOutcome::TimedOut
+    } else {
+        // An index (woken), EAGAIN (a value differed), EINTR: the caller re-checks all.
+        WaitOutcome::Retry
+    }
+}
+
+/// `FUTEX_CMP_REQUEUE`: if `*from == expected`, wakes up to `wake` waiters of `from` and
+/// moves up to `requeue` others to wait on `to` instead, where the next release of `to`
+/// wakes them one at a time. Returns how many were woken or moved, or `None` when
+/// `*from` no longer held `expected` (the caller falls back to waking).
+pub fn futex_requeue(
+    from: &AtomicU32,
+    expected: u32,
+    wake: u32,
+    to: &AtomicU32,
+    requeue: u32,
+) -> Option<u32> {
+    let wake = wake.min(i32::MAX as u32) as libc::c_long;
+    let requeue = requeue.min(i32::MAX as u32) as libc::c_long;
+    // SAFETY: both words are live references; FUTEX_CMP_REQUEUE reads `from` and uses the
+    // addresses as keys only. The 4th argument is the requeue limit passed in the
+    // timeout slot, as the futex ABI specifies.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            from.as_ptr(),
+            libc::FUTEX_CMP_REQUEUE,
+            wake,
+            requeue,
+            to.as_ptr(),
+            expected,
+        )
+    };
+    if r < 0 {
+        None
+    } else {
+        Some(r as u32)
+    }
+}

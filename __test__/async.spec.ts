@@ -1,0 +1,215 @@
+import { spawnSync } from 'node:child_process'
+import { pbkdf2 } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { promisify } from 'node:util'
+import test from 'ava'
+import { Condition, Lock, MappedMemory, Semaphore, ShmError } from '../dist/index.js'
+import { fixture, rawSegment, rejection, since, sleep, startPeer } from './helpers.js'
+
+test.serial('acquireAsync waits off the event loop: an interval keeps firing until the holder releases', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const peer = await startPeer(t, 'process')
+  await peer.request('revive', { key: 'l', handle: lock })
+  await peer.request('acquire', { key: 'l' })
+  let ticks = 0
+  const iv = setInterval(() => ticks++, 10)
+  t.teardown(() => clearInterval(iv))
+  const t0 = performance.now()
+  const got = lock.acquireAsync()
+  setTimeout(() => peer.post('release', { key: 'l' }), 300)
+  t.true(await got)
+  clearInterval(iv)
+  t.true(since(t0) >= 280, 'waited for the release')
+  // A blocked event loop would fire it at most once; ~30 unloaded, fewer on a busy machine.
+  t.true(ticks >= 10, `the interval fired ${ticks} times while waiting`)
+  t.false(lock.ownerDied)
+  t.true(lock.locked)
+  lock.release()
+})
+
+test.serial('abort while waiting rejects promptly with an AbortError; the wait is gone', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const sem = Semaphore.at(m, 64, 0)
+  const cond = Condition.at(m, 128, lock)
+  lock.acquire()
+  // Lock: queued behind this thread's own hold.
+  for (const [what, start] of [
+    ['lock', (signal: AbortSignal) => lock.acquireAsync({ signal })],
+    ['semaphore', (signal: AbortSignal) => sem.acquireAsync({ signal })],
+  ] as const) {
+    const ac = new AbortController()
+    const p = start(ac.signal)
+    await sleep(30)
+    const t0 = performance.now()
+    ac.abort(new Error('enough'))
+    const e = await rejection(p)
+    // ~0.2 ms unloaded; the bound leaves room for a busy machine.
+    t.true(since(t0) < 100, `${what}: rejected ${since(t0).toFixed(1)} ms after abort()`)
+    t.true(e instanceof DOMException, what)
+    t.is(e.name, 'AbortError')
+    t.is((e.cause as Error).message, 'enough')
+  }
+  t.true(lock.locked, 'the holder still holds it')
+  // Already aborted: rejects without waiting.
+  t.is((await rejection(lock.acquireAsync({ signal: AbortSignal.abort() }))).name, 'AbortError')
+  t.is((await rejection(sem.acquireAsync({ signal: AbortSignal.abort() }))).name, 'AbortError')
+  // Condition: the rejection comes with the lock held again.
+  const ac = new AbortController()
+  const w = cond.waitAsync({ signal: ac.signal })
+  t.false(lock.locked, 'waiting released the lock')
+  setTimeout(() => ac.abort(), 20)
+  t.is((await rejection(w)).name, 'AbortError')
+  t.true(lock.locked, 'held again after the aborted wait')
+  lock.release()
+  // An abort after the wait finished changes nothing.
+  const late = new AbortController()
+  t.true(await lock.acquireAsync({ signal: late.signal }))
+  late.abort()
+  lock.release()
+  t.false(lock.locked)
+})
+
+test.serial('timeouts resolve false near the deadline', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const sem = Semaphore.at(m, 64, 0)
+  const cond = Condition.at(m, 128, lock)
+  lock.acquire()
+  for (const [what, start] of [
+    ['lock', () => lock.acquireAsync({ timeout: 100 })],
+    ['semaphore', () => sem.acquireAsync({ timeout: 100 })],
+    ['condition', () => cond.waitAsync({ timeout: 100 })],
+  ] as const) {
+    const t0 = performance.now()
+    t.false(await start(), what)
+    const dt = since(t0)
+    t.true(dt >= 95 && dt < 400, `${what}: ${dt.toFixed(0)} ms`)
+  }
+  t.true(lock.locked, 'the condition wait re-acquired the lock after its timeout')
+  t.false(await lock.acquireAsync({ timeout: 0 }), 'timeout 0 tries once')
+  t.false(await sem.acquireAsync({ timeout: 0 }))
+  lock.release()
+})
+
+test.serial('100 pending acquireAsync do not starve the libuv pool: fs and crypto keep completing', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const peer = await startPeer(t, 'process')
+  await peer.request('revive', { key: 'l', handle: lock })
+  await peer.request('acquire', { key: 'l' })
+  let acquired = 0
+  const waits = Array.from({ length: 100 }, () =>
+    lock.acquireAsync().then((ok) => {
+      if (ok) acquired++
+      lock.release()
+    }),
+  )
+  await sleep(50)
+  // The pool has 4 threads: if the waits held them, none of this could finish.
+  const t0 = performance.now()
+  const work = [
+    ...Array.from({ length: 16 }, () => readFile(fixture('sync-peer.mjs'), 'utf8')),
+    ...Array.from({ length: 8 }, () => promisify(pbkdf2)('pw', 'salt', 1000, 32, 'sha256')),
+  ]
+  const results = await Promise.all(work)
+  t.is(results.length, 24)
+  t.true(since(t0) < 2000, `libuv pool work finished in ${since(t0).toFixed(0)} ms`)
+  t.is(acquired, 0, 'nobody got the held lock meanwhile')
+  await peer.request('release', { key: 'l' })
+  await Promise.all(waits)
+  t.is(acquired, 100, 'each pending wait got the lock once, one after another')
+  t.false(lock.locked)
+})
+
+test.serial('closing the mapping rejects pending waits with ERR_SHM_CLOSED promptly', async (t) => {
+  const other = new MappedMemory(null, 4096)
+  const lock = Lock.at(other, 0)
+  const sem = Semaphore.at(other, 64, 0)
+  const cond = Condition.at(other, 128, Lock.at(other, 192))
+  lock.acquire()
+  cond.lock.acquire()
+  const waits = [lock.acquireAsync(), lock.acquireAsync({ timeout: 60_000 }), sem.acquireAsync(), cond.waitAsync()]
+  await sleep(30)
+  const t0 = performance.now()
+  other.close()
+  for (const w of waits) await t.throwsAsync(w, { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })
+  t.true(since(t0) < 100, `rejected ${since(t0).toFixed(1)} ms after close()`)
+  await t.throwsAsync(lock.acquireAsync(), { code: 'ERR_SHM_CLOSED' })
+})
+
+test('withLockAsync serializes async critical sections of one thread and releases on throw', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const log: string[] = []
+  const section = (name: string) =>
+    lock.withLockAsync(async () => {
+      log.push(`${name}:in`)
+      await sleep(20)
+      log.push(`${name}:out`)
+      return name
+    })
+  t.deepEqual(await Promise.all([section('a'), section('b'), section('c')]), ['a', 'b', 'c'])
+  t.deepEqual(log, ['a:in', 'a:out', 'b:in', 'b:out', 'c:in', 'c:out'])
+  t.false(lock.locked)
+  await t.throwsAsync(lock.withLockAsync(async () => {
+    throw new Error('boom')
+  }), { message: 'boom' })
+  t.false(lock.locked)
+  lock.acquire()
+  await t.throwsAsync(lock.withLockAsync(() => 1, { timeout: 20 }), { instanceOf: ShmError, code: 'ETIMEDOUT' })
+  lock.release()
+})
+
+test('bad arguments to async waits reject with TypeError/RangeError naming them', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const sem = Semaphore.at(m, 64, 1)
+  const cond = Condition.at(m, 128, lock)
+  for (const w of [lock, sem]) {
+    await t.throwsAsync(w.acquireAsync({ timeout: -1 }), { instanceOf: RangeError, message: /"timeout"/ })
+    await t.throwsAsync(w.acquireAsync({ timeout: Number.NaN }), { instanceOf: RangeError })
+    await t.throwsAsync(w.acquireAsync({ timeout: '5' as unknown as number }), { instanceOf: TypeError, message: /"timeout"/ })
+    await t.throwsAsync(w.acquireAsync({ signal: {} as AbortSignal }), { instanceOf: TypeError, message: /"signal"/ })
+    await t.throwsAsync(w.acquireAsync(5 as unknown as object), { instanceOf: TypeError, message: /"options"/ })
+  }
+  await t.throwsAsync(lock.withLockAsync(5 as unknown as () => void), { instanceOf: TypeError, message: /"fn"/ })
+  lock.acquire()
+  await t.throwsAsync(cond.waitAsync({ signal: 'x' as unknown as AbortSignal }), { instanceOf: TypeError, message: /"signal"/ })
+  await t.throwsAsync(cond.waitAsync({ timeout: -5 }), { instanceOf: RangeError })
+  lock.release()
+  await t.throwsAsync(cond.waitAsync(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
+  t.is(sem.value, 1, 'nothing was taken by the rejected calls')
+})
+
+test('without futex_waitv (forced fallback), async waits, aborts and closes still work', (t) => {
+  const r = spawnSync(process.execPath, [fixture('async-fallback.mjs')], {
+    env: { ...process.env, SHMUTILS_NO_FUTEX_WAITV: '1' },
+    encoding: 'utf8',
+    timeout: 30_000,
+  })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(JSON.parse(r.stdout), { acquired: 20, aborted: true, abortMs: true, closed: true, sem: 3 })
+})
+
+test('Lock counts exactly across two processes and two worker threads, sync and async', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const peers = await Promise.all([startPeer(t, 'process'), startPeer(t, 'process'), startPeer(t, 'thread'), startPeer(t, 'thread')])
+  const mine = async () => {
+    const v = new DataView(m.buffer)
+    for (let i = 0; i < 2000; i++) {
+      await lock.acquireAsync()
+      v.setUint32(64, v.getUint32(64, true) + 1, true)
+      lock.release()
+    }
+  }
+  for (const p of peers) {
+    await p.request('revive', { key: 'l', handle: lock })
+    await p.request('revive', { key: 'm', handle: m })
+  }
+  await Promise.all([...peers.map((p) => p.request('increment', { key: 'l', mem: 'm', at: 64, n: 5000 })), mine(), mine()])
+  t.is(new DataView(m.buffer).getUint32(64, true), 4 * 5000 + 2 * 2000)
+  t.false(lock.locked)
+})

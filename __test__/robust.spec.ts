@@ -1,0 +1,161 @@
+// Dead holders: a process killed with SIGKILL, a process or worker that exits holding the
+// lock, a worker terminated holding it. The next acquirer (blocking or async, already
+// waiting or arriving later) gets the lock within 250 ms with ownerDied set.
+import test from 'ava'
+import { Condition, Lock, Semaphore, ShmError } from '../dist/index.js'
+import { rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
+
+const deaths = [
+  ['process killed with SIGKILL', 'process', 'kill'],
+  ['process exiting', 'process', 'exit'],
+  ['worker thread terminated', 'thread', 'kill'],
+  ['worker thread exiting', 'thread', 'exit'],
+] as const
+
+for (const [what, kind, how] of deaths) {
+  test.serial(`holder = ${what}: waiters already waiting (sync in a peer, async here) recover it within 250 ms`, async (t) => {
+    const m = rawSegment(t)
+    const lock = Lock.at(m, 0)
+    const [holder, syncWaiter] = await Promise.all([startPeer(t, kind), startPeer(t, 'process')])
+    await holder.request('revive', { key: 'l', handle: lock })
+    await syncWaiter.request('revive', { key: 'l', handle: lock })
+    t.like(await holder.request('acquire', { key: 'l' }), { ok: true, ownerDied: false })
+    const asyncWait = lock.acquireAsync({ timeout: 5000 })
+    const syncWait = syncWaiter.request<{ ok: boolean; ownerDied: boolean }>('acquire', { key: 'l', timeout: 5000 })
+    await sleep(30)
+    if (how === 'kill') await holder.kill()
+    else {
+      holder.post('exit')
+      await holder.exited
+    }
+    const t0 = performance.now()
+    // Exactly one of the two takes it over; the other gets it after a clean handoff.
+    const first = await Promise.race([asyncWait.then(() => 'here'), syncWait.then(() => 'peer')])
+    t.log(`taken over by ${first === 'here' ? 'the async wait here' : 'the blocking wait in the peer'}`)
+    t.true(since(t0) < 250, `recovered ${since(t0).toFixed(0)} ms after the holder died`)
+    if (first === 'here') {
+      t.true(lock.ownerDied)
+      lock.markConsistent()
+      lock.release()
+      t.like(await syncWait, { ok: true, ownerDied: false })
+      await syncWaiter.request('release', { key: 'l' })
+    } else {
+      t.like(await syncWait, { ok: true, ownerDied: true })
+      await syncWaiter.request('markConsistent', { key: 'l' })
+      await syncWaiter.request('release', { key: 'l' })
+      t.true(await asyncWait)
+      t.false(lock.ownerDied)
+      lock.release()
+    }
+    t.false(lock.locked)
+  })
+}
+
+test.serial('an acquirer arriving after the holder died recovers it within 250 ms (sync and async)', async (t) => {
+  const m = rawSegment(t)
+  for (const [i, mode] of ['sync', 'async'].entries()) {
+    const lock = Lock.at(m, 64 * i)
+    const holder = await startPeer(t, 'process')
+    await holder.request('revive', { key: 'l', handle: lock })
+    await holder.request('acquire', { key: 'l', async: true })
+    await holder.kill()
+    const t0 = performance.now()
+    t.true(mode === 'sync' ? lock.acquire({ timeout: 2000 }) : await lock.acquireAsync({ timeout: 2000 }))
+    t.true(since(t0) < 250, `${mode}: ${since(t0).toFixed(0)} ms`)
+    t.true(lock.ownerDied)
+    lock.markConsistent()
+    t.false(lock.ownerDied)
+    lock.release()
+  }
+})
+
+test.serial('released without markConsistent: not recoverable for everyone, pending async waits included', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const holder = await startPeer(t, 'thread')
+  const other = await startPeer(t, 'process')
+  await holder.request('revive', { key: 'l', handle: lock })
+  await other.request('revive', { key: 'l', handle: lock })
+  await holder.request('acquire', { key: 'l' })
+  await holder.kill()
+  t.true(lock.acquire({ timeout: 2000 }))
+  t.true(lock.ownerDied)
+  const pendingHere = lock.acquireAsync()
+  const pendingThere = other.request('acquire', { key: 'l', async: true })
+  await sleep(20)
+  lock.release() // without markConsistent()
+  const e = await rejection(pendingHere)
+  t.true(e instanceof ShmError)
+  t.is(e.code, 'ERR_SHM_NOT_RECOVERABLE')
+  t.like(await pendingThere, { code: 'ERR_SHM_NOT_RECOVERABLE' })
+  throws(t, () => lock.acquire(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_RECOVERABLE' })
+  throws(t, () => lock.tryAcquire(), { code: 'ERR_SHM_NOT_RECOVERABLE' })
+  await t.throwsAsync(lock.acquireAsync(), { code: 'ERR_SHM_NOT_RECOVERABLE' })
+  throws(t, () => lock.release(), { code: 'ERR_SHM_NOT_OWNER' })
+  t.like(await other.request('acquire', { key: 'l' }), { code: 'ERR_SHM_NOT_RECOVERABLE' })
+})
+
+test.serial('a lock acquired asynchronously by a worker that is then terminated is recovered', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  lock.acquire()
+  const worker = await startPeer(t, 'thread')
+  await worker.request('revive', { key: 'l', handle: lock })
+  // The worker waits asynchronously; we hand it the lock, then it is terminated.
+  const tag = worker.post('acquire', { key: 'l', async: true })
+  await sleep(20)
+  lock.release()
+  t.like(await worker.next(tag), { ok: true })
+  await worker.kill()
+  const t0 = performance.now()
+  t.true(await lock.acquireAsync({ timeout: 2000 }))
+  t.true(since(t0) < 250)
+  t.true(lock.ownerDied)
+  lock.markConsistent()
+  lock.release()
+})
+
+test.serial('terminating a worker with a pending async wait drops it (the lock is not taken for a dead thread)', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  lock.acquire()
+  const worker = await startPeer(t, 'thread')
+  await worker.request('revive', { key: 'l', handle: lock })
+  worker.post('acquire', { key: 'l', async: true })
+  await sleep(30)
+  await worker.kill()
+  lock.release()
+  await sleep(30)
+  t.false(lock.locked, 'the dropped wait did not take the lock')
+  t.true(lock.acquire({ timeout: 100 }))
+  t.false(lock.ownerDied)
+  lock.release()
+})
+
+test.serial('a worker blocked in acquire / wait / semaphore acquire can still be terminated', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const cond = Condition.at(m, 32, Lock.at(m, 64))
+  const sem = Semaphore.at(m, 96, 0)
+  lock.acquire()
+  for (const [op, args] of [
+    ['acquire', { key: 'x' }],
+    ['condWait', { cond: 'x' }],
+    ['semTake', { key: 'x', n: 1 }],
+  ] as const) {
+    const worker = await startPeer(t, 'thread')
+    const handle = op === 'acquire' ? lock : op === 'condWait' ? cond : sem
+    await worker.request('revive', { key: 'x', handle })
+    worker.post(op, args)
+    await sleep(60)
+    const t0 = performance.now()
+    await worker.kill()
+    t.true(since(t0) < 500, `${op}: terminated in ${since(t0).toFixed(0)} ms`)
+  }
+  t.is(new Uint32Array(m.buffer)[9], 0, 'the terminated condition waiter unregistered')
+  t.false(cond.lock.locked)
+  lock.release()
+  t.true(lock.acquire({ timeout: 100 }), 'the terminated waiter left the lock usable')
+  t.false(lock.ownerDied)
+  lock.release()
+})

@@ -1,0 +1,77 @@
+/**
+ * The JavaScript half of async waits (`src-rs/sync/waiter.rs`): a wait started natively
+ * runs on one of the process's dedicated waiter threads, never on this thread or a libuv
+ * pool thread; its completion comes back here in a batch and settles its promise. Also
+ * the completion codes, which the blocking paths return too.
+ * @module
+ */
+import { closedError, native, notRecoverable } from './errors.js'
+import { binding } from './native.js'
+
+/** Completion codes of `src-rs/sync/mod.rs` (`code`): the low byte is the outcome. */
+export const Code = Object.freeze({
+  /** Acquired / notified. */
+  OK: 0,
+  /** The timeout ran out (a condition wait still re-acquired its lock). */
+  TIMED_OUT: 1,
+  /** Aborted (a condition wait still re-acquired its lock). */
+  CANCELLED: 2,
+  /** The mapping was closed while waiting. */
+  CLOSED: 3,
+  /** The lock can never be acquired again. */
+  NOT_RECOVERABLE: 4,
+  /** Flag: the lock was taken over from a holder that died. */
+  OWNER_DIED: 0x100,
+})
+
+/** The outcome byte of a completion code. */
+export function outcome(code: number): number {
+  return code & 0xff
+}
+
+/** Throws the error a failed completion stands for (`CLOSED`, `NOT_RECOVERABLE`). */
+export function throwIfFailed(code: number): void {
+  const o = outcome(code)
+  if (o === Code.CLOSED) throw closedError('the mapping')
+  if (o === Code.NOT_RECOVERABLE) throw notRecoverable()
+}
+
+const settlers = new Map<number, (code: number) => void>()
+let initialized = false
+
+function onComplete(batch: number[]): void {
+  for (let i = 0; i < batch.length; i += 2) {
+    const settle = settlers.get(batch[i])
+    if (settle !== undefined) {
+      settlers.delete(batch[i])
+      settle(batch[i + 1])
+    }
+  }
+}
+
+/**
+ * Starts a native wait (`start` returns its id) and resolves with its completion code.
+ * While it is pending the event loop stays alive. Aborting `signal` interrupts the native
+ * waiter at once; the wait then completes with `CANCELLED`, or with its result if it got
+ * there first (the native outcome is the truth: a lock it took is ours).
+ * @throws what `start` throws (synchronously)
+ */
+export function waitNative(start: () => number, signal: AbortSignal | undefined): Promise<number> {
+  if (!initialized) {
+    binding.syncInit(onComplete)
+    initialized = true
+  }
+  const id = native(start)
+  return new Promise<number>((resolve) => {
+    if (signal === undefined) {
+      settlers.set(id, resolve)
+      return
+    }
+    const onAbort = (): void => binding.syncCancel(id)
+    signal.addEventListener('abort', onAbort, { once: true })
+    settlers.set(id, (code) => {
+      signal.removeEventListener('abort', onAbort)
+      resolve(code)
+    })
+  })
+}

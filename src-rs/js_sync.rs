@@ -1,0 +1,273 @@
+//! The JavaScript boundary of the synchronization primitives beyond the blocking `Lock`
+//! path (which is in `js.rs`): `Condition` and `Semaphore`, and the async waits of all of
+//! them. The waits run on the dedicated waiter threads of `sync::waiter`; completions come
+//! back to the JavaScript thread that asked through one threadsafe function per thread,
+//! in batches of `[id, code, id, code, ...]` that `lib/waits.ts` settles.
+
+use crate::error::{Result, ShmError};
+use crate::js::{deadline, to_u64, Mapping};
+use crate::lock::{LockRecord, LockWait, Owner};
+use crate::mapping::Region;
+use crate::sync::condition::{self, CondRecord, CondWait};
+use crate::sync::ops::{cond_code, AsyncWait, CondOp, LockOp, SemOp};
+use crate::sync::semaphore::{SemRecord, SemWait};
+use crate::sync::{waiter, Pinned};
+use napi::bindgen_prelude::Function;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
+use napi_derive::napi;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Completions waiting for the JavaScript thread, and its count of unfinished waits.
+/// `pending` and `raw` are only used on the JavaScript thread (Relaxed everywhere); the
+/// items are guarded by their mutex.
+#[derive(Debug, Default)]
+struct Queue {
+    /// `[id, code, ...]` not yet handed to JavaScript.
+    items: Mutex<Vec<f64>>,
+    /// Waits started and not yet delivered (JavaScript thread only).
+    pending: AtomicUsize,
+    /// The raw threadsafe function, for ref/unref.
+    raw: AtomicUsize,
+}
+
+type Tsfn = ThreadsafeFunction<(), (), Vec<f64>, Status, false, true>;
+
+/// One JavaScript thread's receiver of completions.
+struct Sink {
+    tsfn: Tsfn,
+    queue: Arc<Queue>,
+}
+
+impl waiter::Deliver for Sink {
+    fn deliver(&self, id: u64, code: u32) {
+        let first = {
+            let mut items = self.queue.items.lock().unwrap_or_else(|p| p.into_inner());
+            items.extend([id as f64, code as f64]);
+            items.len() == 2
+        };
+        if first {
+            // A call already queued drains whatever was pushed before it runs. A failure
+            // means the environment is shutting down: nobody is left to tell.
+            let _: Status = self.tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+}
+
+thread_local! {
+    /// This JavaScript thread's sink (set by `syncInit`).
+    static SINK: RefCell<Option<Arc<Sink>>> = const { RefCell::new(None) };
+}
+
+/// Keeps the event loop alive while waits are pending (`true`) or lets it exit.
+fn set_ref(env: napi::sys::napi_env, raw: usize, keep_alive: bool) {
+    let raw = raw as napi::sys::napi_threadsafe_function;
+    // SAFETY: called on the JavaScript thread that owns `env` and created the threadsafe
+    // function `raw`, which lives as long as the thread's sink.
+    unsafe {
+        if keep_alive {
+            napi::sys::napi_ref_threadsafe_function(env, raw);
+        } else {
+            napi::sys::napi_unref_threadsafe_function(env, raw);
+        }
+    }
+}
+
+/// Sets up this thread's completion channel: `onComplete` receives batches
+/// `[id, code, id, code, ...]`. Called once per JavaScript thread by `lib/waits.ts`.
+#[napi]
+pub fn sync_init(env: Env, on_complete: Function<Vec<f64>, ()>) -> napi::Result<()> {
+    let queue = Arc::new(Queue::default());
+    let q = queue.clone();
+    let tsfn: Tsfn = on_complete
+        .build_threadsafe_function::<()>()
+        .callee_handled::<false>()
+        .weak::<true>()
+        .build_callback(move |ctx| {
+            let batch = std::mem::take(&mut *q.items.lock().unwrap_or_else(|p| p.into_inner()));
+            let n = batch.len() / 2;
+            if n > 0 && q.pending.fetch_sub(n, Ordering::Relaxed) == n {
+                set_ref(ctx.env.raw(), q.raw.load(Ordering::Relaxed), false);
+            }
+            Ok(batch)
+        })?;
+    queue.raw.store(tsfn.raw() as usize, Ordering::Relaxed);
+    let sink = Arc::new(Sink { tsfn, queue });
+    // A worker thread being terminated: its waits stop without delivering.
+    env.add_env_cleanup_hook(Arc::as_ptr(&sink) as usize, waiter::drop_owner)?;
+    SINK.with(|s| *s.borrow_mut() = Some(sink));
+    Ok(())
+}
+
+/// Aborts async wait `id`; it completes with `CANCELLED` (or its result, if that came
+/// first).
+#[napi]
+pub fn sync_cancel(id: f64) {
+    waiter::cancel(id as u64);
+}
+
+/// Whether this JavaScript thread is being terminated (`worker.terminate()`, or the
+/// process exiting while a worker waits): runs a trivial script, which V8 refuses once
+/// termination was requested. Blocking waits ask every 50 ms or so, so a worker blocked
+/// in `acquire()` can still be terminated; the termination stays pending and unwinds the
+/// worker's JavaScript.
+pub(crate) fn terminating(env: &Env) -> bool {
+    let env = env.raw();
+    let mut scope = std::ptr::null_mut();
+    let mut source = std::ptr::null_mut();
+    let mut result = std::ptr::null_mut();
+    // SAFETY: called on the JavaScript thread of `env`, inside a native callback (where
+    // calling into JavaScript is allowed); the handle scope keeps the probe's handles
+    // from piling up during a long wait, and every out-pointer is a live local.
+    unsafe {
+        if napi::sys::napi_open_handle_scope(env, &mut scope) != napi::sys::Status::napi_ok {
+            return true;
+        }
+        let ok = napi::sys::napi_create_string_utf8(env, c"0".as_ptr(), 1, &mut source)
+            == napi::sys::Status::napi_ok
+            && napi::sys::napi_run_script(env, source, &mut result) == napi::sys::Status::napi_ok;
+        napi::sys::napi_close_handle_scope(env, scope);
+        !ok
+    }
+}
+
+/// The error a blocking wait returns when its thread is being terminated (nobody will
+/// see it: the thread's JavaScript is unwinding).
+pub(crate) fn terminated() -> ShmError {
+    ShmError::new("ERR_SHM_CLOSED", "the thread is being terminated")
+}
+
+/// Hands `op` to the waiter threads on behalf of this JavaScript thread.
+fn start(env: &Env, op: Box<dyn AsyncWait>, regions: &[&Region]) -> Result<f64> {
+    let sink = SINK
+        .with(|s| s.borrow().clone())
+        .ok_or_else(|| ShmError::new("EINVAL", "syncInit() was not called on this thread"))?;
+    if sink.queue.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+        set_ref(env.raw(), sink.queue.raw.load(Ordering::Relaxed), true);
+    }
+    let owner = Arc::as_ptr(&sink) as usize;
+    Ok(waiter::submit(op, regions, owner, sink) as f64)
+}
+
+#[napi]
+impl Mapping {
+    fn record<T>(&self, offset: f64) -> Result<Pinned<T>> {
+        Pinned::new(&self.region, to_u64("offset", offset)?)
+    }
+
+    /// Starts an async acquisition of the lock at `offset` for this thread (after the
+    /// JavaScript compare-and-swap failed); returns its id.
+    #[napi]
+    pub fn lock_acquire_async(
+        &self,
+        env: Env,
+        offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<f64> {
+        let deadline = deadline(timeout_ms)?;
+        let op = LockOp {
+            rec: self.record(offset)?,
+            wait: LockWait::new(Owner::current(), deadline, true),
+        };
+        Ok(start(&env, Box::new(op), &[&self.region])?)
+    }
+
+    /// Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout.
+    #[napi]
+    pub fn sem_acquire(
+        &self,
+        env: Env,
+        offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<bool> {
+        let deadline = deadline(timeout_ms)?;
+        let rec = self.record::<SemRecord>(offset)?;
+        Ok(rec
+            .get()
+            .acquire_unless(deadline, || terminating(&env))
+            .ok_or_else(terminated)?)
+    }
+
+    /// Starts an async acquisition of the semaphore at `offset`; returns its id.
+    #[napi]
+    pub fn sem_acquire_async(
+        &self,
+        env: Env,
+        offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<f64> {
+        let deadline = deadline(timeout_ms)?;
+        let op = SemOp {
+            rec: self.record(offset)?,
+            wait: SemWait::new(deadline),
+        };
+        Ok(start(&env, Box::new(op), &[&self.region])?)
+    }
+
+    /// Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
+    /// saw WAITERS).
+    #[napi]
+    pub fn sem_wake(&self, offset: f64, n: u32) -> napi::Result<()> {
+        self.record::<SemRecord>(offset)?.get().wake(n);
+        Ok(())
+    }
+
+    /// Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
+    /// returns a completion code (`sync::code`); the lock is held again.
+    #[napi]
+    pub fn cond_wait(
+        &self,
+        env: Env,
+        offset: f64,
+        lock: &Mapping,
+        lock_offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<u32> {
+        let deadline = deadline(timeout_ms)?;
+        let cond = self.record::<CondRecord>(offset)?;
+        let lock = lock.record::<LockRecord>(lock_offset)?;
+        let woke = condition::wait_unless(cond.get(), lock.get(), deadline, || terminating(&env))?
+            .ok_or_else(terminated)?;
+        Ok(cond_code(Ok(woke)))
+    }
+
+    /// Starts an async wait on the condition at `offset` (the lock must be held by this
+    /// thread; it is released now and re-acquired before completion); returns its id.
+    #[napi]
+    pub fn cond_wait_async(
+        &self,
+        env: Env,
+        offset: f64,
+        lock: &Mapping,
+        lock_offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> napi::Result<f64> {
+        let deadline = deadline(timeout_ms)?;
+        let cond = self.record::<CondRecord>(offset)?;
+        let lock_rec = lock.record::<LockRecord>(lock_offset)?;
+        let wait = CondWait::start(cond.get(), lock_rec.get(), Owner::current(), deadline, true)?;
+        let op = CondOp {
+            cond,
+            lock: lock_rec,
+            wait,
+        };
+        Ok(start(&env, Box::new(op), &[&self.region, &lock.region])?)
+    }
+
+    /// Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
+    /// thread must hold its lock. Returns how many it woke.
+    #[napi]
+    pub fn cond_notify(
+        &self,
+        offset: f64,
+        lock: &Mapping,
+        lock_offset: f64,
+        n: u32,
+    ) -> napi::Result<u32> {
+        let cond = self.record::<CondRecord>(offset)?;
+        let lock = lock.record::<LockRecord>(lock_offset)?;
+        Ok(cond.get().notify(lock.get(), Owner::current(), n)?)
+    }
+}

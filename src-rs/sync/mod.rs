@@ -1,0 +1,179 @@
+//! Synchronization beyond the plain lock: the condition variable and the semaphore
+//! (their records and word protocols), and the machinery that lets JavaScript wait for
+//! any of them without blocking its event loop.
+//!
+//! Every wait is a *step function* (`poll`): it tries to finish (take the lock, take a
+//! unit, consume a notification) and otherwise returns [`Step::Sleep`], naming the futex
+//! word, the value it expects there, and when to look again. Two drivers run the same
+//! step functions:
+//!
+//! - [`block_on`] sleeps the calling thread in `FUTEX_WAIT` (the blocking API);
+//! - [`waiter`] runs a few dedicated threads per process that each watch up to 127
+//!   waits at once with `futex_waitv` and report completions to the JavaScript thread
+//!   that asked (the async API). No wait ever occupies a libuv pool thread.
+//!
+//! Sleeps are cut into [`RECHECK_MS`] slices: a dead lock holder is noticed within one
+//! slice, and a wake-up lost to a waiter that gave up (timed out, aborted, died) costs
+//! the others at most one slice.
+
+pub mod condition;
+pub mod ops;
+pub mod semaphore;
+pub mod waiter;
+
+use crate::error::{Result, ShmError};
+use crate::mapping::{Pin, Region};
+use crate::sys::{self, Deadline, WaitOutcome};
+use std::marker::PhantomData;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+/// Longest sleep before a waiter looks again (dead holders, lost wake-ups).
+pub const RECHECK_MS: f64 = 50.0;
+
+/// What one step of a wait decided.
+#[derive(Debug)]
+pub enum Step<'a, T> {
+    /// Finished with this result.
+    Done(T),
+    /// Sleep while `*word == expected`, until woken or `until`, then step again.
+    Sleep {
+        /// The futex word.
+        word: &'a AtomicU32,
+        /// The value seen there.
+        expected: u32,
+        /// When to step again at the latest.
+        until: Option<Deadline>,
+    },
+}
+
+impl<'a, T> Step<'a, T> {
+    /// The same step with its result mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<'a, U> {
+        match self {
+            Step::Done(v) => Step::Done(f(v)),
+            Step::Sleep {
+                word,
+                expected,
+                until,
+            } => Step::Sleep {
+                word,
+                expected,
+                until,
+            },
+        }
+    }
+}
+
+/// Runs a step function to completion on the calling thread, sleeping in the kernel
+/// between steps.
+pub fn block_on<'a, T>(step: impl FnMut() -> Step<'a, T>) -> T {
+    block_on_unless(step, || false).expect("never stopped")
+}
+
+/// [`block_on`] that asks `stop` every [`RECHECK_MS`] or so (after a sleep) whether to
+/// give up; returns `None` then. The JavaScript boundary uses it so that a worker thread
+/// blocked in a wait can still be terminated.
+pub fn block_on_unless<'a, T>(
+    mut step: impl FnMut() -> Step<'a, T>,
+    mut stop: impl FnMut() -> bool,
+) -> Option<T> {
+    let mut ask_at = Deadline::after_ms(RECHECK_MS);
+    loop {
+        match step() {
+            Step::Done(v) => return Some(v),
+            Step::Sleep {
+                word,
+                expected,
+                until,
+            } => {
+                // Woken, changed or timed out: the next step re-reads everything.
+                let _: WaitOutcome = sys::futex_wait(word, expected, until);
+                if ask_at.passed() {
+                    if stop() {
+                        return None;
+                    }
+                    ask_at = Deadline::after_ms(RECHECK_MS);
+                }
+            }
+        }
+    }
+}
+
+/// A record of type `T` inside a pinned mapping: the mapping stays mapped while this
+/// lives, so a wait running on another thread never touches unmapped memory.
+#[derive(Debug)]
+pub struct Pinned<T> {
+    pin: Pin,
+    offset: usize,
+    _record: PhantomData<fn() -> T>,
+}
+
+impl<T> Pinned<T> {
+    /// Pins `region` and checks that a `T` fits at `offset`, 4-byte aligned.
+    ///
+    /// # Errors
+    /// `ERR_SHM_CLOSED`, `ERR_SHM_OUT_OF_BOUNDS`, `EINVAL` (misaligned).
+    pub fn new(region: &Arc<Region>, offset: u64) -> Result<Pinned<T>> {
+        const { assert!(std::mem::align_of::<T>() <= 4) };
+        let pin = region.pin()?;
+        pin.region()
+            .check_range(offset, std::mem::size_of::<T>() as u64)?;
+        if !offset.is_multiple_of(4) {
+            return Err(ShmError::new(
+                "EINVAL",
+                format!("offset {offset} is not 4-byte aligned"),
+            ));
+        }
+        Ok(Pinned {
+            pin,
+            offset: offset as usize,
+            _record: PhantomData,
+        })
+    }
+
+    /// The record.
+    pub fn get(&self) -> &T {
+        // SAFETY: `new` checked that a T fits at the offset with T's alignment; the pin
+        // keeps the pages mapped for as long as `self` (and so the reference) lives; the
+        // records are all-atomic, so shared access from many threads and processes is
+        // what they are made for.
+        unsafe { &*((self.pin.region().addr() + self.offset) as *const T) }
+    }
+
+    /// Whether the record lies in `region`.
+    pub fn is_in(&self, region: &Region) -> bool {
+        std::ptr::eq(self.pin.region(), region)
+    }
+}
+
+/// How an async wait ended: the low byte is the outcome, [`code::OWNER_DIED`] a flag.
+/// `lib/waits.ts` decodes the same numbers.
+pub mod code {
+    /// Acquired / notified.
+    pub const OK: u32 = 0;
+    /// The deadline passed (a condition wait still re-acquired its lock).
+    pub const TIMED_OUT: u32 = 1;
+    /// Aborted (a condition wait still re-acquired its lock).
+    pub const CANCELLED: u32 = 2;
+    /// The mapping was closed while waiting.
+    pub const CLOSED: u32 = 3;
+    /// The lock can never be acquired again.
+    pub const NOT_RECOVERABLE: u32 = 4;
+    /// Flag: the lock was taken over from a holder that died.
+    pub const OWNER_DIED: u32 = 0x100;
+}
+
+/// Why the driver interrupts a wait (bits, see `waiter::Shared`).
+pub mod interrupt {
+    /// The JavaScript side aborted the wait.
+    pub const CANCEL: u32 = 1;
+    /// A mapping the wait uses is being closed.
+    pub const CLOSE: u32 = 2;
+    /// The JavaScript environment that asked is gone (worker terminated): finish
+    /// quietly, nobody will hear the result.
+    pub const DROP: u32 = 4;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! The waits the async driver runs: each owns its pinned records and turns the step
+//! function of its primitive into a completion [`code`].
+
+use super::condition::{CondRecord, CondWait, Woke};
+use super::semaphore::{SemRecord, SemWait};
+use super::{code, interrupt, Pinned, Step};
+use crate::error::Result;
+use crate::lock::{Acquired, LockRecord, LockWait};
+
+/// A wait the async driver can run.
+pub trait AsyncWait: Send {
+    /// One step; `interrupts` are the [`interrupt`] bits raised so far.
+    fn poll(&mut self, interrupts: u32) -> Step<'_, u32>;
+}
+
+/// The completion code of a lock acquisition.
+pub fn lock_code(r: Result<Acquired>) -> u32 {
+    match r {
+        Ok(Acquired::Yes) => code::OK,
+        Ok(Acquired::OwnerDied) => code::OK | code::OWNER_DIED,
+        Ok(Acquired::TimedOut) => code::TIMED_OUT,
+        // Queued waits never report a deadlock; the only error left is a dead lock.
+        Err(_) => code::NOT_RECOVERABLE,
+    }
+}
+
+/// The completion code of a condition wait (the lock is held again unless it is
+/// `NOT_RECOVERABLE`).
+pub fn cond_code(r: Result<(Woke, Acquired)>) -> u32 {
+    let Ok((woke, acquired)) = r else {
+        return code::NOT_RECOVERABLE;
+    };
+    let outcome = match woke {
+        Woke::Notified => code::OK,
+        Woke::TimedOut => code::TIMED_OUT,
+        Woke::Cancelled => code::CANCELLED,
+    };
+    outcome | lock_code(Ok(acquired))
+}
+
+/// `Lock#acquireAsync`: takes the lock for the JavaScript thread that asked.
+#[derive(Debug)]
+pub struct LockOp {
+    /// The lock.
+    pub rec: Pinned<LockRecord>,
+    /// The acquisition (queued, for the asking thread's identity).
+    pub wait: LockWait,
+}
+
+impl AsyncWait for LockOp {
+    fn poll(&mut self, interrupts: u32) -> Step<'_, u32> {
+        if interrupts != 0 {
+            self.wait.abandon(self.rec.get());
+            return Step::Done(if interrupts & interrupt::CANCEL != 0 {
+                code::CANCELLED
+            } else {
+                code::CLOSED
+            });
+        }
+        self.wait.poll(self.rec.get()).map(lock_code)
+    }
+}
+
+/// `Semaphore#acquireAsync`.
+#[derive(Debug)]
+pub struct SemOp {
+    /// The semaphore.
+    pub rec: Pinned<SemRecord>,
+    /// The acquisition.
+    pub wait: SemWait,
+}
+
+impl AsyncWait for SemOp {
+    fn poll(&mut self, interrupts: u32) -> Step<'_, u32> {
+        if interrupts != 0 {
+            self.wait.abandon(self.rec.get());
+            return Step::Done(if interrupts & interrupt::CANCEL != 0 {
+                code::CANCELLED
+            } else {
+                code::CLOSED
+            });
+        }
+        self.wait
+            .poll(self.rec.get())
+            .map(|took| if took { code::OK } else { code::TIMED_OUT })
+    }
+}
+
+/// `Condition#waitAsync`: waits for a notification, then re-acquires the lock for the
+/// JavaScript thread that asked (also after a timeout or an abort).
+#[derive(Debug)]
+pub struct CondOp {
+    /// The condition.
+    pub cond: Pinned<CondRecord>,
+    /// Its lock.
+    pub lock: Pinned<LockRecord>,
+    /// The wait, started on the JavaScript thread while it held the lock.
+    pub wait: CondWait,
+}
+
+impl AsyncWait for CondOp {
+    fn poll(&mut self, interrupts: u32) -> Step<'_, u32> {
+        if interrupts & (interrupt::CLOSE | interrupt::DROP) != 0 {
+            self.wait.abandon(self.cond.get());
+            return Step::Done(code::CLOSED);
+        }
+        let cancel = interrupts & interrupt::CANCEL != 0;
+        self.wait
+            .poll(self.cond.get(), self.lock.get(), cancel)
+            .map(cond_code)
+    }
+}

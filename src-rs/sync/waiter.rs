@@ -1,0 +1,275 @@
+//! The async driver: a few dedicated threads per process that run every pending async
+//! wait (`acquireAsync`, `waitAsync`), so that neither the JavaScript thread nor a libuv
+//! pool thread ever blocks.
+//!
+//! Each waiter thread owns up to 127 waits. It steps all of them, collects the distinct
+//! words they sleep on plus its own *control word*, and sleeps on all at once with
+//! `futex_waitv` until any changes or is woken, or the earliest re-check time. After any
+//! wake-up it steps every wait again (a wait's step re-reads its word, so a wake-up meant
+//! for one of them is never lost). A thread is added when all are full and leaves after
+//! `IDLE_EXIT_MS` (30 s) without work. Where the kernel has no `futex_waitv`
+//! ([`sys::futex_wait_any_capacity`] is 1), each thread runs one wait and re-checks its
+//! interrupts every `SINGLE_SLICE_MS` (10 ms).
+//!
+//! Completions go to a [`Deliver`] (the JavaScript thread's queue, `js_sync.rs`).
+//!
+//! | event               | how the waiter thread learns of it                          |
+//! |---------------------|-------------------------------------------------------------|
+//! | new wait            | pushed to its inbox, control word bumped and woken          |
+//! | abort (`cancel`)    | the wait's `CANCEL` bit set, control word bumped and woken  |
+//! | mapping closed      | `CLOSE` set on every wait using it, control words woken     |
+//! | JS thread gone      | `DROP` set on every wait it started, control words woken    |
+//! | word changed/woken  | `futex_waitv` returns                                       |
+//! | deadline / re-check | `futex_waitv` times out                                     |
+
+use super::interrupt;
+use super::ops::AsyncWait;
+use super::Step;
+use crate::mapping::Region;
+use crate::sys::{self, Deadline};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+/// A waiter thread with no work for this long exits.
+const IDLE_EXIT_MS: f64 = 30_000.0;
+/// Without `futex_waitv`, how often a thread re-checks its wait's interrupts.
+const SINGLE_SLICE_MS: f64 = 10.0;
+
+/// Receives completions: called on a waiter thread, once per wait.
+pub trait Deliver: Send + Sync {
+    /// Wait `id` finished with completion `code`.
+    fn deliver(&self, id: u64, code: u32);
+}
+
+/// One dedicated thread and what it is given.
+#[derive(Debug, Default)]
+struct Worker {
+    /// Bumped (and woken) to interrupt the thread's sleep.
+    control: AtomicU32,
+    /// Waits handed over and not yet taken in.
+    inbox: Mutex<Vec<Job>>,
+    /// Waits assigned (inbox + running).
+    load: AtomicUsize,
+}
+
+impl Worker {
+    fn interrupt(&self) {
+        // Release: the thread's Acquire load of the control word sees what we published.
+        self.control.fetch_add(1, Ordering::Release);
+        sys::futex_wake(&self.control, 1);
+    }
+}
+
+/// What the registry and the waiter thread share about one wait.
+#[derive(Debug)]
+struct Shared {
+    /// [`interrupt`] bits.
+    interrupts: AtomicU32,
+    worker: Arc<Worker>,
+    /// Addresses of the `Region`s the wait uses.
+    regions: Vec<usize>,
+    /// Who started it (see [`drop_owner`]).
+    owner: usize,
+}
+
+struct Job {
+    id: u64,
+    op: Box<dyn AsyncWait>,
+    shared: Arc<Shared>,
+    deliver: Arc<dyn Deliver>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("id", &self.id).finish()
+    }
+}
+
+#[derive(Default)]
+struct Pool {
+    workers: Vec<Arc<Worker>>,
+    jobs: HashMap<u64, Arc<Shared>>,
+    next_id: u64,
+}
+
+static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(Mutex::default);
+
+fn pool() -> MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits one thread runs at most: one word per wait, plus the control word.
+fn per_worker() -> usize {
+    match sys::futex_wait_any_capacity() {
+        1 => 1,
+        n => n - 1,
+    }
+}
+
+/// Hands `op` to a waiter thread. `regions`: the mappings it uses (for [`close_region`]);
+/// `owner`: a key for [`drop_owner`]. Returns the wait's id (for [`cancel`]).
+pub fn submit(
+    op: Box<dyn AsyncWait>,
+    regions: &[&Region],
+    owner: usize,
+    deliver: Arc<dyn Deliver>,
+) -> u64 {
+    let mut pool = pool();
+    let cap = per_worker();
+    // Relaxed (all uses of `load`): it is only read and written under the pool lock,
+    // except the waiter thread's decrement, which can only make room.
+    let worker = match pool
+        .workers
+        .iter()
+        .find(|w| w.load.load(Ordering::Relaxed) < cap)
+    {
+        Some(w) => w.clone(),
+        None => {
+            let w = Arc::new(Worker::default());
+            let run = w.clone();
+            std::thread::Builder::new()
+                .name("shmutils-waiter".into())
+                .stack_size(256 << 10)
+                .spawn(move || run_worker(run))
+                .expect("spawning a waiter thread");
+            pool.workers.push(w.clone());
+            w
+        }
+    };
+    pool.next_id += 1;
+    let id = pool.next_id;
+    let shared = Arc::new(Shared {
+        interrupts: AtomicU32::new(0),
+        worker: worker.clone(),
+        regions: regions
+            .iter()
+            .map(|r| *r as *const Region as usize)
+            .collect(),
+        owner,
+    });
+    pool.jobs.insert(id, shared.clone());
+    worker.load.fetch_add(1, Ordering::Relaxed);
+    worker
+        .inbox
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Job {
+            id,
+            op,
+            shared,
+            deliver,
+        });
+    drop(pool);
+    worker.interrupt();
+    id
+}
+
+fn raise(shared: &Shared, bits: u32) {
+    // Release: pairs with the waiter thread's Acquire load before it steps the wait.
+    shared.interrupts.fetch_or(bits, Ordering::Release);
+    shared.worker.interrupt();
+}
+
+/// Aborts wait `id` (no effect once it finished): it completes with `CANCELLED`, or
+/// with its result if it got there first.
+pub fn cancel(id: u64) {
+    if let Some(s) = pool().jobs.get(&id) {
+        raise(s, interrupt::CANCEL);
+    }
+}
+
+/// Finishes every wait that uses `region` with `CLOSED` (the mapping is being closed).
+pub fn close_region(region: &Region) {
+    let key = region as *const Region as usize;
+    for s in pool().jobs.values().filter(|s| s.regions.contains(&key)) {
+        raise(s, interrupt::CLOSE);
+    }
+}
+
+/// Drops every wait started by `owner` without delivering (its JavaScript environment
+/// is being torn down).
+pub fn drop_owner(owner: usize) {
+    for s in pool().jobs.values().filter(|s| s.owner == owner) {
+        raise(s, interrupt::DROP);
+    }
+}
+
+/// The body of a waiter thread.
+fn run_worker(me: Arc<Worker>) {
+    let single = sys::futex_wait_any_capacity() == 1;
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut idle_since: Option<Deadline> = None;
+    loop {
+        // Acquire: pairs with `interrupt`; read before taking the inbox, so a job pushed
+        // after this read also changes the value we sleep on.
+        let control = me.control.load(Ordering::Acquire);
+        jobs.append(&mut me.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+
+        let mut finished: Vec<(usize, u32)> = Vec::new();
+        {
+            let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(jobs.len() + 1);
+            let mut until: Option<Deadline> = None;
+            let mut changed = false;
+            let idle = jobs.is_empty();
+            if !single || idle {
+                words.push((&me.control, control));
+            }
+            for (i, job) in jobs.iter_mut().enumerate() {
+                // Acquire: pairs with `raise`.
+                let bits = job.shared.interrupts.load(Ordering::Acquire);
+                match job.op.poll(bits) {
+                    Step::Done(code) => finished.push((i, code)),
+                    Step::Sleep {
+                        word,
+                        expected,
+                        until: u,
+                    } => {
+                        if let Some(d) = u {
+                            until = Some(until.map_or(d, |x: Deadline| x.min(d)));
+                        }
+                        match words.iter().find(|(w, _)| std::ptr::eq(*w, word)) {
+                            // Two waits read different values: it changed; step again.
+                            Some((_, e)) => changed |= *e != expected,
+                            None => words.push((word, expected)),
+                        }
+                    }
+                }
+            }
+            if idle {
+                let d = *idle_since.get_or_insert_with(|| Deadline::after_ms(IDLE_EXIT_MS));
+                if d.passed() && retire(&me) {
+                    return;
+                }
+                until = Some(d);
+            } else {
+                idle_since = None;
+                if single {
+                    let slice = Deadline::after_ms(SINGLE_SLICE_MS);
+                    until = Some(until.map_or(slice, |d| d.min(slice)));
+                }
+            }
+            if finished.is_empty() && !changed {
+                sys::futex_wait_any(&words, until);
+            }
+        }
+        for (i, code) in finished.into_iter().rev() {
+            let job = jobs.swap_remove(i);
+            pool().jobs.remove(&job.id);
+            me.load.fetch_sub(1, Ordering::Relaxed);
+            if job.shared.interrupts.load(Ordering::Acquire) & interrupt::DROP == 0 {
+                job.deliver.deliver(job.id, code);
+            }
+        }
+    }
+}
+
+/// Removes an idle thread from the pool; `false` if work arrived meanwhile.
+fn retire(me: &Arc<Worker>) -> bool {
+    let mut pool = pool();
+    if me.load.load(Ordering::Relaxed) != 0 {
+        return false;
+    }
+    pool.workers.retain(|w| !Arc::ptr_eq(w, me));
+    true
+}
