@@ -1,7 +1,6 @@
 import test from 'ava'
-import { Condition, Lock, RLock, revive, ShmError } from '../dist/index.js'
-import { setLockAllocator } from '../dist/lock.js'
-import { rawSegment, type Peer, rejection, since, sleep, startPeer, throws } from './helpers.js'
+import { Condition, Lock, MappedMemory, RLock, revive, ShmError } from '../dist/index.js'
+import { rawSegment, segmentName, type Peer, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const N = 400
 
@@ -191,24 +190,16 @@ test('handles: a Condition revives with its lock (of the right class)', async (t
   t.deepEqual(await peer.request('revive', { key: 'c', handle: cond }), { class: 'Condition' })
 })
 
-test('new Condition(lock) allocates its record in the lock\'s memory through the heap hook', (t) => {
-  const m = rawSegment(t)
-  t.throws(() => new Condition(Lock.at(m, 0)), { instanceOf: TypeError, message: /heap module/ })
-  let next = 256
-  setLockAllocator((where) => {
-    t.is(where, m)
-    const offset = next
-    next += 64
-    return { memory: m, offset }
-  })
-  t.teardown(() => setLockAllocator(() => {
-    throw new TypeError('no heap')
-  }))
-  const lock = new Lock(m)
+test('new Condition(lock) allocates its record in the lock\'s heap', (t) => {
+  const mem = MappedMemory.create(segmentName(t, 'cond-heap'), { size: 1 << 16 })
+  t.teardown(() => mem.close())
+  t.throws(() => new Condition(Lock.at(rawSegment(t), 0)), { instanceOf: TypeError, message: /heap/ }, 'a raw mapping has no heap')
+  const before = mem.heap.stats().allocations
+  const lock = new Lock(mem)
   const cond = new Condition(lock)
-  t.is(lock.offset, 256)
-  t.is(cond.offset, 320)
-  t.is(cond.memory, m)
+  t.is(cond.memory, mem)
+  t.is(cond.offset % 64, 0, 'a cache line of its own')
+  t.is(mem.heap.stats().allocations, before + 2)
   lock.acquire()
   t.false(cond.wait(5))
   lock.release()

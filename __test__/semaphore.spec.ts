@@ -1,7 +1,6 @@
 import test from 'ava'
-import { revive, Semaphore, SEMAPHORE_MAX } from '../dist/index.js'
-import { setLockAllocator } from '../dist/lock.js'
-import { rawSegment, since, startPeer, throws } from './helpers.js'
+import { MappedMemory, revive, Semaphore, SEMAPHORE_MAX } from '../dist/index.js'
+import { rawSegment, segmentName, since, startPeer, throws } from './helpers.js'
 
 test('value, tryAcquire, acquire with timeout, release(n)', (t) => {
   const m = rawSegment(t)
@@ -63,20 +62,20 @@ test('a unit released while many wait wakes them in turn; timeouts give up', asy
   t.is(s.value, 0)
 })
 
-test('handles revive to a Semaphore; new Semaphore allocates through the heap hook', (t) => {
+test('handles revive to a Semaphore; new Semaphore allocates in the heap', (t) => {
   const m = rawSegment(t)
   const s = Semaphore.at(m, 96, 7)
   const again = revive<Semaphore>(JSON.parse(JSON.stringify(s)))
   t.true(again instanceof Semaphore)
   t.is(again.value, 7)
-  t.throws(() => new Semaphore(m, 1), { instanceOf: TypeError, message: /heap module/ })
-  setLockAllocator(() => ({ memory: m, offset: 512 }))
-  t.teardown(() => setLockAllocator(() => {
-    throw new TypeError('no heap')
-  }))
-  const fresh = new Semaphore(m, 5)
-  t.is(fresh.offset, 512)
+  t.throws(() => new Semaphore(m, 1), { instanceOf: TypeError, message: /heap/ }, 'a raw mapping has no heap')
+  const mem = MappedMemory.create(segmentName(t, 'sem-heap'), { size: 1 << 16 })
+  t.teardown(() => mem.close())
+  const fresh = new Semaphore(mem, 5)
+  t.is(fresh.offset % 64, 0)
   t.is(fresh.value, 5)
+  const inHeap = new Semaphore(mem.heap, 2)
+  t.is(inHeap.value, 2)
 })
 
 test('bad arguments throw TypeError/RangeError naming them', (t) => {
