@@ -9,10 +9,18 @@ import { MapFlags, MappedMemory, Protection, shmOpen, shmUnlink } from '../dist/
 
 let counter = 0
 
+/** Names not unlinked yet: a last sweep at exit covers a test process that ends early. */
+const pending = new Set<string>()
+process.on('exit', () => pending.forEach(unlinkQuietly))
+
 /** A fresh segment name, unlinked (if it exists) when the test ends, even on failure. */
 export function segmentName(t: ExecutionContext, tag = 't'): string {
   const name = `/shmutils-test-${process.pid}-${tag}-${++counter}`
-  t.teardown(() => unlinkQuietly(name))
+  pending.add(name)
+  t.teardown(() => {
+    unlinkQuietly(name)
+    pending.delete(name)
+  })
   return name
 }
 
