@@ -9,7 +9,12 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** One mapping, shared with every ArrayBuffer created over it. */
+/**
+ * One mapping, shared with every ArrayBuffer created over it. Its lifecycle (create,
+ * open, buffer, close) goes through this class; the per-call operations (locks,
+ * semaphores, conditions, heaps) are free functions taking its `id`, because napi-rs
+ * class methods take a process-wide mutex per call for borrow tracking.
+ */
 export declare class Mapping {
   /** A raw mapping: `mmap(address, size, protection, flags, fd, offset)`. */
   static map(address: number | undefined | null, size: number, protection: number, flags: number, fd: number, offset: number): Mapping
@@ -20,26 +25,13 @@ export declare class Mapping {
   static createSegment(name: string, size: number, permissions: number, fixed: boolean | number, prefault: boolean): Mapping
   /** Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`. */
   static openSegment(name: string, fixed: string, readOnly: boolean): Mapping
-  /** Absolute address of the first byte. */
-  get address(): number
-  /** Length in bytes. */
-  get size(): number
-  /**
-   * The creator's base address (pointers in the segment are stored relative to it);
-   * for a raw mapping, its own address.
-   */
-  get base(): number
-  /** Start of the heap region (managed segments), else 0. */
-  get heapOffset(): number
-  /** Length of the heap region (managed segments), else 0. */
-  get heapSize(): number
+  /** Where the mapping is and what its header says. */
+  info(): MappingInfo
   /**
    * An external ArrayBuffer over the whole mapping (zero-copy). Throws instead of
    * copying when the runtime forbids external buffers: a copy would not be shared.
    */
   buffer(): ArrayBuffer
-  /** Whether the mapping is still usable. */
-  get live(): boolean
   /**
    * Unmaps (once every in-flight native wait has let go). The caller detaches its
    * ArrayBuffer first. Idempotent.
@@ -48,51 +40,29 @@ export declare class Mapping {
   /** Forgets the mapping without unmapping it; the caller owns the pages. */
   forget(): boolean
   /**
-   * Takes the lock at `offset`, sleeping in the kernel; the slow path after the
-   * JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
-   */
-  lockAcquire(offset: number, timeoutMs?: number | undefined | null): number
-  /** Releases the lock at `offset` held by this thread, waking a waiter if needed. */
-  lockRelease(offset: number): void
-  /** Wakes one waiter of the lock at `offset` (after a JavaScript release saw WAITERS). */
-  lockWake(offset: number): void
-  /** Clears OWNER_DIED on the lock at `offset` held by this thread. */
-  lockMarkConsistent(offset: number): void
-  /**
    * Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
    * returns its id for the `heap*` functions of this thread.
    */
   heap(offset: number, size: number, format: boolean): number
-  /**
-   * Starts an async acquisition of the lock at `offset` for this thread (after the
-   * JavaScript compare-and-swap failed); returns its id.
-   */
-  lockAcquireAsync(offset: number, timeoutMs?: number | undefined | null): number
-  /** Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout. */
-  semAcquire(offset: number, timeoutMs?: number | undefined | null): boolean
-  /** Starts an async acquisition of the semaphore at `offset`; returns its id. */
-  semAcquireAsync(offset: number, timeoutMs?: number | undefined | null): number
-  /**
-   * Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
-   * saw WAITERS).
-   */
-  semWake(offset: number, n: number): void
-  /**
-   * Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
-   * returns a completion code (`sync::code`); the lock is held again.
-   */
-  condWait(offset: number, lock: Mapping, lockOffset: number, timeoutMs?: number | undefined | null): number
-  /**
-   * Starts an async wait on the condition at `offset` (the lock must be held by this
-   * thread; it is released now and re-acquired before completion); returns its id.
-   */
-  condWaitAsync(offset: number, lock: Mapping, lockOffset: number, timeoutMs?: number | undefined | null): number
-  /**
-   * Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
-   * thread must hold its lock. Returns how many it woke.
-   */
-  condNotify(offset: number, lock: Mapping, lockOffset: number, n: number): number
 }
+
+/**
+ * Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
+ * thread must hold its lock. Returns how many it woke.
+ */
+export declare function condNotify(id: number, offset: number, lockId: number, lockOffset: number, n: number): number
+
+/**
+ * Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
+ * returns a completion code (`sync::code`); the lock is held again.
+ */
+export declare function condWait(id: number, offset: number, lockId: number, lockOffset: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Starts an async wait on the condition at `offset` (the lock must be held by this
+ * thread; it is released now and re-acquired before completion); returns its id.
+ */
+export declare function condWaitAsync(id: number, offset: number, lockId: number, lockOffset: number, timeoutMs?: number | undefined | null): number
 
 /** Detaches an ArrayBuffer so that every view over it reads as length 0. */
 export declare function detachBuffer(buffer: ArrayBuffer): void
@@ -156,6 +126,33 @@ export interface HeapStatsJs {
   allocations: number
 }
 
+/**
+ * Takes the lock at `offset` of mapping `id`, sleeping in the kernel; the slow path
+ * after the JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
+ */
+export declare function lockAcquire(id: number, offset: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Starts an async acquisition of the lock at `offset` for this thread (after the
+ * JavaScript compare-and-swap failed); returns its id.
+ */
+export declare function lockAcquireAsync(id: number, offset: number, timeoutMs?: number | undefined | null): number
+
+/** Clears OWNER_DIED on the lock at `offset` of mapping `id` held by this thread. */
+export declare function lockMarkConsistent(id: number, offset: number): void
+
+/**
+ * Releases the lock at `offset` of mapping `id` held by this thread, waking a waiter if
+ * needed.
+ */
+export declare function lockRelease(id: number, offset: number): void
+
+/**
+ * Wakes one waiter of the lock at `offset` of mapping `id` (after a JavaScript release
+ * saw WAITERS).
+ */
+export declare function lockWake(id: number, offset: number): void
+
 /** The platform's mapping constants. */
 export declare function mapConstants(): MapConstants
 
@@ -183,6 +180,25 @@ export interface MapConstants {
   mapNoreserve: number
   /** MAP_POPULATE (0 where unsupported) */
   mapPopulate: number
+}
+
+/** Where a mapping is and what its header says, read in one call. */
+export interface MappingInfo {
+  /** Id for the free functions of this thread. */
+  id: number
+  /** Absolute address of the first byte. */
+  address: number
+  /** Length in bytes. */
+  size: number
+  /**
+   * The creator's base address (pointers in the segment are stored relative to it);
+   * for a raw mapping, its own address.
+   */
+  base: number
+  /** Start of the heap region (managed segments), else 0. */
+  heapOffset: number
+  /** Length of the heap region (managed segments), else 0. */
+  heapSize: number
 }
 
 /** Unmaps memory previously released with `detach()`. */
@@ -223,6 +239,18 @@ export interface OpenedObject {
 
 /** The system page size. */
 export declare function pageSize(): number
+
+/** Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout. */
+export declare function semAcquire(id: number, offset: number, timeoutMs?: number | undefined | null): boolean
+
+/** Starts an async acquisition of the semaphore at `offset`; returns its id. */
+export declare function semAcquireAsync(id: number, offset: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
+ * saw WAITERS).
+ */
+export declare function semWake(id: number, offset: number, n: number): void
 
 /** `shm_open` with the original library's modes. */
 export declare function shmOpen(name: string, mode: string, permissions: number): OpenedObject

@@ -9,6 +9,7 @@ import { abortError, native, notOwner, typeError } from './errors.js'
 import { type Handle, registerReviver, revive } from './handles.js'
 import { allocateRecord, type AsyncWaitOptions, checkRecordAt, heldHere, Lock, setOwnerDied } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
 
 /** `n` meaning "every waiter" for the native notify. */
@@ -94,9 +95,9 @@ export class Condition {
    */
   wait(timeout?: number): boolean {
     const t = checkTimeout(timeout, 'The "timeout" argument')
-    const { mapping } = internals(this.memory)
-    const lockMapping = internals(this.lock.memory).mapping
-    return this.#woke(native(() => mapping.condWait(this.offset, lockMapping, this.lock.offset, t)))
+    const { id } = internals(this.memory)
+    const lockId = internals(this.lock.memory).id
+    return this.#woke(native(() => binding.condWait(id, this.offset, lockId, this.lock.offset, t)))
   }
 
   /**
@@ -112,9 +113,9 @@ export class Condition {
       const { timeout, signal } = checkWaitOptions(options)
       if (!heldHere(this.lock)) throw notOwner()
       if (signal?.aborted) throw abortError(signal)
-      const { mapping } = internals(this.memory)
-      const lockMapping = internals(this.lock.memory).mapping
-      return waitNative(() => mapping.condWaitAsync(this.offset, lockMapping, this.lock.offset, timeout), signal).then((code) =>
+      const { id } = internals(this.memory)
+      const lockId = internals(this.lock.memory).id
+      return waitNative(() => binding.condWaitAsync(id, this.offset, lockId, this.lock.offset, timeout), signal).then((code) =>
         this.#woke(code, signal),
       )
     } catch (e) {
@@ -141,12 +142,12 @@ export class Condition {
   }
 
   #notify(n: number): void {
-    const { mapping, i32 } = internals(this.memory)
-    const lockMapping = internals(this.lock.memory).mapping
+    const { id, i32 } = internals(this.memory)
+    const lockId = internals(this.lock.memory).id
     if (!heldHere(this.lock)) throw notOwner()
     // No waiters registered (they register holding the lock, which we hold): done.
     if (n === 0 || (Atomics.load(i32, this.#w + 1) & 0xffff) === 0) return
-    native(() => mapping.condNotify(this.offset, lockMapping, this.lock.offset, n))
+    native(() => binding.condNotify(id, this.offset, lockId, this.lock.offset, n))
   }
 
   /** A handle that `revive` turns into the same condition (and its lock) elsewhere. */

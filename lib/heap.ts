@@ -227,7 +227,7 @@ function toValue(t: Type, init: unknown): unknown {
 
 // ---- wiring into the other modules ----
 
-setHeapFactory((m) => Heap.attach(m, internals(m).mapping.heapOffset))
+setHeapFactory((m) => Heap.attach(m, internals(m).heapOffset))
 
 setRefHeapLookup((m) => (m.managed && !m.closed ? m.heap : null))
 

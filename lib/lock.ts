@@ -10,6 +10,7 @@ import { abortError, closedError, native, notOwner, rangeError, ShmError, typeEr
 import { type Handle, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
 import { internals, MappedMemory, memoryOfHandle } from './memory.js'
+import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
 
 /** Owner thread id bits of the lock word. */
@@ -195,8 +196,8 @@ export class Lock implements Disposable {
       this.#recordOwner(a, w)
       return true
     }
-    const mapping = internals(this.memory).mapping
-    return this.#acquired(native(() => mapping.lockAcquire(this.offset, timeout)))
+    const { id } = internals(this.memory)
+    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout)))
   }
 
   #recordOwner(a: Int32Array, w: number): void {
@@ -252,8 +253,8 @@ export class Lock implements Disposable {
       if (signal?.aborted) throw abortError(signal)
       if (this.tryAcquire()) return Promise.resolve(true)
       if (timeout === 0) return Promise.resolve(false)
-      const mapping = internals(this.memory).mapping
-      return waitNative(() => mapping.lockAcquireAsync(this.offset, timeout), signal).then((code) => {
+      const { id } = internals(this.memory)
+      return waitNative(() => binding.lockAcquireAsync(id, this.offset, timeout), signal).then((code) => {
         if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
         return this.#acquired(code)
       })
@@ -274,14 +275,14 @@ export class Lock implements Disposable {
     if (Atomics.compareExchange(a, w, TID, 0) === TID) return
     const cur = Atomics.load(a, w)
     if ((cur & TID_MASK) !== TID || cur === NOT_RECOVERABLE) throw notOwner()
-    const mapping = internals(this.memory).mapping
+    const { id } = internals(this.memory)
     if (cur & OWNER_DIED) {
       this.#ownerDied = false
-      native(() => mapping.lockRelease(this.offset))
+      native(() => binding.lockRelease(id, this.offset))
       return
     }
     // Waiters (bit 31 makes the int32 negative): free it, then wake one.
-    if (Atomics.exchange(a, w, 0) < 0) native(() => mapping.lockWake(this.offset))
+    if (Atomics.exchange(a, w, 0) < 0) native(() => binding.lockWake(id, this.offset))
   }
 
   /** Runs `fn` holding the lock, releasing it afterwards even if `fn` throws. */
@@ -342,8 +343,8 @@ export class Lock implements Disposable {
    * @throws ShmError `ERR_SHM_NOT_OWNER`
    */
   markConsistent(): void {
-    const mapping = internals(this.memory).mapping
-    native(() => mapping.lockMarkConsistent(this.offset))
+    const { id } = internals(this.memory)
+    native(() => binding.lockMarkConsistent(id, this.offset))
     this.#ownerDied = false
   }
 

@@ -7,7 +7,7 @@ import { checkIndex, checkString, describe } from './args.js'
 import { closedError, native, outOfBounds, rangeError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { MapFlags, Protection } from './constants.js'
-import { binding, type NativeMapping } from './native.js'
+import { binding, type MappingInfo, type NativeMapping } from './native.js'
 import { SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
 import type { Heap } from './heap.js'
 import type { Ref } from './ref.js'
@@ -45,6 +45,10 @@ export interface OpenOptions {
 export interface MemoryInternals {
   /** The native mapping (throws `ERR_SHM_CLOSED` when closed). */
   readonly mapping: NativeMapping
+  /** Its id for the native free functions of this thread. */
+  readonly id: number
+  /** Start of the heap region (managed segments), else 0. */
+  readonly heapOffset: number
   /** Int32 view for `Atomics` (length 0 once closed). */
   readonly i32: Int32Array
   /** A DataView over the mapping. */
@@ -84,6 +88,7 @@ export class MappedMemory implements Disposable {
   /** The absolute address range `[begin, end)`. */
   readonly address: { readonly begin: number; readonly end: number }
   #mapping: NativeMapping
+  #info: MappingInfo
   #buffer: ArrayBuffer
   #bytes: Uint8Array
   #i32: Int32Array
@@ -141,8 +146,10 @@ export class MappedMemory implements Disposable {
     }
     this.#mapping = mapping
     this.name = name
-    this.size = mapping.size
-    const begin = mapping.address
+    const info = mapping.info()
+    this.#info = info
+    this.size = info.size
+    const begin = info.address
     this.address = Object.freeze({ begin, end: begin + this.size })
     this.#buffer = native(() => mapping.buffer())
     this.#bytes = new Uint8Array(this.#buffer)
@@ -153,7 +160,8 @@ export class MappedMemory implements Disposable {
     internals = (m) => {
       if (m.#closed) throw closedError('the mapping')
       m.#view ??= new DataView(m.#buffer)
-      return { mapping: m.#mapping, i32: m.#i32, view: m.#view, base: m.#mapping.base }
+      const info = m.#info
+      return { mapping: m.#mapping, id: info.id, heapOffset: info.heapOffset, i32: m.#i32, view: m.#view, base: info.base }
     }
   }
 

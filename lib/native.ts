@@ -49,3 +49,6 @@ export const binding: typeof Binding = load()
 
 /** The native mapping class. */
 export type NativeMapping = Binding.Mapping
+
+/** Where a native mapping is (see `Mapping.info()`). */
+export type MappingInfo = Binding.MappingInfo

@@ -9,6 +9,7 @@ import { abortError, closedError, native, rangeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, type LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
 
 /** The count bits of the word; bit 31 means "someone may sleep: wake on release". */
@@ -98,8 +99,8 @@ export class Semaphore {
     const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
     if (this.tryAcquire()) return true
     if (timeout === 0) return false
-    const mapping = internals(this.memory).mapping
-    return native(() => mapping.semAcquire(this.offset, timeout))
+    const { id } = internals(this.memory)
+    return native(() => binding.semAcquire(id, this.offset, timeout))
   }
 
   /**
@@ -115,8 +116,8 @@ export class Semaphore {
       if (signal?.aborted) throw abortError(signal)
       if (this.tryAcquire()) return Promise.resolve(true)
       if (timeout === 0) return Promise.resolve(false)
-      const mapping = internals(this.memory).mapping
-      return waitNative(() => mapping.semAcquireAsync(this.offset, timeout), signal).then((code) => {
+      const { id } = internals(this.memory)
+      return waitNative(() => binding.semAcquireAsync(id, this.offset, timeout), signal).then((code) => {
         throwIfFailed(code)
         if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
         return outcome(code) === Code.OK
@@ -145,8 +146,8 @@ export class Semaphore {
       v = seen
     }
     if (v < 0) {
-      const mapping = internals(this.memory).mapping
-      native(() => mapping.semWake(this.offset, n))
+      const { id } = internals(this.memory)
+      native(() => binding.semWake(id, this.offset, n))
     }
   }
 

@@ -7,10 +7,12 @@ use crate::lock::{Acquired, LockRecord, Owner};
 use crate::mapping::{self, MapRequest, Region};
 use crate::segment::{self, FixedMode, Placement};
 use crate::shm;
+use crate::sync::Pinned;
 use crate::sys::Deadline;
 use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
 use napi::{Either, Env};
 use napi_derive::napi;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 /// The largest integer a JS number holds exactly.
@@ -137,11 +139,48 @@ pub fn detach_buffer(buffer: ArrayBuffer) -> napi::Result<()> {
     buffer.detach()
 }
 
-/// One mapping, shared with every ArrayBuffer created over it.
+/// One mapping, shared with every ArrayBuffer created over it. Its lifecycle (create,
+/// open, buffer, close) goes through this class; the per-call operations (locks,
+/// semaphores, conditions, heaps) are free functions taking its `id`, because napi-rs
+/// class methods take a process-wide mutex per call for borrow tracking.
 #[napi]
 pub struct Mapping {
     pub(crate) region: Arc<Region>,
     header: Option<segment::Header>,
+    id: u32,
+}
+
+thread_local! {
+    /// This JavaScript thread's mappings, indexed by `Mapping::id`.
+    static REGIONS: RefCell<Vec<Option<Arc<Region>>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The region of this thread's mapping `id`.
+///
+/// # Errors
+/// `EINVAL` for an id this thread never handed out (or whose mapping was collected).
+pub(crate) fn region_of(id: u32) -> Result<Arc<Region>> {
+    REGIONS
+        .with(|r| r.borrow().get(id as usize).and_then(|s| s.clone()))
+        .ok_or_else(|| ShmError::new("EINVAL", format!("no mapping with id {id} in this thread")))
+}
+
+/// Where a mapping is and what its header says, read in one call.
+#[napi(object)]
+pub struct MappingInfo {
+    /// Id for the free functions of this thread.
+    pub id: u32,
+    /// Absolute address of the first byte.
+    pub address: f64,
+    /// Length in bytes.
+    pub size: f64,
+    /// The creator's base address (pointers in the segment are stored relative to it);
+    /// for a raw mapping, its own address.
+    pub base: f64,
+    /// Start of the heap region (managed segments), else 0.
+    pub heap_offset: f64,
+    /// Length of the heap region (managed segments), else 0.
+    pub heap_size: f64,
 }
 
 /// How a native lock wait ended, as a completion code (`crate::sync::code`, decoded by
@@ -151,9 +190,39 @@ fn acquired_code(a: Acquired) -> u32 {
 }
 
 impl Mapping {
+    /// Registers a new mapping in this thread's table.
+    fn new(region: Arc<Region>, header: Option<segment::Header>) -> Mapping {
+        let slot = Some(region.clone());
+        let id = REGIONS.with(|r| {
+            let mut r = r.borrow_mut();
+            match r.iter().position(|s| s.is_none()) {
+                Some(i) => {
+                    r[i] = slot;
+                    i
+                }
+                None => {
+                    r.push(slot);
+                    r.len() - 1
+                }
+            }
+        }) as u32;
+        Mapping { region, header, id }
+    }
+
     /// The mapped region.
     pub(crate) fn region(&self) -> &Arc<Region> {
         &self.region
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // Collected on its own JavaScript thread; `try_with`: the thread may be exiting.
+        let _ = REGIONS.try_with(|r| {
+            if let Some(s) = r.borrow_mut().get_mut(self.id as usize) {
+                *s = None;
+            }
+        });
     }
 }
 
@@ -178,10 +247,7 @@ impl Mapping {
             fd,
             offset: to_u64("offset", offset)?,
         };
-        Ok(Mapping {
-            region: Region::map(req)?,
-            header: None,
-        })
+        Ok(Mapping::new(Region::map(req)?, None))
     }
 
     /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
@@ -211,10 +277,7 @@ impl Mapping {
             return Err(e.into());
         }
         segment::publish(&region);
-        Ok(Mapping {
-            region,
-            header: Some(header),
-        })
+        Ok(Mapping::new(region, Some(header)))
     }
 
     /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
@@ -232,42 +295,21 @@ impl Mapping {
             }
         };
         let (region, header) = segment::open(&name, mode, read_only)?;
-        Ok(Mapping {
-            region,
-            header: Some(header),
-        })
+        Ok(Mapping::new(region, Some(header)))
     }
 
-    /// Absolute address of the first byte.
-    #[napi(getter)]
-    pub fn address(&self) -> f64 {
-        self.region.addr() as f64
-    }
-
-    /// Length in bytes.
-    #[napi(getter)]
-    pub fn size(&self) -> f64 {
-        self.region.len() as f64
-    }
-
-    /// The creator's base address (pointers in the segment are stored relative to it);
-    /// for a raw mapping, its own address.
-    #[napi(getter)]
-    pub fn base(&self) -> f64 {
-        self.header
-            .map_or(self.region.addr() as f64, |h| h.base as f64)
-    }
-
-    /// Start of the heap region (managed segments), else 0.
-    #[napi(getter)]
-    pub fn heap_offset(&self) -> f64 {
-        self.header.map_or(0.0, |h| h.heap_offset as f64)
-    }
-
-    /// Length of the heap region (managed segments), else 0.
-    #[napi(getter)]
-    pub fn heap_size(&self) -> f64 {
-        self.header.map_or(0.0, |h| h.heap_size as f64)
+    /// Where the mapping is and what its header says.
+    #[napi]
+    pub fn info(&self) -> MappingInfo {
+        let addr = self.region.addr() as f64;
+        MappingInfo {
+            id: self.id,
+            address: addr,
+            size: self.region.len() as f64,
+            base: self.header.map_or(addr, |h| h.base as f64),
+            heap_offset: self.header.map_or(0.0, |h| h.heap_offset as f64),
+            heap_size: self.header.map_or(0.0, |h| h.heap_size as f64),
+        }
     }
 
     /// An external ArrayBuffer over the whole mapping (zero-copy). Throws instead of
@@ -311,12 +353,6 @@ impl Mapping {
         unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }
     }
 
-    /// Whether the mapping is still usable.
-    #[napi(getter)]
-    pub fn live(&self) -> bool {
-        self.region.is_live()
-    }
-
     /// Unmaps (once every in-flight native wait has let go). The caller detaches its
     /// ArrayBuffer first. Idempotent.
     #[napi]
@@ -330,63 +366,47 @@ impl Mapping {
     pub fn forget(&self) -> bool {
         self.region.forget()
     }
+}
 
-    fn lock_record(&self, offset: f64) -> Result<(mapping::Pin, usize)> {
-        let off = to_u64("offset", offset)?;
-        let pin = self.region.pin()?;
-        pin.region().check_range(off, crate::lock::RECORD_SIZE)?;
-        pin.region().word(off)?;
-        Ok((pin, off as usize))
-    }
+/// The lock record at `offset` of this thread's mapping `id`, pinned.
+fn lock_record(id: u32, offset: f64) -> Result<Pinned<LockRecord>> {
+    Pinned::new(&region_of(id)?, to_u64("offset", offset)?)
+}
 
-    /// Takes the lock at `offset`, sleeping in the kernel; the slow path after the
-    /// JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
-    #[napi]
-    pub fn lock_acquire(
-        &self,
-        env: Env,
-        offset: f64,
-        timeout_ms: Option<f64>,
-    ) -> napi::Result<u32> {
-        let deadline = deadline(timeout_ms)?;
-        let (pin, off) = self.lock_record(offset)?;
-        // SAFETY: lock_record checked the 32 bytes are in bounds and 4-aligned; the pin
-        // keeps them mapped for the whole wait.
-        let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
-        let stop = || crate::js_sync::terminating(&env);
-        let acquired = rec.lock_unless(Owner::current(), deadline, stop)?;
-        Ok(acquired_code(
-            acquired.ok_or_else(crate::js_sync::terminated)?,
-        ))
-    }
+/// Takes the lock at `offset` of mapping `id`, sleeping in the kernel; the slow path
+/// after the JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
+#[napi]
+pub fn lock_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
+    let deadline = deadline(timeout_ms)?;
+    let rec = lock_record(id, offset)?;
+    let stop = || crate::js_sync::terminating(&env);
+    let acquired = rec.get().lock_unless(Owner::current(), deadline, stop)?;
+    Ok(acquired_code(
+        acquired.ok_or_else(crate::js_sync::terminated)?,
+    ))
+}
 
-    /// Releases the lock at `offset` held by this thread, waking a waiter if needed.
-    #[napi]
-    pub fn lock_release(&self, offset: f64) -> napi::Result<()> {
-        let (pin, off) = self.lock_record(offset)?;
-        // SAFETY: as in lock_acquire.
-        let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
-        Ok(rec.unlock(Owner::current())?)
-    }
+/// Releases the lock at `offset` of mapping `id` held by this thread, waking a waiter if
+/// needed.
+#[napi]
+pub fn lock_release(id: u32, offset: f64) -> napi::Result<()> {
+    Ok(lock_record(id, offset)?.get().unlock(Owner::current())?)
+}
 
-    /// Wakes one waiter of the lock at `offset` (after a JavaScript release saw WAITERS).
-    #[napi]
-    pub fn lock_wake(&self, offset: f64) -> napi::Result<()> {
-        let (pin, off) = self.lock_record(offset)?;
-        // SAFETY: as in lock_acquire.
-        let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
-        rec.wake_one();
-        Ok(())
-    }
+/// Wakes one waiter of the lock at `offset` of mapping `id` (after a JavaScript release
+/// saw WAITERS).
+#[napi]
+pub fn lock_wake(id: u32, offset: f64) -> napi::Result<()> {
+    lock_record(id, offset)?.get().wake_one();
+    Ok(())
+}
 
-    /// Clears OWNER_DIED on the lock at `offset` held by this thread.
-    #[napi]
-    pub fn lock_mark_consistent(&self, offset: f64) -> napi::Result<()> {
-        let (pin, off) = self.lock_record(offset)?;
-        // SAFETY: as in lock_acquire.
-        let rec = unsafe { &*((pin.region().addr() + off) as *const LockRecord) };
-        Ok(rec.mark_consistent(Owner::current())?)
-    }
+/// Clears OWNER_DIED on the lock at `offset` of mapping `id` held by this thread.
+#[napi]
+pub fn lock_mark_consistent(id: u32, offset: f64) -> napi::Result<()> {
+    Ok(lock_record(id, offset)?
+        .get()
+        .mark_consistent(Owner::current())?)
 }
 
 /// Finalizer of an external ArrayBuffer: drops its reference to the region (which unmaps

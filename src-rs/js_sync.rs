@@ -5,7 +5,7 @@
 //! in batches of `[id, code, id, code, ...]` that `lib/waits.ts` settles.
 
 use crate::error::{Result, ShmError};
-use crate::js::{deadline, to_u64, Mapping};
+use crate::js::{deadline, region_of, to_u64};
 use crate::lock::{LockRecord, LockWait, Owner};
 use crate::mapping::Region;
 use crate::sync::condition::{self, CondRecord, CondWait};
@@ -151,123 +151,120 @@ fn start(env: &Env, op: Box<dyn AsyncWait>, regions: &[&Region]) -> Result<f64> 
     Ok(waiter::submit(op, regions, owner, sink) as f64)
 }
 
+/// The record of type `T` at `offset` of this thread's mapping `id`, pinned.
+fn record<T>(id: u32, offset: f64) -> Result<Pinned<T>> {
+    Pinned::new(&region_of(id)?, to_u64("offset", offset)?)
+}
+
+/// Starts an async acquisition of the lock at `offset` for this thread (after the
+/// JavaScript compare-and-swap failed); returns its id.
 #[napi]
-impl Mapping {
-    fn record<T>(&self, offset: f64) -> Result<Pinned<T>> {
-        Pinned::new(&self.region, to_u64("offset", offset)?)
-    }
+pub fn lock_acquire_async(
+    env: Env,
+    id: u32,
+    offset: f64,
+    timeout_ms: Option<f64>,
+) -> napi::Result<f64> {
+    let deadline = deadline(timeout_ms)?;
+    let op = LockOp {
+        rec: record(id, offset)?,
+        wait: LockWait::new(Owner::current(), deadline, true),
+    };
+    Ok(start(&env, Box::new(op), &[&*region_of(id)?])?)
+}
 
-    /// Starts an async acquisition of the lock at `offset` for this thread (after the
-    /// JavaScript compare-and-swap failed); returns its id.
-    #[napi]
-    pub fn lock_acquire_async(
-        &self,
-        env: Env,
-        offset: f64,
-        timeout_ms: Option<f64>,
-    ) -> napi::Result<f64> {
-        let deadline = deadline(timeout_ms)?;
-        let op = LockOp {
-            rec: self.record(offset)?,
-            wait: LockWait::new(Owner::current(), deadline, true),
-        };
-        Ok(start(&env, Box::new(op), &[&self.region])?)
-    }
+/// Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout.
+#[napi]
+pub fn sem_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> napi::Result<bool> {
+    let deadline = deadline(timeout_ms)?;
+    let rec = record::<SemRecord>(id, offset)?;
+    Ok(rec
+        .get()
+        .acquire_unless(deadline, || terminating(&env))
+        .ok_or_else(terminated)?)
+}
 
-    /// Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout.
-    #[napi]
-    pub fn sem_acquire(
-        &self,
-        env: Env,
-        offset: f64,
-        timeout_ms: Option<f64>,
-    ) -> napi::Result<bool> {
-        let deadline = deadline(timeout_ms)?;
-        let rec = self.record::<SemRecord>(offset)?;
-        Ok(rec
-            .get()
-            .acquire_unless(deadline, || terminating(&env))
-            .ok_or_else(terminated)?)
-    }
+/// Starts an async acquisition of the semaphore at `offset`; returns its id.
+#[napi]
+pub fn sem_acquire_async(
+    env: Env,
+    id: u32,
+    offset: f64,
+    timeout_ms: Option<f64>,
+) -> napi::Result<f64> {
+    let deadline = deadline(timeout_ms)?;
+    let op = SemOp {
+        rec: record(id, offset)?,
+        wait: SemWait::new(deadline),
+    };
+    Ok(start(&env, Box::new(op), &[&*region_of(id)?])?)
+}
 
-    /// Starts an async acquisition of the semaphore at `offset`; returns its id.
-    #[napi]
-    pub fn sem_acquire_async(
-        &self,
-        env: Env,
-        offset: f64,
-        timeout_ms: Option<f64>,
-    ) -> napi::Result<f64> {
-        let deadline = deadline(timeout_ms)?;
-        let op = SemOp {
-            rec: self.record(offset)?,
-            wait: SemWait::new(deadline),
-        };
-        Ok(start(&env, Box::new(op), &[&self.region])?)
-    }
+/// Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
+/// saw WAITERS).
+#[napi]
+pub fn sem_wake(id: u32, offset: f64, n: u32) -> napi::Result<()> {
+    record::<SemRecord>(id, offset)?.get().wake(n);
+    Ok(())
+}
 
-    /// Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
-    /// saw WAITERS).
-    #[napi]
-    pub fn sem_wake(&self, offset: f64, n: u32) -> napi::Result<()> {
-        self.record::<SemRecord>(offset)?.get().wake(n);
-        Ok(())
-    }
+/// Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
+/// returns a completion code (`sync::code`); the lock is held again.
+#[napi]
+pub fn cond_wait(
+    env: Env,
+    id: u32,
+    offset: f64,
+    lock_id: u32,
+    lock_offset: f64,
+    timeout_ms: Option<f64>,
+) -> napi::Result<u32> {
+    let deadline = deadline(timeout_ms)?;
+    let cond = record::<CondRecord>(id, offset)?;
+    let lock = record::<LockRecord>(lock_id, lock_offset)?;
+    let woke = condition::wait_unless(cond.get(), lock.get(), deadline, || terminating(&env))?
+        .ok_or_else(terminated)?;
+    Ok(cond_code(Ok(woke)))
+}
 
-    /// Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
-    /// returns a completion code (`sync::code`); the lock is held again.
-    #[napi]
-    pub fn cond_wait(
-        &self,
-        env: Env,
-        offset: f64,
-        lock: &Mapping,
-        lock_offset: f64,
-        timeout_ms: Option<f64>,
-    ) -> napi::Result<u32> {
-        let deadline = deadline(timeout_ms)?;
-        let cond = self.record::<CondRecord>(offset)?;
-        let lock = lock.record::<LockRecord>(lock_offset)?;
-        let woke = condition::wait_unless(cond.get(), lock.get(), deadline, || terminating(&env))?
-            .ok_or_else(terminated)?;
-        Ok(cond_code(Ok(woke)))
-    }
+/// Starts an async wait on the condition at `offset` (the lock must be held by this
+/// thread; it is released now and re-acquired before completion); returns its id.
+#[napi]
+pub fn cond_wait_async(
+    env: Env,
+    id: u32,
+    offset: f64,
+    lock_id: u32,
+    lock_offset: f64,
+    timeout_ms: Option<f64>,
+) -> napi::Result<f64> {
+    let deadline = deadline(timeout_ms)?;
+    let cond = record::<CondRecord>(id, offset)?;
+    let lock_rec = record::<LockRecord>(lock_id, lock_offset)?;
+    let wait = CondWait::start(cond.get(), lock_rec.get(), Owner::current(), deadline, true)?;
+    let op = CondOp {
+        cond,
+        lock: lock_rec,
+        wait,
+    };
+    Ok(start(
+        &env,
+        Box::new(op),
+        &[&*region_of(id)?, &*region_of(lock_id)?],
+    )?)
+}
 
-    /// Starts an async wait on the condition at `offset` (the lock must be held by this
-    /// thread; it is released now and re-acquired before completion); returns its id.
-    #[napi]
-    pub fn cond_wait_async(
-        &self,
-        env: Env,
-        offset: f64,
-        lock: &Mapping,
-        lock_offset: f64,
-        timeout_ms: Option<f64>,
-    ) -> napi::Result<f64> {
-        let deadline = deadline(timeout_ms)?;
-        let cond = self.record::<CondRecord>(offset)?;
-        let lock_rec = lock.record::<LockRecord>(lock_offset)?;
-        let wait = CondWait::start(cond.get(), lock_rec.get(), Owner::current(), deadline, true)?;
-        let op = CondOp {
-            cond,
-            lock: lock_rec,
-            wait,
-        };
-        Ok(start(&env, Box::new(op), &[&self.region, &lock.region])?)
-    }
-
-    /// Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
-    /// thread must hold its lock. Returns how many it woke.
-    #[napi]
-    pub fn cond_notify(
-        &self,
-        offset: f64,
-        lock: &Mapping,
-        lock_offset: f64,
-        n: u32,
-    ) -> napi::Result<u32> {
-        let cond = self.record::<CondRecord>(offset)?;
-        let lock = lock.record::<LockRecord>(lock_offset)?;
-        Ok(cond.get().notify(lock.get(), Owner::current(), n)?)
-    }
+/// Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
+/// thread must hold its lock. Returns how many it woke.
+#[napi]
+pub fn cond_notify(
+    id: u32,
+    offset: f64,
+    lock_id: u32,
+    lock_offset: f64,
+    n: u32,
+) -> napi::Result<u32> {
+    let cond = record::<CondRecord>(id, offset)?;
+    let lock = record::<LockRecord>(lock_id, lock_offset)?;
+    Ok(cond.get().notify(lock.get(), Owner::current(), n)?)
 }
