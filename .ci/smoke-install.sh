@@ -34,6 +34,7 @@ trap finish EXIT
 
 # ---------------------------------------------------------------------------------------
 step="find this platform's binary"
+# shellcheck disable=SC2016 # JavaScript template literals, not shell expansions
 platform=$(node -e '
   let p = `${process.platform}-${process.arch}`
   if (process.platform === "linux") p += process.report.getReport().header.glibcVersionRuntime ? "-gnu" : "-musl"
@@ -49,7 +50,7 @@ case "$platform" in
 esac
 binary="shmutils.$platform.node"
 [ -f "$binary" ] || { say "missing $binary: run 'npm run build' first"; exit 1; }
-[ -f dist/index.js ] && [ -f dist/index.mjs ] || { say "missing dist/: run 'npm run build:ts' first"; exit 1; }
+if [ ! -f dist/index.js ] || [ ! -f dist/index.mjs ]; then say "missing dist/: run 'npm run build:ts' first"; exit 1; fi
 [ -x node_modules/.bin/napi ] || { say "missing node_modules/.bin/napi: run 'npm ci' first"; exit 1; }
 napi="$ROOT/node_modules/.bin/napi"
 say "platform $platform ($triple), binary $binary"
