@@ -61,7 +61,7 @@ STAGE="$WORK/stage"
 mkdir -p "$STAGE/artifacts" "$WORK/packs"
 cp package.json index.js index.d.ts "$STAGE/"
 cp -R dist npm "$STAGE/"
-for f in README.md LICENSE; do [ -f "$f" ] && cp "$f" "$STAGE/"; done
+for f in README* LICENSE* LICENCE* CHANGELOG*; do if [ -f "$f" ]; then cp "$f" "$STAGE/"; fi; done
 cp "$binary" "$STAGE/artifacts/"
 node -e '
   const fs = require("fs"), f = process.argv[1], p = JSON.parse(fs.readFileSync(f, "utf8"))
@@ -82,7 +82,7 @@ plat_tgz="$WORK/packs/$plat_tgz"
 tar -tzf "$main_tgz" | sort > "$WORK/main.files"
 tar -tzf "$plat_tgz" | sort > "$WORK/plat.files"
 say "root package: $(wc -l < "$WORK/main.files" | tr -d ' ') files, $platform package: $(tr '\n' ' ' < "$WORK/plat.files")"
-if grep -Ev '^package/(package\.json|index\.js|index\.d\.ts|README\.md|LICENSE|dist/.+\.(js|mjs|d\.ts|d\.mts))$' "$WORK/main.files"; then
+if grep -Ev '^package/(package\.json|index\.js|index\.d\.ts|(README|LICEN[CS]E|CHANGELOG)(\.[A-Za-z]+)?|dist/.+\.(js|mjs|d\.ts|d\.mts))$' "$WORK/main.files"; then
   say "the root package ships files beyond index.js, index.d.ts and dist/ (listed above)"
   exit 1
 fi
