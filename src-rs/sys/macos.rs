@@ -39,8 +39,8 @@
 //! threads were given one); two processes never share a pid while both live. The value is
 //! never 0 (pid 0 is the kernel) and never `0x3fff_ffff` (`NOT_RECOVERABLE`: that would
 //! need pid 131 071 > `PID_MAX`). Only a process with more than 8 192 threads that ask for
-//! an id at once would make two threads share one (the table then shares the least recently
-//! handed-out slot); a Node process has a few dozen.
+//! an id at once would make two threads share one (the search then shares the slot it
+//! started at); a Node process has a few dozen.
 //!
 //! ## "Start time" (what defeats pid reuse)
 //!
@@ -55,8 +55,8 @@
 use super::{Deadline, WaitOutcome};
 use nix::errno::Errno;
 use std::ffi::{c_int, c_void, CStr};
-use std::sync::atomic::AtomicU32;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 /// `mmap` request bit for "exactly here, never clobbering". Darwin has no such flag, so this
 /// is a bit no Darwin `MAP_*` flag uses (they end at `MAP_TPRO`, `0x80000`):
@@ -314,36 +314,29 @@ const SLOTS: usize = 1 << SLOT_BITS;
 const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
 const PID_MASK: u32 = (1 << (30 - SLOT_BITS)) - 1;
 
-/// Which slots the threads of this process hold (a count per slot: more than one only when
-/// all 8 192 are taken), and where the round-robin search for a free one resumes.
-struct SlotTable {
-    holders: Vec<u32>,
-    next: usize,
-}
-
-static SLOT_TABLE: Mutex<SlotTable> = Mutex::new(SlotTable {
-    holders: Vec::new(),
-    next: 0,
-});
-
-fn slot_table() -> std::sync::MutexGuard<'static, SlotTable> {
-    let mut t = SLOT_TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    if t.holders.is_empty() {
-        t.holders = vec![0; SLOTS];
-    }
-    t
-}
+/// How many threads of this process hold each slot (more than one only when all 8 192 are
+/// taken), and where the round-robin search for a free one resumes. Atomics rather than a
+/// mutex: a process may fork while another thread is in here, and the child must not find
+/// a lock held forever.
+static SLOT_HOLDERS: [AtomicU32; SLOTS] = [const { AtomicU32::new(0) }; SLOTS];
+static SLOT_CURSOR: AtomicUsize = AtomicUsize::new(0);
 
 fn claim_slot() -> u32 {
-    let mut t = slot_table();
-    let start = t.next;
-    let free = (0..SLOTS)
-        .map(|i| (start + i) % SLOTS)
-        .find(|&s| t.holders[s] == 0);
-    // All taken: share the one after the most recently handed out (see the module docs).
-    let s = free.unwrap_or(start % SLOTS);
-    t.holders[s] += 1;
-    t.next = (s + 1) % SLOTS;
+    let start = SLOT_CURSOR.load(Ordering::Relaxed);
+    for i in 0..SLOTS {
+        let s = (start + i) % SLOTS;
+        if SLOT_HOLDERS[s]
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            SLOT_CURSOR.store((s + 1) % SLOTS, Ordering::Relaxed);
+            return s as u32;
+        }
+    }
+    // All taken: share the one the search started at (see the module docs).
+    let s = start % SLOTS;
+    SLOT_HOLDERS[s].fetch_add(1, Ordering::AcqRel);
+    SLOT_CURSOR.store((s + 1) % SLOTS, Ordering::Relaxed);
     s as u32
 }
 
@@ -352,9 +345,7 @@ struct Slot(u32);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut t = slot_table();
-        let h = &mut t.holders[self.0 as usize];
-        *h = h.saturating_sub(1);
+        SLOT_HOLDERS[self.0 as usize].fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -363,7 +354,7 @@ thread_local! {
 }
 
 fn slot_in_use(slot: u32) -> bool {
-    slot_table().holders[slot as usize] > 0
+    SLOT_HOLDERS[slot as usize].load(Ordering::Acquire) > 0
 }
 
 /// The calling thread's id as lock words store it: the pid in bits 13..=29 and this
@@ -582,7 +573,6 @@ pub fn mapped_ranges() -> Vec<(u64, u64)> {
 mod tests {
     use super::*;
     use crate::sys::Deadline;
-    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     #[test]
