@@ -8,7 +8,7 @@ const assertType = <T extends true>(_: T): void => undefined;
 
 const Point = types.struct('point', { x: types.i32, y: types.i32 });
 assertType<Equal<JsOf<typeof Point>, { x: number; y: number }>>(true);
-const Mixed = types.struct('mixed', {
+const _Mixed = types.struct('mixed', {
   id: types.u64,
   flag: types.bool,
   name: types.array(types.char, 8),
@@ -18,7 +18,7 @@ const Mixed = types.struct('mixed', {
 });
 assertType<
   Equal<
-    JsOf<typeof Mixed>,
+    JsOf<typeof _Mixed>,
     { id: bigint; flag: boolean; name: number[]; at: { x: number; y: number }; next: number; i: number; big: bigint }
   >
 >(true);

@@ -34,7 +34,7 @@ function cdefOnlyThrowsCDefError(src: string): void {
       throw new Error(`cdef(${JSON.stringify(src.slice(0, 300))}) threw ${String(e)}`, { cause: e });
     }
     if (!(e.line >= 1 && e.column >= 1 && e.message.includes(`line ${e.line}, column ${e.column}`))) {
-      throw new Error(`bad position in ${e.message}`);
+      throw new Error(`bad position in ${e.message}`, { cause: e });
     }
   }
 }

@@ -72,7 +72,7 @@ export async function startRedis(binary) {
     } catch (e) {
       if (Date.now() > deadline) {
         await stop()
-        throw new Error(`redis-server did not answer on port ${port}: ${/** @type {Error} */ (e).message}`)
+        throw new Error(`redis-server did not answer on port ${port}: ${/** @type {Error} */ (e).message}`, { cause: e })
       }
     }
     await sleep(20)

@@ -88,16 +88,19 @@ export interface CBaseClass<F extends object = Record<string, unknown>> {
   register(this: CBaseConstructor): void
 }
 
+/** Any class (constructor) object. */
+type AnyClass = abstract new (...args: never[]) => unknown
+
 /** Which heap a `withHeap` class allocates from. */
-const sharedHeaps = new WeakMap<Function, Heap>()
+const sharedHeaps = new WeakMap<AnyClass, Heap>()
 /** `withHeap` classes already made, per class and heap. */
-const withHeapCache = new WeakMap<Function, WeakMap<Heap, Function>>()
+const withHeapCache = new WeakMap<AnyClass, WeakMap<Heap, AnyClass>>()
 /** The class `revive` uses per layout (key: the JSON type description). */
 const revivable = new Map<string, { cls: StructRefClass; type: StructType }>()
 /** Classes made by CBase() and withHeap(): registered only where no other class is. */
-const madeHere = new WeakSet<Function>()
+const madeHere = new WeakSet<AnyClass>()
 /** User classes already registered by their first new()/withHeap(). */
-const used = new WeakSet<Function>()
+const used = new WeakSet<AnyClass>()
 
 const keys = new WeakMap<Type, string>()
 
@@ -117,7 +120,7 @@ function layoutKey(t: Type): string {
 setRevivedStructClass((t) => revivable.get(layoutKey(t)))
 
 /** Registers `cls` for revive (see {@link CBase} for the rules). */
-function register(cls: Function, type: StructType): void {
+function register(cls: AnyClass, type: StructType): void {
   const key = layoutKey(type)
   if (madeHere.has(cls)) {
     const cur = revivable.get(key)
@@ -127,7 +130,7 @@ function register(cls: Function, type: StructType): void {
 }
 
 /** On the first new()/withHeap() of a user class: register it. */
-function firstUse(cls: Function, type: StructType): void {
+function firstUse(cls: AnyClass, type: StructType): void {
   if (madeHere.has(cls) || used.has(cls)) return
   used.add(cls)
   register(cls, type)
@@ -268,9 +271,9 @@ function heapArg(where: unknown): Heap {
 }
 
 /** The shared heap a class allocates from: its own `withHeap` heap or an ancestor's. */
-function sharedHeapOf(cls: Function): Heap | null {
+function sharedHeapOf(cls: AnyClass): Heap | null {
   for (let c: unknown = cls; typeof c === 'function'; c = Object.getPrototypeOf(c)) {
-    const h = sharedHeaps.get(c)
+    const h = sharedHeaps.get(c as AnyClass)
     if (h) return h
   }
   return null

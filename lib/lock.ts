@@ -159,6 +159,7 @@ export class Lock implements Disposable {
     return this.#word()[this.#w + 1]
   }
 
+  /** @internal */
   protected set _depth(depth: number) {
     this.#word()[this.#w + 1] = depth
   }

@@ -41,6 +41,22 @@ export interface OpenOptions {
   readOnly?: boolean
 }
 
+/** An absolute address range `[begin, end)`. */
+export interface AddressRange {
+  /** The first byte's address. */
+  readonly begin: number
+  /** The address just past the last byte. */
+  readonly end: number
+}
+
+/** Pages handed to the caller by {@link MappedMemory.detach}. */
+export interface DetachedPages {
+  /** Their absolute address. */
+  address: number
+  /** Their length in bytes. */
+  size: number
+}
+
 /** What other modules of the package need from a mapping. @internal */
 export interface MemoryInternals {
   /** The native mapping (throws `ERR_SHM_CLOSED` when closed). */
@@ -86,7 +102,7 @@ export class MappedMemory implements Disposable {
   /** Length in bytes. */
   readonly size: number
   /** The absolute address range `[begin, end)`. */
-  readonly address: { readonly begin: number; readonly end: number }
+  readonly address: AddressRange
   #mapping: NativeMapping
   #info: MappingInfo
   #buffer: ArrayBuffer
@@ -291,7 +307,7 @@ export class MappedMemory implements Disposable {
    * Forgets the mapping without unmapping it: views are detached, and the caller owns
    * the pages (release them with `munmap`). Returns where they are.
    */
-  detach(): { address: number; size: number } {
+  detach(): DetachedPages {
     if (this.#closed) throw closedError('the mapping')
     this.#shutViews()
     this.#mapping.forget()

@@ -29,6 +29,9 @@ export function currentPlatform(): string {
 
 function load(): typeof Binding {
   try {
+    // A synchronous require: the binding must exist before any module-level code runs,
+    // and the failure must be catchable here (an `import` could be neither).
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require('../index.js') as typeof Binding
   } catch (cause) {
     const platform = currentPlatform()

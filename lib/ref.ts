@@ -154,6 +154,7 @@ export class Ref<T = unknown> {
     return (this.#acc ??= valueAccessor(this.#type)).get(this.#live(), this[OFFSET])
   }
 
+  /** Writes the whole value (see the getter; pointers also take a `Ref` or `null`). */
   set value(v: T | Ref | null) {
     const t = this.#type as Type
     const x = t.kind === 'pointer' ? pointerArg(this.memory, v, formatType(t)) : v

@@ -172,6 +172,8 @@ impl Region {
         }
         let hint = req.address.unwrap_or(0) as usize as *mut libc::c_void;
         let (prot, fd, off) = (req.prot, req.fd, req.offset as libc::off_t);
+        // Request bits only this crate knows (macOS's emulated FIXED_NOREPLACE) stop here.
+        let flags = sys::prepare_flags(flags);
         // SAFETY: with MAP_FIXED we checked above that the range holds only free space or
         // pages the caller took ownership of with detach(), so nothing live is replaced;
         // otherwise the kernel picks or honours a non-clobbering address.

@@ -109,20 +109,33 @@ pub fn check_permissions(permissions: u32) -> Result<Mode> {
 }
 
 /// Opens (and maybe creates) the object `name` (already normalized). Returns the fd,
-/// close-on-exec. An object created exclusively gets exactly `permissions` (`fchmod`
-/// after create undoes the umask); `w`/`w+` may open someone else's object, so there the
-/// umask applies as with `open(2)`.
+/// close-on-exec. On Linux an object created exclusively gets exactly `permissions`
+/// (`fchmod` after create undoes the umask); `w`/`w+` may open someone else's object, so
+/// there the umask applies as with `open(2)`. macOS refuses `fchmod` on shm descriptors
+/// (and `O_CLOEXEC` in `shm_open` on recent releases), so there the umask applies and
+/// close-on-exec is set with `fcntl`.
 ///
 /// # Errors
 /// The `shm_open` errno (`ENOENT`, `EEXIST`, `EACCES`, ...) with `path` set.
 pub fn open(name: &str, mode: OpenMode, permissions: Mode) -> Result<RawFd> {
-    let fd = nix::sys::mman::shm_open(name, mode.flags() | OFlag::O_CLOEXEC, permissions)
+    #[cfg(target_os = "linux")]
+    let flags = mode.flags() | OFlag::O_CLOEXEC;
+    #[cfg(not(target_os = "linux"))]
+    let flags = mode.flags();
+    let fd = nix::sys::mman::shm_open(name, flags, permissions)
         .map_err(|e| ShmError::sys(e, "shm_open").with_path(name))?;
+    #[cfg(target_os = "linux")]
     if mode == OpenMode::Exclusive {
         // We created it: give it exactly the bits asked for, whatever the umask cleared.
         nix::sys::stat::fchmod(&fd, permissions)
             .map_err(|e| ShmError::sys(e, "fchmod").with_path(name))?;
     }
+    #[cfg(not(target_os = "linux"))]
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| ShmError::sys(e, "fcntl").with_path(name))?;
     Ok(fd.into_raw_fd())
 }
 

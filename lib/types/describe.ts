@@ -55,13 +55,48 @@ export type FieldDesc = readonly [name: string, type: TypeDesc];
 /** A JSON-able description of a type (see the module documentation). */
 export type TypeDesc =
   | ScalarName
-  | { readonly ptr: TypeDesc | 'void' }
-  | { readonly array: TypeDesc; readonly length: number }
-  | { readonly struct: string; readonly size: number; readonly fields: readonly FieldDesc[] }
-  | { readonly union: string; readonly size: number; readonly fields: readonly FieldDesc[] }
-  | { readonly opaque: 'struct' | 'union'; readonly tag: string }
-  | { readonly enum: string; readonly members: readonly (readonly [name: string, value: number])[] }
-  | { readonly ref: number };
+  | {
+      /** A pointer to this type, or to `void`. */
+      readonly ptr: TypeDesc | 'void'
+    }
+  | {
+      /** An array of this element type. */
+      readonly array: TypeDesc
+      /** Its number of elements. */
+      readonly length: number
+    }
+  | {
+      /** A struct with this tag (`''`: anonymous). */
+      readonly struct: string
+      /** Its size in bytes (checked against this platform's layout). */
+      readonly size: number
+      /** Its members in declaration order. */
+      readonly fields: readonly FieldDesc[]
+    }
+  | {
+      /** A union with this tag (`''`: anonymous). */
+      readonly union: string
+      /** Its size in bytes (checked against this platform's layout). */
+      readonly size: number
+      /** Its members in declaration order. */
+      readonly fields: readonly FieldDesc[]
+    }
+  | {
+      /** An incomplete struct or union (only pointed to). */
+      readonly opaque: 'struct' | 'union'
+      /** Its tag. */
+      readonly tag: string
+    }
+  | {
+      /** An enum with this tag. */
+      readonly enum: string
+      /** Its enumerators: `[name, value]`. */
+      readonly members: readonly (readonly [name: string, value: number])[]
+    }
+  | {
+      /** The n-th struct/union of this description, in order of appearance (recursion). */
+      readonly ref: number
+    };
 
 /** Deepest nesting accepted in a description (and produced by describeType). */
 export const MAX_DESCRIPTION_DEPTH = 256;
@@ -370,9 +405,9 @@ export function typeFromDescription(desc: unknown): Type {
     t = build(root);
   } catch (e) {
     if (e instanceof TypeError) {
-      throw e.message.startsWith('invalid type description') ? e : new TypeError(`invalid type description: ${e.message}`);
+      throw e.message.startsWith('invalid type description') ? e : new TypeError(`invalid type description: ${e.message}`, { cause: e });
     }
-    if (e instanceof RangeError) throw new TypeError(`invalid type description: ${e.message}`);
+    if (e instanceof RangeError) throw new TypeError(`invalid type description: ${e.message}`, { cause: e });
     throw e;
   }
   if (reviveCache.size >= CACHE_LIMIT) {

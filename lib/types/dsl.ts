@@ -44,12 +44,15 @@ import {
   uint8,
 } from './type.js';
 
-/** Field map for {@link types.struct}: member name to type; keys starting with `...` are anonymous members. */
+/** Field map for `types.struct`: member name to type; keys starting with `...` are anonymous members. */
 export type FieldMap = Readonly<Record<string, Type>>;
 
-type AnonKeys<F> = { [K in keyof F]: K extends `...${string}` ? K : never }[keyof F];
-type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends (x: infer I) => void ? I : never;
-type Simplify<T> = { [K in keyof T]: T[K] } & {};
+/** The keys of `F` that mark anonymous members (`'...name'`). */
+export type AnonKeys<F> = { [K in keyof F]: K extends `...${string}` ? K : never }[keyof F];
+/** `A | B` → `A & B` (flattens anonymous members into the parent's shape). */
+export type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends (x: infer I) => void ? I : never;
+/** `T` with its intersections merged into one object type (for readable hovers). */
+export type Simplify<T> = { [K in keyof T]: T[K] } & {};
 
 /** The JS object shape of a struct/union with fields `F` (anonymous members flattened). */
 export type ShapeOf<F> = Simplify<
@@ -168,7 +171,7 @@ export const types = Object.freeze({
     return aggregate('struct', name, fields);
   },
 
-  /** `union name { ... }`; same rules as {@link types.struct}. */
+  /** `union name { ... }`; same rules as `types.struct`. */
   union<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>> {
     return aggregate('union', name, fields);
   },

@@ -31,11 +31,12 @@ export {
 export { CDefError } from './cdef-error.js';
 export { FFI, cdef, memberOffset } from './cdef.js';
 export { parseAllocationTypeName, parseTypeName } from './names.js';
-export { type EnumValue, type FieldMap, type ShapeOf, types } from './dsl.js';
+export { type AnonKeys, type Simplify, type EnumValue, type FieldMap, type ShapeOf, type UnionToIntersection, types } from './dsl.js';
 export {
   type FieldDesc,
   type ScalarName,
   type TypeDesc,
+  MAX_DESCRIPTION_DEPTH,
   describeType,
   typeFromDescription,
 } from './describe.js';

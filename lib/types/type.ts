@@ -33,7 +33,7 @@ export type ScalarKind =
   | 'f64'
   | 'bool';
 
-/** Underlying integer of an enum (gcc's choice, see {@link makeEnum}). */
+/** Underlying integer of an enum (gcc's choice, see `makeEnum`). */
 export type EnumBase = 'i32' | 'u32' | 'i64' | 'u64';
 
 /** Discriminant of {@link Type}. */
@@ -126,7 +126,10 @@ export type Type<V = unknown> =
   | EnumType<V>;
 
 /** The JS value type carried by a type object: `JsOf<typeof types.i64>` is `bigint`. */
-export type JsOf<T> = T extends { readonly [JsValue]?: infer V } ? V : unknown;
+export type JsOf<T> = T extends {
+  /** The phantom value type. */
+  readonly [JsValue]?: infer V;
+} ? V : unknown;
 
 /** Largest size of any type, in bytes (2^47: far beyond any mapping, exact in a double). */
 export const MAX_TYPE_SIZE = 2 ** 47;
@@ -471,7 +474,7 @@ export function flatMembers(t: StructType): ReadonlyMap<string, Field> {
   return m;
 }
 
-/** Names reachable from `t` (see {@link flatMembers}). */
+/** Names reachable from `t` (see `flatMembers`). */
 export function memberNames(t: StructType): string[] {
   return [...flatMembers(t).keys()];
 }

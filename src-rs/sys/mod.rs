@@ -1,6 +1,6 @@
 //! The operating-system layer: every platform-specific syscall the crate makes sits behind
-//! this module. Linux lives in `linux.rs`; other platforms get a module of their own beside
-//! it with the same functions, so the rest of the crate never says `cfg`.
+//! this module. Linux lives in `linux.rs`, macOS in `macos.rs`, with the same functions and
+//! constants, so the rest of the crate never says `cfg`.
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -11,6 +11,14 @@ pub use linux::*;
 mod macos;
 #[cfg(target_os = "macos")]
 pub use macos::*;
+
+/// The flags to hand to `mmap` for a request: Linux knows every `MAP_*` bit the crate uses,
+/// so they pass unchanged (macOS strips its emulated `MAP_FIXED_NOREPLACE` bit here).
+#[cfg(not(target_os = "macos"))]
+#[inline]
+pub fn prepare_flags(flags: i32) -> i32 {
+    flags
+}
 
 /// How a futex wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

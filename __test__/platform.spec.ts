@@ -1,0 +1,127 @@
+// Loading on a platform without a prebuilt binary: the napi-generated loader (index.js)
+// really runs and really fails, and the package turns that into a ShmError with code
+// ERR_SHM_UNSUPPORTED_PLATFORM. Each case runs in a child node process, because the
+// binding is loaded once per process at import time.
+//
+// How the loader is made to fail, without mocking any of our code:
+// - an unsupported platform: a preload (`--import data:...`) redefines `process.platform`
+//   and/or `process.arch` before anything loads, so the generated loader takes its branch
+//   for that platform, finds no `.node` file and no `shmutils-<platform>` package, and
+//   throws its own "Cannot find native binding" error;
+// - a supported platform whose binary is missing (what an install with optional
+//   dependencies disabled looks like): `NAPI_RS_NATIVE_LIBRARY_PATH`, the loader's own
+//   override, points at a file that does not exist.
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import test from 'ava'
+
+// ava runs test files with the project root as the working directory.
+const root = process.cwd()
+
+/** What the child saw when it tried to load the package. */
+interface Outcome {
+  loaded: boolean
+  name?: string
+  code?: string
+  message?: string
+  hasCause?: boolean
+  stderr: string
+}
+
+const SUPPORTED = [
+  'linux-x64-gnu',
+  'linux-arm64-gnu',
+  'linux-x64-musl',
+  'linux-arm64-musl',
+  'darwin-x64',
+  'darwin-arm64',
+]
+
+// The child's script: load the package (CommonJS or ESM entry) and report as JSON.
+const REPORT = `
+  const out = (o) => process.stdout.write(JSON.stringify(o))
+  const fail = (e) => out({ loaded: false, name: e?.name, code: e?.code, message: e?.message,
+                            hasCause: e?.cause !== undefined })
+`
+const CJS = `${REPORT}
+  try { require(${JSON.stringify(join(root, 'dist', 'index.js'))}); out({ loaded: true }) }
+  catch (e) { fail(e) }`
+const ESM = `${REPORT}
+  import(${JSON.stringify(pathToFileURL(join(root, 'dist', 'index.mjs')).href)})
+    .then(() => out({ loaded: true }), fail)`
+
+function load(
+  entry: 'cjs' | 'esm',
+  options: { platform?: string; arch?: string; env?: Record<string, string> } = {},
+): Outcome {
+  const args: string[] = []
+  const overrides: string[] = []
+  if (options.platform) overrides.push(`Object.defineProperty(process, 'platform', { value: ${JSON.stringify(options.platform)} });`)
+  if (options.arch) overrides.push(`Object.defineProperty(process, 'arch', { value: ${JSON.stringify(options.arch)} });`)
+  if (overrides.length > 0) {
+    args.push('--import', `data:text/javascript,${encodeURIComponent(overrides.join(''))}`)
+  }
+  args.push('-e', entry === 'cjs' ? CJS : ESM)
+  const env: NodeJS.ProcessEnv = { ...process.env, ...options.env }
+  // The test runner's own loader hooks are not wanted in the child.
+  delete env.NODE_OPTIONS
+  const r = spawnSync(process.execPath, args, { cwd: root, env, encoding: 'utf8', timeout: 60_000 })
+  // Node 20 rejects the import() promise of an ES module whose CommonJS dependency threw
+  // *and* reports the same error as uncaught afterwards (a Node quirk, reproducible with
+  // two three-line files), so an ESM child that already printed its report may still exit
+  // with status 1. A CommonJS child must exit 0 after catching.
+  if (!r.stdout || (entry === 'cjs' && r.status !== 0)) {
+    throw new Error(`child failed (status ${r.status}): ${r.stderr}`)
+  }
+  const outcome = JSON.parse(r.stdout) as Omit<Outcome, 'stderr'>
+  if (outcome.loaded && r.status !== 0) throw new Error(`child failed after loading: ${r.stderr}`)
+  return { ...outcome, stderr: r.stderr }
+}
+
+/** This machine's platform in the names the package uses. */
+function hostPlatform(): string {
+  let p = `${process.platform}-${process.arch}`
+  if (process.platform === 'linux') {
+    const report = process.report.getReport() as { header?: { glibcVersionRuntime?: string } }
+    p += report.header?.glibcVersionRuntime ? '-gnu' : '-musl'
+  }
+  return p
+}
+
+test('the package loads here (the cases below are not failing for another reason)', (t) => {
+  t.true(load('cjs').loaded)
+  t.true(load('esm').loaded)
+})
+
+for (const entry of ['cjs', 'esm'] as const) {
+  test(`${entry}: an unsupported OS and CPU throws ERR_SHM_UNSUPPORTED_PLATFORM naming both and the supported list`, (t) => {
+    const o = load(entry, { platform: 'freebsd', arch: 'riscv64' })
+    t.false(o.loaded)
+    t.is(o.name, 'ShmError')
+    t.is(o.code, 'ERR_SHM_UNSUPPORTED_PLATFORM')
+    t.regex(o.message ?? '', /no native binary for freebsd-riscv64\b/)
+    for (const p of SUPPORTED) t.true(o.message?.includes(p), `message names ${p}: ${o.message}`)
+    t.true(o.hasCause, 'the loader error is kept as the cause')
+  })
+
+  test(`${entry}: this OS on an unsupported CPU throws ERR_SHM_UNSUPPORTED_PLATFORM`, (t) => {
+    const o = load(entry, { arch: 'riscv64' })
+    t.false(o.loaded)
+    t.is(o.name, 'ShmError')
+    t.is(o.code, 'ERR_SHM_UNSUPPORTED_PLATFORM')
+    t.regex(o.message ?? '', new RegExp(`no native binary for ${process.platform}-riscv64\\b`))
+    t.regex(o.message ?? '', /supported platforms: linux-x64-gnu, /)
+  })
+
+  test(`${entry}: a supported platform whose binary is missing says which and how to fix it`, (t) => {
+    const o = load(entry, { env: { NAPI_RS_NATIVE_LIBRARY_PATH: join(root, 'no-such-dir', 'shmutils.node') } })
+    t.false(o.loaded)
+    t.is(o.name, 'ShmError')
+    t.is(o.code, 'ERR_SHM_UNSUPPORTED_PLATFORM')
+    t.true(SUPPORTED.includes(hostPlatform()))
+    t.true(o.message?.includes(`native binary for ${hostPlatform()}`), o.message)
+    t.regex(o.message ?? '', /optional dependencies/)
+    t.true(o.hasCause)
+  })
+}
