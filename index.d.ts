@@ -79,12 +79,6 @@ export declare function fdTruncate(fd: number, size: number): void
 /** Walks every block and list; throws on any broken invariant. */
 export declare function heapCheck(id: number): void
 
-/** `free(offset)`. */
-export declare function heapFree(id: number, offset: number): void
-
-/** `malloc(size, align)`: offset in the mapping. */
-export declare function heapMalloc(id: number, size: number, align: number): number
-
 /** The object called `name`, waiting up to `wait_ms` for its construction. */
 export declare function heapNamedFind(id: number, name: string, waitMs: number): NamedFound | null
 
@@ -99,9 +93,6 @@ export declare function heapNamedRemove(id: number, name: string): boolean
  * another process constructs it.
  */
 export declare function heapNamedReserve(id: number, name: string, size: number, align: number, typeDesc: string): NamedReserved
-
-/** `realloc(offset, size)`: the new offset. */
-export declare function heapRealloc(id: number, offset: number, size: number): number
 
 /** Forgets heap `id` of this thread (the heap itself is untouched). */
 export declare function heapRelease(id: number): void
@@ -146,12 +137,6 @@ export declare function lockMarkConsistent(id: number, offset: number): void
  * needed.
  */
 export declare function lockRelease(id: number, offset: number): void
-
-/**
- * Wakes one waiter of the lock at `offset` of mapping `id` (after a JavaScript release
- * saw WAITERS).
- */
-export declare function lockWake(id: number, offset: number): void
 
 /** The platform's mapping constants. */
 export declare function mapConstants(): MapConstants
@@ -245,12 +230,6 @@ export declare function semAcquire(id: number, offset: number, timeoutMs?: numbe
 
 /** Starts an async acquisition of the semaphore at `offset`; returns its id. */
 export declare function semAcquireAsync(id: number, offset: number, timeoutMs?: number | undefined | null): number
-
-/**
- * Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
- * saw WAITERS).
- */
-export declare function semWake(id: number, offset: number, n: number): void
 
 /** `shm_open` with the original library's modes. */
 export declare function shmOpen(name: string, mode: string, permissions: number): OpenedObject

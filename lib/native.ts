@@ -27,12 +27,29 @@ export function currentPlatform(): string {
   return p
 }
 
-function load(): typeof Binding {
+/**
+ * The hottest calls, registered as plain N-API callbacks by `src-rs/js_fast.rs` (the
+ * generated `index.d.ts` does not list them). Errors arrive in the same wire form.
+ */
+export interface FastBinding {
+  /** `malloc(size, align)` on heap slot `id`: the block's offset in the mapping. */
+  heapMalloc(id: number, size: number, align: number): number
+  /** `free(offset)` on heap slot `id`. */
+  heapFree(id: number, offset: number): void
+  /** `realloc(offset, size)` on heap slot `id`: the block's new offset. */
+  heapRealloc(id: number, offset: number, size: number): number
+  /** Wakes one waiter of the lock at `offset` of mapping `id`. */
+  lockWake(id: number, offset: number): void
+  /** Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`. */
+  semWake(id: number, offset: number, n: number): void
+}
+
+function load(): typeof Binding & FastBinding {
   try {
     // A synchronous require: the binding must exist before any module-level code runs,
     // and the failure must be catchable here (an `import` could be neither).
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('../index.js') as typeof Binding
+    return require('../index.js') as typeof Binding & FastBinding
   } catch (cause) {
     const platform = currentPlatform()
     const supported = SUPPORTED_PLATFORMS.includes(platform)
@@ -48,7 +65,7 @@ function load(): typeof Binding {
 }
 
 /** The native binding (see `index.d.ts`). Internal: the public API wraps it. */
-export const binding: typeof Binding = load()
+export const binding: typeof Binding & FastBinding = load()
 
 /** The native mapping class. */
 export type NativeMapping = Binding.Mapping

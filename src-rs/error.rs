@@ -100,7 +100,7 @@ impl ShmError {
     }
 
     /// The wire form decoded by `lib/errors.ts`.
-    fn to_wire(&self) -> String {
+    pub(crate) fn to_wire(&self) -> String {
         let kind = match self.kind {
             ErrorKind::Shm => "shm",
             ErrorKind::Type => "type",

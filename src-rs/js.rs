@@ -395,8 +395,8 @@ pub fn lock_release(id: u32, offset: f64) -> napi::Result<()> {
 
 /// Wakes one waiter of the lock at `offset` of mapping `id` (after a JavaScript release
 /// saw WAITERS).
-#[napi]
-pub fn lock_wake(id: u32, offset: f64) -> napi::Result<()> {
+/// (Exported raw: `js_fast.rs`.)
+pub(crate) fn lock_wake(id: u32, offset: f64) -> Result<()> {
     lock_record(id, offset)?.get().wake_one();
     Ok(())
 }

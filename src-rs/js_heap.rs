@@ -255,23 +255,20 @@ pub fn heap_size(id: u32) -> napi::Result<f64> {
     Ok(slot(id)?.view.heap_len() as f64)
 }
 
-/// `malloc(size, align)`: offset in the mapping.
-#[napi]
-pub fn heap_malloc(id: u32, size: f64, align: f64) -> napi::Result<f64> {
+/// `malloc(size, align)`: offset in the mapping. (Exported raw: `js_fast.rs`.)
+pub(crate) fn heap_malloc(id: u32, size: f64, align: f64) -> Result<f64> {
     let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
     Ok(slot(id)?.locked(|h| h.malloc(size, align))? as f64)
 }
 
-/// `free(offset)`.
-#[napi]
-pub fn heap_free(id: u32, offset: f64) -> napi::Result<()> {
+/// `free(offset)`. (Exported raw: `js_fast.rs`.)
+pub(crate) fn heap_free(id: u32, offset: f64) -> Result<()> {
     let off = to_usize("offset", offset)?;
-    Ok(slot(id)?.locked(|h| h.free(off))?)
+    slot(id)?.locked(|h| h.free(off))
 }
 
-/// `realloc(offset, size)`: the new offset.
-#[napi]
-pub fn heap_realloc(id: u32, offset: f64, size: f64) -> napi::Result<f64> {
+/// `realloc(offset, size)`: the new offset. (Exported raw: `js_fast.rs`.)
+pub(crate) fn heap_realloc(id: u32, offset: f64, size: f64) -> Result<f64> {
     let (off, size) = (to_usize("offset", offset)?, to_usize("size", size)?);
     Ok(slot(id)?.locked(|h| h.realloc(off, size))? as f64)
 }

@@ -202,8 +202,8 @@ pub fn sem_acquire_async(
 
 /// Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
 /// saw WAITERS).
-#[napi]
-pub fn sem_wake(id: u32, offset: f64, n: u32) -> napi::Result<()> {
+/// (Exported raw: `js_fast.rs`.)
+pub(crate) fn sem_wake(id: u32, offset: f64, n: u32) -> Result<()> {
     record::<SemRecord>(id, offset)?.get().wake(n);
     Ok(())
 }

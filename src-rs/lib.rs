@@ -16,5 +16,6 @@ pub mod sync;
 pub mod sys;
 
 pub mod js;
+pub mod js_fast;
 pub mod js_heap;
 pub mod js_sync;
