@@ -1,20 +1,10 @@
 import cluster from 'node:cluster'
 import test from 'ava'
-import { Lock, MappedMemory, MapFlags, Protection, ShmError, shmOpen } from '../dist/index.js'
-import { fixture, forkChild, segmentName, throws, type Child } from './helpers.js'
-
-/** A raw mapping of a fresh named object (as in the original), closed at teardown. */
-function rawSegment(t: Parameters<typeof segmentName>[0], size = 4096 * 100): MappedMemory {
-  const name = segmentName(t, 'lock')
-  const fd = shmOpen(name, 'x+').truncate(size)
-  const m = new MappedMemory(null, size, Protection.READ_WRITE, MapFlags.SHARED, fd)
-  fd.close()
-  t.teardown(() => m.close())
-  return m
-}
+import { Lock, MappedMemory, ShmError } from '../dist/index.js'
+import { fixture, forkChild, rawSegment, throws, type Child } from './helpers.js'
 
 test('two forked children and two cluster workers count to 20,000 under one Lock, exactly', async (t) => {
-  const m = rawSegment(t)
+  const m = rawSegment(t, 4096 * 100)
   const lock = Lock.at(m, 0)
   const counterOffset = 64
   const job = { memory: m, lock, counterOffset, limit: 20_000 }
@@ -49,7 +39,7 @@ test('two forked children and two cluster workers count to 20,000 under one Lock
 })
 
 test('acquire, tryAcquire, release, locked, withLock, hold', (t) => {
-  const m = rawSegment(t)
+  const m = rawSegment(t, 4096 * 100)
   const lock = Lock.at(m, 128)
   t.false(lock.locked)
   t.true(lock.acquire())
@@ -77,7 +67,7 @@ test('acquire, tryAcquire, release, locked, withLock, hold', (t) => {
 })
 
 test('a lock held by another process: timeout, not-owner release, then handoff', async (t) => {
-  const m = rawSegment(t)
+  const m = rawSegment(t, 4096 * 100)
   const lock = Lock.at(m, 256)
   const holder = forkChild(t, 'child-ops.mjs', ['hold-lock', 'unused'])
   await holder.message()
@@ -103,7 +93,7 @@ test('a lock held by another process: timeout, not-owner release, then handoff',
 })
 
 test('a holder that exits with the lock held is detected: ownerDied, markConsistent, not-recoverable', async (t) => {
-  const m = rawSegment(t)
+  const m = rawSegment(t, 4096 * 100)
   for (const consistent of [true, false]) {
     const lock = Lock.at(m, consistent ? 512 : 544)
     const holder = forkChild(t, 'child-ops.mjs', ['hold-lock', 'unused'])

@@ -5,13 +5,13 @@
  * Async acquisitions wait on the process's dedicated waiter threads (`lib/waits.ts`).
  * @module
  */
-import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
-import { abortError, closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
+import { checkIndex, checkTimeout, describe } from './args.js'
+import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
 import { internals, MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
-import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
+import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** Owner thread id bits of the lock word. */
 const TID_MASK = 0x3fff_ffff
@@ -249,19 +249,12 @@ export class Lock implements Disposable {
    *   (also when the mapping is closed while waiting); TypeError/RangeError for bad options
    */
   acquireAsync(options?: AsyncWaitOptions): Promise<boolean> {
-    try {
-      const { timeout, signal } = checkWaitOptions(options)
-      if (signal?.aborted) throw abortError(signal)
-      if (this.tryAcquire()) return Promise.resolve(true)
-      if (timeout === 0) return Promise.resolve(false)
-      const { id } = internals(this.memory)
-      return waitNative(() => binding.lockAcquireAsync(id, this.offset, timeout), signal).then((code) => {
-        if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
-        return this.#acquired(code)
-      })
-    } catch (e) {
-      return Promise.reject(e)
-    }
+    return acquireAsyncWith(
+      options,
+      () => this.tryAcquire(),
+      (timeout) => binding.lockAcquireAsync(internals(this.memory).id, this.offset, timeout),
+      (code) => this.#acquired(code),
+    )
   }
 
   /**

@@ -4,13 +4,13 @@
  * waking cross into Rust (`src-rs/sync/semaphore.rs` documents the word).
  * @module
  */
-import { checkInteger, checkTimeout, checkWaitOptions } from './args.js'
-import { abortError, closedError, native, rangeError } from './errors.js'
+import { checkInteger, checkTimeout } from './args.js'
+import { closedError, native, rangeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, type LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
-import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
+import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** The count bits of the word; bit 31 means "someone may sleep: wake on release". */
 const COUNT_MASK = 0x7fff_ffff
@@ -111,20 +111,15 @@ export class Semaphore {
    * @throws (rejects) AbortError; ShmError `ERR_SHM_CLOSED`; TypeError/RangeError
    */
   acquireAsync(options?: AsyncWaitOptions): Promise<boolean> {
-    try {
-      const { timeout, signal } = checkWaitOptions(options)
-      if (signal?.aborted) throw abortError(signal)
-      if (this.tryAcquire()) return Promise.resolve(true)
-      if (timeout === 0) return Promise.resolve(false)
-      const { id } = internals(this.memory)
-      return waitNative(() => binding.semAcquireAsync(id, this.offset, timeout), signal).then((code) => {
+    return acquireAsyncWith(
+      options,
+      () => this.tryAcquire(),
+      (timeout) => binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout),
+      (code) => {
         throwIfFailed(code)
-        if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
         return outcome(code) === Code.OK
-      })
-    } catch (e) {
-      return Promise.reject(e)
-    }
+      },
+    )
   }
 
   /**

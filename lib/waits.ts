@@ -5,7 +5,8 @@
  * the completion codes, which the blocking paths return too.
  * @module
  */
-import { closedError, native, notRecoverable } from './errors.js'
+import { checkWaitOptions } from './args.js'
+import { abortError, closedError, native, notRecoverable } from './errors.js'
 import { binding } from './native.js'
 
 /** Completion codes of `src-rs/sync/mod.rs` (`code`): the low byte is the outcome. */
@@ -74,4 +75,30 @@ export function waitNative(start: () => number, signal: AbortSignal | undefined)
       resolve(code)
     })
   })
+}
+
+/**
+ * The shape every async acquisition shares (`Lock`, `Semaphore`): check the options, try
+ * at once, else start a native wait with `start(timeout)` and let `settle` turn its
+ * completion code into the result; an abort rejects with an `AbortError`. Errors reject
+ * the promise, never throw.
+ */
+export function acquireAsyncWith(
+  options: unknown,
+  tryNow: () => boolean,
+  start: (timeout: number | undefined) => number,
+  settle: (code: number) => boolean,
+): Promise<boolean> {
+  try {
+    const { timeout, signal } = checkWaitOptions(options)
+    if (signal?.aborted) throw abortError(signal)
+    if (tryNow()) return Promise.resolve(true)
+    if (timeout === 0) return Promise.resolve(false)
+    return waitNative(() => start(timeout), signal).then((code) => {
+      if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
+      return settle(code)
+    })
+  } catch (e) {
+    return Promise.reject(e)
+  }
 }

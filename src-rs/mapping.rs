@@ -426,6 +426,20 @@ pub fn map_at_free_high_address(mut req: MapRequest) -> Result<Arc<Region>> {
     ))
 }
 
+/// A fresh anonymous shared mapping, for tests across the crate.
+#[cfg(test)]
+pub(crate) fn shared_anon_for_tests(len: u64) -> Arc<Region> {
+    Region::map(MapRequest {
+        address: None,
+        len,
+        prot: libc::PROT_READ | libc::PROT_WRITE,
+        flags: libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        fd: -1,
+        offset: 0,
+    })
+    .expect("an anonymous mapping")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,24 +5,12 @@ use super::ops::{CondOp, LockOp, SemOp};
 use super::semaphore::{SemRecord, SemWait};
 use super::{code, waiter, Pinned};
 use crate::lock::{Acquired, LockRecord, LockWait, Owner};
-use crate::mapping::{MapRequest, Region};
+use crate::mapping::Region;
 use crate::sys::Deadline;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn shared_anon(len: u64) -> Arc<Region> {
-    Region::map(MapRequest {
-        address: None,
-        len,
-        prot: libc::PROT_READ | libc::PROT_WRITE,
-        flags: libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-        fd: -1,
-        offset: 0,
-    })
-    .unwrap()
-}
 
 /// A record at `off` of a region that outlives every thread of the test.
 fn at<T>(r: &Region, off: usize) -> &'static T {
@@ -47,7 +35,7 @@ fn chan() -> (Arc<Chan>, mpsc::Receiver<(u64, u32)>) {
 
 #[test]
 fn semaphore_counts_exactly_across_threads() {
-    let r = shared_anon(4096);
+    let r = crate::mapping::shared_anon_for_tests(4096);
     let sem: &SemRecord = at(&r, 0);
     let produced = 20_000u32;
     let consumers: Vec<_> = (0..3)
@@ -87,7 +75,7 @@ fn semaphore_counts_exactly_across_threads() {
 
 #[test]
 fn notify_all_moves_eight_waiters_to_the_lock_one_at_a_time() {
-    let r = shared_anon(4096);
+    let r = crate::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
     let cond: &CondRecord = at(&r, 64);
     let inside: &std::sync::atomic::AtomicU32 = at(&r, 128);
@@ -126,7 +114,7 @@ fn notify_all_moves_eight_waiters_to_the_lock_one_at_a_time() {
 
 #[test]
 fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
-    let r = shared_anon(4096);
+    let r = crate::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
     let cond: &CondRecord = at(&r, 64);
     let woken: &std::sync::atomic::AtomicU32 = at(&r, 128);
@@ -173,7 +161,7 @@ fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
 
 #[test]
 fn waiter_pool_runs_many_lock_waits_and_cancels_and_closes() {
-    let r = shared_anon(4096);
+    let r = crate::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
     let me = Owner::current();
     lock.lock(me, None).unwrap();
@@ -221,7 +209,7 @@ fn waiter_pool_runs_many_lock_waits_and_cancels_and_closes() {
 
 #[test]
 fn async_condition_and_semaphore_waits() {
-    let r = shared_anon(4096);
+    let r = crate::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
     let cond: &CondRecord = at(&r, 64);
     let sem: &SemRecord = at(&r, 128);
@@ -281,7 +269,7 @@ fn async_condition_and_semaphore_waits() {
 #[test]
 fn requeue_moves_plain_and_futex_waitv_sleepers() {
     use crate::sys;
-    let r = shared_anon(4096);
+    let r = crate::mapping::shared_anon_for_tests(4096);
     let a: &std::sync::atomic::AtomicU32 = at(&r, 0);
     let b: &std::sync::atomic::AtomicU32 = at(&r, 4);
     let c: &std::sync::atomic::AtomicU32 = at(&r, 8);

@@ -11,16 +11,21 @@ pub const MAP_FIXED_NOREPLACE: i32 = libc::MAP_FIXED_NOREPLACE;
 /// `mmap` flag that prefaults the pages.
 pub const MAP_POPULATE: i32 = libc::MAP_POPULATE;
 
+/// An absolute `CLOCK_MONOTONIC` deadline as the futex syscalls take it.
+fn timespec(d: Deadline) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (d.nanos / 1_000_000_000) as libc::time_t,
+        tv_nsec: (d.nanos % 1_000_000_000) as libc::c_long,
+    }
+}
+
 /// Waits while `*word == expected`, until woken or `deadline` (absolute, monotonic).
 ///
 /// Uses `FUTEX_WAIT_BITSET` without `FUTEX_PRIVATE_FLAG` (waiters and wakers live in
 /// different processes) and without `FUTEX_CLOCK_REALTIME`, so the deadline is on
 /// `CLOCK_MONOTONIC` and an `EINTR` retry does not stretch it.
 pub fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
-    let ts = deadline.map(|d| libc::timespec {
-        tv_sec: (d.nanos / 1_000_000_000) as libc::time_t,
-        tv_nsec: (d.nanos % 1_000_000_000) as libc::c_long,
-    });
+    let ts = deadline.map(timespec);
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
@@ -188,10 +193,7 @@ pub fn futex_wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Deadline>) -
             reserved: 0,
         })
         .collect();
-    let ts = deadline.map(|d| libc::timespec {
-        tv_sec: (d.nanos / 1_000_000_000) as libc::time_t,
-        tv_nsec: (d.nanos % 1_000_000_000) as libc::c_long,
-    });
+    let ts = deadline.map(timespec);
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
