@@ -58,7 +58,10 @@ test('notifyAll with 8 waiters (processes and threads, sync and async) wakes all
   t.is(i32[9] & 0xffff, 8, 'eight waiters registered')
   cond.notifyAll()
   t.true(i32[0] < 0, 'the waiters were moved onto the lock word (WAITERS set), not woken into a stampede')
-  t.is(i32[9] >>> 16, 8, 'eight signals granted')
+  // A waiter the requeue woke may already have consumed its signal (and unregistered):
+  // what must hold is that every waiter still registered has a signal waiting for it.
+  const counts = Atomics.load(i32, 9)
+  t.is(counts >>> 16, counts & 0xffff, 'a signal granted to every waiter')
   await sleep(50)
   t.true(lock.locked, 'woken waiters wait for the notifier to release the lock')
   lock.release()
