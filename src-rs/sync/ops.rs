@@ -38,6 +38,15 @@ pub fn cond_code(r: Result<(Woke, Acquired)>) -> u32 {
     outcome | lock_code(Ok(acquired))
 }
 
+/// The completion code of a wait ended by an interrupt: an abort, else a close.
+fn interrupted(interrupts: u32) -> u32 {
+    if interrupts & interrupt::CANCEL != 0 {
+        code::CANCELLED
+    } else {
+        code::CLOSED
+    }
+}
+
 /// `Lock#acquireAsync`: takes the lock for the JavaScript thread that asked.
 #[derive(Debug)]
 pub struct LockOp {
@@ -51,11 +60,7 @@ impl AsyncWait for LockOp {
     fn poll(&mut self, interrupts: u32) -> Step<'_, u32> {
         if interrupts != 0 {
             self.wait.abandon(self.rec.get());
-            return Step::Done(if interrupts & interrupt::CANCEL != 0 {
-                code::CANCELLED
-            } else {
-                code::CLOSED
-            });
+            return Step::Done(interrupted(interrupts));
         }
         self.wait.poll(self.rec.get()).map(lock_code)
     }
@@ -74,11 +79,7 @@ impl AsyncWait for SemOp {
     fn poll(&mut self, interrupts: u32) -> Step<'_, u32> {
         if interrupts != 0 {
             self.wait.abandon(self.rec.get());
-            return Step::Done(if interrupts & interrupt::CANCEL != 0 {
-                code::CANCELLED
-            } else {
-                code::CLOSED
-            });
+            return Step::Done(interrupted(interrupts));
         }
         self.wait
             .poll(self.rec.get())
