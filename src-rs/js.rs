@@ -7,6 +7,7 @@ use crate::lock::{Acquired, LockRecord, Owner};
 use crate::mapping::{self, MapRequest, Region};
 use crate::segment::{self, FixedMode, Placement};
 use crate::shm;
+use crate::slots::SlotTable;
 use crate::sync::Pinned;
 use crate::sys::Deadline;
 use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
@@ -152,7 +153,7 @@ pub struct Mapping {
 
 thread_local! {
     /// This JavaScript thread's mappings, indexed by `Mapping::id`.
-    static REGIONS: RefCell<Vec<Option<Arc<Region>>>> = const { RefCell::new(Vec::new()) };
+    static REGIONS: RefCell<SlotTable<Arc<Region>>> = const { RefCell::new(SlotTable::new()) };
 }
 
 /// The region of this thread's mapping `id`.
@@ -161,7 +162,7 @@ thread_local! {
 /// `EINVAL` for an id this thread never handed out (or whose mapping was collected).
 pub(crate) fn region_of(id: u32) -> Result<Arc<Region>> {
     REGIONS
-        .with(|r| r.borrow().get(id as usize).and_then(|s| s.clone()))
+        .with(|r| r.borrow().get(id).cloned())
         .ok_or_else(|| ShmError::new("EINVAL", format!("no mapping with id {id} in this thread")))
 }
 
@@ -192,20 +193,7 @@ fn acquired_code(a: Acquired) -> u32 {
 impl Mapping {
     /// Registers a new mapping in this thread's table.
     fn new(region: Arc<Region>, header: Option<segment::Header>) -> Mapping {
-        let slot = Some(region.clone());
-        let id = REGIONS.with(|r| {
-            let mut r = r.borrow_mut();
-            match r.iter().position(|s| s.is_none()) {
-                Some(i) => {
-                    r[i] = slot;
-                    i
-                }
-                None => {
-                    r.push(slot);
-                    r.len() - 1
-                }
-            }
-        }) as u32;
+        let id = REGIONS.with(|r| r.borrow_mut().insert(region.clone()));
         Mapping { region, header, id }
     }
 
@@ -218,11 +206,7 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         // Collected on its own JavaScript thread; `try_with`: the thread may be exiting.
-        let _ = REGIONS.try_with(|r| {
-            if let Some(s) = r.borrow_mut().get_mut(self.id as usize) {
-                *s = None;
-            }
-        });
+        let _ = REGIONS.try_with(|r| r.borrow_mut().remove(self.id));
     }
 }
 

@@ -12,6 +12,7 @@ use crate::heap::{HeapError, HeapView, NAMED_READY};
 use crate::js::{to_u64, Mapping};
 use crate::lock::{Acquired, LockRecord, Owner};
 use crate::mapping::{closed, Region};
+use crate::slots::SlotTable;
 use crate::sys::{self, Deadline};
 use napi_derive::napi;
 use std::cell::RefCell;
@@ -96,14 +97,14 @@ struct HeapSlot {
 
 thread_local! {
     /// This thread's attached heaps, indexed by the id handed to JavaScript.
-    static HEAPS: RefCell<Vec<Option<Rc<HeapSlot>>>> = const { RefCell::new(Vec::new()) };
+    static HEAPS: RefCell<SlotTable<Rc<HeapSlot>>> = const { RefCell::new(SlotTable::new()) };
 }
 
 /// The slot `id` of this thread.
 #[inline]
 fn slot(id: u32) -> Result<Rc<HeapSlot>> {
     HEAPS
-        .with(|h| h.borrow().get(id as usize).and_then(|s| s.clone()))
+        .with(|h| h.borrow().get(id).cloned())
         .ok_or_else(|| ShmError::new("EINVAL", format!("no heap with id {id} in this thread")))
 }
 
@@ -128,19 +129,7 @@ impl Mapping {
             unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) }
                 .map_err(ShmError::from)?;
         let slot = Rc::new(HeapSlot { region, view });
-        Ok(HEAPS.with(|h| {
-            let mut h = h.borrow_mut();
-            match h.iter().position(|s| s.is_none()) {
-                Some(i) => {
-                    h[i] = Some(slot);
-                    i as u32
-                }
-                None => {
-                    h.push(Some(slot));
-                    (h.len() - 1) as u32
-                }
-            }
-        }))
+        Ok(HEAPS.with(|h| h.borrow_mut().insert(slot)))
     }
 }
 
@@ -242,11 +231,7 @@ impl HeapSlot {
 /// Forgets heap `id` of this thread (the heap itself is untouched).
 #[napi]
 pub fn heap_release(id: u32) {
-    HEAPS.with(|h| {
-        if let Some(s) = h.borrow_mut().get_mut(id as usize) {
-            *s = None;
-        }
-    });
+    HEAPS.with(|h| h.borrow_mut().remove(id));
 }
 
 /// Length of heap `id`'s region.

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod mapping;
 pub mod segment;
 pub mod shm;
+pub mod slots;
 pub mod sync;
 pub mod sys;
 

@@ -81,13 +81,35 @@ fn put_u64(r: &Region, off: usize, v: u64) {
     // SAFETY: as put_u32.
     unsafe { ((r.addr() + off) as *mut u64).write_unaligned(v.to_le()) }
 }
-fn get_u32(r: &Region, off: usize) -> u32 {
-    // SAFETY: as put_u32; the value may be garbage, callers validate it.
-    u32::from_le(unsafe { ((r.addr() + off) as *const u32).read_volatile() })
+/// The header bytes of the object behind `fd` (`pread`: no mapping needed to look).
+fn read_header(fd: i32) -> Result<[u8; HEADER_SIZE as usize]> {
+    let mut buf = [0u8; HEADER_SIZE as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the destination is the unfilled tail of `buf`; pread writes at most
+        // that many bytes.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                done as libc::off_t,
+            )
+        };
+        match n {
+            0 => break, // shorter than a header: the size check rejects it
+            n if n > 0 => done += n as usize,
+            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => continue,
+            _ => return Err(ShmError::last_os("pread")),
+        }
+    }
+    Ok(buf)
 }
-fn get_u64(r: &Region, off: usize) -> u64 {
-    // SAFETY: as get_u32 (offsets are 8-aligned in the header).
-    u64::from_le(unsafe { ((r.addr() + off) as *const u64).read_volatile() })
+fn le_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+fn le_u64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
 fn magic(r: &Region) -> &AtomicU64 {
     // SAFETY: offset 0 of a page-aligned mapping of ≥ MIN_SIZE bytes is aligned and ours.
@@ -225,20 +247,15 @@ fn open_fd(
     if size < MIN_SIZE {
         return Err(bad_header(name, format!("{size} bytes is too small")));
     }
-    // Map once anywhere, read-only, just to read the header.
-    let probe = Region::map(MapRequest {
-        address: None,
-        len: HEADER_SIZE,
-        prot: libc::PROT_READ,
-        flags: libc::MAP_SHARED,
-        fd,
-        offset: 0,
-    })?;
     let header = loop {
-        // Acquire pairs with publish()'s Release.
-        let m = magic(&probe).load(Ordering::Acquire);
+        let bytes = read_header(fd).map_err(|e| e.with_path(name))?;
+        let m = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
         if m == MAGIC {
-            break validate(&probe, size).map_err(|why| bad_header(name, why))?;
+            // Acquire pairs with publish()'s Release store of the magic: read the fields
+            // again after it, so none of them is older than the magic we saw.
+            std::sync::atomic::fence(Ordering::Acquire);
+            let bytes = read_header(fd).map_err(|e| e.with_path(name))?;
+            break validate(&bytes, size).map_err(|why| bad_header(name, why))?;
         }
         // Zero: maybe a creator that has not published yet; anything else is foreign.
         if m != 0 || deadline.passed() {
@@ -246,7 +263,6 @@ fn open_fd(
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
-    probe.close();
     let prot = if read_only {
         libc::PROT_READ
     } else {
@@ -283,22 +299,22 @@ fn open_fd(
 }
 
 /// Checks every header field of a mapped header against the object's real size.
-fn validate(r: &Region, real_size: u64) -> std::result::Result<Header, String> {
-    let version = get_u32(r, 8);
+fn validate(b: &[u8; HEADER_SIZE as usize], real_size: u64) -> std::result::Result<Header, String> {
+    let version = le_u32(b, 8);
     if version != VERSION {
         return Err(format!(
             "format version {version}, this library reads {VERSION}"
         ));
     }
-    if get_u32(r, 12) as u64 != HEADER_SIZE {
+    if le_u32(b, 12) as u64 != HEADER_SIZE {
         return Err("bad header size".into());
     }
     let h = Header {
-        size: get_u64(r, 16),
-        base: get_u64(r, 24),
-        flags: get_u32(r, 32),
-        heap_offset: get_u64(r, 40),
-        heap_size: get_u64(r, 48),
+        size: le_u64(b, 16),
+        base: le_u64(b, 24),
+        flags: le_u32(b, 32),
+        heap_offset: le_u64(b, 40),
+        heap_size: le_u64(b, 48),
     };
     if h.size != real_size {
         return Err(format!(
