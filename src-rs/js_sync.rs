@@ -208,6 +208,16 @@ pub(crate) fn sem_wake(id: u32, offset: f64, n: u32) -> Result<()> {
     Ok(())
 }
 
+/// The condition record at `offset` of mapping `id` and its lock's record, pinned.
+fn cond_records(
+    id: u32,
+    offset: f64,
+    lock_id: u32,
+    lock_offset: f64,
+) -> Result<(Pinned<CondRecord>, Pinned<LockRecord>)> {
+    Ok((record(id, offset)?, record(lock_id, lock_offset)?))
+}
+
 /// Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
 /// returns a completion code (`sync::code`); the lock is held again.
 #[napi]
@@ -220,8 +230,7 @@ pub fn cond_wait(
     timeout_ms: Option<f64>,
 ) -> napi::Result<u32> {
     let deadline = deadline(timeout_ms)?;
-    let cond = record::<CondRecord>(id, offset)?;
-    let lock = record::<LockRecord>(lock_id, lock_offset)?;
+    let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
     let woke = condition::wait_unless(cond.get(), lock.get(), deadline, || terminating(&env))?
         .ok_or_else(terminated)?;
     Ok(cond_code(Ok(woke)))
@@ -239,8 +248,7 @@ pub fn cond_wait_async(
     timeout_ms: Option<f64>,
 ) -> napi::Result<f64> {
     let deadline = deadline(timeout_ms)?;
-    let cond = record::<CondRecord>(id, offset)?;
-    let lock_rec = record::<LockRecord>(lock_id, lock_offset)?;
+    let (cond, lock_rec) = cond_records(id, offset, lock_id, lock_offset)?;
     let wait = CondWait::start(cond.get(), lock_rec.get(), Owner::current(), deadline, true)?;
     let op = CondOp {
         cond,
@@ -264,7 +272,6 @@ pub fn cond_notify(
     lock_offset: f64,
     n: u32,
 ) -> napi::Result<u32> {
-    let cond = record::<CondRecord>(id, offset)?;
-    let lock = record::<LockRecord>(lock_id, lock_offset)?;
+    let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
     Ok(cond.get().notify(lock.get(), Owner::current(), n)?)
 }

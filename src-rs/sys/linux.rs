@@ -42,12 +42,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -
             libc::FUTEX_BITSET_MATCH_ANY,
         )
     };
-    if r == -1 && nix::errno::Errno::last() == nix::errno::Errno::ETIMEDOUT {
-        WaitOutcome::TimedOut
-    } else {
-        // 0 (woken), EAGAIN (value changed), EINTR (signal): the caller re-checks.
-        WaitOutcome::Retry
-    }
+    wait_outcome(r)
 }
 
 /// Wakes up to `n` waiters on `word` in any process. Returns how many were woken.
@@ -209,10 +204,15 @@ pub fn futex_wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Deadline>) -
             libc::CLOCK_MONOTONIC,
         )
     };
+    wait_outcome(r)
+}
+
+/// How a futex wait syscall ended: only `ETIMEDOUT` is final; a wake, `EAGAIN` (the value
+/// differed) or `EINTR` all mean "re-check".
+fn wait_outcome(r: libc::c_long) -> WaitOutcome {
     if r == -1 && nix::errno::Errno::last() == nix::errno::Errno::ETIMEDOUT {
         WaitOutcome::TimedOut
     } else {
-        // An index (woken), EAGAIN (a value differed), EINTR: the caller re-checks all.
         WaitOutcome::Retry
     }
 }
