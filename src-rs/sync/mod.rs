@@ -17,12 +17,13 @@
 //! the others at most one slice.
 
 pub mod condition;
+pub mod lock;
 pub mod ops;
 pub mod semaphore;
 pub mod waiter;
 
 use crate::error::{Result, ShmError};
-use crate::mapping::{Pin, Region};
+use crate::memory::mapping::{Pin, Region};
 use crate::sys::{self, Deadline, WaitOutcome};
 use std::marker::PhantomData;
 use std::sync::atomic::AtomicU32;

@@ -25,7 +25,7 @@
 use super::interrupt;
 use super::ops::AsyncWait;
 use super::Step;
-use crate::mapping::Region;
+use crate::memory::mapping::Region;
 use crate::sys::{self, Deadline};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -3,11 +3,11 @@
 //! `lib/native.ts` is the only caller; the public API is the TypeScript on top.
 
 use crate::error::{Result, ShmError};
-use crate::lock::{Acquired, LockRecord, Owner};
-use crate::mapping::{self, MapRequest, Region};
-use crate::segment::{self, FixedMode, Placement};
-use crate::shm;
-use crate::slots::SlotTable;
+use crate::js::slots::SlotTable;
+use crate::memory::mapping::{self, MapRequest, Region};
+use crate::memory::segment::{self, FixedMode, Placement};
+use crate::memory::shm;
+use crate::sync::lock::{Acquired, LockRecord, Owner};
 use crate::sync::Pinned;
 use crate::sys::Deadline;
 use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
@@ -15,6 +15,11 @@ use napi::{Either, Env};
 use napi_derive::napi;
 use std::cell::RefCell;
 use std::sync::Arc;
+
+pub mod heap;
+pub mod raw;
+pub mod slots;
+pub mod sync;
 
 /// The largest integer a JS number holds exactly.
 const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
@@ -256,7 +261,8 @@ impl Mapping {
             placement,
             prefault,
         )?;
-        if let Err(e) = crate::js_heap::format_heap(&region, header.heap_offset, header.heap_size) {
+        if let Err(e) = crate::js::heap::format_heap(&region, header.heap_offset, header.heap_size)
+        {
             let _ = shm::unlink(&shm::normalize_name(&name)?);
             return Err(e.into());
         }
@@ -363,10 +369,10 @@ fn lock_record(id: u32, offset: f64) -> Result<Pinned<LockRecord>> {
 pub fn lock_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
     let deadline = deadline(timeout_ms)?;
     let rec = lock_record(id, offset)?;
-    let stop = || crate::js_sync::terminating(&env);
+    let stop = || crate::js::sync::terminating(&env);
     let acquired = rec.get().lock_unless(Owner::current(), deadline, stop)?;
     Ok(acquired_code(
-        acquired.ok_or_else(crate::js_sync::terminated)?,
+        acquired.ok_or_else(crate::js::sync::terminated)?,
     ))
 }
 

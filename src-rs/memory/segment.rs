@@ -19,8 +19,8 @@
 //! All integers are little-endian (the native order of every supported target).
 
 use crate::error::{Result, ShmError};
-use crate::mapping::{self, MapRequest, Region};
-use crate::shm;
+use crate::memory::mapping::{self, MapRequest, Region};
+use crate::memory::shm;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

@@ -9,10 +9,10 @@
 
 use crate::error::{Result, ShmError};
 use crate::heap::{HeapError, HeapView, NAMED_READY};
+use crate::js::slots::SlotTable;
 use crate::js::{to_u64, Mapping};
-use crate::lock::{Acquired, LockRecord, Owner};
-use crate::mapping::{closed, Region};
-use crate::slots::SlotTable;
+use crate::memory::mapping::{closed, Region};
+use crate::sync::lock::{Acquired, LockRecord, Owner};
 use crate::sys::{self, Deadline};
 use napi_derive::napi;
 use std::cell::RefCell;

@@ -97,7 +97,7 @@ unsafe extern "C" fn heap_malloc(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, size, align]| {
-        crate::js_heap::heap_malloc(id(h)?, size, align).map(Ret::Number)
+        crate::js::heap::heap_malloc(id(h)?, size, align).map(Ret::Number)
     });
     // SAFETY: as above.
     unsafe { finish(env, r) }
@@ -109,7 +109,7 @@ unsafe extern "C" fn heap_free(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<2>(env, info) }
-        .and_then(|[h, off]| crate::js_heap::heap_free(id(h)?, off).map(|()| Ret::Undefined));
+        .and_then(|[h, off]| crate::js::heap::heap_free(id(h)?, off).map(|()| Ret::Undefined));
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
@@ -120,7 +120,7 @@ unsafe extern "C" fn heap_realloc(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, off, size]| {
-        crate::js_heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
+        crate::js::heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
     });
     // SAFETY: as above.
     unsafe { finish(env, r) }
@@ -143,7 +143,7 @@ unsafe extern "C" fn sem_wake(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, n]| {
-        crate::js_sync::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
+        crate::js::sync::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
     });
     // SAFETY: as above.
     unsafe { finish(env, r) }

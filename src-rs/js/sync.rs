@@ -6,9 +6,9 @@
 
 use crate::error::{Result, ShmError};
 use crate::js::{deadline, region_of, to_u64};
-use crate::lock::{LockRecord, LockWait, Owner};
-use crate::mapping::Region;
+use crate::memory::mapping::Region;
 use crate::sync::condition::{self, CondRecord, CondWait};
+use crate::sync::lock::{LockRecord, LockWait, Owner};
 use crate::sync::ops::{cond_code, AsyncWait, CondOp, LockOp, SemOp};
 use crate::sync::semaphore::{SemRecord, SemWait};
 use crate::sync::{waiter, Pinned};
