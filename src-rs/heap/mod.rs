@@ -95,6 +95,7 @@
 //!   free block minus its 16-byte header, 0 if none); `allocations` counts allocated
 //!   blocks, directory entries included.
 
+use crate::memory::mapping::Region;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
@@ -931,6 +932,25 @@ pub fn min_heap_len() -> usize {
         n += 16;
     }
     n as usize
+}
+
+/// Formats a fresh heap in `[off, off + len)` of `region`.
+///
+/// # Errors
+/// The heap's validation errors (region too small, misaligned).
+pub(crate) fn format_heap(region: &Region, off: u64, len: u64) -> crate::error::Result<()> {
+    // SAFETY: the region is live (its owner holds it) for the duration of this call;
+    // HeapView::new bounds-checks `off`/`len` against the mapping length.
+    let view = unsafe {
+        HeapView::new(
+            region.addr() as *mut u8,
+            region.len(),
+            off as usize,
+            len as usize,
+        )
+    }?;
+    view.format()?;
+    Ok(())
 }
 
 fn fresh_salt(extra: u64) -> u64 {

@@ -1,457 +1,51 @@
-//! The JavaScript boundary: every `#[napi]` export lives here, thin wrappers that check
-//! arguments, call the core modules, and turn [`ShmError`]s into thrown errors.
-//! `lib/native.ts` is the only caller; the public API is the TypeScript on top.
+//! The JavaScript boundary: every export of the native module, as thin wrappers that
+//! check arguments, call the core (`memory`, `heap`, `sync`) and turn [`ShmError`](crate::error::ShmError)s into
+//! thrown errors. `lib/native.ts` is the only caller; the public API is the TypeScript on
+//! top. One file per exported concept:
+//!
+//! | file | exports |
+//! |------|---------|
+//! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
+//! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize` |
+//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]) |
+//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent`, `threadIdentity` (`lockWake` through [`raw`]) |
+//! | [`semaphore`] | `semAcquire`, `semAcquireAsync` (`semWake` through [`raw`]) |
+//! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
+//! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
+//! | [`raw`] | the hot calls as plain N-API callbacks |
+//! | [`args`], [`slots`] | argument checks and the per-thread id tables the others share |
+//!
+//! # The hot-path rule
+//!
+//! Nothing on a per-operation path (a lock, heap, `Ref`, map or channel operation; open
+//! and close) is a `#[napi]` function with arguments or a `#[napi]` class method. Measured
+//! on this machine kind (`/work/shared/anchors.md`, napi-rs 3.16): a `#[napi]` function
+//! costs 133–282 ns with one to three arguments (borrow scopes, argument conversion,
+//! per-call bookkeeping), a `&self` class method 440–760 ns and it takes a process-wide
+//! mutex for borrow tracking, against 33–56 ns for a plain N-API callback. So:
+//!
+//! - per-operation calls are registered as plain N-API callbacks in [`raw`], which reads
+//!   its number arguments with `napi_get_value_double` and calls the same Rust functions
+//!   as everything else (their TypeScript types are declared in `lib/native.ts`);
+//! - native objects that JavaScript addresses per operation (mappings, heaps) live in
+//!   per-thread [`slots::SlotTable`]s and are passed by integer id to free functions,
+//!   never as `this` of a class method;
+//! - `#[napi]` functions and the `Mapping` class stay for setup and the slow paths
+//!   (creating, opening, sleeping in the kernel), where the cost does not matter;
+//! - the uncontended lock and semaphore paths never cross into Rust at all: `lib/`
+//!   runs them with `Atomics` on the shared word (see `docs/ARCHITECTURE.md`).
+//!
+//! Files depend downwards only: `args` and `slots` on nothing here; `mapping` on them;
+//! `waits` on nothing here; `heap`, `lock`, `semaphore`, `condition` on `mapping`,
+//! `waits` and `args`; `raw` on the files whose functions it exports.
 
-use crate::error::{Result, ShmError};
-use crate::js::slots::SlotTable;
-use crate::memory::mapping::{self, MapRequest, Region};
-use crate::memory::segment::{self, FixedMode, Placement};
-use crate::memory::shm;
-use crate::sync::lock::{Acquired, LockRecord, Owner};
-use crate::sync::Pinned;
-use crate::sys::Deadline;
-use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
-use napi::{Either, Env};
-use napi_derive::napi;
-use std::cell::RefCell;
-use std::sync::Arc;
-
+pub mod args;
+pub mod condition;
 pub mod heap;
+pub mod lock;
+pub mod mapping;
 pub mod raw;
+pub mod semaphore;
+pub mod shm;
 pub mod slots;
-pub mod sync;
-
-/// The largest integer a JS number holds exactly.
-const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
-
-/// Checks a JS number is a non-negative safe integer.
-pub(crate) fn to_u64(what: &str, v: f64) -> Result<u64> {
-    if !v.is_finite() || v.fract() != 0.0 {
-        return Err(ShmError::type_error(format!(
-            "The \"{what}\" argument must be an integer; got {v}"
-        )));
-    }
-    if !(0.0..=MAX_SAFE).contains(&v) {
-        return Err(ShmError::range(format!(
-            "The \"{what}\" argument must be >= 0 and <= 2^53-1; got {v}"
-        )));
-    }
-    Ok(v as u64)
-}
-
-/// A deadline from a timeout in milliseconds; `None` = forever.
-pub(crate) fn deadline(timeout_ms: Option<f64>) -> Result<Option<Deadline>> {
-    match timeout_ms {
-        None => Ok(None),
-        Some(t) if t == f64::INFINITY => Ok(None),
-        Some(t) if t.is_nan() || t < 0.0 => Err(ShmError::range(format!(
-            "The \"timeout\" option must be a non-negative number of milliseconds; got {t}"
-        ))),
-        Some(t) => Ok(Some(Deadline::after_ms(t))),
-    }
-}
-
-/// The system page size.
-#[napi]
-pub fn page_size() -> u32 {
-    mapping::page_size() as u32
-}
-
-/// Identity of the calling thread as lock records store it.
-#[napi(object)]
-pub struct ThreadIdentity {
-    /// Kernel thread id.
-    pub tid: u32,
-    /// Low 32 bits of the thread's start time.
-    pub start_lo: u32,
-    /// High 32 bits of the thread's start time.
-    pub start_hi: u32,
-}
-
-/// Who the calling thread is (cached by the TypeScript layer per thread).
-#[napi]
-pub fn thread_identity() -> ThreadIdentity {
-    let me = Owner::current();
-    ThreadIdentity {
-        tid: me.tid,
-        start_lo: me.start as u32,
-        start_hi: (me.start >> 32) as u32,
-    }
-}
-
-/// An opened POSIX shm object.
-#[napi(object)]
-pub struct OpenedObject {
-    /// Normalized name.
-    pub name: String,
-    /// File descriptor.
-    pub fd: i32,
-}
-
-/// `shm_open` with the original library's modes.
-#[napi]
-pub fn shm_open(name: String, mode: String, permissions: u32) -> napi::Result<OpenedObject> {
-    let name = shm::normalize_name(&name)?;
-    let fd = shm::open(
-        &name,
-        shm::OpenMode::parse(&mode)?,
-        shm::check_permissions(permissions)?,
-    )?;
-    Ok(OpenedObject { name, fd })
-}
-
-/// `shm_unlink`.
-#[napi]
-pub fn shm_unlink(name: String) -> napi::Result<()> {
-    Ok(shm::unlink(&shm::normalize_name(&name)?)?)
-}
-
-/// Normalizes and validates a segment name.
-#[napi]
-pub fn normalize_name(name: String) -> napi::Result<String> {
-    Ok(shm::normalize_name(&name)?)
-}
-
-/// `fstat(fd).st_size`.
-#[napi]
-pub fn fd_size(fd: i32) -> napi::Result<f64> {
-    Ok(shm::size(fd)? as f64)
-}
-
-/// `ftruncate(fd, size)`.
-#[napi]
-pub fn fd_truncate(fd: i32, size: f64) -> napi::Result<()> {
-    Ok(shm::truncate(fd, to_u64("size", size)?)?)
-}
-
-/// `close(fd)`.
-#[napi]
-pub fn fd_close(fd: i32) -> napi::Result<()> {
-    Ok(shm::close(fd)?)
-}
-
-/// Unmaps memory previously released with `detach()`.
-#[napi]
-pub fn munmap(address: f64, size: f64) -> napi::Result<()> {
-    Ok(mapping::munmap_forgotten(
-        to_u64("address", address)?,
-        to_u64("size", size)?,
-    )?)
-}
-
-/// Detaches an ArrayBuffer so that every view over it reads as length 0.
-#[napi]
-pub fn detach_buffer(buffer: ArrayBuffer) -> napi::Result<()> {
-    buffer.detach()
-}
-
-/// One mapping, shared with every ArrayBuffer created over it. Its lifecycle (create,
-/// open, buffer, close) goes through this class; the per-call operations (locks,
-/// semaphores, conditions, heaps) are free functions taking its `id`, because napi-rs
-/// class methods take a process-wide mutex per call for borrow tracking.
-#[napi]
-pub struct Mapping {
-    pub(crate) region: Arc<Region>,
-    header: Option<segment::Header>,
-    id: u32,
-}
-
-thread_local! {
-    /// This JavaScript thread's mappings, indexed by `Mapping::id`.
-    static REGIONS: RefCell<SlotTable<Arc<Region>>> = const { RefCell::new(SlotTable::new()) };
-}
-
-/// The region of this thread's mapping `id`.
-///
-/// # Errors
-/// `EINVAL` for an id this thread never handed out (or whose mapping was collected).
-pub(crate) fn region_of(id: u32) -> Result<Arc<Region>> {
-    REGIONS
-        .with(|r| r.borrow().get(id).cloned())
-        .ok_or_else(|| ShmError::new("EINVAL", format!("no mapping with id {id} in this thread")))
-}
-
-/// Where a mapping is and what its header says, read in one call.
-#[napi(object)]
-pub struct MappingInfo {
-    /// Id for the free functions of this thread.
-    pub id: u32,
-    /// Absolute address of the first byte.
-    pub address: f64,
-    /// Length in bytes.
-    pub size: f64,
-    /// The creator's base address (pointers in the segment are stored relative to it);
-    /// for a raw mapping, its own address.
-    pub base: f64,
-    /// Start of the heap region (managed segments), else 0.
-    pub heap_offset: f64,
-    /// Length of the heap region (managed segments), else 0.
-    pub heap_size: f64,
-}
-
-/// How a native lock wait ended, as a completion code (`crate::sync::code`, decoded by
-/// `lib/waits.ts`).
-fn acquired_code(a: Acquired) -> u32 {
-    crate::sync::ops::lock_code(Ok(a))
-}
-
-impl Mapping {
-    /// Registers a new mapping in this thread's table.
-    fn new(region: Arc<Region>, header: Option<segment::Header>) -> Mapping {
-        let id = REGIONS.with(|r| r.borrow_mut().insert(region.clone()));
-        Mapping { region, header, id }
-    }
-
-    /// The mapped region.
-    pub(crate) fn region(&self) -> &Arc<Region> {
-        &self.region
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // Collected on its own JavaScript thread; `try_with`: the thread may be exiting.
-        let _ = REGIONS.try_with(|r| r.borrow_mut().remove(self.id));
-    }
-}
-
-#[napi]
-impl Mapping {
-    /// A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
-    #[napi(factory)]
-    pub fn map(
-        address: Option<f64>,
-        size: f64,
-        protection: i32,
-        flags: i32,
-        fd: i32,
-        offset: f64,
-    ) -> napi::Result<Mapping> {
-        let address = address.map(|a| to_u64("address", a)).transpose()?;
-        let req = MapRequest {
-            address,
-            len: to_u64("size", size)?,
-            prot: protection,
-            flags,
-            fd,
-            offset: to_u64("offset", offset)?,
-        };
-        Ok(Mapping::new(Region::map(req)?, None))
-    }
-
-    /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
-    /// a number = exactly there.
-    #[napi(factory)]
-    pub fn create_segment(
-        name: String,
-        size: f64,
-        permissions: u32,
-        fixed: Either<bool, f64>,
-        prefault: bool,
-    ) -> napi::Result<Mapping> {
-        let placement = match fixed {
-            Either::A(false) => Placement::Anywhere,
-            Either::A(true) => Placement::FreeHigh,
-            Either::B(addr) => Placement::At(to_u64("fixedAddress", addr)?),
-        };
-        let (region, header) = segment::create(
-            &name,
-            to_u64("size", size)?,
-            permissions,
-            placement,
-            prefault,
-        )?;
-        if let Err(e) = crate::js::heap::format_heap(&region, header.heap_offset, header.heap_size)
-        {
-            let _ = shm::unlink(&shm::normalize_name(&name)?);
-            return Err(e.into());
-        }
-        segment::publish(&region);
-        Ok(Mapping::new(region, Some(header)))
-    }
-
-    /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
-    #[napi(factory)]
-    pub fn open_segment(name: String, fixed: String, read_only: bool) -> napi::Result<Mapping> {
-        let mode = match fixed.as_str() {
-            "require" => FixedMode::Require,
-            "prefer" => FixedMode::Prefer,
-            "no" => FixedMode::No,
-            _ => {
-                return Err(ShmError::type_error(format!(
-                "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
-            ))
-                .into())
-            }
-        };
-        let (region, header) = segment::open(&name, mode, read_only)?;
-        Ok(Mapping::new(region, Some(header)))
-    }
-
-    /// Where the mapping is and what its header says.
-    #[napi]
-    pub fn info(&self) -> MappingInfo {
-        let addr = self.region.addr() as f64;
-        MappingInfo {
-            id: self.id,
-            address: addr,
-            size: self.region.len() as f64,
-            base: self.header.map_or(addr, |h| h.base as f64),
-            heap_offset: self.header.map_or(0.0, |h| h.heap_offset as f64),
-            heap_size: self.header.map_or(0.0, |h| h.heap_size as f64),
-        }
-    }
-
-    /// An external ArrayBuffer over the whole mapping (zero-copy). Throws instead of
-    /// copying when the runtime forbids external buffers: a copy would not be shared.
-    #[napi]
-    pub fn buffer<'env>(&self, env: &'env Env) -> napi::Result<ArrayBuffer<'env>> {
-        let pin = self.region.pin()?;
-        let hint = Box::into_raw(Box::new(self.region.clone()));
-        let mut value = std::ptr::null_mut();
-        // SAFETY: the pointer/length describe our live mapping; the finalizer owns one
-        // strong reference to the region (the boxed Arc), so the pages stay mapped until
-        // the buffer is collected or close() detached it first.
-        let status = unsafe {
-            napi::sys::napi_create_external_arraybuffer(
-                env.raw(),
-                pin.region().addr() as *mut std::ffi::c_void,
-                pin.region().len(),
-                Some(release_region),
-                hint.cast(),
-                &mut value,
-            )
-        };
-        if status != napi::sys::Status::napi_ok {
-            // SAFETY: the buffer was not created, so the finalizer will never run.
-            drop(unsafe { Box::from_raw(hint) });
-            let e = if status == napi::sys::Status::napi_no_external_buffers_allowed {
-                ShmError::new(
-                    "ERR_SHM_UNSUPPORTED_PLATFORM",
-                    "this JavaScript runtime forbids external ArrayBuffers; shared memory \
-                     cannot be exposed without copying, which would not be shared",
-                )
-            } else {
-                ShmError::new(
-                    "EINVAL",
-                    format!("napi_create_external_arraybuffer: {status}"),
-                )
-            };
-            return Err(e.into());
-        }
-        // SAFETY: `value` is the ArrayBuffer just created in this env.
-        unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }
-    }
-
-    /// Unmaps (once every in-flight native wait has let go). The caller detaches its
-    /// ArrayBuffer first. Idempotent.
-    #[napi]
-    pub fn close(&self) {
-        crate::sync::waiter::close_region(&self.region);
-        self.region.close();
-    }
-
-    /// Forgets the mapping without unmapping it; the caller owns the pages.
-    #[napi]
-    pub fn forget(&self) -> bool {
-        self.region.forget()
-    }
-}
-
-/// The lock record at `offset` of this thread's mapping `id`, pinned.
-fn lock_record(id: u32, offset: f64) -> Result<Pinned<LockRecord>> {
-    Pinned::new(&region_of(id)?, to_u64("offset", offset)?)
-}
-
-/// Takes the lock at `offset` of mapping `id`, sleeping in the kernel; the slow path
-/// after the JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
-#[napi]
-pub fn lock_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
-    let deadline = deadline(timeout_ms)?;
-    let rec = lock_record(id, offset)?;
-    let stop = || crate::js::sync::terminating(&env);
-    let acquired = rec.get().lock_unless(Owner::current(), deadline, stop)?;
-    Ok(acquired_code(
-        acquired.ok_or_else(crate::js::sync::terminated)?,
-    ))
-}
-
-/// Releases the lock at `offset` of mapping `id` held by this thread, waking a waiter if
-/// needed.
-#[napi]
-pub fn lock_release(id: u32, offset: f64) -> napi::Result<()> {
-    Ok(lock_record(id, offset)?.get().unlock(Owner::current())?)
-}
-
-/// Wakes one waiter of the lock at `offset` of mapping `id` (after a JavaScript release
-/// saw WAITERS).
-/// (Exported raw: `js_fast.rs`.)
-pub(crate) fn lock_wake(id: u32, offset: f64) -> Result<()> {
-    lock_record(id, offset)?.get().wake_one();
-    Ok(())
-}
-
-/// Clears OWNER_DIED on the lock at `offset` of mapping `id` held by this thread.
-#[napi]
-pub fn lock_mark_consistent(id: u32, offset: f64) -> napi::Result<()> {
-    Ok(lock_record(id, offset)?
-        .get()
-        .mark_consistent(Owner::current())?)
-}
-
-/// Finalizer of an external ArrayBuffer: drops its reference to the region (which unmaps
-/// only if nobody closed or detached it and this was the last reference).
-unsafe extern "C" fn release_region(
-    _env: napi::sys::napi_env,
-    _data: *mut std::ffi::c_void,
-    hint: *mut std::ffi::c_void,
-) {
-    // SAFETY: `hint` is the Box<Arc<Region>> leaked in `buffer()`, and V8 calls each
-    // finalizer exactly once.
-    drop(unsafe { Box::from_raw(hint.cast::<Arc<Region>>()) });
-}
-
-/// `PROT_*` and `MAP_*` values of this platform.
-#[napi(object)]
-pub struct MapConstants {
-    /// PROT_NONE
-    pub prot_none: i32,
-    /// PROT_READ
-    pub prot_read: i32,
-    /// PROT_WRITE
-    pub prot_write: i32,
-    /// PROT_EXEC
-    pub prot_exec: i32,
-    /// MAP_SHARED
-    pub map_shared: i32,
-    /// MAP_PRIVATE
-    pub map_private: i32,
-    /// MAP_ANONYMOUS
-    pub map_anonymous: i32,
-    /// MAP_FIXED
-    pub map_fixed: i32,
-    /// MAP_FIXED_NOREPLACE (emulated where the kernel has none)
-    pub map_fixed_noreplace: i32,
-    /// MAP_NORESERVE
-    pub map_noreserve: i32,
-    /// MAP_POPULATE (0 where unsupported)
-    pub map_populate: i32,
-}
-
-/// The platform's mapping constants.
-#[napi]
-pub fn map_constants() -> MapConstants {
-    MapConstants {
-        prot_none: libc::PROT_NONE,
-        prot_read: libc::PROT_READ,
-        prot_write: libc::PROT_WRITE,
-        prot_exec: libc::PROT_EXEC,
-        map_shared: libc::MAP_SHARED,
-        map_private: libc::MAP_PRIVATE,
-        map_anonymous: libc::MAP_ANON,
-        map_fixed: libc::MAP_FIXED,
-        map_fixed_noreplace: crate::sys::MAP_FIXED_NOREPLACE,
-        map_noreserve: libc::MAP_NORESERVE,
-        map_populate: crate::sys::MAP_POPULATE,
-    }
-}
+pub mod waits;
