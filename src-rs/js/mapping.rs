@@ -126,7 +126,12 @@ impl Mapping {
             fd,
             offset: to_u64("offset", offset)?,
         };
-        Ok(Mapping::new(Region::map(req)?, None))
+        let region = Region::map(req)?;
+        if fd >= 0 {
+            // The caller keeps its descriptor; the region gets a duplicate of its own.
+            region.adopt_fd(crate::memory::shm::dup_cloexec(fd)?);
+        }
+        Ok(Mapping::new(region, None))
     }
 
     /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
