@@ -5,7 +5,7 @@
  * constructed atomically across processes, from {@link Heap.named}.
  * @module
  */
-import { checkIndex, checkString, describe } from './args.js'
+import { checkIndex, checkName, describe } from './args.js'
 import { native, typeError } from './errors.js'
 import { setLockAllocator } from './lock.js'
 import { internals, MappedMemory, setHeapFactory } from './memory.js'
@@ -157,7 +157,7 @@ export class Heap {
    * reference in any process. Names are 1 to 255 bytes of UTF-8.
    */
   named<T = unknown>(name: string, type: Type<T> | string, init?: unknown): Ref<T> {
-    checkString('name', name)
+    checkName('name', name)
     const t = resolveNewType(type, init)
     const desc = JSON.stringify(describeType(t))
     const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
@@ -177,7 +177,7 @@ export class Heap {
    * (briefly) while another process is still constructing it.
    */
   find<T = unknown>(name: string): Ref<T> | undefined {
-    checkString('name', name)
+    checkName('name', name)
     const e = native(() => binding.heapNamedFind(this.#id, name, NAMED_WAIT_MS))
     if (!e) return undefined
     return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T>
@@ -185,7 +185,7 @@ export class Heap {
 
   /** Removes `name` from the directory (the object itself is not freed). */
   unname(name: string): boolean {
-    checkString('name', name)
+    checkName('name', name)
     return native(() => binding.heapNamedRemove(this.#id, name))
   }
 
