@@ -102,7 +102,8 @@ export class Heap {
   }
 
   /**
-   * Returns a block to the heap.
+   * Returns a block to the heap. Freeing a named object ({@link named}) also removes its
+   * name, in the same step: the directory never leads to freed memory.
    * @throws ShmError `ERR_SHM_DOUBLE_FREE`; `EINVAL` for an offset that is not a block
    */
   free(offset: number): void {
@@ -110,7 +111,11 @@ export class Heap {
     native(() => binding.heapFree(this.#id, offset))
   }
 
-  /** Resizes a block, moving it (and its contents) if needed; returns its new offset. */
+  /**
+   * Resizes a block, moving it (and its contents) if needed; returns its new offset.
+   * @throws ShmError `EINVAL` for a named object (its name would be left behind: copy it
+   *   into a new object instead), `ENOMEM`
+   */
   realloc(offset: number, size: number): number {
     return native(() => binding.heapRealloc(this.#id, offset, size))
   }
@@ -183,7 +188,10 @@ export class Heap {
     return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T>
   }
 
-  /** Removes `name` from the directory (the object itself is not freed). */
+  /**
+   * Removes `name` from the directory; the object itself is not freed (it becomes an
+   * ordinary allocation). Returns whether the name existed.
+   */
   unname(name: string): boolean {
     checkName('name', name)
     return native(() => binding.heapNamedRemove(this.#id, name))

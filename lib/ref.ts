@@ -236,7 +236,10 @@ export class Ref<T = unknown> {
     return this.memory.bytes.subarray(this[OFFSET], this[OFFSET] + this.#type.size)
   }
 
-  /** Returns the memory to its heap; the reference must not be used afterwards. */
+  /**
+   * Returns the memory to its heap; the reference must not be used afterwards. A named
+   * object loses its name with it (see `Heap.free`).
+   */
   free(): void {
     if (!this.#heap) throw typeError('This reference was not allocated from a heap')
     this.#heap.free(this[OFFSET])
