@@ -5,6 +5,7 @@
 // processes and threads.
 import test, { type ExecutionContext } from 'ava'
 import { fork } from 'node:child_process'
+import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads'
 import {
@@ -31,54 +32,41 @@ let tags = 0
  * others structured-clone the live objects). Killed at teardown.
  */
 async function startPeer(t: ExecutionContext, transport: Transport, workerData?: unknown): Promise<Peer> {
-  const waiting = new Map<string, (m: Record<string, unknown>) => void>()
-  const early = new Map<string, Record<string, unknown>>()
-  const deliver = (m: Record<string, unknown>) => {
-    const tag = String(m.tag)
-    const w = waiting.get(tag)
-    if (w) {
-      waiting.delete(tag)
-      w(m)
-    } else early.set(tag, m)
+  // Replies by tag: each arrives once, and is waited for once.
+  const replies = new Map<string, Record<string, unknown>>()
+  const arrivals = new EventEmitter()
+  const arrived = (m: unknown) => {
+    const r = m as Record<string, unknown>
+    replies.set(String(r.tag), r)
+    arrivals.emit(String(r.tag))
   }
   let send: (m: unknown) => void
   let exited: Promise<unknown>
   if (transport === 'json' || transport === 'advanced') {
-    const proc = fork(fixture('identity-peer.mjs'), [], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: [],
-      serialization: transport,
-    })
-    proc.on('message', (m) => deliver(m as Record<string, unknown>))
-    exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal)))
+    const proc = fork(fixture('identity-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [], serialization: transport })
+    proc.on('message', arrived)
+    exited = once(proc, 'exit')
     send = (m) => proc.send(m as object)
-    t.teardown(() => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
-    })
+    t.teardown(() => void (proc.exitCode === null && proc.signalCode === null && proc.kill('SIGKILL')))
   } else {
     const w = new Worker(fixture('identity-peer.mjs'), workerData === undefined ? {} : { workerData })
-    w.on('message', (m) => deliver(m as Record<string, unknown>))
-    w.on('error', (e) => deliver({ tag: 'error', error: String(e) }))
-    exited = new Promise((resolve) => w.on('exit', resolve))
+    w.on('message', arrived)
+    w.on('error', (e) => arrived({ tag: 'error', error: String(e) }))
+    exited = once(w, 'exit')
     send = (m) => w.postMessage(m)
     t.teardown(() => w.terminate())
   }
-  const next = (tag: string) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const m = early.get(tag)
-      if (m) {
-        early.delete(tag)
-        return resolve(m)
-      }
-      waiting.set(tag, resolve)
-      void exited.then((c) => reject(new Error(`peer (${transport}) exited (${String(c)}) before replying to ${tag}`)))
-    })
-  const reply = async (tag: string) => {
-    const { tag: _tag, ...r } = await next(tag)
+  const reply = async (tag: string): Promise<Record<string, unknown>> => {
+    if (!replies.has(tag)) {
+      const gone = exited.then((c) => Promise.reject(new Error(`peer (${transport}) exited (${String(c)}) before replying to ${tag}`)))
+      gone.catch(() => {}) // reported by the race, if it loses it; never unhandled
+      await Promise.race([once(arrivals, tag), gone])
+    }
+    const { tag: _tag, ...r } = replies.get(tag)!
+    replies.delete(tag)
     if (r.error !== undefined) throw new Error(`peer failed: ${String(r.error)}`)
     return r
   }
-  const started = next('started')
   const peer: Peer = {
     request: async <T>(op: string, args: Record<string, unknown> = {}) => {
       const tag = `${op}-${++tags}`
@@ -86,6 +74,7 @@ async function startPeer(t: ExecutionContext, transport: Transport, workerData?:
       return (await reply(tag)) as T
     },
   }
+  const started = reply('started')
   if (workerData !== undefined) peer.workerData = reply('workerData')
   await started
   return peer

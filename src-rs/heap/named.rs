@@ -117,24 +117,47 @@ impl HeapView {
 
     /// Find `name`; returns (link word offset, entry offset, entry).
     pub(super) fn find_inner(&self, salt: u64, name: &[u8]) -> R<Option<(u64, u64, Entry)>> {
-        let l = self.lay;
         let hash = fnv1a(name);
-        let mut link = l.dir + 8 * (hash & (u64::from(l.buckets) - 1));
-        let mut budget = self.hld(H_ALLOCS)?.min(self.arena() / MIN_BLOCK) + 1;
+        let mut budget = self.walk_budget()?;
+        self.find_in_bucket(
+            salt,
+            hash & (u64::from(self.lay.buckets) - 1),
+            &mut budget,
+            |e, ent| {
+                Ok(ent.hash == hash
+                    && ent.name_len == name.len() as u64
+                    && self.read_bytes(e + E_NAME, ent.name_len)? == name)
+            },
+        )
+    }
+
+    /// How many entries a walk may visit before calling the directory cyclic.
+    fn walk_budget(&self) -> R<u64> {
+        Ok(self.hld(H_ALLOCS)?.min(self.arena() / MIN_BLOCK) + 1)
+    }
+
+    /// The first entry of `bucket` that `wanted(entry offset, entry)` accepts; returns
+    /// (link word offset, entry offset, entry). Each visited entry spends one unit of
+    /// `budget` (shared by the walks of one operation), so a cycle ends in `Corrupt`.
+    fn find_in_bucket(
+        &self,
+        salt: u64,
+        bucket: u64,
+        budget: &mut u64,
+        wanted: impl Fn(u64, &Entry) -> R<bool>,
+    ) -> R<Option<(u64, u64, Entry)>> {
+        let mut link = self.lay.dir + 8 * bucket;
         loop {
             let e = self.ld(link)?;
             if e == 0 {
                 return Ok(None);
             }
-            if budget == 0 {
+            if *budget == 0 {
                 return corrupt("directory chain too long (cycle?)", e);
             }
-            budget -= 1;
+            *budget -= 1;
             let ent = self.entry(salt, e, false)?;
-            if ent.hash == hash
-                && ent.name_len == name.len() as u64
-                && self.read_bytes(e + E_NAME, ent.name_len)? == name
-            {
+            if wanted(e, &ent)? {
                 return Ok(Some((link, e, ent)));
             }
             link = e + E_NEXT;
@@ -278,24 +301,12 @@ impl HeapView {
     /// (being freed), if there is one: a walk of the whole directory, made only for
     /// objects flagged NAMED. Caller holds the heap lock inside an operation.
     pub(super) fn unname_object(&self, salt: u64, obj: u64) -> R<()> {
-        let l = self.lay;
-        let mut budget = self.hld(H_ALLOCS)?.min(self.arena() / MIN_BLOCK) + 1;
-        for i in 0..u64::from(l.buckets) {
-            let mut link = l.dir + 8 * i;
-            loop {
-                let e = self.ld(link)?;
-                if e == 0 {
-                    break;
-                }
-                if budget == 0 {
-                    return corrupt("directory chain too long (cycle?)", e);
-                }
-                budget -= 1;
-                let ent = self.entry(salt, e, false)?;
-                if ent.obj == obj {
-                    return self.unlink_entry(salt, link, &ent);
-                }
-                link = e + E_NEXT;
+        let mut budget = self.walk_budget()?;
+        for bucket in 0..u64::from(self.lay.buckets) {
+            if let Some((link, _, ent)) =
+                self.find_in_bucket(salt, bucket, &mut budget, |_, ent| Ok(ent.obj == obj))?
+            {
+                return self.unlink_entry(salt, link, &ent);
             }
         }
         Ok(())
