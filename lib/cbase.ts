@@ -27,8 +27,14 @@ import {
 /** An instance of a {@link CBase} class: a struct reference with the members `F` as properties. */
 export type CBaseInstance<F extends object = Record<string, unknown>> = Ref<F> & F
 
-/** Any constructor of struct references (the `this` of the static helpers). */
-export type CBaseConstructor = abstract new (memory: MappedMemory, offset: number, type: Type, heap: RefHeap | null) => Ref
+/**
+ * Any class of struct references (the `this` of the static helpers). Such classes have no
+ * public constructor: objects come from `new()` and `revive`.
+ */
+export type CBaseConstructor = abstract new (...args: never) => Ref
+
+/** The instances of a {@link CBaseConstructor} (`InstanceType` does not see through its constructor). */
+export type CBaseInstanceOf<C> = C extends abstract new (...args: never) => infer R ? R : never
 
 /**
  * The class returned by {@link CBase}. Everything here is static: instances have only
@@ -36,10 +42,11 @@ export type CBaseConstructor = abstract new (memory: MappedMemory, offset: numbe
  */
 export interface CBaseClass<F extends object = Record<string, unknown>> {
   /**
-   * @internal Instances come from {@link CBaseClass.new} and `revive`; these are
-   * `Ref`'s arguments. Do not declare a constructor in subclasses.
+   * Not callable: instances come from {@link CBaseClass.new} and `revive` (the signature
+   * is there so that `class User extends CBase(...) {}` works). Do not declare a
+   * constructor in subclasses.
    */
-  new (memory: MappedMemory, offset: number, type: Type, heap: RefHeap | null): CBaseInstance<F>
+  new (...args: never): CBaseInstance<F>
   /** The prototype (member properties, `Ref` methods). */
   readonly prototype: CBaseInstance<F>
   /** The FFI the declaration was looked up in. */
@@ -64,7 +71,7 @@ export interface CBaseClass<F extends object = Record<string, unknown>> {
    * @throws RangeError for more values than members; TypeError/RangeError for a value
    *   a member does not take (the memory is released again)
    */
-  'new'<C extends CBaseConstructor>(this: C, ...fields: unknown[]): InstanceType<C>
+  'new'<C extends CBaseConstructor>(this: C, ...fields: unknown[]): CBaseInstanceOf<C>
   /**
    * A subclass whose {@link CBaseClass.new} allocates zeroed objects in a shared heap
    * (the same subclass for the same heap). Its objects are instances of this class too.

@@ -11,7 +11,8 @@ import { binding, type MappingInfo, type NativeMapping } from './native.js'
 import { SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
 import type { Heap } from './heap.js'
 import type { Ref } from './ref.js'
-import type { Type } from './types/index.js'
+import type { InitOf, RefOf } from './typed.js'
+import type { AllocationTypeOfName, CharPointerName, Type } from './types/index.js'
 
 /** Options of {@link MappedMemory.create}. */
 export interface CreateOptions {
@@ -111,8 +112,8 @@ export class MappedMemory implements Disposable {
   #view: DataView | null = null
   #closed = false
   #raw: RawOrigin | null
-  /** @internal Objects attached to this mapping (the heap), dropped on close. */
-  _attached: Map<string, unknown> = new Map()
+  /** The heap of a managed segment, once attached; dropped on close. */
+  #heap: Heap | null = null
 
   /**
    * A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
@@ -241,18 +242,27 @@ export class MappedMemory implements Disposable {
   get heap(): Heap {
     if (this.#closed) throw closedError('the mapping')
     if (this.#raw !== null) throw typeError('A raw mapping has no heap: use Heap.create(memory) or Heap.attach(memory, offset)')
-    let h = this._attached.get('heap') as Heap | undefined
-    if (!h) {
+    if (!this.#heap) {
       if (!heapFactory) throw typeError('The heap module is not loaded')
-      h = heapFactory(this)
-      this._attached.set('heap', h)
+      this.#heap = heapFactory(this)
     }
-    return h
+    return this.#heap
   }
 
-  /** Allocates a typed object in the heap: the same as `this.heap.new(type, init)`. */
-  new<T = unknown>(type: Type<T> | string, init?: unknown): Ref<T> {
-    return this.heap.new(type, init)
+  /**
+   * Allocates a typed object in the heap: the same as `this.heap.new(type, init)` (see
+   * `Heap.new`).
+   * @example
+   * ```ts
+   * const hits = mem.new('size_t', 0)    // Ref<bigint>
+   * hits.value += 1n
+   * ```
+   */
+  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): Ref<number[], Ref<number>>
+  new<const S extends string>(type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
+  new<Ty extends Type>(type: Ty, init?: InitOf<Ty>): RefOf<Ty>
+  new(type: Type | string, init?: unknown): Ref {
+    return this.heap.new(type as Type, init)
   }
 
   /** Whether {@link close} or {@link detach} was called. */
@@ -323,7 +333,7 @@ export class MappedMemory implements Disposable {
 
   #shutViews(): void {
     this.#closed = true
-    this._attached.clear()
+    this.#heap = null
     forgetCached(this)
     native(() => binding.detachBuffer(this.#buffer))
   }

@@ -4,7 +4,7 @@
  * waking cross into Rust (`src-rs/sync/semaphore.rs` documents the word).
  * @module
  */
-import { checkInteger, checkTimeout } from './args.js'
+import { checkInteger, checkTimeoutArg } from './args.js'
 import { closedError, native, rangeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, type LockHome } from './lock.js'
@@ -95,8 +95,8 @@ export class Semaphore {
    * Takes a unit, blocking this thread while there is none.
    * @returns `true` when taken, `false` when `timeout` ran out
    */
-  acquire(options?: AcquireOptions): boolean {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+  acquire(options?: number | AcquireOptions): boolean {
+    const timeout = options === undefined ? undefined : checkTimeoutArg(options)
     if (this.tryAcquire()) return true
     if (timeout === 0) return false
     const { id } = internals(this.memory)
@@ -110,7 +110,7 @@ export class Semaphore {
    * @returns `true` when taken, `false` when `timeout` ran out
    * @throws (rejects) AbortError; ShmError `ERR_SHM_CLOSED`; TypeError/RangeError
    */
-  acquireAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  acquireAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     return acquireAsyncWith(
       options,
       () => this.tryAcquire(),

@@ -23,6 +23,8 @@ const fdRegistry = new FinalizationRegistry<number>((fd) => {
   }
 })
 
+let openedObject: (name: string, fd: number, readOnly: boolean) => SharedMemoryObject
+
 /** An open POSIX shared-memory object (a file descriptor and its name). */
 export class SharedMemoryObject implements Disposable {
   /** The name, normalized with one leading `/`. */
@@ -31,12 +33,16 @@ export class SharedMemoryObject implements Disposable {
   /** Whether the object was opened read-only. */
   readonly readOnly: boolean
 
-  /** @internal Use {@link shmOpen}. */
-  constructor(name: string, fd: number, readOnly: boolean) {
+  /** Objects come from {@link shmOpen}. */
+  private constructor(name: string, fd: number, readOnly: boolean) {
     this.name = name
     this.#fd = fd
     this.readOnly = readOnly
     fdRegistry.register(this, fd, this)
+  }
+
+  static {
+    openedObject = (name, fd, readOnly) => new SharedMemoryObject(name, fd, readOnly)
   }
 
   /** The file descriptor; throws `ERR_SHM_CLOSED` after {@link close}. */
@@ -93,7 +99,7 @@ export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOpti
   const permissions = options.permissions ?? 0o600
   if (!Number.isInteger(permissions)) throw typeError(`The "permissions" option must be an integer; got ${String(permissions)}`)
   const opened = native(() => binding.shmOpen(name, mode, permissions))
-  return new SharedMemoryObject(opened.name, opened.fd, mode === 'r')
+  return openedObject(opened.name, opened.fd, mode === 'r')
 }
 
 /**

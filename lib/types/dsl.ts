@@ -4,7 +4,7 @@
  *
  * ```ts
  * const Point = types.struct('point', { x: types.i32, y: types.i32 });
- * //    ^? StructType<{ x: number; y: number }>
+ * //    ^? StructType<{ x: number; y: number }, { x: ScalarType<number>; y: ScalarType<number> }>
  * const Node = types.struct('node', (self) => ({ value: types.i64, next: types.ptr(self) }));
  * const Tagged = types.struct('tagged', {
  *   kind: types.u8,
@@ -84,7 +84,7 @@ function aggregate<F extends FieldMap>(
   kind: 'struct' | 'union',
   name: string,
   fields: F | ((self: StructType) => F),
-): StructType<ShapeOf<F>> {
+): StructType<ShapeOf<F>, F> {
   const tag = tagOf(kind, name);
   const s = incompleteStruct(kind, tag);
   const map = typeof fields === 'function' ? fields(s) : fields;
@@ -102,7 +102,19 @@ function aggregate<F extends FieldMap>(
       members.push({ name: key, type });
     }
   }
-  return completeStruct<ShapeOf<F>>(s, members);
+  return completeStruct<ShapeOf<F>, F>(s, members);
+}
+
+/**
+ * Pointer to `target` (`null`, `'void'` or nothing for `void *`). Its JS value is the
+ * address as a number; as a struct member it reads as a reference to the target.
+ */
+function pointer<P extends Type>(target: P): PointerType<number, P>;
+function pointer(target?: null | 'void'): PointerType<number, null>;
+function pointer(target: Type | null | 'void' = null): PointerType<number> {
+  if (target === null || target === 'void') return pointerTo(null);
+  assertType(target, 'target');
+  return pointerTo(target);
 }
 
 /**
@@ -149,14 +161,10 @@ export const types = Object.freeze({
    * Pointer to `target` (`null` or `'void'` for `void *`). Its JS value is
    * the address as a number.
    */
-  ptr(target: Type | null | 'void' = null): PointerType<number> {
-    if (target === null || target === 'void') return pointerTo(null);
-    assertType(target, 'target');
-    return pointerTo(target);
-  },
+  ptr: pointer,
 
   /** `element[length]`; nest for multi-dimensional arrays. */
-  array<V>(element: Type<V>, length: number): ArrayType<V[]> {
+  array<E extends Type>(element: E, length: number): ArrayType<JsOf<E>[], E> {
     assertType(element, 'element');
     return arrayOf(element, length);
   },
@@ -167,12 +175,12 @@ export const types = Object.freeze({
    * `...` holds a C11 anonymous struct/union member. Pass a function to
    * refer to the struct itself: `(self) => ({ next: types.ptr(self) })`.
    */
-  struct<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>> {
+  struct<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>, F> {
     return aggregate('struct', name, fields);
   },
 
   /** `union name { ... }`; same rules as `types.struct`. */
-  union<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>> {
+  union<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>, F> {
     return aggregate('union', name, fields);
   },
 

@@ -60,18 +60,24 @@ export interface ScalarType<V = unknown> extends TypeBase<V> {
   readonly scalar: ScalarKind;
 }
 
-/** A data pointer (8 bytes). Its JS value is the address as a number (0 = NULL). */
-export interface PointerType<V = unknown> extends TypeBase<V> {
+/**
+ * A data pointer (8 bytes). Its JS value is the address as a number (0 = NULL). `P` is
+ * the pointee's type as TypeScript knows it (`null` for `void *`).
+ */
+export interface PointerType<V = unknown, P extends Type | null = Type | null> extends TypeBase<V> {
   readonly kind: 'pointer';
   /** Pointee; `null` for `void *`. */
-  readonly target: Type | null;
+  readonly target: P;
 }
 
-/** A fixed-length array. Multi-dimensional arrays are arrays of arrays. */
-export interface ArrayType<V = unknown> extends TypeBase<V> {
+/**
+ * A fixed-length array. Multi-dimensional arrays are arrays of arrays. `E` is the
+ * element type as TypeScript knows it.
+ */
+export interface ArrayType<V = unknown, E extends Type = Type> extends TypeBase<V> {
   readonly kind: 'array';
   /** Element type. */
-  readonly element: Type;
+  readonly element: E;
   /** Number of elements (>= 1). */
   readonly length: number;
 }
@@ -91,11 +97,22 @@ export interface Field {
 }
 
 /**
+ * Phantom key that carries the member types of a struct made with `types.struct`
+ * (the field map), so references to it can expose typed members. Never present at
+ * run time.
+ */
+export declare const JsFields: unique symbol;
+
+/**
  * A struct or union. `complete` is false only for a forward-declared type
  * that has not been defined (yet); such an object is not frozen until it is
  * completed, has size 0 and no fields, and may only be used behind a pointer.
+ * `F` is the field map given to `types.struct` (member name to type object);
+ * `unknown` for a struct TypeScript cannot see into (from `cdef()`).
  */
-export interface StructType<V = unknown> extends TypeBase<V> {
+export interface StructType<V = unknown, F = unknown> extends TypeBase<V> {
+  /** Phantom member types; never present at run time. */
+  readonly [JsFields]?: F;
   readonly kind: 'struct' | 'union';
   /** Members in declaration order (anonymous members kept as one `''` entry). */
   readonly fields: readonly Field[];
@@ -281,18 +298,19 @@ export function formatType(t: Type | null, inner = ''): string {
 // ---------------------------------------------------------------------------
 // Pointers and arrays (interned)
 
-const voidPointer: PointerType<number> = Object.freeze({
+const voidPointer: PointerType<number, null> = Object.freeze({
   kind: 'pointer',
   name: 'void *',
   size: POINTER_SIZE,
   align: POINTER_SIZE,
   target: null,
-}) as PointerType<number>;
+}) as PointerType<number, null>;
 internedSet.add(voidPointer);
 
-const pointerCache = new WeakMap<Type, PointerType<number>>();
+const pointerCache = new WeakMap<Type, PointerType<number, Type>>();
 
 /** The (interned) pointer type to `target`; `null` means `void *`. */
+export function pointerTo<P extends Type | null>(target: P): PointerType<number, P>;
 export function pointerTo(target: Type | null): PointerType<number> {
   if (target === null) return voidPointer;
   let p = pointerCache.get(target);
@@ -303,7 +321,7 @@ export function pointerTo(target: Type | null): PointerType<number> {
       size: POINTER_SIZE,
       align: POINTER_SIZE,
       target,
-    }) as PointerType<number>;
+    }) as PointerType<number, Type>;
     internedSet.add(p);
     pointerCache.set(target, p);
   }
@@ -317,7 +335,7 @@ const arrayCache = new WeakMap<Type, Map<number, ArrayType>>();
  * incomplete element, a length that is not a positive safe integer, or a total
  * size above {@link MAX_TYPE_SIZE}.
  */
-export function arrayOf<V>(element: Type<V>, length: number): ArrayType<V[]> {
+export function arrayOf<E extends Type>(element: E, length: number): ArrayType<JsOf<E>[], E> {
   if (!isComplete(element)) {
     throw new TypeError(`array element type ${formatType(element)} is incomplete`);
   }
@@ -345,7 +363,7 @@ export function arrayOf<V>(element: Type<V>, length: number): ArrayType<V[]> {
     internedSet.add(a);
     byLength.set(length, a);
   }
-  return a as ArrayType<V[]>;
+  return a as ArrayType<JsOf<E>[], E>;
 }
 
 // ---------------------------------------------------------------------------
@@ -395,7 +413,7 @@ const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
  * TypeError for an incomplete or duplicate member, an anonymous member that
  * is not an anonymous struct/union, or a size above {@link MAX_TYPE_SIZE}.
  */
-export function completeStruct<V>(s: StructType, members: readonly MemberDecl[]): StructType<V> {
+export function completeStruct<V, F = unknown>(s: StructType, members: readonly MemberDecl[]): StructType<V, F> {
   if (s.complete) throw new TypeError(`redefinition of ${s.name}`);
   const what = baseName(s);
   const seen = new Set<string>();
@@ -431,7 +449,7 @@ export function completeStruct<V>(s: StructType, members: readonly MemberDecl[])
   m.fields = Object.freeze(fields);
   m.complete = true;
   Object.freeze(m);
-  return s as StructType<V>;
+  return s as StructType<V, F>;
 
   function addName(n: string): void {
     if (seen.has(n)) throw new TypeError(`duplicate member '${n}' in ${what}`);
