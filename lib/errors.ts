@@ -108,6 +108,22 @@ export function native<T>(call: () => T): T {
   }
 }
 
+/**
+ * Gives an `EEXIST` from creating the segment `name` a message that says what to do:
+ * `open` (how to open it instead), or remove the old one. Other errors pass through.
+ */
+export function withExistsAdvice(e: unknown, name: string, open: string): unknown {
+  if (!(e instanceof ShmError) || e.code !== 'EEXIST') return e
+  const n = JSON.stringify(name)
+  const message =
+    `A shared-memory segment named ${n} already exists. To use it, ${open}; to start afresh, ` +
+    `remove it first with shmUnlink(${n}) (or mem.unlink() in a process that has it open; ` +
+    `from a shell: npx shmutils rm ${name}), or pick another name`
+  const out = new ShmError(message, e)
+  Error.captureStackTrace?.(out, withExistsAdvice)
+  return out
+}
+
 /** `ERR_SHM_CLOSED`, for use of an object after `close()`. */
 export function closedError(what: string): ShmError {
   return new ShmError(`${what} is closed`, { code: 'ERR_SHM_CLOSED' })

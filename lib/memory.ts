@@ -4,7 +4,7 @@
  * @module
  */
 import { checkIndex, checkString, describe } from './args.js'
-import { closedError, native, outOfBounds, rangeError, typeError } from './errors.js'
+import { closedError, native, outOfBounds, rangeError, typeError, withExistsAdvice } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { MapFlags, Protection } from './constants.js'
 import { binding, type MappingInfo, type NativeMapping } from './native.js'
@@ -185,7 +185,23 @@ export class MappedMemory implements Disposable {
   /**
    * Creates a managed segment: a new named object (exclusively: `EEXIST` if the name is
    * taken), mapped, with a header and a formatted heap. Permissions default to `0o600`.
-   * @throws ShmError `EEXIST`, `EACCES`, `EADDRINUSE` (exact address taken), `ENOMEM`
+   *
+   * The name stays in `/dev/shm` until someone unlinks it ({@link unlink}, `shmUnlink`),
+   * also after every process exited: unlink it when you are done (processes that mapped
+   * it keep their mapping).
+   * @example
+   * ```ts
+   * const mem = MappedMemory.create(`/my-app-${process.pid}`, { size: 1 << 20 })
+   * try {
+   *   const hits = mem.new('uint64_t', 0)
+   *   // ...share mem, or handles of what is in it, with other processes...
+   * } finally {
+   *   mem.close()
+   *   mem.unlink()
+   * }
+   * ```
+   * @throws ShmError `EEXIST` (its message says how to open or remove the old one),
+   *   `EACCES`, `EADDRINUSE` (exact address taken), `ENOMEM`
    */
   static create(name: string, options: CreateOptions): MappedMemory {
     checkString('name', name)
@@ -196,7 +212,12 @@ export class MappedMemory implements Disposable {
     const fixed = options.fixedAddress ?? false
     if (typeof fixed !== 'boolean') checkIndex('fixedAddress', fixed)
     const prefault = options.prefault ?? false
-    const mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault))
+    let mapping: NativeMapping
+    try {
+      mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault))
+    } catch (e) {
+      throw withExistsAdvice(e, name, `open it with MappedMemory.open(${JSON.stringify(name)})`)
+    }
     return MappedMemory.#adopt(mapping, native(() => binding.normalizeName(name)), null)
   }
 

@@ -258,7 +258,14 @@ export class Ref<T = unknown, E = unknown> {
       const target = pointee(t)
       return [valueAccessor(target), this.#pointeeOffset(t, target, i), target]
     }
-    if (i !== 0) throw rangeError(`The "i" argument must be 0 for a ${formatType(t)}; got ${String(i)}`)
+    if (i !== 0) {
+      const n = formatType(t)
+      throw rangeError(
+        `The "i" argument must be 0 for a ${n}; got ${String(i)}. This Ref is one ${n}, not an array ` +
+          `(a ${n} * member reads as a Ref to the one ${n} it points at). To index what starts there, ` +
+          `view it as an array: Ref.at(ref.memory, ref.offset, '${n}[length]')`,
+      )
+    }
     return [valueAccessor(t), this[OFFSET], t]
   }
 

@@ -3,7 +3,7 @@
  * @module
  */
 import { checkIndex, checkString } from './args.js'
-import { closedError, native, typeError } from './errors.js'
+import { closedError, native, typeError, withExistsAdvice } from './errors.js'
 import { binding } from './native.js'
 
 /** How {@link shmOpen} treats an existing or missing object (the original's modes). */
@@ -98,7 +98,12 @@ export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOpti
   checkString('mode', mode)
   const permissions = options.permissions ?? 0o600
   if (!Number.isInteger(permissions)) throw typeError(`The "permissions" option must be an integer; got ${String(permissions)}`)
-  const opened = native(() => binding.shmOpen(name, mode, permissions))
+  let opened
+  try {
+    opened = native(() => binding.shmOpen(name, mode, permissions))
+  } catch (e) {
+    throw withExistsAdvice(e, name, "open it with mode 'r+' (read/write) or 'w+' (create if missing)")
+  }
   return openedObject(opened.name, opened.fd, mode === 'r')
 }
 

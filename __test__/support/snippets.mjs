@@ -11,6 +11,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { ROOT } from './consumer.mjs'
 
+/** @type {Map<string, 'js' | 'ts'>} */
 const LANGS = new Map([
   ['js', 'js'], ['javascript', 'js'], ['mjs', 'js'], ['cjs', 'js'],
   ['ts', 'ts'], ['typescript', 'ts'], ['mts', 'ts'], ['cts', 'ts'],
@@ -42,6 +43,7 @@ export function markdownFiles() {
  * @returns {Snippet[]}
  */
 export function findSnippets(files = markdownFiles()) {
+  /** @type {Snippet[]} */
   const out = []
   for (const path of files) {
     const file = relative(ROOT, path)
@@ -54,6 +56,7 @@ export function findSnippets(files = markdownFiles()) {
       const lang = LANGS.get(open[1])
       if (lang) {
         const code = lines.slice(i + 1, end).join('\n') + '\n'
+        /** @type {'esm' | 'cjs'} */
         const module = /^\s*(import|export)\s/m.test(code) ? 'esm' : 'cjs'
         const ext = lang === 'ts' ? (module === 'esm' ? 'mts' : 'cts') : module === 'esm' ? 'mjs' : 'cjs'
         const previous = i > 0 ? lines[i - 1].trim() : ''
