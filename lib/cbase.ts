@@ -24,21 +24,29 @@ import {
   FFI, arrayOf, describeType, formatType, structLayoutAccessors, types, type StructLayout, type StructType, type Type,
 } from './types/index.js'
 
-/** An instance of a {@link CBase} class: a struct reference with the members `F` as properties. */
+/**
+ * An instance of a {@link CBase} class: a struct reference with the members `F` as properties.
+ * @category Types and structs
+ */
 export type CBaseInstance<F extends object = Record<string, unknown>> = Ref<F> & F
 
 /**
  * Any class of struct references (the `this` of the static helpers). Such classes have no
  * public constructor: objects come from `new()` and `revive`.
+ * @category Types and structs
  */
 export type CBaseConstructor = abstract new (...args: never) => Ref
 
-/** The instances of a {@link CBaseConstructor} (`InstanceType` does not see through its constructor). */
+/**
+ * The instances of a {@link CBaseConstructor} (`InstanceType` does not see through its constructor).
+ * @category Types and structs
+ */
 export type CBaseInstanceOf<C> = C extends abstract new (...args: never) => infer R ? R : never
 
 /**
  * The class returned by {@link CBase}. Everything here is static: instances have only
  * the struct's members and `Ref`'s methods (`'sizeof' in u` is false).
+ * @category Types and structs
  */
 export interface CBaseClass<F extends object = Record<string, unknown>> {
   /**
@@ -175,6 +183,7 @@ function isBytePointer(t: Type): boolean {
  * @param ffi - the declarations (from `cdef()`)
  * @param decl - a complete struct or union: `'struct org_user_t'`, a typedef name...
  * @throws TypeError when `decl` is unknown or not a complete struct/union
+ * @category Types and structs
  */
 export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl: string): CBaseClass<F> {
   if (!(ffi instanceof FFI)) throw typeError(`The "ffi" argument must be an FFI (from cdef()); got ${describe(ffi)}`)
@@ -349,6 +358,7 @@ function construct<C extends Ref>(
  * `void *`), nested structs as nested arrays (recursively), arrays as JS arrays of their
  * elements converted the same way.
  * @throws TypeError if `obj` is not a struct/union reference
+ * @category Types and structs
  */
 export function astuple(obj: Ref): unknown[] {
   if (!(obj instanceof Ref)) throw typeError(`The "obj" argument must be a struct reference; got ${describe(obj)}`)

@@ -26,17 +26,25 @@ let atPlace: { memory: MappedMemory; offset: number } | null = null
  * died while waiting), and another thread may change the state between the notify and
  * the waiter's return: always wait in a loop that re-checks the predicate.
  *
- * ```ts
- * lock.withLock(() => {
- *   while (queue.length === 0) cond.wait()
- *   return queue.shift()
- * })
- * ```
- *
  * If the lock's holder died while a waiter was waiting, the waiter re-acquires it with
  * `lock.ownerDied` set: repair, `markConsistent()`, as after any acquire. Mark a
  * recovered lock consistent *before* waiting on it: waiting releases the lock, and
  * releasing it inconsistent makes it unrecoverable (as glibc's robust mutexes do).
+ * @example
+ * ```ts
+ * const cond = new Condition(lock)
+ * // consumer
+ * lock.withLock(() => {
+ *   while (count.value === 0) cond.wait()     // or wait(100) / await cond.waitAsync()
+ *   count.value -= 1
+ * })
+ * // producer, in any process
+ * lock.withLock(() => {
+ *   count.value += 1
+ *   cond.notify()
+ * })
+ * ```
+ * @category Locks and waiting
  */
 export class Condition {
   /** The lock the condition is used with. */

@@ -5,7 +5,10 @@
  * @module
  */
 
-/** Library error codes besides the POSIX ones (`'ENOENT'`, `'EEXIST'`, ...). */
+/**
+ * Library error codes besides the POSIX ones (`'ENOENT'`, `'EEXIST'`, ...).
+ * @category Errors
+ */
 export type ShmErrorCode =
   | 'ERR_SHM_CLOSED'
   | 'ERR_SHM_OUT_OF_BOUNDS'
@@ -18,7 +21,10 @@ export type ShmErrorCode =
   | 'ERR_SHM_DEADLOCK'
   | (string & {})
 
-/** Fields of a {@link ShmError} besides its message. */
+/**
+ * Fields of a {@link ShmError} besides its message.
+ * @category Errors
+ */
 export interface ShmErrorFields {
   /** `'ENOENT'`, `'EEXIST'`, ... or `'ERR_SHM_*'`. */
   code: ShmErrorCode
@@ -33,6 +39,7 @@ export interface ShmErrorFields {
 /**
  * A shared-memory failure, shaped like Node's SystemError: `code`, and where a syscall
  * failed also `errno`, `syscall` and `path` (the segment name).
+ * @category Errors
  */
 export class ShmError extends Error implements ShmErrorFields {
   /** `'ENOENT'`, `'EEXIST'`, ... or `'ERR_SHM_*'`. */

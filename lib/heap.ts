@@ -17,7 +17,10 @@ import {
   type AllocationTypeOfName, type CharPointerName, type Type,
 } from './types/index.js'
 
-/** Figures of {@link Heap.stats}. */
+/**
+ * Figures of {@link Heap.stats}.
+ * @category Heap
+ */
 export interface HeapStats {
   /** Bytes of the heap region. */
   size: number
@@ -31,7 +34,10 @@ export interface HeapStats {
   allocations: number
 }
 
-/** Options of {@link Heap.create}. */
+/**
+ * Options of {@link Heap.create}.
+ * @category Heap
+ */
 export interface HeapCreateOptions {
   /** Where the heap region starts (16-aligned); default 0. */
   offset?: number
@@ -50,6 +56,7 @@ const NAMED_WAIT_MS = 10_000
  * at creation: `mem.heap`. All operations take the heap's own lock (a futex lock in the
  * region); a process that dies holding it is detected, and the next operation repairs
  * the heap from its block chain before continuing.
+ * @category Heap
  */
 export class Heap {
   /** The mapping the heap lives in. */

@@ -51,7 +51,10 @@ export interface AsyncWaitOptions {
   signal?: AbortSignal
 }
 
-/** Where a new lock's state is allocated: a heap, or a managed mapping's heap. */
+/**
+ * Where a new lock's state is allocated: a heap, or a managed mapping's heap.
+ * @category Locks and waiting
+ */
 export interface LockHome {
   /** Allocates `size` bytes aligned to `align`; returns the offset in `memory`. */
   malloc(size: number, align?: number): number
@@ -115,6 +118,17 @@ let atPlace: Place | null = null
  * within about 50 ms and {@link ownerDied} is `true`; repair the data, call
  * {@link markConsistent}, then {@link release}. Releasing without it makes the lock
  * permanently unusable (`ERR_SHM_NOT_RECOVERABLE`), as POSIX robust mutexes do.
+ * @example
+ * ```ts
+ * const lock = new Lock(mem)                 // 32 bytes in mem's heap
+ * lock.withLock(() => { hits.value += 1n })  // released even if the function throws
+ * if (lock.acquire(100)) {                   // or { timeout: 100 }: false after 100 ms
+ *   try { ... } finally { lock.release() }
+ * }
+ * await lock.withLockAsync(async () => { ... })   // never blocks the event loop
+ * child.send({ lock })                       // revive(msg).lock there: the same lock
+ * ```
+ * @category Locks and waiting
  */
 export class Lock implements Disposable {
   /** The mapping holding the lock record. */

@@ -14,7 +14,10 @@ import type { Ref } from './ref.js'
 import type { InitOf, RefOf } from './typed.js'
 import type { AllocationTypeOfName, CharPointerName, Type } from './types/index.js'
 
-/** Options of {@link MappedMemory.create}. */
+/**
+ * Options of {@link MappedMemory.create}.
+ * @category Segments
+ */
 export interface CreateOptions {
   /** Size in bytes (rounded up to whole pages; at least 4096). */
   size: number
@@ -30,7 +33,10 @@ export interface CreateOptions {
   prefault?: boolean
 }
 
-/** Options of {@link MappedMemory.open}. */
+/**
+ * Options of {@link MappedMemory.open}.
+ * @category Segments
+ */
 export interface OpenOptions {
   /**
    * `'prefer'` (default): map at the creator's address if it was fixed and is free here,
@@ -42,7 +48,10 @@ export interface OpenOptions {
   readOnly?: boolean
 }
 
-/** An absolute address range `[begin, end)`. */
+/**
+ * An absolute address range `[begin, end)`.
+ * @category Segments
+ */
 export interface AddressRange {
   /** The first byte's address. */
   readonly begin: number
@@ -50,7 +59,10 @@ export interface AddressRange {
   readonly end: number
 }
 
-/** Pages handed to the caller by {@link MappedMemory.detach}. */
+/**
+ * Pages handed to the caller by {@link MappedMemory.detach}.
+ * @category Segments
+ */
 export interface DetachedPages {
   /** Their absolute address. */
   address: number
@@ -96,6 +108,7 @@ let adopt: { mapping: NativeMapping; name: string | null; raw: RawOrigin | null 
  * A memory mapping, exposed zero-copy as {@link MappedMemory.buffer}. Closing detaches
  * every view first (they read as length 0), then unmaps; closing twice is fine, and
  * garbage collection never unmaps memory a live view still uses.
+ * @category Segments
  */
 export class MappedMemory implements Disposable {
   /** The segment name (managed, or raw over a named object), else `null`. */

@@ -17,7 +17,10 @@ import {
   type Accessor, type ArrayType, type PointerType, type StructType, type Type, type TypeOfName,
 } from './types/index.js'
 
-/** What a {@link Ref} needs of the heap (or other owner) its memory came from. */
+/**
+ * What a {@link Ref} needs of the heap (or other owner) its memory came from.
+ * @category Types and structs
+ */
 export interface RefHeap {
   /** Returns a block to the heap. */
   free(offset: number): void
@@ -83,13 +86,20 @@ type ElementValue<T, E> = unknown extends E ? (T extends readonly (infer X)[] ? 
 /**
  * The value of element `i` of the reference `R`: of an array, of what a pointer points
  * at, or (`i` = 0) a scalar itself. `number` for a `Ref<number[]>`.
+ * @category Types and structs
  */
 export type ElementOf<R> = R extends Ref<infer T, infer E> ? ElementValue<T, E> : unknown
 
-/** The reference to element `i` of the reference `R` (see {@link ElementOf}). */
+/**
+ * The reference to element `i` of the reference `R` (see {@link ElementOf}).
+ * @category Types and structs
+ */
 export type ElementRefOf<R> = R extends Ref<infer T, infer E> ? (unknown extends E ? Ref<ElementValue<T, E>> : E) : Ref
 
-/** What a pointer reference `R` points at: a reference, or `null` (the address for `void *`). */
+/**
+ * What a pointer reference `R` points at: a reference, or `null` (the address for `void *`).
+ * @category Types and structs
+ */
 export type TargetOf<R> = R extends Ref<infer _, infer E> ? (unknown extends E ? Ref | number | null : E | null) : Ref | number | null
 
 let newRef: <T>(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null) => Ref<T>

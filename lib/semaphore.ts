@@ -14,7 +14,10 @@ import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** The count bits of the word; bit 31 means "someone may sleep: wake on release". */
 const COUNT_MASK = 0x7fff_ffff
-/** The largest count. */
+/**
+ * The largest count.
+ * @category Locks and waiting
+ */
 export const SEMAPHORE_MAX = COUNT_MASK
 
 let atPlace: { memory: MappedMemory; offset: number } | null = null
@@ -24,6 +27,13 @@ let atPlace: { memory: MappedMemory; offset: number } | null = null
  * maps the segment. Units are not owned: any thread may release, and units taken by a
  * process that dies are not given back (use a `Lock` where a dead holder must be
  * noticed).
+ * @example
+ * ```ts
+ * const slots = new Semaphore(mem, 2)   // at most two holders at a time, in any process
+ * await slots.acquireAsync()            // or acquire(), acquire(100), tryAcquire()
+ * try { await render() } finally { slots.release() }
+ * ```
+ * @category Locks and waiting
  */
 export class Semaphore {
   /** The mapping holding the record. */

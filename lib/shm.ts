@@ -6,10 +6,16 @@ import { checkIndex, checkString } from './args.js'
 import { closedError, native, typeError, withExistsAdvice } from './errors.js'
 import { binding } from './native.js'
 
-/** How {@link shmOpen} treats an existing or missing object (the original's modes). */
+/**
+ * How {@link shmOpen} treats an existing or missing object (the original's modes).
+ * @category Segments
+ */
 export type ShmMode = 'r' | 'r+' | 'w' | 'w+' | 'x' | 'x+'
 
-/** Options of {@link shmOpen}. */
+/**
+ * Options of {@link shmOpen}.
+ * @category Segments
+ */
 export interface ShmOpenOptions {
   /** Permission bits for a created object; default `0o600`. */
   permissions?: number
@@ -25,7 +31,10 @@ const fdRegistry = new FinalizationRegistry<number>((fd) => {
 
 let openedObject: (name: string, fd: number, readOnly: boolean) => SharedMemoryObject
 
-/** An open POSIX shared-memory object (a file descriptor and its name). */
+/**
+ * An open POSIX shared-memory object (a file descriptor and its name).
+ * @category Segments
+ */
 export class SharedMemoryObject implements Disposable {
   /** The name, normalized with one leading `/`. */
   readonly name: string
@@ -92,6 +101,7 @@ export class SharedMemoryObject implements Disposable {
  * `w+` create if missing (default), `x`/`x+` exclusive create.
  * @throws ShmError `ENOENT`, `EEXIST`, `EACCES`; TypeError/RangeError for a bad name,
  *   mode or permissions.
+ * @category Segments
  */
 export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOptions = {}): SharedMemoryObject {
   checkString('name', name)
@@ -110,6 +120,7 @@ export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOpti
 /**
  * Removes a shared-memory object's name. Mappings of it stay valid until closed.
  * @throws ShmError `ENOENT` if it does not exist.
+ * @category Segments
  */
 export function shmUnlink(name: string): void {
   checkString('name', name)

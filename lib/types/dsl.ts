@@ -44,23 +44,41 @@ import {
   uint8,
 } from './type.js';
 
-/** Field map for `types.struct`: member name to type; keys starting with `...` are anonymous members. */
+/**
+ * Field map for `types.struct`: member name to type; keys starting with `...` are anonymous members.
+ * @category Types and structs
+ */
 export type FieldMap = Readonly<Record<string, Type>>;
 
-/** The keys of `F` that mark anonymous members (`'...name'`). */
+/**
+ * The keys of `F` that mark anonymous members (`'...name'`).
+ * @category Types and structs
+ */
 export type AnonKeys<F> = { [K in keyof F]: K extends `...${string}` ? K : never }[keyof F];
-/** `A | B` → `A & B` (flattens anonymous members into the parent's shape). */
+/**
+ * `A | B` → `A & B` (flattens anonymous members into the parent's shape).
+ * @category Types and structs
+ */
 export type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends (x: infer I) => void ? I : never;
-/** `T` with its intersections merged into one object type (for readable hovers). */
+/**
+ * `T` with its intersections merged into one object type (for readable hovers).
+ * @category Types and structs
+ */
 export type Simplify<T> = { [K in keyof T]: T[K] } & {};
 
-/** The JS object shape of a struct/union with fields `F` (anonymous members flattened). */
+/**
+ * The JS object shape of a struct/union with fields `F` (anonymous members flattened).
+ * @category Types and structs
+ */
 export type ShapeOf<F> = Simplify<
   { -readonly [K in Exclude<keyof F, AnonKeys<F>>]: JsOf<F[K]> } &
     UnionToIntersection<{ [K in AnonKeys<F>]: JsOf<F[K]> }[AnonKeys<F>]>
 >;
 
-/** The JS value type of an enum created from `members`. */
+/**
+ * The JS value type of an enum created from `members`.
+ * @category Types and structs
+ */
 export type EnumValue = number;
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -122,6 +140,17 @@ function pointer(target: Type | null | 'void' = null): PointerType<number> {
  * `parseTypeName()` return, and aggregates are laid out by the same code,
  * so `types.struct('point', {x: types.i32, y: types.i32})` deep-equals
  * `cdef('struct point {int32_t x; int32_t y;};').typeof('struct point')`.
+ * @example
+ * ```ts
+ * const Point = types.struct('point', { x: types.i32, y: types.i32 })
+ * const Shape = types.struct('shape', {
+ *   corners: types.array(Point, 4),            // struct point corners[4]
+ *   next: types.ptr(types.char),               // char *next
+ *   id: types.u64,                             // uint64_t id: a bigint in JavaScript
+ * })
+ * const s = mem.new(Shape, { id: 1n })         // typed members: s.corners.at(0).x
+ * ```
+ * @category Types and structs
  */
 export const types = Object.freeze({
   /** `int8_t` */

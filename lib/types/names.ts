@@ -25,18 +25,27 @@ type Trim<S extends string> = S extends `${Space}${infer R}` ? Trim<R> : S exten
 type Squeeze<S extends string> = S extends `${infer A}  ${infer B}` ? Squeeze<`${A} ${B}`> : S;
 type Sign = '' | 'signed ' | 'unsigned ';
 
-/** C scalar type names whose JS value is a `number`. */
+/**
+ * C scalar type names whose JS value is a `number`.
+ * @category Types and structs
+ */
 export type NumberTypeName =
   | 'int8_t' | 'uint8_t' | 'int16_t' | 'uint16_t' | 'int32_t' | 'uint32_t'
   | 'char' | 'signed char' | 'unsigned char'
   | `${Sign}short${'' | ' int'}`
   | 'int' | 'signed' | 'unsigned' | 'signed int' | 'unsigned int'
   | 'float' | 'double';
-/** C scalar type names whose JS value is a `bigint` (64 bits, LP64). */
+/**
+ * C scalar type names whose JS value is a `bigint` (64 bits, LP64).
+ * @category Types and structs
+ */
 export type BigintTypeName =
   | 'int64_t' | 'uint64_t' | 'size_t' | 'ssize_t' | 'intptr_t' | 'uintptr_t' | 'ptrdiff_t'
   | `${Sign}long${'' | ' long'}${'' | ' int'}`;
-/** C scalar type names whose JS value is a `boolean`. */
+/**
+ * C scalar type names whose JS value is a `boolean`.
+ * @category Types and structs
+ */
 export type BooleanTypeName = 'bool' | '_Bool';
 
 type ScalarOfName<S extends string> = S extends NumberTypeName
@@ -81,6 +90,7 @@ type Parse<S extends string> = S extends `${infer B}[${infer D}`
  * `ScalarType<number>`, `TypeOfName<'char *'>` is `PointerType<number, ScalarType<number>>`,
  * `TypeOfName<'double[4]'>` is an `ArrayType` of numbers. Names it cannot read (struct,
  * union, enum and typedef names, function pointers) give `Type`.
+ * @category Types and structs
  */
 export type TypeOfName<S extends string> = string extends S ? Type : Parse<Squeeze<Trim<S>>>;
 
@@ -88,6 +98,7 @@ export type TypeOfName<S extends string> = string extends S ? Type : Parse<Squee
  * {@link TypeOfName} for an allocation (`heap.new`, `mem.new`, `heap.named`): one trailing
  * `*` is dropped first, as the allocation spelling of the original does (`'size_t *'` allocates a
  * `size_t`).
+ * @category Types and structs
  */
 export type AllocationTypeOfName<S extends string> = string extends S
   ? Type
@@ -95,7 +106,10 @@ export type AllocationTypeOfName<S extends string> = string extends S
     ? TypeOfName<B>
     : TypeOfName<S>;
 
-/** The spellings of `char *`, which `new` with a string or bytes turns into a `char` array. */
+/**
+ * The spellings of `char *`, which `new` with a string or bytes turns into a `char` array.
+ * @category Types and structs
+ */
 export type CharPointerName = 'char *' | 'char*';
 
 /** Longest accepted type name, in characters. */
@@ -155,6 +169,7 @@ export function parseTypeNameInScope(text: unknown, scope: Scope | null, arg: st
  * @param name the C type name
  * @param scope an FFI whose declarations may be named
  * @throws TypeError naming the argument and the text when the name is invalid
+ * @category Types and structs
  */
 export function parseTypeName<const S extends string>(name: S, scope?: FFI): TypeOfName<S> {
   return parseTypeNameInScope(name, scope === undefined ? null : scopeOf(scope, 'scope'), 'name') as TypeOfName<S>;

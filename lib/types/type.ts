@@ -19,7 +19,10 @@
  */
 export declare const JsValue: unique symbol;
 
-/** The machine representation of a scalar. */
+/**
+ * The machine representation of a scalar.
+ * @category Types and structs
+ */
 export type ScalarKind =
   | 'i8'
   | 'u8'
@@ -33,7 +36,10 @@ export type ScalarKind =
   | 'f64'
   | 'bool';
 
-/** Underlying integer of an enum (gcc's choice, see `makeEnum`). */
+/**
+ * Underlying integer of an enum (gcc's choice, see `makeEnum`).
+ * @category Types and structs
+ */
 export type EnumBase = 'i32' | 'u32' | 'i64' | 'u64';
 
 /** Discriminant of {@link Type}. */
@@ -53,7 +59,10 @@ export interface TypeBase<V> {
   readonly [JsValue]?: V;
 }
 
-/** A scalar: fixed-width integer, `char`, `float`, `double` or `bool`. */
+/**
+ * A scalar: fixed-width integer, `char`, `float`, `double` or `bool`.
+ * @category Types and structs
+ */
 export interface ScalarType<V = unknown> extends TypeBase<V> {
   readonly kind: 'scalar';
   /** Machine representation. `char` is `'i8'`. */
@@ -63,6 +72,7 @@ export interface ScalarType<V = unknown> extends TypeBase<V> {
 /**
  * A data pointer (8 bytes). Its JS value is the address as a number (0 = NULL). `P` is
  * the pointee's type as TypeScript knows it (`null` for `void *`).
+ * @category Types and structs
  */
 export interface PointerType<V = unknown, P extends Type | null = Type | null> extends TypeBase<V> {
   readonly kind: 'pointer';
@@ -73,6 +83,7 @@ export interface PointerType<V = unknown, P extends Type | null = Type | null> e
 /**
  * A fixed-length array. Multi-dimensional arrays are arrays of arrays. `E` is the
  * element type as TypeScript knows it.
+ * @category Types and structs
  */
 export interface ArrayType<V = unknown, E extends Type = Type> extends TypeBase<V> {
   readonly kind: 'array';
@@ -86,6 +97,7 @@ export interface ArrayType<V = unknown, E extends Type = Type> extends TypeBase<
  * One member of a struct or union. A C11 anonymous struct/union member has
  * `name === ''`; its own fields are reachable by name from the parent (see
  * {@link lookupField} and {@link memberNames}).
+ * @category Types and structs
  */
 export interface Field {
   /** Member name, `''` for an anonymous struct/union member. */
@@ -109,6 +121,7 @@ export declare const JsFields: unique symbol;
  * completed, has size 0 and no fields, and may only be used behind a pointer.
  * `F` is the field map given to `types.struct` (member name to type object);
  * `unknown` for a struct TypeScript cannot see into (from `cdef()`).
+ * @category Types and structs
  */
 export interface StructType<V = unknown, F = unknown> extends TypeBase<V> {
   /** Phantom member types; never present at run time. */
@@ -120,7 +133,10 @@ export interface StructType<V = unknown, F = unknown> extends TypeBase<V> {
   readonly complete: boolean;
 }
 
-/** An enum: an integer with named constants. */
+/**
+ * An enum: an integer with named constants.
+ * @category Types and structs
+ */
 export interface EnumType<V = unknown> extends TypeBase<V> {
   readonly kind: 'enum';
   /** Underlying integer representation, chosen like gcc does. */
@@ -134,6 +150,7 @@ export interface EnumType<V = unknown> extends TypeBase<V> {
  * `number` for integers up to 32 bits, floats, enums and pointers; `bigint`
  * for 64-bit integers; `boolean` for `bool`; arrays of the element's value;
  * objects for structs and unions.
+ * @category Types and structs
  */
 export type Type<V = unknown> =
   | ScalarType<V>
@@ -142,7 +159,10 @@ export type Type<V = unknown> =
   | StructType<V>
   | EnumType<V>;
 
-/** The JS value type carried by a type object: `JsOf<typeof types.i64>` is `bigint`. */
+/**
+ * The JS value type carried by a type object: `JsOf<typeof types.i64>` is `bigint`.
+ * @category Types and structs
+ */
 export type JsOf<T> = T extends {
   /** The phantom value type. */
   readonly [JsValue]?: infer V;
@@ -492,12 +512,18 @@ export function flatMembers(t: StructType): ReadonlyMap<string, Field> {
   return m;
 }
 
-/** Names reachable from `t` (see `flatMembers`). */
+/**
+ * Names reachable from `t` (see `flatMembers`).
+ * @category Types and structs
+ */
 export function memberNames(t: StructType): string[] {
   return [...flatMembers(t).keys()];
 }
 
-/** The member `name` of `t` (searching anonymous members), or undefined. */
+/**
+ * The member `name` of `t` (searching anonymous members), or undefined.
+ * @category Types and structs
+ */
 export function lookupField(t: StructType, name: string): Field | undefined {
   return flatMembers(t).get(name);
 }
