@@ -12,7 +12,7 @@ export { RLock } from './rlock.js'
 export { Condition } from './condition.js'
 export { Semaphore, SEMAPHORE_MAX } from './semaphore.js'
 export { Heap, type HeapStats, type HeapCreateOptions } from './heap.js'
-export { Ref, type RefHeap, type ElementOf, type ElementRefOf, type TargetOf } from './ref.js'
+export { Ref, type RefHeap, type ElementOf, type ElementRefOf, type TargetOf, type ValueInput } from './ref.js'
 export type { RefOf, MemberOf, MembersOf, InitOf } from './typed.js'
 export { revive, reviver, isHandle, type Handle } from './handles.js'
 export {

@@ -97,6 +97,13 @@ export type ElementOf<R> = R extends Ref<infer T, infer E> ? ElementValue<T, E> 
 export type ElementRefOf<R> = R extends Ref<infer T, infer E> ? (unknown extends E ? Ref<ElementValue<T, E>> : E) : Ref
 
 /**
+ * What writing a whole `Ref<T, E>` takes: its value, and for a pointer to a known target
+ * also a `Ref` or `null`.
+ * @category Types and structs
+ */
+export type ValueInput<T, E> = unknown extends E ? T : T extends readonly unknown[] ? T : T | Ref | null
+
+/**
  * What a pointer reference `R` points at: a reference, or `null` (the address for `void *`).
  * @category Types and structs
  */
@@ -215,7 +222,7 @@ export class Ref<T = unknown, E = unknown> {
   }
 
   /** Writes the whole value (see the getter; pointers also take a `Ref` or `null`). */
-  set value(v: T | Ref | null) {
+  set value(v: ValueInput<T, E>) {
     const t = this.#type as Type
     const x = t.kind === 'pointer' ? pointerArg(this.memory, v, formatType(t)) : v
     ;(this.#acc ??= valueAccessor(this.#type)).set(this.#live(), this[OFFSET], x as T)

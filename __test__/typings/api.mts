@@ -53,6 +53,17 @@ exact<number>()(p.get(0))
 const twoInts = types.array(types.i32, 2)
 exact<typeof twoInts>()(parseTypeName('int32_t[2]'))
 
+p.value = null // a pointer takes null, a Ref or an address
+p.value = str
+// @ts-expect-error an int32_t is not a pointer
+i32.value = null
+// @ts-expect-error a uint64_t holds bigints
+mem.new('uint64_t').value = 1
+
+// Typed references are references: they go wherever a Ref is expected.
+const refs: Ref[] = [i32, arr, grid, str, p]
+const someRef: Ref<number> = arr.at(0)
+
 // A name TypeScript cannot read (a cdef declaration, a typo) is an untyped reference.
 const anyName: string = 'struct whatever'
 exact<Ref>()(mem.new(anyName))
@@ -107,6 +118,7 @@ expectTrue<Equal<typeof line.opaque, number | null>>()
 expectTrue<Equal<typeof line.i | typeof line.f, number>>()
 line.to = pt
 line.to = null
+const structRefs: Ref[] = [pt, line, line.from, line.tags]
 line.name = null
 // @ts-expect-error a pointer member takes a reference to its target type (or null)
 line.to = line.tags
