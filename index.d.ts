@@ -16,6 +16,11 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * class methods take a process-wide mutex per call for borrow tracking.
  */
 export declare class Mapping {
+  /**
+   * Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
+   * returns its id for the `heap*` functions of this thread.
+   */
+  heap(offset: number, size: number, format: boolean): number
   /** A raw mapping: `mmap(address, size, protection, flags, fd, offset)`. */
   static map(address: number | undefined | null, size: number, protection: number, flags: number, fd: number, offset: number): Mapping
   /**
@@ -39,11 +44,6 @@ export declare class Mapping {
   close(): void
   /** Forgets the mapping without unmapping it; the caller owns the pages. */
   forget(): boolean
-  /**
-   * Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
-   * returns its id for the `heap*` functions of this thread.
-   */
-  heap(offset: number, size: number, format: boolean): number
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * {@link Heap}: a process-safe allocator whose every piece of state lives inside the
- * mapping (`src-rs/heap.rs` documents the layout), so any attached process can allocate
+ * mapping (`src-rs/heap/` documents the layout), so any attached process can allocate
  * and free at any time. Typed objects come from {@link Heap.new}; named objects, found or
  * constructed atomically across processes, from {@link Heap.named}.
  * @module
@@ -65,7 +65,7 @@ export class Heap {
   readonly offset: number
   /** Length of the heap region. */
   readonly size: number
-  /** This thread's native heap slot (see `src-rs/js_heap.rs`). */
+  /** This thread's native heap slot (see `src-rs/js/heap.rs`). */
   #id: number
 
   /** Heaps come from {@link Heap.create}, {@link Heap.attach} and `mem.heap`. */

@@ -1,7 +1,7 @@
 /**
  * {@link Lock}: a futex lock word in shared memory. The uncontended acquire and release
  * are one `Atomics` compare-and-swap each, in JavaScript; only waiting and waking cross
- * into Rust (`src-rs/lock.rs`, which documents the record layout and the word's states).
+ * into Rust (`src-rs/sync/lock.rs`, which documents the record layout and the word's states).
  * Async acquisitions wait on the process's dedicated waiter threads (`lib/waits.ts`).
  * @module
  */

@@ -194,6 +194,19 @@ pub fn close(fd: RawFd) -> Result<()> {
     Ok(())
 }
 
+/// A close-on-exec duplicate of `fd`, owned by the caller.
+///
+/// # Errors
+/// `EBADF`, `EMFILE`.
+pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads `fd` and returns a new descriptor or -1.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if d < 0 {
+        return Err(ShmError::last_os("fcntl"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,8 @@
 //! All integers are little-endian (the native order of every supported target).
 
 use crate::error::{Result, ShmError};
-use crate::mapping::{self, MapRequest, Region};
-use crate::shm;
+use crate::memory::mapping::{self, MapRequest, Region};
+use crate::memory::shm;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -196,11 +196,17 @@ pub fn create(
         put_u64(&region, 48, header.heap_size);
         Ok((region, header))
     })();
-    let _ = shm::close(fd);
-    if result.is_err() {
-        let _ = shm::unlink(&name);
+    match result {
+        Ok((region, header)) => {
+            region.adopt_fd(fd);
+            Ok((region, header))
+        }
+        Err(e) => {
+            let _ = shm::close(fd);
+            let _ = shm::unlink(&name);
+            Err(e)
+        }
     }
-    result
 }
 
 /// Publishes a created segment (after the heap is formatted): openers wait for this.
@@ -224,9 +230,16 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
         shm::OpenMode::ReadWrite
     };
     let fd = shm::open(&name, mode, shm::check_permissions(0)?)?;
-    let result = open_fd(&name, fd, fixed, read_only);
-    let _ = shm::close(fd);
-    result
+    match open_fd(&name, fd, fixed, read_only) {
+        Ok((region, header)) => {
+            region.adopt_fd(fd);
+            Ok((region, header))
+        }
+        Err(e) => {
+            let _ = shm::close(fd);
+            Err(e)
+        }
+    }
 }
 
 fn open_fd(
