@@ -6,7 +6,7 @@
 // as the documentation teaches, so a leftover is any /dev/shm entry that appeared while
 // the program ran and contains the pid of its first process. Leftovers are removed (and
 // reported).
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, rmSync } from 'node:fs'
 
 const SHM_DIR = '/dev/shm'
@@ -83,4 +83,14 @@ export function describeRun(what: string, r: ProgramRun): string {
     `--- stdout\n${r.stdout.slice(-3000)}`,
     `--- stderr\n${r.stderr.slice(-3000)}`,
   ].join('\n')
+}
+
+/**
+ * Whether `command` runs here (`command --version` exits 0). The tests that need a C
+ * compiler, python3 or Deno are skipped, saying so, where it is missing (Alpine CI has
+ * neither cc nor python3; Deno has no musl build).
+ */
+export function available(command: string, args: string[] = ['--version']): boolean {
+  const r = spawnSync(command, args, { stdio: 'ignore', timeout: 30_000 })
+  return r.status === 0
 }

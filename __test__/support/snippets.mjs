@@ -6,7 +6,11 @@
 //
 //   <!-- snippet: not run (why) -->
 //
-// Keep those few: a snippet readers copy should run as it is.
+// Keep those few: a snippet readers copy should run as it is. A snippet that needs a
+// program besides Node says which, the same way (the test is skipped, and says why, where
+// that program is missing):
+//
+//   <!-- snippet: needs python3 -->
 import { readdirSync, readFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { ROOT } from './consumer.mjs'
@@ -17,6 +21,7 @@ const LANGS = new Map([
   ['ts', 'ts'], ['typescript', 'ts'], ['mts', 'ts'], ['cts', 'ts'],
 ])
 const OPT_OUT = /^<!--\s*snippet:\s*not run\b/
+const NEEDS = /^<!--\s*snippet:\s*needs\s+([\w.-]+)\s*-->/
 
 /**
  * @typedef {object} Snippet
@@ -26,6 +31,7 @@ const OPT_OUT = /^<!--\s*snippet:\s*not run\b/
  * @property {'esm' | 'cjs'} module - `esm` when the code imports or exports
  * @property {string} code
  * @property {boolean} run - false when opted out
+ * @property {string | null} needs - a program it runs besides Node (`python3`), if any
  * @property {string} name - a file name for it: `<file>-L<line>.<ext>`
  */
 
@@ -67,6 +73,7 @@ export function findSnippets(files = markdownFiles()) {
           module,
           code,
           run: !OPT_OUT.test(previous),
+          needs: NEEDS.exec(previous)?.[1] ?? null,
           name: `${file.replace(/[/.]/g, '-')}-L${i + 2}.${ext}`,
         })
       }
