@@ -160,7 +160,7 @@ export class Lock implements Disposable {
     makeReentrant = (lock) => {
       lock.#reentrant = true
     }
-    depthHere = (lock) => (lock.#heldHere() ? lock.#depth : 0)
+    depthHere = (lock) => (lock.#heldHere() ? lock.#word()[lock.#w + 1] : 0)
   }
 
   /**
@@ -190,21 +190,19 @@ export class Lock implements Disposable {
     return (v & TID_MASK) === TID && v !== NOT_RECOVERABLE
   }
 
-  /** The record's recursion depth field (reentrant locks). */
-  get #depth(): number {
-    return this.#word()[this.#w + 1]
-  }
-
-  set #depth(depth: number) {
-    this.#word()[this.#w + 1] = depth
-  }
+  // Reentrant locks (RLock): the record's second word holds this thread's recursion
+  // depth, written only by the holder. Each hook reads the lock word once.
 
   /** Re-entry: `true` if the acquire is already satisfied (a reentrant lock held here). */
   #reenter(): boolean {
-    if (!this.#reentrant || !this.#heldHere()) return false
-    const d = this.#depth
+    if (!this.#reentrant) return false
+    const a = this.#word()
+    const w = this.#w
+    const v = Atomics.load(a, w)
+    if ((v & TID_MASK) !== TID || v === NOT_RECOVERABLE) return false
+    const d = a[w + 1]
     if (d >= MAX_DEPTH) throw rangeError(`The RLock is already held ${MAX_DEPTH} times`)
-    this.#depth = d + 1
+    a[w + 1] = d + 1
     return true
   }
 
@@ -213,7 +211,9 @@ export class Lock implements Disposable {
     // The depth of a freshly taken word is 0 (every release and every takeover from a
     // dead holder zero it). Adding rather than setting keeps an acquireAsync whose
     // completion was still queued while this thread re-entered synchronously counted.
-    if (this.#reentrant) this.#depth = this.#depth + 1
+    if (!this.#reentrant) return
+    const a = this.#word()
+    a[this.#w + 1] += 1
   }
 
   /**
@@ -222,13 +222,16 @@ export class Lock implements Disposable {
    */
   #leave(): boolean {
     if (!this.#reentrant) return false
-    if (!this.#heldHere()) throw notOwner()
-    const d = this.#depth
+    const a = this.#word()
+    const w = this.#w
+    const v = Atomics.load(a, w)
+    if ((v & TID_MASK) !== TID || v === NOT_RECOVERABLE) throw notOwner()
+    const d = a[w + 1]
     if (d > 1) {
-      this.#depth = d - 1
+      a[w + 1] = d - 1
       return true
     }
-    this.#depth = 0
+    a[w + 1] = 0
     return false
   }
 

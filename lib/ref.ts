@@ -240,12 +240,9 @@ export class Ref<T = unknown, E = unknown> {
 
   /** Writes element `i` (see {@link get}); pointer elements also take a `Ref`. */
   set<R>(this: R, i: number, v: ElementOf<R>): void {
-    ;(this as Ref).#setElement(i, v)
-  }
-
-  #setElement(i: number, v: unknown): void {
-    const [acc, off, el] = this.#element(i)
-    acc.set(this.#live(), off, el.kind === 'pointer' ? pointerArg(this.memory, v, formatType(el)) : v)
+    const self = this as Ref
+    const [acc, off, el] = self.#element(i)
+    acc.set(self.#live(), off, el.kind === 'pointer' ? pointerArg(self.memory, v, formatType(el)) : v)
   }
 
   /** A reference to element `i` of an array, or to `p[i]` for a pointer. */
