@@ -14,9 +14,19 @@
 //! | 36     | 4    | reserved       | 0                                                   |
 //! | 40     | 8    | `heap_offset`  | start of the heap region (16-aligned, ≥ header)     |
 //! | 48     | 8    | `heap_size`    | its length; `heap_offset + heap_size ≤ size`        |
-//! | 56..256|      | reserved       | 0                                                   |
+//! | 56..88 |      | (other fields, docs/FORMAT.md)                                       |
+//! | 88     | 8    | `backed`       | `[0, backed)` is known backed by the filesystem     |
+//! |        |      |                | (`fallocate`d); monotonic, raised with `fetch_max`  |
+//! | 96..256|      | reserved       | 0                                                   |
 //!
 //! All integers are little-endian (the native order of every supported target).
+//!
+//! Creation backs the header's pages before writing them (and the whole segment with
+//! `reserve` or `prefault`), so a full filesystem answers `ENOSPC` instead of `SIGBUS`.
+//! A segment opened read-only is mapped copy-on-write (`MAP_PRIVATE`, readable and
+//! writable): raw writes through its buffer change only this process's copy of a page
+//! (never the segment), and the library refuses every operation that writes
+//! (`ERR_SHM_READ_ONLY`).
 
 use crate::error::{Result, ShmError};
 use crate::memory::mapping::{self, MapRequest, Region};
@@ -34,6 +44,19 @@ pub const HEADER_SIZE: u64 = 256;
 pub const FLAG_FIXED: u32 = 1;
 /// The smallest segment: the header plus one page of heap.
 pub const MIN_SIZE: u64 = 4096;
+/// Offset of the `backed` header field.
+pub const BACKED_OFFSET: usize = 88;
+
+/// How much of a new segment to back with real pages at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Only the header now; the heap backs what it hands out.
+    Lazy,
+    /// Every page (`reserve: true`): raw writes anywhere can never fault for want of space.
+    Reserve,
+    /// Every page, and map them all now (`prefault: true`).
+    Prefault,
+}
 
 /// The validated header of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,15 +155,17 @@ fn rw_shared() -> (i32, i32) {
 /// The heap region is `[HEADER_SIZE, size)`; the caller formats it.
 ///
 /// # Errors
-/// `EEXIST` if the name exists; `RangeError` for a size below [`MIN_SIZE`]; mapping
-/// errors (`EADDRINUSE` for a taken exact address). The object is unlinked again on any
-/// failure after it was created.
+/// `EEXIST` if the name exists; `RangeError` for a size below [`MIN_SIZE`]; `ENOSPC`
+/// when the filesystem has no room for the header (or, with [`Backing::Reserve`] /
+/// [`Backing::Prefault`], for the whole segment); mapping errors (`EADDRINUSE` for a
+/// taken exact address). The object is unlinked again on any failure after it was
+/// created.
 pub fn create(
     name: &str,
     size: u64,
     permissions: u32,
     placement: Placement,
-    prefault: bool,
+    backing: Backing,
 ) -> Result<(Arc<Region>, Header)> {
     let name = shm::normalize_name(name)?;
     let perms = shm::check_permissions(permissions)?;
@@ -153,10 +178,14 @@ pub fn create(
         .filter(|s| *s <= isize::MAX as u64 / 2)
         .ok_or_else(|| ShmError::range(format!("The \"size\" argument {size} is too large")))?;
     let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
-    let result = (|| {
+    let mapped = (|| -> Result<Arc<Region>> {
         shm::truncate(fd, size).map_err(|e| e.with_path(&name))?;
+        if backing != Backing::Lazy {
+            // Before mapping: MAP_POPULATE cannot report a failure, fallocate can.
+            crate::memory::backing::fallocate_fd(fd, 0, size).map_err(|e| e.with_path(&name))?;
+        }
         let (prot, mut flags) = rw_shared();
-        if prefault {
+        if backing == Backing::Prefault {
             flags |= crate::sys::MAP_POPULATE;
         }
         let req = MapRequest {
@@ -167,15 +196,32 @@ pub fn create(
             fd,
             offset: 0,
         };
-        let region = match placement {
-            Placement::Anywhere => Region::map(req)?,
-            Placement::FreeHigh => mapping::map_at_free_high_address(req)?,
+        match placement {
+            Placement::Anywhere => Region::map(req),
+            Placement::FreeHigh => mapping::map_at_free_high_address(req),
             Placement::At(addr) => Region::map(MapRequest {
                 address: Some(addr),
                 flags: flags | crate::sys::MAP_FIXED_NOREPLACE,
                 ..req
-            })?,
-        };
+            }),
+        }
+    })();
+    let region = match mapped {
+        Ok(region) => region,
+        Err(e) => {
+            let _ = shm::close(fd);
+            let _ = shm::unlink(&name);
+            return Err(e);
+        }
+    };
+    // Registers the mapping with the SIGBUS guard before anything touches it.
+    region.adopt_fd(fd);
+    let result = (|| -> Result<Header> {
+        if backing == Backing::Lazy {
+            region.ensure_backed_pages(0, HEADER_SIZE)?;
+        } else {
+            region.assume_backed(size);
+        }
         let header = Header {
             size,
             base: region.addr() as u64,
@@ -194,17 +240,15 @@ pub fn create(
         put_u32(&region, 32, header.flags);
         put_u64(&region, 40, header.heap_offset);
         put_u64(&region, 48, header.heap_size);
-        Ok((region, header))
+        region.track_backed_word(BACKED_OFFSET);
+        Ok(header)
     })();
     match result {
-        Ok((region, header)) => {
-            region.adopt_fd(fd);
-            Ok((region, header))
-        }
+        Ok(header) => Ok((region, header)),
         Err(e) => {
-            let _ = shm::close(fd);
+            region.close();
             let _ = shm::unlink(&name);
-            Err(e)
+            Err(e.with_path(&name))
         }
     }
 }
@@ -232,7 +276,11 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
     let fd = shm::open(&name, mode, shm::check_permissions(0)?)?;
     match open_fd(&name, fd, fixed, read_only) {
         Ok((region, header)) => {
+            if read_only {
+                region.set_read_only();
+            }
             region.adopt_fd(fd);
+            region.track_backed_word(BACKED_OFFSET);
             Ok((region, header))
         }
         Err(e) => {
@@ -276,16 +324,18 @@ fn open_fd(
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
-    let prot = if read_only {
-        libc::PROT_READ
+    // Read-only: copy-on-write, so that a raw write through the buffer changes a private
+    // copy of the page instead of faulting (see the top of this file).
+    let flags = if read_only {
+        libc::MAP_PRIVATE
     } else {
-        libc::PROT_READ | libc::PROT_WRITE
+        libc::MAP_SHARED
     };
     let req = MapRequest {
         address: None,
         len: header.size,
-        prot,
-        flags: libc::MAP_SHARED,
+        prot: libc::PROT_READ | libc::PROT_WRITE,
+        flags,
         fd,
         offset: 0,
     };

@@ -139,9 +139,17 @@ const fn unsafe_zeroed_sigaction() -> libc::sigaction {
     unsafe { std::mem::MaybeUninit::zeroed().assume_init() }
 }
 
-/// A registered mapping (see [`register`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuardId(usize);
+/// A registered mapping (see [`register`]): its slot in the table.
+#[derive(Clone, Copy)]
+pub struct GuardId(&'static Slot);
+
+impl std::fmt::Debug for GuardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("GuardId")
+            .field(&(self.0 as *const Slot))
+            .finish()
+    }
+}
 
 /// The process-wide repair counter (0 until some mapping lost pages).
 pub fn generation() -> &'static AtomicU32 {
@@ -161,20 +169,15 @@ fn chunks() -> impl Iterator<Item = &'static Chunk> {
     })
 }
 
-fn slot(id: GuardId) -> Option<&'static Slot> {
-    chunks().nth(id.0 / CHUNK).map(|c| &c.slots[id.0 % CHUNK])
-}
-
 /// Registers `[start, start + len)`, a mapping of the file behind `fd` from
 /// `file_offset` with protection `prot`, so that a `SIGBUS` in it is repaired instead of
 /// killing the process. Installs the handler on first use. `fd` must stay open until
 /// [`unregister`].
 pub fn register(start: usize, len: usize, fd: RawFd, file_offset: u64, prot: i32) -> GuardId {
     install();
-    let mut base = 0;
     let mut chunk: &'static Chunk = &FIRST;
     loop {
-        for (i, s) in chunk.slots.iter().enumerate() {
+        for s in &chunk.slots {
             if s.use_state
                 .compare_exchange(FREE, SETUP, Acquire, Relaxed)
                 .is_ok()
@@ -189,10 +192,9 @@ pub fn register(start: usize, len: usize, fd: RawFd, file_offset: u64, prot: i32
                 s.repairing.store(false, Relaxed);
                 // Release: the handler that sees LIVE (Acquire) sees the fields.
                 s.use_state.store(LIVE, Release);
-                return GuardId(base + i);
+                return GuardId(s);
             }
         }
-        base += CHUNK;
         let next = chunk.next.load(Acquire);
         chunk = if next.is_null() {
             let fresh = Box::into_raw(Box::new(Chunk::new()));
@@ -218,23 +220,23 @@ pub fn register(start: usize, len: usize, fd: RawFd, file_offset: u64, prot: i32
 
 /// Stops guarding a mapping; call before unmapping it or closing its descriptor.
 pub fn unregister(id: GuardId) {
-    if let Some(s) = slot(id) {
-        if s.use_state
-            .compare_exchange(LIVE, SETUP, AcqRel, Relaxed)
-            .is_ok()
-        {
-            // Wait out a repair in progress on another thread (a few syscalls).
-            while s.repairing.load(Acquire) {
-                std::thread::yield_now();
-            }
-            s.use_state.store(FREE, Release);
+    let s = id.0;
+    if s.use_state
+        .compare_exchange(LIVE, SETUP, AcqRel, Relaxed)
+        .is_ok()
+    {
+        // Wait out a repair in progress on another thread (a few syscalls).
+        while s.repairing.load(Acquire) {
+            std::thread::yield_now();
         }
+        s.use_state.store(FREE, Release);
     }
 }
 
-/// The `LOST_*` bits of a registered mapping (0: intact).
+/// The `LOST_*` bits of a registered mapping (0: intact). Meaningful until
+/// [`unregister`].
 pub fn lost(id: GuardId) -> u32 {
-    slot(id).map_or(0, |s| s.lost.load(Acquire))
+    id.0.lost.load(Acquire)
 }
 
 fn install() {
@@ -480,16 +482,20 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_reused_and_grow_past_a_chunk() {
+    fn slots_are_found_while_registered_and_grow_past_a_chunk() {
+        // Fake ranges far from anything mapped (the handler is never asked about them).
+        let at = |i: usize| 0x10_0000_0000 + 0x1000 * i;
         let ids: Vec<GuardId> = (0..CHUNK * 2 + 3)
-            .map(|i| register(0x1000 * (i + 1), 0x1000, -1, 0, 0))
+            .map(|i| register(at(i), 0x1000, -1, 0, 0))
             .collect();
         assert!(ids.iter().all(|&id| lost(id) == 0));
-        let last = *ids.last().unwrap();
+        for i in [0, CHUNK, CHUNK * 2 + 2] {
+            assert!(find(at(i) + 5).is_some_and(|s| std::ptr::eq(s, ids[i].0)));
+        }
         for id in ids {
             unregister(id);
         }
-        assert!(slot(last).is_some());
+        assert!(find(at(0)).is_none() && find(at(CHUNK * 2 + 2)).is_none());
         assert!(INSTALLED.load(Acquire));
     }
 }
