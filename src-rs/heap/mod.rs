@@ -97,9 +97,9 @@
 
 use crate::memory::mapping::Region;
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::fmt;
 use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 mod check;
 mod named;

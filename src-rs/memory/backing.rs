@@ -7,8 +7,9 @@
 //! backs it first with `fallocate`, which answers `ENOSPC` instead:
 //!
 //! - the heap backs every block (and the split-off block header after it) before
-//!   returning it, in [`CHUNK`]-sized steps so that a growing heap pays one `fallocate`
-//!   per 2 MiB, not one per allocation;
+//!   returning it, in steps of [`chunk_for`] the mapping's size (1/16 of it, between
+//!   64 KiB and 2 MiB) so that a growing heap pays one `fallocate` per step, not one per
+//!   allocation, and a small segment on a small filesystem is not backed far ahead;
 //! - `create({ reserve: true })` / `prefault` back the whole segment, `mem.reserve()` any
 //!   range.
 //!
@@ -25,8 +26,15 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Heap growth backs this much at a time (rounded out to chunk boundaries).
+/// The largest step heap growth backs at a time.
 pub const CHUNK: u64 = 2 << 20;
+
+/// The step heap growth backs at a time in a mapping of `len` bytes: 1/16 of it,
+/// between 64 KiB and [`CHUNK`], a multiple of the page size.
+pub fn chunk_for(len: u64) -> u64 {
+    let page = super::mapping::page_size() as u64;
+    (len / 16).clamp(64 << 10, CHUNK) / page * page
+}
 /// Largest single `fallocate` call: a signal interrupting a call gives back what that
 /// call allocated, so big ranges go in pieces and progress is kept.
 const PIECE: u64 = 64 << 20;
@@ -70,7 +78,7 @@ impl Backing {
     /// segment's `backed` field): learns the prefix already recorded there, and records
     /// what this process knows (unless `read_only`). The word's page must be backed.
     pub fn track_header_word(&self, file: File, offset: usize, read_only: bool) {
-        if offset == 0 || offset % 8 != 0 || (offset as u64 + 8) > file.len {
+        if offset == 0 || !offset.is_multiple_of(8) || (offset as u64 + 8) > file.len {
             return;
         }
         if read_only {
@@ -112,8 +120,8 @@ impl Backing {
     }
 
     /// Makes sure `[a, b)` of the mapping is backed. With `exact`, backs exactly the
-    /// pages of the range (`mem.reserve`); otherwise rounds out to [`CHUNK`]s (heap
-    /// growth). The fast path is one load and a compare.
+    /// pages of the range (`mem.reserve`); otherwise rounds out to [`chunk_for`] steps
+    /// (heap growth). The fast path is one load and a compare.
     ///
     /// # Errors
     /// `ENOSPC` (or another `fallocate` errno) as a `ShmError`; nothing is recorded then.
@@ -135,7 +143,11 @@ impl Backing {
         let mut ranges = self.ranges.lock().unwrap_or_else(|p| p.into_inner());
         let p = self.prefix();
         let page = super::mapping::page_size() as u64;
-        let (unit, a) = if exact { (page, a) } else { (CHUNK, a.max(p)) };
+        let (unit, a) = if exact {
+            (page, a)
+        } else {
+            (chunk_for(file.len), a.max(p))
+        };
         let lo = a / unit * unit;
         let hi = b.div_ceil(unit).saturating_mul(unit).min(file.len);
         if lo <= p {
@@ -265,7 +277,9 @@ mod tests {
         let perms = crate::memory::shm::check_permissions(0o600).unwrap();
         let fd = crate::memory::shm::open(&name, crate::memory::shm::OpenMode::Exclusive, perms)
             .unwrap();
-        let len = 5 * CHUNK + 4096;
+        let len = 40 * CHUNK + 4096;
+        let step = chunk_for(len);
+        assert_eq!(step, CHUNK);
         crate::memory::shm::truncate(fd, len).unwrap();
         let word = Box::new(AtomicU64::new(0));
         let file = File {
@@ -280,14 +294,22 @@ mod tests {
         assert_eq!(b.prefix(), CHUNK);
         assert_eq!(word.load(Ordering::Relaxed), CHUNK);
         // Far away: a range of its own, the prefix stays.
-        b.ensure(file, 4 * CHUNK + 10, 4 * CHUNK + 20, false).unwrap();
+        b.ensure(file, 30 * CHUNK + 10, 30 * CHUNK + 20, false)
+            .unwrap();
         assert_eq!(b.prefix(), CHUNK);
+        assert_eq!(*b.ranges.lock().unwrap(), vec![(30 * CHUNK, 31 * CHUNK)]);
         // Exact reserve right after the prefix extends it by pages only.
         b.ensure(file, CHUNK, CHUNK + 10, true).unwrap();
         assert_eq!(b.prefix(), CHUNK + 4096);
         // The last, partial chunk is clamped to the mapping.
         b.ensure(file, CHUNK, len, false).unwrap();
         assert_eq!(b.prefix(), len);
+        assert!(
+            b.ranges.lock().unwrap().is_empty(),
+            "absorbed by the prefix"
+        );
+        assert_eq!(chunk_for(1 << 20), 64 << 10);
+        // SAFETY: all-zero is a valid stat buffer.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstat into a local buffer.
         assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
@@ -298,7 +320,5 @@ mod tests {
         let c = Backing::new();
         c.track_header_word(file, 8, true);
         assert_eq!(c.prefix(), len);
-        crate::memory::shm::close(fd).unwrap();
-        crate::memory::shm::unlink(&name).unwrap();
     }
 }

@@ -405,9 +405,7 @@ impl Region {
     fn back(&self, offset: u64, len: u64, exact: bool) -> Result<()> {
         self.check_range(offset, len)?;
         match self.backing_file() {
-            Some(f) if !self.is_read_only() => {
-                self.backing.ensure(f, offset, offset + len, exact)
-            }
+            Some(f) if !self.is_read_only() => self.backing.ensure(f, offset, offset + len, exact),
             _ => Ok(()),
         }
     }

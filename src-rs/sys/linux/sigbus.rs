@@ -419,20 +419,10 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 mod tests {
     use super::*;
 
-    /// A fresh tmpfs object of `len` bytes and a shared mapping of it.
-    fn mapped(len: usize) -> (RawFd, *mut u8, String) {
-        let name = format!(
-            "/shmutils-rs-sigbus-{}-{}",
-            std::process::id(),
-            crate::sys::random_u64()
-        );
-        let fd = crate::memory::shm::open(
-            &name,
-            crate::memory::shm::OpenMode::Exclusive,
-            crate::memory::shm::check_permissions(0o600).unwrap(),
-        )
-        .unwrap();
-        crate::memory::shm::truncate(fd, len as u64).unwrap();
+    /// A fresh tmpfs object of `len` bytes (unlinked when dropped) and a shared mapping
+    /// of it.
+    fn mapped(len: usize) -> (crate::memory::shm::TestObject, *mut u8) {
+        let obj = crate::memory::shm::TestObject::new("sigbus", len as u64);
         // SAFETY: a fresh shared mapping of our own object.
         let p = unsafe {
             libc::mmap(
@@ -440,18 +430,19 @@ mod tests {
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                fd,
+                obj.fd,
                 0,
             )
         };
         assert_ne!(p, libc::MAP_FAILED);
-        (fd, p.cast(), name)
+        (obj, p.cast())
     }
 
     #[test]
     fn a_truncated_mapping_reads_zeros_and_is_marked() {
         let len = 16 * 4096;
-        let (fd, p, name) = mapped(len);
+        let (obj, p) = mapped(len);
+        let fd = obj.fd;
         let id = register(p as usize, len, fd, 0, libc::PROT_READ | libc::PROT_WRITE);
         // SAFETY: in bounds of our mapping.
         unsafe { p.add(len - 1).write_volatile(7) };
@@ -477,8 +468,6 @@ mod tests {
         unregister(id);
         // SAFETY: our mapping.
         unsafe { libc::munmap(p.cast(), len) };
-        crate::memory::shm::close(fd).unwrap();
-        crate::memory::shm::unlink(&name).unwrap();
     }
 
     #[test]
