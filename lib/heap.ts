@@ -144,7 +144,7 @@ export class Heap {
   }
 
   #construct(off: number, t: Type, init: unknown): Ref {
-    this.memory.bytes.fill(0, off, off + t.size)
+    this.memory.view(off, t.size).fill(0)
     const ref = refAt(this.memory, off, t, this)
     if (init !== undefined) ref.value = toValue(t, init)
     return ref
@@ -238,6 +238,6 @@ setLockAllocator((where) => {
   else throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
   // A cache line of its own: no false sharing with neighbours.
   const offset = heap.malloc(64, 64)
-  heap.memory.bytes.fill(0, offset, offset + 64)
+  heap.memory.view(offset, 64).fill(0)
   return { memory: heap.memory, offset }
 })

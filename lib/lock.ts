@@ -9,7 +9,7 @@ import { checkIndex, checkTimeout, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
-import { internals, MappedMemory, memoryOfHandle } from './memory.js'
+import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { binding } from './native.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
@@ -79,7 +79,7 @@ export function checkRecordAt(memory: unknown, offset: unknown): asserts memory 
   const off = offset as number
   if (off % LOCK_ALIGN !== 0) throw rangeError(`The "offset" argument must be a multiple of ${LOCK_ALIGN}; got ${off}`)
   if (off + LOCK_SIZE > memory.size) throw rangeError(`The "offset" argument ${off} leaves no room for a ${LOCK_SIZE}-byte record in ${memory.size} bytes`)
-  internals(memory)
+  writable(memory)
 }
 
 /** @internal Sets a lock's {@link Lock.ownerDied} (after a condition wait re-acquired it). */
@@ -116,8 +116,9 @@ export class Lock implements Disposable {
   constructor(where: LockHome | MappedMemory) {
     ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name))
     atPlace = null
-    this.#i32 = internals(this.memory).i32
-    this.#w = this.offset >> 2
+    const win = internals(this.memory).window(this.offset, LOCK_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
   }
 
   static {
@@ -145,6 +146,7 @@ export class Lock implements Disposable {
   #word(): Int32Array {
     const a = this.#i32
     if (a.length === 0) throw closedError('the lock\'s mapping')
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     return a
   }
 
@@ -205,13 +207,25 @@ export class Lock implements Disposable {
     a[w + 3] = TID
     a[w + 4] = START_LO
     a[w + 5] = START_HI
+    if (GUARD[0] !== 0) this.#lostWhileTaking(a, w)
     this.#ownerDied = false
     this._entered()
+  }
+
+  /** The word just taken may lie on a page the mapping lost: give it back and throw. */
+  #lostWhileTaking(a: Int32Array, w: number): void {
+    try {
+      checkIntact(this.memory)
+    } catch (e) {
+      Atomics.compareExchange(a, w, TID, 0)
+      throw e
+    }
   }
 
   /** Applies a native acquisition's completion code; `false` if it timed out. */
   #acquired(code: number): boolean {
     throwIfFailed(code)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if (outcome(code) === Code.TIMED_OUT) return false
     this.#ownerDied = (code & Code.OWNER_DIED) !== 0
     this._entered()
@@ -266,7 +280,10 @@ export class Lock implements Disposable {
     const w = this.#w
     if (this._leave()) return
     // Fast path: ours with nobody waiting → free.
-    if (Atomics.compareExchange(a, w, TID, 0) === TID) return
+    if (Atomics.compareExchange(a, w, TID, 0) === TID) {
+      if (GUARD[0] !== 0) checkIntact(this.memory)
+      return
+    }
     const cur = Atomics.load(a, w)
     if ((cur & TID_MASK) !== TID || cur === NOT_RECOVERABLE) throw notOwner()
     const { id } = internals(this.memory)
