@@ -135,6 +135,16 @@ impl Backing {
 
     #[cold]
     fn ensure_slow(&self, file: File, a: u64, b: u64, exact: bool) -> Result<()> {
+        match self.ensure_locked(file, a, b, exact) {
+            // A whole step did not fit: the range itself may (a nearly full filesystem).
+            Err(e) if !exact && e.errno == Some(libc::ENOSPC) => {
+                self.ensure_locked(file, a, b, true)
+            }
+            r => r,
+        }
+    }
+
+    fn ensure_locked(&self, file: File, a: u64, b: u64, exact: bool) -> Result<()> {
         let b = b.min(file.len);
         self.learn(file);
         if b <= self.prefix() {
