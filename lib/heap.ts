@@ -144,7 +144,8 @@ export class Heap {
   }
 
   #construct(off: number, t: Type, init: unknown): Ref {
-    this.memory.view(off, t.size).fill(0)
+    const w = internals(this.memory).window(off, t.size)
+    w.u8.fill(0, off - w.start, off - w.start + t.size)
     const ref = refAt(this.memory, off, t, this)
     if (init !== undefined) ref.value = toValue(t, init)
     return ref

@@ -146,7 +146,6 @@ export class Lock implements Disposable {
   #word(): Int32Array {
     const a = this.#i32
     if (a.length === 0) throw closedError('the lock\'s mapping')
-    if (GUARD[0] !== 0) checkIntact(this.memory)
     return a
   }
 
@@ -203,6 +202,10 @@ export class Lock implements Disposable {
     return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout)))
   }
 
+  // Memory safety: every path that takes, gives back or reads the word then checks the
+  // process-wide GUARD (lib/memory.ts), so a word on a page the mapping lost (the object
+  // was shrunk by another process) gives ERR_SHM_TRUNCATED, never a "lock" on a private
+  // zero page.
   #recordOwner(a: Int32Array, w: number): void {
     a[w + 3] = TID
     a[w + 4] = START_LO
@@ -285,6 +288,7 @@ export class Lock implements Disposable {
       return
     }
     const cur = Atomics.load(a, w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if ((cur & TID_MASK) !== TID || cur === NOT_RECOVERABLE) throw notOwner()
     const { id } = internals(this.memory)
     if (cur & OWNER_DIED) {
@@ -340,7 +344,9 @@ export class Lock implements Disposable {
 
   /** Whether any thread (in any process) holds the lock now. */
   get locked(): boolean {
-    return (Atomics.load(this.#word(), this.#w) & TID_MASK) !== 0
+    const v = Atomics.load(this.#word(), this.#w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return (v & TID_MASK) !== 0
   }
 
   /** `true` after an acquire that took the lock over from a holder that died. */

@@ -46,6 +46,7 @@ export {
   LITTLE_ENDIAN,
   type StructLayout,
   scalarAccessor,
+  specialize,
   structLayoutAccessors,
   valueAccessor,
 } from './access.js';
