@@ -152,6 +152,7 @@ export class Lock implements Disposable {
   /** @internal Whether this thread holds the lock. */
   protected _heldHere(): boolean {
     const v = Atomics.load(this.#word(), this.#w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     return (v & TID_MASK) === TID && v !== NOT_RECOVERABLE
   }
 
