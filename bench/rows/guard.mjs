@@ -78,6 +78,7 @@ function uncheckedRef(dv, at, type) {
     }
   }
   const fail = () => new Error('read-only')
+  /** @type {PropertyDescriptor} */
   const desc = specialize(
     ['f', 'VIEW', 'VOFF', 'RO', 'fail'],
     [f, VIEW, VOFF, RO, fail],
