@@ -24,13 +24,13 @@ interface Outcome {
 }
 
 /** Runs `memsafe-child.mjs` with `args`, inside a fresh 8 MiB /dev/shm when `tmpfs`. */
-function runChild(args: string[], tmpfs = false): Promise<Outcome> {
+function runChild(args: string[], tmpfs = false, env: Record<string, string> = {}): Promise<Outcome> {
   const node = [process.execPath, fixture('memsafe-child.mjs'), ...args]
   const [cmd, ...argv] = tmpfs
     ? ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=8m tmpfs /dev/shm && exec "$0" "$@"', ...node]
     : node
   return new Promise((resolve) => {
-    const p = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const p = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     let out = ''
     let err = ''
     p.stdout.on('data', (d) => (out += d))
@@ -173,6 +173,17 @@ linuxTest('a 64 GiB segment: create, Refs and a heap beyond 4 GiB, windows, hand
   const rss = { create: ra.rssCreate as number, end: ra.rssEnd as number, revive: rb.rss as number }
   t.log(`64 GiB segment: RSS ${JSON.stringify(rss)} KiB (creator, creator at the end, reviver)`)
   for (const v of Object.values(rss)) t.true(v < 400 * 1024, `RSS ${v} KiB`)
+})
+
+test('windows: Refs, arrays, pointers, views, locks and handles give the same results through 64 KiB windows as through one buffer', async (t) => {
+  const whole = finished(t, await runChild(['windows', segmentName(t, 'win')]))
+  const windowed = finished(t, await runChild(['windows', segmentName(t, 'win')], false, { SHMUTILS_WINDOW_BYTES: '65536' }))
+  succeeded(t, whole, 'buffer', 1 << 20)
+  failed(t, windowed, 'buffer', 'ERR_SHM_BUFFER_TOO_LARGE')
+  succeeded(t, whole, 'check')
+  succeeded(t, windowed, 'check')
+  t.is(typeof whole.digest, 'number')
+  t.is(windowed.digest, whole.digest)
 })
 
 const memAvailableKiB = (() => {

@@ -125,22 +125,23 @@ export interface MemoryInternals {
   window(offset: number, length: number): Window
 }
 
+/** `SHMUTILS_WINDOW_BYTES`, when a power of two of at least 64 KiB (tests only). */
+const FORCED_WINDOW: number | null = ((): number | null => {
+  const n = Number(process.env.SHMUTILS_WINDOW_BYTES)
+  return Number.isInteger(n) && n >= 65536 && (n & (n - 1)) === 0 ? n : null
+})()
+
 /**
- * The largest mapping exposed as one ArrayBuffer, and the length of each window of
- * larger ones: what the runtime allows (`buffer.constants.MAX_LENGTH`: 4 GiB on Node 20)
- * capped at 2 GiB for windows. `SHMUTILS_WINDOW_BYTES` (a power of two of at least
- * 64 KiB) lowers both, to exercise windows on small mappings (tests).
+ * The length of each window over a mapping larger than one ArrayBuffer: 2 GiB, or the
+ * runtime's limit if lower. `SHMUTILS_WINDOW_BYTES` (a power of two of at least 64 KiB)
+ * sets it, and makes every mapping above it windowed, to exercise windows on small
+ * mappings (tests).
  * @internal
  */
-export const WINDOW_BYTES: number = windowBytes()
-const SINGLE_MAX: number = process.env.SHMUTILS_WINDOW_BYTES ? WINDOW_BYTES : bufferConstants.MAX_LENGTH
+export const WINDOW_BYTES: number = FORCED_WINDOW ?? Math.min(2 ** 31, 2 ** Math.floor(Math.log2(bufferConstants.MAX_LENGTH)))
+/** The largest mapping exposed as one ArrayBuffer (Node 20: 4 GiB). */
+const WHOLE_MAX: number = FORCED_WINDOW ?? bufferConstants.MAX_LENGTH
 const STRIDE = WINDOW_BYTES / 2
-
-function windowBytes(): number {
-  const forced = Number(process.env.SHMUTILS_WINDOW_BYTES)
-  if (Number.isInteger(forced) && forced >= 65536 && (forced & (forced - 1)) === 0) return forced
-  return Math.min(2 ** 31, 2 ** Math.floor(Math.log2(bufferConstants.MAX_LENGTH)))
-}
 
 /**
  * The process-wide SIGBUS repair counter (see the module docs): 0 until a mapping of
@@ -265,7 +266,7 @@ export class MappedMemory implements Disposable {
     this.size = info.size
     const begin = info.address
     this.address = Object.freeze({ begin, end: begin + this.size })
-    this.#whole = this.size <= SINGLE_MAX ? this.#makeWindow(0, this.size) : null
+    this.#whole = this.size <= WHOLE_MAX ? this.#makeWindow(0, this.size) : null
   }
 
   static {
@@ -307,7 +308,9 @@ export class MappedMemory implements Disposable {
   /** A window holding `[offset, offset + length)` of a mapping too large for one buffer. */
   #window(offset: number, length: number): Window {
     if (length <= STRIDE) {
-      const k = Math.floor(offset / STRIDE)
+      // Window k starts at or below `offset` (an empty range at the very end included)
+      // and reaches at least half a window past it.
+      const k = Math.floor(Math.min(offset, this.size - 1) / STRIDE)
       let w = this.#windows.get(k)
       if (!w) {
         const start = k * STRIDE
@@ -319,7 +322,7 @@ export class MappedMemory implements Disposable {
     const key = `${offset}:${length}`
     let w = this.#wide.get(key)
     if (!w) {
-      if (length > SINGLE_MAX) throw tooLarge(length)
+      if (length > bufferConstants.MAX_LENGTH) throw tooLarge(length, bufferConstants.MAX_LENGTH)
       const start = offset - (offset % 4)
       w = this.#makeWindow(start, Math.min(this.size - start, length + 4))
       this.#wide.set(key, w)
@@ -435,7 +438,7 @@ export class MappedMemory implements Disposable {
   #all(): Window {
     if (this.#closed) throw closedError('the mapping')
     if (GUARD[0] !== 0) checkIntact(this)
-    if (!this.#whole) throw tooLarge(this.size)
+    if (!this.#whole) throw tooLarge(this.size, WHOLE_MAX)
     return this.#whole
   }
 
@@ -565,9 +568,9 @@ export class MappedMemory implements Disposable {
   }
 }
 
-function tooLarge(length: number): ShmError {
+function tooLarge(length: number, max: number): ShmError {
   return new ShmError(
-    `${length} bytes do not fit one ArrayBuffer in this runtime (at most ${SINGLE_MAX}): use mem.view(offset, length) for a window`,
+    `${length} bytes do not fit one ArrayBuffer here (at most ${max}): use mem.view(offset, length) for a window`,
     { code: 'ERR_SHM_BUFFER_TOO_LARGE' },
   )
 }

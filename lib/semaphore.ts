@@ -105,7 +105,9 @@ export class Semaphore {
     if (this.tryAcquire()) return true
     if (timeout === 0) return false
     const { id } = internals(this.memory)
-    return native(() => binding.semAcquire(id, this.offset, timeout))
+    const taken = native(() => binding.semAcquire(id, this.offset, timeout))
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return taken
   }
 
   /**
@@ -122,6 +124,7 @@ export class Semaphore {
       (timeout) => binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout),
       (code) => {
         throwIfFailed(code)
+        if (GUARD[0] !== 0) checkIntact(this.memory)
         return outcome(code) === Code.OK
       },
     )

@@ -74,6 +74,15 @@ impl Backing {
         }
     }
 
+    /// A mapping all `len` bytes of which count as backed (anonymous memory: no file).
+    pub const fn assumed(len: u64) -> Backing {
+        Backing {
+            prefix: AtomicU64::new(len),
+            header_word: AtomicUsize::new(0),
+            ranges: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Mirrors the prefix in the 8-aligned u64 at `offset` of the mapping (a managed
     /// segment's `backed` field): learns the prefix already recorded there, and records
     /// what this process knows (unless `read_only`). The word's page must be backed.

@@ -231,7 +231,12 @@ impl Region {
             prot: req.prot,
             guard: OnceLock::new(),
             read_only: AtomicBool::new(false),
-            backing: Backing::new(),
+            // Anonymous memory has no file to back: all of it counts as backed.
+            backing: if req.fd < 0 {
+                Backing::assumed(req.len)
+            } else {
+                Backing::new()
+            },
         }))
     }
 
