@@ -290,16 +290,14 @@ mod tests {
         assert!(covered(&r, 31, 39) && !covered(&r, 24, 31));
     }
 
+    /// Linux only: `fallocate` is a no-op elsewhere (sys/macos.rs says why).
+    #[cfg(target_os = "linux")]
     #[test]
     fn backing_grows_the_prefix_by_chunks_and_mirrors_it() {
-        let name = format!("/shmutils-rs-backing-{}", std::process::id());
-        let perms = crate::memory::shm::check_permissions(0o600).unwrap();
-        let fd = crate::memory::shm::open(&name, crate::memory::shm::OpenMode::Exclusive, perms)
-            .unwrap();
         let len = 40 * CHUNK + 4096;
-        let step = chunk_for(len);
-        assert_eq!(step, CHUNK);
-        crate::memory::shm::truncate(fd, len).unwrap();
+        assert_eq!(chunk_for(len), CHUNK);
+        let obj = crate::memory::shm::TestObject::new("backing", len);
+        let fd = obj.fd;
         let word = Box::new(AtomicU64::new(0));
         let file = File {
             fd,

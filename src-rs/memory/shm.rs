@@ -208,14 +208,15 @@ pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
 }
 
 /// A fresh, exclusively created object of `len` bytes for tests, unlinked (and its
-/// descriptor closed) when dropped, also when the test fails.
-#[cfg(test)]
+/// descriptor closed) when dropped, also when the test fails. (Used by the Linux-only
+/// tests of backing and the SIGBUS guard.)
+#[cfg(all(test, target_os = "linux"))]
 pub(crate) struct TestObject {
     pub(crate) name: String,
     pub(crate) fd: RawFd,
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 impl TestObject {
     pub(crate) fn new(tag: &str, len: u64) -> TestObject {
         let name = format!(
@@ -235,7 +236,7 @@ impl TestObject {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 impl Drop for TestObject {
     fn drop(&mut self) {
         let _ = close(self.fd);
