@@ -113,6 +113,8 @@ tmpfsTest('full /dev/shm: mem.reserve() backs raw bytes (shared); an unbacked ra
   failed(t, r, 'bytesAfter', 'ENOSPC')
   failed(t, r, 'mallocAfter', 'ENOSPC')
   failed(t, r, 'reserveAfter', 'ENOSPC')
+  failed(t, r, 'createWhenFull', 'ENOSPC')
+  t.false(r.createWhenFullLeft)
 })
 
 tmpfsTest('full /dev/shm: create({ reserve: true }) backs every page up front: raw writes and the heap work on a full filesystem', async (t) => {
