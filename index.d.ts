@@ -96,8 +96,31 @@ export declare function fdTruncate(fd: number, size: number): void
  */
 export declare function guardGeneration(): ArrayBuffer
 
-/** Walks every block and list; throws on any broken invariant. */
+/**
+ * Reclaims the caches of dead threads, then walks every block and list; throws on any
+ * broken invariant.
+ */
 export declare function heapCheck(id: number): void
+
+/** Geometry and salt of heap `id` (see [`HeapInfo`]). */
+export declare function heapInfo(id: number): HeapInfo
+
+/**
+ * What the JavaScript fast path of a heap needs to know of it (`lib/heap-cache.ts`),
+ * read once, validated by attach.
+ */
+export interface HeapInfo {
+  /** Length of the heap region. */
+  size: number
+  /** Heap-relative offset of the first block. */
+  headerSize: number
+  /** Heap-relative end of the last block. */
+  arenaEnd: number
+  /** Low half of the salt mixed into block check words. */
+  saltLo: number
+  /** High half of the salt. */
+  saltHi: number
+}
 
 /** The object called `name`, waiting up to `wait_ms` for its construction. */
 export declare function heapNamedFind(id: number, name: string, waitMs: number): NamedFound | null
@@ -117,9 +140,6 @@ export declare function heapNamedReserve(id: number, name: string, size: number,
 /** Forgets heap `id` of this thread (the heap itself is untouched). */
 export declare function heapRelease(id: number): void
 
-/** Length of heap `id`'s region. */
-export declare function heapSize(id: number): number
-
 /** Usage figures. */
 export declare function heapStats(id: number): HeapStatsJs
 
@@ -135,7 +155,14 @@ export interface HeapStatsJs {
   largestFree: number
   /** Number of allocated blocks. */
   allocations: number
+  /** Freed blocks parked in threads' caches (counted as free). */
+  cached: number
+  /** Bytes of those blocks. */
+  cachedBytes: number
 }
+
+/** Returns the blocks cached by dead threads to the heap; how many. */
+export declare function heapTrim(id: number): number
 
 /**
  * Takes the lock at `offset` of mapping `id`, sleeping in the kernel; the slow path

@@ -162,6 +162,13 @@ export interface MemoryInternals {
    * ArrayBuffer.
    */
   window(offset: number, length: number): Window
+  /** The window over the whole mapping, when it fits one ArrayBuffer; else `null`. */
+  readonly whole: Window | null
+  /**
+   * Runs `fn` when the mapping is closed (or detached), before its views go: while the
+   * memory is still there. Errors it throws are ignored.
+   */
+  beforeClose(fn: () => void): void
 }
 
 /** `SHMUTILS_WINDOW_BYTES`, when a power of two of at least 64 KiB (tests only). */
@@ -265,6 +272,8 @@ export class MappedMemory implements Disposable {
   #raw: RawOrigin | null
   /** The heap of a managed segment, once attached; dropped on close. */
   #heap: Heap | null = null
+  /** What runs when it closes (see {@link MemoryInternals.beforeClose}). */
+  #beforeClose: (() => void)[] = []
 
   /**
    * A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
@@ -346,6 +355,10 @@ export class MappedMemory implements Disposable {
         base: info.base,
         readOnly: info.readOnly,
         window: whole ? () => whole : (offset, length) => m.#window(offset, length),
+        whole,
+        beforeClose: (fn) => {
+          m.#beforeClose.push(fn)
+        },
       })
     }
     checkIntact = (m) => {
@@ -643,6 +656,7 @@ export class MappedMemory implements Disposable {
    */
   detach(): DetachedPages {
     if (this.#closed) throw closedError('the mapping')
+    this.#runBeforeClose()
     this.#shutViews()
     this.#mapping.forget()
     return { address: this.address.begin, size: this.size }
@@ -651,8 +665,21 @@ export class MappedMemory implements Disposable {
   /** Detaches every view, then unmaps. Safe to call twice. */
   close(): void {
     if (this.#closed) return
+    this.#runBeforeClose()
     this.#shutViews()
     this.#mapping.close()
+  }
+
+  #runBeforeClose(): void {
+    const hooks = this.#beforeClose
+    this.#beforeClose = []
+    for (const fn of hooks) {
+      try {
+        fn()
+      } catch {
+        // Closing goes on: the mapping is going away either way.
+      }
+    }
   }
 
   #shutViews(): void {

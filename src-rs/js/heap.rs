@@ -7,7 +7,7 @@
 //! not-recoverable, so no process ever works on a heap known to be broken.
 
 use crate::error::{Result, ShmError};
-use crate::heap::{HeapError, HeapView, NAMED_READY};
+use crate::heap::{CacheOwner, HeapError, HeapView, NAMED_READY};
 use crate::js::args::{to_u64, to_usize};
 use crate::js::mapping::Mapping;
 use crate::js::slots::SlotTable;
@@ -33,6 +33,26 @@ pub struct HeapStatsJs {
     pub largest_free: f64,
     /// Number of allocated blocks.
     pub allocations: f64,
+    /// Freed blocks parked in threads' caches (counted as free).
+    pub cached: f64,
+    /// Bytes of those blocks.
+    pub cached_bytes: f64,
+}
+
+/// What the JavaScript fast path of a heap needs to know of it (`lib/heap-cache.ts`),
+/// read once, validated by attach.
+#[napi(object)]
+pub struct HeapInfo {
+    /// Length of the heap region.
+    pub size: f64,
+    /// Heap-relative offset of the first block.
+    pub header_size: f64,
+    /// Heap-relative end of the last block.
+    pub arena_end: f64,
+    /// Low half of the salt mixed into block check words.
+    pub salt_lo: u32,
+    /// High half of the salt.
+    pub salt_hi: u32,
 }
 
 /// A named object reserved (or found) by `namedReserve`.
@@ -156,7 +176,12 @@ impl HeapSlot {
     /// makes it not-recoverable: every later operation reports the broken heap.
     #[cold]
     fn recover(&self, rec: &LockRecord, me: Owner) -> Result<()> {
-        match self.view.rebuild() {
+        // The process that died may have had blocks cached: reclaim them with the rest.
+        let repaired = self
+            .view
+            .rebuild()
+            .and_then(|()| self.view.reclaim_cached(dead_owners()).map(drop));
+        match repaired {
             Ok(()) => rec.mark_consistent(me),
             Err(e) => {
                 rec.unlock(me)?;
@@ -208,10 +233,23 @@ pub fn heap_release(id: u32) {
     HEAPS.with(|h| h.borrow_mut().remove(id));
 }
 
-/// Length of heap `id`'s region.
+/// Geometry and salt of heap `id` (see [`HeapInfo`]).
 #[napi]
-pub fn heap_size(id: u32) -> napi::Result<f64> {
-    Ok(slot(id)?.view.heap_len() as f64)
+pub fn heap_info(id: u32) -> napi::Result<HeapInfo> {
+    // No lock: these never change (and read-only segments have their heap too).
+    let s = slot(id)?;
+    if !s.region.is_live() {
+        return Err(closed().into());
+    }
+    let l = s.view.layout().map_err(ShmError::from)?;
+    s.region.check_intact()?;
+    Ok(HeapInfo {
+        size: l.heap_len as f64,
+        header_size: l.header_size as f64,
+        arena_end: l.arena_end as f64,
+        salt_lo: l.salt as u32,
+        salt_hi: (l.salt >> 32) as u32,
+    })
 }
 
 /// `malloc(size, align)`: offset in the mapping. (Exported raw: `raw.rs`.)
@@ -242,13 +280,40 @@ pub fn heap_stats(id: u32) -> napi::Result<HeapStatsJs> {
         free: s.free as f64,
         largest_free: s.largest_free as f64,
         allocations: s.allocations as f64,
+        cached: s.cached as f64,
+        cached_bytes: s.cached_bytes as f64,
     })
 }
 
-/// Walks every block and list; throws on any broken invariant.
+/// Whether the thread that cached a block is gone (its id no longer names the thread
+/// that wrote it).
+fn owner_dead(o: CacheOwner) -> bool {
+    match sys::thread_start_time(o.tid) {
+        None => true,
+        Some(now) => o.start != 0 && o.start != now,
+    }
+}
+
+/// Returns the blocks cached by dead threads to the heap; how many.
+#[napi]
+pub fn heap_trim(id: u32) -> napi::Result<f64> {
+    Ok(slot(id)?.locked(|h| h.reclaim_cached(dead_owners()))? as f64)
+}
+
+/// [`owner_dead`], asking the system once per thread id.
+fn dead_owners() -> impl FnMut(CacheOwner) -> bool {
+    let mut seen = std::collections::HashMap::new();
+    move |o| *seen.entry(o).or_insert_with(|| owner_dead(o))
+}
+
+/// Reclaims the caches of dead threads, then walks every block and list; throws on any
+/// broken invariant.
 #[napi]
 pub fn heap_check(id: u32) -> napi::Result<()> {
-    Ok(slot(id)?.locked(|h| h.check())?)
+    Ok(slot(id)?.locked(|h| {
+        h.reclaim_cached(dead_owners())?;
+        h.check()
+    })?)
 }
 
 /// Finds `name` or reserves a zeroed object for it (state CONSTRUCTING); waits while
