@@ -135,8 +135,8 @@ export class Heap {
   static create(memory: MappedMemory, options: HeapCreateOptions = {}): Heap {
     const offset = checkIndex('offset', options.offset ?? 0)
     const size = checkIndex('size', options.size ?? memory.size - offset)
-    const m = internals(memory).mapping
-    return new Heap(memory, offset, native(() => m.heap(offset, size, true)))
+    const { id } = internals(memory)
+    return new Heap(memory, offset, native(() => binding.heapAttach(id, offset, size, true)))
   }
 
   /**
@@ -146,8 +146,8 @@ export class Heap {
    */
   static attach(memory: MappedMemory, offset = 0): Heap {
     checkIndex('offset', offset)
-    const m = internals(memory).mapping
-    return attached.get(memory)?.get(offset) ?? new Heap(memory, offset, native(() => m.heap(offset, 0, false)))
+    const { id } = internals(memory)
+    return attached.get(memory)?.get(offset) ?? new Heap(memory, offset, native(() => binding.heapAttach(id, offset, 0, false)))
   }
 
   /**

@@ -42,6 +42,20 @@ export interface FastBinding {
   lockWake(id: number, offset: number): void
   /** Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`. */
   semWake(id: number, offset: number, n: number): void
+  /**
+   * Opens a managed segment (`fixed`: 0 anywhere, 1 prefer, 2 require the creator's
+   * address; `readOnly` 0 or 1) and describes it in `out` (see `lib/memory.ts`).
+   */
+  segmentOpen(name: string, fixed: number, readOnly: number, out: Float64Array): void
+  /**
+   * Creates a managed segment (`fixed`: -1 anywhere, -2 a free high address, else that
+   * address; `flags`: 1 prefault, 2 reserve); as {@link segmentOpen} otherwise.
+   */
+  segmentCreate(name: string, size: number, permissions: number, fixed: number, flags: number, out: Float64Array): void
+  /** `mmap` (`address` -1: anywhere; `fd` -1: anonymous); as {@link segmentOpen} otherwise. */
+  mapRaw(address: number, size: number, protection: number, flags: number, fd: number, offset: number, out: Float64Array): void
+  /** Detaches `buffer` (if given) and unmaps mapping `id`. */
+  mappingClose(id: number, buffer?: ArrayBuffer): void
 }
 
 function load(): typeof Binding & FastBinding {
@@ -67,8 +81,3 @@ function load(): typeof Binding & FastBinding {
 /** The native binding (see `index.d.ts`). Internal: the public API wraps it. */
 export const binding: typeof Binding & FastBinding = load()
 
-/** The native mapping class. */
-export type NativeMapping = Binding.Mapping
-
-/** Where a native mapping is (see `Mapping.info()`). */
-export type MappingInfo = Binding.MappingInfo

@@ -9,7 +9,7 @@
 use crate::error::{Result, ShmError};
 use crate::heap::{CacheOwner, HeapError, HeapView, NAMED_READY};
 use crate::js::args::{to_u64, to_usize};
-use crate::js::mapping::Mapping;
+use crate::js::mapping::region_of;
 use crate::js::slots::SlotTable;
 use crate::memory::mapping::{closed, Region};
 use crate::sync::lock::{Acquired, LockRecord, Owner};
@@ -98,31 +98,27 @@ fn slot(id: u32) -> Result<Rc<HeapSlot>> {
         .ok_or_else(|| ShmError::new("EINVAL", format!("no heap with id {id} in this thread")))
 }
 
+/// Attaches the heap at `offset` of mapping `mapping` (formatting `size` bytes first when
+/// `format`) and returns its id for the `heap*` functions of this thread.
 #[napi]
-impl Mapping {
-    /// Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
-    /// returns its id for the `heap*` functions of this thread.
-    #[napi]
-    pub fn heap(&self, offset: f64, size: f64, format: bool) -> napi::Result<u32> {
-        let off = to_u64("offset", offset)?;
-        let region = self.region().clone();
-        if !region.is_live() {
-            return Err(closed().into());
-        }
-        if format {
-            let len = to_u64("size", size)?;
-            crate::heap::format_heap(&region, off, len)?;
-        }
-        // SAFETY: the slot keeps the region alive (Arc) and every call checks it is still
-        // mapped before using the view; attach validates the header bounds.
-        let view =
-            unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) };
-        // A mapping that lost pages reads zeros there: say that, not "bad magic".
-        region.check_intact()?;
-        let view = view.map_err(ShmError::from)?.with_region(region.clone());
-        let slot = Rc::new(HeapSlot { region, view });
-        Ok(HEAPS.with(|h| h.borrow_mut().insert(slot)))
+pub fn heap_attach(mapping: u32, offset: f64, size: f64, format: bool) -> napi::Result<u32> {
+    let off = to_u64("offset", offset)?;
+    let region = region_of(mapping)?;
+    if !region.is_live() {
+        return Err(closed().into());
     }
+    if format {
+        let len = to_u64("size", size)?;
+        crate::heap::format_heap(&region, off, len)?;
+    }
+    // SAFETY: the slot keeps the region alive (Arc) and every call checks it is still
+    // mapped before using the view; attach validates the header bounds.
+    let view = unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) };
+    // A mapping that lost pages reads zeros there: say that, not "bad magic".
+    region.check_intact()?;
+    let view = view.map_err(ShmError::from)?.with_region(region.clone());
+    let slot = Rc::new(HeapSlot { region, view });
+    Ok(HEAPS.with(|h| h.borrow_mut().insert(slot)))
 }
 
 fn heap_name(name: &str) -> Result<&[u8]> {

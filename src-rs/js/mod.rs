@@ -5,9 +5,9 @@
 //!
 //! | file | exports |
 //! |------|---------|
-//! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
-//! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize` |
-//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]) |
+//! | [`shm`] | `shmOpen`, `shmUnlink`, `fd*` |
+//! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose` (through [`raw`]), `mappingBuffer`, `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `mappingRelease`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize` |
+//! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]) |
 //! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent`, `threadIdentity` (`lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync` (`semWake` through [`raw`]) |
 //! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
@@ -30,8 +30,11 @@
 //! - native objects that JavaScript addresses per operation (mappings, heaps) live in
 //!   per-thread [`slots::SlotTable`]s and are passed by integer id to free functions,
 //!   never as `this` of a class method;
-//! - `#[napi]` functions and the `Mapping` class stay for setup and the slow paths
-//!   (creating, opening, sleeping in the kernel), where the cost does not matter;
+//! - opening and closing a mapping are raw callbacks too: one call each, the numbers
+//!   written into a `Float64Array` JavaScript passes in (no object built property by
+//!   property), and no napi-rs class at all (a mapping is an id like a heap);
+//! - `#[napi]` functions stay for setup and the slow paths (attaching a heap, making a
+//!   window's ArrayBuffer, sleeping in the kernel), where the cost does not matter;
 //! - the uncontended lock and semaphore paths never cross into Rust at all: `lib/`
 //!   runs them with `Atomics` on the shared word (see `docs/ARCHITECTURE.md`).
 //!
