@@ -445,7 +445,7 @@ export class MappedMemory implements Disposable {
 
   #makeWindow(start: number, length: number): Window {
     const id = this.#info.id
-    return windowOver(native(() => binding.mappingBuffer(id, start, length)), start, length)
+    return windowOver(native(() => binding.mappingBuffer(id, start, length)), start, length, this.#info.readOnly)
   }
 
   /** A window holding `[offset, offset + length)` of a mapping too large for one buffer. */
@@ -797,10 +797,31 @@ export class MappedMemory implements Disposable {
   }
 }
 
-/** Views over `buffer`, which holds `[start, start + length)` of a mapping. */
-function windowOver(buffer: ArrayBuffer, start: number, length: number): Window {
-  return { start, u8: new Uint8Array(buffer), dv: new DataView(buffer), i32: new Int32Array(buffer, 0, Math.floor(length / 4)) }
+/**
+ * Views over `buffer`, which holds `[start, start + length)` of a mapping. The DataView of
+ * a read-only mapping refuses writes ({@link READ_ONLY_VIEW}).
+ */
+function windowOver(buffer: ArrayBuffer, start: number, length: number, readOnly: boolean): Window {
+  const dv = new DataView(buffer)
+  if (readOnly) Object.setPrototypeOf(dv, READ_ONLY_VIEW)
+  return { start, u8: new Uint8Array(buffer), dv, i32: new Int32Array(buffer, 0, Math.floor(length / 4)) }
 }
+
+/**
+ * The prototype of a read-only mapping's DataViews: `DataView.prototype`, but every
+ * `set*` method throws `ERR_SHM_READ_ONLY`. Typed references write through their
+ * DataView with no read-only check of their own on their hottest path (`lib/ref.ts`).
+ */
+const READ_ONLY_VIEW: object = (() => {
+  const refuse = (): never => {
+    throw readOnlyError()
+  }
+  const props: PropertyDescriptorMap = {}
+  for (const key of Object.getOwnPropertyNames(DataView.prototype)) {
+    if (key.startsWith('set')) props[key] = { value: refuse }
+  }
+  return Object.create(DataView.prototype, props)
+})()
 
 /** A segment name as the native side normalizes it (checked there): one leading `/`. */
 function normalized(name: string): string {
