@@ -11,6 +11,7 @@ import { setLockAllocator } from './lock.js'
 import { internals, MappedMemory, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
+import { cStringSize } from './strings.js'
 import {
   arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types, type Type,
 } from './types/index.js'
@@ -141,6 +142,16 @@ export class Heap {
       this.free(off)
       throw e
     }
+  }
+
+  /**
+   * Copies `s` into the heap as a NUL-terminated UTF-8 `char[n]` (n = its byte length
+   * + 1), the C string another process reads with `ref.string()`.
+   * @throws TypeError if `s` is not a string; ShmError `ENOMEM`
+   */
+  newString(s: string): Ref<number[]> {
+    checkString('s', s)
+    return this.new(arrayOf(types.char, cStringSize(s)), s)
   }
 
   #construct(off: number, t: Type, init: unknown): Ref {

@@ -12,7 +12,7 @@ export { RLock } from './rlock.js'
 export { Condition } from './condition.js'
 export { Semaphore, SEMAPHORE_MAX } from './semaphore.js'
 export { Heap, type HeapStats, type HeapCreateOptions } from './heap.js'
-export { Ref, type RefHeap } from './ref.js'
+export { Ref, ArrayRef, type RefHeap, type StringOptions } from './ref.js'
 export { revive, reviver, isHandle, type Handle } from './handles.js'
 export {
   types, cdef, FFI, CDefError, parseTypeName, describeType, typeFromDescription, lookupField, memberNames, MAX_DESCRIPTION_DEPTH,
