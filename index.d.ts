@@ -261,3 +261,15 @@ export interface ThreadIdentity {
   /** High 32 bits of the thread's start time. */
   startHi: number
 }
+
+/**
+ * Sleeps until the u32 at `offset` of mapping `id` is not `expected`, or `timeout_ms`
+ * passed. Returns a completion code (`sync::code`: OK or TIMED_OUT).
+ */
+export declare function wordWait(id: number, offset: number, expected: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Starts an async wait for the u32 at `offset` of mapping `id` to differ from
+ * `expected`; returns its id.
+ */
+export declare function wordWaitAsync(id: number, offset: number, expected: number, timeoutMs?: number | undefined | null): number

@@ -866,3 +866,5 @@ module.exports.shmUnlink = nativeBinding.shmUnlink
 module.exports.syncCancel = nativeBinding.syncCancel
 module.exports.syncInit = nativeBinding.syncInit
 module.exports.threadIdentity = nativeBinding.threadIdentity
+module.exports.wordWait = nativeBinding.wordWait
+module.exports.wordWaitAsync = nativeBinding.wordWaitAsync

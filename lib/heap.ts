@@ -41,6 +41,9 @@ export interface HeapCreateOptions {
 /** Releases a collected Heap's native slot. */
 const slotRegistry = new FinalizationRegistry<number>((id) => binding.heapRelease(id))
 
+/** @internal This thread's native slot id of a heap, for the raw heap calls of containers. */
+export let heapSlotId: (heap: Heap) => number
+
 /** How long {@link Heap.named} waits for another process to finish constructing. */
 const NAMED_WAIT_MS = 10_000
 
@@ -67,6 +70,10 @@ export class Heap {
     this.#id = id
     this.size = native(() => binding.heapSize(id))
     slotRegistry.register(this, id)
+  }
+
+  static {
+    heapSlotId = (heap) => heap.#id
   }
 
   /**

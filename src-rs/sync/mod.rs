@@ -21,6 +21,7 @@ pub mod lock;
 pub mod ops;
 pub mod semaphore;
 pub mod waiter;
+pub mod word;
 
 use crate::error::{Result, ShmError};
 use crate::memory::mapping::{Pin, Region};

@@ -1,0 +1,55 @@
+/**
+ * Sleeping until a 32-bit word of a mapping changes, and waking the sleepers: the one
+ * blocking primitive under the JavaScript-side containers and primitives (`Channel`,
+ * `Barrier`, `Event`, `RWLock`; native side `src-rs/sync/word.rs`). Their state machines
+ * run here with `Atomics`; a thread that must wait names a word and the value it saw, and
+ * whoever changes the state changes that word and wakes it. Blocking waits sleep in the
+ * kernel futex on this thread; async ones on the process's waiter threads (never the
+ * event loop, never the libuv pool).
+ * @module
+ */
+import { abortError, native } from './errors.js'
+import { internals, type MappedMemory } from './memory.js'
+import { binding } from './native.js'
+import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
+
+/** Wakes every sleeper. */
+export const ALL = 0x7fff_ffff
+
+/**
+ * Blocks this thread while the u32 at `offset` of `memory` holds `expected`, at most
+ * `timeout` ms (`undefined`: forever).
+ * @returns `true` once it holds something else, `false` when the timeout ran out
+ */
+export function sleepOnWord(memory: MappedMemory, offset: number, expected: number, timeout: number | undefined): boolean {
+  const { id } = internals(memory)
+  const code = native(() => binding.wordWait(id, offset, expected >>> 0, timeout))
+  return outcome(code) === Code.OK
+}
+
+/**
+ * {@link sleepOnWord} on a waiter thread.
+ * @returns (resolves) `true` once changed, `false` on timeout
+ * @throws (rejects) AbortError when `signal` aborts; ShmError `ERR_SHM_CLOSED` when the
+ *   mapping is closed meanwhile
+ */
+export async function sleepOnWordAsync(
+  memory: MappedMemory,
+  offset: number,
+  expected: number,
+  timeout: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  if (signal?.aborted) throw abortError(signal)
+  const { id } = internals(memory)
+  const code = await waitNative(() => binding.wordWaitAsync(id, offset, expected >>> 0, timeout), signal)
+  if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
+  throwIfFailed(code)
+  return outcome(code) === Code.OK
+}
+
+/** Wakes up to `n` sleepers on the u32 at `offset` of `memory`. */
+export function wakeWord(memory: MappedMemory, offset: number, n: number = ALL): void {
+  const { id } = internals(memory)
+  native(() => binding.wordWake(id, offset, n))
+}
