@@ -58,7 +58,8 @@ test("codecs: 'v8' keeps structured-clone types, 'json', 'string' and 'bytes' st
   t.deepEqual(v8m.get('rich'), rich)
   const shared = { k: 1 }
   const dag = [shared, shared]
-  const got = v8m.get('dag') ?? (v8m.set('dag', dag), v8m.get('dag')) as Array<{ k: number }>
+  v8m.set('dag', dag)
+  const got = v8m.get('dag') as Array<{ k: number }>
   t.is(got[0], got[1], 'one object referenced twice stays one object')
   const u8 = v8m.set('buf', Buffer.from('abc')).get('buf') as Uint8Array
   u8[0] = 0x7a

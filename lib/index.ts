@@ -22,3 +22,4 @@ export {
 export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseConstructor } from './cbase.js'
 export { SharedMap, MAX_KEY_LENGTH, type SharedMapOptions, type SetOptions } from './map.js'
 export { type Codec } from './codec.js'
+export { Channel, type ChannelOptions, type ChannelWaitOptions } from './channel.js'
