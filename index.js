@@ -866,5 +866,6 @@ module.exports.shmUnlink = nativeBinding.shmUnlink
 module.exports.syncCancel = nativeBinding.syncCancel
 module.exports.syncInit = nativeBinding.syncInit
 module.exports.threadIdentity = nativeBinding.threadIdentity
+module.exports.unlinkSegmentIf = nativeBinding.unlinkSegmentIf
 module.exports.wordWait = nativeBinding.wordWait
 module.exports.wordWaitAsync = nativeBinding.wordWaitAsync

@@ -43,12 +43,16 @@ export function heapOf(where: unknown): Heap {
   throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
 }
 
+/** Heaps other than a managed segment's own, attached once per mapping and offset. */
+const otherHeaps = new WeakMap<MappedMemory, Map<number, Heap>>()
+
 /** The heap whose region starts at `heapOffset` of `memory` (the segment's own if so). */
 export function heapAt(memory: MappedMemory, heapOffset: number): Heap {
   if (memory.managed && internals(memory).heapOffset === heapOffset) return memory.heap
-  const key = `heap@${heapOffset}`
-  let h = memory._attached.get(key) as Heap | undefined
-  if (!h) memory._attached.set(key, (h = Heap.attach(memory, heapOffset)))
+  let heaps = otherHeaps.get(memory)
+  if (!heaps) otherHeaps.set(memory, (heaps = new Map()))
+  let h = heaps.get(heapOffset)
+  if (!h) heaps.set(heapOffset, (h = Heap.attach(memory, heapOffset)))
   return h
 }
 

@@ -7,7 +7,7 @@
  */
 import { checkIndex, checkTimeout, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
 import { internals, MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
@@ -105,6 +105,11 @@ export class Lock implements Disposable {
   readonly memory: MappedMemory
   /** Byte offset of the lock record in {@link memory}. */
   readonly offset: number
+  /**
+   * The lock's handle ({@link toJSON}), as an own property so a structured clone carries
+   * it (see `revive`); a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
   #ownerDied = false
@@ -118,6 +123,8 @@ export class Lock implements Disposable {
     atPlace = null
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+    const kind = new.target.name
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: kind, segment: m.segment, offset: this.offset, memory: m }))
   }
 
   static {
@@ -349,8 +356,7 @@ export class Lock implements Disposable {
 
   /** A handle that `revive` turns into a lock on the same record in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: this.constructor.name, segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'lock')
   }
 }
 

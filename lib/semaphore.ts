@@ -6,7 +6,7 @@
  */
 import { checkInteger, checkTimeout } from './args.js'
 import { closedError, native, rangeError } from './errors.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, type LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
@@ -30,6 +30,11 @@ export class Semaphore {
   readonly memory: MappedMemory
   /** Byte offset of the record in {@link memory}. */
   readonly offset: number
+  /**
+   * The semaphore's handle ({@link toJSON}), as an own property so a structured clone
+   * carries it (see `revive`); a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
 
@@ -46,6 +51,7 @@ export class Semaphore {
     ;({ memory: this.memory, offset: this.offset } = place ?? allocateRecord(where, 'Semaphore'))
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }))
     if (place === null || initial !== undefined) Atomics.store(this.#i32, this.#w, initial)
   }
 
@@ -148,8 +154,7 @@ export class Semaphore {
 
   /** A handle that `revive` turns into the same semaphore in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'semaphore')
   }
 }
 
