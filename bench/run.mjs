@@ -13,13 +13,15 @@ import { EFFORT, median } from './measure.mjs'
 import { updateReadme } from './readme.mjs'
 import { counterRows } from './rows/counter.mjs'
 import { heapRows } from './rows/heap.mjs'
+import { channelRows } from './rows/channel.mjs'
 import { lockRows } from './rows/lock.mjs'
+import { mapRows } from './rows/map.mjs'
 import { memoryRows } from './rows/memory.mjs'
 import { structRows } from './rows/struct.mjs'
 import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...mapRows, ...channelRows]
 
 /**
  * Runs the bench.

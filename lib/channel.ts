@@ -351,7 +351,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Encodes `msg` into the scratch buffer; checks it fits the ring. */
   #encode(msg: unknown): number {
-    if (this.closed) throw channelClosed()
+    if (this.#live().i32[this.#w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
     const out = encoding === 0 ? scratch : new Scratch()
     encoding++
     let n: number
@@ -385,7 +385,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const size = LEN + ((n + 3) & ~3)
     let woke = false
     try {
-      if (Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0) throw channelClosed()
+      // Plain reads of what only producers write (under this lock); Atomics where the
+      // other side's writes or the order of the commit matter.
+      if (i32[w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
       const tail = i32[w + (C.TAIL >> 2)] >>> 0
       let head = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
       if (this.#cap - ((tail - head) >>> 0) < size) {
@@ -404,7 +406,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       i32[w + (C.P_SEQ >> 2)] = seq
       // Commit: the record is visible to consumers.
       Atomics.store(i32, w + (C.TAIL >> 2), (tail + size) | 0)
-      Atomics.store(i32, w + (C.SENT >> 2), (seq + 1) | 0)
+      i32[w + (C.SENT >> 2)] = seq + 1
       woke = Atomics.load(i32, w + (C.CONSUMERS_WAITING >> 2)) !== 0
       return -1
     } finally {
@@ -458,7 +460,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       i32[w + (C.C_SEQ >> 2)] = seq
       // Commit: the record is consumed (a bad one too, so the queue goes on).
       Atomics.store(i32, w + (C.HEAD >> 2), (head + size) | 0)
-      Atomics.store(i32, w + (C.RECEIVED >> 2), (seq + 1) | 0)
+      i32[w + (C.RECEIVED >> 2)] = seq + 1
       woke = Atomics.load(i32, w + (C.PRODUCERS_WAITING >> 2)) !== 0
       if (error !== null) throw error
       return value
@@ -472,7 +474,10 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   #copyIn(src: Uint8Array, n: number, at: number): void {
     const u8 = this.#v.u8
     const first = Math.min(n, this.#cap - at)
-    u8.set(src.subarray(0, first), this.#ring + at)
+    const to = this.#ring + at
+    // Small records: a loop beats making two subarrays for one native copy.
+    if (first <= 64) for (let i = 0; i < first; i++) u8[to + i] = src[i]
+    else u8.set(src.subarray(0, first), to)
     if (first < n) u8.set(src.subarray(first, n), this.#ring)
   }
 
