@@ -238,6 +238,13 @@ export interface OpenedObject {
   fd: number
 }
 
+/**
+ * Whether `owner` (as stored in a record of mapping `id`) is alive. `start_lo`/`start_hi`:
+ * the start time recorded with it, 0 if the record keeps none (then any live thread
+ * with that id counts as alive).
+ */
+export declare function ownerAlive(id: number, owner: number, startLo: number, startHi: number): boolean
+
 /** The system page size. */
 export declare function pageSize(): number
 

@@ -858,6 +858,7 @@ module.exports.lockRelease = nativeBinding.lockRelease
 module.exports.mapConstants = nativeBinding.mapConstants
 module.exports.munmap = nativeBinding.munmap
 module.exports.normalizeName = nativeBinding.normalizeName
+module.exports.ownerAlive = nativeBinding.ownerAlive
 module.exports.pageSize = nativeBinding.pageSize
 module.exports.semAcquire = nativeBinding.semAcquire
 module.exports.semAcquireAsync = nativeBinding.semAcquireAsync

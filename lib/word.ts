@@ -53,3 +53,50 @@ export function wakeWord(memory: MappedMemory, offset: number, n: number = ALL):
   const { id } = internals(memory)
   native(() => binding.wordWake(id, offset, n))
 }
+
+/** A sleep a state machine asks for: until the u32 at `offset` differs from `expected`, at most `ms`. */
+export interface Sleep {
+  /** Mapping offset of the word. */
+  offset: number
+  /** The value seen there. */
+  expected: number
+  /** Milliseconds at most (`undefined`: until it changes). */
+  ms: number | undefined
+}
+
+/**
+ * A wait written once as a generator: it yields the sleeps it needs, receives `true`
+ * when the word changed (`false` when the sleep timed out), and returns its result. The
+ * same generator runs blocking ({@link runBlocking}) or async ({@link runAsync}).
+ */
+export type Steps<R> = Generator<Sleep, R, boolean>
+
+/** Runs `steps` on this thread, sleeping in the kernel. */
+export function runBlocking<R>(memory: MappedMemory, steps: Steps<R>): R {
+  let r = steps.next(true)
+  while (!r.done) {
+    const s = r.value
+    r = steps.next(sleepOnWord(memory, s.offset, s.expected, s.ms))
+  }
+  return r.value
+}
+
+/**
+ * Runs `steps`, sleeping on the waiter threads. An abort (or the mapping closing) is
+ * thrown into the generator at the sleep it interrupted, so it can undo what it holds.
+ */
+export async function runAsync<R>(memory: MappedMemory, steps: Steps<R>, signal: AbortSignal | undefined): Promise<R> {
+  let r = steps.next(true)
+  while (!r.done) {
+    const s = r.value
+    let changed: boolean
+    try {
+      changed = await sleepOnWordAsync(memory, s.offset, s.expected, s.ms, signal)
+    } catch (e) {
+      r = steps.throw(e)
+      continue
+    }
+    r = steps.next(changed)
+  }
+  return r.value
+}
