@@ -112,7 +112,7 @@ test('bad input: parties, offsets, kinds, closed mappings', (t) => {
   throws(t, () => new Barrier(mem, '2' as unknown as number), { instanceOf: TypeError })
   throws(t, () => Event.at(mem, 3), { instanceOf: RangeError })
   const b = new Barrier(mem, 2)
-  throws(t, () => Event.at(mem, b.offset), { instanceOf: TypeError, message: /not the record of a Event/ })
+  throws(t, () => Event.at(mem, b.offset), { instanceOf: TypeError, message: /not a record of kind Event/ })
   throws(t, () => new Event({} as MappedMemory), { instanceOf: TypeError, message: /"where"/ })
   const e = Event.at(mem, mem.heap.malloc(32))
   t.false(e.isSet)

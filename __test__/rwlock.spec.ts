@@ -181,7 +181,7 @@ test('bad input and misuse: typed errors', (t) => {
   throws(t, () => RWLock.at(mem, mem.size - 64), { instanceOf: RangeError, message: /no room/ })
   const other = mem.heap.malloc(RWLOCK_SIZE, 64)
   new Int32Array(mem.buffer, other, 3)[2] = 6
-  throws(t, () => RWLock.at(mem, other), { instanceOf: TypeError, message: /not the record of a RWLock: its kind tag is 6, not 5/ })
+  throws(t, () => RWLock.at(mem, other), { instanceOf: TypeError, message: /not a record of kind RWLock: its kind tag is 6, not 5/ })
   t.true(RWLock.at(mem, lock.offset).tryAcquireRead(), 'another object on the same record')
   mem.close()
   throws(t, () => lock.acquireRead(), { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })

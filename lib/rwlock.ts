@@ -434,7 +434,7 @@ export function checkPlace(memory: unknown, offset: unknown, size: number): asse
  */
 export function claimKind(a: Int32Array, at: number, kind: number, what: string, offset: number): void {
   const k = Atomics.compareExchange(a, at, 0, kind)
-  if (k !== 0 && k !== kind) throw typeError(`The record at offset ${offset} is not the record of a ${what}: its kind tag is ${k}, not ${kind}`)
+  if (k !== 0 && k !== kind) throw typeError(`The record at offset ${offset} is not a record of kind ${what}: its kind tag is ${k}, not ${kind}`)
 }
 
 registerReviver('RWLock', (h) => RWLock.at(memoryOfHandle(h), h.offset))
