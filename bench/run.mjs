@@ -16,12 +16,13 @@ import { heapRows } from './rows/heap.mjs'
 import { channelRows } from './rows/channel.mjs'
 import { lockRows } from './rows/lock.mjs'
 import { mapRows } from './rows/map.mjs'
+import { rwlockRows } from './rows/rwlock.mjs'
 import { memoryRows } from './rows/memory.mjs'
 import { structRows } from './rows/struct.mjs'
 import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...mapRows, ...channelRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...mapRows, ...channelRows, ...rwlockRows]
 
 /**
  * Runs the bench.

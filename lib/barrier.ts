@@ -27,7 +27,7 @@
 import { checkInteger, checkTimeout, checkWaitOptions } from './args.js'
 import { abortError, closedError, ShmError } from './errors.js'
 import { heapOf } from './container.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { checkPlace, claimKind } from './rwlock.js'
@@ -61,6 +61,11 @@ export class Barrier {
   readonly memory: MappedMemory
   /** Byte offset of the record in {@link memory}. */
   readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
 
@@ -83,6 +88,7 @@ export class Barrier {
     }
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Barrier', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + 2, BARRIER_KIND, 'Barrier', this.offset)
     if (!place) this.#i32[this.#w + 1] = parties
     else if (parties !== undefined) {
@@ -215,8 +221,7 @@ export class Barrier {
 
   /** A handle that `revive` turns into the same barrier in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Barrier', segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'barrier')
   }
 }
 

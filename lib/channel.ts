@@ -47,7 +47,7 @@ import {
   checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, KIND, recoverLock, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { rangeError, ShmError, typeError } from './errors.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AsyncWaitOptions, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
@@ -139,6 +139,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   readonly memory: MappedMemory
   /** Offset of the channel's block in {@link memory}. */
   readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #v: Views
   #coder: Coder
   #cap: number
@@ -173,6 +178,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
     this.memory = memory
     this.offset = offset
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Channel', segment: m.segment, offset: this.offset, memory: m }))
     const heapOffset = checkHeader(memory, offset, MAGIC, KIND.Channel, C.RING, 'Channel')
     const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
     this.#w = offset >> 2
@@ -337,8 +343,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** A handle that `revive` turns into the same channel in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Channel', segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'channel')
   }
 
   // ---- internals ----

@@ -20,7 +20,7 @@
 import { checkTimeout, checkWaitOptions } from './args.js'
 import { abortError, closedError } from './errors.js'
 import { heapOf } from './container.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { checkPlace, claimKind } from './rwlock.js'
@@ -45,6 +45,11 @@ export class Event {
   readonly memory: MappedMemory
   /** Byte offset of the record in {@link memory}. */
   readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
 
@@ -65,6 +70,7 @@ export class Event {
     }
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Event', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + 2, EVENT_KIND, 'Event', this.offset)
   }
 
@@ -166,8 +172,7 @@ export class Event {
 
   /** A handle that `revive` turns into the same event in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Event', segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'event')
   }
 }
 

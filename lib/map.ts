@@ -46,7 +46,7 @@ import {
   checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, KIND, recoverLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
@@ -213,6 +213,11 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   readonly memory: MappedMemory
   /** Offset of the map's header in {@link memory}. */
   readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #v: Views
   #coder: Coder
   #stripes: number
@@ -252,6 +257,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     }
     this.memory = memory
     this.offset = offset
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'SharedMap', segment: m.segment, offset: this.offset, memory: m }))
     const heapOffset = checkHeader(memory, offset, MAGIC, KIND.SharedMap, M.SIZE, 'SharedMap')
     const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
     const w = offset >> 2
@@ -476,8 +482,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** A handle that `revive` turns into the same map in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'SharedMap', segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'map')
   }
 
   // ---- internals ----

@@ -45,7 +45,7 @@
 import { checkTimeout, checkWaitOptions, describe } from './args.js'
 import { abortError, closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { heapOf } from './container.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
 import { internals, MappedMemory, memoryOfHandle } from './memory.js'
@@ -98,6 +98,11 @@ export class RWLock {
   readonly memory: MappedMemory
   /** Byte offset of the record in {@link memory}. */
   readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
   /** Int32 indices of the slots this thread holds, through this object. */
@@ -121,6 +126,7 @@ export class RWLock {
     }
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + R.KIND, RWLOCK_KIND, 'RWLock', this.offset)
   }
 
@@ -407,8 +413,7 @@ export class RWLock {
 
   /** A handle that `revive` turns into the same lock in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'RWLock')
   }
 }
 
