@@ -149,7 +149,7 @@ test('async twins: wait on a native thread, time out, abort; the event loop keep
   setTimeout(() => ac.abort(), 50)
   t.is((await rejection(pending)).name, 'AbortError')
   clearInterval(timer)
-  t.true(ticks >= 20, `timers ran (${ticks})`)
+  t.true(ticks >= 5, `timers ran (${ticks}); a blocked event loop runs none`)
   const reading = lock.acquireReadAsync({ timeout: 5000 })
   await p.kill() // the writer dies: the async reader gets in
   t.true(await reading)
