@@ -26,11 +26,10 @@
  */
 import { checkInteger, checkTimeout, checkWaitOptions } from './args.js'
 import { abortError, closedError, ShmError } from './errors.js'
-import { heapOf } from './container.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
-import { checkPlace, claimKind } from './rwlock.js'
+import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 
 const BROKEN = 0x8000_0000 | 0
@@ -43,8 +42,6 @@ export const BARRIER_KIND = 6
 export const BARRIER_SIZE = 32
 /** The most parties a barrier takes. */
 export const BARRIER_MAX_PARTIES = COUNT
-
-let atPlace: { memory: MappedMemory; offset: number } | null = null
 
 /** `ERR_SHM_BROKEN`: the barrier was broken by a wait that timed out or was aborted. */
 function brokenError(): ShmError {
@@ -75,17 +72,9 @@ export class Barrier {
    * @throws TypeError/RangeError for a bad `parties` (an integer from 1 to 65535)
    */
   constructor(where: LockHome | MappedMemory, parties: number) {
-    const place = atPlace
-    atPlace = null
-    if (place) {
-      ;({ memory: this.memory, offset: this.offset } = place)
-    } else {
-      checkInteger('parties', parties, 1, BARRIER_MAX_PARTIES)
-      const heap = heapOf(where)
-      this.memory = heap.memory
-      this.offset = heap.malloc(64, 64)
-      this.memory.bytes.fill(0, this.offset, this.offset + 64)
-    }
+    const place = takePlace()
+    if (!place) checkInteger('parties', parties, 1, BARRIER_MAX_PARTIES)
+    ;({ memory: this.memory, offset: this.offset } = place ?? allocatePlace(where, 64))
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Barrier', segment: m.segment, offset: this.offset, memory: m }))
@@ -106,12 +95,7 @@ export class Barrier {
    */
   static at(memory: MappedMemory, offset: number, parties?: number): Barrier {
     checkPlace(memory, offset, BARRIER_SIZE)
-    atPlace = { memory, offset }
-    try {
-      return new Barrier(memory, parties as number)
-    } finally {
-      atPlace = null
-    }
+    return atPlace(memory, offset, () => new Barrier(memory, parties as number))
   }
 
   #a(): Int32Array {

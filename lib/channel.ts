@@ -50,6 +50,7 @@ import { rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AsyncWaitOptions, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
+import { atPlace, takePlace } from './place.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
 
 /** `'SCHN'` little-endian. */
@@ -117,8 +118,6 @@ const scratch = new Scratch()
 const wrapped = new Scratch()
 let encoding = 0
 
-let atPlace: { memory: MappedMemory; offset: number } | null = null
-
 /**
  * A bounded queue of messages between processes (and worker threads): any number of
  * producers {@link send}, any number of consumers {@link receive}; every message is
@@ -158,8 +157,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * @throws TypeError/RangeError for bad options; ShmError `ENOMEM`
    */
   constructor(where: ContainerHome, options?: ChannelOptions) {
-    const place = atPlace
-    atPlace = null
+    const place = takePlace()
     let memory: MappedMemory
     let offset: number
     if (place) {
@@ -200,12 +198,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * @throws TypeError if there is no channel there
    */
   static at<T = unknown>(memory: MappedMemory, offset: number): Channel<T> {
-    atPlace = { memory, offset }
-    try {
-      return new Channel<T>(memory)
-    } finally {
-      atPlace = null
-    }
+    return atPlace(memory, offset, () => new Channel<T>(memory))
   }
 
   /** Bytes of the ring; a message (encoded) can take up to this minus 4. */
@@ -263,7 +256,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const bytes = scratch.bytes.slice(0, n)
     const until = deadline(timeout)
     for (;;) {
-      await this.#lockAsync(this.#producer, signal, () => this.#repairProducer())
+      await this.#lockAsync(this.#producer, signal, C.P_POS)
       scratch.ensure(0, n)
       scratch.bytes.set(bytes)
       const sleep = this.#trySend(n)
@@ -301,7 +294,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const { timeout, signal } = checkWaitOptions(options)
     const until = deadline(timeout)
     for (;;) {
-      await this.#lockAsync(this.#consumer, signal, () => this.#repairConsumer())
+      await this.#lockAsync(this.#consumer, signal, C.C_POS)
       const got = this.#tryReceive()
       if (got !== EMPTY) return got as T
       const left = remaining(until)
@@ -518,43 +511,41 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   #lockProducer(): void {
-    this.#live()
-    const lock = this.#producer
-    lock.acquire()
-    if (lock.ownerDied) recoverLock(lock, () => this.#repairProducer())
+    this.#lock(this.#producer, C.P_POS)
   }
 
   #lockConsumer(): void {
+    this.#lock(this.#consumer, C.C_POS)
+  }
+
+  /** Takes a side's lock, repairing its counter (journal at `journal`) after a dead holder. */
+  #lock(lock: Lock, journal: number): void {
     this.#live()
-    const lock = this.#consumer
     lock.acquire()
-    if (lock.ownerDied) recoverLock(lock, () => this.#repairConsumer())
+    if (lock.ownerDied) recoverLock(lock, () => this.#settle(journal))
   }
 
   /** Takes `lock` without blocking the event loop (at once if it is free). */
-  async #lockAsync(lock: Lock, signal: AbortSignal | undefined, repair: () => void): Promise<void> {
+  async #lockAsync(lock: Lock, signal: AbortSignal | undefined, journal: number): Promise<void> {
     this.#live()
     if (!lock.tryAcquire()) await lock.acquireAsync({ signal })
-    if (lock.ownerDied) recoverLock(lock, repair)
+    if (lock.ownerDied) recoverLock(lock, () => this.#settle(journal))
   }
 
-  /** A producer died holding the lock: settle `sent` from the journal. */
-  #repairProducer(): void {
-    this.#settle(C.P_POS, C.P_SIZE, C.P_SEQ, C.TAIL, C.SENT)
-  }
-
-  /** A consumer died holding the lock: settle `received` from the journal. */
-  #repairConsumer(): void {
-    this.#settle(C.C_POS, C.C_SIZE, C.C_SEQ, C.HEAD, C.RECEIVED)
-  }
-
-  /** If the journaled record ends at the committed position, its sequence number was committed. */
-  #settle(pos: number, size: number, seq: number, position: number, counter: number): void {
+  /**
+   * A side's holder died: settle its counter from its journal (`journal`: the position
+   * field; size and sequence follow). If the journaled record ends at the committed
+   * position, its sequence number was committed.
+   */
+  #settle(journal: number): void {
     const i32 = this.#v.i32
     const w = this.#w
-    const s = i32[w + (size >> 2)] >>> 0
-    if (s !== 0 && ((i32[w + (pos >> 2)] + s) | 0) === i32[w + (position >> 2)]) {
-      i32[w + (counter >> 2)] = (i32[w + (seq >> 2)] + 1) | 0
+    const producer = journal === C.P_POS
+    const position = producer ? C.TAIL : C.HEAD
+    const counter = producer ? C.SENT : C.RECEIVED
+    const s = i32[w + (journal >> 2) + 1] >>> 0
+    if (s !== 0 && ((i32[w + (journal >> 2)] + s) | 0) === i32[w + (position >> 2)]) {
+      i32[w + (counter >> 2)] = (i32[w + (journal >> 2) + 2] + 1) | 0
     }
   }
 }

@@ -19,11 +19,10 @@
  */
 import { checkTimeout, checkWaitOptions } from './args.js'
 import { abortError, closedError } from './errors.js'
-import { heapOf } from './container.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
-import { checkPlace, claimKind } from './rwlock.js'
+import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 
 const SET = 1
@@ -33,8 +32,6 @@ const GEN = 4
 export const EVENT_KIND = 7
 /** Bytes of an event record. */
 export const EVENT_SIZE = 32
-
-let atPlace: { memory: MappedMemory; offset: number } | null = null
 
 /**
  * A flag shared between processes and worker threads: {@link set} wakes every thread
@@ -58,16 +55,7 @@ export class Event {
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
    */
   constructor(where: LockHome | MappedMemory) {
-    const place = atPlace
-    atPlace = null
-    if (place) {
-      ;({ memory: this.memory, offset: this.offset } = place)
-    } else {
-      const heap = heapOf(where)
-      this.memory = heap.memory
-      this.offset = heap.malloc(64, 64)
-      this.memory.bytes.fill(0, this.offset, this.offset + 64)
-    }
+    ;({ memory: this.memory, offset: this.offset } = takePlace() ?? allocatePlace(where, 64))
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Event', segment: m.segment, offset: this.offset, memory: m }))
@@ -82,12 +70,7 @@ export class Event {
    */
   static at(memory: MappedMemory, offset: number): Event {
     checkPlace(memory, offset, EVENT_SIZE)
-    atPlace = { memory, offset }
-    try {
-      return new Event(memory)
-    } finally {
-      atPlace = null
-    }
+    return atPlace(memory, offset, () => new Event(memory))
   }
 
   #a(): Int32Array {

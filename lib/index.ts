@@ -23,6 +23,7 @@ export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseConstruc
 export { SharedMap, MAX_KEY_LENGTH, type SharedMapOptions, type SetOptions } from './map.js'
 export { type Codec } from './codec.js'
 export { Channel, type ChannelOptions, type ChannelWaitOptions } from './channel.js'
+export { type ContainerHome } from './container.js'
 export { RWLock, RWLOCK_SIZE, RWLOCK_SLOTS } from './rwlock.js'
 export { Barrier, BARRIER_MAX_PARTIES } from './barrier.js'
 export { Event } from './event.js'

@@ -49,6 +49,7 @@ import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
+import { atPlace, takePlace } from './place.js'
 import { binding } from './native.js'
 import { bytesEqual, decodeUtf8, encodeUtf8Into } from './utf8.js'
 
@@ -193,8 +194,6 @@ function encodeValue(coder: Coder, value: unknown, what: string): { out: Scratch
 /** Where the map is in the middle of `update(fn)` on this thread (re-entry check). */
 const updating = new Set<string>()
 
-let atPlace: { memory: MappedMemory; offset: number } | null = null
-
 /**
  * A key/value map in shared memory, used by every process (and worker thread) that maps
  * the segment: a cross-process cache. Keys are strings (stored as UTF-8) or
@@ -236,8 +235,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * @throws TypeError/RangeError for bad options; ShmError `ENOMEM`
    */
   constructor(where: ContainerHome, options?: SharedMapOptions) {
-    const place = atPlace
-    atPlace = null
+    const place = takePlace()
     let memory: MappedMemory
     let offset: number
     if (place) {
@@ -324,12 +322,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * @throws TypeError if there is no map there
    */
   static at<K extends string | Uint8Array = string, V = unknown>(memory: MappedMemory, offset: number): SharedMap<K, V> {
-    atPlace = { memory, offset }
-    try {
-      return new SharedMap<K, V>(memory)
-    } finally {
-      atPlace = null
-    }
+    return atPlace(memory, offset, () => new SharedMap<K, V>(memory))
   }
 
   /** The codec values are stored with. */
@@ -365,12 +358,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const expires = this.#expiry(options)
     // The value first: getters it runs may use the key scratch buffer.
     const { out, n: vn } = encodeValue(this.#coder, value, 'The "value" argument')
-    const kn = this.#encodeKey(key)
-    const kind = keyKind(key)
-    const h = keyHash(keyScratch.bytes, kn, kind)
-    const s = this.#enter(h)
+    const s = this.#enterKey(key)
     try {
-      this.#store(s, keyScratch.bytes, kn, kind, h, out.bytes, vn, expires, this.#find(s, keyScratch.bytes, kn, kind, h))
+      this.#store(s, keyScratch.bytes, this.#kn, this.#kind, this.#hash, out.bytes, vn, expires, this.#found)
     } finally {
       this.#leave(s)
     }
@@ -379,13 +369,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** Removes `key`; `true` if it had an entry. */
   delete(key: K): boolean {
-    this.#check()
-    const kn = this.#encodeKey(key)
-    const kind = keyKind(key)
-    const h = keyHash(keyScratch.bytes, kn, kind)
-    const s = this.#enter(h)
+    const s = this.#enterKey(key)
     try {
-      const e = this.#find(s, keyScratch.bytes, kn, kind, h)
+      const e = this.#found
       if (e === 0) return false
       const live = !this.#expired(e)
       this.#remove(s, e)
@@ -530,6 +516,31 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     return ttl > 0 ? Date.now() + ttl : 0
   }
 
+  // The key `#enterKey` entered with: length of its bytes (in keyScratch), kind, hash, entry.
+  #kn = 0
+  #kind = 0
+  #hash = 0
+  #found = 0
+
+  /**
+   * Checks and encodes `key`, locks its stripe and finds its entry (`#found`, 0 if none;
+   * `#prev` links to it). Returns the stripe, which the caller must `#leave`.
+   */
+  #enterKey(key: unknown): number {
+    this.#check()
+    const kn = (this.#kn = this.#encodeKey(key))
+    const kind = (this.#kind = keyKind(key))
+    const h = (this.#hash = keyHash(keyScratch.bytes, kn, kind))
+    const s = this.#enter(h)
+    try {
+      this.#found = this.#find(s, keyScratch.bytes, kn, kind, h)
+    } catch (e) {
+      this.#leave(s)
+      throw e
+    }
+    return s
+  }
+
   /** Locks the stripe of hash `h`; returns the stripe's offset. */
   #enter(h: number): number {
     const i = h & (this.#stripes - 1)
@@ -627,13 +638,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** get/has: the decoded value (`decode`) or {@link FOUND}, or `undefined`. */
   #lookup(key: unknown, decode: boolean): unknown {
-    this.#check()
-    const kn = this.#encodeKey(key)
-    const kind = keyKind(key)
-    const h = keyHash(keyScratch.bytes, kn, kind)
-    const s = this.#enter(h)
+    const s = this.#enterKey(key)
     try {
-      const e = this.#find(s, keyScratch.bytes, kn, kind, h)
+      const e = this.#found
       if (e === 0) return undefined
       if (this.#expired(e)) {
         this.#remove(s, e)

@@ -43,12 +43,12 @@
  * @module
  */
 import { checkTimeout, checkWaitOptions, describe } from './args.js'
-import { abortError, closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
-import { heapOf } from './container.js'
+import { abortError, closedError, native, notOwner, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
-import { internals, MappedMemory, memoryOfHandle } from './memory.js'
+import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { binding } from './native.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 
@@ -81,8 +81,6 @@ export const RWLOCK_SIZE = 4 * R.SLOTS + 4 * RWLOCK_SLOTS
 /** How often a waiter checks whether the holder it waits for died. */
 const RECHECK_MS = 50
 
-let atPlace: { memory: MappedMemory; offset: number } | null = null
-
 /**
  * A reader-writer lock shared between processes and worker threads: any number of
  * readers at once (up to 32 holds at a time; more wait for a slot), or one writer.
@@ -114,16 +112,7 @@ export class RWLock {
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
    */
   constructor(where: LockHome | MappedMemory) {
-    const place = atPlace
-    atPlace = null
-    if (place) {
-      ;({ memory: this.memory, offset: this.offset } = place)
-    } else {
-      const heap = heapOf(where)
-      this.memory = heap.memory
-      this.offset = heap.malloc(RWLOCK_SIZE, 64)
-      this.memory.bytes.fill(0, this.offset, this.offset + RWLOCK_SIZE)
-    }
+    ;({ memory: this.memory, offset: this.offset } = takePlace() ?? allocatePlace(where, RWLOCK_SIZE))
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }))
@@ -138,12 +127,7 @@ export class RWLock {
    */
   static at(memory: MappedMemory, offset: number): RWLock {
     checkPlace(memory, offset, RWLOCK_SIZE)
-    atPlace = { memory, offset }
-    try {
-      return new RWLock(memory)
-    } finally {
-      atPlace = null
-    }
+    return atPlace(memory, offset, () => new RWLock(memory))
   }
 
   #a(): Int32Array {
@@ -423,23 +407,6 @@ function deadlock(why: string): ShmError {
 
 function checkFn(fn: unknown): void {
   if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
-}
-
-/** @internal Checks that a `size`-byte record fits 4-aligned at `offset` of `memory`. */
-export function checkPlace(memory: unknown, offset: unknown, size: number): asserts memory is MappedMemory {
-  if (!(memory instanceof MappedMemory)) throw typeError(`The "memory" argument must be a MappedMemory; got ${describe(memory)}`)
-  if (typeof offset !== 'number') throw typeError(`The "offset" argument must be of type number; got ${describe(offset)}`)
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4 !== 0) throw rangeError(`The "offset" argument must be a non-negative multiple of 4; got ${offset}`)
-  if (offset + size > memory.size) throw rangeError(`The "offset" argument ${offset} leaves no room for a ${size}-byte record in ${memory.size} bytes`)
-}
-
-/**
- * @internal Tags a record with `kind` (a zeroed record gets it), or throws if it carries
- * another kind.
- */
-export function claimKind(a: Int32Array, at: number, kind: number, what: string, offset: number): void {
-  const k = Atomics.compareExchange(a, at, 0, kind)
-  if (k !== 0 && k !== kind) throw typeError(`The record at offset ${offset} is not a record of kind ${what}: its kind tag is ${k}, not ${kind}`)
 }
 
 registerReviver('RWLock', (h) => RWLock.at(memoryOfHandle(h), h.offset))

@@ -93,7 +93,7 @@ pub(crate) fn heap_free_from(id: u32, slot_at: f64, next: f64) -> Result<f64> {
         let link = if next.is_sign_negative() {
             0
         } else {
-            let at = off.checked_add(next as usize).unwrap_or(usize::MAX);
+            let at = off.saturating_add(next as usize);
             match word(region, at, "a block's link") {
                 Ok(w) => w.load(Ordering::Relaxed),
                 Err(e) => return Ok(Err(e)),
@@ -107,7 +107,10 @@ pub(crate) fn heap_free_from(id: u32, slot_at: f64, next: f64) -> Result<f64> {
                 // the container stops running into it, and the caller hears why.
                 Ok(Err(ShmError::new(
                     "ERR_SHM_CORRUPT",
-                    format!("a container slot names offset {off}, which is not a live heap block ({})", e.message()),
+                    format!(
+                        "a container slot names offset {off}, which is not a live heap block ({})",
+                        e.message()
+                    ),
                 )))
             }
         }
