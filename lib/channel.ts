@@ -92,6 +92,16 @@ const C = Object.freeze({
   RING: 320,
 })
 
+/** The fields of one side of the queue: its journal, position, counter, and the other side's waiting flag. */
+interface Side {
+  readonly journal: number
+  readonly position: number
+  readonly counter: number
+  readonly other: number
+}
+const PRODUCER: Side = Object.freeze({ journal: C.P_POS, position: C.TAIL, counter: C.SENT, other: C.CONSUMERS_WAITING })
+const CONSUMER: Side = Object.freeze({ journal: C.C_POS, position: C.HEAD, counter: C.RECEIVED, other: C.PRODUCERS_WAITING })
+
 /** Bytes of a record's length field. */
 const LEN = 4
 const MIN_CAPACITY = 64
@@ -256,7 +266,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const bytes = scratch.bytes.slice(0, n)
     const until = deadline(timeout)
     for (;;) {
-      await this.#lockAsync(this.#producer, signal, C.P_POS)
+      await this.#lockAsync(this.#producer, signal, PRODUCER)
       scratch.ensure(0, n)
       scratch.bytes.set(bytes)
       const sleep = this.#trySend(n)
@@ -294,7 +304,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const { timeout, signal } = checkWaitOptions(options)
     const until = deadline(timeout)
     for (;;) {
-      await this.#lockAsync(this.#consumer, signal, C.C_POS)
+      await this.#lockAsync(this.#consumer, signal, CONSUMER)
       const got = this.#tryReceive()
       if (got !== EMPTY) return got as T
       const left = remaining(until)
@@ -398,14 +408,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const at = tail & mask
       i32[(this.#ring + at) >> 2] = n
       this.#copyIn(scratch.bytes, n, (at + LEN) & mask)
-      const seq = i32[w + (C.SENT >> 2)]
-      i32[w + (C.P_POS >> 2)] = tail
-      i32[w + (C.P_SIZE >> 2)] = size
-      i32[w + (C.P_SEQ >> 2)] = seq
       // Commit: the record is visible to consumers.
-      Atomics.store(i32, w + (C.TAIL >> 2), (tail + size) | 0)
-      i32[w + (C.SENT >> 2)] = seq + 1
-      woke = Atomics.load(i32, w + (C.CONSUMERS_WAITING >> 2)) !== 0
+      woke = this.#commit(PRODUCER, tail, size)
       return -1
     } finally {
       this.#producer.release()
@@ -452,14 +456,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       } catch (e) {
         error = e
       }
-      const seq = i32[w + (C.RECEIVED >> 2)]
-      i32[w + (C.C_POS >> 2)] = head
-      i32[w + (C.C_SIZE >> 2)] = size
-      i32[w + (C.C_SEQ >> 2)] = seq
       // Commit: the record is consumed (a bad one too, so the queue goes on).
-      Atomics.store(i32, w + (C.HEAD >> 2), (head + size) | 0)
-      i32[w + (C.RECEIVED >> 2)] = seq + 1
-      woke = Atomics.load(i32, w + (C.PRODUCERS_WAITING >> 2)) !== 0
+      woke = this.#commit(CONSUMER, head, size)
       if (error !== null) throw error
       return value
     } finally {
@@ -511,41 +509,55 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   }
 
   #lockProducer(): void {
-    this.#lock(this.#producer, C.P_POS)
+    this.#lock(this.#producer, PRODUCER)
   }
 
   #lockConsumer(): void {
-    this.#lock(this.#consumer, C.C_POS)
+    this.#lock(this.#consumer, CONSUMER)
   }
 
-  /** Takes a side's lock, repairing its counter (journal at `journal`) after a dead holder. */
-  #lock(lock: Lock, journal: number): void {
+  /** Takes `side`'s lock, repairing its counter after a dead holder. */
+  #lock(lock: Lock, side: Side): void {
     this.#live()
     lock.acquire()
-    if (lock.ownerDied) recoverLock(lock, () => this.#settle(journal))
+    if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
   }
 
   /** Takes `lock` without blocking the event loop (at once if it is free). */
-  async #lockAsync(lock: Lock, signal: AbortSignal | undefined, journal: number): Promise<void> {
+  async #lockAsync(lock: Lock, signal: AbortSignal | undefined, side: Side): Promise<void> {
     this.#live()
     if (!lock.tryAcquire()) await lock.acquireAsync({ signal })
-    if (lock.ownerDied) recoverLock(lock, () => this.#settle(journal))
+    if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
   }
 
   /**
-   * A side's holder died: settle its counter from its journal (`journal`: the position
-   * field; size and sequence follow). If the journaled record ends at the committed
-   * position, its sequence number was committed.
+   * With `side`'s lock held: journals the record of `size` bytes at `pos` (position
+   * first, so a half-written journal never matches), commits the side's position, counts
+   * the message. Returns whether the other side announced a sleep.
    */
-  #settle(journal: number): void {
+  #commit(side: Side, pos: number, size: number): boolean {
     const i32 = this.#v.i32
-    const w = this.#w
-    const producer = journal === C.P_POS
-    const position = producer ? C.TAIL : C.HEAD
-    const counter = producer ? C.SENT : C.RECEIVED
-    const s = i32[w + (journal >> 2) + 1] >>> 0
-    if (s !== 0 && ((i32[w + (journal >> 2)] + s) | 0) === i32[w + (position >> 2)]) {
-      i32[w + (counter >> 2)] = (i32[w + (journal >> 2) + 2] + 1) | 0
+    const j = this.#w + (side.journal >> 2)
+    const count = this.#w + (side.counter >> 2)
+    const seq = i32[count]
+    i32[j] = pos
+    i32[j + 1] = size
+    i32[j + 2] = seq
+    Atomics.store(i32, this.#w + (side.position >> 2), (pos + size) | 0)
+    i32[count] = seq + 1
+    return Atomics.load(i32, this.#w + (side.other >> 2)) !== 0
+  }
+
+  /**
+   * `side`'s holder died: settle its counter from its journal. If the journaled record
+   * ends at the committed position, its sequence number was committed.
+   */
+  #settle(side: Side): void {
+    const i32 = this.#v.i32
+    const j = this.#w + (side.journal >> 2)
+    const s = i32[j + 1] >>> 0
+    if (s !== 0 && ((i32[j] + s) | 0) === i32[this.#w + (side.position >> 2)]) {
+      i32[this.#w + (side.counter >> 2)] = (i32[j + 2] + 1) | 0
     }
   }
 }
