@@ -51,6 +51,7 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AsyncWaitOptions, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace, takePlace } from './place.js'
+import { copyBytes } from './utf8.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
 
 /** `'SCHN'` little-endian. */
@@ -470,10 +471,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   #copyIn(src: Uint8Array, n: number, at: number): void {
     const u8 = this.#v.u8
     const first = Math.min(n, this.#cap - at)
-    const to = this.#ring + at
-    // Small records: a loop beats making two subarrays for one native copy.
-    if (first <= 64) for (let i = 0; i < first; i++) u8[to + i] = src[i]
-    else u8.set(src.subarray(0, first), to)
+    copyBytes(u8, this.#ring + at, src, first)
     if (first < n) u8.set(src.subarray(first, n), this.#ring)
   }
 

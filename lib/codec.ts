@@ -115,6 +115,8 @@ const enum Tag {
 const VERSION = v8.serialize(null)[1]
 /** Objects (and arrays) the JavaScript coder follows in one value; beyond, node:v8. */
 const MAX_OBJECTS = 64
+/** Longest array the JavaScript coder writes; longer ones (the whole value) go to node:v8. */
+const MAX_ARRAY = 256
 /** Nesting the JavaScript decoder follows; beyond, node:v8. */
 const MAX_DEPTH = 64
 
@@ -226,6 +228,7 @@ class V8Writer {
       if (proto !== Array.prototype) throw FALLBACK
       const a = o as unknown[]
       const len = a.length
+      if (len > MAX_ARRAY) throw FALLBACK
       this.byte(Tag.BeginDenseArray)
       this.varint(len)
       let present = 0
@@ -238,10 +241,10 @@ class V8Writer {
           this.value(x)
         }
       }
-      // Named properties on an array (a RegExp match's `index`, ...) are cloned too.
-      let keys = 0
-      for (const _ in a) keys++
-      if (keys !== present) throw FALLBACK
+      // Named properties on an array (a RegExp match's `index`, ...) are cloned too:
+      // node:v8 writes those. (Object.keys is the cheapest way to see them; long arrays
+      // go to node:v8 directly, whose per-element cost wins there anyway.)
+      if (Object.keys(a).length !== present) throw FALLBACK
       this.byte(Tag.EndDenseArray)
       this.varint(0)
       this.varint(len)

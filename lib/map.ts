@@ -20,8 +20,8 @@
  *
  * | operation      | steps (under the stripe lock; `▶` = the one store that commits) |
  * |----------------|-------------------------------------------------------------------|
- * | insert         | `heapAllocInto(j_new)`; write entry; `new.next = head`; ▶ `bucket = new`; count, bytes; `j_new = 0` |
- * | replace        | `heapAllocInto(j_new)`; write entry; `new.next = old.next`; `j_old = old`; ▶ `link = new`; `heapFreeFrom(j_old)`; bytes; `j_new = 0` |
+ * | insert         | `j_new ← spare` or `heapAllocInto(j_new)`; write entry; `new.next = head`; ▶ `bucket = new`; count, bytes; `j_new = 0` |
+ * | replace        | `j_new ← spare` (if it fits; then `spare = 0`) or `heapAllocInto(j_new)`; write entry; `new.next = old.next`; `j_old = old`; ▶ `link = new`; `spare = old; j_old = 0` if no spare, else `heapFreeFrom(j_old)`; bytes; `j_new = 0` |
  * | delete / evict | unlink from LRU; ▶ `heapFreeFrom(link, next)` (unlinks and frees under the heap lock); count, bytes |
  * | rehash         | `heapAllocInto(j_table)`; relink every entry through its *other* next field into the new table; `j_oldtable = old`; ▶ `gen += 1`; `heapFreeFrom(j_oldtable)`; `j_table = 0` |
  * | clear          | delete every entry, one commit each                                 |
@@ -51,7 +51,7 @@ import { Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace, takePlace } from './place.js'
 import { binding } from './native.js'
-import { bytesEqual, decodeUtf8, encodeUtf8Into } from './utf8.js'
+import { bytesEqual, copyBytes, decodeUtf8, encodeUtf8Into } from './utf8.js'
 
 /** `'SMAP'` little-endian. */
 const MAGIC = 0x5041_4d53
@@ -112,6 +112,8 @@ const S = Object.freeze({
   TICK: 88,
   /** u32 next bucket to sweep for expired entries. */
   SWEEP: 96,
+  /** u32 block slot of a spare entry block: the last replaced entry, kept for the next set. */
+  SPARE: 100,
   SIZE: 128,
 })
 
@@ -435,6 +437,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
           const slot = tbl + 4 * b
           while (this.#v.i32[slot >> 2] !== 0) this.#freeFrom(slot, next)
         }
+        this.#freeFrom(s + S.SPARE, -1)
         const i32 = this.#v.i32
         i32[(s + S.COUNT) >> 2] = 0
         this.#v.dv.setFloat64(s + S.BYTES, 0, true)
@@ -675,8 +678,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       this.#find(s, kb, kn, kind, h) // the bucket slot moved
     }
     const next = this.#next
-    // 1. A private copy of the new entry, recorded in j_new by the heap itself.
-    const e = this.#allocInto(size, UNIT, s + S.J_NEW)
+    // 1. A private copy of the new entry: the stripe's spare block if it fits (recorded
+    // in j_new before the spare slot lets go), else one the heap records in j_new.
+    const e = this.#takeSpare(s, size) || this.#allocInto(size, UNIT, s + S.J_NEW)
     const w = e >> 2
     i32[w + 2] = h
     i32[w + 3] = kn
@@ -686,8 +690,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     i32[w + 8] = 0
     i32[w + 9] = 0
     v.dv.setFloat64(e + E.TICK, 0, true)
-    v.u8.set(kb.subarray(0, kn), e + E.DATA)
-    v.u8.set(vb.subarray(0, vn), e + E.DATA + kn)
+    copyBytes(v.u8, e + E.DATA, kb, kn)
+    copyBytes(v.u8, e + E.DATA + kn, vb, vn)
     const slot = this.#prev
     const unit = e / UNIT
     let bytes = v.dv.getFloat64(s + S.BYTES, true) + size
@@ -703,8 +707,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       Atomics.store(i32, slot >> 2, unit)
       bytes -= this.#entrySize(old)
       if (this.#bounded) this.#lruUnlink(s, old)
-      // 3. The old entry goes back to the heap (which clears j_old first).
-      this.#freeFrom(s + S.J_OLD, -1)
+      // 3. The old entry becomes the spare (kept in the spare slot before j_old lets
+      // go), or goes back to the heap (which clears j_old first).
+      if (i32[(s + S.SPARE) >> 2] === 0) {
+        i32[(s + S.SPARE) >> 2] = old / UNIT
+        i32[(s + S.J_OLD) >> 2] = 0
+      } else {
+        this.#freeFrom(s + S.J_OLD, -1)
+      }
     }
     v.dv.setFloat64(s + S.BYTES, bytes, true)
     Atomics.store(i32, (s + S.J_NEW) >> 2, 0)
@@ -716,6 +726,23 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     } else if (i32[flags] & F.HAS_TTL) {
       this.#sweep(s, 2)
     }
+  }
+
+  /**
+   * Takes stripe `s`'s spare block for an entry of `size` bytes if it fits (and is not
+   * much larger): returns its offset, recorded in j_new; 0 if there is none to use.
+   */
+  #takeSpare(s: number, size: number): number {
+    const i32 = this.#v.i32
+    const unit = i32[(s + S.SPARE) >> 2] >>> 0
+    if (unit === 0) return 0
+    const e = this.#entry(unit)
+    // The heap block's header (FORMAT.md §4.2): size / 16 in bits 8 and up of its word.
+    const room = (((i32[(e - UNIT) >> 2] >>> 8) | (i32[(e - UNIT + 4) >> 2] << 24)) >>> 0) * UNIT - UNIT
+    if (room < size || room > 2 * size + 64) return 0
+    i32[(s + S.J_NEW) >> 2] = unit
+    i32[(s + S.SPARE) >> 2] = 0
+    return e
   }
 
   #entrySize(e: number): number {
@@ -923,10 +950,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         unit = i32[(e + next) >> 2] >>> 0
       }
     }
+    // The spare block is the stripe's: a journal slot naming it too was between two
+    // stores of handing it over, and lets go of it.
+    const spare = i32[(s + S.SPARE) >> 2] >>> 0
+    if (spare !== 0 && reachable.has(spare)) i32[(s + S.SPARE) >> 2] = 0
     for (const j of [S.J_NEW, S.J_OLD]) {
       const u = i32[(s + j) >> 2] >>> 0
       if (u === 0) continue
-      if (reachable.has(u)) i32[(s + j) >> 2] = 0
+      if (reachable.has(u) || u === spare) i32[(s + j) >> 2] = 0
       else this.#freeFrom(s + j, -1)
     }
     i32[(s + S.COUNT) >> 2] = reachable.size

@@ -72,3 +72,9 @@ export function bytesEqual(a: Uint8Array, aStart: number, b: Uint8Array, bStart:
   for (let i = 0; i < n; i++) if (a[aStart + i] !== b[bStart + i]) return false
   return true
 }
+
+/** Copies `src[0, n)` to `dst` at `at`: a loop for a few bytes, one native copy for more. */
+export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, n: number): void {
+  if (n <= 64) for (let i = 0; i < n; i++) dst[at + i] = src[i]
+  else dst.set(src.subarray(0, n), at)
+}
