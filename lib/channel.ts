@@ -44,7 +44,7 @@
 import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
 import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
 import {
-  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, KIND, recoverLock, type Views, viewsOf, writeHeader,
+  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, KIND, recoverLock, takeLock, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
@@ -517,7 +517,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   /** Takes `side`'s lock, repairing its counter after a dead holder. */
   #lock(lock: Lock, side: Side): void {
     this.#live()
-    lock.acquire()
+    takeLock(lock, 'a Channel')
     if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
   }
 

@@ -115,6 +115,22 @@ export function writeHeader(v: Views, offset: number, magic: number, kind: numbe
   v.dv.setFloat64(offset + H.HEAP, v.heap.offset, true)
 }
 
+/** How long a container waits for one of its own locks before it calls the lock stuck. */
+export const LOCK_WAIT_MS = 60_000
+const LOCK_WAIT = Object.freeze({ timeout: LOCK_WAIT_MS })
+
+/**
+ * Takes one of a container's internal locks. Their holders never wait while holding
+ * them, so a wait this long means a holder stuck in user code (`update`'s `fn`) or a
+ * word that cannot be right: a typed error, never a hang.
+ * @throws ShmError `ETIMEDOUT`
+ */
+export function takeLock(lock: Lock, what: string): void {
+  if (!lock.acquire(LOCK_WAIT)) {
+    throw new ShmError(`${what} stayed locked for ${LOCK_WAIT_MS / 1000} s (its holder is stuck, or the lock word is corrupt)`, { code: 'ETIMEDOUT' })
+  }
+}
+
 /**
  * Completes an acquisition of `lock` that reported `ownerDied`: runs `repair` (which must
  * leave the state the lock guards consistent) and marks the lock consistent. If `repair`

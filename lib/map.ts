@@ -43,7 +43,7 @@
 import { checkIndex, describe } from './args.js'
 import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
 import {
-  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, KIND, recoverLock, UNIT, type Views, viewsOf, writeHeader,
+  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, KIND, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
@@ -300,7 +300,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const v = viewsOf(memory, heap)
     const w = offset >> 2
     const lock = Lock.at(memory, offset + M.INIT_LOCK)
-    lock.acquire()
+    takeLock(lock, 'a SharedMap being constructed')
     // A constructor that died half-way left state 0: construct anew (what the dead one
     // allocated is lost, never shared).
     if (lock.ownerDied) recoverLock(lock, () => {})
@@ -557,7 +557,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   #lockStripe(i: number): void {
     const lock = this.#locks[i]
-    lock.acquire()
+    takeLock(lock, 'a SharedMap stripe')
     if (lock.ownerDied) recoverLock(lock, () => this.#repair(this.#stripeArray + i * S.SIZE))
   }
 
