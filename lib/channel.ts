@@ -109,7 +109,7 @@ const MIN_CAPACITY = 64
 const MAX_CAPACITY = 1 << 30
 const DEFAULT_CAPACITY = 64 * 1024
 /** Polls of the other side's position before a blocking wait sleeps in the kernel. */
-const SPINS = 200
+const SPINS = 2000
 
 /** Options of the {@link Channel} constructor. */
 export interface ChannelOptions {
