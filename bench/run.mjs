@@ -18,11 +18,12 @@ import { lockRows } from './rows/lock.mjs'
 import { mapRows } from './rows/map.mjs'
 import { rwlockRows } from './rows/rwlock.mjs'
 import { memoryRows } from './rows/memory.mjs'
+import { guardRows } from './rows/guard.mjs'
 import { structRows } from './rows/struct.mjs'
 import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...mapRows, ...channelRows, ...rwlockRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...guardRows, ...mapRows, ...channelRows, ...rwlockRows]
 
 /**
  * Runs the bench.

@@ -28,7 +28,7 @@ import { checkInteger, checkTimeout, checkWaitOptions } from './args.js'
 import { abortError, closedError, ShmError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
-import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { checkIntact, GUARD, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 
@@ -75,8 +75,9 @@ export class Barrier {
     const place = takePlace()
     if (!place) checkInteger('parties', parties, 1, BARRIER_MAX_PARTIES)
     ;({ memory: this.memory, offset: this.offset } = place ?? allocatePlace(where, 64))
-    this.#i32 = internals(this.memory).i32
-    this.#w = this.offset >> 2
+    const win = writable(this.memory).window(this.offset, BARRIER_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Barrier', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + 2, BARRIER_KIND, 'Barrier', this.offset)
     if (!place) this.#i32[this.#w + 1] = parties
@@ -163,6 +164,7 @@ export class Barrier {
       }
       if (last) {
         wakeWord(this.memory, this.offset)
+        if (GUARD[0] !== 0) checkIntact(this.memory)
         return c
       }
       index = c
@@ -177,6 +179,7 @@ export class Barrier {
         const now = Atomics.load(a, w)
         if (((now >>> GEN_SHIFT) & GEN_MASK) !== gen) {
           ok = true
+          if (GUARD[0] !== 0) checkIntact(this.memory)
           return index
         }
         if (now & BROKEN) {

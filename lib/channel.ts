@@ -44,7 +44,7 @@
 import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
 import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
 import {
-  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, KIND, recoverLock, takeLock, type Views, viewsOf, writeHeader,
+  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, KIND, recoverLock, takeLock, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
@@ -415,6 +415,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     } finally {
       this.#producer.release()
       if (woke) this.#wake(C.CONSUMERS_WAITING, C.CWAKE)
+      intact(this.memory)
     }
   }
 
@@ -464,6 +465,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     } finally {
       this.#consumer.release()
       if (woke) this.#wake(C.PRODUCERS_WAITING, C.PWAKE)
+      intact(this.memory)
     }
   }
 

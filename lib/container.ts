@@ -11,7 +11,7 @@ import { describe } from './args.js'
 import { closedError, ShmError, typeError } from './errors.js'
 import { Heap, heapSlotId } from './heap.js'
 import type { Lock } from './lock.js'
-import { internals, MappedMemory } from './memory.js'
+import { checkIntact, GUARD, internals, MappedMemory, writable } from './memory.js'
 
 /** Heap blocks are 16-aligned: block slots hold `offset / UNIT`. */
 export const UNIT = 16
@@ -79,10 +79,23 @@ export interface Views {
   readonly size: number
 }
 
-/** The views over `memory` and the heap at `heapOffset`. */
+/**
+ * The views over the whole of `memory`, and `heap`. A container's blocks can be anywhere
+ * in its heap, so it needs the mapping as one ArrayBuffer, and operations that take its
+ * locks need it writable.
+ * @throws ShmError `ERR_SHM_READ_ONLY`; RangeError for a mapping larger than one
+ *   ArrayBuffer (Node 20: 4 GiB)
+ */
 export function viewsOf(memory: MappedMemory, heap: Heap): Views {
-  const { i32, view } = internals(memory)
-  return { memory, heap, heapId: heapSlotId(heap), i32, u8: memory.bytes, dv: view, size: memory.size }
+  writable(memory)
+  const u8 = memory.bytes
+  const { i32, dv } = internals(memory).window(0, memory.size)
+  return { memory, heap, heapId: heapSlotId(heap), i32, u8, dv, size: memory.size }
+}
+
+/** Throws if `memory` lost pages under it (SIGBUS repaired, see lib/memory.ts). */
+export function intact(memory: MappedMemory): void {
+  if (GUARD[0] !== 0) checkIntact(memory)
 }
 
 /**
@@ -95,7 +108,7 @@ export function checkHeader(memory: MappedMemory, offset: number, magic: number,
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % 16 !== 0 || offset + headerSize > memory.size) {
     throw typeError(`There is no ${what} at offset ${String(offset)}: not a 16-aligned offset with room for its ${headerSize}-byte header`)
   }
-  const { i32, view } = internals(memory)
+  const { i32, dv: view } = internals(memory).window(0, memory.size)
   const w = offset >> 2
   if (i32[w + (H.MAGIC >> 2)] !== magic || i32[w + (H.VERSION >> 2)] !== 1 || i32[w + (H.KIND >> 2)] !== kind) {
     throw typeError(`There is no ${what} at offset ${offset} (its header does not say so)`)

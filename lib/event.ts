@@ -21,7 +21,7 @@ import { checkTimeout, checkWaitOptions } from './args.js'
 import { abortError, closedError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
-import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { checkIntact, GUARD, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 
@@ -56,8 +56,9 @@ export class Event {
    */
   constructor(where: LockHome | MappedMemory) {
     ;({ memory: this.memory, offset: this.offset } = takePlace() ?? allocatePlace(where, 64))
-    this.#i32 = internals(this.memory).i32
-    this.#w = this.offset >> 2
+    const win = writable(this.memory).window(this.offset, EVENT_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Event', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + 2, EVENT_KIND, 'Event', this.offset)
   }
@@ -81,7 +82,9 @@ export class Event {
 
   /** Whether the flag is set. */
   get isSet(): boolean {
-    return (Atomics.load(this.#a(), this.#w) & SET) !== 0
+    const set = (Atomics.load(this.#a(), this.#w) & SET) !== 0
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return set
   }
 
   /** Sets the flag and wakes every waiter (in every process). */
@@ -134,9 +137,9 @@ export class Event {
     const w = this.#w
     const until = timeout === undefined ? Infinity : performance.now() + timeout
     let v = Atomics.load(a, w)
-    if (v & SET) return true
     const gen = v >>> 2
     for (;;) {
+      if (GUARD[0] !== 0) checkIntact(this.memory)
       if (v & SET || v >>> 2 !== gen) return true
       if (!(v & WAITERS)) {
         const seen = Atomics.compareExchange(a, w, v, v | WAITERS)

@@ -43,7 +43,7 @@
 import { checkIndex, describe } from './args.js'
 import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
 import {
-  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, KIND, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
+  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, KIND, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
@@ -445,6 +445,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         i32[(s + S.LRU_TAIL) >> 2] = 0
       } finally {
         this.#locks[i].release()
+        intact(this.memory)
       }
     }
   }
@@ -553,6 +554,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   #leave(s: number): void {
     this.#locks[(s - this.#stripeArray) / S.SIZE].release()
+    // What was read may lie on pages the mapping lost (lib/memory.ts): say so, not return it.
+    intact(this.memory)
   }
 
   #lockStripe(i: number): void {

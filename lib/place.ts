@@ -8,7 +8,7 @@
 import { describe } from './args.js'
 import { rangeError, typeError } from './errors.js'
 import { heapOf } from './container.js'
-import { MappedMemory } from './memory.js'
+import { internals, MappedMemory } from './memory.js'
 
 /** A place in a mapping. */
 export interface Place {
@@ -29,7 +29,8 @@ export function takePlace(): Place | null {
 export function allocatePlace(where: unknown, size: number): Place {
   const heap = heapOf(where)
   const offset = heap.malloc(size, 64)
-  heap.memory.bytes.fill(0, offset, offset + size)
+  const win = internals(heap.memory).window(offset, size)
+  win.u8.fill(0, offset - win.start, offset - win.start + size)
   return { memory: heap.memory, offset }
 }
 

@@ -47,7 +47,7 @@ import { abortError, closedError, native, notOwner, ShmError, typeError } from '
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
-import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { binding } from './native.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
@@ -113,8 +113,9 @@ export class RWLock {
    */
   constructor(where: LockHome | MappedMemory) {
     ;({ memory: this.memory, offset: this.offset } = takePlace() ?? allocatePlace(where, RWLOCK_SIZE))
-    this.#i32 = internals(this.memory).i32
-    this.#w = this.offset >> 2
+    const win = writable(this.memory).window(this.offset, RWLOCK_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + R.KIND, RWLOCK_KIND, 'RWLock', this.offset)
   }
@@ -215,6 +216,7 @@ export class RWLock {
         return false
       }
       this.#held.push(slot)
+      if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseRead())
       return true
     }
     return false
@@ -343,6 +345,8 @@ export class RWLock {
         let busy = 0
         for (let k = 0; k < RWLOCK_SLOTS; k++) if (Atomics.load(a, w + R.SLOTS + k) !== 0) busy++
         if (busy === 0) {
+          // A writer on pages the mapping lost would guard nothing: give back, throw.
+          if (GUARD[0] !== 0) this.#lostWhile(() => undefined)
           done = true
           return true
         }
@@ -361,6 +365,16 @@ export class RWLock {
   }
 
   // ---- shared helpers ----
+
+  /** Checks the mapping lost no pages (lib/memory.ts); if it did, runs `undo` and throws. */
+  #lostWhile(undo: () => void): void {
+    try {
+      checkIntact(this.memory)
+    } catch (e) {
+      undo()
+      throw e
+    }
+  }
 
   /** Wakes whoever waits for readers to leave. */
   #readerLeft(a: Int32Array): void {

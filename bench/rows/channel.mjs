@@ -1,5 +1,5 @@
 /**
- * Rows 8.x: Channel throughput between two processes against `process.send` and against
+ * Rows 9.x: Channel throughput between two processes against `process.send` and against
  * `worker_threads` `MessagePort.postMessage` between two threads; the round-trip latency;
  * and whether the copy out of the ring matters for large `'bytes'` messages.
  * @module
@@ -111,7 +111,7 @@ function portRun(n) {
 /** @type {import('./row.mjs').Row[]} */
 export const channelRows = [
   {
-    id: '8.1',
+    id: '9.1',
     key: 'channel-stream-vs-process-send',
     subject: 'Channel, 2 processes, 1,000,000 small messages',
     baseline: 'process.send from a child to its parent',
@@ -123,7 +123,7 @@ export const channelRows = [
     },
   },
   {
-    id: '8.2',
+    id: '9.2',
     key: 'channel-stream-vs-message-port',
     subject: 'Channel, 2 processes, 1,000,000 small messages',
     baseline: 'worker_threads MessagePort.postMessage, 2 threads',
@@ -135,7 +135,7 @@ export const channelRows = [
     },
   },
   {
-    id: '8.3',
+    id: '9.3',
     key: 'channel-round-trip-vs-process-send',
     subject: 'Channel round trip between 2 processes (send, answer)',
     baseline: 'process.send round trip to a child',
@@ -147,7 +147,7 @@ export const channelRows = [
     },
   },
   {
-    id: '8.4',
+    id: '9.4',
     key: 'channel-bytes-64k-vs-copy',
     subject: "Channel send + receive of a 64 KiB 'bytes' message, 1 process",
     baseline: 'one copy of 64 KiB (Uint8Array.slice): what zero-copy receive would save',

@@ -1,5 +1,5 @@
 /**
- * Rows 7.x: SharedMap get and set of a small object against what users reach for
+ * Rows 8.x: SharedMap get and set of a small object against what users reach for
  * instead: Redis on loopback (1 and 4 processes), the `lmdb` package, and an in-process
  * `Map` holding `v8.serialize` output; and lock striping (16 stripes against 1) with 4
  * processes on different keys.
@@ -180,7 +180,7 @@ async function againstLmdb(ctx, op) {
 /** @type {import('./row.mjs').Row[]} */
 export const mapRows = [
   {
-    id: '7.1',
+    id: '8.1',
     key: 'map-get-vs-redis',
     subject: 'SharedMap get of a small object, 1 process',
     baseline: 'Redis GET + JSON.parse on loopback, 1 client',
@@ -190,7 +190,7 @@ export const mapRows = [
     run: (ctx) => againstRedis(ctx, 'get', 1),
   },
   {
-    id: '7.2',
+    id: '8.2',
     key: 'map-set-vs-redis',
     subject: 'SharedMap set of a small object, 1 process',
     baseline: 'Redis SET of JSON.stringify on loopback, 1 client',
@@ -200,7 +200,7 @@ export const mapRows = [
     run: (ctx) => againstRedis(ctx, 'set', 1),
   },
   {
-    id: '7.3',
+    id: '8.3',
     key: 'map-get-4p-vs-redis',
     subject: 'SharedMap get, 4 processes at once',
     baseline: 'Redis GET + JSON.parse, 4 client processes',
@@ -210,7 +210,7 @@ export const mapRows = [
     run: (ctx) => againstRedis(ctx, 'get', 4),
   },
   {
-    id: '7.4',
+    id: '8.4',
     key: 'map-set-4p-vs-redis',
     subject: 'SharedMap set, 4 processes at once',
     baseline: 'Redis SET of JSON, 4 client processes',
@@ -220,7 +220,7 @@ export const mapRows = [
     run: (ctx) => againstRedis(ctx, 'set', 4),
   },
   {
-    id: '7.5',
+    id: '8.5',
     key: 'map-get-vs-lmdb',
     subject: 'SharedMap get of a small object',
     baseline: 'lmdb get (npm lmdb, msgpack)',
@@ -230,7 +230,7 @@ export const mapRows = [
     run: (ctx) => againstLmdb(ctx, 'get'),
   },
   {
-    id: '7.6',
+    id: '8.6',
     key: 'map-set-vs-lmdb',
     subject: 'SharedMap set of a small object',
     baseline: 'lmdb put, batched, until committed (noSync)',
@@ -240,7 +240,7 @@ export const mapRows = [
     run: (ctx) => againstLmdb(ctx, 'set'),
   },
   {
-    id: '7.7',
+    id: '8.7',
     key: 'map-get-vs-local-map',
     subject: 'SharedMap get of a small object',
     baseline: 'in-process Map get + v8.deserialize',
@@ -252,7 +252,7 @@ export const mapRows = [
     },
   },
   {
-    id: '7.8',
+    id: '8.8',
     key: 'map-set-vs-local-map',
     subject: 'SharedMap set of a small object',
     baseline: 'in-process Map set of v8.serialize',
@@ -264,7 +264,7 @@ export const mapRows = [
     },
   },
   {
-    id: '7.9',
+    id: '8.9',
     key: 'map-striping-4p',
     subject: 'SharedMap, 16 stripes: 4 processes, own keys, 90% get 10% set',
     baseline: 'the same map with 1 stripe (one lock)',

@@ -1,5 +1,5 @@
 /**
- * Row 9: the uncontended RWLock read hold against a Lock pair on the same mapping.
+ * Row 10: the uncontended RWLock read hold against a Lock pair on the same mapping.
  * @module
  */
 import { Lock, RWLock } from '../../dist/index.js'
@@ -9,7 +9,7 @@ import { withSegment } from '../segments.mjs'
 /** @type {import('./row.mjs').Row[]} */
 export const rwlockRows = [
   {
-    id: '9',
+    id: '10',
     key: 'rwlock-read-vs-lock',
     subject: 'RWLock acquireRead()+releaseRead(), uncontended',
     baseline: 'Lock acquire()+release(), same mapping',
