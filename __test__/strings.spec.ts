@@ -1,9 +1,10 @@
 // Strings and typed references: ref.string() on char[N] / uint8_t[N] / char * (bounded,
 // UTF-8, up to NUL), heap.newString(), ref.length and iteration over arrays; read in
-// another process through handles; bad input gives typed errors.
+// another process through handles; bad input gives typed errors. Also what windowed and
+// read-only mappings mean for strings, containers and the new primitives.
 import test from 'ava'
-import { ArrayRef, cdef, MappedMemory, Ref, ShmError, types } from '../dist/index.js'
-import { forkChild, segmentName, throws } from './helpers.js'
+import { ArrayRef, cdef, MappedMemory, Ref, RWLock, SharedMap, ShmError, types } from '../dist/index.js'
+import { fixture, forkChild, segmentName, throws } from './helpers.js'
 
 function segment(t: Parameters<typeof segmentName>[0], size = 1 << 16): MappedMemory {
   const m = MappedMemory.create(segmentName(t, 'str'), { size })
@@ -113,4 +114,32 @@ test('another process reads the strings through handles', async (t) => {
   const child = forkChild(t, 'strings-child.mjs')
   child.proc.send(JSON.parse(JSON.stringify({ text, user, list })))
   t.deepEqual(await child.message(), { text: 'shared ✓', name: 'Ann Example', nick: 'ann', items: [7, 8, 9] })
+})
+
+test('through windows (a mapping larger than one ArrayBuffer): strings and primitives work, containers say they need the mapping whole', async (t) => {
+  const name = segmentName(t, 'win')
+  const { execFile } = await import('node:child_process')
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(process.execPath, [fixture('containers-windows.mjs'), name], { env: { ...process.env, SHMUTILS_WINDOW_BYTES: '65536' } }, (e, stdout, stderr) => (e ? reject(new Error(stderr || String(e))) : resolve(stdout))),
+  )
+  t.deepEqual(JSON.parse(out), {
+    map: { error: 'ShmError', code: 'ERR_SHM_BUFFER_TOO_LARGE' },
+    channel: { error: 'ShmError', code: 'ERR_SHM_BUFFER_TOO_LARGE' },
+    rwlock: 'ok',
+    event: true,
+    barrier: 0,
+    string: 'through a window',
+  })
+})
+
+test('a read-only mapping: reading strings works, containers and primitives need it writable (ERR_SHM_READ_ONLY)', (t) => {
+  const mem = segment(t)
+  const s = mem.heap.newString('read me')
+  const ro = MappedMemory.open(mem.name!, { readOnly: true })
+  t.teardown(() => ro.close())
+  t.is((Ref.at(ro, s.offset, s.type) as Ref).string(), 'read me')
+  throws(t, () => new SharedMap(ro.heap), { code: 'ERR_SHM_READ_ONLY' })
+  const map = new SharedMap(mem)
+  throws(t, () => SharedMap.at(ro, map.offset), { code: 'ERR_SHM_READ_ONLY' })
+  throws(t, () => RWLock.at(ro, map.offset), { code: 'ERR_SHM_READ_ONLY' })
 })
