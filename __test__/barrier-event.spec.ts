@@ -2,9 +2,8 @@
 // arrived, arrival indices, timeouts that break the barrier for everyone, aborts; events
 // that wake every waiter (blocking and async), clear, timeouts; bad input.
 import test, { type ExecutionContext } from 'ava'
-import { fork } from 'node:child_process'
 import { Barrier, Event, MappedMemory, ShmError } from '../dist/index.js'
-import { fixture, rejection, segmentName, sleep, throws } from './helpers.js'
+import { rejection, segmentName, sleep, startPeer, throws } from './helpers.js'
 
 function segment(t: ExecutionContext): MappedMemory {
   const m = MappedMemory.create(segmentName(t, 'be'), { size: 1 << 20 })
@@ -12,26 +11,8 @@ function segment(t: ExecutionContext): MappedMemory {
   return m
 }
 
-let tags = 0
-/** A forked prim-peer.mjs; `request` resolves with its reply. */
-async function peer(t: ExecutionContext) {
-  const p = fork(fixture('prim-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })
-  t.teardown(() => void p.kill('SIGKILL'))
-  const waiting = new Map<string, (m: Record<string, unknown>) => void>()
-  p.on('message', (m: Record<string, unknown>) => {
-    waiting.get(String(m.tag))?.(m)
-    waiting.delete(String(m.tag))
-  })
-  await new Promise((r) => waiting.set('started', r))
-  return {
-    request: <T = Record<string, unknown>>(op: string, args: Record<string, unknown> = {}) =>
-      new Promise<T>((resolve, reject) => {
-        const tag = `${op}-${++tags}`
-        waiting.set(tag, (m) => (m.error ? reject(new Error(String(m.error))) : resolve(m as T)))
-        p.send(JSON.parse(JSON.stringify({ ...args, op, tag })))
-      }),
-  }
-}
+/** A `prim-peer.mjs` peer (a forked process by default), killed at teardown. */
+const peer = (t: ExecutionContext, kind: 'process' | 'thread' = 'process') => startPeer(t, kind, 'prim-peer.mjs')
 
 test('Barrier: 4 processes, 20 rounds; nobody leaves a round before all arrived; indices 0..3', async (t) => {
   const mem = segment(t)

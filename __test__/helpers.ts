@@ -131,8 +131,11 @@ export interface Peer {
 
 let tags = 0
 
-/** Starts a `sync-peer.mjs` peer of the given kind; it is killed at teardown. */
-export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread'): Promise<Peer> {
+/**
+ * Starts a peer of the given kind running `fixtures/<file>` (by default `sync-peer.mjs`;
+ * any fixture that answers `{ tag, op }` requests the same way); it is killed at teardown.
+ */
+export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread', file = 'sync-peer.mjs'): Promise<Peer> {
   const waiting = new Map<string, (m: Reply) => void>()
   const early = new Map<string, Reply>()
   const deliver = (m: Reply) => {
@@ -147,7 +150,7 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread')
   let exited: Promise<number | string>
   let kill: () => Promise<void>
   if (kind === 'process') {
-    const proc = fork(fixture('sync-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })
+    const proc = fork(fixture(file), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })
     proc.on('message', (m) => deliver(m as Reply))
     exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)))
     sendRaw = (m) => proc.send(m as object)
@@ -156,7 +159,7 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread')
       await exited
     }
   } else {
-    const w = new Worker(fixture('sync-peer.mjs'))
+    const w = new Worker(fixture(file))
     w.on('message', (m) => deliver(m as Reply))
     w.on('error', (e) => deliver({ tag: 'error', error: String(e) }))
     exited = new Promise((resolve) => w.on('exit', (code) => resolve(code)))

@@ -3,10 +3,8 @@
 // readers and writers are recovered, async twins leave the event loop free and abort;
 // bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
-import { fork } from 'node:child_process'
-import { Worker } from 'node:worker_threads'
 import { MappedMemory, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
-import { fixture, rejection, segmentName, sleep, throws } from './helpers.js'
+import { rejection, segmentName, sleep, startPeer, throws } from './helpers.js'
 
 function segment(t: ExecutionContext): MappedMemory {
   const m = MappedMemory.create(segmentName(t, 'rw'), { size: 1 << 20 })
@@ -14,50 +12,8 @@ function segment(t: ExecutionContext): MappedMemory {
   return m
 }
 
-interface Peer {
-  request<T = Record<string, unknown>>(op: string, args?: Record<string, unknown>): Promise<T>
-  kill(): Promise<void>
-}
-
-let tags = 0
-/** A prim-peer.mjs peer: a forked process or a worker thread, killed at teardown. */
-async function peer(t: ExecutionContext, kind: 'process' | 'thread' = 'process'): Promise<Peer> {
-  const waiting = new Map<string, (m: Record<string, unknown>) => void>()
-  const on = (m: Record<string, unknown>) => {
-    const w = waiting.get(String(m.tag))
-    waiting.delete(String(m.tag))
-    w?.(m)
-  }
-  let post: (m: unknown) => void
-  let kill: () => Promise<void>
-  const started = new Promise((resolve) => waiting.set('started', resolve))
-  if (kind === 'process') {
-    const p = fork(fixture('prim-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })
-    p.on('message', on)
-    const exited = new Promise((r) => p.on('exit', r))
-    post = (m) => p.send(m as object)
-    kill = async () => {
-      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL')
-      await exited
-    }
-  } else {
-    const w = new Worker(fixture('prim-peer.mjs'))
-    w.on('message', on)
-    post = (m) => w.postMessage(m)
-    kill = async () => void (await w.terminate())
-  }
-  t.teardown(kill)
-  await started
-  return {
-    kill,
-    request: <T>(op: string, args: Record<string, unknown> = {}) =>
-      new Promise<T>((resolve, reject) => {
-        const tag = `${op}-${++tags}`
-        waiting.set(tag, (m) => (m.error ? reject(Object.assign(new Error(String(m.error)), { code: m.code })) : resolve(m as T)))
-        post(JSON.parse(JSON.stringify({ ...args, op, tag })))
-      }),
-  }
-}
+/** A `prim-peer.mjs` peer (a forked process by default), killed at teardown. */
+const peer = (t: ExecutionContext, kind: 'process' | 'thread' = 'process') => startPeer(t, kind, 'prim-peer.mjs')
 
 test('readers overlap and a writer excludes everyone: 3 reader processes, 1 writer process, 1 writer thread', async (t) => {
   const mem = segment(t)

@@ -108,8 +108,9 @@ const LEN = 4
 const MIN_CAPACITY = 64
 const MAX_CAPACITY = 1 << 30
 const DEFAULT_CAPACITY = 64 * 1024
-/** Polls of the other side's position before a blocking wait sleeps in the kernel. */
-const SPINS = 2000
+/** Polls of the other side's position before a blocking wait sleeps: adapts between these. */
+const MIN_SPINS = 50
+const MAX_SPINS = 4000
 
 /** Options of the {@link Channel} constructor. */
 export interface ChannelOptions {
@@ -499,14 +500,28 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   /**
    * Polls the position at `field` for a change from `seen` a little before a blocking
    * sleep: a busy peer usually moves it within microseconds, which saves two system
-   * calls. `true` if it moved.
+   * calls. The poll count adapts: doubled after a poll that saw the change, halved after
+   * one that did not. `true` if it moved.
    */
   #spin(field: number, seen: number): boolean {
     const i32 = this.#v.i32
     const at = this.#w + (field >> 2)
-    for (let i = 0; i < SPINS; i++) if (Atomics.load(i32, at) >>> 0 !== seen) return true
+    const n = this.#spins
+    for (let i = 0; i < n; i++) {
+      if (Atomics.load(i32, at) >>> 0 !== seen) {
+        // Worth it: a busy peer (a stream). Poll longer next time.
+        this.#spins = Math.min(MAX_SPINS, n * 2)
+        return true
+      }
+    }
+    // Not worth it (an idle or descheduled peer): sleep sooner next time, leaving the CPU
+    // to whoever must run for the position to move.
+    this.#spins = Math.max(MIN_SPINS, n >> 1)
     return false
   }
+
+  /** How long {@link #spin} polls (adaptive, per object). */
+  #spins = 200
 
   #lockProducer(): void {
     this.#lock(this.#producer, PRODUCER)
