@@ -2,27 +2,57 @@
  * {@link Lock}: a futex lock word in shared memory. The uncontended acquire and release
  * are one `Atomics` compare-and-swap each, in JavaScript; only waiting and waking cross
  * into Rust (`src-rs/sync/lock.rs`, which documents the record layout and the word's states).
+ * The word's owner bits are this thread's liveness token for the segment
+ * (`lib/identity.ts`), fetched once per lock object.
  * Async acquisitions wait on the process's dedicated waiter threads (`lib/waits.ts`).
  * @module
  */
 import { checkIndex, checkTimeout, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
-import { START_HI, START_LO, TID } from './identity.js'
+import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
 import { internals, MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
-/** Owner thread id bits of the lock word. */
-const TID_MASK = 0x3fff_ffff
+/** Owner token bits of the lock word; all ones: dead forever (`NOT_RECOVERABLE`). */
+const TOKEN_MASK = 0x3fff_ffff
 /** The holder recovered the lock from a dead owner and has not marked it consistent. */
 const OWNER_DIED = 1 << 30
-/** The word's value once a recovered lock was released without `markConsistent()`. */
-const NOT_RECOVERABLE = TID_MASK
 /** Bytes of a lock (and of every other synchronization) record. */
 export const LOCK_SIZE = 32
 /** Alignment a record needs. */
 export const LOCK_ALIGN = 4
+
+/**
+ * @internal The `kind` tag at offset 8 of every synchronization record
+ * (`src-rs/sync/mod.rs`, `docs/FORMAT.md` §6); 0 is untagged.
+ */
+export const Kind = Object.freeze({
+  LOCK: 1,
+  RLOCK: 2,
+  CONDITION: 3,
+  SEMAPHORE: 4,
+  RWLOCK: 5,
+  BARRIER: 6,
+  EVENT: 7,
+  SHARED_MAP: 16,
+  CHANNEL: 17,
+})
+
+const KIND_NAMES = new Map<number, string>(Object.entries(Kind).map(([name, k]) => [k, name]))
+
+/**
+ * @internal Refuses to use a record tagged as something else: `kinds` are the tags
+ * accepted besides 0 (untagged). Unknown values are left alone (not ours to judge).
+ * @throws TypeError naming what the record is
+ */
+export function checkKind(memory: MappedMemory, offset: number, kinds: readonly number[], what: string): void {
+  const k = internals(memory).i32[(offset >> 2) + 2]
+  if (k !== 0 && !kinds.includes(k) && KIND_NAMES.has(k)) {
+    throw typeError(`The record at offset ${offset} is a ${KIND_NAMES.get(k)} (kind ${k}), not a ${what}`)
+  }
+}
 
 /** Options of {@link Lock.acquire}. */
 export interface AcquireOptions {
@@ -56,20 +86,25 @@ interface Place {
   offset: number
 }
 
-let allocateIn: ((where: unknown) => Place) | null = null
+let allocateIn: ((where: unknown, size: number) => Place) | null = null
 
 /**
  * @internal How `new Lock(where)` (and `new Condition`, `new Semaphore`) allocate their
- * {@link LOCK_SIZE}-byte records; set by the heap module.
+ * records (`size` zeroed bytes, 64-aligned); set by the heap module.
  */
-export function setLockAllocator(fn: (where: unknown) => Place): void {
+export function setLockAllocator(fn: (where: unknown, size: number) => Place): void {
   allocateIn = fn
 }
 
-/** @internal Allocates a synchronization record through the heap module's hook. */
-export function allocateRecord(where: unknown, what: string): Place {
+/**
+ * @internal Allocates a zeroed synchronization record (and `size - 32` bytes after it)
+ * through the heap module's hook, tagged `kind`.
+ */
+export function allocateRecord(where: unknown, what: string, kind: number, size = 64): Place {
   if (!allocateIn) throw typeError(`new ${what}(where) needs the heap module`)
-  return allocateIn(where)
+  const place = allocateIn(where, size)
+  internals(place.memory).i32[(place.offset >> 2) + 2] = kind
+  return place
 }
 
 /** @internal Checks that a {@link LOCK_SIZE}-byte record fits at `offset` in `memory`. */
@@ -107,6 +142,8 @@ export class Lock implements Disposable {
   readonly offset: number
   #i32: Int32Array
   #w: number
+  /** This thread's liveness token in {@link memory}; 0 until first needed. */
+  #me = 0
   #ownerDied = false
 
   /**
@@ -114,11 +151,15 @@ export class Lock implements Disposable {
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
    */
   constructor(where: LockHome | MappedMemory) {
-    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name))
+    const kind = (new.target as typeof Lock)._kind
+    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name, kind))
     atPlace = null
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
   }
+
+  /** @internal The `kind` tag of records this class allocates. */
+  protected static readonly _kind: number = Kind.LOCK
 
   static {
     setOwnerDied = (lock, died) => {
@@ -134,6 +175,7 @@ export class Lock implements Disposable {
    */
   static at<T extends Lock>(this: new (where: MappedMemory) => T, memory: MappedMemory, offset: number): T {
     checkRecordAt(memory, offset)
+    checkKind(memory, offset, [Kind.LOCK, Kind.RLOCK], this.name)
     atPlace = { memory, offset }
     try {
       return new this(memory)
@@ -148,10 +190,15 @@ export class Lock implements Disposable {
     return a
   }
 
+  /** This thread's token (claimed on first use; see `lib/identity.ts`). */
+  #token(): number {
+    return this.#me || (this.#me = tokenIn(this.memory))
+  }
+
   /** @internal Whether this thread holds the lock. */
   protected _heldHere(): boolean {
-    const v = Atomics.load(this.#word(), this.#w)
-    return (v & TID_MASK) === TID && v !== NOT_RECOVERABLE
+    const owner = Atomics.load(this.#word(), this.#w) & TOKEN_MASK
+    return owner !== 0 && owner === this.#token()
   }
 
   /** @internal The record's recursion depth field (RLock). */
@@ -191,20 +238,24 @@ export class Lock implements Disposable {
     if (this._reenter()) return true
     const a = this.#word()
     const w = this.#w
+    const me = this.#token()
     // Fast path: free → ours. Atomics are sequentially consistent, which includes the
     // acquire ordering the lock needs.
-    if (Atomics.compareExchange(a, w, 0, TID) === 0) {
-      this.#recordOwner(a, w)
+    if (Atomics.compareExchange(a, w, 0, me) === 0) {
+      this.#recordOwner(a, w, me)
       return true
     }
     const { id } = internals(this.memory)
     return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout)))
   }
 
-  #recordOwner(a: Int32Array, w: number): void {
-    a[w + 3] = TID
-    a[w + 4] = START_LO
-    a[w + 5] = START_HI
+  /** Who holds it, for diagnostics (and macOS's pid-reuse check); the token last. */
+  #recordOwner(a: Int32Array, w: number, me: number): void {
+    a[w + 3] = PID
+    a[w + 4] = TID
+    a[w + 6] = START_LO
+    a[w + 7] = START_HI
+    a[w + 5] = me
     this.#ownerDied = false
     this._entered()
   }
@@ -226,12 +277,14 @@ export class Lock implements Disposable {
     if (this._reenter()) return true
     const a = this.#word()
     const w = this.#w
-    const seen = Atomics.compareExchange(a, w, 0, TID)
+    const me = this.#token()
+    const seen = Atomics.compareExchange(a, w, 0, me)
     if (seen === 0) {
-      this.#recordOwner(a, w)
+      this.#recordOwner(a, w, me)
       return true
     }
-    if (seen === NOT_RECOVERABLE) return this.acquire({ timeout: 0 })
+    // Owner bits all ones: dead forever; the native path throws the error.
+    if ((seen & TOKEN_MASK) === TOKEN_MASK) return this.acquire({ timeout: 0 })
     return false
   }
 
@@ -265,10 +318,11 @@ export class Lock implements Disposable {
     const a = this.#word()
     const w = this.#w
     if (this._leave()) return
+    const me = this.#token()
     // Fast path: ours with nobody waiting → free.
-    if (Atomics.compareExchange(a, w, TID, 0) === TID) return
+    if (Atomics.compareExchange(a, w, me, 0) === me) return
     const cur = Atomics.load(a, w)
-    if ((cur & TID_MASK) !== TID || cur === NOT_RECOVERABLE) throw notOwner()
+    if ((cur & TOKEN_MASK) !== me) throw notOwner()
     const { id } = internals(this.memory)
     if (cur & OWNER_DIED) {
       this.#ownerDied = false
@@ -323,7 +377,7 @@ export class Lock implements Disposable {
 
   /** Whether any thread (in any process) holds the lock now. */
   get locked(): boolean {
-    return (Atomics.load(this.#word(), this.#w) & TID_MASK) !== 0
+    return (Atomics.load(this.#word(), this.#w) & TOKEN_MASK) !== 0
   }
 
   /** `true` after an acquire that took the lock over from a holder that died. */

@@ -5,7 +5,7 @@
  */
 import { notOwner, rangeError } from './errors.js'
 import { registerReviver } from './handles.js'
-import { Lock } from './lock.js'
+import { Kind, Lock } from './lock.js'
 import { memoryOfHandle } from './memory.js'
 
 /** The deepest recursion the 32-bit depth field allows. */
@@ -19,9 +19,11 @@ const MAX_DEPTH = 0x7fff_ffff
  * Reentry is per thread, not per async task: {@link acquireAsync} on an RLock this thread
  * already holds resolves at once, one level deeper. A condition wait releases every level
  * and restores them when it returns. When the holder dies, the next acquirer gets the
- * lock at depth 1 with {@link ownerDied} set.
+ * lock at depth 1 with {@link ownerDied} set (the dead holder's depth is discarded).
  */
 export class RLock extends Lock {
+  protected static override readonly _kind: number = Kind.RLOCK
+
   /** How many times this thread holds the lock (0 when another thread or nobody does). */
   get depth(): number {
     return this._heldHere() ? this._depth : 0

@@ -5,6 +5,7 @@ use super::ops::{CondOp, LockOp, SemOp};
 use super::semaphore::{SemRecord, SemWait};
 use super::{code, waiter, Pinned};
 use crate::memory::mapping::Region;
+use crate::sync::liveness::TokenRef;
 use crate::sync::lock::{Acquired, LockRecord, LockWait, Owner};
 use crate::sys::Deadline;
 use std::sync::atomic::Ordering;
@@ -17,6 +18,13 @@ fn at<T>(r: &Region, off: usize) -> &'static T {
     // SAFETY: in bounds, 4-aligned, zeroed by mmap; the tests keep the region mapped
     // until every thread using it was joined.
     unsafe { &*((r.addr() + off) as *const T) }
+}
+
+/// The calling thread's token on `r` and its owner view (keep the first alive).
+fn claim(r: &Region) -> (TokenRef, Owner) {
+    let t = TokenRef::claim(r, None).unwrap();
+    let me = t.owner(r);
+    (t, me)
 }
 
 /// Completions, as the JavaScript sink would get them.
@@ -82,11 +90,12 @@ fn notify_all_moves_eight_waiters_to_the_lock_one_at_a_time() {
     let ready: &std::sync::atomic::AtomicU32 = at(&r, 132);
     let threads: Vec<_> = (0..8)
         .map(|_| {
+            let r = r.clone();
             std::thread::spawn(move || {
-                let me = Owner::current();
+                let (_t, me) = claim(&r);
                 lock.lock(me, None).unwrap();
                 ready.fetch_add(1, Ordering::SeqCst);
-                let (woke, acq) = condition::wait(cond, lock, None).unwrap();
+                let (woke, acq) = condition::wait(cond, lock, me, None).unwrap();
                 // Exactly one thread at a time in here: the lock is held again.
                 assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
                 std::thread::sleep(Duration::from_millis(2));
@@ -96,7 +105,7 @@ fn notify_all_moves_eight_waiters_to_the_lock_one_at_a_time() {
             })
         })
         .collect();
-    let me = Owner::current();
+    let (_t, me) = claim(&r);
     while ready.load(Ordering::SeqCst) < 8 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -120,11 +129,12 @@ fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
     let woken: &std::sync::atomic::AtomicU32 = at(&r, 128);
     let threads: Vec<_> = (0..4)
         .map(|_| {
+            let r = r.clone();
             std::thread::spawn(move || {
-                let me = Owner::current();
+                let (_t, me) = claim(&r);
                 lock.lock(me, None).unwrap();
                 let (woke, _) =
-                    condition::wait(cond, lock, Some(Deadline::after_ms(400.0))).unwrap();
+                    condition::wait(cond, lock, me, Some(Deadline::after_ms(400.0))).unwrap();
                 if woke == Woke::Notified {
                     woken.fetch_add(1, Ordering::SeqCst);
                 }
@@ -133,7 +143,7 @@ fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
             })
         })
         .collect();
-    let me = Owner::current();
+    let (_t, me) = claim(&r);
     while cond.counts.load(Ordering::SeqCst) & 0xffff < 4 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -163,7 +173,7 @@ fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
 fn waiter_pool_runs_many_lock_waits_and_cancels_and_closes() {
     let r = crate::memory::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
-    let me = Owner::current();
+    let (_t, me) = claim(&r);
     lock.lock(me, None).unwrap();
     let (sink, rx) = chan();
     // 300 waits: more than one waiter thread holds.
@@ -213,7 +223,7 @@ fn async_condition_and_semaphore_waits() {
     let lock: &LockRecord = at(&r, 0);
     let cond: &CondRecord = at(&r, 64);
     let sem: &SemRecord = at(&r, 128);
-    let me = Owner::current();
+    let (_t, me) = claim(&r);
     let (sink, rx) = chan();
     // Eight async condition waits, all started holding the lock.
     for _ in 0..8 {

@@ -1,4 +1,5 @@
-//! Linux: futexes, thread identity and the address-space layout.
+//! Linux: futexes, thread identity and the address-space layout (liveness tokens of lock
+//! owners are in `live_linux.rs`).
 
 use super::{Deadline, WaitOutcome};
 use std::sync::atomic::AtomicU32;
@@ -62,22 +63,6 @@ pub fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
 pub fn thread_id() -> u32 {
     // SAFETY: gettid has no preconditions and cannot fail.
     (unsafe { libc::gettid() }) as u32
-}
-
-/// When thread `tid` started, in clock ticks since boot (field 22 of `/proc/<tid>/stat`),
-/// or `None` if no such thread exists now. Together with the tid it names a thread
-/// uniquely, which is what defeats tid reuse in dead-owner checks.
-pub fn thread_start_time(tid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: split after it.
-    let after = &stat[stat.rfind(')')? + 1..];
-    // Field 3 is the first after ')'; start time is field 22, so index 19 here.
-    let mut fields = after.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None; // a zombie or dead thread holds nothing
-    }
-    fields.nth(18)?.parse().ok()
 }
 
 /// The number of usable bits in a user-space address, from where the stack sits: user

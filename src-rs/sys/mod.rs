@@ -1,5 +1,6 @@
 //! The operating-system layer: every platform-specific syscall the crate makes sits behind
-//! this module. Linux lives in `linux.rs`, macOS in `macos.rs`, with the same functions and
+//! this module. Linux lives in `linux.rs` (and `live_linux.rs`: liveness tokens), macOS in
+//! `macos.rs` (and `live_macos.rs`), with the same functions and
 //! constants, so the rest of the crate never says `cfg`.
 
 #[cfg(target_os = "linux")]
@@ -11,6 +12,16 @@ pub use linux::*;
 mod macos;
 #[cfg(target_os = "macos")]
 pub use macos::*;
+
+// Liveness tokens of lock owners: OFD byte-range locks on Linux, pids on macOS.
+#[cfg(target_os = "linux")]
+mod live_linux;
+#[cfg(target_os = "linux")]
+pub use live_linux::*;
+#[cfg(target_os = "macos")]
+mod live_macos;
+#[cfg(target_os = "macos")]
+pub use live_macos::*;
 
 /// The flags to hand to `mmap` for a request: Linux knows every `MAP_*` bit the crate uses,
 /// so they pass unchanged (macOS strips its emulated `MAP_FIXED_NOREPLACE` bit here).
