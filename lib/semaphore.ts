@@ -70,6 +70,8 @@ export class Semaphore {
   #i32: Int32Array
   #w: number
   #undo: boolean
+  /** The mapping's native id (undo semaphores call native code per operation). */
+  #id: number
 
   /**
    * Allocates a new semaphore's record in shared memory with `initial` units.
@@ -87,6 +89,7 @@ export class Semaphore {
     ;({ memory: this.memory, offset: this.offset } = place ?? allocateRecord(where, 'Semaphore', Kind.SEMAPHORE, size))
     const { i32, id } = internals(this.memory)
     this.#i32 = i32
+    this.#id = id
     this.#w = this.offset >> 2
     if (place === null || initial !== undefined) {
       if (holders !== 0) native(() => binding.semUndoFormat(id, this.offset, holders, initial))
@@ -133,9 +136,9 @@ export class Semaphore {
     return this.#undoOp(2, 0)
   }
 
+  /** An undo semaphore's native operation (`binding.semUndo`); the caller checked the mapping is open. */
   #undoOp(op: number, n: number): number {
-    const { id } = internals(this.memory)
-    return native(() => binding.semUndo(id, this.offset, op, n))
+    return native(() => binding.semUndo(this.#id, this.offset, op, n))
   }
 
   #word(): Int32Array {

@@ -36,10 +36,8 @@ pub fn cond_wait(
     let deadline = deadline(timeout_ms)?;
     let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
     let me = owner_of(lock_id)?;
-    let woke = condition::wait_unless(cond.get(), lock.get(), me, deadline, || {
-        terminating(&env)
-    })?
-    .ok_or_else(terminated)?;
+    let woke = condition::wait_unless(cond.get(), lock.get(), me, deadline, || terminating(&env))?
+        .ok_or_else(terminated)?;
     Ok(cond_code(Ok(woke)))
 }
 

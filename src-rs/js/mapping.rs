@@ -83,6 +83,19 @@ pub(crate) fn region_of(id: u32) -> Result<Arc<Region>> {
 /// `EINVAL` for an unknown id; `ERR_SHM_CLOSED`; what claiming a token can fail with
 /// (`EACCES` for a read-only segment, ...).
 pub(crate) fn token_of(id: u32) -> Result<(TokenRef, Arc<Region>)> {
+    with_token(id, |token, region| (token.clone(), region.clone()))
+}
+
+/// This thread as lock owner in mapping `id` (a slot lookup once the token is claimed).
+///
+/// # Errors
+/// As [`token_of`].
+pub(crate) fn owner_of(id: u32) -> Result<Owner> {
+    with_token(id, |token, region| token.owner(region))
+}
+
+/// Runs `f` with this thread's token on mapping `id` (claimed now if needed).
+fn with_token<R>(id: u32, f: impl FnOnce(&TokenRef, &Arc<Region>) -> R) -> Result<R> {
     REGIONS.with(|r| {
         let table = r.borrow();
         let slot = table.get(id).ok_or_else(|| no_mapping(id))?;
@@ -102,18 +115,8 @@ pub(crate) fn token_of(id: u32) -> Result<(TokenRef, Arc<Region>)> {
             });
             *token = Some(TokenRef::claim(&slot.region, next)?);
         }
-        let t = token.as_ref().expect("claimed above").clone();
-        Ok((t, slot.region.clone()))
+        Ok(f(token.as_ref().expect("claimed above"), &slot.region))
     })
-}
-
-/// This thread as lock owner in mapping `id`.
-///
-/// # Errors
-/// As [`token_of`].
-pub(crate) fn owner_of(id: u32) -> Result<Owner> {
-    let (token, region) = token_of(id)?;
-    Ok(token.owner(&region))
 }
 
 /// The record of type `T` at `offset` of this thread's mapping `id`, pinned.

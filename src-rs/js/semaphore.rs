@@ -17,9 +17,11 @@ use std::sync::atomic::Ordering;
 /// The semaphore at `offset` of mapping `id`, pinned with its undo table if it has one
 /// (`holders` > 0), else `None`.
 fn undo_record(id: u32, offset: f64) -> Result<Option<Pinned<SemRecord>>> {
-    let rec = record::<SemRecord>(id, offset)?;
-    // Relaxed: set once at construction, before the semaphore was shared.
-    let holders = rec.get().holders.load(Ordering::Relaxed);
+    let region = region_of(id)?;
+    let off = crate::js::args::to_u64("offset", offset)?;
+    // Relaxed: set once at construction, before the semaphore was shared. (`word`
+    // checks bounds and alignment; the JavaScript thread asking cannot unmap meanwhile.)
+    let holders = region.word(off.saturating_add(4))?.load(Ordering::Relaxed);
     if holders == 0 {
         return Ok(None);
     }
@@ -29,8 +31,7 @@ fn undo_record(id: u32, offset: f64) -> Result<Option<Pinned<SemRecord>>> {
             format!("the semaphore's record claims {holders} undo holders"),
         ));
     }
-    let off = crate::js::args::to_u64("offset", offset)?;
-    Pinned::with_tail(&region_of(id)?, off, undo::table_words(holders)).map(Some)
+    Pinned::with_tail(&region, off, undo::table_words(holders)).map(Some)
 }
 
 /// Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout.
@@ -105,7 +106,10 @@ pub fn sem_undo_format(id: u32, offset: f64, holders: u32, initial: u32) -> napi
         })?;
     UndoTable::new(rec.get(), rec.tail())?.format();
     let r = rec.get();
-    r.word.store(initial & crate::sync::semaphore::COUNT_MASK, Ordering::Relaxed);
+    r.word.store(
+        initial & crate::sync::semaphore::COUNT_MASK,
+        Ordering::Relaxed,
+    );
     r.kind
         .store(crate::sync::kind::SEMAPHORE, Ordering::Relaxed);
     // Release: whoever reads `holders` (Acquire) sees the table formatted.
@@ -123,8 +127,8 @@ pub fn sem_undo_size(holders: u32) -> f64 {
 /// 1 releases `n`, 2 answers how many units this thread holds.
 /// (Exported raw: `raw.rs`.)
 pub(crate) fn sem_undo(id: u32, offset: f64, op: u32, n: u32) -> Result<f64> {
-    let rec = undo_record(id, offset)?
-        .ok_or_else(|| ShmError::new("EINVAL", "not an undo semaphore"))?;
+    let rec =
+        undo_record(id, offset)?.ok_or_else(|| ShmError::new("EINVAL", "not an undo semaphore"))?;
     let table = UndoTable::new(rec.get(), rec.tail())?;
     let me = owner_of(id)?;
     match op {

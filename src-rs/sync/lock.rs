@@ -465,7 +465,11 @@ mod tests {
         // SAFETY: the child only touches the shared mapping and exits with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
-        let (_t, me) = if pid == 0 { claim(&r) } else { (parent_claim.clone(), parent) };
+        let (_t, me) = if pid == 0 {
+            claim(&r)
+        } else {
+            (parent_claim.clone(), parent)
+        };
         if pid == 0 {
             // SAFETY: our own shared word.
             unsafe { child_token.write_volatile(me.token) };
@@ -488,7 +492,10 @@ mod tests {
         // SAFETY: the child wrote it before counting.
         let theirs = unsafe { child_token.read_volatile() };
         assert_ne!(theirs, 0);
-        assert_ne!(theirs, parent.token, "the forked child claimed a token of its own");
+        assert_ne!(
+            theirs, parent.token,
+            "the forked child claimed a token of its own"
+        );
         r.close();
     }
 
@@ -557,16 +564,26 @@ mod tests {
                 "ERR_SHM_NOT_RECOVERABLE",
                 "{word:#x}"
             );
-            assert_eq!(rec.try_lock(me).unwrap_err().code, "ERR_SHM_NOT_RECOVERABLE");
+            assert_eq!(
+                rec.try_lock(me).unwrap_err().code,
+                "ERR_SHM_NOT_RECOVERABLE"
+            );
             assert!(t0.elapsed() < Duration::from_millis(100));
         }
         // A token nobody holds (a random value, or a thread id from some process): the
         // holder is dead, the lock is recovered within a slice or two.
-        for (i, word) in [0x2bad_cafeu32, 7 | WAITERS, 1 | OWNER_DIED].into_iter().enumerate() {
+        for (i, word) in [0x2bad_cafeu32, 7 | WAITERS, 1 | OWNER_DIED]
+            .into_iter()
+            .enumerate()
+        {
             let rec = record(&r, 128 + 32 * i);
             rec.word.store(word, Ordering::Relaxed);
             let t0 = Instant::now();
-            assert_eq!(rec.lock(me, None).unwrap(), Acquired::OwnerDied, "{word:#x}");
+            assert_eq!(
+                rec.lock(me, None).unwrap(),
+                Acquired::OwnerDied,
+                "{word:#x}"
+            );
             assert!(t0.elapsed() < Duration::from_millis(250));
             rec.mark_consistent(me).unwrap();
             rec.unlock(me).unwrap();
@@ -602,9 +619,15 @@ mod tests {
         let b = shared_anon_for_tests(4096);
         let (ta, _) = claim(&a);
         let (tb, _) = claim(&b);
-        assert_eq!(ta.token(), tb.token(), "anonymous memory: one private object");
+        assert_eq!(
+            ta.token(),
+            tb.token(),
+            "anonymous memory: one private object"
+        );
         let a2 = a.clone();
-        let other = std::thread::spawn(move || claim(&a2).0.token()).join().unwrap();
+        let other = std::thread::spawn(move || claim(&a2).0.token())
+            .join()
+            .unwrap();
         assert_ne!(other, ta.token());
         let named = format!("/shmutils-rs-tokens-{}", std::process::id());
         let fd = crate::memory::shm::open(

@@ -296,9 +296,14 @@ impl<'a> UndoTable<'a> {
     /// Runs `f` holding the guard (waiting for it at most [`GUARD_WAIT_MS`]), then wakes
     /// as many sleepers as `f` says.
     fn guarded<R>(&self, me: Owner, f: impl FnOnce(&Self) -> Result<(R, u32)>) -> Result<R> {
-        let mut wait = None;
-        let deadline = Deadline::after_ms(GUARD_WAIT_MS);
-        let entered = super::block_on(|| self.enter(me, Some(deadline), &mut wait))?;
+        let entered = match self.guard().try_lock(me) {
+            Ok(true) => true,
+            _ => {
+                let mut wait = None;
+                let deadline = Deadline::after_ms(GUARD_WAIT_MS);
+                super::block_on(|| self.enter(me, Some(deadline), &mut wait))?
+            }
+        };
         if !entered {
             return Err(ShmError::new(
                 "ETIMEDOUT",

@@ -17,49 +17,12 @@
 //! | `LIVE_BASE + 1`      | write | the creating process while its creating mapping lives  |
 //! | `LIVE_BASE + 16 + t` | write | the one thread whose liveness token is `t`             |
 
+use super::{Liveness, TokenClaim, LIVE_ATTACHED, LIVE_CREATOR, LIVE_TOKENS, TOKEN_COUNT};
 use crate::error::{Result, ShmError};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-
-/// First byte of the liveness area: far beyond any data a segment can hold.
-pub const LIVE_BASE: u64 = 1 << 62;
-/// Byte held (read) by every process that maps the segment.
-pub const LIVE_ATTACHED: u64 = LIVE_BASE;
-/// Byte held (write) by the process that created the segment.
-pub const LIVE_CREATOR: u64 = LIVE_BASE + 1;
-/// Byte of token 0; token `t` is at `LIVE_TOKENS + t`.
-pub const LIVE_TOKENS: u64 = LIVE_BASE + 16;
-/// Number of usable token values: `1..=TOKEN_COUNT` (0 is "unlocked", `0x3fff_ffff` is
-/// `NOT_RECOVERABLE`).
-pub const TOKEN_COUNT: u32 = 0x3fff_fffe;
-
-/// What a liveness check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// The token's holder is alive.
-    Alive,
-    /// Nobody holds the token: its holder is gone.
-    Dead,
-    /// Probably gone, but confirm with a second check a slice later (never on Linux).
-    Suspect,
-}
-
-/// A thread's hold on a liveness token: its own open file description of the object,
-/// which holds the write lock on the token's byte. Dropping it releases the token.
-#[derive(Debug)]
-pub struct TokenClaim {
-    token: u32,
-    _fd: OwnedFd,
-}
-
-impl TokenClaim {
-    /// The token.
-    pub fn token(&self) -> u32 {
-        self.token
-    }
-}
 
 fn flock(kind: libc::c_int, at: u64) -> libc::flock {
     // SAFETY: flock is plain old data; all-zero is a valid value (and l_pid must be 0
@@ -151,7 +114,12 @@ pub fn claim_token(object: RawFd, next: Option<&AtomicU32>) -> Result<TokenClaim
         };
         let token = 1 + n % TOKEN_COUNT;
         match ofd_try_lock(fd.as_raw_fd(), LIVE_TOKENS + token as u64, libc::F_WRLCK) {
-            Ok(true) => return Ok(TokenClaim { token, _fd: fd }),
+            Ok(true) => {
+                return Ok(TokenClaim {
+                    token,
+                    _hold: Some(fd),
+                })
+            }
             Ok(false) => continue,
             Err(e) => {
                 return Err(ShmError {

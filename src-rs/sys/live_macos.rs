@@ -11,45 +11,10 @@
 //! (the holder's start-time stores may not be visible yet, arm64 being weakly ordered),
 //! so a waiter declares the holder dead when it sees the mismatch on two checks in a row.
 
+use super::{Liveness, TokenClaim};
 use crate::error::{Result, ShmError};
 use std::os::fd::RawFd;
 use std::sync::atomic::AtomicU32;
-
-/// First byte of the liveness area on Linux (unused here: no OFD locks).
-pub const LIVE_BASE: u64 = 1 << 62;
-/// See `live_linux.rs`.
-pub const LIVE_ATTACHED: u64 = LIVE_BASE;
-/// See `live_linux.rs`.
-pub const LIVE_CREATOR: u64 = LIVE_BASE + 1;
-/// See `live_linux.rs`.
-pub const LIVE_TOKENS: u64 = LIVE_BASE + 16;
-/// Number of usable token values.
-pub const TOKEN_COUNT: u32 = 0x3fff_fffe;
-
-/// What a liveness check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// The token's holder is alive.
-    Alive,
-    /// Its process is gone (or, in this process, the thread is gone).
-    Dead,
-    /// The process id was reused by a process that started later: dead if a second
-    /// check a slice later says so again.
-    Suspect,
-}
-
-/// A thread's token (nothing to hold on macOS: the thread's slot is its claim).
-#[derive(Debug)]
-pub struct TokenClaim {
-    token: u32,
-}
-
-impl TokenClaim {
-    /// The token.
-    pub fn token(&self) -> u32 {
-        self.token
-    }
-}
 
 /// The calling thread's token: its thread id (pid and slot), whatever the object.
 ///
@@ -58,6 +23,7 @@ impl TokenClaim {
 pub fn claim_token(_object: RawFd, _next: Option<&AtomicU32>) -> Result<TokenClaim> {
     Ok(TokenClaim {
         token: super::thread_id(),
+        _hold: None,
     })
 }
 
