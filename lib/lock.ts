@@ -133,7 +133,10 @@ let atPlace: Place | null = null
  * If a holder dies (killed, exits, worker terminated) the next acquirer gets the lock
  * within about 50 ms and {@link ownerDied} is `true`; repair the data, call
  * {@link markConsistent}, then {@link release}. Releasing without it makes the lock
- * permanently unusable (`ERR_SHM_NOT_RECOVERABLE`), as POSIX robust mutexes do.
+ * permanently unusable (`ERR_SHM_NOT_RECOVERABLE`), as POSIX robust mutexes do. This works
+ * across PID namespaces (containers sharing `/dev/shm`): the word names the holder by a
+ * liveness token the kernel tracks for the segment. A thread that closes its last mapping
+ * of the segment gives up the locks it holds there the same way.
  */
 export class Lock implements Disposable {
   /** The mapping holding the lock record. */
