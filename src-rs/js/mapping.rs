@@ -54,6 +54,9 @@ struct MapSlot {
     region: Arc<Region>,
     /// Whether the region is a managed segment (its header has a `token_next` counter).
     managed: bool,
+    /// Whether the mapping is writable: a read-only one can take no lock (its token would
+    /// be shared with the thread's writable mappings of the same segment).
+    writable: bool,
     token: RefCell<Option<TokenRef>>,
 }
 
@@ -101,6 +104,12 @@ fn with_token<R>(id: u32, f: impl FnOnce(&TokenRef, &Arc<Region>) -> R) -> Resul
         let slot = table.get(id).ok_or_else(|| no_mapping(id))?;
         if !slot.region.is_live() {
             return Err(crate::memory::mapping::closed());
+        }
+        if !slot.writable {
+            return Err(ShmError::new(
+                "EACCES",
+                "the mapping is read-only: no lock in it can be taken or released through it",
+            ));
         }
         let mut token = slot.token.borrow_mut();
         if token.is_none() {
@@ -199,10 +208,11 @@ pub struct MappingInfo {
 
 impl Mapping {
     /// Registers a new mapping in this thread's table.
-    fn new(region: Arc<Region>, header: Option<segment::Header>) -> Mapping {
+    fn new(region: Arc<Region>, header: Option<segment::Header>, writable: bool) -> Mapping {
         let slot = MapSlot {
             region: region.clone(),
             managed: header.is_some(),
+            writable,
             token: RefCell::new(None),
         };
         let id = REGIONS.with(|r| r.borrow_mut().insert(slot));
@@ -265,7 +275,11 @@ impl Mapping {
             region.adopt_fd(crate::memory::shm::dup_cloexec(fd)?);
             liveness::mark_attached(&region, false);
         }
-        Ok(Mapping::new(region, None))
+        Ok(Mapping::new(
+            region,
+            None,
+            protection & libc::PROT_WRITE != 0,
+        ))
     }
 
     /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
@@ -296,7 +310,7 @@ impl Mapping {
         }
         segment::publish(&region);
         liveness::mark_attached(&region, true);
-        Ok(Mapping::new(region, Some(header)))
+        Ok(Mapping::new(region, Some(header), true))
     }
 
     /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
@@ -315,7 +329,7 @@ impl Mapping {
         };
         let (region, header) = segment::open(&name, mode, read_only)?;
         liveness::mark_attached(&region, false);
-        Ok(Mapping::new(region, Some(header)))
+        Ok(Mapping::new(region, Some(header), !read_only))
     }
 
     /// Where the mapping is and what its header says.
