@@ -49,7 +49,7 @@ function runC(t: Parameters<typeof segmentName>[0], exe: string, args: string[])
   const exited = new Promise<number | string>((resolve) => proc.on('close', (c, s) => resolve(c ?? s ?? -1)))
   return {
     exited,
-    pid: proc.pid,
+    pid: proc.pid ?? -1,
     kill: () => proc.kill('SIGKILL'),
     stderr: () => err,
     line(prefix: string): Promise<string> {

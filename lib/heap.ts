@@ -88,6 +88,7 @@ export class Heap {
     return this.#lockTimeout
   }
 
+  /** @throws TypeError for a non-number, RangeError for a negative or NaN timeout */
   set lockTimeout(ms: number) {
     if (typeof ms !== 'number') throw typeError(`The "lockTimeout" option must be a number; got ${describe(ms)}`)
     native(() => binding.heapSetLockTimeout(this.#id, ms))
