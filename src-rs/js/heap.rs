@@ -158,18 +158,29 @@ impl HeapSlot {
         // of the heap region, inside the live mapping (validated by attach).
         let rec = unsafe { &*(self.view.lock_word() as *const LockRecord) };
         let me = self.owner()?;
-        let timeout = self.lock_timeout_ms.get();
-        let deadline = (timeout != f64::INFINITY).then(|| Deadline::after_ms(timeout));
-        match rec.lock(me, deadline) {
-            Ok(Acquired::Yes) => {}
-            Ok(Acquired::OwnerDied) => self.recover(rec, me)?,
-            Ok(Acquired::TimedOut) => return Err(lock_timed_out(timeout)),
-            Err(e) if e.code == "ERR_SHM_NOT_RECOVERABLE" => return Err(dead_heap_lock()),
-            Err(e) => return Err(e),
+        match rec.try_lock(me) {
+            Ok(true) => {}
+            Ok(false) => self.lock_contended(rec, me)?,
+            Err(_) => return Err(dead_heap_lock()),
         }
         let r = f(&self.view);
         rec.unlock(me)?;
         Ok(r?)
+    }
+
+    /// Waits for the heap lock, at most the heap's lock timeout; repairs the heap if its
+    /// holder died.
+    #[cold]
+    fn lock_contended(&self, rec: &LockRecord, me: Owner) -> Result<()> {
+        let timeout = self.lock_timeout_ms.get();
+        let deadline = (timeout != f64::INFINITY).then(|| Deadline::after_ms(timeout));
+        match rec.lock(me, deadline) {
+            Ok(Acquired::Yes) => Ok(()),
+            Ok(Acquired::OwnerDied) => self.recover(rec, me),
+            Ok(Acquired::TimedOut) => Err(lock_timed_out(timeout)),
+            Err(e) if e.code == "ERR_SHM_NOT_RECOVERABLE" => Err(dead_heap_lock()),
+            Err(e) => Err(e),
+        }
     }
 
     /// This thread as owner of the heap lock; claims its token on first use.

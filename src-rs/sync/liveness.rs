@@ -257,3 +257,32 @@ pub fn mark_attached(region: &Region, creator: bool) {
         sys::mark_attached(fd, creator);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::segment::{self, Placement};
+
+    /// The process marks of `docs/FORMAT.md` §6.3, as another description sees them.
+    #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
+    fn attached_and_creator_marks_live_with_the_mapping() {
+        let name = format!("/shmutils-rs-marks-{}", std::process::id());
+        let (region, _) = segment::create(&name, 8192, 0o600, Placement::Anywhere, false).unwrap();
+        mark_attached(&region, true);
+        let other = crate::memory::shm::open(
+            &name,
+            crate::memory::shm::OpenMode::ReadWrite,
+            crate::memory::shm::check_permissions(0).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_ATTACHED), Some(true));
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_CREATOR), Some(true));
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_BASE + 2), Some(false));
+        region.close();
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_ATTACHED), Some(false));
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_CREATOR), Some(false));
+        crate::memory::shm::close(other).unwrap();
+        crate::memory::shm::unlink(&name).unwrap();
+    }
+}

@@ -547,6 +547,10 @@ mod tests {
 
     /// Words another process could have written: no hang, a typed error or recovery.
     #[test]
+    #[cfg_attr(
+        not(target_os = "linux"),
+        ignore = "tokens are OFD locks on Linux only"
+    )]
     fn hostile_words_fail_or_recover_promptly() {
         let r = shared_anon_for_tests(4096);
         let (_t, me) = claim(&r);
@@ -614,6 +618,10 @@ mod tests {
     /// One token per thread per object: every mapping of the object in a thread shares
     /// it, other threads have their own, and it is released with the last reference.
     #[test]
+    #[cfg_attr(
+        not(target_os = "linux"),
+        ignore = "tokens are OFD locks on Linux only"
+    )]
     fn tokens_are_per_thread_per_object() {
         let a = shared_anon_for_tests(4096);
         let b = shared_anon_for_tests(4096);
