@@ -196,6 +196,22 @@ export interface MappingInfo {
   heapOffset: number
   /** Length of the heap region (managed segments), else 0. */
   heapSize: number
+  /**
+   * The segment's identity from its header (16 hex digits); absent for raw mappings
+   * and for segments made before the field existed.
+   */
+  uid?: string
+  /**
+   * The inode number of the mapped object (decimal); absent for anonymous mappings and
+   * where the system reports none.
+   */
+  inode?: string
+  /** Creation time from the header, ms since the Unix epoch; 0 if unknown or raw. */
+  createdMs: number
+  /** The creator's pid from the header; 0 if unknown or raw. */
+  creatorPid: number
+  /** The creator's process start time from the header; 0 if unknown or raw. */
+  creatorStart: number
 }
 
 /** Unmaps memory previously released with `detach()`. */
@@ -287,3 +303,9 @@ export interface ThreadIdentity {
   /** High 32 bits of the start time. */
   startHi: number
 }
+
+/**
+ * Removes the name if it still names the managed segment whose identity is `uid` (16
+ * hex digits); see `segment::unlink_if_uid`. Returns whether it was removed.
+ */
+export declare function unlinkSegmentIf(name: string, uid: string): boolean

@@ -24,6 +24,22 @@ export function checkString(name: string, value: unknown): string {
   return value
 }
 
+/** In `u` mode a surrogate pair is one code point, so this matches only lone halves. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u
+
+/**
+ * Checks a name (of a segment or of a named object) and returns it: a string without
+ * lone UTF-16 surrogates. UTF-8 cannot encode a lone surrogate, so the native side would
+ * turn it into U+FFFD and two different strings would name the same thing.
+ */
+export function checkName(name: string, value: unknown): string {
+  const s = checkString(name, value)
+  if (LONE_SURROGATE.test(s)) {
+    throw typeError(`The "${name}" argument must not contain lone UTF-16 surrogates; got ${JSON.stringify(s)}`)
+  }
+  return s
+}
+
 /**
  * Checks a timeout in milliseconds: `undefined`/`Infinity` mean forever; returns
  * `undefined` for forever. `what` names it in messages.

@@ -6,7 +6,7 @@
  */
 import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
 import { abortError, native, notOwner, typeError } from './errors.js'
-import { type Handle, registerReviver, revive } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver, revive } from './handles.js'
 import { allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, heldHere, Kind, Lock, setOwnerDied } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
@@ -45,6 +45,11 @@ export class Condition {
   readonly memory: MappedMemory
   /** Byte offset of the record in {@link memory}. */
   readonly offset: number
+  /**
+   * The condition's handle ({@link toJSON}), as an own property so a structured clone
+   * carries it (see `revive`); a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #w: number
 
   /**
@@ -58,6 +63,11 @@ export class Condition {
     atPlace = null
     internals(this.memory)
     this.#w = this.offset >> 2
+    const lockHandle = lock.$shmutils
+    this.$shmutils =
+      typeof lockHandle === 'symbol'
+        ? lockHandle
+        : handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Condition', segment: m.segment, offset: this.offset, memory: m, lock: lockHandle }))
   }
 
   /**
@@ -153,8 +163,7 @@ export class Condition {
 
   /** A handle that `revive` turns into the same condition (and its lock) elsewhere. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Condition', segment: m.segment, offset: this.offset, memory: m, lock: this.lock.toJSON() }
+    return handleOf(this.$shmutils, 'condition')
   }
 }
 

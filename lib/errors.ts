@@ -16,6 +16,7 @@ export type ShmErrorCode =
   | 'ERR_SHM_UNSUPPORTED_PLATFORM'
   | 'ERR_SHM_CORRUPT'
   | 'ERR_SHM_DEADLOCK'
+  | 'ERR_SHM_STALE_HANDLE'
   | (string & {})
 
 /** Fields of a {@link ShmError} besides its message. */

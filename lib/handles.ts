@@ -1,6 +1,13 @@
 /**
  * Handles: the JSON form of shareable objects, and `revive` / `reviver`, which turn
  * handles received from another process back into live objects.
+ *
+ * Every shareable object also keeps its handle in its own enumerable property
+ * `$shmutils`, because structured clone (`worker.postMessage`, `workerData`, `fork` with
+ * `serialization: 'advanced'`) copies own enumerable properties and drops the class: the
+ * clone arrives as a plain object whose `$shmutils` is the handle, and `revive`
+ * recognises that shape. Objects that cannot be shared hold a symbol there instead,
+ * which makes the clone fail at the sender.
  * @module
  */
 import { typeError } from './errors.js'
@@ -15,6 +22,29 @@ export interface Handle {
   offset: number
   /** Class-specific fields. */
   [k: string]: unknown
+}
+
+/** What an object that lives in a mapping knows of it (the mapping's own `$shmutils`). */
+interface InMapping {
+  readonly $shmutils: Handle | symbol
+}
+
+/**
+ * @internal The `$shmutils` of an object in `memory`: the handle `make` builds from the
+ * mapping's handle, or the mapping's symbol when the mapping cannot be shared.
+ */
+export function handleIn(memory: InMapping, make: (m: Handle) => Handle): Handle | symbol {
+  const m = memory.$shmutils
+  return typeof m === 'symbol' ? m : make(m)
+}
+
+/**
+ * @internal `toJSON()` of a shareable object: its `$shmutils` handle.
+ * @throws TypeError when it lives in memory another process cannot map
+ */
+export function handleOf(h: Handle | symbol, what: string): Handle {
+  if (typeof h === 'symbol') throw typeError(`This ${what} is in an anonymous mapping and cannot be shared: put it in a named segment`)
+  return h
 }
 
 type Reviver = (h: Handle) => unknown
@@ -36,6 +66,15 @@ export function isHandle(value: unknown): value is Handle {
   )
 }
 
+/**
+ * The handle inside a structured clone of a shareable object (a plain object whose own
+ * `$shmutils` is a handle), or `undefined`.
+ */
+function clonedHandle(value: object): Handle | undefined {
+  const inner = (value as { $shmutils?: unknown }).$shmutils
+  return isHandle(inner) ? inner : undefined
+}
+
 /** Revives one handle. */
 function reviveHandle(h: Handle): unknown {
   const fn = revivers.get(h.$shmutils)
@@ -45,8 +84,10 @@ function reviveHandle(h: Handle): unknown {
 
 /**
  * Replaces every {@link Handle} in `value` (deeply: arrays and plain objects) with a live
- * object of the same class looking at the same bytes. Segments are opened once per
- * process and cached. Other values are returned as they are.
+ * object of the same class looking at the same bytes; so is every structured clone of a
+ * shareable object (what `worker.postMessage`, `workerData` and `fork` with
+ * `serialization: 'advanced'` deliver). Segments are opened once per process and cached.
+ * Other values are returned as they are.
  */
 export function revive<T = unknown>(value: unknown): T {
   return reviveDeep(value, 0) as T
@@ -58,6 +99,8 @@ function reviveDeep(value: unknown, depth: number): unknown {
   if (Array.isArray(value)) return value.map((v) => reviveDeep(v, depth + 1))
   const proto = Object.getPrototypeOf(value)
   if (proto !== Object.prototype && proto !== null) return value
+  const cloned = clonedHandle(value)
+  if (cloned) return reviveHandle(cloned)
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(value)) out[k] = reviveDeep(v, depth + 1)
   return out

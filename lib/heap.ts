@@ -5,7 +5,7 @@
  * constructed atomically across processes, from {@link Heap.named}.
  * @module
  */
-import { checkIndex, checkString, describe } from './args.js'
+import { checkIndex, checkName, describe } from './args.js'
 import { native, ShmError, typeError } from './errors.js'
 import { setLockAllocator } from './lock.js'
 import { internals, MappedMemory, setHeapFactory } from './memory.js'
@@ -129,7 +129,8 @@ export class Heap {
   }
 
   /**
-   * Returns a block to the heap.
+   * Returns a block to the heap. Freeing a named object ({@link named}) also removes its
+   * name, in the same step: the directory never leads to freed memory.
    * @throws ShmError `ERR_SHM_DOUBLE_FREE`; `EINVAL` for an offset that is not a block
    */
   free(offset: number): void {
@@ -137,7 +138,11 @@ export class Heap {
     native(() => binding.heapFree(this.#id, offset))
   }
 
-  /** Resizes a block, moving it (and its contents) if needed; returns its new offset. */
+  /**
+   * Resizes a block, moving it (and its contents) if needed; returns its new offset.
+   * @throws ShmError `EINVAL` for a named object (its name would be left behind: copy it
+   *   into a new object instead), `ENOMEM`
+   */
   realloc(offset: number, size: number): number {
     return native(() => binding.heapRealloc(this.#id, offset, size))
   }
@@ -184,7 +189,7 @@ export class Heap {
    * reference in any process. Names are 1 to 255 bytes of UTF-8.
    */
   named<T = unknown>(name: string, type: Type<T> | string, init?: unknown): Ref<T> {
-    checkString('name', name)
+    checkName('name', name)
     const t = resolveNewType(type, init)
     const desc = JSON.stringify(describeType(t))
     const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
@@ -204,15 +209,18 @@ export class Heap {
    * (briefly) while another process is still constructing it.
    */
   find<T = unknown>(name: string): Ref<T> | undefined {
-    checkString('name', name)
+    checkName('name', name)
     const e = native(() => binding.heapNamedFind(this.#id, name, NAMED_WAIT_MS))
     if (!e) return undefined
     return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T>
   }
 
-  /** Removes `name` from the directory (the object itself is not freed). */
+  /**
+   * Removes `name` from the directory; the object itself is not freed (it becomes an
+   * ordinary allocation). Returns whether the name existed.
+   */
   unname(name: string): boolean {
-    checkString('name', name)
+    checkName('name', name)
     return native(() => binding.heapNamedRemove(this.#id, name))
   }
 

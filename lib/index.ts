@@ -5,7 +5,7 @@
 export { ShmError, type ShmErrorCode, type ShmErrorFields } from './errors.js'
 export { PAGE_SIZE, roundToPageSize, Protection, MapFlags } from './constants.js'
 export { shmOpen, shmUnlink, SharedMemoryObject, type ShmMode, type ShmOpenOptions } from './shm.js'
-export { MappedMemory, type CreateOptions, type OpenOptions, type AddressRange, type DetachedPages } from './memory.js'
+export { MappedMemory, type CreateOptions, type OpenOptions, type AddressRange, type DetachedPages, type SegmentCreator } from './memory.js'
 export { munmap } from './munmap.js'
 export { Lock, type AcquireOptions, type AsyncWaitOptions, type LockHome } from './lock.js'
 export { RLock } from './rlock.js'

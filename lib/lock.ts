@@ -9,7 +9,7 @@
  */
 import { checkIndex, checkTimeout, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
 import { internals, MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
@@ -143,6 +143,11 @@ export class Lock implements Disposable {
   readonly memory: MappedMemory
   /** Byte offset of the lock record in {@link memory}. */
   readonly offset: number
+  /**
+   * The lock's handle ({@link toJSON}), as an own property so a structured clone carries
+   * it (see `revive`); a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
   /** This thread's liveness token in {@link memory}; 0 until first needed. */
@@ -154,11 +159,13 @@ export class Lock implements Disposable {
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
    */
   constructor(where: LockHome | MappedMemory) {
-    const kind = (new.target as typeof Lock)._kind
-    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name, kind))
+    const tag = (new.target as typeof Lock)._kind
+    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name, tag))
     atPlace = null
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+    const kind = new.target.name
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: kind, segment: m.segment, offset: this.offset, memory: m }))
   }
 
   /** @internal The `kind` tag of records this class allocates. */
@@ -406,8 +413,7 @@ export class Lock implements Disposable {
 
   /** A handle that `revive` turns into a lock on the same record in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: this.constructor.name, segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'lock')
   }
 }
 

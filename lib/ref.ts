@@ -15,6 +15,7 @@ import {
   describeType, formatType, isComplete, structLayoutAccessors, typeFromDescription, valueAccessor,
   type Accessor, type ArrayType, type PointerType, type StructType, type Type,
 } from './types/index.js'
+import { describeClonedType } from './types/describe.js'
 
 /** What a {@link Ref} needs of the heap (or other owner) its memory came from. */
 export interface RefHeap {
@@ -87,6 +88,13 @@ export type StructFields<T> = T extends object ? { [K in keyof T]: unknown } : u
 export class Ref<T = unknown> {
   /** The mapping holding the bytes. */
   readonly memory: MappedMemory
+  /**
+   * The reference's handle as an own property, so that a structured clone carries it
+   * (see `revive`): {@link toJSON}'s, except that `type` is the type object itself (made
+   * into a description only when needed: a reference is made often, sent rarely). A
+   * symbol for memory no other process can map.
+   */
+  readonly $shmutils: Handle | symbol
   declare private [OFFSET]: number
   #type: Type<T>
   declare private [VIEW]: DataView
@@ -107,6 +115,8 @@ export class Ref<T = unknown> {
     this.#type = type
     this[VIEW] = view
     this.#heap = heap
+    const m = memory.$shmutils
+    this.$shmutils = typeof m === 'symbol' ? m : { $shmutils: 'Ref', segment: m.segment, offset, type, memory: m }
   }
 
   /**
@@ -141,6 +151,8 @@ export class Ref<T = unknown> {
 
   #live(): DataView {
     const dv = this[VIEW]
+    // Once the mapping is closed, the view's every property throws ERR_SHM_CLOSED (see
+    // `poisonView` in memory.ts), so no access needs a check of its own.
     if (dv.byteLength === 0) throw closedError('the reference\'s mapping')
     return dv
   }
@@ -224,7 +236,10 @@ export class Ref<T = unknown> {
     return this.memory.bytes.subarray(this[OFFSET], this[OFFSET] + this.#type.size)
   }
 
-  /** Returns the memory to its heap; the reference must not be used afterwards. */
+  /**
+   * Returns the memory to its heap; the reference must not be used afterwards. A named
+   * object loses its name with it (see `Heap.free`).
+   */
   free(): void {
     if (!this.#heap) throw typeError('This reference was not allocated from a heap')
     this.#heap.free(this[OFFSET])
@@ -235,11 +250,11 @@ export class Ref<T = unknown> {
    * @throws TypeError for process-local memory (nothing another process could map)
    */
   toJSON(): Handle {
-    if (this.memory.name === null) {
+    const h = this.$shmutils
+    if (typeof h === 'symbol') {
       throw typeError(`This ${formatType(this.#type)} is in process-local memory and cannot be shared: allocate it in a named segment's heap`)
     }
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Ref', segment: m.segment, offset: this[OFFSET], type: describeType(this.#type), memory: m }
+    return { ...h, type: describeType(this.#type) }
   }
 
   /** What `console.log` and `util.inspect` show: the class, where the bytes are, the value. */
@@ -280,6 +295,7 @@ export class Ref<T = unknown> {
           },
         }
       } else if (f.scalar) {
+        // The hottest accessors: no check (a closed mapping's view throws by itself).
         desc = {
           get(this: Ref) {
             return f.get(this[VIEW], this[OFFSET])
@@ -385,7 +401,9 @@ function writePointer(memory: MappedMemory, dv: DataView, off: number, v: unknow
 registerReviver('Ref', (h) => {
   const memory = memoryOfHandle(h)
   checkIndex('offset', h.offset)
-  const t = typeFromDescription(h.type)
+  // A structured clone carries the type object itself (see `$shmutils`), JSON its description.
+  const cloned = typeof h.type === 'object' && h.type !== null && 'kind' in h.type
+  const t = typeFromDescription(cloned ? describeClonedType(h.type) : h.type)
   const own = t.kind === 'struct' || t.kind === 'union' ? revivedStructClass(t) : undefined
   if (own) return new own.cls(memory, h.offset, own.type, heapOf(memory))
   return refAt(memory, h.offset, t, heapOf(memory))

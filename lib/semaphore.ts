@@ -8,7 +8,7 @@
  */
 import { checkInteger, checkTimeout, describe } from './args.js'
 import { closedError, native, rangeError, typeError } from './errors.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, type LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
@@ -67,6 +67,11 @@ export class Semaphore {
   readonly memory: MappedMemory
   /** Byte offset of the record in {@link memory}. */
   readonly offset: number
+  /**
+   * The semaphore's handle ({@link toJSON}), as an own property so a structured clone
+   * carries it (see `revive`); a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
   #undo: boolean
@@ -91,6 +96,7 @@ export class Semaphore {
     this.#i32 = i32
     this.#id = id
     this.#w = this.offset >> 2
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }))
     if (place === null || initial !== undefined) {
       if (holders !== 0) native(() => binding.semUndoFormat(id, this.offset, holders, initial))
       else {
@@ -228,8 +234,7 @@ export class Semaphore {
 
   /** A handle that `revive` turns into the same semaphore in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'semaphore')
   }
 }
 

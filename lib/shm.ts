@@ -2,7 +2,7 @@
  * POSIX shared-memory objects: `shmOpen`, `shmUnlink` and {@link SharedMemoryObject}.
  * @module
  */
-import { checkIndex, checkString } from './args.js'
+import { checkIndex, checkName, checkString } from './args.js'
 import { closedError, native, typeError } from './errors.js'
 import { binding } from './native.js'
 
@@ -88,7 +88,7 @@ export class SharedMemoryObject implements Disposable {
  *   mode or permissions.
  */
 export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOptions = {}): SharedMemoryObject {
-  checkString('name', name)
+  checkName('name', name)
   checkString('mode', mode)
   const permissions = options.permissions ?? 0o600
   if (!Number.isInteger(permissions)) throw typeError(`The "permissions" option must be an integer; got ${String(permissions)}`)
@@ -101,6 +101,6 @@ export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOpti
  * @throws ShmError `ENOENT` if it does not exist.
  */
 export function shmUnlink(name: string): void {
-  checkString('name', name)
+  checkName('name', name)
   native(() => binding.shmUnlink(name))
 }

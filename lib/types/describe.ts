@@ -132,6 +132,29 @@ export function describeType(t: Type): TypeDesc {
   assertType(t, 't');
   const hit = describeCache.get(t);
   if (hit !== undefined) return hit;
+  const { desc, complete } = describeGraph(t);
+  const d = deepFreeze(desc);
+  if (complete) describeCache.set(t, d);
+  return d;
+}
+
+/**
+ * @internal The description of a structured clone of a type object (what the clone of
+ * a `Ref` carries): the walk of {@link describeType} over untrusted plain data. Hand the
+ * result to {@link typeFromDescription}, which validates every node.
+ *
+ * @throws TypeError for data not shaped like a type object
+ */
+export function describeClonedType(x: unknown): TypeDesc {
+  try {
+    return describeGraph(x as Type).desc;
+  } catch (e) {
+    throw new TypeError(`invalid type object in a structured clone: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** The description of the type graph at `t` (not frozen), and whether it is complete. */
+function describeGraph(t: Type): { desc: TypeDesc; complete: boolean } {
   const ids = new Map<Type, number>();
   let allComplete = true;
   const go = (x: Type, depth: number): TypeDesc => {
@@ -163,9 +186,8 @@ export function describeType(t: Type): TypeDesc {
       }
     }
   };
-  const d = deepFreeze(go(t, 0));
-  if (allComplete) describeCache.set(t, d);
-  return d;
+  const desc = go(t, 0);
+  return { desc, complete: allComplete };
 }
 
 // ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! the free lists, the bitmaps, the counters and the directory (the layouts in
 //! `mod.rs`, `tlsf.rs` and `named.rs`). Caller holds the heap lock.
 
-use super::named::E_STATE;
+use super::named::{E_OBJ, E_STATE};
 use super::*;
 
 impl HeapView {
@@ -24,6 +24,8 @@ impl HeapView {
         }
         // Block chain.
         let mut frees: Vec<u64> = Vec::new();
+        // Ordinary allocations (block, size), in chain order: what entries may point at.
+        let mut objects: Vec<(u64, u64)> = Vec::new();
         let (mut used, mut allocs) = (0u64, 0u64);
         let mut prev_free = false;
         let mut b = l.header_size;
@@ -44,6 +46,9 @@ impl HeapView {
             } else {
                 used += size;
                 allocs += 1;
+                if w & F_INTERNAL == 0 {
+                    objects.push((b, size));
+                }
             }
             prev_free = w & F_FREE != 0;
             b += size;
@@ -116,6 +121,16 @@ impl HeapView {
                 }
                 if self.ld32(e + E_STATE)? > NAMED_READY {
                     return corrupt("directory entry state is neither 0 nor 1", e + E_STATE);
+                }
+                let ob = ent.obj - HDR;
+                match objects.binary_search_by_key(&ob, |&(b, _)| b) {
+                    Ok(i) if ob + objects[i].1 >= ent.obj + ent.size => {}
+                    _ => {
+                        return corrupt(
+                            "directory entry points at memory that is not its allocated object (freed while still named?)",
+                            e + E_OBJ,
+                        )
+                    }
                 }
                 e = ent.next;
             }

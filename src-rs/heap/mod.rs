@@ -171,19 +171,25 @@ const SMALL: u64 = SL_COUNT * 16; // sizes below this have exact 16-byte classes
 const F_FREE: u64 = 1;
 const F_PREV_FREE: u64 = 2;
 const F_INTERNAL: u64 = 4;
-const F_RESERVED: u64 = 8;
+/// The object of a directory entry (set by `named_reserve`, cleared by `named_remove`):
+/// `free` then also removes its name, `realloc` refuses it. A hint: an object without it
+/// may still be named (segments older than the flag), one with it may have lost its
+/// entry to a crash; `check` verifies entries against the block chain either way.
+const F_NAMED: u64 = 8;
 const ALIGN_MASK: u64 = 0xF0;
 const FLAG_MASK: u64 = 0xFF;
 
-/// Which flag bytes (bits 0..7 of a size word) are valid: reserved bit clear, alignment
-/// field at most 8 (4096), and free blocks carry neither INTERNAL nor an alignment.
+/// Which flag bytes (bits 0..7 of a size word) are valid: alignment field at most 8
+/// (4096), free blocks carry neither INTERNAL, NAMED nor an alignment, and NAMED only
+/// marks ordinary allocations.
 const FLAGS_OK: [bool; 256] = {
     let mut t = [false; 256];
     let mut f = 0;
     while f < 256 {
         let w = f as u64;
-        let free_ok = w & F_FREE == 0 || w & (F_INTERNAL | ALIGN_MASK) == 0;
-        t[f] = w & F_RESERVED == 0 && (w & ALIGN_MASK) <= (8 << 4) && free_ok;
+        let free_ok = w & F_FREE == 0 || w & (F_INTERNAL | F_NAMED | ALIGN_MASK) == 0;
+        let named_ok = w & F_NAMED == 0 || w & F_INTERNAL == 0;
+        t[f] = (w & ALIGN_MASK) <= (8 << 4) && free_ok && named_ok;
         f += 1;
     }
     t

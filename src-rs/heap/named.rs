@@ -117,24 +117,47 @@ impl HeapView {
 
     /// Find `name`; returns (link word offset, entry offset, entry).
     pub(super) fn find_inner(&self, salt: u64, name: &[u8]) -> R<Option<(u64, u64, Entry)>> {
-        let l = self.lay;
         let hash = fnv1a(name);
-        let mut link = l.dir + 8 * (hash & (u64::from(l.buckets) - 1));
-        let mut budget = self.hld(H_ALLOCS)?.min(self.arena() / MIN_BLOCK) + 1;
+        let mut budget = self.walk_budget()?;
+        self.find_in_bucket(
+            salt,
+            hash & (u64::from(self.lay.buckets) - 1),
+            &mut budget,
+            |e, ent| {
+                Ok(ent.hash == hash
+                    && ent.name_len == name.len() as u64
+                    && self.read_bytes(e + E_NAME, ent.name_len)? == name)
+            },
+        )
+    }
+
+    /// How many entries a walk may visit before calling the directory cyclic.
+    fn walk_budget(&self) -> R<u64> {
+        Ok(self.hld(H_ALLOCS)?.min(self.arena() / MIN_BLOCK) + 1)
+    }
+
+    /// The first entry of `bucket` that `wanted(entry offset, entry)` accepts; returns
+    /// (link word offset, entry offset, entry). Each visited entry spends one unit of
+    /// `budget` (shared by the walks of one operation), so a cycle ends in `Corrupt`.
+    fn find_in_bucket(
+        &self,
+        salt: u64,
+        bucket: u64,
+        budget: &mut u64,
+        wanted: impl Fn(u64, &Entry) -> R<bool>,
+    ) -> R<Option<(u64, u64, Entry)>> {
+        let mut link = self.lay.dir + 8 * bucket;
         loop {
             let e = self.ld(link)?;
             if e == 0 {
                 return Ok(None);
             }
-            if budget == 0 {
+            if *budget == 0 {
                 return corrupt("directory chain too long (cycle?)", e);
             }
-            budget -= 1;
+            *budget -= 1;
             let ent = self.entry(salt, e, false)?;
-            if ent.hash == hash
-                && ent.name_len == name.len() as u64
-                && self.read_bytes(e + E_NAME, ent.name_len)? == name
-            {
+            if wanted(e, &ent)? {
                 return Ok(Some((link, e, ent)));
             }
             link = e + E_NEXT;
@@ -152,7 +175,7 @@ impl HeapView {
     pub fn named_find(&self, name: &[u8]) -> Result<Option<NamedEntry>, HeapError> {
         self.check_name(name).map_err(|f| self.err(f))?;
         self.read_op(|salt| match self.find_inner(salt, name)? {
-            Some((_, e, ent)) => Ok(Some(self.public_entry(e, &ent)?)),
+            Some((_, e, ent)) => Ok(Some(self.live_entry(salt, e, &ent)?)),
             None => Ok(None),
         })
     }
@@ -178,10 +201,14 @@ impl HeapView {
         let align = norm_align(align).map_err(|f| self.err(f))?;
         self.op(|salt| {
             if let Some((_, e, ent)) = self.find_inner(salt, name)? {
-                return Ok((self.public_entry(e, &ent)?, false));
+                return Ok((self.live_entry(salt, e, &ent)?, false));
             }
             let obj = self.malloc_inner(salt, size, align, false)?;
             self.zero(obj, size as u64)?;
+            // Mark it named (one store of its size word; a crash before the entry is
+            // published leaks it either way).
+            let ob = obj - HDR;
+            self.bp(ob).st(0, self.block(salt, ob)? | F_NAMED)?;
             let esize = E_NAME as usize + name.len() + type_desc.len();
             let e = match self.malloc_inner(salt, esize, 16, true) {
                 Ok(e) => e,
@@ -248,13 +275,58 @@ impl HeapView {
         self.op(|salt| match self.find_inner(salt, name)? {
             None => Ok(false),
             Some((link, _, ent)) => {
-                self.st(link, ent.next)?; // unlink: one store
-                self.commit();
-                self.sub(H_DIR_COUNT, 1)?;
-                self.free_inner(salt, ent.block, ent.block_word)?;
+                self.unlink_entry(salt, link, &ent)?;
+                // The object is no longer named: `free` need not look for its entry.
+                let ob = ent.obj - HDR;
+                if let Ok(ow) = self.block(salt, ob) {
+                    if ow & (F_FREE | F_INTERNAL) == 0 && ow & F_NAMED != 0 {
+                        self.bp(ob).st(0, ow & !F_NAMED)?;
+                    }
+                }
                 Ok(true)
             }
         })
+    }
+
+    /// Takes the entry `ent`, linked from the word at `link`, out of the directory and
+    /// frees its block. Caller holds the heap lock inside an operation.
+    fn unlink_entry(&self, salt: u64, link: u64, ent: &Entry) -> R<()> {
+        self.st(link, ent.next)?; // unlink: one store
+        self.commit();
+        self.sub(H_DIR_COUNT, 1)?;
+        self.free_inner(salt, ent.block, ent.block_word)
+    }
+
+    /// Removes the directory entry of the object at heap-relative payload offset `obj`
+    /// (being freed), if there is one: a walk of the whole directory, made only for
+    /// objects flagged NAMED. Caller holds the heap lock inside an operation.
+    pub(super) fn unname_object(&self, salt: u64, obj: u64) -> R<()> {
+        let mut budget = self.walk_budget()?;
+        for bucket in 0..u64::from(self.lay.buckets) {
+            if let Some((link, _, ent)) =
+                self.find_in_bucket(salt, bucket, &mut budget, |_, ent| Ok(ent.obj == obj))?
+            {
+                return self.unlink_entry(salt, link, &ent);
+            }
+        }
+        Ok(())
+    }
+
+    /// The public form of a found entry whose object is still an ordinary allocated
+    /// block holding its `size` bytes. An entry whose object was freed (by an older
+    /// version of shmutils, or a C peer, that did not remove the name) points at memory
+    /// someone else may own by now: `Corrupt` rather than hand it out.
+    fn live_entry(&self, salt: u64, e: u64, ent: &Entry) -> R<NamedEntry> {
+        let ob = ent.obj - HDR;
+        match self.block(salt, ob) {
+            Ok(w) if w & (F_FREE | F_INTERNAL) == 0 && ob + w_size(w) >= ent.obj + ent.size => {
+                self.public_entry(e, ent)
+            }
+            _ => corrupt(
+                "named object was freed while still named (its directory entry is dangling)",
+                e + E_OBJ,
+            ),
+        }
     }
 
     /// All directory entries (bucket order). Read-only. Caller holds the heap lock.
@@ -358,5 +430,66 @@ mod tests {
         assert!(t.h.named_list().unwrap().is_empty());
         t.h.check().unwrap();
         assert_eq!(t.h.stats().unwrap(), s0);
+    }
+
+    /// The size word of the block whose payload is at mapping-relative `off`.
+    fn word_of(t: &T, off: usize) -> u64 {
+        u64::from_le_bytes(t.mem.read(off - HDR as usize, 8).try_into().unwrap())
+    }
+
+    #[test]
+    fn freeing_a_named_object_removes_its_name() {
+        let t = T::new(1 << 20);
+        let s0 = t.h.stats().unwrap();
+        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t").unwrap();
+        let (b, _) = t.h.named_reserve(b"b", 100, 64, b"t").unwrap();
+        assert_ne!(word_of(&t, a.offset) & F_NAMED, 0);
+        assert_eq!(
+            code(t.h.realloc(a.offset, 500)),
+            "EINVAL",
+            "would leave the entry behind"
+        );
+        t.h.free(a.offset).unwrap();
+        assert_eq!(t.h.named_find(b"a").unwrap(), None);
+        assert_eq!(t.h.named_find(b"b").unwrap().unwrap().offset, b.offset);
+        t.h.check().unwrap();
+        // unname clears the flag: the object is then an ordinary allocation
+        assert!(t.h.named_remove(b"b").unwrap());
+        assert_eq!(word_of(&t, b.offset) & F_NAMED, 0);
+        let b2 = t.h.realloc(b.offset, 500).unwrap();
+        t.h.free(b2).unwrap();
+        t.h.check().unwrap();
+        assert_eq!(t.h.stats().unwrap(), s0, "entries and objects all returned");
+    }
+
+    #[test]
+    fn a_dangling_entry_is_corruption() {
+        // What an older version (or a C peer) did: free a named object, keeping its name.
+        let t = T::new(1 << 20);
+        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t").unwrap();
+        let w = word_of(&t, a.offset);
+        t.mem
+            .write(a.offset - HDR as usize, &(w & !F_NAMED).to_le_bytes());
+        t.h.check().unwrap();
+        t.h.free(a.offset).unwrap();
+        assert_eq!(code(t.h.check()), "ERR_SHM_CORRUPT");
+        assert_eq!(code(t.h.named_find(b"a")), "ERR_SHM_CORRUPT");
+        assert_eq!(
+            code(t.h.named_reserve(b"a", 100, 16, b"t")),
+            "ERR_SHM_CORRUPT"
+        );
+        // Allocated again at another size: still not the entry's object.
+        let x = t.h.malloc(16, 16).unwrap();
+        assert_eq!(x, a.offset, "the freed block is reused first");
+        assert_eq!(
+            code(t.h.named_find(b"a")),
+            "ERR_SHM_CORRUPT",
+            "16 bytes cannot hold 100"
+        );
+        assert!(
+            t.h.named_remove(b"a").unwrap(),
+            "the name can still be removed"
+        );
+        t.h.check().unwrap();
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! | off | size | field | meaning |
 //! |----:|-----:|-------|---------|
-//! | 0 | 8 | word | bit 0 FREE; bit 1 PREV_FREE (the physically previous block is free); bit 2 INTERNAL (directory entry: not freeable by `free`); bit 3 reserved (0); bits 4..7 `log2(align) - 4` of the allocation (0 for free blocks); bits 8..63 `size / 16` (size includes this header) |
+//! | 0 | 8 | word | bit 0 FREE; bit 1 PREV_FREE (the physically previous block is free); bit 2 INTERNAL (directory entry: not freeable by `free`); bit 3 NAMED (the object of a directory entry: `free` also removes its name, `realloc` refuses it; only on allocated, non-INTERNAL blocks); bits 4..7 `log2(align) - 4` of the allocation (0 for free blocks); bits 8..63 `size / 16` (size includes this header) |
 //! | 8 | 8 | check | `z = (b ^ salt) * 0x9E3779B97F4A7C15` (wrapping), `(z ^ (z >> 29)) \| 1` for a live block header; `check ^ 0xDEADBEEF_DEADBEE0` once the header has been absorbed by a merge ("dead": freeing it reports a double free) |
 //! | 16 | size-16 | payload | user data of an allocated block; the user offset is `heap_off + b + 16` |
 //!
@@ -667,10 +667,15 @@ impl HeapView {
         Ok(self.heap_off + r as usize)
     }
 
-    /// Free the allocation at mapping-relative `off`. Caller holds the heap lock.
+    /// Free the allocation at mapping-relative `off`; a named object loses its name
+    /// first (in the same operation), so the directory never points at freed memory.
+    /// Caller holds the heap lock.
     pub fn free(&self, off: usize) -> Result<(), HeapError> {
         self.op(|salt| {
             let (b, w) = self.user_block(salt, off)?;
+            if w & F_NAMED != 0 {
+                self.unname_object(salt, b + HDR)?;
+            }
             self.free_inner(salt, b, w)
         })
     }
@@ -681,6 +686,13 @@ impl HeapView {
     pub fn realloc(&self, off: usize, size: usize) -> Result<usize, HeapError> {
         let r = self.op(|salt| {
             let (b, w) = self.user_block(salt, off)?;
+            if w & F_NAMED != 0 {
+                // Moving it would leave its directory entry behind.
+                return Err(Fault::BadOff(
+                    "offset is a named object, which cannot be resized",
+                    off as u64,
+                ));
+            }
             self.realloc_inner(salt, b, w, size)
         })?;
         Ok(self.heap_off + r as usize)

@@ -204,6 +204,18 @@ pub struct MappingInfo {
     pub heap_offset: f64,
     /// Length of the heap region (managed segments), else 0.
     pub heap_size: f64,
+    /// The segment's identity from its header (16 hex digits); absent for raw mappings
+    /// and for segments made before the field existed.
+    pub uid: Option<String>,
+    /// The inode number of the mapped object (decimal); absent for anonymous mappings and
+    /// where the system reports none.
+    pub inode: Option<String>,
+    /// Creation time from the header, ms since the Unix epoch; 0 if unknown or raw.
+    pub created_ms: f64,
+    /// The creator's pid from the header; 0 if unknown or raw.
+    pub creator_pid: u32,
+    /// The creator's process start time from the header; 0 if unknown or raw.
+    pub creator_start: f64,
 }
 
 impl Mapping {
@@ -343,6 +355,19 @@ impl Mapping {
             base: self.header.map_or(addr, |h| h.base as f64),
             heap_offset: self.header.map_or(0.0, |h| h.heap_offset as f64),
             heap_size: self.header.map_or(0.0, |h| h.heap_size as f64),
+            uid: self
+                .header
+                .filter(|h| h.uid != 0)
+                .map(|h| format!("{:016x}", h.uid)),
+            inode: self
+                .region
+                .fd()
+                .and_then(|fd| shm::inode(fd).ok())
+                .filter(|&ino| ino != 0)
+                .map(|ino| ino.to_string()),
+            created_ms: self.header.map_or(0.0, |h| h.created_ms as f64),
+            creator_pid: self.header.map_or(0, |h| h.creator_pid),
+            creator_start: self.header.map_or(0.0, |h| h.creator_start as f64),
         }
     }
 

@@ -65,6 +65,36 @@ pub fn thread_id() -> u32 {
     (unsafe { libc::gettid() }) as u32
 }
 
+/// When thread `tid` started, in clock ticks since boot (field 22 of `/proc/<tid>/stat`),
+/// or `None` if no such thread exists now. Together with the tid it names a thread
+/// uniquely, which is what defeats tid reuse in dead-owner checks.
+pub fn thread_start_time(tid: u32) -> Option<u64> {
+    start_time_in(&format!("/proc/{tid}/stat"))
+}
+
+/// The start time (field 22) in the `stat` file at `path` (`/proc/<tid>/stat`,
+/// `/proc/thread-self/stat`), or `None` if it is missing or names a zombie.
+pub(super) fn start_time_in(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Field 3 is the first after ')'; start time is field 22, so index 19 here.
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None; // a zombie or dead thread holds nothing
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// When process `pid` started, in clock ticks since boot (its main thread's start time:
+/// field 22 of `/proc/<pid>/stat`), or `None` if no such process exists now (or it is a
+/// zombie). Segment headers record the creator's, so a reader can tell whether the
+/// creator still runs even after its pid was reused.
+pub fn process_start_time(pid: libc::pid_t) -> Option<u64> {
+    thread_start_time(u32::try_from(pid).ok()?)
+}
+
 /// The number of usable bits in a user-space address, from where the stack sits: user
 /// space ends just above the main stack on Linux (47 bits on x86-64, 39 or 48 on arm64).
 pub fn user_address_bits() -> u32 {

@@ -217,15 +217,5 @@ pub fn local_thread_id() -> u32 {
 /// When the calling thread started, in clock ticks since boot (informational in lock
 /// records; `/proc/thread-self`, which names this thread whatever the PID namespace).
 pub fn own_start_time() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
-        return 0;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return 0;
-    };
-    stat[close + 1..]
-        .split_whitespace()
-        .nth(19)
-        .and_then(|f| f.parse().ok())
-        .unwrap_or(0)
+    super::linux::start_time_in("/proc/thread-self/stat").unwrap_or(0)
 }
