@@ -1,7 +1,9 @@
 // Lock, heap and directory words written by a hostile or broken process: every call ends
 // promptly in a typed error or a recovery, never in a hang. (The values are what such a
 // process leaves: a 0xff fill, NOT_RECOVERABLE with flag bits, the thread id of some live
-// process, a random number, the token of a live thread that holds nothing.)
+// process, a random number, the token of a live thread that holds nothing.) Serial: some
+// tests block the event loop on purpose (bounded synchronous waits), which would skew the
+// timings of the others.
 import test, { type ExecutionContext } from 'ava'
 import { Condition, DEFAULT_HEAP_LOCK_TIMEOUT, Lock, MappedMemory, RLock, ShmError } from '../dist/index.js'
 import { rejection, segmentName, since, startPeer, throws, type Peer } from './helpers.js'
@@ -26,7 +28,7 @@ async function liveStranger(t: ExecutionContext, m: MappedMemory): Promise<{ pee
 
 const DEAD_FOREVER = [0x7fff_ffff, 0xffff_ffff | 0, 0x3fff_ffff]
 
-test('heap lock word: a 0xff fill or NOT_RECOVERABLE with flags fails at once with ERR_SHM_CORRUPT', (t) => {
+test.serial('heap lock word: a 0xff fill or NOT_RECOVERABLE with flags fails at once with ERR_SHM_CORRUPT', (t) => {
   for (const word of DEAD_FOREVER) {
     const m = segment(t)
     const heap = m.heap
@@ -39,7 +41,7 @@ test('heap lock word: a 0xff fill or NOT_RECOVERABLE with flags fails at once wi
   }
 })
 
-test('heap lock word naming a live unrelated thread or a random token: recovered (heap repaired) within 250 ms', async (t) => {
+test.serial('heap lock word naming a live unrelated thread or a random token: recovered (heap repaired) within 250 ms', async (t) => {
   const m = segment(t)
   const heap = m.heap
   const { tid } = await liveStranger(t, m)
@@ -54,7 +56,7 @@ test('heap lock word naming a live unrelated thread or a random token: recovered
   }
 })
 
-test('heap lock word naming a live thread that never lets go: ETIMEDOUT after the heap\'s lockTimeout (default 10 s)', async (t) => {
+test.serial('heap lock word naming a live thread that never lets go: ETIMEDOUT after the heap\'s lockTimeout (default 10 s)', async (t) => {
   const m = segment(t)
   const heap = m.heap
   t.is(heap.lockTimeout, DEFAULT_HEAP_LOCK_TIMEOUT)
@@ -74,7 +76,7 @@ test('heap lock word naming a live thread that never lets go: ETIMEDOUT after th
 })
 
 for (const Cls of [Lock, RLock]) {
-  test(`${Cls.name} word: a 0xff fill or NOT_RECOVERABLE with flags is ERR_SHM_NOT_RECOVERABLE at once, sync and async`, async (t) => {
+  test.serial(`${Cls.name} word: a 0xff fill or NOT_RECOVERABLE with flags is ERR_SHM_NOT_RECOVERABLE at once, sync and async`, async (t) => {
     const m = segment(t)
     for (const word of DEAD_FOREVER) {
       const lock = new Cls(m)
@@ -89,7 +91,7 @@ for (const Cls of [Lock, RLock]) {
     }
   })
 
-  test(`${Cls.name} word naming a live unrelated thread's id or a random token: recovered with ownerDied within 250 ms`, async (t) => {
+  test.serial(`${Cls.name} word naming a live unrelated thread's id or a random token: recovered with ownerDied within 250 ms`, async (t) => {
     const m = segment(t)
     const { tid } = await liveStranger(t, m)
     for (const [word, mode] of [[tid, 'sync'], [tid | (1 << 31), 'async'], [0x1234_5678, 'sync'], [0x3fff_fffe, 'async']] as const) {
@@ -122,7 +124,7 @@ function entryOf(m: MappedMemory, name: string): { state: number; type: number }
   return { state: H + e + 32, type: H + e + 48 + dv.getUint32(H + e + 36, true) }
 }
 
-test('a directory entry whose state is neither 0 nor 1 fails find/named at once with ERR_SHM_CORRUPT', (t) => {
+test.serial('a directory entry whose state is neither 0 nor 1 fails find/named at once with ERR_SHM_CORRUPT', (t) => {
   const m = segment(t)
   m.heap.named('x', 'int32_t', 5)
   const { state } = entryOf(m, 'x')
@@ -137,7 +139,7 @@ test('a directory entry whose state is neither 0 nor 1 fails find/named at once 
   t.is(m.heap.find<number>('x')!.value, 5)
 })
 
-test('a corrupt stored type description is ERR_SHM_CORRUPT (segment damage), not a TypeError', (t) => {
+test.serial('a corrupt stored type description is ERR_SHM_CORRUPT (segment damage), not a TypeError', (t) => {
   const m = segment(t)
   m.heap.named('y', 'uint64_t', 1n)
   const { type } = entryOf(m, 'y')
@@ -154,7 +156,7 @@ test('a corrupt stored type description is ERR_SHM_CORRUPT (segment damage), not
   t.is(m.heap.find<bigint>('y')!.value, 1n)
 })
 
-test('condition counts with more signals than waiters never make a wait report a notification nobody sent', async (t) => {
+test.serial('condition counts with more signals than waiters never make a wait report a notification nobody sent', async (t) => {
   const m = segment(t)
   const lock = new Lock(m)
   const cond = new Condition(lock)
@@ -169,7 +171,7 @@ test('condition counts with more signals than waiters never make a wait report a
   }
 })
 
-test('records are tagged with their kind; .at refuses a record of another kind', (t) => {
+test.serial('records are tagged with their kind; .at refuses a record of another kind', (t) => {
   const m = segment(t)
   const lock = new Lock(m)
   const rlock = new RLock(m)
@@ -182,7 +184,7 @@ test('records are tagged with their kind; .at refuses a record of another kind',
   t.notThrows(() => RLock.at(m, lock.offset), 'Lock and RLock records share a format')
 })
 
-test('a read-only mapping cannot take locks: EACCES before anything is written (no token, no crash)', (t) => {
+test.serial('a read-only mapping cannot take locks: EACCES before anything is written (no token, no crash)', (t) => {
   const m = segment(t)
   const lock = new Lock(m)
   m.heap.named('z', 'int32_t', 3)

@@ -58,7 +58,7 @@ for (const [what, kind, how] of deaths) {
   })
 }
 
-test('undo: a thread\'s release pays back what it holds; a release by a thread holding none is plain', async (t) => {
+test.serial('undo: a thread\'s release pays back what it holds; a release by a thread holding none is plain', async (t) => {
   const m = segment(t)
   const s = new Semaphore(m, 2, { undo: true })
   t.true(s.acquire())
@@ -78,7 +78,7 @@ test('undo: a thread\'s release pays back what it holds; a release by a thread h
   t.is(Semaphore.at(m, s.offset).undo, true, 'at() recognises it')
 })
 
-test('undo: every holder slot taken by a live thread makes the next taker fail with EAGAIN', async (t) => {
+test.serial('undo: every holder slot taken by a live thread makes the next taker fail with EAGAIN', async (t) => {
   const m = segment(t)
   const s = new Semaphore(m, 5, { undo: true, holders: 1 })
   t.true(s.tryAcquire())
@@ -96,7 +96,7 @@ test('undo: every holder slot taken by a live thread makes the next taker fail w
   throws(t, () => new Semaphore(m, 1, { holders: 4 }), { instanceOf: TypeError, message: /undo/ })
 })
 
-test('undo: units are counted exactly across two processes and a worker thread', async (t) => {
+test.serial('undo: units are counted exactly across two processes and a worker thread', async (t) => {
   const m = segment(t)
   const s = new Semaphore(m, 1, { undo: true })
   const peers = await Promise.all([startPeer(t, 'process'), startPeer(t, 'process'), startPeer(t, 'thread')])
