@@ -12,11 +12,13 @@ export { RLock } from './rlock.js'
 export { Condition } from './condition.js'
 export { Semaphore, SEMAPHORE_MAX, type SemaphoreOptions } from './semaphore.js'
 export { Heap, DEFAULT_HEAP_LOCK_TIMEOUT, type HeapStats, type HeapCreateOptions } from './heap.js'
-export { Ref, type RefHeap } from './ref.js'
+export { Ref, type RefHeap, type ElementOf, type ElementRefOf, type TargetOf, type ValueInput } from './ref.js'
+export type { RefOf, MemberOf, MembersOf, InitOf } from './typed.js'
 export { revive, reviver, isHandle, type Handle } from './handles.js'
 export {
   types, cdef, FFI, CDefError, parseTypeName, describeType, typeFromDescription, lookupField, memberNames, MAX_DESCRIPTION_DEPTH,
   type AnonKeys, type UnionToIntersection, type Simplify, type FieldMap, type ShapeOf, type EnumValue,
+  type TypeOfName, type AllocationTypeOfName, type NumberTypeName, type BigintTypeName, type BooleanTypeName, type CharPointerName,
   type Type, type JsOf, type EnumBase, type ScalarKind, type TypeDesc, type FieldDesc, type ScalarName, type ScalarType, type PointerType, type ArrayType, type StructType, type EnumType, type Field,
 } from './types/index.js'
-export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseConstructor } from './cbase.js'
+export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseInstanceOf, type CBaseConstructor } from './cbase.js'

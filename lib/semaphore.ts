@@ -6,7 +6,7 @@
  * Rust (`src-rs/sync/undo.rs`).
  * @module
  */
-import { checkInteger, checkTimeout, describe } from './args.js'
+import { checkInteger, checkTimeoutArg, describe } from './args.js'
 import { closedError, native, rangeError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, type LockHome } from './lock.js'
@@ -16,14 +16,20 @@ import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** The count bits of the word; bit 31 means "someone may sleep: wake on release". */
 const COUNT_MASK = 0x7fff_ffff
-/** The largest count. */
+/**
+ * The largest count.
+ * @category Locks and waiting
+ */
 export const SEMAPHORE_MAX = COUNT_MASK
 /** Holder slots of an undo semaphore unless told otherwise. */
 const DEFAULT_HOLDERS = 64
 /** The most holder slots an undo semaphore may have. */
 const MAX_HOLDERS = 65_536
 
-/** Options of a new {@link Semaphore}. */
+/**
+ * Options of a new {@link Semaphore}.
+ * @category Locks and waiting
+ */
 export interface SemaphoreOptions {
   /**
    * What System V's `SEM_UNDO` gives: units taken by a thread that then dies (killed,
@@ -61,6 +67,14 @@ let atPlace: { memory: MappedMemory; offset: number } | null = null
  * maps the segment. Units are not owned: any thread may release. Units taken by a
  * process that dies are not given back, unless the semaphore was created with
  * `{ undo: true }` ({@link SemaphoreOptions.undo}).
+ * @example
+ * ```ts
+ * const slots = new Semaphore(mem, 2)   // at most two holders at a time, in any process
+ * await slots.acquireAsync()            // or acquire(), acquire(100), tryAcquire()
+ * try { await render() } finally { slots.release() }
+ * const pool = new Semaphore(mem, 4, { undo: true })  // a dead taker's units come back
+ * ```
+ * @category Locks and waiting
  */
 export class Semaphore {
   /** The mapping holding the record. */
@@ -177,8 +191,8 @@ export class Semaphore {
    * Takes a unit, blocking this thread while there is none.
    * @returns `true` when taken, `false` when `timeout` ran out
    */
-  acquire(options?: AcquireOptions): boolean {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+  acquire(options?: number | AcquireOptions): boolean {
+    const timeout = options === undefined ? undefined : checkTimeoutArg(options)
     if (this.tryAcquire()) return true
     if (timeout === 0) return false
     const { id } = internals(this.memory)
@@ -192,7 +206,7 @@ export class Semaphore {
    * @returns `true` when taken, `false` when `timeout` ran out
    * @throws (rejects) AbortError; ShmError `ERR_SHM_CLOSED`; TypeError/RangeError
    */
-  acquireAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  acquireAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     return acquireAsyncWith(
       options,
       () => this.tryAcquire(),
