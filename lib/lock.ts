@@ -11,7 +11,7 @@ import { checkIndex, checkTimeoutArg, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
-import { internals, MappedMemory, memoryOfHandle } from './memory.js'
+import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { binding } from './native.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
@@ -42,13 +42,20 @@ export const Kind = Object.freeze({
 
 const KIND_NAMES = new Map<number, string>(Object.entries(Kind).map(([name, k]) => [k, name]))
 
+/** The `kind` word of the record at `offset` (through the window holding it). */
+function kindWord(memory: MappedMemory, offset: number): { i32: Int32Array; at: number } {
+  const win = internals(memory).window(offset, LOCK_SIZE)
+  return { i32: win.i32, at: ((offset - win.start) >> 2) + 2 }
+}
+
 /**
  * @internal Refuses to use a record tagged as something else: `kinds` are the tags
  * accepted besides 0 (untagged). Unknown values are left alone (not ours to judge).
  * @throws TypeError naming what the record is
  */
 export function checkKind(memory: MappedMemory, offset: number, kinds: readonly number[], what: string): void {
-  const k = internals(memory).i32[(offset >> 2) + 2]
+  const { i32, at } = kindWord(memory, offset)
+  const k = i32[at]!
   if (k !== 0 && !kinds.includes(k) && KIND_NAMES.has(k)) {
     throw typeError(`The record at offset ${offset} is a ${KIND_NAMES.get(k)} (kind ${k}), not a ${what}`)
   }
@@ -115,7 +122,8 @@ export function setLockAllocator(fn: (where: unknown, size: number) => Place): v
 export function allocateRecord(where: unknown, what: string, kind: number, size = 64): Place {
   if (!allocateIn) throw typeError(`new ${what}(where) needs the heap module`)
   const place = allocateIn(where, size)
-  internals(place.memory).i32[(place.offset >> 2) + 2] = kind
+  const { i32, at } = kindWord(place.memory, place.offset)
+  i32[at] = kind
   return place
 }
 
@@ -126,7 +134,7 @@ export function checkRecordAt(memory: unknown, offset: unknown): asserts memory 
   const off = offset as number
   if (off % LOCK_ALIGN !== 0) throw rangeError(`The "offset" argument must be a multiple of ${LOCK_ALIGN}; got ${off}`)
   if (off + LOCK_SIZE > memory.size) throw rangeError(`The "offset" argument ${off} leaves no room for a ${LOCK_SIZE}-byte record in ${memory.size} bytes`)
-  internals(memory)
+  writable(memory)
 }
 
 /** @internal Sets a lock's {@link Lock.ownerDied} (after a condition wait re-acquired it). */
@@ -194,8 +202,9 @@ export class Lock implements Disposable {
     const tag = (new.target as typeof Lock)._kind
     ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name, tag))
     atPlace = null
-    this.#i32 = internals(this.memory).i32
-    this.#w = this.offset >> 2
+    const win = internals(this.memory).window(this.offset, LOCK_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
     const kind = new.target.name
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: kind, segment: m.segment, offset: this.offset, memory: m }))
   }
@@ -249,7 +258,9 @@ export class Lock implements Disposable {
 
   /** Whether this thread holds the lock. */
   #heldHere(): boolean {
-    return this.#mine(Atomics.load(this.#word(), this.#w))
+    const v = Atomics.load(this.#word(), this.#w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return this.#mine(v)
   }
 
   // Reentrant locks (RLock): the record's second word holds this thread's recursion
@@ -317,20 +328,36 @@ export class Lock implements Disposable {
     return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout)))
   }
 
-  /** Who holds it, for diagnostics (and macOS's pid-reuse check); the token last. */
+  // Memory safety: every path that takes, gives back or reads the word then checks the
+  // process-wide GUARD (lib/memory.ts), so a word on a page the mapping lost (the object
+  // was shrunk by another process) gives ERR_SHM_TRUNCATED, never a "lock" on a private
+  // zero page. The owner fields say who holds it, for diagnostics (and macOS's pid-reuse
+  // check); the token last.
   #recordOwner(a: Int32Array, w: number, me: number): void {
     a[w + 3] = PID
     a[w + 4] = TID
     a[w + 6] = START_LO
     a[w + 7] = START_HI
     a[w + 5] = me
+    if (GUARD[0] !== 0) this.#lostWhileTaking(a, w, me)
     this.#ownerDied = false
     this.#entered()
+  }
+
+  /** The word just taken may lie on a page the mapping lost: give it back and throw. */
+  #lostWhileTaking(a: Int32Array, w: number, me: number): void {
+    try {
+      checkIntact(this.memory)
+    } catch (e) {
+      Atomics.compareExchange(a, w, me, 0)
+      throw e
+    }
   }
 
   /** Applies a native acquisition's completion code; `false` if it timed out. */
   #acquired(code: number): boolean {
     throwIfFailed(code)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if (outcome(code) === Code.TIMED_OUT) return false
     this.#ownerDied = (code & Code.OWNER_DIED) !== 0
     this.#entered()
@@ -388,8 +415,12 @@ export class Lock implements Disposable {
     if (this.#leave()) return
     const me = this.#token()
     // Fast path: ours with nobody waiting → free.
-    if (Atomics.compareExchange(a, w, me, 0) === me) return
+    if (Atomics.compareExchange(a, w, me, 0) === me) {
+      if (GUARD[0] !== 0) checkIntact(this.memory)
+      return
+    }
     const cur = Atomics.load(a, w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if ((cur & TOKEN_MASK) !== me) throw notOwner()
     const { id } = internals(this.memory)
     if (cur & OWNER_DIED) {
@@ -445,7 +476,9 @@ export class Lock implements Disposable {
 
   /** Whether any thread (in any process) holds the lock now. */
   get locked(): boolean {
-    return (Atomics.load(this.#word(), this.#w) & TOKEN_MASK) !== 0
+    const v = Atomics.load(this.#word(), this.#w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return (v & TOKEN_MASK) !== 0
   }
 
   /** `true` after an acquire that took the lock over from a holder that died. */

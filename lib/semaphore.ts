@@ -9,8 +9,8 @@
 import { checkInteger, checkTimeoutArg, describe } from './args.js'
 import { closedError, native, rangeError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, type LockHome } from './lock.js'
-import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, LOCK_SIZE, type LockHome } from './lock.js'
+import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
@@ -36,7 +36,7 @@ export interface SemaphoreOptions {
    * exited, worker terminated) are given back, within about 50 ms of someone waiting
    * for a unit. Units belong to the thread that took them: release them from that
    * thread (a release from a thread that holds none is a plain release). Every
-   * operation then goes through native code (tens of nanoseconds more). Default `false`.
+   * operation then goes through native code. Default `false`.
    */
   undo?: boolean
   /**
@@ -106,20 +106,21 @@ export class Semaphore {
     if (place === null) checkInteger('initial', initial, 0, SEMAPHORE_MAX)
     const size = holders === 0 ? 64 : binding.semUndoSize(holders)
     ;({ memory: this.memory, offset: this.offset } = place ?? allocateRecord(where, 'Semaphore', Kind.SEMAPHORE, size))
-    const { i32, id } = internals(this.memory)
-    this.#i32 = i32
-    this.#id = id
-    this.#w = this.offset >> 2
+    const mem = internals(this.memory)
+    const win = mem.window(this.offset, LOCK_SIZE)
+    const i32 = (this.#i32 = win.i32)
+    const w = (this.#w = (this.offset - win.start) >> 2)
+    this.#id = mem.id
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }))
     if (place === null || initial !== undefined) {
-      if (holders !== 0) native(() => binding.semUndoFormat(id, this.offset, holders, initial))
+      if (holders !== 0) native(() => binding.semUndoFormat(mem.id, this.offset, holders, initial))
       else {
-        Atomics.store(i32, this.#w + 1, 0)
-        Atomics.store(i32, this.#w + 2, Kind.SEMAPHORE)
-        Atomics.store(i32, this.#w, initial)
+        Atomics.store(i32, w + 1, 0)
+        Atomics.store(i32, w + 2, Kind.SEMAPHORE)
+        Atomics.store(i32, w, initial)
       }
     }
-    this.#undo = Atomics.load(i32, this.#w + 1) !== 0
+    this.#undo = Atomics.load(i32, w + 1) !== 0
   }
 
   /**
@@ -158,12 +159,15 @@ export class Semaphore {
 
   /** An undo semaphore's native operation (`binding.semUndo`); the caller checked the mapping is open. */
   #undoOp(op: number, n: number): number {
-    return native(() => binding.semUndo(this.#id, this.offset, op, n))
+    const r = native(() => binding.semUndo(this.#id, this.offset, op, n))
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return r
   }
 
   #word(): Int32Array {
     const a = this.#i32
     if (a.length === 0) throw closedError('the semaphore\'s mapping')
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     return a
   }
 
@@ -181,7 +185,10 @@ export class Semaphore {
     while ((v & COUNT_MASK) !== 0) {
       // v - 1 keeps bit 31 (the int32 stays negative when it is set).
       const seen = Atomics.compareExchange(a, w, v, v - 1)
-      if (seen === v) return true
+      if (seen === v) {
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+        return true
+      }
       v = seen
     }
     return false
@@ -196,7 +203,9 @@ export class Semaphore {
     if (this.tryAcquire()) return true
     if (timeout === 0) return false
     const { id } = internals(this.memory)
-    return native(() => binding.semAcquire(id, this.offset, timeout))
+    const taken = native(() => binding.semAcquire(id, this.offset, timeout))
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return taken
   }
 
   /**
@@ -213,6 +222,7 @@ export class Semaphore {
       (timeout) => binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout),
       (code) => {
         throwIfFailed(code)
+        if (GUARD[0] !== 0) checkIntact(this.memory)
         return outcome(code) === Code.OK
       },
     )
@@ -240,6 +250,7 @@ export class Semaphore {
       if (seen === v) break
       v = seen
     }
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if (v < 0) {
       const { id } = internals(this.memory)
       native(() => binding.semWake(id, this.offset, n))

@@ -2,6 +2,7 @@
 //! ([`mapping::Region`]), and managed segments with a validated header ([`segment`]).
 //! Everything above (heap, sync, the JavaScript boundary) works on a [`mapping::Region`].
 
+pub mod backing;
 pub mod mapping;
 pub mod segment;
 pub mod shm;

@@ -261,14 +261,15 @@ pub fn mark_attached(region: &Region, creator: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::segment::{self, Placement};
+    use crate::memory::segment::{self, Backing, Placement};
 
     /// The process marks of `docs/FORMAT.md` §6.3, as another description sees them.
     #[test]
     #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
     fn attached_and_creator_marks_live_with_the_mapping() {
         let name = format!("/shmutils-rs-marks-{}", std::process::id());
-        let (region, _) = segment::create(&name, 8192, 0o600, Placement::Anywhere, false).unwrap();
+        let (region, _) =
+            segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
         mark_attached(&region, true);
         let other = crate::memory::shm::open(
             &name,
