@@ -6,10 +6,10 @@
 //! | file | exports |
 //! |------|---------|
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
-//! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize` |
-//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]) |
-//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent`, `threadIdentity` (`lockWake` through [`raw`]) |
-//! | [`semaphore`] | `semAcquire`, `semAcquireAsync` (`semWake` through [`raw`]) |
+//! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
+//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout` |
+//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockWake` through [`raw`]) |
+//! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |
 //! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
 //! | [`raw`] | the hot calls as plain N-API callbacks |
