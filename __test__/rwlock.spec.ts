@@ -4,7 +4,7 @@
 // bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
 import { MappedMemory, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
-import { rejection, segmentName, sleep, startPeer, throws } from './helpers.js'
+import { pidNamespaceUnavailable, rejection, segmentName, sleep, startPeer, throws } from './helpers.js'
 
 function segment(t: ExecutionContext): MappedMemory {
   const m = MappedMemory.create(segmentName(t, 'rw'), { size: 1 << 20 })
@@ -141,4 +141,19 @@ test('bad input and misuse: typed errors', (t) => {
   t.true(RWLock.at(mem, lock.offset).tryAcquireRead(), 'another object on the same record')
   mem.close()
   throws(t, () => lock.acquireRead(), { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })
+})
+
+const noNamespaces = pidNamespaceUnavailable()
+if (noNamespaces !== null) console.log(`rwlock.spec.ts: SKIPPING the PID-namespace test: ${noNamespaces}`)
+;(noNamespaces === null ? test.serial : test.skip)('across PID namespaces: a live reader in another namespace is never taken for dead, a dead one is dropped', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const r = await startPeer(t, 'namespace', 'prim-peer.mjs')
+  await r.request('revive', { key: 'l', handle: lock })
+  t.true((await r.request<{ ok: boolean }>('readHold', { key: 'l' })).ok)
+  // Its thread ids mean nothing here (it is pid 1 there): only its liveness token tells.
+  t.false(lock.acquireWrite({ timeout: 400 }), 'a live reader keeps the lock through 8 liveness checks')
+  await r.kill()
+  t.true(lock.acquireWrite({ timeout: 5000 }), 'the dead reader is dropped')
+  lock.releaseWrite()
 })

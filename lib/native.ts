@@ -43,6 +43,11 @@ export interface FastBinding {
   /** Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`. */
   semWake(id: number, offset: number, n: number): void
   /**
+   * An undo semaphore's operation (`src-rs/sync/undo.rs`): `op` 0 takes a unit if one is
+   * free (1 taken, 0 not), 1 releases `n`, 2 answers how many units this thread holds.
+   */
+  semUndo(id: number, offset: number, op: number, n: number): number
+  /**
    * `malloc(size, align)` on heap slot `id`, recording the block (offset / 16) in the
    * u32 at mapping offset `slot` under the heap lock; returns the block's offset.
    */

@@ -11,7 +11,7 @@
  * | 4      | `wwait`   | 1: someone may sleep on `writer`: its release must wake           |
  * | 8      | `kind`    | 5                                                                 |
  * | 12     | `owner`   | copy of `writer` written right after claiming (trust `start` only if equal) |
- * | 16     | `start`   | the writer's thread start time, u64 (against id reuse)            |
+ * | 16     | `start`   | the writer's thread start time, u64 (informational; macOS checks it) |
  * | 24     | `rgone`   | futex word a writer waiting for readers sleeps on; bumped by a leaving reader that sees `rwait` |
  * | 28     | `rwait`   | 1: a writer (or a reader wanting a slot) sleeps on `rgone`         |
  * | 64     | `slots`   | 32 reader slots: the owner of each read hold, 0 = free            |
@@ -38,14 +38,14 @@
  * claiming) the lock is taken over by the next writer, or cleared by the next reader,
  * and that acquisition reports {@link RWLock.ownerDied}: the data may be half-written.
  *
- * Owners are who `me()` / `alive()` below say: the one seam to change when lock owners
- * become per-segment liveness tokens.
+ * Owners are liveness tokens, as in lock words: `me()` and `liveness()` below are the one
+ * place that knows (native side `src-rs/js/owner.rs`).
  * @module
  */
 import { checkTimeout, checkWaitOptions, describe } from './args.js'
 import { abortError, closedError, native, notOwner, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { START_HI, START_LO, TID } from './identity.js'
+import { START_HI, START_LO, tokenIn } from './identity.js'
 import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
@@ -54,18 +54,23 @@ import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 
 // ---- the identity seam ----
 
-/** Who this thread is in `memory`'s records: its kernel thread id, today. */
-function me(_memory: MappedMemory): number {
-  return TID
+/** Who this thread is in `memory`'s records: its liveness token for the segment. */
+function me(memory: MappedMemory): number {
+  return tokenIn(memory)
 }
+
+/** Answers of {@link liveness}. */
+const ALIVE = 1
+const SUSPECT = 2
 
 /**
  * Whether the owner recorded as `owner` (with thread start time `lo`/`hi`, 0 if none)
- * still lives.
+ * lives: {@link ALIVE}, 0 (dead), or {@link SUSPECT} (probably gone; dead if still so at
+ * the next check: macOS only).
  */
-function alive(memory: MappedMemory, owner: number, lo: number, hi: number): boolean {
+function liveness(memory: MappedMemory, owner: number, lo: number, hi: number): number {
   const { id } = internals(memory)
-  return native(() => binding.ownerAlive(id, owner >>> 0, lo >>> 0, hi >>> 0))
+  return native(() => binding.ownerLiveness(id, owner >>> 0, lo >>> 0, hi >>> 0))
 }
 
 // ---- the record ----
@@ -391,11 +396,25 @@ export class RWLock {
     const w = this.#w
     // The start time belongs to `writer` only once it copied its id next to it.
     const recorded = a[w + R.OWNER] === writer
-    if (alive(this.memory, writer, recorded ? a[w + R.START_LO] : 0, recorded ? a[w + R.START_HI] : 0)) return false
+    if (this.#alive(writer, recorded ? a[w + R.START_LO] : 0, recorded ? a[w + R.START_HI] : 0)) return false
     if (Atomics.compareExchange(a, w + R.WRITER, writer, next) !== writer) return false
     Atomics.store(a, w + R.WWAIT, 0)
     wakeWord(this.memory, this.offset + 4 * R.WRITER)
     return true
+  }
+
+  /** An owner found suspect at the previous check (0: none). */
+  #suspect = 0
+
+  /** Whether `owner` lives; a suspect one counts as dead when still suspect a check later. */
+  #alive(owner: number, lo: number, hi: number): boolean {
+    const l = liveness(this.memory, owner, lo, hi)
+    if (l === ALIVE) return true
+    if (l === SUSPECT && this.#suspect !== owner) {
+      this.#suspect = owner
+      return true
+    }
+    return false
   }
 
   /** Frees the slots of readers that died; returns how many. */
@@ -404,7 +423,7 @@ export class RWLock {
     for (let k = 0; k < RWLOCK_SLOTS; k++) {
       const slot = this.#w + R.SLOTS + k
       const owner = Atomics.load(a, slot)
-      if (owner !== 0 && !alive(this.memory, owner, 0, 0) && Atomics.compareExchange(a, slot, owner, 0) === owner) n++
+      if (owner !== 0 && !this.#alive(owner, 0, 0) && Atomics.compareExchange(a, slot, owner, 0) === owner) n++
     }
     return n
   }

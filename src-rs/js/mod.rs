@@ -6,14 +6,14 @@
 //! | file | exports |
 //! |------|---------|
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
-//! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize` |
-//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]) |
-//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent`, `threadIdentity` (`lockWake` through [`raw`]) |
-//! | [`semaphore`] | `semAcquire`, `semAcquireAsync` (`semWake` through [`raw`]) |
+//! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
+//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout` |
+//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockWake` through [`raw`]) |
+//! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |
 //! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
 //! | [`word`] | `wordWait`, `wordWaitAsync` (`wordWake` through [`raw`]): sleeping until a word changes, for the JavaScript-side containers and primitives |
-//! | [`owner`] | `ownerAlive`: the identity seam of the JavaScript-side RWLock (slow path only) |
+//! | [`owner`] | `ownerLiveness`: the identity seam of the JavaScript-side RWLock (slow path only) |
 //! | [`blocks`] | `heapAllocInto`, `heapFreeFrom` (through [`raw`]): container blocks recorded in slots under the heap lock |
 //! | [`raw`] | the hot calls as plain N-API callbacks |
 //! | [`args`], [`slots`] | argument checks and the per-thread id tables the others share |
