@@ -27,7 +27,7 @@
 import { checkInteger, checkTimeout, checkWaitOptions } from './args.js'
 import { abortError, closedError, ShmError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
+import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
@@ -36,8 +36,6 @@ const BROKEN = 0x8000_0000 | 0
 const COUNT = 0xffff
 const GEN_SHIFT = 16
 const GEN_MASK = 0x7fff
-/** The record's kind tag. */
-export const BARRIER_KIND = 6
 /** Bytes of a barrier record. */
 export const BARRIER_SIZE = 32
 /** The most parties a barrier takes. */
@@ -79,7 +77,7 @@ export class Barrier {
     this.#i32 = win.i32
     this.#w = (this.offset - win.start) >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Barrier', segment: m.segment, offset: this.offset, memory: m }))
-    claimKind(this.#i32, this.#w + 2, BARRIER_KIND, 'Barrier', this.offset)
+    claimKind(this.#i32, this.#w + 2, Kind.BARRIER, 'Barrier', this.offset)
     if (!place) this.#i32[this.#w + 1] = parties
     else if (parties !== undefined) {
       checkInteger('parties', parties, 1, BARRIER_MAX_PARTIES)

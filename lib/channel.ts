@@ -44,11 +44,11 @@
 import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
 import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
 import {
-  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, KIND, recoverLock, takeLock, type Views, viewsOf, writeHeader,
+  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { type AsyncWaitOptions, Lock } from './lock.js'
+import { type AsyncWaitOptions, Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace, takePlace } from './place.js'
 import { copyBytes } from './utf8.js'
@@ -183,13 +183,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       offset = heap.malloc(C.RING + cap, 64)
       const v = viewsOf(memory, heap)
       v.u8.fill(0, offset, offset + C.RING)
-      writeHeader(v, offset, MAGIC, KIND.Channel, coder.id)
+      writeHeader(v, offset, MAGIC, Kind.CHANNEL, coder.id)
       v.i32[(offset + C.CAPACITY) >> 2] = cap
     }
     this.memory = memory
     this.offset = offset
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Channel', segment: m.segment, offset: this.offset, memory: m }))
-    const heapOffset = checkHeader(memory, offset, MAGIC, KIND.Channel, C.RING, 'Channel')
+    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.CHANNEL, C.RING, 'Channel')
     const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
     this.#w = offset >> 2
     const coder = coderById(v.i32[this.#w + 3])

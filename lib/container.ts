@@ -30,8 +30,6 @@ export const H = Object.freeze({
   HEAP: 16,
 })
 
-/** Kind tags (docs/FORMAT.md). */
-export const KIND = Object.freeze({ SharedMap: 16, Channel: 17 })
 
 /** Where a container can be created: a heap, or a managed mapping (its heap). */
 export type ContainerHome = Heap | MappedMemory

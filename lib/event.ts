@@ -20,7 +20,7 @@
 import { checkTimeout, checkWaitOptions } from './args.js'
 import { abortError, closedError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
+import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
@@ -28,8 +28,6 @@ import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 const SET = 1
 const WAITERS = 2
 const GEN = 4
-/** The record's kind tag. */
-export const EVENT_KIND = 7
 /** Bytes of an event record. */
 export const EVENT_SIZE = 32
 
@@ -60,7 +58,7 @@ export class Event {
     this.#i32 = win.i32
     this.#w = (this.offset - win.start) >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Event', segment: m.segment, offset: this.offset, memory: m }))
-    claimKind(this.#i32, this.#w + 2, EVENT_KIND, 'Event', this.offset)
+    claimKind(this.#i32, this.#w + 2, Kind.EVENT, 'Event', this.offset)
   }
 
   /**

@@ -43,11 +43,11 @@
 import { checkIndex, describe } from './args.js'
 import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
 import {
-  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, KIND, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
+  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { Lock } from './lock.js'
+import { Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace, takePlace } from './place.js'
 import { binding } from './native.js'
@@ -258,7 +258,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     this.memory = memory
     this.offset = offset
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'SharedMap', segment: m.segment, offset: this.offset, memory: m }))
-    const heapOffset = checkHeader(memory, offset, MAGIC, KIND.SharedMap, M.SIZE, 'SharedMap')
+    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.SHARED_MAP, M.SIZE, 'SharedMap')
     const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
     const w = offset >> 2
     if (v.i32[w + (M.STATE >> 2)] !== 1) throw typeError(`The SharedMap at offset ${offset} is not constructed`)
@@ -1107,7 +1107,7 @@ function construct(v: Views, offset: number, o: CheckedOptions): void {
     v.i32[(s + S.TABLE0) >> 2] = tbl / UNIT
     v.i32[(s + S.LOG2_0) >> 2] = o.log2
   }
-  writeHeader(v, offset, MAGIC, KIND.SharedMap, o.coder.id)
+  writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, o.coder.id)
   const w = offset >> 2
   v.i32[w + (M.STRIPES >> 2)] = o.stripes
   v.i32[w + (M.STRIPE_ARRAY >> 2)] = array / UNIT

@@ -46,7 +46,7 @@ import { checkTimeout, checkWaitOptions, describe } from './args.js'
 import { abortError, closedError, native, notOwner, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { START_HI, START_LO, tokenIn } from './identity.js'
-import type { AcquireOptions, AsyncWaitOptions, LockHome } from './lock.js'
+import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { binding } from './native.js'
@@ -77,8 +77,6 @@ function liveness(memory: MappedMemory, owner: number, lo: number, hi: number): 
 
 /** Int32 indices of the fields, from the record's start. */
 const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, SLOTS: 16 })
-/** The record's kind tag. */
-export const RWLOCK_KIND = 5
 /** Reader slots: at most this many read holds at once (more readers wait for a slot). */
 export const RWLOCK_SLOTS = 32
 /** Bytes of an RWLock record. */
@@ -122,7 +120,7 @@ export class RWLock {
     this.#i32 = win.i32
     this.#w = (this.offset - win.start) >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }))
-    claimKind(this.#i32, this.#w + R.KIND, RWLOCK_KIND, 'RWLock', this.offset)
+    claimKind(this.#i32, this.#w + R.KIND, Kind.RWLOCK, 'RWLock', this.offset)
   }
 
   /**
