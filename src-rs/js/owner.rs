@@ -17,9 +17,11 @@ use napi_derive::napi;
 pub fn owner_liveness(id: u32, owner: u32, start_lo: u32, start_hi: u32) -> napi::Result<u32> {
     let me = owner_of(id)?;
     let recorded = u64::from(start_lo) | u64::from(start_hi) << 32;
-    Ok(match me.liveness_of(owner, (recorded != 0).then_some(recorded)) {
-        Liveness::Alive => 1,
-        Liveness::Dead => 0,
-        Liveness::Suspect => 2,
-    })
+    Ok(
+        match me.liveness_of(owner, (recorded != 0).then_some(recorded)) {
+            Liveness::Alive => 1,
+            Liveness::Dead => 0,
+            Liveness::Suspect => 2,
+        },
+    )
 }
