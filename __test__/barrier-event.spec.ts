@@ -75,7 +75,10 @@ test('Event: set wakes every waiter in other processes, blocking and async; clea
   e.clear()
   t.false(e.isSet)
   const late = peers[0].request<{ ok: boolean }>('eventWait', { key: 'e', timeout: 10_000 })
-  await sleep(100)
+  // Until the waiter announced its sleep (bit 1 of the word), a set and clear would come
+  // before its wait, which then rightly blocks.
+  const word = new Int32Array(mem.buffer, e.offset, 1)
+  for (const t0 = Date.now(); (Atomics.load(word, 0) & 2) === 0 && Date.now() - t0 < 10_000; ) await sleep(5)
   e.set()
   e.clear()
   t.true((await late).ok, 'a set followed at once by a clear still releases the waiter')
