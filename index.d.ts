@@ -96,6 +96,12 @@ export declare function heapNamedReserve(id: number, name: string, size: number,
 /** Forgets heap `id` of this thread (the heap itself is untouched). */
 export declare function heapRelease(id: number): void
 
+/**
+ * Sets how long operations on heap `id` of this thread wait for the heap lock
+ * (milliseconds; `Infinity`: forever) before failing with `ETIMEDOUT`.
+ */
+export declare function heapSetLockTimeout(id: number, timeoutMs: number): void
+
 /** Usage figures. */
 export declare function heapStats(id: number): HeapStatsJs
 
@@ -140,6 +146,12 @@ export declare function lockMarkConsistent(id: number, offset: number): void
  * needed.
  */
 export declare function lockRelease(id: number, offset: number): void
+
+/**
+ * This thread's liveness token in mapping `id`: the owner bits of the lock words it
+ * holds there (claimed on the first call; `lib/identity.ts` caches it per mapping).
+ */
+export declare function lockToken(id: number): number
 
 /** The platform's mapping constants. */
 export declare function mapConstants(): MapConstants
@@ -232,6 +244,16 @@ export interface OpenedObject {
   fd: number
 }
 
+/**
+ * The liveness of `owner` (a token of mapping `id`'s segment): 1 alive, 0 dead, 2
+ * suspect (probably gone: dead if still suspect at the next check; never on Linux).
+ * `start_lo`/`start_hi`: the start time recorded with it, 0 if the record keeps none.
+ *
+ * # Errors
+ * As claiming this thread's own token (`ERR_SHM_READ_ONLY`, `ERR_SHM_CLOSED`, ...).
+ */
+export declare function ownerLiveness(id: number, owner: number, startLo: number, startHi: number): number
+
 /** The system page size. */
 export declare function pageSize(): number
 
@@ -240,6 +262,15 @@ export declare function semAcquire(id: number, offset: number, timeoutMs?: numbe
 
 /** Starts an async acquisition of the semaphore at `offset`; returns its id. */
 export declare function semAcquireAsync(id: number, offset: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Makes the semaphore at `offset` an undo semaphore with `holders` slots and `initial`
+ * units (its record and table are zeroed and not yet shared).
+ */
+export declare function semUndoFormat(id: number, offset: number, holders: number, initial: number): void
+
+/** Bytes an undo semaphore with `holders` slots needs (record and table). */
+export declare function semUndoSize(holders: number): number
 
 /** `shm_open` with the original library's modes. */
 export declare function shmOpen(name: string, mode: string, permissions: number): OpenedObject
@@ -259,16 +290,21 @@ export declare function syncCancel(id: number): void
  */
 export declare function syncInit(onComplete: (arg: Array<number>) => void): void
 
-/** Who the calling thread is (cached by the TypeScript layer per thread). */
+/**
+ * Who the calling thread is, as lock records store it (cached per thread by
+ * `lib/identity.ts`).
+ */
 export declare function threadIdentity(): ThreadIdentity
 
-/** Identity of the calling thread as lock records store it. */
+/** What lock records store about the calling thread besides its token. */
 export interface ThreadIdentity {
-  /** Kernel thread id. */
+  /** Process id in the thread's own PID namespace (informational). */
+  pid: number
+  /** Thread id in the thread's own PID namespace (informational). */
   tid: number
-  /** Low 32 bits of the thread's start time. */
+  /** Low 32 bits of the start time. */
   startLo: number
-  /** High 32 bits of the thread's start time. */
+  /** High 32 bits of the start time. */
   startHi: number
 }
 
@@ -277,3 +313,15 @@ export interface ThreadIdentity {
  * hex digits); see `segment::unlink_if_uid`. Returns whether it was removed.
  */
 export declare function unlinkSegmentIf(name: string, uid: string): boolean
+
+/**
+ * Sleeps until the u32 at `offset` of mapping `id` is not `expected`, or `timeout_ms`
+ * passed. Returns a completion code (`sync::code`: OK or TIMED_OUT).
+ */
+export declare function wordWait(id: number, offset: number, expected: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Starts an async wait for the u32 at `offset` of mapping `id` to differ from
+ * `expected`; returns its id.
+ */
+export declare function wordWaitAsync(id: number, offset: number, expected: number, timeoutMs?: number | undefined | null): number

@@ -13,14 +13,17 @@ import { EFFORT, median } from './measure.mjs'
 import { updateReadme } from './readme.mjs'
 import { counterRows } from './rows/counter.mjs'
 import { heapRows } from './rows/heap.mjs'
+import { channelRows } from './rows/channel.mjs'
 import { lockRows } from './rows/lock.mjs'
+import { mapRows } from './rows/map.mjs'
+import { rwlockRows } from './rows/rwlock.mjs'
 import { memoryRows } from './rows/memory.mjs'
 import { guardRows } from './rows/guard.mjs'
 import { structRows } from './rows/struct.mjs'
 import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...guardRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...guardRows, ...mapRows, ...channelRows, ...rwlockRows]
 
 /**
  * Runs the bench.

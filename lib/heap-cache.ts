@@ -7,7 +7,7 @@
  * `src-rs/heap/cache.rs` (and in docs/FORMAT.md §4.4).
  * @module
  */
-import { START_HI, START_LO, TID } from './identity.js'
+import { START_HI, START_LO } from './identity.js'
 
 /** Bit 63 of a size word, as its high half (an int32) holds it. */
 const CACHED = 0x8000_0000 | 0
@@ -76,15 +76,19 @@ export class HeapCache {
   /** Entries by block size / 16: flat triples [offset, check low, check high]. */
   readonly #lists: number[][] = Array.from({ length: MAX_BLOCK / 16 + 1 }, () => [])
   readonly #cap: number
+  /** This thread's liveness token for the segment: who cached a block. */
+  readonly #token: number
   #bytes = 0
 
   /**
    * @param a - an Int32Array over the whole mapping
    * @param g - the heap's geometry
+   * @param token - this thread's liveness token for the segment (`lib/identity.ts`)
    */
-  constructor(a: Int32Array, g: HeapGeometry) {
+  constructor(a: Int32Array, g: HeapGeometry, token: number) {
     this.#a = a
     this.#g = g
+    this.#token = token
     this.#first = g.offset + g.headerSize + 16
     this.#last = g.offset + g.arenaEnd - 32
     this.#cap = Math.min(MAX_BYTES, Math.floor(g.size / 16))
@@ -112,7 +116,7 @@ export class HeapCache {
     if (!checkWordAt(a, i + 2, offset - 16 - g.offset, g.saltLo, g.saltHi)) return false
     const list = this.#lists[size >>> 4]!
     if (list.length >= 3 * PER_SIZE || this.#bytes + size > this.#cap) return false
-    a[i + 4] = TID
+    a[i + 4] = this.#token
     a[i + 5] = START_LO
     a[i + 6] = START_HI
     a[i + 7] = 0

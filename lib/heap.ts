@@ -5,13 +5,15 @@
  * constructed atomically across processes, from {@link Heap.named}.
  * @module
  */
-import { checkIndex, checkName, describe } from './args.js'
-import { native, type ShmError, typeError } from './errors.js'
+import { checkIndex, checkName, checkString, describe } from './args.js'
+import { native, ShmError, typeError } from './errors.js'
 import { HeapCache } from './heap-cache.js'
+import { tokenIn } from './identity.js'
 import { setLockAllocator } from './lock.js'
 import { checkIntact, GUARD, internals, MappedMemory, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
+import { cStringSize } from './strings.js'
 import type { InitOf, RefOf } from './typed.js'
 import {
   arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types,
@@ -75,9 +77,20 @@ function onExit(): void {
 function smallAlign(align: number): boolean {
   return align === 16 || (align > 0 && align < 16 && (align & (align - 1)) === 0 && (align | 0) === align)
 }
+/** @internal This thread's native slot id of a heap, for the raw heap calls of containers. */
+export let heapSlotId: (heap: Heap) => number
 
 /** How long {@link Heap.named} waits for another process to finish constructing. */
 const NAMED_WAIT_MS = 10_000
+
+/**
+ * How long a heap operation waits for the heap's lock by default, in milliseconds
+ * ({@link Heap.lockTimeout}). Heap operations hold the lock for microseconds; a wait this
+ * long means the holder is stuck (stopped in a debugger, or a corrupt lock word naming a
+ * live thread), and the operation fails with `ETIMEDOUT` instead of hanging.
+ * @category Heap
+ */
+export const DEFAULT_HEAP_LOCK_TIMEOUT = 10_000
 
 /**
  * A heap inside a mapping. Managed segments (`MappedMemory.create`) have one, formatted
@@ -101,6 +114,7 @@ export class Heap {
    * formatted again).
    */
   #cache: HeapCache | null = null
+  #lockTimeout = DEFAULT_HEAP_LOCK_TIMEOUT
 
   /** Heaps come from {@link Heap.create}, {@link Heap.attach} and `mem.heap`. */
   private constructor(memory: MappedMemory, offset: number, id: number) {
@@ -112,7 +126,7 @@ export class Heap {
     this.size = info.size
     const mi = internals(memory)
     if (!mi.readOnly && mi.whole) {
-      this.#cache = new HeapCache(mi.whole.i32, { offset, ...info })
+      this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, tokenIn(memory))
       mi.beforeClose(() => this.#flush())
       if (!flushAtExit) {
         flushAtExit = (h) => h.#flush()
@@ -126,6 +140,28 @@ export class Heap {
     // Formatted again: what the old view cached is gone with the old heap.
     if (before) before.#cache = null
     mine.set(offset, this)
+  }
+
+  static {
+    heapSlotId = (heap) => heap.#id
+  }
+
+  /**
+   * How long each operation of this heap (in this thread) waits for the heap's lock, in
+   * milliseconds; `Infinity` waits forever. Default {@link DEFAULT_HEAP_LOCK_TIMEOUT}.
+   * An operation that waited this long fails with ShmError `ETIMEDOUT`. (A holder that
+   * died is noticed within about 50 ms and the heap repaired; this bounds waits for one
+   * that lives but never lets go.)
+   */
+  get lockTimeout(): number {
+    return this.#lockTimeout
+  }
+
+  /** @throws TypeError for a non-number, RangeError for a negative or NaN timeout */
+  set lockTimeout(ms: number) {
+    if (typeof ms !== 'number') throw typeError(`The "lockTimeout" option must be a number; got ${describe(ms)}`)
+    native(() => binding.heapSetLockTimeout(this.#id, ms))
+    this.#lockTimeout = ms
   }
 
   /**
@@ -280,6 +316,16 @@ export class Heap {
     }
   }
 
+  /**
+   * Copies `s` into the heap as a NUL-terminated UTF-8 `char[n]` (n = its byte length
+   * + 1), the C string another process reads with `ref.string()`.
+   * @throws TypeError if `s` is not a string; ShmError `ENOMEM`
+   */
+  newString(s: string): Ref<number[]> {
+    checkString('s', s)
+    return this.new(arrayOf(types.char, cStringSize(s)), s)
+  }
+
   #construct(off: number, t: Type, init: unknown): Ref {
     const w = internals(this.memory).window(off, t.size)
     w.u8.fill(0, off - w.start, off - w.start + t.size)
@@ -338,7 +384,11 @@ export class Heap {
     try {
       t = typeFromDescription(JSON.parse(typeDesc))
     } catch (e) {
-      throw typeError(`The named object ${JSON.stringify(name)} has an unreadable type description: ${(e as Error).message}`)
+      // The description was stored by whoever created the object: a broken one is
+      // damage to the segment, not a bad argument of ours.
+      const err = new ShmError(`The named object ${JSON.stringify(name)} has a corrupt type description: ${(e as Error).message}`, { code: 'ERR_SHM_CORRUPT' })
+      ;(err as Error & { cause?: unknown }).cause = e
+      throw err
     }
     return refAt(this.memory, offset, t, this)
   }
@@ -375,13 +425,13 @@ setHeapFactory((m) => Heap.attach(m, internals(m).heapOffset))
 
 setRefHeapLookup((m) => (m.managed && !m.closed ? m.heap : null))
 
-setLockAllocator((where) => {
+setLockAllocator((where, size) => {
   let heap: Heap
   if (where instanceof Heap) heap = where
   else if (where instanceof MappedMemory) heap = where.heap
   else throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
-  // A cache line of its own: no false sharing with neighbours.
-  const offset = heap.malloc(64, 64)
-  heap.memory.view(offset, 64).fill(0)
+  // Cache lines of its own: no false sharing with neighbours.
+  const offset = heap.malloc(size, 64)
+  heap.memory.view(offset, size).fill(0)
   return { memory: heap.memory, offset }
 })

@@ -11,8 +11,8 @@
 //!
 //! | payload off | size | field | meaning |
 //! |------------:|-----:|-------|---------|
-//! | 0 | 4 | `tid` | kernel thread id of the owner |
-//! | 4 | 8 | `start` | the owner thread's start time (clock ticks since boot), as two u32 halves, low first |
+//! | 0 | 4 | `token` | the owner thread's liveness token for the segment (`sync/liveness.rs`), as in lock words |
+//! | 4 | 8 | `start` | the owner thread's start time, as two u32 halves, low first (informational; macOS checks pid reuse with it) |
 //! | 12 | 4 | reserved | 0 |
 //!
 //! - **Put** (a thread frees block `b` of size `s`): validate the offset exactly as
@@ -40,7 +40,8 @@
 //!
 //! Blocks cached by a thread that died (its process was killed, or a worker ended without
 //! closing the mapping) would stay allocated forever. [`HeapView::reclaim_cached`], under
-//! the heap lock, frees every cached block whose owner the caller judges dead: it swaps
+//! the heap lock, frees every cached block whose owner the caller judges dead (its token
+//! is held by nobody: the kernel answers, across PID namespaces): it swaps
 //! `CACHED` off (the same swap as a take, so the owner and the reclaimer never both get
 //! the block) and frees it. A live owner misjudged dead only loses its cached blocks: its
 //! next take of one fails.
@@ -53,8 +54,8 @@ const CACHED_HI: u32 = (F_CACHED >> 32) as u32;
 /// Who cached a block (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheOwner {
-    /// Kernel thread id.
-    pub tid: u32,
+    /// The thread's liveness token for the segment.
+    pub token: u32,
     /// The thread's start time (0: unknown).
     pub start: u64,
 }
@@ -64,7 +65,7 @@ impl HeapView {
     fn cache_owner(&self, b: u64) -> R<CacheOwner> {
         let p = b + HDR;
         Ok(CacheOwner {
-            tid: self.ld32(p)?,
+            token: self.ld32(p)?,
             start: u64::from(self.ld32(p + 4)?) | u64::from(self.ld32(p + 8)?) << 32,
         })
     }
@@ -143,7 +144,7 @@ impl HeapView {
             return false;
         }
         let p = b + HDR;
-        let stored = self.st32(p, owner.tid).is_ok()
+        let stored = self.st32(p, owner.token).is_ok()
             && self.st32(p + 4, owner.start as u32).is_ok()
             && self.st32(p + 8, (owner.start >> 32) as u32).is_ok()
             && self.st32(p + 12, 0).is_ok();
@@ -174,7 +175,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     const ME: CacheOwner = CacheOwner {
-        tid: 7,
+        token: 7,
         start: 0x1_0000_0002,
     };
 
@@ -213,7 +214,7 @@ mod tests {
     fn reclaim_frees_only_dead_owners_blocks() {
         let t = T::new(1 << 16);
         let s0 = t.h.stats().unwrap();
-        let other = CacheOwner { tid: 9, start: 3 };
+        let other = CacheOwner { token: 9, start: 3 };
         let mine: Vec<_> = (0..5).map(|_| t.h.malloc(100, 16).unwrap()).collect();
         let theirs: Vec<_> = (0..5).map(|_| t.h.malloc(100, 16).unwrap()).collect();
         for &o in &mine {
@@ -258,7 +259,7 @@ mod tests {
                 let (t, lock) = (Arc::clone(&t), Arc::clone(&lock));
                 std::thread::spawn(move || {
                     let me = CacheOwner {
-                        tid: 100 + id,
+                        token: 100 + id,
                         start: u64::from(id),
                     };
                     let mut rng = Rng(0xC0FFEE ^ u64::from(id + 1) << 20);

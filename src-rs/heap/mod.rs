@@ -1101,6 +1101,10 @@ pub(crate) fn format_heap(region: &Arc<Region>, off: u64, len: u64) -> crate::er
     region.ensure_backed_pages(off + l.arena_end - 8, 8)?;
     view.format()?;
     region.check_intact()?;
+    // SAFETY: lock_word() points at the 32-byte, 8-aligned lock record at the start of
+    // the heap region, inside the live mapping (bounds-checked by HeapView::new).
+    let lock = unsafe { &*(view.lock_word() as *const crate::sync::lock::LockRecord) };
+    lock.kind.store(crate::sync::kind::LOCK, Ordering::Relaxed);
     Ok(())
 }
 
@@ -1214,7 +1218,7 @@ mod tests {
                 4 => {
                     let _ = t.h.check();
                     let _ = t.h.stats();
-                    let _ = t.h.reclaim_cached(|o| o.tid == 3);
+                    let _ = t.h.reclaim_cached(|o| o.token == 3);
                 }
                 5 => {
                     let _ = t.h.rebuild();
@@ -1233,8 +1237,8 @@ mod tests {
                 9 => {
                     let _ = t.h.named_state(off);
                     let _ = t.h.usable_size(off);
-                    let tid = rng.below(4) as u32;
-                    let _ = t.h.cache_put(off, cache::CacheOwner { tid, start: 0 });
+                    let token = rng.below(4) as u32;
+                    let _ = t.h.cache_put(off, cache::CacheOwner { token, start: 0 });
                 }
                 10 => {
                     let _ = t.h.validate_header();

@@ -298,7 +298,7 @@ mod tests {
                 let c = t.h.malloc(64, 16).unwrap();
                 assert!(t
                     .h
-                    .cache_put(c, crate::heap::CacheOwner { tid: 5, start: 6 }));
+                    .cache_put(c, crate::heap::CacheOwner { token: 5, start: 6 }));
                 t.h.free(live.remove(5).0).unwrap();
                 t.h.free(live.remove(3).0).unwrap();
                 t.h.check().unwrap();

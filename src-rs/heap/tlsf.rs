@@ -1011,7 +1011,7 @@ mod tests {
         let mut live: Vec<(usize, usize, u8)> = Vec::new();
         // Blocks parked in a thread's cache (cache.rs), with their requested size.
         let mut cached: Vec<(usize, usize)> = Vec::new();
-        let me = super::cache::CacheOwner { tid: 1, start: 2 };
+        let me = super::cache::CacheOwner { token: 1, start: 2 };
         let n = if cfg!(debug_assertions) {
             12_000
         } else {

@@ -6,12 +6,15 @@
 //! | file | exports |
 //! |------|---------|
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `fd*` |
-//! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose` (through [`raw`]), `mappingBuffer`, `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `mappingRelease`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize` |
-//! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]) |
-//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent`, `threadIdentity` (`lockWake` through [`raw`]) |
-//! | [`semaphore`] | `semAcquire`, `semAcquireAsync` (`semWake` through [`raw`]) |
+//! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose` (through [`raw`]), `mappingBuffer`, `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `mappingRelease`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
+//! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim` |
+//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockWake` through [`raw`]) |
+//! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |
 //! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
+//! | [`word`] | `wordWait`, `wordWaitAsync` (`wordWake` through [`raw`]): sleeping until a word changes, for the JavaScript-side containers and primitives |
+//! | [`owner`] | `ownerLiveness`: the identity seam of the JavaScript-side RWLock (slow path only) |
+//! | [`blocks`] | `heapAllocInto`, `heapFreeFrom` (through [`raw`]): container blocks recorded in slots under the heap lock |
 //! | [`raw`] | the hot calls as plain N-API callbacks |
 //! | [`args`], [`slots`] | argument checks and the per-thread id tables the others share |
 //!
@@ -43,12 +46,15 @@
 //! `waits` and `args`; `raw` on the files whose functions it exports.
 
 pub mod args;
+pub mod blocks;
 pub mod condition;
 pub mod heap;
 pub mod lock;
 pub mod mapping;
+pub mod owner;
 pub mod raw;
 pub mod semaphore;
 pub mod shm;
 pub mod slots;
 pub mod waits;
+pub mod word;
