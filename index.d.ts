@@ -127,12 +127,6 @@ export interface HeapStatsJs {
 export declare function heapTrim(id: number): number
 
 /**
- * Takes the lock at `offset` of mapping `id`, sleeping in the kernel; the slow path
- * after the JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
- */
-export declare function lockAcquire(id: number, offset: number, timeoutMs?: number | undefined | null): number
-
-/**
  * Starts an async acquisition of the lock at `offset` for this thread (after the
  * JavaScript compare-and-swap failed); returns its id.
  */

@@ -854,7 +854,6 @@ module.exports.heapRelease = nativeBinding.heapRelease
 module.exports.heapSetLockTimeout = nativeBinding.heapSetLockTimeout
 module.exports.heapStats = nativeBinding.heapStats
 module.exports.heapTrim = nativeBinding.heapTrim
-module.exports.lockAcquire = nativeBinding.lockAcquire
 module.exports.lockAcquireAsync = nativeBinding.lockAcquireAsync
 module.exports.lockMarkConsistent = nativeBinding.lockMarkConsistent
 module.exports.lockRelease = nativeBinding.lockRelease

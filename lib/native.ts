@@ -38,6 +38,11 @@ export interface FastBinding {
   heapFree(id: number, offset: number): void
   /** `realloc(offset, size)` on heap slot `id`: the block's new offset. */
   heapRealloc(id: number, offset: number, size: number): number
+  /**
+   * Takes the lock at `offset` of mapping `id` for this thread, sleeping in the kernel
+   * (`timeout` ms at most; negative: no limit); returns a completion code (`lib/waits.ts`).
+   */
+  lockAcquire(id: number, offset: number, timeout: number): number
   /** Wakes one waiter of the lock at `offset` of mapping `id`. */
   lockWake(id: number, offset: number): void
   /** Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`. */

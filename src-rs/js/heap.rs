@@ -117,7 +117,13 @@ pub(crate) fn slot(id: u32) -> Result<Rc<HeapSlot>> {
 /// Attaches the heap at `offset` of mapping `mapping` (formatting `size` bytes first when
 /// `format`) and returns its id for the `heap*` functions of this thread.
 #[napi]
-pub fn heap_attach(env: Env, mapping: u32, offset: f64, size: f64, format: bool) -> napi::Result<u32> {
+pub fn heap_attach(
+    env: Env,
+    mapping: u32,
+    offset: f64,
+    size: f64,
+    format: bool,
+) -> napi::Result<u32> {
     release_tokens_at_teardown(&env)?;
     let off = to_u64("offset", offset)?;
     let region = region_of(mapping)?;

@@ -299,6 +299,22 @@ unsafe extern "C" fn heap_realloc(
     unsafe { finish(env, r) }
 }
 
+/// `lockAcquire(id, offset, timeout)`, `timeout` < 0: no deadline.
+unsafe extern "C" fn lock_acquire(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: called by N-API with this callback's env and info.
+    let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, timeout]| {
+        // SAFETY: the running callback's env; used on this thread during the call only.
+        let js = Env::from_raw(env);
+        let timeout = (timeout >= 0.0 || timeout.is_nan()).then_some(timeout);
+        crate::js::lock::lock_acquire(&js, id(m)?, off, timeout).map(|c| Ret::Number(f64::from(c)))
+    });
+    // SAFETY: as above.
+    unsafe { finish(env, r) }
+}
+
 unsafe extern "C" fn lock_wake(
     env: sys::napi_env,
     info: sys::napi_callback_info,
@@ -372,10 +388,11 @@ unsafe extern "C" fn word_wake(
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const FAST: [(&CStr, Callback); 13] = [
+const FAST: [(&CStr, Callback); 14] = [
     (c"heapMalloc", heap_malloc),
     (c"heapFree", heap_free),
     (c"heapRealloc", heap_realloc),
+    (c"lockAcquire", lock_acquire),
     (c"lockWake", lock_wake),
     (c"semWake", sem_wake),
     (c"segmentOpen", segment_open),

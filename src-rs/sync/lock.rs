@@ -302,7 +302,18 @@ pub struct LockWait {
     queued: bool,
     /// A holder whose liveness was [`Liveness::Suspect`] at the last check (0: none).
     suspect: u32,
+    /// Whether this wait spun on the held word already (it does once, before it first
+    /// asks to sleep).
+    spun: bool,
+    /// Whether this wait slept: then a wake-up may have been spent on it, and the lock is
+    /// taken with `WAITERS` so that the next release wakes whoever still sleeps.
+    slept: bool,
 }
+
+/// Probes of a held word before a wait first sets `WAITERS` and sleeps ([`LockWait`]):
+/// about a microsecond. A holder that lets go meanwhile hands the lock over without any
+/// system call on either side (a sleeper costs a futex wait and a futex wake).
+const SPIN_PROBES: u32 = 100;
 
 impl LockWait {
     /// A wait by `me` until `deadline` (`None`: forever). `queued`: the wait is one of
@@ -315,7 +326,17 @@ impl LockWait {
             next_check: Deadline::after_ms(RECHECK_MS),
             queued,
             suspect: 0,
+            spun: false,
+            slept: false,
         }
+    }
+
+    /// The same wait for a thread that may have spent a wake-up of the lock word already
+    /// (a condition waiter requeued onto it, `condition.rs`): it takes the lock with
+    /// `WAITERS`, so that its release wakes whoever else was requeued.
+    pub fn after_wake(mut self) -> LockWait {
+        self.slept = true;
+        self
     }
 
     /// One step: take the lock if it is free (or its holder died), else say what to
@@ -329,12 +350,15 @@ impl LockWait {
                 return Step::Done(Err(not_recoverable()));
             }
             if v & TID_MASK == 0 {
-                // Free. We were contending, so others may be too: take it with WAITERS
-                // set so our release wakes the next one (std's "locked, contended").
+                // Free. After a sleep a wake-up may have been spent on us while others
+                // still sleep: take it with WAITERS set so our release wakes the next one
+                // (std's "locked, contended"). A wait that never slept passes on whatever
+                // the word says: a sleeper woken meanwhile sets WAITERS again itself.
                 // Acquire pairs with the previous holder's Release.
+                let waiters = if self.slept { WAITERS } else { v & WAITERS };
                 if rec
                     .word
-                    .compare_exchange(v, me.token | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(v, me.token | waiters, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     rec.record_owner(me);
@@ -347,6 +371,19 @@ impl LockWait {
                     "ERR_SHM_DEADLOCK",
                     "this thread already holds the lock (use an RLock to re-enter)",
                 )));
+            }
+            if !self.spun && v & WAITERS == 0 {
+                // Before asking to be woken, give a holder that is about to let go a
+                // moment (nobody sleeps yet: spinning takes nobody's turn).
+                self.spun = true;
+                for _ in 0..SPIN_PROBES {
+                    std::hint::spin_loop();
+                    // Relaxed: a hint; the compare-and-swap above carries the ordering.
+                    if rec.word.load(Ordering::Relaxed) & TID_MASK == 0 {
+                        break;
+                    }
+                }
+                continue;
             }
             // Relaxed: the bit only asks the holder to wake us; the futex syscall orders
             // our sleep against its wake.
@@ -367,6 +404,7 @@ impl LockWait {
             if self.deadline.is_some_and(|d| d.passed()) {
                 return Step::Done(Ok(Acquired::TimedOut));
             }
+            self.slept = true;
             return Step::Sleep {
                 word: &rec.word,
                 expected: v | WAITERS,
