@@ -10,12 +10,6 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
- * Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
- * thread must hold its lock. Returns how many it woke.
- */
-export declare function condNotify(id: number, offset: number, lockId: number, lockOffset: number, n: number): number
-
-/**
  * Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
  * returns a completion code (`sync::code`); the lock is held again.
  */

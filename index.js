@@ -835,7 +835,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.condNotify = nativeBinding.condNotify
 module.exports.condWait = nativeBinding.condWait
 module.exports.condWaitAsync = nativeBinding.condWaitAsync
 module.exports.detachBuffer = nativeBinding.detachBuffer

@@ -45,6 +45,11 @@ export interface FastBinding {
   lockAcquire(id: number, offset: number, timeout: number): number
   /** Wakes one waiter of the lock at `offset` of mapping `id`. */
   lockWake(id: number, offset: number): void
+  /**
+   * Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset` of mapping
+   * `id`, whose lock is at `lockOffset` of mapping `lockId` (held by this thread); how many.
+   */
+  condNotify(id: number, offset: number, lockId: number, lockOffset: number, n: number): number
   /** Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`. */
   semWake(id: number, offset: number, n: number): void
   /**

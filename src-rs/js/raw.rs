@@ -315,6 +315,20 @@ unsafe extern "C" fn lock_acquire(
     unsafe { finish(env, r) }
 }
 
+/// `condNotify(id, offset, lockId, lockOffset, n)`: how many waiters it woke.
+unsafe extern "C" fn cond_notify(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: called by N-API with this callback's env and info.
+    let r = unsafe { numbers::<5>(env, info) }.and_then(|[m, off, lm, loff, n]| {
+        crate::js::condition::cond_notify(id(m)?, off, id(lm)?, loff, id(n)?)
+            .map(|w| Ret::Number(f64::from(w)))
+    });
+    // SAFETY: as above.
+    unsafe { finish(env, r) }
+}
+
 unsafe extern "C" fn lock_wake(
     env: sys::napi_env,
     info: sys::napi_callback_info,
@@ -388,12 +402,13 @@ unsafe extern "C" fn word_wake(
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const FAST: [(&CStr, Callback); 14] = [
+const FAST: [(&CStr, Callback); 15] = [
     (c"heapMalloc", heap_malloc),
     (c"heapFree", heap_free),
     (c"heapRealloc", heap_realloc),
     (c"lockAcquire", lock_acquire),
     (c"lockWake", lock_wake),
+    (c"condNotify", cond_notify),
     (c"semWake", sem_wake),
     (c"segmentOpen", segment_open),
     (c"segmentCreate", segment_create),
