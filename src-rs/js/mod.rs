@@ -8,9 +8,9 @@
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `fd*` |
 //! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose` (through [`raw`]), `mappingBuffer`, `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `mappingRelease`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
 //! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim` |
-//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockWake` through [`raw`]) |
+//! | [`lock`] | `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockAcquire`, `lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |
-//! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
+//! | [`condition`] | `condWait`, `condWaitAsync` (`condNotify` through [`raw`]) |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
 //! | [`word`] | `wordWait`, `wordWaitAsync` (`wordWake` through [`raw`]): sleeping until a word changes, for the JavaScript-side containers and primitives |
 //! | [`owner`] | `ownerLiveness`: the identity seam of the JavaScript-side RWLock (slow path only) |
