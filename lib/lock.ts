@@ -27,7 +27,7 @@ const SPIN_PROBES = 20
 /** The longest pause between two probes, in iterations of the delay loop. */
 const SPIN_MAX_DELAY = 1024
 /** Where the delay loop's result goes, so that no compiler drops the loop. */
-let spinSink = 0
+let _spinSink = 0
 
 /**
  * Contention's first answer, before any native call: probe the held word `a[w]` again
@@ -45,7 +45,7 @@ function spin(a: Int32Array, w: number, me: number): boolean {
   for (let probe = 0; probe < SPIN_PROBES; probe++) {
     let x = 0
     for (let k = 0; k < delay; k++) x = (x * 31 + k) | 0
-    spinSink ^= x
+    _spinSink ^= x
     if (delay < SPIN_MAX_DELAY) delay *= 2
     const v = Atomics.load(a, w)
     if (v === 0) {

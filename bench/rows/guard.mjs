@@ -104,8 +104,9 @@ export const guardRows = [
     id: '7.1',
     key: 'guard-ref-field',
     subject: 'Ref field: ref.x = ref.x + 1 (int32), with its 2 GUARD checks',
-    baseline: 'the same accessors without the checks',
+    baseline: 'the same property without the checks',
     per: 'read+write',
+    goal: 1.25,
     run: (ctx) =>
       withSegment('guard', { size: MiB, managed: true }, async (mem) => {
         const type = types.struct('bench_point', { x: types.i32, y: types.f64 })
