@@ -371,8 +371,9 @@ export class Lock implements Disposable {
   #recordOwner(a: Int32Array, w: number, me: number): void {
     // Written only when they change: a thread taking the lock again (the common case
     // under contention, where every store to this cache line may cost a transfer from the
-    // core that is probing it) finds its own fields there.
-    if (a[w + 5] !== me || a[w + 3] !== PID || a[w + 4] !== TID || a[w + 6] !== START_LO || a[w + 7] !== START_HI) {
+    // core that is probing it) finds its own fields there. Its token and start time say
+    // they are its own (pid and tid are informational).
+    if (a[w + 5] !== me || a[w + 6] !== START_LO || a[w + 7] !== START_HI) {
       a[w + 3] = PID
       a[w + 4] = TID
       a[w + 6] = START_LO
@@ -380,7 +381,7 @@ export class Lock implements Disposable {
       a[w + 5] = me
     }
     if (GUARD[0] !== 0) this.#lostWhileTaking(a, w, me)
-    this.#ownerDied = false
+    if (this.#ownerDied) this.#ownerDied = false
     this.#entered()
   }
 
