@@ -460,6 +460,48 @@ mod tests {
         (t, me)
     }
 
+    /// Who sets WAITERS: a wait that never slept takes a free word as it finds it (no
+    /// FUTEX_WAKE at its release), one that slept (or a requeued condition waiter) takes
+    /// it with WAITERS, and a wait that finds the word held asks to sleep on it with
+    /// WAITERS set (after its spin).
+    #[test]
+    fn waiters_bit_after_spins_and_sleeps() {
+        let r = shared_anon_for_tests(4096);
+        let rec = record(&r, 0);
+        let (_t, me) = claim(&r);
+        let other = me.token + 1;
+        let taken = |wait: &mut LockWait| match wait.poll(rec) {
+            Step::Done(Ok(Acquired::Yes)) => rec.word.load(Ordering::Relaxed),
+            s => panic!("not taken: {s:?}"),
+        };
+        assert_eq!(
+            taken(&mut LockWait::new(me, None, false)),
+            me.token,
+            "never slept"
+        );
+        rec.word.store(0, Ordering::Relaxed);
+        let mut after_requeue = LockWait::new(me, None, false).after_wake();
+        assert_eq!(taken(&mut after_requeue), me.token | WAITERS);
+        // A bare WAITERS (no owner) is kept: somebody still sleeps.
+        rec.word.store(WAITERS, Ordering::Relaxed);
+        assert_eq!(
+            taken(&mut LockWait::new(me, None, false)),
+            me.token | WAITERS
+        );
+        // Held: the wait spins, then asks to sleep with WAITERS set; once released, it
+        // takes the word with WAITERS (it may have spent a wake-up).
+        rec.word.store(other, Ordering::Relaxed);
+        let mut wait = LockWait::new(me, None, false);
+        match wait.poll(rec) {
+            Step::Sleep { expected, .. } => assert_eq!(expected, other | WAITERS),
+            s => panic!("expected a sleep: {s:?}"),
+        }
+        assert_eq!(rec.word.load(Ordering::Relaxed), other | WAITERS);
+        rec.word.store(0, Ordering::Relaxed);
+        assert_eq!(taken(&mut wait), me.token | WAITERS);
+        r.close();
+    }
+
     /// Increments a non-atomic counter under the lock from several threads.
     #[test]
     fn threads_never_lose_an_increment() {
