@@ -44,6 +44,16 @@ export declare class Mapping {
   close(): void
   /** Forgets the mapping without unmapping it; the caller owns the pages. */
   forget(): boolean
+  /**
+   * Creates an anonymous managed segment (no name: a memfd on Linux) with a formatted
+   * heap.
+   */
+  static createAnonymous(size: number, prefault: boolean): Mapping
+  /**
+   * Maps the managed segment behind descriptor `fd` (which the caller keeps).
+   * `fixed`: `'require' | 'prefer' | 'no'`.
+   */
+  static fromFd(fd: number, fixed: string, readOnly: boolean): Mapping
 }
 
 /**
@@ -200,6 +210,11 @@ export interface MappingInfo {
   creatorPid: number
   /** The creator's process start time from the header; 0 if unknown or raw. */
   creatorStart: number
+  /**
+   * The mapping's own descriptor of the object it maps (closed with the mapping), or
+   * -1 (anonymous memory).
+   */
+  fd: number
 }
 
 /** Unmaps memory previously released with `detach()`. */

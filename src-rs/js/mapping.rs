@@ -67,6 +67,18 @@ pub(crate) fn record<T>(id: u32, offset: f64) -> Result<Pinned<T>> {
     Pinned::new(&region_of(id)?, to_u64("offset", offset)?)
 }
 
+/// The `fixedAddress` option of opening: `'require' | 'prefer' | 'no'`.
+pub(crate) fn fixed_mode(fixed: &str) -> Result<FixedMode> {
+    match fixed {
+        "require" => Ok(FixedMode::Require),
+        "prefer" => Ok(FixedMode::Prefer),
+        "no" => Ok(FixedMode::No),
+        _ => Err(ShmError::type_error(format!(
+            "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
+        ))),
+    }
+}
+
 /// Where a mapping is and what its header says, read in one call.
 #[napi(object)]
 pub struct MappingInfo {
@@ -95,11 +107,14 @@ pub struct MappingInfo {
     pub creator_pid: u32,
     /// The creator's process start time from the header; 0 if unknown or raw.
     pub creator_start: f64,
+    /// The mapping's own descriptor of the object it maps (closed with the mapping), or
+    /// -1 (anonymous memory).
+    pub fd: i32,
 }
 
 impl Mapping {
     /// Registers a new mapping in this thread's table.
-    fn new(region: Arc<Region>, header: Option<segment::Header>) -> Mapping {
+    pub(crate) fn new(region: Arc<Region>, header: Option<segment::Header>) -> Mapping {
         let id = REGIONS.with(|r| r.borrow_mut().insert(region.clone()));
         Mapping { region, header, id }
     }
@@ -179,18 +194,7 @@ impl Mapping {
     /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
     #[napi(factory)]
     pub fn open_segment(name: String, fixed: String, read_only: bool) -> napi::Result<Mapping> {
-        let mode = match fixed.as_str() {
-            "require" => FixedMode::Require,
-            "prefer" => FixedMode::Prefer,
-            "no" => FixedMode::No,
-            _ => {
-                return Err(ShmError::type_error(format!(
-                "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
-            ))
-                .into())
-            }
-        };
-        let (region, header) = segment::open(&name, mode, read_only)?;
+        let (region, header) = segment::open(&name, fixed_mode(&fixed)?, read_only)?;
         Ok(Mapping::new(region, Some(header)))
     }
 
@@ -218,6 +222,7 @@ impl Mapping {
             created_ms: self.header.map_or(0.0, |h| h.created_ms as f64),
             creator_pid: self.header.map_or(0, |h| h.creator_pid),
             creator_start: self.header.map_or(0.0, |h| h.creator_start as f64),
+            fd: self.region.fd().unwrap_or(-1),
         }
     }
 

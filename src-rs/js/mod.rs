@@ -7,6 +7,7 @@
 //! |------|---------|
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
 //! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize` |
+//! | [`anonymous`] | `Mapping.createAnonymous`, `Mapping.fromFd` |
 //! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]) |
 //! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent`, `threadIdentity` (`lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync` (`semWake` through [`raw`]) |
@@ -44,6 +45,8 @@ pub mod condition;
 pub mod heap;
 pub mod lock;
 pub mod mapping;
+// After `mapping`: napi-rs must have seen `Mapping` before an `impl` block of it.
+pub mod anonymous;
 pub mod raw;
 pub mod semaphore;
 pub mod shm;

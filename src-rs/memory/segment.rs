@@ -186,15 +186,44 @@ pub fn create(
 ) -> Result<(Arc<Region>, Header)> {
     let name = shm::normalize_name(name)?;
     let perms = shm::check_permissions(permissions)?;
+    let size = segment_size(size)?;
+    let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
+    init(fd, &name, size, placement, prefault).inspect_err(|_| {
+        let _ = shm::unlink(&name);
+    })
+}
+
+/// A requested segment size checked and rounded up to whole pages.
+///
+/// # Errors
+/// `RangeError` below [`MIN_SIZE`] or beyond what a mapping can hold.
+pub(crate) fn segment_size(size: u64) -> Result<u64> {
     if size < MIN_SIZE {
         return Err(ShmError::range(format!(
             "The \"size\" argument must be at least {MIN_SIZE}; got {size}"
         )));
     }
-    let size = mapping::round_to_page(size)
+    mapping::round_to_page(size)
         .filter(|s| *s <= isize::MAX as u64 / 2)
-        .ok_or_else(|| ShmError::range(format!("The \"size\" argument {size} is too large")))?;
-    let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
+        .ok_or_else(|| ShmError::range(format!("The \"size\" argument {size} is too large")))
+}
+
+/// Makes the new, empty object behind `fd` a segment of `size` bytes (a result of
+/// [`segment_size`]): sizes it, maps it and writes the header. `name` names it in errors
+/// (a shm name, or a description of an object without one). The heap region is
+/// `[HEADER_SIZE, size)`; the caller formats it, then [`publish`]es.
+///
+/// On success the region owns `fd`; on failure `fd` is closed.
+///
+/// # Errors
+/// Sizing and mapping errors (`EADDRINUSE` for a taken exact address).
+pub(crate) fn init(
+    fd: i32,
+    name: &str,
+    size: u64,
+    placement: Placement,
+    prefault: bool,
+) -> Result<(Arc<Region>, Header)> {
     let result = (|| {
         shm::truncate(fd, size).map_err(|e| e.with_path(&name))?;
         let (prot, mut flags) = rw_shared();
@@ -254,7 +283,6 @@ pub fn create(
         }
         Err(e) => {
             let _ = shm::close(fd);
-            let _ = shm::unlink(&name);
             Err(e)
         }
     }
@@ -308,7 +336,21 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
         shm::OpenMode::ReadWrite
     };
     let fd = shm::open(&name, mode, shm::check_permissions(0)?)?;
-    match open_fd(&name, fd, fixed, read_only) {
+    open_owned_fd(&name, fd, fixed, read_only)
+}
+
+/// Maps the segment behind `fd`, validating its header, as [`open`] does; `name` names
+/// it in errors. On success the region owns `fd`; on failure `fd` is closed.
+///
+/// # Errors
+/// As [`open`], but no `ENOENT`.
+pub(crate) fn open_owned_fd(
+    name: &str,
+    fd: i32,
+    fixed: FixedMode,
+    read_only: bool,
+) -> Result<(Arc<Region>, Header)> {
+    match open_fd(name, fd, fixed, read_only) {
         Ok((region, header)) => {
             region.adopt_fd(fd);
             Ok((region, header))

@@ -1,0 +1,31 @@
+//! Anonymous segments at the boundary: `Mapping.createAnonymous` and `Mapping.fromFd`
+//! (`memory::anonymous` holds what they do; `lib/memory.ts` the public API).
+
+use crate::js::args::to_u64;
+use crate::js::mapping::{fixed_mode, Mapping};
+use crate::memory::{anonymous, segment};
+use napi_derive::napi;
+
+#[napi]
+impl Mapping {
+    /// Creates an anonymous managed segment (no name: a memfd on Linux) with a formatted
+    /// heap.
+    #[napi(factory)]
+    pub fn create_anonymous(size: f64, prefault: bool) -> napi::Result<Mapping> {
+        let (region, header) = anonymous::create(to_u64("size", size)?, prefault)?;
+        if let Err(e) = crate::heap::format_heap(&region, header.heap_offset, header.heap_size) {
+            region.close();
+            return Err(e.into());
+        }
+        segment::publish(&region);
+        Ok(Mapping::new(region, Some(header)))
+    }
+
+    /// Maps the managed segment behind descriptor `fd` (which the caller keeps).
+    /// `fixed`: `'require' | 'prefer' | 'no'`.
+    #[napi(factory)]
+    pub fn from_fd(fd: i32, fixed: String, read_only: bool) -> napi::Result<Mapping> {
+        let (region, header) = anonymous::from_fd(fd, fixed_mode(&fixed)?, read_only)?;
+        Ok(Mapping::new(region, Some(header)))
+    }
+}
