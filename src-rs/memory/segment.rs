@@ -225,7 +225,7 @@ pub(crate) fn init(
     prefault: bool,
 ) -> Result<(Arc<Region>, Header)> {
     let result = (|| {
-        shm::truncate(fd, size).map_err(|e| e.with_path(&name))?;
+        shm::truncate(fd, size).map_err(|e| e.with_path(name))?;
         let (prot, mut flags) = rw_shared();
         if prefault {
             flags |= crate::sys::MAP_POPULATE;
