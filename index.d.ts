@@ -89,6 +89,22 @@ export declare function fdTruncate(fd: number, size: number): void
 /** Walks every block and list; throws on any broken invariant. */
 export declare function heapCheck(id: number): void
 
+/** A heap's counters, read without its lock (a snapshot for display). */
+export interface HeapCountersJs {
+  /** Bytes of the heap region. */
+  size: number
+  /** Bytes in allocated blocks. */
+  used: number
+  /** Bytes in free blocks. */
+  free: number
+  /** Allocated blocks. */
+  allocations: number
+  /** Named objects. */
+  named: number
+  /** An operation is in progress, or its process died inside it. */
+  busy: boolean
+}
+
 /** The object called `name`, waiting up to `wait_ms` for its construction. */
 export declare function heapNamedFind(id: number, name: string, waitMs: number): NamedFound | null
 
@@ -125,6 +141,26 @@ export interface HeapStatsJs {
   largestFree: number
   /** Number of allocated blocks. */
   allocations: number
+}
+
+/**
+ * Stats, `check()`, the directory and the objects tagged with one of `kinds` (at most
+ * `max`), all under one hold of the heap lock: a consistent picture for diagnostics.
+ */
+export declare function heapSurvey(id: number, kinds: Array<number>, max: number): HeapSurvey
+
+/** What `npx shmutils inspect` reads of a heap, under one hold of its lock. */
+export interface HeapSurvey {
+  /** Usage figures. */
+  stats: HeapStatsJs
+  /** `check()`'s complaint (code and message), or absent if the heap is sound. */
+  problem?: Array<string>
+  /** The named objects (absent if the directory could not be read). */
+  named?: Array<NamedInfo>
+  /** Objects tagged with one of the kinds asked for, in address order. */
+  tagged: Array<TaggedObject>
+  /** Whether more tagged objects exist than were asked for. */
+  more: boolean
 }
 
 /**
@@ -230,6 +266,20 @@ export interface NamedFound {
   typeDesc: string
 }
 
+/** A directory entry, as `heapSurvey` reports it. */
+export interface NamedInfo {
+  /** The name. */
+  name: string
+  /** Offset of the object in the mapping. */
+  offset: number
+  /** Its size in bytes. */
+  size: number
+  /** The stored type description. */
+  typeDesc: string
+  /** Whether its construction finished. */
+  ready: boolean
+}
+
 /** A named object reserved (or found) by `namedReserve`. */
 export interface NamedReserved {
   /** Offset of the object in the mapping. */
@@ -256,6 +306,48 @@ export interface OpenedObject {
 /** The system page size. */
 export declare function pageSize(): number
 
+/** Looks at segment `name` without mapping it. */
+export declare function peekSegment(name: string): SegmentPeek
+
+/** What a segment is, from its header and `fstat`. */
+export interface SegmentPeek {
+  /**
+   * `'segment'`, `'unfinished'` (being created, or its creator died first),
+   * `'version'` (another format version) or `'foreign'`.
+   */
+  kind: string
+  /** Why a `'foreign'` object is not a segment. */
+  problem?: string
+  /** The header's format version (`'segment'`, `'version'`). */
+  version?: number
+  /** The object's size in bytes. */
+  size: number
+  /** Its inode number (decimal; absent where the system has none). */
+  inode?: string
+  /** Its owner's user id. */
+  owner: number
+  /** Its permission bits. */
+  mode: number
+  /** The segment's identity (16 hex digits). */
+  uid?: string
+  /** Creation time, ms since the Unix epoch (0: unknown). */
+  createdMs: number
+  /** The creator's pid in its PID namespace (0: unknown). */
+  creatorPid: number
+  /** The creator's start time (0: unknown). */
+  creatorStart: number
+  /** Whether the creator still runs, as this process can tell (absent: unknown). */
+  creatorAlive?: boolean
+  /** The creator's base address. */
+  base: number
+  /** Whether the base address is fixed for every process. */
+  fixed: boolean
+  /** Start of the heap region. */
+  heapOffset: number
+  /** The heap's counters. */
+  heap?: HeapCountersJs
+}
+
 /** Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout. */
 export declare function semAcquire(id: number, offset: number, timeoutMs?: number | undefined | null): boolean
 
@@ -279,6 +371,18 @@ export declare function syncCancel(id: number): void
  * `[id, code, id, code, ...]`. Called once per JavaScript thread by `lib/waits.ts`.
  */
 export declare function syncInit(onComplete: (arg: Array<number>) => void): void
+
+/** An object whose first bytes carry a kind tag (docs/FORMAT.md §6). */
+export interface TaggedObject {
+  /** Offset of the object in the mapping. */
+  offset: number
+  /** Bytes of its block's payload. */
+  size: number
+  /** The tag. */
+  kind: number
+  /** Whether it is a named object. */
+  named: boolean
+}
 
 /** Who the calling thread is (cached by the TypeScript layer per thread). */
 export declare function threadIdentity(): ThreadIdentity

@@ -80,6 +80,7 @@
 //! | `repair.rs` | `rebuild` after a process died holding the lock (the crash-tolerance design at its top) |
 //! | `check.rs` | `check`: every invariant, read-only |
 //! | `named.rs` | the named-object directory (entry layout at its top) |
+//! | `survey.rs` | what diagnostic tools read: tagged objects, the counters from raw bytes |
 //! | `testing.rs` | fixtures shared by the tests at the bottom of each file |
 //!
 //! # Choices
@@ -103,6 +104,7 @@ use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
 mod check;
 mod named;
 mod repair;
+pub mod survey;
 #[cfg(test)]
 mod testing;
 mod tlsf;

@@ -8,7 +8,8 @@
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
 //! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize` |
 //! | [`anonymous`] | `Mapping.createAnonymous`, `Mapping.fromFd` |
-//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]) |
+//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]), `heapSurvey` |
+//! | [`peek`] | `peekSegment`: a segment's header and counters without mapping it |
 //! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent`, `threadIdentity` (`lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync` (`semWake` through [`raw`]) |
 //! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
@@ -47,6 +48,7 @@ pub mod lock;
 pub mod mapping;
 // After `mapping`: napi-rs must have seen `Mapping` before an `impl` block of it.
 pub mod anonymous;
+pub mod peek;
 pub mod raw;
 pub mod semaphore;
 pub mod shm;

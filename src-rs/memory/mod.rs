@@ -5,5 +5,6 @@
 
 pub mod anonymous;
 pub mod mapping;
+pub mod peek;
 pub mod segment;
 pub mod shm;

@@ -124,7 +124,7 @@ fn put_u64(r: &Region, off: usize, v: u64) {
     unsafe { ((r.addr() + off) as *mut u64).write_unaligned(v.to_le()) }
 }
 /// The header bytes of the object behind `fd` (`pread`: no mapping needed to look).
-fn read_header(fd: i32) -> Result<[u8; HEADER_SIZE as usize]> {
+pub(crate) fn read_header(fd: i32) -> Result<[u8; HEADER_SIZE as usize]> {
     let mut buf = [0u8; HEADER_SIZE as usize];
     let mut done = 0;
     while done < buf.len() {
@@ -432,7 +432,10 @@ fn open_fd(
 }
 
 /// Checks every header field of a mapped header against the object's real size.
-fn validate(b: &[u8; HEADER_SIZE as usize], real_size: u64) -> std::result::Result<Header, String> {
+pub(crate) fn validate(
+    b: &[u8; HEADER_SIZE as usize],
+    real_size: u64,
+) -> std::result::Result<Header, String> {
     let version = le_u32(b, 8);
     if version != VERSION {
         return Err(format!(

@@ -165,7 +165,11 @@ pub fn inode(fd: RawFd) -> Result<u64> {
     Ok(fstat(fd)?.st_ino)
 }
 
-fn fstat(fd: RawFd) -> Result<libc::stat> {
+/// `fstat` of `fd`.
+///
+/// # Errors
+/// `EBADF` for a closed descriptor.
+pub(crate) fn fstat(fd: RawFd) -> Result<libc::stat> {
     // SAFETY: fstat writes into the zeroed struct we pass; a bad fd gives EBADF.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid, writable stat buffer.
