@@ -306,6 +306,9 @@ export interface OpenedObject {
 /** The system page size. */
 export declare function pageSize(): number
 
+/** Looks at the object behind descriptor `fd` (an anonymous segment) without mapping it. */
+export declare function peekDescriptor(fd: number): SegmentPeek
+
 /** Looks at segment `name` without mapping it. */
 export declare function peekSegment(name: string): SegmentPeek
 

@@ -860,6 +860,7 @@ module.exports.mapConstants = nativeBinding.mapConstants
 module.exports.munmap = nativeBinding.munmap
 module.exports.normalizeName = nativeBinding.normalizeName
 module.exports.pageSize = nativeBinding.pageSize
+module.exports.peekDescriptor = nativeBinding.peekDescriptor
 module.exports.peekSegment = nativeBinding.peekSegment
 module.exports.semAcquire = nativeBinding.semAcquire
 module.exports.semAcquireAsync = nativeBinding.semAcquireAsync

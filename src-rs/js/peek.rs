@@ -1,4 +1,4 @@
-//! `peekSegment`: what `npx shmutils ls` and `gc` know of a segment without mapping it
+//! `peekSegment`, `peekDescriptor`: what `npx shmutils ls` and `gc` know of a segment without mapping it
 //! (`memory::peek`).
 
 use crate::memory::peek::{self, Kind};
@@ -27,7 +27,7 @@ pub struct SegmentPeek {
     /// `'segment'`, `'unfinished'` (being created, or its creator died first),
     /// `'version'` (another format version) or `'foreign'`.
     pub kind: String,
-    /// Why a `'foreign'` object is not a segment.
+    /// Why a `'foreign'` or `'version'` object is not a segment this build can use.
     pub problem: Option<String>,
     /// The header's format version (`'segment'`, `'version'`).
     pub version: Option<u32>,
@@ -62,7 +62,16 @@ pub struct SegmentPeek {
 /// Looks at segment `name` without mapping it.
 #[napi]
 pub fn peek_segment(name: String) -> napi::Result<SegmentPeek> {
-    let p = peek::peek(&name)?;
+    Ok(to_js(peek::peek(&name)?))
+}
+
+/// Looks at the object behind descriptor `fd` (an anonymous segment) without mapping it.
+#[napi]
+pub fn peek_descriptor(fd: i32) -> napi::Result<SegmentPeek> {
+    Ok(to_js(peek::peek_fd(fd)?))
+}
+
+fn to_js(p: peek::Peek) -> SegmentPeek {
     let mut out = SegmentPeek {
         kind: String::new(),
         problem: None,
@@ -103,6 +112,10 @@ pub fn peek_segment(name: String) -> napi::Result<SegmentPeek> {
         Kind::Unfinished => "unfinished",
         Kind::Version(v) => {
             out.version = Some(v);
+            out.problem = Some(format!(
+                "format version {v}; this shmutils reads version {}",
+                crate::memory::segment::VERSION
+            ));
             "version"
         }
         Kind::Foreign(why) => {
@@ -111,5 +124,5 @@ pub fn peek_segment(name: String) -> napi::Result<SegmentPeek> {
         }
     }
     .to_owned();
-    Ok(out)
+    out
 }
