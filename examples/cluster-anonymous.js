@@ -1,0 +1,42 @@
+// Cluster workers sharing an anonymous segment: it has no name, so nothing appears in
+// /dev/shm and nothing can leak if the primary is killed; the memory goes with the last
+// process that maps it. Workers revive the handles the primary sends them, which opens
+// the segment through /proc/<primary pid>/fd/<fd> (Linux; same user).
+//
+//   node examples/cluster-anonymous.js [workers] [per worker]
+'use strict'
+const cluster = require('node:cluster')
+const { MappedMemory, Lock, revive } = require('..')
+
+const WORKERS = Number(process.argv[2] ?? 4)
+const EACH = Number(process.argv[3] ?? 10_000)
+
+if (cluster.isPrimary) {
+  const mem = MappedMemory.anonymous({ size: 64 * 1024 }) // no name: a memfd
+  const lock = new Lock(mem)
+  const counter = mem.new('uint64_t', 0)
+
+  let exited = 0
+  for (let i = 0; i < WORKERS; i++) {
+    // The handles name this process and its descriptor of the segment.
+    cluster.fork().send({ lock, counter, each: EACH })
+  }
+  cluster.on('exit', (worker, code) => {
+    if (code !== 0) process.exitCode = 1
+    if (++exited < WORKERS) return
+    const total = counter.value
+    console.log(`${WORKERS} workers counted to ${total} (expected ${WORKERS * EACH})`)
+    mem.close() // the last holder: the memory is freed now
+    if (total !== BigInt(WORKERS * EACH)) process.exitCode = 1
+  })
+} else {
+  process.once('message', (msg) => {
+    const { lock, counter, each } = revive(msg)
+    for (let i = 0; i < each; i++) {
+      lock.acquire()
+      counter.value += 1n
+      lock.release()
+    }
+    process.disconnect()
+  })
+}
