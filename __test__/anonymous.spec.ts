@@ -114,7 +114,7 @@ test('spawned children map it from a descriptor inherited through stdio: exact c
   const results = await Promise.all(outputs)
   for (const r of results) {
     t.is(r.added, 400)
-    t.is<string | null>(r.uid, mem.uid, 'the same segment')
+    t.is(r.uid, mem.uid as string, 'the same segment')
     if (linux) t.deepEqual([r.maps, r.mapsAfter], [1, 0], 'the child mapped it once and unmapped it on close')
   }
   t.is(counter.value, 1600n)
