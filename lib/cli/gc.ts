@@ -56,14 +56,28 @@ export function verdict(s: SegmentInfo, now = Date.now()): { remove: boolean; re
   return { remove: true, reason: `its creator (pid ${s.creator.pid}) has exited, and nobody maps it` }
 }
 
-/** Decides, and (unless `dryRun`) removes. */
-export function collect(dryRun: boolean): GcResult {
+/**
+ * Decides, and (unless `dryRun`) removes: every segment, or only those of `names`
+ * (normalized).
+ */
+export function collect(dryRun: boolean, names: readonly string[] = []): GcResult {
   const scan = scanProcesses()
   if (!scan.available) {
     throw new Error('gc needs /proc to tell whether processes use a segment (Linux only)')
   }
   const result: GcResult = { dryRun, removed: [], kept: [], failed: [] }
-  for (const s of listing(scan).segments) {
+  const only = new Set(names.map((n) => native(() => binding.normalizeName(n))))
+  const segments = only.size
+    ? [...only].flatMap((n) => {
+      try {
+        return [describeSegment(n, scan)]
+      } catch (e) {
+        if ((e as { code?: string }).code === 'ENOENT') return []
+        throw e
+      }
+    })
+    : listing(scan).segments
+  for (const s of segments) {
     const name = s.name as string
     const kind = s.kind
     const v = verdict(s)
@@ -96,7 +110,7 @@ export function collect(dryRun: boolean): GcResult {
 export const gc: Command = {
   name: 'gc',
   summary: 'remove segments whose creator has exited and that no process uses',
-  usage: 'gc [--dry-run] [--json]',
+  usage: 'gc [--dry-run] [--json] [NAME...]',
   help: `Removes every shmutils segment whose creating process has exited and that no process
 maps or holds open: what a crashed program leaves behind. Never removes a segment in use,
 one whose creator still runs, or an object that is not a shmutils segment. An object
@@ -106,15 +120,17 @@ Whether processes use a segment is read from /proc (Linux), which shows the proc
 this PID namespace that this user may inspect, and from the segment's liveness bytes,
 which every process that maps it holds, in any container.
 
+With names, only those segments are considered (a name that does not exist is skipped).
+
 Options:
   --dry-run  only say what would be removed
   --json     print one JSON object instead (documented in docs/cli.md; stable)
 
 Exit code 0, or 1 if a segment could not be removed.`,
   flags: ['dry-run', 'json'],
-  positional: { min: 0, max: 0 },
+  positional: { min: 0, max: Infinity },
   run(args, io) {
-    const r = collect(args.flags.has('dry-run'))
+    const r = collect(args.flags.has('dry-run'), args.positional)
     if (args.flags.has('json')) {
       io.out(JSON.stringify(r, null, 2))
       return r.failed.length ? 1 : 0

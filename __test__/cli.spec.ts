@@ -1,0 +1,219 @@
+// The command-line tool (`bin/shmutils.js`) run as a subprocess against segments made by
+// live and killed processes: ls, inspect, gc --dry-run, gc, rm, --help, bad names and
+// foreign objects. Every error is one line naming the segment, with exit code 1 (2 for
+// bad usage), never a stack trace.
+import test, { type ExecutionContext } from 'ava'
+import { spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import { MappedMemory, shmOpen } from '../dist/index.js'
+import { forkChild, segmentExists, segmentName } from './helpers.js'
+
+const BIN = join(import.meta.dirname ?? __dirname, '..', 'bin', 'shmutils.js')
+const linux = process.platform === 'linux'
+
+interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs the tool with `args`. */
+function cli(...args: string[]): Run {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** Runs the tool with `--json` added; parses its output. */
+function json<T = Record<string, unknown>>(t: ExecutionContext, ...args: string[]): T {
+  const r = cli(...args, '--json')
+  t.is(r.code, 0, r.stderr)
+  return JSON.parse(r.stdout) as T
+}
+
+/** No stack trace: no `    at ` frame lines, no `Error:` dump. */
+function noStack(t: ExecutionContext, r: Run): void {
+  t.notRegex(r.stderr, /^\s+at /m, r.stderr)
+  t.notRegex(r.stdout + r.stderr, /node:internal|\.js:\d+:\d+/, r.stderr)
+}
+
+interface Peer {
+  pid: number
+  uid: string
+  inode: string
+  fd: number
+  offsets: Record<string, number>
+}
+
+/** Starts `ops-peer.mjs` making `what`; resolves with what it reports. */
+async function peer(t: ExecutionContext, what: string) {
+  const child = forkChild(t, 'ops-peer.mjs', [what])
+  const info = await child.message<Peer>()
+  return { child, info }
+}
+
+interface SegmentJson {
+  name: string | null
+  kind: string
+  size: number
+  uid: string | null
+  creator: { pid: number; alive: boolean | null } | null
+  heap: { named: number; used: number; free: number } | null
+  attached: number[]
+  holders?: Array<{ pid: number; fd: number }>
+}
+
+test('ls, inspect, gc and rm on segments of a live and a killed process', async (t) => {
+  if (!linux) return t.pass('ls and gc list /dev/shm and read /proc: Linux only')
+  const liveName = segmentName(t, 'cli-live')
+  const deadName = segmentName(t, 'cli-dead')
+  const live = await peer(t, liveName)
+  const dead = await peer(t, deadName)
+  dead.child.proc.kill('SIGKILL')
+  await dead.child.exited
+
+  // ls --json
+  const l = json<{ segments: SegmentJson[]; scan: { proc: boolean } }>(t, 'ls')
+  t.true(l.scan.proc)
+  const ls = (n: string) => l.segments.find((s) => s.name === n) as SegmentJson
+  t.like(ls(liveName), { kind: 'segment', size: 1 << 20, uid: live.info.uid, creator: { pid: live.info.pid, alive: true }, attached: [live.info.pid] })
+  t.like(ls(deadName), { kind: 'segment', uid: dead.info.uid, creator: { pid: dead.info.pid, alive: false }, attached: [] })
+  t.is(ls(liveName).heap?.named, 3)
+  t.true((ls(liveName).heap?.used ?? 0) > 0)
+  // ls as a table
+  const table = cli('ls')
+  t.is(table.code, 0)
+  const row = table.stdout.split('\n').find((x) => x.startsWith(`${liveName} `)) ?? ''
+  t.regex(row, new RegExp(`^${liveName}\\s+1 MiB\\s+\\S+ (B|KiB)\\s+\\S+ KiB\\s+3\\s+${live.info.pid} \\(alive\\)\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\s+${live.info.pid}$`))
+  t.regex(table.stdout, /^NAME\s+SIZE\s+USED\s+FREE\s+NAMED\s+CREATOR\s+CREATED\s+ATTACHED$/m)
+  t.regex(table.stdout, new RegExp(`^${deadName}\\s.*${dead.info.pid} \\(exited\\)`, 'm'))
+
+  // inspect
+  const ins = json<{
+    segment: SegmentJson
+    heap: { check: { ok: boolean }; allocations: number }
+    named: Array<{ name: string; type: string; size: number; ready: boolean }>
+    objects: Array<{ kind: string; offset: number; summary: string }>
+  }>(t, 'inspect', liveName)
+  t.is(ins.segment.uid, live.info.uid)
+  t.deepEqual(ins.heap.check, { ok: true })
+  t.deepEqual(ins.named.map((n) => [n.name, n.type, n.size, n.ready]), [
+    ['counter', 'uint64_t', 8, true],
+    ['label', 'char[16]', 16, true],
+    ['origin', 'struct point', 8, true],
+  ])
+  t.is(ins.objects[0].kind, 'heap lock')
+  t.is(ins.objects[0].summary, 'free')
+  const human = cli('inspect', liveName.slice(1)) // without the leading '/'
+  t.is(human.code, 0, human.stderr)
+  t.regex(human.stdout, new RegExp(`^segment ${liveName}$`, 'm'))
+  t.regex(human.stdout, new RegExp(`created:\\s+\\S+ \\S+ by pid ${live.info.pid} \\(alive\\)`))
+  t.regex(human.stdout, /^named objects \(3\)$/m)
+  t.regex(human.stdout, /^\s+origin\s+struct point\s+\d+\s+8 B\s+ready$/m)
+  t.regex(human.stdout, /^\s+check:\s+ok$/m)
+
+  // gc --dry-run over everything lists the dead one and keeps the live one; removes nothing.
+  const dry = json<{ dryRun: boolean; removed: Array<{ name: string }>; kept: Array<{ name: string; reason: string }> }>(t, 'gc', '--dry-run')
+  t.true(dry.dryRun)
+  t.true(dry.removed.some((e) => e.name === deadName))
+  t.false(dry.removed.some((e) => e.name === liveName))
+  t.regex(dry.kept.find((e) => e.name === liveName)?.reason ?? '', new RegExp(`in use by pid ${live.info.pid}`))
+  t.true(segmentExists(deadName), 'a dry run removes nothing')
+  const dryText = cli('gc', '--dry-run', liveName, deadName)
+  t.is(dryText.code, 0)
+  t.regex(dryText.stdout, new RegExp(`^would remove ${deadName}: its creator \\(pid ${dead.info.pid}\\) has exited, and nobody maps it$`, 'm'))
+  t.regex(dryText.stdout, new RegExp(`^kept ${liveName}: in use by pid ${live.info.pid}$`, 'm'))
+
+  // gc (only our two names: other programs on this machine have segments too)
+  const gc = cli('gc', liveName, deadName)
+  t.is(gc.code, 0, gc.stderr)
+  t.regex(gc.stdout, new RegExp(`^removed ${deadName}: `, 'm'))
+  t.false(segmentExists(deadName))
+  t.true(segmentExists(liveName))
+
+  // rm the live one: it says who still maps it.
+  const rm = cli('rm', liveName)
+  t.is(rm.code, 0)
+  t.is(rm.stdout.trim(), `removed ${liveName} (still mapped by pid ${live.info.pid}: its memory stays until they close it)`)
+  t.false(segmentExists(liveName))
+  const again = cli('rm', liveName)
+  t.is(again.code, 1)
+  t.is(again.stderr.trim(), `shmutils rm: ${liveName}: no such segment`)
+})
+
+test('errors name the segment, exit non-zero and print no stack trace', (t) => {
+  const missing = cli('inspect', '/nope-shmutils-cli')
+  t.is(missing.code, 1)
+  t.is(missing.stderr.trim(), 'shmutils inspect: /nope-shmutils-cli: no such segment')
+  t.is(missing.stdout, '')
+  noStack(t, missing)
+  for (const [args, message, code] of [
+    [['inspect', 'a/b'], /^shmutils inspect: invalid segment name: .*one leading '\/'/, 1],
+    [['inspect', ''], /^shmutils inspect: invalid segment name: must not be empty/, 1],
+    [['inspect', 'x'.repeat(300)], /^shmutils inspect: invalid segment name: /, 1],
+    [['inspect'], /^shmutils inspect: a segment name is required\nusage: shmutils inspect NAME \[--json\]/, 2],
+    [['inspect', 'a', 'b'], /^shmutils inspect: too many arguments/, 2],
+    [['ls', '--bogus'], /^shmutils ls: unknown option --bogus/, 2],
+    [['ls', 'extra'], /^shmutils ls: unexpected argument "extra"/, 2],
+    [['rm'], /^shmutils rm: at least one segment name is required/, 2],
+    [['rm', '/nope-shmutils-cli', 'a/b'], /^shmutils rm: \/nope-shmutils-cli: no such segment\nshmutils rm: invalid segment name: /, 1],
+    [['frobnicate'], /^shmutils: unknown command "frobnicate"/, 2],
+    [[], /^usage: shmutils <command>/, 2],
+  ] as const) {
+    const r = cli(...args)
+    t.is(r.code, code, `${args.join(' ')}: ${r.stderr}`)
+    t.regex(r.stderr, message, args.join(' '))
+    noStack(t, r)
+  }
+})
+
+test('--help for each command', (t) => {
+  const overview = cli('--help')
+  t.is(overview.code, 0)
+  for (const cmd of ['ls', 'inspect', 'rm', 'gc']) {
+    t.regex(overview.stdout, new RegExp(`^  ${cmd} `, 'm'))
+    for (const args of [[cmd, '--help'], [cmd, '-h'], ['help', cmd], [cmd, 'x', '--help']]) {
+      const r = cli(...args)
+      t.is(r.code, 0, args.join(' '))
+      t.regex(r.stdout, new RegExp(`^usage: shmutils ${cmd}\\b`), args.join(' '))
+      t.true(r.stdout.split('\n').length > 4, 'explains itself')
+    }
+  }
+})
+
+test('objects that are not segments are reported as such and never collected', (t) => {
+  if (!linux) return t.pass('ls and gc: Linux only')
+  const foreign = segmentName(t, 'cli-foreign')
+  const obj = shmOpen(foreign, 'x+').truncate(8192)
+  obj.close()
+  const junk = segmentName(t, 'cli-junk')
+  const m = new MappedMemory(null, 8192, undefined, undefined, shmOpen(junk, 'x+').truncate(8192))
+  m.bytes.fill(0x5a)
+  m.close()
+  const l = json<{ segments: SegmentJson[] }>(t, 'ls')
+  t.is(l.segments.find((s) => s.name === foreign)?.kind, 'unfinished', 'all zero: a creator that has not finished')
+  t.like(l.segments.find((s) => s.name === junk), { kind: 'foreign', heap: null, creator: null })
+  const ins = cli('inspect', junk)
+  t.is(ins.code, 1)
+  t.regex(ins.stderr, new RegExp(`^shmutils inspect: ${junk}: not a shmutils segment \\(no shmutils header\\)`))
+  noStack(t, ins)
+  const gc = json<{ removed: unknown[]; kept: Array<{ name: string; kind: string; reason: string }> }>(t, 'gc', junk, foreign)
+  t.deepEqual(gc.removed, [])
+  t.like(gc.kept.find((e) => e.name === junk), { kind: 'foreign' })
+  t.like(gc.kept.find((e) => e.name === foreign), { kind: 'unfinished', reason: 'being created' })
+  t.true(segmentExists(junk) && segmentExists(foreign))
+})
+
+test('ls shows anonymous segments with the processes that hold them', async (t) => {
+  if (!linux) return t.pass('read through /proc: Linux only')
+  const anon = await peer(t, 'anonymous')
+  const l = json<{ anonymous: SegmentJson[] }>(t, 'ls')
+  const mine = l.anonymous.find((s) => s.uid === anon.info.uid)
+  t.like(mine, { name: null, kind: 'segment', size: 1 << 20, creator: { pid: anon.info.pid, alive: true }, attached: [anon.info.pid] })
+  t.deepEqual(mine?.holders, [{ pid: anon.info.pid, fd: anon.info.fd }])
+  t.is(mine?.heap?.named, 3)
+  anon.child.proc.kill('SIGKILL')
+  await once(anon.child.proc, 'exit')
+  const after = json<{ anonymous: SegmentJson[] }>(t, 'ls')
+  t.false(after.anonymous.some((s) => s.uid === anon.info.uid), 'gone with its last holder')
+})
