@@ -12,7 +12,7 @@ import type { Command } from './command.js'
 import { fields, formatSize, formatTime, table } from './format.js'
 import { attachedText, creatorText } from './ls.js'
 import { scanProcesses } from './procfs.js'
-import { decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary } from './records.js'
+import { decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary } from '../records.js'
 import { describeSegment, type SegmentInfo } from './segments.js'
 
 /** How many tagged objects `inspect` reports at most. */

@@ -1,6 +1,6 @@
 /**
- * The state of synchronization records and containers found in a segment, decoded from
- * their bytes (docs/FORMAT.md §6) for `shmutils inspect`. Everything read here is
+ * The state of synchronization records and containers, decoded from their bytes
+ * (docs/FORMAT.md §6) for `util.inspect` and `shmutils inspect`. Everything read here is
  * untrusted: a value that breaks the format is shown as it is, never followed.
  * @module
  */

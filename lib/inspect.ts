@@ -1,0 +1,117 @@
+/**
+ * What `console.log` and `util.inspect` show for the package's objects: their state, read
+ * from shared memory at the moment of the call (a mapping's segment and identity, a
+ * heap's use, whether a lock is held and by whom, waiters, a semaphore's value), never
+ * their internal fields. Reading never takes a lock and never blocks: figures of other
+ * processes' ongoing operations may be a moment old.
+ * @module
+ */
+import { inspect, type InspectOptionsStylized } from 'node:util'
+import { Condition } from './condition.js'
+import { Heap } from './heap.js'
+import { Lock } from './lock.js'
+import { internals, MappedMemory } from './memory.js'
+import { decodeRecord, lockState } from './records.js'
+import { RLock } from './rlock.js'
+import { Semaphore } from './semaphore.js'
+
+type Show = typeof inspect
+
+/** `Name { ...fields }`, or `[Name]` past the depth limit. */
+function render(name: string, fields: Record<string, unknown>, depth: number, options: InspectOptionsStylized, show: Show): string {
+  if (depth < 0) return options.stylize(`[${name}]`, 'special')
+  return `${name} ${show(fields, { ...options, depth: options.depth == null ? null : options.depth - 1 })}`
+}
+
+/** How a mapping is named in the inspection of objects that live in it. */
+export function memoryLabel(m: MappedMemory): string {
+  if (m.name !== null) return m.name
+  return m.managed ? 'anonymous segment' : 'anonymous mapping'
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`
+}
+
+/**
+ * Installs `fn` as the `util.inspect` hook of a class (one place for every class, so the
+ * classes themselves stay about what they do).
+ */
+function install<T>(cls: { prototype: T }, fn: (self: T) => { name?: string; fields: Record<string, unknown> }): void {
+  Object.defineProperty(cls.prototype, inspect.custom, {
+    value(this: T, depth: number, options: InspectOptionsStylized, show: Show): string {
+      const { name, fields } = fn(this)
+      return render(name ?? (this as object).constructor.name, fields, depth, options, show)
+    },
+    writable: true,
+    configurable: true,
+  })
+}
+
+install(MappedMemory, (m) => {
+  if (m.closed) return { fields: { name: m.name, closed: true } }
+  const fields: Record<string, unknown> = {
+    name: m.name,
+    kind: m.managed ? (m.name === null ? 'anonymous segment' : 'segment') : 'raw',
+    size: m.size,
+    address: `${hex(m.address.begin)}-${hex(m.address.end)}`,
+  }
+  if (m.uid !== null) fields.uid = m.uid
+  const c = m.creator
+  if (c) fields.creator = { pid: c.pid, createdAt: new Date(c.createdAt) }
+  if (m.fd !== null) fields.fd = m.fd
+  fields.closed = false
+  return { fields }
+})
+
+/** Heap header fields read for inspection (docs/FORMAT.md §4.1). */
+const H_HEADER_SIZE = 44
+const H_ARENA_END = 56
+const H_BUSY = 80
+const H_USED = 88
+const H_ALLOCS = 104
+const H_DIR_COUNT = 136
+
+install(Heap, (h) => {
+  const where = memoryLabel(h.memory)
+  if (h.memory.closed) return { fields: { memory: where, closed: true } }
+  const v = internals(h.memory).view
+  const at = (f: number) => Number(v.getBigUint64(h.offset + f, true))
+  const used = at(H_USED)
+  const free = at(H_ARENA_END) - v.getUint32(h.offset + H_HEADER_SIZE, true) - used
+  const fields: Record<string, unknown> = {
+    memory: where, offset: h.offset, size: h.size, used, free, allocations: at(H_ALLOCS), named: at(H_DIR_COUNT),
+  }
+  // An operation in progress, or one whose process died (the next operation repairs it).
+  if (v.getUint32(h.offset + H_BUSY, true) !== 0) fields.busy = true
+  return { fields }
+})
+
+install(Lock, (l) => {
+  const where = memoryLabel(l.memory)
+  if (l.memory.closed) return { fields: { memory: where, offset: l.offset, closed: true } }
+  const s = lockState(internals(l.memory).view, l.offset, false)
+  const fields: Record<string, unknown> = { memory: where, offset: l.offset, locked: s.locked }
+  if (s.holder) fields.owner = s.holder.pid !== null ? { pid: s.holder.pid, tid: s.holder.tid } : { id: s.holder.owner }
+  if (l instanceof RLock && l.depth > 0) fields.depth = l.depth
+  if (s.waiters) fields.waiters = true
+  if (s.ownerDied || l.ownerDied) fields.ownerDied = true
+  if (s.notRecoverable) fields.notRecoverable = true
+  return { fields }
+})
+
+install(Condition, (c) => {
+  const where = memoryLabel(c.memory)
+  if (c.memory.closed) return { fields: { memory: where, offset: c.offset, closed: true } }
+  const { state } = decodeRecord(internals(c.memory).view, c.offset, 32, 3)
+  return { fields: { memory: where, offset: c.offset, waiters: state.waiters, lock: c.lock } }
+})
+
+install(Semaphore, (s) => {
+  const where = memoryLabel(s.memory)
+  if (s.memory.closed) return { fields: { memory: where, offset: s.offset, closed: true } }
+  const { state } = decodeRecord(internals(s.memory).view, s.offset, 32, 4)
+  const fields: Record<string, unknown> = { memory: where, offset: s.offset, value: state.value }
+  if (state.waiters) fields.waiters = true
+  return { fields }
+})
