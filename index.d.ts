@@ -319,7 +319,7 @@ export interface SegmentPeek {
    * `'version'` (another format version) or `'foreign'`.
    */
   kind: string
-  /** Why a `'foreign'` object is not a segment. */
+  /** Why a `'foreign'` or `'version'` object is not a segment this build can use. */
   problem?: string
   /** The header's format version (`'segment'`, `'version'`). */
   version?: number
@@ -399,6 +399,13 @@ export interface ThreadIdentity {
   /** High 32 bits of the thread's start time. */
   startHi: number
 }
+
+/**
+ * Sets up this thread's event channel: `onEvent` receives `[code, ...fields]`: for a heap
+ * repair `[1, address of the heap region, reason (1 owner died, 2 interrupted)]`.
+ * Called once per JavaScript thread by `lib/trace.ts`.
+ */
+export declare function traceInit(onEvent: (arg: Array<number>) => void): void
 
 /**
  * Removes the name if it still names the managed segment whose identity is `uid` (16

@@ -869,4 +869,5 @@ module.exports.shmUnlink = nativeBinding.shmUnlink
 module.exports.syncCancel = nativeBinding.syncCancel
 module.exports.syncInit = nativeBinding.syncInit
 module.exports.threadIdentity = nativeBinding.threadIdentity
+module.exports.traceInit = nativeBinding.traceInit
 module.exports.unlinkSegmentIf = nativeBinding.unlinkSegmentIf

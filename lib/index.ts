@@ -20,5 +20,6 @@ export {
   type Type, type JsOf, type EnumBase, type ScalarKind, type TypeDesc, type FieldDesc, type ScalarName, type ScalarType, type PointerType, type ArrayType, type StructType, type EnumType, type Field,
 } from './types/index.js'
 export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseConstructor } from './cbase.js'
+export { tracing, type Tracing, type LockWaitMessage, type OwnerDiedMessage, type HeapRepairMessage } from './trace.js'
 // util.inspect of the classes above (their state, no internals).
 import './inspect.js'

@@ -571,6 +571,17 @@ function staleHandle(h: Handle): ShmError {
   )
 }
 
+/**
+ * @internal The open managed mapping of this thread that contains absolute `address`
+ * (created, opened or revived here), if any. For rare paths only (a linear search).
+ */
+export function mappingAt(address: number): MappedMemory | undefined {
+  for (const m of cache.values()) {
+    if (!m.closed && m.address.begin <= address && address < m.address.end) return m
+  }
+  return undefined
+}
+
 function forgetCached(m: MappedMemory): void {
   for (const [k, v] of cache) if (v === m) cache.delete(k)
 }

@@ -902,6 +902,10 @@ impl HeapView {
         let r = self.salt().and_then(|salt| {
             if self.hld32(H_BUSY)? != 0 {
                 self.rebuild_inner(salt)?;
+                crate::trace::emit(crate::trace::Event::HeapRepaired {
+                    address: self.hb as usize,
+                    reason: crate::trace::RepairReason::Interrupted,
+                });
             }
             self.hst32(H_BUSY, 1)?;
             self.commit();

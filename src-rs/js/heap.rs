@@ -149,7 +149,13 @@ impl HeapSlot {
     #[cold]
     fn recover(&self, rec: &LockRecord, me: Owner) -> Result<()> {
         match self.view.rebuild() {
-            Ok(()) => rec.mark_consistent(me),
+            Ok(()) => {
+                crate::trace::emit(crate::trace::Event::HeapRepaired {
+                    address: self.region.addr() + self.view.heap_off(),
+                    reason: crate::trace::RepairReason::OwnerDied,
+                });
+                rec.mark_consistent(me)
+            }
             Err(e) => {
                 rec.unlock(me)?;
                 Err(ShmError::new(

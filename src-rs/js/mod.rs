@@ -13,6 +13,7 @@
 //! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent`, `threadIdentity` (`lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync` (`semWake` through [`raw`]) |
 //! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
+//! | [`trace`] | `traceInit`: rare events (heap repairs) for `node:diagnostics_channel` |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
 //! | [`raw`] | the hot calls as plain N-API callbacks |
 //! | [`args`], [`slots`] | argument checks and the per-thread id tables the others share |
@@ -53,4 +54,5 @@ pub mod raw;
 pub mod semaphore;
 pub mod shm;
 pub mod slots;
+pub mod trace;
 pub mod waits;
