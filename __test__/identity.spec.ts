@@ -357,19 +357,6 @@ test('the header records the creator (pid, start time) and the creation time; a 
   t.is(r.uid, null)
 })
 
-test('EEXIST from create says how to open or remove the segment', (t) => {
-  const m = segment(t, 65536)
-  const name = m.name!
-  throws(t, () => MappedMemory.create(name, { size: 65536 }), {
-    instanceOf: ShmError,
-    code: 'EEXIST',
-    errno: 17,
-    syscall: 'shm_open',
-    path: name,
-    message: `the segment "${name}" already exists: attach to it with MappedMemory.open("${name}"), or remove it first with shmUnlink("${name}") (from a shell: npx shmutils rm ${name})`,
-  })
-})
-
 /** Runs `fixtures/unlink-on-exit.mjs`; resolves once it created its segment. */
 async function unlinkOnExitChild(t: ExecutionContext, name: string, mode: string) {
   const proc = fork(fixture('unlink-on-exit.mjs'), [name, mode], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [] })

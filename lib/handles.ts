@@ -12,7 +12,10 @@
  */
 import { typeError } from './errors.js'
 
-/** The JSON form of a shareable object; see {@link revive}. */
+/**
+ * The JSON form of a shareable object; see {@link revive}.
+ * @category Sharing between processes
+ */
 export interface Handle {
   /** The class of the object (`'MappedMemory'`, `'Lock'`, `'Ref'`, ...). */
   $shmutils: string
@@ -55,7 +58,10 @@ export function registerReviver(kind: string, fn: Reviver): void {
   revivers.set(kind, fn)
 }
 
-/** Whether `value` looks like a {@link Handle}. */
+/**
+ * Whether `value` looks like a {@link Handle}.
+ * @category Sharing between processes
+ */
 export function isHandle(value: unknown): value is Handle {
   return (
     typeof value === 'object' &&
@@ -88,6 +94,19 @@ function reviveHandle(h: Handle): unknown {
  * shareable object (what `worker.postMessage`, `workerData` and `fork` with
  * `serialization: 'advanced'` deliver). Segments are opened once per process and cached.
  * Other values are returned as they are.
+ *
+ * What arrives from another process is `unknown` to TypeScript: name the type you expect.
+ * @example
+ * ```ts
+ * // sender
+ * child.send({ lock, hits })            // toJSON(): { $shmutils: 'Lock', segment, offset, ... }
+ * // receiver
+ * process.once('message', (msg) => {
+ *   const { lock, hits } = revive<{ lock: Lock; hits: Ref<bigint> }>(msg)
+ *   lock.withLock(() => { hits.value += 1n })
+ * })
+ * ```
+ * @category Sharing between processes
  */
 export function revive<T = unknown>(value: unknown): T {
   return reviveDeep(value, 0) as T
@@ -106,5 +125,8 @@ function reviveDeep(value: unknown, depth: number): unknown {
   return out
 }
 
-/** A `JSON.parse` reviver that turns handles into live objects. */
+/**
+ * A `JSON.parse` reviver that turns handles into live objects.
+ * @category Sharing between processes
+ */
 export const reviver = (_key: string, value: unknown): unknown => (isHandle(value) ? reviveHandle(value) : value)

@@ -11,11 +11,16 @@ import { setLockAllocator } from './lock.js'
 import { internals, MappedMemory, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
+import type { InitOf, RefOf } from './typed.js'
 import {
-  arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types, type Type,
+  arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types,
+  type AllocationTypeOfName, type CharPointerName, type Type,
 } from './types/index.js'
 
-/** Figures of {@link Heap.stats}. */
+/**
+ * Figures of {@link Heap.stats}.
+ * @category Heap
+ */
 export interface HeapStats {
   /** Bytes of the heap region. */
   size: number
@@ -29,7 +34,10 @@ export interface HeapStats {
   allocations: number
 }
 
-/** Options of {@link Heap.create}. */
+/**
+ * Options of {@link Heap.create}.
+ * @category Heap
+ */
 export interface HeapCreateOptions {
   /** Where the heap region starts (16-aligned); default 0. */
   offset?: number
@@ -48,6 +56,7 @@ const NAMED_WAIT_MS = 10_000
  * at creation: `mem.heap`. All operations take the heap's own lock (a futex lock in the
  * region); a process that dies holding it is detected, and the next operation repairs
  * the heap from its block chain before continuing.
+ * @category Heap
  */
 export class Heap {
   /** The mapping the heap lives in. */
@@ -59,8 +68,8 @@ export class Heap {
   /** This thread's native heap slot (see `src-rs/js/heap.rs`). */
   #id: number
 
-  /** @internal Use {@link Heap.create}, {@link Heap.attach} or `mem.heap`. */
-  constructor(memory: MappedMemory, offset: number, id: number) {
+  /** Heaps come from {@link Heap.create}, {@link Heap.attach} and `mem.heap`. */
+  private constructor(memory: MappedMemory, offset: number, id: number) {
     this.memory = memory
     this.offset = offset
     this.#id = id
@@ -136,12 +145,26 @@ export class Heap {
    * `'size_t'`), writes `init` if given, and returns a reference to it.
    * `'char *'` with a string or bytes allocates a `char[]` holding them (a string gets a
    * terminating NUL).
+   *
+   * In TypeScript the reference is typed from the type (see `RefOf`) and `init` is
+   * checked against it (see `InitOf`).
+   * @example
+   * ```ts
+   * const hits = mem.heap.new('uint64_t', 0)           // Ref<bigint>
+   * const xs = mem.heap.new('int32_t[8]', [1, 2, 3])   // the other five are 0
+   * const name = mem.heap.new('char *', 'Ada')         // a char[4] holding "Ada\0"
+   * ```
+   * @throws ShmError `ENOMEM` when the heap is full; TypeError/RangeError for a bad type
+   *   name or an `init` the type does not take
    */
-  new<T = unknown>(type: Type<T> | string, init?: unknown): Ref<T> {
+  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): Ref<number[], Ref<number>>
+  new<const S extends string>(type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
+  new<Ty extends Type>(type: Ty, init?: InitOf<Ty>): RefOf<Ty>
+  new(type: Type | string, init?: unknown): Ref {
     const t = resolveNewType(type, init)
     const off = this.malloc(t.size, Math.max(t.align, 16))
     try {
-      return this.#construct(off, t, init) as Ref<T>
+      return this.#construct(off, t, init)
     } catch (e) {
       this.free(off)
       throw e
@@ -159,18 +182,20 @@ export class Heap {
    * Finds the object called `name`, or constructs it (zeroed, then `init`) if there is
    * none: atomically across processes, so two processes racing get one object,
    * constructed once. The directory remembers the type, so {@link find} returns a typed
-   * reference in any process. Names are 1 to 255 bytes of UTF-8.
+   * reference in any process. Names are 1 to 255 bytes of UTF-8. Typed like {@link new}.
    */
-  named<T = unknown>(name: string, type: Type<T> | string, init?: unknown): Ref<T> {
+  named<const S extends string>(name: string, type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
+  named<Ty extends Type>(name: string, type: Ty, init?: InitOf<Ty>): RefOf<Ty>
+  named(name: string, type: Type | string, init?: unknown): Ref {
     checkName('name', name)
     const t = resolveNewType(type, init)
     const desc = JSON.stringify(describeType(t))
     const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
-    if (!r.created) return this.#namedRef(name, r.offset, r.typeDesc) as Ref<T>
+    if (!r.created) return this.#namedRef(name, r.offset, r.typeDesc)
     try {
       const ref = refAt(this.memory, r.offset, t, this)
       if (init !== undefined) ref.value = toValue(t, init)
-      return ref as Ref<T>
+      return ref
     } finally {
       // Publish even if init threw: the object exists (zeroed) and waiters must not hang.
       native(() => binding.heapNamedPublish(this.#id, r.entry))
@@ -179,13 +204,14 @@ export class Heap {
 
   /**
    * The object called `name` with the type it was created with, or `undefined`. Waits
-   * (briefly) while another process is still constructing it.
+   * (briefly) while another process is still constructing it. TypeScript cannot know that
+   * type: say it, `heap.find<bigint>('hits')`.
    */
-  find<T = unknown>(name: string): Ref<T> | undefined {
+  find<T = unknown, E = unknown>(name: string): Ref<T, E> | undefined {
     checkName('name', name)
     const e = native(() => binding.heapNamedFind(this.#id, name, NAMED_WAIT_MS))
     if (!e) return undefined
-    return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T>
+    return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T, E>
   }
 
   /**

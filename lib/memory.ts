@@ -5,7 +5,7 @@
  */
 import { closeSync, openSync } from 'node:fs'
 import { checkIndex, checkName, describe } from './args.js'
-import { closedError, native, outOfBounds, rangeError, ShmError, typeError } from './errors.js'
+import { closedError, native, outOfBounds, rangeError, ShmError, typeError, withExistsAdvice } from './errors.js'
 import { forgetOnExit, unlinkOnExit } from './exit.js'
 import { type Handle, registerReviver } from './handles.js'
 import { MapFlags, Protection } from './constants.js'
@@ -13,9 +13,13 @@ import { binding, type MappingInfo, type NativeMapping } from './native.js'
 import { SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
 import type { Heap } from './heap.js'
 import type { Ref } from './ref.js'
-import type { Type } from './types/index.js'
+import type { InitOf, RefOf } from './typed.js'
+import type { AllocationTypeOfName, CharPointerName, Type } from './types/index.js'
 
-/** Options of {@link MappedMemory.create}. */
+/**
+ * Options of {@link MappedMemory.create}.
+ * @category Segments
+ */
 export interface CreateOptions {
   /** Size in bytes (rounded up to whole pages; at least 4096). */
   size: number
@@ -56,7 +60,10 @@ export interface SegmentCreator {
   readonly createdAt: number
 }
 
-/** Options of {@link MappedMemory.open}. */
+/**
+ * Options of {@link MappedMemory.open}.
+ * @category Segments
+ */
 export interface OpenOptions {
   /**
    * `'prefer'` (default): map at the creator's address if it was fixed and is free here,
@@ -68,7 +75,10 @@ export interface OpenOptions {
   readOnly?: boolean
 }
 
-/** Options of {@link MappedMemory.anonymous}. */
+/**
+ * Options of {@link MappedMemory.anonymous}.
+ * @category Segments
+ */
 export interface AnonymousOptions {
   /** Size in bytes (rounded up to whole pages; at least 4096). */
   size: number
@@ -76,7 +86,10 @@ export interface AnonymousOptions {
   prefault?: boolean
 }
 
-/** An absolute address range `[begin, end)`. */
+/**
+ * An absolute address range `[begin, end)`.
+ * @category Segments
+ */
 export interface AddressRange {
   /** The first byte's address. */
   readonly begin: number
@@ -84,7 +97,10 @@ export interface AddressRange {
   readonly end: number
 }
 
-/** Pages handed to the caller by {@link MappedMemory.detach}. */
+/**
+ * Pages handed to the caller by {@link MappedMemory.detach}.
+ * @category Segments
+ */
 export interface DetachedPages {
   /** Their absolute address. */
   address: number
@@ -136,6 +152,7 @@ const ANONYMOUS = Symbol('shmutils: an anonymous mapping cannot be sent to anoth
  * A memory mapping, exposed zero-copy as {@link MappedMemory.buffer}. Closing detaches
  * every view first (they read as length 0), then unmaps; closing twice is fine, and
  * garbage collection never unmaps memory a live view still uses.
+ * @category Segments
  */
 export class MappedMemory implements Disposable {
   /** The segment name (managed, or raw over a named object), else `null`. */
@@ -159,8 +176,8 @@ export class MappedMemory implements Disposable {
   #view: DataView | null = null
   #closed = false
   #raw: RawOrigin | null
-  /** Objects attached to this mapping (the heap), dropped on close. */
-  #attached: Map<string, unknown> = new Map()
+  /** The heap of a managed segment, once attached; dropped on close. */
+  #heap: Heap | null = null
 
   /**
    * A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
@@ -247,7 +264,22 @@ export class MappedMemory implements Disposable {
    * Creates a managed segment: a new named object (exclusively: `EEXIST` if the name is
    * taken), mapped, with a header and a formatted heap. Permissions default to `0o600`.
    * The header records the segment's identity ({@link uid}) and its {@link creator}.
-   * @throws ShmError `EEXIST` (its message says how to open or remove the existing one),
+   *
+   * The name stays in `/dev/shm` until someone unlinks it ({@link unlink}, `shmUnlink`),
+   * also after every process exited: unlink it when you are done (processes that mapped
+   * it keep their mapping).
+   * @example
+   * ```ts
+   * const mem = MappedMemory.create(`/my-app-${process.pid}`, { size: 1 << 20 })
+   * try {
+   *   const hits = mem.new('uint64_t', 0)
+   *   // ...share mem, or handles of what is in it, with other processes...
+   * } finally {
+   *   mem.close()
+   *   mem.unlink()
+   * }
+   * ```
+   * @throws ShmError `EEXIST` (its message says how to open or remove the old one),
    *   `EACCES`, `EADDRINUSE` (exact address taken), `ENOMEM`
    */
   static create(name: string, options: CreateOptions): MappedMemory {
@@ -265,7 +297,7 @@ export class MappedMemory implements Disposable {
     try {
       mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault))
     } catch (e) {
-      throw e instanceof ShmError && e.code === 'EEXIST' ? segmentExists(e) : e
+      throw withExistsAdvice(e, name, `open it with MappedMemory.open(${JSON.stringify(name)})`)
     }
     const m = MappedMemory.#adopt(mapping, native(() => binding.normalizeName(name)), null)
     if (onExit) unlinkOnExit(m.name!, m.uid!)
@@ -377,18 +409,27 @@ export class MappedMemory implements Disposable {
   get heap(): Heap {
     if (this.#closed) throw closedError('the mapping')
     if (this.#raw !== null) throw typeError('A raw mapping has no heap: use Heap.create(memory) or Heap.attach(memory, offset)')
-    let h = this.#attached.get('heap') as Heap | undefined
-    if (!h) {
+    if (!this.#heap) {
       if (!heapFactory) throw typeError('The heap module is not loaded')
-      h = heapFactory(this)
-      this.#attached.set('heap', h)
+      this.#heap = heapFactory(this)
     }
-    return h
+    return this.#heap
   }
 
-  /** Allocates a typed object in the heap: the same as `this.heap.new(type, init)`. */
-  new<T = unknown>(type: Type<T> | string, init?: unknown): Ref<T> {
-    return this.heap.new(type, init)
+  /**
+   * Allocates a typed object in the heap: the same as `this.heap.new(type, init)` (see
+   * `Heap.new`).
+   * @example
+   * ```ts
+   * const hits = mem.new('size_t', 0)    // Ref<bigint>
+   * hits.value += 1n
+   * ```
+   */
+  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): Ref<number[], Ref<number>>
+  new<const S extends string>(type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
+  new<Ty extends Type>(type: Ty, init?: InitOf<Ty>): RefOf<Ty>
+  new(type: Type | string, init?: unknown): Ref {
+    return this.heap.new(type as Type, init)
   }
 
   /** Whether {@link close} or {@link detach} was called. */
@@ -459,7 +500,7 @@ export class MappedMemory implements Disposable {
 
   #shutViews(): void {
     this.#closed = true
-    this.#attached.clear()
+    this.#heap = null
     forgetCached(this)
     native(() => binding.detachBuffer(this.#buffer))
     if (this.#view !== null) poisonView(this.#view)
@@ -517,16 +558,6 @@ function openMode(options: OpenOptions): 'require' | 'prefer' | 'no' {
     throw typeError(`The "fixedAddress" option must be 'require', 'prefer' or false; got ${describe(fixed)}`)
   }
   return mode
-}
-
-/** `EEXIST` from `create`, saying how to proceed. */
-function segmentExists(e: ShmError): ShmError {
-  const name = JSON.stringify(e.path ?? '')
-  return new ShmError(
-    `the segment ${name} already exists: attach to it with MappedMemory.open(${name}), ` +
-      `or remove it first with shmUnlink(${name}) (from a shell: npx shmutils rm ${e.path ?? ''})`,
-    { code: 'EEXIST', errno: e.errno, syscall: e.syscall, path: e.path },
-  )
 }
 
 // ---- revive: one mapping per segment (name and identity) per process ----

@@ -17,7 +17,10 @@ import type { Heap } from './heap.js'
 import { mappingAt, type MappedMemory } from './memory.js'
 import { binding } from './native.js'
 
-/** A message on {@link tracing}`.channels.lockWait`. */
+/**
+ * A message on {@link tracing}`.channels.lockWait`.
+ * @category Diagnostics
+ */
 export interface LockWaitMessage {
   /** The `Lock`, `RLock` or `Semaphore` waited for. */
   object: object
@@ -31,7 +34,10 @@ export interface LockWaitMessage {
   async: boolean
 }
 
-/** A message on {@link tracing}`.channels.ownerDied`. */
+/**
+ * A message on {@link tracing}`.channels.ownerDied`.
+ * @category Diagnostics
+ */
 export interface OwnerDiedMessage {
   /** The `Lock` or `RLock` this thread took over from a holder that died. */
   object: object
@@ -39,7 +45,10 @@ export interface OwnerDiedMessage {
   kind: string
 }
 
-/** A message on {@link tracing}`.channels.heapRepair`. */
+/**
+ * A message on {@link tracing}`.channels.heapRepair`.
+ * @category Diagnostics
+ */
 export interface HeapRepairMessage {
   /** The heap repaired (when this thread has it open). */
   heap: Heap | undefined
@@ -54,7 +63,10 @@ export interface HeapRepairMessage {
   reason: 'owner-died' | 'interrupted'
 }
 
-/** What {@link tracing} holds. */
+/**
+ * What {@link tracing} holds.
+ * @category Diagnostics
+ */
 export interface Tracing {
   /** The channel names. */
   readonly channels: {
@@ -69,7 +81,11 @@ export interface Tracing {
   slowWaitMs: number
 }
 
-/** The diagnostics channels shmutils publishes on, and their settings. */
+/**
+ * The diagnostics channels shmutils publishes on (`node:diagnostics_channel`), and their
+ * settings. Nothing is measured or published while a channel has no subscribers.
+ * @category Diagnostics
+ */
 export const tracing: Tracing = {
   channels: Object.freeze({
     lockWait: 'shmutils:lock:wait',

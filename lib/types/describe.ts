@@ -34,7 +34,10 @@ import {
   pointerTo,
 } from './type.js';
 
-/** Names of scalar types in descriptions. */
+/**
+ * Names of scalar types in descriptions.
+ * @category Types and structs
+ */
 export type ScalarName =
   | 'int8_t'
   | 'uint8_t'
@@ -49,10 +52,16 @@ export type ScalarName =
   | 'bool'
   | 'char';
 
-/** One struct/union member in a description: `[name, type]`. */
+/**
+ * One struct/union member in a description: `[name, type]`.
+ * @category Types and structs
+ */
 export type FieldDesc = readonly [name: string, type: TypeDesc];
 
-/** A JSON-able description of a type (see the module documentation). */
+/**
+ * A JSON-able description of a type (see the module documentation).
+ * @category Types and structs
+ */
 export type TypeDesc =
   | ScalarName
   | {
@@ -98,7 +107,10 @@ export type TypeDesc =
       readonly ref: number
     };
 
-/** Deepest nesting accepted in a description (and produced by describeType). */
+/**
+ * Deepest nesting accepted in a description (and produced by describeType).
+ * @category Types and structs
+ */
 export const MAX_DESCRIPTION_DEPTH = 256;
 /** Most nodes (types, fields, members) accepted in one description. */
 export const MAX_DESCRIPTION_NODES = 20_000;
@@ -127,6 +139,7 @@ function deepFreeze<T>(v: T): T {
  *
  * @param t any type object
  * @throws TypeError if `t` is not a type object or is nested deeper than {@link MAX_DESCRIPTION_DEPTH}
+ * @category Types and structs
  */
 export function describeType(t: Type): TypeDesc {
   assertType(t, 't');
@@ -415,6 +428,7 @@ const reviveCache = new Map<string, Type>();
  *
  * @param desc a description
  * @throws TypeError naming the offending path when `desc` is malformed
+ * @category Types and structs
  */
 export function typeFromDescription(desc: unknown): Type {
   const v = new Validator();
