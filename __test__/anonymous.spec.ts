@@ -236,14 +236,3 @@ test('fromFd maps any segment by descriptor and refuses everything else', (t) =>
   throws(t, () => MappedMemory.anonymous({ size: 100 }), { instanceOf: RangeError })
   throws(t, () => MappedMemory.anonymous({ size: -1 }), { instanceOf: RangeError })
 })
-
-test('examples/cluster-anonymous.js: cluster workers count in an anonymous segment', async (t) => {
-  if (!linux) return t.pass('/proc revive: Linux only')
-  const proc = spawn(process.execPath, [join(import.meta.dirname ?? __dirname, '..', 'examples', 'cluster-anonymous.js')], { stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => proc.exitCode === null && proc.kill('SIGKILL'))
-  let out = ''
-  proc.stdout.on('data', (d) => (out += d))
-  const [code] = await once(proc, 'exit')
-  t.is(code, 0)
-  t.regex(out, /4 workers counted to 40000 \(expected 40000\)/)
-})

@@ -5,6 +5,7 @@
 //
 //   node examples/cluster-anonymous.js [workers] [per worker]
 'use strict'
+const assert = require('node:assert')
 const cluster = require('node:cluster')
 const { MappedMemory, Lock, revive } = require('..')
 
@@ -22,12 +23,12 @@ if (cluster.isPrimary) {
     cluster.fork().send({ lock, counter, each: EACH })
   }
   cluster.on('exit', (worker, code) => {
-    if (code !== 0) process.exitCode = 1
+    assert.equal(code, 0, `worker ${worker.id} failed`)
     if (++exited < WORKERS) return
     const total = counter.value
     console.log(`${WORKERS} workers counted to ${total} (expected ${WORKERS * EACH})`)
     mem.close() // the last holder: the memory is freed now
-    if (total !== BigInt(WORKERS * EACH)) process.exitCode = 1
+    assert.equal(total, BigInt(WORKERS * EACH))
   })
 } else {
   process.once('message', (msg) => {

@@ -1,0 +1,150 @@
+// Diagnostics: util.inspect of mappings, heaps, locks, conditions and semaphores (state,
+// no internals), and tracing through node:diagnostics_channel (heap repairs after a
+// process died inside the heap, slow lock waits, locks recovered from dead holders),
+// across real processes.
+import test, { type ExecutionContext } from 'ava'
+import diagnosticsChannel from 'node:diagnostics_channel'
+import { inspect } from 'node:util'
+import { Condition, Lock, MappedMemory, RLock, Semaphore, tracing, type HeapRepairMessage } from '../dist/index.js'
+import { forkChild, segmentName } from './helpers.js'
+
+/** One line, whatever its length. */
+const show = (x: unknown, depth = 2) => inspect(x, { breakLength: Infinity, depth })
+
+/** Collects the messages of `channel` until the test ends. */
+function listen<T>(t: ExecutionContext, channel: string): T[] {
+  const got: T[] = []
+  const fn = (m: unknown) => got.push(m as T)
+  diagnosticsChannel.subscribe(channel, fn)
+  t.teardown(() => diagnosticsChannel.unsubscribe(channel, fn))
+  return got
+}
+
+/** Resolves once `cond()` holds (polling the event loop), or fails after `ms`. */
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const t0 = Date.now()
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error('timed out waiting')
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+/** A child process that holds `lock` (`child-ops.mjs hold-lock`) until told 'exit'. */
+async function holder(t: ExecutionContext, lock: Lock) {
+  const child = forkChild(t, 'child-ops.mjs', ['hold-lock', '-'])
+  await child.message()
+  child.proc.send(lock.toJSON())
+  t.deepEqual(await child.message(), { held: true })
+  return child
+}
+
+function segment(t: ExecutionContext, tag: string): MappedMemory {
+  const mem = MappedMemory.create(segmentName(t, tag), { size: 1 << 20 })
+  t.teardown(() => mem.close())
+  return mem
+}
+
+test('util.inspect shows state and no internal fields', (t) => {
+  const mem = segment(t, 'insp')
+  const text = show(mem)
+  t.regex(text, /^MappedMemory \{/)
+  t.true(text.includes(`name: '${mem.name}'`))
+  t.true(text.includes(`kind: 'segment'`))
+  t.true(text.includes(`size: ${1 << 20}`))
+  t.true(text.includes(`uid: '${mem.uid}'`))
+  t.true(text.includes(`creator: { pid: ${process.pid}, createdAt: `))
+  t.regex(text, /address: '0x[0-9a-f]+-0x[0-9a-f]+'/)
+  const lock = new Lock(mem)
+  const rlock = new RLock(mem)
+  const sem = new Semaphore(mem, 3)
+  const cond = new Condition(lock)
+  mem.heap.named('counter', 'uint64_t')
+  t.is(show(lock), `Lock { memory: '${mem.name}', offset: ${lock.offset}, locked: false }`)
+  lock.acquire()
+  t.regex(show(lock), /locked: true, owner: \{ [^}]+ \}/)
+  lock.release()
+  rlock.acquire()
+  rlock.acquire()
+  t.regex(show(rlock), /^RLock \{[^]*locked: true,[^]*depth: 2/)
+  rlock.release()
+  rlock.release()
+  sem.acquire()
+  t.is(show(sem), `Semaphore { memory: '${mem.name}', offset: ${sem.offset}, value: 2 }`)
+  t.regex(show(cond), new RegExp(`^Condition \\{[^]*waiters: 0,[^]*lock: Lock \\{[^]*offset: ${lock.offset}`))
+  const heap = show(mem.heap)
+  t.regex(heap, new RegExp(`^Heap \\{[^]*memory: '${mem.name}',[^]*offset: 256,[^]*used: \\d+,[^]*free: \\d+,[^]*allocations: 6,[^]*named: 1`))
+  const s = mem.heap.stats()
+  t.true(heap.includes(`used: ${s.used},`) && heap.includes(`free: ${s.free},`))
+  for (const x of [mem, lock, rlock, sem, cond, mem.heap]) {
+    const out = show(x, 4)
+    t.false(/\$shmutils|#|i32|_depth/.test(out), out)
+  }
+  t.is(show({ a: { b: { lock } } }), '{ a: { b: { lock: [Lock] } } }', 'the depth limit')
+  const anon = MappedMemory.anonymous({ size: 8192 })
+  t.regex(show(anon), /name: null,\s+kind: 'anonymous segment'[^]*fd: \d+/)
+  t.regex(show(anon.new('int32_t', 1)), /^Ref \(anonymous segment \+ \d+\) 1$/)
+  const heapOfAnon = anon.heap
+  anon.close()
+  t.is(show(anon), 'MappedMemory { name: null, closed: true }')
+  t.is(show(heapOfAnon), `Heap { memory: 'anonymous segment', closed: true }`)
+})
+
+test('a lock held by another process shows as held', async (t) => {
+  const mem = segment(t, 'insp-owner')
+  const lock = new Lock(mem)
+  const child = await holder(t, lock)
+  t.true(lock.locked)
+  t.regex(show(lock), /locked: true, owner: \{/)
+  child.proc.send('exit')
+  await child.exited
+})
+
+test.serial('a heap repair is published on shmutils:heap:repair: an operation left unfinished', async (t) => {
+  const mem = segment(t, 'trace-busy')
+  const got = listen<HeapRepairMessage>(t, tracing.channels.heapRepair)
+  const heap = mem.heap
+  const a = heap.malloc(100)
+  // What a process killed inside malloc leaves: the busy flag (docs/FORMAT.md §4.1).
+  new DataView(mem.buffer).setUint32(heap.offset + 80, 1, true)
+  heap.free(a)
+  t.deepEqual(got, [], 'delivered on a later turn of the event loop, never inside the operation')
+  await until(() => got.length > 0)
+  t.is(got.length, 1)
+  t.is(got[0].heap, heap)
+  t.is(got[0].memory, mem)
+  t.is(got[0].offset, heap.offset)
+  t.is(got[0].reason, 'interrupted')
+  heap.check()
+})
+
+test.serial('a heap repair is published: the heap lock\'s holder was killed', async (t) => {
+  const mem = segment(t, 'trace-owner')
+  const got = listen<HeapRepairMessage>(t, tracing.channels.heapRepair)
+  const heap = mem.heap
+  // The child takes the heap's own lock (a lock record at the start of the heap) and is
+  // killed holding it, as if it died inside malloc.
+  const child = await holder(t, Lock.at(mem, heap.offset))
+  child.proc.kill('SIGKILL')
+  await child.exited
+  heap.free(heap.malloc(64))
+  await until(() => got.length > 0)
+  t.is(got.length, 1)
+  t.like(got[0], { heap, memory: mem, offset: heap.offset, reason: 'owner-died' })
+  heap.check()
+})
+
+test.serial('no subscriber, no message', async (t) => {
+  const mem = segment(t, 'trace-none')
+  const heap = mem.heap
+  let seen = 0
+  const fn = () => seen++
+  diagnosticsChannel.subscribe('shmutils:heap:repair-not-this-one', fn)
+  t.teardown(() => diagnosticsChannel.unsubscribe('shmutils:heap:repair-not-this-one', fn))
+  new DataView(mem.buffer).setUint32(heap.offset + 80, 1, true)
+  heap.free(heap.malloc(64))
+  await new Promise((r) => setTimeout(r, 50))
+  t.is(seen, 0)
+  t.false(diagnosticsChannel.hasSubscribers(tracing.channels.heapRepair))
+  t.deepEqual(Object.values(tracing.channels), ['shmutils:lock:wait', 'shmutils:lock:owner-died', 'shmutils:heap:repair'])
+  t.is(tracing.slowWaitMs, 10)
+})
