@@ -5,7 +5,9 @@
 import test, { type ExecutionContext } from 'ava'
 import diagnosticsChannel from 'node:diagnostics_channel'
 import { inspect } from 'node:util'
-import { Condition, Lock, MappedMemory, RLock, Semaphore, tracing, type HeapRepairMessage } from '../dist/index.js'
+import {
+  Condition, Lock, MappedMemory, RLock, Semaphore, tracing, type HeapRepairMessage, type LockWaitMessage, type OwnerDiedMessage,
+} from '../dist/index.js'
 import { forkChild, segmentName } from './helpers.js'
 
 /** One line, whatever its length. */
@@ -147,4 +149,48 @@ test.serial('no subscriber, no message', async (t) => {
   t.false(diagnosticsChannel.hasSubscribers(tracing.channels.heapRepair))
   t.deepEqual(Object.values(tracing.channels), ['shmutils:lock:wait', 'shmutils:lock:owner-died', 'shmutils:heap:repair'])
   t.is(tracing.slowWaitMs, 10)
+})
+
+test.serial('slow lock and semaphore waits are published on shmutils:lock:wait, above the threshold only', async (t) => {
+  const mem = segment(t, 'trace-wait')
+  const lock = new Lock(mem)
+  const got = listen<LockWaitMessage>(t, tracing.channels.lockWait)
+  const before = tracing.slowWaitMs
+  tracing.slowWaitMs = 20
+  t.teardown(() => (tracing.slowWaitMs = before))
+  const child = await holder(t, lock)
+  t.false(lock.acquire({ timeout: 1 }), 'a short wait that times out...')
+  t.deepEqual(got, [], '...is below the threshold')
+  child.proc.send('release-soon') // released 50 ms after the acknowledgement
+  t.deepEqual(await child.message(), { ack: true })
+  t.true(lock.acquire({ timeout: 10_000 }))
+  lock.release()
+  t.is(got.length, 1, 'published synchronously, when the wait ends')
+  t.like(got[0], { object: lock, kind: 'Lock', outcome: 'acquired', async: false })
+  t.true(got[0].waitedMs >= 20, String(got[0].waitedMs))
+  // Async waits, and semaphores.
+  const sem = new Semaphore(mem, 0)
+  setTimeout(() => sem.release(), 60)
+  t.true(await sem.acquireAsync({ timeout: 10_000 }))
+  t.is(got.length, 2)
+  t.like(got[1], { object: sem, kind: 'Semaphore', outcome: 'acquired', async: true })
+  t.true(got[1].waitedMs >= 20)
+  t.false(await sem.acquireAsync({ timeout: 40 }))
+  t.like(got[2], { object: sem, outcome: 'timed-out', async: true })
+})
+
+test.serial('a lock taken over from a killed holder is published on shmutils:lock:owner-died', async (t) => {
+  const mem = segment(t, 'trace-died')
+  const lock = new RLock(mem)
+  const died = listen<OwnerDiedMessage>(t, tracing.channels.ownerDied)
+  const waits = listen<LockWaitMessage>(t, tracing.channels.lockWait)
+  const child = await holder(t, lock)
+  child.proc.kill('SIGKILL')
+  await child.exited
+  t.true(await lock.acquireAsync({ timeout: 10_000 }))
+  t.true(lock.ownerDied)
+  t.deepEqual(died.map((m) => [m.object, m.kind]), [[lock, 'RLock']])
+  t.like(waits.find((m) => m.object === lock), { kind: 'RLock', outcome: 'owner-died', async: true })
+  lock.markConsistent()
+  lock.release()
 })

@@ -11,6 +11,7 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
 import { internals, MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
+import { traceOwnerDied, traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** Owner thread id bits of the lock word. */
@@ -162,6 +163,7 @@ export class Lock implements Disposable {
   static {
     setOwnerDied = (lock, died) => {
       lock.#ownerDied = died
+      if (died) traceOwnerDied(lock)
     }
     heldHere = (lock) => lock.#heldHere()
     makeReentrant = (lock) => {
@@ -260,7 +262,8 @@ export class Lock implements Disposable {
       return true
     }
     const { id } = internals(this.memory)
-    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout)))
+    const t0 = waitStart()
+    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout)), t0, false)
   }
 
   #recordOwner(a: Int32Array, w: number): void {
@@ -271,11 +274,17 @@ export class Lock implements Disposable {
     this.#entered()
   }
 
-  /** Applies a native acquisition's completion code; `false` if it timed out. */
-  #acquired(code: number): boolean {
+  /**
+   * Applies a native acquisition's completion code; `false` if it timed out. `t0`: when
+   * the wait started, for tracing (0: nobody listens).
+   */
+  #acquired(code: number, t0: number, async: boolean): boolean {
     throwIfFailed(code)
+    const died = (code & Code.OWNER_DIED) !== 0
+    if (t0 !== 0) traceWait(this, t0, outcome(code) === Code.TIMED_OUT ? 'timed-out' : died ? 'owner-died' : 'acquired', async)
     if (outcome(code) === Code.TIMED_OUT) return false
-    this.#ownerDied = (code & Code.OWNER_DIED) !== 0
+    this.#ownerDied = died
+    if (died) traceOwnerDied(this)
     this.#entered()
     return true
   }
@@ -311,11 +320,15 @@ export class Lock implements Disposable {
    *   (also when the mapping is closed while waiting); TypeError/RangeError for bad options
    */
   acquireAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
+    let t0 = 0
     return acquireAsyncWith(
       options,
       () => this.tryAcquire(),
-      (timeout) => binding.lockAcquireAsync(internals(this.memory).id, this.offset, timeout),
-      (code) => this.#acquired(code),
+      (timeout) => {
+        t0 = waitStart()
+        return binding.lockAcquireAsync(internals(this.memory).id, this.offset, timeout)
+      },
+      (code) => this.#acquired(code, t0, true),
     )
   }
 

@@ -10,6 +10,7 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, type LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
+import { traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** The count bits of the word; bit 31 means "someone may sleep: wake on release". */
@@ -116,7 +117,10 @@ export class Semaphore {
     if (this.tryAcquire()) return true
     if (timeout === 0) return false
     const { id } = internals(this.memory)
-    return native(() => binding.semAcquire(id, this.offset, timeout))
+    const t0 = waitStart()
+    const taken = native(() => binding.semAcquire(id, this.offset, timeout))
+    if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', false)
+    return taken
   }
 
   /**
@@ -127,13 +131,19 @@ export class Semaphore {
    * @throws (rejects) AbortError; ShmError `ERR_SHM_CLOSED`; TypeError/RangeError
    */
   acquireAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
+    let t0 = 0
     return acquireAsyncWith(
       options,
       () => this.tryAcquire(),
-      (timeout) => binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout),
+      (timeout) => {
+        t0 = waitStart()
+        return binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout)
+      },
       (code) => {
         throwIfFailed(code)
-        return outcome(code) === Code.OK
+        const taken = outcome(code) === Code.OK
+        if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', true)
+        return taken
       },
     )
   }
