@@ -16,10 +16,11 @@ import { heapRows } from './rows/heap.mjs'
 import { lockRows } from './rows/lock.mjs'
 import { memoryRows } from './rows/memory.mjs'
 import { structRows } from './rows/struct.mjs'
+import { traceRows } from './rows/trace.mjs'
 import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...traceRows]
 
 /**
  * Runs the bench.
