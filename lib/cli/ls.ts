@@ -2,13 +2,16 @@
  * `shmutils ls [--json]`: every shared-memory object, what it is, and who uses it.
  * @module
  */
+import { statfsSync } from 'node:fs'
 import type { Command } from './command.js'
 import { formatSize, formatTime, table } from './format.js'
 import { scanProcesses, type ProcessScan } from './procfs.js'
-import { type AnonymousInfo, describeAnonymous, describeSegment, listNames, type SegmentInfo } from './segments.js'
+import { type AnonymousInfo, describeAnonymous, describeSegment, listNames, SHM_DIR, type SegmentInfo } from './segments.js'
 
 /** What `ls --json` prints (stable; see docs/cli.md). */
 export interface Listing {
+  /** The filesystem the named segments live in (`/dev/shm`): its size and free bytes. */
+  filesystem: { path: string; size: number; free: number } | null
   /** Every object in `/dev/shm`, by name. */
   segments: SegmentInfo[]
   /** Anonymous segments held by processes this user can inspect. */
@@ -27,7 +30,22 @@ export function listing(scan: ProcessScan = scanProcesses()): Listing {
       if ((e as { code?: string }).code !== 'ENOENT') throw e
     }
   }
-  return { segments, anonymous: describeAnonymous(scan), scan: { proc: scan.available, unreadableProcesses: scan.unreadable } }
+  return {
+    filesystem: filesystem(),
+    segments,
+    anonymous: describeAnonymous(scan),
+    scan: { proc: scan.available, unreadableProcesses: scan.unreadable },
+  }
+}
+
+/** Size and free space of `/dev/shm` (what a container's `--shm-size` sets). */
+function filesystem(): Listing['filesystem'] {
+  try {
+    const st = statfsSync(SHM_DIR)
+    return { path: SHM_DIR, size: st.blocks * st.bsize, free: st.bavail * st.bsize }
+  } catch {
+    return null
+  }
 }
 
 /** `'1234 (alive)'`, `'1234 (dead)'`, `'-'`. */
@@ -74,7 +92,9 @@ anonymous shmutils segments that processes hold.
 For a shmutils segment: its size, heap use (USED, FREE: bytes in allocated and free heap
 blocks; NAMED: named objects), the process that created it and whether that process
 still runs, when it was created, and the processes that map it or hold it open (pids in
-this PID namespace, from /proc). Other objects are listed with what they are:
+this PID namespace, from /proc). The last line gives the size of ${'/dev/shm'} and its free
+space (in a container, what --shm-size or the emptyDir's sizeLimit set). Other objects
+are listed with what they are:
   (unfinished)    its creator has not finished creating it, or died first
   (version)       made by a version of shmutils with another segment format
   (foreign)       not a shmutils segment
@@ -100,6 +120,10 @@ Linux only: other systems have no way to list POSIX shared-memory objects.`,
         ...l.anonymous.map((s) => row(`(anonymous, held by ${s.holders.map((h) => `${h.pid}:${h.fd}`).join(' ')})`, s)),
       ]
       io.out(table(COLUMNS, rows))
+    }
+    if (l.filesystem) {
+      const fsz = l.filesystem
+      io.out(`\n${fsz.path}: ${formatSize(fsz.size)}, ${formatSize(fsz.free)} free`)
     }
     if (l.scan.unreadableProcesses) {
       io.err(`note: ${l.scan.unreadableProcesses} process${l.scan.unreadableProcesses === 1 ? '' : 'es'} could not be inspected (other users'): ATTACHED may miss them`)
