@@ -25,18 +25,31 @@ export declare class Mapping {
   static map(address: number | undefined | null, size: number, protection: number, flags: number, fd: number, offset: number): Mapping
   /**
    * Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
-   * a number = exactly there.
+   * a number = exactly there. `prefault` backs and maps every page now, `reserve` backs
+   * every page now (both report `ENOSPC` instead of faulting later).
    */
-  static createSegment(name: string, size: number, permissions: number, fixed: boolean | number, prefault: boolean): Mapping
+  static createSegment(name: string, size: number, permissions: number, fixed: boolean | number, prefault: boolean, reserve: boolean): Mapping
   /** Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`. */
   static openSegment(name: string, fixed: string, readOnly: boolean): Mapping
   /** Where the mapping is and what its header says. */
   info(): MappingInfo
   /**
-   * An external ArrayBuffer over the whole mapping (zero-copy). Throws instead of
-   * copying when the runtime forbids external buffers: a copy would not be shared.
+   * An external ArrayBuffer over `[offset, offset + length)` of the mapping
+   * (zero-copy). Throws instead of copying when the runtime forbids external buffers (a
+   * copy would not be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this
+   * large (Node 20: above 4 GiB); `lib/memory.ts` then serves windows instead.
    */
-  buffer(): ArrayBuffer
+  buffer(offset: number, length: number): ArrayBuffer
+  /**
+   * Backs `[offset, offset + length)` with real pages now, so that raw writes there
+   * cannot fault on a full filesystem.
+   */
+  reserve(offset: number, length: number): void
+  /**
+   * Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if the mapping lost pages (see
+   * `sys/linux/sigbus.rs`), `ERR_SHM_CLOSED` once closed.
+   */
+  checkIntact(): void
   /**
    * Unmaps (once every in-flight native wait has let go). The caller detaches its
    * ArrayBuffer first. Idempotent.
@@ -46,9 +59,9 @@ export declare class Mapping {
   forget(): boolean
   /**
    * Creates an anonymous managed segment (no name: a memfd on Linux) with a formatted
-   * heap.
+   * heap; `prefault` / `reserve` back it at once as `createSegment` does.
    */
-  static createAnonymous(size: number, prefault: boolean): Mapping
+  static createAnonymous(size: number, prefault: boolean, reserve: boolean): Mapping
   /**
    * Maps the managed segment behind descriptor `fd` (which the caller keeps).
    * `fixed`: `'require' | 'prefer' | 'no'`.
@@ -85,6 +98,13 @@ export declare function fdSize(fd: number): number
 
 /** `ftruncate(fd, size)`. */
 export declare function fdTruncate(fd: number, size: number): void
+
+/**
+ * The process-wide SIGBUS repair counter as a 4-byte ArrayBuffer (see
+ * `sys/linux/sigbus.rs`): JavaScript reads it after touching shared memory; non-zero
+ * means some mapping of the process lost pages.
+ */
+export declare function guardGeneration(): ArrayBuffer
 
 /** Walks every block and list; throws on any broken invariant. */
 export declare function heapCheck(id: number): void
@@ -251,6 +271,8 @@ export interface MappingInfo {
    * -1 (anonymous memory).
    */
   fd: number
+  /** A segment opened read-only (mapped copy-on-write; the library writes nothing). */
+  readOnly: boolean
 }
 
 /** Unmaps memory previously released with `detach()`. */

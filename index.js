@@ -843,6 +843,7 @@ module.exports.detachBuffer = nativeBinding.detachBuffer
 module.exports.fdClose = nativeBinding.fdClose
 module.exports.fdSize = nativeBinding.fdSize
 module.exports.fdTruncate = nativeBinding.fdTruncate
+module.exports.guardGeneration = nativeBinding.guardGeneration
 module.exports.heapCheck = nativeBinding.heapCheck
 module.exports.heapNamedFind = nativeBinding.heapNamedFind
 module.exports.heapNamedPublish = nativeBinding.heapNamedPublish

@@ -4,7 +4,7 @@
 // sender); exact counts across processes; descriptors and mappings back to where they
 // started after close; loud failures for handles whose holder is gone.
 import test, { type ExecutionContext } from 'ava'
-import { fork, spawn } from 'node:child_process'
+import { fork, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -235,4 +235,27 @@ test('fromFd maps any segment by descriptor and refuses everything else', (t) =>
   throws(t, () => MappedMemory.anonymous({} as never), { instanceOf: TypeError })
   throws(t, () => MappedMemory.anonymous({ size: 100 }), { instanceOf: RangeError })
   throws(t, () => MappedMemory.anonymous({ size: -1 }), { instanceOf: RangeError })
+})
+
+// A real small tmpfs needs a private mount namespace: root (or user namespaces).
+const tmpfsProbe = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs /dev/shm'], { encoding: 'utf8' })
+const canTmpfs = process.platform === 'linux' && tmpfsProbe.status === 0
+if (!canTmpfs) {
+  console.log(`anonymous: SKIPPING the small-/dev/shm test: cannot mount a tmpfs in a private mount namespace here (${tmpfsProbe.error?.message ?? tmpfsProbe.stderr?.trim() ?? 'not Linux'})`)
+}
+
+;(canTmpfs ? test : test.skip)('anonymous segments do not need /dev/shm: they work where it is 1 MiB, named ones fail with ENOSPC', (t) => {
+  const dist = JSON.stringify(join(import.meta.dirname ?? __dirname, '..', 'dist', 'index.js'))
+  const script = `
+    const { MappedMemory } = require(${dist})
+    const out = {}
+    try { MappedMemory.create('/anon-small-' + process.pid, { size: 8 << 20, reserve: true }); out.named = 'created' } catch (e) { out.named = e.code }
+    const m = MappedMemory.anonymous({ size: 8 << 20, reserve: true })
+    const big = m.heap.malloc(4 << 20)
+    m.bytes.fill(7, big, big + (4 << 20))
+    out.anonymous = [m.size, m.bytes[big + (4 << 20) - 1]]
+    console.log(JSON.stringify(out))`
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$0" "$@"', process.execPath, '-e', script], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(JSON.parse(r.stdout), { named: 'ENOSPC', anonymous: [8 << 20, 7] })
 })

@@ -15,12 +15,13 @@ import { counterRows } from './rows/counter.mjs'
 import { heapRows } from './rows/heap.mjs'
 import { lockRows } from './rows/lock.mjs'
 import { memoryRows } from './rows/memory.mjs'
+import { guardRows } from './rows/guard.mjs'
 import { structRows } from './rows/struct.mjs'
 import { traceRows } from './rows/trace.mjs'
 import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...traceRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...guardRows, ...traceRows]
 
 /**
  * Runs the bench.

@@ -327,7 +327,7 @@ function construct<C extends Ref>(
     offset = heap.malloc(size, align)
     memory = heap.memory
     owner = heap
-    memory.bytes.fill(0, offset, offset + size)
+    memory.view(offset, size).fill(0)
   } else {
     ;({ memory, offset, owner } = allocateLocal(size, align))
   }
@@ -338,7 +338,7 @@ function construct<C extends Ref>(
       if (v === undefined) return
       const x = extra.get(i)
       if (x) {
-        memory.bytes.set(x.bytes, offset + x.at)
+        memory.view(offset + x.at, x.bytes.length).set(x.bytes)
         props[names[i]!] = refAt(memory, offset + x.at, arrayOf(types.char, Math.max(x.bytes.length, 1)), owner)
       } else {
         props[names[i]!] = v

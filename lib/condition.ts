@@ -7,7 +7,7 @@
 import { checkIndex, checkTimeoutArg, checkWaitOptions, describe } from './args.js'
 import { abortError, native, notOwner, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver, revive } from './handles.js'
-import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, heldHere, Lock, setOwnerDied } from './lock.js'
+import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, heldHere, Lock, LOCK_SIZE, setOwnerDied } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
@@ -58,6 +58,7 @@ export class Condition {
    * carries it (see `revive`); a symbol if the mapping cannot be shared.
    */
   readonly $shmutils: Handle | symbol
+  #i32: Int32Array
   #w: number
 
   /**
@@ -69,8 +70,9 @@ export class Condition {
     this.lock = lock
     ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(lock.memory, 'Condition'))
     atPlace = null
-    internals(this.memory)
-    this.#w = this.offset >> 2
+    const win = internals(this.memory).window(this.offset, LOCK_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
     const lockHandle = lock.$shmutils
     this.$shmutils =
       typeof lockHandle === 'symbol'
@@ -160,11 +162,11 @@ export class Condition {
   }
 
   #notify(n: number): void {
-    const { id, i32 } = internals(this.memory)
+    const { id } = internals(this.memory)
     const lockId = internals(this.lock.memory).id
     if (!heldHere(this.lock)) throw notOwner()
     // No waiters registered (they register holding the lock, which we hold): done.
-    if (n === 0 || (Atomics.load(i32, this.#w + 1) & 0xffff) === 0) return
+    if (n === 0 || (Atomics.load(this.#i32, this.#w + 1) & 0xffff) === 0) return
     native(() => binding.condNotify(id, this.offset, lockId, this.lock.offset, n))
   }
 

@@ -20,6 +20,9 @@ export type ShmErrorCode =
   | 'ERR_SHM_CORRUPT'
   | 'ERR_SHM_DEADLOCK'
   | 'ERR_SHM_STALE_HANDLE'
+  | 'ERR_SHM_TRUNCATED'
+  | 'ERR_SHM_READ_ONLY'
+  | 'ERR_SHM_BUFFER_TOO_LARGE'
   | (string & {})
 
 /**
@@ -140,6 +143,14 @@ export function closedError(what: string): ShmError {
 /** `ERR_SHM_OUT_OF_BOUNDS`. */
 export function outOfBounds(message: string): ShmError {
   return new ShmError(message, { code: 'ERR_SHM_OUT_OF_BOUNDS' })
+}
+
+/** `ERR_SHM_READ_ONLY` (errno `EACCES`): a write through a segment opened read-only. */
+export function readOnlyError(): ShmError {
+  return new ShmError('the segment was opened read-only: the library writes nothing through it', {
+    code: 'ERR_SHM_READ_ONLY',
+    errno: 13,
+  })
 }
 
 /** `ERR_SHM_NOT_OWNER`. */

@@ -172,7 +172,8 @@ export class Heap {
   }
 
   #construct(off: number, t: Type, init: unknown): Ref {
-    this.memory.bytes.fill(0, off, off + t.size)
+    const w = internals(this.memory).window(off, t.size)
+    w.u8.fill(0, off - w.start, off - w.start + t.size)
     const ref = refAt(this.memory, off, t, this)
     if (init !== undefined) ref.value = toValue(t, init)
     return ref
@@ -272,6 +273,6 @@ setLockAllocator((where) => {
   else throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
   // A cache line of its own: no false sharing with neighbours.
   const offset = heap.malloc(64, 64)
-  heap.memory.bytes.fill(0, offset, offset + 64)
+  heap.memory.view(offset, 64).fill(0)
   return { memory: heap.memory, offset }
 })

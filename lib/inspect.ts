@@ -10,8 +10,8 @@ import { inspect, type InspectOptionsStylized } from 'node:util'
 import { Condition } from './condition.js'
 import { Heap } from './heap.js'
 import { Lock } from './lock.js'
-import { internals, MappedMemory } from './memory.js'
-import { decodeRecord, lockState } from './records.js'
+import { MappedMemory } from './memory.js'
+import { decodeRecord, lockState, viewAt } from './records.js'
 import { RLock } from './rlock.js'
 import { Semaphore } from './semaphore.js'
 
@@ -75,22 +75,22 @@ const H_DIR_COUNT = 136
 install(Heap, (h) => {
   const where = memoryLabel(h.memory)
   if (h.memory.closed) return { fields: { memory: where, closed: true } }
-  const v = internals(h.memory).view
-  const at = (f: number) => Number(v.getBigUint64(h.offset + f, true))
+  const [v, o] = viewAt(h.memory, h.offset, H_DIR_COUNT + 8)
+  const at = (f: number) => Number(v.getBigUint64(o + f, true))
   const used = at(H_USED)
-  const free = at(H_ARENA_END) - v.getUint32(h.offset + H_HEADER_SIZE, true) - used
+  const free = at(H_ARENA_END) - v.getUint32(o + H_HEADER_SIZE, true) - used
   const fields: Record<string, unknown> = {
     memory: where, offset: h.offset, size: h.size, used, free, allocations: at(H_ALLOCS), named: at(H_DIR_COUNT),
   }
   // An operation in progress, or one whose process died (the next operation repairs it).
-  if (v.getUint32(h.offset + H_BUSY, true) !== 0) fields.busy = true
+  if (v.getUint32(o + H_BUSY, true) !== 0) fields.busy = true
   return { fields }
 })
 
 install(Lock, (l) => {
   const where = memoryLabel(l.memory)
   if (l.memory.closed) return { fields: { memory: where, offset: l.offset, closed: true } }
-  const s = lockState(internals(l.memory).view, l.offset, false)
+  const s = lockState(...viewAt(l.memory, l.offset, 32), false)
   const fields: Record<string, unknown> = { memory: where, offset: l.offset, locked: s.locked }
   if (s.holder) fields.owner = s.holder.pid !== null ? { pid: s.holder.pid, tid: s.holder.tid } : { id: s.holder.owner }
   if (l instanceof RLock && l.depth > 0) fields.depth = l.depth
@@ -103,14 +103,14 @@ install(Lock, (l) => {
 install(Condition, (c) => {
   const where = memoryLabel(c.memory)
   if (c.memory.closed) return { fields: { memory: where, offset: c.offset, closed: true } }
-  const { state } = decodeRecord(internals(c.memory).view, c.offset, 32, 3)
+  const { state } = decodeRecord(...viewAt(c.memory, c.offset, 32), 32, 3)
   return { fields: { memory: where, offset: c.offset, waiters: state.waiters, lock: c.lock } }
 })
 
 install(Semaphore, (s) => {
   const where = memoryLabel(s.memory)
   if (s.memory.closed) return { fields: { memory: where, offset: s.offset, closed: true } }
-  const { state } = decodeRecord(internals(s.memory).view, s.offset, 32, 4)
+  const { state } = decodeRecord(...viewAt(s.memory, s.offset, 32), 32, 4)
   const fields: Record<string, unknown> = { memory: where, offset: s.offset, value: state.value }
   if (state.waiters) fields.waiters = true
   return { fields }

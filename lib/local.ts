@@ -119,6 +119,6 @@ function tryMalloc(heap: Heap, size: number, align: number): number | null {
 }
 
 function claim(heap: Heap, offset: number, size: number): { memory: MappedMemory; offset: number; owner: LocalBlock } {
-  heap.memory.bytes.fill(0, offset, offset + size)
+  heap.memory.view(offset, size).fill(0)
   return { memory: heap.memory, offset, owner: new LocalBlock(heap, offset) }
 }

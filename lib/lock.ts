@@ -9,7 +9,7 @@ import { checkIndex, checkTimeoutArg, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
-import { internals, MappedMemory, memoryOfHandle } from './memory.js'
+import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { binding } from './native.js'
 import { traceOwnerDied, traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
@@ -92,7 +92,7 @@ export function checkRecordAt(memory: unknown, offset: unknown): asserts memory 
   const off = offset as number
   if (off % LOCK_ALIGN !== 0) throw rangeError(`The "offset" argument must be a multiple of ${LOCK_ALIGN}; got ${off}`)
   if (off + LOCK_SIZE > memory.size) throw rangeError(`The "offset" argument ${off} leaves no room for a ${LOCK_SIZE}-byte record in ${memory.size} bytes`)
-  internals(memory)
+  writable(memory)
 }
 
 /** @internal Sets a lock's {@link Lock.ownerDied} (after a condition wait re-acquired it). */
@@ -154,8 +154,9 @@ export class Lock implements Disposable {
   constructor(where: LockHome | MappedMemory) {
     ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name))
     atPlace = null
-    this.#i32 = internals(this.memory).i32
-    this.#w = this.offset >> 2
+    const win = internals(this.memory).window(this.offset, LOCK_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
     const kind = new.target.name
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: kind, segment: m.segment, offset: this.offset, memory: m }))
   }
@@ -196,6 +197,7 @@ export class Lock implements Disposable {
   /** Whether this thread holds the lock. */
   #heldHere(): boolean {
     const v = Atomics.load(this.#word(), this.#w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     return (v & TID_MASK) === TID && v !== NOT_RECOVERABLE
   }
 
@@ -266,12 +268,27 @@ export class Lock implements Disposable {
     return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout)), t0, false)
   }
 
+  // Memory safety: every path that takes, gives back or reads the word then checks the
+  // process-wide GUARD (lib/memory.ts), so a word on a page the mapping lost (the object
+  // was shrunk by another process) gives ERR_SHM_TRUNCATED, never a "lock" on a private
+  // zero page.
   #recordOwner(a: Int32Array, w: number): void {
     a[w + 3] = TID
     a[w + 4] = START_LO
     a[w + 5] = START_HI
+    if (GUARD[0] !== 0) this.#lostWhileTaking(a, w)
     this.#ownerDied = false
     this.#entered()
+  }
+
+  /** The word just taken may lie on a page the mapping lost: give it back and throw. */
+  #lostWhileTaking(a: Int32Array, w: number): void {
+    try {
+      checkIntact(this.memory)
+    } catch (e) {
+      Atomics.compareExchange(a, w, TID, 0)
+      throw e
+    }
   }
 
   /**
@@ -280,6 +297,7 @@ export class Lock implements Disposable {
    */
   #acquired(code: number, t0: number, async: boolean): boolean {
     throwIfFailed(code)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     const died = (code & Code.OWNER_DIED) !== 0
     if (t0 !== 0) traceWait(this, t0, outcome(code) === Code.TIMED_OUT ? 'timed-out' : died ? 'owner-died' : 'acquired', async)
     if (outcome(code) === Code.TIMED_OUT) return false
@@ -341,8 +359,12 @@ export class Lock implements Disposable {
     const w = this.#w
     if (this.#leave()) return
     // Fast path: ours with nobody waiting → free.
-    if (Atomics.compareExchange(a, w, TID, 0) === TID) return
+    if (Atomics.compareExchange(a, w, TID, 0) === TID) {
+      if (GUARD[0] !== 0) checkIntact(this.memory)
+      return
+    }
     const cur = Atomics.load(a, w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if ((cur & TID_MASK) !== TID || cur === NOT_RECOVERABLE) throw notOwner()
     const { id } = internals(this.memory)
     if (cur & OWNER_DIED) {
@@ -398,7 +420,9 @@ export class Lock implements Disposable {
 
   /** Whether any thread (in any process) holds the lock now. */
   get locked(): boolean {
-    return (Atomics.load(this.#word(), this.#w) & TID_MASK) !== 0
+    const v = Atomics.load(this.#word(), this.#w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return (v & TID_MASK) !== 0
   }
 
   /** `true` after an acquire that took the lock over from a holder that died. */

@@ -1,11 +1,26 @@
 /**
  * {@link MappedMemory}: a mapping exposed to JavaScript as a zero-copy ArrayBuffer, raw
  * (the original's constructor) or managed (a named segment with a header and a heap).
+ *
+ * A mapping larger than the runtime allows one ArrayBuffer to be (Node 20: 4 GiB) is
+ * exposed through windows instead: overlapping ArrayBuffers of {@link WINDOW_BYTES},
+ * one every half window, made when first needed, so that any object of up to half a
+ * window lies entirely in one of them. The package's own views ({@link Ref}, locks) pick
+ * their window through {@link MemoryInternals.window}; users get windows with
+ * {@link MappedMemory.view}.
+ *
+ * Shared memory can lose pages under a mapping (another process shrinks the object; a
+ * full `/dev/shm`): the native SIGBUS guard (`src-rs/sys/linux/sigbus.rs`) then replaces
+ * them with zero pages instead of letting the process die, and bumps one process-wide
+ * word, {@link GUARD}. Every access of the package reads it afterwards (one load while
+ * it is 0) and throws `ERR_SHM_TRUNCATED` / `ENOSPC` ({@link checkIntact}) when this
+ * mapping was hit.
  * @module
  */
+import { constants as bufferConstants } from 'node:buffer'
 import { closeSync, openSync } from 'node:fs'
 import { checkIndex, checkName, describe } from './args.js'
-import { closedError, native, outOfBounds, rangeError, ShmError, typeError, withExistsAdvice } from './errors.js'
+import { closedError, native, outOfBounds, rangeError, readOnlyError, ShmError, typeError, withExistsAdvice } from './errors.js'
 import { forgetOnExit, unlinkOnExit } from './exit.js'
 import { type Handle, registerReviver } from './handles.js'
 import { MapFlags, Protection } from './constants.js'
@@ -31,7 +46,10 @@ export interface CreateOptions {
    * the kernel likes.
    */
   fixedAddress?: boolean | number
-  /** Touch every page now (`MAP_POPULATE`) instead of on first use. */
+  /**
+   * Back every page with memory now and map them all (`MAP_POPULATE`), instead of on
+   * first use. Implies `reserve`: a full `/dev/shm` fails here with `ENOSPC`.
+   */
   prefault?: boolean
   /**
    * Remove the name again (`shm_unlink`) when this process exits: normally, through
@@ -41,6 +59,14 @@ export interface CreateOptions {
    * `npx shmutils gc`. In a worker thread: when that worker exits. Default `false`.
    */
   unlinkOnExit?: boolean
+  /**
+   * Back every page with memory of the filesystem now (`fallocate`), without touching
+   * them: `create` fails with `ENOSPC` if they do not fit, and no raw write through
+   * {@link MappedMemory.buffer} can ever fault for want of space later. Without it, the
+   * heap backs what it hands out (in steps) and raw writes elsewhere should be preceded
+   * by {@link MappedMemory.reserve}.
+   */
+  reserve?: boolean
 }
 
 /** Who created a managed segment, and when, as its header records it. */
@@ -71,7 +97,14 @@ export interface OpenOptions {
    * anywhere.
    */
   fixedAddress?: 'require' | 'prefer' | false
-  /** Map read-only. */
+  /**
+   * Open for reading only. The mapping is copy-on-write: {@link MappedMemory.buffer}
+   * reads the segment live, but a raw write through it only changes this process's own
+   * copy of that page (which then no longer follows the segment), never the segment, and
+   * never crashes. Every library operation that would write (heap, `mem.new`, locks,
+   * semaphores, conditions, `Ref` setters, `reserve`) throws `ERR_SHM_READ_ONLY`
+   * (errno `EACCES`).
+   */
   readOnly?: boolean
 }
 
@@ -82,8 +115,10 @@ export interface OpenOptions {
 export interface AnonymousOptions {
   /** Size in bytes (rounded up to whole pages; at least 4096). */
   size: number
-  /** Touch every page now (`MAP_POPULATE`) instead of on first use. */
+  /** As {@link CreateOptions.prefault}: back and map every page now (`ENOSPC` if they do not fit). */
   prefault?: boolean
+  /** As {@link CreateOptions.reserve}: back every page now, without touching them. */
+  reserve?: boolean
 }
 
 /**
@@ -108,6 +143,21 @@ export interface DetachedPages {
   size: number
 }
 
+/**
+ * Views over `[start, start + length)` of a mapping (all of it when it fits one
+ * ArrayBuffer). Their lengths read 0 once the mapping is closed. @internal
+ */
+export interface Window {
+  /** Offset in the mapping of the views' first byte. */
+  readonly start: number
+  /** Bytes. */
+  readonly u8: Uint8Array
+  /** The same bytes for typed reads and writes. */
+  readonly dv: DataView
+  /** The same bytes for `Atomics` (4-byte words from `start`, a multiple of 4). */
+  readonly i32: Int32Array
+}
+
 /** What other modules of the package need from a mapping. @internal */
 export interface MemoryInternals {
   /** The native mapping (throws `ERR_SHM_CLOSED` when closed). */
@@ -116,13 +166,42 @@ export interface MemoryInternals {
   readonly id: number
   /** Start of the heap region (managed segments), else 0. */
   readonly heapOffset: number
-  /** Int32 view for `Atomics` (length 0 once closed). */
-  readonly i32: Int32Array
-  /** A DataView over the mapping. */
-  readonly view: DataView
   /** The creator's base address: stored pointers are relative to it. */
   readonly base: number
+  /** A segment opened read-only: the package must not write through it. */
+  readonly readOnly: boolean
+  /**
+   * A window holding all of `[offset, offset + length)` (the caller checked the range
+   * lies in the mapping). The same object for every range of a mapping that fits one
+   * ArrayBuffer.
+   */
+  window(offset: number, length: number): Window
 }
+
+/** `SHMUTILS_WINDOW_BYTES`, when a power of two of at least 64 KiB (tests only). */
+const FORCED_WINDOW: number | null = ((): number | null => {
+  const n = Number(process.env.SHMUTILS_WINDOW_BYTES)
+  return Number.isInteger(n) && n >= 65536 && (n & (n - 1)) === 0 ? n : null
+})()
+
+/**
+ * The length of each window over a mapping larger than one ArrayBuffer: 2 GiB, or the
+ * runtime's limit if lower. `SHMUTILS_WINDOW_BYTES` (a power of two of at least 64 KiB)
+ * sets it, and makes every mapping above it windowed, to exercise windows on small
+ * mappings (tests).
+ * @internal
+ */
+export const WINDOW_BYTES: number = FORCED_WINDOW ?? Math.min(2 ** 31, 2 ** Math.floor(Math.log2(bufferConstants.MAX_LENGTH)))
+/** The largest mapping exposed as one ArrayBuffer (Node 20: 4 GiB). */
+const WHOLE_MAX: number = FORCED_WINDOW ?? bufferConstants.MAX_LENGTH
+const STRIDE = WINDOW_BYTES / 2
+
+/**
+ * The process-wide SIGBUS repair counter (see the module docs): 0 until a mapping of
+ * this process lost pages. Read it after touching shared memory:
+ * `if (GUARD[0] !== 0) checkIntact(memory)`. @internal
+ */
+export const GUARD: Int32Array = new Int32Array(binding.guardGeneration())
 
 interface RawOrigin {
   fileOffset: number
@@ -132,6 +211,22 @@ interface RawOrigin {
 
 /** @internal Access to a mapping's internals for the other modules of the package. */
 export let internals: (m: MappedMemory) => MemoryInternals
+
+/**
+ * @internal Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if `m` lost pages (see the module
+ * docs), `ERR_SHM_CLOSED` if it is closed. Call it when {@link GUARD}`[0] !== 0`.
+ */
+export let checkIntact: (m: MappedMemory) => void
+
+/**
+ * @internal Throws `ERR_SHM_READ_ONLY` for a segment opened read-only, else returns its
+ * internals: for every operation that writes.
+ */
+export function writable(m: MappedMemory): MemoryInternals {
+  const i = internals(m)
+  if (i.readOnly) throw readOnlyError()
+  return i
+}
 
 let heapFactory: ((m: MappedMemory) => Heap) | null = null
 
@@ -170,11 +265,17 @@ export class MappedMemory implements Disposable {
   readonly $shmutils: Handle | symbol
   #mapping: NativeMapping
   #info: MappingInfo
-  #buffer: ArrayBuffer
-  #bytes: Uint8Array
-  #i32: Int32Array
-  #view: DataView | null = null
+  /** The window over the whole mapping, when it fits one ArrayBuffer. */
+  #whole: Window | null
+  /** Windows of a larger mapping: index k covers `[k * STRIDE, k * STRIDE + WINDOW_BYTES)`. */
+  #windows = new Map<number, Window>()
+  /** Windows made for ranges longer than half a window, by `start:length`. */
+  #wide = new Map<string, Window>()
+  #internals: MemoryInternals | null = null
   #closed = false
+  /** {@link GUARD}'s value when this mapping was last found intact. */
+  #intactAt = 0
+  #lost: ShmError | null = null
   #raw: RawOrigin | null
   /** The heap of a managed segment, once attached; dropped on close. */
   #heap: Heap | null = null
@@ -232,9 +333,7 @@ export class MappedMemory implements Disposable {
     this.size = info.size
     const begin = info.address
     this.address = Object.freeze({ begin, end: begin + this.size })
-    this.#buffer = native(() => mapping.buffer())
-    this.#bytes = new Uint8Array(this.#buffer)
-    this.#i32 = new Int32Array(this.#buffer, 0, Math.floor(this.size / 4))
+    this.#whole = this.size <= WHOLE_MAX ? this.#makeWindow(0, this.size) : null
     this.$shmutils = this.#handle()
   }
 
@@ -254,10 +353,62 @@ export class MappedMemory implements Disposable {
   static {
     internals = (m) => {
       if (m.#closed) throw closedError('the mapping')
-      m.#view ??= new DataView(m.#buffer)
+      if (m.#internals) return m.#internals
       const info = m.#info
-      return { mapping: m.#mapping, id: info.id, heapOffset: info.heapOffset, i32: m.#i32, view: m.#view, base: info.base }
+      const whole = m.#whole
+      return (m.#internals = {
+        mapping: m.#mapping,
+        id: info.id,
+        heapOffset: info.heapOffset,
+        base: info.base,
+        readOnly: info.readOnly,
+        window: whole ? () => whole : (offset, length) => m.#window(offset, length),
+      })
     }
+    checkIntact = (m) => {
+      if (m.#closed) throw closedError('the mapping')
+      const g = GUARD[0]!
+      if (g !== m.#intactAt) {
+        try {
+          native(() => m.#mapping.checkIntact())
+          m.#intactAt = g
+        } catch (e) {
+          m.#lost = e as ShmError
+        }
+      }
+      if (m.#lost) throw m.#lost
+    }
+  }
+
+  #makeWindow(start: number, length: number): Window {
+    const mapping = this.#mapping
+    const buffer = native(() => mapping.buffer(start, length))
+    return { start, u8: new Uint8Array(buffer), dv: new DataView(buffer), i32: new Int32Array(buffer, 0, Math.floor(length / 4)) }
+  }
+
+  /** A window holding `[offset, offset + length)` of a mapping too large for one buffer. */
+  #window(offset: number, length: number): Window {
+    if (length <= STRIDE) {
+      // Window k starts at or below `offset` (an empty range at the very end included)
+      // and reaches at least half a window past it.
+      const k = Math.floor(Math.min(offset, this.size - 1) / STRIDE)
+      let w = this.#windows.get(k)
+      if (!w) {
+        const start = k * STRIDE
+        w = this.#makeWindow(start, Math.min(WINDOW_BYTES, this.size - start))
+        this.#windows.set(k, w)
+      }
+      return w
+    }
+    const key = `${offset}:${length}`
+    let w = this.#wide.get(key)
+    if (!w) {
+      if (length > bufferConstants.MAX_LENGTH) throw tooLarge(length, bufferConstants.MAX_LENGTH)
+      const start = offset - (offset % 4)
+      w = this.#makeWindow(start, Math.min(this.size - start, length + 4))
+      this.#wide.set(key, w)
+    }
+    return w
   }
 
   /**
@@ -293,9 +444,10 @@ export class MappedMemory implements Disposable {
     const prefault = options.prefault ?? false
     const onExit = options.unlinkOnExit ?? false
     if (typeof onExit !== 'boolean') throw typeError(`The "unlinkOnExit" option must be a boolean; got ${describe(onExit)}`)
+    const reserve = options.reserve ?? false
     let mapping: NativeMapping
     try {
-      mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault))
+      mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault, !!reserve))
     } catch (e) {
       throw withExistsAdvice(e, name, `open it with MappedMemory.open(${JSON.stringify(name)})`)
     }
@@ -305,7 +457,9 @@ export class MappedMemory implements Disposable {
   }
 
   /**
-   * Opens an existing managed segment, validating its header.
+   * Opens an existing managed segment, validating its header. With `readOnly` the
+   * mapping is copy-on-write and the library writes nothing through it (see
+   * {@link OpenOptions.readOnly}).
    * @throws ShmError `ENOENT`, `EACCES`, `ERR_SHM_BAD_HEADER` (not a shmutils segment),
    *   `EADDRINUSE` (with `fixedAddress: 'require'`, the creator's address is taken here)
    */
@@ -331,7 +485,7 @@ export class MappedMemory implements Disposable {
   static anonymous(options: AnonymousOptions): MappedMemory {
     if (typeof options !== 'object' || options === null) throw typeError('The "options" argument must be an object with a "size"')
     checkIndex('size', options.size)
-    const mapping = native(() => binding.Mapping.createAnonymous(options.size, !!options.prefault))
+    const mapping = native(() => binding.Mapping.createAnonymous(options.size, !!options.prefault, !!options.reserve))
     return MappedMemory.#adopt(mapping, null, null)
   }
 
@@ -437,16 +591,77 @@ export class MappedMemory implements Disposable {
     return this.#closed
   }
 
-  /** The whole mapping, zero-copy. Detached (length 0) after {@link close}. */
-  get buffer(): ArrayBuffer {
-    if (this.#closed) throw closedError('the mapping')
-    return this.#buffer
+  /** Whether the segment was opened read-only (see {@link OpenOptions.readOnly}). */
+  get readOnly(): boolean {
+    return this.#info.readOnly
   }
 
-  /** A `Uint8Array` over {@link buffer}. */
+  /**
+   * The whole mapping, zero-copy. Detached (length 0) after {@link close}.
+   * @throws ShmError `ERR_SHM_BUFFER_TOO_LARGE` when the mapping is larger than the
+   *   runtime allows one ArrayBuffer to be (Node 20: 4 GiB): use {@link view};
+   *   `ERR_SHM_TRUNCATED` / `ENOSPC` once the mapping lost pages (see {@link reserve})
+   */
+  get buffer(): ArrayBuffer {
+    return this.#all().u8.buffer as ArrayBuffer
+  }
+
+  /**
+   * A `Uint8Array` over {@link buffer}.
+   * @throws ShmError as {@link buffer}
+   */
   get bytes(): Uint8Array {
+    return this.#all().u8
+  }
+
+  #all(): Window {
     if (this.#closed) throw closedError('the mapping')
-    return this.#bytes
+    if (GUARD[0] !== 0) checkIntact(this)
+    if (!this.#whole) throw tooLarge(this.size, WHOLE_MAX)
+    return this.#whole
+  }
+
+  /**
+   * The bytes `[offset, offset + length)` of the mapping, zero-copy: the way to reach
+   * every byte of a mapping larger than one ArrayBuffer (on Node 20, 4 GiB). Views of up
+   * to half a window (1 GiB on Node 20) cost no native call once their window exists;
+   * longer ones get an ArrayBuffer of their own, kept until {@link close}. Like every
+   * view of the mapping, it reads as length 0 after {@link close}.
+   * @param offset - first byte
+   * @param length - default: to the end of the mapping (must fit one ArrayBuffer)
+   * @throws ShmError `ERR_SHM_OUT_OF_BOUNDS`, `ERR_SHM_BUFFER_TOO_LARGE` for a length the
+   *   runtime cannot make one ArrayBuffer of
+   */
+  view(offset: number, length?: number): Uint8Array {
+    checkIndex('offset', offset)
+    if (this.#closed) throw closedError('the mapping')
+    const len = length === undefined ? this.size - Math.min(offset, this.size) : checkIndex('length', length)
+    if (offset + len > this.size) throw outOfBounds(`range ${offset}..${offset + len} is outside the mapping of ${this.size} bytes`)
+    if (GUARD[0] !== 0) checkIntact(this)
+    const w = this.#whole ?? this.#window(offset, len)
+    return w.u8.subarray(offset - w.start, offset - w.start + len)
+  }
+
+  /**
+   * Backs `[offset, offset + length)` with memory of the filesystem now (`fallocate`;
+   * Linux), so that raw writes there through {@link buffer} / {@link view} can never
+   * fault for want of space: on a full `/dev/shm` this throws `ENOSPC` instead. Memory
+   * the heap hands out (`heap.malloc`, `mem.new`, locks) is backed already; use this
+   * for bytes you write yourself, or create the segment with `reserve: true`. A raw
+   * write to unbacked memory on a full filesystem does not crash either: the page
+   * becomes a private zero page, the write is not shared, and the next operation of the
+   * library on this mapping throws `ENOSPC`.
+   * @param offset - default 0
+   * @param length - default: to the end of the mapping
+   * @throws ShmError `ENOSPC`, `ERR_SHM_OUT_OF_BOUNDS`, `ERR_SHM_READ_ONLY`
+   */
+  reserve(offset = 0, length?: number): void {
+    checkIndex('offset', offset)
+    const len = length === undefined ? Math.max(this.size - offset, 0) : checkIndex('length', length)
+    if (this.#closed) throw closedError('the mapping')
+    if (this.readOnly) throw readOnlyError()
+    const mapping = this.#mapping
+    native(() => mapping.reserve(offset, len))
   }
 
   /** The creator's base address (where stored pointers point); own address if raw. */
@@ -477,7 +692,7 @@ export class MappedMemory implements Disposable {
     const from = this.relativeAddressAt(begin)
     const to = this.relativeAddressAt(end)
     if (to < from) throw rangeError(`The "end" argument must not be below "begin"`)
-    return this.#bytes.subarray(from, to)
+    return this.view(from, to - from)
   }
 
   /**
@@ -502,8 +717,14 @@ export class MappedMemory implements Disposable {
     this.#closed = true
     this.#heap = null
     forgetCached(this)
-    native(() => binding.detachBuffer(this.#buffer))
-    if (this.#view !== null) poisonView(this.#view)
+    const windows = [this.#whole, ...this.#windows.values(), ...this.#wide.values()]
+    this.#windows.clear()
+    this.#wide.clear()
+    for (const w of windows) {
+      if (!w) continue
+      native(() => binding.detachBuffer(w.u8.buffer as ArrayBuffer))
+      poisonView(w.dv)
+    }
   }
 
   /** Removes the backing object's name (`shm_unlink`); the mapping stays usable. */
@@ -529,6 +750,13 @@ export class MappedMemory implements Disposable {
     if (typeof h === 'symbol') throw typeError('An anonymous mapping cannot be shared by handle: map a named object')
     return h
   }
+}
+
+function tooLarge(length: number, max: number): ShmError {
+  return new ShmError(
+    `${length} bytes do not fit one ArrayBuffer here (at most ${max}): use mem.view(offset, length) for a window`,
+    { code: 'ERR_SHM_BUFFER_TOO_LARGE' },
+  )
 }
 
 /**

@@ -4,6 +4,16 @@
  * untrusted: a value that breaks the format is shown as it is, never followed.
  * @module
  */
+import { internals, type MappedMemory } from './memory.js'
+
+/**
+ * A DataView holding `[offset, offset + length)` of `memory`, and where `offset` is in
+ * it (mappings larger than one ArrayBuffer are seen through windows).
+ */
+export function viewAt(memory: MappedMemory, offset: number, length: number): [DataView, number] {
+  const w = internals(memory).window(offset, length)
+  return [w.dv, offset - w.start]
+}
 
 /** The kind tags of docs/FORMAT.md §6 (the `u32` at offset 8 of a record). */
 export const KINDS: Readonly<Record<number, string>> = Object.freeze({

@@ -7,8 +7,8 @@
 import { checkInteger, checkTimeoutArg } from './args.js'
 import { closedError, native, rangeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, type LockHome } from './lock.js'
-import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, LOCK_SIZE, type LockHome } from './lock.js'
+import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
@@ -60,8 +60,9 @@ export class Semaphore {
     atPlace = null
     if (place === null) checkInteger('initial', initial, 0, SEMAPHORE_MAX)
     ;({ memory: this.memory, offset: this.offset } = place ?? allocateRecord(where, 'Semaphore'))
-    this.#i32 = internals(this.memory).i32
-    this.#w = this.offset >> 2
+    const win = internals(this.memory).window(this.offset, LOCK_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }))
     if (place === null || initial !== undefined) Atomics.store(this.#i32, this.#w, initial)
   }
@@ -86,6 +87,7 @@ export class Semaphore {
   #word(): Int32Array {
     const a = this.#i32
     if (a.length === 0) throw closedError('the semaphore\'s mapping')
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     return a
   }
 
@@ -102,7 +104,10 @@ export class Semaphore {
     while ((v & COUNT_MASK) !== 0) {
       // v - 1 keeps bit 31 (the int32 stays negative when it is set).
       const seen = Atomics.compareExchange(a, w, v, v - 1)
-      if (seen === v) return true
+      if (seen === v) {
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+        return true
+      }
       v = seen
     }
     return false
@@ -119,6 +124,7 @@ export class Semaphore {
     const { id } = internals(this.memory)
     const t0 = waitStart()
     const taken = native(() => binding.semAcquire(id, this.offset, timeout))
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', false)
     return taken
   }
@@ -141,6 +147,7 @@ export class Semaphore {
       },
       (code) => {
         throwIfFailed(code)
+        if (GUARD[0] !== 0) checkIntact(this.memory)
         const taken = outcome(code) === Code.OK
         if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', true)
         return taken
@@ -166,6 +173,7 @@ export class Semaphore {
       if (seen === v) break
       v = seen
     }
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if (v < 0) {
       const { id } = internals(this.memory)
       native(() => binding.semWake(id, this.offset, n))

@@ -137,7 +137,13 @@ impl std::error::Error for ShmError {}
 /// The allocator's errors keep their code and message.
 impl From<HeapError> for ShmError {
     fn from(e: HeapError) -> Self {
-        ShmError::new(e.code(), e.message())
+        match e {
+            HeapError::NoSpace(errno) => ShmError {
+                message: e.message(),
+                ..ShmError::sys(nix::errno::Errno::from_raw(errno), "fallocate")
+            },
+            _ => ShmError::new(e.code(), e.message()),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ import type { Command } from './command.js'
 import { fields, formatSize, formatTime, table } from './format.js'
 import { attachedText, creatorText } from './ls.js'
 import { scanProcesses } from './procfs.js'
-import { decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary } from '../records.js'
+import { decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary, viewAt } from '../records.js'
 import { describeSegment, type SegmentInfo } from './segments.js'
 
 /** How many tagged objects `inspect` reports at most. */
@@ -90,7 +90,7 @@ export function inspectSegment(name: string): Inspection {
     return result
   }
   try {
-    const { mapping, heapOffset, view } = internals(mem)
+    const { mapping, heapOffset } = internals(mem)
     const id = native(() => mapping.heap(heapOffset, 0, false))
     let survey: ReturnType<typeof binding.heapSurvey>
     try {
@@ -117,10 +117,10 @@ export function inspectSegment(name: string): Inspection {
     } else {
       result.notes.push('the named-object directory is damaged: see the heap check')
     }
-    const heapLock = lockState(view, heapOffset, false)
+    const heapLock = lockState(...viewAt(mem, heapOffset, 32), false)
     result.objects.push({ kind: 'heap lock', offset: heapOffset, name: null, state: { ...heapLock }, summary: lockSummary(heapLock) })
     for (const t of survey.tagged) {
-      const d = decodeRecord(view, t.offset, t.size, t.kind)
+      const d = decodeRecord(...viewAt(mem, t.offset, t.size), t.size, t.kind)
       result.objects.push({ kind: KINDS[t.kind] ?? `kind ${t.kind}`, offset: t.offset, name: names.get(t.offset) ?? null, ...d })
     }
     result.more = survey.more

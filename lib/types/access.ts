@@ -678,6 +678,21 @@ export function structLayoutAccessors<V>(t: Type<V>): StructLayout<V> {
 }
 
 /**
+ * A function (or object of functions) generated from `body` with its own bytecode, so
+ * with its own type feedback: V8 shares one feedback vector among every closure of one
+ * function literal, so a literal instantiated per struct member sees every member of
+ * every struct and stops being inlined. `body` is the text of a function body that
+ * returns the result, and sees `values` under `names`. Where code generation is off (or
+ * disallowed), `fallback()` builds the equivalent from closures.
+ *
+ * @internal
+ */
+export function specialize<R>(names: readonly string[], values: readonly unknown[], body: string, fallback: () => R): R {
+  if (!codegenEnabled) return fallback();
+  return (new Function(...names, `'use strict';\n${body}`) as (...a: unknown[]) => R)(...values);
+}
+
+/**
  * Turns code generation on or off for accessors built afterwards (testing
  * hook; generation is off automatically where `new Function` is disallowed).
  *

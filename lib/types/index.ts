@@ -55,6 +55,7 @@ export {
   LITTLE_ENDIAN,
   type StructLayout,
   scalarAccessor,
+  specialize,
   structLayoutAccessors,
   valueAccessor,
 } from './access.js';

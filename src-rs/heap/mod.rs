@@ -100,6 +100,7 @@ use crate::memory::mapping::Region;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 mod check;
 mod named;
@@ -219,12 +220,17 @@ pub enum HeapError {
     DoubleFree(String),
     /// A heap invariant is broken (garbage header, list cycle, ...).
     Corrupt(String),
+    /// The memory for the block could not be backed by the filesystem (`fallocate`
+    /// failed with this errno, `ENOSPC` for a full `/dev/shm`); the heap is unchanged.
+    NoSpace(i32),
 }
 
 impl HeapError {
-    /// Stable error code: `ENOMEM`, `EINVAL`, `ERR_SHM_DOUBLE_FREE` or `ERR_SHM_CORRUPT`.
+    /// Stable error code: `ENOMEM`, `EINVAL`, `ERR_SHM_DOUBLE_FREE`, `ERR_SHM_CORRUPT`, or
+    /// the backing errno's name (`ENOSPC`).
     pub fn code(&self) -> &'static str {
         match self {
+            HeapError::NoSpace(e) => errno_name(*e),
             HeapError::NoMem => "ENOMEM",
             HeapError::Invalid(_) => "EINVAL",
             HeapError::DoubleFree(_) => "ERR_SHM_DOUBLE_FREE",
@@ -236,6 +242,11 @@ impl HeapError {
     pub fn message(&self) -> String {
         match self {
             HeapError::NoMem => "out of shared heap memory".to_string(),
+            HeapError::NoSpace(e) => format!(
+                "no space to back the allocation with real pages ({}): the filesystem behind \
+                 the segment (e.g. /dev/shm) is full",
+                nix::errno::Errno::from_raw(*e).desc()
+            ),
             HeapError::Invalid(m) | HeapError::DoubleFree(m) | HeapError::Corrupt(m) => m.clone(),
         }
     }
@@ -249,11 +260,24 @@ impl fmt::Display for HeapError {
 
 impl std::error::Error for HeapError {}
 
+fn errno_name(e: i32) -> &'static str {
+    match nix::errno::Errno::from_raw(e) {
+        nix::errno::Errno::ENOSPC => "ENOSPC",
+        nix::errno::Errno::ENOMEM => "ENOMEM",
+        nix::errno::Errno::EFBIG => "EFBIG",
+        nix::errno::Errno::EINVAL => "EINVAL",
+        nix::errno::Errno::EBADF => "EBADF",
+        nix::errno::Errno::EIO => "EIO",
+        _ => "ENOSPC",
+    }
+}
+
 /// Internal, allocation-free error. Offsets in `BadOff`/`Double` are mapping-relative
 /// (what the caller passed); in `Corrupt` heap-relative.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     NoMem,
+    NoSpace(i32),
     Arg(&'static str, u64),
     BadOff(&'static str, u64),
     Double(u64),
@@ -463,6 +487,9 @@ pub struct HeapView {
     hb: *mut u8,
     /// `heap_len - 8`: the last valid offset of an 8-byte field.
     max8: u64,
+    /// The mapping, when the heap lives in one that must be backed with real pages
+    /// before memory is handed out (see [`HeapView::with_region`]).
+    region: Option<Arc<Region>>,
     /// Test-only crash injection: 0 = off; n > 1 = stores left before the simulated
     /// death; u64::MAX = dead (every store fails without writing).
     #[cfg(test)]
@@ -538,6 +565,7 @@ impl HeapView {
             lay,
             hb: base.wrapping_add(heap_off),
             max8: heap_len as u64 - 8,
+            region: None,
             #[cfg(test)]
             crash_at: AtomicU64::new(0),
         })
@@ -583,6 +611,33 @@ impl HeapView {
             .map_err(|e| HeapError::Corrupt(format!("heap header is invalid: {}", e.message())))?;
         v.validate_header()?;
         Ok(v)
+    }
+
+    /// The same view, backing memory in `region` (the mapping it lives in) with real
+    /// pages before handing it out: an allocation on a full filesystem then fails with
+    /// `ENOSPC` instead of faulting on first touch.
+    ///
+    /// Invariant that makes every allocator write land on backed memory: the first 32
+    /// bytes of every block (header and free-list links) and the last 8 of every free
+    /// block (its footer) are backed, and so is every allocated block entirely. Formatting
+    /// backs the header and the single block's ends; `carve` and in-place `realloc` back
+    /// the block they hand out plus the header of the remainder they split off; `free`
+    /// and the repair only write into headers and footers that already exist.
+    pub fn with_region(mut self, region: Arc<Region>) -> HeapView {
+        self.region = Some(region);
+        self
+    }
+
+    /// Backs heap-relative `[lo, hi)` (clamped to the arena) if the heap has a region.
+    #[inline(always)]
+    fn back(&self, lo: u64, hi: u64) -> R<()> {
+        let Some(r) = &self.region else {
+            return Ok(());
+        };
+        let hi = hi.min(self.lay.arena_end);
+        let off = self.heap_off as u64;
+        r.ensure_backed(off + lo, hi.saturating_sub(lo))
+            .map_err(|e| Fault::NoSpace(e.errno.unwrap_or(libc::ENOSPC)))
     }
 
     /// Mapping-relative offset of the heap region.
@@ -788,6 +843,7 @@ impl HeapView {
     fn err(&self, f: Fault) -> HeapError {
         match f {
             Fault::NoMem => HeapError::NoMem,
+            Fault::NoSpace(e) => HeapError::NoSpace(e),
             Fault::Arg(m, v) => HeapError::Invalid(format!("{m} (got {v})")),
             Fault::BadOff(m, off) => HeapError::Invalid(format!("{m}: offset {off}")),
             Fault::Double(off) => HeapError::DoubleFree(format!(
@@ -950,7 +1006,8 @@ pub fn min_heap_len() -> usize {
 ///
 /// # Errors
 /// The heap's validation errors (region too small, misaligned).
-pub(crate) fn format_heap(region: &Region, off: u64, len: u64) -> crate::error::Result<()> {
+pub(crate) fn format_heap(region: &Arc<Region>, off: u64, len: u64) -> crate::error::Result<()> {
+    region.check_writable()?;
     // SAFETY: the region is live (its owner holds it) for the duration of this call;
     // HeapView::new bounds-checks `off`/`len` against the mapping length.
     let view = unsafe {
@@ -961,7 +1018,14 @@ pub(crate) fn format_heap(region: &Region, off: u64, len: u64) -> crate::error::
             len as usize,
         )
     }?;
+    // Back what formatting writes: the header with the first block's header, and the
+    // last 8 bytes (the single free block's footer). Every later write of the allocator
+    // lands in memory it backed before (see `HeapView::back`).
+    let l = view.lay;
+    region.ensure_backed_pages(off, l.header_size + MIN_BLOCK)?;
+    region.ensure_backed_pages(off + l.arena_end - 8, 8)?;
     view.format()?;
+    region.check_intact()?;
     Ok(())
 }
 

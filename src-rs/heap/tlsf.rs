@@ -468,6 +468,19 @@ impl HeapView {
     ) -> R<u64> {
         let Fit { mut b, w, g } = fit;
         let mut size = w_size(w);
+        // Back what this writes before writing anything: the fragment's footer, the block
+        // handed out and the header of the tail split off (see `with_region`). On failure
+        // the block goes back on its list untouched.
+        let a = b + g;
+        let hi = if size - g - need >= MIN_BLOCK {
+            a + need + 32
+        } else {
+            b + size
+        };
+        if let Err(f) = self.back(if g > 0 { a - 8 } else { a }, hi) {
+            self.insert_free(salt, b, size)?;
+            return Err(f);
+        }
         let mut prevbit = w & F_PREV_FREE;
         if g > 0 {
             // Split off a leading free fragment [b, b+g). The new header at a = b+g lies
@@ -620,7 +633,14 @@ impl HeapView {
             let nsize = w_size(nw);
             let total = cur + nsize;
             if total >= need {
-                // Grow in place into the free successor n.
+                // Grow in place into the free successor n: back the grown block and the
+                // header of what remains of n first (see `with_region`).
+                let hi = if total - need >= MIN_BLOCK {
+                    b + need + 32
+                } else {
+                    b + total
+                };
+                self.back(b + cur, hi)?;
                 self.remove_free(salt, n, nsize)?;
                 self.hst(H_JOURNAL0, n)?;
                 self.hst(H_JOURNAL1, 0)?;

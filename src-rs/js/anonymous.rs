@@ -2,17 +2,18 @@
 //! (`memory::anonymous` holds what they do; `lib/memory.ts` the public API).
 
 use crate::js::args::to_u64;
-use crate::js::mapping::{fixed_mode, Mapping};
+use crate::js::mapping::{backing, fixed_mode, Mapping};
 use crate::memory::{anonymous, segment};
 use napi_derive::napi;
 
 #[napi]
 impl Mapping {
     /// Creates an anonymous managed segment (no name: a memfd on Linux) with a formatted
-    /// heap.
+    /// heap; `prefault` / `reserve` back it at once as `createSegment` does.
     #[napi(factory)]
-    pub fn create_anonymous(size: f64, prefault: bool) -> napi::Result<Mapping> {
-        let (region, header) = anonymous::create(to_u64("size", size)?, prefault)?;
+    pub fn create_anonymous(size: f64, prefault: bool, reserve: bool) -> napi::Result<Mapping> {
+        let (region, header) =
+            anonymous::create(to_u64("size", size)?, backing(prefault, reserve))?;
         if let Err(e) = crate::heap::format_heap(&region, header.heap_offset, header.heap_size) {
             region.close();
             return Err(e.into());

@@ -96,8 +96,10 @@ impl Mapping {
         // SAFETY: the slot keeps the region alive (Arc) and every call checks it is still
         // mapped before using the view; attach validates the header bounds.
         let view =
-            unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) }
-                .map_err(ShmError::from)?;
+            unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) };
+        // A mapping that lost pages reads zeros there: say that, not "bad magic".
+        region.check_intact()?;
+        let view = view.map_err(ShmError::from)?.with_region(region.clone());
         let slot = Rc::new(HeapSlot { region, view });
         Ok(HEAPS.with(|h| h.borrow_mut().insert(slot)))
     }
@@ -131,6 +133,10 @@ impl HeapSlot {
         if !self.region.is_live() {
             return Err(closed());
         }
+        // Every heap operation writes (the lock word at least); none works on a mapping
+        // that lost pages (sys/linux/sigbus.rs), and one that made it lose them reports it.
+        self.region.check_writable()?;
+        self.region.check_intact()?;
         // SAFETY: lock_word() points at the 32-byte, 8-aligned lock record at the start
         // of the heap region, inside the live mapping (validated by attach).
         let rec = unsafe { &*(self.view.lock_word() as *const LockRecord) };
@@ -139,7 +145,9 @@ impl HeapSlot {
             self.recover(rec, me)?;
         }
         let r = f(&self.view);
-        rec.unlock(me)?;
+        let unlocked = rec.unlock(me);
+        self.region.check_intact()?;
+        unlocked?;
         Ok(r?)
     }
 

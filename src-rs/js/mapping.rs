@@ -62,9 +62,13 @@ pub(crate) fn region_of(id: u32) -> Result<Arc<Region>> {
         .ok_or_else(|| ShmError::new("EINVAL", format!("no mapping with id {id} in this thread")))
 }
 
-/// The record of type `T` at `offset` of this thread's mapping `id`, pinned.
+/// The record of type `T` at `offset` of this thread's mapping `id`, pinned. Every
+/// synchronization record is written to, so a read-only or truncated mapping is refused.
 pub(crate) fn record<T>(id: u32, offset: f64) -> Result<Pinned<T>> {
-    Pinned::new(&region_of(id)?, to_u64("offset", offset)?)
+    let region = region_of(id)?;
+    region.check_writable()?;
+    region.check_intact()?;
+    Pinned::new(&region, to_u64("offset", offset)?)
 }
 
 /// The `fixedAddress` option of opening: `'require' | 'prefer' | 'no'`.
@@ -76,6 +80,17 @@ pub(crate) fn fixed_mode(fixed: &str) -> Result<FixedMode> {
         _ => Err(ShmError::type_error(format!(
             "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
         ))),
+    }
+}
+
+/// How much of a new segment to back at once: the `prefault` and `reserve` options.
+pub(crate) fn backing(prefault: bool, reserve: bool) -> segment::Backing {
+    if prefault {
+        segment::Backing::Prefault
+    } else if reserve {
+        segment::Backing::Reserve
+    } else {
+        segment::Backing::Lazy
     }
 }
 
@@ -110,6 +125,8 @@ pub struct MappingInfo {
     /// The mapping's own descriptor of the object it maps (closed with the mapping), or
     /// -1 (anonymous memory).
     pub fd: i32,
+    /// A segment opened read-only (mapped copy-on-write; the library writes nothing).
+    pub read_only: bool,
 }
 
 impl Mapping {
@@ -162,7 +179,8 @@ impl Mapping {
     }
 
     /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
-    /// a number = exactly there.
+    /// a number = exactly there. `prefault` backs and maps every page now, `reserve` backs
+    /// every page now (both report `ENOSPC` instead of faulting later).
     #[napi(factory)]
     pub fn create_segment(
         name: String,
@@ -170,6 +188,7 @@ impl Mapping {
         permissions: u32,
         fixed: Either<bool, f64>,
         prefault: bool,
+        reserve: bool,
     ) -> napi::Result<Mapping> {
         let placement = match fixed {
             Either::A(false) => Placement::Anywhere,
@@ -181,11 +200,12 @@ impl Mapping {
             to_u64("size", size)?,
             permissions,
             placement,
-            prefault,
+            backing(prefault, reserve),
         )?;
         if let Err(e) = crate::heap::format_heap(&region, header.heap_offset, header.heap_size) {
+            region.close();
             let _ = shm::unlink(&shm::normalize_name(&name)?);
-            return Err(e.into());
+            return Err(e.with_path(&shm::normalize_name(&name)?).into());
         }
         segment::publish(&region);
         Ok(Mapping::new(region, Some(header)))
@@ -223,48 +243,44 @@ impl Mapping {
             creator_pid: self.header.map_or(0, |h| h.creator_pid),
             creator_start: self.header.map_or(0.0, |h| h.creator_start as f64),
             fd: self.region.fd().unwrap_or(-1),
+            read_only: self.region.is_read_only(),
         }
     }
 
-    /// An external ArrayBuffer over the whole mapping (zero-copy). Throws instead of
-    /// copying when the runtime forbids external buffers: a copy would not be shared.
+    /// An external ArrayBuffer over `[offset, offset + length)` of the mapping
+    /// (zero-copy). Throws instead of copying when the runtime forbids external buffers (a
+    /// copy would not be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this
+    /// large (Node 20: above 4 GiB); `lib/memory.ts` then serves windows instead.
     #[napi]
-    pub fn buffer<'env>(&self, env: &'env Env) -> napi::Result<ArrayBuffer<'env>> {
+    pub fn buffer<'env>(
+        &self,
+        env: &'env Env,
+        offset: f64,
+        length: f64,
+    ) -> napi::Result<ArrayBuffer<'env>> {
+        let (offset, length) = (to_u64("offset", offset)?, to_u64("length", length)?);
         let pin = self.region.pin()?;
-        let hint = Box::into_raw(Box::new(self.region.clone()));
-        let mut value = std::ptr::null_mut();
-        // SAFETY: the pointer/length describe our live mapping; the finalizer owns one
-        // strong reference to the region (the boxed Arc), so the pages stay mapped until
-        // the buffer is collected or close() detached it first.
-        let status = unsafe {
-            napi::sys::napi_create_external_arraybuffer(
-                env.raw(),
-                pin.region().addr() as *mut std::ffi::c_void,
-                pin.region().len(),
-                Some(release_region),
-                hint.cast(),
-                &mut value,
-            )
-        };
-        if status != napi::sys::Status::napi_ok {
-            // SAFETY: the buffer was not created, so the finalizer will never run.
-            drop(unsafe { Box::from_raw(hint) });
-            let e = if status == napi::sys::Status::napi_no_external_buffers_allowed {
-                ShmError::new(
-                    "ERR_SHM_UNSUPPORTED_PLATFORM",
-                    "this JavaScript runtime forbids external ArrayBuffers; shared memory \
-                     cannot be exposed without copying, which would not be shared",
-                )
-            } else {
-                ShmError::new(
-                    "EINVAL",
-                    format!("napi_create_external_arraybuffer: {status}"),
-                )
-            };
-            return Err(e.into());
-        }
-        // SAFETY: `value` is the ArrayBuffer just created in this env.
-        unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }
+        let start = pin.region().check_range(offset, length)?;
+        external_buffer(env, &self.region, start, length as usize)
+    }
+
+    /// Backs `[offset, offset + length)` with real pages now, so that raw writes there
+    /// cannot fault on a full filesystem.
+    #[napi]
+    pub fn reserve(&self, offset: f64, length: f64) -> napi::Result<()> {
+        let (offset, length) = (to_u64("offset", offset)?, to_u64("length", length)?);
+        let pin = self.region.pin()?;
+        pin.region().check_intact()?;
+        pin.region().reserve(offset, length)?;
+        Ok(())
+    }
+
+    /// Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if the mapping lost pages (see
+    /// `sys/linux/sigbus.rs`), `ERR_SHM_CLOSED` once closed.
+    #[napi]
+    pub fn check_intact(&self) -> napi::Result<()> {
+        let pin = self.region.pin()?;
+        Ok(pin.region().check_intact()?)
     }
 
     /// Unmaps (once every in-flight native wait has let go). The caller detaches its
@@ -282,16 +298,126 @@ impl Mapping {
     }
 }
 
-/// Finalizer of an external ArrayBuffer: drops its reference to the region (which unmaps
-/// only if nobody closed or detached it and this was the last reference).
+/// An external ArrayBuffer over `len` bytes at offset `start` of `region` (in bounds,
+/// region pinned by the caller), holding a reference to the region until collected.
+fn external_buffer<'env>(
+    env: &'env Env,
+    region: &Arc<Region>,
+    start: usize,
+    len: usize,
+) -> napi::Result<ArrayBuffer<'env>> {
+    // The finalizer's reference to the region, shared with this function: whether the
+    // runtime ran the finalizer (Node 20 runs it at once when it refuses the buffer, then
+    // reports failure) shows in the count, so nothing is ever freed twice or leaked.
+    let token = Arc::new(region.clone());
+    let hint = Arc::into_raw(token.clone()) as *mut std::ffi::c_void;
+    let mut value = std::ptr::null_mut();
+    // SAFETY: the pointer/length describe live memory of our mapping (checked and pinned
+    // by the caller); the finalizer owns one reference to the region, so the pages stay
+    // mapped until the buffer is collected or close() detached it first.
+    let status = unsafe {
+        napi::sys::napi_create_external_arraybuffer(
+            env.raw(),
+            (region.addr() + start) as *mut std::ffi::c_void,
+            len,
+            Some(release_region),
+            hint,
+            &mut value,
+        )
+    };
+    if status == napi::sys::Status::napi_ok {
+        // SAFETY: `value` is the ArrayBuffer just created in this env.
+        return unsafe { ArrayBuffer::from_napi_value(env.raw(), value) };
+    }
+    if Arc::strong_count(&token) == 2 {
+        // The finalizer did not run and never will: drop its reference here.
+        // SAFETY: `hint` came from Arc::into_raw above and was not consumed.
+        drop(unsafe { Arc::from_raw(hint as *const Arc<Region>) });
+    }
+    clear_pending_exception(env);
+    let e = if status == napi::sys::Status::napi_no_external_buffers_allowed {
+        ShmError::new(
+            "ERR_SHM_UNSUPPORTED_PLATFORM",
+            "this JavaScript runtime forbids external ArrayBuffers; shared memory cannot be \
+             exposed without copying, which would not be shared",
+        )
+    } else {
+        ShmError::new(
+            "ERR_SHM_BUFFER_TOO_LARGE",
+            format!(
+                "the JavaScript runtime refused an ArrayBuffer of {len} bytes \
+                 (napi_create_external_arraybuffer: {status}); use mem.view(offset, length)"
+            ),
+        )
+    };
+    Err(e.into())
+}
+
+/// Clears an exception the runtime left pending (Node throws its own error when it
+/// refuses a buffer), so that ours is the one JavaScript sees.
+fn clear_pending_exception(env: &Env) {
+    let mut pending = false;
+    // SAFETY: plain queries on the live env of the running call.
+    unsafe {
+        if napi::sys::napi_is_exception_pending(env.raw(), &mut pending)
+            == napi::sys::Status::napi_ok
+            && pending
+        {
+            let mut ignored = std::ptr::null_mut();
+            napi::sys::napi_get_and_clear_last_exception(env.raw(), &mut ignored);
+        }
+    }
+}
+
+/// Finalizer of an external ArrayBuffer over a mapping: drops its reference to the
+/// region (which unmaps only if nobody closed or detached it and this was the last
+/// reference).
 unsafe extern "C" fn release_region(
     _env: napi::sys::napi_env,
     _data: *mut std::ffi::c_void,
     hint: *mut std::ffi::c_void,
 ) {
-    // SAFETY: `hint` is the Box<Arc<Region>> leaked in `buffer()`, and V8 calls each
-    // finalizer exactly once.
-    drop(unsafe { Box::from_raw(hint.cast::<Arc<Region>>()) });
+    // SAFETY: `hint` is the Arc<Arc<Region>> leaked in `external_buffer()`, and the
+    // runtime calls each finalizer at most once.
+    drop(unsafe { Arc::from_raw(hint as *const Arc<Region>) });
+}
+
+/// The process-wide SIGBUS repair counter as a 4-byte ArrayBuffer (see
+/// `sys/linux/sigbus.rs`): JavaScript reads it after touching shared memory; non-zero
+/// means some mapping of the process lost pages.
+#[napi]
+pub fn guard_generation<'env>(env: &'env Env) -> napi::Result<ArrayBuffer<'env>> {
+    let word = crate::sys::guard_generation();
+    let mut value = std::ptr::null_mut();
+    // SAFETY: the word is a static that lives as long as the process; the finalizer has
+    // nothing to free.
+    let status = unsafe {
+        napi::sys::napi_create_external_arraybuffer(
+            env.raw(),
+            word.as_ptr().cast(),
+            4,
+            Some(release_nothing),
+            std::ptr::null_mut(),
+            &mut value,
+        )
+    };
+    if status != napi::sys::Status::napi_ok {
+        clear_pending_exception(env);
+        return Err(ShmError::new(
+            "ERR_SHM_UNSUPPORTED_PLATFORM",
+            format!("napi_create_external_arraybuffer: {status}"),
+        )
+        .into());
+    }
+    // SAFETY: `value` is the ArrayBuffer just created in this env.
+    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }
+}
+
+unsafe extern "C" fn release_nothing(
+    _env: napi::sys::napi_env,
+    _data: *mut std::ffi::c_void,
+    _hint: *mut std::ffi::c_void,
+) {
 }
 
 /// `PROT_*` and `MAP_*` values of this platform.

@@ -11,23 +11,24 @@
 
 use crate::error::{Result, ShmError};
 use crate::memory::mapping::Region;
-use crate::memory::segment::{self, FixedMode, Header, Placement};
+use crate::memory::segment::{self, Backing, FixedMode, Header, Placement};
 use crate::memory::shm;
 use std::sync::Arc;
 
 /// What errors call an anonymous segment.
 pub const LABEL: &str = "(anonymous segment)";
 
-/// Creates an anonymous segment of at least `size` bytes: header written, heap region
-/// not yet formatted (the caller formats it, then [`segment::publish`]es).
+/// Creates an anonymous segment of at least `size` bytes, backed as `backing` says:
+/// header written, heap region not yet formatted (the caller formats it, then
+/// [`segment::publish`]es).
 ///
 /// # Errors
 /// `RangeError` for a bad size; `EMFILE`, `ENOMEM`, `ENOSPC` and other errors of creating,
 /// sizing or mapping the object.
-pub fn create(size: u64, prefault: bool) -> Result<(Arc<Region>, Header)> {
+pub fn create(size: u64, backing: Backing) -> Result<(Arc<Region>, Header)> {
     let size = segment::segment_size(size)?;
     let fd = crate::sys::anonymous_object()?;
-    let (region, header) = segment::init(fd, LABEL, size, Placement::Anywhere, prefault)?;
+    let (region, header) = segment::init(fd, LABEL, size, Placement::Anywhere, backing)?;
     if let Some(fd) = region.fd() {
         // Best effort: a sealed object can never be truncated under anyone's mapping.
         crate::sys::seal_size(fd);
@@ -66,7 +67,7 @@ mod tests {
     #[test]
     fn anonymous_segments_have_no_name_and_share_through_fds() {
         let before = memfd_mappings();
-        let (region, h) = create(10_000, false).unwrap();
+        let (region, h) = create(10_000, Backing::Lazy).unwrap();
         assert_eq!(h.size, 12_288, "rounded up to pages");
         crate::heap::format_heap(&region, h.heap_offset, h.heap_size).unwrap();
         segment::publish(&region);
@@ -94,7 +95,7 @@ mod tests {
             "ERR_OUT_OF_RANGE"
         );
         assert_eq!(
-            create(100, false).unwrap_err().code,
+            create(100, Backing::Lazy).unwrap_err().code,
             "ERR_OUT_OF_RANGE",
             "below the minimum"
         );

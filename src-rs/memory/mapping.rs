@@ -15,12 +15,20 @@
 //! [`Region::adopt_fd`]) for as long as it is mapped: the layers above need the object
 //! behind the mapping after mapping it (byte-range liveness locks, `fallocate`, `fstat`).
 //! It is closed with the mapping (unmap or `detach()`).
+//!
+//! Adopting the descriptor also registers the mapping with the SIGBUS guard
+//! (`sys/linux/sigbus.rs`): if the file loses pages under it (shrunk by another process,
+//! or a full filesystem), the process keeps running, [`Region::lost`] says so and
+//! [`Region::check_intact`] turns it into `ERR_SHM_TRUNCATED` / `ENOSPC` for the layers
+//! above. [`Region::ensure_backed`] backs a range with real pages first
+//! (`memory/backing.rs`), so that memory handed out by the library never faults at all.
 
 use crate::error::{Result, ShmError};
+use crate::memory::backing::{self, Backing};
 use crate::sys;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const MAPPED: u8 = 0;
 const CLOSING: u8 = 1;
@@ -70,6 +78,17 @@ pub struct Region {
     pins: AtomicUsize,
     /// The descriptor of the object behind the mapping, or -1 (see [`Region::adopt_fd`]).
     fd: AtomicI32,
+    /// The file offset mapped at `addr`.
+    file_offset: u64,
+    /// The `PROT_*` bits it was mapped with.
+    prot: i32,
+    /// Registration with the SIGBUS guard (set with the descriptor).
+    guard: OnceLock<sys::GuardId>,
+    /// A managed segment opened read-only (mapped copy-on-write): the library writes
+    /// nothing through it.
+    read_only: AtomicBool,
+    /// What of the file is known backed.
+    backing: Backing,
 }
 
 /// Ranges handed to the caller by `detach()` and not yet unmapped by [`munmap_forgotten`]:
@@ -208,6 +227,16 @@ impl Region {
             state: AtomicU8::new(MAPPED),
             pins: AtomicUsize::new(0),
             fd: AtomicI32::new(-1),
+            file_offset: req.offset,
+            prot: req.prot,
+            guard: OnceLock::new(),
+            read_only: AtomicBool::new(false),
+            // Anonymous memory has no file to back: all of it counts as backed.
+            backing: if req.fd < 0 {
+                Backing::assumed(req.len)
+            } else {
+                Backing::new()
+            },
         }))
     }
 
@@ -228,15 +257,23 @@ impl Region {
 
     /// Hands the region the descriptor of the object it maps, as its own: the region
     /// closes it when it is unmapped or forgotten. Call it right after mapping, before
-    /// the region is shared. A second call closes `fd` and keeps the first.
+    /// the region is shared or touched: it also registers the mapping with the SIGBUS
+    /// guard. A second call closes `fd` and keeps the first.
     pub fn adopt_fd(&self, fd: RawFd) {
-        if fd >= 0
-            && self
-                .fd
-                .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
+        if fd < 0 {
+            return;
+        }
+        if self
+            .fd
+            .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
         {
             close_fd(fd);
+            return;
+        }
+        let id = sys::guard_register(self.addr, self.len, fd, self.file_offset, self.prot);
+        if self.guard.set(id).is_err() {
+            sys::guard_unregister(id);
         }
     }
 
@@ -250,7 +287,131 @@ impl Region {
     fn release_fd(&self) {
         let fd = self.fd.swap(-1, Ordering::AcqRel);
         if fd >= 0 {
+            // The guard needs the descriptor: unregister first.
+            if let Some(id) = self.guard.get() {
+                sys::guard_unregister(*id);
+            }
             close_fd(fd);
+        }
+    }
+
+    /// The `LOST_*` bits of the SIGBUS guard: non-zero once the mapping lost pages (its
+    /// file was shrunk, or had no space for a page touched).
+    pub fn lost(&self) -> u32 {
+        match self.guard.get() {
+            Some(id) if self.fd.load(Ordering::Acquire) >= 0 => sys::guard_lost(*id),
+            _ => 0,
+        }
+    }
+
+    /// Checks the mapping lost no pages. One load while no mapping of the process did.
+    ///
+    /// # Errors
+    /// `ERR_SHM_TRUNCATED` when the object was shrunk under the mapping, `ENOSPC` when a
+    /// page had no room (see [`Region::lost`]).
+    #[inline]
+    pub fn check_intact(&self) -> Result<()> {
+        if sys::guard_generation().load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        lost_error(self.lost())
+    }
+
+    /// Marks a mapping the library must not write through (a segment opened read-only).
+    pub fn set_read_only(&self) {
+        self.read_only.store(true, Ordering::Release);
+    }
+
+    /// Whether the library must not write through this mapping.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+
+    /// Checks the library may write through this mapping.
+    ///
+    /// # Errors
+    /// `ERR_SHM_READ_ONLY` for a segment opened read-only.
+    #[inline]
+    pub fn check_writable(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(read_only());
+        }
+        Ok(())
+    }
+
+    fn backing_file(&self) -> Option<backing::File> {
+        Some(backing::File {
+            fd: self.fd()?,
+            offset: self.file_offset,
+            addr: self.addr,
+            len: self.len as u64,
+        })
+    }
+
+    /// Mirrors what is known backed in the u64 at `offset` (a managed segment's header
+    /// field), and learns what other processes recorded there.
+    pub fn track_backed_word(&self, offset: usize) {
+        if let Some(f) = self.backing_file() {
+            self.backing
+                .track_header_word(f, offset, self.is_read_only());
+        }
+    }
+
+    /// Records that the caller backed `[0, n)` itself (before mapping).
+    pub fn assume_backed(&self, n: u64) {
+        if let Some(f) = self.backing_file() {
+            self.backing.assume(f, n);
+        }
+    }
+
+    /// `[0, n)` of the mapping is known backed by real pages.
+    pub fn backed_prefix(&self) -> u64 {
+        self.backing.prefix()
+    }
+
+    /// Backs `[offset, offset + len)` with real pages before the library hands it out,
+    /// rounded out to 2 MiB steps (amortised heap growth). Nothing to do for anonymous
+    /// memory or a read-only mapping.
+    ///
+    /// # Errors
+    /// `ENOSPC` when the filesystem has no room; `ERR_SHM_OUT_OF_BOUNDS`.
+    #[inline]
+    pub fn ensure_backed(&self, offset: u64, len: u64) -> Result<()> {
+        let end = offset.saturating_add(len);
+        if end <= self.backing.prefix() {
+            return Ok(());
+        }
+        self.back(offset, len, false)
+    }
+
+    /// Backs exactly the pages of `[offset, offset + len)` (no rounding out to steps):
+    /// for the few scattered bytes a new segment or heap writes first.
+    ///
+    /// # Errors
+    /// `ENOSPC`; `ERR_SHM_OUT_OF_BOUNDS`.
+    pub fn ensure_backed_pages(&self, offset: u64, len: u64) -> Result<()> {
+        if offset.saturating_add(len) <= self.backing.prefix() {
+            return Ok(());
+        }
+        self.back(offset, len, true)
+    }
+
+    /// Backs exactly the pages of `[offset, offset + len)` now (`mem.reserve`): raw
+    /// writes there can no longer fault for want of space.
+    ///
+    /// # Errors
+    /// `ENOSPC`; `ERR_SHM_OUT_OF_BOUNDS`; `ERR_SHM_READ_ONLY`.
+    pub fn reserve(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_writable()?;
+        self.back(offset, len, true)
+    }
+
+    #[cold]
+    fn back(&self, offset: u64, len: u64, exact: bool) -> Result<()> {
+        self.check_range(offset, len)?;
+        match self.backing_file() {
+            Some(f) if !self.is_read_only() => self.backing.ensure(f, offset, offset + len, exact),
+            _ => Ok(()),
         }
     }
 
@@ -311,10 +472,12 @@ impl Region {
     }
 
     fn unmap_now(&self) {
+        // Unregister from the SIGBUS guard (and close the descriptor) before the range
+        // can be reused by anything else.
+        self.release_fd();
         // SAFETY: the state machine lets exactly one caller reach here, once, after every
         // JavaScript view was detached and no pin is held; the range is ours.
         unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
-        self.release_fd();
     }
 
     /// Checks that `[offset, offset + len)` lies inside the region.
@@ -395,6 +558,44 @@ impl Drop for Pin {
 /// `ERR_SHM_CLOSED`.
 pub fn closed() -> ShmError {
     ShmError::new("ERR_SHM_CLOSED", "the mapping is closed")
+}
+
+/// `ERR_SHM_READ_ONLY`.
+pub fn read_only() -> ShmError {
+    ShmError {
+        errno: Some(libc::EACCES),
+        ..ShmError::new(
+            "ERR_SHM_READ_ONLY",
+            "the segment was opened read-only: the library writes nothing through it",
+        )
+    }
+}
+
+/// The error for a mapping whose `LOST_*` bits are `lost` (`Ok` for 0).
+///
+/// # Errors
+/// `ERR_SHM_TRUNCATED` or `ENOSPC`.
+pub fn lost_error(lost: u32) -> Result<()> {
+    if lost & sys::LOST_TRUNCATED != 0 {
+        return Err(ShmError::new(
+            "ERR_SHM_TRUNCATED",
+            "the shared memory object was shrunk by another process while mapped here: \
+             the pages past its new end are gone (reads gave zeros, writes were not shared)",
+        ));
+    }
+    if lost & sys::LOST_NO_SPACE != 0 {
+        return Err(ShmError {
+            errno: Some(libc::ENOSPC),
+            syscall: Some("fallocate"),
+            ..ShmError::new(
+                "ENOSPC",
+                "a page of this mapping was touched that the filesystem had no room for \
+                 (e.g. /dev/shm is full): it was replaced by a private zero page, and writes \
+                 to it are not shared. Back memory first with mem.reserve()",
+            )
+        });
+    }
+    Ok(())
 }
 
 fn address_in_use(addr: u64, len: u64) -> ShmError {

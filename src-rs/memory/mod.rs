@@ -4,6 +4,7 @@
 //! Everything above (heap, sync, the JavaScript boundary) works on a [`mapping::Region`].
 
 pub mod anonymous;
+pub mod backing;
 pub mod mapping;
 pub mod peek;
 pub mod segment;

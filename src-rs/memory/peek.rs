@@ -127,7 +127,7 @@ fn read_at(fd: i32, offset: u64, len: usize) -> Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::segment::{create, publish, Placement};
+    use crate::memory::segment::{create, publish, Backing, Placement};
 
     struct Unlink(String);
     impl Drop for Unlink {
@@ -140,7 +140,7 @@ mod tests {
     fn peek_tells_segments_from_everything_else() {
         let name = format!("/shmutils-rs-peek-{}", std::process::id());
         let _cleanup = Unlink(name.clone());
-        let (region, h) = create(&name, 65536, 0o640, Placement::Anywhere, false).unwrap();
+        let (region, h) = create(&name, 65536, 0o640, Placement::Anywhere, Backing::Lazy).unwrap();
         assert_eq!(
             peek(&name).unwrap().kind,
             Kind::Unfinished,

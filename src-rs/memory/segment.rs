@@ -20,11 +20,20 @@
 //! | 72     | 4    | `creator_pid`  | the creator's pid (in its PID namespace)            |
 //! | 76     | 4    | `token_next`   | (liveness tokens; not written here)                 |
 //! | 80     | 8    | `creator_start`| the creator's process start time ([`sys::process_start_time`]) |
-//! | 88..256|      | (other fields, reserved)                                             |
+//! | 88     | 8    | `backed`       | `[0, backed)` is known backed by the filesystem     |
+//! |        |      |                | (`fallocate`d); monotonic, raised with `fetch_max`  |
+//! | 96..256|      | reserved       | 0                                                   |
 //!
 //! `uid` and the creator fields are informational except `uid`, which together with the
 //! object's inode is the segment's identity (handles carry it; see `lib/memory.ts`).
 //! All integers are little-endian (the native order of every supported target).
+//!
+//! Creation backs the header's pages before writing them (and the whole segment with
+//! `reserve` or `prefault`), so a full filesystem answers `ENOSPC` instead of `SIGBUS`.
+//! A segment opened read-only is mapped copy-on-write (`MAP_PRIVATE`, readable and
+//! writable): raw writes through its buffer change only this process's copy of a page
+//! (never the segment), and the library refuses every operation that writes
+//! (`ERR_SHM_READ_ONLY`).
 //!
 //! [`sys::process_start_time`]: crate::sys::process_start_time
 
@@ -44,6 +53,19 @@ pub const HEADER_SIZE: u64 = 256;
 pub const FLAG_FIXED: u32 = 1;
 /// The smallest segment: the header plus one page of heap.
 pub const MIN_SIZE: u64 = 4096;
+/// Offset of the `backed` header field.
+pub const BACKED_OFFSET: usize = 88;
+
+/// How much of a new segment to back with real pages at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Only the header now; the heap backs what it hands out.
+    Lazy,
+    /// Every page (`reserve: true`): raw writes anywhere can never fault for want of space.
+    Reserve,
+    /// Every page, and map them all now (`prefault: true`).
+    Prefault,
+}
 
 // Header offsets of the identity and creator fields.
 const OFF_UID: usize = 56;
@@ -174,21 +196,23 @@ fn rw_shared() -> (i32, i32) {
 /// The heap region is `[HEADER_SIZE, size)`; the caller formats it.
 ///
 /// # Errors
-/// `EEXIST` if the name exists; `RangeError` for a size below [`MIN_SIZE`]; mapping
-/// errors (`EADDRINUSE` for a taken exact address). The object is unlinked again on any
-/// failure after it was created.
+/// `EEXIST` if the name exists; `RangeError` for a size below [`MIN_SIZE`]; `ENOSPC`
+/// when the filesystem has no room for the header (or, with [`Backing::Reserve`] /
+/// [`Backing::Prefault`], for the whole segment); mapping errors (`EADDRINUSE` for a
+/// taken exact address). The object is unlinked again on any failure after it was
+/// created.
 pub fn create(
     name: &str,
     size: u64,
     permissions: u32,
     placement: Placement,
-    prefault: bool,
+    backing: Backing,
 ) -> Result<(Arc<Region>, Header)> {
     let name = shm::normalize_name(name)?;
     let perms = shm::check_permissions(permissions)?;
     let size = segment_size(size)?;
     let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
-    init(fd, &name, size, placement, prefault).inspect_err(|_| {
+    init(fd, &name, size, placement, backing).inspect_err(|_| {
         let _ = shm::unlink(&name);
     })
 }
@@ -209,25 +233,31 @@ pub(crate) fn segment_size(size: u64) -> Result<u64> {
 }
 
 /// Makes the new, empty object behind `fd` a segment of `size` bytes (a result of
-/// [`segment_size`]): sizes it, maps it and writes the header. `name` names it in errors
-/// (a shm name, or a description of an object without one). The heap region is
-/// `[HEADER_SIZE, size)`; the caller formats it, then [`publish`]es.
+/// [`segment_size`]): sizes it, backs it as `backing` says, maps it and writes the
+/// header. `name` names it in errors (a shm name, or a description of an object without
+/// one). The heap region is `[HEADER_SIZE, size)`; the caller formats it, then
+/// [`publish`]es.
 ///
-/// On success the region owns `fd`; on failure `fd` is closed.
+/// On success the region owns `fd`; on failure `fd` is closed (the caller removes a name).
 ///
 /// # Errors
-/// Sizing and mapping errors (`EADDRINUSE` for a taken exact address).
+/// `ENOSPC` as [`create`]; sizing and mapping errors (`EADDRINUSE` for a taken exact
+/// address).
 pub(crate) fn init(
     fd: i32,
     name: &str,
     size: u64,
     placement: Placement,
-    prefault: bool,
+    backing: Backing,
 ) -> Result<(Arc<Region>, Header)> {
-    let result = (|| {
+    let mapped = (|| -> Result<Arc<Region>> {
         shm::truncate(fd, size).map_err(|e| e.with_path(name))?;
+        if backing != Backing::Lazy {
+            // Before mapping: MAP_POPULATE cannot report a failure, fallocate can.
+            crate::memory::backing::fallocate_fd(fd, 0, size).map_err(|e| e.with_path(name))?;
+        }
         let (prot, mut flags) = rw_shared();
-        if prefault {
+        if backing == Backing::Prefault {
             flags |= crate::sys::MAP_POPULATE;
         }
         let req = MapRequest {
@@ -238,15 +268,31 @@ pub(crate) fn init(
             fd,
             offset: 0,
         };
-        let region = match placement {
-            Placement::Anywhere => Region::map(req)?,
-            Placement::FreeHigh => mapping::map_at_free_high_address(req)?,
+        match placement {
+            Placement::Anywhere => Region::map(req),
+            Placement::FreeHigh => mapping::map_at_free_high_address(req),
             Placement::At(addr) => Region::map(MapRequest {
                 address: Some(addr),
                 flags: flags | crate::sys::MAP_FIXED_NOREPLACE,
                 ..req
-            })?,
-        };
+            }),
+        }
+    })();
+    let region = match mapped {
+        Ok(region) => region,
+        Err(e) => {
+            let _ = shm::close(fd);
+            return Err(e);
+        }
+    };
+    // Registers the mapping with the SIGBUS guard before anything touches it.
+    region.adopt_fd(fd);
+    let result = (|| -> Result<Header> {
+        if backing == Backing::Lazy {
+            region.ensure_backed_pages(0, HEADER_SIZE)?;
+        } else {
+            region.assume_backed(size);
+        }
         let header = Header {
             size,
             base: region.addr() as u64,
@@ -274,16 +320,14 @@ pub(crate) fn init(
         put_u64(&region, OFF_CREATED_MS, header.created_ms);
         put_u32(&region, OFF_CREATOR_PID, header.creator_pid);
         put_u64(&region, OFF_CREATOR_START, header.creator_start);
-        Ok((region, header))
+        region.track_backed_word(BACKED_OFFSET);
+        Ok(header)
     })();
     match result {
-        Ok((region, header)) => {
-            region.adopt_fd(fd);
-            Ok((region, header))
-        }
+        Ok(header) => Ok((region, header)),
         Err(e) => {
-            let _ = shm::close(fd);
-            Err(e)
+            region.close();
+            Err(e.with_path(name))
         }
     }
 }
@@ -352,7 +396,11 @@ pub(crate) fn open_owned_fd(
 ) -> Result<(Arc<Region>, Header)> {
     match open_fd(name, fd, fixed, read_only) {
         Ok((region, header)) => {
+            if read_only {
+                region.set_read_only();
+            }
             region.adopt_fd(fd);
+            region.track_backed_word(BACKED_OFFSET);
             Ok((region, header))
         }
         Err(e) => {
@@ -396,16 +444,18 @@ fn open_fd(
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
-    let prot = if read_only {
-        libc::PROT_READ
+    // Read-only: copy-on-write, so that a raw write through the buffer changes a private
+    // copy of the page instead of faulting (see the top of this file).
+    let flags = if read_only {
+        libc::MAP_PRIVATE
     } else {
-        libc::PROT_READ | libc::PROT_WRITE
+        libc::MAP_SHARED
     };
     let req = MapRequest {
         address: None,
         len: header.size,
-        prot,
-        flags: libc::MAP_SHARED,
+        prot: libc::PROT_READ | libc::PROT_WRITE,
+        flags,
         fd,
         offset: 0,
     };
@@ -501,7 +551,7 @@ mod tests {
         let name = format!("/shmutils-rs-identity-{}", std::process::id());
         let _cleanup = Unlink(name.clone());
         let before = now_ms();
-        let (region, h) = create(&name, 8192, 0o600, Placement::Anywhere, false).unwrap();
+        let (region, h) = create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
         publish(&region);
         assert_ne!(h.uid, 0);
         assert!(h.created_ms >= before && h.created_ms <= now_ms());
@@ -512,7 +562,7 @@ mod tests {
         assert_eq!(seen, h, "open reads back every field");
         // Re-created under the same name: a new identity; the old uid unlinks nothing.
         shm::unlink(&name).unwrap();
-        let (again, h2) = create(&name, 8192, 0o600, Placement::Anywhere, false).unwrap();
+        let (again, h2) = create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
         publish(&again);
         assert_ne!(h2.uid, h.uid);
         assert!(

@@ -225,6 +225,43 @@ pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
     Ok(d)
 }
 
+/// A fresh, exclusively created object of `len` bytes for tests, unlinked (and its
+/// descriptor closed) when dropped, also when the test fails. (Used by the Linux-only
+/// tests of backing and the SIGBUS guard.)
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) struct TestObject {
+    pub(crate) name: String,
+    pub(crate) fd: RawFd,
+}
+
+#[cfg(all(test, target_os = "linux"))]
+impl TestObject {
+    pub(crate) fn new(tag: &str, len: u64) -> TestObject {
+        let name = format!(
+            "/shmutils-rs-{tag}-{}-{}",
+            std::process::id(),
+            crate::sys::random_u64() % 1_000_000
+        );
+        let fd = open(
+            &name,
+            OpenMode::Exclusive,
+            check_permissions(0o600).unwrap(),
+        )
+        .unwrap();
+        let obj = TestObject { name, fd };
+        truncate(fd, len).unwrap();
+        obj
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+impl Drop for TestObject {
+    fn drop(&mut self) {
+        let _ = close(self.fd);
+        let _ = unlink(&self.name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,51 @@
-//! Linux: futexes, thread identity and the address-space layout.
+//! Linux: futexes, thread identity, the address-space layout, backing files with pages
+//! (`fallocate`) and the SIGBUS guard (`linux/sigbus.rs`).
 
 use super::{Deadline, WaitOutcome};
+use std::os::fd::RawFd;
 use std::sync::atomic::AtomicU32;
+
+mod sigbus;
+pub use sigbus::{
+    generation as guard_generation, lost as guard_lost, register as guard_register,
+    unregister as guard_unregister, GuardId, LOST_NO_SPACE, LOST_TRUNCATED,
+};
+
+/// Gives `[offset, offset + len)` of the file behind `fd` real pages now (tmpfs: takes
+/// them from the filesystem's budget), so that first touches cannot fail later. Never
+/// changes the file's size (`FALLOC_FL_KEEP_SIZE`). A filesystem that cannot preallocate
+/// (`EOPNOTSUPP`) counts as done: there is nothing to reserve ahead of time there.
+///
+/// # Errors
+/// The errno: `ENOSPC` (no room), `EBADF`, `EFBIG`, `EINVAL`.
+pub fn fallocate(fd: RawFd, offset: u64, len: u64) -> Result<(), nix::errno::Errno> {
+    use nix::errno::Errno;
+    if len == 0 {
+        return Ok(());
+    }
+    if offset > i64::MAX as u64 || len > i64::MAX as u64 - offset {
+        return Err(Errno::EFBIG);
+    }
+    loop {
+        // SAFETY: fallocate takes integers only.
+        let r = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            Errno::EOPNOTSUPP => return Ok(()),
+            e => return Err(e),
+        }
+    }
+}
 
 /// `mmap` flag that maps at the exact address or fails with `EEXIST`, never clobbering.
 /// Kernels before 4.17 ignore it and treat the address as a hint: callers compare the

@@ -75,6 +75,58 @@ pub fn prepare_flags(flags: i32) -> i32 {
 }
 
 // ---------------------------------------------------------------------------------------
+// Backing and the SIGBUS guard.
+//
+// Darwin's POSIX shared memory is not a filesystem: an object is sized once (a second
+// `ftruncate` fails), so no other process can shrink it under a mapping, and its pages
+// come from the VM system, not from a filesystem that can run full. Neither of the faults
+// the Linux guard repairs (`linux/sigbus.rs`) happens, so there is nothing to register
+// and nothing to preallocate; these keep the same API.
+
+/// The mapping lost pages because its file was shrunk (never on macOS).
+pub const LOST_TRUNCATED: u32 = 1;
+/// The mapping lost pages for want of space (never on macOS).
+pub const LOST_NO_SPACE: u32 = 2;
+
+/// A registered mapping (nothing to register on macOS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardId(());
+
+static GUARD_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// The process-wide repair counter; always 0 on macOS.
+pub fn guard_generation() -> &'static AtomicU32 {
+    &GUARD_GENERATION
+}
+
+/// Nothing to guard on macOS (see above).
+pub fn guard_register(
+    _start: usize,
+    _len: usize,
+    _fd: std::os::fd::RawFd,
+    _file_offset: u64,
+    _prot: i32,
+) -> GuardId {
+    GuardId(())
+}
+
+/// Nothing to unregister on macOS.
+pub fn guard_unregister(_id: GuardId) {}
+
+/// Always 0 (intact) on macOS.
+pub fn guard_lost(_id: GuardId) -> u32 {
+    0
+}
+
+/// Nothing to preallocate on macOS (see above).
+///
+/// # Errors
+/// Never.
+pub fn fallocate(_fd: std::os::fd::RawFd, _offset: u64, _len: u64) -> Result<(), Errno> {
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
 // Waiting and waking.
 
 // `xnu/bsd/sys/ulock.h`.
