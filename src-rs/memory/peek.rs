@@ -103,25 +103,8 @@ pub fn peek_fd(fd: i32) -> Result<Peek> {
 /// `len` bytes at `offset` of `fd`, or `None` if the object ends before.
 fn read_at(fd: i32, offset: u64, len: usize) -> Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; len];
-    let mut done = 0;
-    while done < len {
-        // SAFETY: the destination is the unfilled tail of `buf`.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf[done..].as_mut_ptr().cast(),
-                len - done,
-                (offset + done as u64) as libc::off_t,
-            )
-        };
-        match n {
-            0 => return Ok(None),
-            n if n > 0 => done += n as usize,
-            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => continue,
-            _ => return Err(crate::error::ShmError::last_os("pread")),
-        }
-    }
-    Ok(Some(buf))
+    let n = shm::pread_full(fd, offset, &mut buf)?;
+    Ok((n == len).then_some(buf))
 }
 
 #[cfg(test)]
@@ -129,17 +112,10 @@ mod tests {
     use super::*;
     use crate::memory::segment::{create, publish, Backing, Placement};
 
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = shm::unlink(&self.0);
-        }
-    }
-
     #[test]
     fn peek_tells_segments_from_everything_else() {
         let name = format!("/shmutils-rs-peek-{}", std::process::id());
-        let _cleanup = Unlink(name.clone());
+        let _cleanup = shm::UnlinkOnDrop(name.clone());
         let (region, h) = create(&name, 65536, 0o640, Placement::Anywhere, Backing::Lazy).unwrap();
         assert_eq!(
             peek(&name).unwrap().kind,

@@ -145,28 +145,11 @@ fn put_u64(r: &Region, off: usize, v: u64) {
     // SAFETY: as put_u32.
     unsafe { ((r.addr() + off) as *mut u64).write_unaligned(v.to_le()) }
 }
-/// The header bytes of the object behind `fd` (`pread`: no mapping needed to look).
+/// The header bytes of the object behind `fd` (`pread`: no mapping needed to look); an
+/// object shorter than a header reads as zeros past its end (the size check rejects it).
 pub(crate) fn read_header(fd: i32) -> Result<[u8; HEADER_SIZE as usize]> {
     let mut buf = [0u8; HEADER_SIZE as usize];
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: the destination is the unfilled tail of `buf`; pread writes at most
-        // that many bytes.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                done as libc::off_t,
-            )
-        };
-        match n {
-            0 => break, // shorter than a header: the size check rejects it
-            n if n > 0 => done += n as usize,
-            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => continue,
-            _ => return Err(ShmError::last_os("pread")),
-        }
-    }
+    shm::pread_full(fd, 0, &mut buf)?;
     Ok(buf)
 }
 fn le_u32(b: &[u8], off: usize) -> u32 {
@@ -538,18 +521,10 @@ pub(crate) fn validate(
 mod tests {
     use super::*;
 
-    /// Unlinks the name when dropped, so a failing assertion leaves nothing behind.
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = shm::unlink(&self.0);
-        }
-    }
-
     #[test]
     fn header_records_identity_and_creator() {
         let name = format!("/shmutils-rs-identity-{}", std::process::id());
-        let _cleanup = Unlink(name.clone());
+        let _cleanup = shm::UnlinkOnDrop(name.clone());
         let before = now_ms();
         let (region, h) = create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
         publish(&region);
