@@ -3,11 +3,10 @@
 // process that maps it. Workers revive the handles the primary sends them, which opens
 // the segment through /proc/<primary pid>/fd/<fd> (Linux; same user).
 //
-//   node examples/cluster-anonymous.js [workers] [per worker]
-'use strict'
-const assert = require('node:assert')
-const cluster = require('node:cluster')
-const { MappedMemory, Lock, revive } = require('..')
+//   node examples/cluster-anonymous.mjs [workers] [per worker]
+import assert from 'node:assert/strict'
+import cluster from 'node:cluster'
+import { Lock, MappedMemory, revive } from 'shmutils'
 
 const WORKERS = Number(process.argv[2] ?? 4)
 const EACH = Number(process.argv[3] ?? 10_000)
@@ -15,12 +14,13 @@ const EACH = Number(process.argv[3] ?? 10_000)
 if (cluster.isPrimary) {
   const mem = MappedMemory.anonymous({ size: 64 * 1024 }) // no name: a memfd
   const lock = new Lock(mem)
-  const counter = mem.new('uint64_t', 0)
+  const counter = mem.new('uint64_t', 0n)
 
   let exited = 0
   for (let i = 0; i < WORKERS; i++) {
-    // The handles name this process and its descriptor of the segment.
-    cluster.fork().send({ lock, counter, each: EACH })
+    const worker = cluster.fork()
+    // Once it listens: the handles name this process and its descriptor of the segment.
+    worker.once('message', () => worker.send({ lock, counter, each: EACH }))
   }
   cluster.on('exit', (worker, code) => {
     assert.equal(code, 0, `worker ${worker.id} failed`)
@@ -32,6 +32,7 @@ if (cluster.isPrimary) {
   })
 } else {
   process.once('message', (msg) => {
+    /** @type {{ lock: Lock, counter: import('shmutils').Ref<bigint>, each: number }} */
     const { lock, counter, each } = revive(msg)
     for (let i = 0; i < each; i++) {
       lock.acquire()
@@ -40,4 +41,5 @@ if (cluster.isPrimary) {
     }
     process.disconnect()
   })
+  process.send?.('ready')
 }
