@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const ROW_IDS = ['1.1', '1.2', '2', '3.1', '3.2', '3.3', '4.1', '4.2', '5.1', '5.2', '5.3', '5.4', '6', '7.1', '7.2', '7.3', '7.4']
+const ROW_IDS = ['1.1', '1.2', '2', '3.1', '3.2', '3.3', '4.1', '4.2', '5.1', '5.2', '5.3', '5.4', '6', '7.1', '7.2', '7.3', '7.4', '8.1', '8.2', '8.3']
 
 interface Row {
   id: string
