@@ -143,6 +143,12 @@ export declare function heapNamedReserve(id: number, name: string, size: number,
 /** Forgets heap `id` of this thread (the heap itself is untouched). */
 export declare function heapRelease(id: number): void
 
+/**
+ * Sets how long operations on heap `id` of this thread wait for the heap lock
+ * (milliseconds; `Infinity`: forever) before failing with `ETIMEDOUT`.
+ */
+export declare function heapSetLockTimeout(id: number, timeoutMs: number): void
+
 /** Length of heap `id`'s region. */
 export declare function heapSize(id: number): number
 
@@ -195,6 +201,14 @@ export declare function lockAcquire(id: number, offset: number, timeoutMs?: numb
  */
 export declare function lockAcquireAsync(id: number, offset: number, timeoutMs?: number | undefined | null): number
 
+/**
+ * Whether the holder of liveness token `token` in mapping `id` of this thread is alive
+ * (`F_OFD_GETLK` through the mapping's descriptor on Linux; on macOS the token's process
+ * with `start`, its recorded start time, 0 if none). Absent when it cannot be told yet
+ * (macOS: a pid that may have been reused) or the mapping has no descriptor.
+ */
+export declare function lockHolderAlive(id: number, token: number, start: number): boolean | null
+
 /** Clears OWNER_DIED on the lock at `offset` of mapping `id` held by this thread. */
 export declare function lockMarkConsistent(id: number, offset: number): void
 
@@ -203,6 +217,12 @@ export declare function lockMarkConsistent(id: number, offset: number): void
  * needed.
  */
 export declare function lockRelease(id: number, offset: number): void
+
+/**
+ * This thread's liveness token in mapping `id`: the owner bits of the lock words it
+ * holds there (claimed on the first call; `lib/identity.ts` caches it per mapping).
+ */
+export declare function lockToken(id: number): number
 
 /** The platform's mapping constants. */
 export declare function mapConstants(): MapConstants
@@ -371,6 +391,10 @@ export interface SegmentPeek {
   heapOffset: number
   /** The heap's counters. */
   heap?: HeapCountersJs
+  /** Whether some process maps it, in any PID namespace (absent: unknown here). */
+  attached?: boolean
+  /** Whether its creator still maps it (absent: unknown here). */
+  creatorMapped?: boolean
 }
 
 /** Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout. */
@@ -378,6 +402,15 @@ export declare function semAcquire(id: number, offset: number, timeoutMs?: numbe
 
 /** Starts an async acquisition of the semaphore at `offset`; returns its id. */
 export declare function semAcquireAsync(id: number, offset: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Makes the semaphore at `offset` an undo semaphore with `holders` slots and `initial`
+ * units (its record and table are zeroed and not yet shared).
+ */
+export declare function semUndoFormat(id: number, offset: number, holders: number, initial: number): void
+
+/** Bytes an undo semaphore with `holders` slots needs (record and table). */
+export declare function semUndoSize(holders: number): number
 
 /** `shm_open` with the original library's modes. */
 export declare function shmOpen(name: string, mode: string, permissions: number): OpenedObject
@@ -409,16 +442,21 @@ export interface TaggedObject {
   named: boolean
 }
 
-/** Who the calling thread is (cached by the TypeScript layer per thread). */
+/**
+ * Who the calling thread is, as lock records store it (cached per thread by
+ * `lib/identity.ts`).
+ */
 export declare function threadIdentity(): ThreadIdentity
 
-/** Identity of the calling thread as lock records store it. */
+/** What lock records store about the calling thread besides its token. */
 export interface ThreadIdentity {
-  /** Kernel thread id. */
+  /** Process id in the thread's own PID namespace (informational). */
+  pid: number
+  /** Thread id in the thread's own PID namespace (informational). */
   tid: number
-  /** Low 32 bits of the thread's start time. */
+  /** Low 32 bits of the start time. */
   startLo: number
-  /** High 32 bits of the thread's start time. */
+  /** High 32 bits of the start time. */
   startHi: number
 }
 

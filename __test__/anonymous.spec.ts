@@ -85,6 +85,9 @@ test.serial('an anonymous segment has no name and nothing in /dev/shm; its descr
   const r = mem.new('int32_t', 7)
   t.is(r.value, 7)
   mem.heap.check()
+  const lock = new Lock(mem)
+  lock.withLock(() => {}) // claims this thread's liveness token: a descriptor of its own
+  t.is(fdCount(), fds + 2, 'the mapping\'s descriptor and the token\'s')
   t.is(revive<MappedMemory>(h), mem, 'revived in its own process: the same mapping')
   mem.close()
   t.is(mem.fd, null)

@@ -60,6 +60,8 @@ interface SegmentJson {
   creator: { pid: number; alive: boolean | null } | null
   heap: { named: number; used: number; free: number } | null
   attached: number[]
+  inUse: boolean | null
+  creatorMapped: boolean | null
   holders?: Array<{ pid: number; fd: number }>
 }
 
@@ -76,8 +78,10 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
   const l = json<{ segments: SegmentJson[]; scan: { proc: boolean } }>(t, 'ls')
   t.true(l.scan.proc)
   const ls = (n: string) => l.segments.find((s) => s.name === n) as SegmentJson
-  t.like(ls(liveName), { kind: 'segment', size: 1 << 20, uid: live.info.uid, creator: { pid: live.info.pid, alive: true }, attached: [live.info.pid] })
-  t.like(ls(deadName), { kind: 'segment', uid: dead.info.uid, creator: { pid: dead.info.pid, alive: false }, attached: [] })
+  t.like(ls(liveName), {
+    kind: 'segment', size: 1 << 20, uid: live.info.uid, creator: { pid: live.info.pid, alive: true }, attached: [live.info.pid], inUse: true, creatorMapped: true,
+  })
+  t.like(ls(deadName), { kind: 'segment', uid: dead.info.uid, creator: { pid: dead.info.pid, alive: false }, attached: [], inUse: false, creatorMapped: false })
   t.is(ls(liveName).heap?.named, 3)
   t.true((ls(liveName).heap?.used ?? 0) > 0)
   // ls as a table
@@ -93,7 +97,7 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
     segment: SegmentJson
     heap: { check: { ok: boolean }; allocations: number }
     named: Array<{ name: string; type: string; size: number; ready: boolean }>
-    objects: Array<{ kind: string; offset: number; summary: string }>
+    objects: Array<{ kind: string; offset: number; name: string | null; summary: string; state: Record<string, unknown> }>
   }>(t, 'inspect', liveName)
   t.is(ins.segment.uid, live.info.uid)
   t.deepEqual(ins.heap.check, { ok: true })
@@ -104,6 +108,22 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
   ])
   t.is(ins.objects[0].kind, 'heap lock')
   t.is(ins.objects[0].summary, 'free')
+  // The peer's synchronization objects, found by their kind tags, with their holders.
+  const at = (off: number) => ins.objects.find((o) => o.offset === off)
+  const { offsets } = live.info
+  const holder = { pid: live.info.pid, tid: live.info.pid, alive: true }
+  t.like(at(offsets.lock), { kind: 'Lock', state: { locked: true, waiters: false, ownerDied: false, holder } })
+  t.is(at(offsets.lock)?.summary, `held by pid ${live.info.pid} tid ${live.info.pid} (alive)`)
+  t.like(at(offsets.rlock), { kind: 'RLock', state: { locked: true, depth: 2, holder: { pid: live.info.pid, alive: true } } })
+  t.is(at(offsets.rlock)?.summary, `held by pid ${live.info.pid} tid ${live.info.pid} (alive), depth 2`)
+  t.like(at(offsets.sem), { kind: 'Semaphore', state: { value: 2, waiters: false }, summary: 'value 2' })
+  t.like(at(offsets.cond), { kind: 'Condition', state: { waiters: 0, signals: 0 }, summary: '0 waiting' })
+  t.is(ins.objects.filter((o) => o.kind === 'Lock').length, 2, 'the condition\'s own lock too')
+  // The killed peer's lock: held by a holder that is gone.
+  const deadIns = json<{ objects: Array<{ kind: string; offset: number; summary: string; state: { holder?: { alive: boolean } } }> }>(t, 'inspect', deadName)
+  const deadLock = deadIns.objects.find((o) => o.offset === dead.info.offsets.lock)
+  t.is(deadLock?.state.holder?.alive, false)
+  t.is(deadLock?.summary, `held by pid ${dead.info.pid} tid ${dead.info.pid} (DEAD: the next acquirer recovers it)`)
   const human = cli('inspect', liveName.slice(1)) // without the leading '/'
   t.is(human.code, 0, human.stderr)
   t.regex(human.stdout, new RegExp(`^segment ${liveName}$`, 'm'))
@@ -111,6 +131,7 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
   t.regex(human.stdout, /^named objects \(3\)$/m)
   t.regex(human.stdout, /^\s+origin\s+struct point\s+\d+\s+8 B\s+ready$/m)
   t.regex(human.stdout, /^\s+check:\s+ok$/m)
+  t.regex(human.stdout, new RegExp(`^\\s+${offsets.lock}\\s+Lock\\s+-\\s+held by pid ${live.info.pid} tid ${live.info.pid} \\(alive\\)$`, 'm'))
 
   // gc --dry-run over everything lists the dead one and keeps the live one; removes nothing.
   const dry = json<{ dryRun: boolean; removed: Array<{ name: string }>; kept: Array<{ name: string; reason: string }> }>(t, 'gc', '--dry-run')
@@ -209,8 +230,10 @@ test('ls shows anonymous segments with the processes that hold them', async (t) 
   const anon = await peer(t, 'anonymous')
   const l = json<{ anonymous: SegmentJson[] }>(t, 'ls')
   const mine = l.anonymous.find((s) => s.uid === anon.info.uid)
-  t.like(mine, { name: null, kind: 'segment', size: 1 << 20, creator: { pid: anon.info.pid, alive: true }, attached: [anon.info.pid] })
-  t.deepEqual(mine?.holders, [{ pid: anon.info.pid, fd: anon.info.fd }])
+  t.like(mine, { name: null, kind: 'segment', size: 1 << 20, creator: { pid: anon.info.pid, alive: true }, attached: [anon.info.pid], inUse: true })
+  // Its mapping's descriptor, and the one holding the peer's liveness token (it took locks).
+  t.true(mine?.holders?.some((h) => h.pid === anon.info.pid && h.fd === anon.info.fd))
+  t.true(mine?.holders?.every((h) => h.pid === anon.info.pid))
   t.is(mine?.heap?.named, 3)
   anon.child.proc.kill('SIGKILL')
   await once(anon.child.proc, 'exit')

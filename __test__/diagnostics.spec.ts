@@ -63,7 +63,7 @@ test('util.inspect shows state and no internal fields', (t) => {
   mem.heap.named('counter', 'uint64_t')
   t.is(show(lock), `Lock { memory: '${mem.name}', offset: ${lock.offset}, locked: false }`)
   lock.acquire()
-  t.regex(show(lock), /locked: true, owner: \{ [^}]+ \}/)
+  t.regex(show(lock), new RegExp(`locked: true, owner: \\{ pid: ${process.pid}, tid: ${process.pid} \\}`))
   lock.release()
   rlock.acquire()
   rlock.acquire()
@@ -91,14 +91,25 @@ test('util.inspect shows state and no internal fields', (t) => {
   t.is(show(heapOfAnon), `Heap { memory: 'anonymous segment', closed: true }`)
 })
 
-test('a lock held by another process shows as held', async (t) => {
+test('lock.owner and util.inspect name the holding process and thread, in any process', async (t) => {
   const mem = segment(t, 'insp-owner')
   const lock = new Lock(mem)
+  t.is(lock.owner, null)
   const child = await holder(t, lock)
+  const pid = child.proc.pid as number
   t.true(lock.locked)
-  t.regex(show(lock), /locked: true, owner: \{/)
+  t.deepEqual(lock.owner, { pid, tid: pid }, 'the holder\'s main thread')
+  t.regex(show(lock), new RegExp(`locked: true, owner: \\{ pid: ${pid}, tid: ${pid} \\}`))
   child.proc.send('exit')
   await child.exited
+  // Its holder gone, the lock still names it until someone recovers it.
+  t.deepEqual(lock.owner, { pid, tid: pid })
+  t.true(lock.acquire({ timeout: 10_000 }))
+  t.true(lock.ownerDied)
+  t.deepEqual(lock.owner, { pid: process.pid, tid: process.pid })
+  lock.markConsistent()
+  lock.release()
+  t.is(lock.owner, null)
 })
 
 test.serial('a heap repair is published on shmutils:heap:repair: an operation left unfinished', async (t) => {

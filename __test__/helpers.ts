@@ -1,6 +1,6 @@
 // Shared test helpers: unique segment names that are unlinked after each test (pass or
 // fail), and real child processes (child_process.fork) that talk over IPC.
-import { fork, type ChildProcess } from 'node:child_process'
+import { fork, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ExecutionContext } from 'ava'
@@ -114,9 +114,20 @@ export function rawSegment(t: ExecutionContext, size = 4096 * 4): MappedMemory {
 /** A reply of a `sync-peer.mjs` peer. */
 export type Reply = Record<string, unknown> & { tag?: string; error?: string; code?: string }
 
-/** A `fixtures/sync-peer.mjs` peer: a forked process or a worker thread. */
+/**
+ * Why processes cannot be started in a PID namespace of their own here
+ * (`unshare --pid --fork --mount-proc`, needs root), or `null` when they can.
+ */
+export function pidNamespaceUnavailable(): string | null {
+  const r = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'true'], { encoding: 'utf8' })
+  if (r.error) return `unshare is not available (${r.error.message})`
+  if (r.status !== 0) return `unshare --pid --fork --mount-proc failed (needs root): ${r.stderr.trim()}`
+  return null
+}
+
+/** A `fixtures/sync-peer.mjs` peer: a forked process, a worker thread, or a forked process in a PID namespace of its own. */
 export interface Peer {
-  kind: 'process' | 'thread'
+  kind: 'process' | 'thread' | 'namespace'
   /** Sends a request and resolves with its reply (without the tag). */
   request<T = Reply>(op: string, args?: Record<string, unknown>): Promise<T>
   /** Sends a request without waiting; returns its tag (see {@link next}). */
@@ -131,8 +142,12 @@ export interface Peer {
 
 let tags = 0
 
-/** Starts a `sync-peer.mjs` peer of the given kind; it is killed at teardown. */
-export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread'): Promise<Peer> {
+/**
+ * Starts a `sync-peer.mjs` peer of the given kind; it is killed at teardown. A
+ * `'namespace'` peer runs as pid 1 of a new PID namespace (`unshare --pid --fork
+ * --mount-proc --kill-child`: killing it kills the namespace).
+ */
+export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' | 'namespace'): Promise<Peer> {
   const waiting = new Map<string, (m: Reply) => void>()
   const early = new Map<string, Reply>()
   const deliver = (m: Reply) => {
@@ -146,8 +161,9 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread')
   let sendRaw: (m: unknown) => void
   let exited: Promise<number | string>
   let kill: () => Promise<void>
-  if (kind === 'process') {
-    const proc = fork(fixture('sync-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })
+  if (kind === 'process' || kind === 'namespace') {
+    const ns = kind === 'namespace' ? { execPath: 'unshare', execArgv: ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath] } : { execArgv: [] }
+    const proc = fork(fixture('sync-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...ns })
     proc.on('message', (m) => deliver(m as Reply))
     exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)))
     sendRaw = (m) => proc.send(m as object)

@@ -49,6 +49,8 @@ function runC(t: Parameters<typeof segmentName>[0], exe: string, args: string[])
   const exited = new Promise<number | string>((resolve) => proc.on('close', (c, s) => resolve(c ?? s ?? -1)))
   return {
     exited,
+    pid: proc.pid ?? -1,
+    kill: () => proc.kill('SIGKILL'),
     stderr: () => err,
     line(prefix: string): Promise<string> {
       return new Promise((resolve, reject) => {
@@ -85,8 +87,9 @@ test('a C program following docs/FORMAT.md shares a lock and a counter with two 
   t.is(shared.count, 0n, 'nobody counted while the lock was held here')
   lock.release()
   const [done] = await Promise.all([c.line('done '), ...kids.map((k) => k.message())])
-  const [count, waits] = /^(\d+) waits (\d+)$/.exec(done!)!.slice(1).map(Number)
+  const [count, waits, token] = /^(\d+) waits (\d+) token (\d+)$/.exec(done!)!.slice(1).map(Number)
   t.is(count, N)
+  t.true(token! > 0 && token! < 0x3fff_ffff, 'C claimed a liveness token')
   t.true(waits! >= 1, 'the C program slept in FUTEX_WAIT and was woken by a Node release')
   t.log(`C slept ${waits} times in FUTEX_WAIT`)
   t.is(await c.exited, 0, c.stderr())
@@ -95,6 +98,33 @@ test('a C program following docs/FORMAT.md shares a lock and a counter with two 
   t.false(lock.locked)
   t.is(new DataView(mem.buffer).getUint32(shared.offset, true), 0, 'the lock word is back to 0 (no WAITERS left behind)')
   mem.heap.check()
+})
+
+test('a C holder: alive, it keeps the lock past many liveness slices; SIGKILLed, Node recovers it within 250 ms', async (t) => {
+  const exe = compile(t)
+  const name = segmentName(t, 'interop-hold')
+  const mem = MappedMemory.create(name, { size: 1 << 16 })
+  t.teardown(() => mem.close())
+  const shared = mem.heap.named('shared', cdef('struct shared { uint32_t lock[8]; uint64_t count; const char *greeting; };').typeof('struct shared')) as Ref
+  const lock = Lock.at(mem, shared.offset)
+  const c = runC(t, exe, [name, 'shared', '0', 'hold'])
+  const token = Number(await c.line('holding '))
+  const word = new Uint32Array(mem.buffer, shared.offset, 8)
+  t.is(word[0]! & 0x3fff_ffff, token, 'the word names the C token')
+  t.is(word[5], token, 'owner_token recorded')
+  t.is(word[3], c.pid, 'owner_pid recorded')
+  t.false(lock.acquire({ timeout: 300 }), 'a live C holder is never taken over')
+  const t0 = performance.now()
+  const got = lock.acquireAsync({ timeout: 3000 })
+  await new Promise((r) => setTimeout(r, 20))
+  c.kill()
+  t.true(await got)
+  const ms = performance.now() - t0 - 20
+  t.log(`recovered ${ms.toFixed(0)} ms after the C holder was killed`)
+  t.true(ms < 250)
+  t.true(lock.ownerDied)
+  lock.markConsistent()
+  lock.release()
 })
 
 test('the C program refuses what is not a segment, and unknown names', async (t) => {

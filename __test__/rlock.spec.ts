@@ -110,7 +110,7 @@ test('an RLock re-entered while its acquireAsync completion is still queued coun
   const p = r.acquireAsync()
   peer.post('release', { key: 'r' })
   // Spin (so the completion cannot be processed) until the waiter thread took the lock
-  // for this thread: the word goes from the peer's tid through 0 (released, the waiter
+  // for this thread: the word goes from the peer's token through 0 (released, the waiter
   // not yet running: a window a loaded machine makes long) to ours.
   const t0 = performance.now()
   const owner = (): number => word[128 / 4] & 0x3fff_ffff

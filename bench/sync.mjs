@@ -1,11 +1,12 @@
-// Synchronization benchmarks: handoff latency between two processes (Lock, Condition and
-// Semaphore ping-pong, blocking and async), the overhead of acquireAsync over acquire,
-// and how long a dead holder takes to be noticed. Everything is measured in one run and
+// Synchronization benchmarks: the uncontended Lock pair, handoff latency between two
+// processes (Lock, Condition and Semaphore ping-pong, blocking and async), the overhead of
+// acquireAsync over acquire, an undo semaphore against a plain one, and how long a dead
+// holder takes to be noticed (also from another PID namespace, where unshare works). Everything is measured in one run and
 // reported also as ratios, since absolute times drift between runs and machines.
 //
 //   node bench/sync.mjs [--quick]        prints a table
 //   import { run } from './sync.mjs'      returns { results, ratios }
-import { fork } from 'node:child_process'
+import { fork, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Condition, Lock, MapFlags, MappedMemory, Protection, revive, Semaphore, shmOpen, shmUnlink } from '../dist/index.js'
 
@@ -112,8 +113,13 @@ if (process.argv[2] === 'child') {
   process.send({ ready: true })
 }
 
-function child() {
-  const proc = fork(SELF, ['child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })
+/** Whether children can run in a PID namespace of their own (root and unshare). */
+const canUnshare = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', 'true']).status === 0
+
+/** A forked child; `ns`: as pid 1 of a new PID namespace (killing it kills the namespace). */
+function child(ns = false) {
+  const where = ns ? { execPath: 'unshare', execArgv: ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath] } : { execArgv: [] }
+  const proc = fork(SELF, ['child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...where })
   const queue = []
   const waiters = []
   proc.on('message', (m) => (waiters.length ? waiters.shift()(m) : queue.push(m)))
@@ -192,22 +198,25 @@ async function uncontendedIn(memory, iterations) {
   return { sync, async: asyncNs, floor, bareAwait }
 }
 
-async function deadHolder(samples) {
+async function deadHolder(samples, ns = false) {
   const after = []
   const during = []
   for (let i = 0; i < samples; i++) {
     for (const waiting of [false, true]) {
-      const ms = await withSegment((memory) => detectOnce(memory, waiting, i))
+      const ms = await withSegment((memory) => detectOnce(memory, waiting, i, ns))
       ;(waiting ? during : after).push(ms)
     }
   }
   return { after: median(after), afterMax: Math.max(...after), during: median(during), duringMax: Math.max(...during) }
 }
 
-/** Kills a holder; returns the ms until an acquirer (already waiting, or not) has the lock. */
-async function detectOnce(memory, waiting, i) {
+/**
+ * Kills a holder (in a PID namespace of its own with `ns`); returns the ms until an
+ * acquirer (already waiting, or not) has the lock.
+ */
+async function detectOnce(memory, waiting, i, ns) {
   const lock = Lock.at(memory, LOCK)
-  const c = child()
+  const c = child(ns)
   await c.next()
   c.proc.send({ op: 'hold', lock: JSON.parse(JSON.stringify(lock)) })
   await c.next()
@@ -228,6 +237,27 @@ async function detectOnce(memory, waiting, i) {
   lock.markConsistent()
   lock.release()
   return ms
+}
+
+/** ns per tryAcquire+release of a plain and of an undo semaphore, uncontended. */
+function undoCost(iterations) {
+  return withSegment((memory) => {
+    const plain = Semaphore.at(memory, SEM_A, 1)
+    const undo = Semaphore.at(memory, 256, 1, { undo: true, holders: 4 })
+    const time = (s) => {
+      for (let i = 0; i < 1000; i++) {
+        s.tryAcquire()
+        s.release()
+      }
+      const t0 = now()
+      for (let i = 0; i < iterations; i++) {
+        s.tryAcquire()
+        s.release()
+      }
+      return Number(now() - t0) / iterations
+    }
+    return { plain: time(plain), undo: time(undo) }
+  })
 }
 
 /** Median ms from `abort()` to the rejection of a pending acquireAsync. */
@@ -267,6 +297,8 @@ export async function run({ quick = false } = {}) {
   const [sem] = await twoSides('semPingPong', semArgs, { rounds })
   const [semAsync] = await twoSides('semPingPong', semArgs, { rounds, asyncHere: true })
   const dead = await deadHolder(quick ? 2 : 5)
+  const deadNs = canUnshare ? await deadHolder(quick ? 2 : 5, true) : null
+  const semCost = await undoCost(quick ? 50_000 : 500_000)
   const abortMs = await abortLatency(quick ? 20 : 100)
 
   const handoff = median([...h1, ...h2]) / 1000
@@ -283,8 +315,13 @@ export async function run({ quick = false } = {}) {
     'Semaphore ping-pong round trip, blocking (µs)': sem / 1000,
     'Semaphore ping-pong round trip, one side async (µs)': semAsync / 1000,
     'abort() to AbortError of a pending acquireAsync, median (ms)': abortMs,
+    'Semaphore tryAcquire+release, uncontended (ns)': semCost.plain,
+    'undo Semaphore tryAcquire+release, uncontended (ns)': semCost.undo,
     'dead holder noticed, acquirer arriving after the death, median (ms)': dead.after,
     'dead holder noticed, acquirer already waiting, median / max (ms)': `${dead.during.toFixed(1)} / ${dead.duringMax.toFixed(1)}`,
+    'dead holder in another PID namespace, arriving after / waiting, median (ms)': deadNs
+      ? `${deadNs.after.toFixed(1)} / ${deadNs.during.toFixed(1)}`
+      : 'skipped: needs root and unshare',
   }
   const ratios = {
     'Lock acquire+release / Atomics floor': u.sync / u.floor,
@@ -295,6 +332,7 @@ export async function run({ quick = false } = {}) {
     'async Condition round trip / blocking': condAsync / cond,
     'async Semaphore round trip / blocking': semAsync / sem,
     'dead-holder detection / 50 ms liveness slice': dead.after / 50,
+    'undo Semaphore / plain Semaphore, uncontended': semCost.undo / semCost.plain,
   }
   return { results, ratios }
 }

@@ -7,7 +7,7 @@
 import { checkIndex, checkTimeoutArg, checkWaitOptions, describe } from './args.js'
 import { abortError, native, notOwner, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver, revive } from './handles.js'
-import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, heldHere, Lock, LOCK_SIZE, setOwnerDied } from './lock.js'
+import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, heldHere, Kind, Lock, LOCK_SIZE, setOwnerDied } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
@@ -68,7 +68,7 @@ export class Condition {
   constructor(lock: Lock) {
     if (!(lock instanceof Lock)) throw typeError(`The "lock" argument must be a Lock or RLock; got ${describe(lock)}`)
     this.lock = lock
-    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(lock.memory, 'Condition'))
+    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(lock.memory, 'Condition', Kind.CONDITION))
     atPlace = null
     const win = internals(this.memory).window(this.offset, LOCK_SIZE)
     this.#i32 = win.i32
@@ -88,6 +88,7 @@ export class Condition {
   static at(memory: MappedMemory, offset: number, lock: Lock): Condition {
     checkRecordAt(memory, offset)
     if (!(lock instanceof Lock)) throw typeError(`The "lock" argument must be a Lock or RLock; got ${describe(lock)}`)
+    checkKind(memory, offset, [Kind.CONDITION], 'Condition')
     atPlace = { memory, offset }
     try {
       return new Condition(lock)

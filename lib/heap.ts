@@ -6,7 +6,7 @@
  * @module
  */
 import { checkIndex, checkName, describe } from './args.js'
-import { native, typeError } from './errors.js'
+import { native, ShmError, typeError } from './errors.js'
 import { setLockAllocator } from './lock.js'
 import { internals, MappedMemory, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
@@ -52,6 +52,15 @@ const slotRegistry = new FinalizationRegistry<number>((id) => binding.heapReleas
 const NAMED_WAIT_MS = 10_000
 
 /**
+ * How long a heap operation waits for the heap's lock by default, in milliseconds
+ * ({@link Heap.lockTimeout}). Heap operations hold the lock for microseconds; a wait this
+ * long means the holder is stuck (stopped in a debugger, or a corrupt lock word naming a
+ * live thread), and the operation fails with `ETIMEDOUT` instead of hanging.
+ * @category Heap
+ */
+export const DEFAULT_HEAP_LOCK_TIMEOUT = 10_000
+
+/**
  * A heap inside a mapping. Managed segments (`MappedMemory.create`) have one, formatted
  * at creation: `mem.heap`. All operations take the heap's own lock (a futex lock in the
  * region); a process that dies holding it is detected, and the next operation repairs
@@ -67,6 +76,7 @@ export class Heap {
   readonly size: number
   /** This thread's native heap slot (see `src-rs/js/heap.rs`). */
   #id: number
+  #lockTimeout = DEFAULT_HEAP_LOCK_TIMEOUT
 
   /** Heaps come from {@link Heap.create}, {@link Heap.attach} and `mem.heap`. */
   private constructor(memory: MappedMemory, offset: number, id: number) {
@@ -75,6 +85,24 @@ export class Heap {
     this.#id = id
     this.size = native(() => binding.heapSize(id))
     slotRegistry.register(this, id)
+  }
+
+  /**
+   * How long each operation of this heap (in this thread) waits for the heap's lock, in
+   * milliseconds; `Infinity` waits forever. Default {@link DEFAULT_HEAP_LOCK_TIMEOUT}.
+   * An operation that waited this long fails with ShmError `ETIMEDOUT`. (A holder that
+   * died is noticed within about 50 ms and the heap repaired; this bounds waits for one
+   * that lives but never lets go.)
+   */
+  get lockTimeout(): number {
+    return this.#lockTimeout
+  }
+
+  /** @throws TypeError for a non-number, RangeError for a negative or NaN timeout */
+  set lockTimeout(ms: number) {
+    if (typeof ms !== 'number') throw typeError(`The "lockTimeout" option must be a number; got ${describe(ms)}`)
+    native(() => binding.heapSetLockTimeout(this.#id, ms))
+    this.#lockTimeout = ms
   }
 
   /**
@@ -229,7 +257,11 @@ export class Heap {
     try {
       t = typeFromDescription(JSON.parse(typeDesc))
     } catch (e) {
-      throw typeError(`The named object ${JSON.stringify(name)} has an unreadable type description: ${(e as Error).message}`)
+      // The description was stored by whoever created the object: a broken one is
+      // damage to the segment, not a bad argument of ours.
+      const err = new ShmError(`The named object ${JSON.stringify(name)} has a corrupt type description: ${(e as Error).message}`, { code: 'ERR_SHM_CORRUPT' })
+      ;(err as Error & { cause?: unknown }).cause = e
+      throw err
     }
     return refAt(this.memory, offset, t, this)
   }
@@ -266,13 +298,13 @@ setHeapFactory((m) => Heap.attach(m, internals(m).heapOffset))
 
 setRefHeapLookup((m) => (m.managed && !m.closed ? m.heap : null))
 
-setLockAllocator((where) => {
+setLockAllocator((where, size) => {
   let heap: Heap
   if (where instanceof Heap) heap = where
   else if (where instanceof MappedMemory) heap = where.heap
   else throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
-  // A cache line of its own: no false sharing with neighbours.
-  const offset = heap.malloc(64, 64)
-  heap.memory.view(offset, 64).fill(0)
+  // Cache lines of its own: no false sharing with neighbours.
+  const offset = heap.malloc(size, 64)
+  heap.memory.view(offset, size).fill(0)
   return { memory: heap.memory, offset }
 })

@@ -10,8 +10,8 @@ export { munmap } from './munmap.js'
 export { Lock, type AcquireOptions, type AsyncWaitOptions, type LockHome } from './lock.js'
 export { RLock } from './rlock.js'
 export { Condition } from './condition.js'
-export { Semaphore, SEMAPHORE_MAX } from './semaphore.js'
-export { Heap, type HeapStats, type HeapCreateOptions } from './heap.js'
+export { Semaphore, SEMAPHORE_MAX, type SemaphoreOptions } from './semaphore.js'
+export { Heap, DEFAULT_HEAP_LOCK_TIMEOUT, type HeapStats, type HeapCreateOptions } from './heap.js'
 export { Ref, type RefHeap, type ElementOf, type ElementRefOf, type TargetOf, type ValueInput } from './ref.js'
 export type { RefOf, MemberOf, MembersOf, InitOf } from './typed.js'
 export { revive, reviver, isHandle, type Handle } from './handles.js'
@@ -22,6 +22,7 @@ export {
   type Type, type JsOf, type EnumBase, type ScalarKind, type TypeDesc, type FieldDesc, type ScalarName, type ScalarType, type PointerType, type ArrayType, type StructType, type EnumType, type Field,
 } from './types/index.js'
 export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseInstanceOf, type CBaseConstructor } from './cbase.js'
+export { type LockOwner } from './records.js'
 export { tracing, type Tracing, type LockWaitMessage, type OwnerDiedMessage, type HeapRepairMessage } from './trace.js'
 // util.inspect of the classes above (their state, no internals).
 import './inspect.js'

@@ -92,7 +92,7 @@ install(Lock, (l) => {
   if (l.memory.closed) return { fields: { memory: where, offset: l.offset, closed: true } }
   const s = lockState(...viewAt(l.memory, l.offset, 32), false)
   const fields: Record<string, unknown> = { memory: where, offset: l.offset, locked: s.locked }
-  if (s.holder) fields.owner = s.holder.pid !== null ? { pid: s.holder.pid, tid: s.holder.tid } : { id: s.holder.owner }
+  if (s.locked && !s.notRecoverable) fields.owner = l.owner
   if (l instanceof RLock && l.depth > 0) fields.depth = l.depth
   if (s.waiters) fields.waiters = true
   if (s.ownerDied || l.ownerDied) fields.ownerDied = true

@@ -2,28 +2,66 @@
  * {@link Lock}: a futex lock word in shared memory. The uncontended acquire and release
  * are one `Atomics` compare-and-swap each, in JavaScript; only waiting and waking cross
  * into Rust (`src-rs/sync/lock.rs`, which documents the record layout and the word's states).
+ * The word's owner bits are this thread's liveness token for the segment
+ * (`lib/identity.ts`), fetched once per lock object.
  * Async acquisitions wait on the process's dedicated waiter threads (`lib/waits.ts`).
  * @module
  */
 import { checkIndex, checkTimeoutArg, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { START_HI, START_LO, TID } from './identity.js'
+import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
 import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { binding } from './native.js'
+import { lockOwnerAt, type LockOwner, viewAt } from './records.js'
 import { traceOwnerDied, traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
-/** Owner thread id bits of the lock word. */
-const TID_MASK = 0x3fff_ffff
+/** Owner token bits of the lock word; all ones: dead forever (`NOT_RECOVERABLE`). */
+const TOKEN_MASK = 0x3fff_ffff
 /** The holder recovered the lock from a dead owner and has not marked it consistent. */
 const OWNER_DIED = 1 << 30
-/** The word's value once a recovered lock was released without `markConsistent()`. */
-const NOT_RECOVERABLE = TID_MASK
 /** Bytes of a lock (and of every other synchronization) record. */
 export const LOCK_SIZE = 32
 /** Alignment a record needs. */
 export const LOCK_ALIGN = 4
+
+/**
+ * @internal The `kind` tag at offset 8 of every synchronization record
+ * (`src-rs/sync/mod.rs`, `docs/FORMAT.md` §6); 0 is untagged.
+ */
+export const Kind = Object.freeze({
+  LOCK: 1,
+  RLOCK: 2,
+  CONDITION: 3,
+  SEMAPHORE: 4,
+  RWLOCK: 5,
+  BARRIER: 6,
+  EVENT: 7,
+  SHARED_MAP: 16,
+  CHANNEL: 17,
+})
+
+const KIND_NAMES = new Map<number, string>(Object.entries(Kind).map(([name, k]) => [k, name]))
+
+/** The `kind` word of the record at `offset` (through the window holding it). */
+function kindWord(memory: MappedMemory, offset: number): { i32: Int32Array; at: number } {
+  const win = internals(memory).window(offset, LOCK_SIZE)
+  return { i32: win.i32, at: ((offset - win.start) >> 2) + 2 }
+}
+
+/**
+ * @internal Refuses to use a record tagged as something else: `kinds` are the tags
+ * accepted besides 0 (untagged). Unknown values are left alone (not ours to judge).
+ * @throws TypeError naming what the record is
+ */
+export function checkKind(memory: MappedMemory, offset: number, kinds: readonly number[], what: string): void {
+  const { i32, at } = kindWord(memory, offset)
+  const k = i32[at]!
+  if (k !== 0 && !kinds.includes(k) && KIND_NAMES.has(k)) {
+    throw typeError(`The record at offset ${offset} is a ${KIND_NAMES.get(k)} (kind ${k}), not a ${what}`)
+  }
+}
 
 /**
  * Options of the blocking waits ({@link Lock.acquire}, `Condition.wait`,
@@ -69,20 +107,26 @@ interface Place {
   offset: number
 }
 
-let allocateIn: ((where: unknown) => Place) | null = null
+let allocateIn: ((where: unknown, size: number) => Place) | null = null
 
 /**
  * @internal How `new Lock(where)` (and `new Condition`, `new Semaphore`) allocate their
- * {@link LOCK_SIZE}-byte records; set by the heap module.
+ * records (`size` zeroed bytes, 64-aligned); set by the heap module.
  */
-export function setLockAllocator(fn: (where: unknown) => Place): void {
+export function setLockAllocator(fn: (where: unknown, size: number) => Place): void {
   allocateIn = fn
 }
 
-/** @internal Allocates a synchronization record through the heap module's hook. */
-export function allocateRecord(where: unknown, what: string): Place {
+/**
+ * @internal Allocates a zeroed synchronization record (and `size - 32` bytes after it)
+ * through the heap module's hook, tagged `kind`.
+ */
+export function allocateRecord(where: unknown, what: string, kind: number, size = 64): Place {
   if (!allocateIn) throw typeError(`new ${what}(where) needs the heap module`)
-  return allocateIn(where)
+  const place = allocateIn(where, size)
+  const { i32, at } = kindWord(place.memory, place.offset)
+  i32[at] = kind
+  return place
 }
 
 /** @internal Checks that a {@link LOCK_SIZE}-byte record fits at `offset` in `memory`. */
@@ -118,7 +162,10 @@ let atPlace: Place | null = null
  * If a holder dies (killed, exits, worker terminated) the next acquirer gets the lock
  * within about 50 ms and {@link ownerDied} is `true`; repair the data, call
  * {@link markConsistent}, then {@link release}. Releasing without it makes the lock
- * permanently unusable (`ERR_SHM_NOT_RECOVERABLE`), as POSIX robust mutexes do.
+ * permanently unusable (`ERR_SHM_NOT_RECOVERABLE`), as POSIX robust mutexes do. This works
+ * across PID namespaces (containers sharing `/dev/shm`): the word names the holder by a
+ * liveness token the kernel tracks for the segment. A thread that closes its last mapping
+ * of the segment gives up the locks it holds there the same way.
  * @example
  * ```ts
  * const lock = new Lock(mem)                 // 32 bytes in mem's heap
@@ -143,6 +190,8 @@ export class Lock implements Disposable {
   readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
+  /** This thread's liveness token in {@link memory}; 0 until first needed. */
+  #me = 0
   #ownerDied = false
   /** An RLock: the record's `count` field holds this thread's recursion depth. */
   #reentrant = false
@@ -152,7 +201,8 @@ export class Lock implements Disposable {
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
    */
   constructor(where: LockHome | MappedMemory) {
-    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name))
+    const tag = (new.target as typeof Lock)._kind
+    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name, tag))
     atPlace = null
     const win = internals(this.memory).window(this.offset, LOCK_SIZE)
     this.#i32 = win.i32
@@ -160,6 +210,9 @@ export class Lock implements Disposable {
     const kind = new.target.name
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: kind, segment: m.segment, offset: this.offset, memory: m }))
   }
+
+  /** @internal The `kind` tag of records this class allocates. */
+  protected static readonly _kind: number = Kind.LOCK
 
   static {
     setOwnerDied = (lock, died) => {
@@ -180,6 +233,7 @@ export class Lock implements Disposable {
    */
   static at<T extends Lock>(this: new (where: MappedMemory) => T, memory: MappedMemory, offset: number): T {
     checkRecordAt(memory, offset)
+    checkKind(memory, offset, [Kind.LOCK, Kind.RLOCK], this.name)
     atPlace = { memory, offset }
     try {
       return new this(memory)
@@ -194,11 +248,22 @@ export class Lock implements Disposable {
     return a
   }
 
+  /** This thread's token (claimed on first use; see `lib/identity.ts`). */
+  #token(): number {
+    return this.#me || (this.#me = tokenIn(this.memory))
+  }
+
+  /** Whether word `v` names this thread (the token is claimed only for a held word). */
+  #mine(v: number): boolean {
+    const owner = v & TOKEN_MASK
+    return owner !== 0 && owner === this.#token()
+  }
+
   /** Whether this thread holds the lock. */
   #heldHere(): boolean {
     const v = Atomics.load(this.#word(), this.#w)
     if (GUARD[0] !== 0) checkIntact(this.memory)
-    return (v & TID_MASK) === TID && v !== NOT_RECOVERABLE
+    return this.#mine(v)
   }
 
   // Reentrant locks (RLock): the record's second word holds this thread's recursion
@@ -209,8 +274,7 @@ export class Lock implements Disposable {
     if (!this.#reentrant) return false
     const a = this.#word()
     const w = this.#w
-    const v = Atomics.load(a, w)
-    if ((v & TID_MASK) !== TID || v === NOT_RECOVERABLE) return false
+    if (!this.#mine(Atomics.load(a, w))) return false
     const d = a[w + 1]
     if (d >= MAX_DEPTH) throw rangeError(`The RLock is already held ${MAX_DEPTH} times`)
     a[w + 1] = d + 1
@@ -235,8 +299,7 @@ export class Lock implements Disposable {
     if (!this.#reentrant) return false
     const a = this.#word()
     const w = this.#w
-    const v = Atomics.load(a, w)
-    if ((v & TID_MASK) !== TID || v === NOT_RECOVERABLE) throw notOwner()
+    if (!this.#mine(Atomics.load(a, w))) throw notOwner()
     const d = a[w + 1]
     if (d > 1) {
       a[w + 1] = d - 1
@@ -257,10 +320,11 @@ export class Lock implements Disposable {
     if (this.#reenter()) return true
     const a = this.#word()
     const w = this.#w
+    const me = this.#token()
     // Fast path: free → ours. Atomics are sequentially consistent, which includes the
     // acquire ordering the lock needs.
-    if (Atomics.compareExchange(a, w, 0, TID) === 0) {
-      this.#recordOwner(a, w)
+    if (Atomics.compareExchange(a, w, 0, me) === 0) {
+      this.#recordOwner(a, w, me)
       return true
     }
     const { id } = internals(this.memory)
@@ -271,22 +335,25 @@ export class Lock implements Disposable {
   // Memory safety: every path that takes, gives back or reads the word then checks the
   // process-wide GUARD (lib/memory.ts), so a word on a page the mapping lost (the object
   // was shrunk by another process) gives ERR_SHM_TRUNCATED, never a "lock" on a private
-  // zero page.
-  #recordOwner(a: Int32Array, w: number): void {
-    a[w + 3] = TID
-    a[w + 4] = START_LO
-    a[w + 5] = START_HI
-    if (GUARD[0] !== 0) this.#lostWhileTaking(a, w)
+  // zero page. The owner fields say who holds it, for diagnostics (and macOS's pid-reuse
+  // check); the token last.
+  #recordOwner(a: Int32Array, w: number, me: number): void {
+    a[w + 3] = PID
+    a[w + 4] = TID
+    a[w + 6] = START_LO
+    a[w + 7] = START_HI
+    a[w + 5] = me
+    if (GUARD[0] !== 0) this.#lostWhileTaking(a, w, me)
     this.#ownerDied = false
     this.#entered()
   }
 
   /** The word just taken may lie on a page the mapping lost: give it back and throw. */
-  #lostWhileTaking(a: Int32Array, w: number): void {
+  #lostWhileTaking(a: Int32Array, w: number, me: number): void {
     try {
       checkIntact(this.memory)
     } catch (e) {
-      Atomics.compareExchange(a, w, TID, 0)
+      Atomics.compareExchange(a, w, me, 0)
       throw e
     }
   }
@@ -315,12 +382,14 @@ export class Lock implements Disposable {
     if (this.#reenter()) return true
     const a = this.#word()
     const w = this.#w
-    const seen = Atomics.compareExchange(a, w, 0, TID)
+    const me = this.#token()
+    const seen = Atomics.compareExchange(a, w, 0, me)
     if (seen === 0) {
-      this.#recordOwner(a, w)
+      this.#recordOwner(a, w, me)
       return true
     }
-    if (seen === NOT_RECOVERABLE) return this.acquire({ timeout: 0 })
+    // Owner bits all ones: dead forever; the native path throws the error.
+    if ((seen & TOKEN_MASK) === TOKEN_MASK) return this.acquire({ timeout: 0 })
     return false
   }
 
@@ -358,14 +427,15 @@ export class Lock implements Disposable {
     const a = this.#word()
     const w = this.#w
     if (this.#leave()) return
+    const me = this.#token()
     // Fast path: ours with nobody waiting → free.
-    if (Atomics.compareExchange(a, w, TID, 0) === TID) {
+    if (Atomics.compareExchange(a, w, me, 0) === me) {
       if (GUARD[0] !== 0) checkIntact(this.memory)
       return
     }
     const cur = Atomics.load(a, w)
     if (GUARD[0] !== 0) checkIntact(this.memory)
-    if ((cur & TID_MASK) !== TID || cur === NOT_RECOVERABLE) throw notOwner()
+    if ((cur & TOKEN_MASK) !== me) throw notOwner()
     const { id } = internals(this.memory)
     if (cur & OWNER_DIED) {
       this.#ownerDied = false
@@ -422,7 +492,19 @@ export class Lock implements Disposable {
   get locked(): boolean {
     const v = Atomics.load(this.#word(), this.#w)
     if (GUARD[0] !== 0) checkIntact(this.memory)
-    return (v & TID_MASK) !== 0
+    return (v & TOKEN_MASK) !== 0
+  }
+
+  /**
+   * Who holds the lock now, in any process: the holding thread's pid and thread id, as
+   * it recorded them (each in its own PID namespace, so across containers they are for
+   * people to read), or `null` when nobody holds it. `{ pid: 0, tid: 0 }` while a holder
+   * has not recorded itself yet (the moment between taking the word and writing its
+   * name), or never does (a C peer that skips it).
+   */
+  get owner(): LockOwner | null {
+    const [view, at] = viewAt(this.memory, this.offset, LOCK_SIZE)
+    return lockOwnerAt(view, at)
   }
 
   /** `true` after an acquire that took the lock over from a holder that died. */

@@ -42,6 +42,11 @@ export interface FastBinding {
   lockWake(id: number, offset: number): void
   /** Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`. */
   semWake(id: number, offset: number, n: number): void
+  /**
+   * An undo semaphore's operation (`src-rs/sync/undo.rs`): `op` 0 takes a unit if one is
+   * free (1 taken, 0 not), 1 releases `n`, 2 answers how many units this thread holds.
+   */
+  semUndo(id: number, offset: number, op: number, n: number): number
 }
 
 function load(): typeof Binding & FastBinding {

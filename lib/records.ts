@@ -38,7 +38,7 @@ const WAITERS = 0x8000_0000
 
 /** Who holds a lock, as far as its word and record tell. */
 export interface Holder {
-  /** The owner bits of the word (a liveness token, or a thread id in older formats). */
+  /** The owner bits of the word: the holder's liveness token. */
   owner: number
   /** The holder's pid (its own PID namespace), if the record says. */
   pid: number | null
@@ -46,6 +46,51 @@ export interface Holder {
   tid: number | null
   /** Whether the holder is alive; `null` if this tool cannot tell. */
   alive: boolean | null
+}
+
+/**
+ * The pid and thread id a lock's holder recorded (docs/FORMAT.md §6.1), each in the
+ * holder's own PID namespace: informational across containers.
+ * @category Locks and waiting
+ */
+export interface LockOwner {
+  /** The holding process. 0 if the holder has not recorded itself (yet). */
+  readonly pid: number
+  /** The holding thread (a worker thread is a thread of its own). 0 if not recorded. */
+  readonly tid: number
+}
+
+/** Asks whether the holder of liveness token `token` lives (`start`: its recorded start time). */
+export type AliveCheck = (token: number, start: number) => boolean | null
+
+/** Offsets in a lock record (docs/FORMAT.md §6.1). */
+const R_OWNER_PID = 12
+const R_OWNER_TID = 16
+const R_OWNER_TOKEN = 20
+const R_START_LO = 24
+const R_START_HI = 28
+
+/**
+ * The recorded holder of the lock word `word` of the record at `at`: its pid and thread
+ * id if the record describes this very holder (the fields are written after the word is
+ * taken; a reader that catches a holder in between, or a holder that never records
+ * itself, sees other values there), else zeros.
+ */
+function recordedHolder(view: DataView, at: number, owner: number): LockOwner {
+  for (let tries = 0; tries < 3; tries++) {
+    const token = Atomics.load(new Int32Array(view.buffer, view.byteOffset + at + R_OWNER_TOKEN, 1), 0)
+    const pid = view.getUint32(at + R_OWNER_PID, true)
+    const tid = view.getUint32(at + R_OWNER_TID, true)
+    if ((token & OWNER_MASK) === owner) return { pid, tid }
+  }
+  return { pid: 0, tid: 0 }
+}
+
+/** The holder of the lock record at `at` (pid and tid as recorded), or `null` when free. */
+export function lockOwnerAt(view: DataView, at: number): LockOwner | null {
+  const owner = view.getUint32(at, true) & OWNER_MASK
+  if (owner === 0 || owner === OWNER_MASK) return null
+  return recordedHolder(view, at, owner)
 }
 
 /** A decoded lock (kinds 1, 2 and the heap lock). */
@@ -62,18 +107,15 @@ export interface LockState {
   depth?: number
 }
 
-/** How the holder of a lock word is described; replaced once liveness tokens are known. */
-let describeHolder: (view: DataView, offset: number, owner: number) => Holder = (_view, _offset, owner) => ({
-  owner, pid: null, tid: null, alive: null,
-})
-
-/** @internal Sets how holders are described (the liveness layer). */
-export function setHolderDescriber(fn: typeof describeHolder): void {
-  describeHolder = fn
+/** Who holds the lock word `owner` of the record at `at`; `alive` asks about its token. */
+function describeHolder(view: DataView, at: number, owner: number, alive?: AliveCheck): Holder {
+  const { pid, tid } = recordedHolder(view, at, owner)
+  const start = view.getUint32(at + R_START_LO, true) + view.getUint32(at + R_START_HI, true) * 2 ** 32
+  return { owner, pid: pid || null, tid: tid || null, alive: alive ? alive(owner, start) : null }
 }
 
-/** Decodes the lock record at `offset`. */
-export function lockState(view: DataView, offset: number, reentrant: boolean): LockState {
+/** Decodes the lock record at `offset`; `alive` (if given) tells whether its holder lives. */
+export function lockState(view: DataView, offset: number, reentrant: boolean, alive?: AliveCheck): LockState {
   const word = view.getUint32(offset, true)
   const owner = word & OWNER_MASK
   const notRecoverable = owner === OWNER_MASK
@@ -82,7 +124,7 @@ export function lockState(view: DataView, offset: number, reentrant: boolean): L
     waiters: (word & WAITERS) !== 0,
     ownerDied: (word & OWNER_DIED) !== 0,
     notRecoverable,
-    holder: owner !== 0 && !notRecoverable ? describeHolder(view, offset, owner) : null,
+    holder: owner !== 0 && !notRecoverable ? describeHolder(view, offset, owner, alive) : null,
   }
   if (reentrant && owner !== 0) s.depth = view.getUint32(offset + 4, true)
   return s
@@ -93,7 +135,7 @@ export function lockSummary(s: LockState): string {
   if (s.notRecoverable) return 'not recoverable (its holder died and it was released inconsistent)'
   if (!s.locked) return s.waiters ? 'free (waiters being woken)' : 'free'
   const h = s.holder
-  const who = h === null ? '' : h.pid !== null ? ` by pid ${h.pid} tid ${h.tid}` : ` by owner ${h.owner}`
+  const who = h === null ? '' : h.pid !== null ? ` by pid ${h.pid} tid ${h.tid}` : ` by token ${h.owner} (not recorded who)`
   const alive = h?.alive === true ? ' (alive)' : h?.alive === false ? ' (DEAD: the next acquirer recovers it)' : ''
   const depth = s.depth !== undefined && s.depth > 1 ? `, depth ${s.depth}` : ''
   const extra = [s.waiters ? 'waiters' : '', s.ownerDied ? 'owner died, not yet consistent' : ''].filter(Boolean)
@@ -110,11 +152,11 @@ export interface RecordState {
  * Decodes the record of `kind` at `offset` (`size`: the bytes its allocation holds).
  * Kinds whose layout this version does not know are reported by name only.
  */
-export function decodeRecord(view: DataView, offset: number, size: number, kind: number): RecordState {
+export function decodeRecord(view: DataView, offset: number, size: number, kind: number, alive?: AliveCheck): RecordState {
   switch (kind) {
     case 1:
     case 2: {
-      const s = lockState(view, offset, kind === 2)
+      const s = lockState(view, offset, kind === 2, alive)
       return { state: { ...s }, summary: lockSummary(s) }
     }
     case 3: {

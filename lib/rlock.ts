@@ -4,7 +4,7 @@
  * @module
  */
 import { registerReviver } from './handles.js'
-import { depthHere, Lock, type LockHome, makeReentrant } from './lock.js'
+import { depthHere, Kind, Lock, type LockHome, makeReentrant } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 
 /**
@@ -15,10 +15,13 @@ import { type MappedMemory, memoryOfHandle } from './memory.js'
  * Reentry is per thread, not per async task: {@link acquireAsync} on an RLock this thread
  * already holds resolves at once, one level deeper. A condition wait releases every level
  * and restores them when it returns. When the holder dies, the next acquirer gets the
- * lock at depth 1 with {@link ownerDied} set.
+ * lock at depth 1 with {@link ownerDied} set (the dead holder's depth is discarded).
  * @category Locks and waiting
  */
 export class RLock extends Lock {
+  /** @internal The `kind` tag of records this class allocates. */
+  protected static override readonly _kind: number = Kind.RLOCK
+
   /**
    * Allocates a new reentrant lock's record in shared memory.
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)

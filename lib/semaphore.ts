@@ -1,13 +1,15 @@
 /**
  * {@link Semaphore}: a counting semaphore whose count is a futex word in shared memory.
  * Taking and returning units is a compare-and-swap in JavaScript; only sleeping and
- * waking cross into Rust (`src-rs/sync/semaphore.rs` documents the word).
+ * waking cross into Rust (`src-rs/sync/semaphore.rs` documents the word). An *undo*
+ * semaphore (`{ undo: true }`) keeps a table of who holds units and always goes through
+ * Rust (`src-rs/sync/undo.rs`).
  * @module
  */
-import { checkInteger, checkTimeoutArg } from './args.js'
-import { closedError, native, rangeError } from './errors.js'
+import { checkInteger, checkTimeoutArg, describe } from './args.js'
+import { closedError, native, rangeError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, LOCK_SIZE, type LockHome } from './lock.js'
+import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, LOCK_SIZE, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { traceWait, waitStart } from './trace.js'
@@ -20,19 +22,58 @@ const COUNT_MASK = 0x7fff_ffff
  * @category Locks and waiting
  */
 export const SEMAPHORE_MAX = COUNT_MASK
+/** Holder slots of an undo semaphore unless told otherwise. */
+const DEFAULT_HOLDERS = 64
+/** The most holder slots an undo semaphore may have. */
+const MAX_HOLDERS = 65_536
+
+/**
+ * Options of a new {@link Semaphore}.
+ * @category Locks and waiting
+ */
+export interface SemaphoreOptions {
+  /**
+   * What System V's `SEM_UNDO` gives: units taken by a thread that then dies (killed,
+   * exited, worker terminated) are given back, within about 50 ms of someone waiting
+   * for a unit. Units belong to the thread that took them: release them from that
+   * thread (a release from a thread that holds none is a plain release). Every
+   * operation then goes through native code. Default `false`.
+   */
+  undo?: boolean
+  /**
+   * With `undo`: how many threads may hold units at the same time (1 to 65536; default
+   * 64). Each costs 8 bytes of shared memory; a take by one thread too many fails with
+   * ShmError `EAGAIN`.
+   */
+  holders?: number
+}
+
+/** `{ undo, holders }` checked; `holders` is 0 for a plain semaphore. */
+function checkSemaphoreOptions(options: unknown): { holders: number } {
+  if (options === undefined) return { holders: 0 }
+  if (typeof options !== 'object' || options === null) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+  const { undo, holders } = options as SemaphoreOptions
+  if (undo !== undefined && typeof undo !== 'boolean') throw typeError(`The "undo" option must be a boolean; got ${describe(undo)}`)
+  if (!undo) {
+    if (holders !== undefined) throw typeError('The "holders" option needs "undo: true"')
+    return { holders: 0 }
+  }
+  return { holders: holders === undefined ? DEFAULT_HOLDERS : checkInteger('holders', holders, 1, MAX_HOLDERS) }
+}
 
 let atPlace: { memory: MappedMemory; offset: number } | null = null
 
 /**
  * A process-shared counting semaphore, usable from any process or worker thread that
- * maps the segment. Units are not owned: any thread may release, and units taken by a
- * process that dies are not given back (use a `Lock` where a dead holder must be
- * noticed).
+ * maps the segment. Units are not owned: any thread may release. Units taken by a
+ * process that dies are not given back, unless the semaphore was created with
+ * `{ undo: true }` ({@link SemaphoreOptions.undo}).
  * @example
  * ```ts
  * const slots = new Semaphore(mem, 2)   // at most two holders at a time, in any process
  * await slots.acquireAsync()            // or acquire(), acquire(100), tryAcquire()
  * try { await render() } finally { slots.release() }
+ * const pool = new Semaphore(mem, 4, { undo: true })  // a dead taker's units come back
  * ```
  * @category Locks and waiting
  */
@@ -48,40 +89,80 @@ export class Semaphore {
   readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
+  #undo: boolean
+  /** The mapping's native id (undo semaphores call native code per operation). */
+  #id: number
 
   /**
    * Allocates a new semaphore's record in shared memory with `initial` units.
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
    * @param initial - units available at first, 0 to 2^31 - 1
-   * @throws TypeError/RangeError for a bad `initial`
+   * @param options - `{ undo: true }` gives a dead taker's units back
+   * @throws TypeError/RangeError for a bad `initial` or options
    */
-  constructor(where: LockHome | MappedMemory, initial: number) {
+  constructor(where: LockHome | MappedMemory, initial: number, options?: SemaphoreOptions) {
     const place = atPlace
     atPlace = null
+    const { holders } = checkSemaphoreOptions(options)
     if (place === null) checkInteger('initial', initial, 0, SEMAPHORE_MAX)
-    ;({ memory: this.memory, offset: this.offset } = place ?? allocateRecord(where, 'Semaphore'))
-    const win = internals(this.memory).window(this.offset, LOCK_SIZE)
-    this.#i32 = win.i32
-    this.#w = (this.offset - win.start) >> 2
+    const size = holders === 0 ? 64 : binding.semUndoSize(holders)
+    ;({ memory: this.memory, offset: this.offset } = place ?? allocateRecord(where, 'Semaphore', Kind.SEMAPHORE, size))
+    const mem = internals(this.memory)
+    const win = mem.window(this.offset, LOCK_SIZE)
+    const i32 = (this.#i32 = win.i32)
+    const w = (this.#w = (this.offset - win.start) >> 2)
+    this.#id = mem.id
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }))
-    if (place === null || initial !== undefined) Atomics.store(this.#i32, this.#w, initial)
+    if (place === null || initial !== undefined) {
+      if (holders !== 0) native(() => binding.semUndoFormat(mem.id, this.offset, holders, initial))
+      else {
+        Atomics.store(i32, w + 1, 0)
+        Atomics.store(i32, w + 2, Kind.SEMAPHORE)
+        Atomics.store(i32, w, initial)
+      }
+    }
+    this.#undo = Atomics.load(i32, w + 1) !== 0
   }
 
   /**
-   * The semaphore whose 32-byte record is at `offset` in `memory` (4-byte aligned). With
-   * `initial` the count is set (do that once, before anyone uses it); without, the record
-   * is used as it is (a zeroed record has no units).
+   * The semaphore whose record is at `offset` in `memory` (4-byte aligned; 32 bytes, or
+   * with `undo` as many as an undo table of `holders` needs). With `initial` the record
+   * is set up (do that once, before anyone uses it); without, it is used as it is (a
+   * zeroed record is a plain semaphore with no units; an undo semaphore is recognised).
    * @throws RangeError for an offset that is misaligned or does not fit, a bad `initial`
    */
-  static at(memory: MappedMemory, offset: number, initial?: number): Semaphore {
+  static at(memory: MappedMemory, offset: number, initial?: number, options?: SemaphoreOptions): Semaphore {
     checkRecordAt(memory, offset)
     if (initial !== undefined) checkInteger('initial', initial, 0, SEMAPHORE_MAX)
+    else {
+      if (options !== undefined) throw typeError('The "options" argument needs "initial": it sets the semaphore up')
+      checkKind(memory, offset, [Kind.SEMAPHORE], 'Semaphore')
+    }
     atPlace = { memory, offset }
     try {
-      return new Semaphore(memory, initial as number)
+      return new Semaphore(memory, initial as number, options)
     } finally {
       atPlace = null
     }
+  }
+
+  /** Whether units taken by a thread that dies are given back ({@link SemaphoreOptions.undo}). */
+  get undo(): boolean {
+    return this.#undo
+  }
+
+  /** Units this thread holds (taken and not yet released); always 0 without `undo`. */
+  get held(): number {
+    if (!this.#undo) return 0
+    this.#word()
+    return this.#undoOp(2, 0)
+  }
+
+  /** An undo semaphore's native operation (`binding.semUndo`); the caller checked the mapping is open. */
+  #undoOp(op: number, n: number): number {
+    const r = native(() => binding.semUndo(this.#id, this.offset, op, n))
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return r
   }
 
   #word(): Int32Array {
@@ -100,6 +181,7 @@ export class Semaphore {
   tryAcquire(): boolean {
     const a = this.#word()
     const w = this.#w
+    if (this.#undo) return this.#undoOp(0, 0) === 1
     let v = Atomics.load(a, w)
     while ((v & COUNT_MASK) !== 0) {
       // v - 1 keeps bit 31 (the int32 stays negative when it is set).
@@ -163,6 +245,10 @@ export class Semaphore {
     checkInteger('n', n, 1, SEMAPHORE_MAX)
     const a = this.#word()
     const w = this.#w
+    if (this.#undo) {
+      this.#undoOp(1, n)
+      return
+    }
     let v = Atomics.load(a, w)
     for (;;) {
       const c = v & COUNT_MASK

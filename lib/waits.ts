@@ -6,7 +6,7 @@
  * @module
  */
 import { checkWaitOptions } from './args.js'
-import { abortError, closedError, native, notRecoverable } from './errors.js'
+import { abortError, closedError, native, notRecoverable, ShmError } from './errors.js'
 import { binding } from './native.js'
 
 /** Completion codes of `src-rs/sync/mod.rs` (`code`): the low byte is the outcome. */
@@ -21,6 +21,10 @@ export const Code = Object.freeze({
   CLOSED: 3,
   /** The lock can never be acquired again. */
   NOT_RECOVERABLE: 4,
+  /** The record is corrupt (a semaphore's undo table). */
+  CORRUPT: 5,
+  /** Every holder slot of an undo semaphore is taken by a live thread. */
+  FULL: 6,
   /** Flag: the lock was taken over from a holder that died. */
   OWNER_DIED: 0x100,
 })
@@ -30,11 +34,13 @@ export function outcome(code: number): number {
   return code & 0xff
 }
 
-/** Throws the error a failed completion stands for (`CLOSED`, `NOT_RECOVERABLE`). */
+/** Throws the error a failed completion stands for (`CLOSED`, `NOT_RECOVERABLE`, ...). */
 export function throwIfFailed(code: number): void {
   const o = outcome(code)
   if (o === Code.CLOSED) throw closedError('the mapping')
   if (o === Code.NOT_RECOVERABLE) throw notRecoverable()
+  if (o === Code.CORRUPT) throw new ShmError('the semaphore\'s undo table is corrupt', { code: 'ERR_SHM_CORRUPT' })
+  if (o === Code.FULL) throw new ShmError('every holder slot of the undo semaphore is taken by a live thread', { code: 'EAGAIN' })
 }
 
 const settlers = new Map<number, (code: number) => void>()

@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
   struct segment_header h;
   uint64_t magic = __atomic_load_n((uint64_t *)seg, __ATOMIC_ACQUIRE);
   memcpy(&h, seg, sizeof h);
-  if (memcmp(&magic, "SHMUTILS", 8) != 0 || h.version != 1 || h.header_size != 256 ||
+  if (memcmp(&magic, "SHMUTILS", 8) != 0 || h.version != 2 || h.header_size != 256 ||
       h.size != (uint64_t)st.st_size)
     return fail("not a shmutils segment");
   if (offset % 8 != 0 || offset < h.heap_offset || offset + 8 > h.heap_offset + h.heap_size)

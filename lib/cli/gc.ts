@@ -43,8 +43,9 @@ export interface GcResult {
 export function verdict(s: SegmentInfo, now = Date.now()): { remove: boolean; reason: string } {
   const keep = (reason: string) => ({ remove: false, reason })
   if (s.kind === 'foreign' || s.kind === 'inaccessible' || s.kind === 'version') return keep(`${s.kind}: not a segment this shmutils manages`)
-  if (s.inUse === true) return keep('mapped by a live process')
   if (s.attached.length) return keep(`in use by pid ${s.attached.join(', ')}`)
+  // The liveness bytes see every process, also those of other PID namespaces.
+  if (s.inUse === true) return keep('mapped by a process of another PID namespace (container) or user')
   if (s.creatorMapped === true) return keep('its creator still maps it')
   if (s.kind === 'unfinished') {
     const age = now - statSync(SHM_DIR + s.name).mtimeMs

@@ -4,7 +4,7 @@
  * conditions, semaphores and containers in it with their state.
  * @module
  */
-import { native } from '../errors.js'
+import { native, type ShmError } from '../errors.js'
 import { internals, MappedMemory } from '../memory.js'
 import { binding } from '../native.js'
 import { formatType, typeFromDescription } from '../types/index.js'
@@ -12,11 +12,14 @@ import type { Command } from './command.js'
 import { fields, formatSize, formatTime, table } from './format.js'
 import { attachedText, creatorText } from './ls.js'
 import { scanProcesses } from './procfs.js'
-import { decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary, viewAt } from '../records.js'
+import { type AliveCheck, decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary, viewAt } from '../records.js'
 import { describeSegment, type SegmentInfo } from './segments.js'
 
 /** How many tagged objects `inspect` reports at most. */
 export const MAX_OBJECTS = 1000
+
+/** How long `inspect` waits for the heap's lock. */
+const HEAP_LOCK_WAIT_MS = 5000
 
 /** A named object, as `inspect --json` prints it. */
 export interface NamedObject {
@@ -90,11 +93,20 @@ export function inspectSegment(name: string): Inspection {
     return result
   }
   try {
-    const { mapping, heapOffset } = internals(mem)
+    const { mapping, heapOffset, id: mappingId } = internals(mem)
+    const alive: AliveCheck = (token, start) => binding.lockHolderAlive(mappingId, token, start) ?? null
+    const heapLock = lockState(...viewAt(mem, heapOffset, 32), false, alive)
+    result.objects.push({ kind: 'heap lock', offset: heapOffset, name: null, state: { ...heapLock }, summary: lockSummary(heapLock) })
     const id = native(() => mapping.heap(heapOffset, 0, false))
     let survey: ReturnType<typeof binding.heapSurvey>
     try {
+      // A live process that never lets the heap lock go must not hang the tool.
+      binding.heapSetLockTimeout(id, HEAP_LOCK_WAIT_MS)
       survey = native(() => binding.heapSurvey(id, [...KIND_TAGS], MAX_OBJECTS))
+    } catch (e) {
+      if ((e as ShmError).code !== 'ETIMEDOUT') throw e
+      result.notes.push(`the heap's lock stayed held for ${HEAP_LOCK_WAIT_MS / 1000} s (${lockSummary(heapLock)}): heap, named objects and locks not read`)
+      return result
     } finally {
       binding.heapRelease(id)
     }
@@ -117,10 +129,8 @@ export function inspectSegment(name: string): Inspection {
     } else {
       result.notes.push('the named-object directory is damaged: see the heap check')
     }
-    const heapLock = lockState(...viewAt(mem, heapOffset, 32), false)
-    result.objects.push({ kind: 'heap lock', offset: heapOffset, name: null, state: { ...heapLock }, summary: lockSummary(heapLock) })
     for (const t of survey.tagged) {
-      const d = decodeRecord(...viewAt(mem, t.offset, t.size), t.size, t.kind)
+      const d = decodeRecord(...viewAt(mem, t.offset, t.size), t.size, t.kind, alive)
       result.objects.push({ kind: KINDS[t.kind] ?? `kind ${t.kind}`, offset: t.offset, name: names.get(t.offset) ?? null, ...d })
     }
     result.more = survey.more

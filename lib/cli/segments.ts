@@ -1,7 +1,8 @@
 /**
  * What the command-line tool knows of each shared-memory object: its header read without
- * mapping it (`peekSegment`), who uses it (`/proc`, and the liveness bytes), as one
- * record whose JSON form is stable (docs/cli.md).
+ * mapping it, and whether anyone maps it from its liveness bytes (`peekSegment`: any PID
+ * namespace, any user), who uses it here (`/proc`), as one record whose JSON form is
+ * stable (docs/cli.md).
  * @module
  */
 import { closeSync, openSync, readdirSync, statSync } from 'node:fs'
@@ -9,7 +10,6 @@ import { native, ShmError } from '../errors.js'
 import { binding } from '../native.js'
 import type { SegmentPeek } from '../../index.js'
 import { formatMode, isoTime } from './format.js'
-import { attachState, type AttachState } from './liveness.js'
 import { type HeldFd, keyOfPath, keyOfStat, type ObjectKey, type ProcessScan, usersOf } from './procfs.js'
 
 /** Where Linux keeps POSIX shared-memory objects. */
@@ -97,7 +97,7 @@ export function describeSegment(name: string, scan: ProcessScan): SegmentInfo {
     if ((e as ShmError).code !== 'EACCES') throw e
     return inaccessible(normalized, scan)
   }
-  return fromPeek(normalized, peek, usersOf(scan, keyOfPath(SHM_DIR + normalized)), attachState(normalized))
+  return fromPeek(normalized, peek, usersOf(scan, keyOfPath(SHM_DIR + normalized)))
 }
 
 /** Every anonymous segment some process (this PID namespace, readable) holds. */
@@ -106,7 +106,7 @@ export function describeAnonymous(scan: ProcessScan): AnonymousInfo[] {
   for (const [key, holders] of scan.anonymous) {
     const peek = peekHeld(holders)
     if (peek === null) continue
-    const info = fromPeek(null, peek, usersOf(scan, key), { inUse: null, creatorMapped: null })
+    const info = fromPeek(null, peek, usersOf(scan, key))
     out.push({ ...info, holders: [...holders] })
   }
   return out.sort((a, b) => Number(a.inode) - Number(b.inode))
@@ -132,7 +132,7 @@ function peekHeld(holders: readonly HeldFd[]): SegmentPeek | null {
   return null
 }
 
-function fromPeek(name: string | null, peek: SegmentPeek, attached: number[], live: AttachState): SegmentInfo {
+function fromPeek(name: string | null, peek: SegmentPeek, attached: number[]): SegmentInfo {
   return {
     name,
     kind: peek.kind as SegmentKind,
@@ -147,8 +147,8 @@ function fromPeek(name: string | null, peek: SegmentPeek, attached: number[], li
     creator: peek.creatorPid ? { pid: peek.creatorPid, alive: peek.creatorAlive ?? null } : null,
     heap: peek.heap ?? null,
     attached,
-    inUse: live.inUse,
-    creatorMapped: live.creatorMapped,
+    inUse: peek.attached ?? null,
+    creatorMapped: peek.creatorMapped ?? null,
   }
 }
 

@@ -1026,6 +1026,10 @@ pub(crate) fn format_heap(region: &Arc<Region>, off: u64, len: u64) -> crate::er
     region.ensure_backed_pages(off + l.arena_end - 8, 8)?;
     view.format()?;
     region.check_intact()?;
+    // SAFETY: lock_word() points at the 32-byte, 8-aligned lock record at the start of
+    // the heap region, inside the live mapping (bounds-checked by HeapView::new).
+    let lock = unsafe { &*(view.lock_word() as *const crate::sync::lock::LockRecord) };
+    lock.kind.store(crate::sync::kind::LOCK, Ordering::Relaxed);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use crate::js::args::to_u64;
 use crate::js::mapping::{backing, fixed_mode, Mapping};
 use crate::memory::{anonymous, segment};
+use crate::sync::liveness;
 use napi_derive::napi;
 
 #[napi]
@@ -19,7 +20,9 @@ impl Mapping {
             return Err(e.into());
         }
         segment::publish(&region);
-        Ok(Mapping::new(region, Some(header)))
+        // Attached and its creator, for tools (`npx shmutils`) as for named segments.
+        liveness::mark_attached(&region, true);
+        Ok(Mapping::new(region, Some(header), true))
     }
 
     /// Maps the managed segment behind descriptor `fd` (which the caller keeps).
@@ -27,6 +30,7 @@ impl Mapping {
     #[napi(factory)]
     pub fn from_fd(fd: i32, fixed: String, read_only: bool) -> napi::Result<Mapping> {
         let (region, header) = anonymous::from_fd(fd, fixed_mode(&fixed)?, read_only)?;
-        Ok(Mapping::new(region, Some(header)))
+        liveness::mark_attached(&region, false);
+        Ok(Mapping::new(region, Some(header), !read_only))
     }
 }

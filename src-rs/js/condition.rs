@@ -3,10 +3,10 @@
 
 use crate::error::Result;
 use crate::js::args::deadline;
-use crate::js::mapping::{record, region_of};
+use crate::js::mapping::{owner_of, record, region_of};
 use crate::js::waits::{start, terminated, terminating};
 use crate::sync::condition::{self, CondRecord, CondWait};
-use crate::sync::lock::{LockRecord, Owner};
+use crate::sync::lock::LockRecord;
 use crate::sync::ops::{cond_code, CondOp};
 use crate::sync::Pinned;
 use napi::Env;
@@ -35,7 +35,8 @@ pub fn cond_wait(
 ) -> napi::Result<u32> {
     let deadline = deadline(timeout_ms)?;
     let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
-    let woke = condition::wait_unless(cond.get(), lock.get(), deadline, || terminating(&env))?
+    let me = owner_of(lock_id)?;
+    let woke = condition::wait_unless(cond.get(), lock.get(), me, deadline, || terminating(&env))?
         .ok_or_else(terminated)?;
     Ok(cond_code(Ok(woke)))
 }
@@ -53,7 +54,8 @@ pub fn cond_wait_async(
 ) -> napi::Result<f64> {
     let deadline = deadline(timeout_ms)?;
     let (cond, lock_rec) = cond_records(id, offset, lock_id, lock_offset)?;
-    let wait = CondWait::start(cond.get(), lock_rec.get(), Owner::current(), deadline, true)?;
+    let me = owner_of(lock_id)?;
+    let wait = CondWait::start(cond.get(), lock_rec.get(), me, deadline, true)?;
     let op = CondOp {
         cond,
         lock: lock_rec,
@@ -77,5 +79,5 @@ pub fn cond_notify(
     n: u32,
 ) -> napi::Result<u32> {
     let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
-    Ok(cond.get().notify(lock.get(), Owner::current(), n)?)
+    Ok(cond.get().notify(lock.get(), owner_of(lock_id)?, n)?)
 }

@@ -5,17 +5,24 @@
 //! every operation. A lock recovered from a dead holder triggers `rebuild()` before the
 //! operation; if the heap cannot be repaired the error is reported and the lock becomes
 //! not-recoverable, so no process ever works on a heap known to be broken.
+//!
+//! Waiting for the heap lock is bounded ([`DEFAULT_LOCK_TIMEOUT_MS`], settable per heap
+//! with `heapSetLockTimeout`): a lock word that names a live thread that never lets go
+//! (a stuck or hostile process) ends in `ETIMEDOUT`, and a word that names no possible
+//! holder (`NOT_RECOVERABLE`, a 0xff fill) in `ERR_SHM_CORRUPT`, never in a hang.
 
 use crate::error::{Result, ShmError};
-use crate::heap::{HeapError, HeapView, NAMED_READY};
+use crate::heap::{HeapError, HeapView, NAMED_CONSTRUCTING, NAMED_READY};
 use crate::js::args::{to_u64, to_usize};
-use crate::js::mapping::Mapping;
+use crate::js::mapping::{release_tokens_at_teardown, token_of, Mapping};
 use crate::js::slots::SlotTable;
 use crate::memory::mapping::{closed, Region};
+use crate::sync::liveness::TokenRef;
 use crate::sync::lock::{Acquired, LockRecord, Owner};
 use crate::sys::{self, Deadline};
+use napi::Env;
 use napi_derive::napi;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -59,10 +66,19 @@ pub struct NamedFound {
     pub type_desc: String,
 }
 
+/// How long a heap operation waits for the heap lock by default (milliseconds).
+pub const DEFAULT_LOCK_TIMEOUT_MS: f64 = 10_000.0;
+
 /// A heap attached by one JavaScript thread.
 struct HeapSlot {
     region: Arc<Region>,
     view: HeapView,
+    /// The mapping (this thread's id) the heap lives in, for its liveness token.
+    mapping: u32,
+    /// This thread as owner of the heap lock (its token claimed on the first operation).
+    owner: RefCell<Option<(TokenRef, Owner)>>,
+    /// Longest wait for the heap lock, in milliseconds.
+    lock_timeout_ms: Cell<f64>,
 }
 
 thread_local! {
@@ -83,7 +99,8 @@ impl Mapping {
     /// Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
     /// returns its id for the `heap*` functions of this thread.
     #[napi]
-    pub fn heap(&self, offset: f64, size: f64, format: bool) -> napi::Result<u32> {
+    pub fn heap(&self, env: Env, offset: f64, size: f64, format: bool) -> napi::Result<u32> {
+        release_tokens_at_teardown(&env)?;
         let off = to_u64("offset", offset)?;
         let region = self.region().clone();
         if !region.is_live() {
@@ -100,7 +117,13 @@ impl Mapping {
         // A mapping that lost pages reads zeros there: say that, not "bad magic".
         region.check_intact()?;
         let view = view.map_err(ShmError::from)?.with_region(region.clone());
-        let slot = Rc::new(HeapSlot { region, view });
+        let slot = Rc::new(HeapSlot {
+            region,
+            view,
+            mapping: self.id(),
+            owner: RefCell::new(None),
+            lock_timeout_ms: Cell::new(DEFAULT_LOCK_TIMEOUT_MS),
+        });
         Ok(HEAPS.with(|h| h.borrow_mut().insert(slot)))
     }
 }
@@ -140,15 +163,52 @@ impl HeapSlot {
         // SAFETY: lock_word() points at the 32-byte, 8-aligned lock record at the start
         // of the heap region, inside the live mapping (validated by attach).
         let rec = unsafe { &*(self.view.lock_word() as *const LockRecord) };
-        let me = Owner::current();
-        if rec.lock(me, None)? == Acquired::OwnerDied {
-            self.recover(rec, me)?;
+        let me = self.owner()?;
+        match rec.try_lock(me) {
+            Ok(true) => {}
+            Ok(false) => self.lock_contended(rec, me)?,
+            Err(_) => return Err(dead_heap_lock()),
         }
         let r = f(&self.view);
         let unlocked = rec.unlock(me);
         self.region.check_intact()?;
         unlocked?;
         Ok(r?)
+    }
+
+    /// Waits for the heap lock, at most the heap's lock timeout; repairs the heap if its
+    /// holder died.
+    #[cold]
+    fn lock_contended(&self, rec: &LockRecord, me: Owner) -> Result<()> {
+        let timeout = self.lock_timeout_ms.get();
+        let deadline = (timeout != f64::INFINITY).then(|| Deadline::after_ms(timeout));
+        match rec.lock(me, deadline) {
+            Ok(Acquired::Yes) => Ok(()),
+            Ok(Acquired::OwnerDied) => self.recover(rec, me),
+            Ok(Acquired::TimedOut) => Err(lock_timed_out(timeout)),
+            Err(e) if e.code == "ERR_SHM_NOT_RECOVERABLE" => Err(dead_heap_lock()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// This thread as owner of the heap lock; claims its token on first use.
+    #[inline]
+    fn owner(&self) -> Result<Owner> {
+        if let Some((_, me)) = &*self.owner.borrow() {
+            return Ok(*me);
+        }
+        self.claim_owner()
+    }
+
+    #[cold]
+    fn claim_owner(&self) -> Result<Owner> {
+        let (token, region) = token_of(self.mapping)?;
+        if !Arc::ptr_eq(&region, &self.region) {
+            return Err(closed());
+        }
+        let me = token.owner(&self.region);
+        *self.owner.borrow_mut() = Some((token, me));
+        Ok(me)
     }
 
     /// The previous holder died mid-operation: repair from the block chain, then mark
@@ -190,7 +250,20 @@ impl HeapSlot {
     fn wait_ready(&self, entry: usize, deadline: Deadline, name: &str) -> Result<()> {
         let word = self.state_word(entry)?;
         // Acquire: pairs with the creator's Release store of READY.
-        while word.load(Ordering::Acquire) != NAMED_READY {
+        loop {
+            match word.load(Ordering::Acquire) {
+                NAMED_READY => break,
+                NAMED_CONSTRUCTING => {}
+                state => {
+                    return Err(ShmError::new(
+                        "ERR_SHM_CORRUPT",
+                        format!(
+                            "the directory entry of {name:?} has state {state} (neither 0, \
+                             constructing, nor 1, ready)"
+                        ),
+                    ))
+                }
+            }
             if !self.region.is_live() {
                 return Err(closed());
             }
@@ -202,10 +275,58 @@ impl HeapSlot {
                     ),
                 ));
             }
-            sys::futex_wait(word, 0, Some(deadline.min_after_ms(50.0)));
+            sys::futex_wait(word, NAMED_CONSTRUCTING, Some(deadline.min_after_ms(50.0)));
         }
         Ok(())
     }
+}
+
+/// The heap lock stayed held past the heap's lock timeout.
+fn lock_timed_out(timeout_ms: f64) -> ShmError {
+    ShmError::new(
+        "ETIMEDOUT",
+        format!(
+            "the heap's lock was not released within {timeout_ms} ms (the heap's \
+             lockTimeout): a live process holds it and does not let go, or its word is corrupt"
+        ),
+    )
+}
+
+/// The heap lock's word names no holder that could ever release it.
+fn dead_heap_lock() -> ShmError {
+    ShmError::new(
+        "ERR_SHM_CORRUPT",
+        "the heap's lock can never be taken again: a process died inside the heap and it \
+         could not be repaired, or the lock word was overwritten",
+    )
+}
+
+/// Sets how long operations on heap `id` of this thread wait for the heap lock
+/// (milliseconds; `Infinity`: forever) before failing with `ETIMEDOUT`.
+#[napi]
+pub fn heap_set_lock_timeout(id: u32, timeout_ms: f64) -> napi::Result<()> {
+    if timeout_ms.is_nan() || timeout_ms < 0.0 {
+        return Err(ShmError::range(format!(
+            "The \"lockTimeout\" option must be a non-negative number of milliseconds; got {timeout_ms}"
+        ))
+        .into());
+    }
+    slot(id)?.lock_timeout_ms.set(timeout_ms);
+    Ok(())
+}
+
+/// Lets go of the liveness token this thread's heaps in `region` hold (the region is
+/// being closed): the token's descriptor closes with the mapping, not when garbage
+/// collection gets to the `Heap` objects (a program that opens and closes segments in a
+/// loop would otherwise pile up descriptors).
+pub(crate) fn release_heap_tokens(region: &Region) {
+    let _ = HEAPS.try_with(|h| {
+        for slot in h.borrow().iter() {
+            if std::ptr::eq(Arc::as_ptr(&slot.region), region) {
+                slot.owner.borrow_mut().take();
+            }
+        }
+    });
 }
 
 /// Forgets heap `id` of this thread (the heap itself is untouched).

@@ -1,37 +1,16 @@
 //! The lock at the boundary. `lib/lock.ts` takes and releases an uncontended lock with a
-//! compare-and-swap on the shared word; only a contended acquire (blocking or async), the
-//! wake after a release that saw WAITERS, and recovery reach these functions.
+//! compare-and-swap on the shared word, using this thread's liveness token for the
+//! mapping (`lockOwner`, in `mapping.rs`); only a contended acquire (blocking or async),
+//! the wake after a release that saw WAITERS, and recovery reach these functions.
 
 use crate::error::Result;
 use crate::js::args::deadline;
-use crate::js::mapping::{record, region_of};
+use crate::js::mapping::{owned_record, record, region_of};
 use crate::js::waits::{start, terminated, terminating};
-use crate::sync::lock::{Acquired, LockRecord, LockWait, Owner};
+use crate::sync::lock::{Acquired, LockRecord, LockWait};
 use crate::sync::ops::LockOp;
 use napi::Env;
 use napi_derive::napi;
-
-/// Identity of the calling thread as lock records store it.
-#[napi(object)]
-pub struct ThreadIdentity {
-    /// Kernel thread id.
-    pub tid: u32,
-    /// Low 32 bits of the thread's start time.
-    pub start_lo: u32,
-    /// High 32 bits of the thread's start time.
-    pub start_hi: u32,
-}
-
-/// Who the calling thread is (cached by the TypeScript layer per thread).
-#[napi]
-pub fn thread_identity() -> ThreadIdentity {
-    let me = Owner::current();
-    ThreadIdentity {
-        tid: me.tid,
-        start_lo: me.start as u32,
-        start_hi: (me.start >> 32) as u32,
-    }
-}
 
 /// How a native lock wait ended, as a completion code (`crate::sync::code`, decoded by
 /// `lib/waits.ts`).
@@ -44,9 +23,9 @@ fn acquired_code(a: Acquired) -> u32 {
 #[napi]
 pub fn lock_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
     let deadline = deadline(timeout_ms)?;
-    let rec = record::<LockRecord>(id, offset)?;
+    let (rec, me) = owned_record::<LockRecord>(id, offset)?;
     let stop = || terminating(&env);
-    let acquired = rec.get().lock_unless(Owner::current(), deadline, stop)?;
+    let acquired = rec.get().lock_unless(me, deadline, stop)?;
     Ok(acquired_code(acquired.ok_or_else(terminated)?))
 }
 
@@ -60,9 +39,10 @@ pub fn lock_acquire_async(
     timeout_ms: Option<f64>,
 ) -> napi::Result<f64> {
     let deadline = deadline(timeout_ms)?;
+    let (rec, me) = owned_record(id, offset)?;
     let op = LockOp {
-        rec: record(id, offset)?,
-        wait: LockWait::new(Owner::current(), deadline, true),
+        rec,
+        wait: LockWait::new(me, deadline, true),
     };
     Ok(start(&env, Box::new(op), &[&*region_of(id)?])?)
 }
@@ -71,9 +51,8 @@ pub fn lock_acquire_async(
 /// needed.
 #[napi]
 pub fn lock_release(id: u32, offset: f64) -> napi::Result<()> {
-    Ok(record::<LockRecord>(id, offset)?
-        .get()
-        .unlock(Owner::current())?)
+    let (rec, me) = owned_record::<LockRecord>(id, offset)?;
+    Ok(rec.get().unlock(me)?)
 }
 
 /// Wakes one waiter of the lock at `offset` of mapping `id` (after a JavaScript release
@@ -87,7 +66,6 @@ pub(crate) fn lock_wake(id: u32, offset: f64) -> Result<()> {
 /// Clears OWNER_DIED on the lock at `offset` of mapping `id` held by this thread.
 #[napi]
 pub fn lock_mark_consistent(id: u32, offset: f64) -> napi::Result<()> {
-    Ok(record::<LockRecord>(id, offset)?
-        .get()
-        .mark_consistent(Owner::current())?)
+    let (rec, me) = owned_record::<LockRecord>(id, offset)?;
+    Ok(rec.get().mark_consistent(me)?)
 }

@@ -8,6 +8,7 @@ use crate::js::slots::SlotTable;
 use crate::memory::mapping::{self, MapRequest, Region};
 use crate::memory::segment::{self, FixedMode, Placement};
 use crate::memory::shm;
+use crate::sync::liveness::{self, Owner, TokenRef};
 use crate::sync::Pinned;
 use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
 use napi::{Either, Env};
@@ -47,9 +48,25 @@ pub struct Mapping {
     id: u32,
 }
 
+/// One mapping of this thread: the region, and this thread's liveness token on the
+/// object it maps (claimed on first use, released when the mapping closes).
+struct MapSlot {
+    region: Arc<Region>,
+    /// Whether the region is a managed segment (its header has a `token_next` counter).
+    managed: bool,
+    /// Whether the mapping is writable: a read-only one can take no lock (its token would
+    /// be shared with the thread's writable mappings of the same segment).
+    writable: bool,
+    token: RefCell<Option<TokenRef>>,
+}
+
 thread_local! {
     /// This JavaScript thread's mappings, indexed by `Mapping::id`.
-    static REGIONS: RefCell<SlotTable<Arc<Region>>> = const { RefCell::new(SlotTable::new()) };
+    static REGIONS: RefCell<SlotTable<MapSlot>> = const { RefCell::new(SlotTable::new()) };
+}
+
+fn no_mapping(id: u32) -> ShmError {
+    ShmError::new("EINVAL", format!("no mapping with id {id} in this thread"))
 }
 
 /// The region of this thread's mapping `id`.
@@ -58,8 +75,54 @@ thread_local! {
 /// `EINVAL` for an id this thread never handed out (or whose mapping was collected).
 pub(crate) fn region_of(id: u32) -> Result<Arc<Region>> {
     REGIONS
-        .with(|r| r.borrow().get(id).cloned())
-        .ok_or_else(|| ShmError::new("EINVAL", format!("no mapping with id {id} in this thread")))
+        .with(|r| r.borrow().get(id).map(|s| s.region.clone()))
+        .ok_or_else(|| no_mapping(id))
+}
+
+/// This thread's token on the object of mapping `id` (claimed now if needed), and the
+/// mapping's region.
+///
+/// # Errors
+/// `EINVAL` for an unknown id; `ERR_SHM_CLOSED`; what claiming a token can fail with
+/// (`EACCES` for a read-only segment, ...).
+pub(crate) fn token_of(id: u32) -> Result<(TokenRef, Arc<Region>)> {
+    with_token(id, |token, region| (token.clone(), region.clone()))
+}
+
+/// This thread as lock owner in mapping `id` (a slot lookup once the token is claimed).
+///
+/// # Errors
+/// As [`token_of`].
+pub(crate) fn owner_of(id: u32) -> Result<Owner> {
+    with_token(id, |token, region| token.owner(region))
+}
+
+/// Runs `f` with this thread's token on mapping `id` (claimed now if needed).
+fn with_token<R>(id: u32, f: impl FnOnce(&TokenRef, &Arc<Region>) -> R) -> Result<R> {
+    REGIONS.with(|r| {
+        let table = r.borrow();
+        let slot = table.get(id).ok_or_else(|| no_mapping(id))?;
+        if !slot.region.is_live() {
+            return Err(crate::memory::mapping::closed());
+        }
+        if !slot.writable || slot.region.is_read_only() {
+            return Err(crate::memory::mapping::read_only());
+        }
+        let mut token = slot.token.borrow_mut();
+        if token.is_none() {
+            let next = slot.managed.then(|| {
+                // SAFETY: a managed segment is at least 4096 bytes, so the 4-aligned
+                // header field lies inside the live mapping, which outlives this call
+                // (the slot holds the region).
+                unsafe {
+                    &*((slot.region.addr() + liveness::TOKEN_NEXT_OFFSET)
+                        as *const std::sync::atomic::AtomicU32)
+                }
+            });
+            *token = Some(TokenRef::claim(&slot.region, next)?);
+        }
+        Ok(f(token.as_ref().expect("claimed above"), &slot.region))
+    })
 }
 
 /// The record of type `T` at `offset` of this thread's mapping `id`, pinned. Every
@@ -69,6 +132,61 @@ pub(crate) fn record<T>(id: u32, offset: f64) -> Result<Pinned<T>> {
     region.check_writable()?;
     region.check_intact()?;
     Pinned::new(&region, to_u64("offset", offset)?)
+}
+
+/// The record at `offset` of mapping `id`, pinned, and this thread as its owner.
+pub(crate) fn owned_record<T>(id: u32, offset: f64) -> Result<(Pinned<T>, Owner)> {
+    Ok((record(id, offset)?, owner_of(id)?))
+}
+
+/// What lock records store about the calling thread besides its token.
+#[napi(object)]
+pub struct ThreadIdentity {
+    /// Process id in the thread's own PID namespace (informational).
+    pub pid: u32,
+    /// Thread id in the thread's own PID namespace (informational).
+    pub tid: u32,
+    /// Low 32 bits of the start time.
+    pub start_lo: u32,
+    /// High 32 bits of the start time.
+    pub start_hi: u32,
+}
+
+/// Who the calling thread is, as lock records store it (cached per thread by
+/// `lib/identity.ts`).
+#[napi]
+pub fn thread_identity() -> ThreadIdentity {
+    let (pid, tid, start) = liveness::thread_identity();
+    ThreadIdentity {
+        pid,
+        tid,
+        start_lo: start as u32,
+        start_hi: (start >> 32) as u32,
+    }
+}
+
+thread_local! {
+    /// Whether this JavaScript thread registered the cleanup hook that releases its
+    /// tokens when its environment goes (`worker.terminate()`).
+    static HOOKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Releases every token of this thread once its JavaScript environment is torn down
+/// (the thread-local table would also do it when the thread exits; this is earlier).
+pub(crate) fn release_tokens_at_teardown(env: &Env) -> Result<()> {
+    if !HOOKED.with(|h| h.replace(true)) {
+        env.add_env_cleanup_hook((), |()| liveness::release_thread_tokens())
+            .map_err(|e| ShmError::new("EINVAL", e.reason))?;
+    }
+    Ok(())
+}
+
+/// This thread's liveness token in mapping `id`: the owner bits of the lock words it
+/// holds there (claimed on the first call; `lib/identity.ts` caches it per mapping).
+#[napi]
+pub fn lock_token(env: Env, id: u32) -> napi::Result<u32> {
+    release_tokens_at_teardown(&env)?;
+    Ok(token_of(id)?.0.token())
 }
 
 /// The `fixedAddress` option of opening: `'require' | 'prefer' | 'no'`.
@@ -131,14 +249,37 @@ pub struct MappingInfo {
 
 impl Mapping {
     /// Registers a new mapping in this thread's table.
-    pub(crate) fn new(region: Arc<Region>, header: Option<segment::Header>) -> Mapping {
-        let id = REGIONS.with(|r| r.borrow_mut().insert(region.clone()));
+    pub(crate) fn new(region: Arc<Region>, header: Option<segment::Header>, writable: bool) -> Mapping {
+        let slot = MapSlot {
+            region: region.clone(),
+            managed: header.is_some(),
+            writable,
+            token: RefCell::new(None),
+        };
+        let id = REGIONS.with(|r| r.borrow_mut().insert(slot));
         Mapping { region, header, id }
+    }
+
+    /// Releases this thread's hold on its token for the mapping (closed or forgotten:
+    /// no lock in it can be released through it any more).
+    fn drop_token(&self) {
+        let token = REGIONS.try_with(|r| {
+            r.borrow()
+                .get(self.id)
+                .and_then(|s| s.token.borrow_mut().take())
+        });
+        drop(token);
+        crate::js::heap::release_heap_tokens(&self.region);
     }
 
     /// The mapped region.
     pub(crate) fn region(&self) -> &Arc<Region> {
         &self.region
+    }
+
+    /// This mapping's id in its thread's table.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
     }
 }
 
@@ -174,8 +315,13 @@ impl Mapping {
         if fd >= 0 {
             // The caller keeps its descriptor; the region gets a duplicate of its own.
             region.adopt_fd(crate::memory::shm::dup_cloexec(fd)?);
+            liveness::mark_attached(&region, false);
         }
-        Ok(Mapping::new(region, None))
+        Ok(Mapping::new(
+            region,
+            None,
+            protection & libc::PROT_WRITE != 0,
+        ))
     }
 
     /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
@@ -208,14 +354,16 @@ impl Mapping {
             return Err(e.with_path(&shm::normalize_name(&name)?).into());
         }
         segment::publish(&region);
-        Ok(Mapping::new(region, Some(header)))
+        liveness::mark_attached(&region, true);
+        Ok(Mapping::new(region, Some(header), true))
     }
 
     /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
     #[napi(factory)]
     pub fn open_segment(name: String, fixed: String, read_only: bool) -> napi::Result<Mapping> {
         let (region, header) = segment::open(&name, fixed_mode(&fixed)?, read_only)?;
-        Ok(Mapping::new(region, Some(header)))
+        liveness::mark_attached(&region, false);
+        Ok(Mapping::new(region, Some(header), !read_only))
     }
 
     /// Where the mapping is and what its header says.
@@ -288,12 +436,14 @@ impl Mapping {
     #[napi]
     pub fn close(&self) {
         crate::sync::waiter::close_region(&self.region);
+        self.drop_token();
         self.region.close();
     }
 
     /// Forgets the mapping without unmapping it; the caller owns the pages.
     #[napi]
     pub fn forget(&self) -> bool {
+        self.drop_token();
         self.region.forget()
     }
 }

@@ -1,5 +1,6 @@
-//! `peekSegment`, `peekDescriptor`: what `npx shmutils ls` and `gc` know of a segment without mapping it
-//! (`memory::peek`).
+//! `peekSegment`, `peekDescriptor`: what `npx shmutils ls` and `gc` know of a segment
+//! without mapping it (`memory::peek`); `lockHolderAlive`: whether a lock's holder lives,
+//! for `inspect`.
 
 use crate::memory::peek::{self, Kind};
 use napi_derive::napi;
@@ -57,6 +58,10 @@ pub struct SegmentPeek {
     pub heap_offset: f64,
     /// The heap's counters.
     pub heap: Option<HeapCountersJs>,
+    /// Whether some process maps it, in any PID namespace (absent: unknown here).
+    pub attached: Option<bool>,
+    /// Whether its creator still maps it (absent: unknown here).
+    pub creator_mapped: Option<bool>,
 }
 
 /// Looks at segment `name` without mapping it.
@@ -85,6 +90,8 @@ fn to_js(p: peek::Peek) -> SegmentPeek {
         creator_pid: 0,
         creator_start: 0.0,
         creator_alive: p.creator_alive,
+        attached: p.attached,
+        creator_mapped: p.creator_mapped,
         base: 0.0,
         fixed: false,
         heap_offset: 0.0,
@@ -125,4 +132,23 @@ fn to_js(p: peek::Peek) -> SegmentPeek {
     }
     .to_owned();
     out
+}
+
+/// Whether the holder of liveness token `token` in mapping `id` of this thread is alive
+/// (`F_OFD_GETLK` through the mapping's descriptor on Linux; on macOS the token's process
+/// with `start`, its recorded start time, 0 if none). Absent when it cannot be told yet
+/// (macOS: a pid that may have been reused) or the mapping has no descriptor.
+#[napi]
+pub fn lock_holder_alive(id: u32, token: u32, start: f64) -> napi::Result<Option<bool>> {
+    let region = crate::js::mapping::region_of(id)?;
+    let pin = region.pin()?;
+    let Some(fd) = pin.region().fd() else {
+        return Ok(None);
+    };
+    let recorded = (start > 0.0).then_some(start as u64);
+    Ok(match crate::sys::token_liveness(fd, token, recorded) {
+        crate::sys::Liveness::Alive => Some(true),
+        crate::sys::Liveness::Dead => Some(false),
+        crate::sys::Liveness::Suspect => None,
+    })
 }

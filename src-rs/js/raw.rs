@@ -139,14 +139,27 @@ unsafe extern "C" fn sem_wake(
     unsafe { finish(env, r) }
 }
 
+unsafe extern "C" fn sem_undo(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: called by N-API with this callback's env and info.
+    let r = unsafe { numbers::<4>(env, info) }.and_then(|[m, off, op, n]| {
+        crate::js::semaphore::sem_undo(id(m)?, off, id(op)?, id(n)?).map(Ret::Number)
+    });
+    // SAFETY: as above.
+    unsafe { finish(env, r) }
+}
+
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const FAST: [(&CStr, Callback); 5] = [
+const FAST: [(&CStr, Callback); 6] = [
     (c"heapMalloc", heap_malloc),
     (c"heapFree", heap_free),
     (c"heapRealloc", heap_realloc),
     (c"lockWake", lock_wake),
     (c"semWake", sem_wake),
+    (c"semUndo", sem_undo),
 ];
 
 /// Adds the raw callbacks to the module's exports.

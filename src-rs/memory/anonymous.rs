@@ -37,7 +37,8 @@ pub fn create(size: u64, backing: Backing) -> Result<(Arc<Region>, Header)> {
 }
 
 /// Maps the managed segment behind `fd` (the caller keeps `fd`: the mapping holds a
-/// close-on-exec duplicate of its own).
+/// close-on-exec descriptor of its own, a new open file description where the system
+/// can make one, so its liveness marks are this process's own).
 ///
 /// # Errors
 /// `EBADF` for a descriptor that is not open; `ERR_SHM_BAD_HEADER` for an object that is
@@ -49,7 +50,9 @@ pub fn from_fd(fd: i32, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
             "The \"fd\" argument must be a descriptor (>= 0); got {fd}"
         )));
     }
-    let own = shm::dup_cloexec(fd)?;
+    // EBADF for a descriptor that is not open, before anything else.
+    shm::fstat(fd)?;
+    let own = crate::sys::reopen_object(fd, !read_only)?;
     segment::open_owned_fd(&format!("(fd {fd})"), own, fixed, read_only)
 }
 

@@ -1,7 +1,10 @@
 //! Looking at a segment without mapping it, for diagnostic tools (`npx shmutils ls`,
 //! `gc`): what the object is (`fstat`), what its header says, and the heap's counters,
-//! all read with `pread`. Nothing is written and nothing is mapped, so looking never
-//! makes a segment "in use", and a foreign or damaged object is reported, never trusted.
+//! all read with `pread`, and whether anyone maps it, from its liveness bytes
+//! (`F_OFD_GETLK`, docs/FORMAT.md §6.3: every process that maps a segment holds a read
+//! lock on `LIVE_BASE`, its creator a write lock on `LIVE_BASE + 1`, in any PID namespace).
+//! Nothing is written, locked or mapped, so looking never makes a segment "in use", and a
+//! foreign or damaged object is reported, never trusted.
 
 use crate::error::Result;
 use crate::heap::survey::{peek_counters, Counters, PEEK_LEN};
@@ -41,6 +44,11 @@ pub struct Peek {
     /// `Some(false)` if not (it may run in another PID namespace), `None` when the header
     /// does not say who created it.
     pub creator_alive: Option<bool>,
+    /// Whether some process maps it (its "attached" liveness byte is locked), from any
+    /// PID namespace; `None` where the system cannot tell (no OFD locks: macOS).
+    pub attached: Option<bool>,
+    /// Whether its creating process still maps it (the "creator" byte); `None` as above.
+    pub creator_mapped: Option<bool>,
 }
 
 /// Looks at the object `name` (opened read-only, closed again).
@@ -71,6 +79,9 @@ pub fn peek_fd(fd: i32) -> Result<Peek> {
         kind: Kind::Unfinished,
         heap: None,
         creator_alive: None,
+        // Our own descriptor is new and holds no lock: any lock seen is someone else's.
+        attached: crate::sys::live_byte_held(fd, crate::sys::LIVE_ATTACHED),
+        creator_mapped: crate::sys::live_byte_held(fd, crate::sys::LIVE_CREATOR),
     };
     if size < MIN_SIZE {
         return Ok(p);
@@ -128,6 +139,13 @@ mod tests {
         assert_eq!(p.kind, Kind::Segment(h));
         assert_eq!((p.size, p.mode), (65536, 0o640));
         assert_eq!(p.creator_alive, Some(true), "this process");
+        if cfg!(target_os = "linux") {
+            // segment::create does not mark (the JavaScript boundary does): nobody yet.
+            assert_eq!((p.attached, p.creator_mapped), (Some(false), Some(false)));
+            crate::sync::liveness::mark_attached(&region, true);
+            let p = peek(&name).unwrap();
+            assert_eq!((p.attached, p.creator_mapped), (Some(true), Some(true)));
+        }
         let c = p.heap.unwrap();
         assert_eq!(
             (c.heap_len, c.allocations, c.named, c.busy),

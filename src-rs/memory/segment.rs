@@ -45,8 +45,10 @@ use std::sync::Arc;
 
 /// `"SHMUTILS"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMUTILS");
-/// Current format version.
-pub const VERSION: u32 = 1;
+/// Current format version. 2: lock words hold liveness tokens (`sync::liveness`), drawn
+/// from the header's `token_next` (offset 76); version 1 held kernel thread ids, and the
+/// two cannot share a segment.
+pub const VERSION: u32 = 2;
 /// Bytes reserved for the header; the heap starts right after.
 pub const HEADER_SIZE: u64 = 256;
 /// `base` is a fixed address every process should map at.
@@ -471,8 +473,14 @@ pub(crate) fn validate(
 ) -> std::result::Result<Header, String> {
     let version = le_u32(b, 8);
     if version != VERSION {
+        let hint = if version == 1 {
+            " (version 1 segments name lock owners by thread id, which other processes \
+             cannot check across PID namespaces: re-create the segment)"
+        } else {
+            ""
+        };
         return Err(format!(
-            "format version {version}, this library reads {VERSION}"
+            "format version {version}, this library reads {VERSION}{hint}"
         ));
     }
     if le_u32(b, 12) as u64 != HEADER_SIZE {

@@ -12,8 +12,13 @@
 //! | 0      | `seq`    | futex word: bumped by every notify that grants something     |
 //! | 4      | `counts` | bits 0..=15 `waiters` registered; bits 16..=31 `signals`:    |
 //! |        |          | notifications granted and not yet consumed                   |
-//! | 8      | `kind`   | reserved for the primitive's kind tag                        |
+//! | 8      | `kind`   | 3 (`super::kind::CONDITION`); 0 untagged                     |
 //! | 12..32 | reserved |                                                              |
+//!
+//! `signals <= waiters` always holds between operations. The counts live in memory other
+//! processes can write, so every update first clamps `signals` to `waiters` ([`sane`]):
+//! a corrupt word can cause spurious wake-ups at worst (which callers tolerate), never a
+//! "notified" for a wait that nobody notified because of surplus signals.
 //!
 //! ## Protocol
 //!
@@ -44,9 +49,7 @@
 
 use super::{Step, RECHECK_MS};
 use crate::error::{Result, ShmError};
-use crate::sync::lock::{
-    not_owner, Acquired, LockRecord, LockWait, Owner, NOT_RECOVERABLE, TID_MASK, WAITERS,
-};
+use crate::sync::lock::{not_owner, Acquired, LockRecord, LockWait, Owner, WAITERS};
 use crate::sys::{self, Deadline};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -65,7 +68,7 @@ pub struct CondRecord {
     pub seq: AtomicU32,
     /// Registered waiters (low 16 bits) and pending signals (high 16 bits).
     pub counts: AtomicU32,
-    /// Reserved kind tag.
+    /// Kind tag (`super::kind::CONDITION`).
     pub kind: AtomicU32,
     /// Reserved.
     pub reserved: [AtomicU32; 5],
@@ -77,6 +80,12 @@ fn waiters(c: u32) -> u32 {
 
 fn signals(c: u32) -> u32 {
     c >> 16
+}
+
+/// `c` with `signals` clamped to `waiters`: what the word should hold if nobody but this
+/// protocol ever wrote it.
+fn sane(c: u32) -> u32 {
+    signals(c).min(waiters(c)) * SIGNAL + waiters(c)
 }
 
 /// How a condition wait ended (the lock is held again in every case).
@@ -91,14 +100,15 @@ pub enum Woke {
 }
 
 impl CondRecord {
-    /// Updates `counts` with `f` (which returns `None` to leave it alone); returns the
-    /// value it was changed from, or `None`.
+    /// Updates `counts` with `f`, which sees the word [`sane`]d and returns `None` to
+    /// leave it alone; returns the (saned) value it was changed from, or `None`.
     fn update(&self, f: impl Fn(u32) -> Option<u32>) -> Option<u32> {
         // SeqCst: registration and signal grants must be totally ordered with the `seq`
         // updates that publish them (see the protocol table).
         self.counts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, f)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| f(sane(c)))
             .ok()
+            .map(sane)
     }
 
     /// Registers a waiter; returns the `seq` value to sleep on.
@@ -169,9 +179,7 @@ impl CondRecord {
     /// # Errors
     /// `ERR_SHM_NOT_OWNER` when `me` does not hold `lock`.
     pub fn notify(&self, lock: &LockRecord, me: Owner, n: u32) -> Result<u32> {
-        // Relaxed: only our own ownership is in question, which only we can change.
-        let v = lock.word.load(Ordering::Relaxed);
-        if v == NOT_RECOVERABLE || v & TID_MASK != me.tid {
+        if !lock.held_by(me) {
             return Err(not_owner());
         }
         let (granted, seq) = self.grant(n);
@@ -213,9 +221,7 @@ impl CondWait {
         deadline: Option<Deadline>,
         queued: bool,
     ) -> Result<CondWait> {
-        // Relaxed: only our own ownership is in question, which only we can change.
-        let v = lock.word.load(Ordering::Relaxed);
-        if v == NOT_RECOVERABLE || v & TID_MASK != me.tid {
+        if !lock.held_by(me) {
             return Err(not_owner());
         }
         let seen = cond.register()?;
@@ -302,16 +308,18 @@ impl CondWait {
     }
 }
 
-/// A blocking condition wait by the calling thread: see [`CondWait`].
+/// A blocking condition wait by the calling thread `me` (as owner of `lock`): see
+/// [`CondWait`].
 ///
 /// # Errors
 /// As [`CondWait::start`], and `ERR_SHM_NOT_RECOVERABLE` from re-acquiring the lock.
 pub fn wait(
     cond: &CondRecord,
     lock: &LockRecord,
+    me: Owner,
     deadline: Option<Deadline>,
 ) -> Result<(Woke, Acquired)> {
-    wait_unless(cond, lock, deadline, || false).map(|w| w.expect("never stopped"))
+    wait_unless(cond, lock, me, deadline, || false).map(|w| w.expect("never stopped"))
 }
 
 /// [`wait`] that asks `stop` after every sleep whether to give up (`Ok(None)`, without
@@ -322,10 +330,11 @@ pub fn wait(
 pub fn wait_unless(
     cond: &CondRecord,
     lock: &LockRecord,
+    me: Owner,
     deadline: Option<Deadline>,
     stop: impl FnMut() -> bool,
 ) -> Result<Option<(Woke, Acquired)>> {
-    let mut w = CondWait::start(cond, lock, Owner::current(), deadline, false)?;
+    let mut w = CondWait::start(cond, lock, me, deadline, false)?;
     match super::block_on_unless(|| w.poll(cond, lock, false), stop) {
         Some(r) => r.map(Some),
         None => {

@@ -8,53 +8,58 @@
 //!
 //! | bits   | name          | meaning                                                      |
 //! |--------|---------------|--------------------------------------------------------------|
-//! | 0..=29 | owner         | kernel thread id of the holder; 0 = unlocked                 |
+//! | 0..=29 | owner         | the holder's liveness token ([`super::liveness`]); 0 = free  |
 //! | 30     | `OWNER_DIED`  | the holder acquired it from a dead holder and has not yet    |
 //! |        |               | called `markConsistent()`                                    |
 //! | 31     | `WAITERS`     | someone may be sleeping in `FUTEX_WAIT`: release must wake   |
 //!
-//! Special value: `NOT_RECOVERABLE` = `0x3fff_ffff` (owner bits all ones, a thread id no
-//! kernel hands out): a recovered lock was released without `markConsistent()`; every
-//! acquire fails with `ERR_SHM_NOT_RECOVERABLE` from then on (POSIX robust-mutex rules).
+//! Special value: `NOT_RECOVERABLE` = `0x3fff_ffff` (owner bits all ones, a token never
+//! handed out): a recovered lock was released without `markConsistent()`; every acquire
+//! fails with `ERR_SHM_NOT_RECOVERABLE` from then on (POSIX robust-mutex rules). Any word
+//! whose owner bits are all ones (`0x7fff_ffff`, `0xffff_ffff`: a 0xff fill) is treated
+//! the same way: it names no holder that could ever release it.
 //!
-//! | word                  | state                                |
-//! |-----------------------|--------------------------------------|
-//! | `0`                   | free                                 |
-//! | `tid`                 | held by `tid`, nobody waiting        |
-//! | `tid \| WAITERS`       | held by `tid`, maybe waiters         |
-//! | `tid \| OWNER_DIED ..` | held by `tid` after recovery         |
-//! | `NOT_RECOVERABLE`     | dead forever                         |
+//! | word                    | state                                |
+//! |-------------------------|--------------------------------------|
+//! | `0`                     | free                                 |
+//! | `token`                 | held by `token`, nobody waiting      |
+//! | `token \| WAITERS`      | held by `token`, maybe waiters       |
+//! | `token \| OWNER_DIED ..` | held by `token` after recovery      |
+//! | `NOT_RECOVERABLE` (+ any flag bits) | dead forever             |
 //!
 //! ## The rest of the record
 //!
-//! | offset | field        | meaning                                                     |
-//! |--------|--------------|-------------------------------------------------------------|
-//! | 0      | `word`       | the lock word above                                         |
-//! | 4      | `count`      | recursion depth (RLock); 0 for a plain Lock                 |
-//! | 8      | `kind`       | reserved for the primitive's kind tag                       |
-//! | 12     | `owner_tid`  | copy of the owner written right after acquiring             |
-//! | 16     | `start_lo`   | owner thread's start time (clock ticks since boot), low 32  |
-//! | 20     | `start_hi`   | ... high 32 bits; with `owner_tid` it defeats tid reuse     |
-//! | 24     | `aux0`       | reserved                                                    |
-//! | 28     | `aux1`       | reserved                                                    |
+//! | offset | field         | meaning                                                    |
+//! |--------|---------------|------------------------------------------------------------|
+//! | 0      | `word`        | the lock word above                                        |
+//! | 4      | `count`       | recursion depth (RLock, kept by the holder); 0 for a Lock  |
+//! | 8      | `kind`        | [`super::kind`] tag: 1 Lock, 2 RLock (0 untagged)          |
+//! | 12     | `owner_pid`   | holder's pid in its own PID namespace (informational)      |
+//! | 16     | `owner_tid`   | holder's thread id in its own PID namespace (informational)|
+//! | 20     | `owner_token` | the token the fields at 12..32 describe; written last      |
+//! | 24     | `start_lo`    | holder's start time, low 32 bits (macOS: checked against   |
+//! | 28     | `start_hi`    | pid reuse; Linux: informational), high 32 bits             |
 //!
-//! `owner_tid`/`start_*` are written after the word, so a reader trusts the start time only
-//! when `owner_tid` equals the word's owner.
+//! The holder writes `owner_pid`, `owner_tid`, `start_*` after the compare-and-swap that
+//! took the word, then `owner_token` (Release); a reader trusts them only while
+//! `owner_token` (Acquire) equals the word's owner bits. Liveness never depends on them on
+//! Linux: the token in the word is the whole truth.
 //!
 //! ## Waiting
 //!
 //! The contended path is a step function, [`LockWait`], run either by the blocked thread
 //! itself or, for `acquireAsync`, by a dedicated waiter thread (`crate::sync::waiter`)
 //! that takes the lock *for* the JavaScript thread that asked: it writes that thread's
-//! id, so ownership belongs to the thread that will release. Sleeps are sliced
+//! token, so ownership belongs to the thread that will release. Sleeps are sliced
 //! ([`RECHECK_MS`]); after each slice the holder's liveness is checked.
 
 use crate::error::{Result, ShmError};
+pub use crate::sync::liveness::Owner;
 use crate::sync::{block_on_unless, Step, RECHECK_MS};
-use crate::sys::{self, Deadline};
+use crate::sys::{self, Deadline, Liveness};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Owner thread id bits.
+/// Owner token bits.
 pub const TID_MASK: u32 = 0x3fff_ffff;
 /// The holder recovered the lock from a dead owner and has not marked it consistent.
 pub const OWNER_DIED: u32 = 1 << 30;
@@ -65,6 +70,13 @@ pub const NOT_RECOVERABLE: u32 = TID_MASK;
 /// Size of a lock record in bytes.
 pub const RECORD_SIZE: u64 = 32;
 
+/// Whether word `v` can never be acquired: `NOT_RECOVERABLE`, or any value whose owner
+/// bits are all ones (no token has that value, so no holder could ever release it).
+#[inline]
+pub fn is_dead_forever(v: u32) -> bool {
+    v & TID_MASK == TID_MASK
+}
+
 /// A lock record in shared memory (see the module docs for the layout).
 #[repr(C)]
 #[derive(Debug)]
@@ -73,18 +85,18 @@ pub struct LockRecord {
     pub word: AtomicU32,
     /// RLock recursion depth.
     pub count: AtomicU32,
-    /// Reserved kind tag.
+    /// Kind tag (`super::kind`).
     pub kind: AtomicU32,
-    /// Copy of the owner's thread id.
+    /// Holder's pid (informational).
+    pub owner_pid: AtomicU32,
+    /// Holder's thread id (informational).
     pub owner_tid: AtomicU32,
-    /// Owner start time, low half.
+    /// The token the owner fields describe.
+    pub owner_token: AtomicU32,
+    /// Holder's start time, low half.
     pub start_lo: AtomicU32,
-    /// Owner start time, high half.
+    /// Holder's start time, high half.
     pub start_hi: AtomicU32,
-    /// Reserved.
-    pub aux0: AtomicU32,
-    /// Reserved.
-    pub aux1: AtomicU32,
 }
 
 /// How an acquire ended.
@@ -98,55 +110,47 @@ pub enum Acquired {
     TimedOut,
 }
 
-/// Who this thread is, as the lock records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    /// Kernel thread id (fits in 30 bits).
-    pub tid: u32,
-    /// Start time of the thread, clock ticks since boot.
-    pub start: u64,
-}
-
-thread_local! {
-    /// This thread's identity, read once: the start time costs a `/proc` read.
-    static CURRENT: Owner = {
-        let tid = sys::thread_id();
-        Owner { tid, start: sys::thread_start_time(tid).unwrap_or(0) }
-    };
-}
-
-impl Owner {
-    /// The calling thread.
-    #[inline]
-    pub fn current() -> Owner {
-        CURRENT.with(|o| *o)
-    }
-}
-
 impl LockRecord {
     fn record_owner(&self, me: Owner) {
-        // Relaxed: these fields are a hint for dead-owner detection, validated against
-        // the word's owner bits, which are what carry ownership.
+        // Relaxed: informational fields, published by the Release store of the token.
+        self.owner_pid.store(me.pid, Ordering::Relaxed);
         self.owner_tid.store(me.tid, Ordering::Relaxed);
         self.start_lo.store(me.start as u32, Ordering::Relaxed);
         self.start_hi
             .store((me.start >> 32) as u32, Ordering::Relaxed);
+        // Release: a reader that sees the token (Acquire) sees the fields above.
+        self.owner_token.store(me.token, Ordering::Release);
+    }
+
+    /// The start time the record names for `token`, if its holder recorded itself.
+    fn recorded_start(&self, token: u32) -> Option<u64> {
+        // Acquire: pairs with record_owner's Release store of the token.
+        if self.owner_token.load(Ordering::Acquire) != token {
+            return None;
+        }
+        Some(
+            self.start_lo.load(Ordering::Relaxed) as u64
+                | (self.start_hi.load(Ordering::Relaxed) as u64) << 32,
+        )
     }
 
     /// Tries once to take a free lock.
+    ///
+    /// # Errors
+    /// `ERR_SHM_NOT_RECOVERABLE` for a dead lock.
     #[inline]
     pub fn try_lock(&self, me: Owner) -> Result<bool> {
         // Acquire: on success, everything the previous holder wrote before its release
         // (a Release store of 0) is visible to us.
         match self
             .word
-            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(0, me.token, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => {
                 self.record_owner(me);
                 Ok(true)
             }
-            Err(NOT_RECOVERABLE) => Err(not_recoverable()),
+            Err(v) if is_dead_forever(v) => Err(not_recoverable()),
             Err(_) => Ok(false),
         }
     }
@@ -197,44 +201,52 @@ impl LockRecord {
         }
     }
 
-    /// If the holder recorded in `seen` is dead, takes the lock over from it.
+    /// If the holder named by `seen` is dead, takes the lock over from it. `suspect`
+    /// carries a holder found [`Liveness::Suspect`] at the previous check.
     #[cold]
-    fn try_recover(&self, seen: u32, me: Owner) -> Option<Acquired> {
-        let tid = seen & TID_MASK;
-        if tid == 0 || tid == NOT_RECOVERABLE || self.owner_alive(tid) {
+    fn try_recover(&self, seen: u32, me: Owner, suspect: &mut u32) -> Option<Acquired> {
+        let token = seen & TID_MASK;
+        if token == 0 || is_dead_forever(seen) {
             return None;
         }
-        // Acquire: whatever the dead holder managed to write is visible to us.
+        match me.liveness_of(token, self.recorded_start(token)) {
+            Liveness::Alive => {
+                *suspect = 0;
+                return None;
+            }
+            Liveness::Suspect if *suspect != token => {
+                *suspect = token;
+                return None;
+            }
+            Liveness::Suspect | Liveness::Dead => {}
+        }
+        // Acquire: whatever the dead holder managed to write is visible to us. The
+        // compare-and-swap fails if the word changed since we looked, so a lock that was
+        // released and taken again meanwhile is never stolen.
         self.word
             .compare_exchange(
                 seen,
-                me.tid | OWNER_DIED | WAITERS,
+                me.token | OWNER_DIED | WAITERS,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             )
             .ok()?;
+        // The dead holder's recursion depth is void; the new holder's levels are counted
+        // by whoever acquired (lib/rlock.ts: depth 1 after the acquire returns).
         self.count.store(0, Ordering::Relaxed);
         self.record_owner(me);
         Some(Acquired::OwnerDied)
     }
 
-    /// Whether thread `tid`, which the word names as owner, still exists and is the same
-    /// thread that took the lock (not a later thread that reused the id).
-    pub fn owner_alive(&self, tid: u32) -> bool {
-        let Some(now) = sys::thread_start_time(tid) else {
-            return false;
-        };
-        if self.owner_tid.load(Ordering::Relaxed) != tid {
-            return true; // the holder has not recorded its start time yet: assume alive
-        }
-        let recorded = self.start_lo.load(Ordering::Relaxed) as u64
-            | (self.start_hi.load(Ordering::Relaxed) as u64) << 32;
-        recorded == 0 || recorded == now
-    }
-
     /// Wakes one waiter after a release that saw `WAITERS`.
     pub fn wake_one(&self) {
         sys::futex_wake(&self.word, 1);
+    }
+
+    /// Whether `me` holds the lock now.
+    pub fn held_by(&self, me: Owner) -> bool {
+        // Relaxed: only our own ownership is in question, which only we can change.
+        self.word.load(Ordering::Relaxed) & TID_MASK == me.token
     }
 
     /// Releases the lock held by `me` (the native twin of the JavaScript fast path).
@@ -243,7 +255,7 @@ impl LockRecord {
     /// `ERR_SHM_NOT_OWNER` when `me` does not hold it.
     pub fn unlock(&self, me: Owner) -> Result<()> {
         let v = self.word.load(Ordering::Relaxed);
-        if v == NOT_RECOVERABLE || v & TID_MASK != me.tid {
+        if v & TID_MASK != me.token {
             return Err(not_owner());
         }
         if v & OWNER_DIED != 0 {
@@ -266,8 +278,7 @@ impl LockRecord {
     /// # Errors
     /// `ERR_SHM_NOT_OWNER` when `me` does not hold it.
     pub fn mark_consistent(&self, me: Owner) -> Result<()> {
-        let v = self.word.load(Ordering::Relaxed);
-        if v == NOT_RECOVERABLE || v & TID_MASK != me.tid {
+        if !self.held_by(me) {
             return Err(not_owner());
         }
         self.word.fetch_and(!OWNER_DIED, Ordering::Relaxed);
@@ -289,6 +300,8 @@ pub struct LockWait {
     deadline: Option<Deadline>,
     next_check: Deadline,
     queued: bool,
+    /// A holder whose liveness was [`Liveness::Suspect`] at the last check (0: none).
+    suspect: u32,
 }
 
 impl LockWait {
@@ -301,6 +314,7 @@ impl LockWait {
             deadline,
             next_check: Deadline::after_ms(RECHECK_MS),
             queued,
+            suspect: 0,
         }
     }
 
@@ -311,7 +325,7 @@ impl LockWait {
         loop {
             // Relaxed: a snapshot; the compare-and-swaps below carry the ordering.
             let v = rec.word.load(Ordering::Relaxed);
-            if v == NOT_RECOVERABLE {
+            if is_dead_forever(v) {
                 return Step::Done(Err(not_recoverable()));
             }
             if v & TID_MASK == 0 {
@@ -320,7 +334,7 @@ impl LockWait {
                 // Acquire pairs with the previous holder's Release.
                 if rec
                     .word
-                    .compare_exchange(v, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(v, me.token | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     rec.record_owner(me);
@@ -328,7 +342,7 @@ impl LockWait {
                 }
                 continue;
             }
-            if v & TID_MASK == me.tid && !self.queued {
+            if v & TID_MASK == me.token && !self.queued {
                 return Step::Done(Err(ShmError::new(
                     "ERR_SHM_DEADLOCK",
                     "this thread already holds the lock (use an RLock to re-enter)",
@@ -346,7 +360,7 @@ impl LockWait {
             }
             if self.next_check.passed() {
                 self.next_check = Deadline::after_ms(RECHECK_MS);
-                if let Some(acq) = rec.try_recover(v | WAITERS, me) {
+                if let Some(acq) = rec.try_recover(v | WAITERS, me, &mut self.suspect) {
                     return Step::Done(Ok(acq));
                 }
             }
@@ -391,25 +405,34 @@ pub fn not_recoverable() -> ShmError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::mapping::Region;
+    use crate::memory::mapping::{shared_anon_for_tests, Region};
+    use crate::sync::liveness::TokenRef;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     fn record(r: &Region, off: usize) -> &LockRecord {
         // SAFETY: in bounds, 4-aligned, zero-initialised by mmap; lives as long as `r`.
         unsafe { &*((r.addr() + off) as *const LockRecord) }
     }
 
+    /// The calling thread's token on `r` and its owner view.
+    fn claim(r: &Region) -> (TokenRef, Owner) {
+        let t = TokenRef::claim(r, None).unwrap();
+        let me = t.owner(r);
+        (t, me)
+    }
+
     /// Increments a non-atomic counter under the lock from several threads.
     #[test]
     fn threads_never_lose_an_increment() {
-        let r = crate::memory::mapping::shared_anon_for_tests(4096);
-        let base = r.addr();
+        let r = shared_anon_for_tests(4096);
         let threads: Vec<_> = (0..4)
             .map(|_| {
+                let r = r.clone();
                 std::thread::spawn(move || {
-                    // SAFETY: the region outlives the threads (joined below).
-                    let rec = unsafe { &*(base as *const LockRecord) };
-                    let counter = (base + 64) as *mut u64;
-                    let me = Owner::current();
+                    let rec = record(&r, 0);
+                    let counter = (r.addr() + 64) as *mut u64;
+                    let (_t, me) = claim(&r);
                     for _ in 0..50_000 {
                         assert_eq!(rec.lock(me, None).unwrap(), Acquired::Yes);
                         // SAFETY: exclusive under the lock.
@@ -423,22 +446,34 @@ mod tests {
             t.join().unwrap();
         }
         // SAFETY: all writers joined; the region is still mapped.
-        let total = unsafe { ((base + 64) as *const u64).read_volatile() };
+        let total = unsafe { ((r.addr() + 64) as *const u64).read_volatile() };
         assert_eq!(total, 200_000);
         r.close();
     }
 
-    /// Two processes (fork) increment under the lock; the total is exact.
+    /// Two processes (fork) increment under the lock; the total is exact. The parent
+    /// claims its token before forking: the child, which inherits a copy of the parent's
+    /// token table and descriptions, must claim a token of its own.
     #[test]
     fn processes_never_lose_an_increment() {
-        let r = crate::memory::mapping::shared_anon_for_tests(4096);
+        let r = shared_anon_for_tests(4096);
         let base = r.addr();
         let rec = record(&r, 0);
         let counter = (base + 64) as *mut u64;
+        let child_token = (base + 128) as *mut u32;
+        let (parent_claim, parent) = claim(&r);
         // SAFETY: the child only touches the shared mapping and exits with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
-        let me = Owner::current();
+        let (_t, me) = if pid == 0 {
+            claim(&r)
+        } else {
+            (parent_claim.clone(), parent)
+        };
+        if pid == 0 {
+            // SAFETY: our own shared word.
+            unsafe { child_token.write_volatile(me.token) };
+        }
         for _ in 0..100_000 {
             rec.lock(me, None).unwrap();
             // SAFETY: exclusive under the lock.
@@ -454,27 +489,36 @@ mod tests {
         unsafe { libc::waitpid(pid, &mut status, 0) };
         // SAFETY: both writers are done.
         assert_eq!(unsafe { counter.read_volatile() }, 200_000);
+        // SAFETY: the child wrote it before counting.
+        let theirs = unsafe { child_token.read_volatile() };
+        assert_ne!(theirs, 0);
+        assert_ne!(
+            theirs, parent.token,
+            "the forked child claimed a token of its own"
+        );
         r.close();
     }
 
     #[test]
     fn timeout_not_owner_and_dead_owner() {
-        let r = crate::memory::mapping::shared_anon_for_tests(4096);
+        let r = shared_anon_for_tests(4096);
         let rec = record(&r, 0);
-        let me = Owner::current();
-        // Held by a thread that exits without releasing.
-        let base = r.addr();
+        let (_t, me) = claim(&r);
+        // Held by a thread that exits without releasing: its token goes with it.
+        let r2 = r.clone();
         std::thread::spawn(move || {
-            // SAFETY: region outlives the thread.
-            let rec = unsafe { &*(base as *const LockRecord) };
-            rec.lock(Owner::current(), None).unwrap();
+            let (_t, me) = claim(&r2);
+            record(&r2, 0).lock(me, None).unwrap();
         })
         .join()
         .unwrap();
         assert_eq!(rec.unlock(me).unwrap_err().code, "ERR_SHM_NOT_OWNER");
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         assert_eq!(rec.lock(me, None).unwrap(), Acquired::OwnerDied);
         assert!(t0.elapsed().as_millis() < 250);
+        assert_eq!(rec.owner_token.load(Ordering::Relaxed), me.token);
+        assert_eq!(rec.owner_pid.load(Ordering::Relaxed), std::process::id());
+        assert_eq!(rec.owner_tid.load(Ordering::Relaxed), me.tid);
         // Released without markConsistent: dead forever.
         rec.unlock(me).unwrap();
         assert_eq!(
@@ -484,15 +528,159 @@ mod tests {
 
         let rec2 = record(&r, 32);
         rec2.lock(me, None).unwrap();
+        let r2 = r.clone();
         let t = std::thread::spawn(move || {
-            // SAFETY: region outlives the thread.
-            let rec2 = unsafe { &*((base + 32) as *const LockRecord) };
-            rec2.lock(Owner::current(), Some(Deadline::after_ms(30.0)))
+            let (_t, me) = claim(&r2);
+            record(&r2, 32)
+                .lock(me, Some(Deadline::after_ms(120.0)))
                 .unwrap()
         });
-        assert_eq!(t.join().unwrap(), Acquired::TimedOut);
+        assert_eq!(
+            t.join().unwrap(),
+            Acquired::TimedOut,
+            "a live holder is never taken over, however many slices pass"
+        );
         assert_eq!(rec2.lock(me, None).unwrap_err().code, "ERR_SHM_DEADLOCK");
         rec2.unlock(me).unwrap();
         r.close();
+    }
+
+    /// Words another process could have written: no hang, a typed error or recovery.
+    #[test]
+    #[cfg_attr(
+        not(target_os = "linux"),
+        ignore = "tokens are OFD locks on Linux only"
+    )]
+    fn hostile_words_fail_or_recover_promptly() {
+        let r = shared_anon_for_tests(4096);
+        let (_t, me) = claim(&r);
+        for (i, word) in [0x7fff_ffffu32, 0xffff_ffff, NOT_RECOVERABLE | WAITERS]
+            .into_iter()
+            .enumerate()
+        {
+            let rec = record(&r, 32 * i);
+            rec.word.store(word, Ordering::Relaxed);
+            let t0 = Instant::now();
+            assert_eq!(
+                rec.lock(me, Some(Deadline::after_ms(2000.0)))
+                    .unwrap_err()
+                    .code,
+                "ERR_SHM_NOT_RECOVERABLE",
+                "{word:#x}"
+            );
+            assert_eq!(
+                rec.try_lock(me).unwrap_err().code,
+                "ERR_SHM_NOT_RECOVERABLE"
+            );
+            assert!(t0.elapsed() < Duration::from_millis(100));
+        }
+        // A token nobody holds (a random value, or a thread id from some process): the
+        // holder is dead, the lock is recovered within a slice or two.
+        for (i, word) in [0x2bad_cafeu32, 7 | WAITERS, 1 | OWNER_DIED]
+            .into_iter()
+            .enumerate()
+        {
+            let rec = record(&r, 128 + 32 * i);
+            rec.word.store(word, Ordering::Relaxed);
+            let t0 = Instant::now();
+            assert_eq!(
+                rec.lock(me, None).unwrap(),
+                Acquired::OwnerDied,
+                "{word:#x}"
+            );
+            assert!(t0.elapsed() < Duration::from_millis(250));
+            rec.mark_consistent(me).unwrap();
+            rec.unlock(me).unwrap();
+        }
+        // The token of a live thread that does not hold the lock: indistinguishable from
+        // a holder; waits are bounded by their deadline.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let r2 = r.clone();
+        let other = std::thread::spawn(move || {
+            let (_t, me) = claim(&r2);
+            tx.send(me.token).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let live = rx.recv().unwrap();
+        let rec = record(&r, 256);
+        rec.word.store(live, Ordering::Relaxed);
+        assert_eq!(
+            rec.lock(me, Some(Deadline::after_ms(150.0))).unwrap(),
+            Acquired::TimedOut
+        );
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+        assert_eq!(rec.lock(me, None).unwrap(), Acquired::OwnerDied);
+        r.close();
+    }
+
+    /// One token per thread per object: every mapping of the object in a thread shares
+    /// it, other threads have their own, and it is released with the last reference.
+    #[test]
+    #[cfg_attr(
+        not(target_os = "linux"),
+        ignore = "tokens are OFD locks on Linux only"
+    )]
+    fn tokens_are_per_thread_per_object() {
+        let a = shared_anon_for_tests(4096);
+        let b = shared_anon_for_tests(4096);
+        let (ta, _) = claim(&a);
+        let (tb, _) = claim(&b);
+        assert_eq!(
+            ta.token(),
+            tb.token(),
+            "anonymous memory: one private object"
+        );
+        let a2 = a.clone();
+        let other = std::thread::spawn(move || claim(&a2).0.token())
+            .join()
+            .unwrap();
+        assert_ne!(other, ta.token());
+        let named = format!("/shmutils-rs-tokens-{}", std::process::id());
+        let fd = crate::memory::shm::open(
+            &named,
+            crate::memory::shm::OpenMode::Exclusive,
+            crate::memory::shm::check_permissions(0o600).unwrap(),
+        )
+        .unwrap();
+        crate::memory::shm::truncate(fd, 4096).unwrap();
+        let map = |fd| {
+            let r = Region::map(crate::memory::mapping::MapRequest {
+                address: None,
+                len: 4096,
+                prot: libc::PROT_READ | libc::PROT_WRITE,
+                flags: libc::MAP_SHARED,
+                fd,
+                offset: 0,
+            })
+            .unwrap();
+            r.adopt_fd(crate::memory::shm::dup_cloexec(fd).unwrap());
+            r
+        };
+        let (m1, m2): (Arc<Region>, Arc<Region>) = (map(fd), map(fd));
+        let t1 = TokenRef::claim(&m1, None).unwrap();
+        let t2 = TokenRef::claim(&m2, None).unwrap();
+        assert_eq!(t1.token(), t2.token());
+        // Another thread asks, through a mapping of its own.
+        let token = t1.token();
+        let ask = || {
+            let m = map(fd);
+            std::thread::spawn(move || {
+                TokenRef::claim(&m, None)
+                    .unwrap()
+                    .owner(&m)
+                    .liveness_of(token, None)
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(ask(), Liveness::Alive);
+        drop(t1);
+        assert_eq!(ask(), Liveness::Alive, "t2 still holds it");
+        drop(t2);
+        assert_eq!(ask(), Liveness::Dead, "released with the last reference");
+        crate::memory::shm::close(fd).unwrap();
+        crate::memory::shm::unlink(&named).unwrap();
     }
 }

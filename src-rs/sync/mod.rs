@@ -17,9 +17,11 @@
 //! the others at most one slice.
 
 pub mod condition;
+pub mod liveness;
 pub mod lock;
 pub mod ops;
 pub mod semaphore;
+pub mod undo;
 pub mod waiter;
 
 use crate::error::{Result, ShmError};
@@ -107,6 +109,8 @@ pub fn block_on_unless<'a, T>(
 pub struct Pinned<T> {
     pin: Pin,
     offset: usize,
+    /// 32-bit words right after the record that belong to it (a semaphore's undo table).
+    tail_words: usize,
     _record: PhantomData<fn() -> T>,
 }
 
@@ -116,10 +120,18 @@ impl<T> Pinned<T> {
     /// # Errors
     /// `ERR_SHM_CLOSED`, `ERR_SHM_OUT_OF_BOUNDS`, `EINVAL` (misaligned).
     pub fn new(region: &Arc<Region>, offset: u64) -> Result<Pinned<T>> {
+        Self::with_tail(region, offset, 0)
+    }
+
+    /// [`new`](Self::new) for a record followed by `tail_words` 32-bit words of its own.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_tail(region: &Arc<Region>, offset: u64, tail_words: usize) -> Result<Pinned<T>> {
         const { assert!(std::mem::align_of::<T>() <= 4) };
         let pin = region.pin()?;
-        pin.region()
-            .check_range(offset, std::mem::size_of::<T>() as u64)?;
+        let len = (std::mem::size_of::<T>() as u64).saturating_add(4 * tail_words as u64);
+        pin.region().check_range(offset, len)?;
         if !offset.is_multiple_of(4) {
             return Err(ShmError::new(
                 "EINVAL",
@@ -129,8 +141,23 @@ impl<T> Pinned<T> {
         Ok(Pinned {
             pin,
             offset: offset as usize,
+            tail_words,
             _record: PhantomData,
         })
+    }
+
+    /// The words after the record (see [`with_tail`](Self::with_tail)).
+    pub fn tail(&self) -> &[AtomicU32] {
+        let start = self.pin.region().addr() + self.offset + std::mem::size_of::<T>();
+        // SAFETY: `with_tail` checked that the words lie inside the mapping, 4-aligned
+        // (the record is 4-aligned and its size a multiple of 4 for every record type);
+        // the pin keeps them mapped as long as `self` lives; atomics allow shared access.
+        unsafe { std::slice::from_raw_parts(start as *const AtomicU32, self.tail_words) }
+    }
+
+    /// The pinned region.
+    pub fn region(&self) -> &Region {
+        self.pin.region()
     }
 
     /// The record.
@@ -148,6 +175,33 @@ impl<T> Pinned<T> {
     }
 }
 
+/// The `kind` tag of a record (the u32 at offset 8 of every 32-byte synchronization
+/// record, and of container headers), so that other processes, C peers and tools can
+/// tell records apart. 0 is untagged: a record made by `Lock.at` on zeroed memory, or by
+/// an older version. `docs/FORMAT.md` §6 lists the same numbers.
+pub mod kind {
+    /// Untagged.
+    pub const UNTAGGED: u32 = 0;
+    /// `Lock` (and the heap's lock).
+    pub const LOCK: u32 = 1;
+    /// `RLock`.
+    pub const RLOCK: u32 = 2;
+    /// `Condition`.
+    pub const CONDITION: u32 = 3;
+    /// `Semaphore`.
+    pub const SEMAPHORE: u32 = 4;
+    /// `RWLock` (reserved).
+    pub const RWLOCK: u32 = 5;
+    /// `Barrier` (reserved).
+    pub const BARRIER: u32 = 6;
+    /// `Event` (reserved).
+    pub const EVENT: u32 = 7;
+    /// `SharedMap` header.
+    pub const SHARED_MAP: u32 = 16;
+    /// `Channel` header.
+    pub const CHANNEL: u32 = 17;
+}
+
 /// How an async wait ended: the low byte is the outcome, [`code::OWNER_DIED`] a flag.
 /// `lib/waits.ts` decodes the same numbers.
 pub mod code {
@@ -161,6 +215,10 @@ pub mod code {
     pub const CLOSED: u32 = 3;
     /// The lock can never be acquired again.
     pub const NOT_RECOVERABLE: u32 = 4;
+    /// The record is corrupt (a semaphore's undo table).
+    pub const CORRUPT: u32 = 5;
+    /// Every holder slot of an undo semaphore is taken by a live thread.
+    pub const FULL: u32 = 6;
     /// Flag: the lock was taken over from a holder that died.
     pub const OWNER_DIED: u32 = 0x100;
 }

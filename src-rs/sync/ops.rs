@@ -3,6 +3,7 @@
 
 use super::condition::{CondRecord, CondWait, Woke};
 use super::semaphore::{SemRecord, SemWait};
+use super::undo::{UndoTable, UndoWait};
 use super::{code, interrupt, Pinned, Step};
 use crate::error::Result;
 use crate::sync::lock::{Acquired, LockRecord, LockWait};
@@ -84,6 +85,33 @@ impl AsyncWait for SemOp {
         self.wait
             .poll(self.rec.get())
             .map(|took| if took { code::OK } else { code::TIMED_OUT })
+    }
+}
+
+/// `Semaphore#acquireAsync` of an undo semaphore (`super::undo`).
+#[derive(Debug)]
+pub struct UndoOp {
+    /// The semaphore, with its undo table as tail.
+    pub rec: Pinned<SemRecord>,
+    /// The take (for the asking thread's token).
+    pub wait: UndoWait,
+}
+
+impl AsyncWait for UndoOp {
+    fn poll(&mut self, interrupts: u32) -> Step<'_, u32> {
+        let Ok(table) = UndoTable::new(self.rec.get(), self.rec.tail()) else {
+            return Step::Done(code::CORRUPT);
+        };
+        if interrupts != 0 {
+            self.wait.abandon(&table);
+            return Step::Done(interrupted(interrupts));
+        }
+        self.wait.poll(&table).map(|r| match r {
+            Ok(true) => code::OK,
+            Ok(false) => code::TIMED_OUT,
+            Err(e) if e.code == "EAGAIN" => code::FULL,
+            Err(_) => code::CORRUPT,
+        })
     }
 }
 

@@ -25,11 +25,16 @@
 //!
 //! ## The rest of the record
 //!
-//! | offset | field    | meaning                                |
-//! |--------|----------|----------------------------------------|
-//! | 0      | `word`   | the word above                         |
-//! | 4      | `kind`   | reserved for the primitive's kind tag  |
-//! | 8..32  | reserved |                                        |
+//! | offset | field     | meaning                                                    |
+//! |--------|-----------|------------------------------------------------------------|
+//! | 0      | `word`    | the word above                                             |
+//! | 4      | `holders` | 0: a plain semaphore; n > 0: an *undo* semaphore whose     |
+//! |        |           | table of n holders follows the record (`super::undo`)      |
+//! | 8      | `kind`    | 4 (`super::kind::SEMAPHORE`); 0 untagged                   |
+//! | 12..32 | reserved  |                                                            |
+//!
+//! An undo semaphore never uses the compare-and-swaps above outside its table's guard:
+//! see `super::undo`.
 
 use super::{Step, RECHECK_MS};
 use crate::error::{Result, ShmError};
@@ -49,10 +54,12 @@ pub const COUNT_MASK: u32 = !WAITERS;
 pub struct SemRecord {
     /// The futex word.
     pub word: AtomicU32,
-    /// Reserved kind tag.
+    /// Number of undo-table holder slots after the record (0: plain semaphore).
+    pub holders: AtomicU32,
+    /// Kind tag (`super::kind::SEMAPHORE`).
     pub kind: AtomicU32,
     /// Reserved.
-    pub reserved: [AtomicU32; 6],
+    pub reserved: [AtomicU32; 5],
 }
 
 impl SemRecord {

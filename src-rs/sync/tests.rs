@@ -5,6 +5,7 @@ use super::ops::{CondOp, LockOp, SemOp};
 use super::semaphore::{SemRecord, SemWait};
 use super::{code, waiter, Pinned};
 use crate::memory::mapping::Region;
+use crate::sync::liveness::TokenRef;
 use crate::sync::lock::{Acquired, LockRecord, LockWait, Owner};
 use crate::sys::Deadline;
 use std::sync::atomic::Ordering;
@@ -17,6 +18,13 @@ fn at<T>(r: &Region, off: usize) -> &'static T {
     // SAFETY: in bounds, 4-aligned, zeroed by mmap; the tests keep the region mapped
     // until every thread using it was joined.
     unsafe { &*((r.addr() + off) as *const T) }
+}
+
+/// The calling thread's token on `r` and its owner view (keep the first alive).
+fn claim(r: &Region) -> (TokenRef, Owner) {
+    let t = TokenRef::claim(r, None).unwrap();
+    let me = t.owner(r);
+    (t, me)
 }
 
 /// Completions, as the JavaScript sink would get them.
@@ -82,11 +90,12 @@ fn notify_all_moves_eight_waiters_to_the_lock_one_at_a_time() {
     let ready: &std::sync::atomic::AtomicU32 = at(&r, 132);
     let threads: Vec<_> = (0..8)
         .map(|_| {
+            let r = r.clone();
             std::thread::spawn(move || {
-                let me = Owner::current();
+                let (_t, me) = claim(&r);
                 lock.lock(me, None).unwrap();
                 ready.fetch_add(1, Ordering::SeqCst);
-                let (woke, acq) = condition::wait(cond, lock, None).unwrap();
+                let (woke, acq) = condition::wait(cond, lock, me, None).unwrap();
                 // Exactly one thread at a time in here: the lock is held again.
                 assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
                 std::thread::sleep(Duration::from_millis(2));
@@ -96,7 +105,7 @@ fn notify_all_moves_eight_waiters_to_the_lock_one_at_a_time() {
             })
         })
         .collect();
-    let me = Owner::current();
+    let (_t, me) = claim(&r);
     while ready.load(Ordering::SeqCst) < 8 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -120,11 +129,12 @@ fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
     let woken: &std::sync::atomic::AtomicU32 = at(&r, 128);
     let threads: Vec<_> = (0..4)
         .map(|_| {
+            let r = r.clone();
             std::thread::spawn(move || {
-                let me = Owner::current();
+                let (_t, me) = claim(&r);
                 lock.lock(me, None).unwrap();
                 let (woke, _) =
-                    condition::wait(cond, lock, Some(Deadline::after_ms(400.0))).unwrap();
+                    condition::wait(cond, lock, me, Some(Deadline::after_ms(400.0))).unwrap();
                 if woke == Woke::Notified {
                     woken.fetch_add(1, Ordering::SeqCst);
                 }
@@ -133,7 +143,7 @@ fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
             })
         })
         .collect();
-    let me = Owner::current();
+    let (_t, me) = claim(&r);
     while cond.counts.load(Ordering::SeqCst) & 0xffff < 4 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -163,7 +173,7 @@ fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
 fn waiter_pool_runs_many_lock_waits_and_cancels_and_closes() {
     let r = crate::memory::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
-    let me = Owner::current();
+    let (_t, me) = claim(&r);
     lock.lock(me, None).unwrap();
     let (sink, rx) = chan();
     // 300 waits: more than one waiter thread holds.
@@ -213,7 +223,7 @@ fn async_condition_and_semaphore_waits() {
     let lock: &LockRecord = at(&r, 0);
     let cond: &CondRecord = at(&r, 64);
     let sem: &SemRecord = at(&r, 128);
-    let me = Owner::current();
+    let (_t, me) = claim(&r);
     let (sink, rx) = chan();
     // Eight async condition waits, all started holding the lock.
     for _ in 0..8 {
@@ -286,5 +296,85 @@ fn requeue_moves_plain_and_futex_waitv_sleepers() {
     assert_eq!(plain.join().unwrap(), sys::WaitOutcome::Retry);
     assert_eq!(many.join().unwrap(), sys::WaitOutcome::Retry);
     assert!(t0.elapsed() < Duration::from_millis(1000));
+    r.close();
+}
+
+/// Counts with more signals than waiters (a corrupt word) never turn a timed-out wait
+/// into "notified".
+#[test]
+fn corrupt_condition_counts_do_not_fake_a_notification() {
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
+    let lock: &LockRecord = at(&r, 0);
+    let cond: &CondRecord = at(&r, 64);
+    let (_t, me) = claim(&r);
+    for garbage in [0x0005_0000u32, 0xffff_0000, 0xffff_0001, 0x0003_0003] {
+        cond.counts.store(garbage, Ordering::SeqCst);
+        lock.lock(me, None).unwrap();
+        let (woke, _) = condition::wait(cond, lock, me, Some(Deadline::after_ms(60.0))).unwrap();
+        assert_eq!(woke, Woke::TimedOut, "counts {garbage:#x}");
+        lock.unlock(me).unwrap();
+    }
+}
+
+/// An undo semaphore: a thread that dies holding units gives them back; a guard holder
+/// that died mid-step is finished or forgotten from the journal.
+#[test]
+fn undo_semaphore_returns_dead_holders_units() {
+    use super::undo::{table_words, UndoTable, UndoWait};
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
+    let holders = 4;
+    let pinned = Pinned::<SemRecord>::with_tail(&r, 0, table_words(holders)).unwrap();
+    let table = UndoTable::new(pinned.get(), pinned.tail()).unwrap();
+    table.format();
+    let sem = pinned.get();
+    sem.word.store(3, Ordering::Relaxed);
+    sem.holders.store(holders, Ordering::Relaxed);
+    let (_t, me) = claim(&r);
+    // Another thread takes two units and exits without releasing them.
+    let r2 = r.clone();
+    std::thread::spawn(move || {
+        let p = Pinned::<SemRecord>::with_tail(&r2, 0, table_words(holders)).unwrap();
+        let table = UndoTable::new(p.get(), p.tail()).unwrap();
+        let (_t, them) = claim(&r2);
+        assert!(table.try_take(them).unwrap());
+        assert!(table.try_take(them).unwrap());
+        assert_eq!(table.held_by(them), 2);
+    })
+    .join()
+    .unwrap();
+    assert!(table.try_take(me).unwrap());
+    assert_eq!(sem.word.load(Ordering::Relaxed) & 0x7fff_ffff, 0);
+    let t0 = Instant::now();
+    let mut wait = UndoWait::new(me, Some(Deadline::after_ms(2000.0)));
+    assert!(super::block_on(|| wait.poll(&table)).unwrap());
+    let mut wait = UndoWait::new(me, Some(Deadline::after_ms(2000.0)));
+    assert!(super::block_on(|| wait.poll(&table)).unwrap());
+    assert!(t0.elapsed() < Duration::from_millis(250));
+    assert_eq!(table.held_by(me), 3);
+    table.release(me, 3).unwrap();
+    assert_eq!(table.held_by(me), 0);
+    assert_eq!(sem.word.load(Ordering::Relaxed) & 0x7fff_ffff, 3);
+
+    // A guard holder died after changing the count, before updating its slot: the next
+    // guard holder applies the journal (slot 1 ends up holding 5).
+    let tail = pinned.tail();
+    let guard: &LockRecord = at(&r, 32);
+    guard.word.store(0x2bad_cafe, Ordering::Relaxed); // a dead token holds the guard
+    tail[12 + 2].store(0x2bad_cafe, Ordering::Relaxed); // slot 1: the dead thread
+    tail[12 + 3].store(4, Ordering::Relaxed);
+    tail[8].store(1, Ordering::Relaxed); // j_slot
+    tail[9].store(4, Ordering::Relaxed); // j_before: the count was 4...
+    tail[10].store(5, Ordering::Relaxed); // j_after
+    sem.word.store(2, Ordering::Relaxed); // ...and is 2 now: the step happened
+                                          // The dead thread's 5 units come back with the sweep that the empty take triggers.
+    assert!(table.try_take(me).unwrap());
+    assert_eq!(tail[8].load(Ordering::Relaxed), u32::MAX, "journal cleared");
+    let mut wait = UndoWait::new(me, Some(Deadline::after_ms(2000.0)));
+    for _ in 0..6 {
+        assert!(super::block_on(|| wait.poll(&table)).unwrap());
+        wait = UndoWait::new(me, Some(Deadline::after_ms(2000.0)));
+    }
+    assert_eq!(table.held_by(me), 7, "2 left + 5 returned");
+    assert_eq!(sem.word.load(Ordering::Relaxed) & 0x7fff_ffff, 0);
     r.close();
 }

@@ -56,3 +56,21 @@ pub fn seal_size(fd: i32) {
         )
     };
 }
+
+/// A new open file description of the object behind `fd` (close-on-exec): the object
+/// re-opened through `/proc/self/fd`, so this process's locks on it (the liveness bytes)
+/// are its own, not those of whoever handed `fd` over. Falls back to a duplicate of `fd`
+/// (the same description) where `/proc` cannot do it.
+///
+/// # Errors
+/// `EBADF` for a descriptor that is not open; `EMFILE`.
+pub fn reopen_object(fd: i32, writable: bool) -> Result<i32> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
+    let mode = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+    // SAFETY: a NUL-terminated path and integer flags.
+    let new = unsafe { libc::open(path.as_ptr(), mode | libc::O_CLOEXEC) };
+    if new >= 0 {
+        return Ok(new);
+    }
+    crate::memory::shm::dup_cloexec(fd)
+}

@@ -42,3 +42,11 @@ pub fn anonymous_object() -> Result<i32> {
 
 /// macOS cannot seal objects: nothing to do.
 pub fn seal_size(_fd: i32) {}
+
+/// A close-on-exec duplicate of `fd` (macOS has no `/proc` to re-open it through).
+///
+/// # Errors
+/// `EBADF` for a descriptor that is not open; `EMFILE`.
+pub fn reopen_object(fd: i32, _writable: bool) -> Result<i32> {
+    crate::memory::shm::dup_cloexec(fd)
+}

@@ -1,5 +1,6 @@
 //! Linux: futexes, thread identity, the address-space layout, backing files with pages
-//! (`fallocate`) and the SIGBUS guard (`linux/sigbus.rs`).
+//! (`fallocate`) and the SIGBUS guard (`linux/sigbus.rs`); liveness tokens of lock owners
+//! are in `live_linux.rs`.
 
 use super::{Deadline, WaitOutcome};
 use std::os::fd::RawFd;
@@ -112,7 +113,13 @@ pub fn thread_id() -> u32 {
 /// or `None` if no such thread exists now. Together with the tid it names a thread
 /// uniquely, which is what defeats tid reuse in dead-owner checks.
 pub fn thread_start_time(tid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    start_time_in(&format!("/proc/{tid}/stat"))
+}
+
+/// The start time (field 22) in the `stat` file at `path` (`/proc/<tid>/stat`,
+/// `/proc/thread-self/stat`), or `None` if it is missing or names a zombie.
+pub(super) fn start_time_in(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
     let after = &stat[stat.rfind(')')? + 1..];
     // Field 3 is the first after ')'; start time is field 22, so index 19 here.

@@ -1,5 +1,6 @@
 //! The operating-system layer: every platform-specific syscall the crate makes sits behind
-//! this module. Linux lives in `linux.rs`, macOS in `macos.rs`, with the same functions and
+//! this module. Linux lives in `linux.rs` (and `live_linux.rs`: liveness tokens), macOS in
+//! `macos.rs` (and `live_macos.rs`), with the same functions and
 //! constants, so the rest of the crate never says `cfg`.
 
 #[cfg(target_os = "linux")]
@@ -12,12 +13,63 @@ mod macos;
 #[cfg(target_os = "macos")]
 pub use macos::*;
 
+// Liveness tokens of lock owners: OFD byte-range locks on Linux, pids on macOS.
+#[cfg(target_os = "linux")]
+mod live_linux;
+#[cfg(target_os = "linux")]
+pub use live_linux::*;
+#[cfg(target_os = "macos")]
+mod live_macos;
+#[cfg(target_os = "macos")]
+pub use live_macos::*;
+
 /// The flags to hand to `mmap` for a request: Linux knows every `MAP_*` bit the crate uses,
 /// so they pass unchanged (macOS strips its emulated `MAP_FIXED_NOREPLACE` bit here).
 #[cfg(not(target_os = "macos"))]
 #[inline]
 pub fn prepare_flags(flags: i32) -> i32 {
     flags
+}
+
+/// First byte of the liveness area of a segment's inode: far beyond any data a segment
+/// can hold (`docs/FORMAT.md` §6.3; OFD byte-range locks on Linux).
+pub const LIVE_BASE: u64 = 1 << 62;
+/// Byte held (read lock) by every process that maps the segment.
+pub const LIVE_ATTACHED: u64 = LIVE_BASE;
+/// Byte held (write lock) by the process that created the segment.
+pub const LIVE_CREATOR: u64 = LIVE_BASE + 1;
+/// Byte of token 0; token `t` is at `LIVE_TOKENS + t`.
+pub const LIVE_TOKENS: u64 = LIVE_BASE + 16;
+/// Number of usable token values: `1..=TOKEN_COUNT` (0 is "unlocked", `0x3fff_ffff` is
+/// `NOT_RECOVERABLE`).
+pub const TOKEN_COUNT: u32 = 0x3fff_fffe;
+
+/// What a liveness check of a lock holder found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The token's holder is alive.
+    Alive,
+    /// Nobody holds the token: its holder is gone.
+    Dead,
+    /// Probably gone, but confirm with a second check a slice later (macOS: a pid that
+    /// may have been reused; never on Linux).
+    Suspect,
+}
+
+/// A thread's hold on its liveness token: on Linux its own open file description of the
+/// object, whose write lock on the token's byte dropping it releases; on macOS nothing
+/// (the thread's slot is its claim).
+#[derive(Debug)]
+pub struct TokenClaim {
+    token: u32,
+    _hold: Option<std::os::fd::OwnedFd>,
+}
+
+impl TokenClaim {
+    /// The token.
+    pub fn token(&self) -> u32 {
+        self.token
+    }
 }
 
 /// How a futex wait ended.

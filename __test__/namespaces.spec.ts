@@ -1,0 +1,119 @@
+// Locks shared by processes in different PID namespaces (containers sharing /dev/shm:
+// `docker run --ipc=container:X`, pods with a memory-backed emptyDir). Each namespace
+// peer is pid 1 of a PID namespace of its own (`unshare --pid --fork --mount-proc`), so
+// its pids and thread ids mean nothing outside, and collide with those of other
+// namespaces. A live holder must never be declared dead, a dead one must be recovered
+// within 250 ms in both directions, and a collision of thread ids must not let one
+// process release another's lock. Needs root; skipped (with the reason printed) where
+// unshare is not available.
+import test, { type ExecutionContext } from 'ava'
+import { Lock, MappedMemory, RLock } from '../dist/index.js'
+import { pidNamespaceUnavailable, type Peer, segmentName, sleep, startPeer } from './helpers.js'
+
+const unavailable = pidNamespaceUnavailable()
+if (unavailable !== null) console.log(`namespaces.spec.ts: SKIPPING the PID-namespace tests: ${unavailable}`)
+const nsTest = unavailable === null ? test.serial : test.skip
+
+/** A managed segment (its header hands out tokens), closed at teardown. */
+function segment(t: ExecutionContext): MappedMemory {
+  const m = MappedMemory.create(segmentName(t, 'ns'), { size: 1 << 16 })
+  t.teardown(() => m.close())
+  return m
+}
+
+async function peerWith(t: ExecutionContext, kind: 'process' | 'namespace', key: string, handle: unknown): Promise<Peer> {
+  const p = await startPeer(t, kind)
+  await p.request('revive', { key, handle })
+  return p
+}
+
+for (const [holderKind, waiterKind] of [['namespace', 'process'], ['process', 'namespace']] as const) {
+  const where = (k: string) => (k === 'namespace' ? 'in a PID namespace' : 'outside')
+  nsTest(`a live holder ${where(holderKind)} keeps the lock for 8 slices against a waiter ${where(waiterKind)}`, async (t) => {
+    const m = segment(t)
+    const lock = new Lock(m)
+    const holder = await peerWith(t, holderKind, 'l', lock)
+    const waiter = await peerWith(t, waiterKind, 'l', lock)
+    if (holderKind === 'namespace' || waiterKind === 'namespace') {
+      const ns = holderKind === 'namespace' ? holder : waiter
+      t.is((await ns.request<{ pid: number }>('whoami')).pid, 1, 'the namespace peer is pid 1 there')
+    }
+    const flag = 'held'
+    const held = holder.request<{ releasedAt: number }>('holdFor', { key: 'l', ms: 400, flag })
+    await holder.next(flag)
+    const got = await waiter.request<{ ok: boolean; at: number; ownerDied: boolean; error?: string }>('acquireTimed', { key: 'l', timeout: 5000 })
+    const { releasedAt, error } = (await held) as { releasedAt: number; error?: string }
+    t.is(error, undefined, 'the holder released its own lock (never ERR_SHM_NOT_OWNER)')
+    t.true(got.ok)
+    t.false(got.ownerDied, 'the live holder was not declared dead')
+    t.true(got.at >= releasedAt, `the waiter got the lock ${got.at - releasedAt} ms after the release, not before`)
+    await waiter.request('release', { key: 'l' })
+    t.false(lock.locked)
+  })
+
+  nsTest(`a holder ${where(holderKind)} that is SIGKILLed is recovered within 250 ms by a waiter ${where(waiterKind)}`, async (t) => {
+    const m = segment(t)
+    const lock = new Lock(m)
+    const times: number[] = []
+    for (const arrival of ['already waiting', 'arriving after']) {
+      const holder = await peerWith(t, holderKind, 'l', lock)
+      const waiter = await peerWith(t, waiterKind, 'l', lock)
+      t.like(await holder.request('acquire', { key: 'l' }), { ok: true })
+      let pending: Promise<{ ok: boolean; at: number; ownerDied: boolean }> | undefined
+      if (arrival === 'already waiting') {
+        pending = waiter.request('acquireTimed', { key: 'l', timeout: 5000 })
+        await sleep(70) // past a liveness slice: the waiter has already checked a live holder
+      }
+      const t0 = Date.now()
+      await holder.kill()
+      const got = await (pending ?? waiter.request<{ ok: boolean; at: number; ownerDied: boolean }>('acquireTimed', { key: 'l', timeout: 5000 }))
+      const ms = got.at - t0
+      times.push(ms)
+      t.log(`${arrival}: recovered ${ms} ms after the kill`)
+      t.true(got.ok)
+      t.true(got.ownerDied)
+      t.true(ms >= 0, `${arrival}: taken over ${-ms} ms before the holder died`)
+      t.true(ms <= 250, `${arrival}: ${ms} ms`)
+      await waiter.request('markConsistent', { key: 'l' })
+      await waiter.request('release', { key: 'l' })
+      await waiter.kill()
+    }
+    t.false(lock.locked)
+  })
+}
+
+nsTest('exclusion is exact between processes in two PID namespaces and one outside, holding for 3 slices at a time', async (t) => {
+  const m = segment(t)
+  const lock = new Lock(m)
+  const at = m.heap.malloc(64)
+  new Int32Array(m.buffer, at, 1)[0] = 0
+  const peers = await Promise.all([
+    peerWith(t, 'namespace', 'l', lock),
+    peerWith(t, 'namespace', 'l', lock),
+    peerWith(t, 'process', 'l', lock),
+  ])
+  const results = await Promise.all(peers.map((p) => p.request<{ violations: number; error?: string }>('exclusive', { key: 'l', at, n: 3, ms: 150 })))
+  for (const r of results) t.deepEqual(r, { violations: 0 })
+  t.false(lock.locked)
+})
+
+nsTest('two processes with the same pid and thread id (1, in two namespaces) cannot release or re-enter each other\'s lock', async (t) => {
+  const m = segment(t)
+  for (const [cls, what] of [[Lock, 'Lock'], [RLock, 'RLock']] as const) {
+    const lock = new cls(m)
+    const a = await peerWith(t, 'namespace', 'l', lock)
+    const b = await peerWith(t, 'namespace', 'l', lock)
+    t.deepEqual([(await a.request<{ pid: number }>('whoami')).pid, (await b.request<{ pid: number }>('whoami')).pid], [1, 1], 'a tid collision')
+    t.like(await a.request('acquire', { key: 'l' }), { ok: true })
+    t.like(await b.request('release', { key: 'l' }), { code: 'ERR_SHM_NOT_OWNER' }, `${what}: B cannot release A's lock`)
+    const retry = await b.request<{ ok: boolean; depth?: number }>('acquire', { key: 'l', timeout: 200 })
+    t.false(retry.ok, `${what}: B neither re-enters nor takes it`)
+    if (what === 'RLock') t.is(retry.depth, 0)
+    t.true(lock.locked)
+    t.deepEqual(await a.request('release', { key: 'l' }), {}, `${what}: A still holds it and releases it`)
+    t.false(lock.locked)
+    t.like(await b.request('acquire', { key: 'l', timeout: 1000 }), { ok: true, ownerDied: false })
+    await b.request('release', { key: 'l' })
+    await Promise.all([a.kill(), b.kill()])
+  }
+})

@@ -1,0 +1,289 @@
+//! Who holds a lock, and whether that holder still lives.
+//!
+//! The owner bits of a lock word hold the holder's **liveness token**: a number, unique
+//! among the live threads using one segment, whose liveness the kernel itself tracks
+//! (on Linux an open-file-description lock on the segment's inode, `sys/live_linux.rs`;
+//! on macOS the thread's pid-and-slot id, `sys/live_macos.rs`). A thread gets one token
+//! per segment (per inode: every mapping of the segment in the thread shares it), claimed
+//! on first use and held until the thread exits or closes its last mapping of the
+//! segment. Because the token is held *before* the compare-and-swap that takes a lock,
+//! there is no moment at which a lock is held by a thread whose liveness nobody can
+//! check; and because the kernel answers by inode, PID namespaces do not matter.
+//!
+//! - [`TokenRef`]: a thread's counted hold on its token for one object; the per-thread
+//!   table closes the token's description when the last reference goes, or when the
+//!   thread exits.
+//! - [`Owner`]: the calling thread as a lock record sees it (token, and informational
+//!   pid, tid and start time), plus the descriptor through which it checks other
+//!   holders.
+
+use crate::error::Result;
+use crate::memory::mapping::Region;
+use crate::sys::{self, Liveness, TokenClaim};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::AtomicU32;
+
+/// Offset in the segment header of `token_next`, the counter new tokens are drawn from
+/// (`docs/FORMAT.md` §2).
+pub const TOKEN_NEXT_OFFSET: usize = 76;
+
+/// The calling thread as lock records see it, on one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Liveness token: the owner bits of a lock word this thread holds.
+    pub token: u32,
+    /// Process id in the thread's own PID namespace (informational).
+    pub pid: u32,
+    /// Thread id in the thread's own PID namespace (informational).
+    pub tid: u32,
+    /// Thread (Linux) or process (macOS) start time; macOS checks it against pid reuse.
+    pub start: u64,
+    /// The descriptor through which other holders' liveness is asked: the mapping's own
+    /// (which holds no token), valid while the mapping is pinned.
+    probe: RawFd,
+}
+
+impl Owner {
+    /// Whether the holder of `token` lives, as asked through this owner's mapping.
+    /// `recorded_start`: the start time the record names for that token, if it does.
+    pub fn liveness_of(&self, token: u32, recorded_start: Option<u64>) -> Liveness {
+        if token == self.token {
+            return Liveness::Alive; // ourselves (a queued async wait of this thread)
+        }
+        sys::token_liveness(self.probe, token, recorded_start)
+    }
+}
+
+/// The descriptor that stands for `region`'s object in liveness questions: its own, or
+/// for anonymous memory the process's private object.
+fn object_of(region: &Region) -> RawFd {
+    region.fd().unwrap_or_else(sys::private_object)
+}
+
+type Key = (u64, u64);
+
+struct Entry {
+    claim: TokenClaim,
+    refs: usize,
+    /// Tells this claim from a later one of the same object (after a release).
+    generation: u64,
+}
+
+/// This thread's tokens by object. Dropped (closing every description, so releasing
+/// every token) when the thread exits.
+#[derive(Default)]
+struct Table {
+    /// The process the entries belong to: a child forked with a copy of this table
+    /// shares the parent's descriptions, so it must not use them.
+    pid: u32,
+    /// The thread's informational identity, read once.
+    me: Option<(u32, u32, u64)>,
+    entries: HashMap<Key, Entry>,
+    claims: u64,
+}
+
+impl Table {
+    fn current(&mut self) -> &mut Self {
+        let pid = std::process::id();
+        if self.pid != pid {
+            // Forked: the parent's tokens are not ours (closing our copies of its
+            // descriptions leaves its locks alone: they go with the last copy).
+            self.entries.clear();
+            self.me = None;
+            self.pid = pid;
+        }
+        self
+    }
+
+    /// The live entry `r` refers to (not a later claim of the same object).
+    fn entry_of(&mut self, r: &TokenRef) -> Option<&mut Entry> {
+        if self.pid != std::process::id() {
+            return None;
+        }
+        self.entries
+            .get_mut(&r.key)
+            .filter(|e| e.generation == r.generation)
+    }
+
+    fn identity(&mut self) -> (u32, u32, u64) {
+        *self
+            .me
+            .get_or_insert_with(|| (self.pid, sys::local_thread_id(), sys::own_start_time()))
+    }
+}
+
+thread_local! {
+    static TABLE: RefCell<Table> = RefCell::new(Table::default());
+}
+
+/// A counted hold on the calling thread's token for one object: the token stays claimed
+/// while any `TokenRef` for it lives in this thread (and the thread lives). Not `Send`:
+/// it belongs to the thread whose token it is.
+#[derive(Debug)]
+pub struct TokenRef {
+    key: Key,
+    generation: u64,
+    token: u32,
+    pid: u32,
+    tid: u32,
+    start: u64,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl TokenRef {
+    /// The calling thread's token for the object mapped by `region`, claimed now if the
+    /// thread has none for it. `next`: the segment header's `token_next` counter, for
+    /// managed segments.
+    ///
+    /// # Errors
+    /// `EACCES` for a read-only segment; `ENOLCK` where the filesystem has no OFD locks;
+    /// `EAGAIN` if no token is free; the errno of `fstat`/`open`.
+    pub fn claim(region: &Region, next: Option<&AtomicU32>) -> Result<TokenRef> {
+        let object = object_of(region);
+        let key = sys::object_key(object)?;
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            let t = t.current();
+            let (token, generation) = match t.entries.get_mut(&key) {
+                Some(e) => {
+                    e.refs += 1;
+                    (e.claim.token(), e.generation)
+                }
+                None => {
+                    let claim = sys::claim_token(object, next)?;
+                    let token = claim.token();
+                    t.claims += 1;
+                    let generation = t.claims;
+                    t.entries.insert(
+                        key,
+                        Entry {
+                            claim,
+                            refs: 1,
+                            generation,
+                        },
+                    );
+                    (token, generation)
+                }
+            };
+            let (pid, tid, start) = t.identity();
+            Ok(TokenRef {
+                key,
+                generation,
+                token,
+                pid,
+                tid,
+                start,
+                _not_send: std::marker::PhantomData,
+            })
+        })
+    }
+
+    /// The token.
+    pub fn token(&self) -> u32 {
+        self.token
+    }
+
+    /// This thread as owner of locks in `region` (which must map this token's object).
+    pub fn owner(&self, region: &Region) -> Owner {
+        Owner {
+            token: self.token,
+            pid: self.pid,
+            tid: self.tid,
+            start: self.start,
+            probe: object_of(region),
+        }
+    }
+}
+
+impl Clone for TokenRef {
+    fn clone(&self) -> Self {
+        let _ = TABLE.try_with(|t| {
+            if let Some(e) = t.borrow_mut().entry_of(self) {
+                e.refs += 1;
+            }
+        });
+        TokenRef {
+            key: self.key,
+            generation: self.generation,
+            token: self.token,
+            pid: self.pid,
+            tid: self.tid,
+            start: self.start,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for TokenRef {
+    fn drop(&mut self) {
+        // `try_with`: the thread may be exiting, its table already gone (and with it the
+        // token's description).
+        let _ = TABLE.try_with(|t| {
+            let Ok(mut t) = t.try_borrow_mut() else {
+                return;
+            };
+            if let Some(e) = t.entry_of(self) {
+                e.refs -= 1;
+                if e.refs == 0 {
+                    t.entries.remove(&self.key);
+                }
+            }
+        });
+    }
+}
+
+/// The calling thread's informational identity as lock records store it: pid and thread
+/// id in its own PID namespace, start time.
+pub fn thread_identity() -> (u32, u32, u64) {
+    TABLE.with(|t| t.borrow_mut().current().identity())
+}
+
+/// Releases every token of the calling thread now (its JavaScript environment is being
+/// torn down: it will never release a lock again, so its locks must look abandoned).
+pub fn release_thread_tokens() {
+    let _ = TABLE.try_with(|t| {
+        if let Ok(mut t) = t.try_borrow_mut() {
+            t.entries.clear();
+        }
+    });
+}
+
+/// Marks the process as attached to `region`'s object (and as its creator): see
+/// `sys::mark_attached`. Anonymous memory has no marks.
+pub fn mark_attached(region: &Region, creator: bool) {
+    if let Some(fd) = region.fd() {
+        sys::mark_attached(fd, creator);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::segment::{self, Backing, Placement};
+
+    /// The process marks of `docs/FORMAT.md` §6.3, as another description sees them.
+    #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
+    fn attached_and_creator_marks_live_with_the_mapping() {
+        let name = format!("/shmutils-rs-marks-{}", std::process::id());
+        let (region, _) =
+            segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
+        mark_attached(&region, true);
+        let other = crate::memory::shm::open(
+            &name,
+            crate::memory::shm::OpenMode::ReadWrite,
+            crate::memory::shm::check_permissions(0).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_ATTACHED), Some(true));
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_CREATOR), Some(true));
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_BASE + 2), Some(false));
+        region.close();
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_ATTACHED), Some(false));
+        assert_eq!(sys::live_byte_held(other, sys::LIVE_CREATOR), Some(false));
+        crate::memory::shm::close(other).unwrap();
+        crate::memory::shm::unlink(&name).unwrap();
+    }
+}
