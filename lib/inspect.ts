@@ -90,7 +90,7 @@ install(Heap, (h) => {
 install(Lock, (l) => {
   const where = memoryLabel(l.memory)
   if (l.memory.closed) return { fields: { memory: where, offset: l.offset, closed: true } }
-  const s = lockState(...viewAt(l.memory, l.offset, 32), false)
+  const s = lockState(l.memory, l.offset, false)
   const fields: Record<string, unknown> = { memory: where, offset: l.offset, locked: s.locked }
   if (s.locked && !s.notRecoverable) fields.owner = l.owner
   if (l instanceof RLock && l.depth > 0) fields.depth = l.depth
@@ -103,14 +103,14 @@ install(Lock, (l) => {
 install(Condition, (c) => {
   const where = memoryLabel(c.memory)
   if (c.memory.closed) return { fields: { memory: where, offset: c.offset, closed: true } }
-  const { state } = decodeRecord(...viewAt(c.memory, c.offset, 32), 32, 3)
+  const { state } = decodeRecord(c.memory, c.offset, 32, 3)
   return { fields: { memory: where, offset: c.offset, waiters: state.waiters, lock: c.lock } }
 })
 
 install(Semaphore, (s) => {
   const where = memoryLabel(s.memory)
   if (s.memory.closed) return { fields: { memory: where, offset: s.offset, closed: true } }
-  const { state } = decodeRecord(...viewAt(s.memory, s.offset, 32), 32, 4)
+  const { state } = decodeRecord(s.memory, s.offset, 32, 4)
   const fields: Record<string, unknown> = { memory: where, offset: s.offset, value: state.value }
   if (state.waiters) fields.waiters = true
   return { fields }

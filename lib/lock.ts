@@ -13,7 +13,7 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
 import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { binding } from './native.js'
-import { lockOwnerAt, type LockOwner, viewAt } from './records.js'
+import { lockOwnerAt, type LockOwner } from './records.js'
 import { traceOwnerDied, traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
@@ -503,8 +503,7 @@ export class Lock implements Disposable {
    * name), or never does (a C peer that skips it).
    */
   get owner(): LockOwner | null {
-    const [view, at] = viewAt(this.memory, this.offset, LOCK_SIZE)
-    return lockOwnerAt(view, at)
+    return lockOwnerAt(this.memory, this.offset)
   }
 
   /** `true` after an acquire that took the lock over from a holder that died. */

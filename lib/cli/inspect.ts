@@ -12,7 +12,7 @@ import type { Command } from './command.js'
 import { fields, formatSize, formatTime, table } from './format.js'
 import { attachedText, creatorText } from './ls.js'
 import { scanProcesses } from './procfs.js'
-import { type AliveCheck, decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary, viewAt } from '../records.js'
+import { type AliveCheck, decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary } from '../records.js'
 import { describeSegment, type SegmentInfo } from './segments.js'
 
 /** How many tagged objects `inspect` reports at most. */
@@ -95,7 +95,7 @@ export function inspectSegment(name: string): Inspection {
   try {
     const { mapping, heapOffset, id: mappingId } = internals(mem)
     const alive: AliveCheck = (token, start) => binding.lockHolderAlive(mappingId, token, start) ?? null
-    const heapLock = lockState(...viewAt(mem, heapOffset, 32), false, alive)
+    const heapLock = lockState(mem, heapOffset, false, alive)
     result.objects.push({ kind: 'heap lock', offset: heapOffset, name: null, state: { ...heapLock }, summary: lockSummary(heapLock) })
     const id = native(() => mapping.heap(heapOffset, 0, false))
     let survey: ReturnType<typeof binding.heapSurvey>
@@ -130,7 +130,7 @@ export function inspectSegment(name: string): Inspection {
       result.notes.push('the named-object directory is damaged: see the heap check')
     }
     for (const t of survey.tagged) {
-      const d = decodeRecord(...viewAt(mem, t.offset, t.size), t.size, t.kind, alive)
+      const d = decodeRecord(mem, t.offset, t.size, t.kind, alive)
       result.objects.push({ kind: KINDS[t.kind] ?? `kind ${t.kind}`, offset: t.offset, name: names.get(t.offset) ?? null, ...d })
     }
     result.more = survey.more
