@@ -345,6 +345,16 @@ export interface OpenedObject {
   fd: number
 }
 
+/**
+ * The liveness of `owner` (a token of mapping `id`'s segment): 1 alive, 0 dead, 2
+ * suspect (probably gone: dead if still suspect at the next check; never on Linux).
+ * `start_lo`/`start_hi`: the start time recorded with it, 0 if the record keeps none.
+ *
+ * # Errors
+ * As claiming this thread's own token (`ERR_SHM_READ_ONLY`, `ERR_SHM_CLOSED`, ...).
+ */
+export declare function ownerLiveness(id: number, owner: number, startLo: number, startHi: number): number
+
 /** The system page size. */
 export declare function pageSize(): number
 
@@ -472,3 +482,15 @@ export declare function traceInit(onEvent: (arg: Array<number>) => void): void
  * hex digits); see `segment::unlink_if_uid`. Returns whether it was removed.
  */
 export declare function unlinkSegmentIf(name: string, uid: string): boolean
+
+/**
+ * Sleeps until the u32 at `offset` of mapping `id` is not `expected`, or `timeout_ms`
+ * passed. Returns a completion code (`sync::code`: OK or TIMED_OUT).
+ */
+export declare function wordWait(id: number, offset: number, expected: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Starts an async wait for the u32 at `offset` of mapping `id` to differ from
+ * `expected`; returns its id.
+ */
+export declare function wordWaitAsync(id: number, offset: number, expected: number, timeoutMs?: number | undefined | null): number

@@ -6,7 +6,7 @@ import test, { type ExecutionContext } from 'ava'
 import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { join } from 'node:path'
-import { MappedMemory, shmOpen } from '../dist/index.js'
+import { Lock, MappedMemory, RWLock, shmOpen } from '../dist/index.js'
 import { forkChild, pidNamespaceUnavailable, segmentExists, segmentName } from './helpers.js'
 
 const BIN = join(import.meta.dirname ?? __dirname, '..', 'bin', 'shmutils.js')
@@ -82,13 +82,13 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
     kind: 'segment', size: 1 << 20, uid: live.info.uid, creator: { pid: live.info.pid, alive: true }, attached: [live.info.pid], inUse: true, creatorMapped: true,
   })
   t.like(ls(deadName), { kind: 'segment', uid: dead.info.uid, creator: { pid: dead.info.pid, alive: false }, attached: [], inUse: false, creatorMapped: false })
-  t.is(ls(liveName).heap?.named, 3)
+  t.is(ls(liveName).heap?.named, 4)
   t.true((ls(liveName).heap?.used ?? 0) > 0)
   // ls as a table
   const table = cli('ls')
   t.is(table.code, 0)
   const row = table.stdout.split('\n').find((x) => x.startsWith(`${liveName} `)) ?? ''
-  t.regex(row, new RegExp(`^${liveName}\\s+1 MiB\\s+\\S+ (B|KiB)\\s+\\S+ KiB\\s+3\\s+${live.info.pid} \\(alive\\)\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\s+${live.info.pid}$`))
+  t.regex(row, new RegExp(`^${liveName}\\s+1 MiB\\s+\\S+ (B|KiB)\\s+\\S+ KiB\\s+4\\s+${live.info.pid} \\(alive\\)\\s+\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\s+${live.info.pid}$`))
   t.regex(table.stdout, /^NAME\s+SIZE\s+USED\s+FREE\s+NAMED\s+CREATOR\s+CREATED\s+ATTACHED$/m)
   t.regex(table.stdout, new RegExp(`^${deadName}\\s.*${dead.info.pid} \\(exited\\)`, 'm'))
 
@@ -102,6 +102,7 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
   t.is(ins.segment.uid, live.info.uid)
   t.deepEqual(ins.heap.check, { ok: true })
   t.deepEqual(ins.named.map((n) => [n.name, n.type, n.size, n.ready]), [
+    ['cache', 'uint8_t[128]', 128, true],
     ['counter', 'uint64_t', 8, true],
     ['label', 'char[16]', 16, true],
     ['origin', 'struct point', 8, true],
@@ -119,6 +120,21 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
   t.like(at(offsets.sem), { kind: 'Semaphore', state: { value: 2, waiters: false }, summary: 'value 2' })
   t.like(at(offsets.cond), { kind: 'Condition', state: { waiters: 0, signals: 0 }, summary: '0 waiting' })
   t.is(ins.objects.filter((o) => o.kind === 'Lock').length, 2, 'the condition\'s own lock too')
+  t.like(at(offsets.map), { kind: 'SharedMap', name: 'cache', state: { ready: true, entries: 3 } })
+  t.regex(at(offsets.map)?.summary ?? '', /^3 entries, \d+ bytes in \d+ stripes$/)
+  t.like(at(offsets.channel), { kind: 'Channel', state: { capacity: 4096, queued: 2, closed: false } })
+  t.regex(at(offsets.channel)?.summary ?? '', /^2 messages queued \(\d+ of 4096 bytes\)$/)
+  t.like(at(offsets.rw), { kind: 'RWLock', state: { writer: false, readers: 1 }, summary: 'held by 1 reader' })
+  t.like(at(offsets.rwWrite), { kind: 'RWLock', state: { writer: true, readers: 0 }, summary: 'held for writing' })
+  // rwlock.owner and lock.owner name the peer, seen from this process.
+  {
+    using mem = MappedMemory.open(liveName)
+    t.deepEqual(RWLock.at(mem, offsets.rwWrite).owner, { pid: live.info.pid, tid: live.info.pid })
+    t.is(RWLock.at(mem, offsets.rw).owner, null, 'readers are not named')
+    t.deepEqual(Lock.at(mem, offsets.lock).owner, { pid: live.info.pid, tid: live.info.pid })
+  }
+  t.like(at(offsets.barrier), { kind: 'Barrier', state: { parties: 3, arrived: 0, broken: false } })
+  t.like(at(offsets.event), { kind: 'Event', state: { set: true }, summary: 'set' })
   // The killed peer's lock: held by a holder that is gone.
   const deadIns = json<{ objects: Array<{ kind: string; offset: number; summary: string; state: { holder?: { alive: boolean } } }> }>(t, 'inspect', deadName)
   const deadLock = deadIns.objects.find((o) => o.offset === dead.info.offsets.lock)
@@ -128,7 +144,7 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
   t.is(human.code, 0, human.stderr)
   t.regex(human.stdout, new RegExp(`^segment ${liveName}$`, 'm'))
   t.regex(human.stdout, new RegExp(`created:\\s+\\S+ \\S+ by pid ${live.info.pid} \\(alive\\)`))
-  t.regex(human.stdout, /^named objects \(3\)$/m)
+  t.regex(human.stdout, /^named objects \(4\)$/m)
   t.regex(human.stdout, /^\s+origin\s+struct point\s+\d+\s+8 B\s+ready$/m)
   t.regex(human.stdout, /^\s+check:\s+ok$/m)
   t.regex(human.stdout, new RegExp(`^\\s+${offsets.lock}\\s+Lock\\s+-\\s+held by pid ${live.info.pid} tid ${live.info.pid} \\(alive\\)$`, 'm'))
@@ -234,7 +250,7 @@ test('ls shows anonymous segments with the processes that hold them', async (t) 
   // Its mapping's descriptor, and the one holding the peer's liveness token (it took locks).
   t.true(mine?.holders?.some((h) => h.pid === anon.info.pid && h.fd === anon.info.fd))
   t.true(mine?.holders?.every((h) => h.pid === anon.info.pid))
-  t.is(mine?.heap?.named, 3)
+  t.is(mine?.heap?.named, 4)
   anon.child.proc.kill('SIGKILL')
   await once(anon.child.proc, 'exit')
   const after = json<{ anonymous: SegmentJson[] }>(t, 'ls')

@@ -6,7 +6,7 @@ import test, { type ExecutionContext } from 'ava'
 import diagnosticsChannel from 'node:diagnostics_channel'
 import { inspect } from 'node:util'
 import {
-  Condition, Lock, MappedMemory, RLock, Semaphore, tracing, type HeapRepairMessage, type LockWaitMessage, type OwnerDiedMessage,
+  Barrier, Channel, Condition, Event, Lock, MappedMemory, RLock, RWLock, Semaphore, SharedMap, tracing, type HeapRepairMessage, type LockWaitMessage, type OwnerDiedMessage,
 } from '../dist/index.js'
 import { forkChild, segmentName } from './helpers.js'
 
@@ -89,6 +89,32 @@ test('util.inspect shows state and no internal fields', (t) => {
   anon.close()
   t.is(show(anon), 'MappedMemory { name: null, closed: true }')
   t.is(show(heapOfAnon), `Heap { memory: 'anonymous segment', closed: true }`)
+})
+
+test('util.inspect of containers, RWLock, Barrier and Event shows their state', (t) => {
+  const mem = segment(t, 'insp-cont')
+  const rw = new RWLock(mem)
+  t.is(rw.owner, null)
+  rw.acquireWrite()
+  t.deepEqual(rw.owner, { pid: process.pid, tid: process.pid })
+  t.is(show(rw), `RWLock { memory: '${mem.name}', offset: ${rw.offset}, writer: { pid: ${process.pid}, tid: ${process.pid} }, readers: 0 }`)
+  rw.releaseWrite()
+  rw.acquireRead()
+  t.is(rw.owner, null)
+  t.is(show(rw), `RWLock { memory: '${mem.name}', offset: ${rw.offset}, writer: null, readers: 1 }`)
+  rw.releaseRead()
+  const b = new Barrier(mem, 3)
+  t.is(show(b), `Barrier { memory: '${mem.name}', offset: ${b.offset}, parties: 3, waiting: 0 }`)
+  const e = new Event(mem)
+  e.set()
+  t.is(show(e), `Event { memory: '${mem.name}', offset: ${e.offset}, isSet: true }`)
+  const map = new SharedMap(mem)
+  map.set('a', 1).set('b', 2)
+  t.regex(show(map), new RegExp(`^SharedMap \\{ memory: '${mem.name}', offset: ${map.offset}, size: 2, bytes: \\d+, codec: 'v8' \\}$`))
+  const ch = new Channel(mem, { capacity: 1024 })
+  ch.send('x')
+  t.regex(show(ch), new RegExp(`^Channel \\{ memory: '${mem.name}', offset: ${ch.offset}, length: 1, bytes: \\d+, capacity: 1024, closed: false \\}$`))
+  for (const x of [rw, b, e, map, ch]) t.false(/\$shmutils|#/.test(show(x, 4)))
 })
 
 test('lock.owner and util.inspect name the holding process and thread, in any process', async (t) => {

@@ -30,7 +30,7 @@ function nodeProgram(file: string): string {
 const programs = readdirSync(examples).filter((f) => /\.(js|mjs|mts)$/.test(f))
 
 test('the examples cover what the README promises', (t) => {
-  for (const f of ['counter.js', 'typescript.mts', 'worker-threads.mjs', 'async-waits.mjs', 'condition-semaphore.js', 'c-interop.mjs', 'python-interop.mjs']) {
+  for (const f of ['counter.js', 'typescript.mts', 'worker-threads.mjs', 'async-waits.mjs', 'condition-semaphore.js', 'c-interop.mjs', 'python-interop.mjs', 'cache-cluster.mjs', 'job-queue.mjs']) {
     t.true(programs.includes(f), f)
   }
 })

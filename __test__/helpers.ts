@@ -143,11 +143,12 @@ export interface Peer {
 let tags = 0
 
 /**
- * Starts a `sync-peer.mjs` peer of the given kind; it is killed at teardown. A
- * `'namespace'` peer runs as pid 1 of a new PID namespace (`unshare --pid --fork
+ * Starts a peer of the given kind running `fixtures/<file>` (by default `sync-peer.mjs`;
+ * any fixture that answers `{ tag, op }` requests the same way); it is killed at teardown.
+ * A `'namespace'` peer runs as pid 1 of a new PID namespace (`unshare --pid --fork
  * --mount-proc --kill-child`: killing it kills the namespace).
  */
-export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' | 'namespace'): Promise<Peer> {
+export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' | 'namespace', file = 'sync-peer.mjs'): Promise<Peer> {
   const waiting = new Map<string, (m: Reply) => void>()
   const early = new Map<string, Reply>()
   const deliver = (m: Reply) => {
@@ -163,7 +164,7 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' 
   let kill: () => Promise<void>
   if (kind === 'process' || kind === 'namespace') {
     const ns = kind === 'namespace' ? { execPath: 'unshare', execArgv: ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath] } : { execArgv: [] }
-    const proc = fork(fixture('sync-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...ns })
+    const proc = fork(fixture(file), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...ns })
     proc.on('message', (m) => deliver(m as Reply))
     exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)))
     sendRaw = (m) => proc.send(m as object)
@@ -172,7 +173,7 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' 
       await exited
     }
   } else {
-    const w = new Worker(fixture('sync-peer.mjs'))
+    const w = new Worker(fixture(file))
     w.on('message', (m) => deliver(m as Reply))
     w.on('error', (e) => deliver({ tag: 'error', error: String(e) }))
     exited = new Promise((resolve) => w.on('exit', (code) => resolve(code)))

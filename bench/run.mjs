@@ -13,7 +13,10 @@ import { EFFORT, median } from './measure.mjs'
 import { updateReadme } from './readme.mjs'
 import { counterRows } from './rows/counter.mjs'
 import { heapRows } from './rows/heap.mjs'
+import { channelRows } from './rows/channel.mjs'
 import { lockRows } from './rows/lock.mjs'
+import { mapRows } from './rows/map.mjs'
+import { rwlockRows } from './rows/rwlock.mjs'
 import { memoryRows } from './rows/memory.mjs'
 import { guardRows } from './rows/guard.mjs'
 import { structRows } from './rows/struct.mjs'
@@ -21,7 +24,7 @@ import { traceRows } from './rows/trace.mjs'
 import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...guardRows, ...traceRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...guardRows, ...mapRows, ...channelRows, ...rwlockRows, ...traceRows]
 
 /**
  * Runs the bench.

@@ -5,12 +5,13 @@
  * constructed atomically across processes, from {@link Heap.named}.
  * @module
  */
-import { checkIndex, checkName, describe } from './args.js'
+import { checkIndex, checkName, checkString, describe } from './args.js'
 import { native, ShmError, typeError } from './errors.js'
 import { setLockAllocator } from './lock.js'
 import { internals, MappedMemory, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
+import { cStringSize } from './strings.js'
 import type { InitOf, RefOf } from './typed.js'
 import {
   arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types,
@@ -47,6 +48,9 @@ export interface HeapCreateOptions {
 
 /** Releases a collected Heap's native slot. */
 const slotRegistry = new FinalizationRegistry<number>((id) => binding.heapRelease(id))
+
+/** @internal This thread's native slot id of a heap, for the raw heap calls of containers. */
+export let heapSlotId: (heap: Heap) => number
 
 /** How long {@link Heap.named} waits for another process to finish constructing. */
 const NAMED_WAIT_MS = 10_000
@@ -85,6 +89,10 @@ export class Heap {
     this.#id = id
     this.size = native(() => binding.heapSize(id))
     slotRegistry.register(this, id)
+  }
+
+  static {
+    heapSlotId = (heap) => heap.#id
   }
 
   /**
@@ -197,6 +205,16 @@ export class Heap {
       this.free(off)
       throw e
     }
+  }
+
+  /**
+   * Copies `s` into the heap as a NUL-terminated UTF-8 `char[n]` (n = its byte length
+   * + 1), the C string another process reads with `ref.string()`.
+   * @throws TypeError if `s` is not a string; ShmError `ENOMEM`
+   */
+  newString(s: string): Ref<number[]> {
+    checkString('s', s)
+    return this.new(arrayOf(types.char, cStringSize(s)), s)
   }
 
   #construct(off: number, t: Type, init: unknown): Ref {

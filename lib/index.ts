@@ -12,7 +12,7 @@ export { RLock } from './rlock.js'
 export { Condition } from './condition.js'
 export { Semaphore, SEMAPHORE_MAX, type SemaphoreOptions } from './semaphore.js'
 export { Heap, DEFAULT_HEAP_LOCK_TIMEOUT, type HeapStats, type HeapCreateOptions } from './heap.js'
-export { Ref, type RefHeap, type ElementOf, type ElementRefOf, type TargetOf, type ValueInput } from './ref.js'
+export { Ref, ArrayRef, type RefHeap, type StringOptions, type ElementOf, type ElementRefOf, type TargetOf, type ValueInput } from './ref.js'
 export type { RefOf, MemberOf, MembersOf, InitOf } from './typed.js'
 export { revive, reviver, isHandle, type Handle } from './handles.js'
 export {
@@ -22,6 +22,13 @@ export {
   type Type, type JsOf, type EnumBase, type ScalarKind, type TypeDesc, type FieldDesc, type ScalarName, type ScalarType, type PointerType, type ArrayType, type StructType, type EnumType, type Field,
 } from './types/index.js'
 export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseInstanceOf, type CBaseConstructor } from './cbase.js'
+export { SharedMap, MAX_KEY_LENGTH, type SharedMapOptions, type SetOptions } from './map.js'
+export { type Codec } from './codec.js'
+export { Channel, type ChannelOptions, type ChannelWaitOptions } from './channel.js'
+export { type ContainerHome } from './container.js'
+export { RWLock, RWLOCK_SIZE, RWLOCK_SLOTS } from './rwlock.js'
+export { Barrier, BARRIER_MAX_PARTIES } from './barrier.js'
+export { Event } from './event.js'
 export { type LockOwner } from './records.js'
 export { tracing, type Tracing, type LockWaitMessage, type OwnerDiedMessage, type HeapRepairMessage } from './trace.js'
 // util.inspect of the classes above (their state, no internals).

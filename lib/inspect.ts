@@ -14,6 +14,11 @@ import { MappedMemory } from './memory.js'
 import { decodeRecord, lockState, viewAt } from './records.js'
 import { RLock } from './rlock.js'
 import { Semaphore } from './semaphore.js'
+import { Barrier } from './barrier.js'
+import { Channel } from './channel.js'
+import { Event } from './event.js'
+import { SharedMap } from './map.js'
+import { RWLock } from './rwlock.js'
 
 type Show = typeof inspect
 
@@ -114,4 +119,44 @@ install(Semaphore, (s) => {
   const fields: Record<string, unknown> = { memory: where, offset: s.offset, value: state.value }
   if (state.waiters) fields.waiters = true
   return { fields }
+})
+
+install(RWLock, (l) => {
+  const where = memoryLabel(l.memory)
+  if (l.memory.closed) return { fields: { memory: where, offset: l.offset, closed: true } }
+  const { state } = decodeRecord(l.memory, l.offset, 192, 5)
+  const fields: Record<string, unknown> = { memory: where, offset: l.offset, writer: l.owner, readers: state.readers }
+  if (l.ownerDied) fields.ownerDied = true
+  return { fields }
+})
+
+install(Barrier, (b) => {
+  const where = memoryLabel(b.memory)
+  if (b.memory.closed) return { fields: { memory: where, offset: b.offset, closed: true } }
+  const fields: Record<string, unknown> = { memory: where, offset: b.offset, parties: b.parties, waiting: b.waiting }
+  if (b.broken) fields.broken = true
+  return { fields }
+})
+
+install(Event, (e) => {
+  const where = memoryLabel(e.memory)
+  if (e.memory.closed) return { fields: { memory: where, offset: e.offset, closed: true } }
+  const { state } = decodeRecord(e.memory, e.offset, 32, 7)
+  const fields: Record<string, unknown> = { memory: where, offset: e.offset, isSet: e.isSet }
+  if (state.waiters) fields.waiters = true
+  return { fields }
+})
+
+install(SharedMap, (m) => {
+  const where = memoryLabel(m.memory)
+  if (m.memory.closed) return { fields: { memory: where, offset: m.offset, closed: true } }
+  const { state } = decodeRecord(m.memory, m.offset, 128, 16)
+  return { fields: { memory: where, offset: m.offset, size: state.entries, bytes: state.bytes, codec: m.codec } }
+})
+
+install(Channel, (c) => {
+  const where = memoryLabel(c.memory)
+  if (c.memory.closed) return { fields: { memory: where, offset: c.offset, closed: true } }
+  const { state } = decodeRecord(c.memory, c.offset, 320, 17)
+  return { fields: { memory: where, offset: c.offset, length: state.queued, bytes: state.bytes, capacity: state.capacity, closed: state.closed } }
 })

@@ -47,6 +47,19 @@ export interface FastBinding {
    * free (1 taken, 0 not), 1 releases `n`, 2 answers how many units this thread holds.
    */
   semUndo(id: number, offset: number, op: number, n: number): number
+  /**
+   * `malloc(size, align)` on heap slot `id`, recording the block (offset / 16) in the
+   * u32 at mapping offset `slot` under the heap lock; returns the block's offset.
+   */
+  heapAllocInto(id: number, size: number, align: number, slot: number): number
+  /**
+   * Frees the block the u32 at `slot` names (offset / 16) on heap slot `id`, first
+   * storing into the slot the u32 `next` bytes into the block (or 0 if `next` < 0);
+   * returns the freed offset, 0 if the slot was empty.
+   */
+  heapFreeFrom(id: number, slot: number, next: number): number
+  /** Wakes up to `n` sleepers on the u32 at `offset` of mapping `id`; returns how many. */
+  wordWake(id: number, offset: number, n: number): number
 }
 
 function load(): typeof Binding & FastBinding {

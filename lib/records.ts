@@ -210,16 +210,15 @@ function semaphore(r: Reader, size: number): RecordState {
   return { state, summary }
 }
 
-/** The RWLock record (§12): the writer and the readers holding it. */
+/** The RWLock record (§12): the writer and the readers holding it. (Its sleep flags stay set after a wait: not shown.) */
 function rwlock(r: Reader): RecordState {
   const writer = r.load(0) & OWNER_MASK
   let readers = 0
   for (let i = 0; i < 32; i++) if (r.u32(64 + 4 * i) !== 0) readers++
-  const waiting = r.u32(4) !== 0 || r.u32(28) !== 0
-  const state = { writer: writer !== 0, readers, waiters: waiting }
+  const state = { writer: writer !== 0, readers }
   const summary = writer !== 0
-    ? `${readers ? `writer waiting for ${readers} readers` : 'held for writing'}${waiting ? '; waiters' : ''}`
-    : readers ? `held by ${readers} readers${waiting ? '; waiters' : ''}` : 'free'
+    ? readers ? `a writer waits for ${readers} reader${readers === 1 ? '' : 's'} to leave` : 'held for writing'
+    : readers ? `held by ${readers} reader${readers === 1 ? '' : 's'}` : 'free'
   return { state, summary }
 }
 

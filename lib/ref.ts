@@ -11,6 +11,7 @@ import { checkIndex, describe } from './args.js'
 import { closedError, outOfBounds, rangeError, readOnlyError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { readCString } from './strings.js'
 import type { RefOf } from './typed.js'
 import {
   describeType, formatType, isComplete, isType, parseTypeName, specialize, structLayoutAccessors, typeFromDescription, valueAccessor,
@@ -121,6 +122,7 @@ export type ValueInput<T, E> = unknown extends E ? T : T extends readonly unknow
 export type TargetOf<R> = R extends Ref<infer _, infer E> ? (unknown extends E ? Ref | number | null : E | null) : Ref | number | null
 
 let newRef: <T>(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null) => Ref<T>
+let newArrayRef: <T>(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null) => Ref<T>
 let makeStructClass: (t: StructType) => StructRefClass
 
 /**
@@ -344,6 +346,52 @@ export class Ref<T = unknown, E = unknown> {
     return translate(this.memory, p + i * target.size, target)
   }
 
+  /**
+   * The element count of an array reference (`char[16]` has 16).
+   * @throws TypeError for a reference that is not to an array
+   */
+  get length(): number {
+    const t = this.#type as Type
+    if (t.kind !== 'array') throw typeError(`${formatType(t)} is not an array: it has no length`)
+    return t.length
+  }
+
+  /**
+   * The text in a `char[N]`, `uint8_t[N]` or `int8_t[N]`, behind a `char *` (a pointer
+   * reference, or the `char` a struct's `char *` member reads as): UTF-8 up to the first
+   * NUL, at most `maxLength` bytes (an array also stops at its end). Invalid UTF-8 reads
+   * as U+FFFD.
+   * @throws TypeError for another type; ShmError `ERR_SHM_OUT_OF_BOUNDS` for a NULL
+   *   pointer, or a pointed-to string that runs off the segment without a NUL
+   */
+  string(options?: StringOptions): string {
+    const t = this.#type as Type
+    const max = stringLimit(options)
+    let at: number
+    let limit = max
+    let pointed = true
+    if (t.kind === 'array' && isByte(t.element)) {
+      at = this[OFFSET]
+      limit = Math.min(t.length, max)
+      pointed = false
+    } else if (isByte(t)) {
+      at = this[OFFSET] // what a `char *` member reads as: the first char of the string
+    } else if (t.kind === 'pointer' && t.target !== null && isByte(t.target)) {
+      const p = pointerValue(this.#live(), this[VOFF])
+      if (p === 0) throw outOfBounds(`NULL ${formatType(t)} read as a string`)
+      at = translate(this.memory, p, t.target)
+    } else {
+      throw typeError(`${formatType(t)} does not hold a string: use char *, char[N] or uint8_t[N]`)
+    }
+    this.#live()
+    // The bytes that may be read: up to `limit`, never past the segment's end.
+    const n = Math.min(limit, this.memory.size - at)
+    const win = internals(this.memory).window(at, Math.max(n, 1))
+    const s = readCString(win.u8.subarray(0, at - win.start + n), at - win.start, limit, pointed)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return s
+  }
+
   /** The object's bytes (a view into the mapping, not a copy). */
   bytes(): Uint8Array {
     const dv = this.#live()
@@ -473,11 +521,51 @@ export function structClassOf(t: StructType): StructRefClass {
   return C
 }
 
+/**
+ * A reference to an array: {@link Ref} plus iteration over its elements. `refAt` makes
+ * one for every array type, so `for (const x of mem.new('int32_t[4]'))` works while a
+ * struct or scalar reference is not iterable at all.
+ */
+export class ArrayRef<T = unknown> extends Ref<T> {
+  /**
+   * The elements in order: values for scalars, enums and pointers (as {@link Ref.get}
+   * reads them), live element references for structs, unions and nested arrays.
+   */
+  *[Symbol.iterator](): IterableIterator<unknown> {
+    const t = this.type as Type as ArrayType
+    const el = t.element
+    const live = el.kind === 'struct' || el.kind === 'union' || el.kind === 'array'
+    for (let i = 0; i < t.length; i++) yield live ? this.at(i) : this.get(i)
+  }
+
+  static {
+    newArrayRef = (memory, offset, type, heap) => new ArrayRef(memory, offset, type, heap)
+  }
+}
+
 /** @internal A reference of the right class for `type` (struct refs get member properties). */
 export function refAt<T>(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null): Ref<T> {
   const t = type as Type
   if (t.kind === 'struct' || t.kind === 'union') return new (structClassOf(t))(memory, offset, t, heap) as Ref<T>
+  if (t.kind === 'array') return newArrayRef(memory, offset, type, heap)
   return newRef(memory, offset, type, heap)
+}
+
+/** Options of {@link Ref.string}. */
+export interface StringOptions {
+  /** Read at most this many bytes (of UTF-8); default: up to the NUL. */
+  maxLength?: number
+}
+
+function stringLimit(options: StringOptions | undefined): number {
+  if (options === undefined) return Infinity
+  if (typeof options !== 'object' || options === null) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+  return options.maxLength === undefined ? Infinity : checkIndex('maxLength', options.maxLength)
+}
+
+/** `char`, `int8_t`, `uint8_t`: the element types of C strings. */
+function isByte(t: Type): boolean {
+  return t.kind === 'scalar' && (t.scalar === 'i8' || t.scalar === 'u8')
 }
 
 function pointee(t: PointerType): Type {

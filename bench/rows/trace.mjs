@@ -1,9 +1,9 @@
 /**
- * Rows 8.x: what tracing (`node:diagnostics_channel`, `lib/trace.ts`) costs. Each row runs
+ * Rows 11.x: what tracing (`node:diagnostics_channel`, `lib/trace.ts`) costs. Each row runs
  * the same operation with a subscriber on every shmutils channel (the subject) and with
  * none (the baseline). The uncontended lock and the heap contain no tracing code at all,
  * so their ratios stay at 1; a contended acquisition looks at one flag before it sleeps,
- * and with a subscriber also reads the clock twice, which row 8.3 measures on the
+ * and with a subscriber also reads the clock twice, which row 11.3 measures on the
  * cheapest contended call there is (a zero-timeout acquire of a held lock).
  * @module
  */
@@ -69,7 +69,7 @@ async function whileHeldElsewhere(lock, fn) {
 /** @type {import('./row.mjs').Row[]} */
 export const traceRows = [
   {
-    id: '8.1',
+    id: '11.1',
     key: 'trace-lock-uncontended',
     subject: 'Lock acquire()+release(), uncontended, every channel subscribed',
     baseline: 'the same, no subscriber',
@@ -85,7 +85,7 @@ export const traceRows = [
       }),
   },
   {
-    id: '8.2',
+    id: '11.2',
     key: 'trace-heap',
     subject: 'heap.malloc(64) + heap.free(), every channel subscribed',
     baseline: 'the same, no subscriber',
@@ -98,7 +98,7 @@ export const traceRows = [
       }),
   },
   {
-    id: '8.3',
+    id: '11.3',
     key: 'trace-contended-call',
     subject: 'Lock acquire({ timeout: 0 }) of a held lock (native slow path), every channel subscribed',
     baseline: 'the same, no subscriber',

@@ -70,8 +70,8 @@ pub struct NamedFound {
 pub const DEFAULT_LOCK_TIMEOUT_MS: f64 = 10_000.0;
 
 /// A heap attached by one JavaScript thread.
-struct HeapSlot {
-    region: Arc<Region>,
+pub(crate) struct HeapSlot {
+    pub(crate) region: Arc<Region>,
     view: HeapView,
     /// The mapping (this thread's id) the heap lives in, for its liveness token.
     mapping: u32,
@@ -88,7 +88,7 @@ thread_local! {
 
 /// The slot `id` of this thread.
 #[inline]
-fn slot(id: u32) -> Result<Rc<HeapSlot>> {
+pub(crate) fn slot(id: u32) -> Result<Rc<HeapSlot>> {
     HEAPS
         .with(|h| h.borrow().get(id).cloned())
         .ok_or_else(|| ShmError::new("EINVAL", format!("no heap with id {id} in this thread")))
@@ -149,7 +149,7 @@ impl HeapSlot {
     /// Runs `f` holding the heap lock. The JavaScript thread calling this cannot close the
     /// mapping meanwhile, so a liveness check suffices (no pin on the hot path).
     #[inline]
-    fn locked<R>(
+    pub(crate) fn locked<R>(
         &self,
         f: impl FnOnce(&HeapView) -> std::result::Result<R, HeapError>,
     ) -> Result<R> {

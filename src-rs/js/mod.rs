@@ -15,6 +15,9 @@
 //! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
 //! | [`trace`] | `traceInit`: rare events (heap repairs) for `node:diagnostics_channel` |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
+//! | [`word`] | `wordWait`, `wordWaitAsync` (`wordWake` through [`raw`]): sleeping until a word changes, for the JavaScript-side containers and primitives |
+//! | [`owner`] | `ownerLiveness`: the identity seam of the JavaScript-side RWLock (slow path only) |
+//! | [`blocks`] | `heapAllocInto`, `heapFreeFrom` (through [`raw`]): container blocks recorded in slots under the heap lock |
 //! | [`raw`] | the hot calls as plain N-API callbacks |
 //! | [`args`], [`slots`] | argument checks and the per-thread id tables the others share |
 //!
@@ -43,10 +46,12 @@
 //! `waits` and `args`; `raw` on the files whose functions it exports.
 
 pub mod args;
+pub mod blocks;
 pub mod condition;
 pub mod heap;
 pub mod lock;
 pub mod mapping;
+pub mod owner;
 // After `mapping`: napi-rs must have seen `Mapping` before an `impl` block of it.
 pub mod anonymous;
 pub mod peek;
@@ -56,3 +61,4 @@ pub mod shm;
 pub mod slots;
 pub mod trace;
 pub mod waits;
+pub mod word;

@@ -151,15 +151,54 @@ unsafe extern "C" fn sem_undo(
     unsafe { finish(env, r) }
 }
 
+unsafe extern "C" fn heap_alloc_into(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: called by N-API with this callback's env and info.
+    let r = unsafe { numbers::<4>(env, info) }.and_then(|[h, size, align, at]| {
+        crate::js::blocks::heap_alloc_into(id(h)?, size, align, at).map(Ret::Number)
+    });
+    // SAFETY: as above.
+    unsafe { finish(env, r) }
+}
+
+unsafe extern "C" fn heap_free_from(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: called by N-API with this callback's env and info.
+    let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, at, next]| {
+        crate::js::blocks::heap_free_from(id(h)?, at, next).map(Ret::Number)
+    });
+    // SAFETY: as above.
+    unsafe { finish(env, r) }
+}
+
+unsafe extern "C" fn word_wake(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: called by N-API with this callback's env and info.
+    let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, n]| {
+        crate::js::word::word_wake(id(m)?, off, id(n)?).map(|w| Ret::Number(w.into()))
+    });
+    // SAFETY: as above.
+    unsafe { finish(env, r) }
+}
+
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const FAST: [(&CStr, Callback); 6] = [
+const FAST: [(&CStr, Callback); 9] = [
     (c"heapMalloc", heap_malloc),
     (c"heapFree", heap_free),
     (c"heapRealloc", heap_realloc),
     (c"lockWake", lock_wake),
     (c"semWake", sem_wake),
     (c"semUndo", sem_undo),
+    (c"heapAllocInto", heap_alloc_into),
+    (c"heapFreeFrom", heap_free_from),
+    (c"wordWake", word_wake),
 ];
 
 /// Adds the raw callbacks to the module's exports.

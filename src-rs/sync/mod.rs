@@ -23,6 +23,7 @@ pub mod ops;
 pub mod semaphore;
 pub mod undo;
 pub mod waiter;
+pub mod word;
 
 use crate::error::{Result, ShmError};
 use crate::memory::mapping::{Pin, Region};

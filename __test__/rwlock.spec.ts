@@ -1,0 +1,159 @@
+// RWLock across processes and threads: readers overlap and writers exclude everyone
+// (proved with shared counters), writers are not starved by a stream of readers, dead
+// readers and writers are recovered, async twins leave the event loop free and abort;
+// bad input gives typed errors.
+import test, { type ExecutionContext } from 'ava'
+import { MappedMemory, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
+import { pidNamespaceUnavailable, rejection, segmentName, sleep, startPeer, throws } from './helpers.js'
+
+function segment(t: ExecutionContext): MappedMemory {
+  const m = MappedMemory.create(segmentName(t, 'rw'), { size: 1 << 20 })
+  t.teardown(() => m.close())
+  return m
+}
+
+/** A `prim-peer.mjs` peer (a forked process by default), killed at teardown. */
+const peer = (t: ExecutionContext, kind: 'process' | 'thread' = 'process') => startPeer(t, kind, 'prim-peer.mjs')
+
+test('readers overlap and a writer excludes everyone: 3 reader processes, 1 writer process, 1 writer thread', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const at = mem.heap.malloc(64, 64)
+  const c = new Int32Array(mem.buffer, at, 8).fill(0)
+  const peers = await Promise.all([peer(t), peer(t), peer(t), peer(t), peer(t, 'thread')])
+  for (const p of peers) {
+    await p.request('revive', { key: 'l', handle: lock })
+    await p.request('revive', { key: 'm', handle: mem })
+  }
+  await Promise.all(peers.map((p, i) => p.request('mix', { key: 'l', mem: 'm', at, ms: 1500, role: i < 3 ? 'reader' : 'writer', hold: 0.3 })))
+  t.is(c[3], 0, 'no writer ever shared the lock, no reader ever saw a writer')
+  t.true(c[2] >= 2, `readers overlapped (${c[2]} at once)`)
+  t.true(c[4] > 5, `writers got in (${c[4]} writes)`)
+  t.is(c[0], 0)
+  t.is(c[1], 0)
+})
+
+test('writers are not starved by a stream of overlapping readers', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const at = mem.heap.malloc(64, 64)
+  new Int32Array(mem.buffer, at, 8).fill(0)
+  const readers = await Promise.all([peer(t), peer(t), peer(t)])
+  for (const p of readers) {
+    await p.request('revive', { key: 'l', handle: lock })
+    await p.request('revive', { key: 'm', handle: mem })
+  }
+  const stream = Promise.all(readers.map((p) => p.request('mix', { key: 'l', mem: 'm', at, ms: 2500, role: 'reader', hold: 1 })))
+  await sleep(300)
+  const waits: number[] = []
+  for (let i = 0; i < 10; i++) {
+    const t0 = performance.now()
+    t.true(lock.acquireWrite({ timeout: 2000 }), 'the writer got in while readers kept coming')
+    waits.push(performance.now() - t0)
+    lock.releaseWrite()
+    await sleep(20)
+  }
+  await stream
+  t.true(Math.max(...waits) < 2000, `writer waits ${waits.map((w) => w.toFixed(1)).join(', ')} ms`)
+})
+
+test('a dead reader is dropped and a dead writer is taken over (ownerDied), from processes and threads', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  for (const kind of ['process', 'thread'] as const) {
+    const r = await peer(t, kind)
+    await r.request('revive', { key: 'l', handle: lock })
+    t.true((await r.request<{ ok: boolean }>('readHold', { key: 'l' })).ok)
+    t.false(lock.tryAcquireWrite())
+    await r.kill()
+    const t0 = performance.now()
+    t.true(lock.acquireWrite({ timeout: 5000 }), `a ${kind} reader that died does not block writers`)
+    t.true(performance.now() - t0 < 1000)
+    t.false(lock.ownerDied, 'readers change nothing: no ownerDied')
+    lock.releaseWrite()
+
+    const w = await peer(t, kind)
+    await w.request('revive', { key: 'l', handle: lock })
+    t.true((await w.request<{ ok: boolean }>('writeHold', { key: 'l' })).ok)
+    t.false(lock.tryAcquireRead())
+    await w.kill()
+    t.true(lock.acquireRead({ timeout: 5000 }), `a ${kind} writer that died does not block readers`)
+    t.true(lock.ownerDied, 'the reader learns the writer died holding the lock')
+    lock.releaseRead()
+    const w2 = await peer(t, kind)
+    await w2.request('revive', { key: 'l', handle: lock })
+    t.true((await w2.request<{ ok: boolean }>('writeHold', { key: 'l' })).ok)
+    await w2.kill()
+    t.true(lock.acquireWrite({ timeout: 5000 }))
+    t.true(lock.ownerDied, 'a writer taking over a dead writer sees ownerDied')
+    lock.releaseWrite()
+  }
+})
+
+test('async twins: wait on a native thread, time out, abort; the event loop keeps running', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const p = await peer(t)
+  await p.request('revive', { key: 'l', handle: lock })
+  await p.request('writeHold', { key: 'l' })
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 5)
+  t.false(await lock.acquireReadAsync({ timeout: 100 }))
+  t.false(await lock.acquireWriteAsync({ timeout: 100 }))
+  const ac = new AbortController()
+  const pending = lock.acquireReadAsync({ signal: ac.signal })
+  setTimeout(() => ac.abort(), 50)
+  t.is((await rejection(pending)).name, 'AbortError')
+  clearInterval(timer)
+  t.true(ticks >= 5, `timers ran (${ticks}); a blocked event loop runs none`)
+  const reading = lock.acquireReadAsync({ timeout: 5000 })
+  await p.kill() // the writer dies: the async reader gets in
+  t.true(await reading)
+  t.true(lock.ownerDied)
+  t.true(await lock.acquireReadAsync(), 'a second hold of the same thread')
+  lock.releaseRead()
+  lock.releaseRead()
+  t.true(await lock.acquireWriteAsync())
+  lock.releaseWrite()
+  t.is(lock.withRead(() => 7), 7)
+  t.is(lock.withWrite(() => 8), 8)
+})
+
+test('bad input and misuse: typed errors', (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  throws(t, () => lock.releaseRead(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
+  throws(t, () => lock.releaseWrite(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
+  lock.acquireRead()
+  throws(t, () => lock.acquireWrite(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK', message: /upgrading/ })
+  lock.releaseRead()
+  lock.acquireWrite()
+  throws(t, () => lock.acquireRead(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' })
+  throws(t, () => lock.acquireWrite(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' })
+  lock.releaseWrite()
+  throws(t, () => lock.acquireRead({ timeout: -1 }), { instanceOf: RangeError })
+  throws(t, () => lock.withRead(5 as unknown as () => number), { instanceOf: TypeError })
+  throws(t, () => RWLock.at(mem, 2), { instanceOf: RangeError, message: /multiple of 4/ })
+  throws(t, () => RWLock.at(mem, mem.size - 64), { instanceOf: RangeError, message: /no room/ })
+  const other = mem.heap.malloc(RWLOCK_SIZE, 64)
+  new Int32Array(mem.buffer, other, 3)[2] = 6
+  throws(t, () => RWLock.at(mem, other), { instanceOf: TypeError, message: /not a record of kind RWLock: its kind tag is 6, not 5/ })
+  t.true(RWLock.at(mem, lock.offset).tryAcquireRead(), 'another object on the same record')
+  mem.close()
+  throws(t, () => lock.acquireRead(), { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })
+})
+
+const noNamespaces = pidNamespaceUnavailable()
+if (noNamespaces !== null) console.log(`rwlock.spec.ts: SKIPPING the PID-namespace test: ${noNamespaces}`)
+;(noNamespaces === null ? test.serial : test.skip)('across PID namespaces: a live reader in another namespace is never taken for dead, a dead one is dropped', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const r = await startPeer(t, 'namespace', 'prim-peer.mjs')
+  await r.request('revive', { key: 'l', handle: lock })
+  t.true((await r.request<{ ok: boolean }>('readHold', { key: 'l' })).ok)
+  // Its thread ids mean nothing here (it is pid 1 there): only its liveness token tells.
+  t.false(lock.acquireWrite({ timeout: 400 }), 'a live reader keeps the lock through 8 liveness checks')
+  await r.kill()
+  t.true(lock.acquireWrite({ timeout: 5000 }), 'the dead reader is dropped')
+  lock.releaseWrite()
+})

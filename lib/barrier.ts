@@ -1,0 +1,213 @@
+/**
+ * {@link Barrier}: `parties` threads (in any processes) wait until all have arrived,
+ * then all go on. One 32-bit word holds the whole state, so every transition is one
+ * compare-and-swap.
+ *
+ * ## The record (32 bytes, kind tag 6 at offset 8)
+ *
+ * | offset | field     | meaning                                                        |
+ * |-------:|-----------|----------------------------------------------------------------|
+ * | 0      | `state`   | bit 31 `BROKEN`; bits 16..30 generation; bits 0..15 arrived in this generation. The futex word |
+ * | 4      | `parties` | threads that must arrive (1..65535)                            |
+ * | 8      | `kind`    | 6                                                              |
+ *
+ * | who            | does                                                                   |
+ * |----------------|------------------------------------------------------------------------|
+ * | arrive         | CAS `(g, c) → (g, c + 1)`; its arrival index is `c`; sleep until the generation is not `g` |
+ * | the last one   | CAS `(g, parties − 1) → (g + 1, 0)`; wake everyone; returns `parties − 1` |
+ * | timeout, abort | CAS set `BROKEN` (if still generation `g`); wake everyone: every waiter, now and later, gets `ERR_SHM_BROKEN` |
+ *
+ * As in Python's `threading.Barrier`, a wait that times out breaks the barrier for
+ * everyone (otherwise the others would wait for a party that left). A party that dies
+ * while waiting has been counted; one that dies before arriving leaves the others
+ * waiting until their timeouts break the barrier. A broken barrier stays broken: make a
+ * new one.
+ * @module
+ */
+import { checkInteger, checkTimeout, checkWaitOptions } from './args.js'
+import { abortError, closedError, ShmError } from './errors.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
+import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
+import { checkIntact, GUARD, type MappedMemory, memoryOfHandle, writable } from './memory.js'
+import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
+import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
+
+const BROKEN = 0x8000_0000 | 0
+const COUNT = 0xffff
+const GEN_SHIFT = 16
+const GEN_MASK = 0x7fff
+/** Bytes of a barrier record. */
+export const BARRIER_SIZE = 32
+/** The most parties a barrier takes. */
+export const BARRIER_MAX_PARTIES = COUNT
+
+/** `ERR_SHM_BROKEN`: the barrier was broken by a wait that timed out or was aborted. */
+function brokenError(): ShmError {
+  return new ShmError('the barrier is broken (a wait on it timed out or was aborted)', { code: 'ERR_SHM_BROKEN' })
+}
+
+/**
+ * A barrier for `parties` threads of any processes: each {@link wait} blocks until
+ * `parties` waits have arrived, then all return (each with its arrival index, 0 to
+ * `parties − 1`) and the barrier is ready for the next round.
+ */
+export class Barrier {
+  /** The mapping holding the record. */
+  readonly memory: MappedMemory
+  /** Byte offset of the record in {@link memory}. */
+  readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
+  #i32: Int32Array
+  #w: number
+
+  /**
+   * Allocates a barrier for `parties` threads in shared memory.
+   * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
+   * @throws TypeError/RangeError for a bad `parties` (an integer from 1 to 65535)
+   */
+  constructor(where: LockHome | MappedMemory, parties: number) {
+    const place = takePlace()
+    if (!place) checkInteger('parties', parties, 1, BARRIER_MAX_PARTIES)
+    ;({ memory: this.memory, offset: this.offset } = place ?? allocatePlace(where, 64))
+    const win = writable(this.memory).window(this.offset, BARRIER_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Barrier', segment: m.segment, offset: this.offset, memory: m }))
+    claimKind(this.#i32, this.#w + 2, Kind.BARRIER, 'Barrier', this.offset)
+    if (!place) this.#i32[this.#w + 1] = parties
+    else if (parties !== undefined) {
+      checkInteger('parties', parties, 1, BARRIER_MAX_PARTIES)
+      Atomics.store(this.#i32, this.#w + 1, parties)
+    }
+  }
+
+  /**
+   * The barrier whose 32-byte record is at `offset` in `memory` (4-byte aligned). With
+   * `parties` the record is (re)initialized for that many (do that once, before anyone
+   * waits); without, it is used as it is.
+   * @throws RangeError for an offset that is misaligned or does not fit, a bad `parties`;
+   *   TypeError for a record of another kind
+   */
+  static at(memory: MappedMemory, offset: number, parties?: number): Barrier {
+    checkPlace(memory, offset, BARRIER_SIZE)
+    return atPlace(memory, offset, () => new Barrier(memory, parties as number))
+  }
+
+  #a(): Int32Array {
+    const a = this.#i32
+    if (a.length === 0) throw closedError('the barrier\'s mapping')
+    return a
+  }
+
+  /** Threads that must arrive. */
+  get parties(): number {
+    return Atomics.load(this.#a(), this.#w + 1)
+  }
+
+  /** Threads waiting in the current round. */
+  get waiting(): number {
+    return Atomics.load(this.#a(), this.#w) & COUNT
+  }
+
+  /** Whether a timed-out or aborted wait broke the barrier. */
+  get broken(): boolean {
+    return (Atomics.load(this.#a(), this.#w) & BROKEN) !== 0
+  }
+
+  /**
+   * Arrives and blocks this thread until all parties have.
+   * @returns this thread's arrival index (0 for the first, `parties − 1` for the last)
+   * @throws ShmError `ETIMEDOUT` when `timeout` ran out (the barrier is then broken);
+   *   `ERR_SHM_BROKEN` when the barrier is (or gets) broken
+   */
+  wait(options?: AcquireOptions): number {
+    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+    return runBlocking(this.memory, this.#steps(timeout))
+  }
+
+  /**
+   * {@link wait} without blocking the event loop. An abort breaks the barrier, as a
+   * timeout does.
+   * @throws (rejects) AbortError; as {@link wait}
+   */
+  async waitAsync(options?: AsyncWaitOptions): Promise<number> {
+    const { timeout, signal } = checkWaitOptions(options)
+    if (signal?.aborted) throw abortError(signal)
+    return runAsync(this.memory, this.#steps(timeout), signal)
+  }
+
+  *#steps(timeout: number | undefined): Steps<number> {
+    const a = this.#a()
+    const w = this.#w
+    const parties = Atomics.load(a, w + 1)
+    if (!(parties >= 1 && parties <= BARRIER_MAX_PARTIES)) throw new ShmError(`corrupt Barrier record at ${this.offset}: ${parties} parties`, { code: 'ERR_SHM_CORRUPT' })
+    const until = timeout === undefined ? Infinity : performance.now() + timeout
+    // Arrive.
+    let v = Atomics.load(a, w)
+    let index: number
+    for (;;) {
+      if (v & BROKEN) throw brokenError()
+      const c = v & COUNT
+      const g = (v >>> GEN_SHIFT) & GEN_MASK
+      const last = c + 1 >= parties
+      const next = last ? ((g + 1) & GEN_MASK) << GEN_SHIFT : v + 1
+      const seen = Atomics.compareExchange(a, w, v, next)
+      if (seen !== v) {
+        v = seen
+        continue
+      }
+      if (last) {
+        wakeWord(this.memory, this.offset)
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+        return c
+      }
+      index = c
+      v = next
+      break
+    }
+    // Wait for the round to end.
+    const gen = (v >>> GEN_SHIFT) & GEN_MASK
+    let ok = false
+    try {
+      for (;;) {
+        const now = Atomics.load(a, w)
+        if (((now >>> GEN_SHIFT) & GEN_MASK) !== gen) {
+          ok = true
+          if (GUARD[0] !== 0) checkIntact(this.memory)
+          return index
+        }
+        if (now & BROKEN) {
+          ok = true // broken by someone else: nothing to undo
+          throw brokenError()
+        }
+        const left = until - performance.now()
+        if (left <= 0) throw new ShmError('timed out waiting at the barrier (it is broken now)', { code: 'ETIMEDOUT' })
+        yield { offset: this.offset, expected: now, ms: left === Infinity ? undefined : left }
+      }
+    } finally {
+      if (!ok) this.#break(a, gen)
+    }
+  }
+
+  /** Breaks the barrier if it is still in generation `gen`, and wakes everyone. */
+  #break(a: Int32Array, gen: number): void {
+    let v = Atomics.load(a, this.#w)
+    while (((v >>> GEN_SHIFT) & GEN_MASK) === gen && !(v & BROKEN)) {
+      const seen = Atomics.compareExchange(a, this.#w, v, v | BROKEN)
+      if (seen === v) break
+      v = seen
+    }
+    wakeWord(this.memory, this.offset)
+  }
+
+  /** A handle that `revive` turns into the same barrier in another process. */
+  toJSON(): Handle {
+    return handleOf(this.$shmutils, 'barrier')
+  }
+}
+
+registerReviver('Barrier', (h) => Barrier.at(memoryOfHandle(h), h.offset))

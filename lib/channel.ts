@@ -1,0 +1,611 @@
+/**
+ * {@link Channel}: a bounded multi-producer multi-consumer queue of variable-size
+ * messages, in a ring inside a segment's heap.
+ *
+ * ## Design
+ *
+ * Producers and consumers have a robust lock each (the two-lock queue): one producer and
+ * one consumer never contend on a lock, and each takes its own uncontended in a single
+ * `Atomics` compare-and-swap. A message is a record `[u32 length][payload][pad to 4]` at
+ * a 32-bit byte position; `tail` (where the next record goes) belongs to producers and
+ * `head` (the next record to read) to consumers, both counting bytes modulo 2^32. A
+ * record may run past the ring's end and continue at its start, so any message up to
+ * `capacity - 4` bytes fits.
+ *
+ * | who             | does (▶ = the store that commits)                                         |
+ * |-----------------|----------------------------------------------------------------------------|
+ * | send            | producer lock; room = capacity − (tail − head); write the record at tail; journal (pos, size, seq = sent); ▶ `tail += size`; `sent = seq + 1`; unlock; wake consumers if they asked |
+ * | send, full      | read `pwake`; set `producers waiting`; room again? else unlock and sleep on `pwake` |
+ * | receive         | consumer lock; `head ≠ tail`: decode the record; journal (pos, size, seq = received); ▶ `head += size`; `received = seq + 1`; unlock; wake producers if they asked |
+ * | receive, empty  | closed? → end; read `cwake`; set `consumers waiting`; `tail` moved? else unlock and sleep on `cwake` |
+ * | close           | producer lock; `closed = 1`; unlock; bump and wake both wake words |
+ * | wake X          | if `X waiting`: clear it, `Xwake += 1`, futex wake all on `Xwake` |
+ *
+ * Announcing (`waiting = 1`) then re-reading the other side's position, against
+ * committing the position then reading `waiting`, all sequentially consistent: one of
+ * the two sees the other, so a sleeper is never forgotten; waiters sleep in 50 ms slices
+ * anyway.
+ *
+ * ## What a killed process leaves
+ *
+ * Records become visible only by the committing store of `tail`, after the whole record
+ * is written, so a producer killed at any instruction never exposes a torn message: its
+ * half-written bytes lie beyond `tail` and the next producer overwrites them. A consumer
+ * killed before its `head` store leaves the message queued for the next consumer; after
+ * it, the message is gone (the one it was being handed). The next process to take a dead
+ * holder's lock gets `OWNER_DIED` and repairs the only derived state, the message
+ * counters: if the journal's record ends exactly at the committed position, its
+ * sequence number was committed and the counter becomes `seq + 1`. The ring never
+ * wedges: the locks are robust and no state but the two positions orders anything.
+ *
+ * The layout is in docs/FORMAT.md.
+ * @module
+ */
+import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
+import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
+import {
+  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, type Views, viewsOf, writeHeader,
+} from './container.js'
+import { rangeError, ShmError, typeError } from './errors.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
+import { type AsyncWaitOptions, Kind, Lock } from './lock.js'
+import { type MappedMemory, memoryOfHandle } from './memory.js'
+import { atPlace, takePlace } from './place.js'
+import { copyBytes } from './utf8.js'
+import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
+
+/** `'SCHN'` little-endian. */
+const MAGIC = 0x4e48_4353
+
+/** Channel block (offsets from its start; 0..24 are the common container header). */
+const C = Object.freeze({
+  /** u32 ring bytes (a power of two). */
+  CAPACITY: 24,
+  /** u32 1 once closed. */
+  CLOSED: 28,
+  PRODUCER_LOCK: 64,
+  /** u32 producer journal: position, size and sequence of the record being sent. */
+  P_POS: 96,
+  P_SIZE: 100,
+  P_SEQ: 104,
+  /** u32 messages sent (committed). */
+  SENT: 108,
+  CONSUMER_LOCK: 128,
+  /** u32 consumer journal. */
+  C_POS: 160,
+  C_SIZE: 164,
+  C_SEQ: 168,
+  /** u32 messages received. */
+  RECEIVED: 172,
+  /** u32 byte position of the next record to write (producers'). */
+  TAIL: 192,
+  /** u32 1: a consumer may be sleeping on {@link C.CWAKE}. */
+  CONSUMERS_WAITING: 196,
+  /** u32 futex word consumers sleep on; bumped to wake them. */
+  CWAKE: 200,
+  /** u32 byte position of the next record to read (consumers'). */
+  HEAD: 256,
+  /** u32 1: a producer may be sleeping on {@link C.PWAKE}. */
+  PRODUCERS_WAITING: 260,
+  /** u32 futex word producers sleep on. */
+  PWAKE: 264,
+  /** The ring. */
+  RING: 320,
+})
+
+/** The fields of one side of the queue: its journal, position, counter, and the other side's waiting flag. */
+interface Side {
+  readonly journal: number
+  readonly position: number
+  readonly counter: number
+  readonly other: number
+}
+const PRODUCER: Side = Object.freeze({ journal: C.P_POS, position: C.TAIL, counter: C.SENT, other: C.CONSUMERS_WAITING })
+const CONSUMER: Side = Object.freeze({ journal: C.C_POS, position: C.HEAD, counter: C.RECEIVED, other: C.PRODUCERS_WAITING })
+
+/** Bytes of a record's length field. */
+const LEN = 4
+const MIN_CAPACITY = 64
+const MAX_CAPACITY = 1 << 30
+const DEFAULT_CAPACITY = 64 * 1024
+/** Polls of the other side's position before a blocking wait sleeps: adapts between these. */
+const MIN_SPINS = 50
+const MAX_SPINS = 4000
+
+/** Options of the {@link Channel} constructor. */
+export interface ChannelOptions {
+  /** Bytes of the ring (rounded up to a power of two, 64 B to 1 GiB; default 64 KiB). */
+  capacity?: number
+  /** How messages are stored: `'v8'` (default), `'json'`, `'string'` or `'bytes'`. */
+  codec?: Codec
+}
+
+/** Options of {@link Channel.send} and {@link Channel.receive}. */
+export interface ChannelWaitOptions {
+  /** Milliseconds to wait at most; default forever. `0` tries once. */
+  timeout?: number
+}
+
+const scratch = new Scratch()
+const wrapped = new Scratch()
+let encoding = 0
+
+/**
+ * A bounded queue of messages between processes (and worker threads): any number of
+ * producers {@link send}, any number of consumers {@link receive}; every message is
+ * received exactly once, in the order each producer sent them. `send` blocks while the
+ * ring is full and `receive` while it is empty (both with timeouts, and async twins that
+ * never block the event loop); after {@link close}, receivers drain what is queued and
+ * then end.
+ *
+ * ```ts
+ * const jobs = new Channel<Job>(mem, { capacity: 1 << 20 })
+ * worker.send({ jobs })                       // a handle; revive() it there
+ * jobs.send({ id: 1 })                        // producer
+ * for await (const job of jobs) handle(job)   // consumer: ends after close()
+ * ```
+ */
+export class Channel<T = unknown> implements AsyncIterable<T> {
+  /** The mapping the channel lives in. */
+  readonly memory: MappedMemory
+  /** Offset of the channel's block in {@link memory}. */
+  readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
+  #v: Views
+  #coder: Coder
+  #cap: number
+  #ring: number
+  #producer: Lock
+  #consumer: Lock
+  /** Int32 index of field `f`: `#w + (f >> 2)`. */
+  #w: number
+
+  /**
+   * Creates a channel in `where`'s heap.
+   * @throws TypeError/RangeError for bad options; ShmError `ENOMEM`
+   */
+  constructor(where: ContainerHome, options?: ChannelOptions) {
+    const place = takePlace()
+    let memory: MappedMemory
+    let offset: number
+    if (place) {
+      ;({ memory, offset } = place)
+    } else {
+      if (options !== undefined && (typeof options !== 'object' || options === null)) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+      const coder = checkCodec(options?.codec)
+      const cap = ringSize(options?.capacity)
+      const heap = heapOf(where)
+      memory = heap.memory
+      offset = heap.malloc(C.RING + cap, 64)
+      const v = viewsOf(memory, heap)
+      v.u8.fill(0, offset, offset + C.RING)
+      writeHeader(v, offset, MAGIC, Kind.CHANNEL, coder.id)
+      v.i32[(offset + C.CAPACITY) >> 2] = cap
+    }
+    this.memory = memory
+    this.offset = offset
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Channel', segment: m.segment, offset: this.offset, memory: m }))
+    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.CHANNEL, C.RING, 'Channel')
+    const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
+    this.#w = offset >> 2
+    const coder = coderById(v.i32[this.#w + 3])
+    if (!coder) throw corrupt(`the Channel at ${offset} names codec ${v.i32[this.#w + 3]}`)
+    this.#coder = coder
+    const cap = v.i32[this.#w + (C.CAPACITY >> 2)]
+    if (!(cap >= MIN_CAPACITY && cap <= MAX_CAPACITY && (cap & (cap - 1)) === 0) || offset + C.RING + cap > v.size) {
+      throw corrupt(`the Channel at ${offset} has a ring of ${cap} bytes`)
+    }
+    this.#cap = cap
+    this.#ring = offset + C.RING
+    this.#producer = Lock.at(memory, offset + C.PRODUCER_LOCK)
+    this.#consumer = Lock.at(memory, offset + C.CONSUMER_LOCK)
+  }
+
+  /**
+   * The channel whose block is at `offset` of `memory` (as `toJSON()` records it).
+   * @throws TypeError if there is no channel there
+   */
+  static at<T = unknown>(memory: MappedMemory, offset: number): Channel<T> {
+    return atPlace(memory, offset, () => new Channel<T>(memory))
+  }
+
+  /** Bytes of the ring; a message (encoded) can take up to this minus 4. */
+  get capacity(): number {
+    return this.#cap
+  }
+
+  /** The codec messages are stored with. */
+  get codec(): Codec {
+    return this.#coder.name
+  }
+
+  /** Messages queued now (sent and not yet received). */
+  get length(): number {
+    const i32 = this.#live().i32
+    const d = (Atomics.load(i32, this.#w + (C.SENT >> 2)) - Atomics.load(i32, this.#w + (C.RECEIVED >> 2))) | 0
+    return d < 0 ? 0 : d
+  }
+
+  /** Whether {@link close} was called (by any process). */
+  get closed(): boolean {
+    return Atomics.load(this.#live().i32, this.#w + (C.CLOSED >> 2)) !== 0
+  }
+
+  /**
+   * Queues `msg`, blocking this thread while the ring is full.
+   * @returns `true` once queued, `false` when `timeout` ran out
+   * @throws ShmError `ERR_SHM_CLOSED` once the channel is closed; RangeError for a
+   *   message larger than the ring; TypeError for one the codec cannot store
+   */
+  send(msg: T, options?: ChannelWaitOptions): boolean {
+    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+    const n = this.#encode(msg)
+    const until = deadline(timeout)
+    for (;;) {
+      this.#lockProducer()
+      const sleep = this.#trySend(n)
+      if (sleep < 0) return true
+      const left = remaining(until)
+      if (left === 0) return false
+      if (!this.#spin(C.HEAD, sleep)) sleepOnWord(this.memory, this.offset + C.PWAKE, this.#sleepValue, left)
+    }
+  }
+
+  /**
+   * {@link send} without blocking the event loop: waits for room on a native waiter
+   * thread.
+   * @returns (resolves) `true` once queued, `false` when `timeout` ran out
+   * @throws (rejects) as {@link send}; AbortError when `signal` aborts
+   */
+  async sendAsync(msg: T, options?: AsyncWaitOptions): Promise<boolean> {
+    const { timeout, signal } = checkWaitOptions(options)
+    const n = this.#encode(msg)
+    // The encoded message must survive awaits: other sends on this thread use the scratch buffer.
+    const bytes = scratch.bytes.slice(0, n)
+    const until = deadline(timeout)
+    for (;;) {
+      await this.#lockAsync(this.#producer, signal, PRODUCER)
+      scratch.ensure(0, n)
+      scratch.bytes.set(bytes)
+      const sleep = this.#trySend(n)
+      if (sleep < 0) return true
+      const left = remaining(until)
+      if (left === 0) return false
+      await sleepOnWordAsync(this.memory, this.offset + C.PWAKE, this.#sleepValue, left, signal)
+    }
+  }
+
+  /**
+   * Takes the next message, blocking this thread while the channel is empty.
+   * @throws ShmError `ETIMEDOUT` when `timeout` ran out; `ERR_SHM_CLOSED` once the
+   *   channel is closed and drained; `ERR_SHM_CORRUPT` for a record that cannot be
+   *   decoded (it is dropped, so the next receive goes on)
+   */
+  receive(options?: ChannelWaitOptions): T {
+    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+    const until = deadline(timeout)
+    for (;;) {
+      this.#lockConsumer()
+      const got = this.#tryReceive()
+      if (got !== EMPTY) return got as T
+      const left = remaining(until)
+      if (left === 0) throw timedOut()
+      if (!this.#spin(C.TAIL, this.#seen)) sleepOnWord(this.memory, this.offset + C.CWAKE, this.#sleepValue, left)
+    }
+  }
+
+  /**
+   * {@link receive} without blocking the event loop.
+   * @throws (rejects) as {@link receive}; AbortError when `signal` aborts
+   */
+  async receiveAsync(options?: AsyncWaitOptions): Promise<T> {
+    const { timeout, signal } = checkWaitOptions(options)
+    const until = deadline(timeout)
+    for (;;) {
+      await this.#lockAsync(this.#consumer, signal, CONSUMER)
+      const got = this.#tryReceive()
+      if (got !== EMPTY) return got as T
+      const left = remaining(until)
+      if (left === 0) throw timedOut()
+      await sleepOnWordAsync(this.memory, this.offset + C.CWAKE, this.#sleepValue, left, signal)
+    }
+  }
+
+  /** Receives until the channel is closed and drained: `for await (const m of ch)`. */
+  async *[Symbol.asyncIterator](): AsyncIterator<T> {
+    for (;;) {
+      let msg: T
+      try {
+        msg = await this.receiveAsync()
+      } catch (e) {
+        if ((e as ShmError).code === 'ERR_SHM_CLOSED' && this.closed) return
+        throw e
+      }
+      yield msg
+    }
+  }
+
+  /**
+   * Closes the channel for every process: sends fail with `ERR_SHM_CLOSED` from now on;
+   * receivers get what is queued, then `ERR_SHM_CLOSED` (async iteration ends). Closing
+   * twice is fine.
+   */
+  close(): void {
+    const v = this.#live()
+    this.#lockProducer()
+    Atomics.store(v.i32, this.#w + (C.CLOSED >> 2), 1)
+    this.#producer.release()
+    for (const [flag, word] of [[C.CONSUMERS_WAITING, C.CWAKE], [C.PRODUCERS_WAITING, C.PWAKE]]) {
+      Atomics.store(v.i32, this.#w + (flag >> 2), 0)
+      Atomics.add(v.i32, this.#w + (word >> 2), 1)
+      wakeWord(this.memory, this.offset + word)
+    }
+  }
+
+  /** A handle that `revive` turns into the same channel in another process. */
+  toJSON(): Handle {
+    return handleOf(this.$shmutils, 'channel')
+  }
+
+  // ---- internals ----
+
+  #live(): Views {
+    const v = this.#v
+    if (v.i32.length === 0) throw containerClosed('Channel')
+    return v
+  }
+
+  /** Encodes `msg` into the scratch buffer; checks it fits the ring. */
+  #encode(msg: unknown): number {
+    if (this.#live().i32[this.#w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
+    const out = encoding === 0 ? scratch : new Scratch()
+    encoding++
+    let n: number
+    try {
+      n = this.#coder.encode(msg, out, 'The message')
+    } finally {
+      encoding--
+    }
+    if (out !== scratch) {
+      scratch.ensure(0, n)
+      scratch.bytes.set(out.bytes.subarray(0, n))
+    }
+    if (LEN + n > this.#cap) throw rangeError(`A message of ${n} bytes (encoded) does not fit in a Channel ring of ${this.#cap} bytes (at most ${this.#cap - LEN})`)
+    return n
+  }
+
+  /** The wake word's value read before announcing a sleep (see the module docs). */
+  #sleepValue = 0
+  /** The position a failed try saw (what a spin watches for a change). */
+  #seen = 0
+
+  /**
+   * With the producer lock held: writes the message in the scratch buffer (`n` bytes)
+   * if there is room, and releases the lock. Returns -1 when sent; otherwise the `head`
+   * it saw, having announced a sleep (`#sleepValue`).
+   */
+  #trySend(n: number): number {
+    const v = this.#v
+    const i32 = v.i32
+    const w = this.#w
+    const size = LEN + ((n + 3) & ~3)
+    let woke = false
+    try {
+      // Plain reads of what only producers write (under this lock); Atomics where the
+      // other side's writes or the order of the commit matter.
+      if (i32[w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
+      const tail = i32[w + (C.TAIL >> 2)] >>> 0
+      let head = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
+      if (this.#cap - ((tail - head) >>> 0) < size) {
+        this.#sleepValue = Atomics.load(i32, w + (C.PWAKE >> 2))
+        Atomics.store(i32, w + (C.PRODUCERS_WAITING >> 2), 1)
+        head = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
+        if (this.#cap - ((tail - head) >>> 0) < size) return head
+      }
+      const mask = this.#cap - 1
+      const at = tail & mask
+      i32[(this.#ring + at) >> 2] = n
+      this.#copyIn(scratch.bytes, n, (at + LEN) & mask)
+      // Commit: the record is visible to consumers.
+      woke = this.#commit(PRODUCER, tail, size)
+      return -1
+    } finally {
+      this.#producer.release()
+      if (woke) this.#wake(C.CONSUMERS_WAITING, C.CWAKE)
+      intact(this.memory)
+    }
+  }
+
+  /**
+   * With the consumer lock held: takes and decodes the next message if there is one,
+   * and releases the lock. Returns {@link EMPTY} otherwise, having announced a sleep.
+   * @throws ShmError `ERR_SHM_CLOSED` when closed and drained; `ERR_SHM_CORRUPT`
+   */
+  #tryReceive(): unknown {
+    const v = this.#v
+    const i32 = v.i32
+    const w = this.#w
+    let woke = false
+    try {
+      const head = i32[w + (C.HEAD >> 2)] >>> 0
+      const closed = Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0
+      let tail = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
+      if (tail === head) {
+        if (closed) throw channelClosed()
+        this.#sleepValue = Atomics.load(i32, w + (C.CWAKE >> 2))
+        Atomics.store(i32, w + (C.CONSUMERS_WAITING >> 2), 1)
+        tail = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
+        if (tail === head) {
+          this.#seen = tail
+          return EMPTY
+        }
+      }
+      const mask = this.#cap - 1
+      const at = head & mask
+      const n = i32[(this.#ring + at) >> 2] >>> 0
+      const size = LEN + ((n + 3) & ~3)
+      if (n > this.#cap - LEN || size > ((tail - head) >>> 0)) {
+        // Nothing sane to skip to: the queue is beyond repair.
+        throw corrupt(`a Channel record at ${head} claims ${n} bytes with ${(tail - head) >>> 0} queued`)
+      }
+      let value: unknown
+      let error: unknown = null
+      try {
+        value = this.#decodeAt((at + LEN) & mask, n)
+      } catch (e) {
+        error = e
+      }
+      // Commit: the record is consumed (a bad one too, so the queue goes on).
+      woke = this.#commit(CONSUMER, head, size)
+      if (error !== null) throw error
+      return value
+    } finally {
+      this.#consumer.release()
+      if (woke) this.#wake(C.PRODUCERS_WAITING, C.PWAKE)
+      intact(this.memory)
+    }
+  }
+
+  /** Copies `src[0, n)` into the ring at physical index `at`, wrapping at its end. */
+  #copyIn(src: Uint8Array, n: number, at: number): void {
+    const u8 = this.#v.u8
+    const first = Math.min(n, this.#cap - at)
+    copyBytes(u8, this.#ring + at, src, first)
+    if (first < n) u8.set(src.subarray(first, n), this.#ring)
+  }
+
+  /** Decodes the `n` payload bytes at physical index `at` (copied out first if they wrap). */
+  #decodeAt(at: number, n: number): unknown {
+    const u8 = this.#v.u8
+    const first = this.#cap - at
+    if (n <= first) return this.#coder.decode(u8, this.#ring + at, this.#ring + at + n)
+    wrapped.ensure(0, n)
+    wrapped.bytes.set(u8.subarray(this.#ring + at, this.#ring + this.#cap))
+    wrapped.bytes.set(u8.subarray(this.#ring, this.#ring + n - first), first)
+    return this.#coder.decode(wrapped.bytes, 0, n)
+  }
+
+  /** Wakes the other side if it announced a sleep. */
+  #wake(flag: number, word: number): void {
+    const i32 = this.#v.i32
+    Atomics.store(i32, this.#w + (flag >> 2), 0)
+    Atomics.add(i32, this.#w + (word >> 2), 1)
+    wakeWord(this.memory, this.offset + word)
+  }
+
+  /**
+   * Polls the position at `field` for a change from `seen` a little before a blocking
+   * sleep: a busy peer usually moves it within microseconds, which saves two system
+   * calls. The poll count adapts: doubled after a poll that saw the change, halved after
+   * one that did not. `true` if it moved.
+   */
+  #spin(field: number, seen: number): boolean {
+    const i32 = this.#v.i32
+    const at = this.#w + (field >> 2)
+    const n = this.#spins
+    for (let i = 0; i < n; i++) {
+      if (Atomics.load(i32, at) >>> 0 !== seen) {
+        // Worth it: a busy peer (a stream). Poll longer next time.
+        this.#spins = Math.min(MAX_SPINS, n * 2)
+        return true
+      }
+    }
+    // Not worth it (an idle or descheduled peer): sleep sooner next time, leaving the CPU
+    // to whoever must run for the position to move.
+    this.#spins = Math.max(MIN_SPINS, n >> 1)
+    return false
+  }
+
+  /** How long {@link #spin} polls (adaptive, per object). */
+  #spins = 200
+
+  #lockProducer(): void {
+    this.#lock(this.#producer, PRODUCER)
+  }
+
+  #lockConsumer(): void {
+    this.#lock(this.#consumer, CONSUMER)
+  }
+
+  /** Takes `side`'s lock, repairing its counter after a dead holder. */
+  #lock(lock: Lock, side: Side): void {
+    this.#live()
+    takeLock(lock, 'a Channel')
+    if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+  }
+
+  /** Takes `lock` without blocking the event loop (at once if it is free). */
+  async #lockAsync(lock: Lock, signal: AbortSignal | undefined, side: Side): Promise<void> {
+    this.#live()
+    if (!lock.tryAcquire()) await lock.acquireAsync({ signal })
+    if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+  }
+
+  /**
+   * With `side`'s lock held: journals the record of `size` bytes at `pos` (position
+   * first, so a half-written journal never matches), commits the side's position, counts
+   * the message. Returns whether the other side announced a sleep.
+   */
+  #commit(side: Side, pos: number, size: number): boolean {
+    const i32 = this.#v.i32
+    const j = this.#w + (side.journal >> 2)
+    const count = this.#w + (side.counter >> 2)
+    const seq = i32[count]
+    i32[j] = pos
+    i32[j + 1] = size
+    i32[j + 2] = seq
+    Atomics.store(i32, this.#w + (side.position >> 2), (pos + size) | 0)
+    i32[count] = seq + 1
+    return Atomics.load(i32, this.#w + (side.other >> 2)) !== 0
+  }
+
+  /**
+   * `side`'s holder died: settle its counter from its journal. If the journaled record
+   * ends at the committed position, its sequence number was committed.
+   */
+  #settle(side: Side): void {
+    const i32 = this.#v.i32
+    const j = this.#w + (side.journal >> 2)
+    const s = i32[j + 1] >>> 0
+    if (s !== 0 && ((i32[j] + s) | 0) === i32[this.#w + (side.position >> 2)]) {
+      i32[this.#w + (side.counter >> 2)] = (i32[j + 2] + 1) | 0
+    }
+  }
+}
+
+/** What {@link Channel}'s tryReceive returns when there is nothing to take. */
+const EMPTY = Symbol('empty')
+
+function ringSize(value: unknown): number {
+  if (value === undefined) return DEFAULT_CAPACITY
+  const n = checkIndex('capacity', value)
+  if (n > MAX_CAPACITY) throw rangeError(`The "capacity" option must be at most ${MAX_CAPACITY} bytes; got ${n}`)
+  let cap = MIN_CAPACITY
+  while (cap < n) cap *= 2
+  return cap
+}
+
+function channelClosed(): ShmError {
+  return new ShmError('the channel is closed', { code: 'ERR_SHM_CLOSED' })
+}
+
+function timedOut(): ShmError {
+  return new ShmError('timed out waiting for a message', { code: 'ETIMEDOUT' })
+}
+
+/** A deadline (performance.now() ms) for `timeout`, `Infinity` for none. */
+function deadline(timeout: number | undefined): number {
+  return timeout === undefined ? Infinity : performance.now() + timeout
+}
+
+/** Milliseconds left until `until` (`undefined`: forever; 0: passed). */
+function remaining(until: number): number | undefined {
+  if (until === Infinity) return undefined
+  return Math.max(0, until - performance.now())
+}
+
+registerReviver('Channel', (h) => Channel.at(memoryOfHandle(h), h.offset))

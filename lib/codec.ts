@@ -1,0 +1,598 @@
+/**
+ * How shared containers turn values into bytes and back ({@link Codec}):
+ *
+ * - `'v8'` (default): the structured-clone format of `node:v8` `serialize` /
+ *   `deserialize` (objects, arrays, Map, Set, Date, BigInt, typed arrays, cycles).
+ *   Values made of plain objects, arrays, strings, numbers, booleans, `null` and
+ *   `undefined` are written and read by the JavaScript coder below, which produces and
+ *   accepts the same wire format (V8's `ValueSerializer`, version 15) several times
+ *   faster than the native calls for small values; anything else (and any byte sequence
+ *   it does not know) goes through `node:v8` itself. Either way the stored bytes are
+ *   what `v8.deserialize` reads.
+ * - `'json'`: `JSON.stringify` as UTF-8.
+ * - `'string'`: strings only, as UTF-8.
+ * - `'bytes'`: `Uint8Array`s (any `ArrayBufferView`), stored as they are; reads return
+ *   a copy.
+ *
+ * Decoding never returns memory that aliases the mapping: the container may free and
+ * reuse those bytes the moment its lock is released.
+ * @module
+ */
+import v8 from 'node:v8'
+import { describe } from './args.js'
+import { ShmError, typeError } from './errors.js'
+import { decodeUtf8, encodeUtf8Into } from './utf8.js'
+
+/** The codecs containers offer. */
+export type Codec = 'v8' | 'json' | 'string' | 'bytes'
+
+/** Codec names by the number stored in a container's header. */
+export const CODECS: readonly Codec[] = ['v8', 'json', 'string', 'bytes']
+
+/** A growable scratch buffer encoders write into, reused across calls. */
+export class Scratch {
+  bytes = new Uint8Array(256)
+  view = new DataView(this.bytes.buffer)
+
+  /** Makes room for `n` bytes from `at`, keeping what is before `at`. */
+  ensure(at: number, n: number): void {
+    if (at + n <= this.bytes.length) return
+    let size = this.bytes.length * 2
+    while (size < at + n) size *= 2
+    const b = new Uint8Array(size)
+    b.set(this.bytes.subarray(0, at))
+    this.bytes = b
+    this.view = new DataView(b.buffer)
+  }
+}
+
+/** Encodes and decodes values of one codec. */
+export interface Coder {
+  readonly name: Codec
+  /** Its number in container headers (index in {@link CODECS}). */
+  readonly id: number
+  /**
+   * Writes `value` into `out` from offset 0; returns the byte count.
+   * @throws TypeError for a value the codec cannot store (`what` names it)
+   */
+  encode(value: unknown, out: Scratch, what: string): number
+  /**
+   * Reads the value stored in `bytes[start, end)`.
+   * @throws ShmError `ERR_SHM_CORRUPT` for bytes that are not a value of this codec
+   */
+  decode(bytes: Uint8Array, start: number, end: number): unknown
+}
+
+/** The coder of codec `name`. */
+export function coderFor(name: Codec): Coder {
+  return CODERS[CODECS.indexOf(name)]
+}
+
+/** The coder stored as `id` in a container header, or `undefined` for an unknown id. */
+export function coderById(id: number): Coder | undefined {
+  return CODERS[id]
+}
+
+/** Checks a `codec` option and returns its coder (`'v8'` when undefined). */
+export function checkCodec(value: unknown): Coder {
+  if (value === undefined) return CODERS[0]
+  const i = CODECS.indexOf(value as Codec)
+  if (i < 0) throw typeError(`The "codec" option must be one of ${CODECS.map((c) => `'${c}'`).join(', ')}; got ${describe(value)}`)
+  return CODERS[i]
+}
+
+function corrupt(what: string): ShmError {
+  return new ShmError(`corrupt container data: ${what}`, { code: 'ERR_SHM_CORRUPT' })
+}
+
+// ---- 'v8': V8's ValueSerializer format ----
+
+/** Tags of V8's ValueSerializer wire format (src/objects/value-serializer.cc). */
+const enum Tag {
+  Version = 0xff,
+  Padding = 0x00,
+  VerifyObjectCount = 0x3f, // '?'
+  TheHole = 0x2d, // '-'
+  Undefined = 0x5f, // '_'
+  Null = 0x30, // '0'
+  True = 0x54, // 'T'
+  False = 0x46, // 'F'
+  Int32 = 0x49, // 'I'
+  Uint32 = 0x55, // 'U'
+  Double = 0x4e, // 'N'
+  Utf8String = 0x53, // 'S'
+  OneByteString = 0x22, // '"'
+  TwoByteString = 0x63, // 'c'
+  BeginObject = 0x6f, // 'o'
+  EndObject = 0x7b, // '{'
+  BeginSparseArray = 0x61, // 'a'
+  EndSparseArray = 0x40, // '@'
+  BeginDenseArray = 0x41, // 'A'
+  EndDenseArray = 0x24, // '$'
+}
+
+/** The format version this Node writes (the second byte of `v8.serialize(x)`). */
+const VERSION = v8.serialize(null)[1]
+/** Objects (and arrays) the JavaScript coder follows in one value; beyond, node:v8. */
+const MAX_OBJECTS = 64
+/** Longest array the JavaScript coder writes; longer ones (the whole value) go to node:v8. */
+const MAX_ARRAY = 256
+/** Nesting the JavaScript decoder follows; beyond, node:v8. */
+const MAX_DEPTH = 64
+
+const EMPTY = new Uint8Array(0)
+
+/** Thrown inside the JavaScript coder: let node:v8 do this value. */
+const FALLBACK = Symbol('fallback')
+
+const LATIN1_ONLY = /^[\0-\xff]*$/
+
+class V8Writer {
+  out!: Scratch
+  busy = false
+  pos = 0
+  /** Objects entered so far in this value (`seen[0, seenCount)`). */
+  seen: object[] = []
+  seenCount = 0
+
+  byte(b: number): void {
+    this.out.ensure(this.pos, 1)
+    this.out.bytes[this.pos++] = b
+  }
+
+  varint(n: number): void {
+    this.out.ensure(this.pos, 5)
+    const b = this.out.bytes
+    while (n >= 0x80) {
+      b[this.pos++] = (n & 0x7f) | 0x80
+      n >>>= 7
+    }
+    b[this.pos++] = n
+  }
+
+  string(s: string): void {
+    const n = s.length
+    const out = this.out
+    // One-byte (Latin-1) strings as V8 writes them; others as UTF-8 ('S'), which V8
+    // reads too and which is compact for the usual mostly-ASCII text.
+    if (n <= 32) {
+      let i = 0
+      while (i < n && s.charCodeAt(i) < 0x100) i++
+      if (i === n) return this.latin1(s)
+    } else if (LATIN1_ONLY.test(s)) {
+      return this.latin1(s)
+    }
+    out.ensure(this.pos, 6 + 3 * n)
+    const lenAt = this.pos + 1
+    // Leave room for a 5-byte varint; move the bytes down if it is shorter.
+    const w = encodeUtf8Into(s, out.bytes, lenAt + 5)
+    const lenBytes = varintSize(w)
+    out.bytes[this.pos] = Tag.Utf8String
+    if (lenBytes !== 5) out.bytes.copyWithin(lenAt + lenBytes, lenAt + 5, lenAt + 5 + w)
+    this.pos = lenAt
+    this.varint(w)
+    this.pos += w
+  }
+
+  latin1(s: string): void {
+    const n = s.length
+    this.byte(Tag.OneByteString)
+    this.varint(n)
+    this.out.ensure(this.pos, n)
+    const b = this.out.bytes
+    if (n <= 32) {
+      for (let i = 0; i < n; i++) b[this.pos + i] = s.charCodeAt(i)
+    } else {
+      Buffer.from(b.buffer, b.byteOffset, b.length).write(s, this.pos, n, 'latin1')
+    }
+    this.pos += n
+  }
+
+  value(v: unknown): void {
+    switch (typeof v) {
+      case 'string':
+        return this.string(v)
+      case 'number':
+        if ((v | 0) === v && !(v === 0 && 1 / v < 0)) {
+          this.byte(Tag.Int32)
+          this.varint(((v << 1) ^ (v >> 31)) >>> 0)
+        } else {
+          this.byte(Tag.Double)
+          this.out.ensure(this.pos, 8)
+          this.out.view.setFloat64(this.pos, v, true)
+          this.pos += 8
+        }
+        return
+      case 'boolean':
+        return this.byte(v ? Tag.True : Tag.False)
+      case 'undefined':
+        return this.byte(Tag.Undefined)
+      case 'object':
+        if (v === null) return this.byte(Tag.Null)
+        return this.object(v)
+      default:
+        throw FALLBACK
+    }
+  }
+
+  object(o: object): void {
+    const seen = this.seen
+    const n = this.seenCount
+    // A second reference to one object (or a cycle) needs V8's back-references.
+    if (n >= MAX_OBJECTS) throw FALLBACK
+    for (let i = 0; i < n; i++) if (seen[i] === o) throw FALLBACK
+    seen[n] = o
+    this.seenCount = n + 1
+    const proto = Object.getPrototypeOf(o)
+    if (Array.isArray(o)) {
+      if (proto !== Array.prototype) throw FALLBACK
+      const a = o as unknown[]
+      const len = a.length
+      if (len > MAX_ARRAY) throw FALLBACK
+      this.byte(Tag.BeginDenseArray)
+      this.varint(len)
+      let present = 0
+      for (let i = 0; i < len; i++) {
+        const x = a[i]
+        if (x === undefined && !(i in a)) {
+          this.byte(Tag.TheHole)
+        } else {
+          present++
+          this.value(x)
+        }
+      }
+      // Named properties on an array (a RegExp match's `index`, ...) are cloned too:
+      // node:v8 writes those. (Object.keys is the cheapest way to see them; long arrays
+      // go to node:v8 directly, whose per-element cost wins there anyway.)
+      if (Object.keys(a).length !== present) throw FALLBACK
+      this.byte(Tag.EndDenseArray)
+      this.varint(0)
+      this.varint(len)
+      return
+    }
+    if (proto !== Object.prototype && proto !== null) throw FALLBACK
+    this.byte(Tag.BeginObject)
+    let count = 0
+    const r = o as Record<string, unknown>
+    for (const k in r) {
+      this.string(k)
+      this.value(r[k])
+      count++
+    }
+    this.byte(Tag.EndObject)
+    this.varint(count)
+  }
+}
+
+const fcc = String.fromCharCode
+
+/** The Latin-1 string `b[at, at + n)`, built without a native call (n ≤ 64). */
+function latin1(b: Uint8Array, at: number, n: number): string {
+  let s = ''
+  while (n > 8) {
+    s += fcc(b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5], b[at + 6], b[at + 7])
+    at += 8
+    n -= 8
+  }
+  switch (n) {
+    case 0:
+      return s
+    case 1:
+      return s + fcc(b[at])
+    case 2:
+      return s + fcc(b[at], b[at + 1])
+    case 3:
+      return s + fcc(b[at], b[at + 1], b[at + 2])
+    case 4:
+      return s + fcc(b[at], b[at + 1], b[at + 2], b[at + 3])
+    case 5:
+      return s + fcc(b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4])
+    case 6:
+      return s + fcc(b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5])
+    case 7:
+      return s + fcc(b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5], b[at + 6])
+    default:
+      return s + fcc(b[at], b[at + 1], b[at + 2], b[at + 3], b[at + 4], b[at + 5], b[at + 6], b[at + 7])
+  }
+}
+
+/** Property names up to this many bytes are cached. */
+const KEY_CACHE_LENGTH = 32
+const keyCache: string[] = new Array<string>(4096).fill('')
+
+/** The Latin-1 string `b[at, at + n)` from the key cache (n ≤ {@link KEY_CACHE_LENGTH}). */
+function cachedKey(b: Uint8Array, at: number, n: number): string {
+  let h = n
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[at + i], 0x01000193)
+  const slot = (h ^ (h >>> 15)) & 4095
+  const hit = keyCache[slot]
+  if (hit.length === n) {
+    let i = 0
+    while (i < n && hit.charCodeAt(i) === b[at + i]) i++
+    if (i === n) return hit
+  }
+  const s = latin1(b, at, n)
+  keyCache[slot] = s
+  return s
+}
+
+function varintSize(n: number): number {
+  return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5
+}
+
+class V8Reader {
+  b: Uint8Array = EMPTY
+  pos = 0
+  end = 0
+  #view: DataView | null = null
+
+  /** A DataView over the bytes being read, made on first use per value. */
+  get view(): DataView {
+    return (this.#view ??= new DataView(this.b.buffer, this.b.byteOffset, this.b.byteLength))
+  }
+
+  /** Starts reading `b[start, end)`. */
+  reset(b: Uint8Array, start: number, end: number): void {
+    this.b = b
+    this.pos = start
+    this.end = end
+    this.#view = null
+  }
+
+  u8(): number {
+    if (this.pos >= this.end) throw FALLBACK
+    return this.b[this.pos++]
+  }
+
+  varint(): number {
+    let r = 0
+    let shift = 0
+    for (;;) {
+      const x = this.u8()
+      if (shift === 28) {
+        if (x > 0x0f) throw FALLBACK
+        return (r | (x << 28)) >>> 0
+      }
+      r |= (x & 0x7f) << shift
+      if (x < 0x80) return r >>> 0
+      shift += 7
+    }
+  }
+
+  take(n: number): number {
+    const at = this.pos
+    if (n > this.end - at) throw FALLBACK
+    this.pos = at + n
+    return at
+  }
+
+  value(depth: number): unknown {
+    if (depth > MAX_DEPTH) throw FALLBACK
+    for (;;) {
+      const tag = this.u8()
+      switch (tag) {
+        case Tag.Padding:
+          continue
+        case Tag.VerifyObjectCount:
+          this.varint()
+          continue
+        case Tag.Undefined:
+          return undefined
+        case Tag.Null:
+          return null
+        case Tag.True:
+          return true
+        case Tag.False:
+          return false
+        case Tag.Int32: {
+          const z = this.varint()
+          return (z >>> 1) ^ -(z & 1)
+        }
+        case Tag.Uint32:
+          return this.varint()
+        case Tag.Double: {
+          const at = this.take(8)
+          return this.view.getFloat64(at, true)
+        }
+        case Tag.OneByteString: {
+          const n = this.varint()
+          const at = this.take(n)
+          if (n <= 64) return latin1(this.b, at, n)
+          return Buffer.from(this.b.buffer, this.b.byteOffset, this.b.length).toString('latin1', at, at + n)
+        }
+        case Tag.Utf8String: {
+          const n = this.varint()
+          const at = this.take(n)
+          return decodeUtf8(this.b, at, at + n)
+        }
+        case Tag.TwoByteString: {
+          const n = this.varint()
+          if (n % 2 !== 0) throw FALLBACK
+          const at = this.take(n)
+          return Buffer.from(this.b.buffer, this.b.byteOffset, this.b.length).toString('utf16le', at, at + n)
+        }
+        case Tag.BeginObject: {
+          const o: Record<string, unknown> = {}
+          this.properties(o, Tag.EndObject, depth)
+          this.varint()
+          return o
+        }
+        case Tag.BeginDenseArray: {
+          const n = this.varint()
+          if (n > this.end - this.pos) throw FALLBACK // every element takes a byte at least
+          const a: unknown[] = []
+          for (let i = 0; i < n; i++) {
+            if (this.pos < this.end && this.b[this.pos] === Tag.TheHole) {
+              this.pos++
+              continue
+            }
+            a[i] = this.value(depth + 1)
+          }
+          if (a.length !== n) a.length = n
+          this.properties(a as unknown as Record<string, unknown>, Tag.EndDenseArray, depth)
+          this.varint()
+          this.varint()
+          return a
+        }
+        case Tag.BeginSparseArray: {
+          const n = this.varint()
+          const a: unknown[] = new Array(n)
+          this.properties(a as unknown as Record<string, unknown>, Tag.EndSparseArray, depth)
+          this.varint()
+          this.varint()
+          return a
+        }
+        default:
+          throw FALLBACK
+      }
+    }
+  }
+
+  /** Reads key/value pairs into `o` up to (and including) the `end` tag. */
+  properties(o: Record<string, unknown>, end: number, depth: number): void {
+    for (;;) {
+      while (this.pos < this.end && this.b[this.pos] === Tag.Padding) this.pos++
+      if (this.pos < this.end && this.b[this.pos] === end) {
+        this.pos++
+        return
+      }
+      let k: string | number
+      // Short one-byte keys (the usual property names) come from a cache: the same
+      // string object each time, which V8 has internalized already.
+      const n = this.pos + 1 < this.end && this.b[this.pos] === Tag.OneByteString ? this.b[this.pos + 1] : 0x80
+      if (n <= KEY_CACHE_LENGTH) {
+        this.pos += 2
+        k = cachedKey(this.b, this.take(n), n)
+      } else {
+        const x = this.value(depth + 1)
+        if (typeof x !== 'string' && typeof x !== 'number') throw FALLBACK
+        k = x
+      }
+      const v = this.value(depth + 1)
+      if (k === '__proto__') Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true })
+      else o[k] = v
+    }
+  }
+}
+
+const writer = new V8Writer()
+const reader = new V8Reader()
+
+const v8Coder: Coder = {
+  name: 'v8',
+  id: 0,
+  encode(value, out, what) {
+    // A getter run while encoding may store into a container too: it gets its own writer.
+    const w = writer.busy ? new V8Writer() : writer
+    w.busy = true
+    w.out = out
+    w.pos = 0
+    try {
+      w.byte(Tag.Version)
+      w.byte(VERSION)
+      w.value(value)
+      return w.pos
+    } catch (e) {
+      if (e !== FALLBACK) throw e
+    } finally {
+      // Keep no reference to the caller's objects.
+      for (let i = 0; i < w.seenCount; i++) w.seen[i] = EMPTY
+      w.seenCount = 0
+      w.busy = false
+    }
+    let b: Buffer
+    try {
+      b = v8.serialize(value)
+    } catch (e) {
+      throw typeError(`${what} cannot be stored with the 'v8' codec (structured clone): ${(e as Error).message}`)
+    }
+    out.ensure(0, b.length)
+    out.bytes.set(b)
+    return b.length
+  },
+  decode(bytes, start, end) {
+    const r = reader
+    r.reset(bytes, start, end)
+    try {
+      if (r.u8() !== Tag.Version) throw FALLBACK
+      r.varint()
+      const v = r.value(0)
+      if (r.pos !== end) throw FALLBACK
+      return v
+    } catch (e) {
+      if (e !== FALLBACK) throw e
+    } finally {
+      // Hold no reference to the mapping between calls (it may be closed and collected).
+      r.reset(EMPTY, 0, 0)
+    }
+    try {
+      // A copy: node:v8 returns typed arrays that alias the buffer it reads.
+      return v8.deserialize(Buffer.from(bytes.subarray(start, end)))
+    } catch (e) {
+      throw corrupt(`a 'v8' value does not deserialize (${(e as Error).message})`)
+    }
+  },
+}
+
+
+// ---- 'json', 'string', 'bytes' ----
+
+function writeText(s: string, out: Scratch): number {
+  let n = encodeUtf8Into(s, out.bytes, 0)
+  if (n < 0) {
+    out.ensure(0, 3 * s.length)
+    n = encodeUtf8Into(s, out.bytes, 0)
+  }
+  return n
+}
+
+const jsonCoder: Coder = {
+  name: 'json',
+  id: 1,
+  encode(value, out, what) {
+    let s: string | undefined
+    try {
+      s = JSON.stringify(value)
+    } catch (e) {
+      throw typeError(`${what} cannot be stored with the 'json' codec: ${(e as Error).message}`)
+    }
+    if (s === undefined) throw typeError(`${what} cannot be stored with the 'json' codec: ${describe(value)} has no JSON form`)
+    return writeText(s, out)
+  },
+  decode(bytes, start, end) {
+    try {
+      return JSON.parse(decodeUtf8(bytes, start, end))
+    } catch {
+      throw corrupt('a \'json\' value does not parse')
+    }
+  },
+}
+
+const stringCoder: Coder = {
+  name: 'string',
+  id: 2,
+  encode(value, out, what) {
+    if (typeof value !== 'string') throw typeError(`${what} must be a string with the 'string' codec; got ${describe(value)}`)
+    return writeText(value, out)
+  },
+  decode(bytes, start, end) {
+    return decodeUtf8(bytes, start, end)
+  },
+}
+
+const bytesCoder: Coder = {
+  name: 'bytes',
+  id: 3,
+  encode(value, out, what) {
+    if (!ArrayBuffer.isView(value)) throw typeError(`${what} must be a Uint8Array (or another ArrayBufferView) with the 'bytes' codec; got ${describe(value)}`)
+    const src = new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+    out.ensure(0, src.length)
+    out.bytes.set(src)
+    return src.length
+  },
+  decode(bytes, start, end) {
+    return bytes.slice(start, end)
+  },
+}
+
+const CODERS: readonly Coder[] = [v8Coder, jsonCoder, stringCoder, bytesCoder]

@@ -1,0 +1,161 @@
+/**
+ * What the shared containers (`SharedMap`, `Channel`) have in common: where they live
+ * (a heap), the header every container starts with (magic, version, kind tag at offset
+ * 8 as in every synchronization record, the heap it allocates from), block slots (u32
+ * words holding a heap block's offset / 16), and taking a robust lock that repairs the
+ * container's state when its previous holder died. The byte layouts are in
+ * docs/FORMAT.md.
+ * @module
+ */
+import { describe } from './args.js'
+import { closedError, ShmError, typeError } from './errors.js'
+import { Heap, heapSlotId } from './heap.js'
+import type { Lock } from './lock.js'
+import { checkIntact, GUARD, internals, MappedMemory, writable } from './memory.js'
+
+/** Heap blocks are 16-aligned: block slots hold `offset / UNIT`. */
+export const UNIT = 16
+
+/** Common header fields (byte offsets from the container's start). */
+export const H = Object.freeze({
+  /** u32 magic, per container type. */
+  MAGIC: 0,
+  /** u32 layout version (1). */
+  VERSION: 4,
+  /** u32 kind tag (16 SharedMap, 17 Channel), at offset 8 as in every sync record. */
+  KIND: 8,
+  /** u32 codec id (`lib/codec.ts`). */
+  CODEC: 12,
+  /** f64 mapping offset of the heap the container allocates from. */
+  HEAP: 16,
+})
+
+
+/** Where a container can be created: a heap, or a managed mapping (its heap). */
+export type ContainerHome = Heap | MappedMemory
+
+/** The heap of `where`. */
+export function heapOf(where: unknown): Heap {
+  if (where instanceof Heap) return where
+  if (where instanceof MappedMemory) return where.heap
+  throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
+}
+
+/** Heaps other than a managed segment's own, attached once per mapping and offset. */
+const otherHeaps = new WeakMap<MappedMemory, Map<number, Heap>>()
+
+/** The heap whose region starts at `heapOffset` of `memory` (the segment's own if so). */
+export function heapAt(memory: MappedMemory, heapOffset: number): Heap {
+  if (memory.managed && internals(memory).heapOffset === heapOffset) return memory.heap
+  let heaps = otherHeaps.get(memory)
+  if (!heaps) otherHeaps.set(memory, (heaps = new Map()))
+  let h = heaps.get(heapOffset)
+  if (!h) heaps.set(heapOffset, (h = Heap.attach(memory, heapOffset)))
+  return h
+}
+
+/** `ERR_SHM_CORRUPT`: bytes of a container that cannot be right. */
+export function corrupt(what: string): ShmError {
+  return new ShmError(`corrupt shared container: ${what}`, { code: 'ERR_SHM_CORRUPT' })
+}
+
+/** `ERR_SHM_CLOSED` for a container whose mapping was closed. */
+export function containerClosed(what: string): ShmError {
+  return closedError(`the ${what}'s mapping`)
+}
+
+/** The views and heap a container works through; `i32.length` is 0 once closed. */
+export interface Views {
+  readonly memory: MappedMemory
+  readonly heap: Heap
+  /** This thread's id of the heap, for the raw calls. */
+  readonly heapId: number
+  readonly i32: Int32Array
+  readonly u8: Uint8Array
+  readonly dv: DataView
+  /** Bytes of the mapping. */
+  readonly size: number
+}
+
+/**
+ * The views over the whole of `memory`, and `heap`. A container's blocks can be anywhere
+ * in its heap, so it needs the mapping as one ArrayBuffer, and operations that take its
+ * locks need it writable.
+ * @throws ShmError `ERR_SHM_READ_ONLY`; RangeError for a mapping larger than one
+ *   ArrayBuffer (Node 20: 4 GiB)
+ */
+export function viewsOf(memory: MappedMemory, heap: Heap): Views {
+  writable(memory)
+  const u8 = memory.bytes
+  const { i32, dv } = internals(memory).window(0, memory.size)
+  return { memory, heap, heapId: heapSlotId(heap), i32, u8, dv, size: memory.size }
+}
+
+/** Throws if `memory` lost pages under it (SIGBUS repaired, see lib/memory.ts). */
+export function intact(memory: MappedMemory): void {
+  if (GUARD[0] !== 0) checkIntact(memory)
+}
+
+/**
+ * Checks the common header at `offset` of `memory`: magic, version 1, kind; returns
+ * the heap offset it records.
+ * @throws TypeError when it is not such a container; RangeError for an offset outside
+ */
+export function checkHeader(memory: MappedMemory, offset: number, magic: number, kind: number, headerSize: number, what: string): number {
+  if (!(memory instanceof MappedMemory)) throw typeError(`The "memory" argument must be a MappedMemory; got ${describe(memory)}`)
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset % 16 !== 0 || offset + headerSize > memory.size) {
+    throw typeError(`There is no ${what} at offset ${String(offset)}: not a 16-aligned offset with room for its ${headerSize}-byte header`)
+  }
+  const { i32, dv: view } = internals(memory).window(0, memory.size)
+  const w = offset >> 2
+  if (i32[w + (H.MAGIC >> 2)] !== magic || i32[w + (H.VERSION >> 2)] !== 1 || i32[w + (H.KIND >> 2)] !== kind) {
+    throw typeError(`There is no ${what} at offset ${offset} (its header does not say so)`)
+  }
+  const heapOffset = view.getFloat64(offset + H.HEAP, true)
+  if (!Number.isSafeInteger(heapOffset) || heapOffset < 0 || heapOffset >= memory.size) throw corrupt(`the ${what} at ${offset} names a heap at ${heapOffset}`)
+  return heapOffset
+}
+
+/** Writes the common header. */
+export function writeHeader(v: Views, offset: number, magic: number, kind: number, codec: number): void {
+  const w = offset >> 2
+  v.i32[w + (H.MAGIC >> 2)] = magic
+  v.i32[w + (H.VERSION >> 2)] = 1
+  v.i32[w + (H.KIND >> 2)] = kind
+  v.i32[w + (H.CODEC >> 2)] = codec
+  v.dv.setFloat64(offset + H.HEAP, v.heap.offset, true)
+}
+
+/** How long a container waits for one of its own locks before it calls the lock stuck. */
+export const LOCK_WAIT_MS = 60_000
+const LOCK_WAIT = Object.freeze({ timeout: LOCK_WAIT_MS })
+
+/**
+ * Takes one of a container's internal locks. Their holders never wait while holding
+ * them, so a wait this long means a holder stuck in user code (`update`'s `fn`) or a
+ * word that cannot be right: a typed error, never a hang.
+ * @throws ShmError `ETIMEDOUT`
+ */
+export function takeLock(lock: Lock, what: string): void {
+  if (!lock.acquire(LOCK_WAIT)) {
+    throw new ShmError(`${what} stayed locked for ${LOCK_WAIT_MS / 1000} s (its holder is stuck, or the lock word is corrupt)`, { code: 'ETIMEDOUT' })
+  }
+}
+
+/**
+ * Completes an acquisition of `lock` that reported `ownerDied`: runs `repair` (which must
+ * leave the state the lock guards consistent) and marks the lock consistent. If `repair`
+ * throws, the lock is released inconsistent, which makes it (and so the container part
+ * it guards) fail with `ERR_SHM_NOT_RECOVERABLE` from then on: nobody works on state
+ * known to be broken. Call it only when `lock.ownerDied` (the hot path stays free of
+ * closures).
+ */
+export function recoverLock(lock: Lock, repair: () => void): void {
+  try {
+    repair()
+  } catch (e) {
+    lock.release()
+    throw e
+  }
+  lock.markConsistent()
+}

@@ -1,0 +1,1121 @@
+/**
+ * {@link SharedMap}: a hash map living entirely in a segment's heap, used by many
+ * processes at once (a cache for cluster workers).
+ *
+ * ## Design
+ *
+ * The map is split into `stripes` (a power of two; 16 by default, 1 for an LRU-bounded
+ * map). A key's 32-bit hash picks its stripe (low bits) and its bucket inside the stripe
+ * (the other bits). Each stripe has its own robust futex lock, chained hash table, entry
+ * count, byte count and growth, so operations on keys of different stripes run in
+ * parallel and a table grows one stripe at a time (a stripe's rehash holds only that
+ * stripe). Every operation on a key holds its stripe's lock; `get` decodes the value
+ * while holding it, so no process can free the bytes under it.
+ *
+ * An entry is one heap block: header, key bytes, value bytes (encoded by the map's
+ * codec). Entries are never changed in place: `set` writes a new entry and swaps it into
+ * the chain with one 32-bit store. Links are u32 block slots (offset / 16).
+ *
+ * ## Stripe states and what a killed process leaves
+ *
+ * | operation      | steps (under the stripe lock; `▶` = the one store that commits) |
+ * |----------------|-------------------------------------------------------------------|
+ * | insert         | `j_new ← spare` or `heapAllocInto(j_new)`; write entry; `new.next = head`; ▶ `bucket = new`; count, bytes; `j_new = 0` |
+ * | replace        | `j_new ← spare` (if it fits; then `spare = 0`) or `heapAllocInto(j_new)`; write entry; `new.next = old.next`; `j_old = old`; ▶ `link = new`; `spare = old; j_old = 0` if no spare, else `heapFreeFrom(j_old)`; bytes; `j_new = 0` |
+ * | delete / evict | unlink from LRU; ▶ `heapFreeFrom(link, next)` (unlinks and frees under the heap lock); count, bytes |
+ * | rehash         | `heapAllocInto(j_table)`; relink every entry through its *other* next field into the new table; `j_oldtable = old`; ▶ `gen += 1`; `heapFreeFrom(j_oldtable)`; `j_table = 0` |
+ * | clear          | delete every entry, one commit each                                 |
+ *
+ * The chains of the current generation (`gen`) are changed only by the committing store,
+ * so at every instruction each key's chain holds either its old entry or its new one,
+ * whole. A process killed while holding a stripe lock is found by the next acquirer
+ * (`OWNER_DIED`), which repairs the stripe before using it ({@link SharedMap}'s
+ * `#repair`): a journal slot (`j_new`, `j_old`, `j_table`, `j_oldtable`) naming a block
+ * that is not reachable from the current table is freed, one that is, is kept; the
+ * count and bytes are recounted from the chains; the LRU list is rebuilt from the
+ * entries' access ticks. The journal slots are written by the heap inside its own
+ * critical section (`src-rs/js/blocks.rs`), so they only ever name blocks the stripe
+ * owns. docs/containers.md has the full argument.
+ *
+ * The layouts (header, stripe record, entry) are in docs/FORMAT.md and below.
+ * @module
+ */
+import { checkIndex, describe } from './args.js'
+import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
+import {
+  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
+} from './container.js'
+import { fromNative, rangeError, ShmError, typeError } from './errors.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
+import { Kind, Lock } from './lock.js'
+import { type MappedMemory, memoryOfHandle } from './memory.js'
+import { atPlace, takePlace } from './place.js'
+import { binding } from './native.js'
+import { bytesEqual, copyBytes, decodeUtf8, encodeUtf8Into } from './utf8.js'
+
+/** `'SMAP'` little-endian. */
+const MAGIC = 0x5041_4d53
+
+/** Map header (offsets from the map's start; 0..24 are the common container header). */
+const M = Object.freeze({
+  /** u32: 0 while being constructed, 1 once ready. */
+  STATE: 24,
+  /** u32 number of stripes (a power of two). */
+  STRIPES: 28,
+  /** u32 block slot of the stripe array. */
+  STRIPE_ARRAY: 32,
+  /** u32 flags: {@link F}. */
+  FLAGS: 36,
+  /** f64 LRU bound on entries (0 = none). */
+  MAX_ENTRIES: 40,
+  /** f64 LRU bound on bytes (0 = none). */
+  MAX_BYTES: 48,
+  /** f64 default time to live in ms (0 = none). */
+  TTL: 56,
+  /** The lock record `SharedMap.named` constructs under. */
+  INIT_LOCK: 64,
+  SIZE: 128,
+})
+
+/** Header flags. */
+const F = Object.freeze({
+  /** An LRU bound is set (the map has one stripe and keeps the LRU list). */
+  BOUNDED: 1,
+  /** Some entry was stored with a time to live (sets sweep expired entries). */
+  HAS_TTL: 2,
+})
+
+/** Stripe record (offsets from the stripe's start). */
+const S = Object.freeze({
+  LOCK: 0,
+  /** u32 generation: table `gen & 1` is current; entries chain through next field `gen & 1`. */
+  GEN: 32,
+  /** u32 block slots of the two tables. */
+  TABLE0: 36,
+  TABLE1: 40,
+  /** u32 log2 of their bucket counts. */
+  LOG2_0: 44,
+  LOG2_1: 48,
+  /** u32 entries. */
+  COUNT: 52,
+  /** f64 bytes of entries (headers included). */
+  BYTES: 56,
+  /** u32 journal slots (see the module docs). */
+  J_NEW: 64,
+  J_OLD: 68,
+  J_TABLE: 72,
+  J_OLDTABLE: 76,
+  /** u32 LRU list ends (block slots): most and least recently used. */
+  LRU_HEAD: 80,
+  LRU_TAIL: 84,
+  /** f64 access clock (LRU). */
+  TICK: 88,
+  /** u32 next bucket to sweep for expired entries. */
+  SWEEP: 96,
+  /** u32 block slot of a spare entry block: the last replaced entry, kept for the next set. */
+  SPARE: 100,
+  SIZE: 128,
+})
+
+/** Entry (offsets from the entry's start). */
+const E = Object.freeze({
+  /** u32 next-entry slots for generations 0 and 1. */
+  NEXT0: 0,
+  NEXT1: 4,
+  /** u32 hash of the key. */
+  HASH: 8,
+  /** u32 key length in bytes. */
+  KEY_LEN: 12,
+  /** u32 value length in bytes. */
+  VALUE_LEN: 16,
+  /** u32 flags: bit 0 = the key is bytes (else a UTF-8 string). */
+  FLAGS: 20,
+  /** f64 expiry, ms since the epoch (0 = never). */
+  EXPIRES: 24,
+  /** u32 LRU neighbours (block slots). */
+  PREV: 32,
+  NEXT: 36,
+  /** f64 last access tick (LRU). */
+  TICK: 40,
+  /** Key bytes, then value bytes. */
+  DATA: 48,
+})
+
+const KEY_BYTES = 1
+/** Longest key in bytes. */
+export const MAX_KEY_LENGTH = 1 << 20
+const DEFAULT_STRIPES = 16
+const MAX_STRIPES = 1024
+const MIN_LOG2 = 3
+const MAX_LOG2 = 30
+/** Buckets looked at per lock when iterating. */
+const ITER_BUCKETS = 64
+
+/** Options of the {@link SharedMap} constructor. */
+export interface SharedMapOptions {
+  /** How values are stored: `'v8'` (default), `'json'`, `'string'` or `'bytes'`. */
+  codec?: Codec
+  /** Entries expected: the tables start this large (they grow on their own anyway). */
+  capacity?: number
+  /**
+   * Locks the map is split into (a power of two, 1..1024): operations on keys of
+   * different stripes run in parallel. Default 16; an LRU-bounded map has 1.
+   */
+  stripes?: number
+  /** Evict the least recently used entries once there are more than this many. */
+  maxEntries?: number
+  /** Evict the least recently used entries once they take more bytes than this (entry headers included). */
+  maxBytes?: number
+  /** Time to live of every entry in ms (a `set` may give its own); an expired entry reads as absent. */
+  ttl?: number
+}
+
+/** Options of {@link SharedMap.set}. */
+export interface SetOptions {
+  /** Time to live of this entry in ms (default: the map's `ttl`, else forever). */
+  ttl?: number
+}
+
+/** Scratch buffers of this thread. */
+const keyScratch = new Scratch()
+const valueScratch = new Scratch()
+/** Values being encoded right now (a getter may store into a map mid-encoding). */
+let encoding = 0
+
+/** Encodes `value` with `coder` into a scratch buffer of its own. */
+function encodeValue(coder: Coder, value: unknown, what: string): { out: Scratch; n: number } {
+  const out = encoding === 0 ? valueScratch : new Scratch()
+  encoding++
+  try {
+    return { out, n: coder.encode(value, out, what) }
+  } finally {
+    encoding--
+  }
+}
+
+/** Where the map is in the middle of `update(fn)` on this thread (re-entry check). */
+const updating = new Set<string>()
+
+/**
+ * A key/value map in shared memory, used by every process (and worker thread) that maps
+ * the segment: a cross-process cache. Keys are strings (stored as UTF-8) or
+ * `Uint8Array`s; values go through the map's codec (`'v8'` structured clone by default).
+ * Each operation is atomic across processes, and a process killed in the middle of one
+ * leaves every entry either as it was or as it was being set, never torn.
+ *
+ * ```ts
+ * const cache = SharedMap.named<string, User>(mem, 'users', { maxEntries: 10_000, ttl: 60_000 })
+ * cache.set('u:1', { name: 'Ann' })
+ * cache.update('hits', (n = 0) => n + 1)   // atomic read-modify-write
+ * ```
+ */
+export class SharedMap<K extends string | Uint8Array = string, V = unknown> implements Iterable<[K, V]> {
+  /** The mapping the map lives in. */
+  readonly memory: MappedMemory
+  /** Offset of the map's header in {@link memory}. */
+  readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
+  #v: Views
+  #coder: Coder
+  #stripes: number
+  #stripeBits: number
+  #stripeArray: number
+  #locks: Lock[]
+  #bounded: boolean
+  #maxEntries: number
+  #maxBytes: number
+  #ttl: number
+  #maxSteps: number
+  #key: string
+
+  /**
+   * Creates a map in `where`'s heap.
+   * @throws TypeError/RangeError for bad options; ShmError `ENOMEM`
+   */
+  constructor(where: ContainerHome, options?: SharedMapOptions) {
+    const place = takePlace()
+    let memory: MappedMemory
+    let offset: number
+    if (place) {
+      ;({ memory, offset } = place)
+    } else {
+      const o = checkOptions(options)
+      const heap = heapOf(where)
+      memory = heap.memory
+      offset = heap.malloc(M.SIZE, 64)
+      try {
+        memory.bytes.fill(0, offset, offset + M.SIZE)
+        construct(viewsOf(memory, heap), offset, o)
+      } catch (e) {
+        heap.free(offset)
+        throw e
+      }
+    }
+    this.memory = memory
+    this.offset = offset
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'SharedMap', segment: m.segment, offset: this.offset, memory: m }))
+    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.SHARED_MAP, M.SIZE, 'SharedMap')
+    const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
+    const w = offset >> 2
+    if (v.i32[w + (M.STATE >> 2)] !== 1) throw typeError(`The SharedMap at offset ${offset} is not constructed`)
+    const coder = coderById(v.i32[w + 3])
+    if (!coder) throw corrupt(`the SharedMap at ${offset} names codec ${v.i32[w + 3]}`)
+    this.#coder = coder
+    const stripes = v.i32[w + (M.STRIPES >> 2)]
+    if (!(stripes >= 1 && stripes <= MAX_STRIPES && (stripes & (stripes - 1)) === 0)) throw corrupt(`the SharedMap at ${offset} has ${stripes} stripes`)
+    this.#stripes = stripes
+    this.#stripeBits = 31 - Math.clz32(stripes)
+    const array = (v.i32[w + (M.STRIPE_ARRAY >> 2)] >>> 0) * UNIT
+    if (array < v.heap.offset || array + stripes * S.SIZE > v.size) throw corrupt(`the SharedMap at ${offset} has its stripes outside the heap`)
+    this.#stripeArray = array
+    this.#locks = []
+    for (let i = 0; i < stripes; i++) this.#locks.push(Lock.at(memory, array + i * S.SIZE + S.LOCK))
+    const flags = v.i32[w + (M.FLAGS >> 2)]
+    this.#bounded = (flags & F.BOUNDED) !== 0
+    this.#maxEntries = v.dv.getFloat64(offset + M.MAX_ENTRIES, true)
+    this.#maxBytes = v.dv.getFloat64(offset + M.MAX_BYTES, true)
+    this.#ttl = v.dv.getFloat64(offset + M.TTL, true)
+    if (this.#bounded && stripes !== 1) throw corrupt(`the LRU-bounded SharedMap at ${offset} has ${stripes} stripes`)
+    // A chain longer than the mapping holds entries has a cycle.
+    this.#maxSteps = Math.ceil(v.size / (E.DATA + UNIT)) + 1
+    this.#key = `${memory.name ?? ''}@${offset}`
+  }
+
+  /**
+   * The map called `name` in `where`'s heap, created with `options` if there is none:
+   * atomically across processes (two racing get one map). Options other than `codec` are
+   * ignored for a map that already exists.
+   * @throws TypeError if `name` names something else, or a map with another codec
+   */
+  static named<K extends string | Uint8Array = string, V = unknown>(where: ContainerHome, name: string, options?: SharedMapOptions): SharedMap<K, V> {
+    const o = checkOptions(options)
+    const heap = heapOf(where)
+    const ref = heap.named(name, `uint8_t[${M.SIZE}]`)
+    const { memory, offset } = ref
+    if (ref.type.size !== M.SIZE) throw typeError(`The named object ${JSON.stringify(name)} is not a SharedMap`)
+    const v = viewsOf(memory, heap)
+    const w = offset >> 2
+    const lock = Lock.at(memory, offset + M.INIT_LOCK)
+    takeLock(lock, 'a SharedMap being constructed')
+    // A constructor that died half-way left state 0: construct anew (what the dead one
+    // allocated is lost, never shared).
+    if (lock.ownerDied) recoverLock(lock, () => {})
+    try {
+      if (v.i32[w + (M.STATE >> 2)] !== 1) {
+        if (v.i32[w] !== 0 && v.i32[w] !== MAGIC) throw typeError(`The named object ${JSON.stringify(name)} is not a SharedMap`)
+        construct(v, offset, o)
+      }
+    } finally {
+      lock.release()
+    }
+    const map = SharedMap.at<K, V>(memory, offset)
+    if (options?.codec !== undefined && map.codec !== o.coder.name) {
+      throw typeError(`The SharedMap ${JSON.stringify(name)} stores values with the '${map.codec}' codec, not '${o.coder.name}'`)
+    }
+    return map
+  }
+
+  /**
+   * The map whose header is at `offset` of `memory` (as `toJSON()` records it).
+   * @throws TypeError if there is no map there
+   */
+  static at<K extends string | Uint8Array = string, V = unknown>(memory: MappedMemory, offset: number): SharedMap<K, V> {
+    return atPlace(memory, offset, () => new SharedMap<K, V>(memory))
+  }
+
+  /** The codec values are stored with. */
+  get codec(): Codec {
+    return this.#coder.name
+  }
+
+  /** Entries stored (across processes; expired entries count until they are purged). */
+  get size(): number {
+    const v = this.#live()
+    let n = 0
+    for (let s = 0; s < this.#stripes; s++) n += Atomics.load(v.i32, (this.#stripeArray + s * S.SIZE + S.COUNT) >> 2) >>> 0
+    return n
+  }
+
+  /** The value stored under `key`, or `undefined`. */
+  get(key: K): V | undefined {
+    return this.#lookup(key, true) as V | undefined
+  }
+
+  /** Whether `key` has a (live) entry. */
+  has(key: K): boolean {
+    return this.#lookup(key, false) === FOUND
+  }
+
+  /**
+   * Stores `value` under `key`, replacing what was there.
+   * @throws TypeError for a value the codec cannot store or a bad key; RangeError for a
+   *   key over 1 MiB or an entry larger than `maxBytes`; ShmError `ENOMEM`
+   */
+  set(key: K, value: V, options?: SetOptions): this {
+    this.#check()
+    const expires = this.#expiry(options)
+    // The value first: getters it runs may use the key scratch buffer.
+    const { out, n: vn } = encodeValue(this.#coder, value, 'The "value" argument')
+    const s = this.#enterKey(key)
+    try {
+      this.#store(s, keyScratch.bytes, this.#kn, this.#kind, this.#hash, out.bytes, vn, expires, this.#found)
+    } finally {
+      this.#leave(s)
+    }
+    return this
+  }
+
+  /** Removes `key`; `true` if it had an entry. */
+  delete(key: K): boolean {
+    const s = this.#enterKey(key)
+    try {
+      const e = this.#found
+      if (e === 0) return false
+      const live = !this.#expired(e)
+      this.#remove(s, e)
+      return live
+    } finally {
+      this.#leave(s)
+    }
+  }
+
+  /**
+   * Atomic read-modify-write across processes: calls `fn` with the current value (or
+   * `undefined`) while holding the key's stripe, stores what it returns and returns it.
+   * `fn` runs synchronously; if it throws, nothing is stored and the map stays usable.
+   * Calling this map's methods inside `fn` throws `ERR_SHM_DEADLOCK`.
+   */
+  update(key: K, fn: (old: V | undefined) => V): V {
+    this.#check()
+    if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
+    const kn = this.#encodeKey(key)
+    const kind = keyKind(key)
+    // A copy: fn may use other maps, and so the scratch buffer.
+    const kb = keyScratch.bytes.slice(0, kn)
+    const h = keyHash(kb, kn, kind)
+    const fresh = this.#expiry(undefined)
+    const s = this.#enter(h)
+    try {
+      const e = this.#find(s, kb, kn, kind, h)
+      const live = e !== 0 && !this.#expired(e)
+      const old = live ? (this.#decode(e) as V) : undefined
+      // An entry keeps its expiry through updates (as Redis INCR keeps a TTL).
+      const expires = live ? this.#v.dv.getFloat64(e + E.EXPIRES, true) : fresh
+      const prev = this.#prev
+      updating.add(this.#key)
+      let value: V
+      try {
+        value = fn(old)
+      } finally {
+        updating.delete(this.#key)
+      }
+      const { out, n: vn } = encodeValue(this.#coder, value, 'The value fn returned')
+      this.#prev = prev
+      this.#store(s, kb, kn, kind, h, out.bytes, vn, expires, e)
+      return value
+    } finally {
+      this.#leave(s)
+    }
+  }
+
+  /** Removes every entry (one stripe at a time: concurrent sets may survive it). */
+  clear(): void {
+    this.#check()
+    for (let i = 0; i < this.#stripes; i++) {
+      const s = this.#stripeArray + i * S.SIZE
+      this.#lockStripe(i)
+      try {
+        this.#table(s)
+        const tbl = this.#tbl
+        const cap = this.#cap
+        const next = this.#next
+        for (let b = 0; b < cap; b++) {
+          const slot = tbl + 4 * b
+          while (this.#v.i32[slot >> 2] !== 0) this.#freeFrom(slot, next)
+        }
+        this.#freeFrom(s + S.SPARE, -1)
+        const i32 = this.#v.i32
+        i32[(s + S.COUNT) >> 2] = 0
+        this.#v.dv.setFloat64(s + S.BYTES, 0, true)
+        i32[(s + S.LRU_HEAD) >> 2] = 0
+        i32[(s + S.LRU_TAIL) >> 2] = 0
+      } finally {
+        this.#locks[i].release()
+        intact(this.memory)
+      }
+    }
+  }
+
+  /** The keys, one stripe region at a time (each entry as it was at one moment). */
+  keys(): IterableIterator<K> {
+    return this.#iterate(0) as IterableIterator<K>
+  }
+
+  /** The values (see {@link keys}). */
+  values(): IterableIterator<V> {
+    return this.#iterate(1) as IterableIterator<V>
+  }
+
+  /** `[key, value]` pairs (see {@link keys}). */
+  entries(): IterableIterator<[K, V]> {
+    return this.#iterate(2) as IterableIterator<[K, V]>
+  }
+
+  /** Same as {@link entries}. */
+  [Symbol.iterator](): IterableIterator<[K, V]> {
+    return this.entries()
+  }
+
+  /** A handle that `revive` turns into the same map in another process. */
+  toJSON(): Handle {
+    return handleOf(this.$shmutils, 'map')
+  }
+
+  // ---- internals ----
+
+  #live(): Views {
+    const v = this.#v
+    if (v.i32.length === 0) throw containerClosed('SharedMap')
+    return v
+  }
+
+  #check(): void {
+    this.#live()
+    if (updating.has(this.#key)) {
+      throw new ShmError('SharedMap methods cannot be called inside update()\'s fn on the same map', { code: 'ERR_SHM_DEADLOCK' })
+    }
+  }
+
+  /** Writes the key's bytes into keyScratch; returns their length. */
+  #encodeKey(key: unknown): number {
+    if (typeof key === 'string') {
+      let n = encodeUtf8Into(key, keyScratch.bytes, 0)
+      if (n < 0) {
+        if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
+        keyScratch.ensure(0, 3 * key.length)
+        n = encodeUtf8Into(key, keyScratch.bytes, 0)
+      }
+      if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
+      return n
+    }
+    if (key instanceof Uint8Array) {
+      if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
+      keyScratch.ensure(0, key.length)
+      keyScratch.bytes.set(key)
+      return key.length
+    }
+    throw typeError(`The "key" argument must be of type string or a Uint8Array; got ${describe(key)}`)
+  }
+
+  #expiry(options: SetOptions | undefined): number {
+    let ttl = this.#ttl
+    if (options !== undefined) {
+      if (typeof options !== 'object' || options === null) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+      if (options.ttl !== undefined) ttl = checkTtl(options.ttl, 'The "ttl" option')
+    }
+    return ttl > 0 ? Date.now() + ttl : 0
+  }
+
+  // The key `#enterKey` entered with: length of its bytes (in keyScratch), kind, hash, entry.
+  #kn = 0
+  #kind = 0
+  #hash = 0
+  #found = 0
+
+  /**
+   * Checks and encodes `key`, locks its stripe and finds its entry (`#found`, 0 if none;
+   * `#prev` links to it). Returns the stripe, which the caller must `#leave`.
+   */
+  #enterKey(key: unknown): number {
+    this.#check()
+    const kn = (this.#kn = this.#encodeKey(key))
+    const kind = (this.#kind = keyKind(key))
+    const h = (this.#hash = keyHash(keyScratch.bytes, kn, kind))
+    const s = this.#enter(h)
+    try {
+      this.#found = this.#find(s, keyScratch.bytes, kn, kind, h)
+    } catch (e) {
+      this.#leave(s)
+      throw e
+    }
+    return s
+  }
+
+  /** Locks the stripe of hash `h`; returns the stripe's offset. */
+  #enter(h: number): number {
+    const i = h & (this.#stripes - 1)
+    this.#lockStripe(i)
+    return this.#stripeArray + i * S.SIZE
+  }
+
+  #leave(s: number): void {
+    this.#locks[(s - this.#stripeArray) / S.SIZE].release()
+    // What was read may lie on pages the mapping lost (lib/memory.ts): say so, not return it.
+    intact(this.memory)
+  }
+
+  #lockStripe(i: number): void {
+    const lock = this.#locks[i]
+    takeLock(lock, 'a SharedMap stripe')
+    if (lock.ownerDied) recoverLock(lock, () => this.#repair(this.#stripeArray + i * S.SIZE))
+  }
+
+  // Stripe's current table, as `#table` read it last.
+  #tbl = 0
+  #cap = 0
+  #log2 = 0
+  /** Offset of the current generation's next-field in an entry. */
+  #next = 0
+  #gen = 0
+
+  /** Reads the current table of stripe `s` (locked) into `#tbl`, `#cap`, `#log2`, `#next`, `#gen`. */
+  #table(s: number): void {
+    const i32 = this.#v.i32
+    const gen = i32[(s + S.GEN) >> 2] >>> 0
+    const g = gen & 1
+    const tbl = (i32[(s + S.TABLE0 + 4 * g) >> 2] >>> 0) * UNIT
+    const log2 = i32[(s + S.LOG2_0 + 4 * g) >> 2]
+    if (!(log2 >= MIN_LOG2 && log2 <= MAX_LOG2)) throw corrupt(`a SharedMap stripe at ${s} has 2^${log2} buckets`)
+    const cap = 1 << log2
+    if (tbl < this.#v.heap.offset || tbl + 4 * cap > this.#v.size) throw corrupt(`a SharedMap stripe at ${s} has its table outside the heap`)
+    this.#tbl = tbl
+    this.#cap = cap
+    this.#log2 = log2
+    this.#next = E.NEXT0 + 4 * g
+    this.#gen = gen
+  }
+
+  #bucketSlot(tbl: number, cap: number, h: number): number {
+    const b = this.#stripeBits
+    const r = b === 0 ? h : (h >>> b) | (h << (32 - b))
+    return tbl + 4 * (r & (cap - 1))
+  }
+
+  /** Checks that an entry (from a slot's unit) lies in the heap whole; returns its offset. */
+  #entry(unit: number): number {
+    const e = unit * UNIT
+    const v = this.#v
+    if (e < v.heap.offset || e + E.DATA > v.size) throw corrupt(`a SharedMap entry at ${e} is outside the heap`)
+    const n = (v.i32[(e + E.KEY_LEN) >> 2] >>> 0) + (v.i32[(e + E.VALUE_LEN) >> 2] >>> 0)
+    if (e + E.DATA + n > v.size) throw corrupt(`a SharedMap entry at ${e} runs off the mapping`)
+    return e
+  }
+
+  /**
+   * Finds the entry of key `kb[0, kn)` (kind, hash `h`) in stripe `s` (locked); returns
+   * its offset or 0. Sets `#prev` to the slot that links to it (or to its bucket's slot
+   * if absent) and the table fields.
+   */
+  #find(s: number, kb: Uint8Array, kn: number, kind: number, h: number): number {
+    this.#table(s)
+    const next = this.#next
+    const i32 = this.#v.i32
+    const u8 = this.#v.u8
+    let slot = this.#bucketSlot(this.#tbl, this.#cap, h)
+    const bucket = slot
+    for (let steps = 0; ; steps++) {
+      const unit = i32[slot >> 2] >>> 0
+      if (unit === 0) {
+        this.#prev = bucket
+        return 0
+      }
+      if (steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
+      const e = this.#entry(unit)
+      const w = e >> 2
+      if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind && bytesEqual(u8, e + E.DATA, kb, 0, kn)) {
+        this.#prev = slot
+        return e
+      }
+      slot = e + next
+    }
+  }
+
+  /** The slot linking to the entry last found (or its bucket's, if absent). */
+  #prev = 0
+
+  #expired(e: number): boolean {
+    const t = this.#v.dv.getFloat64(e + E.EXPIRES, true)
+    return t !== 0 && t <= Date.now()
+  }
+
+  /** get/has: the decoded value (`decode`) or {@link FOUND}, or `undefined`. */
+  #lookup(key: unknown, decode: boolean): unknown {
+    const s = this.#enterKey(key)
+    try {
+      const e = this.#found
+      if (e === 0) return undefined
+      if (this.#expired(e)) {
+        this.#remove(s, e)
+        return undefined
+      }
+      if (this.#bounded) this.#touch(s, e)
+      return decode ? this.#decode(e) : FOUND
+    } finally {
+      this.#leave(s)
+    }
+  }
+
+  #decode(e: number): unknown {
+    const i32 = this.#v.i32
+    const start = e + E.DATA + (i32[(e + E.KEY_LEN) >> 2] >>> 0)
+    return this.#coder.decode(this.#v.u8, start, start + (i32[(e + E.VALUE_LEN) >> 2] >>> 0))
+  }
+
+  /**
+   * Stores the value `vb[0, vn)` under key `kb[0, kn)` (kind, hash `h`) in stripe `s`
+   * (locked), replacing entry `old` (0: none). `#prev` links to `old`, or is the bucket
+   * slot when there is none (as `#find` left it).
+   */
+  #store(s: number, kb: Uint8Array, kn: number, kind: number, h: number, vb: Uint8Array, vn: number, expires: number, old: number): void {
+    const v = this.#v
+    const i32 = v.i32
+    const size = E.DATA + kn + vn
+    if (this.#maxBytes > 0 && size > this.#maxBytes) throw rangeError(`An entry of ${size} bytes cannot fit in a SharedMap of maxBytes ${this.#maxBytes}`)
+    this.#table(s)
+    if (old === 0 && (i32[(s + S.COUNT) >> 2] >>> 0) >= this.#cap && this.#log2 < MAX_LOG2) {
+      this.#grow(s)
+      this.#find(s, kb, kn, kind, h) // the bucket slot moved
+    }
+    const next = this.#next
+    // 1. A private copy of the new entry: the stripe's spare block if it fits (recorded
+    // in j_new before the spare slot lets go), else one the heap records in j_new.
+    const e = this.#takeSpare(s, size) || this.#allocInto(size, UNIT, s + S.J_NEW)
+    const w = e >> 2
+    i32[w + 2] = h
+    i32[w + 3] = kn
+    i32[w + 4] = vn
+    i32[w + 5] = kind
+    v.dv.setFloat64(e + E.EXPIRES, expires, true)
+    i32[w + 8] = 0
+    i32[w + 9] = 0
+    v.dv.setFloat64(e + E.TICK, 0, true)
+    copyBytes(v.u8, e + E.DATA, kb, kn)
+    copyBytes(v.u8, e + E.DATA + kn, vb, vn)
+    const slot = this.#prev
+    const unit = e / UNIT
+    let bytes = v.dv.getFloat64(s + S.BYTES, true) + size
+    if (old === 0) {
+      i32[(e + next) >> 2] = i32[slot >> 2]
+      // 2. Commit: the entry is in its bucket.
+      Atomics.store(i32, slot >> 2, unit)
+      i32[(s + S.COUNT) >> 2] = (i32[(s + S.COUNT) >> 2] >>> 0) + 1
+    } else {
+      i32[(e + next) >> 2] = i32[(old + next) >> 2]
+      i32[(s + S.J_OLD) >> 2] = old / UNIT
+      // 2. Commit: the new entry replaces the old one in the chain.
+      Atomics.store(i32, slot >> 2, unit)
+      bytes -= this.#entrySize(old)
+      if (this.#bounded) this.#lruUnlink(s, old)
+      // 3. The old entry becomes the spare (kept in the spare slot before j_old lets
+      // go), or goes back to the heap (which clears j_old first).
+      if (i32[(s + S.SPARE) >> 2] === 0) {
+        i32[(s + S.SPARE) >> 2] = old / UNIT
+        i32[(s + S.J_OLD) >> 2] = 0
+      } else {
+        this.#freeFrom(s + S.J_OLD, -1)
+      }
+    }
+    v.dv.setFloat64(s + S.BYTES, bytes, true)
+    Atomics.store(i32, (s + S.J_NEW) >> 2, 0)
+    const flags = (this.offset + M.FLAGS) >> 2
+    if (expires !== 0 && (i32[flags] & F.HAS_TTL) === 0) Atomics.or(i32, flags, F.HAS_TTL)
+    if (this.#bounded) {
+      this.#touch(s, e)
+      this.#evict(s, e)
+    } else if (i32[flags] & F.HAS_TTL) {
+      this.#sweep(s, 2)
+    }
+  }
+
+  /**
+   * Takes stripe `s`'s spare block for an entry of `size` bytes if it fits (and is not
+   * much larger): returns its offset, recorded in j_new; 0 if there is none to use.
+   */
+  #takeSpare(s: number, size: number): number {
+    const i32 = this.#v.i32
+    const unit = i32[(s + S.SPARE) >> 2] >>> 0
+    if (unit === 0) return 0
+    const e = this.#entry(unit)
+    // The heap block's header (FORMAT.md §4.2): size / 16 in bits 8 and up of its word.
+    const room = (((i32[(e - UNIT) >> 2] >>> 8) | (i32[(e - UNIT + 4) >> 2] << 24)) >>> 0) * UNIT - UNIT
+    if (room < size || room > 2 * size + 64) return 0
+    i32[(s + S.J_NEW) >> 2] = unit
+    i32[(s + S.SPARE) >> 2] = 0
+    return e
+  }
+
+  #entrySize(e: number): number {
+    const i32 = this.#v.i32
+    return E.DATA + (i32[(e + E.KEY_LEN) >> 2] >>> 0) + (i32[(e + E.VALUE_LEN) >> 2] >>> 0)
+  }
+
+  /** `heapAllocInto`: a block of `size` bytes, recorded in the u32 slot at `slot`. */
+  #allocInto(size: number, align: number, slot: number): number {
+    try {
+      return binding.heapAllocInto(this.#v.heapId, size, align, slot)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** `heapFreeFrom`: unlinks the block `slot` names (slot ← u32 at `next` in it, or 0) and frees it. */
+  #freeFrom(slot: number, next: number): void {
+    try {
+      binding.heapFreeFrom(this.#v.heapId, slot, next)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** Removes entry `e` of stripe `s` (locked); `#prev` links to it. */
+  #remove(s: number, e: number): void {
+    const v = this.#v
+    this.#table(s)
+    const next = this.#next
+    if (this.#bounded) this.#lruUnlink(s, e)
+    const size = this.#entrySize(e)
+    // Commit: the heap unlinks the entry (slot ← e.next) and frees it.
+    this.#freeFrom(this.#prev, next)
+    v.i32[(s + S.COUNT) >> 2] = Math.max(0, (v.i32[(s + S.COUNT) >> 2] >>> 0) - 1)
+    v.dv.setFloat64(s + S.BYTES, Math.max(0, v.dv.getFloat64(s + S.BYTES, true) - size), true)
+  }
+
+  /** Doubles stripe `s`'s table (see the module docs for the commit order). */
+  #grow(s: number): void {
+    const v = this.#v
+    const i32 = v.i32
+    this.#table(s)
+    const tbl = this.#tbl
+    const cap = this.#cap
+    const log2 = this.#log2
+    const next = this.#next
+    const gen = this.#gen
+    if (log2 >= MAX_LOG2) return
+    const ncap = cap * 2
+    const ntbl = this.#allocInto(4 * ncap, 64, s + S.J_TABLE)
+    v.u8.fill(0, ntbl, ntbl + 4 * ncap)
+    const g2 = (gen + 1) & 1
+    const next2 = E.NEXT0 + 4 * g2
+    let steps = 0
+    for (let b = 0; b < cap; b++) {
+      let unit = i32[(tbl + 4 * b) >> 2] >>> 0
+      while (unit !== 0) {
+        if (++steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
+        const e = this.#entry(unit)
+        const slot = this.#bucketSlot(ntbl, ncap, i32[(e + E.HASH) >> 2])
+        i32[(e + next2) >> 2] = i32[slot >> 2]
+        i32[slot >> 2] = unit
+        unit = i32[(e + next) >> 2] >>> 0
+      }
+    }
+    i32[(s + S.TABLE0 + 4 * g2) >> 2] = ntbl / UNIT
+    i32[(s + S.LOG2_0 + 4 * g2) >> 2] = log2 + 1
+    i32[(s + S.J_OLDTABLE) >> 2] = tbl / UNIT
+    // Commit: the new table (and the other next fields) are current.
+    Atomics.store(i32, (s + S.GEN) >> 2, (gen + 1) | 0)
+    this.#freeFrom(s + S.J_OLDTABLE, -1)
+    Atomics.store(i32, (s + S.J_TABLE) >> 2, 0)
+  }
+
+  // ---- LRU (bounded maps: one stripe, a doubly linked list by access) ----
+
+  #touch(s: number, e: number): void {
+    const dv = this.#v.dv
+    const tick = dv.getFloat64(s + S.TICK, true) + 1
+    dv.setFloat64(s + S.TICK, tick, true)
+    dv.setFloat64(e + E.TICK, tick, true)
+    const i32 = this.#v.i32
+    const unit = e / UNIT
+    if (i32[(s + S.LRU_HEAD) >> 2] >>> 0 === unit) return
+    this.#lruUnlink(s, e)
+    const head = i32[(s + S.LRU_HEAD) >> 2] >>> 0
+    i32[(e + E.PREV) >> 2] = 0
+    i32[(e + E.NEXT) >> 2] = head
+    if (head !== 0) i32[(this.#entry(head) + E.PREV) >> 2] = unit
+    else i32[(s + S.LRU_TAIL) >> 2] = unit
+    i32[(s + S.LRU_HEAD) >> 2] = unit
+  }
+
+  #lruUnlink(s: number, e: number): void {
+    const i32 = this.#v.i32
+    const unit = e / UNIT
+    const prev = i32[(e + E.PREV) >> 2] >>> 0
+    const next = i32[(e + E.NEXT) >> 2] >>> 0
+    const linked = prev !== 0 || next !== 0 || i32[(s + S.LRU_HEAD) >> 2] >>> 0 === unit
+    if (!linked) return
+    if (prev !== 0) i32[(this.#entry(prev) + E.NEXT) >> 2] = next
+    else i32[(s + S.LRU_HEAD) >> 2] = next
+    if (next !== 0) i32[(this.#entry(next) + E.PREV) >> 2] = prev
+    else i32[(s + S.LRU_TAIL) >> 2] = prev
+    i32[(e + E.PREV) >> 2] = 0
+    i32[(e + E.NEXT) >> 2] = 0
+  }
+
+  /** Evicts least recently used entries of stripe `s` while a bound is exceeded (never `keep`). */
+  #evict(s: number, keep: number): void {
+    const v = this.#v
+    const i32 = v.i32
+    for (let steps = 0; ; steps++) {
+      const over = (this.#maxEntries > 0 && (i32[(s + S.COUNT) >> 2] >>> 0) > this.#maxEntries) || (this.#maxBytes > 0 && v.dv.getFloat64(s + S.BYTES, true) > this.#maxBytes)
+      if (!over) return
+      if (steps > this.#maxSteps) throw corrupt(`the LRU list of the SharedMap at ${this.offset} loops`)
+      const tail = i32[(s + S.LRU_TAIL) >> 2] >>> 0
+      if (tail === 0 || tail * UNIT === keep) return
+      const e = this.#entry(tail)
+      this.#locate(s, e)
+      this.#remove(s, e)
+    }
+  }
+
+  /** Sets `#prev` to the slot linking to entry `e` of stripe `s`. */
+  #locate(s: number, e: number): void {
+    this.#table(s)
+    const tbl = this.#tbl
+    const cap = this.#cap
+    const next = this.#next
+    const i32 = this.#v.i32
+    const want = e / UNIT
+    let slot = this.#bucketSlot(tbl, cap, i32[(e + E.HASH) >> 2])
+    for (let steps = 0; ; steps++) {
+      const unit = i32[slot >> 2] >>> 0
+      if (unit === want) {
+        this.#prev = slot
+        return
+      }
+      if (unit === 0 || steps > this.#maxSteps) throw corrupt(`a SharedMap entry at ${e} is not in its chain`)
+      slot = this.#entry(unit) + next
+    }
+  }
+
+  /** Removes expired entries from the next `n` buckets of stripe `s` (locked). */
+  #sweep(s: number, n: number): void {
+    this.#table(s)
+    const tbl = this.#tbl
+    const cap = this.#cap
+    const next = this.#next
+    const i32 = this.#v.i32
+    const now = Date.now()
+    let b = i32[(s + S.SWEEP) >> 2] >>> 0
+    for (let k = 0; k < n; k++, b++) {
+      let slot = tbl + 4 * (b & (cap - 1))
+      for (let steps = 0; ; steps++) {
+        const unit = i32[slot >> 2] >>> 0
+        if (unit === 0 || steps > this.#maxSteps) break
+        const e = this.#entry(unit)
+        const t = this.#v.dv.getFloat64(e + E.EXPIRES, true)
+        if (t !== 0 && t <= now) {
+          this.#prev = slot
+          this.#remove(s, e)
+        } else {
+          slot = e + next
+        }
+      }
+    }
+    i32[(s + S.SWEEP) >> 2] = b & (cap - 1)
+  }
+
+  // ---- recovery ----
+
+  /**
+   * Makes stripe `s` consistent after a process died holding its lock: settles the
+   * journal slots (a block reachable from the current table stays, any other is freed),
+   * recounts entries and bytes, rebuilds the LRU list.
+   */
+  #repair(s: number): void {
+    const v = this.#v
+    const i32 = v.i32
+    this.#table(s)
+    const tbl = this.#tbl
+    const cap = this.#cap
+    const next = this.#next
+    const current = tbl / UNIT
+    for (const j of [S.J_TABLE, S.J_OLDTABLE]) {
+      const u = i32[(s + j) >> 2] >>> 0
+      if (u === 0) continue
+      if (u === current) i32[(s + j) >> 2] = 0
+      else this.#freeFrom(s + j, -1)
+    }
+    const reachable = new Set<number>()
+    let bytes = 0
+    const lru: Array<[number, number]> = []
+    for (let b = 0; b < cap; b++) {
+      let unit = i32[(tbl + 4 * b) >> 2] >>> 0
+      while (unit !== 0) {
+        if (reachable.has(unit) || reachable.size > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
+        reachable.add(unit)
+        const e = this.#entry(unit)
+        bytes += this.#entrySize(e)
+        if (this.#bounded) lru.push([v.dv.getFloat64(e + E.TICK, true), unit])
+        unit = i32[(e + next) >> 2] >>> 0
+      }
+    }
+    // The spare block is the stripe's: a journal slot naming it too was between two
+    // stores of handing it over, and lets go of it.
+    const spare = i32[(s + S.SPARE) >> 2] >>> 0
+    if (spare !== 0 && reachable.has(spare)) i32[(s + S.SPARE) >> 2] = 0
+    for (const j of [S.J_NEW, S.J_OLD]) {
+      const u = i32[(s + j) >> 2] >>> 0
+      if (u === 0) continue
+      if (reachable.has(u) || u === spare) i32[(s + j) >> 2] = 0
+      else this.#freeFrom(s + j, -1)
+    }
+    i32[(s + S.COUNT) >> 2] = reachable.size
+    v.dv.setFloat64(s + S.BYTES, bytes, true)
+    if (this.#bounded) {
+      lru.sort((a, b) => b[0] - a[0])
+      let prev = 0
+      for (const [, unit] of lru) {
+        const e = unit * UNIT
+        i32[(e + E.PREV) >> 2] = prev
+        i32[(e + E.NEXT) >> 2] = 0
+        if (prev !== 0) i32[(prev * UNIT + E.NEXT) >> 2] = unit
+        prev = unit
+      }
+      i32[(s + S.LRU_HEAD) >> 2] = lru.length ? lru[0][1] : 0
+      i32[(s + S.LRU_TAIL) >> 2] = prev
+    }
+  }
+
+  // ---- iteration ----
+
+  /**
+   * Yields keys (0), values (1) or pairs (2). Each stripe is read in runs of buckets
+   * under its lock; a table that doubled meanwhile is followed by bucket residue, so an
+   * entry present throughout is seen exactly once.
+   */
+  *#iterate(mode: 0 | 1 | 2): IterableIterator<unknown> {
+    this.#check()
+    for (let i = 0; i < this.#stripes; i++) {
+      const s = this.#stripeArray + i * S.SIZE
+      let base = 0 // bucket count when this stripe's walk began
+      for (let r = 0; base === 0 || r < base; ) {
+        const out: unknown[] = []
+        this.#check()
+        this.#lockStripe(i)
+        try {
+          this.#table(s)
+          const tbl = this.#tbl
+          const cap = this.#cap
+          const next = this.#next
+          if (base === 0 || cap < base) base = cap
+          const now = Date.now()
+          const end = Math.min(base, r + ITER_BUCKETS)
+          const i32 = this.#v.i32
+          for (; r < end; r++) {
+            for (let b = r; b < cap; b += base) {
+              let unit = i32[(tbl + 4 * b) >> 2] >>> 0
+              for (let steps = 0; unit !== 0; steps++) {
+                if (steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
+                const e = this.#entry(unit)
+                const t = this.#v.dv.getFloat64(e + E.EXPIRES, true)
+                if (t === 0 || t > now) {
+                  const k = mode === 1 ? undefined : this.#keyOf(e)
+                  out.push(mode === 0 ? k : mode === 1 ? this.#decode(e) : [k, this.#decode(e)])
+                }
+                unit = i32[(e + next) >> 2] >>> 0
+              }
+            }
+          }
+        } finally {
+          this.#locks[i].release()
+        }
+        yield* out
+      }
+    }
+  }
+
+  #keyOf(e: number): string | Uint8Array {
+    const i32 = this.#v.i32
+    const n = i32[(e + E.KEY_LEN) >> 2] >>> 0
+    const start = e + E.DATA
+    return i32[(e + E.FLAGS) >> 2] & KEY_BYTES ? this.#v.u8.slice(start, start + n) : decodeUtf8(this.#v.u8, start, start + n)
+  }
+}
+
+/** What {@link SharedMap.has} looks for. */
+const FOUND = Symbol('found')
+
+function keyTooLong(n: number): RangeError {
+  return rangeError(`The "key" argument must be at most ${MAX_KEY_LENGTH} bytes; got ${n}`)
+}
+
+/** 0 for a string key, {@link KEY_BYTES} for a byte key (after `#encodeKey` checked it). */
+function keyKind(key: unknown): number {
+  return typeof key === 'string' ? 0 : KEY_BYTES
+}
+
+/** FNV-1a over the key's bytes `b[0, n)`, seeded by kind, then a finalizer that spreads every bit. */
+function keyHash(b: Uint8Array, n: number, kind: number): number {
+  let h = kind === 0 ? 0x811c9dc5 : 0x050c5d1f
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i], 0x01000193)
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  return (h ^ (h >>> 16)) | 0
+}
+
+function checkTtl(value: unknown, what: string): number {
+  if (typeof value !== 'number') throw typeError(`${what} must be of type number; got ${describe(value)}`)
+  if (!(value > 0) || !Number.isFinite(value)) throw rangeError(`${what} must be a positive number of milliseconds; got ${value}`)
+  return value
+}
+
+interface CheckedOptions {
+  coder: Coder
+  stripes: number
+  log2: number
+  maxEntries: number
+  maxBytes: number
+  ttl: number
+}
+
+function checkOptions(options: SharedMapOptions | undefined): CheckedOptions {
+  if (options !== undefined && (typeof options !== 'object' || options === null)) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+  const o = options ?? {}
+  const coder = checkCodec(o.codec)
+  const maxEntries = o.maxEntries === undefined ? 0 : checkIndex('maxEntries', o.maxEntries)
+  const maxBytes = o.maxBytes === undefined ? 0 : checkIndex('maxBytes', o.maxBytes)
+  if (o.maxEntries !== undefined && maxEntries < 1) throw rangeError('The "maxEntries" option must be at least 1')
+  if (o.maxBytes !== undefined && maxBytes < 1) throw rangeError('The "maxBytes" option must be at least 1')
+  const bounded = maxEntries > 0 || maxBytes > 0
+  let stripes = bounded ? 1 : DEFAULT_STRIPES
+  if (o.stripes !== undefined) {
+    stripes = checkIndex('stripes', o.stripes)
+    if (stripes < 1 || stripes > MAX_STRIPES || (stripes & (stripes - 1)) !== 0) throw rangeError(`The "stripes" option must be a power of two from 1 to ${MAX_STRIPES}; got ${stripes}`)
+    if (bounded && stripes !== 1) throw rangeError('An LRU-bounded SharedMap (maxEntries, maxBytes) has exactly one stripe: its LRU order is exact')
+  }
+  const capacity = o.capacity === undefined ? 0 : checkIndex('capacity', o.capacity)
+  const per = Math.ceil(capacity / stripes)
+  const log2 = Math.min(MAX_LOG2, Math.max(MIN_LOG2, Math.ceil(Math.log2(Math.max(1, per)))))
+  const ttl = o.ttl === undefined ? 0 : checkTtl(o.ttl, 'The "ttl" option')
+  return { coder, stripes, log2, maxEntries, maxBytes, ttl }
+}
+
+/** Formats a map in the zeroed 128-byte block at `offset`; the header goes ready last. */
+function construct(v: Views, offset: number, o: CheckedOptions): void {
+  const array = v.heap.malloc(o.stripes * S.SIZE, 64)
+  v.u8.fill(0, array, array + o.stripes * S.SIZE)
+  for (let i = 0; i < o.stripes; i++) {
+    const s = array + i * S.SIZE
+    const tbl = v.heap.malloc(4 << o.log2, 64)
+    v.u8.fill(0, tbl, tbl + (4 << o.log2))
+    v.i32[(s + S.TABLE0) >> 2] = tbl / UNIT
+    v.i32[(s + S.LOG2_0) >> 2] = o.log2
+  }
+  writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, o.coder.id)
+  const w = offset >> 2
+  v.i32[w + (M.STRIPES >> 2)] = o.stripes
+  v.i32[w + (M.STRIPE_ARRAY >> 2)] = array / UNIT
+  v.i32[w + (M.FLAGS >> 2)] = o.maxEntries > 0 || o.maxBytes > 0 ? F.BOUNDED : 0
+  v.dv.setFloat64(offset + M.MAX_ENTRIES, o.maxEntries, true)
+  v.dv.setFloat64(offset + M.MAX_BYTES, o.maxBytes, true)
+  v.dv.setFloat64(offset + M.TTL, o.ttl, true)
+  Atomics.store(v.i32, w + (M.STATE >> 2), 1)
+}
+
+registerReviver('SharedMap', (h) => SharedMap.at(memoryOfHandle(h), h.offset))

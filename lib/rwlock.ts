@@ -1,0 +1,469 @@
+/**
+ * {@link RWLock}: a process-shared reader-writer lock whose whole state is a 192-byte
+ * record in shared memory; the uncontended paths are a few `Atomics` operations in
+ * JavaScript, waits sleep on words of the record (`lib/word.ts`).
+ *
+ * ## The record (kind tag 5 at offset 8)
+ *
+ * | offset | field     | meaning                                                           |
+ * |-------:|-----------|-------------------------------------------------------------------|
+ * | 0      | `writer`  | owner of the writer that holds the lock or is waiting for readers to leave; 0 = none. Futex word readers and writers sleep on |
+ * | 4      | `wwait`   | 1: someone may sleep on `writer`: its release must wake           |
+ * | 8      | `kind`    | 5                                                                 |
+ * | 12     | `owner`   | copy of `writer`, written after the three fields below (trust them only if equal) |
+ * | 16     | `start`   | the writer's thread start time, u64 (informational; macOS checks it) |
+ * | 24     | `rgone`   | futex word a writer waiting for readers sleeps on; bumped by a leaving reader that sees `rwait` |
+ * | 28     | `rwait`   | 1: a writer (or a reader wanting a slot) sleeps on `rgone`         |
+ * | 32     | `owner_pid` | the writer's pid, in its PID namespace (informational: {@link RWLock.owner}) |
+ * | 36     | `owner_tid` | the writer's thread id, in its PID namespace (informational)   |
+ * | 64     | `slots`   | 32 reader slots: the owner of each read hold, 0 = free            |
+ *
+ * ## States and transitions
+ *
+ * | who            | does                                                                 |
+ * |----------------|----------------------------------------------------------------------|
+ * | read, fast     | `writer == 0` → CAS a free slot `0 → me` (starting at a slot picked by `me`); `writer == 0` still? held; else undo the slot and wait |
+ * | read, slow     | sleep on `writer` while it is non-zero (every 50 ms: a dead writer's claim is cleared, `ownerDied`); no free slot: sleep on `rgone` |
+ * | read release   | `slot = 0`; if `rwait`: clear it, `rgone += 1`, wake                   |
+ * | write          | CAS `writer 0 → me` (every 50 ms a dead writer is taken over, `ownerDied`); then wait until every slot is 0, clearing slots whose owner died |
+ * | write release  | `writer = 0`; if `wwait`: clear it, wake everyone on `writer`          |
+ *
+ * A writer's claim stops new readers at once, so a stream of readers cannot starve
+ * writers (writers are preferred). A thread re-entering a read lock it holds takes
+ * another slot without looking at `writer` (it would otherwise wait for a writer that
+ * waits for it). Announcing a sleep (`wwait`/`rwait` = 1) before re-reading the state,
+ * against changing the state before reading the flag, all sequentially consistent,
+ * means no sleeper is forgotten; sleeps are 50 ms slices anyway.
+ *
+ * Dead holders: readers never change the data, so a dead reader's slot is simply
+ * cleared by the next writer that finds its owner dead. A writer that died holding (or
+ * claiming) the lock is taken over by the next writer, or cleared by the next reader,
+ * and that acquisition reports {@link RWLock.ownerDied}: the data may be half-written.
+ *
+ * Owners are liveness tokens, as in lock words: `me()` and `liveness()` below are the one
+ * place that knows (native side `src-rs/js/owner.rs`).
+ * @module
+ */
+import { checkTimeout, checkWaitOptions, describe } from './args.js'
+import { abortError, closedError, native, notOwner, ShmError, typeError } from './errors.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
+import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
+import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
+import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
+import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
+import { binding } from './native.js'
+import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
+import type { LockOwner } from './records.js'
+
+// ---- the identity seam ----
+
+/** Who this thread is in `memory`'s records: its liveness token for the segment. */
+function me(memory: MappedMemory): number {
+  return tokenIn(memory)
+}
+
+/** Answers of {@link liveness}. */
+const ALIVE = 1
+const SUSPECT = 2
+
+/**
+ * Whether the owner recorded as `owner` (with thread start time `lo`/`hi`, 0 if none)
+ * lives: {@link ALIVE}, 0 (dead), or {@link SUSPECT} (probably gone; dead if still so at
+ * the next check: macOS only).
+ */
+function liveness(memory: MappedMemory, owner: number, lo: number, hi: number): number {
+  const { id } = internals(memory)
+  return native(() => binding.ownerLiveness(id, owner >>> 0, lo >>> 0, hi >>> 0))
+}
+
+// ---- the record ----
+
+/** Int32 indices of the fields, from the record's start. */
+const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, OWNER_PID: 8, OWNER_TID: 9, SLOTS: 16 })
+/** Reader slots: at most this many read holds at once (more readers wait for a slot). */
+export const RWLOCK_SLOTS = 32
+/** Bytes of an RWLock record. */
+export const RWLOCK_SIZE = 4 * R.SLOTS + 4 * RWLOCK_SLOTS
+/** How often a waiter checks whether the holder it waits for died. */
+const RECHECK_MS = 50
+
+/**
+ * A reader-writer lock shared between processes and worker threads: any number of
+ * readers at once (up to 32 holds at a time; more wait for a slot), or one writer.
+ * Writers are preferred: once a writer asks, new readers wait, so readers cannot starve
+ * it. Holds belong to the thread that acquired them (also through the async twins).
+ *
+ * If a holder dies, the lock recovers like a `Lock`: a dead reader's hold is dropped by
+ * the next writer, a dead writer's lock goes to the next acquirer, which sees
+ * {@link ownerDied} (the data the writer was changing may be half-written).
+ */
+export class RWLock {
+  /** The mapping holding the record. */
+  readonly memory: MappedMemory
+  /** Byte offset of the record in {@link memory}. */
+  readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
+  #i32: Int32Array
+  #w: number
+  /** Int32 indices of the slots this thread holds, through this object. */
+  #held: number[] = []
+  #ownerDied = false
+
+  /**
+   * Allocates a new lock's record in shared memory.
+   * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
+   */
+  constructor(where: LockHome | MappedMemory) {
+    ;({ memory: this.memory, offset: this.offset } = takePlace() ?? allocatePlace(where, RWLOCK_SIZE))
+    const win = writable(this.memory).window(this.offset, RWLOCK_SIZE)
+    this.#i32 = win.i32
+    this.#w = (this.offset - win.start) >> 2
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }))
+    claimKind(this.#i32, this.#w + R.KIND, Kind.RWLOCK, 'RWLock', this.offset)
+  }
+
+  /**
+   * The lock whose 192-byte record is at `offset` in `memory` (4-byte aligned; a zeroed
+   * record is a free lock).
+   * @throws RangeError for an offset that is misaligned or does not fit; TypeError for a
+   *   record of another kind
+   */
+  static at(memory: MappedMemory, offset: number): RWLock {
+    checkPlace(memory, offset, RWLOCK_SIZE)
+    return atPlace(memory, offset, () => new RWLock(memory))
+  }
+
+  #a(): Int32Array {
+    const a = this.#i32
+    if (a.length === 0) throw closedError('the RWLock\'s mapping')
+    return a
+  }
+
+  /**
+   * The writer holding the lock (or claiming it while the readers inside leave), in any
+   * process: its pid and thread id as it recorded them (each in its own PID namespace),
+   * `{ pid: 0, tid: 0 }` while it has not recorded itself yet, or `null` when no writer
+   * has it. Readers are many and not named: see `util.inspect` for how many hold it.
+   */
+  get owner(): LockOwner | null {
+    const a = this.#a()
+    const w = this.#w
+    const writer = Atomics.load(a, w + R.WRITER)
+    if (writer === 0) return null
+    for (let tries = 0; tries < 3; tries++) {
+      const recorded = Atomics.load(a, w + R.OWNER)
+      const pid = a[w + R.OWNER_PID] >>> 0
+      const tid = a[w + R.OWNER_TID] >>> 0
+      if (recorded === writer) return { pid, tid }
+    }
+    return { pid: 0, tid: 0 }
+  }
+
+  /** `true` after an acquire that took over from (or cleared) a writer that died. */
+  get ownerDied(): boolean {
+    return this.#ownerDied
+  }
+
+  // ---- read ----
+
+  /**
+   * Takes a read hold, blocking this thread while a writer holds or waits for the lock.
+   * @returns `true` when held, `false` when `timeout` ran out
+   * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the write lock
+   */
+  acquireRead(options?: AcquireOptions): boolean {
+    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+    return this.#tryRead(true) || runBlocking(this.memory, this.#readSteps(timeout))
+  }
+
+  /** Takes a read hold only if that is possible at once. */
+  tryAcquireRead(): boolean {
+    return this.#tryRead(true)
+  }
+
+  /**
+   * {@link acquireRead} without blocking the event loop (waits on a native waiter thread).
+   * @throws (rejects) AbortError; as {@link acquireRead}
+   */
+  async acquireReadAsync(options?: AsyncWaitOptions): Promise<boolean> {
+    const { timeout, signal } = checkWaitOptions(options)
+    if (signal?.aborted) throw abortError(signal)
+    return this.#tryRead(true) || runAsync(this.memory, this.#readSteps(timeout), signal)
+  }
+
+  /**
+   * Releases one read hold of this thread.
+   * @throws ShmError `ERR_SHM_NOT_OWNER` when this thread holds none (through this object)
+   */
+  releaseRead(): void {
+    const a = this.#a()
+    const slot = this.#held.pop()
+    if (slot === undefined) throw notOwner('the read lock')
+    Atomics.store(a, slot, 0)
+    if (Atomics.load(a, this.#w + R.RWAIT) !== 0) this.#readerLeft(a)
+  }
+
+  /** Runs `fn` holding a read lock, releasing it afterwards even if `fn` throws. */
+  withRead<T>(fn: () => T): T {
+    checkFn(fn)
+    this.acquireRead()
+    try {
+      return fn()
+    } finally {
+      this.releaseRead()
+    }
+  }
+
+  /**
+   * One try for a read hold. `first`: the call of the caller (resets `ownerDied`).
+   * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the write lock
+   */
+  #tryRead(first: boolean): boolean {
+    const a = this.#a()
+    const w = this.#w
+    const id = me(this.memory)
+    if (first) this.#ownerDied = false
+    const reentry = this.#held.length > 0
+    const writer = Atomics.load(a, w + R.WRITER)
+    if (writer === id) throw deadlock('this thread holds the write lock')
+    if (writer !== 0 && !reentry) return false
+    const start = Math.imul(id, 0x9e37_79b1) >>> 27
+    for (let k = 0; k < RWLOCK_SLOTS; k++) {
+      const slot = w + R.SLOTS + ((start + k) & (RWLOCK_SLOTS - 1))
+      if (Atomics.compareExchange(a, slot, 0, id) !== 0) continue
+      // Re-check after claiming (the writer scans slots after claiming `writer`).
+      if (!reentry && Atomics.load(a, w + R.WRITER) !== 0) {
+        Atomics.store(a, slot, 0)
+        if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
+        return false
+      }
+      this.#held.push(slot)
+      if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseRead())
+      return true
+    }
+    return false
+  }
+
+  /** The slow path of a read acquire: sleeps until a try succeeds. */
+  *#readSteps(timeout: number | undefined): Steps<boolean> {
+    const a = this.#a()
+    const w = this.#w
+    const until = timeout === undefined ? Infinity : performance.now() + timeout
+    let check = performance.now() + RECHECK_MS
+    for (;;) {
+      if (this.#tryRead(false)) return true
+      const left = until - performance.now()
+      if (left <= 0) return false
+      const ms = Math.min(left, RECHECK_MS)
+      const writer = Atomics.load(a, w + R.WRITER)
+      if (writer !== 0) {
+        if (performance.now() >= check) {
+          check = performance.now() + RECHECK_MS
+          if (this.#clearDeadWriter(a, writer, 0)) {
+            this.#ownerDied = true
+            continue
+          }
+        }
+        Atomics.store(a, w + R.WWAIT, 1)
+        if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms }
+      } else {
+        // Every slot taken: wait for a reader to leave.
+        const g = Atomics.load(a, w + R.RGONE)
+        Atomics.store(a, w + R.RWAIT, 1)
+        yield { offset: this.offset + 4 * R.RGONE, expected: g, ms }
+      }
+    }
+  }
+
+  // ---- write ----
+
+  /**
+   * Takes the write lock, blocking this thread while anyone holds the lock.
+   * @returns `true` when held, `false` when `timeout` ran out
+   * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the lock already (read or write)
+   */
+  acquireWrite(options?: AcquireOptions): boolean {
+    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+    return runBlocking(this.memory, this.#writeSteps(timeout))
+  }
+
+  /** Takes the write lock only if nobody holds the lock now. */
+  tryAcquireWrite(): boolean {
+    return runBlocking(this.memory, this.#writeSteps(0))
+  }
+
+  /**
+   * {@link acquireWrite} without blocking the event loop.
+   * @throws (rejects) AbortError; as {@link acquireWrite}
+   */
+  async acquireWriteAsync(options?: AsyncWaitOptions): Promise<boolean> {
+    const { timeout, signal } = checkWaitOptions(options)
+    if (signal?.aborted) throw abortError(signal)
+    return runAsync(this.memory, this.#writeSteps(timeout), signal)
+  }
+
+  /**
+   * Releases the write lock.
+   * @throws ShmError `ERR_SHM_NOT_OWNER` when this thread does not hold it
+   */
+  releaseWrite(): void {
+    const a = this.#a()
+    const w = this.#w
+    if (Atomics.load(a, w + R.WRITER) !== me(this.memory)) throw notOwner('the write lock')
+    Atomics.store(a, w + R.WRITER, 0)
+    if (Atomics.load(a, w + R.WWAIT) !== 0) {
+      Atomics.store(a, w + R.WWAIT, 0)
+      wakeWord(this.memory, this.offset + 4 * R.WRITER)
+    }
+  }
+
+  /** Runs `fn` holding the write lock, releasing it afterwards even if `fn` throws. */
+  withWrite<T>(fn: () => T): T {
+    checkFn(fn)
+    this.acquireWrite()
+    try {
+      return fn()
+    } finally {
+      this.releaseWrite()
+    }
+  }
+
+  /** The write acquire: claim `writer`, then wait for the readers to leave. */
+  *#writeSteps(timeout: number | undefined): Steps<boolean> {
+    const a = this.#a()
+    const w = this.#w
+    const id = me(this.memory)
+    this.#ownerDied = false
+    if (this.#held.length > 0) throw deadlock('this thread holds a read lock (upgrading is not supported)')
+    const until = timeout === undefined ? Infinity : performance.now() + timeout
+    let check = performance.now() + RECHECK_MS
+    // 1. Claim the writer word.
+    for (;;) {
+      const writer = Atomics.compareExchange(a, w + R.WRITER, 0, id)
+      if (writer === 0) break
+      if (writer === id) throw deadlock('this thread holds the write lock')
+      if (performance.now() >= check) {
+        check = performance.now() + RECHECK_MS
+        if (this.#clearDeadWriter(a, writer, id)) {
+          this.#ownerDied = true
+          break
+        }
+      }
+      const left = until - performance.now()
+      if (left <= 0) return false
+      Atomics.store(a, w + R.WWAIT, 1)
+      if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms: Math.min(left, RECHECK_MS) }
+    }
+    // Who, for diagnostics (and macOS's pid-reuse check); the owner copy last.
+    a[w + R.OWNER_PID] = PID
+    a[w + R.OWNER_TID] = TID
+    a[w + R.START_LO] = START_LO
+    a[w + R.START_HI] = START_HI
+    a[w + R.OWNER] = id
+    // 2. New readers wait now; wait for those inside to leave.
+    let done = false
+    try {
+      check = performance.now() + RECHECK_MS
+      for (;;) {
+        const g = Atomics.load(a, w + R.RGONE)
+        Atomics.store(a, w + R.RWAIT, 1)
+        let busy = 0
+        for (let k = 0; k < RWLOCK_SLOTS; k++) if (Atomics.load(a, w + R.SLOTS + k) !== 0) busy++
+        if (busy === 0) {
+          // A writer on pages the mapping lost would guard nothing: give back, throw.
+          if (GUARD[0] !== 0) this.#lostWhile(() => undefined)
+          done = true
+          return true
+        }
+        if (performance.now() >= check) {
+          check = performance.now() + RECHECK_MS
+          if (this.#clearDeadReaders(a) > 0) continue
+        }
+        const left = until - performance.now()
+        if (left <= 0) return false
+        yield { offset: this.offset + 4 * R.RGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
+      }
+    } finally {
+      // Timed out, aborted or failed while waiting for readers: give the claim back.
+      if (!done) this.releaseWrite()
+    }
+  }
+
+  // ---- shared helpers ----
+
+  /** Checks the mapping lost no pages (lib/memory.ts); if it did, runs `undo` and throws. */
+  #lostWhile(undo: () => void): void {
+    try {
+      checkIntact(this.memory)
+    } catch (e) {
+      undo()
+      throw e
+    }
+  }
+
+  /** Wakes whoever waits for readers to leave. */
+  #readerLeft(a: Int32Array): void {
+    Atomics.store(a, this.#w + R.RWAIT, 0)
+    Atomics.add(a, this.#w + R.RGONE, 1)
+    wakeWord(this.memory, this.offset + 4 * R.RGONE)
+  }
+
+  /**
+   * If `writer` (read from the word) died, replaces it with `next` (0: clear, or this
+   * thread taking over) and wakes the sleepers; `true` if it did.
+   */
+  #clearDeadWriter(a: Int32Array, writer: number, next: number): boolean {
+    const w = this.#w
+    // The start time belongs to `writer` only once it copied its id next to it.
+    const recorded = a[w + R.OWNER] === writer
+    if (this.#alive(writer, recorded ? a[w + R.START_LO] : 0, recorded ? a[w + R.START_HI] : 0)) return false
+    if (Atomics.compareExchange(a, w + R.WRITER, writer, next) !== writer) return false
+    Atomics.store(a, w + R.WWAIT, 0)
+    wakeWord(this.memory, this.offset + 4 * R.WRITER)
+    return true
+  }
+
+  /** An owner found suspect at the previous check (0: none). */
+  #suspect = 0
+
+  /** Whether `owner` lives; a suspect one counts as dead when still suspect a check later. */
+  #alive(owner: number, lo: number, hi: number): boolean {
+    const l = liveness(this.memory, owner, lo, hi)
+    if (l === ALIVE) return true
+    if (l === SUSPECT && this.#suspect !== owner) {
+      this.#suspect = owner
+      return true
+    }
+    return false
+  }
+
+  /** Frees the slots of readers that died; returns how many. */
+  #clearDeadReaders(a: Int32Array): number {
+    let n = 0
+    for (let k = 0; k < RWLOCK_SLOTS; k++) {
+      const slot = this.#w + R.SLOTS + k
+      const owner = Atomics.load(a, slot)
+      if (owner !== 0 && !this.#alive(owner, 0, 0) && Atomics.compareExchange(a, slot, owner, 0) === owner) n++
+    }
+    return n
+  }
+
+  /** A handle that `revive` turns into the same lock in another process. */
+  toJSON(): Handle {
+    return handleOf(this.$shmutils, 'RWLock')
+  }
+}
+
+function deadlock(why: string): ShmError {
+  return new ShmError(`RWLock: ${why}; waiting would never end`, { code: 'ERR_SHM_DEADLOCK' })
+}
+
+function checkFn(fn: unknown): void {
+  if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
+}
+
+registerReviver('RWLock', (h) => RWLock.at(memoryOfHandle(h), h.offset))
