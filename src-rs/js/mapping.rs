@@ -249,7 +249,11 @@ pub struct MappingInfo {
 
 impl Mapping {
     /// Registers a new mapping in this thread's table.
-    pub(crate) fn new(region: Arc<Region>, header: Option<segment::Header>, writable: bool) -> Mapping {
+    pub(crate) fn new(
+        region: Arc<Region>,
+        header: Option<segment::Header>,
+        writable: bool,
+    ) -> Mapping {
         let slot = MapSlot {
             region: region.clone(),
             managed: header.is_some(),

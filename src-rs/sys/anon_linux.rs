@@ -66,7 +66,11 @@ pub fn seal_size(fd: i32) {
 /// `EBADF` for a descriptor that is not open; `EMFILE`.
 pub fn reopen_object(fd: i32, writable: bool) -> Result<i32> {
     let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
-    let mode = if writable { libc::O_RDWR } else { libc::O_RDONLY };
+    let mode = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
     // SAFETY: a NUL-terminated path and integer flags.
     let new = unsafe { libc::open(path.as_ptr(), mode | libc::O_CLOEXEC) };
     if new >= 0 {
