@@ -88,7 +88,7 @@ test('util.inspect shows state and no internal fields', (t) => {
   const heapOfAnon = anon.heap
   anon.close()
   t.is(show(anon), 'MappedMemory { name: null, closed: true }')
-  t.is(show(heapOfAnon), `Heap { memory: 'anonymous segment', closed: true }`)
+  t.is(show(heapOfAnon), `Heap { memory: 'anonymous segment', offset: 256, closed: true }`)
 })
 
 test('util.inspect of containers, RWLock, Barrier and Event shows their state', (t) => {

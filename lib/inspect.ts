@@ -69,6 +69,28 @@ install(MappedMemory, (m) => {
   return { fields }
 })
 
+/** What objects that live in a mapping have. */
+interface Placed {
+  readonly memory: MappedMemory
+  readonly offset: number
+}
+
+/**
+ * {@link install} for objects in a mapping: `memory` (its label) and `offset` first, then
+ * what `state` reads, or `closed: true` once the mapping is closed.
+ */
+function installPlaced<T extends Placed>(cls: { prototype: T }, state: (self: T) => Record<string, unknown>): void {
+  install(cls, (x) => {
+    const head = { memory: memoryLabel(x.memory), offset: x.offset }
+    return { fields: x.memory.closed ? { ...head, closed: true } : { ...head, ...state(x) } }
+  })
+}
+
+/** `fields` without its `false` and `undefined` flags (shown only when set). */
+function flags(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== false && v !== undefined))
+}
+
 /** Heap header fields read for inspection (docs/FORMAT.md §4.1). */
 const H_HEADER_SIZE = 44
 const H_ARENA_END = 56
@@ -77,86 +99,48 @@ const H_USED = 88
 const H_ALLOCS = 104
 const H_DIR_COUNT = 136
 
-install(Heap, (h) => {
-  const where = memoryLabel(h.memory)
-  if (h.memory.closed) return { fields: { memory: where, closed: true } }
+installPlaced(Heap, (h) => {
   const [v, o] = viewAt(h.memory, h.offset, H_DIR_COUNT + 8)
   const at = (f: number) => Number(v.getBigUint64(o + f, true))
   const used = at(H_USED)
   const free = at(H_ARENA_END) - v.getUint32(o + H_HEADER_SIZE, true) - used
-  const fields: Record<string, unknown> = {
-    memory: where, offset: h.offset, size: h.size, used, free, allocations: at(H_ALLOCS), named: at(H_DIR_COUNT),
-  }
-  // An operation in progress, or one whose process died (the next operation repairs it).
-  if (v.getUint32(o + H_BUSY, true) !== 0) fields.busy = true
-  return { fields }
+  // busy: an operation in progress, or one whose process died (the next one repairs it).
+  return flags({ size: h.size, used, free, allocations: at(H_ALLOCS), named: at(H_DIR_COUNT), busy: v.getUint32(o + H_BUSY, true) !== 0 })
 })
 
-install(Lock, (l) => {
-  const where = memoryLabel(l.memory)
-  if (l.memory.closed) return { fields: { memory: where, offset: l.offset, closed: true } }
+installPlaced(Lock, (l) => {
   const s = lockState(l.memory, l.offset, false)
-  const fields: Record<string, unknown> = { memory: where, offset: l.offset, locked: s.locked }
-  if (s.locked && !s.notRecoverable) fields.owner = l.owner
-  if (l instanceof RLock && l.depth > 0) fields.depth = l.depth
-  if (s.waiters) fields.waiters = true
-  if (s.ownerDied || l.ownerDied) fields.ownerDied = true
-  if (s.notRecoverable) fields.notRecoverable = true
-  return { fields }
+  return {
+    locked: s.locked,
+    ...flags({
+        owner: s.locked && !s.notRecoverable ? l.owner : undefined,
+      depth: l instanceof RLock && l.depth > 0 ? l.depth : undefined,
+      waiters: s.waiters,
+      ownerDied: s.ownerDied || l.ownerDied,
+      notRecoverable: s.notRecoverable,
+    }),
+  }
 })
 
-install(Condition, (c) => {
-  const where = memoryLabel(c.memory)
-  if (c.memory.closed) return { fields: { memory: where, offset: c.offset, closed: true } }
-  const { state } = decodeRecord(c.memory, c.offset, 32, 3)
-  return { fields: { memory: where, offset: c.offset, waiters: state.waiters, lock: c.lock } }
-})
+installPlaced(Condition, (c) => ({ waiters: decodeRecord(c.memory, c.offset, 32, 3).state.waiters, lock: c.lock }))
 
-install(Semaphore, (s) => {
-  const where = memoryLabel(s.memory)
-  if (s.memory.closed) return { fields: { memory: where, offset: s.offset, closed: true } }
+installPlaced(Semaphore, (s) => {
   const { state } = decodeRecord(s.memory, s.offset, 32, 4)
-  const fields: Record<string, unknown> = { memory: where, offset: s.offset, value: state.value }
-  if (state.waiters) fields.waiters = true
-  return { fields }
+  return { value: state.value, ...flags({ waiters: state.waiters }) }
 })
 
-install(RWLock, (l) => {
-  const where = memoryLabel(l.memory)
-  if (l.memory.closed) return { fields: { memory: where, offset: l.offset, closed: true } }
-  const { state } = decodeRecord(l.memory, l.offset, 192, 5)
-  const fields: Record<string, unknown> = { memory: where, offset: l.offset, writer: l.owner, readers: state.readers }
-  if (l.ownerDied) fields.ownerDied = true
-  return { fields }
-})
+installPlaced(RWLock, (l) => flags({ writer: l.owner, readers: decodeRecord(l.memory, l.offset, 192, 5).state.readers, ownerDied: l.ownerDied }))
 
-install(Barrier, (b) => {
-  const where = memoryLabel(b.memory)
-  if (b.memory.closed) return { fields: { memory: where, offset: b.offset, closed: true } }
-  const fields: Record<string, unknown> = { memory: where, offset: b.offset, parties: b.parties, waiting: b.waiting }
-  if (b.broken) fields.broken = true
-  return { fields }
-})
+installPlaced(Barrier, (b) => flags({ parties: b.parties, waiting: b.waiting, broken: b.broken }))
 
-install(Event, (e) => {
-  const where = memoryLabel(e.memory)
-  if (e.memory.closed) return { fields: { memory: where, offset: e.offset, closed: true } }
-  const { state } = decodeRecord(e.memory, e.offset, 32, 7)
-  const fields: Record<string, unknown> = { memory: where, offset: e.offset, isSet: e.isSet }
-  if (state.waiters) fields.waiters = true
-  return { fields }
-})
+installPlaced(Event, (e) => ({ isSet: e.isSet, ...flags({ waiters: decodeRecord(e.memory, e.offset, 32, 7).state.waiters }) }))
 
-install(SharedMap, (m) => {
-  const where = memoryLabel(m.memory)
-  if (m.memory.closed) return { fields: { memory: where, offset: m.offset, closed: true } }
+installPlaced(SharedMap, (m) => {
   const { state } = decodeRecord(m.memory, m.offset, 128, 16)
-  return { fields: { memory: where, offset: m.offset, size: state.entries, bytes: state.bytes, codec: m.codec } }
+  return { size: state.entries, bytes: state.bytes, codec: m.codec }
 })
 
-install(Channel, (c) => {
-  const where = memoryLabel(c.memory)
-  if (c.memory.closed) return { fields: { memory: where, offset: c.offset, closed: true } }
+installPlaced(Channel, (c) => {
   const { state } = decodeRecord(c.memory, c.offset, 320, 17)
-  return { fields: { memory: where, offset: c.offset, length: state.queued, bytes: state.bytes, capacity: state.capacity, closed: state.closed } }
+  return { length: state.queued, bytes: state.bytes, capacity: state.capacity, closed: state.closed }
 })
