@@ -125,7 +125,9 @@ test('ls, inspect, gc and rm on segments of a live and a killed process', async 
   t.like(at(offsets.channel), { kind: 'Channel', state: { capacity: 4096, queued: 2, closed: false } })
   t.regex(at(offsets.channel)?.summary ?? '', /^2 messages queued \(\d+ of 4096 bytes\)$/)
   t.like(at(offsets.rw), { kind: 'RWLock', state: { writer: false, readers: 1 }, summary: 'held by 1 reader' })
-  t.like(at(offsets.rwWrite), { kind: 'RWLock', state: { writer: true, readers: 0 }, summary: 'held for writing' })
+  t.like(at(offsets.rwWrite), {
+    kind: 'RWLock', state: { writer: true, writerPid: live.info.pid, readers: 0 }, summary: `held for writing by pid ${live.info.pid} tid ${live.info.pid}`,
+  })
   // rwlock.owner and lock.owner name the peer, seen from this process.
   {
     using mem = MappedMemory.open(liveName)

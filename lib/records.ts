@@ -215,9 +215,13 @@ function rwlock(r: Reader): RecordState {
   const writer = r.load(0) & OWNER_MASK
   let readers = 0
   for (let i = 0; i < 32; i++) if (r.u32(64 + 4 * i) !== 0) readers++
-  const state = { writer: writer !== 0, readers }
+  // The writer's pid and tid (bytes 32, 36), believed while the owner copy (12) matches.
+  const named = writer !== 0 && (r.load(12) & OWNER_MASK) === writer
+  const who = named ? { pid: r.u32(32), tid: r.u32(36) } : null
+  const state = { writer: writer !== 0, writerPid: who?.pid ?? null, writerTid: who?.tid ?? null, readers }
+  const by = who && who.pid ? ` by pid ${who.pid} tid ${who.tid}` : ''
   const summary = writer !== 0
-    ? readers ? `a writer waits for ${readers} reader${readers === 1 ? '' : 's'} to leave` : 'held for writing'
+    ? readers ? `a writer${by} waits for ${readers} reader${readers === 1 ? '' : 's'} to leave` : `held for writing${by}`
     : readers ? `held by ${readers} reader${readers === 1 ? '' : 's'}` : 'free'
   return { state, summary }
 }
