@@ -189,6 +189,29 @@ pub fn lock_token(env: Env, id: u32) -> napi::Result<u32> {
     Ok(token_of(id)?.0.token())
 }
 
+/// The `fixedAddress` option of opening: `'require' | 'prefer' | 'no'`.
+pub(crate) fn fixed_mode(fixed: &str) -> Result<FixedMode> {
+    match fixed {
+        "require" => Ok(FixedMode::Require),
+        "prefer" => Ok(FixedMode::Prefer),
+        "no" => Ok(FixedMode::No),
+        _ => Err(ShmError::type_error(format!(
+            "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
+        ))),
+    }
+}
+
+/// How much of a new segment to back at once: the `prefault` and `reserve` options.
+pub(crate) fn backing(prefault: bool, reserve: bool) -> segment::Backing {
+    if prefault {
+        segment::Backing::Prefault
+    } else if reserve {
+        segment::Backing::Reserve
+    } else {
+        segment::Backing::Lazy
+    }
+}
+
 /// Where a mapping is and what its header says, read in one call.
 #[napi(object)]
 pub struct MappingInfo {
@@ -217,13 +240,20 @@ pub struct MappingInfo {
     pub creator_pid: u32,
     /// The creator's process start time from the header; 0 if unknown or raw.
     pub creator_start: f64,
+    /// The mapping's own descriptor of the object it maps (closed with the mapping), or
+    /// -1 (anonymous memory).
+    pub fd: i32,
     /// A segment opened read-only (mapped copy-on-write; the library writes nothing).
     pub read_only: bool,
 }
 
 impl Mapping {
     /// Registers a new mapping in this thread's table.
-    fn new(region: Arc<Region>, header: Option<segment::Header>, writable: bool) -> Mapping {
+    pub(crate) fn new(
+        region: Arc<Region>,
+        header: Option<segment::Header>,
+        writable: bool,
+    ) -> Mapping {
         let slot = MapSlot {
             region: region.clone(),
             managed: header.is_some(),
@@ -243,6 +273,7 @@ impl Mapping {
                 .and_then(|s| s.token.borrow_mut().take())
         });
         drop(token);
+        crate::js::heap::release_heap_tokens(&self.region);
     }
 
     /// The mapped region.
@@ -314,19 +345,12 @@ impl Mapping {
             Either::A(true) => Placement::FreeHigh,
             Either::B(addr) => Placement::At(to_u64("fixedAddress", addr)?),
         };
-        let backing = if prefault {
-            segment::Backing::Prefault
-        } else if reserve {
-            segment::Backing::Reserve
-        } else {
-            segment::Backing::Lazy
-        };
         let (region, header) = segment::create(
             &name,
             to_u64("size", size)?,
             permissions,
             placement,
-            backing,
+            backing(prefault, reserve),
         )?;
         if let Err(e) = crate::heap::format_heap(&region, header.heap_offset, header.heap_size) {
             region.close();
@@ -341,18 +365,7 @@ impl Mapping {
     /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
     #[napi(factory)]
     pub fn open_segment(name: String, fixed: String, read_only: bool) -> napi::Result<Mapping> {
-        let mode = match fixed.as_str() {
-            "require" => FixedMode::Require,
-            "prefer" => FixedMode::Prefer,
-            "no" => FixedMode::No,
-            _ => {
-                return Err(ShmError::type_error(format!(
-                "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
-            ))
-                .into())
-            }
-        };
-        let (region, header) = segment::open(&name, mode, read_only)?;
+        let (region, header) = segment::open(&name, fixed_mode(&fixed)?, read_only)?;
         liveness::mark_attached(&region, false);
         Ok(Mapping::new(region, Some(header), !read_only))
     }
@@ -381,6 +394,7 @@ impl Mapping {
             created_ms: self.header.map_or(0.0, |h| h.created_ms as f64),
             creator_pid: self.header.map_or(0, |h| h.creator_pid),
             creator_start: self.header.map_or(0.0, |h| h.creator_start as f64),
+            fd: self.region.fd().unwrap_or(-1),
             read_only: self.region.is_read_only(),
         }
     }

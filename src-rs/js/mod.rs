@@ -7,10 +7,13 @@
 //! |------|---------|
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
 //! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
-//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout` |
+//! | [`anonymous`] | `Mapping.createAnonymous`, `Mapping.fromFd` |
+//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapSurvey` |
+//! | [`peek`] | `peekSegment`, `peekDescriptor`: a segment's header and counters without mapping it |
 //! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |
 //! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
+//! | [`trace`] | `traceInit`: rare events (heap repairs) for `node:diagnostics_channel` |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
 //! | [`word`] | `wordWait`, `wordWaitAsync` (`wordWake` through [`raw`]): sleeping until a word changes, for the JavaScript-side containers and primitives |
 //! | [`owner`] | `ownerLiveness`: the identity seam of the JavaScript-side RWLock (slow path only) |
@@ -49,9 +52,13 @@ pub mod heap;
 pub mod lock;
 pub mod mapping;
 pub mod owner;
+// After `mapping`: napi-rs must have seen `Mapping` before an `impl` block of it.
+pub mod anonymous;
+pub mod peek;
 pub mod raw;
 pub mod semaphore;
 pub mod shm;
 pub mod slots;
+pub mod trace;
 pub mod waits;
 pub mod word;

@@ -147,28 +147,11 @@ fn put_u64(r: &Region, off: usize, v: u64) {
     // SAFETY: as put_u32.
     unsafe { ((r.addr() + off) as *mut u64).write_unaligned(v.to_le()) }
 }
-/// The header bytes of the object behind `fd` (`pread`: no mapping needed to look).
-fn read_header(fd: i32) -> Result<[u8; HEADER_SIZE as usize]> {
+/// The header bytes of the object behind `fd` (`pread`: no mapping needed to look); an
+/// object shorter than a header reads as zeros past its end (the size check rejects it).
+pub(crate) fn read_header(fd: i32) -> Result<[u8; HEADER_SIZE as usize]> {
     let mut buf = [0u8; HEADER_SIZE as usize];
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: the destination is the unfilled tail of `buf`; pread writes at most
-        // that many bytes.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                done as libc::off_t,
-            )
-        };
-        match n {
-            0 => break, // shorter than a header: the size check rejects it
-            n if n > 0 => done += n as usize,
-            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => continue,
-            _ => return Err(ShmError::last_os("pread")),
-        }
-    }
+    shm::pread_full(fd, 0, &mut buf)?;
     Ok(buf)
 }
 fn le_u32(b: &[u8], off: usize) -> u32 {
@@ -212,20 +195,51 @@ pub fn create(
 ) -> Result<(Arc<Region>, Header)> {
     let name = shm::normalize_name(name)?;
     let perms = shm::check_permissions(permissions)?;
+    let size = segment_size(size)?;
+    let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
+    init(fd, &name, size, placement, backing).inspect_err(|_| {
+        let _ = shm::unlink(&name);
+    })
+}
+
+/// A requested segment size checked and rounded up to whole pages.
+///
+/// # Errors
+/// `RangeError` below [`MIN_SIZE`] or beyond what a mapping can hold.
+pub(crate) fn segment_size(size: u64) -> Result<u64> {
     if size < MIN_SIZE {
         return Err(ShmError::range(format!(
             "The \"size\" argument must be at least {MIN_SIZE}; got {size}"
         )));
     }
-    let size = mapping::round_to_page(size)
+    mapping::round_to_page(size)
         .filter(|s| *s <= isize::MAX as u64 / 2)
-        .ok_or_else(|| ShmError::range(format!("The \"size\" argument {size} is too large")))?;
-    let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
+        .ok_or_else(|| ShmError::range(format!("The \"size\" argument {size} is too large")))
+}
+
+/// Makes the new, empty object behind `fd` a segment of `size` bytes (a result of
+/// [`segment_size`]): sizes it, backs it as `backing` says, maps it and writes the
+/// header. `name` names it in errors (a shm name, or a description of an object without
+/// one). The heap region is `[HEADER_SIZE, size)`; the caller formats it, then
+/// [`publish`]es.
+///
+/// On success the region owns `fd`; on failure `fd` is closed (the caller removes a name).
+///
+/// # Errors
+/// `ENOSPC` as [`create`]; sizing and mapping errors (`EADDRINUSE` for a taken exact
+/// address).
+pub(crate) fn init(
+    fd: i32,
+    name: &str,
+    size: u64,
+    placement: Placement,
+    backing: Backing,
+) -> Result<(Arc<Region>, Header)> {
     let mapped = (|| -> Result<Arc<Region>> {
-        shm::truncate(fd, size).map_err(|e| e.with_path(&name))?;
+        shm::truncate(fd, size).map_err(|e| e.with_path(name))?;
         if backing != Backing::Lazy {
             // Before mapping: MAP_POPULATE cannot report a failure, fallocate can.
-            crate::memory::backing::fallocate_fd(fd, 0, size).map_err(|e| e.with_path(&name))?;
+            crate::memory::backing::fallocate_fd(fd, 0, size).map_err(|e| e.with_path(name))?;
         }
         let (prot, mut flags) = rw_shared();
         if backing == Backing::Prefault {
@@ -253,7 +267,6 @@ pub fn create(
         Ok(region) => region,
         Err(e) => {
             let _ = shm::close(fd);
-            let _ = shm::unlink(&name);
             return Err(e);
         }
     };
@@ -299,8 +312,7 @@ pub fn create(
         Ok(header) => Ok((region, header)),
         Err(e) => {
             region.close();
-            let _ = shm::unlink(&name);
-            Err(e.with_path(&name))
+            Err(e.with_path(name))
         }
     }
 }
@@ -353,7 +365,21 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
         shm::OpenMode::ReadWrite
     };
     let fd = shm::open(&name, mode, shm::check_permissions(0)?)?;
-    match open_fd(&name, fd, fixed, read_only) {
+    open_owned_fd(&name, fd, fixed, read_only)
+}
+
+/// Maps the segment behind `fd`, validating its header, as [`open`] does; `name` names
+/// it in errors. On success the region owns `fd`; on failure `fd` is closed.
+///
+/// # Errors
+/// As [`open`], but no `ENOENT`.
+pub(crate) fn open_owned_fd(
+    name: &str,
+    fd: i32,
+    fixed: FixedMode,
+    read_only: bool,
+) -> Result<(Arc<Region>, Header)> {
+    match open_fd(name, fd, fixed, read_only) {
         Ok((region, header)) => {
             if read_only {
                 region.set_read_only();
@@ -441,7 +467,10 @@ fn open_fd(
 }
 
 /// Checks every header field of a mapped header against the object's real size.
-fn validate(b: &[u8; HEADER_SIZE as usize], real_size: u64) -> std::result::Result<Header, String> {
+pub(crate) fn validate(
+    b: &[u8; HEADER_SIZE as usize],
+    real_size: u64,
+) -> std::result::Result<Header, String> {
     let version = le_u32(b, 8);
     if version != VERSION {
         let hint = if version == 1 {
@@ -500,18 +529,10 @@ fn validate(b: &[u8; HEADER_SIZE as usize], real_size: u64) -> std::result::Resu
 mod tests {
     use super::*;
 
-    /// Unlinks the name when dropped, so a failing assertion leaves nothing behind.
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = shm::unlink(&self.0);
-        }
-    }
-
     #[test]
     fn header_records_identity_and_creator() {
         let name = format!("/shmutils-rs-identity-{}", std::process::id());
-        let _cleanup = Unlink(name.clone());
+        let _cleanup = shm::UnlinkOnDrop(name.clone());
         let before = now_ms();
         let (region, h) = create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
         publish(&region);
