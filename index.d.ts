@@ -52,6 +52,22 @@ export declare function heapAttach(mapping: number, offset: number, size: number
  */
 export declare function heapCheck(id: number): void
 
+/** A heap's counters, read without its lock (a snapshot for display). */
+export interface HeapCountersJs {
+  /** Bytes of the heap region. */
+  size: number
+  /** Bytes in allocated blocks. */
+  used: number
+  /** Bytes in free blocks. */
+  free: number
+  /** Allocated blocks. */
+  allocations: number
+  /** Named objects. */
+  named: number
+  /** An operation is in progress, or its process died inside it. */
+  busy: boolean
+}
+
 /** Geometry and salt of heap `id` (see [`HeapInfo`]). */
 export declare function heapInfo(id: number): HeapInfo
 
@@ -117,6 +133,26 @@ export interface HeapStatsJs {
   cachedBytes: number
 }
 
+/**
+ * Stats, `check()`, the directory and the objects tagged with one of `kinds` (at most
+ * `max`), all under one hold of the heap lock: a consistent picture for diagnostics.
+ */
+export declare function heapSurvey(id: number, kinds: Array<number>, max: number): HeapSurvey
+
+/** What `npx shmutils inspect` reads of a heap, under one hold of its lock. */
+export interface HeapSurvey {
+  /** Usage figures. */
+  stats: HeapStatsJs
+  /** `check()`'s complaint (code and message), or absent if the heap is sound. */
+  problem?: Array<string>
+  /** The named objects (absent if the directory could not be read). */
+  named?: Array<NamedInfo>
+  /** Objects tagged with one of the kinds asked for, in address order. */
+  tagged: Array<TaggedObject>
+  /** Whether more tagged objects exist than were asked for. */
+  more: boolean
+}
+
 /** Returns the blocks cached by dead threads to the heap; how many. */
 export declare function heapTrim(id: number): number
 
@@ -125,6 +161,14 @@ export declare function heapTrim(id: number): number
  * JavaScript compare-and-swap failed); returns its id.
  */
 export declare function lockAcquireAsync(id: number, offset: number, timeoutMs?: number | undefined | null): number
+
+/**
+ * Whether the holder of liveness token `token` in mapping `id` of this thread is alive
+ * (`F_OFD_GETLK` through the mapping's descriptor on Linux; on macOS the token's process
+ * with `start`, its recorded start time, 0 if none). Absent when it cannot be told yet
+ * (macOS: a pid that may have been reused) or the mapping has no descriptor.
+ */
+export declare function lockHolderAlive(id: number, token: number, start: number): boolean | null
 
 /** Clears OWNER_DIED on the lock at `offset` of mapping `id` held by this thread. */
 export declare function lockMarkConsistent(id: number, offset: number): void
@@ -212,6 +256,20 @@ export interface NamedFound {
   typeDesc: string
 }
 
+/** A directory entry, as `heapSurvey` reports it. */
+export interface NamedInfo {
+  /** The name. */
+  name: string
+  /** Offset of the object in the mapping. */
+  offset: number
+  /** Its size in bytes. */
+  size: number
+  /** The stored type description. */
+  typeDesc: string
+  /** Whether its construction finished. */
+  ready: boolean
+}
+
 /** A named object reserved (or found) by `namedReserve`. */
 export interface NamedReserved {
   /** Offset of the object in the mapping. */
@@ -223,6 +281,12 @@ export interface NamedReserved {
   /** The stored type description. */
   typeDesc: string
 }
+
+/**
+ * Normalizes and validates a segment name (the command-line tool's; the library's own
+ * calls normalize natively).
+ */
+export declare function normalizeName(name: string): string
 
 /** An opened POSIX shm object. */
 export interface OpenedObject {
@@ -244,6 +308,55 @@ export declare function ownerLiveness(id: number, owner: number, startLo: number
 
 /** The system page size. */
 export declare function pageSize(): number
+
+/** Looks at the object behind descriptor `fd` (an anonymous segment) without mapping it. */
+export declare function peekDescriptor(fd: number): SegmentPeek
+
+/** Looks at segment `name` without mapping it. */
+export declare function peekSegment(name: string): SegmentPeek
+
+/** What a segment is, from its header and `fstat`. */
+export interface SegmentPeek {
+  /**
+   * `'segment'`, `'unfinished'` (being created, or its creator died first),
+   * `'version'` (another format version) or `'foreign'`.
+   */
+  kind: string
+  /** Why a `'foreign'` or `'version'` object is not a segment this build can use. */
+  problem?: string
+  /** The header's format version (`'segment'`, `'version'`). */
+  version?: number
+  /** The object's size in bytes. */
+  size: number
+  /** Its inode number (decimal; absent where the system has none). */
+  inode?: string
+  /** Its owner's user id. */
+  owner: number
+  /** Its permission bits. */
+  mode: number
+  /** The segment's identity (16 hex digits). */
+  uid?: string
+  /** Creation time, ms since the Unix epoch (0: unknown). */
+  createdMs: number
+  /** The creator's pid in its PID namespace (0: unknown). */
+  creatorPid: number
+  /** The creator's start time (0: unknown). */
+  creatorStart: number
+  /** Whether the creator still runs, as this process can tell (absent: unknown). */
+  creatorAlive?: boolean
+  /** The creator's base address. */
+  base: number
+  /** Whether the base address is fixed for every process. */
+  fixed: boolean
+  /** Start of the heap region. */
+  heapOffset: number
+  /** The heap's counters. */
+  heap?: HeapCountersJs
+  /** Whether some process maps it, in any PID namespace (absent: unknown here). */
+  attached?: boolean
+  /** Whether its creator still maps it (absent: unknown here). */
+  creatorMapped?: boolean
+}
 
 /** Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout. */
 export declare function semAcquire(id: number, offset: number, timeoutMs?: number | undefined | null): boolean
@@ -278,6 +391,18 @@ export declare function syncCancel(id: number): void
  */
 export declare function syncInit(onComplete: (arg: Array<number>) => void): void
 
+/** An object whose first bytes carry a kind tag (docs/FORMAT.md §6). */
+export interface TaggedObject {
+  /** Offset of the object in the mapping. */
+  offset: number
+  /** Bytes of its block's payload. */
+  size: number
+  /** The tag. */
+  kind: number
+  /** Whether it is a named object. */
+  named: boolean
+}
+
 /**
  * Who the calling thread is, as lock records store it (cached per thread by
  * `lib/identity.ts`).
@@ -295,6 +420,13 @@ export interface ThreadIdentity {
   /** High 32 bits of the start time. */
   startHi: number
 }
+
+/**
+ * Sets up this thread's event channel: `onEvent` receives `[code, ...fields]`: for a heap
+ * repair `[1, address of the heap region, reason (1 owner died, 2 interrupted)]`.
+ * Called once per JavaScript thread by `lib/trace.ts`.
+ */
+export declare function traceInit(onEvent: (arg: Array<number>) => void): void
 
 /**
  * Removes the name if it still names the managed segment whose identity is `uid` (16

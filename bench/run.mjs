@@ -20,10 +20,11 @@ import { rwlockRows } from './rows/rwlock.mjs'
 import { memoryRows } from './rows/memory.mjs'
 import { guardRows } from './rows/guard.mjs'
 import { structRows } from './rows/struct.mjs'
+import { traceRows } from './rows/trace.mjs'
 import { formatRatio, markdownTable, textTable } from './table.mjs'
 
 /** Every row, in table order. */
-export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...guardRows, ...mapRows, ...channelRows, ...rwlockRows]
+export const ROWS = [...lockRows, ...counterRows, ...heapRows, ...memoryRows, ...structRows, ...guardRows, ...mapRows, ...channelRows, ...rwlockRows, ...traceRows]
 
 /**
  * Runs the bench.

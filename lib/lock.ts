@@ -13,6 +13,8 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
 import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { binding } from './native.js'
+import { lockOwnerAt, type LockOwner } from './records.js'
+import { traceOwnerDied, traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** Owner token bits of the lock word; all ones: dead forever (`NOT_RECOVERABLE`). */
@@ -250,6 +252,7 @@ export class Lock implements Disposable {
   static {
     setOwnerDied = (lock, died) => {
       lock.#ownerDied = died
+      if (died) traceOwnerDied(lock)
     }
     heldHere = (lock) => lock.#heldHere()
     makeReentrant = (lock) => {
@@ -360,7 +363,8 @@ export class Lock implements Disposable {
       return true
     }
     const { id } = internals(this.memory)
-    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout ?? -1)))
+    const t0 = waitStart()
+    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout ?? -1)), t0, false)
   }
 
   // Memory safety: every path that takes, gives back or reads the word then checks the
@@ -395,12 +399,18 @@ export class Lock implements Disposable {
     }
   }
 
-  /** Applies a native acquisition's completion code; `false` if it timed out. */
-  #acquired(code: number): boolean {
+  /**
+   * Applies a native acquisition's completion code; `false` if it timed out. `t0`: when
+   * the wait started, for tracing (0: nobody listens).
+   */
+  #acquired(code: number, t0: number, async: boolean): boolean {
     throwIfFailed(code)
     if (GUARD[0] !== 0) checkIntact(this.memory)
+    const died = (code & Code.OWNER_DIED) !== 0
+    if (t0 !== 0) traceWait(this, t0, outcome(code) === Code.TIMED_OUT ? 'timed-out' : died ? 'owner-died' : 'acquired', async)
     if (outcome(code) === Code.TIMED_OUT) return false
-    this.#ownerDied = (code & Code.OWNER_DIED) !== 0
+    this.#ownerDied = died
+    if (died) traceOwnerDied(this)
     this.#entered()
     return true
   }
@@ -438,11 +448,15 @@ export class Lock implements Disposable {
    *   (also when the mapping is closed while waiting); TypeError/RangeError for bad options
    */
   acquireAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
+    let t0 = 0
     return acquireAsyncWith(
       options,
       () => this.tryAcquire(),
-      (timeout) => binding.lockAcquireAsync(internals(this.memory).id, this.offset, timeout),
-      (code) => this.#acquired(code),
+      (timeout) => {
+        t0 = waitStart()
+        return binding.lockAcquireAsync(internals(this.memory).id, this.offset, timeout)
+      },
+      (code) => this.#acquired(code, t0, true),
     )
   }
 
@@ -520,6 +534,17 @@ export class Lock implements Disposable {
     const v = Atomics.load(this.#word(), this.#w)
     if (GUARD[0] !== 0) checkIntact(this.memory)
     return (v & TOKEN_MASK) !== 0
+  }
+
+  /**
+   * Who holds the lock now, in any process: the holding thread's pid and thread id, as
+   * it recorded them (each in its own PID namespace, so across containers they are for
+   * people to read), or `null` when nobody holds it. `{ pid: 0, tid: 0 }` while a holder
+   * has not recorded itself yet (the moment between taking the word and writing its
+   * name), or never does (a C peer that skips it).
+   */
+  get owner(): LockOwner | null {
+    return lockOwnerAt(this.memory, this.offset)
   }
 
   /** `true` after an acquire that took the lock over from a holder that died. */

@@ -18,6 +18,7 @@
  * @module
  */
 import { constants as bufferConstants } from 'node:buffer'
+import { closeSync, openSync } from 'node:fs'
 import { checkIndex, checkName, describe } from './args.js'
 import { closedError, native, outOfBounds, rangeError, readOnlyError, ShmError, typeError, withExistsAdvice } from './errors.js'
 import { forgetOnExit, unlinkOnExit } from './exit.js'
@@ -105,6 +106,19 @@ export interface OpenOptions {
    * (errno `EACCES`).
    */
   readOnly?: boolean
+}
+
+/**
+ * Options of {@link MappedMemory.anonymous}.
+ * @category Segments
+ */
+export interface AnonymousOptions {
+  /** Size in bytes (rounded up to whole pages; at least 4096). */
+  size: number
+  /** As {@link CreateOptions.prefault}: back and map every page now (`ENOSPC` if they do not fit). */
+  prefault?: boolean
+  /** As {@link CreateOptions.reserve}: back every page now, without touching them. */
+  reserve?: boolean
 }
 
 /**
@@ -215,6 +229,8 @@ interface MappingInfo {
   createdMs: number
   creatorPid: number
   creatorStart: number
+  /** The mapping's own descriptor of the object it maps, or -1. */
+  fd: number
   readOnly: boolean
 }
 
@@ -245,6 +261,7 @@ function takeInfo(): MappingInfo {
     createdMs: o[10]!,
     creatorPid: o[11]!,
     creatorStart: o[12]!,
+    fd: o[15]!,
     readOnly: o[13] === 1,
   }
   if (o[6] !== 0 || o[7] !== 0) info.uid = hex8(o[6]!) + hex8(o[7]!)
@@ -393,11 +410,14 @@ export class MappedMemory implements Disposable {
   }
 
   #handle(): Handle | symbol {
-    if (this.name === null) return ANONYMOUS
-    const h: Handle = { $shmutils: 'MappedMemory', segment: this.name, offset: 0 }
-    const { uid, inode } = this.#info
+    const { uid, inode, fd } = this.#info
+    const byFd = this.name === null && this.#raw === null && fd >= 0 && uid != null && inode != null
+    if (this.name === null && !byFd) return ANONYMOUS
+    const h: Handle = { $shmutils: 'MappedMemory', segment: this.name ?? '', offset: 0 }
     if (uid != null) h.uid = uid
     if (inode != null) h.inode = inode
+    // A segment without a name is found through a process that holds it (Linux: /proc).
+    if (byFd) h.proc = Object.freeze({ pid: process.pid, fd })
     if (this.#raw !== null) h.raw = Object.freeze({ ...this.#raw, size: this.size, address: this.address.begin })
     return Object.freeze(h)
   }
@@ -530,13 +550,43 @@ export class MappedMemory implements Disposable {
    */
   static open(name: string, options: OpenOptions = {}): MappedMemory {
     checkName('name', name)
-    const fixed = options.fixedAddress ?? 'prefer'
-    const mode = fixed === false ? 'no' : fixed
-    if (mode !== 'no' && mode !== 'prefer' && mode !== 'require') {
-      throw typeError(`The "fixedAddress" option must be 'require', 'prefer' or false; got ${describe(fixed)}`)
-    }
-    native(() => binding.segmentOpen(name, mode === 'no' ? 0 : mode === 'prefer' ? 1 : 2, options.readOnly ? 1 : 0, OUT))
+    native(() => binding.segmentOpen(name, FIXED_MODES[openMode(options)], options.readOnly ? 1 : 0, OUT))
     return MappedMemory.#adopt(takeInfo(), normalized(name), null)
+  }
+
+  /**
+   * Creates an anonymous managed segment: a header and a heap like {@link create}, on a
+   * shared-memory object that has no name (Linux: `memfd_create`; macOS: an object
+   * unlinked at once). Nothing appears in `/dev/shm`, nothing can leak: the memory goes
+   * when the last process that maps it, or holds a descriptor of it, lets go.
+   *
+   * Share it with another process by its descriptor ({@link fd}: pass it in `spawn`'s
+   * `stdio`, map it there with {@link fromFd}), or by handle: on Linux `revive` in any
+   * process of the same user opens `/proc/<pid>/fd/<fd>` of the process that sent the
+   * handle, which must still hold the segment (and share the PID namespace). macOS has no
+   * `/proc`: there only descriptors work.
+   * @throws ShmError `EMFILE`, `ENOMEM`, `ENOSPC`; RangeError for a bad size
+   */
+  static anonymous(options: AnonymousOptions): MappedMemory {
+    if (typeof options !== 'object' || options === null) throw typeError('The "options" argument must be an object with a "size"')
+    checkIndex('size', options.size)
+    native(() => binding.anonymousCreate(options.size, (options.prefault ? 1 : 0) | (options.reserve ? 2 : 0), OUT))
+    return MappedMemory.#adopt(takeInfo(), null, null)
+  }
+
+  /**
+   * Maps the managed segment behind a descriptor: one inherited through `spawn`'s
+   * `stdio` (`stdio: ['inherit', 'inherit', 'inherit', mem.fd]` gives the child fd 3),
+   * or any descriptor of a segment, anonymous or named. The caller keeps `fd` (the
+   * mapping uses a duplicate of its own).
+   * @throws ShmError `EBADF`, `ERR_SHM_BAD_HEADER` (not a shmutils segment), `EACCES`;
+   *   RangeError for a bad descriptor number
+   */
+  static fromFd(fd: number, options: OpenOptions = {}): MappedMemory {
+    checkIndex('fd', fd)
+    if (fd > 0x7fff_ffff) throw rangeError(`The "fd" argument must be a descriptor; got ${fd}`)
+    native(() => binding.mappingFromFd(fd, FIXED_MODES[openMode(options)], options.readOnly ? 1 : 0, OUT))
+    return MappedMemory.#adopt(takeInfo(), null, null)
   }
 
   static #adopt(info: MappingInfo, name: string | null, raw: RawOrigin | null): MappedMemory {
@@ -551,6 +601,17 @@ export class MappedMemory implements Disposable {
     const h = m.toJSON()
     remember(cacheKey(h.segment, h, h.raw), m)
     return m
+  }
+
+  /**
+   * The mapping's descriptor of the object it maps: for an anonymous segment, what to
+   * pass to a child (`spawn`'s `stdio`) that maps it with {@link fromFd}. It belongs to
+   * the mapping (do not close it) and is closed with it: `null` once closed, and for
+   * memory not backed by an object.
+   */
+  get fd(): number | null {
+    const fd = this.#info.fd
+    return this.#closed || fd < 0 ? null : fd
   }
 
   /** Whether this is a managed segment (header + heap). */
@@ -861,6 +922,20 @@ function poisonView(view: DataView): void {
   Object.setPrototypeOf(view, CLOSED_VIEW)
 }
 
+/** The numbers of the `fixed` argument of `segmentOpen` and `mappingFromFd`. */
+const FIXED_MODES = { no: 0, prefer: 1, require: 2 } as const
+
+/** The native `fixedAddress` mode of {@link OpenOptions}. */
+function openMode(options: OpenOptions): 'require' | 'prefer' | 'no' {
+  if (typeof options !== 'object' || options === null) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+  const fixed = options.fixedAddress ?? 'prefer'
+  const mode = fixed === false ? 'no' : fixed
+  if (mode !== 'no' && mode !== 'prefer' && mode !== 'require') {
+    throw typeError(`The "fixedAddress" option must be 'require', 'prefer' or false; got ${describe(fixed)}`)
+  }
+  return mode
+}
+
 // ---- revive: one mapping per segment (name and identity) per process ----
 
 const cache = new Map<string, MappedMemory>()
@@ -884,8 +959,19 @@ function checkIdentity(h: Handle): void {
   }
 }
 
-/** The segment a handle names was removed, and the name now belongs to another one. */
-function staleHandle(segment: string): ShmError {
+/**
+ * The segment a handle names was removed, and the name now belongs to another one; or,
+ * for a segment without a name, the descriptor the handle names now holds another object.
+ */
+function staleHandle(h: Handle): ShmError {
+  if (h.proc !== undefined) {
+    const { pid, fd } = h.proc as { pid: number; fd: number }
+    return new ShmError(
+      `the anonymous segment this handle refers to is no longer held by process ${pid}: its descriptor ${fd} now refers to something else`,
+      { code: 'ERR_SHM_STALE_HANDLE', path: `/proc/${pid}/fd/${fd}` },
+    )
+  }
+  const segment = h.segment
   return new ShmError(
     `the segment this handle refers to no longer exists under the name ${JSON.stringify(segment)}: ` +
       'that name was removed and now belongs to a segment created later',
@@ -899,6 +985,17 @@ function remember(key: string, m: MappedMemory): void {
   if (had && !had.closed) return
   cache.set(key, m)
   setCacheKey(m, key)
+}
+
+/**
+ * @internal The open managed mapping of this thread that contains absolute `address`
+ * (created, opened or revived here), if any. For rare paths only (a linear search).
+ */
+export function mappingAt(address: number): MappedMemory | undefined {
+  for (const m of cache.values()) {
+    if (!m.closed && m.address.begin <= address && address < m.address.end) return m
+  }
+  return undefined
 }
 
 /** Drops `m` from the cache (it is being closed). */
@@ -926,7 +1023,7 @@ interface RawHandle {
  */
 export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   if (h instanceof MappedMemory) return h
-  checkName('segment', h.segment)
+  if (h.proc === undefined) checkName('segment', h.segment)
   checkIdentity(h)
   if (h.uid !== undefined || h.inode !== undefined) {
     const hit = cache.get(cacheKey(h.segment, h, h.raw))
@@ -936,7 +1033,7 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   const got = m.toJSON()
   if ((h.uid !== undefined && got.uid !== h.uid) || (h.inode !== undefined && got.inode !== undefined && got.inode !== h.inode)) {
     m.close()
-    throw staleHandle(h.segment)
+    throw staleHandle(h)
   }
   const key = cacheKey(h.segment, got, h.raw)
   const hit = cache.get(key)
@@ -952,7 +1049,9 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
 /** Maps what a handle names: the managed segment, or the raw mapping it describes. */
 function openHandle(h: Handle): MappedMemory {
   let m: MappedMemory
-  if (h.raw === undefined) {
+  if (h.proc !== undefined) {
+    m = openThroughProc(h)
+  } else if (h.raw === undefined) {
     m = MappedMemory.open(h.segment)
   } else {
     const r = h.raw as RawHandle
@@ -968,6 +1067,50 @@ function openHandle(h: Handle): MappedMemory {
     }
   }
   return m
+}
+
+/**
+ * Maps a segment without a name from the handle's `proc: { pid, fd }`: the descriptor
+ * `fd` of process `pid`, opened as `/proc/<pid>/fd/<fd>` (Linux; the same user, and
+ * the same PID namespace). The caller compares identities: the pid or the descriptor
+ * may have been reused for something else.
+ */
+function openThroughProc(h: Handle): MappedMemory {
+  const p = h.proc as { pid?: unknown; fd?: unknown }
+  if (typeof p !== 'object' || p === null || !Number.isInteger(p.pid) || !Number.isInteger(p.fd) || (p.pid as number) <= 0 || (p.fd as number) < 0) {
+    throw typeError(`Malformed MappedMemory handle: "proc" must be { pid, fd } with integers; got ${describe(p)}`)
+  }
+  if (h.uid === undefined) throw typeError('Malformed MappedMemory handle: a segment found through "proc" needs its "uid"')
+  const path = `/proc/${p.pid}/fd/${p.fd}`
+  if (process.platform !== 'linux') {
+    throw new ShmError(
+      `an anonymous segment can be revived only in a process that maps it already, or from an inherited descriptor (MappedMemory.fromFd) on ${process.platform}: there is no /proc to open it through`,
+      { code: 'ERR_SHM_UNSUPPORTED_PLATFORM' },
+    )
+  }
+  let fd: number
+  try {
+    fd = openSync(path, 'r+')
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EINVAL'
+    const why = code === 'ENOENT'
+      ? `process ${p.pid} has exited or no longer holds the segment (the handle's sender must keep it open until the receiver has revived it)`
+      : code === 'EACCES' || code === 'EPERM'
+        ? `process ${p.pid} belongs to another user, or does not let others open its descriptors`
+        : (e as Error).message
+    throw new ShmError(`cannot open the anonymous segment through ${path}: ${why}`, {
+      code, errno: (e as NodeJS.ErrnoException).errno, syscall: 'open', path,
+    })
+  }
+  try {
+    return MappedMemory.fromFd(fd)
+  } catch (e) {
+    // A descriptor reused for something that is not a segment: the one sent is gone.
+    if ((e as ShmError).code === 'ERR_SHM_BAD_HEADER') throw staleHandle(h)
+    throw e
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /**

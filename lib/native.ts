@@ -64,6 +64,13 @@ export interface FastBinding {
   segmentCreate(name: string, size: number, permissions: number, fixed: number, flags: number, out: Float64Array): void
   /** `mmap` (`address` -1: anywhere; `fd` -1: anonymous); as {@link segmentOpen} otherwise. */
   mapRaw(address: number, size: number, protection: number, flags: number, fd: number, offset: number, out: Float64Array): void
+  /**
+   * Creates an anonymous managed segment (`flags`: 1 prefault, 2 reserve); as
+   * {@link segmentOpen} otherwise.
+   */
+  anonymousCreate(size: number, flags: number, out: Float64Array): void
+  /** Maps the managed segment behind descriptor `fd`; as {@link segmentOpen} otherwise. */
+  mappingFromFd(fd: number, fixed: number, readOnly: number, out: Float64Array): void
   /** Detaches `buffer` (if given) and unmaps mapping `id`. */
   mappingClose(id: number, buffer?: ArrayBuffer): void
   /**

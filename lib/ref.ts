@@ -424,7 +424,7 @@ export class Ref<T = unknown, E = unknown> {
   /** What `console.log` and `util.inspect` show: the class, where the bytes are, the value. */
   [inspect.custom](depth: number, options: InspectOptions, show: typeof inspect): string {
     const m = this.memory
-    const where = m.closed ? 'closed mapping' : `${m.name ?? 'process-local memory'} + ${this[OFFSET]}`
+    const where = m.closed ? 'closed mapping' : `${m.name ?? (m.managed ? 'anonymous segment' : 'process-local memory')} + ${this[OFFSET]}`
     if (m.closed || depth < 0) return `${this.constructor.name} (${where})`
     let value: unknown
     try {

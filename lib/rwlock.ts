@@ -10,10 +10,12 @@
  * | 0      | `writer`  | owner of the writer that holds the lock or is waiting for readers to leave; 0 = none. Futex word readers and writers sleep on |
  * | 4      | `wwait`   | 1: someone may sleep on `writer`: its release must wake           |
  * | 8      | `kind`    | 5                                                                 |
- * | 12     | `owner`   | copy of `writer` written right after claiming (trust `start` only if equal) |
+ * | 12     | `owner`   | copy of `writer`, written after the three fields below (trust them only if equal) |
  * | 16     | `start`   | the writer's thread start time, u64 (informational; macOS checks it) |
  * | 24     | `rgone`   | futex word a writer waiting for readers sleeps on; bumped by a leaving reader that sees `rwait` |
  * | 28     | `rwait`   | 1: a writer (or a reader wanting a slot) sleeps on `rgone`         |
+ * | 32     | `owner_pid` | the writer's pid, in its PID namespace (informational: {@link RWLock.owner}) |
+ * | 36     | `owner_tid` | the writer's thread id, in its PID namespace (informational)   |
  * | 64     | `slots`   | 32 reader slots: the owner of each read hold, 0 = free            |
  *
  * ## States and transitions
@@ -45,12 +47,13 @@
 import { checkTimeout, checkWaitOptions, describe } from './args.js'
 import { abortError, closedError, native, notOwner, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { START_HI, START_LO, tokenIn } from './identity.js'
+import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
 import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { binding } from './native.js'
 import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
+import type { LockOwner } from './records.js'
 
 // ---- the identity seam ----
 
@@ -76,7 +79,7 @@ function liveness(memory: MappedMemory, owner: number, lo: number, hi: number): 
 // ---- the record ----
 
 /** Int32 indices of the fields, from the record's start. */
-const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, SLOTS: 16 })
+const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, OWNER_PID: 8, OWNER_TID: 9, SLOTS: 16 })
 /** Reader slots: at most this many read holds at once (more readers wait for a slot). */
 export const RWLOCK_SLOTS = 32
 /** Bytes of an RWLock record. */
@@ -138,6 +141,26 @@ export class RWLock {
     const a = this.#i32
     if (a.length === 0) throw closedError('the RWLock\'s mapping')
     return a
+  }
+
+  /**
+   * The writer holding the lock (or claiming it while the readers inside leave), in any
+   * process: its pid and thread id as it recorded them (each in its own PID namespace),
+   * `{ pid: 0, tid: 0 }` while it has not recorded itself yet, or `null` when no writer
+   * has it. Readers are many and not named: see `util.inspect` for how many hold it.
+   */
+  get owner(): LockOwner | null {
+    const a = this.#a()
+    const w = this.#w
+    const writer = Atomics.load(a, w + R.WRITER)
+    if (writer === 0) return null
+    for (let tries = 0; tries < 3; tries++) {
+      const recorded = Atomics.load(a, w + R.OWNER)
+      const pid = a[w + R.OWNER_PID] >>> 0
+      const tid = a[w + R.OWNER_TID] >>> 0
+      if (recorded === writer) return { pid, tid }
+    }
+    return { pid: 0, tid: 0 }
   }
 
   /** `true` after an acquire that took over from (or cleared) a writer that died. */
@@ -335,9 +358,12 @@ export class RWLock {
       Atomics.store(a, w + R.WWAIT, 1)
       if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms: Math.min(left, RECHECK_MS) }
     }
-    a[w + R.OWNER] = id
+    // Who, for diagnostics (and macOS's pid-reuse check); the owner copy last.
+    a[w + R.OWNER_PID] = PID
+    a[w + R.OWNER_TID] = TID
     a[w + R.START_LO] = START_LO
     a[w + R.START_HI] = START_HI
+    a[w + R.OWNER] = id
     // 2. New readers wait now; wait for those inside to leave.
     let done = false
     try {

@@ -12,6 +12,7 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, LOCK_SIZE, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
+import { traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** The count bits of the word; bit 31 means "someone may sleep: wake on release". */
@@ -203,8 +204,10 @@ export class Semaphore {
     if (this.tryAcquire()) return true
     if (timeout === 0) return false
     const { id } = internals(this.memory)
+    const t0 = waitStart()
     const taken = native(() => binding.semAcquire(id, this.offset, timeout))
     if (GUARD[0] !== 0) checkIntact(this.memory)
+    if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', false)
     return taken
   }
 
@@ -216,14 +219,20 @@ export class Semaphore {
    * @throws (rejects) AbortError; ShmError `ERR_SHM_CLOSED`; TypeError/RangeError
    */
   acquireAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
+    let t0 = 0
     return acquireAsyncWith(
       options,
       () => this.tryAcquire(),
-      (timeout) => binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout),
+      (timeout) => {
+        t0 = waitStart()
+        return binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout)
+      },
       (code) => {
         throwIfFailed(code)
         if (GUARD[0] !== 0) checkIntact(this.memory)
-        return outcome(code) === Code.OK
+        const taken = outcome(code) === Code.OK
+        if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', true)
+        return taken
       },
     )
   }

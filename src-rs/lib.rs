@@ -12,3 +12,4 @@ pub mod js;
 pub mod memory;
 pub mod sync;
 pub mod sys;
+pub mod trace;

@@ -81,6 +81,7 @@
 //! | `repair.rs` | `rebuild` after a process died holding the lock (the crash-tolerance design at its top) |
 //! | `check.rs` | `check`: every invariant, read-only |
 //! | `named.rs` | the named-object directory (entry layout at its top) |
+//! | `survey.rs` | what diagnostic tools read: tagged objects, the counters from raw bytes |
 //! | `testing.rs` | fixtures shared by the tests at the bottom of each file |
 //!
 //! # Choices
@@ -107,6 +108,7 @@ mod check;
 pub use cache::CacheOwner;
 mod named;
 mod repair;
+pub mod survey;
 #[cfg(test)]
 mod testing;
 mod tlsf;
@@ -1037,6 +1039,10 @@ impl HeapView {
         let r = self.salt().and_then(|salt| {
             if self.hld32(H_BUSY)? != 0 {
                 self.rebuild_inner(salt)?;
+                crate::trace::emit(crate::trace::Event::HeapRepaired {
+                    address: self.hb as usize,
+                    reason: crate::trace::RepairReason::Interrupted,
+                });
             }
             self.hst32(H_BUSY, 1)?;
             self.commit();

@@ -244,7 +244,13 @@ impl HeapSlot {
             .rebuild()
             .and_then(|()| self.view.reclaim_cached(dead_owners(me)).map(drop));
         match repaired {
-            Ok(()) => rec.mark_consistent(me),
+            Ok(()) => {
+                crate::trace::emit(crate::trace::Event::HeapRepaired {
+                    address: self.region.addr() + self.view.heap_off(),
+                    reason: crate::trace::RepairReason::OwnerDied,
+                });
+                rec.mark_consistent(me)
+            }
             Err(e) => {
                 rec.unlock(me)?;
                 Err(ShmError::new(
@@ -336,6 +342,20 @@ pub fn heap_set_lock_timeout(id: u32, timeout_ms: f64) -> napi::Result<()> {
     Ok(())
 }
 
+/// Lets go of the liveness token this thread's heaps in `region` hold (the region is
+/// being closed): the token's descriptor closes with the mapping, not when garbage
+/// collection gets to the `Heap` objects (a program that opens and closes segments in a
+/// loop would otherwise pile up descriptors).
+pub(crate) fn release_heap_tokens(region: &Region) {
+    let _ = HEAPS.try_with(|h| {
+        for slot in h.borrow().iter() {
+            if std::ptr::eq(Arc::as_ptr(&slot.region), region) {
+                slot.owner.borrow_mut().take();
+            }
+        }
+    });
+}
+
 /// Forgets heap `id` of this thread (the heap itself is untouched).
 #[napi]
 pub fn heap_release(id: u32) {
@@ -382,16 +402,21 @@ pub(crate) fn heap_realloc(id: u32, offset: f64, size: f64) -> Result<f64> {
 /// Usage figures.
 #[napi]
 pub fn heap_stats(id: u32) -> napi::Result<HeapStatsJs> {
-    let s = slot(id)?.locked(|h| h.stats())?;
-    Ok(HeapStatsJs {
-        size: s.size as f64,
-        used: s.used as f64,
-        free: s.free as f64,
-        largest_free: s.largest_free as f64,
-        allocations: s.allocations as f64,
-        cached: s.cached as f64,
-        cached_bytes: s.cached_bytes as f64,
-    })
+    Ok(slot(id)?.locked(|h| h.stats())?.into())
+}
+
+impl From<crate::heap::HeapStats> for HeapStatsJs {
+    fn from(s: crate::heap::HeapStats) -> Self {
+        HeapStatsJs {
+            size: s.size as f64,
+            used: s.used as f64,
+            free: s.free as f64,
+            largest_free: s.largest_free as f64,
+            allocations: s.allocations as f64,
+            cached: s.cached as f64,
+            cached_bytes: s.cached_bytes as f64,
+        }
+    }
 }
 
 /// Returns the blocks cached by dead threads to the heap; how many.
@@ -486,4 +511,93 @@ pub fn heap_named_find(id: u32, name: String, wait_ms: f64) -> napi::Result<Opti
 pub fn heap_named_remove(id: u32, name: String) -> napi::Result<bool> {
     let key = heap_name(&name)?;
     Ok(slot(id)?.locked(|h| h.named_remove(key))?)
+}
+
+/// A directory entry, as `heapSurvey` reports it.
+#[napi(object)]
+pub struct NamedInfo {
+    /// The name.
+    pub name: String,
+    /// Offset of the object in the mapping.
+    pub offset: f64,
+    /// Its size in bytes.
+    pub size: f64,
+    /// The stored type description.
+    pub type_desc: String,
+    /// Whether its construction finished.
+    pub ready: bool,
+}
+
+/// An object whose first bytes carry a kind tag (docs/FORMAT.md §6).
+#[napi(object)]
+pub struct TaggedObject {
+    /// Offset of the object in the mapping.
+    pub offset: f64,
+    /// Bytes of its block's payload.
+    pub size: f64,
+    /// The tag.
+    pub kind: u32,
+    /// Whether it is a named object.
+    pub named: bool,
+}
+
+/// What `npx shmutils inspect` reads of a heap, under one hold of its lock.
+#[napi(object)]
+pub struct HeapSurvey {
+    /// Usage figures.
+    pub stats: HeapStatsJs,
+    /// `check()`'s complaint (code and message), or absent if the heap is sound.
+    pub problem: Option<Vec<String>>,
+    /// The named objects (absent if the directory could not be read).
+    pub named: Option<Vec<NamedInfo>>,
+    /// Objects tagged with one of the kinds asked for, in address order.
+    pub tagged: Vec<TaggedObject>,
+    /// Whether more tagged objects exist than were asked for.
+    pub more: bool,
+}
+
+/// Stats, `check()`, the directory and the objects tagged with one of `kinds` (at most
+/// `max`), all under one hold of the heap lock: a consistent picture for diagnostics.
+#[napi]
+pub fn heap_survey(id: u32, kinds: Vec<u32>, max: u32) -> napi::Result<HeapSurvey> {
+    let max = max as usize;
+    let (stats, problem, named, mut tagged) = slot(id)?.locked(|h| {
+        let stats = h.stats()?;
+        let problem = h
+            .check()
+            .err()
+            .map(|e| vec![e.code().to_owned(), e.message()]);
+        let named = h.named_list().ok();
+        let tagged = h
+            .tagged_blocks(|k| kinds.contains(&k), max + 1)
+            .unwrap_or_default();
+        Ok((stats, problem, named, tagged))
+    })?;
+    let more = tagged.len() > max;
+    tagged.truncate(max);
+    Ok(HeapSurvey {
+        stats: stats.into(),
+        problem,
+        named: named.map(|list| {
+            list.into_iter()
+                .map(|e| NamedInfo {
+                    name: String::from_utf8_lossy(&e.name).into_owned(),
+                    offset: e.offset as f64,
+                    size: e.size as f64,
+                    type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
+                    ready: e.ready,
+                })
+                .collect()
+        }),
+        tagged: tagged
+            .into_iter()
+            .map(|b| TaggedObject {
+                offset: b.offset as f64,
+                size: b.len as f64,
+                kind: b.kind,
+                named: b.named,
+            })
+            .collect(),
+        more,
+    })
 }

@@ -119,9 +119,10 @@ fn with_token<R>(id: u32, f: impl FnOnce(&TokenRef, &Arc<Region>) -> R) -> Resul
 
 /// Releases this thread's hold on its token for mapping `id` (closed or forgotten: no
 /// lock in it can be released through it any more).
-fn drop_token(id: u32) {
+fn drop_token(id: u32, region: &Region) {
     let token = REGIONS.try_with(|r| r.borrow().get(id).and_then(|s| s.token.borrow_mut().take()));
     drop(token);
+    crate::js::heap::release_heap_tokens(region);
 }
 
 /// The record of type `T` at `offset` of this thread's mapping `id`, pinned. Every
@@ -188,6 +189,26 @@ pub fn lock_token(env: Env, id: u32) -> napi::Result<u32> {
     Ok(token_of(id)?.0.token())
 }
 
+/// The `fixedAddress` option of opening: 0 = `false`, 1 = `'prefer'`, 2 = `'require'`.
+pub(crate) fn fixed_mode(fixed: f64) -> FixedMode {
+    match fixed as i64 {
+        2 => FixedMode::Require,
+        1 => FixedMode::Prefer,
+        _ => FixedMode::No,
+    }
+}
+
+/// How much of a new segment to back at once: the `prefault` and `reserve` options.
+pub(crate) fn backing(prefault: bool, reserve: bool) -> segment::Backing {
+    if prefault {
+        segment::Backing::Prefault
+    } else if reserve {
+        segment::Backing::Reserve
+    } else {
+        segment::Backing::Lazy
+    }
+}
+
 /// What JavaScript learns of a new mapping, as numbers in a `Float64Array` it passes in
 /// (`OUT` in `lib/memory.ts`, which decodes them): the raw calls that make mappings fill
 /// it instead of building an object property by property.
@@ -223,6 +244,9 @@ pub(crate) mod out {
     pub const READ_ONLY: usize = 13;
     /// 1 for a managed segment (it has a header).
     pub const MANAGED: usize = 14;
+    /// The mapping's own descriptor of the object it maps (closed with the mapping), or
+    /// -1 (anonymous memory).
+    pub const FD: usize = 15;
     /// Length of the array.
     pub const LEN: usize = 16;
 }
@@ -280,6 +304,22 @@ impl Opened {
         out[out::CREATOR_START] = h.creator_start as f64;
         out[out::READ_ONLY] = f64::from(u8::from(region.is_read_only()));
         out[out::MANAGED] = f64::from(u8::from(header.is_some()));
+        out[out::FD] = f64::from(region.fd().unwrap_or(-1));
+    }
+
+    /// A managed segment just made (or opened) by `what`.
+    pub(crate) fn managed(
+        region: Arc<Region>,
+        header: segment::Header,
+        inode: u64,
+        writable: bool,
+    ) -> Opened {
+        Opened {
+            region,
+            header: Some(header),
+            inode,
+            writable,
+        }
     }
 }
 
@@ -352,16 +392,11 @@ pub(crate) fn create_segment(
     } else {
         Placement::At(to_u64("fixedAddress", fixed)?)
     };
-    let backing = if prefault {
-        segment::Backing::Prefault
-    } else if reserve {
-        segment::Backing::Reserve
-    } else {
-        segment::Backing::Lazy
-    };
+    let backing = backing(prefault, reserve);
     let permissions = u32::try_from(to_u64("permissions", permissions)?).unwrap_or(u32::MAX);
-    let (region, header, inode) =
+    let (region, header) =
         segment::create(name, to_u64("size", size)?, permissions, placement, backing)?;
+    let inode = region.fd().and_then(|fd| shm::inode(fd).ok()).unwrap_or(0);
     if let Err(e) = crate::heap::format_heap(&region, header.heap_offset, header.heap_size) {
         region.close();
         let _ = shm::unlink(&shm::normalize_name(name)?);
@@ -380,12 +415,7 @@ pub(crate) fn create_segment(
 /// Opens a managed segment. `fixed`: 0 = anywhere, 1 = prefer the creator's address, 2 =
 /// require it. (Exported raw: `raw.rs`.)
 pub(crate) fn open_segment(name: &str, fixed: f64, read_only: bool) -> Result<Opened> {
-    let mode = match fixed as i64 {
-        2 => FixedMode::Require,
-        1 => FixedMode::Prefer,
-        _ => FixedMode::No,
-    };
-    let (region, header, inode) = segment::open(name, mode, read_only)?;
+    let (region, header, inode) = segment::open(name, fixed_mode(fixed), read_only)?;
     liveness::mark_attached(&region, false);
     Ok(Opened {
         region,
@@ -400,7 +430,7 @@ pub(crate) fn open_segment(name: &str, fixed: f64, read_only: bool) -> Result<Op
 pub(crate) fn close(id: u32) -> Result<()> {
     let region = region_of(id)?;
     crate::sync::waiter::close_region(&region);
-    drop_token(id);
+    drop_token(id, &region);
     region.close();
     Ok(())
 }
@@ -458,7 +488,7 @@ pub fn mapping_check_intact(id: u32) -> napi::Result<()> {
 #[napi]
 pub fn mapping_forget(id: u32) -> napi::Result<bool> {
     let region = region_of(id)?;
-    drop_token(id);
+    drop_token(id, &region);
     Ok(region.forget())
 }
 

@@ -5,12 +5,15 @@
 //!
 //! | file | exports |
 //! |------|---------|
-//! | [`shm`] | `shmOpen`, `shmUnlink`, `fd*` |
+//! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
 //! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose` (through [`raw`]), `mappingBuffer`, `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `mappingRelease`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
-//! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim` |
+//! | [`anonymous`] | `anonymousCreate`, `mappingFromFd` (through [`raw`]) |
+//! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim`, `heapSurvey` |
+//! | [`peek`] | `peekSegment`, `peekDescriptor`: a segment's header and counters without mapping it |
 //! | [`lock`] | `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockAcquire`, `lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |
 //! | [`condition`] | `condWait`, `condWaitAsync` (`condNotify` through [`raw`]) |
+//! | [`trace`] | `traceInit`: rare events (heap repairs) for `node:diagnostics_channel` |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
 //! | [`word`] | `wordWait`, `wordWaitAsync` (`wordWake` through [`raw`]): sleeping until a word changes, for the JavaScript-side containers and primitives |
 //! | [`owner`] | `ownerLiveness`: the identity seam of the JavaScript-side RWLock (slow path only) |
@@ -52,9 +55,13 @@ pub mod heap;
 pub mod lock;
 pub mod mapping;
 pub mod owner;
+// After `mapping`: napi-rs must have seen `Mapping` before an `impl` block of it.
+pub mod anonymous;
+pub mod peek;
 pub mod raw;
 pub mod semaphore;
 pub mod shm;
 pub mod slots;
+pub mod trace;
 pub mod waits;
 pub mod word;

@@ -237,6 +237,45 @@ unsafe extern "C" fn map_raw_cb(
     unsafe { finish(env, r) }
 }
 
+/// `anonymousCreate(size, flags, out)`, `flags` bit 0 prefault, bit 1 reserve: see
+/// `js/anonymous.rs`.
+unsafe extern "C" fn anonymous_create(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
+    let r = (|| unsafe {
+        let [size, flags, o] = args::<3>(env, info)?;
+        let (size, flags) = (number(env, size, 0)?, number(env, flags, 1)? as u32);
+        let out = f64_array(env, o, 2, out::LEN)?;
+        crate::js::anonymous::create_anonymous(size, flags & 1 != 0, flags & 2 != 0)?.register(out);
+        Ok(Ret::Undefined)
+    })();
+    // SAFETY: as above.
+    unsafe { finish(env, r) }
+}
+
+/// `mappingFromFd(fd, fixed, readOnly, out)`: see `js/anonymous.rs`.
+unsafe extern "C" fn mapping_from_fd(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
+    let r = (|| unsafe {
+        let [fd, fixed, ro, o] = args::<4>(env, info)?;
+        let (fd, fixed, ro) = (
+            number(env, fd, 0)?,
+            number(env, fixed, 1)?,
+            number(env, ro, 2)?,
+        );
+        let out = f64_array(env, o, 3, out::LEN)?;
+        crate::js::anonymous::from_fd(fd, fixed, ro != 0.0)?.register(out);
+        Ok(Ret::Undefined)
+    })();
+    // SAFETY: as above.
+    unsafe { finish(env, r) }
+}
+
 /// `mappingClose(id, buffer?)`: detaches `buffer` (the ArrayBuffer over the whole mapping,
 /// if JavaScript made one), then unmaps.
 unsafe extern "C" fn mapping_close(
@@ -402,7 +441,7 @@ unsafe extern "C" fn word_wake(
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const FAST: [(&CStr, Callback); 15] = [
+const FAST: [(&CStr, Callback); 17] = [
     (c"heapMalloc", heap_malloc),
     (c"heapFree", heap_free),
     (c"heapRealloc", heap_realloc),
@@ -414,6 +453,8 @@ const FAST: [(&CStr, Callback); 15] = [
     (c"segmentCreate", segment_create),
     (c"mapRaw", map_raw_cb),
     (c"mappingClose", mapping_close),
+    (c"anonymousCreate", anonymous_create),
+    (c"mappingFromFd", mapping_from_fd),
     (c"semUndo", sem_undo),
     (c"heapAllocInto", heap_alloc_into),
     (c"heapFreeFrom", heap_free_from),

@@ -47,6 +47,13 @@ pub fn unlink_segment_if(name: String, uid: String) -> napi::Result<bool> {
     Ok(crate::memory::segment::unlink_if_uid(&name, uid)?)
 }
 
+/// Normalizes and validates a segment name (the command-line tool's; the library's own
+/// calls normalize natively).
+#[napi]
+pub fn normalize_name(name: String) -> napi::Result<String> {
+    Ok(shm::normalize_name(&name)?)
+}
+
 /// `fstat(fd).st_size`.
 #[napi]
 pub fn fd_size(fd: i32) -> napi::Result<f64> {

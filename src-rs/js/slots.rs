@@ -44,6 +44,11 @@ impl<T> SlotTable<T> {
         self.slots.get(id as usize).and_then(|s| s.as_ref())
     }
 
+    /// Every object in the table.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten()
+    }
+
     /// Removes the object at `id` (if any); its index may be reused.
     pub fn remove(&mut self, id: u32) {
         if let Some(s) = self.slots.get_mut(id as usize) {
@@ -70,5 +75,6 @@ mod tests {
         assert_eq!(t.get(b), Some(&"b"));
         assert_eq!(t.get(99), None);
         assert_eq!(t.insert("d"), 2);
+        assert_eq!(t.iter().copied().collect::<Vec<_>>(), ["c", "b", "d"]);
     }
 }

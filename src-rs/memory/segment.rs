@@ -147,28 +147,11 @@ fn put_u64(r: &Region, off: usize, v: u64) {
     // SAFETY: as put_u32.
     unsafe { ((r.addr() + off) as *mut u64).write_unaligned(v.to_le()) }
 }
-/// The header bytes of the object behind `fd` (`pread`: no mapping needed to look).
-fn pread_header(fd: i32) -> Result<[u8; HEADER_SIZE as usize]> {
+/// The header bytes of the object behind `fd` (`pread`: no mapping needed to look); an
+/// object shorter than a header reads as zeros past its end (the size check rejects it).
+pub(crate) fn read_header(fd: i32) -> Result<[u8; HEADER_SIZE as usize]> {
     let mut buf = [0u8; HEADER_SIZE as usize];
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: the destination is the unfilled tail of `buf`; pread writes at most
-        // that many bytes.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                done as libc::off_t,
-            )
-        };
-        match n {
-            0 => break, // shorter than a header: the size check rejects it
-            n if n > 0 => done += n as usize,
-            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => continue,
-            _ => return Err(ShmError::last_os("pread")),
-        }
-    }
+    shm::pread_full(fd, 0, &mut buf)?;
     Ok(buf)
 }
 fn le_u32(b: &[u8], off: usize) -> u32 {
@@ -209,25 +192,54 @@ pub fn create(
     permissions: u32,
     placement: Placement,
     backing: Backing,
-) -> Result<(Arc<Region>, Header, u64)> {
+) -> Result<(Arc<Region>, Header)> {
     let name = shm::normalize_name(name)?;
     let perms = shm::check_permissions(permissions)?;
+    let size = segment_size(size)?;
+    let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
+    init(fd, &name, size, placement, backing).inspect_err(|_| {
+        let _ = shm::unlink(&name);
+    })
+}
+
+/// A requested segment size checked and rounded up to whole pages.
+///
+/// # Errors
+/// `RangeError` below [`MIN_SIZE`] or beyond what a mapping can hold.
+pub(crate) fn segment_size(size: u64) -> Result<u64> {
     if size < MIN_SIZE {
         return Err(ShmError::range(format!(
             "The \"size\" argument must be at least {MIN_SIZE}; got {size}"
         )));
     }
-    let size = mapping::round_to_page(size)
+    mapping::round_to_page(size)
         .filter(|s| *s <= isize::MAX as u64 / 2)
-        .ok_or_else(|| ShmError::range(format!("The \"size\" argument {size} is too large")))?;
-    let fd = shm::open(&name, shm::OpenMode::Exclusive, perms)?;
-    let mut inode = 0;
+        .ok_or_else(|| ShmError::range(format!("The \"size\" argument {size} is too large")))
+}
+
+/// Makes the new, empty object behind `fd` a segment of `size` bytes (a result of
+/// [`segment_size`]): sizes it, backs it as `backing` says, maps it and writes the
+/// header. `name` names it in errors (a shm name, or a description of an object without
+/// one). The heap region is `[HEADER_SIZE, size)`; the caller formats it, then
+/// [`publish`]es.
+///
+/// On success the region owns `fd`; on failure `fd` is closed (the caller removes a name).
+///
+/// # Errors
+/// `ENOSPC` as [`create`]; sizing and mapping errors (`EADDRINUSE` for a taken exact
+/// address).
+pub(crate) fn init(
+    fd: i32,
+    name: &str,
+    size: u64,
+    placement: Placement,
+    backing: Backing,
+) -> Result<(Arc<Region>, Header)> {
     let mapped = (|| -> Result<Arc<Region>> {
-        shm::truncate(fd, size).map_err(|e| e.with_path(&name))?;
-        inode = shm::size_and_inode(fd).map_err(|e| e.with_path(&name))?.1;
+        shm::truncate(fd, size).map_err(|e| e.with_path(name))?;
         if backing != Backing::Lazy {
             // Before mapping: MAP_POPULATE cannot report a failure, fallocate can.
-            crate::memory::backing::fallocate_fd(fd, 0, size).map_err(|e| e.with_path(&name))?;
+            crate::memory::backing::fallocate_fd(fd, 0, size).map_err(|e| e.with_path(name))?;
         }
         let (prot, mut flags) = rw_shared();
         if backing == Backing::Prefault {
@@ -255,7 +267,6 @@ pub fn create(
         Ok(region) => region,
         Err(e) => {
             let _ = shm::close(fd);
-            let _ = shm::unlink(&name);
             return Err(e);
         }
     };
@@ -298,11 +309,10 @@ pub fn create(
         Ok(header)
     })();
     match result {
-        Ok(header) => Ok((region, header, inode)),
+        Ok(header) => Ok((region, header)),
         Err(e) => {
             region.close();
-            let _ = shm::unlink(&name);
-            Err(e.with_path(&name))
+            Err(e.with_path(name))
         }
     }
 }
@@ -328,7 +338,7 @@ pub fn unlink_if_uid(name: &str, uid: u64) -> Result<bool> {
         Err(e) if e.code == "ENOENT" => return Ok(false),
         Err(e) => return Err(e),
     };
-    let header = pread_header(fd);
+    let header = read_header(fd);
     let _ = shm::close(fd);
     let b = header.map_err(|e| e.with_path(&name))?;
     if uid == 0 || le_u64(&b, 0) != MAGIC || le_u64(&b, OFF_UID) != uid {
@@ -345,9 +355,10 @@ pub fn unlink_if_uid(name: &str, uid: u64) -> Result<bool> {
 /// object's inode number (see [`shm::inode`]).
 ///
 /// Five system calls, as few as C needs to attach: `shm_open`, `fstat`, `mmap`, and at
-/// close `munmap` and `close`. The header is read from the mapping itself (registered with
-/// the SIGBUS guard first), not with `pread`; only a segment whose creator fixed its
-/// address and that did not land there is mapped a second time, at that address.
+/// close `munmap` and `close` (plus the attached mark of `sync/liveness.rs`). The header
+/// is read from the mapping itself (registered with the SIGBUS guard first), not with
+/// `pread`; only a segment whose creator fixed its address and that did not land there
+/// is mapped a second time, at that address.
 ///
 /// # Errors
 /// `ENOENT`; `EACCES`; `ERR_SHM_BAD_HEADER` for an object that is not a segment (or was
@@ -361,10 +372,24 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
         shm::OpenMode::ReadWrite
     };
     let fd = shm::open(&name, mode, shm::check_permissions(0)?)?;
+    open_owned_fd(&name, fd, fixed, read_only)
+}
+
+/// Maps the segment behind `fd`, validating its header, as [`open`] does; `name` names
+/// it in errors. On success the region owns `fd`; on failure `fd` is closed.
+///
+/// # Errors
+/// As [`open`], but no `ENOENT`.
+pub(crate) fn open_owned_fd(
+    name: &str,
+    fd: i32,
+    fixed: FixedMode,
+    read_only: bool,
+) -> Result<(Arc<Region>, Header, u64)> {
     // A creator may still be between shm_open and publish(): give it a moment.
     let deadline = crate::sys::Deadline::after_ms(1000.0);
     let sized = (|| loop {
-        let (size, inode) = shm::size_and_inode(fd).map_err(|e| e.with_path(&name))?;
+        let (size, inode) = shm::size_and_inode(fd).map_err(|e| e.with_path(name))?;
         if size >= MIN_SIZE || deadline.passed() {
             return Ok((size, inode));
         }
@@ -372,7 +397,7 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
     })();
     let (size, inode) = match sized {
         Ok((size, _)) if size < MIN_SIZE => {
-            Err(bad_header(&name, format!("{size} bytes is too small")))
+            Err(bad_header(name, format!("{size} bytes is too small")))
         }
         other => other,
     }
@@ -398,8 +423,8 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
     })?;
     // The region owns the descriptor from here on (and the SIGBUS guard watches it).
     region.adopt_fd(fd);
-    let placed = read_header(&region, &name, size, deadline)
-        .and_then(|header| Ok((place(region.clone(), req, &header, fixed, &name)?, header)));
+    let placed = header_in(&region, name, size, deadline)
+        .and_then(|header| Ok((place(region.clone(), req, &header, fixed, name)?, header)));
     let (region, header) = placed.inspect_err(|_| region.close())?;
     if read_only {
         region.set_read_only();
@@ -410,7 +435,7 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
 
 /// The validated header of a mapped segment of `size` bytes, waiting (until `deadline`)
 /// for a creator that has not published it yet.
-fn read_header(
+fn header_in(
     region: &Region,
     name: &str,
     size: u64,
@@ -479,7 +504,10 @@ fn place(
 }
 
 /// Checks every header field of a mapped header against the object's real size.
-fn validate(b: &[u8; HEADER_SIZE as usize], real_size: u64) -> std::result::Result<Header, String> {
+pub(crate) fn validate(
+    b: &[u8; HEADER_SIZE as usize],
+    real_size: u64,
+) -> std::result::Result<Header, String> {
     let version = le_u32(b, 8);
     if version != VERSION {
         let hint = if version == 1 {
@@ -538,34 +566,28 @@ fn validate(b: &[u8; HEADER_SIZE as usize], real_size: u64) -> std::result::Resu
 mod tests {
     use super::*;
 
-    /// Unlinks the name when dropped, so a failing assertion leaves nothing behind.
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = shm::unlink(&self.0);
-        }
-    }
-
     #[test]
     fn header_records_identity_and_creator() {
         let name = format!("/shmutils-rs-identity-{}", std::process::id());
-        let _cleanup = Unlink(name.clone());
+        let _cleanup = shm::UnlinkOnDrop(name.clone());
         let before = now_ms();
-        let (region, h, ino) =
-            create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
+        let (region, h) = create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
         publish(&region);
         assert_ne!(h.uid, 0);
         assert!(h.created_ms >= before && h.created_ms <= now_ms());
         assert_eq!(h.creator_pid, std::process::id());
         let start = crate::sys::process_start_time(std::process::id() as libc::pid_t);
         assert_eq!(Some(h.creator_start), start);
-        let (opened, seen, ino2) = open(&name, FixedMode::No, true).unwrap();
+        let (opened, seen, ino) = open(&name, FixedMode::No, true).unwrap();
         assert_eq!(seen, h, "open reads back every field");
-        assert_eq!(ino, ino2, "one object, one inode");
+        assert_eq!(
+            Some(ino),
+            opened.fd().map(|fd| shm::inode(fd).unwrap()),
+            "its inode"
+        );
         // Re-created under the same name: a new identity; the old uid unlinks nothing.
         shm::unlink(&name).unwrap();
-        let (again, h2, _) =
-            create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
+        let (again, h2) = create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
         publish(&again);
         assert_ne!(h2.uid, h.uid);
         assert!(

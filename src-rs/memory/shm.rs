@@ -175,7 +175,11 @@ pub fn inode(fd: RawFd) -> Result<u64> {
     Ok(fstat(fd)?.st_ino)
 }
 
-fn fstat(fd: RawFd) -> Result<libc::stat> {
+/// `fstat` of `fd`.
+///
+/// # Errors
+/// `EBADF` for a closed descriptor.
+pub(crate) fn fstat(fd: RawFd) -> Result<libc::stat> {
     // SAFETY: fstat writes into the zeroed struct we pass; a bad fd gives EBADF.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid, writable stat buffer.
@@ -229,6 +233,45 @@ pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
         return Err(ShmError::last_os("fcntl"));
     }
     Ok(d)
+}
+
+/// Reads into `buf` from `offset` of `fd` until it is full or the object ends; returns
+/// the bytes read (`pread`, no mapping needed).
+///
+/// # Errors
+/// `EBADF`, `EIO` and the other `pread` errors.
+pub(crate) fn pread_full(fd: RawFd, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the destination is the unfilled tail of `buf`; pread writes at most
+        // that many bytes.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => done += n as usize,
+            _ if Errno::last() == Errno::EINTR => continue,
+            _ => return Err(ShmError::last_os("pread")),
+        }
+    }
+    Ok(done)
+}
+
+/// Unlinks a name when dropped, so a test that fails leaves nothing behind.
+#[cfg(test)]
+pub(crate) struct UnlinkOnDrop(pub(crate) String);
+
+#[cfg(test)]
+impl Drop for UnlinkOnDrop {
+    fn drop(&mut self) {
+        let _ = unlink(&self.0);
+    }
 }
 
 /// A fresh, exclusively created object of `len` bytes for tests, unlinked (and its

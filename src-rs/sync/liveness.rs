@@ -268,7 +268,7 @@ mod tests {
     #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
     fn attached_and_creator_marks_live_with_the_mapping() {
         let name = format!("/shmutils-rs-marks-{}", std::process::id());
-        let (region, _, _) =
+        let (region, _) =
             segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
         mark_attached(&region, true);
         let other = crate::memory::shm::open(

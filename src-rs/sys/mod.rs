@@ -120,3 +120,14 @@ pub fn monotonic_nanos() -> u128 {
         .expect("CLOCK_MONOTONIC is always available");
     ts.tv_sec() as u128 * 1_000_000_000 + ts.tv_nsec() as u128
 }
+
+// Objects without a name for anonymous segments: memfd on Linux, an unlinked shm object
+// on macOS.
+#[cfg(target_os = "linux")]
+mod anon_linux;
+#[cfg(target_os = "linux")]
+pub use anon_linux::*;
+#[cfg(target_os = "macos")]
+mod anon_macos;
+#[cfg(target_os = "macos")]
+pub use anon_macos::*;

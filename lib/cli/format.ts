@@ -1,0 +1,60 @@
+/**
+ * Text output of the command-line tool: sizes in KiB/MiB/GiB, times, and aligned tables.
+ * @module
+ */
+
+const UNITS = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const
+
+/** `1536` → `'1.5 KiB'`; below 1 KiB in bytes (`'512 B'`). */
+export function formatSize(bytes: number): string {
+  if (!Number.isFinite(bytes) || bytes < 1024) return `${bytes} B`
+  let v = bytes / 1024
+  let i = 0
+  while (v >= 1024 && i < UNITS.length - 1) {
+    v /= 1024
+    i++
+  }
+  const digits = v >= 100 || Number.isInteger(v) ? 0 : 1
+  return `${v.toFixed(digits)} ${UNITS[i]}`
+}
+
+/** A local `YYYY-MM-DD HH:MM:SS` time, or `'-'` for 0 (unknown). */
+export function formatTime(ms: number): string {
+  if (!ms) return '-'
+  const d = new Date(ms)
+  const p = (n: number) => String(n).padStart(2, '0')
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`
+}
+
+/** An ISO 8601 time for `--json`, or `null` for 0 (unknown). */
+export function isoTime(ms: number): string | null {
+  return ms ? new Date(ms).toISOString() : null
+}
+
+/** Permission bits as `'0600'`. */
+export function formatMode(mode: number): string {
+  return `0${(mode & 0o7777).toString(8).padStart(3, '0')}`
+}
+
+/** One column of {@link table}: its title and whether it is right-aligned (numbers). */
+export interface Column {
+  title: string
+  right?: boolean
+}
+
+/**
+ * Rows as an aligned table: a title line, then one line per row; columns separated by
+ * two spaces; trailing blanks trimmed.
+ */
+export function table(columns: readonly Column[], rows: readonly (readonly string[])[]): string {
+  const widths = columns.map((c, i) => Math.max(c.title.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: readonly string[]) =>
+    cells.map((s, i) => (columns[i].right ? s.padStart(widths[i]) : s.padEnd(widths[i]))).join('  ').trimEnd()
+  return [line(columns.map((c) => c.title)), ...rows.map(line)].join('\n')
+}
+
+/** `label: value` lines with the values aligned. */
+export function fields(pairs: ReadonlyArray<readonly [string, string]>, indent = ''): string {
+  const w = Math.max(0, ...pairs.map(([k]) => k.length))
+  return pairs.map(([k, v]) => `${indent}${`${k}:`.padEnd(w + 1)} ${v}`).join('\n')
+}
