@@ -303,141 +303,73 @@ unsafe extern "C" fn mapping_close(
     unsafe { finish(env, r) }
 }
 
-unsafe extern "C" fn heap_malloc(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, size, align]| {
-        crate::js::heap::heap_malloc(id(h)?, size, align).map(Ret::Number)
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
+/// Defines the raw callback `$name`, which reads exactly `$n` number arguments and
+/// returns to JavaScript what `$body` (a `Result<Ret>`) gives, throwing its error.
+macro_rules! number_callback {
+    ($(#[$doc:meta])* $name:ident, $n:literal, |$env:ident, [$($arg:ident),+]| $body:expr) => {
+        $(#[$doc])*
+        unsafe extern "C" fn $name(
+            $env: sys::napi_env,
+            info: sys::napi_callback_info,
+        ) -> sys::napi_value {
+            // SAFETY: called by N-API with this callback's env and info.
+            let r = unsafe { numbers::<$n>($env, info) }.and_then(|[$($arg),+]| $body);
+            // SAFETY: as above.
+            unsafe { finish($env, r) }
+        }
+    };
 }
 
-unsafe extern "C" fn heap_free(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<2>(env, info) }
-        .and_then(|[h, off]| crate::js::heap::heap_free(id(h)?, off).map(|()| Ret::Undefined));
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-unsafe extern "C" fn heap_realloc(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, off, size]| {
-        crate::js::heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-/// `lockAcquire(id, offset, timeout)`, `timeout` < 0: no deadline.
-unsafe extern "C" fn lock_acquire(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, timeout]| {
-        // SAFETY: the running callback's env; used on this thread during the call only.
+number_callback!(
+    /// `heapMalloc(id, size, align)`.
+    heap_malloc, 3, |env, [h, size, align]| crate::js::heap::heap_malloc(id(h)?, size, align).map(Ret::Number)
+);
+number_callback!(
+    /// `heapFree(id, offset)`.
+    heap_free, 2, |env, [h, off]| crate::js::heap::heap_free(id(h)?, off).map(|()| Ret::Undefined)
+);
+number_callback!(
+    /// `heapRealloc(id, offset, size)`.
+    heap_realloc, 3, |env, [h, off, size]| crate::js::heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
+);
+number_callback!(
+    /// `lockAcquire(id, offset, timeout)`, `timeout` < 0: no deadline.
+    lock_acquire, 3, |env, [m, off, timeout]| {
         let js = Env::from_raw(env);
         let timeout = (timeout >= 0.0 || timeout.is_nan()).then_some(timeout);
         crate::js::lock::lock_acquire(&js, id(m)?, off, timeout).map(|c| Ret::Number(f64::from(c)))
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-/// `condNotify(id, offset, lockId, lockOffset, n)`: how many waiters it woke.
-unsafe extern "C" fn cond_notify(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<5>(env, info) }.and_then(|[m, off, lm, loff, n]| {
-        crate::js::condition::cond_notify(id(m)?, off, id(lm)?, loff, id(n)?)
-            .map(|w| Ret::Number(f64::from(w)))
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-unsafe extern "C" fn lock_wake(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<2>(env, info) }
-        .and_then(|[m, off]| crate::js::lock::lock_wake(id(m)?, off).map(|()| Ret::Undefined));
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-unsafe extern "C" fn sem_wake(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, n]| {
-        crate::js::semaphore::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-unsafe extern "C" fn sem_undo(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<4>(env, info) }.and_then(|[m, off, op, n]| {
-        crate::js::semaphore::sem_undo(id(m)?, off, id(op)?, id(n)?).map(Ret::Number)
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-unsafe extern "C" fn heap_alloc_into(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<4>(env, info) }.and_then(|[h, size, align, at]| {
-        crate::js::blocks::heap_alloc_into(id(h)?, size, align, at).map(Ret::Number)
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-unsafe extern "C" fn heap_free_from(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, at, next]| {
-        crate::js::blocks::heap_free_from(id(h)?, at, next).map(Ret::Number)
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-unsafe extern "C" fn word_wake(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, n]| {
-        crate::js::word::word_wake(id(m)?, off, id(n)?).map(|w| Ret::Number(w.into()))
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
+    }
+);
+number_callback!(
+    /// `condNotify(id, offset, lockId, lockOffset, n)`: how many waiters it woke.
+    cond_notify, 5, |env, [m, off, lm, loff, n]| {
+        crate::js::condition::cond_notify(id(m)?, off, id(lm)?, loff, id(n)?).map(|w| Ret::Number(f64::from(w)))
+    }
+);
+number_callback!(
+    /// `lockWake(id, offset)`.
+    lock_wake, 2, |env, [m, off]| crate::js::lock::lock_wake(id(m)?, off).map(|()| Ret::Undefined)
+);
+number_callback!(
+    /// `semWake(id, offset, n)`.
+    sem_wake, 3, |env, [m, off, n]| crate::js::semaphore::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
+);
+number_callback!(
+    /// `semUndo(id, offset, op, n)`.
+    sem_undo, 4, |env, [m, off, op, n]| crate::js::semaphore::sem_undo(id(m)?, off, id(op)?, id(n)?).map(Ret::Number)
+);
+number_callback!(
+    /// `heapAllocInto(id, size, align, slot)`.
+    heap_alloc_into, 4, |env, [h, size, align, at]| crate::js::blocks::heap_alloc_into(id(h)?, size, align, at).map(Ret::Number)
+);
+number_callback!(
+    /// `heapFreeFrom(id, slot, next)`.
+    heap_free_from, 3, |env, [h, at, next]| crate::js::blocks::heap_free_from(id(h)?, at, next).map(Ret::Number)
+);
+number_callback!(
+    /// `wordWake(id, offset, n)`.
+    word_wake, 3, |env, [m, off, n]| crate::js::word::word_wake(id(m)?, off, id(n)?).map(|w| Ret::Number(w.into()))
+);
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
