@@ -59,9 +59,12 @@ pub fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
 }
 
 /// The calling thread's kernel id (the main thread's equals the pid).
+///
+/// Through `syscall(SYS_gettid)`, not glibc's `gettid()` wrapper: the wrapper only exists
+/// since glibc 2.30, and the release binary must load on glibc 2.17 (as Rust's std does).
 pub fn thread_id() -> u32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    (unsafe { libc::gettid() }) as u32
+    // SAFETY: gettid takes no arguments, has no preconditions and cannot fail.
+    (unsafe { libc::syscall(libc::SYS_gettid) }) as u32
 }
 
 /// When thread `tid` started, in clock ticks since boot (field 22 of `/proc/<tid>/stat`),
@@ -89,11 +92,15 @@ pub fn user_address_bits() -> u32 {
 }
 
 /// Eight random bytes from the kernel (for picking fixed addresses).
+///
+/// Through `syscall(SYS_getrandom)`, not glibc's `getrandom()` wrapper (glibc 2.25+), for
+/// the glibc 2.17 floor; a kernel without the call (before 3.17) answers `ENOSYS` and the
+/// clock fallback below takes over.
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    // SAFETY: getrandom writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
+    // SAFETY: getrandom writes at most buf.len() bytes into buf, a live local array.
+    let n = unsafe { libc::syscall(libc::SYS_getrandom, buf.as_mut_ptr(), buf.len(), 0u32) };
+    if n != buf.len() as libc::c_long {
         // Extremely unlikely; fall back to the clock, which is good enough for a hint.
         return super::monotonic_nanos() as u64 ^ (thread_id() as u64) << 32;
     }
