@@ -14,6 +14,7 @@ export type ShmErrorCode =
   | 'ERR_SHM_NOT_OWNER'
   | 'ERR_SHM_NOT_RECOVERABLE'
   | 'ERR_SHM_UNSUPPORTED_PLATFORM'
+  | 'ERR_SHM_BINARY_MISSING'
   | 'ERR_SHM_CORRUPT'
   | 'ERR_SHM_DEADLOCK'
   | (string & {})
