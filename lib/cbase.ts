@@ -36,8 +36,9 @@ export type CBaseConstructor = abstract new (memory: MappedMemory, offset: numbe
  */
 export interface CBaseClass<F extends object = Record<string, unknown>> {
   /**
-   * @internal Instances come from {@link CBaseClass.new} and `revive`; these are
-   * `Ref`'s arguments. Do not declare a constructor in subclasses.
+   * Not for calling: instances come from {@link CBaseClass.new} and `revive`; these are
+   * `Ref`'s arguments. Do not declare a constructor in subclasses. (Public in the types
+   * all the same: `class User extends CBase(...)` needs a construct signature.)
    */
   new (memory: MappedMemory, offset: number, type: Type, heap: RefHeap | null): CBaseInstance<F>
   /** The prototype (member properties, `Ref` methods). */
