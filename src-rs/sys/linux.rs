@@ -67,11 +67,17 @@ pub fn thread_id() -> u32 {
     (unsafe { libc::syscall(libc::SYS_gettid) }) as u32
 }
 
-/// When thread `tid` started, in clock ticks since boot (field 22 of `/proc/<tid>/stat`),
-/// or `None` if no such thread exists now. Together with the tid it names a thread
-/// uniquely, which is what defeats tid reuse in dead-owner checks.
+/// When thread `tid` started, in clock ticks since boot (field 22 of its `stat`), or
+/// `None` if no such thread exists now. Together with the tid it names a thread uniquely,
+/// which is what defeats tid reuse in dead-owner checks.
+///
+/// Read from `/proc/<tid>/task/<tid>/stat`, which the kernel fills from the same thread
+/// as `/proc/<tid>/stat` (the value docs/FORMAT.md §6.4 names): qemu-user answers
+/// `/proc/<own pid>/stat` itself, with the start time of the thread that *asks*, so a
+/// waiter thread would see a live holder of its own process as dead; it passes the task
+/// path through to the kernel.
 pub fn thread_start_time(tid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/task/{tid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
     let after = &stat[stat.rfind(')')? + 1..];
     // Field 3 is the first after ')'; start time is field 22, so index 19 here.
