@@ -3,7 +3,7 @@
 // where the suite meets the platform (name length, segment existence, the C compiler), so
 // that every test runs unchanged on Linux and macOS.
 import { fork, type ChildProcess } from 'node:child_process'
-import { fstatSync } from 'node:fs'
+import { fstatSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { ExecutionContext } from 'ava'
@@ -79,6 +79,20 @@ export function segmentMode(name: string): number {
  * for the target.
  */
 export const CC = process.env.CC || 'cc'
+
+/**
+ * Where this process's user address space ends, as a power of two: on Linux, above the
+ * main thread's stack (`[stack]` in /proc/self/maps), which the kernel puts at the top
+ * (2^47 on x86-64; 2^39 or 2^48 on arm64, depending on the kernel; lower under
+ * qemu-user); elsewhere 2^47.
+ */
+export function userAddressTop(): number {
+  if (process.platform !== 'linux') return 2 ** 47
+  const stack = readFileSync('/proc/self/maps', 'utf8').split('\n').find((l) => l.endsWith('[stack]'))
+  if (!stack) throw new Error('no [stack] line in /proc/self/maps')
+  const end = Number.parseInt(stack.split('-')[1]!, 16)
+  return 2 ** Math.ceil(Math.log2(end))
+}
 
 /** The path of a fixture (a file in `__test__/fixtures/`). */
 export function fixture(file: string): string {
