@@ -14,7 +14,8 @@ pub const MAP_POPULATE: i32 = libc::MAP_POPULATE;
 /// An absolute `CLOCK_MONOTONIC` deadline as the futex syscalls take it.
 fn timespec(d: Deadline) -> libc::timespec {
     libc::timespec {
-        tv_sec: (d.nanos / 1_000_000_000) as libc::time_t,
+        // `as _`: the field's own type (`time_t`, whose libc alias is deprecated on musl).
+        tv_sec: (d.nanos / 1_000_000_000) as _,
         tv_nsec: (d.nanos % 1_000_000_000) as libc::c_long,
     }
 }
