@@ -36,6 +36,15 @@ export default defineConfig([
     },
   },
   {
+    // The type test: values are declared to be looked at by the type checker only.
+    files: ['__test__/typings/**'],
+    rules: {
+      '@typescript-eslint/no-unused-vars': 'off',
+      '@typescript-eslint/no-unused-expressions': 'off',
+      '@typescript-eslint/no-require-imports': 'off',
+    },
+  },
+  {
     // CommonJS scripts may use require().
     files: ['**/*.cjs', 'examples/**/*.js'],
     languageOptions: { sourceType: 'commonjs' },

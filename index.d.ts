@@ -16,6 +16,11 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * class methods take a process-wide mutex per call for borrow tracking.
  */
 export declare class Mapping {
+  /**
+   * Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
+   * returns its id for the `heap*` functions of this thread.
+   */
+  heap(offset: number, size: number, format: boolean): number
   /** A raw mapping: `mmap(address, size, protection, flags, fd, offset)`. */
   static map(address: number | undefined | null, size: number, protection: number, flags: number, fd: number, offset: number): Mapping
   /**
@@ -39,11 +44,6 @@ export declare class Mapping {
   close(): void
   /** Forgets the mapping without unmapping it; the caller owns the pages. */
   forget(): boolean
-  /**
-   * Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
-   * returns its id for the `heap*` functions of this thread.
-   */
-  heap(offset: number, size: number, format: boolean): number
 }
 
 /**
@@ -184,6 +184,22 @@ export interface MappingInfo {
   heapOffset: number
   /** Length of the heap region (managed segments), else 0. */
   heapSize: number
+  /**
+   * The segment's identity from its header (16 hex digits); absent for raw mappings
+   * and for segments made before the field existed.
+   */
+  uid?: string
+  /**
+   * The inode number of the mapped object (decimal); absent for anonymous mappings and
+   * where the system reports none.
+   */
+  inode?: string
+  /** Creation time from the header, ms since the Unix epoch; 0 if unknown or raw. */
+  createdMs: number
+  /** The creator's pid from the header; 0 if unknown or raw. */
+  creatorPid: number
+  /** The creator's process start time from the header; 0 if unknown or raw. */
+  creatorStart: number
 }
 
 /** Unmaps memory previously released with `detach()`. */
@@ -261,3 +277,9 @@ export interface ThreadIdentity {
   /** High 32 bits of the thread's start time. */
   startHi: number
 }
+
+/**
+ * Removes the name if it still names the managed segment whose identity is `uid` (16
+ * hex digits); see `segment::unlink_if_uid`. Returns whether it was removed.
+ */
+export declare function unlinkSegmentIf(name: string, uid: string): boolean

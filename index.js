@@ -866,3 +866,4 @@ module.exports.shmUnlink = nativeBinding.shmUnlink
 module.exports.syncCancel = nativeBinding.syncCancel
 module.exports.syncInit = nativeBinding.syncInit
 module.exports.threadIdentity = nativeBinding.threadIdentity
+module.exports.unlinkSegmentIf = nativeBinding.unlinkSegmentIf

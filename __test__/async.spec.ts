@@ -177,7 +177,7 @@ test('bad arguments to async waits reject with TypeError/RangeError naming them'
     await t.throwsAsync(w.acquireAsync({ timeout: Number.NaN }), { instanceOf: RangeError })
     await t.throwsAsync(w.acquireAsync({ timeout: '5' as unknown as number }), { instanceOf: TypeError, message: /"timeout"/ })
     await t.throwsAsync(w.acquireAsync({ signal: {} as AbortSignal }), { instanceOf: TypeError, message: /"signal"/ })
-    await t.throwsAsync(w.acquireAsync(5 as unknown as object), { instanceOf: TypeError, message: /"options"/ })
+    await t.throwsAsync(w.acquireAsync('5' as unknown as object), { instanceOf: TypeError, message: /"options"/ })
   }
   await t.throwsAsync(lock.withLockAsync(5 as unknown as () => void), { instanceOf: TypeError, message: /"fn"/ })
   lock.acquire()

@@ -119,7 +119,7 @@ test("the original README's CBase sketch, line by line", async (t) => {
 
   // raw_u2_fullname = page.new('char*', b'Autumn Jolitz')
   const raw = page.new('char *', Buffer.from('Autumn Jolitz'))
-  t.is(raw.type, ffi.typeof('char[13]'))
+  t.is<unknown, unknown>(raw.type, ffi.typeof('char[13]'))
   t.is(raw.heap, page.heap)
   // u2.id = 4123; u2.fullname = raw_u2_fullname; u2.fullname_len = 13; u2.status = lib.ACTIVE
   u2.id = 4123n

@@ -1,5 +1,5 @@
 import test from 'ava'
-import { Condition, Lock, MappedMemory, RLock, revive, ShmError } from '../dist/index.js'
+import { Condition, Lock, MappedMemory, RLock, revive, Semaphore, ShmError } from '../dist/index.js'
 import { rawSegment, segmentName, type Peer, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const N = 400
@@ -224,4 +224,30 @@ test('bad arguments throw TypeError/RangeError naming them', (t) => {
   throws(t, () => Condition.at(m, m.size - 16, lock), { instanceOf: RangeError, message: /"offset"/ })
   throws(t, () => Condition.at(m, 64, null as unknown as Lock), { instanceOf: TypeError, message: /"lock"/ })
   void rejection
+})
+
+test('every wait takes its timeout as a number or as { timeout }', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const cond = Condition.at(m, 32, lock)
+  const sem = Semaphore.at(m, 64, 0)
+  const peer = await startPeer(t, 'process')
+  await peer.request('revive', { key: 'l', handle: lock })
+  await peer.request('acquire', { key: 'l' })
+  // Held by another process: both forms time out (false), sync and async.
+  for (const timeout of [20, { timeout: 20 }]) {
+    t.false(lock.acquire(timeout))
+    t.false(await lock.acquireAsync(timeout))
+    t.false(sem.acquire(timeout))
+    t.false(await sem.acquireAsync(timeout))
+  }
+  await peer.request('release', { key: 'l' })
+  lock.acquire()
+  for (const timeout of [20, { timeout: 20 }]) {
+    const t0 = performance.now()
+    t.false(cond.wait(timeout), 'nobody notifies')
+    t.true(since(t0) >= 15, 'it waited')
+    t.false(await cond.waitAsync(timeout))
+  }
+  lock.release()
 })

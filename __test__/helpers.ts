@@ -24,13 +24,17 @@ export const MAX_PORTABLE_NAME = 31
 
 /**
  * A fresh segment name, unlinked (if it exists) when the test ends, even on failure:
- * `/shmutils-t<pid>-<n>-<tag>` with pid and counter in base 36 and the tag cut short so the
- * whole name fits {@link MAX_PORTABLE_NAME} (the tag only helps a reader of /dev/shm; the
- * pid and counter make it unique). Ask for another name instead of appending to one.
+ * `/shmutils-t<pid>-<n>-<tag>` with pid and counter in base 36 and the tag cut short, at a
+ * character boundary, so the whole name fits {@link MAX_PORTABLE_NAME} bytes of UTF-8
+ * (the tag only helps a reader of /dev/shm; the pid and counter make it unique). Ask for
+ * another name instead of appending to one.
  */
 export function segmentName(t: ExecutionContext, tag = 't'): string {
-  const prefix = `/shmutils-t${process.pid.toString(36)}-${(++counter).toString(36)}-`
-  const name = prefix + tag.slice(0, Math.max(0, MAX_PORTABLE_NAME - prefix.length))
+  let name = `/shmutils-t${process.pid.toString(36)}-${(++counter).toString(36)}-`
+  for (const ch of tag) {
+    if (Buffer.byteLength(name + ch) > MAX_PORTABLE_NAME) break
+    name += ch
+  }
   pending.add(name)
   t.teardown(() => {
     unlinkQuietly(name)

@@ -24,6 +24,22 @@ export function checkString(name: string, value: unknown): string {
   return value
 }
 
+/** In `u` mode a surrogate pair is one code point, so this matches only lone halves. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u
+
+/**
+ * Checks a name (of a segment or of a named object) and returns it: a string without
+ * lone UTF-16 surrogates. UTF-8 cannot encode a lone surrogate, so the native side would
+ * turn it into U+FFFD and two different strings would name the same thing.
+ */
+export function checkName(name: string, value: unknown): string {
+  const s = checkString(name, value)
+  if (LONE_SURROGATE.test(s)) {
+    throw typeError(`The "${name}" argument must not contain lone UTF-16 surrogates; got ${JSON.stringify(s)}`)
+  }
+  return s
+}
+
 /**
  * Checks a timeout in milliseconds: `undefined`/`Infinity` mean forever; returns
  * `undefined` for forever. `what` names it in messages.
@@ -39,6 +55,18 @@ export function checkTimeout(value: unknown, what = 'The "timeout" option'): num
   return value
 }
 
+/**
+ * Checks the timeout of a blocking wait, given as a number of milliseconds or as
+ * `{ timeout }` (every wait takes both); returns `undefined` for forever.
+ */
+export function checkTimeoutArg(options: unknown): number | undefined {
+  if (options === undefined || typeof options === 'number') return checkTimeout(options, 'The "timeout" argument')
+  if (typeof options !== 'object' || options === null) {
+    throw typeError(`The "options" argument must be a timeout in milliseconds or an object with a "timeout"; got ${describe(options)}`)
+  }
+  return checkTimeout((options as { timeout?: unknown }).timeout)
+}
+
 /** Checked options of the async waits: timeout (`undefined` = forever) and signal. */
 export interface WaitOptions {
   /** Milliseconds, or `undefined` for forever. */
@@ -47,11 +75,11 @@ export interface WaitOptions {
   signal: AbortSignal | undefined
 }
 
-/** Checks `{ timeout?, signal? }` of an async wait. */
+/** Checks `{ timeout?, signal? }` (or a number of milliseconds) of an async wait. */
 export function checkWaitOptions(options: unknown): WaitOptions {
-  if (options === undefined) return { timeout: undefined, signal: undefined }
+  if (options === undefined || typeof options === 'number') return { timeout: checkTimeout(options, 'The "timeout" argument'), signal: undefined }
   if (typeof options !== 'object' || options === null) {
-    throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+    throw typeError(`The "options" argument must be a timeout in milliseconds or an object with a "timeout" and a "signal"; got ${describe(options)}`)
   }
   const { timeout, signal } = options as { timeout?: unknown; signal?: unknown }
   if (signal !== undefined && !(signal instanceof AbortSignal)) {

@@ -24,23 +24,37 @@ import {
   FFI, arrayOf, describeType, formatType, structLayoutAccessors, types, type StructLayout, type StructType, type Type,
 } from './types/index.js'
 
-/** An instance of a {@link CBase} class: a struct reference with the members `F` as properties. */
+/**
+ * An instance of a {@link CBase} class: a struct reference with the members `F` as properties.
+ * @category Types and structs
+ */
 export type CBaseInstance<F extends object = Record<string, unknown>> = Ref<F> & F
 
-/** Any constructor of struct references (the `this` of the static helpers). */
-export type CBaseConstructor = abstract new (memory: MappedMemory, offset: number, type: Type, heap: RefHeap | null) => Ref
+/**
+ * Any class of struct references (the `this` of the static helpers). Such classes have no
+ * public constructor: objects come from `new()` and `revive`.
+ * @category Types and structs
+ */
+export type CBaseConstructor = abstract new (...args: never) => Ref
+
+/**
+ * The instances of a {@link CBaseConstructor} (`InstanceType` does not see through its constructor).
+ * @category Types and structs
+ */
+export type CBaseInstanceOf<C> = C extends abstract new (...args: never) => infer R ? R : never
 
 /**
  * The class returned by {@link CBase}. Everything here is static: instances have only
  * the struct's members and `Ref`'s methods (`'sizeof' in u` is false).
+ * @category Types and structs
  */
 export interface CBaseClass<F extends object = Record<string, unknown>> {
   /**
-   * Not for calling: instances come from {@link CBaseClass.new} and `revive`; these are
-   * `Ref`'s arguments. Do not declare a constructor in subclasses. (Public in the types
-   * all the same: `class User extends CBase(...)` needs a construct signature.)
+   * Not callable: instances come from {@link CBaseClass.new} and `revive` (the signature
+   * is there so that `class User extends CBase(...) {}` works). Do not declare a
+   * constructor in subclasses.
    */
-  new (memory: MappedMemory, offset: number, type: Type, heap: RefHeap | null): CBaseInstance<F>
+  new (...args: never): CBaseInstance<F>
   /** The prototype (member properties, `Ref` methods). */
   readonly prototype: CBaseInstance<F>
   /** The FFI the declaration was looked up in. */
@@ -65,7 +79,7 @@ export interface CBaseClass<F extends object = Record<string, unknown>> {
    * @throws RangeError for more values than members; TypeError/RangeError for a value
    *   a member does not take (the memory is released again)
    */
-  'new'<C extends CBaseConstructor>(this: C, ...fields: unknown[]): InstanceType<C>
+  'new'<C extends CBaseConstructor>(this: C, ...fields: unknown[]): CBaseInstanceOf<C>
   /**
    * A subclass whose {@link CBaseClass.new} allocates zeroed objects in a shared heap
    * (the same subclass for the same heap). Its objects are instances of this class too.
@@ -169,6 +183,7 @@ function isBytePointer(t: Type): boolean {
  * @param ffi - the declarations (from `cdef()`)
  * @param decl - a complete struct or union: `'struct org_user_t'`, a typedef name...
  * @throws TypeError when `decl` is unknown or not a complete struct/union
+ * @category Types and structs
  */
 export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl: string): CBaseClass<F> {
   if (!(ffi instanceof FFI)) throw typeError(`The "ffi" argument must be an FFI (from cdef()); got ${describe(ffi)}`)
@@ -343,6 +358,7 @@ function construct<C extends Ref>(
  * `void *`), nested structs as nested arrays (recursively), arrays as JS arrays of their
  * elements converted the same way.
  * @throws TypeError if `obj` is not a struct/union reference
+ * @category Types and structs
  */
 export function astuple(obj: Ref): unknown[] {
   if (!(obj instanceof Ref)) throw typeError(`The "obj" argument must be a struct reference; got ${describe(obj)}`)

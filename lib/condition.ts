@@ -4,10 +4,10 @@
  * granted notifications; `src-rs/sync/condition.rs` documents the protocol.
  * @module
  */
-import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
+import { checkIndex, checkTimeoutArg, checkWaitOptions, describe } from './args.js'
 import { abortError, native, notOwner, typeError } from './errors.js'
-import { type Handle, registerReviver, revive } from './handles.js'
-import { allocateRecord, type AsyncWaitOptions, checkRecordAt, heldHere, Lock, setOwnerDied } from './lock.js'
+import { type Handle, handleIn, handleOf, registerReviver, revive } from './handles.js'
+import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, heldHere, Lock, setOwnerDied } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
@@ -26,17 +26,25 @@ let atPlace: { memory: MappedMemory; offset: number } | null = null
  * died while waiting), and another thread may change the state between the notify and
  * the waiter's return: always wait in a loop that re-checks the predicate.
  *
- * ```ts
- * lock.withLock(() => {
- *   while (queue.length === 0) cond.wait()
- *   return queue.shift()
- * })
- * ```
- *
  * If the lock's holder died while a waiter was waiting, the waiter re-acquires it with
  * `lock.ownerDied` set: repair, `markConsistent()`, as after any acquire. Mark a
  * recovered lock consistent *before* waiting on it: waiting releases the lock, and
  * releasing it inconsistent makes it unrecoverable (as glibc's robust mutexes do).
+ * @example
+ * ```ts
+ * const cond = new Condition(lock)
+ * // consumer
+ * lock.withLock(() => {
+ *   while (count.value === 0) cond.wait()     // or wait(100) / await cond.waitAsync()
+ *   count.value -= 1
+ * })
+ * // producer, in any process
+ * lock.withLock(() => {
+ *   count.value += 1
+ *   cond.notify()
+ * })
+ * ```
+ * @category Locks and waiting
  */
 export class Condition {
   /** The lock the condition is used with. */
@@ -45,6 +53,11 @@ export class Condition {
   readonly memory: MappedMemory
   /** Byte offset of the record in {@link memory}. */
   readonly offset: number
+  /**
+   * The condition's handle ({@link toJSON}), as an own property so a structured clone
+   * carries it (see `revive`); a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #w: number
 
   /**
@@ -58,6 +71,11 @@ export class Condition {
     atPlace = null
     internals(this.memory)
     this.#w = this.offset >> 2
+    const lockHandle = lock.$shmutils
+    this.$shmutils =
+      typeof lockHandle === 'symbol'
+        ? lockHandle
+        : handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Condition', segment: m.segment, offset: this.offset, memory: m, lock: lockHandle }))
   }
 
   /**
@@ -87,14 +105,14 @@ export class Condition {
   /**
    * Releases the lock, blocks this thread until notified or `timeout` ms passed, and
    * re-acquires the lock.
-   * @param timeout - milliseconds; default forever
+   * @param options - the timeout in milliseconds, alone or as `{ timeout }`; default forever
    * @returns `true` when notified (or spuriously woken), `false` on timeout; the lock is
    *   held again either way
    * @throws ShmError `ERR_SHM_NOT_OWNER` when this thread does not hold the lock,
    *   `ERR_SHM_NOT_RECOVERABLE`
    */
-  wait(timeout?: number): boolean {
-    const t = checkTimeout(timeout, 'The "timeout" argument')
+  wait(options?: number | AcquireOptions): boolean {
+    const t = checkTimeoutArg(options)
     const { id } = internals(this.memory)
     const lockId = internals(this.lock.memory).id
     return this.#woke(native(() => binding.condWait(id, this.offset, lockId, this.lock.offset, t)))
@@ -108,7 +126,7 @@ export class Condition {
    * @returns `true` when notified, `false` on timeout
    * @throws (rejects) AbortError, ShmError `ERR_SHM_NOT_OWNER`, `ERR_SHM_CLOSED`
    */
-  waitAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  waitAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     try {
       const { timeout, signal } = checkWaitOptions(options)
       if (!heldHere(this.lock)) throw notOwner()
@@ -152,8 +170,7 @@ export class Condition {
 
   /** A handle that `revive` turns into the same condition (and its lock) elsewhere. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Condition', segment: m.segment, offset: this.offset, memory: m, lock: this.lock.toJSON() }
+    return handleOf(this.$shmutils, 'condition')
   }
 }
 

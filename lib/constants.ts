@@ -7,16 +7,25 @@ import { binding } from './native.js'
 
 const c = binding.mapConstants()
 
-/** The system page size in bytes. */
+/**
+ * The system page size in bytes.
+ * @category Segments
+ */
 export const PAGE_SIZE: number = binding.pageSize()
 
-/** `n` rounded up to a whole number of pages. */
+/**
+ * `n` rounded up to a whole number of pages.
+ * @category Segments
+ */
 export function roundToPageSize(n: number): number {
   checkIndex('n', n)
   return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE
 }
 
-/** Memory protection bits (`PROT_*`), combinable with `|`. */
+/**
+ * Memory protection bits (`PROT_*`), combinable with `|`.
+ * @category Segments
+ */
 export const Protection = Object.freeze({
   /** `PROT_NONE`: no access. */
   NONE: c.protNone,
@@ -34,7 +43,10 @@ export const Protection = Object.freeze({
   ALL: c.protRead | c.protWrite | c.protExec,
 })
 
-/** Mapping flags (`MAP_*`), combinable with `|`. */
+/**
+ * Mapping flags (`MAP_*`), combinable with `|`.
+ * @category Segments
+ */
 export const MapFlags = Object.freeze({
   /** `MAP_SHARED`: writes are seen by every process mapping the object. */
   SHARED: c.mapShared,

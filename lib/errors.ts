@@ -5,7 +5,10 @@
  * @module
  */
 
-/** Library error codes besides the POSIX ones (`'ENOENT'`, `'EEXIST'`, ...). */
+/**
+ * Library error codes besides the POSIX ones (`'ENOENT'`, `'EEXIST'`, ...).
+ * @category Errors
+ */
 export type ShmErrorCode =
   | 'ERR_SHM_CLOSED'
   | 'ERR_SHM_OUT_OF_BOUNDS'
@@ -17,9 +20,13 @@ export type ShmErrorCode =
   | 'ERR_SHM_BINARY_MISSING'
   | 'ERR_SHM_CORRUPT'
   | 'ERR_SHM_DEADLOCK'
+  | 'ERR_SHM_STALE_HANDLE'
   | (string & {})
 
-/** Fields of a {@link ShmError} besides its message. */
+/**
+ * Fields of a {@link ShmError} besides its message.
+ * @category Errors
+ */
 export interface ShmErrorFields {
   /** `'ENOENT'`, `'EEXIST'`, ... or `'ERR_SHM_*'`. */
   code: ShmErrorCode
@@ -34,6 +41,7 @@ export interface ShmErrorFields {
 /**
  * A shared-memory failure, shaped like Node's SystemError: `code`, and where a syscall
  * failed also `errno`, `syscall` and `path` (the segment name).
+ * @category Errors
  */
 export class ShmError extends Error implements ShmErrorFields {
   /** `'ENOENT'`, `'EEXIST'`, ... or `'ERR_SHM_*'`. */
@@ -107,6 +115,22 @@ export function native<T>(call: () => T): T {
   } catch (e) {
     throw fromNative(e)
   }
+}
+
+/**
+ * Gives an `EEXIST` from creating the segment `name` a message that says what to do:
+ * `open` (how to open it instead), or remove the old one. Other errors pass through.
+ */
+export function withExistsAdvice(e: unknown, name: string, open: string): unknown {
+  if (!(e instanceof ShmError) || e.code !== 'EEXIST') return e
+  const n = JSON.stringify(name)
+  const message =
+    `A shared-memory segment named ${n} already exists. To use it, ${open}; to start afresh, ` +
+    `remove it first with shmUnlink(${n}) (or mem.unlink() in a process that has it open; ` +
+    `from a shell: npx shmutils rm ${name}), or pick another name`
+  const out = new ShmError(message, e)
+  Error.captureStackTrace?.(out, withExistsAdvice)
+  return out
 }
 
 /** `ERR_SHM_CLOSED`, for use of an object after `close()`. */

@@ -1,11 +1,21 @@
 /**
  * Handles: the JSON form of shareable objects, and `revive` / `reviver`, which turn
  * handles received from another process back into live objects.
+ *
+ * Every shareable object also keeps its handle in its own enumerable property
+ * `$shmutils`, because structured clone (`worker.postMessage`, `workerData`, `fork` with
+ * `serialization: 'advanced'`) copies own enumerable properties and drops the class: the
+ * clone arrives as a plain object whose `$shmutils` is the handle, and `revive`
+ * recognises that shape. Objects that cannot be shared hold a symbol there instead,
+ * which makes the clone fail at the sender.
  * @module
  */
 import { typeError } from './errors.js'
 
-/** The JSON form of a shareable object; see {@link revive}. */
+/**
+ * The JSON form of a shareable object; see {@link revive}.
+ * @category Sharing between processes
+ */
 export interface Handle {
   /** The class of the object (`'MappedMemory'`, `'Lock'`, `'Ref'`, ...). */
   $shmutils: string
@@ -17,6 +27,29 @@ export interface Handle {
   [k: string]: unknown
 }
 
+/** What an object that lives in a mapping knows of it (the mapping's own `$shmutils`). */
+interface InMapping {
+  readonly $shmutils: Handle | symbol
+}
+
+/**
+ * @internal The `$shmutils` of an object in `memory`: the handle `make` builds from the
+ * mapping's handle, or the mapping's symbol when the mapping cannot be shared.
+ */
+export function handleIn(memory: InMapping, make: (m: Handle) => Handle): Handle | symbol {
+  const m = memory.$shmutils
+  return typeof m === 'symbol' ? m : make(m)
+}
+
+/**
+ * @internal `toJSON()` of a shareable object: its `$shmutils` handle.
+ * @throws TypeError when it lives in memory another process cannot map
+ */
+export function handleOf(h: Handle | symbol, what: string): Handle {
+  if (typeof h === 'symbol') throw typeError(`This ${what} is in an anonymous mapping and cannot be shared: put it in a named segment`)
+  return h
+}
+
 type Reviver = (h: Handle) => unknown
 const revivers = new Map<string, Reviver>()
 
@@ -25,7 +58,10 @@ export function registerReviver(kind: string, fn: Reviver): void {
   revivers.set(kind, fn)
 }
 
-/** Whether `value` looks like a {@link Handle}. */
+/**
+ * Whether `value` looks like a {@link Handle}.
+ * @category Sharing between processes
+ */
 export function isHandle(value: unknown): value is Handle {
   return (
     typeof value === 'object' &&
@@ -34,6 +70,15 @@ export function isHandle(value: unknown): value is Handle {
     typeof (value as Handle).segment === 'string' &&
     typeof (value as Handle).offset === 'number'
   )
+}
+
+/**
+ * The handle inside a structured clone of a shareable object (a plain object whose own
+ * `$shmutils` is a handle), or `undefined`.
+ */
+function clonedHandle(value: object): Handle | undefined {
+  const inner = (value as { $shmutils?: unknown }).$shmutils
+  return isHandle(inner) ? inner : undefined
 }
 
 /** Revives one handle. */
@@ -45,8 +90,23 @@ function reviveHandle(h: Handle): unknown {
 
 /**
  * Replaces every {@link Handle} in `value` (deeply: arrays and plain objects) with a live
- * object of the same class looking at the same bytes. Segments are opened once per
- * process and cached. Other values are returned as they are.
+ * object of the same class looking at the same bytes; so is every structured clone of a
+ * shareable object (what `worker.postMessage`, `workerData` and `fork` with
+ * `serialization: 'advanced'` deliver). Segments are opened once per process and cached.
+ * Other values are returned as they are.
+ *
+ * What arrives from another process is `unknown` to TypeScript: name the type you expect.
+ * @example
+ * ```ts
+ * // sender
+ * child.send({ lock, hits })            // toJSON(): { $shmutils: 'Lock', segment, offset, ... }
+ * // receiver
+ * process.once('message', (msg) => {
+ *   const { lock, hits } = revive<{ lock: Lock; hits: Ref<bigint> }>(msg)
+ *   lock.withLock(() => { hits.value += 1n })
+ * })
+ * ```
+ * @category Sharing between processes
  */
 export function revive<T = unknown>(value: unknown): T {
   return reviveDeep(value, 0) as T
@@ -58,10 +118,15 @@ function reviveDeep(value: unknown, depth: number): unknown {
   if (Array.isArray(value)) return value.map((v) => reviveDeep(v, depth + 1))
   const proto = Object.getPrototypeOf(value)
   if (proto !== Object.prototype && proto !== null) return value
+  const cloned = clonedHandle(value)
+  if (cloned) return reviveHandle(cloned)
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(value)) out[k] = reviveDeep(v, depth + 1)
   return out
 }
 
-/** A `JSON.parse` reviver that turns handles into live objects. */
+/**
+ * A `JSON.parse` reviver that turns handles into live objects.
+ * @category Sharing between processes
+ */
 export const reviver = (_key: string, value: unknown): unknown => (isHandle(value) ? reviveHandle(value) : value)

@@ -1,21 +1,26 @@
 /**
  * {@link Heap}: a process-safe allocator whose every piece of state lives inside the
- * mapping (`src-rs/heap.rs` documents the layout), so any attached process can allocate
+ * mapping (`src-rs/heap/` documents the layout), so any attached process can allocate
  * and free at any time. Typed objects come from {@link Heap.new}; named objects, found or
  * constructed atomically across processes, from {@link Heap.named}.
  * @module
  */
-import { checkIndex, checkString, describe } from './args.js'
+import { checkIndex, checkName, describe } from './args.js'
 import { native, typeError } from './errors.js'
 import { setLockAllocator } from './lock.js'
 import { internals, MappedMemory, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
+import type { InitOf, RefOf } from './typed.js'
 import {
-  arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types, type Type,
+  arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types,
+  type AllocationTypeOfName, type CharPointerName, type Type,
 } from './types/index.js'
 
-/** Figures of {@link Heap.stats}. */
+/**
+ * Figures of {@link Heap.stats}.
+ * @category Heap
+ */
 export interface HeapStats {
   /** Bytes of the heap region. */
   size: number
@@ -29,7 +34,10 @@ export interface HeapStats {
   allocations: number
 }
 
-/** Options of {@link Heap.create}. */
+/**
+ * Options of {@link Heap.create}.
+ * @category Heap
+ */
 export interface HeapCreateOptions {
   /** Where the heap region starts (16-aligned); default 0. */
   offset?: number
@@ -48,6 +56,7 @@ const NAMED_WAIT_MS = 10_000
  * at creation: `mem.heap`. All operations take the heap's own lock (a futex lock in the
  * region); a process that dies holding it is detected, and the next operation repairs
  * the heap from its block chain before continuing.
+ * @category Heap
  */
 export class Heap {
   /** The mapping the heap lives in. */
@@ -56,11 +65,11 @@ export class Heap {
   readonly offset: number
   /** Length of the heap region. */
   readonly size: number
-  /** This thread's native heap slot (see `src-rs/js_heap.rs`). */
+  /** This thread's native heap slot (see `src-rs/js/heap.rs`). */
   #id: number
 
-  /** @internal Use {@link Heap.create}, {@link Heap.attach} or `mem.heap`. */
-  constructor(memory: MappedMemory, offset: number, id: number) {
+  /** Heaps come from {@link Heap.create}, {@link Heap.attach} and `mem.heap`. */
+  private constructor(memory: MappedMemory, offset: number, id: number) {
     this.memory = memory
     this.offset = offset
     this.#id = id
@@ -102,7 +111,8 @@ export class Heap {
   }
 
   /**
-   * Returns a block to the heap.
+   * Returns a block to the heap. Freeing a named object ({@link named}) also removes its
+   * name, in the same step: the directory never leads to freed memory.
    * @throws ShmError `ERR_SHM_DOUBLE_FREE`; `EINVAL` for an offset that is not a block
    */
   free(offset: number): void {
@@ -110,7 +120,11 @@ export class Heap {
     native(() => binding.heapFree(this.#id, offset))
   }
 
-  /** Resizes a block, moving it (and its contents) if needed; returns its new offset. */
+  /**
+   * Resizes a block, moving it (and its contents) if needed; returns its new offset.
+   * @throws ShmError `EINVAL` for a named object (its name would be left behind: copy it
+   *   into a new object instead), `ENOMEM`
+   */
   realloc(offset: number, size: number): number {
     return native(() => binding.heapRealloc(this.#id, offset, size))
   }
@@ -131,12 +145,26 @@ export class Heap {
    * `'size_t'`), writes `init` if given, and returns a reference to it.
    * `'char *'` with a string or bytes allocates a `char[]` holding them (a string gets a
    * terminating NUL).
+   *
+   * In TypeScript the reference is typed from the type (see `RefOf`) and `init` is
+   * checked against it (see `InitOf`).
+   * @example
+   * ```ts
+   * const hits = mem.heap.new('uint64_t', 0)           // Ref<bigint>
+   * const xs = mem.heap.new('int32_t[8]', [1, 2, 3])   // the other five are 0
+   * const name = mem.heap.new('char *', 'Ada')         // a char[4] holding "Ada\0"
+   * ```
+   * @throws ShmError `ENOMEM` when the heap is full; TypeError/RangeError for a bad type
+   *   name or an `init` the type does not take
    */
-  new<T = unknown>(type: Type<T> | string, init?: unknown): Ref<T> {
+  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): Ref<number[], Ref<number>>
+  new<const S extends string>(type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
+  new<Ty extends Type>(type: Ty, init?: InitOf<Ty>): RefOf<Ty>
+  new(type: Type | string, init?: unknown): Ref {
     const t = resolveNewType(type, init)
     const off = this.malloc(t.size, Math.max(t.align, 16))
     try {
-      return this.#construct(off, t, init) as Ref<T>
+      return this.#construct(off, t, init)
     } catch (e) {
       this.free(off)
       throw e
@@ -154,18 +182,20 @@ export class Heap {
    * Finds the object called `name`, or constructs it (zeroed, then `init`) if there is
    * none: atomically across processes, so two processes racing get one object,
    * constructed once. The directory remembers the type, so {@link find} returns a typed
-   * reference in any process. Names are 1 to 255 bytes of UTF-8.
+   * reference in any process. Names are 1 to 255 bytes of UTF-8. Typed like {@link new}.
    */
-  named<T = unknown>(name: string, type: Type<T> | string, init?: unknown): Ref<T> {
-    checkString('name', name)
+  named<const S extends string>(name: string, type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
+  named<Ty extends Type>(name: string, type: Ty, init?: InitOf<Ty>): RefOf<Ty>
+  named(name: string, type: Type | string, init?: unknown): Ref {
+    checkName('name', name)
     const t = resolveNewType(type, init)
     const desc = JSON.stringify(describeType(t))
     const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
-    if (!r.created) return this.#namedRef(name, r.offset, r.typeDesc) as Ref<T>
+    if (!r.created) return this.#namedRef(name, r.offset, r.typeDesc)
     try {
       const ref = refAt(this.memory, r.offset, t, this)
       if (init !== undefined) ref.value = toValue(t, init)
-      return ref as Ref<T>
+      return ref
     } finally {
       // Publish even if init threw: the object exists (zeroed) and waiters must not hang.
       native(() => binding.heapNamedPublish(this.#id, r.entry))
@@ -174,18 +204,22 @@ export class Heap {
 
   /**
    * The object called `name` with the type it was created with, or `undefined`. Waits
-   * (briefly) while another process is still constructing it.
+   * (briefly) while another process is still constructing it. TypeScript cannot know that
+   * type: say it, `heap.find<bigint>('hits')`.
    */
-  find<T = unknown>(name: string): Ref<T> | undefined {
-    checkString('name', name)
+  find<T = unknown, E = unknown>(name: string): Ref<T, E> | undefined {
+    checkName('name', name)
     const e = native(() => binding.heapNamedFind(this.#id, name, NAMED_WAIT_MS))
     if (!e) return undefined
-    return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T>
+    return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T, E>
   }
 
-  /** Removes `name` from the directory (the object itself is not freed). */
+  /**
+   * Removes `name` from the directory; the object itself is not freed (it becomes an
+   * ordinary allocation). Returns whether the name existed.
+   */
   unname(name: string): boolean {
-    checkString('name', name)
+    checkName('name', name)
     return native(() => binding.heapNamedRemove(this.#id, name))
   }
 

@@ -10,18 +10,20 @@
 export { ShmError, type ShmErrorCode, type ShmErrorFields } from './errors.js'
 export { PAGE_SIZE, roundToPageSize, Protection, MapFlags } from './constants.js'
 export { shmOpen, shmUnlink, SharedMemoryObject, type ShmMode, type ShmOpenOptions } from './shm.js'
-export { MappedMemory, type CreateOptions, type OpenOptions, type AddressRange, type DetachedPages } from './memory.js'
+export { MappedMemory, type CreateOptions, type OpenOptions, type AddressRange, type DetachedPages, type SegmentCreator } from './memory.js'
 export { munmap } from './munmap.js'
 export { Lock, type AcquireOptions, type AsyncWaitOptions, type LockHome } from './lock.js'
 export { RLock } from './rlock.js'
 export { Condition } from './condition.js'
 export { Semaphore, SEMAPHORE_MAX } from './semaphore.js'
 export { Heap, type HeapStats, type HeapCreateOptions } from './heap.js'
-export { Ref, type RefHeap } from './ref.js'
+export { Ref, type RefHeap, type ElementOf, type ElementRefOf, type TargetOf, type ValueInput } from './ref.js'
+export type { RefOf, MemberOf, MembersOf, InitOf } from './typed.js'
 export { revive, reviver, isHandle, type Handle } from './handles.js'
 export {
   types, cdef, FFI, CDefError, parseTypeName, describeType, typeFromDescription, lookupField, memberNames, MAX_DESCRIPTION_DEPTH,
   type AnonKeys, type UnionToIntersection, type Simplify, type FieldMap, type ShapeOf, type EnumValue,
+  type TypeOfName, type AllocationTypeOfName, type NumberTypeName, type BigintTypeName, type BooleanTypeName, type CharPointerName,
   type Type, type JsOf, type EnumBase, type ScalarKind, type TypeDesc, type FieldDesc, type ScalarName, type ScalarType, type PointerType, type ArrayType, type StructType, type EnumType, type Field,
 } from './types/index.js'
-export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseConstructor } from './cbase.js'
+export { CBase, astuple, type CBaseClass, type CBaseInstance, type CBaseInstanceOf, type CBaseConstructor } from './cbase.js'

@@ -1,13 +1,13 @@
 /**
  * {@link Lock}: a futex lock word in shared memory. The uncontended acquire and release
  * are one `Atomics` compare-and-swap each, in JavaScript; only waiting and waking cross
- * into Rust (`src-rs/lock.rs`, which documents the record layout and the word's states).
+ * into Rust (`src-rs/sync/lock.rs`, which documents the record layout and the word's states).
  * Async acquisitions wait on the process's dedicated waiter threads (`lib/waits.ts`).
  * @module
  */
-import { checkIndex, checkTimeout, describe } from './args.js'
+import { checkIndex, checkTimeoutArg, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { START_HI, START_LO, TID } from './identity.js'
 import { internals, MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
@@ -24,13 +24,22 @@ export const LOCK_SIZE = 32
 /** Alignment a record needs. */
 export const LOCK_ALIGN = 4
 
-/** Options of {@link Lock.acquire}. */
+/**
+ * Options of the blocking waits ({@link Lock.acquire}, `Condition.wait`,
+ * `Semaphore.acquire`). Each also takes the timeout alone: `acquire(10)` is
+ * `acquire({ timeout: 10 })`.
+ * @category Locks and waiting
+ */
 export interface AcquireOptions {
   /** Milliseconds to wait at most; default forever. `0` tries once. */
   timeout?: number
 }
 
-/** Options of the async waits ({@link Lock.acquireAsync} and the others). */
+/**
+ * Options of the async waits ({@link Lock.acquireAsync} and the others). Each also takes
+ * the timeout alone: `acquireAsync(10)` is `acquireAsync({ timeout: 10 })`.
+ * @category Locks and waiting
+ */
 export interface AsyncWaitOptions {
   /** Milliseconds to wait at most; default forever. `0` tries once. */
   timeout?: number
@@ -42,7 +51,10 @@ export interface AsyncWaitOptions {
   signal?: AbortSignal
 }
 
-/** Where a new lock's state is allocated: a heap, or a managed mapping's heap. */
+/**
+ * Where a new lock's state is allocated: a heap, or a managed mapping's heap.
+ * @category Locks and waiting
+ */
 export interface LockHome {
   /** Allocates `size` bytes aligned to `align`; returns the offset in `memory`. */
   malloc(size: number, align?: number): number
@@ -86,6 +98,13 @@ export function checkRecordAt(memory: unknown, offset: unknown): asserts memory 
 export let setOwnerDied: (lock: Lock, died: boolean) => void
 /** @internal Whether this thread holds `lock`. */
 export let heldHere: (lock: Lock) => boolean
+/** @internal Makes `lock` reentrant (the RLock constructor). */
+export let makeReentrant: (lock: Lock) => void
+/** @internal How many times this thread holds a reentrant `lock` (0 if it does not). */
+export let depthHere: (lock: Lock) => number
+
+/** The deepest recursion the 32-bit depth field of a reentrant lock allows. */
+const MAX_DEPTH = 0x7fff_ffff
 
 let atPlace: Place | null = null
 
@@ -99,15 +118,33 @@ let atPlace: Place | null = null
  * within about 50 ms and {@link ownerDied} is `true`; repair the data, call
  * {@link markConsistent}, then {@link release}. Releasing without it makes the lock
  * permanently unusable (`ERR_SHM_NOT_RECOVERABLE`), as POSIX robust mutexes do.
+ * @example
+ * ```ts
+ * const lock = new Lock(mem)                 // 32 bytes in mem's heap
+ * lock.withLock(() => { hits.value += 1n })  // released even if the function throws
+ * if (lock.acquire(100)) {                   // or { timeout: 100 }: false after 100 ms
+ *   try { ... } finally { lock.release() }
+ * }
+ * await lock.withLockAsync(async () => { ... })   // never blocks the event loop
+ * child.send({ lock })                       // revive(msg).lock there: the same lock
+ * ```
+ * @category Locks and waiting
  */
 export class Lock implements Disposable {
   /** The mapping holding the lock record. */
   readonly memory: MappedMemory
   /** Byte offset of the lock record in {@link memory}. */
   readonly offset: number
+  /**
+   * The lock's handle ({@link toJSON}), as an own property so a structured clone carries
+   * it (see `revive`); a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
   #ownerDied = false
+  /** An RLock: the record's `count` field holds this thread's recursion depth. */
+  #reentrant = false
 
   /**
    * Allocates a new lock's record in shared memory.
@@ -118,13 +155,19 @@ export class Lock implements Disposable {
     atPlace = null
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+    const kind = new.target.name
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: kind, segment: m.segment, offset: this.offset, memory: m }))
   }
 
   static {
     setOwnerDied = (lock, died) => {
       lock.#ownerDied = died
     }
-    heldHere = (lock) => lock._heldHere()
+    heldHere = (lock) => lock.#heldHere()
+    makeReentrant = (lock) => {
+      lock.#reentrant = true
+    }
+    depthHere = (lock) => (lock.#heldHere() ? lock.#word()[lock.#w + 1] : 0)
   }
 
   /**
@@ -148,35 +191,54 @@ export class Lock implements Disposable {
     return a
   }
 
-  /** @internal Whether this thread holds the lock. */
-  protected _heldHere(): boolean {
+  /** Whether this thread holds the lock. */
+  #heldHere(): boolean {
     const v = Atomics.load(this.#word(), this.#w)
     return (v & TID_MASK) === TID && v !== NOT_RECOVERABLE
   }
 
-  /** @internal The record's recursion depth field (RLock). */
-  protected get _depth(): number {
-    return this.#word()[this.#w + 1]
+  // Reentrant locks (RLock): the record's second word holds this thread's recursion
+  // depth, written only by the holder. Each hook reads the lock word once.
+
+  /** Re-entry: `true` if the acquire is already satisfied (a reentrant lock held here). */
+  #reenter(): boolean {
+    if (!this.#reentrant) return false
+    const a = this.#word()
+    const w = this.#w
+    const v = Atomics.load(a, w)
+    if ((v & TID_MASK) !== TID || v === NOT_RECOVERABLE) return false
+    const d = a[w + 1]
+    if (d >= MAX_DEPTH) throw rangeError(`The RLock is already held ${MAX_DEPTH} times`)
+    a[w + 1] = d + 1
+    return true
   }
 
-  /** @internal */
-  protected set _depth(depth: number) {
-    this.#word()[this.#w + 1] = depth
+  /** Called after every acquisition of the lock word. */
+  #entered(): void {
+    // The depth of a freshly taken word is 0 (every release and every takeover from a
+    // dead holder zero it). Adding rather than setting keeps an acquireAsync whose
+    // completion was still queued while this thread re-entered synchronously counted.
+    if (!this.#reentrant) return
+    const a = this.#word()
+    a[this.#w + 1] += 1
   }
-
-  /** @internal Re-entry: `true` if the acquire is already satisfied (RLock). */
-  protected _reenter(): boolean {
-    return false
-  }
-
-  /** @internal Called after every acquisition of the lock word. */
-  protected _entered(): void {}
 
   /**
-   * @internal Called first by {@link release}: `true` if the release is complete without
-   * freeing the word (an RLock leaving an inner level).
+   * Called first by {@link release}: `true` if the release is complete without freeing
+   * the word (a reentrant lock leaving an inner level).
    */
-  protected _leave(): boolean {
+  #leave(): boolean {
+    if (!this.#reentrant) return false
+    const a = this.#word()
+    const w = this.#w
+    const v = Atomics.load(a, w)
+    if ((v & TID_MASK) !== TID || v === NOT_RECOVERABLE) throw notOwner()
+    const d = a[w + 1]
+    if (d > 1) {
+      a[w + 1] = d - 1
+      return true
+    }
+    a[w + 1] = 0
     return false
   }
 
@@ -186,9 +248,9 @@ export class Lock implements Disposable {
    * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`, `ERR_SHM_DEADLOCK` (this thread holds it),
    *   `ERR_SHM_CLOSED`
    */
-  acquire(options?: AcquireOptions): boolean {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
-    if (this._reenter()) return true
+  acquire(options?: number | AcquireOptions): boolean {
+    const timeout = options === undefined ? undefined : checkTimeoutArg(options)
+    if (this.#reenter()) return true
     const a = this.#word()
     const w = this.#w
     // Fast path: free → ours. Atomics are sequentially consistent, which includes the
@@ -206,7 +268,7 @@ export class Lock implements Disposable {
     a[w + 4] = START_LO
     a[w + 5] = START_HI
     this.#ownerDied = false
-    this._entered()
+    this.#entered()
   }
 
   /** Applies a native acquisition's completion code; `false` if it timed out. */
@@ -214,7 +276,7 @@ export class Lock implements Disposable {
     throwIfFailed(code)
     if (outcome(code) === Code.TIMED_OUT) return false
     this.#ownerDied = (code & Code.OWNER_DIED) !== 0
-    this._entered()
+    this.#entered()
     return true
   }
 
@@ -223,7 +285,7 @@ export class Lock implements Disposable {
    * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`
    */
   tryAcquire(): boolean {
-    if (this._reenter()) return true
+    if (this.#reenter()) return true
     const a = this.#word()
     const w = this.#w
     const seen = Atomics.compareExchange(a, w, 0, TID)
@@ -248,7 +310,7 @@ export class Lock implements Disposable {
    * @throws (rejects) AbortError, ShmError `ERR_SHM_NOT_RECOVERABLE`, `ERR_SHM_CLOSED`
    *   (also when the mapping is closed while waiting); TypeError/RangeError for bad options
    */
-  acquireAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  acquireAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     return acquireAsyncWith(
       options,
       () => this.tryAcquire(),
@@ -264,7 +326,7 @@ export class Lock implements Disposable {
   release(): void {
     const a = this.#word()
     const w = this.#w
-    if (this._leave()) return
+    if (this.#leave()) return
     // Fast path: ours with nobody waiting → free.
     if (Atomics.compareExchange(a, w, TID, 0) === TID) return
     const cur = Atomics.load(a, w)
@@ -295,7 +357,7 @@ export class Lock implements Disposable {
    * and releases it when `fn`'s promise settles.
    * @throws (rejects) ShmError `ETIMEDOUT` when `options.timeout` ran out; AbortError
    */
-  async withLockAsync<R>(fn: () => Promise<R> | R, options?: AsyncWaitOptions): Promise<R> {
+  async withLockAsync<R>(fn: () => Promise<R> | R, options?: number | AsyncWaitOptions): Promise<R> {
     if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
     if (!(await this.acquireAsync(options))) {
       throw new ShmError('timed out waiting for the lock', { code: 'ETIMEDOUT' })
@@ -344,13 +406,12 @@ export class Lock implements Disposable {
 
   /** For `using`: releases (one level, for an RLock) if this thread holds the lock. */
   [Symbol.dispose](): void {
-    if (this.#i32.length !== 0 && this._heldHere()) this.release()
+    if (this.#i32.length !== 0 && this.#heldHere()) this.release()
   }
 
   /** A handle that `revive` turns into a lock on the same record in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: this.constructor.name, segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'lock')
   }
 }
 

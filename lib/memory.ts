@@ -3,17 +3,22 @@
  * (the original's constructor) or managed (a named segment with a header and a heap).
  * @module
  */
-import { checkIndex, checkString, describe } from './args.js'
-import { closedError, native, outOfBounds, rangeError, typeError } from './errors.js'
+import { checkIndex, checkName, describe } from './args.js'
+import { closedError, native, outOfBounds, rangeError, ShmError, typeError, withExistsAdvice } from './errors.js'
+import { forgetOnExit, unlinkOnExit } from './exit.js'
 import { type Handle, registerReviver } from './handles.js'
 import { MapFlags, Protection } from './constants.js'
 import { binding, type MappingInfo, type NativeMapping } from './native.js'
 import { SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
 import type { Heap } from './heap.js'
 import type { Ref } from './ref.js'
-import type { Type } from './types/index.js'
+import type { InitOf, RefOf } from './typed.js'
+import type { AllocationTypeOfName, CharPointerName, Type } from './types/index.js'
 
-/** Options of {@link MappedMemory.create}. */
+/**
+ * Options of {@link MappedMemory.create}.
+ * @category Segments
+ */
 export interface CreateOptions {
   /** Size in bytes (rounded up to whole pages; at least 4096). */
   size: number
@@ -27,9 +32,37 @@ export interface CreateOptions {
   fixedAddress?: boolean | number
   /** Touch every page now (`MAP_POPULATE`) instead of on first use. */
   prefault?: boolean
+  /**
+   * Remove the name again (`shm_unlink`) when this process exits: normally, through
+   * `process.exit()`, an uncaught exception, or a SIGINT, SIGTERM or SIGHUP that no other
+   * listener handles (the process then still dies by that signal). Only if the name still
+   * belongs to this segment. A process killed by SIGKILL (or crashing) cannot do it: see
+   * `npx shmutils gc`. In a worker thread: when that worker exits. Default `false`.
+   */
+  unlinkOnExit?: boolean
 }
 
-/** Options of {@link MappedMemory.open}. */
+/** Who created a managed segment, and when, as its header records it. */
+export interface SegmentCreator {
+  /**
+   * The creating process's id, in its own PID namespace (across containers it may name
+   * another process, or none).
+   */
+  readonly pid: number
+  /**
+   * That process's start time, which with the pid tells it from a later process that got
+   * the same pid: on Linux clock ticks since boot (field 22 of `/proc/<pid>/stat`), on
+   * macOS microseconds since the epoch. 0 if unknown.
+   */
+  readonly startTime: number
+  /** When the segment was created, in milliseconds since the Unix epoch (as `Date.now()`). */
+  readonly createdAt: number
+}
+
+/**
+ * Options of {@link MappedMemory.open}.
+ * @category Segments
+ */
 export interface OpenOptions {
   /**
    * `'prefer'` (default): map at the creator's address if it was fixed and is free here,
@@ -41,7 +74,10 @@ export interface OpenOptions {
   readOnly?: boolean
 }
 
-/** An absolute address range `[begin, end)`. */
+/**
+ * An absolute address range `[begin, end)`.
+ * @category Segments
+ */
 export interface AddressRange {
   /** The first byte's address. */
   readonly begin: number
@@ -49,7 +85,10 @@ export interface AddressRange {
   readonly end: number
 }
 
-/** Pages handed to the caller by {@link MappedMemory.detach}. */
+/**
+ * Pages handed to the caller by {@link MappedMemory.detach}.
+ * @category Segments
+ */
 export interface DetachedPages {
   /** Their absolute address. */
   address: number
@@ -92,9 +131,16 @@ export function setHeapFactory(fn: (m: MappedMemory) => Heap): void {
 let adopt: { mapping: NativeMapping; name: string | null; raw: RawOrigin | null } | null = null
 
 /**
+ * The `$shmutils` of a mapping that has no name: a symbol, which structured clone refuses
+ * with a `DataCloneError` carrying this text, at the sender.
+ */
+const ANONYMOUS = Symbol('shmutils: an anonymous mapping cannot be sent to another process (it has no name to open there): map a named object')
+
+/**
  * A memory mapping, exposed zero-copy as {@link MappedMemory.buffer}. Closing detaches
  * every view first (they read as length 0), then unmaps; closing twice is fine, and
  * garbage collection never unmaps memory a live view still uses.
+ * @category Segments
  */
 export class MappedMemory implements Disposable {
   /** The segment name (managed, or raw over a named object), else `null`. */
@@ -103,6 +149,13 @@ export class MappedMemory implements Disposable {
   readonly size: number
   /** The absolute address range `[begin, end)`. */
   readonly address: AddressRange
+  /**
+   * The mapping's handle (what {@link toJSON} returns), kept as an own property so that a
+   * structured clone (`worker.postMessage`, `workerData`, `fork` with `serialization:
+   * 'advanced'`) carries it: `revive` turns the clone back into a mapping. A symbol for a
+   * mapping without a name, so that sending one fails at once.
+   */
+  readonly $shmutils: Handle | symbol
   #mapping: NativeMapping
   #info: MappingInfo
   #buffer: ArrayBuffer
@@ -111,8 +164,8 @@ export class MappedMemory implements Disposable {
   #view: DataView | null = null
   #closed = false
   #raw: RawOrigin | null
-  /** @internal Objects attached to this mapping (the heap), dropped on close. */
-  _attached: Map<string, unknown> = new Map()
+  /** The heap of a managed segment, once attached; dropped on close. */
+  #heap: Heap | null = null
 
   /**
    * A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
@@ -170,6 +223,17 @@ export class MappedMemory implements Disposable {
     this.#buffer = native(() => mapping.buffer())
     this.#bytes = new Uint8Array(this.#buffer)
     this.#i32 = new Int32Array(this.#buffer, 0, Math.floor(this.size / 4))
+    this.$shmutils = this.#handle()
+  }
+
+  #handle(): Handle | symbol {
+    if (this.name === null) return ANONYMOUS
+    const h: Handle = { $shmutils: 'MappedMemory', segment: this.name, offset: 0 }
+    const { uid, inode } = this.#info
+    if (uid != null) h.uid = uid
+    if (inode != null) h.inode = inode
+    if (this.#raw !== null) h.raw = Object.freeze({ ...this.#raw, size: this.size, address: this.address.begin })
+    return Object.freeze(h)
   }
 
   static {
@@ -184,10 +248,27 @@ export class MappedMemory implements Disposable {
   /**
    * Creates a managed segment: a new named object (exclusively: `EEXIST` if the name is
    * taken), mapped, with a header and a formatted heap. Permissions default to `0o600`.
-   * @throws ShmError `EEXIST`, `EACCES`, `EADDRINUSE` (exact address taken), `ENOMEM`
+   * The header records the segment's identity ({@link uid}) and its {@link creator}.
+   *
+   * The name stays in `/dev/shm` until someone unlinks it ({@link unlink}, `shmUnlink`),
+   * also after every process exited: unlink it when you are done (processes that mapped
+   * it keep their mapping).
+   * @example
+   * ```ts
+   * const mem = MappedMemory.create(`/my-app-${process.pid}`, { size: 1 << 20 })
+   * try {
+   *   const hits = mem.new('uint64_t', 0)
+   *   // ...share mem, or handles of what is in it, with other processes...
+   * } finally {
+   *   mem.close()
+   *   mem.unlink()
+   * }
+   * ```
+   * @throws ShmError `EEXIST` (its message says how to open or remove the old one),
+   *   `EACCES`, `EADDRINUSE` (exact address taken), `ENOMEM`
    */
   static create(name: string, options: CreateOptions): MappedMemory {
-    checkString('name', name)
+    checkName('name', name)
     if (typeof options !== 'object' || options === null) throw typeError('The "options" argument must be an object with a "size"')
     checkIndex('size', options.size)
     const permissions = options.permissions ?? 0o600
@@ -195,8 +276,17 @@ export class MappedMemory implements Disposable {
     const fixed = options.fixedAddress ?? false
     if (typeof fixed !== 'boolean') checkIndex('fixedAddress', fixed)
     const prefault = options.prefault ?? false
-    const mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault))
-    return MappedMemory.#adopt(mapping, native(() => binding.normalizeName(name)), null)
+    const onExit = options.unlinkOnExit ?? false
+    if (typeof onExit !== 'boolean') throw typeError(`The "unlinkOnExit" option must be a boolean; got ${describe(onExit)}`)
+    let mapping: NativeMapping
+    try {
+      mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault))
+    } catch (e) {
+      throw withExistsAdvice(e, name, `open it with MappedMemory.open(${JSON.stringify(name)})`)
+    }
+    const m = MappedMemory.#adopt(mapping, native(() => binding.normalizeName(name)), null)
+    if (onExit) unlinkOnExit(m.name!, m.uid!)
+    return m
   }
 
   /**
@@ -205,7 +295,7 @@ export class MappedMemory implements Disposable {
    *   `EADDRINUSE` (with `fixedAddress: 'require'`, the creator's address is taken here)
    */
   static open(name: string, options: OpenOptions = {}): MappedMemory {
-    checkString('name', name)
+    checkName('name', name)
     const fixed = options.fixedAddress ?? 'prefer'
     const mode = fixed === false ? 'no' : fixed
     if (mode !== 'no' && mode !== 'prefer' && mode !== 'require') {
@@ -224,7 +314,8 @@ export class MappedMemory implements Disposable {
       adopt = null
     }
     // Handles of this segment revived in this process reuse this mapping.
-    const key = cacheKey(m.toJSON())
+    const h = m.toJSON()
+    const key = cacheKey(h.segment, h, h.raw)
     if (!cache.get(key) || cache.get(key)!.closed) cache.set(key, m)
     return m
   }
@@ -235,24 +326,54 @@ export class MappedMemory implements Disposable {
   }
 
   /**
+   * The segment's identity: 16 hex digits, random, written into its header by
+   * {@link create}. A segment created again under the same name has another, which is how
+   * `revive` never confuses the two. `null` for raw mappings (and for segments made by a
+   * version of shmutils that did not record it).
+   */
+  get uid(): string | null {
+    return this.#info.uid ?? null
+  }
+
+  /**
+   * Who created this managed segment and when, from its header (read when the mapping
+   * was made; the header never changes). `null` for raw mappings and for segments whose
+   * header does not record it.
+   */
+  get creator(): SegmentCreator | null {
+    const { creatorPid: pid, creatorStart: startTime, createdMs: createdAt } = this.#info
+    if (this.#raw !== null || (pid === 0 && createdAt === 0)) return null
+    return Object.freeze({ pid, startTime, createdAt })
+  }
+
+  /**
    * The heap of a managed segment (formatted by `create`, attached on first use).
    * @throws TypeError for a raw mapping (use `Heap.create` / `Heap.attach`)
    */
   get heap(): Heap {
     if (this.#closed) throw closedError('the mapping')
     if (this.#raw !== null) throw typeError('A raw mapping has no heap: use Heap.create(memory) or Heap.attach(memory, offset)')
-    let h = this._attached.get('heap') as Heap | undefined
-    if (!h) {
+    if (!this.#heap) {
       if (!heapFactory) throw typeError('The heap module is not loaded')
-      h = heapFactory(this)
-      this._attached.set('heap', h)
+      this.#heap = heapFactory(this)
     }
-    return h
+    return this.#heap
   }
 
-  /** Allocates a typed object in the heap: the same as `this.heap.new(type, init)`. */
-  new<T = unknown>(type: Type<T> | string, init?: unknown): Ref<T> {
-    return this.heap.new(type, init)
+  /**
+   * Allocates a typed object in the heap: the same as `this.heap.new(type, init)` (see
+   * `Heap.new`).
+   * @example
+   * ```ts
+   * const hits = mem.new('size_t', 0)    // Ref<bigint>
+   * hits.value += 1n
+   * ```
+   */
+  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): Ref<number[], Ref<number>>
+  new<const S extends string>(type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
+  new<Ty extends Type>(type: Ty, init?: InitOf<Ty>): RefOf<Ty>
+  new(type: Type | string, init?: unknown): Ref {
+    return this.heap.new(type as Type, init)
   }
 
   /** Whether {@link close} or {@link detach} was called. */
@@ -323,15 +444,17 @@ export class MappedMemory implements Disposable {
 
   #shutViews(): void {
     this.#closed = true
-    this._attached.clear()
+    this.#heap = null
     forgetCached(this)
     native(() => binding.detachBuffer(this.#buffer))
+    if (this.#view !== null) poisonView(this.#view)
   }
 
   /** Removes the backing object's name (`shm_unlink`); the mapping stays usable. */
   unlink(): void {
     if (this.name === null) throw typeError('This mapping has no named backing object to unlink')
     shmUnlink(this.name)
+    forgetOnExit(this.name)
   }
 
   /** Same as {@link close}, for `using`. */
@@ -339,25 +462,66 @@ export class MappedMemory implements Disposable {
     this.close()
   }
 
-  /** A handle that {@link revive} turns back into a mapping of the same segment. */
+  /**
+   * A handle that {@link revive} turns back into a mapping of the same segment (frozen;
+   * the same object each time). It names the segment and carries its identity, so it
+   * never revives to another segment created later under the same name.
+   * @throws TypeError for a mapping without a name
+   */
   toJSON(): Handle {
-    if (this.name === null) throw typeError('An anonymous mapping cannot be shared by handle: map a named object')
-    if (this.#raw === null) return { $shmutils: 'MappedMemory', segment: this.name, offset: 0 }
-    return {
-      $shmutils: 'MappedMemory',
-      segment: this.name,
-      offset: 0,
-      raw: { ...this.#raw, size: this.size, address: this.address.begin },
-    }
+    const h = this.$shmutils
+    if (typeof h === 'symbol') throw typeError('An anonymous mapping cannot be shared by handle: map a named object')
+    return h
   }
 }
 
-// ---- revive: one mapping per segment per process ----
+/**
+ * Makes every use of a closed mapping's DataView throw `ERR_SHM_CLOSED`. Its buffer is
+ * detached, which V8 reports with a raw TypeError, and typed references (`lib/ref.ts`)
+ * read and write through it with no check of their own on their hottest path (a check
+ * would cost every access): own properties now shadow each accessor and method of
+ * `DataView.prototype`. Nothing changes while the mapping is open.
+ */
+function poisonView(view: DataView): void {
+  const closed = (): never => {
+    throw closedError('the mapping')
+  }
+  const props: PropertyDescriptorMap = {}
+  for (const [key, d] of Object.entries(Object.getOwnPropertyDescriptors(DataView.prototype))) {
+    if (key !== 'constructor') props[key] = d.get ? { get: closed } : { value: closed }
+  }
+  Object.defineProperties(view, props)
+}
+
+// ---- revive: one mapping per segment (name and identity) per process ----
 
 const cache = new Map<string, MappedMemory>()
 
-function cacheKey(h: Handle): string {
-  return JSON.stringify([h.segment, h.raw ?? null])
+/** One mapping per segment name, identity and (raw mappings) origin. */
+function cacheKey(segment: string, id: Handle, raw: unknown): string {
+  return JSON.stringify([segment, id.uid ?? null, id.inode ?? null, raw ?? null])
+}
+
+const UID = /^[0-9a-f]{16}$/
+const INODE = /^[1-9][0-9]{0,19}$/
+
+/** Checks the optional identity fields of a received handle. */
+function checkIdentity(h: Handle): void {
+  if (h.uid !== undefined && !(typeof h.uid === 'string' && UID.test(h.uid))) {
+    throw typeError(`Malformed MappedMemory handle: "uid" must be 16 lowercase hex digits; got ${describe(h.uid)}`)
+  }
+  if (h.inode !== undefined && !(typeof h.inode === 'string' && INODE.test(h.inode))) {
+    throw typeError(`Malformed MappedMemory handle: "inode" must be a decimal string; got ${describe(h.inode)}`)
+  }
+}
+
+/** The segment a handle names was removed, and the name now belongs to another one. */
+function staleHandle(segment: string): ShmError {
+  return new ShmError(
+    `the segment this handle refers to no longer exists under the name ${JSON.stringify(segment)}: ` +
+      'that name was removed and now belongs to a segment created later',
+    { code: 'ERR_SHM_STALE_HANDLE', path: segment },
+  )
 }
 
 function forgetCached(m: MappedMemory): void {
@@ -375,13 +539,39 @@ interface RawHandle {
 /**
  * @internal The mapping a handle refers to, opened once per process. A mapping already
  * revived (`JSON.parse` with `reviver` revives nested handles first) is returned as is.
+ *
+ * A handle carries the segment's identity (`uid` from the header, the object's `inode`):
+ * a mapping of that very segment is reused, even if its name was removed since; otherwise
+ * the name is opened and must still lead to that segment (`ERR_SHM_STALE_HANDLE` if it
+ * now names another). A handle without identity (written by hand, or by an older
+ * version) means whatever segment the name leads to now.
  */
 export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   if (h instanceof MappedMemory) return h
-  checkString('segment', h.segment)
-  const key = cacheKey(h)
+  checkName('segment', h.segment)
+  checkIdentity(h)
+  if (h.uid !== undefined || h.inode !== undefined) {
+    const hit = cache.get(cacheKey(h.segment, h, h.raw))
+    if (hit && !hit.closed) return hit
+  }
+  const m = openHandle(h)
+  const got = m.toJSON()
+  if ((h.uid !== undefined && got.uid !== h.uid) || (h.inode !== undefined && got.inode !== undefined && got.inode !== h.inode)) {
+    m.close()
+    throw staleHandle(h.segment)
+  }
+  const key = cacheKey(h.segment, got, h.raw)
   const hit = cache.get(key)
-  if (hit && !hit.closed) return hit
+  if (hit && !hit.closed && hit !== m) {
+    m.close()
+    return hit
+  }
+  cache.set(key, m)
+  return m
+}
+
+/** Maps what a handle names: the managed segment, or the raw mapping it describes. */
+function openHandle(h: Handle): MappedMemory {
   let m: MappedMemory
   if (h.raw === undefined) {
     m = MappedMemory.open(h.segment)
@@ -398,7 +588,6 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
       m = new MappedMemory(null, r.size, r.protection, flags, obj, r.fileOffset)
     }
   }
-  cache.set(key, m)
   return m
 }
 

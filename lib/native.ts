@@ -32,7 +32,7 @@ export function currentPlatform(): string {
 }
 
 /**
- * The hottest calls, registered as plain N-API callbacks by `src-rs/js_fast.rs` (the
+ * The hottest calls, registered as plain N-API callbacks by `src-rs/js/raw.rs` (the
  * generated `index.d.ts` does not list them). Errors arrive in the same wire form.
  */
 export interface FastBinding {

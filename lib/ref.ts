@@ -11,12 +11,17 @@ import { checkIndex, describe } from './args.js'
 import { closedError, outOfBounds, rangeError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import type { RefOf } from './typed.js'
 import {
-  describeType, formatType, isComplete, structLayoutAccessors, typeFromDescription, valueAccessor,
-  type Accessor, type ArrayType, type PointerType, type StructType, type Type,
+  describeType, formatType, isComplete, isType, parseTypeName, structLayoutAccessors, typeFromDescription, valueAccessor,
+  type Accessor, type ArrayType, type PointerType, type StructType, type Type, type TypeOfName,
 } from './types/index.js'
+import { describeClonedType } from './types/describe.js'
 
-/** What a {@link Ref} needs of the heap (or other owner) its memory came from. */
+/**
+ * What a {@link Ref} needs of the heap (or other owner) its memory came from.
+ * @category Types and structs
+ */
 export interface RefHeap {
   /** Returns a block to the heap. */
   free(offset: number): void
@@ -71,8 +76,42 @@ export function setRefHeapLookup(fn: (m: MappedMemory) => RefHeap | null): void 
 const OFFSET: unique symbol = Symbol('shmutils.offset')
 const VIEW: unique symbol = Symbol('shmutils.view')
 
-/** Struct/union members as properties of a reference (see {@link Ref}). */
-export type StructFields<T> = T extends object ? { [K in keyof T]: unknown } : unknown
+/**
+ * Phantom key that carries a reference's `E` type parameter (see {@link Ref}). Never
+ * present at run time.
+ */
+export declare const RefElement: unique symbol
+
+type ElementValue<T, E> = unknown extends E ? (T extends readonly (infer X)[] ? X : T) : E extends Ref<infer V, infer _> ? V : unknown
+
+/**
+ * The value of element `i` of the reference `R`: of an array, of what a pointer points
+ * at, or (`i` = 0) a scalar itself. `number` for a `Ref<number[]>`.
+ * @category Types and structs
+ */
+export type ElementOf<R> = R extends Ref<infer T, infer E> ? ElementValue<T, E> : unknown
+
+/**
+ * The reference to element `i` of the reference `R` (see {@link ElementOf}).
+ * @category Types and structs
+ */
+export type ElementRefOf<R> = R extends Ref<infer T, infer E> ? (unknown extends E ? Ref<ElementValue<T, E>> : E) : Ref
+
+/**
+ * What writing a whole `Ref<T, E>` takes: its value, and for a pointer to a known target
+ * also a `Ref` or `null`.
+ * @category Types and structs
+ */
+export type ValueInput<T, E> = unknown extends E ? T : T extends readonly unknown[] ? T : T | Ref | null
+
+/**
+ * What a pointer reference `R` points at: a reference, or `null` (the address for `void *`).
+ * @category Types and structs
+ */
+export type TargetOf<R> = R extends Ref<infer _, infer E> ? (unknown extends E ? Ref | number | null : E | null) : Ref | number | null
+
+let newRef: <T>(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null) => Ref<T>
+let makeStructClass: (t: StructType) => StructRefClass
 
 /**
  * A live view of typed memory inside a mapping. Reads and writes go straight to the
@@ -83,20 +122,42 @@ export type StructFields<T> = T extends object ? { [K in keyof T]: unknown } : u
  * read and write values; nested structs and arrays read as references; pointer
  * members read as a `Ref` to the target (`null` for NULL; a number for `void *`) and
  * accept a `Ref`, `null` or a number. A member named like a `Ref` property hides it.
+ *
+ * In TypeScript, `T` is the value type and `E` the reference an element (arrays) or the
+ * target (pointers) gives; references made from types TypeScript can read are typed
+ * (see `RefOf`): `mem.new('int32_t')` is a `Ref<number>`, a struct reference made from
+ * `types.struct` has its members as typed properties.
+ *
+ * @example
+ * ```ts
+ * const Point = types.struct('point', { x: types.i32, y: types.i32 })
+ * const p = mem.new(Point, { x: 1 })   // Ref<{ x: number; y: number }> & { x: number; y: number }
+ * p.y = p.x + 1                        // members read and write the shared bytes
+ * const xs = mem.new('double[4]', [1, 2])
+ * xs.get(1)                            // 2 (a number)
+ * ```
+ * @category Types and structs
  */
-export class Ref<T = unknown> {
+export class Ref<T = unknown, E = unknown> {
+  /** Phantom: the reference an element or target gives (TypeScript only, never present). */
+  declare readonly [RefElement]?: E
   /** The mapping holding the bytes. */
   readonly memory: MappedMemory
+  /**
+   * The reference's handle as an own property, so that a structured clone carries it
+   * (see `revive`): {@link toJSON}'s, except that `type` is the type object itself (made
+   * into a description only when needed: a reference is made often, sent rarely). A
+   * symbol for memory no other process can map.
+   */
+  readonly $shmutils: Handle | symbol
   declare private [OFFSET]: number
   #type: Type<T>
   declare private [VIEW]: DataView
   #heap: RefHeap | null
   #acc: Accessor<T> | null = null
 
-  /**
-   * @internal Use `heap.new`, `mem.new`, `Ref.at` or `revive`.
-   */
-  constructor(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null) {
+  /** References come from `heap.new`, `mem.new`, {@link Ref.at} and `revive`. */
+  protected constructor(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null) {
     const { view } = internals(memory)
     if (!isComplete(type)) throw typeError(`${formatType(type)} is incomplete: only pointers to it can be made`)
     if (offset + type.size > memory.size) {
@@ -107,15 +168,31 @@ export class Ref<T = unknown> {
     this.#type = type
     this[VIEW] = view
     this.#heap = heap
+    const m = memory.$shmutils
+    this.$shmutils = typeof m === 'symbol' ? m : { $shmutils: 'Ref', segment: m.segment, offset, type, memory: m }
   }
 
+  /**
+   * A reference to a `type` at `offset` in `memory` (bounds-checked), `type` given as a
+   * C type name (`'char *'` here is a pointer, as in a declaration).
+   * @throws ShmError `ERR_SHM_OUT_OF_BOUNDS`; TypeError for an incomplete type or a bad name
+   */
+  static at<const S extends string>(memory: MappedMemory, offset: number, type: S): RefOf<TypeOfName<S>>
   /**
    * A reference to a `type` at `offset` in `memory` (bounds-checked).
    * @throws ShmError `ERR_SHM_OUT_OF_BOUNDS`; TypeError for an incomplete type
    */
-  static at<T>(memory: MappedMemory, offset: number, type: Type<T>): Ref<T> {
+  static at<Ty extends Type>(memory: MappedMemory, offset: number, type: Ty): RefOf<Ty>
+  static at(memory: MappedMemory, offset: number, type: Type | string): Ref {
     checkIndex('offset', offset)
-    return refAt(memory, offset, type, heapOf(memory))
+    let t: Type
+    try {
+      t = typeof type === 'string' ? parseTypeName(type) : type
+    } catch (e) {
+      throw typeError((e as Error).message)
+    }
+    if (!isType(t)) throw typeError(`The "type" argument must be a type or a C type name; got ${describe(type)}`)
+    return refAt(memory, offset, t, heapOf(memory))
   }
 
   /** Byte offset inside {@link memory}. */
@@ -141,6 +218,8 @@ export class Ref<T = unknown> {
 
   #live(): DataView {
     const dv = this[VIEW]
+    // Once the mapping is closed, the view's every property throws ERR_SHM_CLOSED (see
+    // `poisonView` in memory.ts), so no access needs a check of its own.
     if (dv.byteLength === 0) throw closedError('the reference\'s mapping')
     return dv
   }
@@ -155,7 +234,7 @@ export class Ref<T = unknown> {
   }
 
   /** Writes the whole value (see the getter; pointers also take a `Ref` or `null`). */
-  set value(v: T | Ref | null) {
+  set value(v: ValueInput<T, E>) {
     const t = this.#type as Type
     const x = t.kind === 'pointer' ? pointerArg(this.memory, v, formatType(t)) : v
     ;(this.#acc ??= valueAccessor(this.#type)).set(this.#live(), this[OFFSET], x as T)
@@ -165,33 +244,37 @@ export class Ref<T = unknown> {
    * Element `i`: of an array; of the target of a pointer (`p[i]` in C, dereferenced
    * with bounds checks); `0` on a scalar is the scalar itself.
    */
-  get(i: number): unknown {
-    const [acc, off] = this.#element(i)
-    return acc.get(this.#live(), off)
+  get<R>(this: R, i: number): ElementOf<R> {
+    const self = this as Ref
+    const [acc, off] = self.#element(i)
+    return acc.get(self.#live(), off) as ElementOf<R>
   }
 
   /** Writes element `i` (see {@link get}); pointer elements also take a `Ref`. */
-  set(i: number, v: unknown): void {
-    const [acc, off, el] = this.#element(i)
-    acc.set(this.#live(), off, el.kind === 'pointer' ? pointerArg(this.memory, v, formatType(el)) : v)
+  set<R>(this: R, i: number, v: ElementOf<R>): void {
+    const self = this as Ref
+    const [acc, off, el] = self.#element(i)
+    acc.set(self.#live(), off, el.kind === 'pointer' ? pointerArg(self.memory, v, formatType(el)) : v)
   }
 
   /** A reference to element `i` of an array, or to `p[i]` for a pointer. */
-  at(i: number): Ref {
-    const t = this.#type as Type
-    if (t.kind === 'array') return refAt(this.memory, this.#elementOffset(t, i), t.element, this.#heap)
+  at<R>(this: R, i: number): ElementRefOf<R> {
+    const self = this as Ref
+    const t = self.#type as Type
+    if (t.kind === 'array') return refAt(self.memory, self.#elementOffset(t, i), t.element, self.#heap) as ElementRefOf<R>
     if (t.kind === 'pointer') {
       const target = pointee(t)
-      return refAt(this.memory, this.#pointeeOffset(t, target, i), target, this.#heap)
+      return refAt(self.memory, self.#pointeeOffset(t, target, i), target, self.#heap) as ElementRefOf<R>
     }
     throw typeError(`${formatType(t)} is not an array or pointer`)
   }
 
   /** For a pointer reference: what it points to (`null` for NULL, the address for `void *`). */
-  deref(): Ref | number | null {
-    const t = this.#type as Type
+  deref<R>(this: R): TargetOf<R> {
+    const self = this as Ref
+    const t = self.#type as Type
     if (t.kind !== 'pointer') throw typeError(`${formatType(t)} is not a pointer`)
-    return readPointer(this.memory, this.#live(), this[OFFSET], t, this.#heap)
+    return readPointer(self.memory, self.#live(), self[OFFSET], t, self.#heap) as TargetOf<R>
   }
 
   #element(i: number): [Accessor<unknown>, number, Type] {
@@ -201,7 +284,14 @@ export class Ref<T = unknown> {
       const target = pointee(t)
       return [valueAccessor(target), this.#pointeeOffset(t, target, i), target]
     }
-    if (i !== 0) throw rangeError(`The "i" argument must be 0 for a ${formatType(t)}; got ${String(i)}`)
+    if (i !== 0) {
+      const n = formatType(t)
+      throw rangeError(
+        `The "i" argument must be 0 for a ${n}; got ${String(i)}. This Ref is one ${n}, not an array ` +
+          `(a ${n} * member reads as a Ref to the one ${n} it points at). To index what starts there, ` +
+          `view it as an array: Ref.at(ref.memory, ref.offset, '${n}[length]')`,
+      )
+    }
     return [valueAccessor(t), this[OFFSET], t]
   }
 
@@ -224,7 +314,10 @@ export class Ref<T = unknown> {
     return this.memory.bytes.subarray(this[OFFSET], this[OFFSET] + this.#type.size)
   }
 
-  /** Returns the memory to its heap; the reference must not be used afterwards. */
+  /**
+   * Returns the memory to its heap; the reference must not be used afterwards. A named
+   * object loses its name with it (see `Heap.free`).
+   */
   free(): void {
     if (!this.#heap) throw typeError('This reference was not allocated from a heap')
     this.#heap.free(this[OFFSET])
@@ -235,11 +328,11 @@ export class Ref<T = unknown> {
    * @throws TypeError for process-local memory (nothing another process could map)
    */
   toJSON(): Handle {
-    if (this.memory.name === null) {
+    const h = this.$shmutils
+    if (typeof h === 'symbol') {
       throw typeError(`This ${formatType(this.#type)} is in process-local memory and cannot be shared: allocate it in a named segment's heap`)
     }
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Ref', segment: m.segment, offset: this[OFFSET], type: describeType(this.#type), memory: m }
+    return { ...h, type: describeType(this.#type) }
   }
 
   /** What `console.log` and `util.inspect` show: the class, where the bytes are, the value. */
@@ -258,50 +351,51 @@ export class Ref<T = unknown> {
 
   static {
     refParts = (r) => ({ memory: r.memory, offset: r[OFFSET], type: r.#type, heap: r.#heap })
-  }
-
-  /** @internal Builds the subclass with member properties for a struct/union type; use {@link structClassOf}. */
-  static _structClass(t: StructType): StructRefClass {
-    const layout = structLayoutAccessors(t)
-    class StructRef extends Ref {}
-    for (const name of layout.names) {
-      const f = layout.fields[name]!
-      const ft = f.type
-      let desc: PropertyDescriptor
-      if (ft.kind === 'pointer') {
-        desc = {
-          get(this: Ref) {
-            return readPointer(this.memory, this.#live(), this[OFFSET] + f.offset, ft, this.#heap)
-          },
-          set(this: Ref, v: unknown) {
-            const slot = this[OFFSET] + f.offset
-            const target = writePointer(this.memory, this.#live(), slot, v, `${formatType(t)}.${name}`)
-            this.#heap?.retain?.(slot, target)
-          },
+    newRef = (memory, offset, type, heap) => new Ref(memory, offset, type, heap)
+    // The subclass with member properties for a struct/union type (see structClassOf).
+    makeStructClass = (t) => {
+      const layout = structLayoutAccessors(t)
+      class StructRef extends Ref {}
+      for (const name of layout.names) {
+        const f = layout.fields[name]!
+        const ft = f.type
+        let desc: PropertyDescriptor
+        if (ft.kind === 'pointer') {
+          desc = {
+            get(this: Ref) {
+              return readPointer(this.memory, this.#live(), this[OFFSET] + f.offset, ft, this.#heap)
+            },
+            set(this: Ref, v: unknown) {
+              const slot = this[OFFSET] + f.offset
+              const target = writePointer(this.memory, this.#live(), slot, v, `${formatType(t)}.${name}`)
+              this.#heap?.retain?.(slot, target)
+            },
+          }
+        } else if (f.scalar) {
+          // The hottest accessors: no check (a closed mapping's view throws by itself).
+          desc = {
+            get(this: Ref) {
+              return f.get(this[VIEW], this[OFFSET])
+            },
+            set(this: Ref, v: unknown) {
+              f.set(this[VIEW], this[OFFSET], v)
+            },
+          }
+        } else {
+          desc = {
+            get(this: Ref) {
+              return refAt(this.memory, this[OFFSET] + f.offset, ft, this.#heap)
+            },
+            set(this: Ref, v: unknown) {
+              f.set(this.#live(), this[OFFSET], v)
+            },
+          }
         }
-      } else if (f.scalar) {
-        desc = {
-          get(this: Ref) {
-            return f.get(this[VIEW], this[OFFSET])
-          },
-          set(this: Ref, v: unknown) {
-            f.set(this[VIEW], this[OFFSET], v)
-          },
-        }
-      } else {
-        desc = {
-          get(this: Ref) {
-            return refAt(this.memory, this[OFFSET] + f.offset, ft, this.#heap)
-          },
-          set(this: Ref, v: unknown) {
-            f.set(this.#live(), this[OFFSET], v)
-          },
-        }
+        Object.defineProperty(StructRef.prototype, name, { ...desc, enumerable: true, configurable: false })
       }
-      Object.defineProperty(StructRef.prototype, name, { ...desc, enumerable: true, configurable: false })
+      Object.defineProperty(StructRef, 'name', { value: `Ref<${formatType(t)}>` })
+      return StructRef as unknown as StructRefClass
     }
-    Object.defineProperty(StructRef, 'name', { value: `Ref<${formatType(t)}>` })
-    return StructRef
   }
 }
 
@@ -313,7 +407,7 @@ const structClasses = new WeakMap<StructType, StructRefClass>()
  */
 export function structClassOf(t: StructType): StructRefClass {
   let C = structClasses.get(t)
-  if (!C) structClasses.set(t, (C = Ref._structClass(t)))
+  if (!C) structClasses.set(t, (C = makeStructClass(t)))
   return C
 }
 
@@ -321,7 +415,7 @@ export function structClassOf(t: StructType): StructRefClass {
 export function refAt<T>(memory: MappedMemory, offset: number, type: Type<T>, heap: RefHeap | null): Ref<T> {
   const t = type as Type
   if (t.kind === 'struct' || t.kind === 'union') return new (structClassOf(t))(memory, offset, t, heap) as Ref<T>
-  return new Ref(memory, offset, type, heap)
+  return newRef(memory, offset, type, heap)
 }
 
 function pointee(t: PointerType): Type {
@@ -385,7 +479,9 @@ function writePointer(memory: MappedMemory, dv: DataView, off: number, v: unknow
 registerReviver('Ref', (h) => {
   const memory = memoryOfHandle(h)
   checkIndex('offset', h.offset)
-  const t = typeFromDescription(h.type)
+  // A structured clone carries the type object itself (see `$shmutils`), JSON its description.
+  const cloned = typeof h.type === 'object' && h.type !== null && 'kind' in h.type
+  const t = typeFromDescription(cloned ? describeClonedType(h.type) : h.type)
   const own = t.kind === 'struct' || t.kind === 'union' ? revivedStructClass(t) : undefined
   if (own) return new own.cls(memory, h.offset, own.type, heapOf(memory))
   return refAt(memory, h.offset, t, heapOf(memory))

@@ -3,13 +3,9 @@
  * `count` field holds the recursion depth, written only by the holder.
  * @module
  */
-import { notOwner, rangeError } from './errors.js'
 import { registerReviver } from './handles.js'
-import { Lock } from './lock.js'
-import { memoryOfHandle } from './memory.js'
-
-/** The deepest recursion the 32-bit depth field allows. */
-const MAX_DEPTH = 0x7fff_ffff
+import { depthHere, Lock, type LockHome, makeReentrant } from './lock.js'
+import { type MappedMemory, memoryOfHandle } from './memory.js'
 
 /**
  * A reentrant lock: the thread (of a process, or a worker thread) that holds it may
@@ -20,37 +16,21 @@ const MAX_DEPTH = 0x7fff_ffff
  * already holds resolves at once, one level deeper. A condition wait releases every level
  * and restores them when it returns. When the holder dies, the next acquirer gets the
  * lock at depth 1 with {@link ownerDied} set.
+ * @category Locks and waiting
  */
 export class RLock extends Lock {
+  /**
+   * Allocates a new reentrant lock's record in shared memory.
+   * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
+   */
+  constructor(where: LockHome | MappedMemory) {
+    super(where)
+    makeReentrant(this)
+  }
+
   /** How many times this thread holds the lock (0 when another thread or nobody does). */
   get depth(): number {
-    return this._heldHere() ? this._depth : 0
-  }
-
-  protected override _reenter(): boolean {
-    if (!this._heldHere()) return false
-    const d = this._depth
-    if (d >= MAX_DEPTH) throw rangeError(`The RLock is already held ${MAX_DEPTH} times`)
-    this._depth = d + 1
-    return true
-  }
-
-  protected override _entered(): void {
-    // The depth of a freshly taken word is 0 (every release and every takeover from a
-    // dead holder zero it). Adding rather than setting keeps an acquireAsync whose
-    // completion was still queued while this thread re-entered synchronously counted.
-    this._depth = this._depth + 1
-  }
-
-  protected override _leave(): boolean {
-    if (!this._heldHere()) throw notOwner()
-    const d = this._depth
-    if (d > 1) {
-      this._depth = d - 1
-      return true
-    }
-    this._depth = 0
-    return false
+    return depthHere(this)
   }
 }
 

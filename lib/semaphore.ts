@@ -4,9 +4,9 @@
  * waking cross into Rust (`src-rs/sync/semaphore.rs` documents the word).
  * @module
  */
-import { checkInteger, checkTimeout } from './args.js'
+import { checkInteger, checkTimeoutArg } from './args.js'
 import { closedError, native, rangeError } from './errors.js'
-import { type Handle, registerReviver } from './handles.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkRecordAt, type LockHome } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
@@ -14,7 +14,10 @@ import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** The count bits of the word; bit 31 means "someone may sleep: wake on release". */
 const COUNT_MASK = 0x7fff_ffff
-/** The largest count. */
+/**
+ * The largest count.
+ * @category Locks and waiting
+ */
 export const SEMAPHORE_MAX = COUNT_MASK
 
 let atPlace: { memory: MappedMemory; offset: number } | null = null
@@ -24,12 +27,24 @@ let atPlace: { memory: MappedMemory; offset: number } | null = null
  * maps the segment. Units are not owned: any thread may release, and units taken by a
  * process that dies are not given back (use a `Lock` where a dead holder must be
  * noticed).
+ * @example
+ * ```ts
+ * const slots = new Semaphore(mem, 2)   // at most two holders at a time, in any process
+ * await slots.acquireAsync()            // or acquire(), acquire(100), tryAcquire()
+ * try { await render() } finally { slots.release() }
+ * ```
+ * @category Locks and waiting
  */
 export class Semaphore {
   /** The mapping holding the record. */
   readonly memory: MappedMemory
   /** Byte offset of the record in {@link memory}. */
   readonly offset: number
+  /**
+   * The semaphore's handle ({@link toJSON}), as an own property so a structured clone
+   * carries it (see `revive`); a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
 
@@ -46,6 +61,7 @@ export class Semaphore {
     ;({ memory: this.memory, offset: this.offset } = place ?? allocateRecord(where, 'Semaphore'))
     this.#i32 = internals(this.memory).i32
     this.#w = this.offset >> 2
+    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }))
     if (place === null || initial !== undefined) Atomics.store(this.#i32, this.#w, initial)
   }
 
@@ -95,8 +111,8 @@ export class Semaphore {
    * Takes a unit, blocking this thread while there is none.
    * @returns `true` when taken, `false` when `timeout` ran out
    */
-  acquire(options?: AcquireOptions): boolean {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+  acquire(options?: number | AcquireOptions): boolean {
+    const timeout = options === undefined ? undefined : checkTimeoutArg(options)
     if (this.tryAcquire()) return true
     if (timeout === 0) return false
     const { id } = internals(this.memory)
@@ -110,7 +126,7 @@ export class Semaphore {
    * @returns `true` when taken, `false` when `timeout` ran out
    * @throws (rejects) AbortError; ShmError `ERR_SHM_CLOSED`; TypeError/RangeError
    */
-  acquireAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  acquireAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     return acquireAsyncWith(
       options,
       () => this.tryAcquire(),
@@ -148,8 +164,7 @@ export class Semaphore {
 
   /** A handle that `revive` turns into the same semaphore in another process. */
   toJSON(): Handle {
-    const m = this.memory.toJSON()
-    return { $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }
+    return handleOf(this.$shmutils, 'semaphore')
   }
 }
 

@@ -2,14 +2,20 @@
  * POSIX shared-memory objects: `shmOpen`, `shmUnlink` and {@link SharedMemoryObject}.
  * @module
  */
-import { checkIndex, checkString } from './args.js'
-import { closedError, native, typeError } from './errors.js'
+import { checkIndex, checkName, checkString } from './args.js'
+import { closedError, native, typeError, withExistsAdvice } from './errors.js'
 import { binding } from './native.js'
 
-/** How {@link shmOpen} treats an existing or missing object (the original's modes). */
+/**
+ * How {@link shmOpen} treats an existing or missing object (the original's modes).
+ * @category Segments
+ */
 export type ShmMode = 'r' | 'r+' | 'w' | 'w+' | 'x' | 'x+'
 
-/** Options of {@link shmOpen}. */
+/**
+ * Options of {@link shmOpen}.
+ * @category Segments
+ */
 export interface ShmOpenOptions {
   /** Permission bits for a created object; default `0o600`. */
   permissions?: number
@@ -23,7 +29,12 @@ const fdRegistry = new FinalizationRegistry<number>((fd) => {
   }
 })
 
-/** An open POSIX shared-memory object (a file descriptor and its name). */
+let openedObject: (name: string, fd: number, readOnly: boolean) => SharedMemoryObject
+
+/**
+ * An open POSIX shared-memory object (a file descriptor and its name).
+ * @category Segments
+ */
 export class SharedMemoryObject implements Disposable {
   /** The name, normalized with one leading `/`. */
   readonly name: string
@@ -31,12 +42,16 @@ export class SharedMemoryObject implements Disposable {
   /** Whether the object was opened read-only. */
   readonly readOnly: boolean
 
-  /** @internal Use {@link shmOpen}. */
-  constructor(name: string, fd: number, readOnly: boolean) {
+  /** Objects come from {@link shmOpen}. */
+  private constructor(name: string, fd: number, readOnly: boolean) {
     this.name = name
     this.#fd = fd
     this.readOnly = readOnly
     fdRegistry.register(this, fd, this)
+  }
+
+  static {
+    openedObject = (name, fd, readOnly) => new SharedMemoryObject(name, fd, readOnly)
   }
 
   /** The file descriptor; throws `ERR_SHM_CLOSED` after {@link close}. */
@@ -86,21 +101,28 @@ export class SharedMemoryObject implements Disposable {
  * `w+` create if missing (default), `x`/`x+` exclusive create.
  * @throws ShmError `ENOENT`, `EEXIST`, `EACCES`; TypeError/RangeError for a bad name,
  *   mode or permissions.
+ * @category Segments
  */
 export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOptions = {}): SharedMemoryObject {
-  checkString('name', name)
+  checkName('name', name)
   checkString('mode', mode)
   const permissions = options.permissions ?? 0o600
   if (!Number.isInteger(permissions)) throw typeError(`The "permissions" option must be an integer; got ${String(permissions)}`)
-  const opened = native(() => binding.shmOpen(name, mode, permissions))
-  return new SharedMemoryObject(opened.name, opened.fd, mode === 'r')
+  let opened
+  try {
+    opened = native(() => binding.shmOpen(name, mode, permissions))
+  } catch (e) {
+    throw withExistsAdvice(e, name, "open it with mode 'r+' (read/write) or 'w+' (create if missing)")
+  }
+  return openedObject(opened.name, opened.fd, mode === 'r')
 }
 
 /**
  * Removes a shared-memory object's name. Mappings of it stay valid until closed.
  * @throws ShmError `ENOENT` if it does not exist.
+ * @category Segments
  */
 export function shmUnlink(name: string): void {
-  checkString('name', name)
+  checkName('name', name)
   native(() => binding.shmUnlink(name))
 }

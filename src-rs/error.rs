@@ -6,6 +6,7 @@
 //! [`WIRE_PREFIX`]; `lib/errors.ts` turns that back into a typed error. Nothing else in
 //! the crate formats errors for JavaScript.
 
+use crate::heap::HeapError;
 use std::fmt;
 
 /// Marks a message that `lib/errors.ts` decodes into a `ShmError`.
@@ -132,6 +133,13 @@ impl fmt::Display for ShmError {
 }
 
 impl std::error::Error for ShmError {}
+
+/// The allocator's errors keep their code and message.
+impl From<HeapError> for ShmError {
+    fn from(e: HeapError) -> Self {
+        ShmError::new(e.code(), e.message())
+    }
+}
 
 impl From<ShmError> for napi::Error {
     fn from(e: ShmError) -> Self {

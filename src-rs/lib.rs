@@ -8,15 +8,7 @@
 
 pub mod error;
 pub mod heap;
-pub mod lock;
-pub mod mapping;
-pub mod segment;
-pub mod shm;
-pub mod slots;
+pub mod js;
+pub mod memory;
 pub mod sync;
 pub mod sys;
-
-pub mod js;
-pub mod js_fast;
-pub mod js_heap;
-pub mod js_sync;

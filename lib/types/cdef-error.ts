@@ -10,6 +10,7 @@
  * members, function declarators, `__attribute__`, variable-length arrays...).
  * `line` and `column` are 1-based (columns count UTF-16 code units, a tab is
  * one column) and are also named in the message.
+ * @category Types and structs
  */
 export class CDefError extends SyntaxError {
   /** 1-based line of the offending token. */

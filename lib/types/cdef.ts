@@ -21,6 +21,7 @@ export const MAX_SOURCE_LENGTH = 16 * 1024 * 1024;
  * that needs them, as in cffi). A `cdef()` that throws leaves the FFI as it
  * was, except that a struct forward-declared by an earlier call and
  * completely defined before the error stays defined.
+ * @category Types and structs
  */
 export class FFI {
   readonly #scope: Scope = new Scope(null);
@@ -220,6 +221,16 @@ export function memberOffset(t: Type, path: string): { type: Type; offset: numbe
  *
  * @param source C declarations
  * @throws CDefError with `line` and `column`
+ * @example
+ * ```ts
+ * const ffi = cdef(`
+ *   enum state { IDLE, BUSY };
+ *   struct job { uint32_t id; enum state state; char owner[16]; };
+ * `)
+ * ffi.sizeof('struct job')                       // 24, as a C compiler says
+ * const job = mem.new(ffi.typeof('struct job'), { id: 1, state: ffi.lib.BUSY })
+ * ```
+ * @category Types and structs
  */
 export function cdef(source: string): FFI {
   return new FFI().cdef(source);

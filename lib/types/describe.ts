@@ -34,7 +34,10 @@ import {
   pointerTo,
 } from './type.js';
 
-/** Names of scalar types in descriptions. */
+/**
+ * Names of scalar types in descriptions.
+ * @category Types and structs
+ */
 export type ScalarName =
   | 'int8_t'
   | 'uint8_t'
@@ -49,10 +52,16 @@ export type ScalarName =
   | 'bool'
   | 'char';
 
-/** One struct/union member in a description: `[name, type]`. */
+/**
+ * One struct/union member in a description: `[name, type]`.
+ * @category Types and structs
+ */
 export type FieldDesc = readonly [name: string, type: TypeDesc];
 
-/** A JSON-able description of a type (see the module documentation). */
+/**
+ * A JSON-able description of a type (see the module documentation).
+ * @category Types and structs
+ */
 export type TypeDesc =
   | ScalarName
   | {
@@ -98,7 +107,10 @@ export type TypeDesc =
       readonly ref: number
     };
 
-/** Deepest nesting accepted in a description (and produced by describeType). */
+/**
+ * Deepest nesting accepted in a description (and produced by describeType).
+ * @category Types and structs
+ */
 export const MAX_DESCRIPTION_DEPTH = 256;
 /** Most nodes (types, fields, members) accepted in one description. */
 export const MAX_DESCRIPTION_NODES = 20_000;
@@ -127,11 +139,35 @@ function deepFreeze<T>(v: T): T {
  *
  * @param t any type object
  * @throws TypeError if `t` is not a type object or is nested deeper than {@link MAX_DESCRIPTION_DEPTH}
+ * @category Types and structs
  */
 export function describeType(t: Type): TypeDesc {
   assertType(t, 't');
   const hit = describeCache.get(t);
   if (hit !== undefined) return hit;
+  const { desc, complete } = describeGraph(t);
+  const d = deepFreeze(desc);
+  if (complete) describeCache.set(t, d);
+  return d;
+}
+
+/**
+ * @internal The description of a structured clone of a type object (what the clone of
+ * a `Ref` carries): the walk of {@link describeType} over untrusted plain data. Hand the
+ * result to {@link typeFromDescription}, which validates every node.
+ *
+ * @throws TypeError for data not shaped like a type object
+ */
+export function describeClonedType(x: unknown): TypeDesc {
+  try {
+    return describeGraph(x as Type).desc;
+  } catch (e) {
+    throw new TypeError(`invalid type object in a structured clone: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** The description of the type graph at `t` (not frozen), and whether it is complete. */
+function describeGraph(t: Type): { desc: TypeDesc; complete: boolean } {
   const ids = new Map<Type, number>();
   let allComplete = true;
   const go = (x: Type, depth: number): TypeDesc => {
@@ -163,9 +199,8 @@ export function describeType(t: Type): TypeDesc {
       }
     }
   };
-  const d = deepFreeze(go(t, 0));
-  if (allComplete) describeCache.set(t, d);
-  return d;
+  const desc = go(t, 0);
+  return { desc, complete: allComplete };
 }
 
 // ---------------------------------------------------------------------------
@@ -393,6 +428,7 @@ const reviveCache = new Map<string, Type>();
  *
  * @param desc a description
  * @throws TypeError naming the offending path when `desc` is malformed
+ * @category Types and structs
  */
 export function typeFromDescription(desc: unknown): Type {
   const v = new Validator();

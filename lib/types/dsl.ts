@@ -4,7 +4,7 @@
  *
  * ```ts
  * const Point = types.struct('point', { x: types.i32, y: types.i32 });
- * //    ^? StructType<{ x: number; y: number }>
+ * //    ^? StructType<{ x: number; y: number }, { x: ScalarType<number>; y: ScalarType<number> }>
  * const Node = types.struct('node', (self) => ({ value: types.i64, next: types.ptr(self) }));
  * const Tagged = types.struct('tagged', {
  *   kind: types.u8,
@@ -44,23 +44,41 @@ import {
   uint8,
 } from './type.js';
 
-/** Field map for `types.struct`: member name to type; keys starting with `...` are anonymous members. */
+/**
+ * Field map for `types.struct`: member name to type; keys starting with `...` are anonymous members.
+ * @category Types and structs
+ */
 export type FieldMap = Readonly<Record<string, Type>>;
 
-/** The keys of `F` that mark anonymous members (`'...name'`). */
+/**
+ * The keys of `F` that mark anonymous members (`'...name'`).
+ * @category Types and structs
+ */
 export type AnonKeys<F> = { [K in keyof F]: K extends `...${string}` ? K : never }[keyof F];
-/** `A | B` → `A & B` (flattens anonymous members into the parent's shape). */
+/**
+ * `A | B` → `A & B` (flattens anonymous members into the parent's shape).
+ * @category Types and structs
+ */
 export type UnionToIntersection<U> = (U extends unknown ? (x: U) => void : never) extends (x: infer I) => void ? I : never;
-/** `T` with its intersections merged into one object type (for readable hovers). */
+/**
+ * `T` with its intersections merged into one object type (for readable hovers).
+ * @category Types and structs
+ */
 export type Simplify<T> = { [K in keyof T]: T[K] } & {};
 
-/** The JS object shape of a struct/union with fields `F` (anonymous members flattened). */
+/**
+ * The JS object shape of a struct/union with fields `F` (anonymous members flattened).
+ * @category Types and structs
+ */
 export type ShapeOf<F> = Simplify<
   { -readonly [K in Exclude<keyof F, AnonKeys<F>>]: JsOf<F[K]> } &
     UnionToIntersection<{ [K in AnonKeys<F>]: JsOf<F[K]> }[AnonKeys<F>]>
 >;
 
-/** The JS value type of an enum created from `members`. */
+/**
+ * The JS value type of an enum created from `members`.
+ * @category Types and structs
+ */
 export type EnumValue = number;
 
 const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -84,7 +102,7 @@ function aggregate<F extends FieldMap>(
   kind: 'struct' | 'union',
   name: string,
   fields: F | ((self: StructType) => F),
-): StructType<ShapeOf<F>> {
+): StructType<ShapeOf<F>, F> {
   const tag = tagOf(kind, name);
   const s = incompleteStruct(kind, tag);
   const map = typeof fields === 'function' ? fields(s) : fields;
@@ -102,7 +120,19 @@ function aggregate<F extends FieldMap>(
       members.push({ name: key, type });
     }
   }
-  return completeStruct<ShapeOf<F>>(s, members);
+  return completeStruct<ShapeOf<F>, F>(s, members);
+}
+
+/**
+ * Pointer to `target` (`null`, `'void'` or nothing for `void *`). Its JS value is the
+ * address as a number; as a struct member it reads as a reference to the target.
+ */
+function pointer<P extends Type>(target: P): PointerType<number, P>;
+function pointer(target?: null | 'void'): PointerType<number, null>;
+function pointer(target: Type | null | 'void' = null): PointerType<number> {
+  if (target === null || target === 'void') return pointerTo(null);
+  assertType(target, 'target');
+  return pointerTo(target);
 }
 
 /**
@@ -110,6 +140,17 @@ function aggregate<F extends FieldMap>(
  * `parseTypeName()` return, and aggregates are laid out by the same code,
  * so `types.struct('point', {x: types.i32, y: types.i32})` deep-equals
  * `cdef('struct point {int32_t x; int32_t y;};').typeof('struct point')`.
+ * @example
+ * ```ts
+ * const Point = types.struct('point', { x: types.i32, y: types.i32 })
+ * const Shape = types.struct('shape', {
+ *   corners: types.array(Point, 4),            // struct point corners[4]
+ *   next: types.ptr(types.char),               // char *next
+ *   id: types.u64,                             // uint64_t id: a bigint in JavaScript
+ * })
+ * const s = mem.new(Shape, { id: 1n })         // typed members: s.corners.at(0).x
+ * ```
+ * @category Types and structs
  */
 export const types = Object.freeze({
   /** `int8_t` */
@@ -149,14 +190,10 @@ export const types = Object.freeze({
    * Pointer to `target` (`null` or `'void'` for `void *`). Its JS value is
    * the address as a number.
    */
-  ptr(target: Type | null | 'void' = null): PointerType<number> {
-    if (target === null || target === 'void') return pointerTo(null);
-    assertType(target, 'target');
-    return pointerTo(target);
-  },
+  ptr: pointer,
 
   /** `element[length]`; nest for multi-dimensional arrays. */
-  array<V>(element: Type<V>, length: number): ArrayType<V[]> {
+  array<E extends Type>(element: E, length: number): ArrayType<JsOf<E>[], E> {
     assertType(element, 'element');
     return arrayOf(element, length);
   },
@@ -167,12 +204,12 @@ export const types = Object.freeze({
    * `...` holds a C11 anonymous struct/union member. Pass a function to
    * refer to the struct itself: `(self) => ({ next: types.ptr(self) })`.
    */
-  struct<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>> {
+  struct<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>, F> {
     return aggregate('struct', name, fields);
   },
 
   /** `union name { ... }`; same rules as `types.struct`. */
-  union<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>> {
+  union<F extends FieldMap>(name: string, fields: F | ((self: StructType) => F)): StructType<ShapeOf<F>, F> {
     return aggregate('union', name, fields);
   },
 

@@ -30,7 +30,16 @@ export {
 } from './type.js';
 export { CDefError } from './cdef-error.js';
 export { FFI, cdef, memberOffset } from './cdef.js';
-export { parseAllocationTypeName, parseTypeName } from './names.js';
+export {
+  type AllocationTypeOfName,
+  type BigintTypeName,
+  type BooleanTypeName,
+  type CharPointerName,
+  type NumberTypeName,
+  type TypeOfName,
+  parseAllocationTypeName,
+  parseTypeName,
+} from './names.js';
 export { type AnonKeys, type Simplify, type EnumValue, type FieldMap, type ShapeOf, type UnionToIntersection, types } from './dsl.js';
 export {
   type FieldDesc,

@@ -9,7 +9,108 @@ import { CDefError } from './cdef-error.js';
 import { tokenize } from './lexer.js';
 import { Parser } from './parser.js';
 import { Scope, VOID, scopeOf } from './scope.js';
-import type { Type } from './type.js';
+import type { ArrayType, JsOf, PointerType, ScalarType, Type } from './type.js';
+
+// ---------------------------------------------------------------------------
+// The same names read by TypeScript: `TypeOfName<'uint64_t'>` is
+// `ScalarType<bigint>`, `TypeOfName<'char *'>` a pointer to a char,
+// `TypeOfName<'int32_t[2][3]'>` an array of arrays. Whatever TypeScript
+// cannot read (a struct or typedef name, `int(*)[3]`) is `Type`: correct,
+// only untyped. The parser above is the authority at run time; a test checks
+// that every spelling listed here parses to a scalar of the same JS type.
+
+type Space = ' ' | '\t' | '\n';
+type Trim<S extends string> = S extends `${Space}${infer R}` ? Trim<R> : S extends `${infer R}${Space}` ? Trim<R> : S;
+/** Runs of spaces to one space. */
+type Squeeze<S extends string> = S extends `${infer A}  ${infer B}` ? Squeeze<`${A} ${B}`> : S;
+type Sign = '' | 'signed ' | 'unsigned ';
+
+/**
+ * C scalar type names whose JS value is a `number`.
+ * @category Types and structs
+ */
+export type NumberTypeName =
+  | 'int8_t' | 'uint8_t' | 'int16_t' | 'uint16_t' | 'int32_t' | 'uint32_t'
+  | 'char' | 'signed char' | 'unsigned char'
+  | `${Sign}short${'' | ' int'}`
+  | 'int' | 'signed' | 'unsigned' | 'signed int' | 'unsigned int'
+  | 'float' | 'double';
+/**
+ * C scalar type names whose JS value is a `bigint` (64 bits, LP64).
+ * @category Types and structs
+ */
+export type BigintTypeName =
+  | 'int64_t' | 'uint64_t' | 'size_t' | 'ssize_t' | 'intptr_t' | 'uintptr_t' | 'ptrdiff_t'
+  | `${Sign}long${'' | ' long'}${'' | ' int'}`;
+/**
+ * C scalar type names whose JS value is a `boolean`.
+ * @category Types and structs
+ */
+export type BooleanTypeName = 'bool' | '_Bool';
+
+type ScalarOfName<S extends string> = S extends NumberTypeName
+  ? ScalarType<number>
+  : S extends BigintTypeName
+    ? ScalarType<bigint>
+    : S extends BooleanTypeName
+      ? ScalarType<boolean>
+      : Type;
+
+/** Base type and pointer stars: `'char *'`, `'void *'`, `'int32_t **'`. */
+type BaseOfName<S extends string> = S extends `${infer B}*`
+  ? PointerOf<BaseOfName<Trim<B>>>
+  : S extends 'void'
+    ? null
+    : ScalarOfName<S>;
+type PointerOf<T> = T extends null ? PointerType<number, null> : Type extends T ? Type : T extends Type ? PointerType<number, T> : Type;
+
+/** Array dimensions `'[2][3]'` around `E`, outermost first. */
+type ArraysOf<E, D extends string> = Type extends E
+  ? Type
+  : E extends Type
+    ? D extends `[${number}]`
+      ? ArrayType<JsOf<E>[], E>
+      : D extends `[${number}]${infer Rest}`
+        ? ArraysOf<E, Rest> extends infer Inner extends Type
+          ? Type extends Inner
+            ? Type
+            : ArrayType<JsOf<Inner>[], Inner>
+          : Type
+        : Type
+    : Type;
+
+type Parse<S extends string> = S extends `${infer B}[${infer D}`
+  ? ArraysOf<BaseOfName<Trim<B>>, `[${D}`>
+  : BaseOfName<S> extends infer T extends Type
+    ? T
+    : Type;
+
+/**
+ * The type object TypeScript reads from a C type name: `TypeOfName<'int32_t'>` is
+ * `ScalarType<number>`, `TypeOfName<'char *'>` is `PointerType<number, ScalarType<number>>`,
+ * `TypeOfName<'double[4]'>` is an `ArrayType` of numbers. Names it cannot read (struct,
+ * union, enum and typedef names, function pointers) give `Type`.
+ * @category Types and structs
+ */
+export type TypeOfName<S extends string> = string extends S ? Type : Parse<Squeeze<Trim<S>>>;
+
+/**
+ * {@link TypeOfName} for an allocation (`heap.new`, `mem.new`, `heap.named`): one trailing
+ * `*` is dropped first, as the allocation spelling of the original does (`'size_t *'` allocates a
+ * `size_t`).
+ * @category Types and structs
+ */
+export type AllocationTypeOfName<S extends string> = string extends S
+  ? Type
+  : Squeeze<Trim<S>> extends `${infer B}*`
+    ? TypeOfName<B>
+    : TypeOfName<S>;
+
+/**
+ * The spellings of `char *`, which `new` with a string or bytes turns into a `char` array.
+ * @category Types and structs
+ */
+export type CharPointerName = 'char *' | 'char*';
 
 /** Longest accepted type name, in characters. */
 export const MAX_TYPE_NAME_LENGTH = 1024;
@@ -68,9 +169,10 @@ export function parseTypeNameInScope(text: unknown, scope: Scope | null, arg: st
  * @param name the C type name
  * @param scope an FFI whose declarations may be named
  * @throws TypeError naming the argument and the text when the name is invalid
+ * @category Types and structs
  */
-export function parseTypeName(name: string, scope?: FFI): Type {
-  return parseTypeNameInScope(name, scope === undefined ? null : scopeOf(scope, 'scope'), 'name');
+export function parseTypeName<const S extends string>(name: S, scope?: FFI): TypeOfName<S> {
+  return parseTypeNameInScope(name, scope === undefined ? null : scopeOf(scope, 'scope'), 'name') as TypeOfName<S>;
 }
 
 /**

@@ -19,7 +19,10 @@
  */
 export declare const JsValue: unique symbol;
 
-/** The machine representation of a scalar. */
+/**
+ * The machine representation of a scalar.
+ * @category Types and structs
+ */
 export type ScalarKind =
   | 'i8'
   | 'u8'
@@ -33,7 +36,10 @@ export type ScalarKind =
   | 'f64'
   | 'bool';
 
-/** Underlying integer of an enum (gcc's choice, see `makeEnum`). */
+/**
+ * Underlying integer of an enum (gcc's choice, see `makeEnum`).
+ * @category Types and structs
+ */
 export type EnumBase = 'i32' | 'u32' | 'i64' | 'u64';
 
 /** Discriminant of {@link Type}. */
@@ -53,25 +59,36 @@ export interface TypeBase<V> {
   readonly [JsValue]?: V;
 }
 
-/** A scalar: fixed-width integer, `char`, `float`, `double` or `bool`. */
+/**
+ * A scalar: fixed-width integer, `char`, `float`, `double` or `bool`.
+ * @category Types and structs
+ */
 export interface ScalarType<V = unknown> extends TypeBase<V> {
   readonly kind: 'scalar';
   /** Machine representation. `char` is `'i8'`. */
   readonly scalar: ScalarKind;
 }
 
-/** A data pointer (8 bytes). Its JS value is the address as a number (0 = NULL). */
-export interface PointerType<V = unknown> extends TypeBase<V> {
+/**
+ * A data pointer (8 bytes). Its JS value is the address as a number (0 = NULL). `P` is
+ * the pointee's type as TypeScript knows it (`null` for `void *`).
+ * @category Types and structs
+ */
+export interface PointerType<V = unknown, P extends Type | null = Type | null> extends TypeBase<V> {
   readonly kind: 'pointer';
   /** Pointee; `null` for `void *`. */
-  readonly target: Type | null;
+  readonly target: P;
 }
 
-/** A fixed-length array. Multi-dimensional arrays are arrays of arrays. */
-export interface ArrayType<V = unknown> extends TypeBase<V> {
+/**
+ * A fixed-length array. Multi-dimensional arrays are arrays of arrays. `E` is the
+ * element type as TypeScript knows it.
+ * @category Types and structs
+ */
+export interface ArrayType<V = unknown, E extends Type = Type> extends TypeBase<V> {
   readonly kind: 'array';
   /** Element type. */
-  readonly element: Type;
+  readonly element: E;
   /** Number of elements (>= 1). */
   readonly length: number;
 }
@@ -80,6 +97,7 @@ export interface ArrayType<V = unknown> extends TypeBase<V> {
  * One member of a struct or union. A C11 anonymous struct/union member has
  * `name === ''`; its own fields are reachable by name from the parent (see
  * {@link lookupField} and {@link memberNames}).
+ * @category Types and structs
  */
 export interface Field {
   /** Member name, `''` for an anonymous struct/union member. */
@@ -91,11 +109,23 @@ export interface Field {
 }
 
 /**
+ * Phantom key that carries the member types of a struct made with `types.struct`
+ * (the field map), so references to it can expose typed members. Never present at
+ * run time.
+ */
+export declare const JsFields: unique symbol;
+
+/**
  * A struct or union. `complete` is false only for a forward-declared type
  * that has not been defined (yet); such an object is not frozen until it is
  * completed, has size 0 and no fields, and may only be used behind a pointer.
+ * `F` is the field map given to `types.struct` (member name to type object);
+ * `unknown` for a struct TypeScript cannot see into (from `cdef()`).
+ * @category Types and structs
  */
-export interface StructType<V = unknown> extends TypeBase<V> {
+export interface StructType<V = unknown, F = unknown> extends TypeBase<V> {
+  /** Phantom member types; never present at run time. */
+  readonly [JsFields]?: F;
   readonly kind: 'struct' | 'union';
   /** Members in declaration order (anonymous members kept as one `''` entry). */
   readonly fields: readonly Field[];
@@ -103,7 +133,10 @@ export interface StructType<V = unknown> extends TypeBase<V> {
   readonly complete: boolean;
 }
 
-/** An enum: an integer with named constants. */
+/**
+ * An enum: an integer with named constants.
+ * @category Types and structs
+ */
 export interface EnumType<V = unknown> extends TypeBase<V> {
   readonly kind: 'enum';
   /** Underlying integer representation, chosen like gcc does. */
@@ -117,6 +150,7 @@ export interface EnumType<V = unknown> extends TypeBase<V> {
  * `number` for integers up to 32 bits, floats, enums and pointers; `bigint`
  * for 64-bit integers; `boolean` for `bool`; arrays of the element's value;
  * objects for structs and unions.
+ * @category Types and structs
  */
 export type Type<V = unknown> =
   | ScalarType<V>
@@ -125,7 +159,10 @@ export type Type<V = unknown> =
   | StructType<V>
   | EnumType<V>;
 
-/** The JS value type carried by a type object: `JsOf<typeof types.i64>` is `bigint`. */
+/**
+ * The JS value type carried by a type object: `JsOf<typeof types.i64>` is `bigint`.
+ * @category Types and structs
+ */
 export type JsOf<T> = T extends {
   /** The phantom value type. */
   readonly [JsValue]?: infer V;
@@ -281,18 +318,19 @@ export function formatType(t: Type | null, inner = ''): string {
 // ---------------------------------------------------------------------------
 // Pointers and arrays (interned)
 
-const voidPointer: PointerType<number> = Object.freeze({
+const voidPointer: PointerType<number, null> = Object.freeze({
   kind: 'pointer',
   name: 'void *',
   size: POINTER_SIZE,
   align: POINTER_SIZE,
   target: null,
-}) as PointerType<number>;
+}) as PointerType<number, null>;
 internedSet.add(voidPointer);
 
-const pointerCache = new WeakMap<Type, PointerType<number>>();
+const pointerCache = new WeakMap<Type, PointerType<number, Type>>();
 
 /** The (interned) pointer type to `target`; `null` means `void *`. */
+export function pointerTo<P extends Type | null>(target: P): PointerType<number, P>;
 export function pointerTo(target: Type | null): PointerType<number> {
   if (target === null) return voidPointer;
   let p = pointerCache.get(target);
@@ -303,7 +341,7 @@ export function pointerTo(target: Type | null): PointerType<number> {
       size: POINTER_SIZE,
       align: POINTER_SIZE,
       target,
-    }) as PointerType<number>;
+    }) as PointerType<number, Type>;
     internedSet.add(p);
     pointerCache.set(target, p);
   }
@@ -317,7 +355,7 @@ const arrayCache = new WeakMap<Type, Map<number, ArrayType>>();
  * incomplete element, a length that is not a positive safe integer, or a total
  * size above {@link MAX_TYPE_SIZE}.
  */
-export function arrayOf<V>(element: Type<V>, length: number): ArrayType<V[]> {
+export function arrayOf<E extends Type>(element: E, length: number): ArrayType<JsOf<E>[], E> {
   if (!isComplete(element)) {
     throw new TypeError(`array element type ${formatType(element)} is incomplete`);
   }
@@ -345,7 +383,7 @@ export function arrayOf<V>(element: Type<V>, length: number): ArrayType<V[]> {
     internedSet.add(a);
     byLength.set(length, a);
   }
-  return a as ArrayType<V[]>;
+  return a as ArrayType<JsOf<E>[], E>;
 }
 
 // ---------------------------------------------------------------------------
@@ -395,7 +433,7 @@ const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
  * TypeError for an incomplete or duplicate member, an anonymous member that
  * is not an anonymous struct/union, or a size above {@link MAX_TYPE_SIZE}.
  */
-export function completeStruct<V>(s: StructType, members: readonly MemberDecl[]): StructType<V> {
+export function completeStruct<V, F = unknown>(s: StructType, members: readonly MemberDecl[]): StructType<V, F> {
   if (s.complete) throw new TypeError(`redefinition of ${s.name}`);
   const what = baseName(s);
   const seen = new Set<string>();
@@ -431,7 +469,7 @@ export function completeStruct<V>(s: StructType, members: readonly MemberDecl[])
   m.fields = Object.freeze(fields);
   m.complete = true;
   Object.freeze(m);
-  return s as StructType<V>;
+  return s as StructType<V, F>;
 
   function addName(n: string): void {
     if (seen.has(n)) throw new TypeError(`duplicate member '${n}' in ${what}`);
@@ -474,12 +512,18 @@ export function flatMembers(t: StructType): ReadonlyMap<string, Field> {
   return m;
 }
 
-/** Names reachable from `t` (see `flatMembers`). */
+/**
+ * Names reachable from `t` (see `flatMembers`).
+ * @category Types and structs
+ */
 export function memberNames(t: StructType): string[] {
   return [...flatMembers(t).keys()];
 }
 
-/** The member `name` of `t` (searching anonymous members), or undefined. */
+/**
+ * The member `name` of `t` (searching anonymous members), or undefined.
+ * @category Types and structs
+ */
 export function lookupField(t: StructType, name: string): Field | undefined {
   return flatMembers(t).get(name);
 }

@@ -44,7 +44,7 @@
 
 use super::{Step, RECHECK_MS};
 use crate::error::{Result, ShmError};
-use crate::lock::{
+use crate::sync::lock::{
     not_owner, Acquired, LockRecord, LockWait, Owner, NOT_RECOVERABLE, TID_MASK, WAITERS,
 };
 use crate::sys::{self, Deadline};

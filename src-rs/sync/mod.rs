@@ -1,6 +1,6 @@
-//! Synchronization beyond the plain lock: the condition variable and the semaphore
-//! (their records and word protocols), and the machinery that lets JavaScript wait for
-//! any of them without blocking its event loop.
+//! Synchronization: the process-shared lock ([`lock`]), the condition variable and the
+//! semaphore (their records and word protocols), and the machinery that lets JavaScript
+//! wait for any of them without blocking its event loop.
 //!
 //! Every wait is a *step function* (`poll`): it tries to finish (take the lock, take a
 //! unit, consume a notification) and otherwise returns [`Step::Sleep`], naming the futex
@@ -17,12 +17,13 @@
 //! the others at most one slice.
 
 pub mod condition;
+pub mod lock;
 pub mod ops;
 pub mod semaphore;
 pub mod waiter;
 
 use crate::error::{Result, ShmError};
-use crate::mapping::{Pin, Region};
+use crate::memory::mapping::{Pin, Region};
 use crate::sys::{self, Deadline, WaitOutcome};
 use std::marker::PhantomData;
 use std::sync::atomic::AtomicU32;

@@ -5,7 +5,7 @@ use super::condition::{CondRecord, CondWait, Woke};
 use super::semaphore::{SemRecord, SemWait};
 use super::{code, interrupt, Pinned, Step};
 use crate::error::Result;
-use crate::lock::{Acquired, LockRecord, LockWait};
+use crate::sync::lock::{Acquired, LockRecord, LockWait};
 
 /// A wait the async driver can run.
 pub trait AsyncWait: Send {

@@ -116,7 +116,7 @@ impl SemRecord {
 }
 
 /// A contended semaphore acquire in progress: a step function for both drivers (see
-/// `crate::lock::LockWait`). Finishes with `true` (took a unit) or `false` (timed out).
+/// `crate::sync::lock::LockWait`). Finishes with `true` (took a unit) or `false` (timed out).
 #[derive(Debug, Clone, Copy)]
 pub struct SemWait {
     deadline: Option<Deadline>,

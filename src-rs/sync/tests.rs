@@ -4,8 +4,8 @@ use super::condition::{self, CondRecord, CondWait, Woke};
 use super::ops::{CondOp, LockOp, SemOp};
 use super::semaphore::{SemRecord, SemWait};
 use super::{code, waiter, Pinned};
-use crate::lock::{Acquired, LockRecord, LockWait, Owner};
-use crate::mapping::Region;
+use crate::memory::mapping::Region;
+use crate::sync::lock::{Acquired, LockRecord, LockWait, Owner};
 use crate::sys::Deadline;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -35,7 +35,7 @@ fn chan() -> (Arc<Chan>, mpsc::Receiver<(u64, u32)>) {
 
 #[test]
 fn semaphore_counts_exactly_across_threads() {
-    let r = crate::mapping::shared_anon_for_tests(4096);
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
     let sem: &SemRecord = at(&r, 0);
     let produced = 20_000u32;
     let consumers: Vec<_> = (0..3)
@@ -75,7 +75,7 @@ fn semaphore_counts_exactly_across_threads() {
 
 #[test]
 fn notify_all_moves_eight_waiters_to_the_lock_one_at_a_time() {
-    let r = crate::mapping::shared_anon_for_tests(4096);
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
     let cond: &CondRecord = at(&r, 64);
     let inside: &std::sync::atomic::AtomicU32 = at(&r, 128);
@@ -114,7 +114,7 @@ fn notify_all_moves_eight_waiters_to_the_lock_one_at_a_time() {
 
 #[test]
 fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
-    let r = crate::mapping::shared_anon_for_tests(4096);
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
     let cond: &CondRecord = at(&r, 64);
     let woken: &std::sync::atomic::AtomicU32 = at(&r, 128);
@@ -161,7 +161,7 @@ fn notify_one_wakes_exactly_one_and_timeouts_reacquire() {
 
 #[test]
 fn waiter_pool_runs_many_lock_waits_and_cancels_and_closes() {
-    let r = crate::mapping::shared_anon_for_tests(4096);
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
     let me = Owner::current();
     lock.lock(me, None).unwrap();
@@ -209,7 +209,7 @@ fn waiter_pool_runs_many_lock_waits_and_cancels_and_closes() {
 
 #[test]
 fn async_condition_and_semaphore_waits() {
-    let r = crate::mapping::shared_anon_for_tests(4096);
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
     let lock: &LockRecord = at(&r, 0);
     let cond: &CondRecord = at(&r, 64);
     let sem: &SemRecord = at(&r, 128);
@@ -269,7 +269,7 @@ fn async_condition_and_semaphore_waits() {
 #[test]
 fn requeue_moves_plain_and_futex_waitv_sleepers() {
     use crate::sys;
-    let r = crate::mapping::shared_anon_for_tests(4096);
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
     let a: &std::sync::atomic::AtomicU32 = at(&r, 0);
     let b: &std::sync::atomic::AtomicU32 = at(&r, 4);
     let c: &std::sync::atomic::AtomicU32 = at(&r, 8);

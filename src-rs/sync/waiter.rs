@@ -11,7 +11,7 @@
 //! ([`sys::futex_wait_any_capacity`] is 1), each thread runs one wait and re-checks its
 //! interrupts every `SINGLE_SLICE_MS` (10 ms).
 //!
-//! Completions go to a [`Deliver`] (the JavaScript thread's queue, `js_sync.rs`).
+//! Completions go to a [`Deliver`] (the JavaScript thread's queue, `js/waits.rs`).
 //!
 //! | event               | how the waiter thread learns of it                          |
 //! |---------------------|-------------------------------------------------------------|
@@ -25,7 +25,7 @@
 use super::interrupt;
 use super::ops::AsyncWait;
 use super::Step;
-use crate::mapping::Region;
+use crate::memory::mapping::Region;
 use crate::sys::{self, Deadline};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -90,6 +90,14 @@ pub fn thread_start_time(tid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// When process `pid` started, in clock ticks since boot (its main thread's start time:
+/// field 22 of `/proc/<pid>/stat`), or `None` if no such process exists now (or it is a
+/// zombie). Segment headers record the creator's, so a reader can tell whether the
+/// creator still runs even after its pid was reused.
+pub fn process_start_time(pid: libc::pid_t) -> Option<u64> {
+    thread_start_time(u32::try_from(pid).ok()?)
+}
+
 /// The number of usable bits in a user-space address, from where the stack sits: user
 /// space ends just above the main stack on Linux (47 bits on x86-64, 39 or 48 on arm64).
 pub fn user_address_bits() -> u32 {

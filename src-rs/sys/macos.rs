@@ -386,7 +386,7 @@ pub fn thread_start_time(tid: u32) -> Option<u64> {
 }
 
 /// Start time of process `pid` (µs since the epoch); `None` if it is gone or a zombie.
-fn process_start_time(pid: libc::pid_t) -> Option<u64> {
+pub fn process_start_time(pid: libc::pid_t) -> Option<u64> {
     match start_time_from_proc_pidinfo(pid) {
         Ok(t) => t,
         // Another user's process (proc_pidinfo wants the same user): ask sysctl, which

@@ -14,13 +14,23 @@
 //! | 36     | 4    | reserved       | 0                                                   |
 //! | 40     | 8    | `heap_offset`  | start of the heap region (16-aligned, ≥ header)     |
 //! | 48     | 8    | `heap_size`    | its length; `heap_offset + heap_size ≤ size`        |
-//! | 56..256|      | reserved       | 0                                                   |
+//! | 56     | 8    | `uid`          | random non-zero identity, written at create; 0 in   |
+//! |        |      |                | segments made before it existed                     |
+//! | 64     | 8    | `created_ms`   | creation time, ms since the Unix epoch              |
+//! | 72     | 4    | `creator_pid`  | the creator's pid (in its PID namespace)            |
+//! | 76     | 4    | `token_next`   | (liveness tokens; not written here)                 |
+//! | 80     | 8    | `creator_start`| the creator's process start time ([`sys::process_start_time`]) |
+//! | 88..256|      | (other fields, reserved)                                             |
 //!
+//! `uid` and the creator fields are informational except `uid`, which together with the
+//! object's inode is the segment's identity (handles carry it; see `lib/memory.ts`).
 //! All integers are little-endian (the native order of every supported target).
+//!
+//! [`sys::process_start_time`]: crate::sys::process_start_time
 
 use crate::error::{Result, ShmError};
-use crate::mapping::{self, MapRequest, Region};
-use crate::shm;
+use crate::memory::mapping::{self, MapRequest, Region};
+use crate::memory::shm;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -35,6 +45,12 @@ pub const FLAG_FIXED: u32 = 1;
 /// The smallest segment: the header plus one page of heap.
 pub const MIN_SIZE: u64 = 4096;
 
+// Header offsets of the identity and creator fields.
+const OFF_UID: usize = 56;
+const OFF_CREATED_MS: usize = 64;
+const OFF_CREATOR_PID: usize = 72;
+const OFF_CREATOR_START: usize = 80;
+
 /// The validated header of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -48,6 +64,32 @@ pub struct Header {
     pub heap_offset: u64,
     /// Heap region length.
     pub heap_size: u64,
+    /// The segment's identity (random, non-zero; 0 for segments older than the field).
+    pub uid: u64,
+    /// Creation time, ms since the Unix epoch (0: unknown).
+    pub created_ms: u64,
+    /// The creator's pid, in its own PID namespace (0: unknown).
+    pub creator_pid: u32,
+    /// The creator's process start time, in [`crate::sys::process_start_time`]'s units
+    /// (0: unknown).
+    pub creator_start: u64,
+}
+
+/// A fresh segment identity: random and never 0 (0 means "none").
+fn new_uid() -> u64 {
+    loop {
+        let uid = crate::sys::random_u64();
+        if uid != 0 {
+            return uid;
+        }
+    }
+}
+
+/// Now, in ms since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Where `create` should map the new segment.
@@ -186,6 +228,11 @@ pub fn create(
             },
             heap_offset: HEADER_SIZE,
             heap_size: size - HEADER_SIZE,
+            uid: new_uid(),
+            created_ms: now_ms(),
+            creator_pid: std::process::id(),
+            creator_start: crate::sys::process_start_time(std::process::id() as libc::pid_t)
+                .unwrap_or(0),
         };
         put_u32(&region, 8, VERSION);
         put_u32(&region, 12, HEADER_SIZE as u32);
@@ -194,13 +241,23 @@ pub fn create(
         put_u32(&region, 32, header.flags);
         put_u64(&region, 40, header.heap_offset);
         put_u64(&region, 48, header.heap_size);
+        put_u64(&region, OFF_UID, header.uid);
+        put_u64(&region, OFF_CREATED_MS, header.created_ms);
+        put_u32(&region, OFF_CREATOR_PID, header.creator_pid);
+        put_u64(&region, OFF_CREATOR_START, header.creator_start);
         Ok((region, header))
     })();
-    let _ = shm::close(fd);
-    if result.is_err() {
-        let _ = shm::unlink(&name);
+    match result {
+        Ok((region, header)) => {
+            region.adopt_fd(fd);
+            Ok((region, header))
+        }
+        Err(e) => {
+            let _ = shm::close(fd);
+            let _ = shm::unlink(&name);
+            Err(e)
+        }
     }
-    result
 }
 
 /// Publishes a created segment (after the heap is formatted): openers wait for this.
@@ -208,6 +265,33 @@ pub fn publish(region: &Region) {
     // Release: every header and heap byte written before is visible to an opener that
     // reads the magic with Acquire.
     magic(region).store(MAGIC, Ordering::Release);
+}
+
+/// Removes the name `name` if it still names the segment whose identity is `uid`: a
+/// segment re-created under the name since (or a foreign object) is left alone. Returns
+/// whether it was removed. Between the check and the unlink another process could
+/// re-create the name; that window is a few microseconds.
+///
+/// # Errors
+/// A bad name; `EACCES` and other `shm_open`/`shm_unlink` failures besides `ENOENT`.
+pub fn unlink_if_uid(name: &str, uid: u64) -> Result<bool> {
+    let name = shm::normalize_name(name)?;
+    let fd = match shm::open(&name, shm::OpenMode::Read, shm::check_permissions(0)?) {
+        Ok(fd) => fd,
+        Err(e) if e.code == "ENOENT" => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let header = read_header(fd);
+    let _ = shm::close(fd);
+    let b = header.map_err(|e| e.with_path(&name))?;
+    if uid == 0 || le_u64(&b, 0) != MAGIC || le_u64(&b, OFF_UID) != uid {
+        return Ok(false);
+    }
+    match shm::unlink(&name) {
+        Ok(()) => Ok(true),
+        Err(e) if e.code == "ENOENT" => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens and maps the existing segment `name`, validating its header.
@@ -224,9 +308,16 @@ pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region
         shm::OpenMode::ReadWrite
     };
     let fd = shm::open(&name, mode, shm::check_permissions(0)?)?;
-    let result = open_fd(&name, fd, fixed, read_only);
-    let _ = shm::close(fd);
-    result
+    match open_fd(&name, fd, fixed, read_only) {
+        Ok((region, header)) => {
+            region.adopt_fd(fd);
+            Ok((region, header))
+        }
+        Err(e) => {
+            let _ = shm::close(fd);
+            Err(e)
+        }
+    }
 }
 
 fn open_fd(
@@ -315,6 +406,11 @@ fn validate(b: &[u8; HEADER_SIZE as usize], real_size: u64) -> std::result::Resu
         flags: le_u32(b, 32),
         heap_offset: le_u64(b, 40),
         heap_size: le_u64(b, 48),
+        // Informational (any value is acceptable): identity and creator.
+        uid: le_u64(b, OFF_UID),
+        created_ms: le_u64(b, OFF_CREATED_MS),
+        creator_pid: le_u32(b, OFF_CREATOR_PID),
+        creator_start: le_u64(b, OFF_CREATOR_START),
     };
     if h.size != real_size {
         return Err(format!(
@@ -341,4 +437,56 @@ fn validate(b: &[u8; HEADER_SIZE as usize], real_size: u64) -> std::result::Resu
         return Err("heap region outside the segment".into());
     }
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unlinks the name when dropped, so a failing assertion leaves nothing behind.
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = shm::unlink(&self.0);
+        }
+    }
+
+    #[test]
+    fn header_records_identity_and_creator() {
+        let name = format!("/shmutils-rs-identity-{}", std::process::id());
+        let _cleanup = Unlink(name.clone());
+        let before = now_ms();
+        let (region, h) = create(&name, 8192, 0o600, Placement::Anywhere, false).unwrap();
+        publish(&region);
+        assert_ne!(h.uid, 0);
+        assert!(h.created_ms >= before && h.created_ms <= now_ms());
+        assert_eq!(h.creator_pid, std::process::id());
+        let start = crate::sys::process_start_time(std::process::id() as libc::pid_t);
+        assert_eq!(Some(h.creator_start), start);
+        let (opened, seen) = open(&name, FixedMode::No, true).unwrap();
+        assert_eq!(seen, h, "open reads back every field");
+        // Re-created under the same name: a new identity; the old uid unlinks nothing.
+        shm::unlink(&name).unwrap();
+        let (again, h2) = create(&name, 8192, 0o600, Placement::Anywhere, false).unwrap();
+        publish(&again);
+        assert_ne!(h2.uid, h.uid);
+        assert!(
+            !unlink_if_uid(&name, h.uid).unwrap(),
+            "someone else's segment"
+        );
+        assert!(!unlink_if_uid(&name, 0).unwrap());
+        assert!(unlink_if_uid(&name, h2.uid).unwrap());
+        assert!(!unlink_if_uid(&name, h2.uid).unwrap(), "already gone");
+        // A foreign object under the name is never removed.
+        let fd = shm::open(
+            &name,
+            shm::OpenMode::Exclusive,
+            shm::check_permissions(0o600).unwrap(),
+        )
+        .unwrap();
+        shm::truncate(fd, 4096).unwrap();
+        shm::close(fd).unwrap();
+        assert!(!unlink_if_uid(&name, h2.uid).unwrap());
+        drop((region, opened, again));
+    }
 }

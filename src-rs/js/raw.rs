@@ -1,12 +1,11 @@
-//! The hottest calls, registered as plain N-API callbacks. napi-rs 3.16's generated
-//! callbacks cost ~90 ns for a call with no arguments and ~280 ns with one here (borrow
-//! scopes, per-call bookkeeping) against ~8 and ~17 ns for N-API itself, which would
-//! dominate `malloc`/`free`. These read their number arguments with
+//! The per-operation calls, registered as plain N-API callbacks (why: the hot-path rule
+//! at the top of `js/mod.rs`). These read their number arguments with
 //! `napi_get_value_double`, call the same Rust functions the rest of the crate uses, and
 //! throw errors in the wire form `lib/errors.ts` decodes. Their TypeScript types are
 //! declared in `lib/native.ts` (the generated `index.d.ts` does not know them).
 
 use crate::error::{Result, ShmError};
+use crate::js::args::id;
 use napi::bindgen_prelude::{JsValue, Object};
 use napi::sys;
 use napi::Env;
@@ -57,15 +56,6 @@ unsafe fn numbers<const N: usize>(
     Ok(out)
 }
 
-/// A slot or mapping id.
-fn id(v: f64) -> Result<u32> {
-    if v.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&v) {
-        Ok(v as u32)
-    } else {
-        Err(ShmError::type_error(format!("bad id {v}")))
-    }
-}
-
 /// Converts a result into the callback's return value, throwing on error.
 ///
 /// # Safety
@@ -97,7 +87,7 @@ unsafe extern "C" fn heap_malloc(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, size, align]| {
-        crate::js_heap::heap_malloc(id(h)?, size, align).map(Ret::Number)
+        crate::js::heap::heap_malloc(id(h)?, size, align).map(Ret::Number)
     });
     // SAFETY: as above.
     unsafe { finish(env, r) }
@@ -109,7 +99,7 @@ unsafe extern "C" fn heap_free(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<2>(env, info) }
-        .and_then(|[h, off]| crate::js_heap::heap_free(id(h)?, off).map(|()| Ret::Undefined));
+        .and_then(|[h, off]| crate::js::heap::heap_free(id(h)?, off).map(|()| Ret::Undefined));
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
@@ -120,7 +110,7 @@ unsafe extern "C" fn heap_realloc(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, off, size]| {
-        crate::js_heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
+        crate::js::heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
     });
     // SAFETY: as above.
     unsafe { finish(env, r) }
@@ -132,7 +122,7 @@ unsafe extern "C" fn lock_wake(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<2>(env, info) }
-        .and_then(|[m, off]| crate::js::lock_wake(id(m)?, off).map(|()| Ret::Undefined));
+        .and_then(|[m, off]| crate::js::lock::lock_wake(id(m)?, off).map(|()| Ret::Undefined));
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
@@ -143,7 +133,7 @@ unsafe extern "C" fn sem_wake(
 ) -> sys::napi_value {
     // SAFETY: called by N-API with this callback's env and info.
     let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, n]| {
-        crate::js_sync::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
+        crate::js::semaphore::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
     });
     // SAFETY: as above.
     unsafe { finish(env, r) }

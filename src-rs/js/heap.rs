@@ -1,7 +1,6 @@
 //! The heap at the JavaScript boundary. Each JavaScript thread keeps a table of the heaps
-//! it attached ([`HeapSlot`]s); the hot calls (`heapMalloc(id, ...)`, ...) are free
-//! functions taking the slot id, because napi-rs class methods pay a process-wide mutex
-//! per call for borrow tracking. Every call takes the
+//! it attached ([`HeapSlot`]s); the hot calls (`heapMalloc(id, ...)`, ...) take the slot
+//! id and are exported raw (`raw.rs`; the rule is in `js/mod.rs`). Every call takes the
 //! heap's futex lock (the 32-byte [`LockRecord`] at the start of the heap region) around
 //! every operation. A lock recovered from a dead holder triggers `rebuild()` before the
 //! operation; if the heap cannot be repaired the error is reported and the lock becomes
@@ -9,46 +8,17 @@
 
 use crate::error::{Result, ShmError};
 use crate::heap::{HeapError, HeapView, NAMED_READY};
-use crate::js::{to_u64, Mapping};
-use crate::lock::{Acquired, LockRecord, Owner};
-use crate::mapping::{closed, Region};
-use crate::slots::SlotTable;
+use crate::js::args::{to_u64, to_usize};
+use crate::js::mapping::Mapping;
+use crate::js::slots::SlotTable;
+use crate::memory::mapping::{closed, Region};
+use crate::sync::lock::{Acquired, LockRecord, Owner};
 use crate::sys::{self, Deadline};
 use napi_derive::napi;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-impl From<HeapError> for ShmError {
-    fn from(e: HeapError) -> Self {
-        let kind_range = matches!(e, HeapError::Invalid(_));
-        let err = ShmError::new(e.code(), e.message());
-        if kind_range && err.code == "EINVAL" {
-            return err;
-        }
-        err
-    }
-}
-
-/// Formats a fresh heap in `[off, off + len)` of `region`.
-///
-/// # Errors
-/// The heap's validation errors (region too small, misaligned).
-pub(crate) fn format_heap(region: &Region, off: u64, len: u64) -> Result<()> {
-    // SAFETY: the region is live (its owner holds it) for the duration of this call;
-    // HeapView::new bounds-checks `off`/`len` against the mapping length.
-    let view = unsafe {
-        HeapView::new(
-            region.addr() as *mut u8,
-            region.len(),
-            off as usize,
-            len as usize,
-        )
-    }?;
-    view.format()?;
-    Ok(())
-}
 
 /// Usage figures of a heap.
 #[napi(object)]
@@ -121,7 +91,7 @@ impl Mapping {
         }
         if format {
             let len = to_u64("size", size)?;
-            format_heap(&region, off, len)?;
+            crate::heap::format_heap(&region, off, len)?;
         }
         // SAFETY: the slot keeps the region alive (Arc) and every call checks it is still
         // mapped before using the view; attach validates the header bounds.
@@ -148,10 +118,6 @@ fn heap_name(name: &str) -> Result<&[u8]> {
         )));
     }
     Ok(b)
-}
-
-fn to_usize(what: &str, v: f64) -> Result<usize> {
-    Ok(to_u64(what, v)? as usize)
 }
 
 impl HeapSlot {
@@ -240,19 +206,19 @@ pub fn heap_size(id: u32) -> napi::Result<f64> {
     Ok(slot(id)?.view.heap_len() as f64)
 }
 
-/// `malloc(size, align)`: offset in the mapping. (Exported raw: `js_fast.rs`.)
+/// `malloc(size, align)`: offset in the mapping. (Exported raw: `raw.rs`.)
 pub(crate) fn heap_malloc(id: u32, size: f64, align: f64) -> Result<f64> {
     let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
     Ok(slot(id)?.locked(|h| h.malloc(size, align))? as f64)
 }
 
-/// `free(offset)`. (Exported raw: `js_fast.rs`.)
+/// `free(offset)`. (Exported raw: `raw.rs`.)
 pub(crate) fn heap_free(id: u32, offset: f64) -> Result<()> {
     let off = to_usize("offset", offset)?;
     slot(id)?.locked(|h| h.free(off))
 }
 
-/// `realloc(offset, size)`: the new offset. (Exported raw: `js_fast.rs`.)
+/// `realloc(offset, size)`: the new offset. (Exported raw: `raw.rs`.)
 pub(crate) fn heap_realloc(id: u32, offset: f64, size: f64) -> Result<f64> {
     let (off, size) = (to_usize("offset", offset)?, to_usize("size", size)?);
     Ok(slot(id)?.locked(|h| h.realloc(off, size))? as f64)

@@ -1,17 +1,13 @@
-//! The JavaScript boundary of the synchronization primitives beyond the blocking `Lock`
-//! path (which is in `js.rs`): `Condition` and `Semaphore`, and the async waits of all of
-//! them. The waits run on the dedicated waiter threads of `sync::waiter`; completions come
-//! back to the JavaScript thread that asked through one threadsafe function per thread,
-//! in batches of `[id, code, id, code, ...]` that `lib/waits.ts` settles.
+//! Waiting from JavaScript: the async waits of every primitive run on the dedicated waiter
+//! threads of `sync::waiter`; completions come back to the JavaScript thread that asked
+//! through one threadsafe function per thread, in batches of `[id, code, id, code, ...]`
+//! that `lib/waits.ts` settles. Blocking waits ask [`terminating`] between slices so a
+//! worker blocked in one can still be terminated.
 
 use crate::error::{Result, ShmError};
-use crate::js::{deadline, region_of, to_u64};
-use crate::lock::{LockRecord, LockWait, Owner};
-use crate::mapping::Region;
-use crate::sync::condition::{self, CondRecord, CondWait};
-use crate::sync::ops::{cond_code, AsyncWait, CondOp, LockOp, SemOp};
-use crate::sync::semaphore::{SemRecord, SemWait};
-use crate::sync::{waiter, Pinned};
+use crate::memory::mapping::Region;
+use crate::sync::ops::AsyncWait;
+use crate::sync::waiter;
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -140,7 +136,7 @@ pub(crate) fn terminated() -> ShmError {
 }
 
 /// Hands `op` to the waiter threads on behalf of this JavaScript thread.
-fn start(env: &Env, op: Box<dyn AsyncWait>, regions: &[&Region]) -> Result<f64> {
+pub(crate) fn start(env: &Env, op: Box<dyn AsyncWait>, regions: &[&Region]) -> Result<f64> {
     let sink = SINK
         .with(|s| s.borrow().clone())
         .ok_or_else(|| ShmError::new("EINVAL", "syncInit() was not called on this thread"))?;
@@ -149,129 +145,4 @@ fn start(env: &Env, op: Box<dyn AsyncWait>, regions: &[&Region]) -> Result<f64> 
     }
     let owner = Arc::as_ptr(&sink) as usize;
     Ok(waiter::submit(op, regions, owner, sink) as f64)
-}
-
-/// The record of type `T` at `offset` of this thread's mapping `id`, pinned.
-fn record<T>(id: u32, offset: f64) -> Result<Pinned<T>> {
-    Pinned::new(&region_of(id)?, to_u64("offset", offset)?)
-}
-
-/// Starts an async acquisition of the lock at `offset` for this thread (after the
-/// JavaScript compare-and-swap failed); returns its id.
-#[napi]
-pub fn lock_acquire_async(
-    env: Env,
-    id: u32,
-    offset: f64,
-    timeout_ms: Option<f64>,
-) -> napi::Result<f64> {
-    let deadline = deadline(timeout_ms)?;
-    let op = LockOp {
-        rec: record(id, offset)?,
-        wait: LockWait::new(Owner::current(), deadline, true),
-    };
-    Ok(start(&env, Box::new(op), &[&*region_of(id)?])?)
-}
-
-/// Takes a unit of the semaphore at `offset`, sleeping; `false` on timeout.
-#[napi]
-pub fn sem_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> napi::Result<bool> {
-    let deadline = deadline(timeout_ms)?;
-    let rec = record::<SemRecord>(id, offset)?;
-    Ok(rec
-        .get()
-        .acquire_unless(deadline, || terminating(&env))
-        .ok_or_else(terminated)?)
-}
-
-/// Starts an async acquisition of the semaphore at `offset`; returns its id.
-#[napi]
-pub fn sem_acquire_async(
-    env: Env,
-    id: u32,
-    offset: f64,
-    timeout_ms: Option<f64>,
-) -> napi::Result<f64> {
-    let deadline = deadline(timeout_ms)?;
-    let op = SemOp {
-        rec: record(id, offset)?,
-        wait: SemWait::new(deadline),
-    };
-    Ok(start(&env, Box::new(op), &[&*region_of(id)?])?)
-}
-
-/// Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
-/// saw WAITERS).
-/// (Exported raw: `js_fast.rs`.)
-pub(crate) fn sem_wake(id: u32, offset: f64, n: u32) -> Result<()> {
-    record::<SemRecord>(id, offset)?.get().wake(n);
-    Ok(())
-}
-
-/// The condition record at `offset` of mapping `id` and its lock's record, pinned.
-fn cond_records(
-    id: u32,
-    offset: f64,
-    lock_id: u32,
-    lock_offset: f64,
-) -> Result<(Pinned<CondRecord>, Pinned<LockRecord>)> {
-    Ok((record(id, offset)?, record(lock_id, lock_offset)?))
-}
-
-/// Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
-/// returns a completion code (`sync::code`); the lock is held again.
-#[napi]
-pub fn cond_wait(
-    env: Env,
-    id: u32,
-    offset: f64,
-    lock_id: u32,
-    lock_offset: f64,
-    timeout_ms: Option<f64>,
-) -> napi::Result<u32> {
-    let deadline = deadline(timeout_ms)?;
-    let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
-    let woke = condition::wait_unless(cond.get(), lock.get(), deadline, || terminating(&env))?
-        .ok_or_else(terminated)?;
-    Ok(cond_code(Ok(woke)))
-}
-
-/// Starts an async wait on the condition at `offset` (the lock must be held by this
-/// thread; it is released now and re-acquired before completion); returns its id.
-#[napi]
-pub fn cond_wait_async(
-    env: Env,
-    id: u32,
-    offset: f64,
-    lock_id: u32,
-    lock_offset: f64,
-    timeout_ms: Option<f64>,
-) -> napi::Result<f64> {
-    let deadline = deadline(timeout_ms)?;
-    let (cond, lock_rec) = cond_records(id, offset, lock_id, lock_offset)?;
-    let wait = CondWait::start(cond.get(), lock_rec.get(), Owner::current(), deadline, true)?;
-    let op = CondOp {
-        cond,
-        lock: lock_rec,
-        wait,
-    };
-    Ok(start(
-        &env,
-        Box::new(op),
-        &[&*region_of(id)?, &*region_of(lock_id)?],
-    )?)
-}
-
-/// Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
-/// thread must hold its lock. Returns how many it woke.
-#[napi]
-pub fn cond_notify(
-    id: u32,
-    offset: f64,
-    lock_id: u32,
-    lock_offset: f64,
-    n: u32,
-) -> napi::Result<u32> {
-    let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
-    Ok(cond.get().notify(lock.get(), Owner::current(), n)?)
 }

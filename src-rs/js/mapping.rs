@@ -1,128 +1,24 @@
-//! The JavaScript boundary: every `#[napi]` export lives here, thin wrappers that check
-//! arguments, call the core modules, and turn [`ShmError`]s into thrown errors.
-//! `lib/native.ts` is the only caller; the public API is the TypeScript on top.
+//! Mappings and managed segments at the boundary: the `Mapping` class (create, open,
+//! buffer, close), this thread's table of mappings that the per-operation functions
+//! address by id, and the platform's mapping constants.
 
 use crate::error::{Result, ShmError};
-use crate::lock::{Acquired, LockRecord, Owner};
-use crate::mapping::{self, MapRequest, Region};
-use crate::segment::{self, FixedMode, Placement};
-use crate::shm;
-use crate::slots::SlotTable;
+use crate::js::args::to_u64;
+use crate::js::slots::SlotTable;
+use crate::memory::mapping::{self, MapRequest, Region};
+use crate::memory::segment::{self, FixedMode, Placement};
+use crate::memory::shm;
 use crate::sync::Pinned;
-use crate::sys::Deadline;
 use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
 use napi::{Either, Env};
 use napi_derive::napi;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// The largest integer a JS number holds exactly.
-const MAX_SAFE: f64 = 9_007_199_254_740_991.0;
-
-/// Checks a JS number is a non-negative safe integer.
-pub(crate) fn to_u64(what: &str, v: f64) -> Result<u64> {
-    if !v.is_finite() || v.fract() != 0.0 {
-        return Err(ShmError::type_error(format!(
-            "The \"{what}\" argument must be an integer; got {v}"
-        )));
-    }
-    if !(0.0..=MAX_SAFE).contains(&v) {
-        return Err(ShmError::range(format!(
-            "The \"{what}\" argument must be >= 0 and <= 2^53-1; got {v}"
-        )));
-    }
-    Ok(v as u64)
-}
-
-/// A deadline from a timeout in milliseconds; `None` = forever.
-pub(crate) fn deadline(timeout_ms: Option<f64>) -> Result<Option<Deadline>> {
-    match timeout_ms {
-        None => Ok(None),
-        Some(t) if t == f64::INFINITY => Ok(None),
-        Some(t) if t.is_nan() || t < 0.0 => Err(ShmError::range(format!(
-            "The \"timeout\" option must be a non-negative number of milliseconds; got {t}"
-        ))),
-        Some(t) => Ok(Some(Deadline::after_ms(t))),
-    }
-}
-
 /// The system page size.
 #[napi]
 pub fn page_size() -> u32 {
     mapping::page_size() as u32
-}
-
-/// Identity of the calling thread as lock records store it.
-#[napi(object)]
-pub struct ThreadIdentity {
-    /// Kernel thread id.
-    pub tid: u32,
-    /// Low 32 bits of the thread's start time.
-    pub start_lo: u32,
-    /// High 32 bits of the thread's start time.
-    pub start_hi: u32,
-}
-
-/// Who the calling thread is (cached by the TypeScript layer per thread).
-#[napi]
-pub fn thread_identity() -> ThreadIdentity {
-    let me = Owner::current();
-    ThreadIdentity {
-        tid: me.tid,
-        start_lo: me.start as u32,
-        start_hi: (me.start >> 32) as u32,
-    }
-}
-
-/// An opened POSIX shm object.
-#[napi(object)]
-pub struct OpenedObject {
-    /// Normalized name.
-    pub name: String,
-    /// File descriptor.
-    pub fd: i32,
-}
-
-/// `shm_open` with the original library's modes.
-#[napi]
-pub fn shm_open(name: String, mode: String, permissions: u32) -> napi::Result<OpenedObject> {
-    let name = shm::normalize_name(&name)?;
-    let fd = shm::open(
-        &name,
-        shm::OpenMode::parse(&mode)?,
-        shm::check_permissions(permissions)?,
-    )?;
-    Ok(OpenedObject { name, fd })
-}
-
-/// `shm_unlink`.
-#[napi]
-pub fn shm_unlink(name: String) -> napi::Result<()> {
-    Ok(shm::unlink(&shm::normalize_name(&name)?)?)
-}
-
-/// Normalizes and validates a segment name.
-#[napi]
-pub fn normalize_name(name: String) -> napi::Result<String> {
-    Ok(shm::normalize_name(&name)?)
-}
-
-/// `fstat(fd).st_size`.
-#[napi]
-pub fn fd_size(fd: i32) -> napi::Result<f64> {
-    Ok(shm::size(fd)? as f64)
-}
-
-/// `ftruncate(fd, size)`.
-#[napi]
-pub fn fd_truncate(fd: i32, size: f64) -> napi::Result<()> {
-    Ok(shm::truncate(fd, to_u64("size", size)?)?)
-}
-
-/// `close(fd)`.
-#[napi]
-pub fn fd_close(fd: i32) -> napi::Result<()> {
-    Ok(shm::close(fd)?)
 }
 
 /// Unmaps memory previously released with `detach()`.
@@ -166,6 +62,11 @@ pub(crate) fn region_of(id: u32) -> Result<Arc<Region>> {
         .ok_or_else(|| ShmError::new("EINVAL", format!("no mapping with id {id} in this thread")))
 }
 
+/// The record of type `T` at `offset` of this thread's mapping `id`, pinned.
+pub(crate) fn record<T>(id: u32, offset: f64) -> Result<Pinned<T>> {
+    Pinned::new(&region_of(id)?, to_u64("offset", offset)?)
+}
+
 /// Where a mapping is and what its header says, read in one call.
 #[napi(object)]
 pub struct MappingInfo {
@@ -182,12 +83,18 @@ pub struct MappingInfo {
     pub heap_offset: f64,
     /// Length of the heap region (managed segments), else 0.
     pub heap_size: f64,
-}
-
-/// How a native lock wait ended, as a completion code (`crate::sync::code`, decoded by
-/// `lib/waits.ts`).
-fn acquired_code(a: Acquired) -> u32 {
-    crate::sync::ops::lock_code(Ok(a))
+    /// The segment's identity from its header (16 hex digits); absent for raw mappings
+    /// and for segments made before the field existed.
+    pub uid: Option<String>,
+    /// The inode number of the mapped object (decimal); absent for anonymous mappings and
+    /// where the system reports none.
+    pub inode: Option<String>,
+    /// Creation time from the header, ms since the Unix epoch; 0 if unknown or raw.
+    pub created_ms: f64,
+    /// The creator's pid from the header; 0 if unknown or raw.
+    pub creator_pid: u32,
+    /// The creator's process start time from the header; 0 if unknown or raw.
+    pub creator_start: f64,
 }
 
 impl Mapping {
@@ -231,7 +138,12 @@ impl Mapping {
             fd,
             offset: to_u64("offset", offset)?,
         };
-        Ok(Mapping::new(Region::map(req)?, None))
+        let region = Region::map(req)?;
+        if fd >= 0 {
+            // The caller keeps its descriptor; the region gets a duplicate of its own.
+            region.adopt_fd(crate::memory::shm::dup_cloexec(fd)?);
+        }
+        Ok(Mapping::new(region, None))
     }
 
     /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
@@ -256,7 +168,7 @@ impl Mapping {
             placement,
             prefault,
         )?;
-        if let Err(e) = crate::js_heap::format_heap(&region, header.heap_offset, header.heap_size) {
+        if let Err(e) = crate::heap::format_heap(&region, header.heap_offset, header.heap_size) {
             let _ = shm::unlink(&shm::normalize_name(&name)?);
             return Err(e.into());
         }
@@ -293,6 +205,19 @@ impl Mapping {
             base: self.header.map_or(addr, |h| h.base as f64),
             heap_offset: self.header.map_or(0.0, |h| h.heap_offset as f64),
             heap_size: self.header.map_or(0.0, |h| h.heap_size as f64),
+            uid: self
+                .header
+                .filter(|h| h.uid != 0)
+                .map(|h| format!("{:016x}", h.uid)),
+            inode: self
+                .region
+                .fd()
+                .and_then(|fd| shm::inode(fd).ok())
+                .filter(|&ino| ino != 0)
+                .map(|ino| ino.to_string()),
+            created_ms: self.header.map_or(0.0, |h| h.created_ms as f64),
+            creator_pid: self.header.map_or(0, |h| h.creator_pid),
+            creator_start: self.header.map_or(0.0, |h| h.creator_start as f64),
         }
     }
 
@@ -350,47 +275,6 @@ impl Mapping {
     pub fn forget(&self) -> bool {
         self.region.forget()
     }
-}
-
-/// The lock record at `offset` of this thread's mapping `id`, pinned.
-fn lock_record(id: u32, offset: f64) -> Result<Pinned<LockRecord>> {
-    Pinned::new(&region_of(id)?, to_u64("offset", offset)?)
-}
-
-/// Takes the lock at `offset` of mapping `id`, sleeping in the kernel; the slow path
-/// after the JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
-#[napi]
-pub fn lock_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
-    let deadline = deadline(timeout_ms)?;
-    let rec = lock_record(id, offset)?;
-    let stop = || crate::js_sync::terminating(&env);
-    let acquired = rec.get().lock_unless(Owner::current(), deadline, stop)?;
-    Ok(acquired_code(
-        acquired.ok_or_else(crate::js_sync::terminated)?,
-    ))
-}
-
-/// Releases the lock at `offset` of mapping `id` held by this thread, waking a waiter if
-/// needed.
-#[napi]
-pub fn lock_release(id: u32, offset: f64) -> napi::Result<()> {
-    Ok(lock_record(id, offset)?.get().unlock(Owner::current())?)
-}
-
-/// Wakes one waiter of the lock at `offset` of mapping `id` (after a JavaScript release
-/// saw WAITERS).
-/// (Exported raw: `js_fast.rs`.)
-pub(crate) fn lock_wake(id: u32, offset: f64) -> Result<()> {
-    lock_record(id, offset)?.get().wake_one();
-    Ok(())
-}
-
-/// Clears OWNER_DIED on the lock at `offset` of mapping `id` held by this thread.
-#[napi]
-pub fn lock_mark_consistent(id: u32, offset: f64) -> napi::Result<()> {
-    Ok(lock_record(id, offset)?
-        .get()
-        .mark_consistent(Owner::current())?)
 }
 
 /// Finalizer of an external ArrayBuffer: drops its reference to the region (which unmaps

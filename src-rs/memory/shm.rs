@@ -152,13 +152,27 @@ pub fn unlink(name: &str) -> Result<()> {
 /// # Errors
 /// `EBADF` for a closed descriptor.
 pub fn size(fd: RawFd) -> Result<u64> {
+    Ok(fstat(fd)?.st_size as u64)
+}
+
+/// The inode number of the object behind `fd`: with the segment's `uid`, what tells a
+/// re-created object from the one a handle was made for. 0 where the system gives none
+/// (macOS reports no inode for shm objects).
+///
+/// # Errors
+/// `EBADF` for a closed descriptor.
+pub fn inode(fd: RawFd) -> Result<u64> {
+    Ok(fstat(fd)?.st_ino)
+}
+
+fn fstat(fd: RawFd) -> Result<libc::stat> {
     // SAFETY: fstat writes into the zeroed struct we pass; a bad fd gives EBADF.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid, writable stat buffer.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return Err(ShmError::last_os("fstat"));
     }
-    Ok(st.st_size as u64)
+    Ok(st)
 }
 
 /// Sets the size of the object behind `fd`.
@@ -192,6 +206,19 @@ pub fn close(fd: RawFd) -> Result<()> {
         return Err(ShmError::last_os("close"));
     }
     Ok(())
+}
+
+/// A close-on-exec duplicate of `fd`, owned by the caller.
+///
+/// # Errors
+/// `EBADF`, `EMFILE`.
+pub fn dup_cloexec(fd: RawFd) -> Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads `fd` and returns a new descriptor or -1.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if d < 0 {
+        return Err(ShmError::last_os("fcntl"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

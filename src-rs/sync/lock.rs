@@ -391,7 +391,7 @@ pub fn not_recoverable() -> ShmError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::Region;
+    use crate::memory::mapping::Region;
 
     fn record(r: &Region, off: usize) -> &LockRecord {
         // SAFETY: in bounds, 4-aligned, zero-initialised by mmap; lives as long as `r`.
@@ -401,7 +401,7 @@ mod tests {
     /// Increments a non-atomic counter under the lock from several threads.
     #[test]
     fn threads_never_lose_an_increment() {
-        let r = crate::mapping::shared_anon_for_tests(4096);
+        let r = crate::memory::mapping::shared_anon_for_tests(4096);
         let base = r.addr();
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -431,7 +431,7 @@ mod tests {
     /// Two processes (fork) increment under the lock; the total is exact.
     #[test]
     fn processes_never_lose_an_increment() {
-        let r = crate::mapping::shared_anon_for_tests(4096);
+        let r = crate::memory::mapping::shared_anon_for_tests(4096);
         let base = r.addr();
         let rec = record(&r, 0);
         let counter = (base + 64) as *mut u64;
@@ -459,7 +459,7 @@ mod tests {
 
     #[test]
     fn timeout_not_owner_and_dead_owner() {
-        let r = crate::mapping::shared_anon_for_tests(4096);
+        let r = crate::memory::mapping::shared_anon_for_tests(4096);
         let rec = record(&r, 0);
         let me = Owner::current();
         // Held by a thread that exits without releasing.

@@ -10,10 +10,16 @@
 //! | `CLOSING`  | `close()` was called; unmapped when the last pin is released  |
 //! | `UNMAPPED` | `munmap` done (exactly once, by whoever moved it here)        |
 //! | `FORGOTTEN`| `detach()`: the caller owns the pages now; we never unmap them |
+//!
+//! A region mapped from a file descriptor keeps its own descriptor open (adopted with
+//! [`Region::adopt_fd`]) for as long as it is mapped: the layers above need the object
+//! behind the mapping after mapping it (byte-range liveness locks, `fallocate`, `fstat`).
+//! It is closed with the mapping (unmap or `detach()`).
 
 use crate::error::{Result, ShmError};
 use crate::sys;
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const MAPPED: u8 = 0;
@@ -62,6 +68,8 @@ pub struct Region {
     len: usize,
     state: AtomicU8,
     pins: AtomicUsize,
+    /// The descriptor of the object behind the mapping, or -1 (see [`Region::adopt_fd`]).
+    fd: AtomicI32,
 }
 
 /// Ranges handed to the caller by `detach()` and not yet unmapped by [`munmap_forgotten`]:
@@ -199,6 +207,7 @@ impl Region {
             len: req.len as usize,
             state: AtomicU8::new(MAPPED),
             pins: AtomicUsize::new(0),
+            fd: AtomicI32::new(-1),
         }))
     }
 
@@ -215,6 +224,34 @@ impl Region {
     /// Never true: mappings have at least one byte.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Hands the region the descriptor of the object it maps, as its own: the region
+    /// closes it when it is unmapped or forgotten. Call it right after mapping, before
+    /// the region is shared. A second call closes `fd` and keeps the first.
+    pub fn adopt_fd(&self, fd: RawFd) {
+        if fd >= 0
+            && self
+                .fd
+                .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            close_fd(fd);
+        }
+    }
+
+    /// The descriptor of the object behind the mapping, if it has one. Valid while the
+    /// caller holds a [`Pin`] or is the only thread that can close the region.
+    pub fn fd(&self) -> Option<RawFd> {
+        let fd = self.fd.load(Ordering::Acquire);
+        (fd >= 0).then_some(fd)
+    }
+
+    fn release_fd(&self) {
+        let fd = self.fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            close_fd(fd);
+        }
     }
 
     /// Whether the region is still mapped and not closing.
@@ -258,6 +295,7 @@ impl Region {
         }
         let (a, b) = (self.addr as u64, (self.addr + self.len) as u64);
         lock_ranges(&FORGOTTEN_RANGES).push((a, b));
+        self.release_fd();
         true
     }
 
@@ -276,6 +314,7 @@ impl Region {
         // SAFETY: the state machine lets exactly one caller reach here, once, after every
         // JavaScript view was detached and no pin is held; the range is ours.
         unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+        self.release_fd();
     }
 
     /// Checks that `[offset, offset + len)` lies inside the region.
@@ -322,7 +361,14 @@ impl Drop for Region {
         if s == MAPPED || s == CLOSING {
             self.unmap_now();
         }
+        self.release_fd();
     }
+}
+
+fn close_fd(fd: RawFd) {
+    // SAFETY: `fd` was handed to a region as its own and is closed exactly once (the
+    // atomic swap in `release_fd`/`adopt_fd` gives it to one caller).
+    unsafe { libc::close(fd) };
 }
 
 /// A guard that keeps a region mapped (see [`Region::pin`]).
@@ -505,5 +551,38 @@ mod tests {
         assert_eq!(r.word(4093).unwrap_err().code, "ERR_SHM_OUT_OF_BOUNDS");
         assert_eq!(r.word(2).unwrap_err().code, "EINVAL");
         assert_eq!(r.word(u64::MAX).unwrap_err().code, "ERR_SHM_OUT_OF_BOUNDS");
+    }
+
+    /// Whether `fd` is still the descriptor this test made with `dup` (which has no
+    /// close-on-exec flag; descriptors other tests open in parallel and that may reuse
+    /// the number all have it).
+    fn still_ours(fd: RawFd) -> bool {
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) == 0 }
+    }
+
+    #[test]
+    fn an_adopted_fd_lives_exactly_as_long_as_the_mapping() {
+        for forget in [false, true] {
+            // SAFETY: plain syscalls on descriptors we own.
+            let fd = unsafe { libc::dup(0) };
+            assert!(fd >= 0);
+            let r = Region::map(anon(4096)).unwrap();
+            r.adopt_fd(fd);
+            assert_eq!(r.fd(), Some(fd));
+            // SAFETY: as above.
+            let second = unsafe { libc::dup(0) };
+            r.adopt_fd(second); // refused: closed, the first stays
+            assert!(!still_ours(second));
+            assert!(still_ours(fd));
+            if forget {
+                assert!(r.forget());
+                munmap_forgotten(r.addr() as u64, 4096).unwrap();
+            } else {
+                r.close();
+            }
+            assert_eq!(r.fd(), None);
+            assert!(!still_ours(fd));
+        }
     }
 }

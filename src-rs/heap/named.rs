@@ -1,0 +1,495 @@
+//! The named-object directory: a hash table of entries, each an allocated block with
+//! the INTERNAL flag, mapping a name to an object in the heap. Caller holds the heap
+//! lock, except for the state word of [`HeapView::named_state`].
+//!
+//! # Directory entry (payload of an allocated block with INTERNAL set; offset `e` = block + 16)
+//!
+//! | off | size | field | meaning |
+//! |----:|-----:|-------|---------|
+//! |  0 | 8 | next | heap-relative offset of the next entry (payload) in this bucket, 0 = end |
+//! |  8 | 8 | hash | FNV-1a 64 of the name (`h = 0xcbf29ce484222325; h = (h ^ byte) * 0x100000001b3`) |
+//! | 16 | 8 | object | heap-relative offset of the object (an ordinary allocated block payload) |
+//! | 24 | 8 | size | object size in bytes as requested |
+//! | 32 | 4 | state | 0 = CONSTRUCTING, 1 = READY (futex word; the creator stores 1 and wakes) |
+//! | 36 | 4 | name_len | 1..=255 |
+//! | 40 | 4 | type_len | 0..=65536 |
+//! | 44 | 4 | align | alignment the object was allocated with |
+//! | 48 | name_len | name | name bytes |
+//! | 48+name_len | type_len | type_desc | opaque type description bytes (JSON) |
+//!
+//! The bucket of a name is `hash & (dir_buckets - 1)`.
+
+use super::*;
+
+// Directory entry fields (relative to the entry payload).
+pub(super) const E_NEXT: u64 = 0;
+pub(super) const E_HASH: u64 = 8;
+pub(super) const E_OBJ: u64 = 16;
+pub(super) const E_SIZE: u64 = 24;
+pub(super) const E_STATE: u64 = 32;
+pub(super) const E_NAME_LEN: u64 = 36;
+pub(super) const E_TYPE_LEN: u64 = 40;
+pub(super) const E_ALIGN: u64 = 44;
+pub(super) const E_NAME: u64 = 48;
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Validated fields of a directory entry (heap-relative).
+pub(super) struct Entry {
+    pub(super) block: u64,
+    pub(super) block_word: u64,
+    pub(super) next: u64,
+    pub(super) hash: u64,
+    pub(super) obj: u64,
+    pub(super) size: u64,
+    pub(super) name_len: u64,
+    pub(super) type_len: u64,
+}
+
+impl HeapView {
+    /// Validate the directory entry whose payload is at heap-relative `e`.
+    pub(super) fn entry(&self, salt: u64, e: u64, verify_hash: bool) -> R<Entry> {
+        let l = self.lay;
+        if e < l.header_size + HDR {
+            return corrupt("directory link out of range", e);
+        }
+        let block = e - HDR;
+        let bw = self.block(salt, block)?;
+        if bw & F_FREE != 0 || bw & F_INTERNAL == 0 {
+            return corrupt("directory link does not point at a directory entry", e);
+        }
+        let usable = w_size(bw) - HDR;
+        let name_len = u64::from(self.ld32(e + E_NAME_LEN)?);
+        let type_len = u64::from(self.ld32(e + E_TYPE_LEN)?);
+        if name_len == 0
+            || name_len > MAX_NAME_LEN as u64
+            || type_len > MAX_TYPE_DESC_LEN as u64
+            || E_NAME + name_len + type_len > usable
+        {
+            return corrupt("directory entry lengths out of range", e);
+        }
+        let obj = self.ld(e + E_OBJ)?;
+        let size = self.ld(e + E_SIZE)?;
+        if obj & 15 != 0
+            || obj < l.header_size + HDR
+            || obj.checked_add(size).is_none_or(|end| end > l.arena_end)
+        {
+            return corrupt("directory entry object out of range", e);
+        }
+        let hash = self.ld(e + E_HASH)?;
+        if verify_hash && fnv1a(&self.read_bytes(e + E_NAME, name_len)?) != hash {
+            return corrupt("directory entry hash does not match its name", e);
+        }
+        Ok(Entry {
+            block,
+            block_word: bw,
+            next: self.ld(e + E_NEXT)?,
+            hash,
+            obj,
+            size,
+            name_len,
+            type_len,
+        })
+    }
+
+    pub(super) fn public_entry(&self, e: u64, ent: &Entry) -> R<NamedEntry> {
+        let state = self.ld32(e + E_STATE)?;
+        if state == NAMED_READY {
+            // pairs with the creator's release store of READY (made without the heap lock)
+            std::sync::atomic::fence(Ordering::Acquire);
+        }
+        Ok(NamedEntry {
+            entry_off: self.heap_off + e as usize,
+            offset: self.heap_off + ent.obj as usize,
+            size: ent.size as usize,
+            type_desc: self.read_bytes(e + E_NAME + ent.name_len, ent.type_len)?,
+            ready: state == NAMED_READY,
+            name: self.read_bytes(e + E_NAME, ent.name_len)?,
+        })
+    }
+
+    /// Find `name`; returns (link word offset, entry offset, entry).
+    pub(super) fn find_inner(&self, salt: u64, name: &[u8]) -> R<Option<(u64, u64, Entry)>> {
+        let hash = fnv1a(name);
+        let mut budget = self.walk_budget()?;
+        self.find_in_bucket(
+            salt,
+            hash & (u64::from(self.lay.buckets) - 1),
+            &mut budget,
+            |e, ent| {
+                Ok(ent.hash == hash
+                    && ent.name_len == name.len() as u64
+                    && self.read_bytes(e + E_NAME, ent.name_len)? == name)
+            },
+        )
+    }
+
+    /// How many entries a walk may visit before calling the directory cyclic.
+    fn walk_budget(&self) -> R<u64> {
+        Ok(self.hld(H_ALLOCS)?.min(self.arena() / MIN_BLOCK) + 1)
+    }
+
+    /// The first entry of `bucket` that `wanted(entry offset, entry)` accepts; returns
+    /// (link word offset, entry offset, entry). Each visited entry spends one unit of
+    /// `budget` (shared by the walks of one operation), so a cycle ends in `Corrupt`.
+    fn find_in_bucket(
+        &self,
+        salt: u64,
+        bucket: u64,
+        budget: &mut u64,
+        wanted: impl Fn(u64, &Entry) -> R<bool>,
+    ) -> R<Option<(u64, u64, Entry)>> {
+        let mut link = self.lay.dir + 8 * bucket;
+        loop {
+            let e = self.ld(link)?;
+            if e == 0 {
+                return Ok(None);
+            }
+            if *budget == 0 {
+                return corrupt("directory chain too long (cycle?)", e);
+            }
+            *budget -= 1;
+            let ent = self.entry(salt, e, false)?;
+            if wanted(e, &ent)? {
+                return Ok(Some((link, e, ent)));
+            }
+            link = e + E_NEXT;
+        }
+    }
+
+    pub(super) fn check_name(&self, name: &[u8]) -> R<()> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(Fault::Arg("name must be 1 to 255 bytes", name.len() as u64));
+        }
+        Ok(())
+    }
+
+    /// Look up a named object. Read-only. Caller holds the heap lock.
+    pub fn named_find(&self, name: &[u8]) -> Result<Option<NamedEntry>, HeapError> {
+        self.check_name(name).map_err(|f| self.err(f))?;
+        self.read_op(|salt| match self.find_inner(salt, name)? {
+            Some((_, e, ent)) => Ok(Some(self.live_entry(salt, e, &ent)?)),
+            None => Ok(None),
+        })
+    }
+
+    /// Find-or-create: returns the existing entry (`false`), or allocates a zeroed
+    /// object of `size` bytes at `align` plus a CONSTRUCTING entry (`true`). The caller
+    /// initialises the object, then stores [`NAMED_READY`] in the state word and wakes.
+    /// Caller holds the heap lock.
+    pub fn named_reserve(
+        &self,
+        name: &[u8],
+        size: usize,
+        align: usize,
+        type_desc: &[u8],
+    ) -> Result<(NamedEntry, bool), HeapError> {
+        self.check_name(name).map_err(|f| self.err(f))?;
+        if type_desc.len() > MAX_TYPE_DESC_LEN {
+            return Err(self.err(Fault::Arg(
+                "type description longer than 65536 bytes",
+                type_desc.len() as u64,
+            )));
+        }
+        let align = norm_align(align).map_err(|f| self.err(f))?;
+        self.op(|salt| {
+            if let Some((_, e, ent)) = self.find_inner(salt, name)? {
+                return Ok((self.live_entry(salt, e, &ent)?, false));
+            }
+            let obj = self.malloc_inner(salt, size, align, false)?;
+            self.zero(obj, size as u64)?;
+            // Mark it named (one store of its size word; a crash before the entry is
+            // published leaks it either way).
+            let ob = obj - HDR;
+            self.bp(ob).st(0, self.block(salt, ob)? | F_NAMED)?;
+            let esize = E_NAME as usize + name.len() + type_desc.len();
+            let e = match self.malloc_inner(salt, esize, 16, true) {
+                Ok(e) => e,
+                Err(f) => {
+                    let ob = obj - HDR;
+                    let w = self.block(salt, ob)?;
+                    self.free_inner(salt, ob, w)?;
+                    return Err(f);
+                }
+            };
+            let hash = fnv1a(name);
+            let bucket = self.lay.dir + 8 * (hash & (u64::from(self.lay.buckets) - 1));
+            self.st(e + E_NEXT, self.ld(bucket)?)?;
+            self.st(e + E_HASH, hash)?;
+            self.st(e + E_OBJ, obj)?;
+            self.st(e + E_SIZE, size as u64)?;
+            self.st32(e + E_STATE, NAMED_CONSTRUCTING)?;
+            self.st32(e + E_NAME_LEN, name.len() as u32)?;
+            self.st32(e + E_TYPE_LEN, type_desc.len() as u32)?;
+            self.st32(e + E_ALIGN, align as u32)?;
+            self.write_bytes(e + E_NAME, name)?;
+            self.write_bytes(e + E_NAME + name.len() as u64, type_desc)?;
+            self.commit();
+            self.st(bucket, e)?; // publish
+            self.commit();
+            self.add(H_DIR_COUNT, 1)?;
+            let ent = self.entry(salt, e, false)?;
+            Ok((self.public_entry(e, &ent)?, true))
+        })
+    }
+
+    /// The state word of the entry at mapping-relative `entry_off` (0 CONSTRUCTING,
+    /// 1 READY). Read-only; the returned pointer stays valid while the mapping is.
+    pub fn named_state(&self, entry_off: usize) -> Result<*const AtomicU32, HeapError> {
+        let r = self.salt().and_then(|salt| {
+            let e = (entry_off as u64)
+                .checked_sub(self.heap_off as u64)
+                .filter(|&e| e < self.heap_len as u64)
+                .ok_or(Fault::BadOff(
+                    "offset is outside the heap",
+                    entry_off as u64,
+                ))?;
+            if e & 15 != 0 || e < self.lay.header_size + HDR {
+                return Err(Fault::BadOff(
+                    "offset is not a directory entry",
+                    entry_off as u64,
+                ));
+            }
+            match self.entry(salt, e, false) {
+                Ok(_) => Ok(self.at(e + E_STATE) as *const AtomicU32),
+                Err(_) => Err(Fault::BadOff(
+                    "offset is not a directory entry",
+                    entry_off as u64,
+                )),
+            }
+        });
+        r.map_err(|f| self.err(f))
+    }
+
+    /// Unlink and free the directory entry for `name` (the object itself is not freed).
+    /// Returns whether it existed. Caller holds the heap lock.
+    pub fn named_remove(&self, name: &[u8]) -> Result<bool, HeapError> {
+        self.check_name(name).map_err(|f| self.err(f))?;
+        self.op(|salt| match self.find_inner(salt, name)? {
+            None => Ok(false),
+            Some((link, _, ent)) => {
+                self.unlink_entry(salt, link, &ent)?;
+                // The object is no longer named: `free` need not look for its entry.
+                let ob = ent.obj - HDR;
+                if let Ok(ow) = self.block(salt, ob) {
+                    if ow & (F_FREE | F_INTERNAL) == 0 && ow & F_NAMED != 0 {
+                        self.bp(ob).st(0, ow & !F_NAMED)?;
+                    }
+                }
+                Ok(true)
+            }
+        })
+    }
+
+    /// Takes the entry `ent`, linked from the word at `link`, out of the directory and
+    /// frees its block. Caller holds the heap lock inside an operation.
+    fn unlink_entry(&self, salt: u64, link: u64, ent: &Entry) -> R<()> {
+        self.st(link, ent.next)?; // unlink: one store
+        self.commit();
+        self.sub(H_DIR_COUNT, 1)?;
+        self.free_inner(salt, ent.block, ent.block_word)
+    }
+
+    /// Removes the directory entry of the object at heap-relative payload offset `obj`
+    /// (being freed), if there is one: a walk of the whole directory, made only for
+    /// objects flagged NAMED. Caller holds the heap lock inside an operation.
+    pub(super) fn unname_object(&self, salt: u64, obj: u64) -> R<()> {
+        let mut budget = self.walk_budget()?;
+        for bucket in 0..u64::from(self.lay.buckets) {
+            if let Some((link, _, ent)) =
+                self.find_in_bucket(salt, bucket, &mut budget, |_, ent| Ok(ent.obj == obj))?
+            {
+                return self.unlink_entry(salt, link, &ent);
+            }
+        }
+        Ok(())
+    }
+
+    /// The public form of a found entry whose object is still an ordinary allocated
+    /// block holding its `size` bytes. An entry whose object was freed (by an older
+    /// version of shmutils, or a C peer, that did not remove the name) points at memory
+    /// someone else may own by now: `Corrupt` rather than hand it out.
+    fn live_entry(&self, salt: u64, e: u64, ent: &Entry) -> R<NamedEntry> {
+        let ob = ent.obj - HDR;
+        match self.block(salt, ob) {
+            Ok(w) if w & (F_FREE | F_INTERNAL) == 0 && ob + w_size(w) >= ent.obj + ent.size => {
+                self.public_entry(e, ent)
+            }
+            _ => corrupt(
+                "named object was freed while still named (its directory entry is dangling)",
+                e + E_OBJ,
+            ),
+        }
+    }
+
+    /// All directory entries (bucket order). Read-only. Caller holds the heap lock.
+    pub fn named_list(&self) -> Result<Vec<NamedEntry>, HeapError> {
+        self.read_op(|salt| {
+            let l = self.lay;
+            let mut out = Vec::new();
+            let mut seen = HashSet::new();
+            let limit = self.hld(H_ALLOCS)?.min(self.arena() / MIN_BLOCK);
+            for i in 0..u64::from(l.buckets) {
+                let mut e = self.ld(l.dir + 8 * i)?;
+                while e != 0 {
+                    if !seen.insert(e) || seen.len() as u64 > limit {
+                        return corrupt("directory entry reachable twice (cycle?)", e);
+                    }
+                    let ent = self.entry(salt, e, false)?;
+                    out.push(self.public_entry(e, &ent)?);
+                    e = ent.next;
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::testing::*;
+
+    #[test]
+    fn directory() {
+        let t = T::new(1 << 20);
+        let s0 = t.h.stats().unwrap();
+        assert_eq!(t.h.named_find(b"a").unwrap(), None);
+        assert_eq!(code(t.h.named_find(b"")), "EINVAL");
+        assert_eq!(code(t.h.named_find(&[b'x'; 256])), "EINVAL");
+        assert_eq!(code(t.h.named_reserve(b"a", 8, 3, b"")), "EINVAL");
+        assert_eq!(
+            code(t.h.named_reserve(b"a", 8, 8, &vec![0; MAX_TYPE_DESC_LEN + 1])),
+            "EINVAL"
+        );
+        assert_eq!(code(t.h.named_reserve(b"a", usize::MAX, 8, b"")), "ENOMEM");
+        // garbage in the object's future place must be zeroed
+        let g = t.h.malloc(4000, 16).unwrap();
+        t.fill(g, 4000, 0xEE);
+        t.h.free(g).unwrap();
+        let (e, created) =
+            t.h.named_reserve(b"counter", 4000, 64, b"{\"t\":\"u64\"}")
+                .unwrap();
+        assert!(created);
+        assert!(!e.ready);
+        assert_eq!(e.offset % 64, 0);
+        assert_eq!(e.size, 4000);
+        assert_eq!(e.name, b"counter");
+        assert_eq!(e.type_desc, b"{\"t\":\"u64\"}");
+        assert!(t.verify(e.offset, 4000, 0));
+        let st = t.h.named_state(e.entry_off).unwrap();
+        // SAFETY: pointer into the live test mapping.
+        unsafe { (*st).store(NAMED_READY, Ordering::Release) };
+        let (e2, created2) = t.h.named_reserve(b"counter", 1, 16, b"other").unwrap();
+        assert!(!created2);
+        assert!(e2.ready);
+        assert_eq!(e2.offset, e.offset);
+        assert_eq!(e2.type_desc, e.type_desc);
+        assert_eq!(t.h.named_find(b"counter").unwrap().unwrap(), e2);
+        assert_eq!(code(t.h.named_state(e.offset)), "EINVAL");
+        assert_eq!(code(t.h.named_state(e.entry_off + 16)), "EINVAL");
+        assert_eq!(code(t.h.named_state(1)), "EINVAL");
+        assert_eq!(code(t.h.named_state(usize::MAX)), "EINVAL");
+        // many names, long names, big type descriptions
+        let mut names = Vec::new();
+        for i in 0..300 {
+            let name = format!("obj-{i}-{}", "z".repeat(i % 240)).into_bytes();
+            let td = vec![b'j'; (i * 37) % 3000];
+            let (e, c) = t.h.named_reserve(&name, i + 1, 16, &td).unwrap();
+            assert!(c);
+            assert_eq!(e.type_desc, td);
+            names.push((name, e));
+        }
+        let (big, _) =
+            t.h.named_reserve(&[b'n'; 255], 8, 8, &vec![7u8; MAX_TYPE_DESC_LEN])
+                .unwrap();
+        assert_eq!(big.type_desc.len(), MAX_TYPE_DESC_LEN);
+        t.h.check().unwrap();
+        assert_eq!(t.h.named_list().unwrap().len(), 302);
+        for (name, e) in &names {
+            assert_eq!(&t.h.named_find(name).unwrap().unwrap(), e);
+        }
+        // remove everything; objects are freed separately
+        for (name, e) in &names {
+            assert!(t.h.named_remove(name).unwrap());
+            assert!(!t.h.named_remove(name).unwrap());
+            assert_eq!(t.h.named_find(name).unwrap(), None);
+            t.h.free(e.offset).unwrap();
+        }
+        assert!(t.h.named_remove(&[b'n'; 255]).unwrap());
+        t.h.free(big.offset).unwrap();
+        assert!(t.h.named_remove(b"counter").unwrap());
+        t.h.free(e.offset).unwrap();
+        assert!(t.h.named_list().unwrap().is_empty());
+        t.h.check().unwrap();
+        assert_eq!(t.h.stats().unwrap(), s0);
+    }
+
+    /// The size word of the block whose payload is at mapping-relative `off`.
+    fn word_of(t: &T, off: usize) -> u64 {
+        u64::from_le_bytes(t.mem.read(off - HDR as usize, 8).try_into().unwrap())
+    }
+
+    #[test]
+    fn freeing_a_named_object_removes_its_name() {
+        let t = T::new(1 << 20);
+        let s0 = t.h.stats().unwrap();
+        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t").unwrap();
+        let (b, _) = t.h.named_reserve(b"b", 100, 64, b"t").unwrap();
+        assert_ne!(word_of(&t, a.offset) & F_NAMED, 0);
+        assert_eq!(
+            code(t.h.realloc(a.offset, 500)),
+            "EINVAL",
+            "would leave the entry behind"
+        );
+        t.h.free(a.offset).unwrap();
+        assert_eq!(t.h.named_find(b"a").unwrap(), None);
+        assert_eq!(t.h.named_find(b"b").unwrap().unwrap().offset, b.offset);
+        t.h.check().unwrap();
+        // unname clears the flag: the object is then an ordinary allocation
+        assert!(t.h.named_remove(b"b").unwrap());
+        assert_eq!(word_of(&t, b.offset) & F_NAMED, 0);
+        let b2 = t.h.realloc(b.offset, 500).unwrap();
+        t.h.free(b2).unwrap();
+        t.h.check().unwrap();
+        assert_eq!(t.h.stats().unwrap(), s0, "entries and objects all returned");
+    }
+
+    #[test]
+    fn a_dangling_entry_is_corruption() {
+        // What an older version (or a C peer) did: free a named object, keeping its name.
+        let t = T::new(1 << 20);
+        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t").unwrap();
+        let w = word_of(&t, a.offset);
+        t.mem
+            .write(a.offset - HDR as usize, &(w & !F_NAMED).to_le_bytes());
+        t.h.check().unwrap();
+        t.h.free(a.offset).unwrap();
+        assert_eq!(code(t.h.check()), "ERR_SHM_CORRUPT");
+        assert_eq!(code(t.h.named_find(b"a")), "ERR_SHM_CORRUPT");
+        assert_eq!(
+            code(t.h.named_reserve(b"a", 100, 16, b"t")),
+            "ERR_SHM_CORRUPT"
+        );
+        // Allocated again at another size: still not the entry's object.
+        let x = t.h.malloc(16, 16).unwrap();
+        assert_eq!(x, a.offset, "the freed block is reused first");
+        assert_eq!(
+            code(t.h.named_find(b"a")),
+            "ERR_SHM_CORRUPT",
+            "16 bytes cannot hold 100"
+        );
+        assert!(
+            t.h.named_remove(b"a").unwrap(),
+            "the name can still be removed"
+        );
+        t.h.check().unwrap();
+    }
+}

@@ -1,0 +1,81 @@
+//! The condition variable at the boundary: blocking and async waits (the lock is released
+//! and re-acquired around them) and notification.
+
+use crate::error::Result;
+use crate::js::args::deadline;
+use crate::js::mapping::{record, region_of};
+use crate::js::waits::{start, terminated, terminating};
+use crate::sync::condition::{self, CondRecord, CondWait};
+use crate::sync::lock::{LockRecord, Owner};
+use crate::sync::ops::{cond_code, CondOp};
+use crate::sync::Pinned;
+use napi::Env;
+use napi_derive::napi;
+
+/// The condition record at `offset` of mapping `id` and its lock's record, pinned.
+fn cond_records(
+    id: u32,
+    offset: f64,
+    lock_id: u32,
+    lock_offset: f64,
+) -> Result<(Pinned<CondRecord>, Pinned<LockRecord>)> {
+    Ok((record(id, offset)?, record(lock_id, lock_offset)?))
+}
+
+/// Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
+/// returns a completion code (`sync::code`); the lock is held again.
+#[napi]
+pub fn cond_wait(
+    env: Env,
+    id: u32,
+    offset: f64,
+    lock_id: u32,
+    lock_offset: f64,
+    timeout_ms: Option<f64>,
+) -> napi::Result<u32> {
+    let deadline = deadline(timeout_ms)?;
+    let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
+    let woke = condition::wait_unless(cond.get(), lock.get(), deadline, || terminating(&env))?
+        .ok_or_else(terminated)?;
+    Ok(cond_code(Ok(woke)))
+}
+
+/// Starts an async wait on the condition at `offset` (the lock must be held by this
+/// thread; it is released now and re-acquired before completion); returns its id.
+#[napi]
+pub fn cond_wait_async(
+    env: Env,
+    id: u32,
+    offset: f64,
+    lock_id: u32,
+    lock_offset: f64,
+    timeout_ms: Option<f64>,
+) -> napi::Result<f64> {
+    let deadline = deadline(timeout_ms)?;
+    let (cond, lock_rec) = cond_records(id, offset, lock_id, lock_offset)?;
+    let wait = CondWait::start(cond.get(), lock_rec.get(), Owner::current(), deadline, true)?;
+    let op = CondOp {
+        cond,
+        lock: lock_rec,
+        wait,
+    };
+    Ok(start(
+        &env,
+        Box::new(op),
+        &[&*region_of(id)?, &*region_of(lock_id)?],
+    )?)
+}
+
+/// Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
+/// thread must hold its lock. Returns how many it woke.
+#[napi]
+pub fn cond_notify(
+    id: u32,
+    offset: f64,
+    lock_id: u32,
+    lock_offset: f64,
+    n: u32,
+) -> napi::Result<u32> {
+    let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
+    Ok(cond.get().notify(lock.get(), Owner::current(), n)?)
+}

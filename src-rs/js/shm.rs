@@ -1,0 +1,72 @@
+//! POSIX shared-memory objects at the boundary: `shm_open`, `shm_unlink`, name
+//! normalization and the file-descriptor calls on them (`crate::memory::shm` does the work).
+
+use crate::js::args::to_u64;
+use crate::memory::shm;
+use napi_derive::napi;
+
+/// An opened POSIX shm object.
+#[napi(object)]
+pub struct OpenedObject {
+    /// Normalized name.
+    pub name: String,
+    /// File descriptor.
+    pub fd: i32,
+}
+
+/// `shm_open` with the original library's modes.
+#[napi]
+pub fn shm_open(name: String, mode: String, permissions: u32) -> napi::Result<OpenedObject> {
+    let name = shm::normalize_name(&name)?;
+    let fd = shm::open(
+        &name,
+        shm::OpenMode::parse(&mode)?,
+        shm::check_permissions(permissions)?,
+    )?;
+    Ok(OpenedObject { name, fd })
+}
+
+/// `shm_unlink`.
+#[napi]
+pub fn shm_unlink(name: String) -> napi::Result<()> {
+    Ok(shm::unlink(&shm::normalize_name(&name)?)?)
+}
+
+/// Removes the name if it still names the managed segment whose identity is `uid` (16
+/// hex digits); see `segment::unlink_if_uid`. Returns whether it was removed.
+#[napi]
+pub fn unlink_segment_if(name: String, uid: String) -> napi::Result<bool> {
+    let uid = u64::from_str_radix(&uid, 16)
+        .ok()
+        .filter(|_| uid.len() == 16)
+        .ok_or_else(|| {
+            crate::error::ShmError::type_error(format!(
+                "The \"uid\" argument must be 16 hex digits; got {uid:?}"
+            ))
+        })?;
+    Ok(crate::memory::segment::unlink_if_uid(&name, uid)?)
+}
+
+/// Normalizes and validates a segment name.
+#[napi]
+pub fn normalize_name(name: String) -> napi::Result<String> {
+    Ok(shm::normalize_name(&name)?)
+}
+
+/// `fstat(fd).st_size`.
+#[napi]
+pub fn fd_size(fd: i32) -> napi::Result<f64> {
+    Ok(shm::size(fd)? as f64)
+}
+
+/// `ftruncate(fd, size)`.
+#[napi]
+pub fn fd_truncate(fd: i32, size: f64) -> napi::Result<()> {
+    Ok(shm::truncate(fd, to_u64("size", size)?)?)
+}
+
+/// `close(fd)`.
+#[napi]
+pub fn fd_close(fd: i32) -> napi::Result<()> {
+    Ok(shm::close(fd)?)
+}
