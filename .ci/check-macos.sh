@@ -7,6 +7,9 @@
 # aarch64-apple-darwin and x86_64-apple-darwin: src-rs/sys/macos.rs and everything that
 # uses it must compile there. Only GitHub's macOS runners can run it.
 #
+#   bash .ci/check-macos.sh                       both targets
+#   bash .ci/check-macos.sh aarch64-apple-darwin  one
+#
 # Needs a Debian-based x86-64 machine (apt-get, dpkg) and the crates.io registry; the
 # first run downloads ~140 MB of .deb files and takes a few minutes on 2 cores.
 # Debian's compiler may be one release newer than rustup's stable, so it may know a lint
@@ -22,10 +25,12 @@ fi
 use_rustc_web
 "$RUSTC_WEB" --version
 
-for target in aarch64-apple-darwin x86_64-apple-darwin; do
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(aarch64-apple-darwin x86_64-apple-darwin)
+for target in "${targets[@]}"; do
   echo "check-macos: clippy --all-targets -D warnings for $target"
   RUSTC="$RUSTC_WEB" RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/macos-check \
     "$RUSTC_WEB_ROOT/usr/bin/cargo-clippy" clippy --all-targets --quiet \
     -Zbuild-std=std,panic_abort --target "$target" -- -D warnings
 done
-echo "check-macos: the crate compiles and is clippy-clean for both macOS targets"
+echo "check-macos: the crate compiles and is clippy-clean for ${targets[*]}"

