@@ -369,7 +369,8 @@ async function unlinkOnExitChild(t: ExecutionContext, name: string, mode: string
   t.teardown(() => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
   })
-  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })))
+  // 'close', not 'exit': by then stderr is fully read ('exit' may come first).
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => proc.on('close', (code, signal) => resolve({ code, signal })))
   const messages: unknown[] = []
   const waiters: Array<(m: unknown) => void> = []
   proc.on('message', (m) => (waiters.length > 0 ? waiters.shift()!(m) : messages.push(m)))
