@@ -734,9 +734,8 @@ function checkOf(t: Type, label: string): (v: unknown) => unknown {
  * calls an accessor is two inlining levels, and every byte of bytecode counts against
  * the budget of the function they are inlined into (920 bytes by default, which a
  * benchmark loop unrolled four times exhausts). `null` where code generation is off: use
- * the accessors then.
- *
- * @internal
+ * the accessors then. Not part of the public API (not exported from the package's entry
+ * point).
  */
 export function memberProperty(struct: Type, field: FieldAccessor, code: MemberCode): PropertyDescriptor | null {
   if (!codegenEnabled) return null;
