@@ -60,6 +60,27 @@ const BACKOFF_WORD = 32
 const BACKOFF_COUNTER = 48
 
 /**
+ * The usual comparison of a counter row: `subject` against `once` (a run of the baseline
+ * in ns per increment, short, so repeated `effort.shortRuns` times per round).
+ * @param {import('./row.mjs').Context} ctx
+ * @param {() => Promise<number>} subject
+ * @param {() => Promise<number>} once
+ */
+const againstShortRuns = (ctx, subject, once) => alternate(subject, medianOfRuns(once, ctx.effort.shortRuns), ctx.effort.rounds)
+
+/**
+ * One run of the worker-threads baseline: 2 threads increment `each` times each under a
+ * SharedArrayBuffer + Atomics.wait lock; ns per increment.
+ * @param {number} each
+ */
+async function sabCounterRun(each) {
+  const sab = new SharedArrayBuffer(8)
+  const run = await runParallel({ script: 'sab-counter.mjs', n: 2, threads: true, job: { sab, each } })
+  expectCount('SharedArrayBuffer counter', new Int32Array(sab)[1], run, 2 * each)
+  return run.spanNs / (2 * each)
+}
+
+/**
  * Checks that a run counted exactly `total`, both in the counter and by the children.
  * @param {string} what
  * @param {number} value
@@ -84,15 +105,11 @@ export const counterRows = [
     run: (ctx) => {
       const limit = ctx.quick ? 20_000 : 1_000_000
       return withLockCounter(ctx, { limit }, (subject) =>
-        alternate(
-          subject,
-          medianOfRuns(async () => {
-            const r = runC('futex_counter', [2, limit])
-            if (r.counter !== limit) throw new Error(`futex_counter counted ${r.counter}, expected ${limit}`)
-            return r.span_ns / limit
-          }, ctx.effort.shortRuns),
-          ctx.effort.rounds,
-        ),
+        againstShortRuns(ctx, subject, async () => {
+          const r = runC('futex_counter', [2, limit])
+          if (r.counter !== limit) throw new Error(`futex_counter counted ${r.counter}, expected ${limit}`)
+          return r.span_ns / limit
+        }),
       )
     },
   },
@@ -107,18 +124,14 @@ export const counterRows = [
       const limit = ctx.quick ? 20_000 : 1_000_000
       return withLockCounter(ctx, { limit }, (subject, mem) => {
         const c = new Int32Array(mem.buffer)
-        return alternate(
-          subject,
-          medianOfRuns(async () => {
-            c[BACKOFF_WORD] = 0
-            c[BACKOFF_COUNTER] = 0
-            const job = { memory: mem, word: BACKOFF_WORD, counterIndex: BACKOFF_COUNTER, limit }
-            const run = await runParallel({ script: 'backoff-counter.mjs', n: 2, job })
-            expectCount('JavaScript backoff counter', c[BACKOFF_COUNTER], run, limit)
-            return run.spanNs / limit
-          }, ctx.effort.shortRuns),
-          ctx.effort.rounds,
-        )
+        return againstShortRuns(ctx, subject, async () => {
+          c[BACKOFF_WORD] = 0
+          c[BACKOFF_COUNTER] = 0
+          const job = { memory: mem, word: BACKOFF_WORD, counterIndex: BACKOFF_COUNTER, limit }
+          const run = await runParallel({ script: 'backoff-counter.mjs', n: 2, job })
+          expectCount('JavaScript backoff counter', c[BACKOFF_COUNTER], run, limit)
+          return run.spanNs / limit
+        })
       })
     },
   },
@@ -130,22 +143,7 @@ export const counterRows = [
     per: 'increment',
     run: (ctx) => {
       const each = ctx.quick ? 10_000 : 500_000
-      return withLockCounter(
-        ctx,
-        { each },
-        (subject) =>
-          alternate(
-            subject,
-            medianOfRuns(async () => {
-              const sab = new SharedArrayBuffer(8)
-              const run = await runParallel({ script: 'sab-counter.mjs', n: 2, threads: true, job: { sab, each } })
-              expectCount('SharedArrayBuffer counter', new Int32Array(sab)[1], run, 2 * each)
-              return run.spanNs / (2 * each)
-            }, ctx.effort.shortRuns),
-            ctx.effort.rounds,
-          ),
-        true,
-      )
+      return withLockCounter(ctx, { each }, (subject) => againstShortRuns(ctx, subject, () => sabCounterRun(each)), true)
     },
   },
   {
@@ -179,18 +177,7 @@ export const counterRows = [
     per: 'increment',
     run: (ctx) => {
       const each = eachOf(ctx)
-      return withLockCounter(ctx, { each }, (subject) =>
-        alternate(
-          subject,
-          medianOfRuns(async () => {
-            const sab = new SharedArrayBuffer(8)
-            const run = await runParallel({ script: 'sab-counter.mjs', n: 2, threads: true, job: { sab, each } })
-            expectCount('SharedArrayBuffer counter', new Int32Array(sab)[1], run, 2 * each)
-            return run.spanNs / (2 * each)
-          }, ctx.effort.shortRuns),
-          ctx.effort.rounds,
-        ),
-      )
+      return withLockCounter(ctx, { each }, (subject) => againstShortRuns(ctx, subject, () => sabCounterRun(each)))
     },
   },
   {

@@ -172,7 +172,6 @@ impl HeapView {
 mod tests {
     use super::*;
     use crate::heap::testing::*;
-    use std::sync::{Arc, Mutex};
 
     const ME: CacheOwner = CacheOwner {
         token: 7,
@@ -246,72 +245,60 @@ mod tests {
     /// their neighbours under it: no CACHED bit and no PREV_FREE bit is ever lost.
     #[test]
     fn cache_swaps_race_neighbour_updates() {
-        let t = Arc::new(T::new(1 << 20));
-        let s0 = t.h.stats().unwrap();
-        let lock = Arc::new(Mutex::new(()));
+        let t = T::new(1 << 20);
         let rounds = if cfg!(debug_assertions) {
             4_000
         } else {
             40_000
         };
-        let handles: Vec<_> = (0..4u32)
-            .map(|id| {
-                let (t, lock) = (Arc::clone(&t), Arc::clone(&lock));
-                std::thread::spawn(move || {
-                    let me = CacheOwner {
-                        token: 100 + id,
-                        start: u64::from(id),
-                    };
-                    let mut rng = Rng(0xC0FFEE ^ u64::from(id + 1) << 20);
-                    let mut cached: Vec<usize> = Vec::new();
-                    let mut live: Vec<usize> = Vec::new();
-                    for _ in 0..rounds {
-                        match rng.below(4) {
-                            0 => {
-                                let o = lock.lock().unwrap();
-                                let r = t.h.malloc(16 + rng.below(100) as usize, 16);
-                                drop(o);
-                                if let Ok(o) = r {
-                                    live.push(o);
-                                }
-                            }
-                            1 if !live.is_empty() => {
-                                let o = live.swap_remove(rng.below(live.len() as u64) as usize);
-                                if !t.h.cache_put(o, me) {
-                                    let _g = lock.lock().unwrap();
-                                    t.h.free(o).unwrap();
-                                } else {
-                                    cached.push(o);
-                                }
-                            }
-                            2 if !cached.is_empty() => {
-                                let o = cached.pop().unwrap();
-                                assert!(t.h.cache_take(o), "nobody reclaims here");
-                                live.push(o);
-                            }
-                            _ if !live.is_empty() => {
-                                let o = live.swap_remove(rng.below(live.len() as u64) as usize);
-                                let _g = lock.lock().unwrap();
-                                t.h.free(o).unwrap();
-                            }
-                            _ => {}
+        t.threads(4, |id, t, lock| {
+            let me = CacheOwner {
+                token: 100 + id,
+                start: u64::from(id),
+            };
+            let mut rng = Rng(0xC0FFEE ^ u64::from(id + 1) << 20);
+            let mut cached: Vec<usize> = Vec::new();
+            let mut live: Vec<usize> = Vec::new();
+            for _ in 0..rounds {
+                match rng.below(4) {
+                    0 => {
+                        let o = lock.lock().unwrap();
+                        let r = t.h.malloc(16 + rng.below(100) as usize, 16);
+                        drop(o);
+                        if let Ok(o) = r {
+                            live.push(o);
                         }
                     }
-                    for o in cached {
-                        assert!(t.h.cache_take(o));
+                    1 if !live.is_empty() => {
+                        let o = live.swap_remove(rng.below(live.len() as u64) as usize);
+                        if !t.h.cache_put(o, me) {
+                            let _g = lock.lock().unwrap();
+                            t.h.free(o).unwrap();
+                        } else {
+                            cached.push(o);
+                        }
+                    }
+                    2 if !cached.is_empty() => {
+                        let o = cached.pop().unwrap();
+                        assert!(t.h.cache_take(o), "nobody reclaims here");
                         live.push(o);
                     }
-                    let _g = lock.lock().unwrap();
-                    for o in live {
+                    _ if !live.is_empty() => {
+                        let o = live.swap_remove(rng.below(live.len() as u64) as usize);
+                        let _g = lock.lock().unwrap();
                         t.h.free(o).unwrap();
                     }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        t.h.check().unwrap();
-        assert_eq!(t.h.stats().unwrap(), s0);
+                    _ => {}
+                }
+            }
+            for o in cached {
+                assert!(t.h.cache_take(o));
+                live.push(o);
+            }
+            let _g = lock.lock().unwrap();
+            for o in live {
+                t.h.free(o).unwrap();
+            }
+        });
     }
 }

@@ -795,7 +795,6 @@ impl HeapView {
 mod tests {
     use super::*;
     use crate::heap::testing::*;
-    use std::sync::{Arc, Mutex};
 
     #[test]
     fn malloc_free_basic() {
@@ -1095,60 +1094,48 @@ mod tests {
 
     #[test]
     fn threads_share_one_heap() {
-        let t = Arc::new(T::new(32 << 20));
-        let s0 = t.h.stats().unwrap();
-        let lock = Arc::new(Mutex::new(()));
+        let t = T::new(32 << 20);
         let ops = 40_000;
-        let handles: Vec<_> = (0..3u8)
-            .map(|id| {
-                let t = Arc::clone(&t);
-                let lock = Arc::clone(&lock);
-                std::thread::spawn(move || {
-                    let mut rng = Rng(0x9E37_79B9 ^ ((u64::from(id) + 1) * 0x1000_0001));
-                    let tag = 0x40 + id;
-                    let mut live: Vec<(usize, usize)> = Vec::new();
-                    for _ in 0..ops {
-                        if live.is_empty() || (live.len() < 300 && rng.below(2) == 0) {
-                            let size = 1 + rng.below(16384) as usize;
-                            let align = if rng.below(5) == 0 {
-                                1 << rng.below(13)
-                            } else {
-                                16
-                            };
-                            let r = {
-                                let _g = lock.lock().unwrap();
-                                t.h.malloc(size, align)
-                            };
-                            match r {
-                                Ok(o) => {
-                                    assert_eq!(o % align.max(16), 0);
-                                    t.fill(o, size, tag);
-                                    live.push((o, size));
-                                }
-                                Err(HeapError::NoMem) => {}
-                                Err(e) => panic!("{e}"),
-                            }
-                        } else {
-                            let k = rng.below(live.len() as u64) as usize;
-                            let (o, size) = live.swap_remove(k);
-                            assert!(t.verify(o, size, tag), "overlap detected");
-                            let _g = lock.lock().unwrap();
-                            t.h.free(o).unwrap();
-                        }
-                    }
-                    for (o, size) in live {
-                        assert!(t.verify(o, size, tag), "overlap detected");
+        t.threads(3, |id, t, lock| {
+            let id = id as u8;
+            let mut rng = Rng(0x9E37_79B9 ^ ((u64::from(id) + 1) * 0x1000_0001));
+            let tag = 0x40 + id;
+            let mut live: Vec<(usize, usize)> = Vec::new();
+            for _ in 0..ops {
+                if live.is_empty() || (live.len() < 300 && rng.below(2) == 0) {
+                    let size = 1 + rng.below(16384) as usize;
+                    let align = if rng.below(5) == 0 {
+                        1 << rng.below(13)
+                    } else {
+                        16
+                    };
+                    let r = {
                         let _g = lock.lock().unwrap();
-                        t.h.free(o).unwrap();
+                        t.h.malloc(size, align)
+                    };
+                    match r {
+                        Ok(o) => {
+                            assert_eq!(o % align.max(16), 0);
+                            t.fill(o, size, tag);
+                            live.push((o, size));
+                        }
+                        Err(HeapError::NoMem) => {}
+                        Err(e) => panic!("{e}"),
                     }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        t.h.check().unwrap();
-        assert_eq!(t.h.stats().unwrap(), s0);
+                } else {
+                    let k = rng.below(live.len() as u64) as usize;
+                    let (o, size) = live.swap_remove(k);
+                    assert!(t.verify(o, size, tag), "overlap detected");
+                    let _g = lock.lock().unwrap();
+                    t.h.free(o).unwrap();
+                }
+            }
+            for (o, size) in live {
+                assert!(t.verify(o, size, tag), "overlap detected");
+                let _g = lock.lock().unwrap();
+                t.h.free(o).unwrap();
+            }
+        });
         assert!(t.guards_ok());
     }
 
