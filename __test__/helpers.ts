@@ -112,12 +112,21 @@ export function fixtureExecArgv(file: string): string[] {
   return ['--import', pathToFileURL(join(import.meta.dirname ?? __dirname, 'register-ts.mjs')).href]
 }
 
+/**
+ * Resolves with a forked child's exit code (or signal name) once it has exited and every
+ * message it sent has been delivered: 'close' follows the IPC channel's end, where 'exit'
+ * can overtake messages still in the pipe.
+ */
+export function childClosed(proc: ChildProcess): Promise<number | string> {
+  return new Promise((resolve) => proc.on('close', (code, signal) => setImmediate(() => resolve(code ?? signal ?? -1))))
+}
+
 /** A forked child running a fixture, killed when the test ends. */
 export interface Child {
   proc: ChildProcess
   /** The next message the child sends. */
   message<T = unknown>(): Promise<T>
-  /** Resolves with the exit code (or signal name). */
+  /** Resolves with the exit code (or signal name) after every message it sent arrived. */
   exited: Promise<number | string>
 }
 
@@ -131,9 +140,7 @@ export function forkChild(t: ExecutionContext, file: string, args: string[] = []
     if (w) w(m)
     else queue.push(m)
   })
-  const exited = new Promise<number | string>((resolve) => {
-    proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1))
-  })
+  const exited = childClosed(proc)
   t.teardown(() => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
   })
@@ -235,7 +242,7 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' 
     const ns = kind === 'namespace' ? { execPath: 'unshare', execArgv: ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath] } : { execArgv: [] }
     const proc = fork(fixture(file), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...ns })
     proc.on('message', (m) => deliver(m as Reply))
-    exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)))
+    exited = childClosed(proc)
     sendRaw = (m) => proc.send(m as object)
     kill = async () => {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')

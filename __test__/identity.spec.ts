@@ -12,7 +12,7 @@ import {
   CBase, cdef, Condition, Lock, MappedMemory, MapFlags, Protection, revive, RLock, Semaphore, ShmError, shmOpen, shmUnlink, types,
   type Ref,
 } from '../dist/index.js'
-import { fixture, segmentExists, segmentName, throws, unlinkQuietly } from './helpers.js'
+import { childClosed, fixture, segmentExists, segmentName, throws, unlinkQuietly } from './helpers.js'
 
 /** How the peer receives what the parent sends. */
 type Transport = 'json' | 'advanced' | 'worker' | 'workerData'
@@ -45,7 +45,7 @@ async function startPeer(t: ExecutionContext, transport: Transport, workerData?:
   if (transport === 'json' || transport === 'advanced') {
     const proc = fork(fixture('identity-peer.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [], serialization: transport })
     proc.on('message', arrived)
-    exited = once(proc, 'exit')
+    exited = childClosed(proc)
     send = (m) => proc.send(m as object)
     t.teardown(() => void (proc.exitCode === null && proc.signalCode === null && proc.kill('SIGKILL')))
   } else {
