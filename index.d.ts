@@ -10,72 +10,6 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
- * One mapping, shared with every ArrayBuffer created over it. Its lifecycle (create,
- * open, buffer, close) goes through this class; the per-call operations (locks,
- * semaphores, conditions, heaps) are free functions taking its `id`, because napi-rs
- * class methods take a process-wide mutex per call for borrow tracking.
- */
-export declare class Mapping {
-  /**
-   * Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
-   * returns its id for the `heap*` functions of this thread.
-   */
-  heap(offset: number, size: number, format: boolean): number
-  /** A raw mapping: `mmap(address, size, protection, flags, fd, offset)`. */
-  static map(address: number | undefined | null, size: number, protection: number, flags: number, fd: number, offset: number): Mapping
-  /**
-   * Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
-   * a number = exactly there. `prefault` backs and maps every page now, `reserve` backs
-   * every page now (both report `ENOSPC` instead of faulting later).
-   */
-  static createSegment(name: string, size: number, permissions: number, fixed: boolean | number, prefault: boolean, reserve: boolean): Mapping
-  /** Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`. */
-  static openSegment(name: string, fixed: string, readOnly: boolean): Mapping
-  /** Where the mapping is and what its header says. */
-  info(): MappingInfo
-  /**
-   * An external ArrayBuffer over `[offset, offset + length)` of the mapping
-   * (zero-copy). Throws instead of copying when the runtime forbids external buffers (a
-   * copy would not be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this
-   * large (Node 20: above 4 GiB); `lib/memory.ts` then serves windows instead.
-   */
-  buffer(offset: number, length: number): ArrayBuffer
-  /**
-   * Backs `[offset, offset + length)` with real pages now, so that raw writes there
-   * cannot fault on a full filesystem.
-   */
-  reserve(offset: number, length: number): void
-  /**
-   * Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if the mapping lost pages (see
-   * `sys/linux/sigbus.rs`), `ERR_SHM_CLOSED` once closed.
-   */
-  checkIntact(): void
-  /**
-   * Unmaps (once every in-flight native wait has let go). The caller detaches its
-   * ArrayBuffer first. Idempotent.
-   */
-  close(): void
-  /** Forgets the mapping without unmapping it; the caller owns the pages. */
-  forget(): boolean
-  /**
-   * Creates an anonymous managed segment (no name: a memfd on Linux) with a formatted
-   * heap; `prefault` / `reserve` back it at once as `createSegment` does.
-   */
-  static createAnonymous(size: number, prefault: boolean, reserve: boolean): Mapping
-  /**
-   * Maps the managed segment behind descriptor `fd` (which the caller keeps).
-   * `fixed`: `'require' | 'prefer' | 'no'`.
-   */
-  static fromFd(fd: number, fixed: string, readOnly: boolean): Mapping
-}
-
-/**
- * Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
- * thread must hold its lock. Returns how many it woke.
- */
-export declare function condNotify(id: number, offset: number, lockId: number, lockOffset: number, n: number): number
-
-/**
  * Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
  * returns a completion code (`sync::code`); the lock is held again.
  */
@@ -106,7 +40,16 @@ export declare function fdTruncate(fd: number, size: number): void
  */
 export declare function guardGeneration(): ArrayBuffer
 
-/** Walks every block and list; throws on any broken invariant. */
+/**
+ * Attaches the heap at `offset` of mapping `mapping` (formatting `size` bytes first when
+ * `format`) and returns its id for the `heap*` functions of this thread.
+ */
+export declare function heapAttach(mapping: number, offset: number, size: number, format: boolean): number
+
+/**
+ * Reclaims the caches of dead threads, then walks every block and list; throws on any
+ * broken invariant.
+ */
 export declare function heapCheck(id: number): void
 
 /** A heap's counters, read without its lock (a snapshot for display). */
@@ -123,6 +66,26 @@ export interface HeapCountersJs {
   named: number
   /** An operation is in progress, or its process died inside it. */
   busy: boolean
+}
+
+/** Geometry and salt of heap `id` (see [`HeapInfo`]). */
+export declare function heapInfo(id: number): HeapInfo
+
+/**
+ * What the JavaScript fast path of a heap needs to know of it (`lib/heap-cache.ts`),
+ * read once, validated by attach.
+ */
+export interface HeapInfo {
+  /** Length of the heap region. */
+  size: number
+  /** Heap-relative offset of the first block. */
+  headerSize: number
+  /** Heap-relative end of the last block. */
+  arenaEnd: number
+  /** Low half of the salt mixed into block check words. */
+  saltLo: number
+  /** High half of the salt. */
+  saltHi: number
 }
 
 /** The object called `name`, waiting up to `wait_ms` for its construction. */
@@ -149,9 +112,6 @@ export declare function heapRelease(id: number): void
  */
 export declare function heapSetLockTimeout(id: number, timeoutMs: number): void
 
-/** Length of heap `id`'s region. */
-export declare function heapSize(id: number): number
-
 /** Usage figures. */
 export declare function heapStats(id: number): HeapStatsJs
 
@@ -167,6 +127,10 @@ export interface HeapStatsJs {
   largestFree: number
   /** Number of allocated blocks. */
   allocations: number
+  /** Freed blocks parked in threads' caches (counted as free). */
+  cached: number
+  /** Bytes of those blocks. */
+  cachedBytes: number
 }
 
 /**
@@ -189,11 +153,8 @@ export interface HeapSurvey {
   more: boolean
 }
 
-/**
- * Takes the lock at `offset` of mapping `id`, sleeping in the kernel; the slow path
- * after the JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
- */
-export declare function lockAcquire(id: number, offset: number, timeoutMs?: number | undefined | null): number
+/** Returns the blocks cached by dead threads to the heap; how many. */
+export declare function heapTrim(id: number): number
 
 /**
  * Starts an async acquisition of the lock at `offset` for this thread (after the
@@ -253,47 +214,34 @@ export interface MapConstants {
   mapPopulate: number
 }
 
-/** Where a mapping is and what its header says, read in one call. */
-export interface MappingInfo {
-  /** Id for the free functions of this thread. */
-  id: number
-  /** Absolute address of the first byte. */
-  address: number
-  /** Length in bytes. */
-  size: number
-  /**
-   * The creator's base address (pointers in the segment are stored relative to it);
-   * for a raw mapping, its own address.
-   */
-  base: number
-  /** Start of the heap region (managed segments), else 0. */
-  heapOffset: number
-  /** Length of the heap region (managed segments), else 0. */
-  heapSize: number
-  /**
-   * The segment's identity from its header (16 hex digits); absent for raw mappings
-   * and for segments made before the field existed.
-   */
-  uid?: string
-  /**
-   * The inode number of the mapped object (decimal); absent for anonymous mappings and
-   * where the system reports none.
-   */
-  inode?: string
-  /** Creation time from the header, ms since the Unix epoch; 0 if unknown or raw. */
-  createdMs: number
-  /** The creator's pid from the header; 0 if unknown or raw. */
-  creatorPid: number
-  /** The creator's process start time from the header; 0 if unknown or raw. */
-  creatorStart: number
-  /**
-   * The mapping's own descriptor of the object it maps (closed with the mapping), or
-   * -1 (anonymous memory).
-   */
-  fd: number
-  /** A segment opened read-only (mapped copy-on-write; the library writes nothing). */
-  readOnly: boolean
-}
+/**
+ * An external ArrayBuffer over `[offset, offset + length)` of mapping `id` (zero-copy).
+ * Throws instead of copying when the runtime forbids external buffers (a copy would not
+ * be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this large (Node 20:
+ * above 4 GiB); `lib/memory.ts` then serves windows instead.
+ */
+export declare function mappingBuffer(id: number, offset: number, length: number): ArrayBuffer
+
+/**
+ * Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if mapping `id` lost pages (see
+ * `sys/linux/sigbus.rs`), `ERR_SHM_CLOSED` once closed.
+ */
+export declare function mappingCheckIntact(id: number): void
+
+/** Forgets mapping `id` without unmapping it; the caller owns the pages. */
+export declare function mappingForget(id: number): boolean
+
+/**
+ * Forgets mapping `id` (collected): its slot goes; the pages go with the last ArrayBuffer
+ * over them, unless it was closed or detached already.
+ */
+export declare function mappingRelease(id: number): void
+
+/**
+ * Backs `[offset, offset + length)` of mapping `id` with real pages now, so that raw
+ * writes there cannot fault on a full filesystem.
+ */
+export declare function mappingReserve(id: number, offset: number, length: number): void
 
 /** Unmaps memory previously released with `detach()`. */
 export declare function munmap(address: number, size: number): void
@@ -334,7 +282,10 @@ export interface NamedReserved {
   typeDesc: string
 }
 
-/** Normalizes and validates a segment name. */
+/**
+ * Normalizes and validates a segment name (the command-line tool's; the library's own
+ * calls normalize natively).
+ */
 export declare function normalizeName(name: string): string
 
 /** An opened POSIX shm object. */

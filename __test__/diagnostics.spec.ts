@@ -142,9 +142,11 @@ test.serial('a heap repair is published on shmutils:heap:repair: an operation le
   const mem = segment(t, 'trace-busy')
   const got = listen<HeapRepairMessage>(t, tracing.channels.heapRepair)
   const heap = mem.heap
-  const a = heap.malloc(100)
+  const a = heap.malloc(5000)
   // What a process killed inside malloc leaves: the busy flag (docs/FORMAT.md §4.1).
   new DataView(mem.buffer).setUint32(heap.offset + 80, 1, true)
+  // (A block too large for this thread's cache of small freed blocks: freeing it is a
+  // heap operation.)
   heap.free(a)
   t.deepEqual(got, [], 'delivered on a later turn of the event loop, never inside the operation')
   await until(() => got.length > 0)

@@ -30,6 +30,10 @@ test('malloc, free, realloc, alignment, stats back to the start, check', (t) => 
   t.true(heap.memory.bytes.subarray(moved, moved + 5000).every((b) => b === 9), 'realloc keeps the contents')
   heap.free(moved)
   for (const b of blocks) heap.free(b)
+  t.true(heap.stats().cached > 0, 'small blocks wait in this thread\'s cache')
+  t.like(heap.stats(), { used: 0, allocations: 0, free: start.free })
+  const cached = heap.stats().cached
+  t.is(heap.trim(), cached)
   t.deepEqual(heap.stats(), start)
   t.notThrows(() => heap.check())
   t.is(heap.memory.heap, heap, "mem.heap is attached once and cached")
@@ -188,6 +192,7 @@ test('property: random operation sequences agree with a model; check() after eac
     }),
     { numRuns: 150 },
   )
+  heap.trim()
   t.deepEqual(heap.stats(), start)
 })
 

@@ -232,3 +232,50 @@ test('unions: members share bytes; anonymous members are flattened', (t) => {
   t.is(tg.all, 0x00030001)
   t.deepEqual(astuple(tg), [1, 1, 3, 0x00030001])
 })
+
+test('property: a scalar member property writes and refuses exactly as the member accessor does; read-only first', async (t) => {
+  const fc = (await import('fast-check')).default
+  const { structLayoutAccessors } = await import('../dist/types/access.js')
+  const all = cdef(`
+    enum e { EA = -2, EB = 70000 };
+    struct scalars { int8_t a; uint8_t b; int16_t c; uint16_t d; int32_t e; uint32_t f; int64_t g; uint64_t h;
+      float i; double j; bool k; char l; enum e m; };`)
+  const ty = all.typeof('struct scalars')
+  const layout = structLayoutAccessors(ty)
+  const mem = segment(t)
+  const s = mem.new(ty) as S
+  const dv = new DataView(mem.buffer)
+  const ro = MappedMemory.open(mem.name!, { readOnly: true })
+  t.teardown(() => ro.close())
+  const r = Ref.at(ro, s.offset, ty) as S
+  const outcome = (fn: () => void): string => {
+    try {
+      fn()
+      return `ok ${[...new Uint8Array(mem.buffer, s.offset, ty.size)].join(',')}`
+    } catch (e) {
+      return `${(e as Error).constructor.name}: ${(e as Error).message}`
+    }
+  }
+  const value = fc.oneof(
+    fc.integer(), fc.double(), fc.bigInt({ min: -(2n ** 65n), max: 2n ** 65n }), fc.boolean(), fc.string({ maxLength: 2 }),
+    fc.constantFrom(null, undefined, 'EA', 'EB', 0, -0, 1, 255, -129, 2 ** 31, 2 ** 53, 1.5, [1], {}),
+  )
+  fc.assert(
+    fc.property(fc.constantFrom(...layout.names), value, (name, v) => {
+      new Uint8Array(mem.buffer, s.offset, ty.size).fill(0)
+      const viaProperty = outcome(() => {
+        s[name] = v
+      })
+      new Uint8Array(mem.buffer, s.offset, ty.size).fill(0)
+      const viaAccessor = outcome(() => layout.fields[name]!.set(dv, s.offset, v))
+      if (viaProperty !== viaAccessor) return false
+      if (viaProperty.startsWith('ok') && !Object.is(s[name], layout.fields[name]!.get(dv, s.offset))) return false
+      // A read-only mapping refuses first, whatever the value.
+      return outcome(() => {
+        r[name] = v
+      }).startsWith('ShmError: the segment was opened read-only')
+    }),
+    { numRuns: 2000 },
+  )
+  t.pass()
+})

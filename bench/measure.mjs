@@ -51,6 +51,32 @@ export function perCall(fn, effort) {
 }
 
 /**
+ * A measurement taking the median of `n` individually timed calls of a synchronous `fn`,
+ * in nanoseconds per call: how the C programs of bench/c time themselves, so rows that
+ * compare with them (operations of microseconds, where one preemption on a shared
+ * machine stretches a batch) measure both sides alike. Warms up first, as {@link perCall}.
+ * @param {() => unknown} fn
+ * @param {number} n
+ * @returns {() => Promise<number>}
+ */
+export function medianPerOp(fn, n) {
+  let warm = false
+  return async () => {
+    if (!warm) {
+      warm = true
+      for (let i = 0; i < n; i++) fn()
+    }
+    const t = new Float64Array(n)
+    for (let i = 0; i < n; i++) {
+      const t0 = process.hrtime.bigint()
+      fn()
+      t[i] = Number(process.hrtime.bigint() - t0)
+    }
+    return median(Array.from(t))
+  }
+}
+
+/**
  * A measurement taking the wall time of one call of `fn`, in nanoseconds.
  * @param {() => unknown} fn
  * @returns {() => Promise<number>}

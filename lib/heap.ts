@@ -7,8 +7,10 @@
  */
 import { checkIndex, checkName, checkString, describe } from './args.js'
 import { native, ShmError, typeError } from './errors.js'
+import { HeapCache } from './heap-cache.js'
+import { tokenIn } from './identity.js'
 import { setLockAllocator } from './lock.js'
-import { internals, MappedMemory, setHeapFactory } from './memory.js'
+import { checkIntact, GUARD, internals, MappedMemory, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
 import { cStringSize } from './strings.js'
@@ -33,6 +35,13 @@ export interface HeapStats {
   largestFree: number
   /** Number of allocated blocks. */
   allocations: number
+  /**
+   * Freed blocks parked in threads' caches (see {@link Heap.trim}), counted as free in
+   * {@link free} and not in {@link used} or {@link allocations}.
+   */
+  cached: number
+  /** Bytes of those blocks. */
+  cachedBytes: number
 }
 
 /**
@@ -49,6 +58,25 @@ export interface HeapCreateOptions {
 /** Releases a collected Heap's native slot. */
 const slotRegistry = new FinalizationRegistry<number>((id) => binding.heapRelease(id))
 
+/** This thread's heaps, by mapping and offset: one `Heap`, so one cache, per heap. */
+const attached = new WeakMap<MappedMemory, Map<number, Heap>>()
+
+/** Heaps with a cache, flushed when this thread exits (weakly: a heap may be collected). */
+const withCache = new Set<WeakRef<Heap>>()
+let flushAtExit: ((h: Heap) => void) | null = null
+
+function onExit(): void {
+  for (const ref of withCache) {
+    const h = ref.deref()
+    if (h) flushAtExit!(h)
+  }
+  withCache.clear()
+}
+
+/** Whether `malloc` with this alignment may take a block of the cache (16-aligned). */
+function smallAlign(align: number): boolean {
+  return align === 16 || (align > 0 && align < 16 && (align & (align - 1)) === 0 && (align | 0) === align)
+}
 /** @internal This thread's native slot id of a heap, for the raw heap calls of containers. */
 export let heapSlotId: (heap: Heap) => number
 
@@ -80,6 +108,12 @@ export class Heap {
   readonly size: number
   /** This thread's native heap slot (see `src-rs/js/heap.rs`). */
   #id: number
+  /**
+   * This thread's cache of small blocks it freed (`lib/heap-cache.ts`); `null` where the
+   * fast path is off (read-only segments, mappings larger than one ArrayBuffer, a heap
+   * formatted again).
+   */
+  #cache: HeapCache | null = null
   #lockTimeout = DEFAULT_HEAP_LOCK_TIMEOUT
 
   /** Heaps come from {@link Heap.create}, {@link Heap.attach} and `mem.heap`. */
@@ -87,8 +121,25 @@ export class Heap {
     this.memory = memory
     this.offset = offset
     this.#id = id
-    this.size = native(() => binding.heapSize(id))
     slotRegistry.register(this, id)
+    const info = native(() => binding.heapInfo(id))
+    this.size = info.size
+    const mi = internals(memory)
+    if (!mi.readOnly && mi.whole) {
+      this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, tokenIn(memory))
+      mi.beforeClose(() => this.#flush())
+      if (!flushAtExit) {
+        flushAtExit = (h) => h.#flush()
+        process.on('exit', onExit)
+      }
+      withCache.add(new WeakRef(this))
+    }
+    let mine = attached.get(memory)
+    if (!mine) attached.set(memory, (mine = new Map()))
+    const before = mine.get(offset)
+    // Formatted again: what the old view cached is gone with the old heap.
+    if (before) before.#cache = null
+    mine.set(offset, this)
   }
 
   static {
@@ -120,39 +171,69 @@ export class Heap {
   static create(memory: MappedMemory, options: HeapCreateOptions = {}): Heap {
     const offset = checkIndex('offset', options.offset ?? 0)
     const size = checkIndex('size', options.size ?? memory.size - offset)
-    const m = internals(memory).mapping
-    return new Heap(memory, offset, native(() => m.heap(offset, size, true)))
+    const { id } = internals(memory)
+    return new Heap(memory, offset, native(() => binding.heapAttach(id, offset, size, true)))
   }
 
   /**
-   * Attaches to a heap formatted earlier (by any process) at `offset` of a mapping.
+   * Attaches to a heap formatted earlier (by any process) at `offset` of a mapping; the
+   * same object for every attach of one heap in one thread.
    * @throws ShmError `ERR_SHM_CORRUPT` if there is no valid heap there
    */
   static attach(memory: MappedMemory, offset = 0): Heap {
     checkIndex('offset', offset)
-    const m = internals(memory).mapping
-    return new Heap(memory, offset, native(() => m.heap(offset, 0, false)))
+    const { id } = internals(memory)
+    return attached.get(memory)?.get(offset) ?? new Heap(memory, offset, native(() => binding.heapAttach(id, offset, 0, false)))
   }
 
   /**
    * Allocates `size` bytes aligned to `align` (a power of two up to the page size;
-   * default 16). The memory is not zeroed.
+   * default 16). The memory is not zeroed. A small block this thread freed is handed out
+   * again without a native call (see {@link trim}).
    * @returns the offset of the block in {@link memory}
-   * @throws ShmError `ENOMEM` when no free block is large enough
+   * @throws ShmError `ENOMEM` when no free block is large enough (after this thread's
+   *   cache and those of dead threads went back to the heap)
    */
   malloc(size: number, align = 16): number {
     if (typeof size !== 'number') throw typeError(`The "size" argument must be of type number; got ${describe(size)}`)
     if (typeof align !== 'number') throw typeError(`The "align" argument must be of type number; got ${describe(align)}`)
-    return native(() => binding.heapMalloc(this.#id, size, align))
+    const c = this.#cache
+    if (c !== null && smallAlign(align)) {
+      const off = c.take(size)
+      if (off >= 0) {
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+        return off
+      }
+    }
+    return this.#allocate(() => binding.heapMalloc(this.#id, size, align))
+  }
+
+  /** A native allocation; on `ENOMEM` the caches go back to the heap and it runs again. */
+  #allocate(fn: () => number): number {
+    const strays = this.#cache?.strays
+    if (strays?.length) for (const off of strays.splice(0)) native(() => binding.heapFree(this.#id, off))
+    try {
+      return native(fn)
+    } catch (e) {
+      if ((e as ShmError).code !== 'ENOMEM' || this.trim() === 0) throw e
+      return native(fn)
+    }
   }
 
   /**
    * Returns a block to the heap. Freeing a named object ({@link named}) also removes its
-   * name, in the same step: the directory never leads to freed memory.
+   * name, in the same step: the directory never leads to freed memory. A small block
+   * (up to 1008 bytes) goes to this thread's cache, from which its next `malloc` of that
+   * size takes it back (see {@link trim}).
    * @throws ShmError `ERR_SHM_DOUBLE_FREE`; `EINVAL` for an offset that is not a block
    */
   free(offset: number): void {
     if (typeof offset !== 'number') throw typeError(`The "offset" argument must be of type number; got ${describe(offset)}`)
+    const c = this.#cache
+    if (c !== null && c.put(offset)) {
+      if (GUARD[0] !== 0) checkIntact(this.memory)
+      return
+    }
     native(() => binding.heapFree(this.#id, offset))
   }
 
@@ -162,7 +243,32 @@ export class Heap {
    *   into a new object instead), `ENOMEM`
    */
   realloc(offset: number, size: number): number {
-    return native(() => binding.heapRealloc(this.#id, offset, size))
+    return this.#allocate(() => binding.heapRealloc(this.#id, offset, size))
+  }
+
+  /**
+   * Returns this thread's cached blocks to the heap, and those of threads that died with
+   * blocks cached (a process killed, a worker ended without closing the mapping).
+   *
+   * Small blocks a thread frees stay allocated in the heap, marked as cached, so that its
+   * next `malloc` of the same size takes one back without a native call and without the
+   * heap lock. Other processes cannot use them meanwhile (`stats().cached` counts them);
+   * they go back by themselves when the mapping is closed, when the thread exits, and
+   * when an allocation finds the heap full. Call this before handing memory to other
+   * processes after a burst of small frees.
+   * @returns how many blocks went back
+   */
+  trim(): number {
+    return this.#flush() + native(() => binding.heapTrim(this.#id))
+  }
+
+  /** Returns this thread's cached blocks to the heap; how many. */
+  #flush(): number {
+    const c = this.#cache
+    if (c === null || (c.empty && c.strays.length === 0)) return 0
+    const blocks = [...c.drain(), ...c.strays.splice(0)]
+    for (const off of blocks) native(() => binding.heapFree(this.#id, off))
+    return blocks.length
   }
 
   /** Usage figures. */
@@ -170,7 +276,10 @@ export class Heap {
     return native(() => binding.heapStats(this.#id))
   }
 
-  /** Walks every block, list and directory entry; throws `ERR_SHM_CORRUPT` on any broken invariant. */
+  /**
+   * Walks every block, list and directory entry; throws `ERR_SHM_CORRUPT` on any broken
+   * invariant. Blocks cached by threads that died go back to the heap first.
+   */
   check(): void {
     native(() => binding.heapCheck(this.#id))
   }

@@ -23,6 +23,41 @@ const TOKEN_MASK = 0x3fff_ffff
 const OWNER_DIED = 1 << 30
 /** Bytes of a lock (and of every other synchronization) record. */
 export const LOCK_SIZE = 32
+
+/** Probes of a held word before sleeping in the kernel (see {@link spin}). */
+const SPIN_PROBES = 20
+/** The longest pause between two probes, in iterations of the delay loop. */
+const SPIN_MAX_DELAY = 1024
+/** Where the delay loop's result goes, so that no compiler drops the loop. */
+let _spinSink = 0
+
+/**
+ * Contention's first answer, before any native call: probe the held word `a[w]` again
+ * after pauses that double (1, 2, 4, ... up to {@link SPIN_MAX_DELAY} iterations of a
+ * loop that touches no memory, so the holder's cache line is left alone), and take it
+ * for `me` as soon as it is free: a few microseconds at most. Most holders let go within
+ * that time, and a lock passed on this way costs neither acquirer nor holder a system
+ * call (a sleeper costs both: a futex wait, then a wake). Gives up at once when sleepers
+ * are queued (WAITERS set: they came first), when this thread holds the word, and on a
+ * word that can never be taken; the native path then decides.
+ * @returns whether the word was taken
+ */
+function spin(a: Int32Array, w: number, me: number): boolean {
+  let delay = 1
+  for (let probe = 0; probe < SPIN_PROBES; probe++) {
+    let x = 0
+    for (let k = 0; k < delay; k++) x = (x * 31 + k) | 0
+    _spinSink ^= x
+    if (delay < SPIN_MAX_DELAY) delay *= 2
+    const v = Atomics.load(a, w)
+    if (v === 0) {
+      if (Atomics.compareExchange(a, w, 0, me) === 0) return true
+    } else if (v < 0 || (v & TOKEN_MASK) === me || (v & TOKEN_MASK) === TOKEN_MASK) {
+      return false
+    }
+  }
+  return false
+}
 /** Alignment a record needs. */
 export const LOCK_ALIGN = 4
 
@@ -323,13 +358,13 @@ export class Lock implements Disposable {
     const me = this.#token()
     // Fast path: free → ours. Atomics are sequentially consistent, which includes the
     // acquire ordering the lock needs.
-    if (Atomics.compareExchange(a, w, 0, me) === 0) {
+    if (Atomics.compareExchange(a, w, 0, me) === 0 || (timeout !== 0 && spin(a, w, me))) {
       this.#recordOwner(a, w, me)
       return true
     }
     const { id } = internals(this.memory)
     const t0 = waitStart()
-    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout)), t0, false)
+    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout ?? -1)), t0, false)
   }
 
   // Memory safety: every path that takes, gives back or reads the word then checks the
@@ -338,13 +373,19 @@ export class Lock implements Disposable {
   // zero page. The owner fields say who holds it, for diagnostics (and macOS's pid-reuse
   // check); the token last.
   #recordOwner(a: Int32Array, w: number, me: number): void {
-    a[w + 3] = PID
-    a[w + 4] = TID
-    a[w + 6] = START_LO
-    a[w + 7] = START_HI
-    a[w + 5] = me
+    // Written only when they change: a thread taking the lock again (the common case
+    // under contention, where every store to this cache line may cost a transfer from the
+    // core that is probing it) finds its own fields there. Its token and start time say
+    // they are its own (pid and tid are informational).
+    if (a[w + 5] !== me || a[w + 6] !== START_LO || a[w + 7] !== START_HI) {
+      a[w + 3] = PID
+      a[w + 4] = TID
+      a[w + 6] = START_LO
+      a[w + 7] = START_HI
+      a[w + 5] = me
+    }
     if (GUARD[0] !== 0) this.#lostWhileTaking(a, w, me)
-    this.#ownerDied = false
+    if (this.#ownerDied) this.#ownerDied = false
     this.#entered()
   }
 

@@ -24,7 +24,7 @@ import { closedError, native, outOfBounds, rangeError, readOnlyError, ShmError, 
 import { forgetOnExit, unlinkOnExit } from './exit.js'
 import { type Handle, registerReviver } from './handles.js'
 import { MapFlags, Protection } from './constants.js'
-import { binding, type MappingInfo, type NativeMapping } from './native.js'
+import { binding } from './native.js'
 import { SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
 import type { Heap } from './heap.js'
 import type { Ref } from './ref.js'
@@ -160,9 +160,7 @@ export interface Window {
 
 /** What other modules of the package need from a mapping. @internal */
 export interface MemoryInternals {
-  /** The native mapping (throws `ERR_SHM_CLOSED` when closed). */
-  readonly mapping: NativeMapping
-  /** Its id for the native free functions of this thread. */
+  /** Its id for the native functions of this thread (`src-rs/js/mapping.rs`). */
   readonly id: number
   /** Start of the heap region (managed segments), else 0. */
   readonly heapOffset: number
@@ -176,6 +174,13 @@ export interface MemoryInternals {
    * ArrayBuffer.
    */
   window(offset: number, length: number): Window
+  /** The window over the whole mapping, when it fits one ArrayBuffer; else `null`. */
+  readonly whole: Window | null
+  /**
+   * Runs `fn` when the mapping is closed (or detached), before its views go: while the
+   * memory is still there. Errors it throws are ignored.
+   */
+  beforeClose(fn: () => void): void
 }
 
 /** `SHMUTILS_WINDOW_BYTES`, when a power of two of at least 64 KiB (tests only). */
@@ -210,8 +215,69 @@ interface RawOrigin {
   flags: number
 }
 
+/** Where a mapping is and what its header says (decoded from {@link OUT}). */
+interface MappingInfo {
+  id: number
+  address: number
+  size: number
+  base: number
+  heapOffset: number
+  heapSize: number
+  /** 16 hex digits; absent for raw mappings and segments older than the field. */
+  uid?: string
+  /** Decimal; absent where there is none. */
+  inode?: string
+  createdMs: number
+  creatorPid: number
+  creatorStart: number
+  /** The mapping's own descriptor of the object it maps, or -1. */
+  fd: number
+  readOnly: boolean
+}
+
+/**
+ * What the native calls that make a mapping (`segmentOpen`, `segmentCreate`, `mapRaw`)
+ * write about it: numbers at the indices of `out` in `src-rs/js/mapping.rs`, so that one
+ * call returns everything (the buffer is its return value).
+ */
+const OUT = new Float64Array(16)
+
+const hex8 = (n: number): string => (n >>> 0).toString(16).padStart(8, '0')
+
+/** A 64-bit number from two 32-bit halves, as decimal digits. */
+function decimal(hi: number, lo: number): string {
+  return hi === 0 ? String(lo) : ((BigInt(hi) << 32n) | BigInt(lo)).toString()
+}
+
+/** Decodes {@link OUT} after a native call made a mapping. */
+function takeInfo(): MappingInfo {
+  const o = OUT
+  const info: MappingInfo = {
+    id: o[0]!,
+    address: o[1]!,
+    size: o[2]!,
+    base: o[3]!,
+    heapOffset: o[4]!,
+    heapSize: o[5]!,
+    createdMs: o[10]!,
+    creatorPid: o[11]!,
+    creatorStart: o[12]!,
+    fd: o[15]!,
+    readOnly: o[13] === 1,
+  }
+  if (o[6] !== 0 || o[7] !== 0) info.uid = hex8(o[6]!) + hex8(o[7]!)
+  if (o[8] !== 0 || o[9] !== 0) info.inode = decimal(o[8]!, o[9]!)
+  return info
+}
+
+/** Forgets a collected mapping's native slot (its pages go with its last buffer). */
+const slots = new FinalizationRegistry<number>((id) => binding.mappingRelease(id))
+
 /** @internal Access to a mapping's internals for the other modules of the package. */
 export let internals: (m: MappedMemory) => MemoryInternals
+
+/** Records the key under which `m` is in the revive cache. */
+let setCacheKey: (m: MappedMemory, key: string) => void
 
 /**
  * @internal Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if `m` lost pages (see the module
@@ -236,7 +302,8 @@ export function setHeapFactory(fn: (m: MappedMemory) => Heap): void {
   heapFactory = fn
 }
 
-let adopt: { mapping: NativeMapping; name: string | null; raw: RawOrigin | null } | null = null
+/** What a static factory made, for the constructor to take over. */
+let adopt: { info: MappingInfo; name: string | null; raw: RawOrigin | null } | null = null
 
 /**
  * The `$shmutils` of a mapping that has no name: a symbol, which structured clone refuses
@@ -264,14 +331,18 @@ export class MappedMemory implements Disposable {
    * mapping without a name, so that sending one fails at once.
    */
   readonly $shmutils: Handle | symbol
-  #mapping: NativeMapping
   #info: MappingInfo
-  /** The window over the whole mapping, when it fits one ArrayBuffer. */
-  #whole: Window | null
+  /**
+   * The window over the whole mapping when it fits one ArrayBuffer, else `null`;
+   * `undefined` until first needed (an open that is closed unused makes no ArrayBuffer).
+   */
+  #whole: Window | null | undefined = undefined
   /** Windows of a larger mapping: index k covers `[k * STRIDE, k * STRIDE + WINDOW_BYTES)`. */
-  #windows = new Map<number, Window>()
+  #windows: Map<number, Window> | null = null
   /** Windows made for ranges longer than half a window, by `start:length`. */
-  #wide = new Map<string, Window>()
+  #wide: Map<string, Window> | null = null
+  /** Its key in the per-process cache of revived segments, if it is there. */
+  #cacheKey: string | null = null
   #internals: MemoryInternals | null = null
   #closed = false
   /** {@link GUARD}'s value when this mapping was last found intact. */
@@ -280,6 +351,8 @@ export class MappedMemory implements Disposable {
   #raw: RawOrigin | null
   /** The heap of a managed segment, once attached; dropped on close. */
   #heap: Heap | null = null
+  /** What runs when it closes (see {@link MemoryInternals.beforeClose}). */
+  #beforeClose: (() => void)[] | null = null
 
   /**
    * A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
@@ -302,10 +375,10 @@ export class MappedMemory implements Disposable {
     fd?: SharedMemoryObject | number,
     offset = 0,
   ) {
-    let mapping: NativeMapping
+    let info: MappingInfo
     let name: string | null = null
     if (adopt) {
-      ;({ mapping, name } = adopt)
+      ;({ info, name } = adopt)
       this.#raw = adopt.raw
       adopt = null
     } else {
@@ -323,19 +396,18 @@ export class MappedMemory implements Disposable {
       }
       const f = flags ?? (rawFd >= 0 ? MapFlags.SHARED : MapFlags.SHARED | MapFlags.ANONYMOUS)
       if (!Number.isInteger(f)) throw typeError(`The "flags" argument must be an integer; got ${describe(flags)}`)
-      const addr = address === 0 ? null : address
-      mapping = native(() => binding.Mapping.map(addr, size, protection, f, rawFd, offset))
+      const addr = address === null || address === 0 ? -1 : address
+      native(() => binding.mapRaw(addr, size, protection, f, rawFd, offset, OUT))
+      info = takeInfo()
       this.#raw = { fileOffset: offset, protection, flags: f }
     }
-    this.#mapping = mapping
     this.name = name
-    const info = mapping.info()
     this.#info = info
     this.size = info.size
     const begin = info.address
     this.address = Object.freeze({ begin, end: begin + this.size })
-    this.#whole = this.size <= WHOLE_MAX ? this.#makeWindow(0, this.size) : null
     this.$shmutils = this.#handle()
+    slots.register(this, info.id)
   }
 
   #handle(): Handle | symbol {
@@ -352,18 +424,24 @@ export class MappedMemory implements Disposable {
   }
 
   static {
+    setCacheKey = (m, key) => {
+      m.#cacheKey = key
+    }
     internals = (m) => {
       if (m.#closed) throw closedError('the mapping')
       if (m.#internals) return m.#internals
       const info = m.#info
-      const whole = m.#whole
+      const whole = m.#wholeWindow()
       return (m.#internals = {
-        mapping: m.#mapping,
         id: info.id,
         heapOffset: info.heapOffset,
         base: info.base,
         readOnly: info.readOnly,
         window: whole ? () => whole : (offset, length) => m.#window(offset, length),
+        whole,
+        beforeClose: (fn) => {
+          ;(m.#beforeClose ??= []).push(fn)
+        },
       })
     }
     checkIntact = (m) => {
@@ -371,7 +449,7 @@ export class MappedMemory implements Disposable {
       const g = GUARD[0]!
       if (g !== m.#intactAt) {
         try {
-          native(() => m.#mapping.checkIntact())
+          native(() => binding.mappingCheckIntact(m.#info.id))
           m.#intactAt = g
         } catch (e) {
           m.#lost = e as ShmError
@@ -381,10 +459,14 @@ export class MappedMemory implements Disposable {
     }
   }
 
+  /** The window over the whole mapping (made on first use), or `null` if too large. */
+  #wholeWindow(): Window | null {
+    return this.#whole === undefined ? (this.#whole = this.size <= WHOLE_MAX ? this.#makeWindow(0, this.size) : null) : this.#whole
+  }
+
   #makeWindow(start: number, length: number): Window {
-    const mapping = this.#mapping
-    const buffer = native(() => mapping.buffer(start, length))
-    return { start, u8: new Uint8Array(buffer), dv: new DataView(buffer), i32: new Int32Array(buffer, 0, Math.floor(length / 4)) }
+    const id = this.#info.id
+    return windowOver(native(() => binding.mappingBuffer(id, start, length)), start, length, this.#info.readOnly)
   }
 
   /** A window holding `[offset, offset + length)` of a mapping too large for one buffer. */
@@ -393,21 +475,23 @@ export class MappedMemory implements Disposable {
       // Window k starts at or below `offset` (an empty range at the very end included)
       // and reaches at least half a window past it.
       const k = Math.floor(Math.min(offset, this.size - 1) / STRIDE)
-      let w = this.#windows.get(k)
+      const windows = (this.#windows ??= new Map())
+      let w = windows.get(k)
       if (!w) {
         const start = k * STRIDE
         w = this.#makeWindow(start, Math.min(WINDOW_BYTES, this.size - start))
-        this.#windows.set(k, w)
+        windows.set(k, w)
       }
       return w
     }
     const key = `${offset}:${length}`
-    let w = this.#wide.get(key)
+    const wide = (this.#wide ??= new Map())
+    let w = wide.get(key)
     if (!w) {
       if (length > bufferConstants.MAX_LENGTH) throw tooLarge(length, bufferConstants.MAX_LENGTH)
       const start = offset - (offset % 4)
       w = this.#makeWindow(start, Math.min(this.size - start, length + 4))
-      this.#wide.set(key, w)
+      wide.set(key, w)
     }
     return w
   }
@@ -446,13 +530,14 @@ export class MappedMemory implements Disposable {
     const onExit = options.unlinkOnExit ?? false
     if (typeof onExit !== 'boolean') throw typeError(`The "unlinkOnExit" option must be a boolean; got ${describe(onExit)}`)
     const reserve = options.reserve ?? false
-    let mapping: NativeMapping
+    const at = fixed === false ? -1 : fixed === true ? -2 : fixed
+    const flags = (prefault ? 1 : 0) | (reserve ? 2 : 0)
     try {
-      mapping = native(() => binding.Mapping.createSegment(name, options.size, permissions, fixed, !!prefault, !!reserve))
+      native(() => binding.segmentCreate(name, options.size, permissions, at, flags, OUT))
     } catch (e) {
       throw withExistsAdvice(e, name, `open it with MappedMemory.open(${JSON.stringify(name)})`)
     }
-    const m = MappedMemory.#adopt(mapping, native(() => binding.normalizeName(name)), null)
+    const m = MappedMemory.#adopt(takeInfo(), normalized(name), null)
     if (onExit) unlinkOnExit(m.name!, m.uid!)
     return m
   }
@@ -466,8 +551,8 @@ export class MappedMemory implements Disposable {
    */
   static open(name: string, options: OpenOptions = {}): MappedMemory {
     checkName('name', name)
-    const mapping = native(() => binding.Mapping.openSegment(name, openMode(options), !!options.readOnly))
-    return MappedMemory.#adopt(mapping, native(() => binding.normalizeName(name)), null)
+    native(() => binding.segmentOpen(name, FIXED_MODES[openMode(options)], options.readOnly ? 1 : 0, OUT))
+    return MappedMemory.#adopt(takeInfo(), normalized(name), null)
   }
 
   /**
@@ -486,8 +571,8 @@ export class MappedMemory implements Disposable {
   static anonymous(options: AnonymousOptions): MappedMemory {
     if (typeof options !== 'object' || options === null) throw typeError('The "options" argument must be an object with a "size"')
     checkIndex('size', options.size)
-    const mapping = native(() => binding.Mapping.createAnonymous(options.size, !!options.prefault, !!options.reserve))
-    return MappedMemory.#adopt(mapping, null, null)
+    native(() => binding.anonymousCreate(options.size, (options.prefault ? 1 : 0) | (options.reserve ? 2 : 0), OUT))
+    return MappedMemory.#adopt(takeInfo(), null, null)
   }
 
   /**
@@ -501,12 +586,12 @@ export class MappedMemory implements Disposable {
   static fromFd(fd: number, options: OpenOptions = {}): MappedMemory {
     checkIndex('fd', fd)
     if (fd > 0x7fff_ffff) throw rangeError(`The "fd" argument must be a descriptor; got ${fd}`)
-    const mapping = native(() => binding.Mapping.fromFd(fd, openMode(options), !!options.readOnly))
-    return MappedMemory.#adopt(mapping, null, null)
+    native(() => binding.mappingFromFd(fd, FIXED_MODES[openMode(options)], options.readOnly ? 1 : 0, OUT))
+    return MappedMemory.#adopt(takeInfo(), null, null)
   }
 
-  static #adopt(mapping: NativeMapping, name: string | null, raw: RawOrigin | null): MappedMemory {
-    adopt = { mapping, name, raw }
+  static #adopt(info: MappingInfo, name: string | null, raw: RawOrigin | null): MappedMemory {
+    adopt = { info, name, raw }
     let m: MappedMemory
     try {
       m = new MappedMemory(null, 0)
@@ -515,8 +600,7 @@ export class MappedMemory implements Disposable {
     }
     // Handles of this segment revived in this process reuse this mapping.
     const h = m.toJSON()
-    const key = cacheKey(h.segment, h, h.raw)
-    if (!cache.get(key) || cache.get(key)!.closed) cache.set(key, m)
+    remember(cacheKey(h.segment, h, h.raw), m)
     return m
   }
 
@@ -618,8 +702,9 @@ export class MappedMemory implements Disposable {
   #all(): Window {
     if (this.#closed) throw closedError('the mapping')
     if (GUARD[0] !== 0) checkIntact(this)
-    if (!this.#whole) throw tooLarge(this.size, WHOLE_MAX)
-    return this.#whole
+    const whole = this.#wholeWindow()
+    if (!whole) throw tooLarge(this.size, WHOLE_MAX)
+    return whole
   }
 
   /**
@@ -639,7 +724,7 @@ export class MappedMemory implements Disposable {
     const len = length === undefined ? this.size - Math.min(offset, this.size) : checkIndex('length', length)
     if (offset + len > this.size) throw outOfBounds(`range ${offset}..${offset + len} is outside the mapping of ${this.size} bytes`)
     if (GUARD[0] !== 0) checkIntact(this)
-    const w = this.#whole ?? this.#window(offset, len)
+    const w = this.#wholeWindow() ?? this.#window(offset, len)
     return w.u8.subarray(offset - w.start, offset - w.start + len)
   }
 
@@ -661,8 +746,8 @@ export class MappedMemory implements Disposable {
     const len = length === undefined ? Math.max(this.size - offset, 0) : checkIndex('length', length)
     if (this.#closed) throw closedError('the mapping')
     if (this.readOnly) throw readOnlyError()
-    const mapping = this.#mapping
-    native(() => mapping.reserve(offset, len))
+    const id = this.#info.id
+    native(() => binding.mappingReserve(id, offset, len))
   }
 
   /** The creator's base address (where stored pointers point); own address if raw. */
@@ -702,30 +787,51 @@ export class MappedMemory implements Disposable {
    */
   detach(): DetachedPages {
     if (this.#closed) throw closedError('the mapping')
+    this.#runBeforeClose()
     this.#shutViews()
-    this.#mapping.forget()
+    binding.mappingForget(this.#info.id)
     return { address: this.address.begin, size: this.size }
   }
 
   /** Detaches every view, then unmaps. Safe to call twice. */
   close(): void {
     if (this.#closed) return
-    this.#shutViews()
-    this.#mapping.close()
+    if (this.#beforeClose !== null) this.#runBeforeClose()
+    const whole = this.#shutViews()
+    native(() => binding.mappingClose(this.#info.id, whole))
   }
 
-  #shutViews(): void {
+  #runBeforeClose(): void {
+    const hooks = this.#beforeClose ?? []
+    this.#beforeClose = null
+    for (const fn of hooks) {
+      try {
+        fn()
+      } catch {
+        // Closing goes on: the mapping is going away either way.
+      }
+    }
+  }
+
+  /**
+   * Marks the mapping closed and its views unusable; detaches every ArrayBuffer but the
+   * whole mapping's, which it returns for the native close to detach in the same call.
+   */
+  #shutViews(): ArrayBuffer | undefined {
     this.#closed = true
     this.#heap = null
-    forgetCached(this)
-    const windows = [this.#whole, ...this.#windows.values(), ...this.#wide.values()]
-    this.#windows.clear()
-    this.#wide.clear()
-    for (const w of windows) {
-      if (!w) continue
-      native(() => binding.detachBuffer(w.u8.buffer as ArrayBuffer))
-      poisonView(w.dv)
+    if (this.#cacheKey !== null) forget(this.#cacheKey, this)
+    const whole = this.#whole
+    if (whole) poisonView(whole.dv)
+    for (const map of [this.#windows, this.#wide]) {
+      if (!map) continue
+      for (const w of map.values()) {
+        native(() => binding.detachBuffer(w.u8.buffer as ArrayBuffer))
+        poisonView(w.dv)
+      }
+      map.clear()
     }
+    return whole?.u8.buffer as ArrayBuffer | undefined
   }
 
   /** Removes the backing object's name (`shm_unlink`); the mapping stays usable. */
@@ -753,6 +859,37 @@ export class MappedMemory implements Disposable {
   }
 }
 
+/**
+ * Views over `buffer`, which holds `[start, start + length)` of a mapping. The DataView of
+ * a read-only mapping refuses writes ({@link READ_ONLY_VIEW}).
+ */
+function windowOver(buffer: ArrayBuffer, start: number, length: number, readOnly: boolean): Window {
+  const dv = new DataView(buffer)
+  if (readOnly) Object.setPrototypeOf(dv, READ_ONLY_VIEW)
+  return { start, u8: new Uint8Array(buffer), dv, i32: new Int32Array(buffer, 0, Math.floor(length / 4)) }
+}
+
+/**
+ * The prototype of a read-only mapping's DataViews: `DataView.prototype`, but every
+ * `set*` method throws `ERR_SHM_READ_ONLY`. Typed references write through their
+ * DataView with no read-only check of their own on their hottest path (`lib/ref.ts`).
+ */
+const READ_ONLY_VIEW: object = (() => {
+  const refuse = (): never => {
+    throw readOnlyError()
+  }
+  const props: PropertyDescriptorMap = {}
+  for (const key of Object.getOwnPropertyNames(DataView.prototype)) {
+    if (key.startsWith('set')) props[key] = { value: refuse }
+  }
+  return Object.create(DataView.prototype, props)
+})()
+
+/** A segment name as the native side normalizes it (checked there): one leading `/`. */
+function normalized(name: string): string {
+  return name.charCodeAt(0) === 47 ? name : `/${name}`
+}
+
 function tooLarge(length: number, max: number): ShmError {
   return new ShmError(
     `${length} bytes do not fit one ArrayBuffer here (at most ${max}): use mem.view(offset, length) for a window`,
@@ -761,13 +898,10 @@ function tooLarge(length: number, max: number): ShmError {
 }
 
 /**
- * Makes every use of a closed mapping's DataView throw `ERR_SHM_CLOSED`. Its buffer is
- * detached, which V8 reports with a raw TypeError, and typed references (`lib/ref.ts`)
- * read and write through it with no check of their own on their hottest path (a check
- * would cost every access): own properties now shadow each accessor and method of
- * `DataView.prototype`. Nothing changes while the mapping is open.
+ * Stands in for `DataView.prototype` behind a closed mapping's views: every accessor and
+ * method throws `ERR_SHM_CLOSED`.
  */
-function poisonView(view: DataView): void {
+const CLOSED_VIEW: object = (() => {
   const closed = (): never => {
     throw closedError('the mapping')
   }
@@ -775,8 +909,22 @@ function poisonView(view: DataView): void {
   for (const [key, d] of Object.entries(Object.getOwnPropertyDescriptors(DataView.prototype))) {
     if (key !== 'constructor') props[key] = d.get ? { get: closed } : { value: closed }
   }
-  Object.defineProperties(view, props)
+  return Object.create(Object.prototype, props)
+})()
+
+/**
+ * Makes every use of a closed mapping's DataView throw `ERR_SHM_CLOSED`. Its buffer is
+ * detached, which V8 reports with a raw TypeError, and typed references (`lib/ref.ts`)
+ * read and write through it with no check of their own on their hottest path (a check
+ * would cost every access): its prototype becomes {@link CLOSED_VIEW}. Nothing changes
+ * while the mapping is open.
+ */
+function poisonView(view: DataView): void {
+  Object.setPrototypeOf(view, CLOSED_VIEW)
 }
+
+/** The numbers of the `fixed` argument of `segmentOpen` and `mappingFromFd`. */
+const FIXED_MODES = { no: 0, prefer: 1, require: 2 } as const
 
 /** The native `fixedAddress` mode of {@link OpenOptions}. */
 function openMode(options: OpenOptions): 'require' | 'prefer' | 'no' {
@@ -795,7 +943,8 @@ const cache = new Map<string, MappedMemory>()
 
 /** One mapping per segment name, identity and (raw mappings) origin. */
 function cacheKey(segment: string, id: Handle, raw: unknown): string {
-  return JSON.stringify([segment, id.uid ?? null, id.inode ?? null, raw ?? null])
+  // NUL never occurs in a name, a uid or an inode.
+  return `${segment}\0${id.uid ?? ''}\0${id.inode ?? ''}\0${raw === undefined || raw === null ? '' : JSON.stringify(raw)}`
 }
 
 const UID = /^[0-9a-f]{16}$/
@@ -831,6 +980,14 @@ function staleHandle(h: Handle): ShmError {
   )
 }
 
+/** Makes `m` the mapping revived handles of `key` get (unless a live one has it). */
+function remember(key: string, m: MappedMemory): void {
+  const had = cache.get(key)
+  if (had && !had.closed) return
+  cache.set(key, m)
+  setCacheKey(m, key)
+}
+
 /**
  * @internal The open managed mapping of this thread that contains absolute `address`
  * (created, opened or revived here), if any. For rare paths only (a linear search).
@@ -842,8 +999,9 @@ export function mappingAt(address: number): MappedMemory | undefined {
   return undefined
 }
 
-function forgetCached(m: MappedMemory): void {
-  for (const [k, v] of cache) if (v === m) cache.delete(k)
+/** Drops `m` from the cache (it is being closed). */
+function forget(key: string, m: MappedMemory): void {
+  if (cache.get(key) === m) cache.delete(key)
 }
 
 interface RawHandle {
@@ -885,6 +1043,7 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
     return hit
   }
   cache.set(key, m)
+  setCacheKey(m, key)
   return m
 }
 

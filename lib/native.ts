@@ -42,10 +42,41 @@ export interface FastBinding {
   heapFree(id: number, offset: number): void
   /** `realloc(offset, size)` on heap slot `id`: the block's new offset. */
   heapRealloc(id: number, offset: number, size: number): number
+  /**
+   * Takes the lock at `offset` of mapping `id` for this thread, sleeping in the kernel
+   * (`timeout` ms at most; negative: no limit); returns a completion code (`lib/waits.ts`).
+   */
+  lockAcquire(id: number, offset: number, timeout: number): number
   /** Wakes one waiter of the lock at `offset` of mapping `id`. */
   lockWake(id: number, offset: number): void
+  /**
+   * Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset` of mapping
+   * `id`, whose lock is at `lockOffset` of mapping `lockId` (held by this thread); how many.
+   */
+  condNotify(id: number, offset: number, lockId: number, lockOffset: number, n: number): number
   /** Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`. */
   semWake(id: number, offset: number, n: number): void
+  /**
+   * Opens a managed segment (`fixed`: 0 anywhere, 1 prefer, 2 require the creator's
+   * address; `readOnly` 0 or 1) and describes it in `out` (see `lib/memory.ts`).
+   */
+  segmentOpen(name: string, fixed: number, readOnly: number, out: Float64Array): void
+  /**
+   * Creates a managed segment (`fixed`: -1 anywhere, -2 a free high address, else that
+   * address; `flags`: 1 prefault, 2 reserve); as {@link segmentOpen} otherwise.
+   */
+  segmentCreate(name: string, size: number, permissions: number, fixed: number, flags: number, out: Float64Array): void
+  /** `mmap` (`address` -1: anywhere; `fd` -1: anonymous); as {@link segmentOpen} otherwise. */
+  mapRaw(address: number, size: number, protection: number, flags: number, fd: number, offset: number, out: Float64Array): void
+  /**
+   * Creates an anonymous managed segment (`flags`: 1 prefault, 2 reserve); as
+   * {@link segmentOpen} otherwise.
+   */
+  anonymousCreate(size: number, flags: number, out: Float64Array): void
+  /** Maps the managed segment behind descriptor `fd`; as {@link segmentOpen} otherwise. */
+  mappingFromFd(fd: number, fixed: number, readOnly: number, out: Float64Array): void
+  /** Detaches `buffer` (if given) and unmaps mapping `id`. */
+  mappingClose(id: number, buffer?: ArrayBuffer): void
   /**
    * An undo semaphore's operation (`src-rs/sync/undo.rs`): `op` 0 takes a unit if one is
    * free (1 taken, 0 not), 1 releases `n`, 2 answers how many units this thread holds.
@@ -138,8 +169,3 @@ function load(): typeof Binding & FastBinding {
 /** The native binding (see `index.d.ts`). Internal: the public API wraps it. */
 export const binding: typeof Binding & FastBinding = load()
 
-/** The native mapping class. */
-export type NativeMapping = Binding.Mapping
-
-/** Where a native mapping is (see `Mapping.info()`). */
-export type MappingInfo = Binding.MappingInfo

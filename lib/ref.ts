@@ -14,7 +14,7 @@ import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from
 import { readCString } from './strings.js'
 import type { RefOf } from './typed.js'
 import {
-  describeType, formatType, isComplete, isType, parseTypeName, specialize, structLayoutAccessors, typeFromDescription, valueAccessor,
+  describeType, formatType, isComplete, isType, memberProperty, parseTypeName, structLayoutAccessors, typeFromDescription, valueAccessor,
   type Accessor, type ArrayType, type FieldAccessor, type PointerType, type StructType, type Type, type TypeOfName,
 } from './types/index.js'
 import { describeClonedType } from './types/describe.js'
@@ -76,7 +76,8 @@ export function setRefHeapLookup(fn: (m: MappedMemory) => RefHeap | null): void 
 // collide with member names. OFFSET is the offset in the mapping; VIEW is a DataView
 // over the window of the mapping holding the object (all of it, unless the mapping is
 // larger than one ArrayBuffer may be), and VOFF the object's offset in VIEW. RO marks a
-// segment opened read-only: setters throw ERR_SHM_READ_ONLY.
+// segment opened read-only: setters throw ERR_SHM_READ_ONLY (scalar member setters have
+// no check of their own: such a segment's DataView refuses every write, lib/memory.ts).
 //
 // Every access is followed by one load of GUARD (see lib/memory.ts): it stays 0 unless
 // a mapping of this process lost pages under it (shrunk by another process, a full
@@ -460,7 +461,7 @@ export class Ref<T = unknown, E = unknown> {
           }
         } else if (f.scalar) {
           // The hottest accessors: no closed check (a closed mapping's view throws by itself).
-          desc = scalarMember(f)
+          desc = scalarMember(t, f)
         } else {
           desc = {
             get(this: Ref) {
@@ -482,19 +483,27 @@ export class Ref<T = unknown, E = unknown> {
 
 /**
  * The property of a scalar member: read or write, then the GUARD check. Each member gets
- * functions of its own (see `specialize`): shared closures made the hottest path of the
- * package, `ref.x = ref.x + 1`, 2.3x slower once they held the check (bench row 6).
+ * functions of its own with the DataView operation and the member's offset folded in
+ * (see `memberProperty`), so that `ref.x = ref.x + 1` in a loop inlines to two DataView
+ * operations and two loads of GUARD (bench rows 6 and 7.1); where code generation is
+ * off, closures around the member's accessors.
  */
-function scalarMember(f: FieldAccessor): PropertyDescriptor {
+function scalarMember(t: StructType, f: FieldAccessor): PropertyDescriptor {
   const lost = (r: Ref): void => checkIntact(r.memory)
-  return specialize(
-    ['f', 'VIEW', 'VOFF', 'RO', 'GUARD', 'lost', 'readOnlyError'],
-    [f, VIEW, VOFF, RO, GUARD, lost, readOnlyError],
-    `return {
-      get() { const v = f.get(this[VIEW], this[VOFF]); if (GUARD[0] !== 0) lost(this); return v },
-      set(v) { if (this[RO]) throw readOnlyError(); f.set(this[VIEW], this[VOFF], v); if (GUARD[0] !== 0) lost(this) },
-    }`,
-    () => ({
+  // No read-only check of its own: a read-only mapping's DataView refuses every write
+  // (lib/memory.ts); `beforeCheck` keeps its error ahead of a bad value's.
+  const generated = memberProperty(t, f, {
+    view: 'this[VIEW]',
+    base: 'this[VOFF]',
+    after: 'if (GUARD[0]) lost(this)',
+    names: ['VIEW', 'VOFF', 'GUARD', 'lost'],
+    values: [VIEW, VOFF, GUARD, lost],
+    beforeCheck: (r) => {
+      if ((r as Ref)[RO]) throw readOnlyError()
+    },
+  })
+  return (
+    generated ?? {
       get(this: Ref) {
         const v = f.get(this[VIEW], this[VOFF])
         if (GUARD[0] !== 0) lost(this)
@@ -505,7 +514,7 @@ function scalarMember(f: FieldAccessor): PropertyDescriptor {
         f.set(this[VIEW], this[VOFF], v)
         if (GUARD[0] !== 0) lost(this)
       },
-    }),
+    }
   )
 }
 

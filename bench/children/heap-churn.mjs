@@ -1,5 +1,5 @@
 // Child: churns a shared heap: `pairs` malloc+free pairs over 32 live blocks of mixed
-// small sizes, freed in a different order than allocated (after a short warm-up churn).
+// small sizes, freed in a different order than allocated (after a warm-up churn).
 import { revive } from '../../dist/index.js'
 import { serve } from './serve.mjs'
 
@@ -23,6 +23,8 @@ function churn(heap, pairs) {
 
 serve((job) => {
   const heap = /** @type {any} */ (revive(job.memory)).heap
-  churn(heap, Math.min(job.pairs, 2_000))
+  // Warm-up long enough for the JIT to settle (the first 100,000 pairs of a cold process
+  // run several times slower), as the counter children do.
+  churn(heap, Math.min(job.pairs, 20_000))
   return () => churn(heap, job.pairs)
 })

@@ -23,6 +23,7 @@ export const structRows = [
     subject: 'Ref field: ref.x = ref.x + 1 (int32)',
     baseline: 'DataView getInt32 + setInt32, same bytes',
     per: 'read+write',
+    goal: 1.25,
     skip: (ctx) => (ctx.features.struct ? null : 'skipped: struct types not available'),
     run: (ctx) =>
       withSegment('struct', { size: 1 << 20, managed: true }, async (mem) => {

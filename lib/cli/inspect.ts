@@ -93,11 +93,11 @@ export function inspectSegment(name: string): Inspection {
     return result
   }
   try {
-    const { mapping, heapOffset, id: mappingId } = internals(mem)
+    const { heapOffset, id: mappingId } = internals(mem)
     const alive: AliveCheck = (token, start) => binding.lockHolderAlive(mappingId, token, start) ?? null
     const heapLock = lockState(mem, heapOffset, false, alive)
     result.objects.push({ kind: 'heap lock', offset: heapOffset, name: null, state: { ...heapLock }, summary: lockSummary(heapLock) })
-    const id = native(() => mapping.heap(heapOffset, 0, false))
+    const id = native(() => binding.heapAttach(mappingId, heapOffset, 0, false))
     let survey: ReturnType<typeof binding.heapSurvey>
     try {
       // A live process that never lets the heap lock go must not hang the tool.

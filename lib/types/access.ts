@@ -303,11 +303,12 @@ class Env {
     return `x${this.tmp++}`;
   }
 
-  compile<R>(body: string): R {
-    const f = new Function('C', 'L', 'A', 'T', 'K', `'use strict';\n${body}`) as (
-      c: Helpers, l: string[], a: Accessor<unknown>[], t: Type[], k: ReadonlySet<string>[],
+  /** Compiles `body`; `names` are extra bindings it sees, with `values`. */
+  compile<R>(body: string, names: readonly string[] = [], values: readonly unknown[] = []): R {
+    const f = new Function('C', 'L', 'A', 'T', 'K', ...names, `'use strict';\n${body}`) as (
+      c: Helpers, l: string[], a: Accessor<unknown>[], t: Type[], k: ReadonlySet<string>[], ...rest: unknown[]
     ) => R;
-    return f(HELPERS, this.labels, this.subs, this.types, this.sets);
+    return f(HELPERS, this.labels, this.subs, this.types, this.sets, ...values);
   }
 }
 
@@ -320,18 +321,18 @@ const GETTER: Readonly<Record<string, string>> = {
   i64: 'BigInt64', u64: 'BigUint64', f32: 'Float32', f64: 'Float64',
 };
 
-/** Expression reading a scalar-like `t` at offset expression `o`. */
-function readExpr(t: Type, o: string): string {
+/** Expression reading a scalar-like `t` at offset expression `o` of DataView expression `dv`. */
+function readExpr(t: Type, o: string, dv = 'dv'): string {
   if (t.kind === 'pointer') {
     return LITTLE_ENDIAN
       ? `(dv.getUint32(${o}, true) + dv.getUint32(${o} + 4, true) * 4294967296)`
       : `(dv.getUint32(${o} + 4, false) + dv.getUint32(${o}, false) * 4294967296)`;
   }
   const k = t.kind === 'scalar' || t.kind === 'enum' ? t.scalar : 'u8';
-  if (k === 'bool') return `(dv.getUint8(${o}) !== 0)`;
+  if (k === 'bool') return `(${dv}.getUint8(${o}) !== 0)`;
   const g = GETTER[k] as string;
   const le = k === 'i8' || k === 'u8' ? '' : `, ${LE}`;
-  const e = `dv.get${g}(${o}${le})`;
+  const e = `${dv}.get${g}(${o}${le})`;
   return t.kind === 'enum' && (k === 'i64' || k === 'u64') ? `Number(${e})` : e;
 }
 
@@ -344,13 +345,21 @@ const INT_CHECK: Readonly<Record<string, (x: string) => string>> = {
   u32: (x) => `(${x} >>> 0) !== ${x}`,
 };
 
-/** Statements writing expression `v` as scalar-like `t` at offset expression `o`. */
-function writeStmt(env: Env, t: Type, o: string, v: string, label: string): string {
-  const x = env.var();
+/**
+ * Statements writing expression `v` as scalar-like `t` at offset expression `o`. A value
+ * the fast test does not accept goes through the check of its kind (`C.check*`, which
+ * converts or throws), or, given `slow`, through `slow(value, this)` instead (a function
+ * the caller binds to that check; shorter code).
+ */
+function writeStmt(env: Env, t: Type, o: string, v: string, label: string, slow?: string, dv = 'dv'): string {
+  // With `slow`, `v` is the setter's own parameter: it is checked in place.
+  const x = slow ? v : env.var();
+  const fix = (check: string): string => (slow ? `${slow}(${x}, this)` : check);
+  const take = slow ? '' : `let ${x} = ${v};`;
   if (t.kind === 'pointer') {
     const [lo, hi] = LITTLE_ENDIAN ? [o, `${o} + 4`] : [`${o} + 4`, o];
-    return `{ let ${x} = ${v};
-      if (typeof ${x} !== 'number' || !(${x} >= 0 && ${x} <= 9007199254740991) || ${x} % 1 !== 0) ${x} = C.checkPtr(${x}, ${label});
+    return `{ ${take}
+      if (typeof ${x} !== 'number' || !(${x} >= 0 && ${x} <= 9007199254740991) || ${x} % 1 !== 0) ${x} = ${fix(`C.checkPtr(${x}, ${label})`)};
       if (typeof ${x} === 'number') { dv.setUint32(${lo}, ${x} >>> 0, ${LE}); dv.setUint32(${hi}, (${x} / 4294967296) >>> 0, ${LE}); }
       else dv.setBigUint64(${o}, ${x}, ${LE}); }`;
   }
@@ -358,30 +367,30 @@ function writeStmt(env: Env, t: Type, o: string, v: string, label: string): stri
     const k = t.scalar;
     const te = env.type(t);
     if (k === 'i32' || k === 'u32') {
-      return `{ let ${x} = ${v}; if (typeof ${x} !== 'number' || ${(INT_CHECK[k] as (s: string) => string)(x)}) ${x} = C.checkEnum(${x}, ${te}, ${label});
-        dv.set${GETTER[k]}(${o}, ${x}, ${LE}); }`;
+      return `{ ${take} if (typeof ${x} !== 'number' || ${(INT_CHECK[k] as (s: string) => string)(x)}) ${x} = ${fix(`C.checkEnum(${x}, ${te}, ${label})`)};
+        ${dv}.set${GETTER[k]}(${o}, ${x}, ${LE}); }`;
     }
-    return `{ const ${x} = C.checkEnum(${v}, ${te}, ${label}); dv.set${GETTER[k]}(${o}, BigInt(${x}), ${LE}); }`;
+    return `{ ${take} ${x} = ${fix(`C.checkEnum(${x}, ${te}, ${label})`)}; ${dv}.set${GETTER[k]}(${o}, BigInt(${x}), ${LE}); }`;
   }
   if (t.kind !== 'scalar') throw new TypeError(`internal: not a scalar ${formatType(t)}`);
   const k = t.scalar;
   const le = k === 'i8' || k === 'u8' ? '' : `, ${LE}`;
   switch (k) {
     case 'bool':
-      return `{ const ${x} = ${v}; dv.setUint8(${o}, ${x} === true ? 1 : ${x} === false ? 0 : C.checkBool(${x}, ${label})); }`;
+      return `{ ${take} ${dv}.setUint8(${o}, ${x} === true ? 1 : ${x} === false ? 0 : ${fix(`C.checkBool(${x}, ${label})`)}); }`;
     case 'f32':
     case 'f64':
-      return `{ let ${x} = ${v}; if (typeof ${x} !== 'number') ${x} = C.checkFloat(${x}, '${k}', ${label}); dv.set${GETTER[k]}(${o}, ${x}${le}); }`;
+      return `{ ${take} if (typeof ${x} !== 'number') ${x} = ${fix(`C.checkFloat(${x}, '${k}', ${label})`)}; ${dv}.set${GETTER[k]}(${o}, ${x}${le}); }`;
     case 'i64':
     case 'u64': {
       const [min, max] = BIG_RANGE[k] as readonly [bigint, bigint];
-      return `{ let ${x} = ${v}; if (typeof ${x} !== 'bigint' || ${x} < ${min}n || ${x} > ${max}n) ${x} = C.checkBig(${x}, '${k}', ${label});
-        dv.set${GETTER[k]}(${o}, ${x}${le}); }`;
+      return `{ ${take} if (typeof ${x} !== 'bigint' || ${x} < ${min}n || ${x} > ${max}n) ${x} = ${fix(`C.checkBig(${x}, '${k}', ${label})`)};
+        ${dv}.set${GETTER[k]}(${o}, ${x}${le}); }`;
     }
     default: {
-      const slow = t.name === 'char' ? `C.checkChar(${x}, ${label})` : `C.checkInt(${x}, '${k}', ${label})`;
-      return `{ let ${x} = ${v}; if (typeof ${x} !== 'number' || ${(INT_CHECK[k] as (s: string) => string)(x)}) ${x} = ${slow};
-        dv.set${GETTER[k]}(${o}, ${x}${le}); }`;
+      const check = t.name === 'char' ? `C.checkChar(${x}, ${label})` : `C.checkInt(${x}, '${k}', ${label})`;
+      return `{ ${take} if (typeof ${x} !== 'number' || ${(INT_CHECK[k] as (s: string) => string)(x)}) ${x} = ${fix(check)};
+        ${dv}.set${GETTER[k]}(${o}, ${x}${le}); }`;
     }
   }
 }
@@ -677,18 +686,75 @@ export function structLayoutAccessors<V>(t: Type<V>): StructLayout<V> {
   return layout as StructLayout<V>;
 }
 
+/** How {@link memberProperty} reaches the bytes of the object `this` refers to. */
+export interface MemberCode {
+  /** Expression (of `this`) giving the DataView. */
+  readonly view: string;
+  /** Expression (of `this`) giving the object's offset in it. */
+  readonly base: string;
+  /** Statement run after each read or write (e.g. a check of the mapping); may be empty. */
+  readonly after: string;
+  /** Names `after`, `view` and `base` use, bound to `values`. */
+  readonly names: readonly string[];
+  /** Their values. */
+  readonly values: readonly unknown[];
+  /**
+   * Called with the object before a value the setter's fast test rejects is checked (and
+   * converted, or refused): may throw first (a read-only mapping's error takes precedence
+   * over the value's).
+   */
+  readonly beforeCheck?: (self: object) => void;
+}
+
+/** The check (convert or throw) of a value for scalar or enum `t`, as one function. */
+function checkOf(t: Type, label: string): (v: unknown) => unknown {
+  if (t.kind === 'enum') return (v) => checkEnum(v, t, label);
+  if (t.kind !== 'scalar') throw new TypeError(`internal: not a scalar ${formatType(t)}`);
+  const k = t.scalar;
+  switch (k) {
+    case 'bool':
+      return (v) => checkBool(v, label);
+    case 'f32':
+    case 'f64':
+      return (v) => checkFloat(v, k, label);
+    case 'i64':
+    case 'u64':
+      return (v) => checkBig(v, k, label);
+    default:
+      return t.name === 'char' ? (v) => checkChar(v, label) : (v) => checkInt(v, k, label);
+  }
+}
+
 /**
- * A function (or object of functions) generated from `body` with its own bytecode, so
- * with its own type feedback: V8 shares one feedback vector among every closure of one
- * function literal, so a literal instantiated per struct member sees every member of
- * every struct and stops being inlined. `body` is the text of a function body that
- * returns the result, and sees `values` under `names`. Where code generation is off (or
- * disallowed), `fallback()` builds the equivalent from closures. Not part of the public
- * API (not exported from the package's entry point).
+ * The `get`/`set` of a property for the scalar or enum member `field` of `struct`,
+ * generated whole: the DataView read or write with the member's offset folded in, the
+ * value checks of {@link valueAccessor} (a value the fast test rejects goes to one
+ * function bound to the member), and `code.after`, in one short function each, with no
+ * call to an accessor. V8 inlines such getters into the caller's loop: a getter that
+ * calls an accessor is two inlining levels, and every byte of bytecode counts against
+ * the budget of the function they are inlined into (920 bytes by default, which a
+ * benchmark loop unrolled four times exhausts). `null` where code generation is off: use
+ * the accessors then. Not part of the public API (not exported from the package's entry
+ * point).
  */
-export function specialize<R>(names: readonly string[], values: readonly unknown[], body: string, fallback: () => R): R {
-  if (!codegenEnabled) return fallback();
-  return (new Function(...names, `'use strict';\n${body}`) as (...a: unknown[]) => R)(...values);
+export function memberProperty(struct: Type, field: FieldAccessor, code: MemberCode): PropertyDescriptor | null {
+  if (!codegenEnabled) return null;
+  const t = field.type;
+  if (t.kind !== 'scalar' && t.kind !== 'enum') throw new TypeError(`internal: not a scalar member ${formatType(t)}`);
+  const env = new Env();
+  const label = `${labelOf(struct)}.${field.name}`;
+  const check = checkOf(t, label);
+  const before = code.beforeCheck;
+  const bad = before ? (v: unknown, self: object): unknown => (before(self), check(v)) : check;
+  const o = field.offset === 0 ? code.base : `${code.base} + ${field.offset}`;
+  return env.compile<PropertyDescriptor>(
+    `return {
+      get: function get() { const v = ${readExpr(t, o, code.view)}; ${code.after}; return v; },
+      set: function set(v) { ${writeStmt(env, t, o, 'v', '', 'bad', code.view)} ${code.after}; },
+    };`,
+    [...code.names, 'bad'],
+    [...code.values, bad],
+  );
 }
 
 /**

@@ -54,8 +54,9 @@ export {
   type FieldAccessor,
   LITTLE_ENDIAN,
   type StructLayout,
+  type MemberCode,
+  memberProperty,
   scalarAccessor,
-  specialize,
   structLayoutAccessors,
   valueAccessor,
 } from './access.js';

@@ -46,7 +46,8 @@ impl HeapView {
             } else {
                 used += size;
                 allocs += 1;
-                if w & F_INTERNAL == 0 {
+                // A cached block is free to its users (cache.rs): no entry may lead there.
+                if w & (F_INTERNAL | F_CACHED) == 0 {
                     objects.push((b, size));
                 }
             }

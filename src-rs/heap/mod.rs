@@ -77,6 +77,7 @@
 //! |------|-------|
 //! | `mod.rs` | the view, the heap header, bounds-checked accessors, `format`, the operation bracket (`op`: busy flag, auto-repair) |
 //! | `tlsf.rs` | blocks, size classes, free lists; `malloc`, `free`, `realloc`, `stats` (block layout at its top) |
+//! | `cache.rs` | the per-thread caches of freed small blocks: their protocol (at its top), counting them, reclaiming those of dead threads |
 //! | `repair.rs` | `rebuild` after a process died holding the lock (the crash-tolerance design at its top) |
 //! | `check.rs` | `check`: every invariant, read-only |
 //! | `named.rs` | the named-object directory (entry layout at its top) |
@@ -102,7 +103,9 @@ use std::fmt;
 use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod cache;
 mod check;
+pub use cache::CacheOwner;
 mod named;
 mod repair;
 pub mod survey;
@@ -179,6 +182,12 @@ const F_INTERNAL: u64 = 4;
 /// may still be named (segments older than the flag), one with it may have lost its
 /// entry to a crash; `check` verifies entries against the block chain either way.
 const F_NAMED: u64 = 8;
+/// Bit 63 of the size word: an allocated block parked in a thread's cache of freed small
+/// blocks (`cache.rs`). It lives in the word's high half, which only ever changes by a
+/// compare-and-swap of that 32-bit half (the JavaScript fast path runs it without the
+/// heap lock); every native update of an allocated block's low flags is an atomic
+/// read-modify-write of the low half, so neither side can lose the other's bit.
+const F_CACHED: u64 = 1 << 63;
 const ALIGN_MASK: u64 = 0xF0;
 const FLAG_MASK: u64 = 0xFF;
 
@@ -304,6 +313,26 @@ pub struct HeapStats {
     pub largest_free: u64,
     /// Number of allocated blocks (directory entries included).
     pub allocations: u64,
+    /// Freed blocks parked in threads' caches (`cache.rs`): counted as free above, but
+    /// reusable only by the thread that cached them until it flushes (or dies and is
+    /// reclaimed).
+    pub cached: u64,
+    /// Bytes of those blocks, headers included.
+    pub cached_bytes: u64,
+}
+
+/// Where a heap's blocks are and how their check words are salted (what a fast path
+/// outside this module needs to validate a block; see `cache.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapLayout {
+    /// Length of the heap region.
+    pub heap_len: u64,
+    /// Heap-relative offset of the first block.
+    pub header_size: u64,
+    /// Heap-relative end of the last block.
+    pub arena_end: u64,
+    /// The salt of the block check words.
+    pub salt: u64,
 }
 
 /// A named-object directory entry. Offsets are mapping-relative.
@@ -342,7 +371,7 @@ fn check_word(salt: u64, b: u64) -> u64 {
 
 #[inline]
 fn w_size(w: u64) -> u64 {
-    (w >> 8) << 4
+    ((w & !F_CACHED) >> 8) << 4
 }
 
 #[inline]
@@ -450,7 +479,7 @@ struct BP<'a> {
     v: &'a HeapView,
 }
 
-impl BP<'_> {
+impl<'a> BP<'a> {
     /// Word at byte `off` (0 = size word, 8 = check, 16 = next, 24 = prev).
     #[inline(always)]
     fn ld(self, off: u64) -> u64 {
@@ -470,7 +499,44 @@ impl BP<'_> {
         unsafe { (*(self.p.wrapping_add(off) as *const AtomicU64)).store(v, Ordering::Relaxed) };
         Ok(())
     }
+
+    /// The low half of the size word (flags and the low size bits).
+    #[inline(always)]
+    fn low(self) -> &'a AtomicU32 {
+        // SAFETY: `p` is a 16-aligned block start inside the live heap region (BP
+        // invariant), so its 4-byte half at LOW_HALF is inside the region and aligned.
+        unsafe { &*(self.p.wrapping_add(LOW_HALF) as *const AtomicU32) }
+    }
+
+    /// The high half of the size word, where `F_CACHED` lives.
+    #[inline(always)]
+    fn high(self) -> &'a AtomicU32 {
+        // SAFETY: as in `low`.
+        unsafe { &*(self.p.wrapping_add(4 - LOW_HALF) as *const AtomicU32) }
+    }
+
+    /// Sets (`on`) or clears flag bits (of the low byte) of the size word with one atomic
+    /// read-modify-write of its low half: the way every flag of an allocated block is
+    /// changed, since a thread without the heap lock may be swapping `F_CACHED` in the
+    /// high half at the same moment.
+    #[inline(always)]
+    fn update_low(self, flags: u64, on: bool) -> R<()> {
+        #[cfg(test)]
+        self.v.tick()?;
+        let bits = (flags & FLAG_MASK) as u32;
+        // Relaxed: like every metadata store; the heap lock orders it for lock holders,
+        // and the cache's compare-and-swap touches the other half.
+        if on {
+            self.low().fetch_or(bits, Ordering::Relaxed);
+        } else {
+            self.low().fetch_and(!bits, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
+
+/// Byte offset of the low half of a u64 in memory (little-endian targets: 0).
+const LOW_HALF: usize = if cfg!(target_endian = "little") { 0 } else { 4 };
 
 // ---------------------------------------------------------------------------------------
 // The view
@@ -638,6 +704,21 @@ impl HeapView {
         let off = self.heap_off as u64;
         r.ensure_backed(off + lo, hi.saturating_sub(lo))
             .map_err(|e| Fault::NoSpace(e.errno.unwrap_or(libc::ENOSPC)))
+    }
+
+    /// The heap's geometry and salt, read from its header (magic checked).
+    ///
+    /// # Errors
+    /// `Corrupt` when the header no longer says it is a heap.
+    pub fn layout(&self) -> Result<HeapLayout, HeapError> {
+        self.read_op(|salt| {
+            Ok(HeapLayout {
+                heap_len: self.heap_len as u64,
+                header_size: self.lay.header_size,
+                arena_end: self.lay.arena_end,
+                salt,
+            })
+        })
     }
 
     /// Mapping-relative offset of the heap region.
@@ -1143,6 +1224,7 @@ mod tests {
                 4 => {
                     let _ = t.h.check();
                     let _ = t.h.stats();
+                    let _ = t.h.reclaim_cached(|o| o.token == 3);
                 }
                 5 => {
                     let _ = t.h.rebuild();
@@ -1161,6 +1243,8 @@ mod tests {
                 9 => {
                     let _ = t.h.named_state(off);
                     let _ = t.h.usable_size(off);
+                    let token = rng.below(4) as u32;
+                    let _ = t.h.cache_put(off, cache::CacheOwner { token, start: 0 });
                 }
                 10 => {
                     let _ = t.h.validate_header();

@@ -205,10 +205,11 @@ impl HeapView {
             }
             let obj = self.malloc_inner(salt, size, align, false)?;
             self.zero(obj, size as u64)?;
-            // Mark it named (one store of its size word; a crash before the entry is
-            // published leaks it either way).
+            // Mark it named (one atomic update of its size word; a crash before the
+            // entry is published leaks it either way).
             let ob = obj - HDR;
-            self.bp(ob).st(0, self.block(salt, ob)? | F_NAMED)?;
+            self.block(salt, ob)?;
+            self.bp(ob).update_low(F_NAMED, true)?;
             let esize = E_NAME as usize + name.len() + type_desc.len();
             let e = match self.malloc_inner(salt, esize, 16, true) {
                 Ok(e) => e,
@@ -280,7 +281,7 @@ impl HeapView {
                 let ob = ent.obj - HDR;
                 if let Ok(ow) = self.block(salt, ob) {
                     if ow & (F_FREE | F_INTERNAL) == 0 && ow & F_NAMED != 0 {
-                        self.bp(ob).st(0, ow & !F_NAMED)?;
+                        self.bp(ob).update_low(F_NAMED, false)?;
                     }
                 }
                 Ok(true)
@@ -319,7 +320,10 @@ impl HeapView {
     fn live_entry(&self, salt: u64, e: u64, ent: &Entry) -> R<NamedEntry> {
         let ob = ent.obj - HDR;
         match self.block(salt, ob) {
-            Ok(w) if w & (F_FREE | F_INTERNAL) == 0 && ob + w_size(w) >= ent.obj + ent.size => {
+            Ok(w)
+                if w & (F_FREE | F_INTERNAL | F_CACHED) == 0
+                    && ob + w_size(w) >= ent.obj + ent.size =>
+            {
                 self.public_entry(e, ent)
             }
             _ => corrupt(

@@ -119,17 +119,14 @@ impl HeapView {
                     run = Some((b, size));
                 }
             } else {
-                let fixed = if run.is_some() {
-                    w | F_PREV_FREE
-                } else {
-                    w & !F_PREV_FREE
-                };
+                let after_free = run.is_some();
                 if let Some((p, psize)) = run.take() {
                     self.st(p + psize - 8, psize)?;
                     self.insert_free(salt, p, psize)?;
                 }
-                if fixed != w {
-                    self.st(b, fixed)?;
+                if (w & F_PREV_FREE != 0) != after_free {
+                    // The block may be cached meanwhile: its flags change atomically.
+                    self.bp(b).update_low(F_PREV_FREE, after_free)?;
                 }
                 used += size;
                 allocs += 1;
@@ -239,7 +236,8 @@ mod tests {
     fn crash_at_every_store() {
         type Op = fn(&T, &mut Vec<(usize, usize, u8)>) -> Result<(), HeapError>;
         // Setup (see below): blocks A0..A7, A3 and A5 freed, so live = [A0,A1,A2,A4,A6,A7]
-        // and the chain is A0 A1 A2 (A3) A4 (A5) A6 A7 pre-object pre-entry (rest).
+        // and the chain is A0 A1 A2 (A3) A4 (A5) A6 A7 pre-object pre-entry C (rest), C
+        // cached.
         let ops: Vec<(&str, Op)> = vec![
             ("malloc_split", |t, _| t.h.malloc(300, 16).map(|_| ())),
             ("malloc_aligned", |t, _| t.h.malloc(300, 1024).map(|_| ())),
@@ -278,6 +276,9 @@ mod tests {
             }),
             ("named_remove", |t, _| t.h.named_remove(b"pre").map(|_| ())),
             ("rebuild", |t, _| t.h.rebuild()),
+            ("reclaim_cached", |t, _| {
+                t.h.reclaim_cached(|_| true).map(drop)
+            }),
         ];
         let mut cases = 0;
         for (name, op) in ops {
@@ -292,6 +293,12 @@ mod tests {
                     live.push((o, size, i + 1));
                 }
                 t.h.named_reserve(b"pre", 8, 16, b"x").unwrap();
+                // A block cached by a thread (cache.rs): every repair keeps it or
+                // reclaims it whole.
+                let c = t.h.malloc(64, 16).unwrap();
+                assert!(t
+                    .h
+                    .cache_put(c, crate::heap::CacheOwner { token: 5, start: 6 }));
                 t.h.free(live.remove(5).0).unwrap();
                 t.h.free(live.remove(3).0).unwrap();
                 t.h.check().unwrap();

@@ -97,7 +97,8 @@ impl HeapView {
             while b < l.arena_end && out.len() < max {
                 let w = self.block(salt, b)?;
                 let size = w_size(w);
-                if w & (F_FREE | F_INTERNAL) == 0 && size >= HDR + 32 {
+                // A cached block (cache.rs) is free to its users: whatever it held is gone.
+                if w & (F_FREE | F_INTERNAL | F_CACHED) == 0 && size >= HDR + 32 {
                     let kind = self.ld32(b + HDR + 8)?;
                     if is_tag(kind) {
                         out.push(TaggedBlock {

@@ -3,6 +3,7 @@
 
 use super::*;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::sync::Mutex;
 
 pub(super) const GUARD: usize = 4096;
 pub(super) const GUARD_BYTE: u8 = 0xA5;
@@ -87,6 +88,20 @@ impl T {
     }
     pub(super) fn verify(&self, off: usize, len: usize, tag: u8) -> bool {
         self.mem.read(off, len).iter().all(|&b| b == tag)
+    }
+    /// Runs `body(id, self, lock)` on `n` threads at once (`lock` stands for the heap's
+    /// own lock), then checks that the heap is whole and back to the stats it had.
+    pub(super) fn threads(&self, n: u32, body: impl Fn(u32, &T, &Mutex<()>) + Sync) {
+        let s0 = self.h.stats().unwrap();
+        let lock = Mutex::new(());
+        std::thread::scope(|s| {
+            for id in 0..n {
+                let (body, lock) = (&body, &lock);
+                s.spawn(move || body(id, self, lock));
+            }
+        });
+        self.h.check().unwrap();
+        assert_eq!(self.h.stats().unwrap(), s0);
     }
 }
 

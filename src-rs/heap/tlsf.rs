@@ -113,7 +113,9 @@ impl HeapView {
         let size = w_size(w);
         // b <= arena_end - MIN_BLOCK, so the right side cannot underflow
         let bad_size = size.wrapping_sub(MIN_BLOCK) > self.lay.arena_end - b - MIN_BLOCK;
-        if bad_size | !FLAGS_OK[(w & FLAG_MASK) as usize] {
+        // CACHED marks an ordinary allocation only.
+        let bad_cached = w & F_CACHED != 0 && w & (F_FREE | F_INTERNAL | F_NAMED) != 0;
+        if bad_size | bad_cached | !FLAGS_OK[(w & FLAG_MASK) as usize] {
             return corrupt("bad block size or flags", b);
         }
         Ok(())
@@ -184,7 +186,8 @@ impl HeapView {
         }
         let w = p.ld(0);
         self.sane_word(b, w)?;
-        if w & F_FREE != 0 {
+        // A cached block is free as far as its users know (`cache.rs`).
+        if w & (F_FREE | F_CACHED) != 0 {
             return Err(Fault::Double(o));
         }
         if w & F_INTERNAL != 0 {
@@ -444,13 +447,8 @@ impl HeapView {
     #[inline(always)]
     pub(super) fn set_prev_free(&self, salt: u64, x: u64, on: bool) -> R<()> {
         if x < self.lay.arena_end {
-            let xw = self.block(salt, x)?;
-            let nw = if on {
-                xw | F_PREV_FREE
-            } else {
-                xw & !F_PREV_FREE
-            };
-            self.bp(x).st(0, nw)?;
+            self.block(salt, x)?;
+            self.bp(x).update_low(F_PREV_FREE, on)?;
         }
         Ok(())
     }
@@ -587,9 +585,9 @@ impl HeapView {
         }
         if let Some((n, _)) = next {
             self.mark_dead(salt, n)?;
-        } else if let Some((nb, nw)) = after {
-            // the (validated, allocated) successor now follows a free block
-            self.bp(nb).st(0, nw | F_PREV_FREE)?;
+        } else if let Some((nb, _)) = after {
+            // the (validated, allocated, maybe cached) successor now follows a free block
+            self.bp(nb).update_low(F_PREV_FREE, true)?;
         }
         self.insert_free(salt, start, total)?;
         self.sub(H_USED, size)?;
@@ -622,8 +620,8 @@ impl HeapView {
             self.commit();
             if let Some((n, _)) = next_free {
                 self.mark_dead(salt, n)?;
-            } else if let Some((n, nw)) = next {
-                self.bp(n).st(0, nw | F_PREV_FREE)?;
+            } else if let Some((n, _)) = next {
+                self.bp(n).update_low(F_PREV_FREE, true)?;
             }
             self.insert_free(salt, r, rsize)?;
             self.sub(H_USED, cur - need)?;
@@ -734,8 +732,11 @@ impl HeapView {
                 self.commit();
                 self.hst32(H_BUSY, 0)?;
             }
-            let used = self.hld(H_USED)?;
-            let allocations = self.hld(H_ALLOCS)?;
+            // Cached blocks (`cache.rs`) are allocated in the chain but free to their
+            // users: they count as free here.
+            let (cached, cached_bytes) = self.cached_totals(salt)?;
+            let used = self.hld(H_USED)?.wrapping_sub(cached_bytes);
+            let allocations = self.hld(H_ALLOCS)?.wrapping_sub(cached);
             let Some(free) = self.arena().checked_sub(used) else {
                 return corrupt("used bytes exceed the arena size", H_USED);
             };
@@ -745,6 +746,8 @@ impl HeapView {
                 free,
                 largest_free: self.largest_free(salt)?.saturating_sub(HDR),
                 allocations,
+                cached,
+                cached_bytes,
             })
         })
     }
@@ -792,7 +795,6 @@ impl HeapView {
 mod tests {
     use super::*;
     use crate::heap::testing::*;
-    use std::sync::{Arc, Mutex};
 
     #[test]
     fn malloc_free_basic() {
@@ -1006,6 +1008,9 @@ mod tests {
         let s0 = t.h.stats().unwrap();
         let mut rng = Rng(0x1234_5678_9abc_def1);
         let mut live: Vec<(usize, usize, u8)> = Vec::new();
+        // Blocks parked in a thread's cache (cache.rs), with their requested size.
+        let mut cached: Vec<(usize, usize)> = Vec::new();
+        let me = super::cache::CacheOwner { token: 1, start: 2 };
         let n = if cfg!(debug_assertions) {
             12_000
         } else {
@@ -1013,7 +1018,27 @@ mod tests {
         };
         for i in 0..n {
             let r = rng.below(100);
-            if r < 50 || live.is_empty() {
+            if r >= 90 {
+                // The cache: put a live block, take one back, or reclaim them all.
+                if r < 95 && !live.is_empty() {
+                    let k = rng.below(live.len() as u64) as usize;
+                    let (o, size, tag) = live.swap_remove(k);
+                    assert!(t.verify(o, size, tag), "block {o} damaged");
+                    assert!(t.h.cache_put(o, me));
+                    cached.push((o, size));
+                } else if r < 99 && !cached.is_empty() {
+                    let k = rng.below(cached.len() as u64) as usize;
+                    let (o, size) = cached.swap_remove(k);
+                    assert!(t.h.cache_take(o));
+                    let tag = (i % 251) as u8;
+                    t.fill(o, size, tag);
+                    live.push((o, size, tag));
+                } else {
+                    let n = t.h.reclaim_cached(|o| o == me).unwrap();
+                    assert_eq!(n as usize, cached.len());
+                    cached.clear();
+                }
+            } else if r < 50 || live.is_empty() {
                 let size = match rng.below(10) {
                     0 => 0,
                     1..=6 => rng.below(256) as usize,
@@ -1060,6 +1085,8 @@ mod tests {
             assert!(t.verify(o, size, tag));
             t.h.free(o).unwrap();
         }
+        assert_eq!(t.h.stats().unwrap().cached as usize, cached.len());
+        t.h.reclaim_cached(|_| true).unwrap();
         t.h.check().unwrap();
         assert_eq!(t.h.stats().unwrap(), s0);
         assert!(t.guards_ok());
@@ -1067,60 +1094,48 @@ mod tests {
 
     #[test]
     fn threads_share_one_heap() {
-        let t = Arc::new(T::new(32 << 20));
-        let s0 = t.h.stats().unwrap();
-        let lock = Arc::new(Mutex::new(()));
+        let t = T::new(32 << 20);
         let ops = 40_000;
-        let handles: Vec<_> = (0..3u8)
-            .map(|id| {
-                let t = Arc::clone(&t);
-                let lock = Arc::clone(&lock);
-                std::thread::spawn(move || {
-                    let mut rng = Rng(0x9E37_79B9 ^ ((u64::from(id) + 1) * 0x1000_0001));
-                    let tag = 0x40 + id;
-                    let mut live: Vec<(usize, usize)> = Vec::new();
-                    for _ in 0..ops {
-                        if live.is_empty() || (live.len() < 300 && rng.below(2) == 0) {
-                            let size = 1 + rng.below(16384) as usize;
-                            let align = if rng.below(5) == 0 {
-                                1 << rng.below(13)
-                            } else {
-                                16
-                            };
-                            let r = {
-                                let _g = lock.lock().unwrap();
-                                t.h.malloc(size, align)
-                            };
-                            match r {
-                                Ok(o) => {
-                                    assert_eq!(o % align.max(16), 0);
-                                    t.fill(o, size, tag);
-                                    live.push((o, size));
-                                }
-                                Err(HeapError::NoMem) => {}
-                                Err(e) => panic!("{e}"),
-                            }
-                        } else {
-                            let k = rng.below(live.len() as u64) as usize;
-                            let (o, size) = live.swap_remove(k);
-                            assert!(t.verify(o, size, tag), "overlap detected");
-                            let _g = lock.lock().unwrap();
-                            t.h.free(o).unwrap();
-                        }
-                    }
-                    for (o, size) in live {
-                        assert!(t.verify(o, size, tag), "overlap detected");
+        t.threads(3, |id, t, lock| {
+            let id = id as u8;
+            let mut rng = Rng(0x9E37_79B9 ^ ((u64::from(id) + 1) * 0x1000_0001));
+            let tag = 0x40 + id;
+            let mut live: Vec<(usize, usize)> = Vec::new();
+            for _ in 0..ops {
+                if live.is_empty() || (live.len() < 300 && rng.below(2) == 0) {
+                    let size = 1 + rng.below(16384) as usize;
+                    let align = if rng.below(5) == 0 {
+                        1 << rng.below(13)
+                    } else {
+                        16
+                    };
+                    let r = {
                         let _g = lock.lock().unwrap();
-                        t.h.free(o).unwrap();
+                        t.h.malloc(size, align)
+                    };
+                    match r {
+                        Ok(o) => {
+                            assert_eq!(o % align.max(16), 0);
+                            t.fill(o, size, tag);
+                            live.push((o, size));
+                        }
+                        Err(HeapError::NoMem) => {}
+                        Err(e) => panic!("{e}"),
                     }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        t.h.check().unwrap();
-        assert_eq!(t.h.stats().unwrap(), s0);
+                } else {
+                    let k = rng.below(live.len() as u64) as usize;
+                    let (o, size) = live.swap_remove(k);
+                    assert!(t.verify(o, size, tag), "overlap detected");
+                    let _g = lock.lock().unwrap();
+                    t.h.free(o).unwrap();
+                }
+            }
+            for (o, size) in live {
+                assert!(t.verify(o, size, tag), "overlap detected");
+                let _g = lock.lock().unwrap();
+                t.h.free(o).unwrap();
+            }
+        });
         assert!(t.guards_ok());
     }
 

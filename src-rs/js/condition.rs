@@ -69,15 +69,14 @@ pub fn cond_wait_async(
 }
 
 /// Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this
-/// thread must hold its lock. Returns how many it woke.
-#[napi]
-pub fn cond_notify(
+/// thread must hold its lock. Returns how many it woke. (Exported raw: `raw.rs`.)
+pub(crate) fn cond_notify(
     id: u32,
     offset: f64,
     lock_id: u32,
     lock_offset: f64,
     n: u32,
-) -> napi::Result<u32> {
+) -> Result<u32> {
     let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
-    Ok(cond.get().notify(lock.get(), owner_of(lock_id)?, n)?)
+    cond.get().notify(lock.get(), owner_of(lock_id)?, n)
 }

@@ -12,14 +12,14 @@
 //! holder (`NOT_RECOVERABLE`, a 0xff fill) in `ERR_SHM_CORRUPT`, never in a hang.
 
 use crate::error::{Result, ShmError};
-use crate::heap::{HeapError, HeapView, NAMED_CONSTRUCTING, NAMED_READY};
+use crate::heap::{CacheOwner, HeapError, HeapView, NAMED_CONSTRUCTING, NAMED_READY};
 use crate::js::args::{to_u64, to_usize};
-use crate::js::mapping::{release_tokens_at_teardown, token_of, Mapping};
+use crate::js::mapping::{region_of, release_tokens_at_teardown, token_of};
 use crate::js::slots::SlotTable;
 use crate::memory::mapping::{closed, Region};
 use crate::sync::liveness::TokenRef;
 use crate::sync::lock::{Acquired, LockRecord, Owner};
-use crate::sys::{self, Deadline};
+use crate::sys::{self, Deadline, Liveness};
 use napi::Env;
 use napi_derive::napi;
 use std::cell::{Cell, RefCell};
@@ -40,6 +40,26 @@ pub struct HeapStatsJs {
     pub largest_free: f64,
     /// Number of allocated blocks.
     pub allocations: f64,
+    /// Freed blocks parked in threads' caches (counted as free).
+    pub cached: f64,
+    /// Bytes of those blocks.
+    pub cached_bytes: f64,
+}
+
+/// What the JavaScript fast path of a heap needs to know of it (`lib/heap-cache.ts`),
+/// read once, validated by attach.
+#[napi(object)]
+pub struct HeapInfo {
+    /// Length of the heap region.
+    pub size: f64,
+    /// Heap-relative offset of the first block.
+    pub header_size: f64,
+    /// Heap-relative end of the last block.
+    pub arena_end: f64,
+    /// Low half of the salt mixed into block check words.
+    pub salt_lo: u32,
+    /// High half of the salt.
+    pub salt_hi: u32,
 }
 
 /// A named object reserved (or found) by `namedReserve`.
@@ -94,38 +114,40 @@ pub(crate) fn slot(id: u32) -> Result<Rc<HeapSlot>> {
         .ok_or_else(|| ShmError::new("EINVAL", format!("no heap with id {id} in this thread")))
 }
 
+/// Attaches the heap at `offset` of mapping `mapping` (formatting `size` bytes first when
+/// `format`) and returns its id for the `heap*` functions of this thread.
 #[napi]
-impl Mapping {
-    /// Attaches the heap at `offset` (formatting `size` bytes first when `format`) and
-    /// returns its id for the `heap*` functions of this thread.
-    #[napi]
-    pub fn heap(&self, env: Env, offset: f64, size: f64, format: bool) -> napi::Result<u32> {
-        release_tokens_at_teardown(&env)?;
-        let off = to_u64("offset", offset)?;
-        let region = self.region().clone();
-        if !region.is_live() {
-            return Err(closed().into());
-        }
-        if format {
-            let len = to_u64("size", size)?;
-            crate::heap::format_heap(&region, off, len)?;
-        }
-        // SAFETY: the slot keeps the region alive (Arc) and every call checks it is still
-        // mapped before using the view; attach validates the header bounds.
-        let view =
-            unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) };
-        // A mapping that lost pages reads zeros there: say that, not "bad magic".
-        region.check_intact()?;
-        let view = view.map_err(ShmError::from)?.with_region(region.clone());
-        let slot = Rc::new(HeapSlot {
-            region,
-            view,
-            mapping: self.id(),
-            owner: RefCell::new(None),
-            lock_timeout_ms: Cell::new(DEFAULT_LOCK_TIMEOUT_MS),
-        });
-        Ok(HEAPS.with(|h| h.borrow_mut().insert(slot)))
+pub fn heap_attach(
+    env: Env,
+    mapping: u32,
+    offset: f64,
+    size: f64,
+    format: bool,
+) -> napi::Result<u32> {
+    release_tokens_at_teardown(&env)?;
+    let off = to_u64("offset", offset)?;
+    let region = region_of(mapping)?;
+    if !region.is_live() {
+        return Err(closed().into());
     }
+    if format {
+        let len = to_u64("size", size)?;
+        crate::heap::format_heap(&region, off, len)?;
+    }
+    // SAFETY: the slot keeps the region alive (Arc) and every call checks it is still
+    // mapped before using the view; attach validates the header bounds.
+    let view = unsafe { HeapView::attach(region.addr() as *mut u8, region.len(), off as usize) };
+    // A mapping that lost pages reads zeros there: say that, not "bad magic".
+    region.check_intact()?;
+    let view = view.map_err(ShmError::from)?.with_region(region.clone());
+    let slot = Rc::new(HeapSlot {
+        region,
+        view,
+        mapping,
+        owner: RefCell::new(None),
+        lock_timeout_ms: Cell::new(DEFAULT_LOCK_TIMEOUT_MS),
+    });
+    Ok(HEAPS.with(|h| h.borrow_mut().insert(slot)))
 }
 
 fn heap_name(name: &str) -> Result<&[u8]> {
@@ -216,7 +238,12 @@ impl HeapSlot {
     /// makes it not-recoverable: every later operation reports the broken heap.
     #[cold]
     fn recover(&self, rec: &LockRecord, me: Owner) -> Result<()> {
-        match self.view.rebuild() {
+        // The process that died may have had blocks cached: reclaim them with the rest.
+        let repaired = self
+            .view
+            .rebuild()
+            .and_then(|()| self.view.reclaim_cached(dead_owners(me)).map(drop));
+        match repaired {
             Ok(()) => {
                 crate::trace::emit(crate::trace::Event::HeapRepaired {
                     address: self.region.addr() + self.view.heap_off(),
@@ -335,10 +362,23 @@ pub fn heap_release(id: u32) {
     HEAPS.with(|h| h.borrow_mut().remove(id));
 }
 
-/// Length of heap `id`'s region.
+/// Geometry and salt of heap `id` (see [`HeapInfo`]).
 #[napi]
-pub fn heap_size(id: u32) -> napi::Result<f64> {
-    Ok(slot(id)?.view.heap_len() as f64)
+pub fn heap_info(id: u32) -> napi::Result<HeapInfo> {
+    // No lock: these never change (and read-only segments have their heap too).
+    let s = slot(id)?;
+    if !s.region.is_live() {
+        return Err(closed().into());
+    }
+    let l = s.view.layout().map_err(ShmError::from)?;
+    s.region.check_intact()?;
+    Ok(HeapInfo {
+        size: l.heap_len as f64,
+        header_size: l.header_size as f64,
+        arena_end: l.arena_end as f64,
+        salt_lo: l.salt as u32,
+        salt_hi: (l.salt >> 32) as u32,
+    })
 }
 
 /// `malloc(size, align)`: offset in the mapping. (Exported raw: `raw.rs`.)
@@ -373,14 +413,42 @@ impl From<crate::heap::HeapStats> for HeapStatsJs {
             free: s.free as f64,
             largest_free: s.largest_free as f64,
             allocations: s.allocations as f64,
+            cached: s.cached as f64,
+            cached_bytes: s.cached_bytes as f64,
         }
     }
 }
 
-/// Walks every block and list; throws on any broken invariant.
+/// Returns the blocks cached by dead threads to the heap; how many.
+#[napi]
+pub fn heap_trim(id: u32) -> napi::Result<f64> {
+    let s = slot(id)?;
+    let me = s.owner()?;
+    Ok(s.locked(|h| h.reclaim_cached(dead_owners(me)))? as f64)
+}
+
+/// Whether the thread that cached a block is gone: nobody holds its liveness token (the
+/// kernel answers; a "suspect" answer, macOS only, counts as alive), asking once per
+/// token.
+fn dead_owners(me: Owner) -> impl FnMut(CacheOwner) -> bool {
+    let mut seen = std::collections::HashMap::new();
+    move |o| {
+        *seen.entry(o.token).or_insert_with(|| {
+            me.liveness_of(o.token, (o.start != 0).then_some(o.start)) == Liveness::Dead
+        })
+    }
+}
+
+/// Reclaims the caches of dead threads, then walks every block and list; throws on any
+/// broken invariant.
 #[napi]
 pub fn heap_check(id: u32) -> napi::Result<()> {
-    Ok(slot(id)?.locked(|h| h.check())?)
+    let s = slot(id)?;
+    let me = s.owner()?;
+    Ok(s.locked(|h| {
+        h.reclaim_cached(dead_owners(me))?;
+        h.check()
+    })?)
 }
 
 /// Finds `name` or reserves a zeroed object for it (state CONSTRUCTING); waits while

@@ -19,12 +19,17 @@ fn acquired_code(a: Acquired) -> u32 {
 }
 
 /// Takes the lock at `offset` of mapping `id`, sleeping in the kernel; the slow path
-/// after the JavaScript compare-and-swap failed. Returns a completion code (`sync::code`).
-#[napi]
-pub fn lock_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> napi::Result<u32> {
+/// after the JavaScript compare-and-swap (and spinning) failed. Returns a completion code
+/// (`sync::code`). (Exported raw: `raw.rs`.)
+pub(crate) fn lock_acquire(
+    env: &Env,
+    id: u32,
+    offset: f64,
+    timeout_ms: Option<f64>,
+) -> Result<u32> {
     let deadline = deadline(timeout_ms)?;
     let (rec, me) = owned_record::<LockRecord>(id, offset)?;
-    let stop = || terminating(&env);
+    let stop = || terminating(env);
     let acquired = rec.get().lock_unless(me, deadline, stop)?;
     Ok(acquired_code(acquired.ok_or_else(terminated)?))
 }

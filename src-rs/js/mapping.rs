@@ -1,6 +1,7 @@
-//! Mappings and managed segments at the boundary: the `Mapping` class (create, open,
-//! buffer, close), this thread's table of mappings that the per-operation functions
-//! address by id, and the platform's mapping constants.
+//! Mappings and managed segments at the boundary: making, opening and closing mappings
+//! (the hot ones exported raw, `raw.rs`), this thread's table of mappings that every
+//! other function addresses by id (no class: napi-rs class methods take a process-wide
+//! mutex per call), their buffers, and the platform's mapping constants.
 
 use crate::error::{Result, ShmError};
 use crate::js::args::to_u64;
@@ -11,7 +12,7 @@ use crate::memory::shm;
 use crate::sync::liveness::{self, Owner, TokenRef};
 use crate::sync::Pinned;
 use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
-use napi::{Either, Env};
+use napi::Env;
 use napi_derive::napi;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -37,17 +38,6 @@ pub fn detach_buffer(buffer: ArrayBuffer) -> napi::Result<()> {
     buffer.detach()
 }
 
-/// One mapping, shared with every ArrayBuffer created over it. Its lifecycle (create,
-/// open, buffer, close) goes through this class; the per-call operations (locks,
-/// semaphores, conditions, heaps) are free functions taking its `id`, because napi-rs
-/// class methods take a process-wide mutex per call for borrow tracking.
-#[napi]
-pub struct Mapping {
-    pub(crate) region: Arc<Region>,
-    header: Option<segment::Header>,
-    id: u32,
-}
-
 /// One mapping of this thread: the region, and this thread's liveness token on the
 /// object it maps (claimed on first use, released when the mapping closes).
 struct MapSlot {
@@ -61,7 +51,9 @@ struct MapSlot {
 }
 
 thread_local! {
-    /// This JavaScript thread's mappings, indexed by `Mapping::id`.
+    /// This JavaScript thread's mappings, by the id JavaScript passes back. A slot is
+    /// released when the `MappedMemory` is collected (`mappingRelease`), not at close:
+    /// until then a call with its id still finds the (closed) region and says so.
     static REGIONS: RefCell<SlotTable<MapSlot>> = const { RefCell::new(SlotTable::new()) };
 }
 
@@ -123,6 +115,14 @@ fn with_token<R>(id: u32, f: impl FnOnce(&TokenRef, &Arc<Region>) -> R) -> Resul
         }
         Ok(f(token.as_ref().expect("claimed above"), &slot.region))
     })
+}
+
+/// Releases this thread's hold on its token for mapping `id` (closed or forgotten: no
+/// lock in it can be released through it any more).
+fn drop_token(id: u32, region: &Region) {
+    let token = REGIONS.try_with(|r| r.borrow().get(id).and_then(|s| s.token.borrow_mut().take()));
+    drop(token);
+    crate::js::heap::release_heap_tokens(region);
 }
 
 /// The record of type `T` at `offset` of this thread's mapping `id`, pinned. Every
@@ -189,15 +189,12 @@ pub fn lock_token(env: Env, id: u32) -> napi::Result<u32> {
     Ok(token_of(id)?.0.token())
 }
 
-/// The `fixedAddress` option of opening: `'require' | 'prefer' | 'no'`.
-pub(crate) fn fixed_mode(fixed: &str) -> Result<FixedMode> {
-    match fixed {
-        "require" => Ok(FixedMode::Require),
-        "prefer" => Ok(FixedMode::Prefer),
-        "no" => Ok(FixedMode::No),
-        _ => Err(ShmError::type_error(format!(
-            "The \"fixedAddress\" option must be 'require', 'prefer' or false; got {fixed:?}"
-        ))),
+/// The `fixedAddress` option of opening: 0 = `false`, 1 = `'prefer'`, 2 = `'require'`.
+pub(crate) fn fixed_mode(fixed: f64) -> FixedMode {
+    match fixed as i64 {
+        2 => FixedMode::Require,
+        1 => FixedMode::Prefer,
+        _ => FixedMode::No,
     }
 }
 
@@ -212,48 +209,67 @@ pub(crate) fn backing(prefault: bool, reserve: bool) -> segment::Backing {
     }
 }
 
-/// Where a mapping is and what its header says, read in one call.
-#[napi(object)]
-pub struct MappingInfo {
+/// What JavaScript learns of a new mapping, as numbers in a `Float64Array` it passes in
+/// (`OUT` in `lib/memory.ts`, which decodes them): the raw calls that make mappings fill
+/// it instead of building an object property by property.
+pub(crate) mod out {
     /// Id for the free functions of this thread.
-    pub id: u32,
+    pub const ID: usize = 0;
     /// Absolute address of the first byte.
-    pub address: f64,
+    pub const ADDRESS: usize = 1;
     /// Length in bytes.
-    pub size: f64,
-    /// The creator's base address (pointers in the segment are stored relative to it);
-    /// for a raw mapping, its own address.
-    pub base: f64,
+    pub const SIZE: usize = 2;
+    /// The creator's base address (pointers are stored relative to it); for a raw
+    /// mapping, its own address.
+    pub const BASE: usize = 3;
     /// Start of the heap region (managed segments), else 0.
-    pub heap_offset: f64,
+    pub const HEAP_OFFSET: usize = 4;
     /// Length of the heap region (managed segments), else 0.
-    pub heap_size: f64,
-    /// The segment's identity from its header (16 hex digits); absent for raw mappings
-    /// and for segments made before the field existed.
-    pub uid: Option<String>,
-    /// The inode number of the mapped object (decimal); absent for anonymous mappings and
-    /// where the system reports none.
-    pub inode: Option<String>,
-    /// Creation time from the header, ms since the Unix epoch; 0 if unknown or raw.
-    pub created_ms: f64,
-    /// The creator's pid from the header; 0 if unknown or raw.
-    pub creator_pid: u32,
-    /// The creator's process start time from the header; 0 if unknown or raw.
-    pub creator_start: f64,
+    pub const HEAP_SIZE: usize = 5;
+    /// The header's `uid`, high and low 32 bits (0 for raw mappings and old segments).
+    pub const UID_HI: usize = 6;
+    /// See [`UID_HI`].
+    pub const UID_LO: usize = 7;
+    /// The object's inode number, high and low 32 bits (0: none).
+    pub const INODE_HI: usize = 8;
+    /// See [`INODE_HI`].
+    pub const INODE_LO: usize = 9;
+    /// Creation time from the header, ms since the Unix epoch (0: unknown or raw).
+    pub const CREATED_MS: usize = 10;
+    /// The creator's pid from the header (0: unknown or raw).
+    pub const CREATOR_PID: usize = 11;
+    /// The creator's process start time from the header (0: unknown or raw).
+    pub const CREATOR_START: usize = 12;
+    /// 1 for a segment opened read-only.
+    pub const READ_ONLY: usize = 13;
+    /// 1 for a managed segment (it has a header).
+    pub const MANAGED: usize = 14;
     /// The mapping's own descriptor of the object it maps (closed with the mapping), or
     /// -1 (anonymous memory).
-    pub fd: i32,
-    /// A segment opened read-only (mapped copy-on-write; the library writes nothing).
-    pub read_only: bool,
+    pub const FD: usize = 15;
+    /// Length of the array.
+    pub const LEN: usize = 16;
 }
 
-impl Mapping {
-    /// Registers a new mapping in this thread's table.
-    pub(crate) fn new(
-        region: Arc<Region>,
-        header: Option<segment::Header>,
-        writable: bool,
-    ) -> Mapping {
+/// A mapping just made, before JavaScript has it.
+pub(crate) struct Opened {
+    region: Arc<Region>,
+    header: Option<segment::Header>,
+    inode: u64,
+    /// Whether the library may write through it (and take locks in it).
+    writable: bool,
+}
+
+impl Opened {
+    /// Registers the mapping in this thread's table and describes it in `out` (at least
+    /// [`out::LEN`] numbers).
+    pub(crate) fn register(self, out: &mut [f64]) {
+        let Opened {
+            region,
+            header,
+            inode,
+            writable,
+        } = self;
         let slot = MapSlot {
             region: region.clone(),
             managed: header.is_some(),
@@ -261,205 +277,234 @@ impl Mapping {
             token: RefCell::new(None),
         };
         let id = REGIONS.with(|r| r.borrow_mut().insert(slot));
-        Mapping { region, header, id }
-    }
-
-    /// Releases this thread's hold on its token for the mapping (closed or forgotten:
-    /// no lock in it can be released through it any more).
-    fn drop_token(&self) {
-        let token = REGIONS.try_with(|r| {
-            r.borrow()
-                .get(self.id)
-                .and_then(|s| s.token.borrow_mut().take())
+        let addr = region.addr() as f64;
+        let h = header.unwrap_or(segment::Header {
+            size: 0,
+            base: region.addr() as u64,
+            flags: 0,
+            heap_offset: 0,
+            heap_size: 0,
+            uid: 0,
+            created_ms: 0,
+            creator_pid: 0,
+            creator_start: 0,
         });
-        drop(token);
-        crate::js::heap::release_heap_tokens(&self.region);
+        out[out::ID] = f64::from(id);
+        out[out::ADDRESS] = addr;
+        out[out::SIZE] = region.len() as f64;
+        out[out::BASE] = h.base as f64;
+        out[out::HEAP_OFFSET] = h.heap_offset as f64;
+        out[out::HEAP_SIZE] = h.heap_size as f64;
+        out[out::UID_HI] = f64::from((h.uid >> 32) as u32);
+        out[out::UID_LO] = f64::from(h.uid as u32);
+        out[out::INODE_HI] = f64::from((inode >> 32) as u32);
+        out[out::INODE_LO] = f64::from(inode as u32);
+        out[out::CREATED_MS] = h.created_ms as f64;
+        out[out::CREATOR_PID] = f64::from(h.creator_pid);
+        out[out::CREATOR_START] = h.creator_start as f64;
+        out[out::READ_ONLY] = f64::from(u8::from(region.is_read_only()));
+        out[out::MANAGED] = f64::from(u8::from(header.is_some()));
+        out[out::FD] = f64::from(region.fd().unwrap_or(-1));
     }
 
-    /// The mapped region.
-    pub(crate) fn region(&self) -> &Arc<Region> {
-        &self.region
-    }
-
-    /// This mapping's id in its thread's table.
-    pub(crate) fn id(&self) -> u32 {
-        self.id
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // Collected on its own JavaScript thread; `try_with`: the thread may be exiting.
-        let _ = REGIONS.try_with(|r| r.borrow_mut().remove(self.id));
-    }
-}
-
-#[napi]
-impl Mapping {
-    /// A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
-    #[napi(factory)]
-    pub fn map(
-        address: Option<f64>,
-        size: f64,
-        protection: i32,
-        flags: i32,
-        fd: i32,
-        offset: f64,
-    ) -> napi::Result<Mapping> {
-        let address = address.map(|a| to_u64("address", a)).transpose()?;
-        let req = MapRequest {
-            address,
-            len: to_u64("size", size)?,
-            prot: protection,
-            flags,
-            fd,
-            offset: to_u64("offset", offset)?,
-        };
-        let region = Region::map(req)?;
-        if fd >= 0 {
-            // The caller keeps its descriptor; the region gets a duplicate of its own.
-            region.adopt_fd(crate::memory::shm::dup_cloexec(fd)?);
-            liveness::mark_attached(&region, false);
-        }
-        Ok(Mapping::new(
+    /// A managed segment just made (or opened) by `what`.
+    pub(crate) fn managed(
+        region: Arc<Region>,
+        header: segment::Header,
+        inode: u64,
+        writable: bool,
+    ) -> Opened {
+        Opened {
             region,
-            None,
-            protection & libc::PROT_WRITE != 0,
-        ))
-    }
-
-    /// Creates a managed segment. `fixed`: false = anywhere, true = a free high address,
-    /// a number = exactly there. `prefault` backs and maps every page now, `reserve` backs
-    /// every page now (both report `ENOSPC` instead of faulting later).
-    #[napi(factory)]
-    pub fn create_segment(
-        name: String,
-        size: f64,
-        permissions: u32,
-        fixed: Either<bool, f64>,
-        prefault: bool,
-        reserve: bool,
-    ) -> napi::Result<Mapping> {
-        let placement = match fixed {
-            Either::A(false) => Placement::Anywhere,
-            Either::A(true) => Placement::FreeHigh,
-            Either::B(addr) => Placement::At(to_u64("fixedAddress", addr)?),
-        };
-        let (region, header) = segment::create(
-            &name,
-            to_u64("size", size)?,
-            permissions,
-            placement,
-            backing(prefault, reserve),
-        )?;
-        if let Err(e) = crate::heap::format_heap(&region, header.heap_offset, header.heap_size) {
-            region.close();
-            let _ = shm::unlink(&shm::normalize_name(&name)?);
-            return Err(e.with_path(&shm::normalize_name(&name)?).into());
+            header: Some(header),
+            inode,
+            writable,
         }
-        segment::publish(&region);
-        liveness::mark_attached(&region, true);
-        Ok(Mapping::new(region, Some(header), true))
     }
+}
 
-    /// Opens a managed segment. `fixed`: `'require' | 'prefer' | 'no'`.
-    #[napi(factory)]
-    pub fn open_segment(name: String, fixed: String, read_only: bool) -> napi::Result<Mapping> {
-        let (region, header) = segment::open(&name, fixed_mode(&fixed)?, read_only)?;
+/// A raw mapping: `mmap(address, size, protection, flags, fd, offset)`; `address` < 0
+/// lets the kernel choose, `fd` < 0 maps anonymous memory. (Exported raw: `raw.rs`.)
+pub(crate) fn map_raw(
+    address: f64,
+    size: f64,
+    protection: f64,
+    flags: f64,
+    fd: f64,
+    offset: f64,
+) -> Result<Opened> {
+    let address = if address < 0.0 {
+        None
+    } else {
+        Some(to_u64("address", address)?)
+    };
+    let int = |what: &str, v: f64| -> Result<i32> {
+        if v.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
+            Ok(v as i32)
+        } else {
+            Err(ShmError::type_error(format!(
+                "The \"{what}\" argument must be an integer; got {v}"
+            )))
+        }
+    };
+    let fd = int("fd", fd)?;
+    let prot = int("protection", protection)?;
+    let req = MapRequest {
+        address,
+        len: to_u64("size", size)?,
+        prot,
+        flags: int("flags", flags)?,
+        fd,
+        offset: to_u64("offset", offset)?,
+    };
+    let region = Region::map(req)?;
+    let mut inode = 0;
+    if fd >= 0 {
+        // The caller keeps its descriptor; the region gets a duplicate of its own.
+        let own = crate::memory::shm::dup_cloexec(fd).inspect_err(|_| region.close())?;
+        region.adopt_fd(own);
         liveness::mark_attached(&region, false);
-        Ok(Mapping::new(region, Some(header), !read_only))
+        inode = shm::size_and_inode(own).map_or(0, |(_, ino)| ino);
     }
+    Ok(Opened {
+        region,
+        header: None,
+        inode,
+        writable: prot & libc::PROT_WRITE != 0,
+    })
+}
 
-    /// Where the mapping is and what its header says.
-    #[napi]
-    pub fn info(&self) -> MappingInfo {
-        let addr = self.region.addr() as f64;
-        MappingInfo {
-            id: self.id,
-            address: addr,
-            size: self.region.len() as f64,
-            base: self.header.map_or(addr, |h| h.base as f64),
-            heap_offset: self.header.map_or(0.0, |h| h.heap_offset as f64),
-            heap_size: self.header.map_or(0.0, |h| h.heap_size as f64),
-            uid: self
-                .header
-                .filter(|h| h.uid != 0)
-                .map(|h| format!("{:016x}", h.uid)),
-            inode: self
-                .region
-                .fd()
-                .and_then(|fd| shm::inode(fd).ok())
-                .filter(|&ino| ino != 0)
-                .map(|ino| ino.to_string()),
-            created_ms: self.header.map_or(0.0, |h| h.created_ms as f64),
-            creator_pid: self.header.map_or(0, |h| h.creator_pid),
-            creator_start: self.header.map_or(0.0, |h| h.creator_start as f64),
-            fd: self.region.fd().unwrap_or(-1),
-            read_only: self.region.is_read_only(),
-        }
+/// Creates a managed segment. `fixed`: -1 = anywhere, -2 = a free high address, else
+/// exactly that address. `prefault` backs and maps every page now, `reserve` backs every
+/// page now (both report `ENOSPC` instead of faulting later). (Exported raw: `raw.rs`.)
+pub(crate) fn create_segment(
+    name: &str,
+    size: f64,
+    permissions: f64,
+    fixed: f64,
+    prefault: bool,
+    reserve: bool,
+) -> Result<Opened> {
+    let placement = if fixed == -1.0 {
+        Placement::Anywhere
+    } else if fixed == -2.0 {
+        Placement::FreeHigh
+    } else {
+        Placement::At(to_u64("fixedAddress", fixed)?)
+    };
+    let backing = backing(prefault, reserve);
+    let permissions = u32::try_from(to_u64("permissions", permissions)?).unwrap_or(u32::MAX);
+    let (region, header) =
+        segment::create(name, to_u64("size", size)?, permissions, placement, backing)?;
+    let inode = region.fd().and_then(|fd| shm::inode(fd).ok()).unwrap_or(0);
+    if let Err(e) = crate::heap::format_heap(&region, header.heap_offset, header.heap_size) {
+        region.close();
+        let _ = shm::unlink(&shm::normalize_name(name)?);
+        return Err(e.with_path(&shm::normalize_name(name)?));
     }
+    segment::publish(&region);
+    liveness::mark_attached(&region, true);
+    Ok(Opened {
+        region,
+        header: Some(header),
+        inode,
+        writable: true,
+    })
+}
 
-    /// An external ArrayBuffer over `[offset, offset + length)` of the mapping
-    /// (zero-copy). Throws instead of copying when the runtime forbids external buffers (a
-    /// copy would not be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this
-    /// large (Node 20: above 4 GiB); `lib/memory.ts` then serves windows instead.
-    #[napi]
-    pub fn buffer<'env>(
-        &self,
-        env: &'env Env,
-        offset: f64,
-        length: f64,
-    ) -> napi::Result<ArrayBuffer<'env>> {
-        let (offset, length) = (to_u64("offset", offset)?, to_u64("length", length)?);
-        let pin = self.region.pin()?;
-        let start = pin.region().check_range(offset, length)?;
-        external_buffer(env, &self.region, start, length as usize)
-    }
+/// Opens a managed segment. `fixed`: 0 = anywhere, 1 = prefer the creator's address, 2 =
+/// require it. (Exported raw: `raw.rs`.)
+pub(crate) fn open_segment(name: &str, fixed: f64, read_only: bool) -> Result<Opened> {
+    let (region, header, inode) = segment::open(name, fixed_mode(fixed), read_only)?;
+    liveness::mark_attached(&region, false);
+    Ok(Opened {
+        region,
+        header: Some(header),
+        inode,
+        writable: !read_only,
+    })
+}
 
-    /// Backs `[offset, offset + length)` with real pages now, so that raw writes there
-    /// cannot fault on a full filesystem.
-    #[napi]
-    pub fn reserve(&self, offset: f64, length: f64) -> napi::Result<()> {
-        let (offset, length) = (to_u64("offset", offset)?, to_u64("length", length)?);
-        let pin = self.region.pin()?;
-        pin.region().check_intact()?;
-        pin.region().reserve(offset, length)?;
-        Ok(())
-    }
+/// Unmaps mapping `id` (once every in-flight native wait let go; the caller detached its
+/// ArrayBuffers first). Idempotent. (Exported raw: `raw.rs`.)
+pub(crate) fn close(id: u32) -> Result<()> {
+    let region = region_of(id)?;
+    crate::sync::waiter::close_region(&region);
+    drop_token(id, &region);
+    region.close();
+    Ok(())
+}
 
-    /// Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if the mapping lost pages (see
-    /// `sys/linux/sigbus.rs`), `ERR_SHM_CLOSED` once closed.
-    #[napi]
-    pub fn check_intact(&self) -> napi::Result<()> {
-        let pin = self.region.pin()?;
-        Ok(pin.region().check_intact()?)
-    }
+/// Forgets mapping `id` (collected): its slot goes; the pages go with the last ArrayBuffer
+/// over them, unless it was closed or detached already.
+#[napi]
+pub fn mapping_release(id: u32) {
+    // `try_with`: the thread may be exiting.
+    let _ = REGIONS.try_with(|r| r.borrow_mut().remove(id));
+}
 
-    /// Unmaps (once every in-flight native wait has let go). The caller detaches its
-    /// ArrayBuffer first. Idempotent.
-    #[napi]
-    pub fn close(&self) {
-        crate::sync::waiter::close_region(&self.region);
-        self.drop_token();
-        self.region.close();
-    }
+/// An external ArrayBuffer over `[offset, offset + length)` of mapping `id` (zero-copy).
+/// Throws instead of copying when the runtime forbids external buffers (a copy would not
+/// be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this large (Node 20:
+/// above 4 GiB); `lib/memory.ts` then serves windows instead.
+#[napi]
+pub fn mapping_buffer<'env>(
+    env: &'env Env,
+    id: u32,
+    offset: f64,
+    length: f64,
+) -> napi::Result<ArrayBuffer<'env>> {
+    let (offset, length) = (to_u64("offset", offset)?, to_u64("length", length)?);
+    let region = region_of(id)?;
+    let pin = region.pin()?;
+    let start = pin.region().check_range(offset, length)?;
+    let value = external_buffer(env.raw(), &region, start, length as usize)?;
+    // SAFETY: `value` is the ArrayBuffer just created in this env.
+    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }
+}
 
-    /// Forgets the mapping without unmapping it; the caller owns the pages.
-    #[napi]
-    pub fn forget(&self) -> bool {
-        self.drop_token();
-        self.region.forget()
-    }
+/// Backs `[offset, offset + length)` of mapping `id` with real pages now, so that raw
+/// writes there cannot fault on a full filesystem.
+#[napi]
+pub fn mapping_reserve(id: u32, offset: f64, length: f64) -> napi::Result<()> {
+    let (offset, length) = (to_u64("offset", offset)?, to_u64("length", length)?);
+    let region = region_of(id)?;
+    let pin = region.pin()?;
+    pin.region().check_intact()?;
+    pin.region().reserve(offset, length)?;
+    Ok(())
+}
+
+/// Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if mapping `id` lost pages (see
+/// `sys/linux/sigbus.rs`), `ERR_SHM_CLOSED` once closed.
+#[napi]
+pub fn mapping_check_intact(id: u32) -> napi::Result<()> {
+    let region = region_of(id)?;
+    let pin = region.pin()?;
+    Ok(pin.region().check_intact()?)
+}
+
+/// Forgets mapping `id` without unmapping it; the caller owns the pages.
+#[napi]
+pub fn mapping_forget(id: u32) -> napi::Result<bool> {
+    let region = region_of(id)?;
+    drop_token(id, &region);
+    Ok(region.forget())
 }
 
 /// An external ArrayBuffer over `len` bytes at offset `start` of `region` (in bounds,
-/// region pinned by the caller), holding a reference to the region until collected.
-fn external_buffer<'env>(
-    env: &'env Env,
+/// region pinned or just made by the caller), holding a reference to the region until
+/// collected.
+///
+/// # Errors
+/// `ERR_SHM_UNSUPPORTED_PLATFORM` where the runtime forbids external buffers,
+/// `ERR_SHM_BUFFER_TOO_LARGE` where it refuses this one.
+fn external_buffer(
+    env: napi::sys::napi_env,
     region: &Arc<Region>,
     start: usize,
     len: usize,
-) -> napi::Result<ArrayBuffer<'env>> {
+) -> Result<napi::sys::napi_value> {
     // The finalizer's reference to the region, shared with this function: whether the
     // runtime ran the finalizer (Node 20 runs it at once when it refuses the buffer, then
     // reports failure) shows in the count, so nothing is ever freed twice or leaked.
@@ -471,7 +516,7 @@ fn external_buffer<'env>(
     // mapped until the buffer is collected or close() detached it first.
     let status = unsafe {
         napi::sys::napi_create_external_arraybuffer(
-            env.raw(),
+            env,
             (region.addr() + start) as *mut std::ffi::c_void,
             len,
             Some(release_region),
@@ -480,8 +525,7 @@ fn external_buffer<'env>(
         )
     };
     if status == napi::sys::Status::napi_ok {
-        // SAFETY: `value` is the ArrayBuffer just created in this env.
-        return unsafe { ArrayBuffer::from_napi_value(env.raw(), value) };
+        return Ok(value);
     }
     if Arc::strong_count(&token) == 2 {
         // The finalizer did not run and never will: drop its reference here.
@@ -489,36 +533,36 @@ fn external_buffer<'env>(
         drop(unsafe { Arc::from_raw(hint as *const Arc<Region>) });
     }
     clear_pending_exception(env);
-    let e = if status == napi::sys::Status::napi_no_external_buffers_allowed {
-        ShmError::new(
-            "ERR_SHM_UNSUPPORTED_PLATFORM",
-            "this JavaScript runtime forbids external ArrayBuffers; shared memory cannot be \
+    Err(
+        if status == napi::sys::Status::napi_no_external_buffers_allowed {
+            ShmError::new(
+                "ERR_SHM_UNSUPPORTED_PLATFORM",
+                "this JavaScript runtime forbids external ArrayBuffers; shared memory cannot be \
              exposed without copying, which would not be shared",
-        )
-    } else {
-        ShmError::new(
-            "ERR_SHM_BUFFER_TOO_LARGE",
-            format!(
-                "the JavaScript runtime refused an ArrayBuffer of {len} bytes \
+            )
+        } else {
+            ShmError::new(
+                "ERR_SHM_BUFFER_TOO_LARGE",
+                format!(
+                    "the JavaScript runtime refused an ArrayBuffer of {len} bytes \
                  (napi_create_external_arraybuffer: {status}); use mem.view(offset, length)"
-            ),
-        )
-    };
-    Err(e.into())
+                ),
+            )
+        },
+    )
 }
 
 /// Clears an exception the runtime left pending (Node throws its own error when it
 /// refuses a buffer), so that ours is the one JavaScript sees.
-fn clear_pending_exception(env: &Env) {
+fn clear_pending_exception(env: napi::sys::napi_env) {
     let mut pending = false;
     // SAFETY: plain queries on the live env of the running call.
     unsafe {
-        if napi::sys::napi_is_exception_pending(env.raw(), &mut pending)
-            == napi::sys::Status::napi_ok
+        if napi::sys::napi_is_exception_pending(env, &mut pending) == napi::sys::Status::napi_ok
             && pending
         {
             let mut ignored = std::ptr::null_mut();
-            napi::sys::napi_get_and_clear_last_exception(env.raw(), &mut ignored);
+            napi::sys::napi_get_and_clear_last_exception(env, &mut ignored);
         }
     }
 }
@@ -556,7 +600,7 @@ pub fn guard_generation<'env>(env: &'env Env) -> napi::Result<ArrayBuffer<'env>>
         )
     };
     if status != napi::sys::Status::napi_ok {
-        clear_pending_exception(env);
+        clear_pending_exception(env.raw());
         return Err(ShmError::new(
             "ERR_SHM_UNSUPPORTED_PLATFORM",
             format!("napi_create_external_arraybuffer: {status}"),

@@ -6,13 +6,13 @@
 //! | file | exports |
 //! |------|---------|
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
-//! | [`mapping`] | the `Mapping` class (map, create/open a segment, buffer, close), `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
-//! | [`anonymous`] | `Mapping.createAnonymous`, `Mapping.fromFd` |
-//! | [`heap`] | `Mapping.heap`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapSurvey` |
+//! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose` (through [`raw`]), `mappingBuffer`, `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `mappingRelease`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
+//! | [`anonymous`] | `anonymousCreate`, `mappingFromFd` (through [`raw`]) |
+//! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim`, `heapSurvey` |
 //! | [`peek`] | `peekSegment`, `peekDescriptor`: a segment's header and counters without mapping it |
-//! | [`lock`] | `lockAcquire`, `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockWake` through [`raw`]) |
+//! | [`lock`] | `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockAcquire`, `lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |
-//! | [`condition`] | `condWait`, `condWaitAsync`, `condNotify` |
+//! | [`condition`] | `condWait`, `condWaitAsync` (`condNotify` through [`raw`]) |
 //! | [`trace`] | `traceInit`: rare events (heap repairs) for `node:diagnostics_channel` |
 //! | [`waits`] | `syncInit`, `syncCancel`: the completion channel of async waits |
 //! | [`word`] | `wordWait`, `wordWaitAsync` (`wordWake` through [`raw`]): sleeping until a word changes, for the JavaScript-side containers and primitives |
@@ -36,8 +36,11 @@
 //! - native objects that JavaScript addresses per operation (mappings, heaps) live in
 //!   per-thread [`slots::SlotTable`]s and are passed by integer id to free functions,
 //!   never as `this` of a class method;
-//! - `#[napi]` functions and the `Mapping` class stay for setup and the slow paths
-//!   (creating, opening, sleeping in the kernel), where the cost does not matter;
+//! - opening and closing a mapping are raw callbacks too: one call each, the numbers
+//!   written into a `Float64Array` JavaScript passes in (no object built property by
+//!   property), and no napi-rs class at all (a mapping is an id like a heap);
+//! - `#[napi]` functions stay for setup and the slow paths (attaching a heap, making a
+//!   window's ArrayBuffer, sleeping in the kernel), where the cost does not matter;
 //! - the uncontended lock and semaphore paths never cross into Rust at all: `lib/`
 //!   runs them with `Atomics` on the shared word (see `docs/ARCHITECTURE.md`).
 //!

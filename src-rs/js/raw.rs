@@ -6,6 +6,7 @@
 
 use crate::error::{Result, ShmError};
 use crate::js::args::id;
+use crate::js::mapping::{create_segment, map_raw, open_segment, out};
 use napi::bindgen_prelude::{JsValue, Object};
 use napi::sys;
 use napi::Env;
@@ -19,14 +20,14 @@ enum Ret {
     Undefined,
 }
 
-/// Reads exactly `N` number arguments.
+/// The callback's first `N` argument handles (missing ones read as `undefined`).
 ///
 /// # Safety
 /// `env` and `info` are the ones N-API passed to the running callback.
-unsafe fn numbers<const N: usize>(
+unsafe fn args<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
-) -> Result<[f64; N]> {
+) -> Result<[sys::napi_value; N]> {
     let mut argc = N;
     let mut argv = [ptr::null_mut(); N];
     // SAFETY: argv has room for argc values; the other out-pointers are null (unused).
@@ -40,20 +41,112 @@ unsafe fn numbers<const N: usize>(
             ptr::null_mut(),
         )
     };
-    if status != sys::Status::napi_ok || argc < N {
+    if status != sys::Status::napi_ok {
         return Err(ShmError::type_error(format!("expected {N} arguments")));
     }
-    let mut out = [0f64; N];
-    for (i, v) in argv.iter().enumerate() {
-        // SAFETY: v is a live argument handle of this callback.
-        if unsafe { sys::napi_get_value_double(env, *v, &mut out[i]) } != sys::Status::napi_ok {
-            return Err(ShmError::type_error(format!(
-                "argument {} must be of type number",
-                i + 1
-            )));
-        }
+    Ok(argv)
+}
+
+/// Argument `i` (0-based, for the message) as a number.
+///
+/// # Safety
+/// `env` is the running callback's and `v` one of its argument handles.
+unsafe fn number(env: sys::napi_env, v: sys::napi_value, i: usize) -> Result<f64> {
+    let mut out = 0f64;
+    // SAFETY: v is a live argument handle of this callback.
+    let status = unsafe { sys::napi_get_value_double(env, v, &mut out) };
+    if status != sys::Status::napi_ok {
+        return Err(ShmError::type_error(format!(
+            "argument {} must be of type number",
+            i + 1
+        )));
     }
     Ok(out)
+}
+
+/// Exactly `N` number arguments.
+///
+/// # Safety
+/// `env` and `info` are the ones N-API passed to the running callback.
+unsafe fn numbers<const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> Result<[f64; N]> {
+    // SAFETY: forwarded.
+    let argv = unsafe { args::<N>(env, info) }?;
+    let mut out = [0f64; N];
+    for (i, v) in argv.iter().enumerate() {
+        // SAFETY: forwarded.
+        out[i] = unsafe { number(env, *v, i) }?;
+    }
+    Ok(out)
+}
+
+/// Argument `i` as a string (UTF-8).
+///
+/// # Safety
+/// As [`number`].
+unsafe fn string(env: sys::napi_env, v: sys::napi_value, i: usize) -> Result<String> {
+    let bad = || ShmError::type_error(format!("argument {} must be of type string", i + 1));
+    let mut len = 0usize;
+    // SAFETY: a length query (null buffer) on a live handle.
+    let status = unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut len) };
+    if status != sys::Status::napi_ok {
+        return Err(bad());
+    }
+    let mut buf = vec![0u8; len + 1];
+    let mut got = 0usize;
+    // SAFETY: `buf` has room for `len` bytes and the terminating NUL N-API writes.
+    if unsafe {
+        sys::napi_get_value_string_utf8(env, v, buf.as_mut_ptr().cast(), len + 1, &mut got)
+    } != sys::Status::napi_ok
+    {
+        return Err(bad());
+    }
+    buf.truncate(got);
+    String::from_utf8(buf).map_err(|_| bad())
+}
+
+/// Argument `i` as the numbers of a `Float64Array` of at least `min` elements: written in
+/// place (JavaScript reads them after the call).
+///
+/// # Safety
+/// As [`number`]; the returned slice must not outlive the callback.
+unsafe fn f64_array<'a>(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    i: usize,
+    min: usize,
+) -> Result<&'a mut [f64]> {
+    let mut kind = 0;
+    let mut len = 0usize;
+    let mut data = ptr::null_mut();
+    // SAFETY: queries of a live handle; the out-pointers are valid (buffer and offset
+    // are not needed and may be null).
+    let status = unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            v,
+            &mut kind,
+            &mut len,
+            &mut data,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if status != sys::Status::napi_ok
+        || kind != sys::TypedarrayType::float64_array
+        || len < min
+        || data.is_null()
+    {
+        return Err(ShmError::type_error(format!(
+            "argument {} must be a Float64Array of at least {min} elements",
+            i + 1
+        )));
+    }
+    // SAFETY: N-API says `data` points at `len` f64s of a live, attached typed array,
+    // which JavaScript cannot touch while this callback runs.
+    Ok(unsafe { std::slice::from_raw_parts_mut(data.cast::<f64>(), len) })
 }
 
 /// Converts a result into the callback's return value, throwing on error.
@@ -81,120 +174,219 @@ unsafe fn finish(env: sys::napi_env, r: Result<Ret>) -> sys::napi_value {
     out
 }
 
-unsafe extern "C" fn heap_malloc(
+/// `segmentOpen(name, fixed, readOnly, out)`: see `js/mapping.rs` `open_segment`.
+unsafe extern "C" fn segment_open(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, size, align]| {
-        crate::js::heap::heap_malloc(id(h)?, size, align).map(Ret::Number)
-    });
+    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
+    let r = (|| unsafe {
+        let [n, fixed, ro, o] = args::<4>(env, info)?;
+        let name = string(env, n, 0)?;
+        let (fixed, ro) = (number(env, fixed, 1)?, number(env, ro, 2)?);
+        let out = f64_array(env, o, 3, out::LEN)?;
+        open_segment(&name, fixed, ro != 0.0)?.register(out);
+        Ok(Ret::Undefined)
+    })();
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
 
-unsafe extern "C" fn heap_free(
+/// `segmentCreate(name, size, permissions, fixed, flags, out)`, `flags` bit 0 prefault,
+/// bit 1 reserve: see `js/mapping.rs` `create_segment`.
+unsafe extern "C" fn segment_create(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<2>(env, info) }
-        .and_then(|[h, off]| crate::js::heap::heap_free(id(h)?, off).map(|()| Ret::Undefined));
+    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
+    let r = (|| unsafe {
+        let [n, size, perms, fixed, flags, o] = args::<6>(env, info)?;
+        let name = string(env, n, 0)?;
+        let (size, perms, fixed) = (
+            number(env, size, 1)?,
+            number(env, perms, 2)?,
+            number(env, fixed, 3)?,
+        );
+        let flags = number(env, flags, 4)? as u32;
+        let out = f64_array(env, o, 5, out::LEN)?;
+        create_segment(&name, size, perms, fixed, flags & 1 != 0, flags & 2 != 0)?.register(out);
+        Ok(Ret::Undefined)
+    })();
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
 
-unsafe extern "C" fn heap_realloc(
+/// `mapRaw(address, size, protection, flags, fd, offset, out)`: see `js/mapping.rs`
+/// `map_raw`.
+unsafe extern "C" fn map_raw_cb(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, off, size]| {
-        crate::js::heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
-    });
+    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
+    let r = (|| unsafe {
+        let argv = args::<7>(env, info)?;
+        let mut x = [0f64; 6];
+        for (i, v) in argv[..6].iter().enumerate() {
+            x[i] = number(env, *v, i)?;
+        }
+        let out = f64_array(env, argv[6], 6, out::LEN)?;
+        map_raw(x[0], x[1], x[2], x[3], x[4], x[5])?.register(out);
+        Ok(Ret::Undefined)
+    })();
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
 
-unsafe extern "C" fn lock_wake(
+/// `anonymousCreate(size, flags, out)`, `flags` bit 0 prefault, bit 1 reserve: see
+/// `js/anonymous.rs`.
+unsafe extern "C" fn anonymous_create(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<2>(env, info) }
-        .and_then(|[m, off]| crate::js::lock::lock_wake(id(m)?, off).map(|()| Ret::Undefined));
+    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
+    let r = (|| unsafe {
+        let [size, flags, o] = args::<3>(env, info)?;
+        let (size, flags) = (number(env, size, 0)?, number(env, flags, 1)? as u32);
+        let out = f64_array(env, o, 2, out::LEN)?;
+        crate::js::anonymous::create_anonymous(size, flags & 1 != 0, flags & 2 != 0)?.register(out);
+        Ok(Ret::Undefined)
+    })();
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
 
-unsafe extern "C" fn sem_wake(
+/// `mappingFromFd(fd, fixed, readOnly, out)`: see `js/anonymous.rs`.
+unsafe extern "C" fn mapping_from_fd(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, n]| {
-        crate::js::semaphore::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
-    });
+    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
+    let r = (|| unsafe {
+        let [fd, fixed, ro, o] = args::<4>(env, info)?;
+        let (fd, fixed, ro) = (
+            number(env, fd, 0)?,
+            number(env, fixed, 1)?,
+            number(env, ro, 2)?,
+        );
+        let out = f64_array(env, o, 3, out::LEN)?;
+        crate::js::anonymous::from_fd(fd, fixed, ro != 0.0)?.register(out);
+        Ok(Ret::Undefined)
+    })();
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
 
-unsafe extern "C" fn sem_undo(
+/// `mappingClose(id, buffer?)`: detaches `buffer` (the ArrayBuffer over the whole mapping,
+/// if JavaScript made one), then unmaps.
+unsafe extern "C" fn mapping_close(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<4>(env, info) }.and_then(|[m, off, op, n]| {
-        crate::js::semaphore::sem_undo(id(m)?, off, id(op)?, id(n)?).map(Ret::Number)
-    });
+    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
+    let r = (|| unsafe {
+        let [m, buf] = args::<2>(env, info)?;
+        let id = id(number(env, m, 0)?)?;
+        let mut is_buffer = false;
+        if !buf.is_null()
+            && sys::napi_is_arraybuffer(env, buf, &mut is_buffer) == sys::Status::napi_ok
+            && is_buffer
+            && sys::napi_detach_arraybuffer(env, buf) != sys::Status::napi_ok
+        {
+            return Err(ShmError::new(
+                "EINVAL",
+                "the mapping's ArrayBuffer cannot be detached",
+            ));
+        }
+        crate::js::mapping::close(id).map(|()| Ret::Undefined)
+    })();
     // SAFETY: as above.
     unsafe { finish(env, r) }
 }
 
-unsafe extern "C" fn heap_alloc_into(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<4>(env, info) }.and_then(|[h, size, align, at]| {
-        crate::js::blocks::heap_alloc_into(id(h)?, size, align, at).map(Ret::Number)
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
+/// Defines the raw callback `$name`, which reads exactly `$n` number arguments and
+/// returns to JavaScript what `$body` (a `Result<Ret>`) gives, throwing its error.
+macro_rules! number_callback {
+    ($(#[$doc:meta])* $name:ident, $n:literal, |$env:ident, [$($arg:ident),+]| $body:expr) => {
+        $(#[$doc])*
+        unsafe extern "C" fn $name(
+            $env: sys::napi_env,
+            info: sys::napi_callback_info,
+        ) -> sys::napi_value {
+            // SAFETY: called by N-API with this callback's env and info.
+            let r = unsafe { numbers::<$n>($env, info) }.and_then(|[$($arg),+]| $body);
+            // SAFETY: as above.
+            unsafe { finish($env, r) }
+        }
+    };
 }
 
-unsafe extern "C" fn heap_free_from(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[h, at, next]| {
-        crate::js::blocks::heap_free_from(id(h)?, at, next).map(Ret::Number)
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
-
-unsafe extern "C" fn word_wake(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: called by N-API with this callback's env and info.
-    let r = unsafe { numbers::<3>(env, info) }.and_then(|[m, off, n]| {
-        crate::js::word::word_wake(id(m)?, off, id(n)?).map(|w| Ret::Number(w.into()))
-    });
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
+number_callback!(
+    /// `heapMalloc(id, size, align)`.
+    heap_malloc, 3, |env, [h, size, align]| crate::js::heap::heap_malloc(id(h)?, size, align).map(Ret::Number)
+);
+number_callback!(
+    /// `heapFree(id, offset)`.
+    heap_free, 2, |env, [h, off]| crate::js::heap::heap_free(id(h)?, off).map(|()| Ret::Undefined)
+);
+number_callback!(
+    /// `heapRealloc(id, offset, size)`.
+    heap_realloc, 3, |env, [h, off, size]| crate::js::heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
+);
+number_callback!(
+    /// `lockAcquire(id, offset, timeout)`, `timeout` < 0: no deadline.
+    lock_acquire, 3, |env, [m, off, timeout]| {
+        let js = Env::from_raw(env);
+        let timeout = (timeout >= 0.0 || timeout.is_nan()).then_some(timeout);
+        crate::js::lock::lock_acquire(&js, id(m)?, off, timeout).map(|c| Ret::Number(f64::from(c)))
+    }
+);
+number_callback!(
+    /// `condNotify(id, offset, lockId, lockOffset, n)`: how many waiters it woke.
+    cond_notify, 5, |env, [m, off, lm, loff, n]| {
+        crate::js::condition::cond_notify(id(m)?, off, id(lm)?, loff, id(n)?).map(|w| Ret::Number(f64::from(w)))
+    }
+);
+number_callback!(
+    /// `lockWake(id, offset)`.
+    lock_wake, 2, |env, [m, off]| crate::js::lock::lock_wake(id(m)?, off).map(|()| Ret::Undefined)
+);
+number_callback!(
+    /// `semWake(id, offset, n)`.
+    sem_wake, 3, |env, [m, off, n]| crate::js::semaphore::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
+);
+number_callback!(
+    /// `semUndo(id, offset, op, n)`.
+    sem_undo, 4, |env, [m, off, op, n]| crate::js::semaphore::sem_undo(id(m)?, off, id(op)?, id(n)?).map(Ret::Number)
+);
+number_callback!(
+    /// `heapAllocInto(id, size, align, slot)`.
+    heap_alloc_into, 4, |env, [h, size, align, at]| crate::js::blocks::heap_alloc_into(id(h)?, size, align, at).map(Ret::Number)
+);
+number_callback!(
+    /// `heapFreeFrom(id, slot, next)`.
+    heap_free_from, 3, |env, [h, at, next]| crate::js::blocks::heap_free_from(id(h)?, at, next).map(Ret::Number)
+);
+number_callback!(
+    /// `wordWake(id, offset, n)`.
+    word_wake, 3, |env, [m, off, n]| crate::js::word::word_wake(id(m)?, off, id(n)?).map(|w| Ret::Number(w.into()))
+);
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const FAST: [(&CStr, Callback); 9] = [
+const FAST: [(&CStr, Callback); 17] = [
     (c"heapMalloc", heap_malloc),
     (c"heapFree", heap_free),
     (c"heapRealloc", heap_realloc),
+    (c"lockAcquire", lock_acquire),
     (c"lockWake", lock_wake),
+    (c"condNotify", cond_notify),
     (c"semWake", sem_wake),
+    (c"segmentOpen", segment_open),
+    (c"segmentCreate", segment_create),
+    (c"mapRaw", map_raw_cb),
+    (c"mappingClose", mapping_close),
+    (c"anonymousCreate", anonymous_create),
+    (c"mappingFromFd", mapping_from_fd),
     (c"semUndo", sem_undo),
     (c"heapAllocInto", heap_alloc_into),
     (c"heapFreeFrom", heap_free_from),

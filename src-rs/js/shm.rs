@@ -47,7 +47,8 @@ pub fn unlink_segment_if(name: String, uid: String) -> napi::Result<bool> {
     Ok(crate::memory::segment::unlink_if_uid(&name, uid)?)
 }
 
-/// Normalizes and validates a segment name.
+/// Normalizes and validates a segment name (the command-line tool's; the library's own
+/// calls normalize natively).
 #[napi]
 pub fn normalize_name(name: String) -> napi::Result<String> {
     Ok(shm::normalize_name(&name)?)

@@ -44,7 +44,7 @@ pub fn create(size: u64, backing: Backing) -> Result<(Arc<Region>, Header)> {
 /// `EBADF` for a descriptor that is not open; `ERR_SHM_BAD_HEADER` for an object that is
 /// not a shmutils segment; `EACCES` for a read-only descriptor without `read_only`;
 /// mapping errors.
-pub fn from_fd(fd: i32, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region>, Header)> {
+pub fn from_fd(fd: i32, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region>, Header, u64)> {
     if fd < 0 {
         return Err(ShmError::range(format!(
             "The \"fd\" argument must be a descriptor (>= 0); got {fd}"
@@ -75,7 +75,7 @@ mod tests {
         crate::heap::format_heap(&region, h.heap_offset, h.heap_size).unwrap();
         segment::publish(&region);
         let fd = region.fd().expect("the region owns its object");
-        let (other, h2) = from_fd(fd, FixedMode::No, false).unwrap();
+        let (other, h2, _) = from_fd(fd, FixedMode::No, false).unwrap();
         assert_eq!(h2, h, "the same header through the descriptor");
         assert_ne!(other.fd(), Some(fd), "a duplicate of its own");
         // SAFETY: both regions are live mappings of the same 12288-byte object.

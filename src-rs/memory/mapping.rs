@@ -284,6 +284,19 @@ impl Region {
         (fd >= 0).then_some(fd)
     }
 
+    /// Takes the descriptor back from the region (unregistering it from the SIGBUS guard)
+    /// without closing it: for moving it to another mapping of the same object.
+    pub fn take_fd(&self) -> Option<RawFd> {
+        let fd = self.fd.swap(-1, Ordering::AcqRel);
+        if fd < 0 {
+            return None;
+        }
+        if let Some(id) = self.guard.get() {
+            sys::guard_unregister(*id);
+        }
+        Some(fd)
+    }
+
     fn release_fd(&self) {
         let fd = self.fd.swap(-1, Ordering::AcqRel);
         if fd >= 0 {

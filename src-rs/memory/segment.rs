@@ -351,13 +351,20 @@ pub fn unlink_if_uid(name: &str, uid: u64) -> Result<bool> {
     }
 }
 
-/// Opens and maps the existing segment `name`, validating its header.
+/// Opens and maps the existing segment `name`, validating its header. Also returns the
+/// object's inode number (see [`shm::inode`]).
+///
+/// Five system calls, as few as C needs to attach: `shm_open`, `fstat`, `mmap`, and at
+/// close `munmap` and `close` (plus the attached mark of `sync/liveness.rs`). The header
+/// is read from the mapping itself (registered with the SIGBUS guard first), not with
+/// `pread`; only a segment whose creator fixed its address and that did not land there
+/// is mapped a second time, at that address.
 ///
 /// # Errors
 /// `ENOENT`; `EACCES`; `ERR_SHM_BAD_HEADER` for an object that is not a segment (or was
 /// not finished by its creator within a short grace period); `EADDRINUSE` with
 /// [`FixedMode::Require`] when the creator's address is taken here.
-pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region>, Header)> {
+pub fn open(name: &str, fixed: FixedMode, read_only: bool) -> Result<(Arc<Region>, Header, u64)> {
     let name = shm::normalize_name(name)?;
     let mode = if read_only {
         shm::OpenMode::Read
@@ -378,92 +385,122 @@ pub(crate) fn open_owned_fd(
     fd: i32,
     fixed: FixedMode,
     read_only: bool,
-) -> Result<(Arc<Region>, Header)> {
-    match open_fd(name, fd, fixed, read_only) {
-        Ok((region, header)) => {
-            if read_only {
-                region.set_read_only();
-            }
-            region.adopt_fd(fd);
-            region.track_backed_word(BACKED_OFFSET);
-            Ok((region, header))
-        }
-        Err(e) => {
-            let _ = shm::close(fd);
-            Err(e)
-        }
-    }
-}
-
-fn open_fd(
-    name: &str,
-    fd: i32,
-    fixed: FixedMode,
-    read_only: bool,
-) -> Result<(Arc<Region>, Header)> {
+) -> Result<(Arc<Region>, Header, u64)> {
     // A creator may still be between shm_open and publish(): give it a moment.
     let deadline = crate::sys::Deadline::after_ms(1000.0);
-    let size = loop {
-        let size = shm::size(fd).map_err(|e| e.with_path(name))?;
+    let sized = (|| loop {
+        let (size, inode) = shm::size_and_inode(fd).map_err(|e| e.with_path(name))?;
         if size >= MIN_SIZE || deadline.passed() {
-            break size;
+            return Ok((size, inode));
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
-    };
-    if size < MIN_SIZE {
-        return Err(bad_header(name, format!("{size} bytes is too small")));
-    }
-    let header = loop {
-        let bytes = read_header(fd).map_err(|e| e.with_path(name))?;
-        let m = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
-        if m == MAGIC {
-            // Acquire pairs with publish()'s Release store of the magic: read the fields
-            // again after it, so none of them is older than the magic we saw.
-            std::sync::atomic::fence(Ordering::Acquire);
-            let bytes = read_header(fd).map_err(|e| e.with_path(name))?;
-            break validate(&bytes, size).map_err(|why| bad_header(name, why))?;
+    })();
+    let (size, inode) = match sized {
+        Ok((size, _)) if size < MIN_SIZE => {
+            Err(bad_header(name, format!("{size} bytes is too small")))
         }
+        other => other,
+    }
+    .inspect_err(|_| {
+        let _ = shm::close(fd);
+    })?;
+    // Read-only: copy-on-write, so that a raw write through the buffer changes a private
+    // copy of the page instead of faulting (see the top of this file).
+    let req = MapRequest {
+        address: None,
+        len: size,
+        prot: libc::PROT_READ | libc::PROT_WRITE,
+        flags: if read_only {
+            libc::MAP_PRIVATE
+        } else {
+            libc::MAP_SHARED
+        },
+        fd,
+        offset: 0,
+    };
+    let region = Region::map(req).inspect_err(|_| {
+        let _ = shm::close(fd);
+    })?;
+    // The region owns the descriptor from here on (and the SIGBUS guard watches it).
+    region.adopt_fd(fd);
+    let placed = header_in(&region, name, size, deadline)
+        .and_then(|header| Ok((place(region.clone(), req, &header, fixed, name)?, header)));
+    let (region, header) = placed.inspect_err(|_| region.close())?;
+    if read_only {
+        region.set_read_only();
+    }
+    region.track_backed_word(BACKED_OFFSET);
+    Ok((region, header, inode))
+}
+
+/// The validated header of a mapped segment of `size` bytes, waiting (until `deadline`)
+/// for a creator that has not published it yet.
+fn header_in(
+    region: &Region,
+    name: &str,
+    size: u64,
+    deadline: crate::sys::Deadline,
+) -> Result<Header> {
+    loop {
+        // Acquire pairs with publish()'s Release store of the magic: every field read
+        // after it is at least as new as the magic.
+        let m = magic(region).load(Ordering::Acquire);
+        if m == MAGIC {
+            let mut bytes = [0u8; HEADER_SIZE as usize];
+            // SAFETY: the header lies in the mapping (size >= MIN_SIZE); a page lost
+            // under us reads as zeros (SIGBUS guard), which check_intact reports below.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    region.addr() as *const u8,
+                    bytes.as_mut_ptr(),
+                    bytes.len(),
+                )
+            };
+            region.check_intact().map_err(|e| e.with_path(name))?;
+            return validate(&bytes, size).map_err(|why| bad_header(name, why));
+        }
+        region.check_intact().map_err(|e| e.with_path(name))?;
         // Zero: maybe a creator that has not published yet; anything else is foreign.
         if m != 0 || deadline.passed() {
             return Err(bad_header(name, "wrong magic"));
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
-    };
-    // Read-only: copy-on-write, so that a raw write through the buffer changes a private
-    // copy of the page instead of faulting (see the top of this file).
-    let flags = if read_only {
-        libc::MAP_PRIVATE
-    } else {
-        libc::MAP_SHARED
-    };
-    let req = MapRequest {
-        address: None,
-        len: header.size,
-        prot: libc::PROT_READ | libc::PROT_WRITE,
-        flags,
-        fd,
-        offset: 0,
-    };
+    }
+}
+
+/// The mapping to keep: `region` (mapped anywhere), or a new mapping at the creator's
+/// address when `fixed` asks for it, which then takes over the descriptor.
+fn place(
+    region: Arc<Region>,
+    req: MapRequest,
+    header: &Header,
+    fixed: FixedMode,
+    name: &str,
+) -> Result<Arc<Region>> {
     let want_fixed = match fixed {
         FixedMode::Require => true,
         FixedMode::Prefer => header.flags & FLAG_FIXED != 0,
         FixedMode::No => false,
     };
-    let region = if want_fixed {
-        let at = MapRequest {
-            address: Some(header.base),
-            flags: req.flags | crate::sys::MAP_FIXED_NOREPLACE,
-            ..req
-        };
-        match Region::map(at) {
-            Ok(r) => r,
-            Err(e) if e.code == "EADDRINUSE" && fixed == FixedMode::Prefer => Region::map(req)?,
-            Err(e) => return Err(e.with_path(name)),
-        }
-    } else {
-        Region::map(req)?
+    if !want_fixed || region.addr() as u64 == header.base {
+        return Ok(region);
+    }
+    let at = MapRequest {
+        address: Some(header.base),
+        flags: req.flags | crate::sys::MAP_FIXED_NOREPLACE,
+        ..req
     };
-    Ok((region, header))
+    match Region::map(at) {
+        Ok(moved) => {
+            if let Some(fd) = region.take_fd() {
+                moved.adopt_fd(fd);
+            }
+            region.close();
+            Ok(moved)
+        }
+        Err(e) if e.code == "EADDRINUSE" && fixed == FixedMode::Prefer => Ok(region),
+        Err(e) => Err(e.with_path(name)),
+    }
 }
 
 /// Checks every header field of a mapped header against the object's real size.
@@ -541,8 +578,13 @@ mod tests {
         assert_eq!(h.creator_pid, std::process::id());
         let start = crate::sys::process_start_time(std::process::id() as libc::pid_t);
         assert_eq!(Some(h.creator_start), start);
-        let (opened, seen) = open(&name, FixedMode::No, true).unwrap();
+        let (opened, seen, ino) = open(&name, FixedMode::No, true).unwrap();
         assert_eq!(seen, h, "open reads back every field");
+        assert_eq!(
+            Some(ino),
+            opened.fd().map(|fd| shm::inode(fd).unwrap()),
+            "its inode"
+        );
         // Re-created under the same name: a new identity; the old uid unlinks nothing.
         shm::unlink(&name).unwrap();
         let (again, h2) = create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();

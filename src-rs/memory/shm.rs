@@ -155,6 +155,16 @@ pub fn size(fd: RawFd) -> Result<u64> {
     Ok(fstat(fd)?.st_size as u64)
 }
 
+/// The size in bytes and the inode number (see [`inode`]) of the object behind `fd`, from
+/// one `fstat`.
+///
+/// # Errors
+/// `EBADF` for a closed descriptor.
+pub fn size_and_inode(fd: RawFd) -> Result<(u64, u64)> {
+    let st = fstat(fd)?;
+    Ok((st.st_size as u64, st.st_ino))
+}
+
 /// The inode number of the object behind `fd`: with the segment's `uid`, what tells a
 /// re-created object from the one a handle was made for. 0 where the system gives none
 /// (macOS reports no inode for shm objects).

@@ -238,7 +238,8 @@ impl CondWait {
             seen,
             saved_depth,
             woke: None,
-            relock: LockWait::new(me, None, queued),
+            // Requeued onto the lock word, it is woken like a lock waiter (see after_wake).
+            relock: LockWait::new(me, None, queued).after_wake(),
         })
     }
 

@@ -302,7 +302,18 @@ pub struct LockWait {
     queued: bool,
     /// A holder whose liveness was [`Liveness::Suspect`] at the last check (0: none).
     suspect: u32,
+    /// Whether this wait spun on the held word already (it does once, before it first
+    /// asks to sleep).
+    spun: bool,
+    /// Whether this wait slept: then a wake-up may have been spent on it, and the lock is
+    /// taken with `WAITERS` so that the next release wakes whoever still sleeps.
+    slept: bool,
 }
+
+/// Probes of a held word before a wait first sets `WAITERS` and sleeps ([`LockWait`]):
+/// about a microsecond. A holder that lets go meanwhile hands the lock over without any
+/// system call on either side (a sleeper costs a futex wait and a futex wake).
+const SPIN_PROBES: u32 = 100;
 
 impl LockWait {
     /// A wait by `me` until `deadline` (`None`: forever). `queued`: the wait is one of
@@ -315,7 +326,17 @@ impl LockWait {
             next_check: Deadline::after_ms(RECHECK_MS),
             queued,
             suspect: 0,
+            spun: false,
+            slept: false,
         }
+    }
+
+    /// The same wait for a thread that may have spent a wake-up of the lock word already
+    /// (a condition waiter requeued onto it, `condition.rs`): it takes the lock with
+    /// `WAITERS`, so that its release wakes whoever else was requeued.
+    pub fn after_wake(mut self) -> LockWait {
+        self.slept = true;
+        self
     }
 
     /// One step: take the lock if it is free (or its holder died), else say what to
@@ -329,12 +350,15 @@ impl LockWait {
                 return Step::Done(Err(not_recoverable()));
             }
             if v & TID_MASK == 0 {
-                // Free. We were contending, so others may be too: take it with WAITERS
-                // set so our release wakes the next one (std's "locked, contended").
+                // Free. After a sleep a wake-up may have been spent on us while others
+                // still sleep: take it with WAITERS set so our release wakes the next one
+                // (std's "locked, contended"). A wait that never slept passes on whatever
+                // the word says: a sleeper woken meanwhile sets WAITERS again itself.
                 // Acquire pairs with the previous holder's Release.
+                let waiters = if self.slept { WAITERS } else { v & WAITERS };
                 if rec
                     .word
-                    .compare_exchange(v, me.token | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(v, me.token | waiters, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     rec.record_owner(me);
@@ -347,6 +371,19 @@ impl LockWait {
                     "ERR_SHM_DEADLOCK",
                     "this thread already holds the lock (use an RLock to re-enter)",
                 )));
+            }
+            if !self.spun && v & WAITERS == 0 {
+                // Before asking to be woken, give a holder that is about to let go a
+                // moment (nobody sleeps yet: spinning takes nobody's turn).
+                self.spun = true;
+                for _ in 0..SPIN_PROBES {
+                    std::hint::spin_loop();
+                    // Relaxed: a hint; the compare-and-swap above carries the ordering.
+                    if rec.word.load(Ordering::Relaxed) & TID_MASK == 0 {
+                        break;
+                    }
+                }
+                continue;
             }
             // Relaxed: the bit only asks the holder to wake us; the futex syscall orders
             // our sleep against its wake.
@@ -367,6 +404,7 @@ impl LockWait {
             if self.deadline.is_some_and(|d| d.passed()) {
                 return Step::Done(Ok(Acquired::TimedOut));
             }
+            self.slept = true;
             return Step::Sleep {
                 word: &rec.word,
                 expected: v | WAITERS,
@@ -420,6 +458,48 @@ mod tests {
         let t = TokenRef::claim(r, None).unwrap();
         let me = t.owner(r);
         (t, me)
+    }
+
+    /// Who sets WAITERS: a wait that never slept takes a free word as it finds it (no
+    /// FUTEX_WAKE at its release), one that slept (or a requeued condition waiter) takes
+    /// it with WAITERS, and a wait that finds the word held asks to sleep on it with
+    /// WAITERS set (after its spin).
+    #[test]
+    fn waiters_bit_after_spins_and_sleeps() {
+        let r = shared_anon_for_tests(4096);
+        let rec = record(&r, 0);
+        let (_t, me) = claim(&r);
+        let other = me.token + 1;
+        let taken = |wait: &mut LockWait| match wait.poll(rec) {
+            Step::Done(Ok(Acquired::Yes)) => rec.word.load(Ordering::Relaxed),
+            s => panic!("not taken: {s:?}"),
+        };
+        assert_eq!(
+            taken(&mut LockWait::new(me, None, false)),
+            me.token,
+            "never slept"
+        );
+        rec.word.store(0, Ordering::Relaxed);
+        let mut after_requeue = LockWait::new(me, None, false).after_wake();
+        assert_eq!(taken(&mut after_requeue), me.token | WAITERS);
+        // A bare WAITERS (no owner) is kept: somebody still sleeps.
+        rec.word.store(WAITERS, Ordering::Relaxed);
+        assert_eq!(
+            taken(&mut LockWait::new(me, None, false)),
+            me.token | WAITERS
+        );
+        // Held: the wait spins, then asks to sleep with WAITERS set; once released, it
+        // takes the word with WAITERS (it may have spent a wake-up).
+        rec.word.store(other, Ordering::Relaxed);
+        let mut wait = LockWait::new(me, None, false);
+        match wait.poll(rec) {
+            Step::Sleep { expected, .. } => assert_eq!(expected, other | WAITERS),
+            s => panic!("expected a sleep: {s:?}"),
+        }
+        assert_eq!(rec.word.load(Ordering::Relaxed), other | WAITERS);
+        rec.word.store(0, Ordering::Relaxed);
+        assert_eq!(taken(&mut wait), me.token | WAITERS);
+        r.close();
     }
 
     /// Increments a non-atomic counter under the lock from several threads.

@@ -1,0 +1,187 @@
+// The heap's per-thread cache of freed small blocks (lib/heap-cache.ts, the protocol in
+// src-rs/heap/cache.rs): reuse without a native call, what other processes see, and how
+// cached blocks go back to the heap: close, exit, trim, ENOMEM, and check() after a
+// process died with blocks cached.
+import test from 'ava'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Worker } from 'node:worker_threads'
+import { Heap, MappedMemory, ShmError } from '../dist/index.js'
+import { fixture, forkChild, segmentName, throws } from './helpers.js'
+
+function segment(t: Parameters<typeof segmentName>[0], size = 1 << 20): MappedMemory {
+  const m = MappedMemory.create(segmentName(t, 'cache'), { size })
+  t.teardown(() => m.close())
+  return m
+}
+
+/** Forks a child that caches `count` blocks of `size` bytes, then does `then`. */
+async function cachingChild(t: Parameters<typeof segmentName>[0], mem: MappedMemory, count: number, size: number, then: 'exit' | 'wait' | 'close') {
+  const child = forkChild(t, 'heap-cache-child.mjs')
+  await child.message()
+  child.proc.send({ mem: JSON.parse(JSON.stringify(mem)), count, size, then })
+  const r = await child.message<{ offsets: number[]; cached: number }>()
+  return { child, ...r }
+}
+
+test('a freed small block is handed out again by the next malloc of its size; stats count it as free', (t) => {
+  const heap = segment(t).heap
+  const start = heap.stats()
+  const a = heap.malloc(100)
+  const b = heap.malloc(100)
+  heap.free(a)
+  t.like(heap.stats(), { allocations: 1, cached: 1, cachedBytes: 128, used: start.used + 128 })
+  t.is(heap.malloc(100), a, 'the cached block')
+  t.is(heap.malloc(100) === b, false)
+  t.is(heap.stats().cached, 0)
+  // Sizes of one block class share it; other classes, alignments above 16 and big
+  // blocks do not come from the cache.
+  heap.free(a)
+  t.is(heap.malloc(97), a, '97 bytes need the same 128-byte block')
+  heap.free(a)
+  const aligned = heap.malloc(100, 64)
+  t.is(aligned % 64, 0, 'an alignment above 16 is served natively')
+  heap.free(aligned)
+  const big = heap.malloc(5000)
+  heap.free(big)
+  t.is(heap.stats().cached, 2, 'a 5000-byte block went straight back')
+  throws(t, () => heap.free(a), { instanceOf: ShmError, code: 'ERR_SHM_DOUBLE_FREE' })
+  heap.check()
+})
+
+test('blocks another process cached are not handed out here; its exit and close give them back', async (t) => {
+  const mem = segment(t)
+  const heap = mem.heap
+  for (const then of ['exit', 'close'] as const) {
+    const { child, offsets, cached } = await cachingChild(t, mem, 20, 64, then)
+    t.is(cached, 20)
+    await child.exited
+    t.is(heap.stats().cached, 0, `${then} flushed the child's cache`)
+    // The heap hands them out again (here, natively).
+    const mine = offsets.map(() => heap.malloc(64))
+    t.deepEqual(new Set(mine).size, offsets.length)
+    mine.forEach((o) => heap.free(o))
+    heap.trim()
+  }
+  const { child, offsets } = await cachingChild(t, mem, 20, 64, 'wait')
+  t.is(heap.stats().cached, 20, 'a live process keeps its cache')
+  const mine = Array.from({ length: 40 }, () => heap.malloc(64))
+  t.false(mine.some((o) => offsets.includes(o)), 'never a block cached by another process')
+  mine.forEach((o) => heap.free(o))
+  t.is(heap.trim(), 40, 'trim gives back only this thread\'s blocks while the other lives')
+  t.is(heap.stats().cached, 20)
+  child.proc.kill('SIGKILL')
+  await child.exited
+  t.is(heap.stats().cached, 20, 'a killed process leaves its cache behind')
+  heap.check()
+  t.is(heap.stats().cached, 0, 'check() reclaimed the dead process\'s blocks')
+  t.like(heap.stats(), { used: 0, allocations: 0 })
+})
+
+test('trim() reclaims what a killed process cached; so does an allocation that finds the heap full', async (t) => {
+  const mem = segment(t, 64 << 10)
+  const heap = mem.heap
+  // (A cache holds at most 1/16 of its heap: 15 blocks of 224 bytes here.)
+  const { child } = await cachingChild(t, mem, 15, 200, 'wait')
+  child.proc.kill('SIGKILL')
+  await child.exited
+  t.is(heap.stats().cached, 15)
+  t.is(heap.trim(), 15)
+  // Fill the heap with small blocks, free them (some stay cached here), then ask for
+  // more than the free lists alone hold.
+  const blocks: number[] = []
+  for (;;) {
+    try {
+      blocks.push(heap.malloc(100))
+    } catch (e) {
+      t.is((e as ShmError).code, 'ENOMEM')
+      break
+    }
+  }
+  blocks.forEach((o) => heap.free(o))
+  const { cached, largestFree, free } = heap.stats()
+  t.true(cached > 0)
+  t.true(largestFree < free - 1024, 'cached blocks split the free space')
+  const whole = heap.malloc(largestFree + 512)
+  t.is(heap.stats().cached, 0, 'ENOMEM flushed the cache, then it fitted')
+  heap.free(whole)
+  heap.check()
+})
+
+test('a block reclaimed while its owner lives is never handed out twice', (t) => {
+  const mem = segment(t)
+  const heap = mem.heap
+  const a = heap.malloc(64)
+  const next = heap.malloc(64)
+  heap.free(a)
+  // Make the block's recorded owner look dead (a thread id no kernel hands out), as a
+  // reclaimer in another PID namespace might judge it: check() frees the block.
+  new Int32Array(mem.buffer)[a >> 2] = 0x3fff_fff0
+  heap.check()
+  t.is(heap.stats().cached, 0)
+  const b = heap.malloc(64)
+  const c = heap.malloc(64)
+  t.not(b, c)
+  t.false(b === next || c === next)
+  t.is(heap.stats().allocations, 3)
+  for (const o of [b, c, next]) heap.free(o)
+  heap.trim()
+  t.like(heap.stats(), { used: 0, cached: 0 })
+  heap.check()
+})
+
+test('one Heap per heap and thread; formatting it again drops the old cache; read-only and closed mappings never use one', (t) => {
+  const mem = segment(t)
+  t.is(Heap.attach(mem, mem.heap.offset), mem.heap)
+  const raw = new MappedMemory(null, 1 << 16)
+  t.teardown(() => raw.close())
+  const h1 = Heap.create(raw)
+  const a = h1.malloc(64)
+  h1.free(a)
+  const h2 = Heap.create(raw)
+  t.not(h1, h2)
+  t.is(h2.stats().cached, 0)
+  const b = h2.malloc(64)
+  t.is(h2.stats().allocations, 1)
+  h2.free(b)
+  const ro = MappedMemory.open(mem.name!, { readOnly: true })
+  t.teardown(() => ro.close())
+  throws(t, () => ro.heap.malloc(16), { code: 'ERR_SHM_READ_ONLY' })
+  throws(t, () => ro.heap.free(a), { code: 'ERR_SHM_READ_ONLY' })
+  const x = mem.heap.malloc(64)
+  mem.heap.free(x)
+  const other = MappedMemory.open(mem.name!)
+  t.teardown(() => other.close())
+  t.is(other.heap.stats().cached, 1)
+  mem.close()
+  t.is(other.heap.stats().cached, 0, 'close() flushed the cache')
+  throws(t, () => mem.heap, { code: 'ERR_SHM_CLOSED' })
+})
+
+test('a worker thread that ends leaves nothing cached; one terminated mid-way is reclaimed by check()', async (t) => {
+  const mem = segment(t)
+  const heap = mem.heap
+  const src = `
+    const { workerData, parentPort } = require('node:worker_threads')
+    const { revive } = require(${JSON.stringify(fixture('../../dist/index.js'))})
+    const heap = revive(workerData.mem).heap
+    const xs = Array.from({ length: 25 }, () => heap.malloc(48))
+    xs.forEach((o) => heap.free(o))
+    parentPort.postMessage(heap.stats().cached)
+    if (workerData.hang) setInterval(() => {}, 1000)
+  `
+  for (const hang of [false, true]) {
+    const w = new Worker(src, { eval: true, workerData: { mem: JSON.parse(JSON.stringify(mem)), hang } })
+    const cached = await new Promise((resolve) => w.once('message', resolve))
+    t.is(cached, 25)
+    if (hang) await w.terminate()
+    else await new Promise((resolve) => w.once('exit', resolve))
+    if (hang) {
+      t.is(heap.stats().cached, 25)
+      // A child being spawned by another test of this process holds copies of every
+      // descriptor until its exec, so the ended worker's token can read as held for a
+      // moment (docs/synchronization.md, "When it dies"): ask again, within a bound.
+      for (let i = 0; i < 100 && (heap.check(), heap.stats().cached) !== 0; i++) await sleep(20)
+    }
+    t.is(heap.stats().cached, 0, hang ? 'check() reclaimed the terminated worker\'s blocks' : 'the worker flushed at exit')
+  }
+})

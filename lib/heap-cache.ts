@@ -1,0 +1,180 @@
+/**
+ * {@link HeapCache}: this thread's cache of the small blocks it freed in one heap, so that
+ * a `free` and the next `malloc` of the same size cost no native call and no heap lock.
+ * A cached block stays allocated in the shared heap, marked by a compare-and-swap of the
+ * high half of its size word; the protocol, what the allocator does about such blocks
+ * and how the caches of dead threads are reclaimed are at the top of
+ * `src-rs/heap/cache.rs` (and in docs/FORMAT.md §4.4).
+ * @module
+ */
+import { START_HI, START_LO } from './identity.js'
+
+/** Bit 63 of a size word, as its high half (an int32) holds it. */
+const CACHED = 0x8000_0000 | 0
+/** Low flags a block put in the cache must not have: FREE, INTERNAL, NAMED. */
+const NOT_CACHEABLE = 1 | 4 | 8
+/** The largest block cached (header included). */
+const MAX_BLOCK = 1024
+/** The largest `malloc` the cache can serve. */
+const MAX_REQUEST = MAX_BLOCK - 16
+/** Blocks kept per size. */
+const PER_SIZE = 64
+/** The cache holds at most this many bytes, and at most 1/16 of the heap. */
+const MAX_BYTES = 256 << 10
+
+/** The numbers of the heap the cache needs (from `heapInfo`, validated natively). */
+export interface HeapGeometry {
+  /** Where the heap starts in the mapping. */
+  readonly offset: number
+  /** Length of the heap region. */
+  readonly size: number
+  /** Heap-relative offset of the first block. */
+  readonly headerSize: number
+  /** Heap-relative end of the last block. */
+  readonly arenaEnd: number
+  /** The salt of block check words, low half. */
+  readonly saltLo: number
+  /** ... and high half. */
+  readonly saltHi: number
+}
+
+/**
+ * The check word of the block at heap-relative `b` (< 2^32), as `src-rs/heap/mod.rs`
+ * `check_word` computes it, compared with the two int32 halves at `a[i]`, `a[i + 1]`:
+ * `z = (b ^ salt) * 0x9E3779B97F4A7C15` (wrapping u64), `(z ^ (z >> 29)) | 1`, in 32-bit
+ * halves.
+ */
+function checkWordAt(a: Int32Array, i: number, b: number, saltLo: number, saltHi: number): boolean {
+  const xlo = (b ^ saltLo) >>> 0
+  const xhi = saltHi >>> 0
+  // xlo * 0x7F4A7C15 as a full 64-bit product, from 16-bit pieces (exact in doubles).
+  const a0 = xlo & 0xffff
+  const a1 = xlo >>> 16
+  const p00 = a0 * 0x7c15
+  const mid = a1 * 0x7c15 + a0 * 0x7f4a
+  const low = p00 + (mid % 65536) * 65536
+  const zlo = low >>> 0
+  const carry = low >= 4294967296 ? 1 : 0
+  const zhi = (a1 * 0x7f4a + Math.floor(mid / 65536) + carry + Math.imul(xhi, 0x7f4a7c15) + Math.imul(xlo, 0x9e3779b9 | 0)) >>> 0
+  const ylo = (zlo ^ ((zlo >>> 29) | (zhi << 3))) | 1
+  const yhi = zhi ^ (zhi >>> 29)
+  return a[i] === ylo && a[i + 1] === yhi
+}
+
+/**
+ * The blocks this thread freed in one heap and may hand out again, by size. Each entry
+ * is the block's offset in the mapping and its check word (two int32), which must still
+ * be there when it is taken back.
+ */
+export class HeapCache {
+  /** The whole mapping, for `Atomics` on block headers. */
+  readonly #a: Int32Array
+  readonly #g: HeapGeometry
+  /** The lowest and highest offsets of a block's payload. */
+  readonly #first: number
+  readonly #last: number
+  /** Entries by block size / 16: flat triples [offset, check low, check high]. */
+  readonly #lists: number[][] = Array.from({ length: MAX_BLOCK / 16 + 1 }, () => [])
+  readonly #cap: number
+  /** This thread's liveness token for the segment: who cached a block. */
+  readonly #token: number
+  #bytes = 0
+
+  /**
+   * @param a - an Int32Array over the whole mapping
+   * @param g - the heap's geometry
+   * @param token - this thread's liveness token for the segment (`lib/identity.ts`)
+   */
+  constructor(a: Int32Array, g: HeapGeometry, token: number) {
+    this.#a = a
+    this.#g = g
+    this.#token = token
+    this.#first = g.offset + g.headerSize + 16
+    this.#last = g.offset + g.arenaEnd - 32
+    this.#cap = Math.min(MAX_BYTES, Math.floor(g.size / 16))
+  }
+
+  /** Whether any block is cached. */
+  get empty(): boolean {
+    return this.#bytes === 0
+  }
+
+  /**
+   * Puts the block at `offset` (the user just freed it) in the cache if it is a small,
+   * valid, ordinary allocation and there is room; `false` if the caller must free it the
+   * ordinary way (which also reports every kind of bad offset).
+   */
+  put(offset: number): boolean {
+    if (!(offset >= this.#first && offset <= this.#last) || offset % 16 !== 0) return false
+    const a = this.#a
+    const i = (offset - 16) >>> 2
+    const lo = a[i]!
+    if (a[i + 1] !== 0 || (lo & NOT_CACHEABLE) !== 0) return false
+    const size = (lo >>> 8) << 4
+    if (size > MAX_BLOCK || size < 48) return false
+    const g = this.#g
+    if (!checkWordAt(a, i + 2, offset - 16 - g.offset, g.saltLo, g.saltHi)) return false
+    const list = this.#lists[size >>> 4]!
+    if (list.length >= 3 * PER_SIZE || this.#bytes + size > this.#cap) return false
+    a[i + 4] = this.#token
+    a[i + 5] = START_LO
+    a[i + 6] = START_HI
+    a[i + 7] = 0
+    if (Atomics.compareExchange(a, i + 1, 0, CACHED) !== 0) return false
+    list.push(offset, a[i + 2]!, a[i + 3]!)
+    this.#bytes += size
+    return true
+  }
+
+  /**
+   * A cached block for `malloc(size)` (alignment 16), taken out of the cache and
+   * allocated again; -1 if there is none.
+   */
+  take(size: number): number {
+    if (size !== (size | 0) || size < 0 || size > MAX_REQUEST) return -1
+    const need = Math.max(48, (size + 31) & ~15)
+    const list = this.#lists[need >>> 4]!
+    const a = this.#a
+    while (list.length !== 0) {
+      const hi = list.pop()!
+      const lo = list.pop()!
+      const offset = list.pop()!
+      this.#bytes -= need
+      const i = (offset - 16) >>> 2
+      // Still the block that was put (its check word), and still cached (the swap):
+      // otherwise the heap reclaimed it; forget it.
+      if (a[i + 2] === lo && a[i + 3] === hi && Atomics.compareExchange(a, i + 1, CACHED, 0) === CACHED) {
+        if (((a[i]! >>> 8) << 4) === need) return offset
+        // Reclaimed, carved anew at the same place and cached again by another thread:
+        // ours now, but not of this size.
+        this.strays.push(offset)
+      }
+    }
+    return -1
+  }
+
+  /** Blocks {@link take} got back in another size: the caller frees them. */
+  readonly strays: number[] = []
+
+  /** Takes every cached block back; the caller frees them. */
+  drain(): number[] {
+    const out: number[] = []
+    const a = this.#a
+    for (const list of this.#lists) {
+      for (let k = 0; k < list.length; k += 3) {
+        const offset = list[k]!
+        const i = (offset - 16) >>> 2
+        if (a[i + 2] === list[k + 1] && a[i + 3] === list[k + 2] && Atomics.compareExchange(a, i + 1, CACHED, 0) === CACHED) out.push(offset)
+      }
+      list.length = 0
+    }
+    this.#bytes = 0
+    return out
+  }
+
+  /** Forgets every entry without touching memory (the heap was formatted again). */
+  clear(): void {
+    for (const list of this.#lists) list.length = 0
+    this.#bytes = 0
+  }
+}
