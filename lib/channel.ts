@@ -56,6 +56,8 @@ import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
 
 /** `'SCHN'` little-endian. */
 const MAGIC = 0x4e48_4353
+/** Layout version (docs/FORMAT.md §11.3). */
+const VERSION = 1
 
 /** Channel block (offsets from its start; 0..24 are the common container header). */
 const C = Object.freeze({
@@ -183,13 +185,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       offset = heap.malloc(C.RING + cap, 64)
       const v = viewsOf(memory, heap)
       v.u8.fill(0, offset, offset + C.RING)
-      writeHeader(v, offset, MAGIC, Kind.CHANNEL, coder.id)
+      writeHeader(v, offset, MAGIC, Kind.CHANNEL, VERSION, coder.id)
       v.i32[(offset + C.CAPACITY) >> 2] = cap
     }
     this.memory = memory
     this.offset = offset
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Channel', segment: m.segment, offset: this.offset, memory: m }))
-    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.CHANNEL, C.RING, 'Channel')
+    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.CHANNEL, VERSION, C.RING, 'Channel')
     const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
     this.#w = offset >> 2
     const coder = coderById(v.i32[this.#w + 3])

@@ -41,7 +41,7 @@
  * @module
  */
 import { checkIndex, describe } from './args.js'
-import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
+import { checkCodec, type Codec, type Coder, coderById, Scratch, UNDECODED } from './codec.js'
 import {
   checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
@@ -55,6 +55,11 @@ import { bytesEqual, copyBytes, decodeUtf8, encodeUtf8Into } from './utf8.js'
 
 /** `'SMAP'` little-endian. */
 const MAGIC = 0x5041_4d53
+/**
+ * Layout version (docs/FORMAT.md §11.2). 2: writers keep the stripes' write sequence,
+ * which version-1 writers did not (their maps are refused: readers would trust them).
+ */
+const VERSION = 2
 
 /** Map header (offsets from the map's start; 0..24 are the common container header). */
 const M = Object.freeze({
@@ -108,14 +113,29 @@ const S = Object.freeze({
   /** u32 LRU list ends (block slots): most and least recently used. */
   LRU_HEAD: 80,
   LRU_TAIL: 84,
-  /** f64 access clock (LRU). */
+  /** f64 clock: of accesses (LRU-bounded maps), or of writes (the others: entries' write stamps). */
   TICK: 88,
   /** u32 next bucket to sweep for expired entries. */
   SWEEP: 96,
-  /** u32 block slot of a spare entry block: the last replaced entry, kept for the next set. */
+  /** u32 block slot of the first spare entry block (replaced entries, kept for later sets); the others are {@link SPARES}. */
   SPARE: 100,
+  /**
+   * u32 write sequence: the holder makes it odd before it changes anything a reader
+   * walks (tables, chains, entries) and even again before it lets go of the lock.
+   * `get`/`has` read without the lock and retry when it moved (see the module docs).
+   */
+  SEQ: 104,
   SIZE: 128,
 })
+
+/**
+ * The stripe's spare-block slots: entries a `set` replaced, kept (allocated, the
+ * stripe's) for later sets to write into without a heap call. Slot 0 keeps a block of
+ * any size; the others blocks of at most {@link SPARE_ROOM} bytes.
+ */
+const SPARES = Object.freeze([S.SPARE, 108, 112, 116, 120, 124])
+/** Largest block (bytes after its header) a spare slot other than the first keeps. */
+const SPARE_ROOM = 2048
 
 /** Entry (offsets from the entry's start). */
 const E = Object.freeze({
@@ -135,7 +155,10 @@ const E = Object.freeze({
   /** u32 LRU neighbours (block slots). */
   PREV: 32,
   NEXT: 36,
-  /** f64 last access tick (LRU). */
+  /**
+   * f64 last access tick (LRU-bounded maps), or write stamp (the others): unique in the
+   * map per write, so a reader's decoded copy of (entry offset, stamp) stays its value.
+   */
   TICK: 40,
   /** Key bytes, then value bytes. */
   DATA: 48,
@@ -181,13 +204,20 @@ const keyScratch = new Scratch()
 const valueScratch = new Scratch()
 /** Values being encoded right now (a getter may store into a map mid-encoding). */
 let encoding = 0
+/** Where {@link encodeValue} left the bytes. */
+let encoded = valueScratch
 
-/** Encodes `value` with `coder` into a scratch buffer of its own. */
-function encodeValue(coder: Coder, value: unknown, what: string): { out: Scratch; n: number } {
+/**
+ * Encodes `value` with `coder` into a scratch buffer of its own (then in
+ * {@link encoded}); returns the byte count.
+ */
+function encodeValue(coder: Coder, value: unknown, what: string): number {
   const out = encoding === 0 ? valueScratch : new Scratch()
   encoding++
   try {
-    return { out, n: coder.encode(value, out, what) }
+    const n = coder.encode(value, out, what)
+    encoded = out
+    return n
   } finally {
     encoding--
   }
@@ -195,6 +225,24 @@ function encodeValue(coder: Coder, value: unknown, what: string): { out: Scratch
 
 /** Where the map is in the middle of `update(fn)` on this thread (re-entry check). */
 const updating = new Set<string>()
+
+/**
+ * Whether plain loads and stores may be seen out of program order by other processors
+ * (arm64 and others; not x86, whose stores and loads each stay in order). There, V8's
+ * `Atomics.load`/`Atomics.store` are `ldar`/`stlr`: acquire and release, and a release
+ * followed by an acquire stays in order. The write sequence's protocol uses that for
+ * the two barriers a seqlock needs: a store to a word only this thread uses, then the
+ * sequence's `Atomics.load`, keeps an optimistic reader's loads before its second read
+ * of the sequence; a writer's `Atomics.load` of the sequence right after its odd store
+ * keeps the changes that follow after it.
+ */
+const WEAK_ORDERING = process.arch !== 'x64' && process.arch !== 'ia32'
+const fenceWord = new Int32Array(new SharedArrayBuffer(4))
+
+/** Optimistic attempts of a `get`/`has` whose stripe kept changing under it, before it takes the lock. */
+const OPTIMISTIC_TRIES = 4
+/** Polls of an odd write sequence (a writer at work) before a reader takes the lock instead. */
+const ODD_POLLS = 64
 
 /**
  * A key/value map in shared memory, used by every process (and worker thread) that maps
@@ -258,7 +306,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     this.memory = memory
     this.offset = offset
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'SharedMap', segment: m.segment, offset: this.offset, memory: m }))
-    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.SHARED_MAP, M.SIZE, 'SharedMap')
+    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.SHARED_MAP, VERSION, M.SIZE, 'SharedMap')
     const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
     const w = offset >> 2
     if (v.i32[w + (M.STATE >> 2)] !== 1) throw typeError(`The SharedMap at offset ${offset} is not constructed`)
@@ -342,7 +390,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** The value stored under `key`, or `undefined`. */
   get(key: K): V | undefined {
-    return this.#lookup(key, true) as V | undefined
+    const r = this.#lookup(key, true)
+    return r === ABSENT ? undefined : (r as V)
   }
 
   /** Whether `key` has a (live) entry. */
@@ -359,10 +408,11 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     this.#check()
     const expires = this.#expiry(options)
     // The value first: getters it runs may use the key scratch buffer.
-    const { out, n: vn } = encodeValue(this.#coder, value, 'The "value" argument')
+    const vn = encodeValue(this.#coder, value, 'The "value" argument')
+    const vb = encoded.bytes
     const s = this.#enterKey(key)
     try {
-      this.#store(s, keyScratch.bytes, this.#kn, this.#kind, this.#hash, out.bytes, vn, expires, this.#found)
+      this.#store(s, keyScratch.bytes, this.#kn, this.#kind, this.#hash, vb, vn, expires, this.#found)
     } finally {
       this.#leave(s)
     }
@@ -392,11 +442,11 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   update(key: K, fn: (old: V | undefined) => V): V {
     this.#check()
     if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
-    const kn = this.#encodeKey(key)
+    const kn = encodeKey(key)
     const kind = keyKind(key)
+    const h = encodedHash
     // A copy: fn may use other maps, and so the scratch buffer.
     const kb = keyScratch.bytes.slice(0, kn)
-    const h = keyHash(kb, kn, kind)
     const fresh = this.#expiry(undefined)
     const s = this.#enter(h)
     try {
@@ -413,9 +463,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       } finally {
         updating.delete(this.#key)
       }
-      const { out, n: vn } = encodeValue(this.#coder, value, 'The value fn returned')
+      const vn = encodeValue(this.#coder, value, 'The value fn returned')
       this.#prev = prev
-      this.#store(s, kb, kn, kind, h, out.bytes, vn, expires, e)
+      this.#store(s, kb, kn, kind, h, encoded.bytes, vn, expires, e)
       return value
     } finally {
       this.#leave(s)
@@ -429,6 +479,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       const s = this.#stripeArray + i * S.SIZE
       this.#lockStripe(i)
       try {
+        this.#beginWrite(s)
         this.#table(s)
         const tbl = this.#tbl
         const cap = this.#cap
@@ -437,14 +488,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
           const slot = tbl + 4 * b
           while (this.#v.i32[slot >> 2] !== 0) this.#freeFrom(slot, next)
         }
-        this.#freeFrom(s + S.SPARE, -1)
+        for (const j of SPARES) this.#freeFrom(s + j, -1)
         const i32 = this.#v.i32
         i32[(s + S.COUNT) >> 2] = 0
         this.#v.dv.setFloat64(s + S.BYTES, 0, true)
         i32[(s + S.LRU_HEAD) >> 2] = 0
         i32[(s + S.LRU_TAIL) >> 2] = 0
       } finally {
-        this.#locks[i].release()
+        this.#unlock(s)
         intact(this.memory)
       }
     }
@@ -485,30 +536,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   #check(): void {
     this.#live()
-    if (updating.has(this.#key)) {
+    if (updating.size !== 0 && updating.has(this.#key)) {
       throw new ShmError('SharedMap methods cannot be called inside update()\'s fn on the same map', { code: 'ERR_SHM_DEADLOCK' })
     }
-  }
-
-  /** Writes the key's bytes into keyScratch; returns their length. */
-  #encodeKey(key: unknown): number {
-    if (typeof key === 'string') {
-      let n = encodeUtf8Into(key, keyScratch.bytes, 0)
-      if (n < 0) {
-        if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
-        keyScratch.ensure(0, 3 * key.length)
-        n = encodeUtf8Into(key, keyScratch.bytes, 0)
-      }
-      if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
-      return n
-    }
-    if (key instanceof Uint8Array) {
-      if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
-      keyScratch.ensure(0, key.length)
-      keyScratch.bytes.set(key)
-      return key.length
-    }
-    throw typeError(`The "key" argument must be of type string or a Uint8Array; got ${describe(key)}`)
   }
 
   #expiry(options: SetOptions | undefined): number {
@@ -532,9 +562,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    */
   #enterKey(key: unknown): number {
     this.#check()
-    const kn = (this.#kn = this.#encodeKey(key))
+    const kn = (this.#kn = encodeKey(key))
     const kind = (this.#kind = keyKind(key))
-    const h = (this.#hash = keyHash(keyScratch.bytes, kn, kind))
+    const h = (this.#hash = encodedHash)
     const s = this.#enter(h)
     try {
       this.#found = this.#find(s, keyScratch.bytes, kn, kind, h)
@@ -553,15 +583,39 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 
   #leave(s: number): void {
-    this.#locks[(s - this.#stripeArray) / S.SIZE].release()
+    this.#unlock(s)
     // What was read may lie on pages the mapping lost (lib/memory.ts): say so, not return it.
     intact(this.memory)
   }
 
   #lockStripe(i: number): void {
     const lock = this.#locks[i]
-    takeLock(lock, 'a SharedMap stripe')
+    if (!lock.tryAcquire()) takeLock(lock, 'a SharedMap stripe')
     if (lock.ownerDied) recoverLock(lock, () => this.#repair(this.#stripeArray + i * S.SIZE))
+  }
+
+  /** Releases stripe `s`'s lock, its write sequence even again first if this holder changed it. */
+  #unlock(s: number): void {
+    const i32 = this.#v.i32
+    const q = i32[(s + S.SEQ) >> 2]
+    // Release: every change is visible before the sequence says the stripe is stable.
+    if (q & 1) Atomics.store(i32, (s + S.SEQ) >> 2, (q + 1) | 0)
+    this.#locks[(s - this.#stripeArray) / S.SIZE].release()
+  }
+
+  /**
+   * Before the holder of stripe `s` changes what readers walk: makes its write sequence
+   * odd (once per holding), so optimistic readers of the stripe retry or wait.
+   */
+  #beginWrite(s: number): void {
+    const i32 = this.#v.i32
+    const at = (s + S.SEQ) >> 2
+    const q = i32[at]
+    if (q & 1) return
+    Atomics.store(i32, at, (q + 1) | 0)
+    // An acquire load after the release store: the changes that follow cannot be seen
+    // before the odd sequence (x86's Atomics.store is a full barrier already).
+    if (WEAK_ORDERING) Atomics.load(i32, at)
   }
 
   // Stripe's current table, as `#table` read it last.
@@ -642,21 +696,112 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     return t !== 0 && t <= Date.now()
   }
 
-  /** get/has: the decoded value (`decode`) or {@link FOUND}, or `undefined`. */
+  /**
+   * get/has: the decoded value (`decode`) or {@link FOUND}, or {@link ABSENT}.
+   *
+   * Optimistically first, without the lock (not for LRU-bounded maps, whose reads move
+   * the entry in the LRU list): read the stripe's write sequence, find and decode the
+   * entry, then read the sequence again. Equal and even: no holder changed the stripe in
+   * between, so what was read was one whole entry (entries are never changed in place,
+   * and a block is reused only after a holder unlinked it, which moves the sequence).
+   * Moved: try again. Odd for a while (a writer at work, or one that died), or anything
+   * that would need the lock (an expired entry to remove, bytes that look wrong): the
+   * locked path below, which repairs, removes or reports.
+   */
   #lookup(key: unknown, decode: boolean): unknown {
-    const s = this.#enterKey(key)
+    this.#check()
+    const kn = (this.#kn = encodeKey(key))
+    const kind = (this.#kind = keyKind(key))
+    const h = (this.#hash = encodedHash)
+    if (!this.#bounded) {
+      const i32 = this.#v.i32
+      const s = this.#stripeArray + (h & (this.#stripes - 1)) * S.SIZE
+      const at = (s + S.SEQ) >> 2
+      for (let tries = 0, polls = 0; tries < OPTIMISTIC_TRIES; ) {
+        const q = Atomics.load(i32, at)
+        if (q & 1) {
+          if (++polls > ODD_POLLS) break
+          continue
+        }
+        const r = this.#peek(s, kn, kind, h, decode)
+        if (WEAK_ORDERING) Atomics.store(fenceWord, 0, 0)
+        if (Atomics.load(i32, at) !== q) {
+          tries++
+          continue
+        }
+        if (r === LOCKED) break
+        intact(this.memory)
+        if (r === COPIED) {
+          const copy = this.#copy
+          this.#copy = EMPTY_BYTES
+          return this.#coder.decode(copy, 0, copy.length)
+        }
+        return r
+      }
+    }
+    const s = this.#enter(h)
     try {
-      const e = this.#found
-      if (e === 0) return undefined
+      const e = (this.#found = this.#find(s, keyScratch.bytes, kn, kind, h))
+      if (e === 0) return ABSENT
       if (this.#expired(e)) {
         this.#remove(s, e)
-        return undefined
+        return ABSENT
       }
       if (this.#bounded) this.#touch(s, e)
       return decode ? this.#decode(e) : FOUND
     } finally {
       this.#leave(s)
     }
+  }
+
+  /** Value bytes a {@link #peek} copied out (to decode once the read is validated). */
+  #copy = EMPTY_BYTES
+
+  /**
+   * The unlocked read of {@link #lookup}: finds key `keyScratch[0, kn)` (kind, hash `h`)
+   * in stripe `s`, reading bytes that may change under it. Every offset is checked
+   * against the mapping and the walk is bounded, so it cannot read outside or loop;
+   * whatever it returns counts only if the stripe's sequence did not move. Returns the
+   * value (or {@link FOUND}), {@link ABSENT}, {@link COPIED} (the value's bytes are in
+   * `#copy`, for `decode` after validation), or {@link LOCKED} (take the lock).
+   */
+  #peek(s: number, kn: number, kind: number, h: number, decode: boolean): unknown {
+    const v = this.#v
+    const i32 = v.i32
+    const size = v.size
+    const lo = v.heap.offset
+    const g = i32[(s + S.GEN) >> 2] & 1
+    const tbl = (i32[(s + S.TABLE0 + 4 * g) >> 2] >>> 0) * UNIT
+    const log2 = i32[(s + S.LOG2_0 + 4 * g) >> 2]
+    if (!(log2 >= MIN_LOG2 && log2 <= MAX_LOG2)) return LOCKED
+    const cap = 1 << log2
+    if (tbl < lo || tbl + 4 * cap > size) return LOCKED
+    const next = (E.NEXT0 >> 2) + g
+    let unit = i32[this.#bucketSlot(tbl, cap, h) >> 2] >>> 0
+    const kb = keyScratch.bytes
+    const u8 = v.u8
+    for (let steps = 0; unit !== 0; steps++) {
+      const e = unit * UNIT
+      if (steps > this.#maxSteps || e < lo || e + E.DATA > size) return LOCKED
+      const w = e >> 2
+      if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind) {
+        const start = e + E.DATA + kn
+        const end = start + (i32[w + 4] >>> 0)
+        if (end > size) return LOCKED
+        if (bytesEqual(u8, e + E.DATA, kb, 0, kn)) {
+          const t = v.dv.getFloat64(e + E.EXPIRES, true)
+          // Expired: the locked path removes it.
+          if (t !== 0 && t <= Date.now()) return LOCKED
+          if (!decode) return FOUND
+          const r = this.#coder.decodeRacy(u8, start, end)
+          if (r !== UNDECODED) return r
+          this.#copy = u8.slice(start, end)
+          return COPIED
+        }
+      }
+      unit = i32[w + next] >>> 0
+    }
+    return ABSENT
   }
 
   #decode(e: number): unknown {
@@ -675,6 +820,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const i32 = v.i32
     const size = E.DATA + kn + vn
     if (this.#maxBytes > 0 && size > this.#maxBytes) throw rangeError(`An entry of ${size} bytes cannot fit in a SharedMap of maxBytes ${this.#maxBytes}`)
+    this.#beginWrite(s)
     this.#table(s)
     if (old === 0 && (i32[(s + S.COUNT) >> 2] >>> 0) >= this.#cap && this.#log2 < MAX_LOG2) {
       this.#grow(s)
@@ -692,7 +838,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     v.dv.setFloat64(e + E.EXPIRES, expires, true)
     i32[w + 8] = 0
     i32[w + 9] = 0
-    v.dv.setFloat64(e + E.TICK, 0, true)
+    v.dv.setFloat64(e + E.TICK, this.#bounded ? 0 : this.#stamp(s), true)
     copyBytes(v.u8, e + E.DATA, kb, kn)
     copyBytes(v.u8, e + E.DATA + kn, vb, vn)
     const slot = this.#prev
@@ -710,17 +856,20 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       Atomics.store(i32, slot >> 2, unit)
       bytes -= this.#entrySize(old)
       if (this.#bounded) this.#lruUnlink(s, old)
-      // 3. The old entry becomes the spare (kept in the spare slot before j_old lets
-      // go), or goes back to the heap (which clears j_old first).
-      if (i32[(s + S.SPARE) >> 2] === 0) {
-        i32[(s + S.SPARE) >> 2] = old / UNIT
+      // 3. The old entry becomes a spare (kept in a spare slot before j_old lets go),
+      // or goes back to the heap (which clears j_old first).
+      const keep = this.#spareSlot(s, old)
+      if (keep !== 0) {
+        i32[(s + keep) >> 2] = old / UNIT
         i32[(s + S.J_OLD) >> 2] = 0
       } else {
         this.#freeFrom(s + S.J_OLD, -1)
       }
     }
     v.dv.setFloat64(s + S.BYTES, bytes, true)
-    Atomics.store(i32, (s + S.J_NEW) >> 2, 0)
+    // (A plain store: only the next holder of this lock reads it, after a kill; program
+    // order is all that needs.)
+    i32[(s + S.J_NEW) >> 2] = 0
     const flags = (this.offset + M.FLAGS) >> 2
     if (expires !== 0 && (i32[flags] & F.HAS_TTL) === 0) Atomics.or(i32, flags, F.HAS_TTL)
     if (this.#bounded) {
@@ -732,20 +881,62 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 
   /**
-   * Takes stripe `s`'s spare block for an entry of `size` bytes if it fits (and is not
-   * much larger): returns its offset, recorded in j_new; 0 if there is none to use.
+   * Takes the spare block of stripe `s` that fits an entry of `size` bytes best (not
+   * much larger): returns its offset, recorded in j_new before its spare slot lets go;
+   * 0 if none fits.
    */
   #takeSpare(s: number, size: number): number {
     const i32 = this.#v.i32
-    const unit = i32[(s + S.SPARE) >> 2] >>> 0
-    if (unit === 0) return 0
-    const e = this.#entry(unit)
+    let best = 0
+    let bestRoom = 2 * size + 64 + 1
+    for (let k = 0; k < SPARES.length; k++) {
+      const j = SPARES[k]
+      const unit = i32[(s + j) >> 2] >>> 0
+      if (unit === 0) continue
+      const room = this.#room(unit)
+      if (room >= size && room < bestRoom) {
+        best = j
+        bestRoom = room
+        if (room < size + UNIT) break // as good as any
+      }
+    }
+    if (best === 0) return 0
+    const unit = i32[(s + best) >> 2] >>> 0
+    i32[(s + S.J_NEW) >> 2] = unit
+    i32[(s + best) >> 2] = 0
+    return unit * UNIT
+  }
+
+  /** The bytes after the header of the heap block at slot `unit` (0 if it could not be a block of the heap). */
+  #room(unit: number): number {
+    const e = unit * UNIT
+    const v = this.#v
+    if (e - UNIT < v.heap.offset || e > v.size) return 0
+    const i32 = v.i32
     // The heap block's header (FORMAT.md §4.2): size / 16 in bits 8 and up of its word.
     const room = (((i32[(e - UNIT) >> 2] >>> 8) | (i32[(e - UNIT + 4) >> 2] << 24)) >>> 0) * UNIT - UNIT
-    if (room < size || room > 2 * size + 64) return 0
-    i32[(s + S.J_NEW) >> 2] = unit
-    i32[(s + S.SPARE) >> 2] = 0
-    return e
+    return room > 0 && e + room <= v.size ? room : 0
+  }
+
+  /** The spare slot of stripe `s` to keep the replaced entry `old` in, or 0 to free it. */
+  #spareSlot(s: number, old: number): number {
+    const i32 = this.#v.i32
+    if (i32[(s + SPARES[0]) >> 2] === 0) return SPARES[0]
+    if (this.#room(old / UNIT) > SPARE_ROOM) return 0
+    for (let k = 1; k < SPARES.length; k++) if (i32[(s + SPARES[k]) >> 2] === 0) return SPARES[k]
+    return 0
+  }
+
+  /**
+   * A new write stamp of stripe `s` (locked) of an unbounded map: the stripe's clock
+   * (its `tick`) moved on, times the stripes, plus the stripe's index, so that no two
+   * entries of the map ever get the same one (a block can move between stripes).
+   */
+  #stamp(s: number): number {
+    const dv = this.#v.dv
+    const t = dv.getFloat64(s + S.TICK, true) + 1
+    dv.setFloat64(s + S.TICK, t, true)
+    return t * this.#stripes + (s - this.#stripeArray) / S.SIZE
   }
 
   #entrySize(e: number): number {
@@ -774,6 +965,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   /** Removes entry `e` of stripe `s` (locked); `#prev` links to it. */
   #remove(s: number, e: number): void {
     const v = this.#v
+    this.#beginWrite(s)
     this.#table(s)
     const next = this.#next
     if (this.#bounded) this.#lruUnlink(s, e)
@@ -928,6 +1120,10 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   #repair(s: number): void {
     const v = this.#v
     const i32 = v.i32
+    // Readers keep off until it is done (the sequence may be odd already: the dead holder
+    // was writing); if the repair fails, it stays odd and readers take the lock, which
+    // says the stripe is not recoverable.
+    this.#beginWrite(s)
     this.#table(s)
     const tbl = this.#tbl
     const cap = this.#cap
@@ -953,14 +1149,20 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         unit = i32[(e + next) >> 2] >>> 0
       }
     }
-    // The spare block is the stripe's: a journal slot naming it too was between two
-    // stores of handing it over, and lets go of it.
-    const spare = i32[(s + S.SPARE) >> 2] >>> 0
-    if (spare !== 0 && reachable.has(spare)) i32[(s + S.SPARE) >> 2] = 0
+    // Spare blocks are the stripe's: a journal slot naming one too was between two stores
+    // of handing it over, and lets go of it. (A spare that is reachable, or named by two
+    // slots, cannot come from a kill; it is let go of rather than reused.)
+    const spares = new Set<number>()
+    for (const j of SPARES) {
+      const u = i32[(s + j) >> 2] >>> 0
+      if (u === 0) continue
+      if (reachable.has(u) || spares.has(u)) i32[(s + j) >> 2] = 0
+      else spares.add(u)
+    }
     for (const j of [S.J_NEW, S.J_OLD]) {
       const u = i32[(s + j) >> 2] >>> 0
       if (u === 0) continue
-      if (reachable.has(u) || u === spare) i32[(s + j) >> 2] = 0
+      if (reachable.has(u) || spares.has(u)) i32[(s + j) >> 2] = 0
       else this.#freeFrom(s + j, -1)
     }
     i32[(s + S.COUNT) >> 2] = reachable.size
@@ -1021,7 +1223,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
             }
           }
         } finally {
-          this.#locks[i].release()
+          this.#unlock(s)
         }
         yield* out
       }
@@ -1038,6 +1240,13 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
 /** What {@link SharedMap.has} looks for. */
 const FOUND = Symbol('found')
+/** No (live) entry for the key. */
+const ABSENT = Symbol('absent')
+/** An optimistic read that needs the lock after all. */
+const LOCKED = Symbol('locked')
+/** An optimistic read that copied the value's bytes out, to decode once validated. */
+const COPIED = Symbol('copied')
+const EMPTY_BYTES = new Uint8Array(0)
 
 function keyTooLong(n: number): RangeError {
   return rangeError(`The "key" argument must be at most ${MAX_KEY_LENGTH} bytes; got ${n}`)
@@ -1048,10 +1257,68 @@ function keyKind(key: unknown): number {
   return typeof key === 'string' ? 0 : KEY_BYTES
 }
 
-/** FNV-1a over the key's bytes `b[0, n)`, seeded by kind, then a finalizer that spreads every bit. */
+/** FNV-1a offset bases of string and byte keys, and the prime. */
+const FNV_STRING = 0x811c9dc5
+const FNV_BYTES = 0x050c5d1f
+const FNV_PRIME = 0x01000193
+/** String keys up to this many characters are encoded and hashed in one JavaScript pass when ASCII. */
+const SHORT_KEY = 64
+
+/** The hash of the key {@link encodeKey} encoded last. */
+let encodedHash = 0
+
+/**
+ * Writes `key`'s bytes into keyScratch and hashes them into {@link encodedHash};
+ * returns their length. Short ASCII strings take one pass for both.
+ * @throws TypeError for a key of another type; RangeError for a key over 1 MiB
+ */
+function encodeKey(key: unknown): number {
+  if (typeof key === 'string') {
+    const n = key.length
+    if (n <= SHORT_KEY) {
+      const b = keyScratch.bytes
+      let h = FNV_STRING
+      let i = 0
+      for (; i < n; i++) {
+        const c = key.charCodeAt(i)
+        if (c >= 0x80) break
+        b[i] = c
+        h = Math.imul(h ^ c, FNV_PRIME)
+      }
+      if (i === n) {
+        encodedHash = finalHash(h)
+        return n
+      }
+    }
+    let w = encodeUtf8Into(key, keyScratch.bytes, 0)
+    if (w < 0) {
+      if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
+      keyScratch.ensure(0, 3 * n)
+      w = encodeUtf8Into(key, keyScratch.bytes, 0)
+    }
+    if (w > MAX_KEY_LENGTH) throw keyTooLong(w)
+    encodedHash = keyHash(keyScratch.bytes, w, 0)
+    return w
+  }
+  if (key instanceof Uint8Array) {
+    if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
+    keyScratch.ensure(0, key.length)
+    keyScratch.bytes.set(key)
+    encodedHash = keyHash(key, key.length, KEY_BYTES)
+    return key.length
+  }
+  throw typeError(`The "key" argument must be of type string or a Uint8Array; got ${describe(key)}`)
+}
+
+/** FNV-1a over the key's bytes `b[0, n)`, seeded by kind, then {@link finalHash}. */
 function keyHash(b: Uint8Array, n: number, kind: number): number {
-  let h = kind === 0 ? 0x811c9dc5 : 0x050c5d1f
-  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i], 0x01000193)
+  let h = kind === 0 ? FNV_STRING : FNV_BYTES
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i], FNV_PRIME)
+  return finalHash(h)
+}
+
+/** The finalizer that spreads every bit of an FNV-1a hash over the word. */
+function finalHash(h: number): number {
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)
   h ^= h >>> 13
@@ -1107,7 +1374,7 @@ function construct(v: Views, offset: number, o: CheckedOptions): void {
     v.i32[(s + S.TABLE0) >> 2] = tbl / UNIT
     v.i32[(s + S.LOG2_0) >> 2] = o.log2
   }
-  writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, o.coder.id)
+  writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, VERSION, o.coder.id)
   const w = offset >> 2
   v.i32[w + (M.STRIPES >> 2)] = o.stripes
   v.i32[w + (M.STRIPE_ARRAY >> 2)] = array / UNIT
