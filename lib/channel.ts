@@ -249,11 +249,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const until = deadline(timeout)
     for (;;) {
       this.#lockProducer()
-      const sleep = this.#trySend(n)
-      if (sleep < 0) return true
+      const seen = this.#trySend(n)
+      if (seen < 0) return true
       const left = remaining(until)
       if (left === 0) return false
-      if (!this.#spin(C.HEAD, sleep)) sleepOnWord(this.memory, this.offset + C.PWAKE, this.#sleepValue, left)
+      if (this.#spin(C.HEAD, seen)) continue
+      if (this.#announce(C.PRODUCERS_WAITING, C.PWAKE, C.HEAD, seen)) sleepOnWord(this.memory, this.offset + C.PWAKE, this.#sleepValue, left)
     }
   }
 
@@ -273,11 +274,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       await this.#lockAsync(this.#producer, signal, PRODUCER)
       scratch.ensure(0, n)
       scratch.bytes.set(bytes)
-      const sleep = this.#trySend(n)
-      if (sleep < 0) return true
+      const seen = this.#trySend(n)
+      if (seen < 0) return true
       const left = remaining(until)
       if (left === 0) return false
-      await sleepOnWordAsync(this.memory, this.offset + C.PWAKE, this.#sleepValue, left, signal)
+      if (this.#announce(C.PRODUCERS_WAITING, C.PWAKE, C.HEAD, seen)) await sleepOnWordAsync(this.memory, this.offset + C.PWAKE, this.#sleepValue, left, signal)
     }
   }
 
@@ -296,7 +297,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (got !== EMPTY) return got as T
       const left = remaining(until)
       if (left === 0) throw timedOut()
-      if (!this.#spin(C.TAIL, this.#seen)) sleepOnWord(this.memory, this.offset + C.CWAKE, this.#sleepValue, left)
+      if (this.#spin(C.TAIL, this.#seen)) continue
+      if (this.#announce(C.CONSUMERS_WAITING, C.CWAKE, C.TAIL, this.#seen)) sleepOnWord(this.memory, this.offset + C.CWAKE, this.#sleepValue, left)
     }
   }
 
@@ -313,7 +315,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (got !== EMPTY) return got as T
       const left = remaining(until)
       if (left === 0) throw timedOut()
-      await sleepOnWordAsync(this.memory, this.offset + C.CWAKE, this.#sleepValue, left, signal)
+      if (this.#announce(C.CONSUMERS_WAITING, C.CWAKE, C.TAIL, this.#seen)) await sleepOnWordAsync(this.memory, this.offset + C.CWAKE, this.#sleepValue, left, signal)
     }
   }
 
@@ -380,15 +382,29 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return n
   }
 
-  /** The wake word's value read before announcing a sleep (see the module docs). */
+  /** The wake word's value {@link #announce} read (what a sleep waits to change). */
   #sleepValue = 0
   /** The position a failed try saw (what a spin watches for a change). */
   #seen = 0
+  /**
+   * What this object's sends saw last of `head`, and `tail` right after its last send;
+   * the same for its receives, of `tail` and `head`. The other side's position only
+   * moves forward, so while no other producer (consumer) committed since this object's
+   * last send (receive), its own side's position is still the one it left, and the value
+   * seen is a lower bound of the real one within one ring's length: the room (the queued
+   * bytes) it implies are there. Anything else reads the position afresh. A producer
+   * streaming into a ring with room, and a consumer draining a backlog, then read nothing
+   * the other side writes, which keeps its cache line out of their way.
+   */
+  #headSeen = 0
+  #tailLeft = -1
+  #tailSeen = 0
+  #headLeft = -1
 
   /**
    * With the producer lock held: writes the message in the scratch buffer (`n` bytes)
    * if there is room, and releases the lock. Returns -1 when sent; otherwise the `head`
-   * it saw, having announced a sleep (`#sleepValue`).
+   * it saw (read afresh).
    */
   #trySend(n: number): number {
     const v = this.#v
@@ -401,11 +417,9 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       // other side's writes or the order of the commit matter.
       if (i32[w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
       const tail = i32[w + (C.TAIL >> 2)] >>> 0
-      let head = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
-      if (this.#cap - ((tail - head) >>> 0) < size) {
-        this.#sleepValue = Atomics.load(i32, w + (C.PWAKE >> 2))
-        Atomics.store(i32, w + (C.PRODUCERS_WAITING >> 2), 1)
-        head = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
+      let head = this.#headSeen
+      if (tail !== this.#tailLeft || this.#cap - ((tail - head) >>> 0) < size) {
+        head = this.#headSeen = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
         if (this.#cap - ((tail - head) >>> 0) < size) return head
       }
       const mask = this.#cap - 1
@@ -414,6 +428,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       this.#copyIn(scratch.bytes, n, (at + LEN) & mask)
       // Commit: the record is visible to consumers.
       woke = this.#commit(PRODUCER, tail, size)
+      this.#tailLeft = (tail + size) >>> 0
       return -1
     } finally {
       this.#producer.release()
@@ -424,7 +439,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /**
    * With the consumer lock held: takes and decodes the next message if there is one,
-   * and releases the lock. Returns {@link EMPTY} otherwise, having announced a sleep.
+   * and releases the lock. Returns {@link EMPTY} otherwise (`#seen`: the `tail` it read).
    * @throws ShmError `ERR_SHM_CLOSED` when closed and drained; `ERR_SHM_CORRUPT`
    */
   #tryReceive(): unknown {
@@ -434,14 +449,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     let woke = false
     try {
       const head = i32[w + (C.HEAD >> 2)] >>> 0
-      const closed = Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0
-      let tail = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
-      if (tail === head) {
-        if (closed) throw channelClosed()
-        this.#sleepValue = Atomics.load(i32, w + (C.CWAKE >> 2))
-        Atomics.store(i32, w + (C.CONSUMERS_WAITING >> 2), 1)
-        tail = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
+      let tail = this.#tailSeen
+      if (head !== this.#headLeft || tail === head) {
+        // Closed first, then tail: a message committed before the close is seen.
+        const closed = Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0
+        tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
         if (tail === head) {
+          if (closed) throw channelClosed()
           this.#seen = tail
           return EMPTY
         }
@@ -463,6 +477,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       }
       // Commit: the record is consumed (a bad one too, so the queue goes on).
       woke = this.#commit(CONSUMER, head, size)
+      this.#headLeft = (head + size) >>> 0
       if (error !== null) throw error
       return value
     } finally {
@@ -470,6 +485,22 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (woke) this.#wake(C.PRODUCERS_WAITING, C.PWAKE)
       intact(this.memory)
     }
+  }
+
+  /**
+   * Before sleeping on `word` (lock released; a spin did not see `field`, the other
+   * side's position, move from `seen`): reads the word into `#sleepValue`, raises the
+   * other side's `flag`, and looks once more. `true` if nothing moved and the channel is
+   * open, so the caller may sleep: whoever moves the position afterwards sees the flag
+   * and wakes the word, and `close()` bumps it after setting `closed`. All sequentially
+   * consistent, so one side always sees the other.
+   */
+  #announce(flag: number, word: number, field: number, seen: number): boolean {
+    const i32 = this.#live().i32
+    const w = this.#w
+    this.#sleepValue = Atomics.load(i32, w + (word >> 2))
+    Atomics.store(i32, w + (flag >> 2), 1)
+    return Atomics.load(i32, w + (field >> 2)) >>> 0 === seen && Atomics.load(i32, w + (C.CLOSED >> 2)) === 0
   }
 
   /** Copies `src[0, n)` into the ring at physical index `at`, wrapping at its end. */

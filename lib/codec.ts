@@ -426,16 +426,22 @@ class Shape {
 
   /** Counts one object built generically; makes the constructor once warm. */
   warm(): void {
-    if (++this.built < SHAPE_WARMUP || !canCompile) return
+    if (++this.built >= SHAPE_WARMUP) this.compile()
+  }
+
+  /** The constructor, made now if it was not (null if it cannot be). */
+  compile(): Make | null {
+    if (this.make !== null || this.built === -Infinity || !canCompile) return this.make
     this.built = -Infinity // one attempt
     const keys = this.keys
-    if (keys.includes('__proto__') || new Set(keys).size !== keys.length) return
+    if (keys.includes('__proto__') || new Set(keys).size !== keys.length) return null
     const body = keys.map((k, i) => `${JSON.stringify(k)}: s[b + ${2 * i + 1}]`).join(', ')
     try {
       this.make = new Function('s', 'b', `'use strict'; return { ${body} }`) as Make
     } catch {
       canCompile = false
     }
+    return this.make
   }
 }
 
@@ -652,6 +658,125 @@ class V8Reader {
       }
       const k = this.key(depth)
       defineOwn(o, k, this.value(depth + 1))
+    }
+  }
+}
+
+// ---- Plans: fresh copies of a decoded value without decoding it again ----
+//
+// A container that reads the same bytes again (a map entry that did not change) can
+// keep how to rebuild what it decoded: primitives as they are (strings are immutable),
+// arrays of primitives as a master copy to `slice()`, objects as their shape's
+// constructor and plans of their values. What that builds is what decoding builds (the
+// same kinds of objects, the same hidden classes, the same property order), without a
+// pass over the bytes or a string made anew.
+
+const enum PlanKind {
+  /** A primitive: the value itself. */
+  Value,
+  /** An array of primitives, no holes: `slice()` of the master copy. */
+  Flat,
+  /** An array with objects in it, no holes: its elements' plans. */
+  Array,
+  /** A plain object: its shape's constructor and its values' plans. */
+  Object,
+}
+
+/** How to make a fresh copy of a value (see {@link planOf}); holds no object the caller has. */
+export class Plan {
+  /** @internal */
+  constructor(
+    readonly kind: PlanKind,
+    readonly value: unknown,
+    readonly make: Make | null,
+    readonly kids: readonly Plan[] | null,
+  ) {}
+}
+
+/** Objects and arrays a plan may hold (a larger value is decoded each time). */
+const MAX_PLAN_NODES = 64
+let planNodes = 0
+
+/**
+ * A plan for fresh copies of `value`, a value a coder decoded (plain objects and arrays,
+ * primitives), or null when it has anything else (or is too large). The plan keeps no
+ * reference to `value`'s objects: the caller may hand `value` out.
+ */
+export function planOf(value: unknown): Plan | null {
+  planNodes = 0
+  return planNode(value, 0)
+}
+
+function planNode(v: unknown, depth: number): Plan | null {
+  if (typeof v !== 'object' || v === null) return typeof v === 'function' ? null : new Plan(PlanKind.Value, v, null, null)
+  if (++planNodes > MAX_PLAN_NODES || depth > MAX_DEPTH) return null
+  if (Array.isArray(v)) {
+    if (Object.getPrototypeOf(v) !== Array.prototype) return null
+    const a = v as unknown[]
+    const n = a.length
+    let flat = true
+    for (let i = 0; i < n; i++) {
+      if (!(i in a)) return null // holes: rare; decoding keeps them
+      const x = a[i]
+      if (typeof x === 'object' && x !== null) flat = false
+    }
+    if (Object.keys(a).length !== n) return null // named properties
+    if (flat) return new Plan(PlanKind.Flat, a.slice(), null, null)
+    const kids: Plan[] = []
+    for (let i = 0; i < n; i++) {
+      const k = planNode(a[i], depth + 1)
+      if (k === null) return null
+      kids.push(k)
+    }
+    return new Plan(PlanKind.Array, null, null, kids)
+  }
+  if (Object.getPrototypeOf(v) !== Object.prototype) return null
+  const o = v as Record<string, unknown>
+  const keys = Object.keys(o)
+  let shape: Shape | null = ROOT_SHAPE
+  for (let i = 0; i < keys.length && shape !== null; i++) shape = shape.to(keys[i])
+  const make = shape?.compile() ?? null
+  if (make === null) return null
+  const kids: Plan[] = []
+  for (const k of keys) {
+    const d = Object.getOwnPropertyDescriptor(o, k)
+    if (d === undefined || !('value' in d)) return null
+    const p = planNode(d.value, depth + 1)
+    if (p === null) return null
+    kids.push(p)
+  }
+  return new Plan(PlanKind.Object, null, make, kids)
+}
+
+/** Names and values of the objects {@link fromPlan} is building (only odd slots are used). */
+const planStack: unknown[] = []
+let planSp = 0
+
+/** A fresh copy of the value `p` was made of. */
+export function fromPlan(p: Plan): unknown {
+  switch (p.kind) {
+    case PlanKind.Value:
+      return p.value
+    case PlanKind.Flat:
+      return (p.value as unknown[]).slice()
+    case PlanKind.Array: {
+      const kids = p.kids as readonly Plan[]
+      const a: unknown[] = []
+      for (let i = 0; i < kids.length; i++) a.push(fromPlan(kids[i]))
+      return a
+    }
+    default: {
+      const kids = p.kids as readonly Plan[]
+      const base = planSp
+      const n = kids.length
+      planSp = base + 2 * n
+      try {
+        for (let i = 0; i < n; i++) planStack[base + 2 * i + 1] = fromPlan(kids[i])
+        return (p.make as Make)(planStack, base)
+      } finally {
+        for (let i = 0; i < n; i++) planStack[base + 2 * i + 1] = undefined
+        planSp = base
+      }
     }
   }
 }

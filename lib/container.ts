@@ -142,6 +142,8 @@ const LOCK_WAIT = Object.freeze({ timeout: LOCK_WAIT_MS })
  * @throws ShmError `ETIMEDOUT`
  */
 export function takeLock(lock: Lock, what: string): void {
+  // A free lock first, without parsing wait options.
+  if (lock.tryAcquire()) return
   if (!lock.acquire(LOCK_WAIT)) {
     throw new ShmError(`${what} stayed locked for ${LOCK_WAIT_MS / 1000} s (its holder is stuck, or the lock word is corrupt)`, { code: 'ETIMEDOUT' })
   }

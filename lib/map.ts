@@ -41,7 +41,7 @@
  * @module
  */
 import { checkIndex, describe } from './args.js'
-import { checkCodec, type Codec, type Coder, coderById, Scratch, UNDECODED } from './codec.js'
+import { checkCodec, type Codec, type Coder, coderById, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
   checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
@@ -113,7 +113,10 @@ const S = Object.freeze({
   /** u32 LRU list ends (block slots): most and least recently used. */
   LRU_HEAD: 80,
   LRU_TAIL: 84,
-  /** f64 clock: of accesses (LRU-bounded maps), or of writes (the others: entries' write stamps). */
+  /**
+   * Clock: f64 of accesses (LRU-bounded maps); in the others, of writes: a u32 pair
+   * (low word, then high word) that gives each entry written its stamp.
+   */
   TICK: 88,
   /** u32 next bucket to sweep for expired entries. */
   SWEEP: 96,
@@ -156,8 +159,9 @@ const E = Object.freeze({
   PREV: 32,
   NEXT: 36,
   /**
-   * f64 last access tick (LRU-bounded maps), or write stamp (the others): unique in the
-   * map per write, so a reader's decoded copy of (entry offset, stamp) stays its value.
+   * f64 last access tick (LRU-bounded maps); in the others the write stamp, a u32 pair
+   * (low, high) from the stripe's clock: never the same twice in a stripe, so (stripe,
+   * entry offset, stamp) names one value for good (what a reader's cache is keyed by).
    */
   TICK: 40,
   /** Key bytes, then value bytes. */
@@ -238,6 +242,11 @@ const updating = new Set<string>()
  */
 const WEAK_ORDERING = process.arch !== 'x64' && process.arch !== 'ia32'
 const fenceWord = new Int32Array(new SharedArrayBuffer(4))
+
+/** Slots of a map object's cache of decoded values (a power of two). */
+const CACHE_SLOTS = 4096
+/** Values longer than this (encoded) are not cached. */
+const CACHE_VALUE_BYTES = 1024
 
 /** Optimistic attempts of a `get`/`has` whose stripe kept changing under it, before it takes the lock. */
 const OPTIMISTIC_TRIES = 4
@@ -590,7 +599,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   #lockStripe(i: number): void {
     const lock = this.#locks[i]
-    if (!lock.tryAcquire()) takeLock(lock, 'a SharedMap stripe')
+    takeLock(lock, 'a SharedMap stripe')
     if (lock.ownerDied) recoverLock(lock, () => this.#repair(this.#stripeArray + i * S.SIZE))
   }
 
@@ -731,11 +740,13 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         }
         if (r === LOCKED) break
         intact(this.memory)
+        if (r === CACHED) return fromPlan(this.#plan as Plan)
         if (r === COPIED) {
           const copy = this.#copy
           this.#copy = EMPTY_BYTES
           return this.#coder.decode(copy, 0, copy.length)
         }
+        if (decode && r !== ABSENT && this.#seen !== 0) this.#remember(s, r)
         return r
       }
     }
@@ -756,6 +767,54 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** Value bytes a {@link #peek} copied out (to decode once the read is validated). */
   #copy = EMPTY_BYTES
+
+  // ---- The cache of decoded values ----
+  //
+  // `get` decodes an entry's bytes into a fresh value every time. A map object keeps, for
+  // entries it decoded twice, a plan to rebuild the value without the bytes (codec.ts
+  // `planOf`): keyed by the entry's block, stripe and write stamp, which together never
+  // name two different values (entries are never changed in place; every write stamps its
+  // entry from the stripe's clock). A hit is checked, like the rest of the optimistic
+  // read, before the stripe's sequence is validated; a changed or reused entry has
+  // another stamp, so it misses. Direct-mapped, per map object and thread; values up to
+  // {@link CACHE_VALUE_BYTES}.
+
+  /** Per slot: entry unit, stripe index, stamp low and high word. Allocated on first use. */
+  #cacheKeys: Int32Array | null = null
+  /** Per slot: the plan, null (seen once), or false (not plannable). */
+  #cachePlans: Array<Plan | null | false> = []
+  /** What the last {@link #peek} found: a plan it hit, or the entry it decoded (unit; 0: none), with its stamp. */
+  #plan: Plan | null = null
+  #seen = 0
+  #seenLo = 0
+  #seenHi = 0
+
+  /** The cache slot of entry unit `unit`. */
+  #slotOf(unit: number): number {
+    return Math.imul(unit, 0x9e37_79b1) >>> (32 - Math.log2(CACHE_SLOTS))
+  }
+
+  /** After a validated decode of `value` from the entry {@link #peek} noted, in stripe `s`: remember it. */
+  #remember(s: number, value: unknown): void {
+    let keys = this.#cacheKeys
+    if (keys === null) {
+      keys = this.#cacheKeys = new Int32Array(4 * CACHE_SLOTS)
+      this.#cachePlans = new Array<Plan | null | false>(CACHE_SLOTS).fill(false)
+    }
+    const stripe = (s - this.#stripeArray) / S.SIZE
+    const slot = this.#slotOf(this.#seen)
+    const x = slot << 2
+    if (keys[x] === (this.#seen | 0) && keys[x + 1] === stripe && keys[x + 2] === this.#seenLo && keys[x + 3] === this.#seenHi) {
+      // The second decode of this entry: keep how to rebuild it.
+      if (this.#cachePlans[slot] === null) this.#cachePlans[slot] = planOf(value) ?? false
+      return
+    }
+    keys[x] = this.#seen
+    keys[x + 1] = stripe
+    keys[x + 2] = this.#seenLo
+    keys[x + 3] = this.#seenHi
+    this.#cachePlans[slot] = null
+  }
 
   /**
    * The unlocked read of {@link #lookup}: finds key `keyScratch[0, kn)` (kind, hash `h`)
@@ -793,6 +852,26 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
           // Expired: the locked path removes it.
           if (t !== 0 && t <= Date.now()) return LOCKED
           if (!decode) return FOUND
+          this.#seen = 0
+          if (end - start <= CACHE_VALUE_BYTES) {
+            const lo = i32[w + (E.TICK >> 2)]
+            const hi = i32[w + (E.TICK >> 2) + 1]
+            const keys = this.#cacheKeys
+            if (keys !== null) {
+              const slot = this.#slotOf(unit)
+              const x = slot << 2
+              if (keys[x] === (unit | 0) && keys[x + 1] === (s - this.#stripeArray) / S.SIZE && keys[x + 2] === lo && keys[x + 3] === hi) {
+                const p = this.#cachePlans[slot]
+                if (p) {
+                  this.#plan = p
+                  return CACHED
+                }
+              }
+            }
+            this.#seen = unit
+            this.#seenLo = lo
+            this.#seenHi = hi
+          }
           const r = this.#coder.decodeRacy(u8, start, end)
           if (r !== UNDECODED) return r
           this.#copy = u8.slice(start, end)
@@ -838,7 +917,18 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     v.dv.setFloat64(e + E.EXPIRES, expires, true)
     i32[w + 8] = 0
     i32[w + 9] = 0
-    v.dv.setFloat64(e + E.TICK, this.#bounded ? 0 : this.#stamp(s), true)
+    if (this.#bounded) {
+      v.dv.setFloat64(e + E.TICK, 0, true)
+    } else {
+      const clock = (s + S.TICK) >> 2
+      const lo = (i32[clock] + 1) | 0
+      // The high word first: a kill between the two stores leaves the clock ahead, never
+      // behind (no stamp is given twice).
+      if (lo === 0) i32[clock + 1] = (i32[clock + 1] + 1) | 0
+      i32[clock] = lo
+      i32[w + (E.TICK >> 2)] = lo
+      i32[w + (E.TICK >> 2) + 1] = i32[clock + 1]
+    }
     copyBytes(v.u8, e + E.DATA, kb, kn)
     copyBytes(v.u8, e + E.DATA + kn, vb, vn)
     const slot = this.#prev
@@ -925,18 +1015,6 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     if (this.#room(old / UNIT) > SPARE_ROOM) return 0
     for (let k = 1; k < SPARES.length; k++) if (i32[(s + SPARES[k]) >> 2] === 0) return SPARES[k]
     return 0
-  }
-
-  /**
-   * A new write stamp of stripe `s` (locked) of an unbounded map: the stripe's clock
-   * (its `tick`) moved on, times the stripes, plus the stripe's index, so that no two
-   * entries of the map ever get the same one (a block can move between stripes).
-   */
-  #stamp(s: number): number {
-    const dv = this.#v.dv
-    const t = dv.getFloat64(s + S.TICK, true) + 1
-    dv.setFloat64(s + S.TICK, t, true)
-    return t * this.#stripes + (s - this.#stripeArray) / S.SIZE
   }
 
   #entrySize(e: number): number {
@@ -1246,6 +1324,8 @@ const ABSENT = Symbol('absent')
 const LOCKED = Symbol('locked')
 /** An optimistic read that copied the value's bytes out, to decode once validated. */
 const COPIED = Symbol('copied')
+/** An optimistic read that found the entry's value in the cache (`#plan`). */
+const CACHED = Symbol('cached')
 const EMPTY_BYTES = new Uint8Array(0)
 
 function keyTooLong(n: number): RangeError {
