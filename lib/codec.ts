@@ -389,6 +389,8 @@ const SHAPE_WARMUP = 8
 const MAX_SHAPE_KEYS = 64
 
 type Make = (s: unknown[], b: number) => Record<string, unknown>
+/** Makes a fresh object of a shape from a plan's values (`from` copies those that are plans). */
+type Copier = (v: readonly unknown[], from: (p: Plan) => unknown) => Record<string, unknown>
 
 let shapes = 0
 /** `false` once code generation turned out to be disallowed (`--disallow-code-generation-from-strings`). */
@@ -405,6 +407,8 @@ class Shape {
   /** Objects built of this shape so far (until it gets a constructor). */
   built = 0
   make: Make | null = null
+  /** Copiers of plans of this shape, by the kinds of their values (see {@link planNode}). */
+  copiers: Map<string, Copier | null> | null = null
 
   constructor(keys: readonly string[]) {
     this.keys = keys
@@ -442,6 +446,28 @@ class Shape {
       canCompile = false
     }
     return this.make
+  }
+
+  /**
+   * The copier for plans of this shape whose values are of `kinds` (one letter each:
+   * `V` a primitive, `F` an array of primitives, `P` a plan), made on first use; null
+   * if it cannot be.
+   */
+  copier(kinds: string): Copier | null {
+    const copiers = (this.copiers ??= new Map())
+    let c = copiers.get(kinds)
+    if (c !== undefined) return c
+    c = null
+    if (this.compile() !== null && copiers.size < 16) {
+      const body = this.keys.map((k, i) => `${JSON.stringify(k)}: ${kinds[i] === 'V' ? `v[${i}]` : kinds[i] === 'F' ? `v[${i}].slice()` : `from(v[${i}])`}`).join(', ')
+      try {
+        c = new Function('v', 'from', `'use strict'; return { ${body} }`) as Copier
+      } catch {
+        canCompile = false
+      }
+    }
+    copiers.set(kinds, c)
+    return c
   }
 }
 
@@ -678,7 +704,7 @@ const enum PlanKind {
   Flat,
   /** An array with objects in it, no holes: its elements' plans. */
   Array,
-  /** A plain object: its shape's constructor and its values' plans. */
+  /** A plain object: its shape's copier and its values (primitives, master arrays, plans). */
   Object,
 }
 
@@ -687,8 +713,10 @@ export class Plan {
   /** @internal */
   constructor(
     readonly kind: PlanKind,
+    /** Value: the primitive; Flat: the master array; Object: the values, as the copier takes them. */
     readonly value: unknown,
-    readonly make: Make | null,
+    readonly copy: Copier | null,
+    /** Array: the elements' plans. */
     readonly kids: readonly Plan[] | null,
   ) {}
 }
@@ -735,22 +763,26 @@ function planNode(v: unknown, depth: number): Plan | null {
   const keys = Object.keys(o)
   let shape: Shape | null = ROOT_SHAPE
   for (let i = 0; i < keys.length && shape !== null; i++) shape = shape.to(keys[i])
-  const make = shape?.compile() ?? null
-  if (make === null) return null
-  const kids: Plan[] = []
+  if (shape === null) return null
+  const values: unknown[] = []
+  let kinds = ''
   for (const k of keys) {
     const d = Object.getOwnPropertyDescriptor(o, k)
     if (d === undefined || !('value' in d)) return null
     const p = planNode(d.value, depth + 1)
     if (p === null) return null
-    kids.push(p)
+    // Primitives and flat arrays go in as they are (the copier slices the arrays).
+    if (p.kind === PlanKind.Value || p.kind === PlanKind.Flat) {
+      values.push(p.value)
+      kinds += p.kind === PlanKind.Value ? 'V' : 'F'
+    } else {
+      values.push(p)
+      kinds += 'P'
+    }
   }
-  return new Plan(PlanKind.Object, null, make, kids)
+  const copy = shape.copier(kinds)
+  return copy === null ? null : new Plan(PlanKind.Object, values, copy, null)
 }
-
-/** Names and values of the objects {@link fromPlan} is building (only odd slots are used). */
-const planStack: unknown[] = []
-let planSp = 0
 
 /** A fresh copy of the value `p` was made of. */
 export function fromPlan(p: Plan): unknown {
@@ -765,19 +797,8 @@ export function fromPlan(p: Plan): unknown {
       for (let i = 0; i < kids.length; i++) a.push(fromPlan(kids[i]))
       return a
     }
-    default: {
-      const kids = p.kids as readonly Plan[]
-      const base = planSp
-      const n = kids.length
-      planSp = base + 2 * n
-      try {
-        for (let i = 0; i < n; i++) planStack[base + 2 * i + 1] = fromPlan(kids[i])
-        return (p.make as Make)(planStack, base)
-      } finally {
-        for (let i = 0; i < n; i++) planStack[base + 2 * i + 1] = undefined
-        planSp = base
-      }
-    }
+    default:
+      return (p.copy as Copier)(p.value as unknown[], fromPlan)
   }
 }
 

@@ -243,8 +243,9 @@ const updating = new Set<string>()
 const WEAK_ORDERING = process.arch !== 'x64' && process.arch !== 'ia32'
 const fenceWord = new Int32Array(new SharedArrayBuffer(4))
 
-/** Slots of a map object's cache of decoded values (a power of two). */
-const CACHE_SLOTS = 4096
+/** Slots of a map object's cache of decoded values: 2^CACHE_BITS. */
+const CACHE_BITS = 12
+const CACHE_SLOTS = 1 << CACHE_BITS
 /** Values longer than this (encoded) are not cached. */
 const CACHE_VALUE_BYTES = 1024
 
@@ -789,9 +790,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   #seenLo = 0
   #seenHi = 0
 
-  /** The cache slot of entry unit `unit`. */
+  /** The cache slot of entry unit `unit` (Fibonacci hashing: the product's top bits). */
   #slotOf(unit: number): number {
-    return Math.imul(unit, 0x9e37_79b1) >>> (32 - Math.log2(CACHE_SLOTS))
+    return Math.imul(unit, 0x9e37_79b1) >>> (32 - CACHE_BITS)
   }
 
   /** After a validated decode of `value` from the entry {@link #peek} noted, in stripe `s`: remember it. */
