@@ -51,7 +51,7 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AsyncWaitOptions, Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace, takePlace } from './place.js'
-import { copyBytes } from './utf8.js'
+import { copyWords } from './utf8.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
 
 /** `'SCHN'` little-endian. */
@@ -425,7 +425,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const mask = this.#cap - 1
       const at = tail & mask
       i32[(this.#ring + at) >> 2] = n
-      this.#copyIn(scratch.bytes, n, (at + LEN) & mask)
+      this.#copyIn(scratch, n, (at + LEN) & mask)
       // Commit: the record is visible to consumers.
       woke = this.#commit(PRODUCER, tail, size)
       this.#tailLeft = (tail + size) >>> 0
@@ -503,12 +503,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return Atomics.load(i32, w + (field >> 2)) >>> 0 === seen && Atomics.load(i32, w + (C.CLOSED >> 2)) === 0
   }
 
-  /** Copies `src[0, n)` into the ring at physical index `at`, wrapping at its end. */
-  #copyIn(src: Uint8Array, n: number, at: number): void {
-    const u8 = this.#v.u8
+  /** Copies `src[0, n)` into the ring at physical index `at` (a multiple of 4), wrapping at its end. */
+  #copyIn(src: Scratch, n: number, at: number): void {
+    const v = this.#v
     const first = Math.min(n, this.#cap - at)
-    copyBytes(u8, this.#ring + at, src, first)
-    if (first < n) u8.set(src.subarray(first, n), this.#ring)
+    copyWords(v.u8, v.i32, this.#ring + at, src.bytes, src.words, 0, first)
+    if (first < n) copyWords(v.u8, v.i32, this.#ring, src.bytes, src.words, first, n - first)
   }
 
   /** Decodes the `n` payload bytes at physical index `at` (copied out first if they wrap). */

@@ -29,10 +29,15 @@ export type Codec = 'v8' | 'json' | 'string' | 'bytes'
 /** Codec names by the number stored in a container's header. */
 export const CODECS: readonly Codec[] = ['v8', 'json', 'string', 'bytes']
 
-/** A growable scratch buffer encoders write into, reused across calls. */
+/**
+ * A growable scratch buffer encoders write into, reused across calls: its bytes start
+ * at offset 0 of their own buffer and come in a multiple of 4, with views for word
+ * copies (`words`) and Buffer's native string writes (`buffer`).
+ */
 export class Scratch {
   bytes = new Uint8Array(256)
-  view = new DataView(this.bytes.buffer)
+  words = new Int32Array(this.bytes.buffer)
+  buffer = Buffer.from(this.bytes.buffer)
 
   /** Makes room for `n` bytes from `at`, keeping what is before `at`. */
   ensure(at: number, n: number): void {
@@ -42,7 +47,8 @@ export class Scratch {
     const b = new Uint8Array(size)
     b.set(this.bytes.subarray(0, at))
     this.bytes = b
-    this.view = new DataView(b.buffer)
+    this.words = new Int32Array(b.buffer)
+    this.buffer = Buffer.from(b.buffer)
   }
 }
 
@@ -129,15 +135,20 @@ const MAX_OBJECTS = 64
 const MAX_ARRAY = 256
 /** Nesting the JavaScript decoder follows; beyond, node:v8. */
 const MAX_DEPTH = 64
-/** Strings up to this many UTF-16 units are written in one pass when they are Latin-1. */
-const SHORT_STRING = 64
+/**
+ * Strings up to this many characters are written and read by JavaScript loops when they
+ * are Latin-1; longer ones by Buffer's native latin1 calls (a fixed cost of a few dozen
+ * nanoseconds, against a few per character for the loops).
+ */
+const SHORT_STRING = 16
 
 const EMPTY = new Uint8Array(0)
 
 /** Thrown inside the JavaScript coder: let node:v8 do this value. */
 const FALLBACK = Symbol('fallback')
 
-const LATIN1_ONLY = /^[\0-\xff]*$/
+/** Matches a string that is not Latin-1: at once for a string V8 keeps as one byte per character. */
+const NOT_LATIN1 = /[^\0-\xff]/
 
 /** 8 bytes to move doubles through (no DataView per call). */
 const f64 = new Float64Array(1)
@@ -203,12 +214,11 @@ class V8Writer {
         this.pos = p + 2 + n
         return
       }
-    } else if (LATIN1_ONLY.test(s)) {
+    } else if (!NOT_LATIN1.test(s)) {
       this.room(6 + n)
       this.b[this.pos++] = Tag.OneByteString
       this.varint(n)
-      const b = this.b
-      Buffer.from(b.buffer, b.byteOffset, b.length).write(s, this.pos, n, 'latin1')
+      this.out.buffer.write(s, this.pos, n, 'latin1')
       this.pos += n
       return
     }
@@ -497,11 +507,19 @@ class V8Reader {
   /** Where this reader's objects start on {@link stack}. */
   sp = 0
 
+  /** A Buffer over `b`'s bytes (same offsets), made once per value read. */
+  #buffer: Buffer | null = null
+
   /** Starts reading `b[start, end)`. */
   reset(b: Uint8Array, start: number, end: number): void {
     this.b = b
     this.pos = start
     this.end = end
+    this.#buffer = null
+  }
+
+  buffer(): Buffer {
+    return (this.#buffer ??= Buffer.from(this.b.buffer, this.b.byteOffset, this.b.length))
   }
 
   u8(): number {
@@ -564,8 +582,8 @@ class V8Reader {
         case Tag.OneByteString: {
           const n = this.varint()
           const at = this.take(n)
-          if (n <= 64) return latin1(this.b, at, n)
-          return Buffer.from(this.b.buffer, this.b.byteOffset, this.b.length).toString('latin1', at, at + n)
+          if (n <= SHORT_STRING) return latin1(this.b, at, n)
+          return this.buffer().toString('latin1', at, at + n)
         }
         case Tag.Utf8String: {
           const n = this.varint()
@@ -576,7 +594,7 @@ class V8Reader {
           const n = this.varint()
           if (n % 2 !== 0) throw FALLBACK
           const at = this.take(n)
-          return Buffer.from(this.b.buffer, this.b.byteOffset, this.b.length).toString('utf16le', at, at + n)
+          return this.buffer().toString('utf16le', at, at + n)
         }
         case Tag.BeginObject:
           return this.object(depth)

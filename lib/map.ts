@@ -51,7 +51,7 @@ import { Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace, takePlace } from './place.js'
 import { binding } from './native.js'
-import { bytesEqual, copyBytes, decodeUtf8, encodeUtf8Into } from './utf8.js'
+import { copyWords, decodeUtf8, encodeUtf8Into, wordsEqual } from './utf8.js'
 
 /** `'SMAP'` little-endian. */
 const MAGIC = 0x5041_4d53
@@ -164,11 +164,16 @@ const E = Object.freeze({
    * entry offset, stamp) names one value for good (what a reader's cache is keyed by).
    */
   TICK: 40,
-  /** Key bytes, then value bytes. */
+  /** Key bytes, padding to a multiple of 4 ({@link valueAt}), then value bytes. */
   DATA: 48,
 })
 
 const KEY_BYTES = 1
+
+/** Where the value of entry `e` with a key of `kn` bytes starts: after the key, padded to 4. */
+function valueAt(e: number, kn: number): number {
+  return e + E.DATA + ((kn + 3) & ~3)
+}
 /** Longest key in bytes. */
 export const MAX_KEY_LENGTH = 1 << 20
 const DEFAULT_STRIPES = 16
@@ -419,10 +424,10 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const expires = this.#expiry(options)
     // The value first: getters it runs may use the key scratch buffer.
     const vn = encodeValue(this.#coder, value, 'The "value" argument')
-    const vb = encoded.bytes
+    const vs = encoded
     const s = this.#enterKey(key)
     try {
-      this.#store(s, keyScratch.bytes, this.#kn, this.#kind, this.#hash, vb, vn, expires, this.#found)
+      this.#store(s, keyScratch, this.#kn, this.#kind, this.#hash, vs, vn, expires, this.#found)
     } finally {
       this.#leave(s)
     }
@@ -456,11 +461,13 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const kind = keyKind(key)
     const h = encodedHash
     // A copy: fn may use other maps, and so the scratch buffer.
-    const kb = keyScratch.bytes.slice(0, kn)
+    const ks = new Scratch()
+    ks.ensure(0, kn)
+    ks.bytes.set(keyScratch.bytes.subarray(0, kn))
     const fresh = this.#expiry(undefined)
     const s = this.#enter(h)
     try {
-      const e = this.#find(s, kb, kn, kind, h)
+      const e = this.#find(s, ks, kn, kind, h)
       const live = e !== 0 && !this.#expired(e)
       const old = live ? (this.#decode(e) as V) : undefined
       // An entry keeps its expiry through updates (as Redis INCR keeps a TTL).
@@ -475,7 +482,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       }
       const vn = encodeValue(this.#coder, value, 'The value fn returned')
       this.#prev = prev
-      this.#store(s, kb, kn, kind, h, encoded.bytes, vn, expires, e)
+      this.#store(s, ks, kn, kind, h, encoded, vn, expires, e)
       return value
     } finally {
       this.#leave(s)
@@ -577,7 +584,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const h = (this.#hash = encodedHash)
     const s = this.#enter(h)
     try {
-      this.#found = this.#find(s, keyScratch.bytes, kn, kind, h)
+      this.#found = this.#find(s, keyScratch, kn, kind, h)
     } catch (e) {
       this.#leave(s)
       throw e
@@ -664,8 +671,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const e = unit * UNIT
     const v = this.#v
     if (e < v.heap.offset || e + E.DATA > v.size) throw corrupt(`a SharedMap entry at ${e} is outside the heap`)
-    const n = (v.i32[(e + E.KEY_LEN) >> 2] >>> 0) + (v.i32[(e + E.VALUE_LEN) >> 2] >>> 0)
-    if (e + E.DATA + n > v.size) throw corrupt(`a SharedMap entry at ${e} runs off the mapping`)
+    const end = valueAt(e, v.i32[(e + E.KEY_LEN) >> 2] >>> 0) + (v.i32[(e + E.VALUE_LEN) >> 2] >>> 0)
+    if (end > v.size) throw corrupt(`a SharedMap entry at ${e} runs off the mapping`)
     return e
   }
 
@@ -674,7 +681,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * its offset or 0. Sets `#prev` to the slot that links to it (or to its bucket's slot
    * if absent) and the table fields.
    */
-  #find(s: number, kb: Uint8Array, kn: number, kind: number, h: number): number {
+  #find(s: number, ks: Scratch, kn: number, kind: number, h: number): number {
     this.#table(s)
     const next = this.#next
     const i32 = this.#v.i32
@@ -690,7 +697,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       if (steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
       const e = this.#entry(unit)
       const w = e >> 2
-      if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind && bytesEqual(u8, e + E.DATA, kb, 0, kn)) {
+      if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind && wordsEqual(u8, i32, e + E.DATA, ks.bytes, ks.words, kn)) {
         this.#prev = slot
         return e
       }
@@ -753,7 +760,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     }
     const s = this.#enter(h)
     try {
-      const e = (this.#found = this.#find(s, keyScratch.bytes, kn, kind, h))
+      const e = (this.#found = this.#find(s, keyScratch, kn, kind, h))
       if (e === 0) return ABSENT
       if (this.#expired(e)) {
         this.#remove(s, e)
@@ -838,17 +845,17 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     if (tbl < lo || tbl + 4 * cap > size) return LOCKED
     const next = (E.NEXT0 >> 2) + g
     let unit = i32[this.#bucketSlot(tbl, cap, h) >> 2] >>> 0
-    const kb = keyScratch.bytes
+    const ks = keyScratch
     const u8 = v.u8
     for (let steps = 0; unit !== 0; steps++) {
       const e = unit * UNIT
       if (steps > this.#maxSteps || e < lo || e + E.DATA > size) return LOCKED
       const w = e >> 2
       if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind) {
-        const start = e + E.DATA + kn
+        const start = valueAt(e, kn)
         const end = start + (i32[w + 4] >>> 0)
         if (end > size) return LOCKED
-        if (bytesEqual(u8, e + E.DATA, kb, 0, kn)) {
+        if (wordsEqual(u8, i32, e + E.DATA, ks.bytes, ks.words, kn)) {
           const t = v.dv.getFloat64(e + E.EXPIRES, true)
           // Expired: the locked path removes it.
           if (t !== 0 && t <= Date.now()) return LOCKED
@@ -886,7 +893,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   #decode(e: number): unknown {
     const i32 = this.#v.i32
-    const start = e + E.DATA + (i32[(e + E.KEY_LEN) >> 2] >>> 0)
+    const start = valueAt(e, i32[(e + E.KEY_LEN) >> 2] >>> 0)
     return this.#coder.decode(this.#v.u8, start, start + (i32[(e + E.VALUE_LEN) >> 2] >>> 0))
   }
 
@@ -895,16 +902,16 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * (locked), replacing entry `old` (0: none). `#prev` links to `old`, or is the bucket
    * slot when there is none (as `#find` left it).
    */
-  #store(s: number, kb: Uint8Array, kn: number, kind: number, h: number, vb: Uint8Array, vn: number, expires: number, old: number): void {
+  #store(s: number, ks: Scratch, kn: number, kind: number, h: number, vs: Scratch, vn: number, expires: number, old: number): void {
     const v = this.#v
     const i32 = v.i32
-    const size = E.DATA + kn + vn
+    const size = valueAt(0, kn) + vn
     if (this.#maxBytes > 0 && size > this.#maxBytes) throw rangeError(`An entry of ${size} bytes cannot fit in a SharedMap of maxBytes ${this.#maxBytes}`)
     this.#beginWrite(s)
     this.#table(s)
     if (old === 0 && (i32[(s + S.COUNT) >> 2] >>> 0) >= this.#cap && this.#log2 < MAX_LOG2) {
       this.#grow(s)
-      this.#find(s, kb, kn, kind, h) // the bucket slot moved
+      this.#find(s, ks, kn, kind, h) // the bucket slot moved
     }
     const next = this.#next
     // 1. A private copy of the new entry: the stripe's spare block if it fits (recorded
@@ -930,8 +937,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       i32[w + (E.TICK >> 2)] = lo
       i32[w + (E.TICK >> 2) + 1] = i32[clock + 1]
     }
-    copyBytes(v.u8, e + E.DATA, kb, kn)
-    copyBytes(v.u8, e + E.DATA + kn, vb, vn)
+    copyWords(v.u8, i32, e + E.DATA, ks.bytes, ks.words, 0, kn)
+    copyWords(v.u8, i32, valueAt(e, kn), vs.bytes, vs.words, 0, vn)
     const slot = this.#prev
     const unit = e / UNIT
     let bytes = v.dv.getFloat64(s + S.BYTES, true) + size
@@ -1020,7 +1027,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   #entrySize(e: number): number {
     const i32 = this.#v.i32
-    return E.DATA + (i32[(e + E.KEY_LEN) >> 2] >>> 0) + (i32[(e + E.VALUE_LEN) >> 2] >>> 0)
+    return valueAt(0, i32[(e + E.KEY_LEN) >> 2] >>> 0) + (i32[(e + E.VALUE_LEN) >> 2] >>> 0)
   }
 
   /** `heapAllocInto`: a block of `size` bytes, recorded in the u32 slot at `slot`. */
