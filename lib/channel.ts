@@ -451,13 +451,17 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const head = i32[w + (C.HEAD >> 2)] >>> 0
       let tail = this.#tailSeen
       if (head !== this.#headLeft || tail === head) {
-        // Closed first, then tail: a message committed before the close is seen.
-        const closed = Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0
         tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
         if (tail === head) {
-          if (closed) throw channelClosed()
-          this.#seen = tail
-          return EMPTY
+          // Empty. Closed first, then tail again: a message committed before the close is
+          // seen.
+          const closed = Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0
+          tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
+          if (tail === head) {
+            if (closed) throw channelClosed()
+            this.#seen = tail
+            return EMPTY
+          }
         }
       }
       const mask = this.#cap - 1
