@@ -7,11 +7,13 @@
 #     platform package with `napi artifacts`, and lets `napi pre-publish -t npm` wire the
 #     root package's optionalDependencies (for this platform only: the other platforms'
 #     binaries are built on their own runners; --skip-optional-publish, nothing is sent);
-#  2. `npm pack`s the root package and this platform's package, and checks what they ship;
+#  2. `npm pack`s the root package and this platform's package, and checks what they ship
+#     (LICENSE and CHANGELOG.md included, no `@internal` declaration in the .d.ts files);
 #  3. installs both tarballs into an empty project with a PATH holding only `node` and
 #     `npm` (no cargo, rustc, cc, gcc, make, python, zig: an install that tried to compile
 #     would fail), and runs a CommonJS and an ES module script against it: create a segment,
 #     lock and unlock, allocate from the heap if this build has one, close and unlink.
+# (What TypeScript users see of the published declarations: npm run test:types.)
 # Exits non-zero on any failure; prints a summary line either way; removes its temp dirs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +89,15 @@ if grep -Ev '^package/(package\.json|index\.js|index\.d\.ts|(README|LICEN[CS]E|C
   exit 1
 fi
 grep -qx "package/$binary" "$WORK/plat.files" || { say "the platform package lacks $binary"; exit 1; }
+for f in LICENSE CHANGELOG.md; do
+  grep -qx "package/$f" "$WORK/main.files" || { say "the root package lacks $f"; exit 1; }
+done
+mkdir -p "$WORK/unpacked"
+tar -xzf "$main_tgz" -C "$WORK/unpacked"
+if grep -rl '@internal' --include='*.d.ts' --include='*.d.mts' "$WORK/unpacked/package"; then
+  say "published declarations still contain @internal members (files above): tsconfig.build.json strips them"
+  exit 1
+fi
 passed=$((passed + 1))
 
 # ---------------------------------------------------------------------------------------

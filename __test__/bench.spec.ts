@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
+import { segmentPrefix } from '../bench/names.mjs'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const ROW_IDS = ['1.1', '1.2', '2', '3.1', '3.2', '3.3', '4.1', '4.2', '5.1', '5.2', '5.3', '5.4', '6', '7.1', '7.2', '7.3', '7.4', '8.1', '8.2', '8.3', '8.4', '8.5', '8.6', '8.7', '8.8', '8.9', '9.1', '9.2', '9.3', '9.4', '10', '11.1', '11.2', '11.3']
@@ -52,7 +53,8 @@ function runBench(t: ExecutionContext, args: string[], onStderr?: (soFar: string
 /** Segments in /dev/shm named by the bench process `pid` (none checked off Linux). */
 function leftovers(pid: number): string[] {
   if (!existsSync('/dev/shm')) return []
-  return readdirSync('/dev/shm').filter((n) => n.startsWith(`shmutils-bench-${pid}-`))
+  const prefix = segmentPrefix(pid).slice(1)
+  return readdirSync('/dev/shm').filter((n) => n.startsWith(prefix))
 }
 
 function tempDir(t: ExecutionContext): string {

@@ -293,7 +293,7 @@ test('the original\'s first example: 400 KiB, a Lock and a size_t counter from m
   fd.truncate(size)
   t.is(fd.size(), size)
   fd.close()
-  const m = MappedMemory.create(`${name}-m`, { size })
+  const m = MappedMemory.create(segmentName(t, 'orig-m'), { size })
   t.teardown(() => { m.close(); try { m.unlink() } catch { /* already */ } })
   const lock = new Lock(m)
   const counter = m.new('size_t *', 0)

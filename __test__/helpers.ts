@@ -1,8 +1,11 @@
 // Shared test helpers: unique segment names that are unlinked after each test (pass or
-// fail), and real child processes (child_process.fork) that talk over IPC.
+// fail), real child processes (child_process.fork) that talk over IPC, and the few places
+// where the suite meets the platform (name length, segment existence, the C compiler), so
+// that every test runs unchanged on Linux and macOS.
 import { fork, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { fstatSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import type { ExecutionContext } from 'ava'
 import { Worker } from 'node:worker_threads'
 import { MapFlags, MappedMemory, Protection, shmOpen, shmUnlink } from '../dist/index.js'
@@ -13,9 +16,25 @@ let counter = 0
 const pending = new Set<string>()
 process.on('exit', () => pending.forEach(unlinkQuietly))
 
-/** A fresh segment name, unlinked (if it exists) when the test ends, even on failure. */
+/**
+ * The longest segment name, in bytes with its leading slash, that every supported platform
+ * accepts: macOS's `PSHMNAMLEN` (Linux allows 255). {@link segmentName} stays within it.
+ */
+export const MAX_PORTABLE_NAME = 31
+
+/**
+ * A fresh segment name, unlinked (if it exists) when the test ends, even on failure:
+ * `/shmutils-t<pid>-<n>-<tag>` with pid and counter in base 36 and the tag cut short, at a
+ * character boundary, so the whole name fits {@link MAX_PORTABLE_NAME} bytes of UTF-8
+ * (the tag only helps a reader of /dev/shm; the pid and counter make it unique). Ask for
+ * another name instead of appending to one.
+ */
 export function segmentName(t: ExecutionContext, tag = 't'): string {
-  const name = `/shmutils-test-${process.pid}-${tag}-${++counter}`
+  let name = `/shmutils-t${process.pid.toString(36)}-${(++counter).toString(36)}-`
+  for (const ch of tag) {
+    if (Buffer.byteLength(name + ch) > MAX_PORTABLE_NAME) break
+    name += ch
+  }
   pending.add(name)
   t.teardown(() => {
     unlinkQuietly(name)
@@ -33,14 +52,64 @@ export function unlinkQuietly(name: string): void {
   }
 }
 
-/** Whether the segment `name` exists in /dev/shm (Linux). */
+/**
+ * Whether a segment named `name` exists, asked through the package itself (`shmOpen(name,
+ * 'r')`): platforms keep segments in different places (Linux: files in /dev/shm; macOS: no
+ * file system at all).
+ */
 export function segmentExists(name: string): boolean {
-  return existsSync(join('/dev/shm', name.replace(/^\//, '')))
+  try {
+    shmOpen(name, 'r').close()
+    return true
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ENOENT') return false
+    throw e
+  }
 }
 
-/** The path of a fixture script. */
+/** The permission bits of the existing segment `name` (`fstat` of an open descriptor). */
+export function segmentMode(name: string): number {
+  const o = shmOpen(name, 'r')
+  try {
+    return fstatSync(o.fd).mode & 0o777
+  } finally {
+    o.close()
+  }
+}
+
+/**
+ * The C compiler the tests that build C programs use: `$CC`, else `cc`. `npm test` needs
+ * one (gcc or clang; Alpine: `apk add build-base`); a cross run sets `CC` to a compiler
+ * for the target.
+ */
+export const CC = process.env.CC || 'cc'
+
+/**
+ * Where this process's user address space ends, as a power of two: on Linux, above the
+ * main thread's stack (`[stack]` in /proc/self/maps), which the kernel puts at the top
+ * (2^47 on x86-64; 2^39 or 2^48 on arm64, depending on the kernel; lower under
+ * qemu-user); elsewhere 2^47.
+ */
+export function userAddressTop(): number {
+  if (process.platform !== 'linux') return 2 ** 47
+  const stack = readFileSync('/proc/self/maps', 'utf8').split('\n').find((l) => l.endsWith('[stack]'))
+  if (!stack) throw new Error('no [stack] line in /proc/self/maps')
+  const end = Number.parseInt(stack.split('-')[1]!, 16)
+  return 2 ** Math.ceil(Math.log2(end))
+}
+
+/** The path of a fixture (a file in `__test__/fixtures/`). */
 export function fixture(file: string): string {
   return join(import.meta.dirname ?? __dirname, 'fixtures', file)
+}
+
+/**
+ * The Node options a fixture needs in its process: none for JavaScript; the TypeScript
+ * hooks (register-ts.mjs) for a `.ts`/`.mts` fixture, so fixtures may be written in either.
+ */
+export function fixtureExecArgv(file: string): string[] {
+  if (!/\.m?ts$/.test(file)) return []
+  return ['--import', pathToFileURL(join(import.meta.dirname ?? __dirname, 'register-ts.mjs')).href]
 }
 
 /** A forked child running a fixture, killed when the test ends. */
@@ -54,7 +123,7 @@ export interface Child {
 
 /** Forks `fixtures/<file>` with `args`; the child is killed at teardown if still alive. */
 export function forkChild(t: ExecutionContext, file: string, args: string[] = []): Child {
-  const proc = fork(fixture(file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] })
+  const proc = fork(fixture(file), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: fixtureExecArgv(file) })
   const queue: unknown[] = []
   const waiting: Array<(m: unknown) => void> = []
   proc.on('message', (m) => {

@@ -332,9 +332,13 @@ test('lone UTF-16 surrogates in segment and object names are TypeErrors', (t) =>
   t.is(m.heap.find('ok\ufffd'), undefined)
 })
 
-/** Field 22 of /proc/<pid>/stat: the process's start time in clock ticks since boot. */
+/**
+ * Field 22 of /proc/<pid>/stat: the process's start time in clock ticks since boot (read
+ * through /proc/<pid>/task/<pid>/stat, as the package does: the same kernel value, which
+ * qemu-user does not rewrite).
+ */
 function startTime(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8')
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
 }
 
@@ -365,7 +369,8 @@ async function unlinkOnExitChild(t: ExecutionContext, name: string, mode: string
   t.teardown(() => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
   })
-  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })))
+  // 'close', not 'exit': by then stderr is fully read ('exit' may come first).
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => proc.on('close', (code, signal) => resolve({ code, signal })))
   const messages: unknown[] = []
   const waiters: Array<(m: unknown) => void> = []
   proc.on('message', (m) => (waiters.length > 0 ? waiters.shift()!(m) : messages.push(m)))

@@ -8,16 +8,22 @@
 //   and/or `process.arch` before anything loads, so the generated loader takes its branch
 //   for that platform, finds no `.node` file and no `shmutils-<platform>` package, and
 //   throws its own "Cannot find native binding" error;
-// - a supported platform whose binary is missing (what an install with optional
-//   dependencies disabled looks like): `NAPI_RS_NATIVE_LIBRARY_PATH`, the loader's own
-//   override, points at a file that does not exist.
+// - a supported platform without its binary package (an install with optional
+//   dependencies left out, or `npm pack` of a clone): a copy of the package as it is
+//   packed (package.json, index.js, dist/) installed into a temporary project without
+//   `shmutils-<platform>`; then the same project with that package added loads;
+// - `NAPI_RS_NATIVE_LIBRARY_PATH`, the loader's own override, naming a file that does not
+//   exist, or one that is no loadable binary.
 import { spawnSync } from 'node:child_process'
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 // ava runs test files with the project root as the working directory.
 const root = process.cwd()
+const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }
 
 /** What the child saw when it tried to load the package. */
 interface Outcome {
@@ -44,16 +50,20 @@ const REPORT = `
   const fail = (e) => out({ loaded: false, name: e?.name, code: e?.code, message: e?.message,
                             hasCause: e?.cause !== undefined })
 `
-const CJS = `${REPORT}
-  try { require(${JSON.stringify(join(root, 'dist', 'index.js'))}); out({ loaded: true }) }
+const cjs = (spec: string) => `${REPORT}
+  try { require(${JSON.stringify(spec)}); out({ loaded: true }) }
   catch (e) { fail(e) }`
-const ESM = `${REPORT}
-  import(${JSON.stringify(pathToFileURL(join(root, 'dist', 'index.mjs')).href)})
+const esm = (spec: string) => `${REPORT}
+  import(${JSON.stringify(spec)})
     .then(() => out({ loaded: true }), fail)`
 
+/**
+ * Loads the package in a child: this repository's build, or with `project`, the package
+ * named `shmutils` as installed in that directory's node_modules.
+ */
 function load(
   entry: 'cjs' | 'esm',
-  options: { platform?: string; arch?: string; env?: Record<string, string> } = {},
+  options: { platform?: string; arch?: string; env?: Record<string, string>; project?: string } = {},
 ): Outcome {
   const args: string[] = []
   const overrides: string[] = []
@@ -62,11 +72,16 @@ function load(
   if (overrides.length > 0) {
     args.push('--import', `data:text/javascript,${encodeURIComponent(overrides.join(''))}`)
   }
-  args.push('-e', entry === 'cjs' ? CJS : ESM)
+  const script = options.project
+    ? (entry === 'cjs' ? cjs : esm)('shmutils')
+    : entry === 'cjs'
+      ? cjs(join(root, 'dist', 'index.js'))
+      : esm(pathToFileURL(join(root, 'dist', 'index.mjs')).href)
+  args.push('-e', script)
   const env: NodeJS.ProcessEnv = { ...process.env, ...options.env }
   // The test runner's own loader hooks are not wanted in the child.
   delete env.NODE_OPTIONS
-  const r = spawnSync(process.execPath, args, { cwd: root, env, encoding: 'utf8', timeout: 60_000 })
+  const r = spawnSync(process.execPath, args, { cwd: options.project ?? root, env, encoding: 'utf8', timeout: 60_000 })
   // Node 20 rejects the import() promise of an ES module whose CommonJS dependency threw
   // *and* reports the same error as uncaught afterwards (a Node quirk, reproducible with
   // two three-line files), so an ESM child that already printed its report may still exit
@@ -87,6 +102,29 @@ function hostPlatform(): string {
     p += report.header?.glibcVersionRuntime ? '-gnu' : '-musl'
   }
   return p
+}
+
+/**
+ * A temporary project with this package installed as `npm pack` ships it (package.json,
+ * index.js, index.d.ts, dist/: no binary) and, with `withBinary`, its platform package
+ * `shmutils-<platform>` holding this build's binary, as npm installs it.
+ */
+function project(t: ExecutionContext, withBinary: boolean): string {
+  const dir = mkdtempSync(join(tmpdir(), 'shmutils-platform-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const pkg = join(dir, 'node_modules', 'shmutils')
+  mkdirSync(pkg, { recursive: true })
+  for (const f of ['package.json', 'index.js', 'index.d.ts']) copyFileSync(join(root, f), join(pkg, f))
+  cpSync(join(root, 'dist'), join(pkg, 'dist'), { recursive: true })
+  if (withBinary) {
+    const platform = hostPlatform()
+    const binary = `shmutils.${platform}.node`
+    const dep = join(dir, 'node_modules', `shmutils-${platform}`)
+    mkdirSync(dep)
+    copyFileSync(join(root, binary), join(dep, binary))
+    writeFileSync(join(dep, 'package.json'), JSON.stringify({ name: `shmutils-${platform}`, version, main: binary }))
+  }
+  return dir
 }
 
 test('the package loads here (the cases below are not failing for another reason)', (t) => {
@@ -114,14 +152,39 @@ for (const entry of ['cjs', 'esm'] as const) {
     t.regex(o.message ?? '', /supported platforms: linux-x64-gnu, /)
   })
 
-  test(`${entry}: a supported platform whose binary is missing says which and how to fix it`, (t) => {
-    const o = load(entry, { env: { NAPI_RS_NATIVE_LIBRARY_PATH: join(root, 'no-such-dir', 'shmutils.node') } })
+  test(`${entry}: installed without its platform package, it names the package and how to install it`, (t) => {
+    const o = load(entry, { project: project(t, false) })
     t.false(o.loaded)
     t.is(o.name, 'ShmError')
-    t.is(o.code, 'ERR_SHM_UNSUPPORTED_PLATFORM')
+    t.is(o.code, 'ERR_SHM_BINARY_MISSING')
     t.true(SUPPORTED.includes(hostPlatform()))
-    t.true(o.message?.includes(`native binary for ${hostPlatform()}`), o.message)
+    t.true(o.message?.includes(`comes in the package shmutils-${hostPlatform()}@${version}, and that package is not installed`), o.message)
+    t.true(o.message?.includes(`npm install shmutils-${hostPlatform()}@${version}`), o.message)
     t.regex(o.message ?? '', /optional dependencies/)
-    t.true(o.hasCause)
+    t.true(o.hasCause, 'the loader error is kept as the cause')
+  })
+
+  test(`${entry}: the same project with the platform package installed loads`, (t) => {
+    t.true(load(entry, { project: project(t, true) }).loaded)
+  })
+
+  test(`${entry}: NAPI_RS_NATIVE_LIBRARY_PATH naming no file says so`, (t) => {
+    const missing = join(root, 'no-such-dir', 'shmutils.node')
+    const o = load(entry, { env: { NAPI_RS_NATIVE_LIBRARY_PATH: missing } })
+    t.false(o.loaded)
+    t.is(o.code, 'ERR_SHM_BINARY_MISSING')
+    t.true(o.message?.includes(`NAPI_RS_NATIVE_LIBRARY_PATH names ${missing}, which does not exist`), o.message)
+  })
+
+  test(`${entry}: a binary this system cannot load is ERR_SHM_UNSUPPORTED_PLATFORM with the loader's reason`, (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'shmutils-platform-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    const bogus = join(dir, 'shmutils.node')
+    writeFileSync(bogus, 'not a shared library')
+    const o = load(entry, { env: { NAPI_RS_NATIVE_LIBRARY_PATH: bogus } })
+    t.false(o.loaded)
+    t.is(o.code, 'ERR_SHM_UNSUPPORTED_PLATFORM')
+    t.true(o.message?.startsWith(`shmutils could not load its native binary for ${hostPlatform()} on this system: `), o.message)
+    t.true(o.message?.includes(bogus), o.message)
   })
 }

@@ -54,7 +54,8 @@ for (const kind of ['process', 'thread'] as const) {
 test('a unit released while many wait wakes them in turn; timeouts give up', async (t) => {
   const m = rawSegment(t)
   const s = Semaphore.at(m, 0, 0)
-  const waits = Array.from({ length: 50 }, () => s.acquireAsync({ timeout: 2000 }))
+  // Generous: without futex_waitv each wait starts a thread, slow under emulation.
+  const waits = Array.from({ length: 50 }, () => s.acquireAsync({ timeout: 30_000 }))
   const late = s.acquireAsync({ timeout: 30 })
   t.false(await late)
   for (let i = 0; i < 5; i++) s.release(10)

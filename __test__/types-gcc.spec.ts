@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import test from 'ava';
 
 import { type FFI, type Type, cdef, flatMembers } from '../lib/types/index.js';
+import { CC } from './helpers.js';
 
 const header = readFileSync(resolve('__test__/fixtures/types-layout.h'), 'utf8');
 
@@ -80,7 +81,7 @@ ${lines.join('\n')}
 }
 
 function haveCompiler(): boolean {
-  const r = spawnSync('cc', ['--version'], { encoding: 'utf8' });
+  const r = spawnSync(CC, ['--version'], { encoding: 'utf8' });
   return r.status === 0;
 }
 
@@ -91,7 +92,7 @@ function compareWithCompiler(t: import('ava').ExecutionContext, src: string, lis
     const c = join(dir, 'layout.c');
     const exe = join(dir, 'layout');
     writeFileSync(c, cProgram(src, list));
-    execFileSync('cc', ['-std=gnu11', '-O0', '-w', '-o', exe, c], { stdio: 'pipe' });
+    execFileSync(CC, ['-std=gnu11', '-O0', '-w', '-o', exe, c], { stdio: 'pipe' });
     const output = execFileSync(exe, { encoding: 'utf8' });
     const got = new Map<string, bigint>();
     for (const line of output.trim().split('\n')) {
@@ -109,14 +110,14 @@ function compareWithCompiler(t: import('ava').ExecutionContext, src: string, lis
 
 test('cdef layouts match the system C compiler exactly', (t) => {
   if (!haveCompiler()) {
-    t.fail('this test needs a C compiler on PATH as `cc` (install gcc or clang); CI has gcc');
+    t.fail(`this test needs a C compiler: ${CC} (install gcc or clang, or set CC; Alpine: apk add build-base)`);
     return;
   }
   const ffi = cdef(header);
   const list = checks(ffi, header);
   t.true(list.length > 150, `expected many checks, got ${list.length}`);
   t.deepEqual(compareWithCompiler(t, header, list), []);
-  t.log(`${list.length} layout facts agree with ${execFileSync('cc', ['--version'], { encoding: 'utf8' }).split('\n')[0]}`);
+  t.log(`${list.length} layout facts agree with ${execFileSync(CC, ['--version'], { encoding: 'utf8' }).split('\n')[0]}`);
 });
 
 /** Small seeded PRNG (mulberry32) so a failing seed can be replayed. */
@@ -178,7 +179,7 @@ function randomDeclarations(seed: number): string {
 
 test('random declarations: cdef layouts match the C compiler', (t) => {
   if (!haveCompiler()) {
-    t.fail('this test needs a C compiler on PATH as `cc` (install gcc or clang); CI has gcc');
+    t.fail(`this test needs a C compiler: ${CC} (install gcc or clang, or set CC; Alpine: apk add build-base)`);
     return;
   }
   const seeds = [Date.now() >>> 0, 1, 2];

@@ -1,6 +1,6 @@
 /**
  * The shared-memory segments the bench creates: every name carries the bench's pid
- * (`/shmutils-bench-<pid>-<tag>-<n>`), every segment is closed and unlinked when its
+ * (`/shmutils-b<pid>-<tag>-<n>`, see names.mjs), every segment is closed and unlinked when its
  * measurement ends (try/finally), and any name still registered when the process exits
  * is unlinked by an exit handler, so a failed or interrupted run leaves nothing in
  * /dev/shm.
@@ -8,9 +8,10 @@
  */
 import { MapFlags, MappedMemory, Protection, shmOpen, shmUnlink } from '../dist/index.js'
 import { atExit } from './cleanup.mjs'
+import { segmentPrefix } from './names.mjs'
 
 /** Prefix of every segment name this process creates (children and C programs included). */
-export const SEGMENT_PREFIX = `/shmutils-bench-${process.pid}-`
+export const SEGMENT_PREFIX = segmentPrefix(process.pid)
 
 /** @type {Set<string>} names that may exist and must be unlinked */
 const live = new Set()
@@ -25,7 +26,7 @@ atExit(() => {
  * @param {string} tag - what the segment is for (part of the name)
  */
 export function segmentName(tag) {
-  const name = `${SEGMENT_PREFIX}${tag}-${++counter}`
+  const name = `${SEGMENT_PREFIX}${tag}-${(++counter).toString(36)}`
   live.add(name)
   return name
 }

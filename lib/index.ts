@@ -1,3 +1,8 @@
+// The published declarations use Node's types (AbortSignal, node:util's inspect): this
+// directive, kept in dist/index.d.ts, loads @types/node (an optional peer dependency) for
+// every TypeScript user, also one whose tsconfig lists no "types" (preserve="true": tsc
+// keeps only such directives in what it emits).
+/// <reference types="node" preserve="true" />
 /**
  * shmutils: real shared memory for Node.js processes.
  * @packageDocumentation

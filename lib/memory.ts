@@ -199,7 +199,8 @@ const STRIDE = WINDOW_BYTES / 2
 /**
  * The process-wide SIGBUS repair counter (see the module docs): 0 until a mapping of
  * this process lost pages. Read it after touching shared memory:
- * `if (GUARD[0] !== 0) checkIntact(memory)`. @internal
+ * `if (GUARD[0] !== 0) checkIntact(memory)`. Not part of the public API (not exported
+ * from the package's entry point); the bench reads it.
  */
 export const GUARD: Int32Array = new Int32Array(binding.guardGeneration())
 

@@ -1,9 +1,13 @@
 /**
- * The native binding, loaded once. A platform without a prebuilt binary gets a
- * `ShmError` with code `ERR_SHM_UNSUPPORTED_PLATFORM` instead of the loader's generic
- * message.
+ * The native binding, loaded once. Instead of the loader's generic "Cannot find native
+ * binding", a failure is a `ShmError` that says what to do: `ERR_SHM_BINARY_MISSING` on a
+ * supported platform whose binary package (`shmutils-<platform>`) is not installed, naming
+ * it and how to install it; `ERR_SHM_UNSUPPORTED_PLATFORM` on a platform without a
+ * prebuilt binary, or one whose binary this system cannot load.
  * @module
  */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import type * as Binding from '../index.js'
 import { ShmError } from './errors.js'
 
@@ -62,6 +66,64 @@ export interface FastBinding {
   wordWake(id: number, offset: number, n: number): number
 }
 
+/**
+ * Whether the generated loader (`index.js`) had a binary for `platform` to load: the file
+ * `NAPI_RS_NATIVE_LIBRARY_PATH` names when that is set, else `shmutils.<platform>.node`
+ * beside the loader (a build from source) or the installed package `shmutils-<platform>`.
+ */
+function binaryPresent(platform: string): boolean {
+  const override = process.env.NAPI_RS_NATIVE_LIBRARY_PATH
+  if (override) return existsSync(override)
+  if (existsSync(join(__dirname, '..', `shmutils.${platform}.node`))) return true
+  try {
+    require.resolve(`shmutils-${platform}/package.json`)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * What the loader's error says: the messages of its `cause` chain (where the generated
+ * loader puts the errors of each file it tried), else its own message.
+ */
+function reasons(error: unknown): string {
+  const said: string[] = []
+  for (let e = (error as { cause?: unknown })?.cause; e && said.length < 4; e = (e as { cause?: unknown }).cause) {
+    said.push(String((e as Error).message ?? e))
+  }
+  return said.length > 0 ? said.join('; ') : String((error as Error)?.message ?? error)
+}
+
+/** The error for a binding that did not load (`cause`): why, and what to do. */
+function loadError(cause: unknown): ShmError {
+  const platform = currentPlatform()
+  let err: ShmError
+  if (!SUPPORTED_PLATFORMS.includes(platform)) {
+    err = new ShmError(`shmutils has no native binary for ${platform}; supported platforms: ${SUPPORTED_PLATFORMS.join(', ')}`, {
+      code: 'ERR_SHM_UNSUPPORTED_PLATFORM',
+    })
+  } else if (!binaryPresent(platform)) {
+    const override = process.env.NAPI_RS_NATIVE_LIBRARY_PATH
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const pkg = `shmutils-${platform}@${(require('../package.json') as { version: string }).version}`
+    err = new ShmError(
+      override
+        ? `shmutils found no native binary for ${platform}: NAPI_RS_NATIVE_LIBRARY_PATH names ${override}, which does not exist (unset it to load the one in ${pkg})`
+        : `shmutils needs its native binary for ${platform}, which comes in the package ${pkg}, and that package is not installed: ` +
+            `install it with \`npm install ${pkg}\` (npm installs it along with shmutils unless optional dependencies were ` +
+            `left out, --omit=optional, or the lock file was made on another platform without it)`,
+      { code: 'ERR_SHM_BINARY_MISSING' },
+    )
+  } else {
+    err = new ShmError(`shmutils could not load its native binary for ${platform} on this system: ${reasons(cause)}`, {
+      code: 'ERR_SHM_UNSUPPORTED_PLATFORM',
+    })
+  }
+  ;(err as Error & { cause?: unknown }).cause = cause
+  return err
+}
+
 function load(): typeof Binding & FastBinding {
   try {
     // A synchronous require: the binding must exist before any module-level code runs,
@@ -69,16 +131,7 @@ function load(): typeof Binding & FastBinding {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require('../index.js') as typeof Binding & FastBinding
   } catch (cause) {
-    const platform = currentPlatform()
-    const supported = SUPPORTED_PLATFORMS.includes(platform)
-    const err = new ShmError(
-      supported
-        ? `shmutils could not load its native binary for ${platform} (${(cause as Error)?.message ?? cause}); reinstall the package with optional dependencies enabled`
-        : `shmutils has no native binary for ${platform}; supported platforms: ${SUPPORTED_PLATFORMS.join(', ')}`,
-      { code: 'ERR_SHM_UNSUPPORTED_PLATFORM' },
-    )
-    ;(err as Error & { cause?: unknown }).cause = cause
-    throw err
+    throw loadError(cause)
   }
 }
 

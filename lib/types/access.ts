@@ -683,9 +683,8 @@ export function structLayoutAccessors<V>(t: Type<V>): StructLayout<V> {
  * function literal, so a literal instantiated per struct member sees every member of
  * every struct and stops being inlined. `body` is the text of a function body that
  * returns the result, and sees `values` under `names`. Where code generation is off (or
- * disallowed), `fallback()` builds the equivalent from closures.
- *
- * @internal
+ * disallowed), `fallback()` builds the equivalent from closures. Not part of the public
+ * API (not exported from the package's entry point).
  */
 export function specialize<R>(names: readonly string[], values: readonly unknown[], body: string, fallback: () => R): R {
   if (!codegenEnabled) return fallback();

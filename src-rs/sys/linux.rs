@@ -59,7 +59,8 @@ pub const MAP_POPULATE: i32 = libc::MAP_POPULATE;
 /// An absolute `CLOCK_MONOTONIC` deadline as the futex syscalls take it.
 fn timespec(d: Deadline) -> libc::timespec {
     libc::timespec {
-        tv_sec: (d.nanos / 1_000_000_000) as libc::time_t,
+        // `as _`: the field's own type (`time_t`, whose libc alias is deprecated on musl).
+        tv_sec: (d.nanos / 1_000_000_000) as _,
         tv_nsec: (d.nanos % 1_000_000_000) as libc::c_long,
     }
 }
@@ -104,16 +105,25 @@ pub fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
 }
 
 /// The calling thread's kernel id (the main thread's equals the pid).
+///
+/// Through `syscall(SYS_gettid)`, not glibc's `gettid()` wrapper: the wrapper only exists
+/// since glibc 2.30, and the release binary must load on glibc 2.17 (as Rust's std does).
 pub fn thread_id() -> u32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    (unsafe { libc::gettid() }) as u32
+    // SAFETY: gettid takes no arguments, has no preconditions and cannot fail.
+    (unsafe { libc::syscall(libc::SYS_gettid) }) as u32
 }
 
-/// When thread `tid` started, in clock ticks since boot (field 22 of `/proc/<tid>/stat`),
-/// or `None` if no such thread exists now. Together with the tid it names a thread
-/// uniquely, which is what defeats tid reuse in dead-owner checks.
+/// When thread `tid` started, in clock ticks since boot (field 22 of its `stat`), or
+/// `None` if no such thread exists now. Together with the tid it names a thread uniquely,
+/// which is what defeats tid reuse in dead-owner checks.
+///
+/// Read from `/proc/<tid>/task/<tid>/stat`, which the kernel fills from the same thread
+/// as `/proc/<tid>/stat` (the value docs/FORMAT.md §6.4 names): qemu-user answers
+/// `/proc/<own pid>/stat` itself, with the start time of the thread that *asks*, so a
+/// waiter thread would see a live holder of its own process as dead; it passes the task
+/// path through to the kernel.
 pub fn thread_start_time(tid: u32) -> Option<u64> {
-    start_time_in(&format!("/proc/{tid}/stat"))
+    start_time_in(&format!("/proc/{tid}/task/{tid}/stat"))
 }
 
 /// The start time (field 22) in the `stat` file at `path` (`/proc/<tid>/stat`,
@@ -148,11 +158,15 @@ pub fn user_address_bits() -> u32 {
 }
 
 /// Eight random bytes from the kernel (for picking fixed addresses).
+///
+/// Through `syscall(SYS_getrandom)`, not glibc's `getrandom()` wrapper (glibc 2.25+), for
+/// the glibc 2.17 floor; a kernel without the call (before 3.17) answers `ENOSYS` and the
+/// clock fallback below takes over.
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    // SAFETY: getrandom writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
+    // SAFETY: getrandom writes at most buf.len() bytes into buf, a live local array.
+    let n = unsafe { libc::syscall(libc::SYS_getrandom, buf.as_mut_ptr(), buf.len(), 0u32) };
+    if n != buf.len() as libc::c_long {
         // Extremely unlikely; fall back to the clock, which is good enough for a hint.
         return super::monotonic_nanos() as u64 ^ (thread_id() as u64) << 32;
     }
