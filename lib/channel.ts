@@ -14,17 +14,25 @@
  *
  * | who             | does (▶ = the store that commits)                                         |
  * |-----------------|----------------------------------------------------------------------------|
- * | send            | producer lock; room = capacity − (tail − head); write the record at tail; journal (pos, size, seq = sent); ▶ `tail += size`; `sent = seq + 1`; unlock; wake consumers if they asked |
- * | send, full      | read `pwake`; set `producers waiting`; room again? else unlock and sleep on `pwake` |
- * | receive         | consumer lock; `head ≠ tail`: decode the record; journal (pos, size, seq = received); ▶ `head += size`; `received = seq + 1`; unlock; wake producers if they asked |
- * | receive, empty  | closed? → end; read `cwake`; set `consumers waiting`; `tail` moved? else unlock and sleep on `cwake` |
+ * | send            | producer lock; room = capacity − (tail − head) (head as last read, read again if short); write the record at tail; journal (pos, size, seq = sent); ▶ `tail += size`; `sent = seq + 1`; unlock; wake consumers if they asked |
+ * | send, full      | unlock; poll `head` a while; then read `pwake`, set `producers waiting`, and sleep on `pwake` unless `head` moved or the channel closed |
+ * | receive         | consumer lock; `head ≠ tail` (tail as last read, read again if equal): decode the record; journal (pos, size, seq = received); ▶ `head += size`; `received = seq + 1`; unlock; wake producers if they asked |
+ * | receive, empty  | closed (read, then `tail` again)? → end; unlock; poll `tail` a while; then read `cwake`, set `consumers waiting`, and sleep on `cwake` unless `tail` moved or the channel closed |
  * | close           | producer lock; `closed = 1`; unlock; bump and wake both wake words |
  * | wake X          | if `X waiting`: clear it, `Xwake += 1`, futex wake all on `Xwake` |
  *
  * Announcing (`waiting = 1`) then re-reading the other side's position, against
  * committing the position then reading `waiting`, all sequentially consistent: one of
- * the two sees the other, so a sleeper is never forgotten; waiters sleep in 50 ms slices
- * anyway.
+ * the two sees the other, so a sleeper is never forgotten. A side announces only right
+ * before it sleeps (not while it polls), so a busy stream pays no wake-ups. The sleeper
+ * reads the wake word before `closed`, and `close()` sets `closed` before it bumps the
+ * word: a close is either seen or wakes it. Waiters sleep in 50 ms slices anyway.
+ *
+ * Each object remembers the other side's position as it last read it (and its own
+ * side's position after its last commit): while no other producer (consumer) moved its
+ * side's position since, that value is a lower bound of the real one, so the room (the
+ * queued bytes) it shows are there. A producer streaming into a ring with room, and a
+ * consumer working through a backlog, then read nothing the other side writes.
  *
  * ## What a killed process leaves
  *

@@ -7,35 +7,47 @@
  * The map is split into `stripes` (a power of two; 16 by default, 1 for an LRU-bounded
  * map). A key's 32-bit hash picks its stripe (low bits) and its bucket inside the stripe
  * (the other bits). Each stripe has its own robust futex lock, chained hash table, entry
- * count, byte count and growth, so operations on keys of different stripes run in
- * parallel and a table grows one stripe at a time (a stripe's rehash holds only that
- * stripe). Every operation on a key holds its stripe's lock; `get` decodes the value
- * while holding it, so no process can free the bytes under it.
+ * count, byte count and growth, so writes to keys of different stripes run in parallel
+ * and a table grows one stripe at a time (a stripe's rehash holds only that stripe).
+ * Every write holds its stripe's lock.
+ *
+ * Reads (`get`, `has`) take no lock (except in an LRU-bounded map, whose reads move the
+ * entry in its LRU list): each stripe has a write sequence, odd while a holder changes
+ * anything a reader walks, and a reader reads it, finds and decodes its entry, and reads
+ * it again; if it moved, it reads again (after a few tries, or while it stays odd, it
+ * takes the lock like a writer). Readers write nothing, so any number of them, in any
+ * number of processes, never wait for each other, and a writer never waits for them.
  *
  * An entry is one heap block: header, key bytes, value bytes (encoded by the map's
- * codec). Entries are never changed in place: `set` writes a new entry and swaps it into
- * the chain with one 32-bit store. Links are u32 block slots (offset / 16).
+ * codec, starting 4-aligned). Entries are never changed in place: `set` writes a new
+ * entry and swaps it into the chain with one 32-bit store. Links are u32 block slots
+ * (offset / 16). Replaced entries' blocks are kept in a few spare slots per stripe and
+ * written into by later sets, so a set that replaces a value of similar size makes no
+ * heap call.
  *
  * ## Stripe states and what a killed process leaves
  *
  * | operation      | steps (under the stripe lock; `▶` = the one store that commits) |
  * |----------------|-------------------------------------------------------------------|
- * | insert         | `j_new ← spare` or `heapAllocInto(j_new)`; write entry; `new.next = head`; ▶ `bucket = new`; count, bytes; `j_new = 0` |
- * | replace        | `j_new ← spare` (if it fits; then `spare = 0`) or `heapAllocInto(j_new)`; write entry; `new.next = old.next`; `j_old = old`; ▶ `link = new`; `spare = old; j_old = 0` if no spare, else `heapFreeFrom(j_old)`; bytes; `j_new = 0` |
+ * | any write      | first `seq` odd (once per holding); last, before unlocking, `seq` even |
+ * | insert         | `j_new ← spare[k]` (best fit; then `spare[k] = 0`) or `heapAllocInto(j_new)`; write entry (stamped); `new.next = head`; ▶ `bucket = new`; count, bytes; `j_new = 0` |
+ * | replace        | the same for the new entry; `new.next = old.next`; `j_old = old`; ▶ `link = new`; `spare[k] = old; j_old = 0` for a free spare slot `k`, else `heapFreeFrom(j_old)`; bytes; `j_new = 0` |
  * | delete / evict | unlink from LRU; ▶ `heapFreeFrom(link, next)` (unlinks and frees under the heap lock); count, bytes |
  * | rehash         | `heapAllocInto(j_table)`; relink every entry through its *other* next field into the new table; `j_oldtable = old`; ▶ `gen += 1`; `heapFreeFrom(j_oldtable)`; `j_table = 0` |
- * | clear          | delete every entry, one commit each                                 |
+ * | clear          | delete every entry, one commit each; free the spares               |
  *
  * The chains of the current generation (`gen`) are changed only by the committing store,
  * so at every instruction each key's chain holds either its old entry or its new one,
  * whole. A process killed while holding a stripe lock is found by the next acquirer
  * (`OWNER_DIED`), which repairs the stripe before using it ({@link SharedMap}'s
  * `#repair`): a journal slot (`j_new`, `j_old`, `j_table`, `j_oldtable`) naming a block
- * that is not reachable from the current table is freed, one that is, is kept; the
- * count and bytes are recounted from the chains; the LRU list is rebuilt from the
- * entries' access ticks. The journal slots are written by the heap inside its own
+ * that is not reachable from the current table (nor a spare) is freed, one that is, is
+ * kept; the count and bytes are recounted from the chains; the LRU list is rebuilt from
+ * the entries' access ticks. The journal slots are written by the heap inside its own
  * critical section (`src-rs/js/blocks.rs`), so they only ever name blocks the stripe
- * owns. docs/containers.md has the full argument.
+ * owns. A holder killed mid-write leaves `seq` odd: readers of that stripe take the
+ * lock, and so repair it, and the repair's holder makes `seq` even when it lets go.
+ * docs/containers.md has the full argument.
  *
  * The layouts (header, stripe record, entry) are in docs/FORMAT.md and below.
  * @module
