@@ -14,17 +14,25 @@
  *
  * | who             | does (▶ = the store that commits)                                         |
  * |-----------------|----------------------------------------------------------------------------|
- * | send            | producer lock; room = capacity − (tail − head); write the record at tail; journal (pos, size, seq = sent); ▶ `tail += size`; `sent = seq + 1`; unlock; wake consumers if they asked |
- * | send, full      | read `pwake`; set `producers waiting`; room again? else unlock and sleep on `pwake` |
- * | receive         | consumer lock; `head ≠ tail`: decode the record; journal (pos, size, seq = received); ▶ `head += size`; `received = seq + 1`; unlock; wake producers if they asked |
- * | receive, empty  | closed? → end; read `cwake`; set `consumers waiting`; `tail` moved? else unlock and sleep on `cwake` |
+ * | send            | producer lock; room = capacity − (tail − head) (head as last read, read again if short); write the record at tail; journal (pos, size, seq = sent); ▶ `tail += size`; `sent = seq + 1`; unlock; wake consumers if they asked |
+ * | send, full      | unlock; poll `head` a while; then read `pwake`, set `producers waiting`, and sleep on `pwake` unless `head` moved or the channel closed |
+ * | receive         | consumer lock; `head ≠ tail` (tail as last read, read again if equal): decode the record; journal (pos, size, seq = received); ▶ `head += size`; `received = seq + 1`; unlock; wake producers if they asked |
+ * | receive, empty  | closed (read, then `tail` again)? → end; unlock; poll `tail` a while; then read `cwake`, set `consumers waiting`, and sleep on `cwake` unless `tail` moved or the channel closed |
  * | close           | producer lock; `closed = 1`; unlock; bump and wake both wake words |
  * | wake X          | if `X waiting`: clear it, `Xwake += 1`, futex wake all on `Xwake` |
  *
  * Announcing (`waiting = 1`) then re-reading the other side's position, against
  * committing the position then reading `waiting`, all sequentially consistent: one of
- * the two sees the other, so a sleeper is never forgotten; waiters sleep in 50 ms slices
- * anyway.
+ * the two sees the other, so a sleeper is never forgotten. A side announces only right
+ * before it sleeps (not while it polls), so a busy stream pays no wake-ups. The sleeper
+ * reads the wake word before `closed`, and `close()` sets `closed` before it bumps the
+ * word: a close is either seen or wakes it. Waiters sleep in 50 ms slices anyway.
+ *
+ * Each object remembers the other side's position as it last read it (and its own
+ * side's position after its last commit): while no other producer (consumer) moved its
+ * side's position since, that value is a lower bound of the real one, so the room (the
+ * queued bytes) it shows are there. A producer streaming into a ring with room, and a
+ * consumer working through a backlog, then read nothing the other side writes.
  *
  * ## What a killed process leaves
  *
@@ -51,11 +59,13 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AsyncWaitOptions, Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace, takePlace } from './place.js'
-import { copyBytes } from './utf8.js'
+import { copyWords } from './utf8.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
 
 /** `'SCHN'` little-endian. */
 const MAGIC = 0x4e48_4353
+/** Layout version (docs/FORMAT.md §11.3). */
+const VERSION = 1
 
 /** Channel block (offsets from its start; 0..24 are the common container header). */
 const C = Object.freeze({
@@ -183,13 +193,13 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       offset = heap.malloc(C.RING + cap, 64)
       const v = viewsOf(memory, heap)
       v.u8.fill(0, offset, offset + C.RING)
-      writeHeader(v, offset, MAGIC, Kind.CHANNEL, coder.id)
+      writeHeader(v, offset, MAGIC, Kind.CHANNEL, VERSION, coder.id)
       v.i32[(offset + C.CAPACITY) >> 2] = cap
     }
     this.memory = memory
     this.offset = offset
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Channel', segment: m.segment, offset: this.offset, memory: m }))
-    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.CHANNEL, C.RING, 'Channel')
+    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.CHANNEL, VERSION, C.RING, 'Channel')
     const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
     this.#w = offset >> 2
     const coder = coderById(v.i32[this.#w + 3])
@@ -247,11 +257,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     const until = deadline(timeout)
     for (;;) {
       this.#lockProducer()
-      const sleep = this.#trySend(n)
-      if (sleep < 0) return true
+      const seen = this.#trySend(n)
+      if (seen < 0) return true
       const left = remaining(until)
       if (left === 0) return false
-      if (!this.#spin(C.HEAD, sleep)) sleepOnWord(this.memory, this.offset + C.PWAKE, this.#sleepValue, left)
+      if (this.#spin(C.HEAD, seen)) continue
+      if (this.#announce(C.PRODUCERS_WAITING, C.PWAKE, C.HEAD, seen)) sleepOnWord(this.memory, this.offset + C.PWAKE, this.#sleepValue, left)
     }
   }
 
@@ -271,11 +282,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       await this.#lockAsync(this.#producer, signal, PRODUCER)
       scratch.ensure(0, n)
       scratch.bytes.set(bytes)
-      const sleep = this.#trySend(n)
-      if (sleep < 0) return true
+      const seen = this.#trySend(n)
+      if (seen < 0) return true
       const left = remaining(until)
       if (left === 0) return false
-      await sleepOnWordAsync(this.memory, this.offset + C.PWAKE, this.#sleepValue, left, signal)
+      if (this.#announce(C.PRODUCERS_WAITING, C.PWAKE, C.HEAD, seen)) await sleepOnWordAsync(this.memory, this.offset + C.PWAKE, this.#sleepValue, left, signal)
     }
   }
 
@@ -294,7 +305,8 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (got !== EMPTY) return got as T
       const left = remaining(until)
       if (left === 0) throw timedOut()
-      if (!this.#spin(C.TAIL, this.#seen)) sleepOnWord(this.memory, this.offset + C.CWAKE, this.#sleepValue, left)
+      if (this.#spin(C.TAIL, this.#seen)) continue
+      if (this.#announce(C.CONSUMERS_WAITING, C.CWAKE, C.TAIL, this.#seen)) sleepOnWord(this.memory, this.offset + C.CWAKE, this.#sleepValue, left)
     }
   }
 
@@ -311,7 +323,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       if (got !== EMPTY) return got as T
       const left = remaining(until)
       if (left === 0) throw timedOut()
-      await sleepOnWordAsync(this.memory, this.offset + C.CWAKE, this.#sleepValue, left, signal)
+      if (this.#announce(C.CONSUMERS_WAITING, C.CWAKE, C.TAIL, this.#seen)) await sleepOnWordAsync(this.memory, this.offset + C.CWAKE, this.#sleepValue, left, signal)
     }
   }
 
@@ -378,15 +390,29 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return n
   }
 
-  /** The wake word's value read before announcing a sleep (see the module docs). */
+  /** The wake word's value {@link #announce} read (what a sleep waits to change). */
   #sleepValue = 0
   /** The position a failed try saw (what a spin watches for a change). */
   #seen = 0
+  /**
+   * What this object's sends saw last of `head`, and `tail` right after its last send;
+   * the same for its receives, of `tail` and `head`. The other side's position only
+   * moves forward, so while no other producer (consumer) committed since this object's
+   * last send (receive), its own side's position is still the one it left, and the value
+   * seen is a lower bound of the real one within one ring's length: the room (the queued
+   * bytes) it implies are there. Anything else reads the position afresh. A producer
+   * streaming into a ring with room, and a consumer draining a backlog, then read nothing
+   * the other side writes, which keeps its cache line out of their way.
+   */
+  #headSeen = 0
+  #tailLeft = -1
+  #tailSeen = 0
+  #headLeft = -1
 
   /**
    * With the producer lock held: writes the message in the scratch buffer (`n` bytes)
    * if there is room, and releases the lock. Returns -1 when sent; otherwise the `head`
-   * it saw, having announced a sleep (`#sleepValue`).
+   * it saw (read afresh).
    */
   #trySend(n: number): number {
     const v = this.#v
@@ -399,19 +425,18 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       // other side's writes or the order of the commit matter.
       if (i32[w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
       const tail = i32[w + (C.TAIL >> 2)] >>> 0
-      let head = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
-      if (this.#cap - ((tail - head) >>> 0) < size) {
-        this.#sleepValue = Atomics.load(i32, w + (C.PWAKE >> 2))
-        Atomics.store(i32, w + (C.PRODUCERS_WAITING >> 2), 1)
-        head = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
+      let head = this.#headSeen
+      if (tail !== this.#tailLeft || this.#cap - ((tail - head) >>> 0) < size) {
+        head = this.#headSeen = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
         if (this.#cap - ((tail - head) >>> 0) < size) return head
       }
       const mask = this.#cap - 1
       const at = tail & mask
       i32[(this.#ring + at) >> 2] = n
-      this.#copyIn(scratch.bytes, n, (at + LEN) & mask)
+      this.#copyIn(scratch, n, (at + LEN) & mask)
       // Commit: the record is visible to consumers.
       woke = this.#commit(PRODUCER, tail, size)
+      this.#tailLeft = (tail + size) >>> 0
       return -1
     } finally {
       this.#producer.release()
@@ -422,7 +447,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /**
    * With the consumer lock held: takes and decodes the next message if there is one,
-   * and releases the lock. Returns {@link EMPTY} otherwise, having announced a sleep.
+   * and releases the lock. Returns {@link EMPTY} otherwise (`#seen`: the `tail` it read).
    * @throws ShmError `ERR_SHM_CLOSED` when closed and drained; `ERR_SHM_CORRUPT`
    */
   #tryReceive(): unknown {
@@ -432,16 +457,19 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     let woke = false
     try {
       const head = i32[w + (C.HEAD >> 2)] >>> 0
-      const closed = Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0
-      let tail = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
-      if (tail === head) {
-        if (closed) throw channelClosed()
-        this.#sleepValue = Atomics.load(i32, w + (C.CWAKE >> 2))
-        Atomics.store(i32, w + (C.CONSUMERS_WAITING >> 2), 1)
-        tail = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
+      let tail = this.#tailSeen
+      if (head !== this.#headLeft || tail === head) {
+        tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
         if (tail === head) {
-          this.#seen = tail
-          return EMPTY
+          // Empty. Closed first, then tail again: a message committed before the close is
+          // seen.
+          const closed = Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0
+          tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
+          if (tail === head) {
+            if (closed) throw channelClosed()
+            this.#seen = tail
+            return EMPTY
+          }
         }
       }
       const mask = this.#cap - 1
@@ -461,6 +489,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       }
       // Commit: the record is consumed (a bad one too, so the queue goes on).
       woke = this.#commit(CONSUMER, head, size)
+      this.#headLeft = (head + size) >>> 0
       if (error !== null) throw error
       return value
     } finally {
@@ -470,12 +499,28 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  /** Copies `src[0, n)` into the ring at physical index `at`, wrapping at its end. */
-  #copyIn(src: Uint8Array, n: number, at: number): void {
-    const u8 = this.#v.u8
+  /**
+   * Before sleeping on `word` (lock released; a spin did not see `field`, the other
+   * side's position, move from `seen`): reads the word into `#sleepValue`, raises the
+   * other side's `flag`, and looks once more. `true` if nothing moved and the channel is
+   * open, so the caller may sleep: whoever moves the position afterwards sees the flag
+   * and wakes the word, and `close()` bumps it after setting `closed`. All sequentially
+   * consistent, so one side always sees the other.
+   */
+  #announce(flag: number, word: number, field: number, seen: number): boolean {
+    const i32 = this.#live().i32
+    const w = this.#w
+    this.#sleepValue = Atomics.load(i32, w + (word >> 2))
+    Atomics.store(i32, w + (flag >> 2), 1)
+    return Atomics.load(i32, w + (field >> 2)) >>> 0 === seen && Atomics.load(i32, w + (C.CLOSED >> 2)) === 0
+  }
+
+  /** Copies `src[0, n)` into the ring at physical index `at` (a multiple of 4), wrapping at its end. */
+  #copyIn(src: Scratch, n: number, at: number): void {
+    const v = this.#v
     const first = Math.min(n, this.#cap - at)
-    copyBytes(u8, this.#ring + at, src, first)
-    if (first < n) u8.set(src.subarray(first, n), this.#ring)
+    copyWords(v.u8, v.i32, this.#ring + at, src.bytes, src.words, 0, first)
+    if (first < n) copyWords(v.u8, v.i32, this.#ring, src.bytes, src.words, first, n - first)
   }
 
   /** Decodes the `n` payload bytes at physical index `at` (copied out first if they wrap). */

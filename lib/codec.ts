@@ -29,10 +29,15 @@ export type Codec = 'v8' | 'json' | 'string' | 'bytes'
 /** Codec names by the number stored in a container's header. */
 export const CODECS: readonly Codec[] = ['v8', 'json', 'string', 'bytes']
 
-/** A growable scratch buffer encoders write into, reused across calls. */
+/**
+ * A growable scratch buffer encoders write into, reused across calls: its bytes start
+ * at offset 0 of their own buffer and come in a multiple of 4, with views for word
+ * copies (`words`) and Buffer's native string writes (`buffer`).
+ */
 export class Scratch {
   bytes = new Uint8Array(256)
-  view = new DataView(this.bytes.buffer)
+  words = new Int32Array(this.bytes.buffer)
+  buffer = Buffer.from(this.bytes.buffer)
 
   /** Makes room for `n` bytes from `at`, keeping what is before `at`. */
   ensure(at: number, n: number): void {
@@ -42,7 +47,8 @@ export class Scratch {
     const b = new Uint8Array(size)
     b.set(this.bytes.subarray(0, at))
     this.bytes = b
-    this.view = new DataView(b.buffer)
+    this.words = new Int32Array(b.buffer)
+    this.buffer = Buffer.from(b.buffer)
   }
 }
 
@@ -61,7 +67,17 @@ export interface Coder {
    * @throws ShmError `ERR_SHM_CORRUPT` for bytes that are not a value of this codec
    */
   decode(bytes: Uint8Array, start: number, end: number): unknown
+  /**
+   * {@link decode} for bytes that may be changing while it reads them (an optimistic
+   * read, validated afterwards): it only reads them, never throws, never hands them to
+   * native code that would trust them, and returns {@link UNDECODED} when it cannot tell
+   * (the caller then copies the bytes out, validates, and calls `decode` on the copy).
+   */
+  decodeRacy(bytes: Uint8Array, start: number, end: number): unknown
 }
+
+/** What {@link Coder.decodeRacy} returns when only `decode` (of a stable copy) can tell. */
+export const UNDECODED: unique symbol = Symbol('undecoded')
 
 /** The coder of codec `name`. */
 export function coderFor(name: Codec): Coder {
@@ -119,90 +135,127 @@ const MAX_OBJECTS = 64
 const MAX_ARRAY = 256
 /** Nesting the JavaScript decoder follows; beyond, node:v8. */
 const MAX_DEPTH = 64
+/**
+ * Strings up to this many characters are written and read by JavaScript loops when they
+ * are Latin-1; longer ones by Buffer's native latin1 calls (a fixed cost of a few dozen
+ * nanoseconds, against a few per character for the loops).
+ */
+const SHORT_STRING = 16
 
 const EMPTY = new Uint8Array(0)
 
 /** Thrown inside the JavaScript coder: let node:v8 do this value. */
 const FALLBACK = Symbol('fallback')
 
-const LATIN1_ONLY = /^[\0-\xff]*$/
+/** Matches a string that is not Latin-1: at once for a string V8 keeps as one byte per character. */
+const NOT_LATIN1 = /[^\0-\xff]/
 
+/** 8 bytes to move doubles through (no DataView per call). */
+const f64 = new Float64Array(1)
+const f64Bytes = new Uint8Array(f64.buffer)
+
+/**
+ * Writes a value as V8's `ValueSerializer` does. Each method first makes room for what
+ * it writes (`room`), then stores bytes into `b` directly.
+ */
 class V8Writer {
   out!: Scratch
+  /** `out.bytes`, refreshed whenever it grows. */
+  b: Uint8Array = EMPTY
   busy = false
   pos = 0
   /** Objects entered so far in this value (`seen[0, seenCount)`). */
   seen: object[] = []
   seenCount = 0
 
-  byte(b: number): void {
-    this.out.ensure(this.pos, 1)
-    this.out.bytes[this.pos++] = b
+  /** Makes room for `n` more bytes at `pos`. */
+  room(n: number): void {
+    if (this.pos + n > this.b.length) {
+      this.out.ensure(this.pos, n)
+      this.b = this.out.bytes
+    }
   }
 
+  /** A tag byte (room made). */
+  byte(t: number): void {
+    this.room(1)
+    this.b[this.pos++] = t
+  }
+
+  /** A base-128 varint at `pos` (room for 5 bytes made by the caller). */
   varint(n: number): void {
-    this.out.ensure(this.pos, 5)
-    const b = this.out.bytes
+    const b = this.b
+    let p = this.pos
     while (n >= 0x80) {
-      b[this.pos++] = (n & 0x7f) | 0x80
+      b[p++] = (n & 0x7f) | 0x80
       n >>>= 7
     }
-    b[this.pos++] = n
+    b[p++] = n
+    this.pos = p
   }
 
   string(s: string): void {
     const n = s.length
-    const out = this.out
-    // One-byte (Latin-1) strings as V8 writes them; others as UTF-8 ('S'), which V8
-    // reads too and which is compact for the usual mostly-ASCII text.
-    if (n <= 32) {
+    if (n <= SHORT_STRING) {
+      // One pass: tag, one-byte length, the characters while they are Latin-1 (V8 writes
+      // one-byte strings so); back out at the first that is not.
+      this.room(2 + n)
+      const b = this.b
+      const p = this.pos
+      b[p] = Tag.OneByteString
+      b[p + 1] = n
       let i = 0
-      while (i < n && s.charCodeAt(i) < 0x100) i++
-      if (i === n) return this.latin1(s)
-    } else if (LATIN1_ONLY.test(s)) {
-      return this.latin1(s)
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i)
+        if (c > 0xff) break
+        b[p + 2 + i] = c
+      }
+      if (i === n) {
+        this.pos = p + 2 + n
+        return
+      }
+    } else if (!NOT_LATIN1.test(s)) {
+      this.room(6 + n)
+      this.b[this.pos++] = Tag.OneByteString
+      this.varint(n)
+      this.out.buffer.write(s, this.pos, n, 'latin1')
+      this.pos += n
+      return
     }
-    out.ensure(this.pos, 6 + 3 * n)
+    // Others as UTF-8 ('S'), which V8 reads too and which is compact for the usual
+    // mostly-ASCII text. Leave room for a 5-byte varint; move the bytes down if it is
+    // shorter.
+    this.room(6 + 3 * n)
+    const b = this.b
     const lenAt = this.pos + 1
-    // Leave room for a 5-byte varint; move the bytes down if it is shorter.
-    const w = encodeUtf8Into(s, out.bytes, lenAt + 5)
+    const w = encodeUtf8Into(s, b, lenAt + 5)
     const lenBytes = varintSize(w)
-    out.bytes[this.pos] = Tag.Utf8String
-    if (lenBytes !== 5) out.bytes.copyWithin(lenAt + lenBytes, lenAt + 5, lenAt + 5 + w)
+    b[this.pos] = Tag.Utf8String
+    if (lenBytes !== 5) b.copyWithin(lenAt + lenBytes, lenAt + 5, lenAt + 5 + w)
     this.pos = lenAt
     this.varint(w)
     this.pos += w
-  }
-
-  latin1(s: string): void {
-    const n = s.length
-    this.byte(Tag.OneByteString)
-    this.varint(n)
-    this.out.ensure(this.pos, n)
-    const b = this.out.bytes
-    if (n <= 32) {
-      for (let i = 0; i < n; i++) b[this.pos + i] = s.charCodeAt(i)
-    } else {
-      Buffer.from(b.buffer, b.byteOffset, b.length).write(s, this.pos, n, 'latin1')
-    }
-    this.pos += n
   }
 
   value(v: unknown): void {
     switch (typeof v) {
       case 'string':
         return this.string(v)
-      case 'number':
+      case 'number': {
+        this.room(9)
+        const b = this.b
         if ((v | 0) === v && !(v === 0 && 1 / v < 0)) {
-          this.byte(Tag.Int32)
+          b[this.pos++] = Tag.Int32
           this.varint(((v << 1) ^ (v >> 31)) >>> 0)
         } else {
-          this.byte(Tag.Double)
-          this.out.ensure(this.pos, 8)
-          this.out.view.setFloat64(this.pos, v, true)
-          this.pos += 8
+          const p = this.pos
+          b[p] = Tag.Double
+          f64[0] = v
+          for (let i = 0; i < 8; i++) b[p + 1 + i] = f64Bytes[i]
+          this.pos = p + 9
         }
         return
+      }
       case 'boolean':
         return this.byte(v ? Tag.True : Tag.False)
       case 'undefined':
@@ -229,7 +282,8 @@ class V8Writer {
       const a = o as unknown[]
       const len = a.length
       if (len > MAX_ARRAY) throw FALLBACK
-      this.byte(Tag.BeginDenseArray)
+      this.room(6)
+      this.b[this.pos++] = Tag.BeginDenseArray
       this.varint(len)
       let present = 0
       for (let i = 0; i < len; i++) {
@@ -245,7 +299,8 @@ class V8Writer {
       // node:v8 writes those. (Object.keys is the cheapest way to see them; long arrays
       // go to node:v8 directly, whose per-element cost wins there anyway.)
       if (Object.keys(a).length !== present) throw FALLBACK
-      this.byte(Tag.EndDenseArray)
+      this.room(11)
+      this.b[this.pos++] = Tag.EndDenseArray
       this.varint(0)
       this.varint(len)
       return
@@ -259,7 +314,8 @@ class V8Writer {
       this.value(r[k])
       count++
     }
-    this.byte(Tag.EndObject)
+    this.room(6)
+    this.b[this.pos++] = Tag.EndObject
     this.varint(count)
   }
 }
@@ -306,37 +362,164 @@ function cachedKey(b: Uint8Array, at: number, n: number): string {
   for (let i = 0; i < n; i++) h = Math.imul(h ^ b[at + i], 0x01000193)
   const slot = (h ^ (h >>> 15)) & 4095
   const hit = keyCache[slot]
-  if (hit.length === n) {
-    let i = 0
-    while (i < n && hit.charCodeAt(i) === b[at + i]) i++
-    if (i === n) return hit
-  }
+  if (hit.length === n && sameLatin1(hit, b, at, n)) return hit
   const s = latin1(b, at, n)
   keyCache[slot] = s
   return s
+}
+
+/** Whether the Latin-1 string `s` (of length `n`) is the bytes `b[at, at + n)`. */
+function sameLatin1(s: string, b: Uint8Array, at: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (s.charCodeAt(i) !== b[at + i]) return false
+  return true
 }
 
 function varintSize(n: number): number {
   return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5
 }
 
+// ---- Shapes: building decoded objects the way V8 builds object literals ----
+//
+// Assigning properties one by one (`o[k] = v` with a different `k` each time) is a
+// megamorphic keyed store per property, and the commonest cost of decoding. Decoded
+// objects mostly come in a few shapes (the same property names in the same order), so
+// the reader follows a tree of the name sequences it has met, and once a shape has
+// been built often enough it gets a constructor made of one object literal
+// (`{"id": s[b + 1], "name": s[b + 3]}`): the same hidden class every time, built in one
+// step, and no setter of `Object.prototype` runs (a literal defines its properties, as
+// V8's deserializer does). Property names are embedded with JSON.stringify (a valid
+// string literal); `__proto__` (which a literal would treat as the prototype) and
+// anything unusual use the generic path.
+
+/** Shapes made at most, process-wide: beyond, objects of new shapes are built generically. */
+const MAX_SHAPES = 4096
+/** Objects a shape builds generically before it gets a constructor. */
+const SHAPE_WARMUP = 8
+/** Most properties a shape constructor takes. */
+const MAX_SHAPE_KEYS = 64
+
+type Make = (s: unknown[], b: number) => Record<string, unknown>
+/** Makes a fresh object of a shape from a plan's values (`from` copies those that are plans). */
+type Copier = (v: readonly unknown[], from: (p: Plan) => unknown) => Record<string, unknown>
+
+let shapes = 0
+/** `false` once code generation turned out to be disallowed (`--disallow-code-generation-from-strings`). */
+let canCompile = true
+
+/** A sequence of property names, as a node of the tree of sequences met so far. */
+class Shape {
+  readonly keys: readonly string[]
+  /** The transition taken last: next name and where it leads (checked first, by identity). */
+  k = ''
+  next: Shape | null = null
+  /** Every transition. */
+  more: Map<string, Shape> | null = null
+  /** Objects built of this shape so far (until it gets a constructor). */
+  built = 0
+  make: Make | null = null
+  /** Copiers of plans of this shape, by the kinds of their values (see {@link planNode}). */
+  copiers: Map<string, Copier | null> | null = null
+
+  constructor(keys: readonly string[]) {
+    this.keys = keys
+  }
+
+  /** The shape of these names and then `k`, or null when no more shapes may be made. */
+  to(k: string): Shape | null {
+    let s = this.more?.get(k)
+    if (s === undefined) {
+      if (shapes >= MAX_SHAPES || this.keys.length >= MAX_SHAPE_KEYS) return null
+      shapes++
+      s = new Shape([...this.keys, k])
+      ;(this.more ??= new Map()).set(k, s)
+    }
+    this.k = k
+    this.next = s
+    return s
+  }
+
+  /** Counts one object built generically; makes the constructor once warm. */
+  warm(): void {
+    if (++this.built >= SHAPE_WARMUP) this.compile()
+  }
+
+  /** The constructor, made now if it was not (null if it cannot be). */
+  compile(): Make | null {
+    if (this.make !== null || this.built === -Infinity || !canCompile) return this.make
+    this.built = -Infinity // one attempt
+    const keys = this.keys
+    if (keys.includes('__proto__') || new Set(keys).size !== keys.length) return null
+    const body = keys.map((k, i) => `${JSON.stringify(k)}: s[b + ${2 * i + 1}]`).join(', ')
+    try {
+      this.make = new Function('s', 'b', `'use strict'; return { ${body} }`) as Make
+    } catch {
+      canCompile = false
+    }
+    return this.make
+  }
+
+  /**
+   * The copier for plans of this shape whose values are of `kinds` (one letter each:
+   * `V` a primitive, `F` an array of primitives, `P` a plan), made on first use; null
+   * if it cannot be.
+   */
+  copier(kinds: string): Copier | null {
+    const copiers = (this.copiers ??= new Map())
+    let c = copiers.get(kinds)
+    if (c !== undefined) return c
+    c = null
+    if (this.compile() !== null && copiers.size < 16) {
+      const body = this.keys.map((k, i) => `${JSON.stringify(k)}: ${kinds[i] === 'V' ? `v[${i}]` : kinds[i] === 'F' ? `v[${i}].slice()` : `from(v[${i}])`}`).join(', ')
+      try {
+        c = new Function('v', 'from', `'use strict'; return { ${body} }`) as Copier
+      } catch {
+        canCompile = false
+      }
+    }
+    copiers.set(kinds, c)
+    return c
+  }
+}
+
+const ROOT_SHAPE = new Shape([])
+
+/** Names and values of the objects being decoded: `[name, value, name, value, ...]` per object. */
+const stack: unknown[] = []
+
+/** Gives `o` the own data property `k` (never a setter of its prototype chain; `__proto__` too). */
+function defineOwn(o: Record<string | number, unknown>, k: string | number, v: unknown): void {
+  if (k in o) Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true })
+  else o[k] = v
+}
+
+/**
+ * Reads V8's `ValueSerializer` format for the values the writer writes (and a little
+ * more); throws {@link FALLBACK} for anything else, and for bytes it cannot make sense
+ * of. Every read is checked against `end`, and nothing it builds is larger than the
+ * bytes it reads, so any bytes (hostile, or changing under it) cost at most a pass over
+ * them.
+ */
 class V8Reader {
   b: Uint8Array = EMPTY
   pos = 0
   end = 0
-  #view: DataView | null = null
+  busy = false
+  /** Where this reader's objects start on {@link stack}. */
+  sp = 0
 
-  /** A DataView over the bytes being read, made on first use per value. */
-  get view(): DataView {
-    return (this.#view ??= new DataView(this.b.buffer, this.b.byteOffset, this.b.byteLength))
-  }
+  /** A Buffer over `b`'s bytes (same offsets), made once per value read. */
+  #buffer: Buffer | null = null
 
   /** Starts reading `b[start, end)`. */
   reset(b: Uint8Array, start: number, end: number): void {
     this.b = b
     this.pos = start
     this.end = end
-    this.#view = null
+    this.#buffer = null
+  }
+
+  buffer(): Buffer {
+    return (this.#buffer ??= Buffer.from(this.b.buffer, this.b.byteOffset, this.b.length))
   }
 
   u8(): number {
@@ -392,13 +575,15 @@ class V8Reader {
           return this.varint()
         case Tag.Double: {
           const at = this.take(8)
-          return this.view.getFloat64(at, true)
+          const b = this.b
+          for (let i = 0; i < 8; i++) f64Bytes[i] = b[at + i]
+          return f64[0]
         }
         case Tag.OneByteString: {
           const n = this.varint()
           const at = this.take(n)
-          if (n <= 64) return latin1(this.b, at, n)
-          return Buffer.from(this.b.buffer, this.b.byteOffset, this.b.length).toString('latin1', at, at + n)
+          if (n <= SHORT_STRING) return latin1(this.b, at, n)
+          return this.buffer().toString('latin1', at, at + n)
         }
         case Tag.Utf8String: {
           const n = this.varint()
@@ -409,14 +594,10 @@ class V8Reader {
           const n = this.varint()
           if (n % 2 !== 0) throw FALLBACK
           const at = this.take(n)
-          return Buffer.from(this.b.buffer, this.b.byteOffset, this.b.length).toString('utf16le', at, at + n)
+          return this.buffer().toString('utf16le', at, at + n)
         }
-        case Tag.BeginObject: {
-          const o: Record<string, unknown> = {}
-          this.properties(o, Tag.EndObject, depth)
-          this.varint()
-          return o
-        }
+        case Tag.BeginObject:
+          return this.object(depth)
         case Tag.BeginDenseArray: {
           const n = this.varint()
           if (n > this.end - this.pos) throw FALLBACK // every element takes a byte at least
@@ -448,7 +629,70 @@ class V8Reader {
     }
   }
 
-  /** Reads key/value pairs into `o` up to (and including) the `end` tag. */
+  /** The name of the next property: short Latin-1 names from the key cache. */
+  key(depth: number): string | number {
+    const b = this.b
+    const p = this.pos
+    const n = p + 1 < this.end && b[p] === Tag.OneByteString ? b[p + 1] : 0x80
+    if (n <= KEY_CACHE_LENGTH) {
+      this.pos = p + 2
+      return cachedKey(b, this.take(n), n)
+    }
+    const x = this.value(depth + 1)
+    if (typeof x !== 'string' && typeof x !== 'number') throw FALLBACK
+    return x
+  }
+
+  /** An object (after its tag): its properties to the end tag, then built by its shape. */
+  object(depth: number): Record<string, unknown> {
+    const base = this.sp
+    let sp = base
+    let shape: Shape | null = ROOT_SHAPE
+    const b = this.b
+    try {
+      for (;;) {
+        while (this.pos < this.end && b[this.pos] === Tag.Padding) this.pos++
+        const p = this.pos
+        if (p < this.end && b[p] === Tag.EndObject) {
+          this.pos = p + 1
+          break
+        }
+        let k: string | number
+        // The name this shape was followed by last time, compared in place: no hashing.
+        const expect = shape === null ? '' : shape.k
+        const n = expect.length
+        if (n !== 0 && n <= KEY_CACHE_LENGTH && p + 2 + n <= this.end && b[p] === Tag.OneByteString && b[p + 1] === n && sameLatin1(expect, b, p + 2, n)) {
+          this.pos = p + 2 + n
+          k = expect
+          shape = (shape as Shape).next
+        } else {
+          k = this.key(depth)
+          shape = shape !== null && typeof k === 'string' ? shape.to(k) : null
+        }
+        stack[sp] = k
+        this.sp = sp + 2
+        const v = this.value(depth + 1)
+        stack[sp + 1] = v
+        sp += 2
+      }
+      this.varint()
+      let o: Record<string, unknown>
+      if (shape !== null && shape.make !== null) {
+        o = shape.make(stack, base)
+      } else {
+        o = {}
+        for (let i = base; i < sp; i += 2) defineOwn(o, stack[i] as string | number, stack[i + 1])
+        shape?.warm()
+      }
+      return o
+    } finally {
+      // Keep no references to decoded values (nor to a half-decoded pair).
+      for (let i = base; i < sp + 2; i++) stack[i] = undefined
+      this.sp = base
+    }
+  }
+
+  /** Reads key/value pairs into `o` up to (and including) the `end` tag (arrays' named properties). */
   properties(o: Record<string, unknown>, end: number, depth: number): void {
     for (;;) {
       while (this.pos < this.end && this.b[this.pos] === Tag.Padding) this.pos++
@@ -456,27 +700,152 @@ class V8Reader {
         this.pos++
         return
       }
-      let k: string | number
-      // Short one-byte keys (the usual property names) come from a cache: the same
-      // string object each time, which V8 has internalized already.
-      const n = this.pos + 1 < this.end && this.b[this.pos] === Tag.OneByteString ? this.b[this.pos + 1] : 0x80
-      if (n <= KEY_CACHE_LENGTH) {
-        this.pos += 2
-        k = cachedKey(this.b, this.take(n), n)
-      } else {
-        const x = this.value(depth + 1)
-        if (typeof x !== 'string' && typeof x !== 'number') throw FALLBACK
-        k = x
-      }
-      const v = this.value(depth + 1)
-      if (k === '__proto__') Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true })
-      else o[k] = v
+      const k = this.key(depth)
+      defineOwn(o, k, this.value(depth + 1))
     }
+  }
+}
+
+// ---- Plans: fresh copies of a decoded value without decoding it again ----
+//
+// A container that reads the same bytes again (a map entry that did not change) can
+// keep how to rebuild what it decoded: primitives as they are (strings are immutable),
+// arrays of primitives as a master copy to `slice()`, objects as their shape's
+// constructor and plans of their values. What that builds is what decoding builds (the
+// same kinds of objects, the same hidden classes, the same property order), without a
+// pass over the bytes or a string made anew.
+
+const enum PlanKind {
+  /** A primitive: the value itself. */
+  Value,
+  /** An array of primitives, no holes: `slice()` of the master copy. */
+  Flat,
+  /** An array with objects in it, no holes: its elements' plans. */
+  Array,
+  /** A plain object: its shape's copier and its values (primitives, master arrays, plans). */
+  Object,
+}
+
+/** How to make a fresh copy of a value (see {@link planOf}); holds no object the caller has. */
+export class Plan {
+  /** @internal */
+  constructor(
+    readonly kind: PlanKind,
+    /** Value: the primitive; Flat: the master array; Object: the values, as the copier takes them. */
+    readonly value: unknown,
+    readonly copy: Copier | null,
+    /** Array: the elements' plans. */
+    readonly kids: readonly Plan[] | null,
+  ) {}
+}
+
+/** Objects and arrays a plan may hold (a larger value is decoded each time). */
+const MAX_PLAN_NODES = 64
+let planNodes = 0
+
+/**
+ * A plan for fresh copies of `value`, a value a coder decoded (plain objects and arrays,
+ * primitives), or null when it has anything else (or is too large). The plan keeps no
+ * reference to `value`'s objects: the caller may hand `value` out.
+ */
+export function planOf(value: unknown): Plan | null {
+  planNodes = 0
+  return planNode(value, 0)
+}
+
+function planNode(v: unknown, depth: number): Plan | null {
+  if (typeof v !== 'object' || v === null) return typeof v === 'function' ? null : new Plan(PlanKind.Value, v, null, null)
+  if (++planNodes > MAX_PLAN_NODES || depth > MAX_DEPTH) return null
+  if (Array.isArray(v)) {
+    if (Object.getPrototypeOf(v) !== Array.prototype) return null
+    const a = v as unknown[]
+    const n = a.length
+    let flat = true
+    for (let i = 0; i < n; i++) {
+      if (!(i in a)) return null // holes: rare; decoding keeps them
+      const x = a[i]
+      if (typeof x === 'object' && x !== null) flat = false
+    }
+    if (Object.keys(a).length !== n) return null // named properties
+    if (flat) return new Plan(PlanKind.Flat, a.slice(), null, null)
+    const kids: Plan[] = []
+    for (let i = 0; i < n; i++) {
+      const k = planNode(a[i], depth + 1)
+      if (k === null) return null
+      kids.push(k)
+    }
+    return new Plan(PlanKind.Array, null, null, kids)
+  }
+  if (Object.getPrototypeOf(v) !== Object.prototype) return null
+  const o = v as Record<string, unknown>
+  const keys = Object.keys(o)
+  let shape: Shape | null = ROOT_SHAPE
+  for (let i = 0; i < keys.length && shape !== null; i++) shape = shape.to(keys[i])
+  if (shape === null) return null
+  const values: unknown[] = []
+  let kinds = ''
+  for (const k of keys) {
+    const d = Object.getOwnPropertyDescriptor(o, k)
+    if (d === undefined || !('value' in d)) return null
+    const p = planNode(d.value, depth + 1)
+    if (p === null) return null
+    // Primitives and flat arrays go in as they are (the copier slices the arrays).
+    if (p.kind === PlanKind.Value || p.kind === PlanKind.Flat) {
+      values.push(p.value)
+      kinds += p.kind === PlanKind.Value ? 'V' : 'F'
+    } else {
+      values.push(p)
+      kinds += 'P'
+    }
+  }
+  const copy = shape.copier(kinds)
+  return copy === null ? null : new Plan(PlanKind.Object, values, copy, null)
+}
+
+/** A fresh copy of the value `p` was made of. */
+export function fromPlan(p: Plan): unknown {
+  switch (p.kind) {
+    case PlanKind.Value:
+      return p.value
+    case PlanKind.Flat:
+      return (p.value as unknown[]).slice()
+    case PlanKind.Array: {
+      const kids = p.kids as readonly Plan[]
+      const a: unknown[] = []
+      for (let i = 0; i < kids.length; i++) a.push(fromPlan(kids[i]))
+      return a
+    }
+    default:
+      return (p.copy as Copier)(p.value as unknown[], fromPlan)
   }
 }
 
 const writer = new V8Writer()
 const reader = new V8Reader()
+
+/**
+ * Decodes `bytes[start, end)` with the JavaScript reader; {@link UNDECODED} when it
+ * cannot (a type it does not read, or bytes it cannot make sense of).
+ */
+function readV8(bytes: Uint8Array, start: number, end: number): unknown {
+  const r = reader.busy ? new V8Reader() : reader
+  r.busy = true
+  r.reset(bytes, start, end)
+  try {
+    if (r.u8() !== Tag.Version) return UNDECODED
+    r.varint()
+    const v = r.value(0)
+    return r.pos === end ? v : UNDECODED
+  } catch {
+    // FALLBACK, or bytes that made a property store throw (an array `length` of -1):
+    // node:v8 decides.
+    return UNDECODED
+  } finally {
+    // Hold no reference to the mapping between calls (it may be closed and collected).
+    r.reset(EMPTY, 0, 0)
+    r.busy = false
+  }
+}
 
 const v8Coder: Coder = {
   name: 'v8',
@@ -486,10 +855,13 @@ const v8Coder: Coder = {
     const w = writer.busy ? new V8Writer() : writer
     w.busy = true
     w.out = out
+    w.b = out.bytes
     w.pos = 0
     try {
-      w.byte(Tag.Version)
-      w.byte(VERSION)
+      w.room(2)
+      w.b[0] = Tag.Version
+      w.b[1] = VERSION
+      w.pos = 2
       w.value(value)
       return w.pos
     } catch (e) {
@@ -498,6 +870,7 @@ const v8Coder: Coder = {
       // Keep no reference to the caller's objects.
       for (let i = 0; i < w.seenCount; i++) w.seen[i] = EMPTY
       w.seenCount = 0
+      w.b = EMPTY
       w.busy = false
     }
     let b: Buffer
@@ -511,20 +884,8 @@ const v8Coder: Coder = {
     return b.length
   },
   decode(bytes, start, end) {
-    const r = reader
-    r.reset(bytes, start, end)
-    try {
-      if (r.u8() !== Tag.Version) throw FALLBACK
-      r.varint()
-      const v = r.value(0)
-      if (r.pos !== end) throw FALLBACK
-      return v
-    } catch (e) {
-      if (e !== FALLBACK) throw e
-    } finally {
-      // Hold no reference to the mapping between calls (it may be closed and collected).
-      r.reset(EMPTY, 0, 0)
-    }
+    const v = readV8(bytes, start, end)
+    if (v !== UNDECODED) return v
     try {
       // A copy: node:v8 returns typed arrays that alias the buffer it reads.
       return v8.deserialize(Buffer.from(bytes.subarray(start, end)))
@@ -532,6 +893,7 @@ const v8Coder: Coder = {
       throw corrupt(`a 'v8' value does not deserialize (${(e as Error).message})`)
     }
   },
+  decodeRacy: readV8,
 }
 
 
@@ -566,6 +928,13 @@ const jsonCoder: Coder = {
       throw corrupt('a \'json\' value does not parse')
     }
   },
+  decodeRacy(bytes, start, end) {
+    try {
+      return JSON.parse(decodeUtf8(bytes, start, end))
+    } catch {
+      return UNDECODED
+    }
+  },
 }
 
 const stringCoder: Coder = {
@@ -576,6 +945,9 @@ const stringCoder: Coder = {
     return writeText(value, out)
   },
   decode(bytes, start, end) {
+    return decodeUtf8(bytes, start, end)
+  },
+  decodeRacy(bytes, start, end) {
     return decodeUtf8(bytes, start, end)
   },
 }
@@ -591,6 +963,9 @@ const bytesCoder: Coder = {
     return src.length
   },
   decode(bytes, start, end) {
+    return bytes.slice(start, end)
+  },
+  decodeRacy(bytes, start, end) {
     return bytes.slice(start, end)
   },
 }

@@ -20,7 +20,7 @@ export const UNIT = 16
 export const H = Object.freeze({
   /** u32 magic, per container type. */
   MAGIC: 0,
-  /** u32 layout version (1). */
+  /** u32 layout version (per container type: SharedMap 2, Channel 1). */
   VERSION: 4,
   /** u32 kind tag (16 SharedMap, 17 Channel), at offset 8 as in every sync record. */
   KIND: 8,
@@ -97,19 +97,24 @@ export function intact(memory: MappedMemory): void {
 }
 
 /**
- * Checks the common header at `offset` of `memory`: magic, version 1, kind; returns
- * the heap offset it records.
- * @throws TypeError when it is not such a container; RangeError for an offset outside
+ * Checks the common header at `offset` of `memory`: magic, kind, layout `version`;
+ * returns the heap offset it records.
+ * @throws TypeError when it is not such a container, or one of another layout version;
+ *   RangeError for an offset outside
  */
-export function checkHeader(memory: MappedMemory, offset: number, magic: number, kind: number, headerSize: number, what: string): number {
+export function checkHeader(memory: MappedMemory, offset: number, magic: number, kind: number, version: number, headerSize: number, what: string): number {
   if (!(memory instanceof MappedMemory)) throw typeError(`The "memory" argument must be a MappedMemory; got ${describe(memory)}`)
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % 16 !== 0 || offset + headerSize > memory.size) {
     throw typeError(`There is no ${what} at offset ${String(offset)}: not a 16-aligned offset with room for its ${headerSize}-byte header`)
   }
   const { i32, dv: view } = internals(memory).window(0, memory.size)
   const w = offset >> 2
-  if (i32[w + (H.MAGIC >> 2)] !== magic || i32[w + (H.VERSION >> 2)] !== 1 || i32[w + (H.KIND >> 2)] !== kind) {
+  if (i32[w + (H.MAGIC >> 2)] !== magic || i32[w + (H.KIND >> 2)] !== kind) {
     throw typeError(`There is no ${what} at offset ${offset} (its header does not say so)`)
+  }
+  const found = i32[w + (H.VERSION >> 2)]
+  if (found !== version) {
+    throw typeError(`The ${what} at offset ${offset} has layout version ${found}; this shmutils uses version ${version} (docs/FORMAT.md §11)`)
   }
   const heapOffset = view.getFloat64(offset + H.HEAP, true)
   if (!Number.isSafeInteger(heapOffset) || heapOffset < 0 || heapOffset >= memory.size) throw corrupt(`the ${what} at ${offset} names a heap at ${heapOffset}`)
@@ -117,10 +122,10 @@ export function checkHeader(memory: MappedMemory, offset: number, magic: number,
 }
 
 /** Writes the common header. */
-export function writeHeader(v: Views, offset: number, magic: number, kind: number, codec: number): void {
+export function writeHeader(v: Views, offset: number, magic: number, kind: number, version: number, codec: number): void {
   const w = offset >> 2
   v.i32[w + (H.MAGIC >> 2)] = magic
-  v.i32[w + (H.VERSION >> 2)] = 1
+  v.i32[w + (H.VERSION >> 2)] = version
   v.i32[w + (H.KIND >> 2)] = kind
   v.i32[w + (H.CODEC >> 2)] = codec
   v.dv.setFloat64(offset + H.HEAP, v.heap.offset, true)
@@ -137,6 +142,8 @@ const LOCK_WAIT = Object.freeze({ timeout: LOCK_WAIT_MS })
  * @throws ShmError `ETIMEDOUT`
  */
 export function takeLock(lock: Lock, what: string): void {
+  // A free lock first, without parsing wait options.
+  if (lock.tryAcquire()) return
   if (!lock.acquire(LOCK_WAIT)) {
     throw new ShmError(`${what} stayed locked for ${LOCK_WAIT_MS / 1000} s (its holder is stuck, or the lock word is corrupt)`, { code: 'ETIMEDOUT' })
   }

@@ -7,41 +7,53 @@
  * The map is split into `stripes` (a power of two; 16 by default, 1 for an LRU-bounded
  * map). A key's 32-bit hash picks its stripe (low bits) and its bucket inside the stripe
  * (the other bits). Each stripe has its own robust futex lock, chained hash table, entry
- * count, byte count and growth, so operations on keys of different stripes run in
- * parallel and a table grows one stripe at a time (a stripe's rehash holds only that
- * stripe). Every operation on a key holds its stripe's lock; `get` decodes the value
- * while holding it, so no process can free the bytes under it.
+ * count, byte count and growth, so writes to keys of different stripes run in parallel
+ * and a table grows one stripe at a time (a stripe's rehash holds only that stripe).
+ * Every write holds its stripe's lock.
+ *
+ * Reads (`get`, `has`) take no lock (except in an LRU-bounded map, whose reads move the
+ * entry in its LRU list): each stripe has a write sequence, odd while a holder changes
+ * anything a reader walks, and a reader reads it, finds and decodes its entry, and reads
+ * it again; if it moved, it reads again (after a few tries, or while it stays odd, it
+ * takes the lock like a writer). Readers write nothing, so any number of them, in any
+ * number of processes, never wait for each other, and a writer never waits for them.
  *
  * An entry is one heap block: header, key bytes, value bytes (encoded by the map's
- * codec). Entries are never changed in place: `set` writes a new entry and swaps it into
- * the chain with one 32-bit store. Links are u32 block slots (offset / 16).
+ * codec, starting 4-aligned). Entries are never changed in place: `set` writes a new
+ * entry and swaps it into the chain with one 32-bit store. Links are u32 block slots
+ * (offset / 16). Replaced entries' blocks are kept in a few spare slots per stripe and
+ * written into by later sets, so a set that replaces a value of similar size makes no
+ * heap call.
  *
  * ## Stripe states and what a killed process leaves
  *
  * | operation      | steps (under the stripe lock; `▶` = the one store that commits) |
  * |----------------|-------------------------------------------------------------------|
- * | insert         | `j_new ← spare` or `heapAllocInto(j_new)`; write entry; `new.next = head`; ▶ `bucket = new`; count, bytes; `j_new = 0` |
- * | replace        | `j_new ← spare` (if it fits; then `spare = 0`) or `heapAllocInto(j_new)`; write entry; `new.next = old.next`; `j_old = old`; ▶ `link = new`; `spare = old; j_old = 0` if no spare, else `heapFreeFrom(j_old)`; bytes; `j_new = 0` |
+ * | any write      | first `seq` odd (once per holding); last, before unlocking, `seq` even |
+ * | insert         | `j_new ← spare[k]` (best fit; then `spare[k] = 0`) or `heapAllocInto(j_new)`; write entry (stamped); `new.next = head`; ▶ `bucket = new`; count, bytes; `j_new = 0` |
+ * | replace        | the same for the new entry; `new.next = old.next`; `j_old = old`; ▶ `link = new`; `spare[k] = old; j_old = 0` for a free spare slot `k`, else `heapFreeFrom(j_old)`; bytes; `j_new = 0` |
  * | delete / evict | unlink from LRU; ▶ `heapFreeFrom(link, next)` (unlinks and frees under the heap lock); count, bytes |
  * | rehash         | `heapAllocInto(j_table)`; relink every entry through its *other* next field into the new table; `j_oldtable = old`; ▶ `gen += 1`; `heapFreeFrom(j_oldtable)`; `j_table = 0` |
- * | clear          | delete every entry, one commit each                                 |
+ * | clear          | delete every entry, one commit each; free the spares               |
  *
  * The chains of the current generation (`gen`) are changed only by the committing store,
  * so at every instruction each key's chain holds either its old entry or its new one,
  * whole. A process killed while holding a stripe lock is found by the next acquirer
  * (`OWNER_DIED`), which repairs the stripe before using it ({@link SharedMap}'s
  * `#repair`): a journal slot (`j_new`, `j_old`, `j_table`, `j_oldtable`) naming a block
- * that is not reachable from the current table is freed, one that is, is kept; the
- * count and bytes are recounted from the chains; the LRU list is rebuilt from the
- * entries' access ticks. The journal slots are written by the heap inside its own
+ * that is not reachable from the current table (nor a spare) is freed, one that is, is
+ * kept; the count and bytes are recounted from the chains; the LRU list is rebuilt from
+ * the entries' access ticks. The journal slots are written by the heap inside its own
  * critical section (`src-rs/js/blocks.rs`), so they only ever name blocks the stripe
- * owns. docs/containers.md has the full argument.
+ * owns. A holder killed mid-write leaves `seq` odd: readers of that stripe take the
+ * lock, and so repair it, and the repair's holder makes `seq` even when it lets go.
+ * docs/containers.md has the full argument.
  *
  * The layouts (header, stripe record, entry) are in docs/FORMAT.md and below.
  * @module
  */
 import { checkIndex, describe } from './args.js'
-import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
+import { checkCodec, type Codec, type Coder, coderById, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
   checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
@@ -51,10 +63,15 @@ import { Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace, takePlace } from './place.js'
 import { binding } from './native.js'
-import { bytesEqual, copyBytes, decodeUtf8, encodeUtf8Into } from './utf8.js'
+import { copyWords, decodeUtf8, encodeUtf8Into, wordsEqual } from './utf8.js'
 
 /** `'SMAP'` little-endian. */
 const MAGIC = 0x5041_4d53
+/**
+ * Layout version (docs/FORMAT.md §11.2). 2: writers keep the stripes' write sequence,
+ * which version-1 writers did not (their maps are refused: readers would trust them).
+ */
+const VERSION = 2
 
 /** Map header (offsets from the map's start; 0..24 are the common container header). */
 const M = Object.freeze({
@@ -108,14 +125,32 @@ const S = Object.freeze({
   /** u32 LRU list ends (block slots): most and least recently used. */
   LRU_HEAD: 80,
   LRU_TAIL: 84,
-  /** f64 access clock (LRU). */
+  /**
+   * Clock: f64 of accesses (LRU-bounded maps); in the others, of writes: a u32 pair
+   * (low word, then high word) that gives each entry written its stamp.
+   */
   TICK: 88,
   /** u32 next bucket to sweep for expired entries. */
   SWEEP: 96,
-  /** u32 block slot of a spare entry block: the last replaced entry, kept for the next set. */
+  /** u32 block slot of the first spare entry block (replaced entries, kept for later sets); the others are {@link SPARES}. */
   SPARE: 100,
+  /**
+   * u32 write sequence: the holder makes it odd before it changes anything a reader
+   * walks (tables, chains, entries) and even again before it lets go of the lock.
+   * `get`/`has` read without the lock and retry when it moved (see the module docs).
+   */
+  SEQ: 104,
   SIZE: 128,
 })
+
+/**
+ * The stripe's spare-block slots: entries a `set` replaced, kept (allocated, the
+ * stripe's) for later sets to write into without a heap call. Slot 0 keeps a block of
+ * any size; the others blocks of at most {@link SPARE_ROOM} bytes.
+ */
+const SPARES = Object.freeze([S.SPARE, 108, 112, 116, 120, 124])
+/** Largest block (bytes after its header) a spare slot other than the first keeps. */
+const SPARE_ROOM = 2048
 
 /** Entry (offsets from the entry's start). */
 const E = Object.freeze({
@@ -135,13 +170,22 @@ const E = Object.freeze({
   /** u32 LRU neighbours (block slots). */
   PREV: 32,
   NEXT: 36,
-  /** f64 last access tick (LRU). */
+  /**
+   * f64 last access tick (LRU-bounded maps); in the others the write stamp, a u32 pair
+   * (low, high) from the stripe's clock: never the same twice in a stripe, so (stripe,
+   * entry offset, stamp) names one value for good (what a reader's cache is keyed by).
+   */
   TICK: 40,
-  /** Key bytes, then value bytes. */
+  /** Key bytes, padding to a multiple of 4 ({@link valueAt}), then value bytes. */
   DATA: 48,
 })
 
 const KEY_BYTES = 1
+
+/** Where the value of entry `e` with a key of `kn` bytes starts: after the key, padded to 4. */
+function valueAt(e: number, kn: number): number {
+  return e + E.DATA + ((kn + 3) & ~3)
+}
 /** Longest key in bytes. */
 export const MAX_KEY_LENGTH = 1 << 20
 const DEFAULT_STRIPES = 16
@@ -181,13 +225,20 @@ const keyScratch = new Scratch()
 const valueScratch = new Scratch()
 /** Values being encoded right now (a getter may store into a map mid-encoding). */
 let encoding = 0
+/** Where {@link encodeValue} left the bytes. */
+let encoded = valueScratch
 
-/** Encodes `value` with `coder` into a scratch buffer of its own. */
-function encodeValue(coder: Coder, value: unknown, what: string): { out: Scratch; n: number } {
+/**
+ * Encodes `value` with `coder` into a scratch buffer of its own (then in
+ * {@link encoded}); returns the byte count.
+ */
+function encodeValue(coder: Coder, value: unknown, what: string): number {
   const out = encoding === 0 ? valueScratch : new Scratch()
   encoding++
   try {
-    return { out, n: coder.encode(value, out, what) }
+    const n = coder.encode(value, out, what)
+    encoded = out
+    return n
   } finally {
     encoding--
   }
@@ -195,6 +246,30 @@ function encodeValue(coder: Coder, value: unknown, what: string): { out: Scratch
 
 /** Where the map is in the middle of `update(fn)` on this thread (re-entry check). */
 const updating = new Set<string>()
+
+/**
+ * Whether plain loads and stores may be seen out of program order by other processors
+ * (arm64 and others; not x86, whose stores and loads each stay in order). There, V8's
+ * `Atomics.load`/`Atomics.store` are `ldar`/`stlr`: acquire and release, and a release
+ * followed by an acquire stays in order. The write sequence's protocol uses that for
+ * the two barriers a seqlock needs: a store to a word only this thread uses, then the
+ * sequence's `Atomics.load`, keeps an optimistic reader's loads before its second read
+ * of the sequence; a writer's `Atomics.load` of the sequence right after its odd store
+ * keeps the changes that follow after it.
+ */
+const WEAK_ORDERING = process.arch !== 'x64' && process.arch !== 'ia32'
+const fenceWord = new Int32Array(new SharedArrayBuffer(4))
+
+/** Slots of a map object's cache of decoded values: 2^CACHE_BITS. */
+const CACHE_BITS = 12
+const CACHE_SLOTS = 1 << CACHE_BITS
+/** Values longer than this (encoded) are not cached. */
+const CACHE_VALUE_BYTES = 1024
+
+/** Optimistic attempts of a `get`/`has` whose stripe kept changing under it, before it takes the lock. */
+const OPTIMISTIC_TRIES = 4
+/** Polls of an odd write sequence (a writer at work) before a reader takes the lock instead. */
+const ODD_POLLS = 64
 
 /**
  * A key/value map in shared memory, used by every process (and worker thread) that maps
@@ -258,7 +333,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     this.memory = memory
     this.offset = offset
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'SharedMap', segment: m.segment, offset: this.offset, memory: m }))
-    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.SHARED_MAP, M.SIZE, 'SharedMap')
+    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.SHARED_MAP, VERSION, M.SIZE, 'SharedMap')
     const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
     const w = offset >> 2
     if (v.i32[w + (M.STATE >> 2)] !== 1) throw typeError(`The SharedMap at offset ${offset} is not constructed`)
@@ -342,7 +417,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** The value stored under `key`, or `undefined`. */
   get(key: K): V | undefined {
-    return this.#lookup(key, true) as V | undefined
+    const r = this.#lookup(key, true)
+    return r === ABSENT ? undefined : (r as V)
   }
 
   /** Whether `key` has a (live) entry. */
@@ -359,10 +435,11 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     this.#check()
     const expires = this.#expiry(options)
     // The value first: getters it runs may use the key scratch buffer.
-    const { out, n: vn } = encodeValue(this.#coder, value, 'The "value" argument')
+    const vn = encodeValue(this.#coder, value, 'The "value" argument')
+    const vs = encoded
     const s = this.#enterKey(key)
     try {
-      this.#store(s, keyScratch.bytes, this.#kn, this.#kind, this.#hash, out.bytes, vn, expires, this.#found)
+      this.#store(s, keyScratch, this.#kn, this.#kind, this.#hash, vs, vn, expires, this.#found)
     } finally {
       this.#leave(s)
     }
@@ -392,15 +469,17 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   update(key: K, fn: (old: V | undefined) => V): V {
     this.#check()
     if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
-    const kn = this.#encodeKey(key)
+    const kn = encodeKey(key)
     const kind = keyKind(key)
+    const h = encodedHash
     // A copy: fn may use other maps, and so the scratch buffer.
-    const kb = keyScratch.bytes.slice(0, kn)
-    const h = keyHash(kb, kn, kind)
+    const ks = new Scratch()
+    ks.ensure(0, kn)
+    ks.bytes.set(keyScratch.bytes.subarray(0, kn))
     const fresh = this.#expiry(undefined)
     const s = this.#enter(h)
     try {
-      const e = this.#find(s, kb, kn, kind, h)
+      const e = this.#find(s, ks, kn, kind, h)
       const live = e !== 0 && !this.#expired(e)
       const old = live ? (this.#decode(e) as V) : undefined
       // An entry keeps its expiry through updates (as Redis INCR keeps a TTL).
@@ -413,9 +492,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       } finally {
         updating.delete(this.#key)
       }
-      const { out, n: vn } = encodeValue(this.#coder, value, 'The value fn returned')
+      const vn = encodeValue(this.#coder, value, 'The value fn returned')
       this.#prev = prev
-      this.#store(s, kb, kn, kind, h, out.bytes, vn, expires, e)
+      this.#store(s, ks, kn, kind, h, encoded, vn, expires, e)
       return value
     } finally {
       this.#leave(s)
@@ -429,6 +508,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       const s = this.#stripeArray + i * S.SIZE
       this.#lockStripe(i)
       try {
+        this.#beginWrite(s)
         this.#table(s)
         const tbl = this.#tbl
         const cap = this.#cap
@@ -437,14 +517,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
           const slot = tbl + 4 * b
           while (this.#v.i32[slot >> 2] !== 0) this.#freeFrom(slot, next)
         }
-        this.#freeFrom(s + S.SPARE, -1)
+        for (const j of SPARES) this.#freeFrom(s + j, -1)
         const i32 = this.#v.i32
         i32[(s + S.COUNT) >> 2] = 0
         this.#v.dv.setFloat64(s + S.BYTES, 0, true)
         i32[(s + S.LRU_HEAD) >> 2] = 0
         i32[(s + S.LRU_TAIL) >> 2] = 0
       } finally {
-        this.#locks[i].release()
+        this.#unlock(s)
         intact(this.memory)
       }
     }
@@ -485,30 +565,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   #check(): void {
     this.#live()
-    if (updating.has(this.#key)) {
+    if (updating.size !== 0 && updating.has(this.#key)) {
       throw new ShmError('SharedMap methods cannot be called inside update()\'s fn on the same map', { code: 'ERR_SHM_DEADLOCK' })
     }
-  }
-
-  /** Writes the key's bytes into keyScratch; returns their length. */
-  #encodeKey(key: unknown): number {
-    if (typeof key === 'string') {
-      let n = encodeUtf8Into(key, keyScratch.bytes, 0)
-      if (n < 0) {
-        if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
-        keyScratch.ensure(0, 3 * key.length)
-        n = encodeUtf8Into(key, keyScratch.bytes, 0)
-      }
-      if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
-      return n
-    }
-    if (key instanceof Uint8Array) {
-      if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
-      keyScratch.ensure(0, key.length)
-      keyScratch.bytes.set(key)
-      return key.length
-    }
-    throw typeError(`The "key" argument must be of type string or a Uint8Array; got ${describe(key)}`)
   }
 
   #expiry(options: SetOptions | undefined): number {
@@ -532,12 +591,12 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    */
   #enterKey(key: unknown): number {
     this.#check()
-    const kn = (this.#kn = this.#encodeKey(key))
+    const kn = (this.#kn = encodeKey(key))
     const kind = (this.#kind = keyKind(key))
-    const h = (this.#hash = keyHash(keyScratch.bytes, kn, kind))
+    const h = (this.#hash = encodedHash)
     const s = this.#enter(h)
     try {
-      this.#found = this.#find(s, keyScratch.bytes, kn, kind, h)
+      this.#found = this.#find(s, keyScratch, kn, kind, h)
     } catch (e) {
       this.#leave(s)
       throw e
@@ -553,7 +612,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 
   #leave(s: number): void {
-    this.#locks[(s - this.#stripeArray) / S.SIZE].release()
+    this.#unlock(s)
     // What was read may lie on pages the mapping lost (lib/memory.ts): say so, not return it.
     intact(this.memory)
   }
@@ -562,6 +621,30 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const lock = this.#locks[i]
     takeLock(lock, 'a SharedMap stripe')
     if (lock.ownerDied) recoverLock(lock, () => this.#repair(this.#stripeArray + i * S.SIZE))
+  }
+
+  /** Releases stripe `s`'s lock, its write sequence even again first if this holder changed it. */
+  #unlock(s: number): void {
+    const i32 = this.#v.i32
+    const q = i32[(s + S.SEQ) >> 2]
+    // Release: every change is visible before the sequence says the stripe is stable.
+    if (q & 1) Atomics.store(i32, (s + S.SEQ) >> 2, (q + 1) | 0)
+    this.#locks[(s - this.#stripeArray) / S.SIZE].release()
+  }
+
+  /**
+   * Before the holder of stripe `s` changes what readers walk: makes its write sequence
+   * odd (once per holding), so optimistic readers of the stripe retry or wait.
+   */
+  #beginWrite(s: number): void {
+    const i32 = this.#v.i32
+    const at = (s + S.SEQ) >> 2
+    const q = i32[at]
+    if (q & 1) return
+    Atomics.store(i32, at, (q + 1) | 0)
+    // An acquire load after the release store: the changes that follow cannot be seen
+    // before the odd sequence (x86's Atomics.store is a full barrier already).
+    if (WEAK_ORDERING) Atomics.load(i32, at)
   }
 
   // Stripe's current table, as `#table` read it last.
@@ -600,8 +683,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const e = unit * UNIT
     const v = this.#v
     if (e < v.heap.offset || e + E.DATA > v.size) throw corrupt(`a SharedMap entry at ${e} is outside the heap`)
-    const n = (v.i32[(e + E.KEY_LEN) >> 2] >>> 0) + (v.i32[(e + E.VALUE_LEN) >> 2] >>> 0)
-    if (e + E.DATA + n > v.size) throw corrupt(`a SharedMap entry at ${e} runs off the mapping`)
+    const end = valueAt(e, v.i32[(e + E.KEY_LEN) >> 2] >>> 0) + (v.i32[(e + E.VALUE_LEN) >> 2] >>> 0)
+    if (end > v.size) throw corrupt(`a SharedMap entry at ${e} runs off the mapping`)
     return e
   }
 
@@ -610,7 +693,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * its offset or 0. Sets `#prev` to the slot that links to it (or to its bucket's slot
    * if absent) and the table fields.
    */
-  #find(s: number, kb: Uint8Array, kn: number, kind: number, h: number): number {
+  #find(s: number, ks: Scratch, kn: number, kind: number, h: number): number {
     this.#table(s)
     const next = this.#next
     const i32 = this.#v.i32
@@ -626,7 +709,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       if (steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
       const e = this.#entry(unit)
       const w = e >> 2
-      if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind && bytesEqual(u8, e + E.DATA, kb, 0, kn)) {
+      if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind && wordsEqual(u8, i32, e + E.DATA, ks.bytes, ks.words, kn)) {
         this.#prev = slot
         return e
       }
@@ -642,15 +725,58 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     return t !== 0 && t <= Date.now()
   }
 
-  /** get/has: the decoded value (`decode`) or {@link FOUND}, or `undefined`. */
+  /**
+   * get/has: the decoded value (`decode`) or {@link FOUND}, or {@link ABSENT}.
+   *
+   * Optimistically first, without the lock (not for LRU-bounded maps, whose reads move
+   * the entry in the LRU list): read the stripe's write sequence, find and decode the
+   * entry, then read the sequence again. Equal and even: no holder changed the stripe in
+   * between, so what was read was one whole entry (entries are never changed in place,
+   * and a block is reused only after a holder unlinked it, which moves the sequence).
+   * Moved: try again. Odd for a while (a writer at work, or one that died), or anything
+   * that would need the lock (an expired entry to remove, bytes that look wrong): the
+   * locked path below, which repairs, removes or reports.
+   */
   #lookup(key: unknown, decode: boolean): unknown {
-    const s = this.#enterKey(key)
+    this.#check()
+    const kn = (this.#kn = encodeKey(key))
+    const kind = (this.#kind = keyKind(key))
+    const h = (this.#hash = encodedHash)
+    if (!this.#bounded) {
+      const i32 = this.#v.i32
+      const s = this.#stripeArray + (h & (this.#stripes - 1)) * S.SIZE
+      const at = (s + S.SEQ) >> 2
+      for (let tries = 0, polls = 0; tries < OPTIMISTIC_TRIES; ) {
+        const q = Atomics.load(i32, at)
+        if (q & 1) {
+          if (++polls > ODD_POLLS) break
+          continue
+        }
+        const r = this.#peek(s, kn, kind, h, decode)
+        if (WEAK_ORDERING) Atomics.store(fenceWord, 0, 0)
+        if (Atomics.load(i32, at) !== q) {
+          tries++
+          continue
+        }
+        if (r === LOCKED) break
+        intact(this.memory)
+        if (r === CACHED) return fromPlan(this.#plan as Plan)
+        if (r === COPIED) {
+          const copy = this.#copy
+          this.#copy = EMPTY_BYTES
+          return this.#coder.decode(copy, 0, copy.length)
+        }
+        if (decode && r !== ABSENT && this.#seen !== 0) this.#remember(s, r)
+        return r
+      }
+    }
+    const s = this.#enter(h)
     try {
-      const e = this.#found
-      if (e === 0) return undefined
+      const e = (this.#found = this.#find(s, keyScratch, kn, kind, h))
+      if (e === 0) return ABSENT
       if (this.#expired(e)) {
         this.#remove(s, e)
-        return undefined
+        return ABSENT
       }
       if (this.#bounded) this.#touch(s, e)
       return decode ? this.#decode(e) : FOUND
@@ -659,9 +785,127 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     }
   }
 
+  /** Value bytes a {@link #peek} copied out (to decode once the read is validated). */
+  #copy = EMPTY_BYTES
+
+  // ---- The cache of decoded values ----
+  //
+  // `get` decodes an entry's bytes into a fresh value every time. A map object keeps, for
+  // entries it decoded twice, a plan to rebuild the value without the bytes (codec.ts
+  // `planOf`): keyed by the entry's block, stripe and write stamp, which together never
+  // name two different values (entries are never changed in place; every write stamps its
+  // entry from the stripe's clock). A hit is checked, like the rest of the optimistic
+  // read, before the stripe's sequence is validated; a changed or reused entry has
+  // another stamp, so it misses. Direct-mapped, per map object and thread; values up to
+  // {@link CACHE_VALUE_BYTES}.
+
+  /** Per slot: entry unit, stripe index, stamp low and high word. Allocated on first use. */
+  #cacheKeys: Int32Array | null = null
+  /** Per slot: the plan, null (seen once), or false (not plannable). */
+  #cachePlans: Array<Plan | null | false> = []
+  /** What the last {@link #peek} found: a plan it hit, or the entry it decoded (unit; 0: none), with its stamp. */
+  #plan: Plan | null = null
+  #seen = 0
+  #seenLo = 0
+  #seenHi = 0
+
+  /** The cache slot of entry unit `unit` (Fibonacci hashing: the product's top bits). */
+  #slotOf(unit: number): number {
+    return Math.imul(unit, 0x9e37_79b1) >>> (32 - CACHE_BITS)
+  }
+
+  /** After a validated decode of `value` from the entry {@link #peek} noted, in stripe `s`: remember it. */
+  #remember(s: number, value: unknown): void {
+    let keys = this.#cacheKeys
+    if (keys === null) {
+      keys = this.#cacheKeys = new Int32Array(4 * CACHE_SLOTS)
+      this.#cachePlans = new Array<Plan | null | false>(CACHE_SLOTS).fill(false)
+    }
+    const stripe = (s - this.#stripeArray) / S.SIZE
+    const slot = this.#slotOf(this.#seen)
+    const x = slot << 2
+    if (keys[x] === (this.#seen | 0) && keys[x + 1] === stripe && keys[x + 2] === this.#seenLo && keys[x + 3] === this.#seenHi) {
+      // The second decode of this entry: keep how to rebuild it.
+      if (this.#cachePlans[slot] === null) this.#cachePlans[slot] = planOf(value) ?? false
+      return
+    }
+    keys[x] = this.#seen
+    keys[x + 1] = stripe
+    keys[x + 2] = this.#seenLo
+    keys[x + 3] = this.#seenHi
+    this.#cachePlans[slot] = null
+  }
+
+  /**
+   * The unlocked read of {@link #lookup}: finds key `keyScratch[0, kn)` (kind, hash `h`)
+   * in stripe `s`, reading bytes that may change under it. Every offset is checked
+   * against the mapping and the walk is bounded, so it cannot read outside or loop;
+   * whatever it returns counts only if the stripe's sequence did not move. Returns the
+   * value (or {@link FOUND}), {@link ABSENT}, {@link COPIED} (the value's bytes are in
+   * `#copy`, for `decode` after validation), or {@link LOCKED} (take the lock).
+   */
+  #peek(s: number, kn: number, kind: number, h: number, decode: boolean): unknown {
+    const v = this.#v
+    const i32 = v.i32
+    const size = v.size
+    const lo = v.heap.offset
+    const g = i32[(s + S.GEN) >> 2] & 1
+    const tbl = (i32[(s + S.TABLE0 + 4 * g) >> 2] >>> 0) * UNIT
+    const log2 = i32[(s + S.LOG2_0 + 4 * g) >> 2]
+    if (!(log2 >= MIN_LOG2 && log2 <= MAX_LOG2)) return LOCKED
+    const cap = 1 << log2
+    if (tbl < lo || tbl + 4 * cap > size) return LOCKED
+    const next = (E.NEXT0 >> 2) + g
+    let unit = i32[this.#bucketSlot(tbl, cap, h) >> 2] >>> 0
+    const ks = keyScratch
+    const u8 = v.u8
+    for (let steps = 0; unit !== 0; steps++) {
+      const e = unit * UNIT
+      if (steps > this.#maxSteps || e < lo || e + E.DATA > size) return LOCKED
+      const w = e >> 2
+      if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind) {
+        const start = valueAt(e, kn)
+        const end = start + (i32[w + 4] >>> 0)
+        if (end > size) return LOCKED
+        if (wordsEqual(u8, i32, e + E.DATA, ks.bytes, ks.words, kn)) {
+          const t = v.dv.getFloat64(e + E.EXPIRES, true)
+          // Expired: the locked path removes it.
+          if (t !== 0 && t <= Date.now()) return LOCKED
+          if (!decode) return FOUND
+          this.#seen = 0
+          if (end - start <= CACHE_VALUE_BYTES) {
+            const lo = i32[w + (E.TICK >> 2)]
+            const hi = i32[w + (E.TICK >> 2) + 1]
+            const keys = this.#cacheKeys
+            if (keys !== null) {
+              const slot = this.#slotOf(unit)
+              const x = slot << 2
+              if (keys[x] === (unit | 0) && keys[x + 1] === (s - this.#stripeArray) / S.SIZE && keys[x + 2] === lo && keys[x + 3] === hi) {
+                const p = this.#cachePlans[slot]
+                if (p) {
+                  this.#plan = p
+                  return CACHED
+                }
+              }
+            }
+            this.#seen = unit
+            this.#seenLo = lo
+            this.#seenHi = hi
+          }
+          const r = this.#coder.decodeRacy(u8, start, end)
+          if (r !== UNDECODED) return r
+          this.#copy = u8.slice(start, end)
+          return COPIED
+        }
+      }
+      unit = i32[w + next] >>> 0
+    }
+    return ABSENT
+  }
+
   #decode(e: number): unknown {
     const i32 = this.#v.i32
-    const start = e + E.DATA + (i32[(e + E.KEY_LEN) >> 2] >>> 0)
+    const start = valueAt(e, i32[(e + E.KEY_LEN) >> 2] >>> 0)
     return this.#coder.decode(this.#v.u8, start, start + (i32[(e + E.VALUE_LEN) >> 2] >>> 0))
   }
 
@@ -670,15 +914,16 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * (locked), replacing entry `old` (0: none). `#prev` links to `old`, or is the bucket
    * slot when there is none (as `#find` left it).
    */
-  #store(s: number, kb: Uint8Array, kn: number, kind: number, h: number, vb: Uint8Array, vn: number, expires: number, old: number): void {
+  #store(s: number, ks: Scratch, kn: number, kind: number, h: number, vs: Scratch, vn: number, expires: number, old: number): void {
     const v = this.#v
     const i32 = v.i32
-    const size = E.DATA + kn + vn
+    const size = valueAt(0, kn) + vn
     if (this.#maxBytes > 0 && size > this.#maxBytes) throw rangeError(`An entry of ${size} bytes cannot fit in a SharedMap of maxBytes ${this.#maxBytes}`)
+    this.#beginWrite(s)
     this.#table(s)
     if (old === 0 && (i32[(s + S.COUNT) >> 2] >>> 0) >= this.#cap && this.#log2 < MAX_LOG2) {
       this.#grow(s)
-      this.#find(s, kb, kn, kind, h) // the bucket slot moved
+      this.#find(s, ks, kn, kind, h) // the bucket slot moved
     }
     const next = this.#next
     // 1. A private copy of the new entry: the stripe's spare block if it fits (recorded
@@ -692,9 +937,20 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     v.dv.setFloat64(e + E.EXPIRES, expires, true)
     i32[w + 8] = 0
     i32[w + 9] = 0
-    v.dv.setFloat64(e + E.TICK, 0, true)
-    copyBytes(v.u8, e + E.DATA, kb, kn)
-    copyBytes(v.u8, e + E.DATA + kn, vb, vn)
+    if (this.#bounded) {
+      v.dv.setFloat64(e + E.TICK, 0, true)
+    } else {
+      const clock = (s + S.TICK) >> 2
+      const lo = (i32[clock] + 1) | 0
+      // The high word first: a kill between the two stores leaves the clock ahead, never
+      // behind (no stamp is given twice).
+      if (lo === 0) i32[clock + 1] = (i32[clock + 1] + 1) | 0
+      i32[clock] = lo
+      i32[w + (E.TICK >> 2)] = lo
+      i32[w + (E.TICK >> 2) + 1] = i32[clock + 1]
+    }
+    copyWords(v.u8, i32, e + E.DATA, ks.bytes, ks.words, 0, kn)
+    copyWords(v.u8, i32, valueAt(e, kn), vs.bytes, vs.words, 0, vn)
     const slot = this.#prev
     const unit = e / UNIT
     let bytes = v.dv.getFloat64(s + S.BYTES, true) + size
@@ -710,17 +966,20 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       Atomics.store(i32, slot >> 2, unit)
       bytes -= this.#entrySize(old)
       if (this.#bounded) this.#lruUnlink(s, old)
-      // 3. The old entry becomes the spare (kept in the spare slot before j_old lets
-      // go), or goes back to the heap (which clears j_old first).
-      if (i32[(s + S.SPARE) >> 2] === 0) {
-        i32[(s + S.SPARE) >> 2] = old / UNIT
+      // 3. The old entry becomes a spare (kept in a spare slot before j_old lets go),
+      // or goes back to the heap (which clears j_old first).
+      const keep = this.#spareSlot(s, old)
+      if (keep !== 0) {
+        i32[(s + keep) >> 2] = old / UNIT
         i32[(s + S.J_OLD) >> 2] = 0
       } else {
         this.#freeFrom(s + S.J_OLD, -1)
       }
     }
     v.dv.setFloat64(s + S.BYTES, bytes, true)
-    Atomics.store(i32, (s + S.J_NEW) >> 2, 0)
+    // (A plain store: only the next holder of this lock reads it, after a kill; program
+    // order is all that needs.)
+    i32[(s + S.J_NEW) >> 2] = 0
     const flags = (this.offset + M.FLAGS) >> 2
     if (expires !== 0 && (i32[flags] & F.HAS_TTL) === 0) Atomics.or(i32, flags, F.HAS_TTL)
     if (this.#bounded) {
@@ -732,25 +991,55 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 
   /**
-   * Takes stripe `s`'s spare block for an entry of `size` bytes if it fits (and is not
-   * much larger): returns its offset, recorded in j_new; 0 if there is none to use.
+   * Takes the spare block of stripe `s` that fits an entry of `size` bytes best (not
+   * much larger): returns its offset, recorded in j_new before its spare slot lets go;
+   * 0 if none fits.
    */
   #takeSpare(s: number, size: number): number {
     const i32 = this.#v.i32
-    const unit = i32[(s + S.SPARE) >> 2] >>> 0
-    if (unit === 0) return 0
-    const e = this.#entry(unit)
+    let best = 0
+    let bestRoom = 2 * size + 64 + 1
+    for (let k = 0; k < SPARES.length; k++) {
+      const j = SPARES[k]
+      const unit = i32[(s + j) >> 2] >>> 0
+      if (unit === 0) continue
+      const room = this.#room(unit)
+      if (room >= size && room < bestRoom) {
+        best = j
+        bestRoom = room
+        if (room < size + UNIT) break // as good as any
+      }
+    }
+    if (best === 0) return 0
+    const unit = i32[(s + best) >> 2] >>> 0
+    i32[(s + S.J_NEW) >> 2] = unit
+    i32[(s + best) >> 2] = 0
+    return unit * UNIT
+  }
+
+  /** The bytes after the header of the heap block at slot `unit` (0 if it could not be a block of the heap). */
+  #room(unit: number): number {
+    const e = unit * UNIT
+    const v = this.#v
+    if (e - UNIT < v.heap.offset || e > v.size) return 0
+    const i32 = v.i32
     // The heap block's header (FORMAT.md §4.2): size / 16 in bits 8 and up of its word.
     const room = (((i32[(e - UNIT) >> 2] >>> 8) | (i32[(e - UNIT + 4) >> 2] << 24)) >>> 0) * UNIT - UNIT
-    if (room < size || room > 2 * size + 64) return 0
-    i32[(s + S.J_NEW) >> 2] = unit
-    i32[(s + S.SPARE) >> 2] = 0
-    return e
+    return room > 0 && e + room <= v.size ? room : 0
+  }
+
+  /** The spare slot of stripe `s` to keep the replaced entry `old` in, or 0 to free it. */
+  #spareSlot(s: number, old: number): number {
+    const i32 = this.#v.i32
+    if (i32[(s + SPARES[0]) >> 2] === 0) return SPARES[0]
+    if (this.#room(old / UNIT) > SPARE_ROOM) return 0
+    for (let k = 1; k < SPARES.length; k++) if (i32[(s + SPARES[k]) >> 2] === 0) return SPARES[k]
+    return 0
   }
 
   #entrySize(e: number): number {
     const i32 = this.#v.i32
-    return E.DATA + (i32[(e + E.KEY_LEN) >> 2] >>> 0) + (i32[(e + E.VALUE_LEN) >> 2] >>> 0)
+    return valueAt(0, i32[(e + E.KEY_LEN) >> 2] >>> 0) + (i32[(e + E.VALUE_LEN) >> 2] >>> 0)
   }
 
   /** `heapAllocInto`: a block of `size` bytes, recorded in the u32 slot at `slot`. */
@@ -774,6 +1063,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   /** Removes entry `e` of stripe `s` (locked); `#prev` links to it. */
   #remove(s: number, e: number): void {
     const v = this.#v
+    this.#beginWrite(s)
     this.#table(s)
     const next = this.#next
     if (this.#bounded) this.#lruUnlink(s, e)
@@ -928,6 +1218,10 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   #repair(s: number): void {
     const v = this.#v
     const i32 = v.i32
+    // Readers keep off until it is done (the sequence may be odd already: the dead holder
+    // was writing); if the repair fails, it stays odd and readers take the lock, which
+    // says the stripe is not recoverable.
+    this.#beginWrite(s)
     this.#table(s)
     const tbl = this.#tbl
     const cap = this.#cap
@@ -953,14 +1247,20 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         unit = i32[(e + next) >> 2] >>> 0
       }
     }
-    // The spare block is the stripe's: a journal slot naming it too was between two
-    // stores of handing it over, and lets go of it.
-    const spare = i32[(s + S.SPARE) >> 2] >>> 0
-    if (spare !== 0 && reachable.has(spare)) i32[(s + S.SPARE) >> 2] = 0
+    // Spare blocks are the stripe's: a journal slot naming one too was between two stores
+    // of handing it over, and lets go of it. (A spare that is reachable, or named by two
+    // slots, cannot come from a kill; it is let go of rather than reused.)
+    const spares = new Set<number>()
+    for (const j of SPARES) {
+      const u = i32[(s + j) >> 2] >>> 0
+      if (u === 0) continue
+      if (reachable.has(u) || spares.has(u)) i32[(s + j) >> 2] = 0
+      else spares.add(u)
+    }
     for (const j of [S.J_NEW, S.J_OLD]) {
       const u = i32[(s + j) >> 2] >>> 0
       if (u === 0) continue
-      if (reachable.has(u) || u === spare) i32[(s + j) >> 2] = 0
+      if (reachable.has(u) || spares.has(u)) i32[(s + j) >> 2] = 0
       else this.#freeFrom(s + j, -1)
     }
     i32[(s + S.COUNT) >> 2] = reachable.size
@@ -1021,7 +1321,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
             }
           }
         } finally {
-          this.#locks[i].release()
+          this.#unlock(s)
         }
         yield* out
       }
@@ -1038,6 +1338,15 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
 /** What {@link SharedMap.has} looks for. */
 const FOUND = Symbol('found')
+/** No (live) entry for the key. */
+const ABSENT = Symbol('absent')
+/** An optimistic read that needs the lock after all. */
+const LOCKED = Symbol('locked')
+/** An optimistic read that copied the value's bytes out, to decode once validated. */
+const COPIED = Symbol('copied')
+/** An optimistic read that found the entry's value in the cache (`#plan`). */
+const CACHED = Symbol('cached')
+const EMPTY_BYTES = new Uint8Array(0)
 
 function keyTooLong(n: number): RangeError {
   return rangeError(`The "key" argument must be at most ${MAX_KEY_LENGTH} bytes; got ${n}`)
@@ -1048,10 +1357,68 @@ function keyKind(key: unknown): number {
   return typeof key === 'string' ? 0 : KEY_BYTES
 }
 
-/** FNV-1a over the key's bytes `b[0, n)`, seeded by kind, then a finalizer that spreads every bit. */
+/** FNV-1a offset bases of string and byte keys, and the prime. */
+const FNV_STRING = 0x811c9dc5
+const FNV_BYTES = 0x050c5d1f
+const FNV_PRIME = 0x01000193
+/** String keys up to this many characters are encoded and hashed in one JavaScript pass when ASCII. */
+const SHORT_KEY = 64
+
+/** The hash of the key {@link encodeKey} encoded last. */
+let encodedHash = 0
+
+/**
+ * Writes `key`'s bytes into keyScratch and hashes them into {@link encodedHash};
+ * returns their length. Short ASCII strings take one pass for both.
+ * @throws TypeError for a key of another type; RangeError for a key over 1 MiB
+ */
+function encodeKey(key: unknown): number {
+  if (typeof key === 'string') {
+    const n = key.length
+    if (n <= SHORT_KEY) {
+      const b = keyScratch.bytes
+      let h = FNV_STRING
+      let i = 0
+      for (; i < n; i++) {
+        const c = key.charCodeAt(i)
+        if (c >= 0x80) break
+        b[i] = c
+        h = Math.imul(h ^ c, FNV_PRIME)
+      }
+      if (i === n) {
+        encodedHash = finalHash(h)
+        return n
+      }
+    }
+    let w = encodeUtf8Into(key, keyScratch.bytes, 0)
+    if (w < 0) {
+      if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
+      keyScratch.ensure(0, 3 * n)
+      w = encodeUtf8Into(key, keyScratch.bytes, 0)
+    }
+    if (w > MAX_KEY_LENGTH) throw keyTooLong(w)
+    encodedHash = keyHash(keyScratch.bytes, w, 0)
+    return w
+  }
+  if (key instanceof Uint8Array) {
+    if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
+    keyScratch.ensure(0, key.length)
+    keyScratch.bytes.set(key)
+    encodedHash = keyHash(key, key.length, KEY_BYTES)
+    return key.length
+  }
+  throw typeError(`The "key" argument must be of type string or a Uint8Array; got ${describe(key)}`)
+}
+
+/** FNV-1a over the key's bytes `b[0, n)`, seeded by kind, then {@link finalHash}. */
 function keyHash(b: Uint8Array, n: number, kind: number): number {
-  let h = kind === 0 ? 0x811c9dc5 : 0x050c5d1f
-  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i], 0x01000193)
+  let h = kind === 0 ? FNV_STRING : FNV_BYTES
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i], FNV_PRIME)
+  return finalHash(h)
+}
+
+/** The finalizer that spreads every bit of an FNV-1a hash over the word. */
+function finalHash(h: number): number {
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)
   h ^= h >>> 13
@@ -1107,7 +1474,7 @@ function construct(v: Views, offset: number, o: CheckedOptions): void {
     v.i32[(s + S.TABLE0) >> 2] = tbl / UNIT
     v.i32[(s + S.LOG2_0) >> 2] = o.log2
   }
-  writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, o.coder.id)
+  writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, VERSION, o.coder.id)
   const w = offset >> 2
   v.i32[w + (M.STRIPES >> 2)] = o.stripes
   v.i32[w + (M.STRIPE_ARRAY >> 2)] = array / UNIT

@@ -67,14 +67,31 @@ export function decodeUtf8(bytes: Uint8Array, start: number, end: number): strin
   return decoder.decode(bytes.subarray(start, end))
 }
 
-/** Whether `a[aStart, aStart + n)` and `b[bStart, bStart + n)` hold the same bytes. */
-export function bytesEqual(a: Uint8Array, aStart: number, b: Uint8Array, bStart: number, n: number): boolean {
-  for (let i = 0; i < n; i++) if (a[aStart + i] !== b[bStart + i]) return false
-  return true
+/** Bytes above which one native copy beats a loop of word copies. */
+const NATIVE_COPY = 512
+
+/**
+ * Copies `src[from, from + n)` to `dst` at `at`, four bytes a step: `at` and `from` are
+ * multiples of 4, `src32` and `dst32` Int32Array views of the two buffers, and `src` and
+ * `dst` start at offset 0 of theirs.
+ */
+export function copyWords(dst: Uint8Array, dst32: Int32Array, at: number, src: Uint8Array, src32: Int32Array, from: number, n: number): void {
+  if (n > NATIVE_COPY) {
+    dst.set(src.subarray(from, from + n), at)
+    return
+  }
+  const words = n >> 2
+  const d = at >> 2
+  const f = from >> 2
+  for (let i = 0; i < words; i++) dst32[d + i] = src32[f + i]
+  for (let i = words << 2; i < n; i++) dst[at + i] = src[from + i]
 }
 
-/** Copies `src[0, n)` to `dst` at `at`: a loop for a few bytes, one native copy for more. */
-export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array, n: number): void {
-  if (n <= 64) for (let i = 0; i < n; i++) dst[at + i] = src[i]
-  else dst.set(src.subarray(0, n), at)
+/** Whether `a[at, at + n)` (`at` a multiple of 4) holds `b[0, n)`, compared four bytes a step (views as in {@link copyWords}). */
+export function wordsEqual(a: Uint8Array, a32: Int32Array, at: number, b: Uint8Array, b32: Int32Array, n: number): boolean {
+  const words = n >> 2
+  const d = at >> 2
+  for (let i = 0; i < words; i++) if (a32[d + i] !== b32[i]) return false
+  for (let i = words << 2; i < n; i++) if (a[at + i] !== b[i]) return false
+  return true
 }
