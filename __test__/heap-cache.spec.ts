@@ -3,6 +3,7 @@
 // cached blocks go back to the heap: close, exit, trim, ENOMEM, and check() after a
 // process died with blocks cached.
 import test from 'ava'
+import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Worker } from 'node:worker_threads'
 import { Heap, MappedMemory, ShmError } from '../dist/index.js'
@@ -171,10 +172,13 @@ test('a worker thread that ends leaves nothing cached; one terminated mid-way is
   `
   for (const hang of [false, true]) {
     const w = new Worker(src, { eval: true, workerData: { mem: JSON.parse(JSON.stringify(mem)), hang } })
-    const cached = await new Promise((resolve) => w.once('message', resolve))
+    // Listen for the exit from the start: a worker's last message and its 'exit' can be
+    // emitted in one go, before a listener added after the message could see it.
+    const exited = once(w, 'exit')
+    const [cached] = await once(w, 'message')
     t.is(cached, 25)
     if (hang) await w.terminate()
-    else await new Promise((resolve) => w.once('exit', resolve))
+    await exited
     if (hang) {
       t.is(heap.stats().cached, 25)
       // A child being spawned by another test of this process holds copies of every
