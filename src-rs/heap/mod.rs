@@ -1174,8 +1174,7 @@ mod tests {
     #[test]
     fn small_heaps() {
         for len in [min_heap_len(), 1024, 4096, 4096 + 8, 65536 + 48] {
-            let t = T::new(len);
-            let s0 = t.h.stats().unwrap();
+            let (t, s0) = T::with_stats(len);
             let mut v = Vec::new();
             while let Ok(o) = t.h.malloc(20, 16) {
                 v.push(o);
