@@ -9,8 +9,8 @@
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
-import { Lock, MappedMemory, RLock } from '../dist/index.js'
-import { pidNamespaceUnavailable, type Peer, segmentName, sleep, startPeer } from './helpers.js'
+import { Lock, RLock } from '../dist/index.js'
+import { managedSegment, type Peer, pidNamespaceUnavailable, segmentName, sleep, startPeer } from './helpers.js'
 
 const unavailable = pidNamespaceUnavailable()
 if (unavailable !== null) console.log(`namespaces.spec.ts: SKIPPING the PID-namespace tests: ${unavailable}`)
@@ -18,11 +18,7 @@ const nsTest = unavailable === null ? test.serial : test.skip
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 /** A managed segment (its header hands out tokens), closed at teardown. */
-function segment(t: ExecutionContext): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'ns'), { size: 1 << 16 })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext) => managedSegment(t, 'ns', 1 << 16)
 
 async function peerWith(t: ExecutionContext, kind: 'process' | 'namespace', key: string, handle: unknown): Promise<Peer> {
   const p = await startPeer(t, kind)
