@@ -152,10 +152,7 @@ impl HeapView {
             if e == 0 {
                 return Ok(None);
             }
-            if *budget == 0 {
-                return corrupt("directory chain too long (cycle?)", e);
-            }
-            *budget -= 1;
+            spend(budget, "directory chain too long (cycle?)", e)?;
             let ent = self.entry(salt, e, false)?;
             if wanted(e, &ent)? {
                 return Ok(Some((link, e, ent)));

@@ -397,10 +397,7 @@ impl HeapView {
             }
             let mut prev = 0;
             while b != 0 {
-                if budget == 0 {
-                    return corrupt("free list too long (cycle?)", b);
-                }
-                budget -= 1;
+                spend(&mut budget, "free list too long (cycle?)", b)?;
                 let w = self.free_block(salt, b)?;
                 let size = w_size(w);
                 let p = self.bp(b);
@@ -780,10 +777,7 @@ impl HeapView {
         }
         let mut best = 0;
         while b != 0 {
-            if budget == 0 {
-                return corrupt("free list too long (cycle?)", b);
-            }
-            budget -= 1;
+            spend(&mut budget, "free list too long (cycle?)", b)?;
             let w = self.free_block(salt, b)?;
             if mapping(w_size(w)) != (fl, sl) {
                 return corrupt("free-list node in the wrong class", b);
