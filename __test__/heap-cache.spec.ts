@@ -2,18 +2,14 @@
 // src-rs/heap/cache.rs): reuse without a native call, what other processes see, and how
 // cached blocks go back to the heap: close, exit, trim, ENOMEM, and check() after a
 // process died with blocks cached.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Worker } from 'node:worker_threads'
 import { Heap, MappedMemory, ShmError } from '../dist/index.js'
-import { fixture, forkChild, segmentName, throws } from './helpers.js'
+import { fillHeap, fixture, forkChild, managedSegment, segmentName, throws } from './helpers.js'
 
-function segment(t: Parameters<typeof segmentName>[0], size = 1 << 20): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'cache'), { size })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext, size?: number) => managedSegment(t, 'cache', size)
 
 /** Forks a child that caches `count` blocks of `size` bytes, then does `then`. */
 async function cachingChild(t: Parameters<typeof segmentName>[0], mem: MappedMemory, count: number, size: number, then: 'exit' | 'wait' | 'close') {
@@ -89,15 +85,7 @@ test('trim() reclaims what a killed process cached; so does an allocation that f
   t.is(heap.trim(), 15)
   // Fill the heap with small blocks, free them (some stay cached here), then ask for
   // more than the free lists alone hold.
-  const blocks: number[] = []
-  for (;;) {
-    try {
-      blocks.push(heap.malloc(100))
-    } catch (e) {
-      t.is((e as ShmError).code, 'ENOMEM')
-      break
-    }
-  }
+  const blocks = fillHeap(t, heap, 100)
   blocks.forEach((o) => heap.free(o))
   const { cached, largestFree, free } = heap.stats()
   t.true(cached > 0)
