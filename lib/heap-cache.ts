@@ -79,6 +79,15 @@ export class HeapCache {
   /** This thread's liveness token for the segment: who cached a block. */
   readonly #token: number
   #bytes = 0
+  /**
+   * The block whose check word was last found valid (by {@link put}, or put before and
+   * handed out by {@link take}) and that word's halves: a `free` right after the `malloc`
+   * that returned the block finds the same word there and skips recomputing it (the check
+   * word is a function of the block's offset and the heap's salt alone).
+   */
+  #knownOff = -1
+  #knownLo = 0
+  #knownHi = 0
 
   /**
    * @param a - an Int32Array over the whole mapping
@@ -112,8 +121,10 @@ export class HeapCache {
     if (a[i + 1] !== 0 || (lo & NOT_CACHEABLE) !== 0) return false
     const size = (lo >>> 8) << 4
     if (size > MAX_BLOCK || size < 48) return false
-    const g = this.#g
-    if (!checkWordAt(a, i + 2, offset - 16 - g.offset, g.saltLo, g.saltHi)) return false
+    if (offset !== this.#knownOff || a[i + 2] !== this.#knownLo || a[i + 3] !== this.#knownHi) {
+      const g = this.#g
+      if (!checkWordAt(a, i + 2, offset - 16 - g.offset, g.saltLo, g.saltHi)) return false
+    }
     const list = this.#lists[size >>> 4]!
     if (list.length >= 3 * PER_SIZE || this.#bytes + size > this.#cap) return false
     a[i + 4] = this.#token
@@ -144,7 +155,12 @@ export class HeapCache {
       // Still the block that was put (its check word), and still cached (the swap):
       // otherwise the heap reclaimed it; forget it.
       if (a[i + 2] === lo && a[i + 3] === hi && Atomics.compareExchange(a, i + 1, CACHED, 0) === CACHED) {
-        if (((a[i]! >>> 8) << 4) === need) return offset
+        if (((a[i]! >>> 8) << 4) === need) {
+          this.#knownOff = offset
+          this.#knownLo = lo
+          this.#knownHi = hi
+          return offset
+        }
         // Reclaimed, carved anew at the same place and cached again by another thread:
         // ours now, but not of this size.
         this.strays.push(offset)
