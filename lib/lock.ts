@@ -371,7 +371,14 @@ export class Lock implements Disposable {
       const a = this.#i32
       const w = this.#w
       const me = this.#me
-      if (w < a.length && Atomics.compareExchange(a, w, 0, me) === 0) {
+      let seen: number
+      try {
+        seen = Atomics.compareExchange(a, w, 0, me)
+      } catch {
+        // A closed mapping's array (detached): the slow path says so.
+        return this.#acquireSlow(options)
+      }
+      if (seen === 0) {
         if (a[w + 5] !== me || a[w + 6] !== START_LO || a[w + 7] !== START_HI || GUARD[0] !== 0 || this.#ownerDied) this.#recordOwner(a, w, me)
         return true
       }
@@ -498,8 +505,14 @@ export class Lock implements Disposable {
       const a = this.#i32
       const w = this.#w
       const me = this.#me
-      // Ours with nobody waiting → free.
-      if (w < a.length && Atomics.compareExchange(a, w, me, 0) === me) {
+      let seen: number
+      try {
+        // Ours with nobody waiting → free.
+        seen = Atomics.compareExchange(a, w, me, 0)
+      } catch {
+        return this.#releaseSlow()
+      }
+      if (seen === me) {
         if (GUARD[0] !== 0) checkIntact(this.memory)
         return
       }
