@@ -118,6 +118,25 @@ test('a block reclaimed while its owner lives is never handed out twice', (t) =>
   heap.check()
 })
 
+test('a block handed out by the cache is checked again when it is freed: a damaged check word is refused', (t) => {
+  const mem = segment(t)
+  const heap = mem.heap
+  const a = heap.malloc(64)
+  heap.free(a)
+  t.is(heap.malloc(64), a, 'from the cache')
+  // The block's check word (the 8 bytes before the payload), damaged by someone else
+  // after the cache handed it out: the free that follows must not take it for a block.
+  const i32 = new Int32Array(mem.buffer)
+  const w = (a - 8) >> 2
+  i32[w] ^= 0x100
+  throws(t, () => heap.free(a), { instanceOf: ShmError, code: 'EINVAL' })
+  i32[w] ^= 0x100
+  heap.free(a)
+  t.is(heap.stats().cached, 1)
+  heap.trim()
+  heap.check()
+})
+
 test('one Heap per heap and thread; formatting it again drops the old cache; read-only and closed mappings never use one', (t) => {
   const mem = segment(t)
   t.is(Heap.attach(mem, mem.heap.offset), mem.heap)
