@@ -2,12 +2,11 @@
 // a compare-and-swap lock on an int32 of a shared segment with exponential backoff (a
 // doubling delay loop between probes, capped) and no sleeping at all. Increments the
 // int32 counter beside it until it reaches `limit` (racing the other children) or `each`
-// times; returns its increments. Warms up on a private word first, as the Lock children do.
+// times; returns its increments. Warms up contended on a shared word first, as the Lock
+// children do (./warmup.mjs).
 import { revive } from '../../dist/index.js'
 import { serve } from './serve.mjs'
-
-const WARMUP_BASE = 1024
-const WARMUP_COUNT = 20_000
+import { meet, WARMUP_AREA, warmupLimit } from './warmup.mjs'
 /** Longest delay between two probes, in loop iterations. */
 const MAX_DELAY = 1024
 
@@ -58,13 +57,11 @@ function work(a, w, k, limit, n) {
   }
 }
 
-serve((job, { index }) => {
+serve((job, { n: children }) => {
   const { memory, word, counterIndex, limit, each } = /** @type {any} */ (revive(job))
   const a = new Int32Array(memory.buffer)
-  const slot = (WARMUP_BASE + index * 128) >> 2
-  a[slot] = 0
-  a[slot + 16] = 0
-  work(a, slot, slot + 16, undefined, Math.min(limit ?? each, WARMUP_COUNT))
+  meet(a, WARMUP_AREA.meet >> 2, children)
+  work(a, WARMUP_AREA.lock >> 2, WARMUP_AREA.counter >> 2, warmupLimit(children, limit ?? each), 0)
   return () => {
     const r = work(a, word, counterIndex, limit, each)
     return sink === 0.5 ? -1 : r

@@ -1,13 +1,10 @@
 // Child: increments an int32 counter in shared memory under a shmutils Lock, either until
 // it reaches `limit` (racing the other children) or `each` times; returns its increments.
-// Before the barrier it does the same work on a private lock and counter, so that the
-// timed run sees optimized code, as the C reference does.
+// Before the barrier the children race a warm-up counter under a shared Lock of their
+// own (./warmup.mjs), so that the timed run sees code optimized for contention.
 import { Lock, revive } from '../../dist/index.js'
 import { serve } from './serve.mjs'
-
-/** Byte offset of the children's private warm-up records (one 128-byte slot each). */
-const WARMUP_BASE = 1024
-const WARMUP_COUNT = 20_000
+import { meet, WARMUP_AREA, warmupLimit } from './warmup.mjs'
 
 /**
  * Increments `c[k]` under `lock` until it reaches `limit`; returns how many times.
@@ -47,14 +44,11 @@ function repeat(lock, c, k, n) {
   return n
 }
 
-serve((job, { index }) => {
+serve((job, { n: children }) => {
   const { lock, counterIndex, limit, each } = /** @type {any} */ (revive(job))
   const c = new Int32Array(lock.memory.buffer)
-  const work = limit !== undefined ? raceTo : repeat
   const n = limit ?? each
-  const slot = WARMUP_BASE + index * 128
-  const own = Lock.at(lock.memory, slot)
-  c[(slot + 64) >> 2] = 0
-  work(own, c, (slot + 64) >> 2, Math.min(n, WARMUP_COUNT))
-  return () => work(lock, c, counterIndex, n)
+  meet(c, WARMUP_AREA.meet >> 2, children)
+  raceTo(Lock.at(lock.memory, WARMUP_AREA.lock), c, WARMUP_AREA.counter >> 2, warmupLimit(children, n))
+  return () => (limit !== undefined ? raceTo(lock, c, counterIndex, limit) : repeat(lock, c, counterIndex, each))
 })

@@ -1,11 +1,12 @@
 // Worker thread: increments a counter in a SharedArrayBuffer `each` times under the
 // three-state mutex built on Atomics.wait/notify (what threads can do without shmutils).
-// Warms up on a private lock first, as the Lock children do.
+// Warms up contended on a shared warm-up lock first, as the Lock children do
+// (./warmup.mjs): `job.warm` holds its meeting word, lock word and counter.
 import { serve } from './serve.mjs'
+import { meet, warmupLimit } from './warmup.mjs'
 
 const LOCK = 0
 const COUNTER = 1
-const WARMUP_COUNT = 20_000
 
 /** @param {Int32Array} a */
 function lock(a) {
@@ -24,6 +25,25 @@ function unlock(a) {
 }
 
 /**
+ * Increments `a[COUNTER]` under the lock until it reaches `limit`; returns how many times.
+ * @param {Int32Array} a - lock word and counter
+ * @param {number} limit
+ */
+function raceTo(a, limit) {
+  let mine = 0
+  for (;;) {
+    lock(a)
+    if (a[COUNTER] >= limit) {
+      unlock(a)
+      return mine
+    }
+    a[COUNTER]++
+    unlock(a)
+    mine++
+  }
+}
+
+/**
  * @param {Int32Array} a - lock word and counter
  * @param {number} n
  */
@@ -36,8 +56,10 @@ function repeat(a, n) {
   return n
 }
 
-serve((job) => {
-  repeat(new Int32Array(new SharedArrayBuffer(8)), Math.min(job.each, WARMUP_COUNT))
+serve((job, { n: children }) => {
+  const warm = new Int32Array(job.warm)
+  meet(warm, 2, children)
+  raceTo(warm, warmupLimit(children, job.each))
   const a = new Int32Array(job.sab)
   return () => repeat(a, job.each)
 })

@@ -15,8 +15,8 @@ const BARRIER_TIMEOUT_MS = 120_000
 /**
  * @callback Prepare
  * @param {any} job - as given to runParallel
- * @param {{ index: number, call: (msg: unknown) => Promise<any> }} me - this child's
- *   index, and `call`, which sends `msg` to the parent and resolves with its reply
+ * @param {{ index: number, n: number, call: (msg: unknown) => Promise<any> }} me - this
+ *   child's index, how many children run the job, and `call`, which sends `msg` to the parent and resolves with its reply
  * @returns {(() => unknown) | Promise<() => unknown>} the work to time
  */
 
@@ -46,7 +46,7 @@ export function serve(prepare) {
     }
     if (!msg || !('job' in msg)) return
     try {
-      const work = await prepare(msg.job, { index: msg.index, call })
+      const work = await prepare(msg.job, { index: msg.index, n: msg.n, call })
       const gate = new Int32Array(/** @type {import('../../dist/index.js').MappedMemory} */ (revive(msg.barrier)).buffer, 0, 2)
       waitAtBarrier(gate, msg.n)
       const start = process.hrtime.bigint()

@@ -16,6 +16,7 @@ import { runParallel } from '../parallel.mjs'
 import { startRedis } from '../redis.mjs'
 import { RespClient } from '../resp.mjs'
 import { withSegment } from '../segments.mjs'
+import { WARMUP_AREA } from '../children/warmup.mjs'
 
 /** Int32 slot of the counter: byte 64, after the 32-byte lock record at 0. */
 const COUNTER_INDEX = 16
@@ -44,6 +45,7 @@ function withLockCounter(ctx, job, compare, threads = false) {
     const measured = await compare(
       medianOfRuns(async () => {
         c[COUNTER_INDEX] = 0
+        clearWarmup(mem)
         const run = await runParallel({ script: 'lock-counter.mjs', n: 2, threads, job: { lock, counterIndex: COUNTER_INDEX, ...job } })
         expectCount('Lock counter', c[COUNTER_INDEX], run, total)
         return run.spanNs / total
@@ -53,6 +55,12 @@ function withLockCounter(ctx, job, compare, threads = false) {
     return { ...measured, params: { [threads ? 'threads' : 'processes']: 2, ...job } }
   })
 }
+
+/**
+ * Zeroes the counter children's warm-up words (../children/warmup.mjs) before a run.
+ * @param {import('../../dist/index.js').MappedMemory} mem
+ */
+const clearWarmup = (mem) => new Uint8Array(mem.buffer, WARMUP_AREA.offset, WARMUP_AREA.bytes).fill(0)
 
 /** Int32 index of the JavaScript backoff lock's word (byte 128) in 2.1's segment. */
 const BACKOFF_WORD = 32
@@ -75,7 +83,8 @@ const againstShortRuns = (ctx, subject, once) => alternate(subject, medianOfRuns
  */
 async function sabCounterRun(each) {
   const sab = new SharedArrayBuffer(8)
-  const run = await runParallel({ script: 'sab-counter.mjs', n: 2, threads: true, job: { sab, each } })
+  const warm = new SharedArrayBuffer(12) // meeting word, lock word, counter (../children/warmup.mjs)
+  const run = await runParallel({ script: 'sab-counter.mjs', n: 2, threads: true, job: { sab, each, warm } })
   expectCount('SharedArrayBuffer counter', new Int32Array(sab)[1], run, 2 * each)
   return run.spanNs / (2 * each)
 }
@@ -127,6 +136,7 @@ export const counterRows = [
         return againstShortRuns(ctx, subject, async () => {
           c[BACKOFF_WORD] = 0
           c[BACKOFF_COUNTER] = 0
+          clearWarmup(mem)
           const job = { memory: mem, word: BACKOFF_WORD, counterIndex: BACKOFF_COUNTER, limit }
           const run = await runParallel({ script: 'backoff-counter.mjs', n: 2, job })
           expectCount('JavaScript backoff counter', c[BACKOFF_COUNTER], run, limit)
