@@ -417,6 +417,19 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** The value stored under `key`, or `undefined`. */
   get(key: K): V | undefined {
+    if (typeof key === 'string') {
+      const m = this.#memo.get(key)
+      if (m !== undefined) {
+        this.#check()
+        const i32 = this.#v.i32
+        // The stripe as it was when the memo was made (sequence, then clock): the entry,
+        // and so its value, is the one the plan rebuilds (see "Reads of unchanged stripes").
+        if (Atomics.load(i32, m.seq) === m.q && i32[m.seq + CLOCK_FROM_SEQ] === m.lo && i32[m.seq + CLOCK_FROM_SEQ + 1] === m.hi && (m.expires === 0 || m.expires > Date.now())) {
+          intact(this.memory)
+          return fromPlan(m.plan) as V
+        }
+      }
+    }
     const r = this.#lookup(key, true)
     return r === ABSENT ? undefined : (r as V)
   }
@@ -760,7 +773,10 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         }
         if (r === LOCKED) break
         intact(this.memory)
-        if (r === CACHED) return fromPlan(this.#plan as Plan)
+        if (r === CACHED) {
+          if (typeof key === 'string') this.#memorize(key, at, q)
+          return fromPlan(this.#plan as Plan)
+        }
         if (r === COPIED) {
           const copy = this.#copy
           this.#copy = EMPTY_BYTES
@@ -808,6 +824,41 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   #seen = 0
   #seenLo = 0
   #seenHi = 0
+
+  // ---- Reads of unchanged stripes ----
+  //
+  // A `get` of a string key whose value came from the cache remembers, by the key, the
+  // plan with its stripe's write sequence and clock as the validated read saw them. The
+  // next `get` of that key compares the two (one Map lookup, three loads) before hashing
+  // or walking anything: while they are the same, no holder changed the stripe, so the
+  // entry, and its value, are the ones the plan rebuilds. Any write to the stripe moves
+  // the sequence; the clock (64 bits, moved by every stored entry) covers the sequence's
+  // wrap: to come back to the same sequence without a store, a stripe would need 2^31
+  // deletes of entries present at once.
+
+  /** Per string key: the plan and the stripe state it is valid for. Bounded by {@link MEMO_KEYS}. */
+  #memo = new Map<string, Memo>()
+  /** The stripe clock and the entry's expiry as the last {@link #peek} that hit the cache saw them. */
+  #clockLo = 0
+  #clockHi = 0
+  #expires = 0
+
+  /** After a validated cache hit for `key` in the stripe whose sequence (index `seq`) read `q`: remember it. */
+  #memorize(key: string, seq: number, q: number): void {
+    const memo = this.#memo
+    let m = memo.get(key)
+    if (m === undefined) {
+      if (memo.size >= MEMO_KEYS) memo.clear()
+      m = new Memo()
+      memo.set(key, m)
+    }
+    m.seq = seq
+    m.q = q
+    m.lo = this.#clockLo
+    m.hi = this.#clockHi
+    m.expires = this.#expires
+    m.plan = this.#plan as Plan
+  }
 
   /** The cache slot of entry unit `unit` (Fibonacci hashing: the product's top bits). */
   #slotOf(unit: number): number {
@@ -884,6 +935,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
                 const p = this.#cachePlans[slot]
                 if (p) {
                   this.#plan = p
+                  this.#clockLo = i32[(s + S.TICK) >> 2]
+                  this.#clockHi = i32[(s + S.TICK + 4) >> 2]
+                  this.#expires = t
                   return CACHED
                 }
               }
@@ -1336,6 +1390,24 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 }
 
+/** What a map object remembers of a string key's last cached read (see {@link SharedMap.get}). */
+class Memo {
+  /** Int32 index of the stripe's write sequence, and its value then. */
+  seq = 0
+  q = 0
+  /** The stripe's clock then. */
+  lo = 0
+  hi = 0
+  /** The entry's expiry (0: never). */
+  expires = 0
+  plan: Plan = EMPTY_PLAN
+}
+
+/** Keys a map object remembers reads of; then it starts over. */
+const MEMO_KEYS = 4096
+/** From a stripe's write sequence to its clock, in 32-bit words. */
+const CLOCK_FROM_SEQ = (S.TICK - S.SEQ) >> 2
+
 /** What {@link SharedMap.has} looks for. */
 const FOUND = Symbol('found')
 /** No (live) entry for the key. */
@@ -1347,6 +1419,7 @@ const COPIED = Symbol('copied')
 /** An optimistic read that found the entry's value in the cache (`#plan`). */
 const CACHED = Symbol('cached')
 const EMPTY_BYTES = new Uint8Array(0)
+const EMPTY_PLAN = planOf(undefined) as Plan
 
 function keyTooLong(n: number): RangeError {
   return rangeError(`The "key" argument must be at most ${MAX_KEY_LENGTH} bytes; got ${n}`)
