@@ -50,7 +50,7 @@
  * @module
  */
 import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
-import { checkCodec, type Codec, Scratch } from './codec.js'
+import { checkCodec, type Codec, encoded, encodeValue, Scratch } from './codec.js'
 import {
   type ContainerHome, type ContainerType, corrupt, heapOf, intact, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
 } from './container.js'
@@ -136,9 +136,8 @@ export interface ChannelWaitOptions {
   timeout?: number
 }
 
-const scratch = new Scratch()
+/** Where a record that wraps around the ring's end is put together to be decoded. */
 const wrapped = new Scratch()
-let encoding = 0
 
 /**
  * A bounded queue of messages between processes (and worker threads): any number of
@@ -226,10 +225,11 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   send(msg: T, options?: ChannelWaitOptions): boolean {
     const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
     const n = this.#encode(msg)
+    const src = encoded
     const until = deadline(timeout)
     for (;;) {
       this.#lockProducer()
-      const seen = this.#trySend(n)
+      const seen = this.#trySend(src, n)
       if (seen < 0) return true
       const left = remaining(until)
       if (left === 0) return false
@@ -247,14 +247,14 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   async sendAsync(msg: T, options?: AsyncWaitOptions): Promise<boolean> {
     const { timeout, signal } = checkWaitOptions(options)
     const n = this.#encode(msg)
-    // The encoded message must survive awaits: other sends on this thread use the scratch buffer.
-    const bytes = scratch.bytes.slice(0, n)
+    // The encoded message must survive awaits: a copy of its own.
+    const own = new Scratch()
+    own.ensure(0, n)
+    own.bytes.set(encoded.bytes.subarray(0, n))
     const until = deadline(timeout)
     for (;;) {
       await this.#lockAsync(this.#producer, signal, PRODUCER)
-      scratch.ensure(0, n)
-      scratch.bytes.set(bytes)
-      const seen = this.#trySend(n)
+      const seen = this.#trySend(own, n)
       if (seen < 0) return true
       const left = remaining(until)
       if (left === 0) return false
@@ -332,21 +332,10 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
 
   // ---- internals ----
 
-  /** Encodes `msg` into the scratch buffer; checks it fits the ring. */
+  /** Encodes `msg` (into `encoded`); checks it fits the ring. */
   #encode(msg: unknown): number {
     if (this.live().i32[this.#w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
-    const out = encoding === 0 ? scratch : new Scratch()
-    encoding++
-    let n: number
-    try {
-      n = this.coder.encode(msg, out, 'The message')
-    } finally {
-      encoding--
-    }
-    if (out !== scratch) {
-      scratch.ensure(0, n)
-      scratch.bytes.set(out.bytes.subarray(0, n))
-    }
+    const n = encodeValue(this.coder, msg, 'The message')
     if (LEN + n > this.#cap) throw rangeError(`A message of ${n} bytes (encoded) does not fit in a Channel ring of ${this.#cap} bytes (at most ${this.#cap - LEN})`)
     return n
   }
@@ -371,11 +360,10 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   #headLeft = -1
 
   /**
-   * With the producer lock held: writes the message in the scratch buffer (`n` bytes)
-   * if there is room, and releases the lock. Returns -1 when sent; otherwise the `head`
-   * it saw (read afresh).
+   * With the producer lock held: writes the message `src[0, n)` if there is room, and
+   * releases the lock. Returns -1 when sent; otherwise the `head` it saw (read afresh).
    */
-  #trySend(n: number): number {
+  #trySend(src: Scratch, n: number): number {
     const v = this.v
     const i32 = v.i32
     const w = this.#w
@@ -394,7 +382,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
       const mask = this.#cap - 1
       const at = tail & mask
       i32[(this.#ring + at) >> 2] = n
-      this.#copyIn(scratch, n, (at + LEN) & mask)
+      this.#copyIn(src, n, (at + LEN) & mask)
       // Commit: the record is visible to consumers.
       woke = this.#commit(PRODUCER, tail, size)
       this.#tailLeft = (tail + size) >>> 0

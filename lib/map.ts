@@ -53,7 +53,7 @@
  * @module
  */
 import { checkIndex, describe } from './args.js'
-import { checkCodec, type Codec, type Coder, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
+import { checkCodec, type Codec, type Coder, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
   type ContainerHome, type ContainerType, corrupt, heapOf, intact, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
@@ -220,29 +220,8 @@ export interface SetOptions {
   ttl?: number
 }
 
-/** Scratch buffers of this thread. */
+/** The key buffer of this thread. */
 const keyScratch = new Scratch()
-const valueScratch = new Scratch()
-/** Values being encoded right now (a getter may store into a map mid-encoding). */
-let encoding = 0
-/** Where {@link encodeValue} left the bytes. */
-let encoded = valueScratch
-
-/**
- * Encodes `value` with `coder` into a scratch buffer of its own (then in
- * {@link encoded}); returns the byte count.
- */
-function encodeValue(coder: Coder, value: unknown, what: string): number {
-  const out = encoding === 0 ? valueScratch : new Scratch()
-  encoding++
-  try {
-    const n = coder.encode(value, out, what)
-    encoded = out
-    return n
-  } finally {
-    encoding--
-  }
-}
 
 /** Where the map is in the middle of `update(fn)` on this thread (re-entry check). */
 const updating = new Set<string>()
