@@ -109,7 +109,7 @@ test('spawned children map it from a descriptor inherited through stdio: exact c
   const outputs = children.map(async (c) => {
     let text = ''
     c.stdout!.on('data', (d) => (text += d))
-    const [code] = await once(c, 'exit')
+    const [code] = await once(c, 'close') // 'close': stdout fully read
     t.is(code, 0)
     return JSON.parse(text) as { added: number; uid: string; maps: number; mapsAfter: number }
   })

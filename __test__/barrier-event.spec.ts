@@ -3,16 +3,9 @@
 // that wake every waiter (blocking and async), clear, timeouts; bad input.
 import test, { type ExecutionContext } from 'ava'
 import { Barrier, Event, MappedMemory, ShmError } from '../dist/index.js'
-import { rejection, segmentName, sleep, startPeer, throws } from './helpers.js'
+import { managedSegment, primPeer, rejection, sleep, throws } from './helpers.js'
 
-function segment(t: ExecutionContext): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'be'), { size: 1 << 20 })
-  t.teardown(() => m.close())
-  return m
-}
-
-/** A `prim-peer.mjs` peer (a forked process by default), killed at teardown. */
-const peer = (t: ExecutionContext, kind: 'process' | 'thread' = 'process') => startPeer(t, kind, 'prim-peer.mjs')
+const segment = (t: ExecutionContext) => managedSegment(t, 'be')
 
 test('Barrier: 4 processes, 20 rounds; nobody leaves a round before all arrived; indices 0..3', async (t) => {
   const mem = segment(t)
@@ -20,7 +13,7 @@ test('Barrier: 4 processes, 20 rounds; nobody leaves a round before all arrived;
   t.is(b.parties, 4)
   const at = mem.heap.malloc(256, 64)
   new Int32Array(mem.buffer, at, 64).fill(0)
-  const peers = await Promise.all([0, 1, 2, 3].map(() => peer(t)))
+  const peers = await Promise.all([0, 1, 2, 3].map(() => primPeer(t)))
   for (const p of peers) {
     await p.request('revive', { key: 'b', handle: b })
     await p.request('revive', { key: 'm', handle: mem })
@@ -35,7 +28,7 @@ test('Barrier: 4 processes, 20 rounds; nobody leaves a round before all arrived;
 test('Barrier: a wait that times out breaks it for everyone (ERR_SHM_BROKEN); aborts too', async (t) => {
   const mem = segment(t)
   const b = new Barrier(mem, 3)
-  const p = await peer(t)
+  const p = await primPeer(t)
   await p.request('revive', { key: 'b', handle: b })
   const other = p.request<{ code?: string }>('barrierWait', { key: 'b', timeout: 10_000 })
   await sleep(100)
@@ -61,7 +54,7 @@ test('Event: set wakes every waiter in other processes, blocking and async; clea
   t.false(e.isSet)
   t.false(e.wait({ timeout: 30 }))
   t.false(await e.waitAsync({ timeout: 30 }))
-  const peers = await Promise.all([0, 1, 2].map(() => peer(t)))
+  const peers = await Promise.all([0, 1, 2].map(() => primPeer(t)))
   for (const p of peers) await p.request('revive', { key: 'e', handle: e })
   const waits = peers.map((p, i) => p.request<{ ok: boolean; ms: number }>('eventWait', { key: 'e', timeout: 10_000, async: i === 2 }))
   const word = new Int32Array(mem.buffer, e.offset, 1)

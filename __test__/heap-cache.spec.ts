@@ -2,17 +2,14 @@
 // src-rs/heap/cache.rs): reuse without a native call, what other processes see, and how
 // cached blocks go back to the heap: close, exit, trim, ENOMEM, and check() after a
 // process died with blocks cached.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
+import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Worker } from 'node:worker_threads'
 import { Heap, MappedMemory, ShmError } from '../dist/index.js'
-import { fixture, forkChild, segmentName, throws } from './helpers.js'
+import { fillHeap, fixture, forkChild, managedSegment, segmentName, throws } from './helpers.js'
 
-function segment(t: Parameters<typeof segmentName>[0], size = 1 << 20): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'cache'), { size })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext, size?: number) => managedSegment(t, 'cache', size)
 
 /** Forks a child that caches `count` blocks of `size` bytes, then does `then`. */
 async function cachingChild(t: Parameters<typeof segmentName>[0], mem: MappedMemory, count: number, size: number, then: 'exit' | 'wait' | 'close') {
@@ -88,15 +85,7 @@ test('trim() reclaims what a killed process cached; so does an allocation that f
   t.is(heap.trim(), 15)
   // Fill the heap with small blocks, free them (some stay cached here), then ask for
   // more than the free lists alone hold.
-  const blocks: number[] = []
-  for (;;) {
-    try {
-      blocks.push(heap.malloc(100))
-    } catch (e) {
-      t.is((e as ShmError).code, 'ENOMEM')
-      break
-    }
-  }
+  const blocks = fillHeap(t, heap, 100)
   blocks.forEach((o) => heap.free(o))
   const { cached, largestFree, free } = heap.stats()
   t.true(cached > 0)
@@ -126,6 +115,25 @@ test('a block reclaimed while its owner lives is never handed out twice', (t) =>
   for (const o of [b, c, next]) heap.free(o)
   heap.trim()
   t.like(heap.stats(), { used: 0, cached: 0 })
+  heap.check()
+})
+
+test('a block handed out by the cache is checked again when it is freed: a damaged check word is refused', (t) => {
+  const mem = segment(t)
+  const heap = mem.heap
+  const a = heap.malloc(64)
+  heap.free(a)
+  t.is(heap.malloc(64), a, 'from the cache')
+  // The block's check word (the 8 bytes before the payload), damaged by someone else
+  // after the cache handed it out: the free that follows must not take it for a block.
+  const i32 = new Int32Array(mem.buffer)
+  const w = (a - 8) >> 2
+  i32[w] ^= 0x100
+  throws(t, () => heap.free(a), { instanceOf: ShmError, code: 'EINVAL' })
+  i32[w] ^= 0x100
+  heap.free(a)
+  t.is(heap.stats().cached, 1)
+  heap.trim()
   heap.check()
 })
 
@@ -171,10 +179,13 @@ test('a worker thread that ends leaves nothing cached; one terminated mid-way is
   `
   for (const hang of [false, true]) {
     const w = new Worker(src, { eval: true, workerData: { mem: JSON.parse(JSON.stringify(mem)), hang } })
-    const cached = await new Promise((resolve) => w.once('message', resolve))
+    // Listen for the exit from the start: a worker's last message and its 'exit' can be
+    // emitted in one go, before a listener added after the message could see it.
+    const exited = once(w, 'exit')
+    const [cached] = await once(w, 'message')
     t.is(cached, 25)
     if (hang) await w.terminate()
-    else await new Promise((resolve) => w.once('exit', resolve))
+    await exited
     if (hang) {
       t.is(heap.stats().cached, 25)
       // A child being spawned by another test of this process holds copies of every

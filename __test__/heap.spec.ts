@@ -1,15 +1,11 @@
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
 import {
   Heap, Lock, MappedMemory, MapFlags, Protection, Ref, revive, ShmError, shmOpen, types,
 } from '../dist/index.js'
-import { forkChild, segmentName, throws } from './helpers.js'
+import { fillHeap, forkChild, managedSegment, segmentName, throws } from './helpers.js'
 
-function segment(t: Parameters<typeof segmentName>[0], size = 1 << 20): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'heap'), { size })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext, size?: number) => managedSegment(t, 'heap', size)
 
 test('malloc, free, realloc, alignment, stats back to the start, check', (t) => {
   const heap = segment(t).heap
@@ -42,15 +38,7 @@ test('malloc, free, realloc, alignment, stats back to the start, check', (t) => 
 test('ENOMEM when full; the heap stays usable', (t) => {
   const heap = segment(t, 65536).heap
   throws(t, () => heap.malloc(1 << 20), { instanceOf: ShmError, code: 'ENOMEM' })
-  const offs: number[] = []
-  for (;;) {
-    try {
-      offs.push(heap.malloc(1000))
-    } catch (e) {
-      t.is((e as ShmError).code, 'ENOMEM')
-      break
-    }
-  }
+  const offs = fillHeap(t, heap, 1000)
   t.true(offs.length > 50)
   offs.forEach((o) => heap.free(o))
   heap.check()

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { ExecutionContext } from 'ava'
 import { Worker } from 'node:worker_threads'
-import { MapFlags, MappedMemory, Protection, shmOpen, shmUnlink } from '../dist/index.js'
+import { type Heap, MapFlags, MappedMemory, Protection, ShmError, shmOpen, shmUnlink } from '../dist/index.js'
 
 let counter = 0
 
@@ -177,6 +177,32 @@ export function throws(t: ExecutionContext, fn: () => unknown, expect: ErrorExpe
   return e
 }
 
+/**
+ * A managed segment of `size` bytes under a fresh name (with `tag` in it), closed at
+ * teardown (and unlinked by {@link segmentName}'s teardown).
+ */
+export function managedSegment(t: ExecutionContext, tag: string, size = 1 << 20): MappedMemory {
+  const m = MappedMemory.create(segmentName(t, tag), { size })
+  t.teardown(() => m.close())
+  return m
+}
+
+/**
+ * Allocates `size`-byte blocks from `heap` until it says `ENOMEM` (checked); returns
+ * their offsets.
+ */
+export function fillHeap(t: ExecutionContext, heap: Heap, size: number): number[] {
+  const offsets: number[] = []
+  for (;;) {
+    try {
+      offsets.push(heap.malloc(size))
+    } catch (e) {
+      t.is((e as ShmError).code, 'ENOMEM')
+      return offsets
+    }
+  }
+}
+
 /** A raw mapping of a fresh named object, closed (and unlinked) at teardown. */
 export function rawSegment(t: ExecutionContext, size = 4096 * 4): MappedMemory {
   const name = segmentName(t, 'sync')
@@ -281,6 +307,21 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' 
     return reply as T
   }
   return { kind, post, next, request, exited, kill }
+}
+
+/** A `fixtures/prim-peer.mjs` peer (a forked process by default), killed at teardown. */
+export function primPeer(t: ExecutionContext, kind: 'process' | 'thread' = 'process'): Promise<Peer> {
+  return startPeer(t, kind, 'prim-peer.mjs')
+}
+
+/**
+ * Ends `peer` the way a test of deaths asks: `'kill'` (SIGKILL, or `terminate()` for a
+ * thread) or `'exit'` (it exits by itself); resolves once it is gone.
+ */
+export async function endPeer(peer: Peer, how: 'kill' | 'exit'): Promise<void> {
+  if (how === 'kill') return peer.kill()
+  peer.post('exit')
+  await peer.exited
 }
 
 /** Milliseconds since `t0` (performance.now()). */

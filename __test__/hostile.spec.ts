@@ -6,13 +6,9 @@
 // timings of the others.
 import test, { type ExecutionContext } from 'ava'
 import { Condition, DEFAULT_HEAP_LOCK_TIMEOUT, Lock, MappedMemory, RLock, ShmError } from '../dist/index.js'
-import { rejection, segmentName, since, startPeer, throws, type Peer } from './helpers.js'
+import { managedSegment, type Peer, rejection, since, startPeer, throws } from './helpers.js'
 
-function segment(t: ExecutionContext, size = 1 << 16): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'hostile'), { size })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext, size = 1 << 16) => managedSegment(t, 'hostile', size)
 
 /** A live process whose main thread's id and whose liveness token we learn. */
 async function liveStranger(t: ExecutionContext, m: MappedMemory): Promise<{ peer: Peer; tid: number; token: number }> {

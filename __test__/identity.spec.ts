@@ -12,7 +12,7 @@ import {
   CBase, cdef, Condition, Lock, MappedMemory, MapFlags, Protection, revive, RLock, Semaphore, ShmError, shmOpen, shmUnlink, types,
   type Ref,
 } from '../dist/index.js'
-import { childClosed, fixture, segmentExists, segmentName, throws, unlinkQuietly } from './helpers.js'
+import { childClosed, fixture, managedSegment, segmentExists, segmentName, throws, unlinkQuietly } from './helpers.js'
 
 /** How the peer receives what the parent sends. */
 type Transport = 'json' | 'advanced' | 'worker' | 'workerData'
@@ -80,12 +80,7 @@ async function startPeer(t: ExecutionContext, transport: Transport, workerData?:
   return peer
 }
 
-/** A managed segment, closed at teardown (and unlinked by `segmentName`'s teardown). */
-function segment(t: ExecutionContext, size = 1 << 20): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'id'), { size })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext, size?: number) => managedSegment(t, 'id', size)
 
 test('revive after unlink + re-create maps the new segment in a child; an old handle keeps the old one', async (t) => {
   const name = segmentName(t, 'recreate')

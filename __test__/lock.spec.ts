@@ -139,4 +139,11 @@ test('Lock.at checks its arguments; a closed mapping is ERR_SHM_CLOSED', (t) => 
   throws(t, () => l2.acquire(), { code: 'ERR_SHM_CLOSED' })
   throws(t, () => l2.release(), { code: 'ERR_SHM_CLOSED' })
   throws(t, () => Lock.at(other, 0), { code: 'ERR_SHM_CLOSED' })
+  // A lock used before (its short acquire and release paths armed), then closed.
+  const third = new MappedMemory(null, 4096)
+  const l3 = Lock.at(third, 0)
+  for (let i = 0; i < 3; i++) l3.withLock(() => {})
+  third.close()
+  throws(t, () => l3.acquire(), { code: 'ERR_SHM_CLOSED' })
+  throws(t, () => l3.release(), { code: 'ERR_SHM_CLOSED' })
 })

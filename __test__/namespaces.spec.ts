@@ -6,20 +6,19 @@
 // within 250 ms in both directions, and a collision of thread ids must not let one
 // process release another's lock. Needs root; skipped (with the reason printed) where
 // unshare is not available.
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
-import { Lock, MappedMemory, RLock } from '../dist/index.js'
-import { pidNamespaceUnavailable, type Peer, segmentName, sleep, startPeer } from './helpers.js'
+import { Lock, RLock } from '../dist/index.js'
+import { managedSegment, type Peer, pidNamespaceUnavailable, segmentName, sleep, startPeer } from './helpers.js'
 
 const unavailable = pidNamespaceUnavailable()
 if (unavailable !== null) console.log(`namespaces.spec.ts: SKIPPING the PID-namespace tests: ${unavailable}`)
 const nsTest = unavailable === null ? test.serial : test.skip
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 /** A managed segment (its header hands out tokens), closed at teardown. */
-function segment(t: ExecutionContext): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'ns'), { size: 1 << 16 })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext) => managedSegment(t, 'ns', 1 << 16)
 
 async function peerWith(t: ExecutionContext, kind: 'process' | 'namespace', key: string, handle: unknown): Promise<Peer> {
   const p = await startPeer(t, kind)
@@ -116,4 +115,23 @@ nsTest('two processes with the same pid and thread id (1, in two namespaces) can
     await b.request('release', { key: 'l' })
     await Promise.all([a.kill(), b.kill()])
   }
+})
+
+nsTest('a creator in a PID namespace whose /proc is not its own records its own start time', (t) => {
+  // `unshare --pid --fork` without --mount-proc: the child is pid 1 of its namespace, but
+  // /proc is still the outer one, where /proc/1 is another process.
+  const name = segmentName(t, 'nsproc')
+  const script = `
+    const { MappedMemory } = require(${JSON.stringify(ROOT)})
+    const m = MappedMemory.create(${JSON.stringify(name)}, { size: 1 << 16 })
+    const st = require('node:fs').readFileSync('/proc/self/stat', 'utf8')
+    const own = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[19])
+    console.log(JSON.stringify({ pid: process.pid, recorded: m.creator.startTime, own }))
+    m.close()`
+  const r = spawnSync('unshare', ['--pid', '--fork', '--kill-child', process.execPath, '-e', script], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  const got = JSON.parse(r.stdout) as { pid: number; recorded: number; own: number }
+  t.is(got.pid, 1, 'pid 1 of its namespace')
+  t.true(got.own > 0)
+  t.is(got.recorded, got.own, 'the header holds the creator\'s own start time, not /proc/1\'s')
 })

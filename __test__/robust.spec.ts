@@ -3,7 +3,7 @@
 // waiting or arriving later) gets the lock within 250 ms with ownerDied set.
 import test from 'ava'
 import { Condition, Lock, Semaphore, ShmError } from '../dist/index.js'
-import { rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
+import { endPeer, rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const deaths = [
   ['process killed with SIGKILL', 'process', 'kill'],
@@ -23,11 +23,7 @@ for (const [what, kind, how] of deaths) {
     const asyncWait = lock.acquireAsync({ timeout: 5000 })
     const syncWait = syncWaiter.request<{ ok: boolean; ownerDied: boolean }>('acquire', { key: 'l', timeout: 5000 })
     await sleep(30)
-    if (how === 'kill') await holder.kill()
-    else {
-      holder.post('exit')
-      await holder.exited
-    }
+    await endPeer(holder, how)
     const t0 = performance.now()
     // Exactly one of the two takes it over; the other gets it after a clean handoff.
     const first = await Promise.race([asyncWait.then(() => 'here'), syncWait.then(() => 'peer')])

@@ -3,24 +3,17 @@
 // readers and writers are recovered, async twins leave the event loop free and abort;
 // bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
-import { MappedMemory, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
-import { pidNamespaceUnavailable, rejection, segmentName, sleep, startPeer, throws } from './helpers.js'
+import { RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
+import { managedSegment, pidNamespaceUnavailable, primPeer, rejection, sleep, startPeer, throws } from './helpers.js'
 
-function segment(t: ExecutionContext): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'rw'), { size: 1 << 20 })
-  t.teardown(() => m.close())
-  return m
-}
-
-/** A `prim-peer.mjs` peer (a forked process by default), killed at teardown. */
-const peer = (t: ExecutionContext, kind: 'process' | 'thread' = 'process') => startPeer(t, kind, 'prim-peer.mjs')
+const segment = (t: ExecutionContext) => managedSegment(t, 'rw')
 
 test('readers overlap and a writer excludes everyone: 3 reader processes, 1 writer process, 1 writer thread', async (t) => {
   const mem = segment(t)
   const lock = new RWLock(mem)
   const at = mem.heap.malloc(64, 64)
   const c = new Int32Array(mem.buffer, at, 8).fill(0)
-  const peers = await Promise.all([peer(t), peer(t), peer(t), peer(t), peer(t, 'thread')])
+  const peers = await Promise.all([primPeer(t), primPeer(t), primPeer(t), primPeer(t), primPeer(t, 'thread')])
   for (const p of peers) {
     await p.request('revive', { key: 'l', handle: lock })
     await p.request('revive', { key: 'm', handle: mem })
@@ -38,7 +31,7 @@ test('writers are not starved by a stream of overlapping readers', async (t) => 
   const lock = new RWLock(mem)
   const at = mem.heap.malloc(64, 64)
   new Int32Array(mem.buffer, at, 8).fill(0)
-  const readers = await Promise.all([peer(t), peer(t), peer(t)])
+  const readers = await Promise.all([primPeer(t), primPeer(t), primPeer(t)])
   for (const p of readers) {
     await p.request('revive', { key: 'l', handle: lock })
     await p.request('revive', { key: 'm', handle: mem })
@@ -61,7 +54,7 @@ test('a dead reader is dropped and a dead writer is taken over (ownerDied), from
   const mem = segment(t)
   const lock = new RWLock(mem)
   for (const kind of ['process', 'thread'] as const) {
-    const r = await peer(t, kind)
+    const r = await primPeer(t, kind)
     await r.request('revive', { key: 'l', handle: lock })
     t.true((await r.request<{ ok: boolean }>('readHold', { key: 'l' })).ok)
     t.false(lock.tryAcquireWrite())
@@ -72,7 +65,7 @@ test('a dead reader is dropped and a dead writer is taken over (ownerDied), from
     t.false(lock.ownerDied, 'readers change nothing: no ownerDied')
     lock.releaseWrite()
 
-    const w = await peer(t, kind)
+    const w = await primPeer(t, kind)
     await w.request('revive', { key: 'l', handle: lock })
     t.true((await w.request<{ ok: boolean }>('writeHold', { key: 'l' })).ok)
     t.false(lock.tryAcquireRead())
@@ -80,7 +73,7 @@ test('a dead reader is dropped and a dead writer is taken over (ownerDied), from
     t.true(lock.acquireRead({ timeout: 5000 }), `a ${kind} writer that died does not block readers`)
     t.true(lock.ownerDied, 'the reader learns the writer died holding the lock')
     lock.releaseRead()
-    const w2 = await peer(t, kind)
+    const w2 = await primPeer(t, kind)
     await w2.request('revive', { key: 'l', handle: lock })
     t.true((await w2.request<{ ok: boolean }>('writeHold', { key: 'l' })).ok)
     await w2.kill()
@@ -93,7 +86,7 @@ test('a dead reader is dropped and a dead writer is taken over (ownerDied), from
 test('async twins: wait on a native thread, time out, abort; the event loop keeps running', async (t) => {
   const mem = segment(t)
   const lock = new RWLock(mem)
-  const p = await peer(t)
+  const p = await primPeer(t)
   await p.request('revive', { key: 'l', handle: lock })
   await p.request('writeHold', { key: 'l' })
   let ticks = 0

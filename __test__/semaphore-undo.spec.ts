@@ -2,14 +2,10 @@
 // gives. Units taken by a thread that dies (SIGKILL, exit, worker.terminate()) are given
 // back within about 50 ms of someone waiting for one; without `undo` they are lost.
 import test, { type ExecutionContext } from 'ava'
-import { MappedMemory, revive, Semaphore, ShmError } from '../dist/index.js'
-import { rejection, segmentName, since, sleep, startPeer, throws } from './helpers.js'
+import { revive, Semaphore, ShmError } from '../dist/index.js'
+import { endPeer, managedSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
-function segment(t: ExecutionContext): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'undo'), { size: 1 << 16 })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext) => managedSegment(t, 'undo', 1 << 16)
 
 const deaths = [
   ['a process killed with SIGKILL', 'process', 'kill'],
@@ -31,11 +27,7 @@ for (const [what, kind, how] of deaths) {
       t.is(s.value, 0)
       const waiting = s.acquireAsync({ timeout: 1000 })
       await sleep(20)
-      if (how === 'kill') await taker.kill()
-      else {
-        taker.post('exit')
-        await taker.exited
-      }
+      await endPeer(taker, how)
       const t0 = performance.now()
       if (!undo) {
         t.false(await waiting, 'a plain semaphore loses the dead taker\'s units')

@@ -2,15 +2,11 @@
 // UTF-8, up to NUL), heap.newString(), ref.length and iteration over arrays; read in
 // another process through handles; bad input gives typed errors. Also what windowed and
 // read-only mappings mean for strings, containers and the new primitives.
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { ArrayRef, cdef, MappedMemory, Ref, RWLock, SharedMap, ShmError, types } from '../dist/index.js'
-import { fixture, forkChild, segmentName, throws } from './helpers.js'
+import { fixture, forkChild, managedSegment, segmentName, throws } from './helpers.js'
 
-function segment(t: Parameters<typeof segmentName>[0], size = 1 << 16): MappedMemory {
-  const m = MappedMemory.create(segmentName(t, 'str'), { size })
-  t.teardown(() => m.close())
-  return m
-}
+const segment = (t: ExecutionContext, size = 1 << 16) => managedSegment(t, 'str', size)
 
 const ffi = cdef(`
   struct user { uint32_t id; char *name; char nick[8]; uint8_t raw[4]; };

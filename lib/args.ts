@@ -3,7 +3,7 @@
  * names the argument.
  * @module
  */
-import { rangeError, typeError } from './errors.js'
+import { abortError, rangeError, typeError } from './errors.js'
 
 /** Checks `value` is a non-negative safe integer and returns it. */
 export function checkIndex(name: string, value: unknown): number {
@@ -86,6 +86,16 @@ export function checkWaitOptions(options: unknown): WaitOptions {
     throw typeError(`The "signal" option must be an AbortSignal; got ${describe(signal)}`)
   }
   return { timeout: checkTimeout(timeout), signal }
+}
+
+/**
+ * {@link checkWaitOptions}, and throws AbortError when the signal has aborted already (in
+ * an async wait: it rejects at once).
+ */
+export function checkAsyncWait(options: unknown): WaitOptions {
+  const checked = checkWaitOptions(options)
+  if (checked.signal?.aborted) throw abortError(checked.signal)
+  return checked
 }
 
 /** Checks `value` is an integer in `[min, max]` and returns it. */

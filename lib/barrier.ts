@@ -24,13 +24,13 @@
  * new one.
  * @module
  */
-import { checkInteger, checkTimeout, checkWaitOptions } from './args.js'
-import { abortError, closedError, ShmError } from './errors.js'
+import { checkInteger } from './args.js'
+import { openWords, ShmError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
-import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
+import { asyncWait, blockingWait, type Steps, wakeWord } from './word.js'
 
 const BROKEN = 0x8000_0000 | 0
 const COUNT = 0xffff
@@ -98,9 +98,7 @@ export class Barrier {
   }
 
   #a(): Int32Array {
-    const a = this.#i32
-    if (a.length === 0) throw closedError('the barrier\'s mapping')
-    return a
+    return openWords(this.#i32, 'the barrier\'s mapping')
   }
 
   /** Threads that must arrive. */
@@ -125,8 +123,7 @@ export class Barrier {
    *   `ERR_SHM_BROKEN` when the barrier is (or gets) broken
    */
   wait(options?: AcquireOptions): number {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
-    return runBlocking(this.memory, this.#steps(timeout))
+    return blockingWait(this.memory, options, (timeout) => this.#steps(timeout))
   }
 
   /**
@@ -134,10 +131,8 @@ export class Barrier {
    * timeout does.
    * @throws (rejects) AbortError; as {@link wait}
    */
-  async waitAsync(options?: AsyncWaitOptions): Promise<number> {
-    const { timeout, signal } = checkWaitOptions(options)
-    if (signal?.aborted) throw abortError(signal)
-    return runAsync(this.memory, this.#steps(timeout), signal)
+  waitAsync(options?: AsyncWaitOptions): Promise<number> {
+    return asyncWait(this.memory, options, (timeout) => this.#steps(timeout))
   }
 
   *#steps(timeout: number | undefined): Steps<number> {

@@ -141,6 +141,16 @@ export function closedError(what: string): ShmError {
   return new ShmError(`${what} is closed`, { code: 'ERR_SHM_CLOSED' })
 }
 
+/**
+ * The words of a primitive's record, `a`, while its mapping is open (a closed mapping
+ * leaves them empty).
+ * @throws ShmError `ERR_SHM_CLOSED` naming `what` once it is closed
+ */
+export function openWords(a: Int32Array, what: string): Int32Array {
+  if (a.length === 0) throw closedError(what)
+  return a
+}
+
 /** `ERR_SHM_OUT_OF_BOUNDS`. */
 export function outOfBounds(message: string): ShmError {
   return new ShmError(message, { code: 'ERR_SHM_OUT_OF_BOUNDS' })

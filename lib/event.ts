@@ -17,13 +17,12 @@
  * | wait     | `SET` → `true`; else remember the generation, CAS in `WAITERS`, sleep while the word holds that value; a new generation → `true` (a `set()` happened, even if a `clear()` followed, as in Python); timeout → `false` |
  * @module
  */
-import { checkTimeout, checkWaitOptions } from './args.js'
-import { abortError, closedError } from './errors.js'
+import { openWords } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
-import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
+import { asyncWait, blockingWait, type Steps, wakeWord } from './word.js'
 
 const SET = 1
 const WAITERS = 2
@@ -73,9 +72,7 @@ export class Event {
   }
 
   #a(): Int32Array {
-    const a = this.#i32
-    if (a.length === 0) throw closedError('the event\'s mapping')
-    return a
+    return openWords(this.#i32, 'the event\'s mapping')
   }
 
   /** Whether the flag is set. */
@@ -116,18 +113,15 @@ export class Event {
    *   `timeout` ran out
    */
   wait(options?: AcquireOptions): boolean {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
-    return runBlocking(this.memory, this.#steps(timeout))
+    return blockingWait(this.memory, options, (timeout) => this.#steps(timeout))
   }
 
   /**
    * {@link wait} without blocking the event loop.
    * @throws (rejects) AbortError when `signal` aborts
    */
-  async waitAsync(options?: AsyncWaitOptions): Promise<boolean> {
-    const { timeout, signal } = checkWaitOptions(options)
-    if (signal?.aborted) throw abortError(signal)
-    return runAsync(this.memory, this.#steps(timeout), signal)
+  waitAsync(options?: AsyncWaitOptions): Promise<boolean> {
+    return asyncWait(this.memory, options, (timeout) => this.#steps(timeout))
   }
 
   *#steps(timeout: number | undefined): Steps<boolean> {

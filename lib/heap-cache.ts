@@ -79,6 +79,15 @@ export class HeapCache {
   /** This thread's liveness token for the segment: who cached a block. */
   readonly #token: number
   #bytes = 0
+  /**
+   * The block whose check word was last found valid (by {@link put}, or put before and
+   * handed out by {@link take}) and that word's halves: a `free` right after the `malloc`
+   * that returned the block finds the same word there and skips recomputing it (the check
+   * word is a function of the block's offset and the heap's salt alone).
+   */
+  #knownOff = -1
+  #knownLo = 0
+  #knownHi = 0
 
   /**
    * @param a - an Int32Array over the whole mapping
@@ -105,15 +114,17 @@ export class HeapCache {
    * ordinary way (which also reports every kind of bad offset).
    */
   put(offset: number): boolean {
-    if (!(offset >= this.#first && offset <= this.#last) || offset % 16 !== 0) return false
     const a = this.#a
     const i = (offset - 16) >>> 2
+    // The block the last take() handed out, with the check word validated when it was
+    // cached still in place, needs no more than the checks of its header below.
+    if (offset !== this.#knownOff || a[i + 2] !== this.#knownLo || a[i + 3] !== this.#knownHi) {
+      if (!this.#isBlock(offset)) return false
+    }
     const lo = a[i]!
     if (a[i + 1] !== 0 || (lo & NOT_CACHEABLE) !== 0) return false
     const size = (lo >>> 8) << 4
     if (size > MAX_BLOCK || size < 48) return false
-    const g = this.#g
-    if (!checkWordAt(a, i + 2, offset - 16 - g.offset, g.saltLo, g.saltHi)) return false
     const list = this.#lists[size >>> 4]!
     if (list.length >= 3 * PER_SIZE || this.#bytes + size > this.#cap) return false
     a[i + 4] = this.#token
@@ -127,12 +138,22 @@ export class HeapCache {
   }
 
   /**
+   * Whether `offset` is a block's payload in the heap, carrying its check word (out of
+   * line, so that {@link put} stays short: see `Heap.malloc`).
+   */
+  #isBlock(offset: number): boolean {
+    if (!(offset >= this.#first && offset <= this.#last) || offset % 16 !== 0) return false
+    const g = this.#g
+    return checkWordAt(this.#a, ((offset - 16) >>> 2) + 2, offset - 16 - g.offset, g.saltLo, g.saltHi)
+  }
+
+  /**
    * A cached block for `malloc(size)` (alignment 16), taken out of the cache and
    * allocated again; -1 if there is none.
    */
   take(size: number): number {
     if (size !== (size | 0) || size < 0 || size > MAX_REQUEST) return -1
-    const need = Math.max(48, (size + 31) & ~15)
+    const need = size < 17 ? 48 : (size + 31) & ~15
     const list = this.#lists[need >>> 4]!
     const a = this.#a
     while (list.length !== 0) {
@@ -144,7 +165,12 @@ export class HeapCache {
       // Still the block that was put (its check word), and still cached (the swap):
       // otherwise the heap reclaimed it; forget it.
       if (a[i + 2] === lo && a[i + 3] === hi && Atomics.compareExchange(a, i + 1, CACHED, 0) === CACHED) {
-        if (((a[i]! >>> 8) << 4) === need) return offset
+        if (((a[i]! >>> 8) << 4) === need) {
+          this.#knownOff = offset
+          this.#knownLo = lo
+          this.#knownHi = hi
+          return offset
+        }
         // Reclaimed, carved anew at the same place and cached again by another thread:
         // ours now, but not of this size.
         this.strays.push(offset)
@@ -176,5 +202,6 @@ export class HeapCache {
   clear(): void {
     for (const list of this.#lists) list.length = 0
     this.#bytes = 0
+    this.#knownOff = -1
   }
 }

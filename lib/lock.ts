@@ -230,6 +230,13 @@ export class Lock implements Disposable {
   #ownerDied = false
   /** An RLock: the record's `count` field holds this thread's recursion depth. */
   #reentrant = false
+  /**
+   * Whether {@link acquire} and {@link release} may take their short paths: a plain lock
+   * whose token is known. Those paths are a few dozen bytes of bytecode, so that V8
+   * inlines both into the caller's loop (its budget is 920 bytes per function); the rest
+   * (options, re-entry, the owner fields changing hands, contention) is out of line.
+   */
+  #short = false
 
   /**
    * Allocates a new lock's record in shared memory.
@@ -257,6 +264,7 @@ export class Lock implements Disposable {
     heldHere = (lock) => lock.#heldHere()
     makeReentrant = (lock) => {
       lock.#reentrant = true
+      lock.#short = false
     }
     depthHere = (lock) => (lock.#heldHere() ? lock.#word()[lock.#w + 1] : 0)
   }
@@ -285,7 +293,13 @@ export class Lock implements Disposable {
 
   /** This thread's token (claimed on first use; see `lib/identity.ts`). */
   #token(): number {
-    return this.#me || (this.#me = tokenIn(this.memory))
+    return this.#me || this.#claim()
+  }
+
+  #claim(): number {
+    this.#me = tokenIn(this.memory)
+    this.#short = !this.#reentrant
+    return this.#me
   }
 
   /** Whether word `v` names this thread (the token is claimed only for a held word). */
@@ -351,6 +365,28 @@ export class Lock implements Disposable {
    *   `ERR_SHM_CLOSED`
    */
   acquire(options?: number | AcquireOptions): boolean {
+    if (this.#short && options === undefined) {
+      // Free → ours (Atomics are sequentially consistent, which includes the acquire
+      // ordering the lock needs), the owner fields already ours, nothing lost.
+      const a = this.#i32
+      const w = this.#w
+      const me = this.#me
+      let seen: number
+      try {
+        seen = Atomics.compareExchange(a, w, 0, me)
+      } catch {
+        // A closed mapping's array (detached): the slow path says so.
+        return this.#acquireSlow(options)
+      }
+      if (seen === 0) {
+        if (a[w + 5] !== me || a[w + 6] !== START_LO || a[w + 7] !== START_HI || GUARD[0] !== 0 || this.#ownerDied) this.#recordOwner(a, w, me)
+        return true
+      }
+    }
+    return this.#acquireSlow(options)
+  }
+
+  #acquireSlow(options?: number | AcquireOptions): boolean {
     const timeout = options === undefined ? undefined : checkTimeoutArg(options)
     if (this.#reenter()) return true
     const a = this.#word()
@@ -465,6 +501,26 @@ export class Lock implements Disposable {
    * @throws ShmError `ERR_SHM_NOT_OWNER` when this thread does not hold it
    */
   release(): void {
+    if (this.#short) {
+      const a = this.#i32
+      const w = this.#w
+      const me = this.#me
+      let seen: number
+      try {
+        // Ours with nobody waiting → free.
+        seen = Atomics.compareExchange(a, w, me, 0)
+      } catch {
+        return this.#releaseSlow()
+      }
+      if (seen === me) {
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+        return
+      }
+    }
+    this.#releaseSlow()
+  }
+
+  #releaseSlow(): void {
     const a = this.#word()
     const w = this.#w
     if (this.#leave()) return

@@ -44,15 +44,15 @@
  * place that knows (native side `src-rs/js/owner.rs`).
  * @module
  */
-import { checkTimeout, checkWaitOptions, describe } from './args.js'
-import { abortError, closedError, native, notOwner, ShmError, typeError } from './errors.js'
+import { checkAsyncWait, checkTimeout, describe } from './args.js'
+import { native, notOwner, openWords, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
 import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { binding } from './native.js'
-import { runAsync, runBlocking, type Steps, wakeWord } from './word.js'
+import { asyncWait, blockingWait, runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 import type { LockOwner } from './records.js'
 
 // ---- the identity seam ----
@@ -138,9 +138,7 @@ export class RWLock {
   }
 
   #a(): Int32Array {
-    const a = this.#i32
-    if (a.length === 0) throw closedError('the RWLock\'s mapping')
-    return a
+    return openWords(this.#i32, 'the RWLock\'s mapping')
   }
 
   /**
@@ -190,8 +188,7 @@ export class RWLock {
    * @throws (rejects) AbortError; as {@link acquireRead}
    */
   async acquireReadAsync(options?: AsyncWaitOptions): Promise<boolean> {
-    const { timeout, signal } = checkWaitOptions(options)
-    if (signal?.aborted) throw abortError(signal)
+    const { timeout, signal } = checkAsyncWait(options)
     return this.#tryRead(true) || runAsync(this.memory, this.#readSteps(timeout), signal)
   }
 
@@ -287,8 +284,7 @@ export class RWLock {
    * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the lock already (read or write)
    */
   acquireWrite(options?: AcquireOptions): boolean {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
-    return runBlocking(this.memory, this.#writeSteps(timeout))
+    return blockingWait(this.memory, options, (timeout) => this.#writeSteps(timeout))
   }
 
   /** Takes the write lock only if nobody holds the lock now. */
@@ -300,10 +296,8 @@ export class RWLock {
    * {@link acquireWrite} without blocking the event loop.
    * @throws (rejects) AbortError; as {@link acquireWrite}
    */
-  async acquireWriteAsync(options?: AsyncWaitOptions): Promise<boolean> {
-    const { timeout, signal } = checkWaitOptions(options)
-    if (signal?.aborted) throw abortError(signal)
-    return runAsync(this.memory, this.#writeSteps(timeout), signal)
+  acquireWriteAsync(options?: AsyncWaitOptions): Promise<boolean> {
+    return asyncWait(this.memory, options, (timeout) => this.#writeSteps(timeout))
   }
 
   /**

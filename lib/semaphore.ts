@@ -7,7 +7,7 @@
  * @module
  */
 import { checkInteger, checkTimeoutArg, describe } from './args.js'
-import { closedError, native, rangeError, typeError } from './errors.js'
+import { native, openWords, rangeError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, LOCK_SIZE, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
@@ -166,8 +166,7 @@ export class Semaphore {
   }
 
   #word(): Int32Array {
-    const a = this.#i32
-    if (a.length === 0) throw closedError('the semaphore\'s mapping')
+    const a = openWords(this.#i32, 'the semaphore\'s mapping')
     if (GUARD[0] !== 0) checkIntact(this.memory)
     return a
   }

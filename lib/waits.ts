@@ -5,7 +5,7 @@
  * the completion codes, which the blocking paths return too.
  * @module
  */
-import { checkWaitOptions } from './args.js'
+import { checkAsyncWait } from './args.js'
 import { abortError, closedError, native, notRecoverable, ShmError } from './errors.js'
 import { binding } from './native.js'
 
@@ -96,8 +96,7 @@ export function acquireAsyncWith(
   settle: (code: number) => boolean,
 ): Promise<boolean> {
   try {
-    const { timeout, signal } = checkWaitOptions(options)
-    if (signal?.aborted) throw abortError(signal)
+    const { timeout, signal } = checkAsyncWait(options)
     if (tryNow()) return Promise.resolve(true)
     if (timeout === 0) return Promise.resolve(false)
     return waitNative(() => start(timeout), signal).then((code) => {

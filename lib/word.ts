@@ -8,7 +8,9 @@
  * event loop, never the libuv pool).
  * @module
  */
+import { checkAsyncWait, checkTimeout } from './args.js'
 import { abortError, native } from './errors.js'
+import type { AcquireOptions, AsyncWaitOptions } from './lock.js'
 import { internals, type MappedMemory } from './memory.js'
 import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
@@ -79,6 +81,24 @@ export function runBlocking<R>(memory: MappedMemory, steps: Steps<R>): R {
     r = steps.next(sleepOnWord(memory, s.offset, s.expected, s.ms))
   }
   return r.value
+}
+
+/**
+ * A blocking wait: runs the steps `start` makes for the timeout of `options` (checked
+ * first) with {@link runBlocking}.
+ */
+export function blockingWait<R>(memory: MappedMemory, options: AcquireOptions | undefined, start: (timeout: number | undefined) => Steps<R>): R {
+  const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+  return runBlocking(memory, start(timeout))
+}
+
+/**
+ * {@link blockingWait} without blocking the event loop ({@link runAsync}); rejects at once
+ * when the signal of `options` has aborted already.
+ */
+export async function asyncWait<R>(memory: MappedMemory, options: AsyncWaitOptions | undefined, start: (timeout: number | undefined) => Steps<R>): Promise<R> {
+  const { timeout, signal } = checkAsyncWait(options)
+  return runAsync(memory, start(timeout), signal)
 }
 
 /**

@@ -180,8 +180,7 @@ mod tests {
 
     #[test]
     fn put_take_stats_and_double_free() {
-        let t = T::new(1 << 16);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 16);
         let a = t.h.malloc(40, 16).unwrap();
         let b = t.h.malloc(40, 16).unwrap();
         assert!(t.h.cache_put(a, ME));
@@ -211,8 +210,7 @@ mod tests {
 
     #[test]
     fn reclaim_frees_only_dead_owners_blocks() {
-        let t = T::new(1 << 16);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 16);
         let other = CacheOwner { token: 9, start: 3 };
         let mine: Vec<_> = (0..5).map(|_| t.h.malloc(100, 16).unwrap()).collect();
         let theirs: Vec<_> = (0..5).map(|_| t.h.malloc(100, 16).unwrap()).collect();

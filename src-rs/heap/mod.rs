@@ -300,6 +300,17 @@ fn corrupt<T>(what: &'static str, at: u64) -> R<T> {
     Err(Fault::Corrupt(what, at))
 }
 
+/// One step of a list walk out of `budget` ([`HeapView::budget`]): a list with more links
+/// than the arena could hold is corrupt (a cycle), `what` at `at`.
+#[inline(always)]
+fn spend(budget: &mut u64, what: &'static str, at: u64) -> R<()> {
+    if *budget == 0 {
+        return corrupt(what, at);
+    }
+    *budget -= 1;
+    Ok(())
+}
+
 /// Heap statistics. See the module documentation for the exact meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeapStats {
@@ -1174,8 +1185,7 @@ mod tests {
     #[test]
     fn small_heaps() {
         for len in [min_heap_len(), 1024, 4096, 4096 + 8, 65536 + 48] {
-            let t = T::new(len);
-            let s0 = t.h.stats().unwrap();
+            let (t, s0) = T::with_stats(len);
             let mut v = Vec::new();
             while let Ok(o) = t.h.malloc(20, 16) {
                 v.push(o);

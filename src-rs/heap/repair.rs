@@ -171,8 +171,7 @@ mod tests {
 
     #[test]
     fn rebuild_repairs_lists() {
-        let t = T::new(1 << 20);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 20);
         let mut rng = Rng(7);
         let mut live = Vec::new();
         for _ in 0..400 {

@@ -73,6 +73,13 @@ impl T {
         h.check().unwrap();
         T { h, mem, len }
     }
+    /// A fresh heap of `len` bytes and its stats as formatted (which tests check it
+    /// returns to).
+    pub(super) fn with_stats(len: usize) -> (T, HeapStats) {
+        let t = T::new(len);
+        let s0 = t.h.stats().unwrap();
+        (t, s0)
+    }
     pub(super) fn guards_ok(&self) -> bool {
         // the lock record at the start of the heap must be untouched too (all zero)
         self.mem.read(0, GUARD).iter().all(|&b| b == GUARD_BYTE)

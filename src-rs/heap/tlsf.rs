@@ -233,13 +233,20 @@ impl HeapView {
         Ok(())
     }
 
-    /// Push free block `b` (header already written) on the front of its class list.
+    /// The class `(fl, sl)` of free block `b` of `size`, checked against the heap's classes.
     #[inline(always)]
-    pub(super) fn insert_free(&self, salt: u64, b: u64, size: u64) -> R<()> {
+    fn free_class(&self, b: u64, size: u64) -> R<(u32, u32)> {
         let (fl, sl) = mapping(size);
         if fl >= self.lay.fl_count {
             return corrupt("block size beyond the largest class", b);
         }
+        Ok((fl, sl))
+    }
+
+    /// Push free block `b` (header already written) on the front of its class list.
+    #[inline(always)]
+    pub(super) fn insert_free(&self, salt: u64, b: u64, size: u64) -> R<()> {
+        let (fl, sl) = self.free_class(b, size)?;
         let h = self.head(fl, sl);
         if h != 0 {
             let hw = self.free_block(salt, h)?;
@@ -264,10 +271,7 @@ impl HeapView {
     /// before writing anything).
     #[inline(always)]
     pub(super) fn remove_free(&self, salt: u64, b: u64, size: u64) -> R<()> {
-        let (fl, sl) = mapping(size);
-        if fl >= self.lay.fl_count {
-            return corrupt("block size beyond the largest class", b);
-        }
+        let (fl, sl) = self.free_class(b, size)?;
         let p = self.bp(b);
         let next = p.ld(B_NEXT);
         let prev = p.ld(B_PREV);
@@ -393,10 +397,7 @@ impl HeapView {
             }
             let mut prev = 0;
             while b != 0 {
-                if budget == 0 {
-                    return corrupt("free list too long (cycle?)", b);
-                }
-                budget -= 1;
+                spend(&mut budget, "free list too long (cycle?)", b)?;
                 let w = self.free_block(salt, b)?;
                 let size = w_size(w);
                 let p = self.bp(b);
@@ -776,10 +777,7 @@ impl HeapView {
         }
         let mut best = 0;
         while b != 0 {
-            if budget == 0 {
-                return corrupt("free list too long (cycle?)", b);
-            }
-            budget -= 1;
+            spend(&mut budget, "free list too long (cycle?)", b)?;
             let w = self.free_block(salt, b)?;
             if mapping(w_size(w)) != (fl, sl) {
                 return corrupt("free-list node in the wrong class", b);
@@ -798,8 +796,7 @@ mod tests {
 
     #[test]
     fn malloc_free_basic() {
-        let t = T::new(1 << 20);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 20);
         let a = t.h.malloc(100, 1).unwrap();
         let b = t.h.malloc(0, 1).unwrap();
         let c = t.h.malloc(5000, 8).unwrap();
@@ -828,8 +825,7 @@ mod tests {
 
     #[test]
     fn every_alignment() {
-        let t = T::new(1 << 20);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 20);
         let mut offs = Vec::new();
         for round in 0..3 {
             for k in 0..=12 {
@@ -866,8 +862,7 @@ mod tests {
 
     #[test]
     fn realloc_shrink_grow_move() {
-        let t = T::new(1 << 20);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 20);
         let a = t.h.malloc(1000, 16).unwrap();
         t.fill(a, 1000, 7);
         // shrink in place
@@ -932,8 +927,7 @@ mod tests {
 
     #[test]
     fn exhaustion_and_largest_free() {
-        let t = T::new(1 << 18);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 18);
         assert_eq!(code(t.h.malloc(usize::MAX, 16)), "ENOMEM");
         assert_eq!(code(t.h.malloc(usize::MAX - 15, 4096)), "ENOMEM");
         assert_eq!(code(t.h.malloc(1 << 18, 16)), "ENOMEM");
@@ -969,8 +963,7 @@ mod tests {
 
     #[test]
     fn bad_frees() {
-        let t = T::new(1 << 16);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 16);
         let a = t.h.malloc(64, 16).unwrap();
         let b = t.h.malloc(64, 16).unwrap();
         let c = t.h.malloc(64, 16).unwrap();
@@ -1004,8 +997,7 @@ mod tests {
     /// Randomized model test with check() after every operation.
     #[test]
     fn model_random() {
-        let t = T::new(1 << 20);
-        let s0 = t.h.stats().unwrap();
+        let (t, s0) = T::with_stats(1 << 20);
         let mut rng = Rng(0x1234_5678_9abc_def1);
         let mut live: Vec<(usize, usize, u8)> = Vec::new();
         // Blocks parked in a thread's cache (cache.rs), with their requested size.

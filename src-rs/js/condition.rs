@@ -7,8 +7,10 @@ use crate::js::mapping::{owner_of, record, region_of};
 use crate::js::waits::{start, terminated, terminating};
 use crate::sync::condition::{self, CondRecord, CondWait};
 use crate::sync::lock::LockRecord;
+use crate::sync::lock::Owner;
 use crate::sync::ops::{cond_code, CondOp};
 use crate::sync::Pinned;
+use crate::sys::Deadline;
 use napi::Env;
 use napi_derive::napi;
 
@@ -22,6 +24,35 @@ fn cond_records(
     Ok((record(id, offset)?, record(lock_id, lock_offset)?))
 }
 
+/// What every condition wait starts from.
+struct WaitParts {
+    deadline: Option<Deadline>,
+    cond: Pinned<CondRecord>,
+    lock: Pinned<LockRecord>,
+    /// This thread's identity for the lock's mapping.
+    me: Owner,
+}
+
+impl WaitParts {
+    fn new(
+        id: u32,
+        offset: f64,
+        lock_id: u32,
+        lock_offset: f64,
+        timeout_ms: Option<f64>,
+    ) -> Result<WaitParts> {
+        let deadline = deadline(timeout_ms)?;
+        let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
+        let me = owner_of(lock_id)?;
+        Ok(WaitParts {
+            deadline,
+            cond,
+            lock,
+            me,
+        })
+    }
+}
+
 /// Waits on the condition at `offset`, whose lock is at `lock_offset` in `lock`;
 /// returns a completion code (`sync::code`); the lock is held again.
 #[napi]
@@ -33,11 +64,11 @@ pub fn cond_wait(
     lock_offset: f64,
     timeout_ms: Option<f64>,
 ) -> napi::Result<u32> {
-    let deadline = deadline(timeout_ms)?;
-    let (cond, lock) = cond_records(id, offset, lock_id, lock_offset)?;
-    let me = owner_of(lock_id)?;
-    let woke = condition::wait_unless(cond.get(), lock.get(), me, deadline, || terminating(&env))?
-        .ok_or_else(terminated)?;
+    let p = WaitParts::new(id, offset, lock_id, lock_offset, timeout_ms)?;
+    let woke = condition::wait_unless(p.cond.get(), p.lock.get(), p.me, p.deadline, || {
+        terminating(&env)
+    })?
+    .ok_or_else(terminated)?;
     Ok(cond_code(Ok(woke)))
 }
 
@@ -52,13 +83,11 @@ pub fn cond_wait_async(
     lock_offset: f64,
     timeout_ms: Option<f64>,
 ) -> napi::Result<f64> {
-    let deadline = deadline(timeout_ms)?;
-    let (cond, lock_rec) = cond_records(id, offset, lock_id, lock_offset)?;
-    let me = owner_of(lock_id)?;
-    let wait = CondWait::start(cond.get(), lock_rec.get(), me, deadline, true)?;
+    let p = WaitParts::new(id, offset, lock_id, lock_offset, timeout_ms)?;
+    let wait = CondWait::start(p.cond.get(), p.lock.get(), p.me, p.deadline, true)?;
     let op = CondOp {
-        cond,
-        lock: lock_rec,
+        cond: p.cond,
+        lock: p.lock,
         wait,
     };
     Ok(start(

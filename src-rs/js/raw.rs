@@ -174,32 +174,41 @@ unsafe fn finish(env: sys::napi_env, r: Result<Ret>) -> sys::napi_value {
     out
 }
 
-/// `segmentOpen(name, fixed, readOnly, out)`: see `js/mapping.rs` `open_segment`.
-unsafe extern "C" fn segment_open(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
-    let r = (|| unsafe {
+/// Defines the raw callback `$name`, which returns to JavaScript what `$body` (a
+/// `Result<Ret>`) gives, throwing its error. The body runs in an unsafe context: it may
+/// call the readers above with `$env` and `$info`, the ones N-API passed in.
+macro_rules! raw_callback {
+    ($(#[$doc:meta])* $name:ident, |$env:ident, $info:ident| { $($body:tt)* }) => {
+        $(#[$doc])*
+        unsafe extern "C" fn $name(
+            $env: sys::napi_env,
+            $info: sys::napi_callback_info,
+        ) -> sys::napi_value {
+            // SAFETY: every call in the body gets N-API's env and info of this callback,
+            // or its handles (the closure is inlined: no allocation, no indirect call).
+            let r: Result<Ret> = (|| unsafe { $($body)* })();
+            // SAFETY: as above.
+            unsafe { finish($env, r) }
+        }
+    };
+}
+
+raw_callback!(
+    /// `segmentOpen(name, fixed, readOnly, out)`: see `js/mapping.rs` `open_segment`.
+    segment_open, |env, info| {
         let [n, fixed, ro, o] = args::<4>(env, info)?;
         let name = string(env, n, 0)?;
         let (fixed, ro) = (number(env, fixed, 1)?, number(env, ro, 2)?);
         let out = f64_array(env, o, 3, out::LEN)?;
         open_segment(&name, fixed, ro != 0.0)?.register(out);
         Ok(Ret::Undefined)
-    })();
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
+    }
+);
 
-/// `segmentCreate(name, size, permissions, fixed, flags, out)`, `flags` bit 0 prefault,
-/// bit 1 reserve: see `js/mapping.rs` `create_segment`.
-unsafe extern "C" fn segment_create(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
-    let r = (|| unsafe {
+raw_callback!(
+    /// `segmentCreate(name, size, permissions, fixed, flags, out)`, `flags` bit 0 prefault,
+    /// bit 1 reserve: see `js/mapping.rs` `create_segment`.
+    segment_create, |env, info| {
         let [n, size, perms, fixed, flags, o] = args::<6>(env, info)?;
         let name = string(env, n, 0)?;
         let (size, perms, fixed) = (
@@ -211,19 +220,13 @@ unsafe extern "C" fn segment_create(
         let out = f64_array(env, o, 5, out::LEN)?;
         create_segment(&name, size, perms, fixed, flags & 1 != 0, flags & 2 != 0)?.register(out);
         Ok(Ret::Undefined)
-    })();
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
+    }
+);
 
-/// `mapRaw(address, size, protection, flags, fd, offset, out)`: see `js/mapping.rs`
-/// `map_raw`.
-unsafe extern "C" fn map_raw_cb(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
-    let r = (|| unsafe {
+raw_callback!(
+    /// `mapRaw(address, size, protection, flags, fd, offset, out)`: see `js/mapping.rs`
+    /// `map_raw`.
+    map_raw_cb, |env, info| {
         let argv = args::<7>(env, info)?;
         let mut x = [0f64; 6];
         for (i, v) in argv[..6].iter().enumerate() {
@@ -232,36 +235,24 @@ unsafe extern "C" fn map_raw_cb(
         let out = f64_array(env, argv[6], 6, out::LEN)?;
         map_raw(x[0], x[1], x[2], x[3], x[4], x[5])?.register(out);
         Ok(Ret::Undefined)
-    })();
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
+    }
+);
 
-/// `anonymousCreate(size, flags, out)`, `flags` bit 0 prefault, bit 1 reserve: see
-/// `js/anonymous.rs`.
-unsafe extern "C" fn anonymous_create(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
-    let r = (|| unsafe {
+raw_callback!(
+    /// `anonymousCreate(size, flags, out)`, `flags` bit 0 prefault, bit 1 reserve: see
+    /// `js/anonymous.rs`.
+    anonymous_create, |env, info| {
         let [size, flags, o] = args::<3>(env, info)?;
         let (size, flags) = (number(env, size, 0)?, number(env, flags, 1)? as u32);
         let out = f64_array(env, o, 2, out::LEN)?;
         crate::js::anonymous::create_anonymous(size, flags & 1 != 0, flags & 2 != 0)?.register(out);
         Ok(Ret::Undefined)
-    })();
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
+    }
+);
 
-/// `mappingFromFd(fd, fixed, readOnly, out)`: see `js/anonymous.rs`.
-unsafe extern "C" fn mapping_from_fd(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
-    let r = (|| unsafe {
+raw_callback!(
+    /// `mappingFromFd(fd, fixed, readOnly, out)`: see `js/anonymous.rs`.
+    mapping_from_fd, |env, info| {
         let [fd, fixed, ro, o] = args::<4>(env, info)?;
         let (fd, fixed, ro) = (
             number(env, fd, 0)?,
@@ -271,19 +262,13 @@ unsafe extern "C" fn mapping_from_fd(
         let out = f64_array(env, o, 3, out::LEN)?;
         crate::js::anonymous::from_fd(fd, fixed, ro != 0.0)?.register(out);
         Ok(Ret::Undefined)
-    })();
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
+    }
+);
 
-/// `mappingClose(id, buffer?)`: detaches `buffer` (the ArrayBuffer over the whole mapping,
-/// if JavaScript made one), then unmaps.
-unsafe extern "C" fn mapping_close(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-) -> sys::napi_value {
-    // SAFETY: every call below gets N-API's env and info of this callback, or its handles.
-    let r = (|| unsafe {
+raw_callback!(
+    /// `mappingClose(id, buffer?)`: detaches `buffer` (the ArrayBuffer over the whole mapping,
+    /// if JavaScript made one), then unmaps.
+    mapping_close, |env, info| {
         let [m, buf] = args::<2>(env, info)?;
         let id = id(number(env, m, 0)?)?;
         let mut is_buffer = false;
@@ -298,25 +283,17 @@ unsafe extern "C" fn mapping_close(
             ));
         }
         crate::js::mapping::close(id).map(|()| Ret::Undefined)
-    })();
-    // SAFETY: as above.
-    unsafe { finish(env, r) }
-}
+    }
+);
 
 /// Defines the raw callback `$name`, which reads exactly `$n` number arguments and
 /// returns to JavaScript what `$body` (a `Result<Ret>`) gives, throwing its error.
 macro_rules! number_callback {
     ($(#[$doc:meta])* $name:ident, $n:literal, |$env:ident, [$($arg:ident),+]| $body:expr) => {
-        $(#[$doc])*
-        unsafe extern "C" fn $name(
-            $env: sys::napi_env,
-            info: sys::napi_callback_info,
-        ) -> sys::napi_value {
-            // SAFETY: called by N-API with this callback's env and info.
-            let r = unsafe { numbers::<$n>($env, info) }.and_then(|[$($arg),+]| $body);
-            // SAFETY: as above.
-            unsafe { finish($env, r) }
-        }
+        raw_callback!($(#[$doc])* $name, |$env, info| {
+            let [$($arg),+] = numbers::<$n>($env, info)?;
+            $body
+        });
     };
 }
 

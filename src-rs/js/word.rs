@@ -7,7 +7,8 @@ use crate::error::Result;
 use crate::js::args::deadline;
 use crate::js::mapping::{record, region_of};
 use crate::js::waits::{start, terminated, terminating};
-use crate::sync::word::{word_code, WordOp, WordWait};
+use crate::sync::ops::{done_code, WordOp};
+use crate::sync::word::WordWait;
 use crate::sys;
 use napi::Env;
 use napi_derive::napi;
@@ -28,7 +29,7 @@ pub fn word_wait(
     let mut wait = WordWait::new(expected, deadline);
     let changed = crate::sync::block_on_unless(|| wait.poll(word.get()), || terminating(&env))
         .ok_or_else(terminated)?;
-    Ok(word_code(changed))
+    Ok(done_code(changed))
 }
 
 /// Starts an async wait for the u32 at `offset` of mapping `id` to differ from

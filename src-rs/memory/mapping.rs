@@ -686,18 +686,24 @@ pub fn map_at_free_high_address(mut req: MapRequest) -> Result<Arc<Region>> {
     ))
 }
 
-/// A fresh anonymous shared mapping, for tests across the crate.
+/// A request for `len` bytes of anonymous read-write memory, `MAP_SHARED` or
+/// `MAP_PRIVATE` (`sharing`), anywhere: for tests.
 #[cfg(test)]
-pub(crate) fn shared_anon_for_tests(len: u64) -> Arc<Region> {
-    Region::map(MapRequest {
+fn anon_request(len: u64, sharing: libc::c_int) -> MapRequest {
+    MapRequest {
         address: None,
         len,
         prot: libc::PROT_READ | libc::PROT_WRITE,
-        flags: libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        flags: sharing | libc::MAP_ANONYMOUS,
         fd: -1,
         offset: 0,
-    })
-    .expect("an anonymous mapping")
+    }
+}
+
+/// A fresh anonymous shared mapping, for tests across the crate.
+#[cfg(test)]
+pub(crate) fn shared_anon_for_tests(len: u64) -> Arc<Region> {
+    Region::map(anon_request(len, libc::MAP_SHARED)).expect("an anonymous mapping")
 }
 
 #[cfg(test)]
@@ -705,14 +711,7 @@ mod tests {
     use super::*;
 
     fn anon(len: u64) -> MapRequest {
-        MapRequest {
-            address: None,
-            len,
-            prot: libc::PROT_READ | libc::PROT_WRITE,
-            flags: libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            fd: -1,
-            offset: 0,
-        }
+        anon_request(len, libc::MAP_PRIVATE)
     }
 
     #[test]

@@ -291,8 +291,7 @@ pub(crate) fn init(
             uid: new_uid(),
             created_ms: now_ms(),
             creator_pid: std::process::id(),
-            creator_start: crate::sys::process_start_time(std::process::id() as libc::pid_t)
-                .unwrap_or(0),
+            creator_start: crate::sys::own_process_start_time().unwrap_or(0),
         };
         put_u32(&region, 8, VERSION);
         put_u32(&region, 12, HEADER_SIZE as u32);
@@ -578,6 +577,11 @@ mod tests {
         assert_eq!(h.creator_pid, std::process::id());
         let start = crate::sys::process_start_time(std::process::id() as libc::pid_t);
         assert_eq!(Some(h.creator_start), start);
+        assert_eq!(
+            crate::sys::own_process_start_time(),
+            start,
+            "/proc/self agrees"
+        );
         let (opened, seen, ino) = open(&name, FixedMode::No, true).unwrap();
         assert_eq!(seen, h, "open reads back every field");
         assert_eq!(

@@ -55,7 +55,7 @@
 
 use crate::error::{Result, ShmError};
 pub use crate::sync::liveness::Owner;
-use crate::sync::{block_on_unless, Step, RECHECK_MS};
+use crate::sync::{announce_sleeper, block_on_unless, Step, RECHECK_MS};
 use crate::sys::{self, Deadline, Liveness};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -385,14 +385,7 @@ impl LockWait {
                 }
                 continue;
             }
-            // Relaxed: the bit only asks the holder to wake us; the futex syscall orders
-            // our sleep against its wake.
-            if v & WAITERS == 0
-                && rec
-                    .word
-                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
+            if !announce_sleeper(&rec.word, v, WAITERS) {
                 continue;
             }
             if self.next_check.passed() {

@@ -29,11 +29,25 @@ use crate::error::{Result, ShmError};
 use crate::memory::mapping::{Pin, Region};
 use crate::sys::{self, Deadline, WaitOutcome};
 use std::marker::PhantomData;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Longest sleep before a waiter looks again (dead holders, lost wake-ups).
 pub const RECHECK_MS: f64 = 50.0;
+
+/// Before a sleep on `word`, which held `v` a moment ago: sets `waiters` (the word's
+/// "someone may be sleeping" bit, bit 31 of a lock or semaphore word) unless `v` has it,
+/// so that whoever changes the word next wakes us. `false` if the word changed meanwhile:
+/// look at it again before sleeping. The value to sleep on is then `v | waiters`.
+#[inline]
+pub fn announce_sleeper(word: &AtomicU32, v: u32, waiters: u32) -> bool {
+    // Relaxed: the bit only asks the next writer to wake; the futex syscall orders our
+    // sleep against its wake.
+    v & waiters != 0
+        || word
+            .compare_exchange(v, v | waiters, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
 
 /// What one step of a wait decided.
 #[derive(Debug)]

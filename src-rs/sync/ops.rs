@@ -4,9 +4,11 @@
 use super::condition::{CondRecord, CondWait, Woke};
 use super::semaphore::{SemRecord, SemWait};
 use super::undo::{UndoTable, UndoWait};
+use super::word::WordWait;
 use super::{code, interrupt, Pinned, Step};
 use crate::error::Result;
 use crate::sync::lock::{Acquired, LockRecord, LockWait};
+use std::sync::atomic::AtomicU32;
 
 /// A wait the async driver can run.
 pub trait AsyncWait: Send {
@@ -37,6 +39,16 @@ pub fn cond_code(r: Result<(Woke, Acquired)>) -> u32 {
         Woke::Cancelled => code::CANCELLED,
     };
     outcome | lock_code(Ok(acquired))
+}
+
+/// The completion code of a wait that ends with `true` when it got what it waited for (a
+/// unit, a changed word) and `false` when its deadline passed first.
+pub fn done_code(got: bool) -> u32 {
+    if got {
+        code::OK
+    } else {
+        code::TIMED_OUT
+    }
 }
 
 /// The completion code of a wait ended by an interrupt: an abort, else a close.
@@ -82,9 +94,25 @@ impl AsyncWait for SemOp {
             self.wait.abandon(self.rec.get());
             return Step::Done(interrupted(interrupts));
         }
-        self.wait
-            .poll(self.rec.get())
-            .map(|took| if took { code::OK } else { code::TIMED_OUT })
+        self.wait.poll(self.rec.get()).map(done_code)
+    }
+}
+
+/// A word wait (`super::word`): `wordWaitAsync`.
+#[derive(Debug)]
+pub struct WordOp {
+    /// The word.
+    pub word: Pinned<AtomicU32>,
+    /// The wait.
+    pub wait: WordWait,
+}
+
+impl AsyncWait for WordOp {
+    fn poll(&mut self, interrupts: u32) -> Step<'_, u32> {
+        if interrupts != 0 {
+            return Step::Done(interrupted(interrupts));
+        }
+        self.wait.poll(self.word.get()).map(done_code)
     }
 }
 

@@ -36,7 +36,7 @@
 //! An undo semaphore never uses the compare-and-swaps above outside its table's guard:
 //! see `super::undo`.
 
-use super::{Step, RECHECK_MS};
+use super::{announce_sleeper, Step, RECHECK_MS};
 use crate::error::{Result, ShmError};
 use crate::sys::{self, Deadline};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -157,13 +157,7 @@ impl SemWait {
                 }
                 return Step::Done(true);
             }
-            // Relaxed: the bit only asks releasers to wake; the futex orders the sleep.
-            if v & WAITERS == 0
-                && rec
-                    .word
-                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
+            if !announce_sleeper(&rec.word, v, WAITERS) {
                 continue;
             }
             if self.deadline.is_some_and(|d| d.passed()) {

@@ -16,8 +16,7 @@
 //! spurious wake-ups harmless. Sleeps are sliced like every other wait so a worker being
 //! terminated and an aborted async wait are noticed promptly.
 
-use super::ops::AsyncWait;
-use super::{code, interrupt, Pinned, Step, RECHECK_MS};
+use super::{Step, RECHECK_MS};
 use crate::sys::Deadline;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -50,36 +49,6 @@ impl WordWait {
             expected: self.expected,
             until: Some(self.deadline.map_or(slice, |d| d.min(slice))),
         }
-    }
-}
-
-/// The completion code of a word wait.
-pub fn word_code(changed: bool) -> u32 {
-    if changed {
-        code::OK
-    } else {
-        code::TIMED_OUT
-    }
-}
-
-/// A word wait run by the async driver.
-#[derive(Debug)]
-pub struct WordOp {
-    /// The word.
-    pub word: Pinned<AtomicU32>,
-    /// The wait.
-    pub wait: WordWait,
-}
-
-impl AsyncWait for WordOp {
-    fn poll(&mut self, interrupts: u32) -> Step<'_, u32> {
-        if interrupts & interrupt::CANCEL != 0 {
-            return Step::Done(code::CANCELLED);
-        }
-        if interrupts != 0 {
-            return Step::Done(code::CLOSED);
-        }
-        self.wait.poll(self.word.get()).map(word_code)
     }
 }
 

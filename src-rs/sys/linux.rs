@@ -149,6 +149,18 @@ pub fn process_start_time(pid: libc::pid_t) -> Option<u64> {
     thread_start_time(u32::try_from(pid).ok()?)
 }
 
+/// The calling process's own start time, as [`process_start_time`] gives it to others.
+///
+/// Read through `/proc/self`, which names this process in whatever PID namespace `/proc`
+/// was mounted for: `/proc/<getpid()>` names another process (or none) when `/proc` is
+/// not this namespace's. The path is the main thread's task file, `/proc/self/task/<the
+/// pid /proc/self stands for>/stat`, for the qemu-user reason [`thread_start_time`] gives
+/// (qemu answers `/proc/self/stat` itself, with the asking thread's start time).
+pub fn own_process_start_time() -> Option<u64> {
+    let me = std::fs::read_link("/proc/self").ok()?;
+    start_time_in(&format!("/proc/self/task/{}/stat", me.to_str()?))
+}
+
 /// The number of usable bits in a user-space address, from where the stack sits: user
 /// space ends just above the main stack on Linux (47 bits on x86-64, 39 or 48 on arm64).
 pub fn user_address_bits() -> u32 {

@@ -437,6 +437,12 @@ pub fn thread_start_time(tid: u32) -> Option<u64> {
     process_start_time(pid as libc::pid_t)
 }
 
+/// The calling process's own start time, as [`process_start_time`] gives it to others
+/// (macOS has no PID namespaces: its pid names it).
+pub fn own_process_start_time() -> Option<u64> {
+    process_start_time(std::process::id() as libc::pid_t)
+}
+
 /// Start time of process `pid` (µs since the epoch); `None` if it is gone or a zombie.
 pub fn process_start_time(pid: libc::pid_t) -> Option<u64> {
     match start_time_from_proc_pidinfo(pid) {
