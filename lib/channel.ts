@@ -50,15 +50,15 @@
  * @module
  */
 import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
-import { checkCodec, type Codec, type Coder, coderById, Scratch } from './codec.js'
+import { checkCodec, type Codec, encoded, encodeValue, Scratch } from './codec.js'
 import {
-  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, type Views, viewsOf, writeHeader,
+  type ContainerHome, type ContainerType, corrupt, heapOf, intact, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
 } from './container.js'
 import { rangeError, ShmError, typeError } from './errors.js'
-import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
+import { registerReviver } from './handles.js'
 import { type AsyncWaitOptions, Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
-import { atPlace, takePlace } from './place.js'
+import { atPlace } from './place.js'
 import { copyWords } from './utf8.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
 
@@ -136,9 +136,8 @@ export interface ChannelWaitOptions {
   timeout?: number
 }
 
-const scratch = new Scratch()
+/** Where a record that wraps around the ring's end is put together to be decoded. */
 const wrapped = new Scratch()
-let encoding = 0
 
 /**
  * A bounded queue of messages between processes (and worker threads): any number of
@@ -155,18 +154,7 @@ let encoding = 0
  * for await (const job of jobs) handle(job)   // consumer: ends after close()
  * ```
  */
-export class Channel<T = unknown> implements AsyncIterable<T> {
-  /** The mapping the channel lives in. */
-  readonly memory: MappedMemory
-  /** Offset of the channel's block in {@link memory}. */
-  readonly offset: number
-  /**
-   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
-   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
-   */
-  readonly $shmutils: Handle | symbol
-  #v: Views
-  #coder: Coder
+export class Channel<T = unknown> extends SharedContainer implements AsyncIterable<T> {
   #cap: number
   #ring: number
   #producer: Lock
@@ -179,32 +167,20 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * @throws TypeError/RangeError for bad options; ShmError `ENOMEM`
    */
   constructor(where: ContainerHome, options?: ChannelOptions) {
-    const place = takePlace()
-    let memory: MappedMemory
-    let offset: number
-    if (place) {
-      ;({ memory, offset } = place)
-    } else {
+    super(TYPE, () => {
       if (options !== undefined && (typeof options !== 'object' || options === null)) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
       const coder = checkCodec(options?.codec)
       const cap = ringSize(options?.capacity)
       const heap = heapOf(where)
-      memory = heap.memory
-      offset = heap.malloc(C.RING + cap, 64)
-      const v = viewsOf(memory, heap)
+      const offset = heap.malloc(C.RING + cap, 64)
+      const v = viewsOf(heap.memory, heap)
       v.u8.fill(0, offset, offset + C.RING)
       writeHeader(v, offset, MAGIC, Kind.CHANNEL, VERSION, coder.id)
       v.i32[(offset + C.CAPACITY) >> 2] = cap
-    }
-    this.memory = memory
-    this.offset = offset
-    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Channel', segment: m.segment, offset: this.offset, memory: m }))
-    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.CHANNEL, VERSION, C.RING, 'Channel')
-    const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
+      return { memory: heap.memory, offset }
+    })
+    const { memory, offset, v } = this
     this.#w = offset >> 2
-    const coder = coderById(v.i32[this.#w + 3])
-    if (!coder) throw corrupt(`the Channel at ${offset} names codec ${v.i32[this.#w + 3]}`)
-    this.#coder = coder
     const cap = v.i32[this.#w + (C.CAPACITY >> 2)]
     if (!(cap >= MIN_CAPACITY && cap <= MAX_CAPACITY && (cap & (cap - 1)) === 0) || offset + C.RING + cap > v.size) {
       throw corrupt(`the Channel at ${offset} has a ring of ${cap} bytes`)
@@ -228,21 +204,16 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     return this.#cap
   }
 
-  /** The codec messages are stored with. */
-  get codec(): Codec {
-    return this.#coder.name
-  }
-
   /** Messages queued now (sent and not yet received). */
   get length(): number {
-    const i32 = this.#live().i32
+    const i32 = this.live().i32
     const d = (Atomics.load(i32, this.#w + (C.SENT >> 2)) - Atomics.load(i32, this.#w + (C.RECEIVED >> 2))) | 0
     return d < 0 ? 0 : d
   }
 
   /** Whether {@link close} was called (by any process). */
   get closed(): boolean {
-    return Atomics.load(this.#live().i32, this.#w + (C.CLOSED >> 2)) !== 0
+    return Atomics.load(this.live().i32, this.#w + (C.CLOSED >> 2)) !== 0
   }
 
   /**
@@ -254,10 +225,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   send(msg: T, options?: ChannelWaitOptions): boolean {
     const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
     const n = this.#encode(msg)
+    const src = encoded
     const until = deadline(timeout)
     for (;;) {
       this.#lockProducer()
-      const seen = this.#trySend(n)
+      const seen = this.#trySend(src, n)
       if (seen < 0) return true
       const left = remaining(until)
       if (left === 0) return false
@@ -275,14 +247,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   async sendAsync(msg: T, options?: AsyncWaitOptions): Promise<boolean> {
     const { timeout, signal } = checkWaitOptions(options)
     const n = this.#encode(msg)
-    // The encoded message must survive awaits: other sends on this thread use the scratch buffer.
-    const bytes = scratch.bytes.slice(0, n)
+    // The encoded message must survive awaits: a copy of its own.
+    const own = new Scratch()
+    own.ensure(0, n)
+    own.bytes.set(encoded.bytes.subarray(0, n))
     const until = deadline(timeout)
     for (;;) {
       await this.#lockAsync(this.#producer, signal, PRODUCER)
-      scratch.ensure(0, n)
-      scratch.bytes.set(bytes)
-      const seen = this.#trySend(n)
+      const seen = this.#trySend(own, n)
       if (seen < 0) return true
       const left = remaining(until)
       if (left === 0) return false
@@ -347,7 +319,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * twice is fine.
    */
   close(): void {
-    const v = this.#live()
+    const v = this.live()
     this.#lockProducer()
     Atomics.store(v.i32, this.#w + (C.CLOSED >> 2), 1)
     this.#producer.release()
@@ -358,34 +330,12 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
     }
   }
 
-  /** A handle that `revive` turns into the same channel in another process. */
-  toJSON(): Handle {
-    return handleOf(this.$shmutils, 'channel')
-  }
-
   // ---- internals ----
 
-  #live(): Views {
-    const v = this.#v
-    if (v.i32.length === 0) throw containerClosed('Channel')
-    return v
-  }
-
-  /** Encodes `msg` into the scratch buffer; checks it fits the ring. */
+  /** Encodes `msg` (into `encoded`); checks it fits the ring. */
   #encode(msg: unknown): number {
-    if (this.#live().i32[this.#w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
-    const out = encoding === 0 ? scratch : new Scratch()
-    encoding++
-    let n: number
-    try {
-      n = this.#coder.encode(msg, out, 'The message')
-    } finally {
-      encoding--
-    }
-    if (out !== scratch) {
-      scratch.ensure(0, n)
-      scratch.bytes.set(out.bytes.subarray(0, n))
-    }
+    if (this.live().i32[this.#w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
+    const n = encodeValue(this.coder, msg, 'The message')
     if (LEN + n > this.#cap) throw rangeError(`A message of ${n} bytes (encoded) does not fit in a Channel ring of ${this.#cap} bytes (at most ${this.#cap - LEN})`)
     return n
   }
@@ -410,12 +360,11 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
   #headLeft = -1
 
   /**
-   * With the producer lock held: writes the message in the scratch buffer (`n` bytes)
-   * if there is room, and releases the lock. Returns -1 when sent; otherwise the `head`
-   * it saw (read afresh).
+   * With the producer lock held: writes the message `src[0, n)` if there is room, and
+   * releases the lock. Returns -1 when sent; otherwise the `head` it saw (read afresh).
    */
-  #trySend(n: number): number {
-    const v = this.#v
+  #trySend(src: Scratch, n: number): number {
+    const v = this.v
     const i32 = v.i32
     const w = this.#w
     const size = LEN + ((n + 3) & ~3)
@@ -433,7 +382,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
       const mask = this.#cap - 1
       const at = tail & mask
       i32[(this.#ring + at) >> 2] = n
-      this.#copyIn(scratch, n, (at + LEN) & mask)
+      this.#copyIn(src, n, (at + LEN) & mask)
       // Commit: the record is visible to consumers.
       woke = this.#commit(PRODUCER, tail, size)
       this.#tailLeft = (tail + size) >>> 0
@@ -451,7 +400,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * @throws ShmError `ERR_SHM_CLOSED` when closed and drained; `ERR_SHM_CORRUPT`
    */
   #tryReceive(): unknown {
-    const v = this.#v
+    const v = this.v
     const i32 = v.i32
     const w = this.#w
     let woke = false
@@ -508,7 +457,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * consistent, so one side always sees the other.
    */
   #announce(flag: number, word: number, field: number, seen: number): boolean {
-    const i32 = this.#live().i32
+    const i32 = this.live().i32
     const w = this.#w
     this.#sleepValue = Atomics.load(i32, w + (word >> 2))
     Atomics.store(i32, w + (flag >> 2), 1)
@@ -517,7 +466,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Copies `src[0, n)` into the ring at physical index `at` (a multiple of 4), wrapping at its end. */
   #copyIn(src: Scratch, n: number, at: number): void {
-    const v = this.#v
+    const v = this.v
     const first = Math.min(n, this.#cap - at)
     copyWords(v.u8, v.i32, this.#ring + at, src.bytes, src.words, 0, first)
     if (first < n) copyWords(v.u8, v.i32, this.#ring, src.bytes, src.words, first, n - first)
@@ -525,18 +474,18 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Decodes the `n` payload bytes at physical index `at` (copied out first if they wrap). */
   #decodeAt(at: number, n: number): unknown {
-    const u8 = this.#v.u8
+    const u8 = this.v.u8
     const first = this.#cap - at
-    if (n <= first) return this.#coder.decode(u8, this.#ring + at, this.#ring + at + n)
+    if (n <= first) return this.coder.decode(u8, this.#ring + at, this.#ring + at + n)
     wrapped.ensure(0, n)
     wrapped.bytes.set(u8.subarray(this.#ring + at, this.#ring + this.#cap))
     wrapped.bytes.set(u8.subarray(this.#ring, this.#ring + n - first), first)
-    return this.#coder.decode(wrapped.bytes, 0, n)
+    return this.coder.decode(wrapped.bytes, 0, n)
   }
 
   /** Wakes the other side if it announced a sleep. */
   #wake(flag: number, word: number): void {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     Atomics.store(i32, this.#w + (flag >> 2), 0)
     Atomics.add(i32, this.#w + (word >> 2), 1)
     wakeWord(this.memory, this.offset + word)
@@ -549,7 +498,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * one that did not. `true` if it moved.
    */
   #spin(field: number, seen: number): boolean {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const at = this.#w + (field >> 2)
     const n = this.#spins
     for (let i = 0; i < n; i++) {
@@ -578,14 +527,14 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
 
   /** Takes `side`'s lock, repairing its counter after a dead holder. */
   #lock(lock: Lock, side: Side): void {
-    this.#live()
+    this.live()
     takeLock(lock, 'a Channel')
     if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
   }
 
   /** Takes `lock` without blocking the event loop (at once if it is free). */
   async #lockAsync(lock: Lock, signal: AbortSignal | undefined, side: Side): Promise<void> {
-    this.#live()
+    this.live()
     if (!lock.tryAcquire()) await lock.acquireAsync({ signal })
     if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
   }
@@ -596,7 +545,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * the message. Returns whether the other side announced a sleep.
    */
   #commit(side: Side, pos: number, size: number): boolean {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const j = this.#w + (side.journal >> 2)
     const count = this.#w + (side.counter >> 2)
     const seq = i32[count]
@@ -613,7 +562,7 @@ export class Channel<T = unknown> implements AsyncIterable<T> {
    * ends at the committed position, its sequence number was committed.
    */
   #settle(side: Side): void {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const j = this.#w + (side.journal >> 2)
     const s = i32[j + 1] >>> 0
     if (s !== 0 && ((i32[j] + s) | 0) === i32[this.#w + (side.position >> 2)]) {
@@ -652,5 +601,8 @@ function remaining(until: number): number | undefined {
   if (until === Infinity) return undefined
   return Math.max(0, until - performance.now())
 }
+
+/** The Channel's layout, for {@link SharedContainer}. */
+const TYPE: ContainerType = Object.freeze({ name: 'Channel', handle: 'channel', magic: MAGIC, kind: Kind.CHANNEL, version: VERSION, headerSize: C.RING })
 
 registerReviver('Channel', (h) => Channel.at(memoryOfHandle(h), h.offset))

@@ -52,6 +52,32 @@ export class Scratch {
   }
 }
 
+/** This thread's buffer for values being encoded. */
+const valueScratch = new Scratch()
+/** Encodings under way on this thread (a getter the coder runs may store into a container). */
+let encoding = 0
+/** Where {@link encodeValue} left its bytes last. */
+export let encoded = valueScratch
+
+/**
+ * Encodes `value` with `coder` into this thread's value buffer, or into a fresh one when
+ * another encoding is under way here (a getter being encoded stores into a container):
+ * returns the byte count, the bytes are in {@link encoded} until the next encoding. A
+ * container uses them before it runs any code of the caller's.
+ * @throws TypeError for a value the codec cannot store (`what` names it)
+ */
+export function encodeValue(coder: Coder, value: unknown, what: string): number {
+  const out = encoding === 0 ? valueScratch : new Scratch()
+  encoding++
+  try {
+    const n = coder.encode(value, out, what)
+    encoded = out
+    return n
+  } finally {
+    encoding--
+  }
+}
+
 /** Encodes and decodes values of one codec. */
 export interface Coder {
   readonly name: Codec

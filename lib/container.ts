@@ -8,10 +8,13 @@
  * @module
  */
 import { describe } from './args.js'
+import { type Codec, type Coder, coderById } from './codec.js'
 import { closedError, ShmError, typeError } from './errors.js'
+import { type Handle, handleIn, handleOf } from './handles.js'
 import { Heap, heapSlotId } from './heap.js'
 import type { Lock } from './lock.js'
 import { checkIntact, GUARD, internals, MappedMemory, writable } from './memory.js'
+import { type Place, takePlace } from './place.js'
 
 /** Heap blocks are 16-aligned: block slots hold `offset / UNIT`. */
 export const UNIT = 16
@@ -29,7 +32,6 @@ export const H = Object.freeze({
   /** f64 mapping offset of the heap the container allocates from. */
   HEAP: 16,
 })
-
 
 /** Where a container can be created: a heap, or a managed mapping (its heap). */
 export type ContainerHome = Heap | MappedMemory
@@ -165,4 +167,76 @@ export function recoverLock(lock: Lock, repair: () => void): void {
     throw e
   }
   lock.markConsistent()
+}
+
+/** What a container type tells {@link SharedContainer} about its layout. */
+export interface ContainerType {
+  /** Its class name, as handles and messages say it. */
+  readonly name: 'SharedMap' | 'Channel'
+  /** What `toJSON` calls it in its error. */
+  readonly handle: string
+  readonly magic: number
+  /** Its kind tag (`Kind` in lib/lock.ts). */
+  readonly kind: number
+  /** Its layout version. */
+  readonly version: number
+  /** Bytes of its header (that must fit in the mapping). */
+  readonly headerSize: number
+}
+
+/**
+ * What `SharedMap` and `Channel` share: the place they live in (a fresh one, or the one
+ * `at()` hands over), their handle, the checked common header, the views and the codec.
+ */
+export abstract class SharedContainer {
+  /** The mapping the container lives in. */
+  readonly memory: MappedMemory
+  /** Offset of the container's header in {@link memory}. */
+  readonly offset: number
+  /**
+   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
+   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
+  /** @internal The views over the whole mapping (`i32.length` 0 once it is closed). */
+  protected readonly v: Views
+  /** @internal The coder of the container's codec. */
+  protected readonly coder: Coder
+  readonly #type: ContainerType
+
+  /**
+   * Sets up the container at the place `at()` handed over, or at the one `create` makes
+   * (a block it formatted, header included).
+   * @throws TypeError when there is no such container there; ShmError `ERR_SHM_CORRUPT`
+   */
+  protected constructor(type: ContainerType, create: () => Place) {
+    const { memory, offset } = takePlace() ?? create()
+    this.#type = type
+    this.memory = memory
+    this.offset = offset
+    this.$shmutils = handleIn(memory, (m) => Object.freeze({ $shmutils: type.name, segment: m.segment, offset, memory: m }))
+    const heapOffset = checkHeader(memory, offset, type.magic, type.kind, type.version, type.headerSize, type.name)
+    const v = (this.v = viewsOf(memory, heapAt(memory, heapOffset)))
+    const id = v.i32[(offset + H.CODEC) >> 2]
+    const coder = coderById(id)
+    if (!coder) throw corrupt(`the ${type.name} at ${offset} names codec ${id}`)
+    this.coder = coder
+  }
+
+  /** The codec values are stored with. */
+  get codec(): Codec {
+    return this.coder.name
+  }
+
+  /** A handle that `revive` turns into the same container in another process. */
+  toJSON(): Handle {
+    return handleOf(this.$shmutils, this.#type.handle)
+  }
+
+  /** @internal The views; throws once the mapping is closed. */
+  protected live(): Views {
+    const v = this.v
+    if (v.i32.length === 0) throw containerClosed(this.#type.name)
+    return v
+  }
 }

@@ -53,15 +53,15 @@
  * @module
  */
 import { checkIndex, describe } from './args.js'
-import { checkCodec, type Codec, type Coder, coderById, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
+import { checkCodec, type Codec, type Coder, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
-  checkHeader, containerClosed, type ContainerHome, corrupt, heapAt, heapOf, intact, recoverLock, takeLock, UNIT, type Views, viewsOf, writeHeader,
+  type ContainerHome, type ContainerType, corrupt, heapOf, intact, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
-import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
+import { registerReviver } from './handles.js'
 import { Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
-import { atPlace, takePlace } from './place.js'
+import { atPlace } from './place.js'
 import { binding } from './native.js'
 import { copyWords, decodeUtf8, encodeUtf8Into, wordsEqual } from './utf8.js'
 
@@ -220,29 +220,8 @@ export interface SetOptions {
   ttl?: number
 }
 
-/** Scratch buffers of this thread. */
+/** The key buffer of this thread. */
 const keyScratch = new Scratch()
-const valueScratch = new Scratch()
-/** Values being encoded right now (a getter may store into a map mid-encoding). */
-let encoding = 0
-/** Where {@link encodeValue} left the bytes. */
-let encoded = valueScratch
-
-/**
- * Encodes `value` with `coder` into a scratch buffer of its own (then in
- * {@link encoded}); returns the byte count.
- */
-function encodeValue(coder: Coder, value: unknown, what: string): number {
-  const out = encoding === 0 ? valueScratch : new Scratch()
-  encoding++
-  try {
-    const n = coder.encode(value, out, what)
-    encoded = out
-    return n
-  } finally {
-    encoding--
-  }
-}
 
 /** Where the map is in the middle of `update(fn)` on this thread (re-entry check). */
 const updating = new Set<string>()
@@ -284,18 +263,7 @@ const ODD_POLLS = 64
  * cache.update('hits', (n = 0) => n + 1)   // atomic read-modify-write
  * ```
  */
-export class SharedMap<K extends string | Uint8Array = string, V = unknown> implements Iterable<[K, V]> {
-  /** The mapping the map lives in. */
-  readonly memory: MappedMemory
-  /** Offset of the map's header in {@link memory}. */
-  readonly offset: number
-  /**
-   * The handle ({@link toJSON}), as an own property so a structured clone (`postMessage`,
-   * `workerData`) carries it to `revive`; a symbol if the mapping cannot be shared.
-   */
-  readonly $shmutils: Handle | symbol
-  #v: Views
-  #coder: Coder
+export class SharedMap<K extends string | Uint8Array = string, V = unknown> extends SharedContainer implements Iterable<[K, V]> {
   #stripes: number
   #stripeBits: number
   #stripeArray: number
@@ -312,34 +280,22 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * @throws TypeError/RangeError for bad options; ShmError `ENOMEM`
    */
   constructor(where: ContainerHome, options?: SharedMapOptions) {
-    const place = takePlace()
-    let memory: MappedMemory
-    let offset: number
-    if (place) {
-      ;({ memory, offset } = place)
-    } else {
+    super(TYPE, () => {
       const o = checkOptions(options)
       const heap = heapOf(where)
-      memory = heap.memory
-      offset = heap.malloc(M.SIZE, 64)
+      const offset = heap.malloc(M.SIZE, 64)
       try {
-        memory.bytes.fill(0, offset, offset + M.SIZE)
-        construct(viewsOf(memory, heap), offset, o)
+        heap.memory.bytes.fill(0, offset, offset + M.SIZE)
+        construct(viewsOf(heap.memory, heap), offset, o)
       } catch (e) {
         heap.free(offset)
         throw e
       }
-    }
-    this.memory = memory
-    this.offset = offset
-    this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'SharedMap', segment: m.segment, offset: this.offset, memory: m }))
-    const heapOffset = checkHeader(memory, offset, MAGIC, Kind.SHARED_MAP, VERSION, M.SIZE, 'SharedMap')
-    const v = (this.#v = viewsOf(memory, heapAt(memory, heapOffset)))
+      return { memory: heap.memory, offset }
+    })
+    const { memory, offset, v } = this
     const w = offset >> 2
     if (v.i32[w + (M.STATE >> 2)] !== 1) throw typeError(`The SharedMap at offset ${offset} is not constructed`)
-    const coder = coderById(v.i32[w + 3])
-    if (!coder) throw corrupt(`the SharedMap at ${offset} names codec ${v.i32[w + 3]}`)
-    this.#coder = coder
     const stripes = v.i32[w + (M.STRIPES >> 2)]
     if (!(stripes >= 1 && stripes <= MAX_STRIPES && (stripes & (stripes - 1)) === 0)) throw corrupt(`the SharedMap at ${offset} has ${stripes} stripes`)
     this.#stripes = stripes
@@ -402,14 +358,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     return atPlace(memory, offset, () => new SharedMap<K, V>(memory))
   }
 
-  /** The codec values are stored with. */
-  get codec(): Codec {
-    return this.#coder.name
-  }
-
   /** Entries stored (across processes; expired entries count until they are purged). */
   get size(): number {
-    const v = this.#live()
+    const v = this.live()
     let n = 0
     for (let s = 0; s < this.#stripes; s++) n += Atomics.load(v.i32, (this.#stripeArray + s * S.SIZE + S.COUNT) >> 2) >>> 0
     return n
@@ -417,6 +368,19 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** The value stored under `key`, or `undefined`. */
   get(key: K): V | undefined {
+    if (typeof key === 'string') {
+      const m = this.#memo.get(key)
+      if (m !== undefined) {
+        this.#check()
+        const i32 = this.v.i32
+        // The stripe as it was when the memo was made (sequence, then clock): the entry,
+        // and so its value, is the one the plan rebuilds (see "Reads of unchanged stripes").
+        if (Atomics.load(i32, m.seq) === m.q && i32[m.seq + CLOCK_FROM_SEQ] === m.lo && i32[m.seq + CLOCK_FROM_SEQ + 1] === m.hi && (m.expires === 0 || m.expires > Date.now())) {
+          intact(this.memory)
+          return fromPlan(m.plan) as V
+        }
+      }
+    }
     const r = this.#lookup(key, true)
     return r === ABSENT ? undefined : (r as V)
   }
@@ -435,7 +399,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     this.#check()
     const expires = this.#expiry(options)
     // The value first: getters it runs may use the key scratch buffer.
-    const vn = encodeValue(this.#coder, value, 'The "value" argument')
+    const vn = encodeValue(this.coder, value, 'The "value" argument')
     const vs = encoded
     const s = this.#enterKey(key)
     try {
@@ -483,7 +447,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       const live = e !== 0 && !this.#expired(e)
       const old = live ? (this.#decode(e) as V) : undefined
       // An entry keeps its expiry through updates (as Redis INCR keeps a TTL).
-      const expires = live ? this.#v.dv.getFloat64(e + E.EXPIRES, true) : fresh
+      const expires = live ? this.v.dv.getFloat64(e + E.EXPIRES, true) : fresh
       const prev = this.#prev
       updating.add(this.#key)
       let value: V
@@ -492,7 +456,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
       } finally {
         updating.delete(this.#key)
       }
-      const vn = encodeValue(this.#coder, value, 'The value fn returned')
+      const vn = encodeValue(this.coder, value, 'The value fn returned')
       this.#prev = prev
       this.#store(s, ks, kn, kind, h, encoded, vn, expires, e)
       return value
@@ -515,12 +479,12 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         const next = this.#next
         for (let b = 0; b < cap; b++) {
           const slot = tbl + 4 * b
-          while (this.#v.i32[slot >> 2] !== 0) this.#freeFrom(slot, next)
+          while (this.v.i32[slot >> 2] !== 0) this.#freeFrom(slot, next)
         }
         for (const j of SPARES) this.#freeFrom(s + j, -1)
-        const i32 = this.#v.i32
+        const i32 = this.v.i32
         i32[(s + S.COUNT) >> 2] = 0
-        this.#v.dv.setFloat64(s + S.BYTES, 0, true)
+        this.v.dv.setFloat64(s + S.BYTES, 0, true)
         i32[(s + S.LRU_HEAD) >> 2] = 0
         i32[(s + S.LRU_TAIL) >> 2] = 0
       } finally {
@@ -550,21 +514,10 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     return this.entries()
   }
 
-  /** A handle that `revive` turns into the same map in another process. */
-  toJSON(): Handle {
-    return handleOf(this.$shmutils, 'map')
-  }
-
   // ---- internals ----
 
-  #live(): Views {
-    const v = this.#v
-    if (v.i32.length === 0) throw containerClosed('SharedMap')
-    return v
-  }
-
   #check(): void {
-    this.#live()
+    this.live()
     if (updating.size !== 0 && updating.has(this.#key)) {
       throw new ShmError('SharedMap methods cannot be called inside update()\'s fn on the same map', { code: 'ERR_SHM_DEADLOCK' })
     }
@@ -625,7 +578,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** Releases stripe `s`'s lock, its write sequence even again first if this holder changed it. */
   #unlock(s: number): void {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const q = i32[(s + S.SEQ) >> 2]
     // Release: every change is visible before the sequence says the stripe is stable.
     if (q & 1) Atomics.store(i32, (s + S.SEQ) >> 2, (q + 1) | 0)
@@ -637,7 +590,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * odd (once per holding), so optimistic readers of the stripe retry or wait.
    */
   #beginWrite(s: number): void {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const at = (s + S.SEQ) >> 2
     const q = i32[at]
     if (q & 1) return
@@ -657,14 +610,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** Reads the current table of stripe `s` (locked) into `#tbl`, `#cap`, `#log2`, `#next`, `#gen`. */
   #table(s: number): void {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const gen = i32[(s + S.GEN) >> 2] >>> 0
     const g = gen & 1
     const tbl = (i32[(s + S.TABLE0 + 4 * g) >> 2] >>> 0) * UNIT
     const log2 = i32[(s + S.LOG2_0 + 4 * g) >> 2]
     if (!(log2 >= MIN_LOG2 && log2 <= MAX_LOG2)) throw corrupt(`a SharedMap stripe at ${s} has 2^${log2} buckets`)
     const cap = 1 << log2
-    if (tbl < this.#v.heap.offset || tbl + 4 * cap > this.#v.size) throw corrupt(`a SharedMap stripe at ${s} has its table outside the heap`)
+    if (tbl < this.v.heap.offset || tbl + 4 * cap > this.v.size) throw corrupt(`a SharedMap stripe at ${s} has its table outside the heap`)
     this.#tbl = tbl
     this.#cap = cap
     this.#log2 = log2
@@ -681,7 +634,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   /** Checks that an entry (from a slot's unit) lies in the heap whole; returns its offset. */
   #entry(unit: number): number {
     const e = unit * UNIT
-    const v = this.#v
+    const v = this.v
     if (e < v.heap.offset || e + E.DATA > v.size) throw corrupt(`a SharedMap entry at ${e} is outside the heap`)
     const end = valueAt(e, v.i32[(e + E.KEY_LEN) >> 2] >>> 0) + (v.i32[(e + E.VALUE_LEN) >> 2] >>> 0)
     if (end > v.size) throw corrupt(`a SharedMap entry at ${e} runs off the mapping`)
@@ -696,8 +649,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   #find(s: number, ks: Scratch, kn: number, kind: number, h: number): number {
     this.#table(s)
     const next = this.#next
-    const i32 = this.#v.i32
-    const u8 = this.#v.u8
+    const i32 = this.v.i32
+    const u8 = this.v.u8
     let slot = this.#bucketSlot(this.#tbl, this.#cap, h)
     const bucket = slot
     for (let steps = 0; ; steps++) {
@@ -721,7 +674,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   #prev = 0
 
   #expired(e: number): boolean {
-    const t = this.#v.dv.getFloat64(e + E.EXPIRES, true)
+    const t = this.v.dv.getFloat64(e + E.EXPIRES, true)
     return t !== 0 && t <= Date.now()
   }
 
@@ -743,7 +696,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const kind = (this.#kind = keyKind(key))
     const h = (this.#hash = encodedHash)
     if (!this.#bounded) {
-      const i32 = this.#v.i32
+      const i32 = this.v.i32
       const s = this.#stripeArray + (h & (this.#stripes - 1)) * S.SIZE
       const at = (s + S.SEQ) >> 2
       for (let tries = 0, polls = 0; tries < OPTIMISTIC_TRIES; ) {
@@ -760,11 +713,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         }
         if (r === LOCKED) break
         intact(this.memory)
-        if (r === CACHED) return fromPlan(this.#plan as Plan)
+        if (r === CACHED) {
+          if (typeof key === 'string') this.#memorize(key, at, q)
+          return fromPlan(this.#plan as Plan)
+        }
         if (r === COPIED) {
           const copy = this.#copy
           this.#copy = EMPTY_BYTES
-          return this.#coder.decode(copy, 0, copy.length)
+          return this.coder.decode(copy, 0, copy.length)
         }
         if (decode && r !== ABSENT && this.#seen !== 0) this.#remember(s, r)
         return r
@@ -809,6 +765,41 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   #seenLo = 0
   #seenHi = 0
 
+  // ---- Reads of unchanged stripes ----
+  //
+  // A `get` of a string key whose value came from the cache remembers, by the key, the
+  // plan with its stripe's write sequence and clock as the validated read saw them. The
+  // next `get` of that key compares the two (one Map lookup, three loads) before hashing
+  // or walking anything: while they are the same, no holder changed the stripe, so the
+  // entry, and its value, are the ones the plan rebuilds. Any write to the stripe moves
+  // the sequence; the clock (64 bits, moved by every stored entry) covers the sequence's
+  // wrap: to come back to the same sequence without a store, a stripe would need 2^31
+  // deletes of entries present at once.
+
+  /** Per string key: the plan and the stripe state it is valid for. Bounded by {@link MEMO_KEYS}. */
+  #memo = new Map<string, Memo>()
+  /** The stripe clock and the entry's expiry as the last {@link #peek} that hit the cache saw them. */
+  #clockLo = 0
+  #clockHi = 0
+  #expires = 0
+
+  /** After a validated cache hit for `key` in the stripe whose sequence (index `seq`) read `q`: remember it. */
+  #memorize(key: string, seq: number, q: number): void {
+    const memo = this.#memo
+    let m = memo.get(key)
+    if (m === undefined) {
+      if (memo.size >= MEMO_KEYS) memo.clear()
+      m = new Memo()
+      memo.set(key, m)
+    }
+    m.seq = seq
+    m.q = q
+    m.lo = this.#clockLo
+    m.hi = this.#clockHi
+    m.expires = this.#expires
+    m.plan = this.#plan as Plan
+  }
+
   /** The cache slot of entry unit `unit` (Fibonacci hashing: the product's top bits). */
   #slotOf(unit: number): number {
     return Math.imul(unit, 0x9e37_79b1) >>> (32 - CACHE_BITS)
@@ -845,7 +836,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * `#copy`, for `decode` after validation), or {@link LOCKED} (take the lock).
    */
   #peek(s: number, kn: number, kind: number, h: number, decode: boolean): unknown {
-    const v = this.#v
+    const v = this.v
     const i32 = v.i32
     const size = v.size
     const lo = v.heap.offset
@@ -884,6 +875,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
                 const p = this.#cachePlans[slot]
                 if (p) {
                   this.#plan = p
+                  this.#clockLo = i32[(s + S.TICK) >> 2]
+                  this.#clockHi = i32[(s + S.TICK + 4) >> 2]
+                  this.#expires = t
                   return CACHED
                 }
               }
@@ -892,7 +886,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
             this.#seenLo = lo
             this.#seenHi = hi
           }
-          const r = this.#coder.decodeRacy(u8, start, end)
+          const r = this.coder.decodeRacy(u8, start, end)
           if (r !== UNDECODED) return r
           this.#copy = u8.slice(start, end)
           return COPIED
@@ -904,9 +898,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 
   #decode(e: number): unknown {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const start = valueAt(e, i32[(e + E.KEY_LEN) >> 2] >>> 0)
-    return this.#coder.decode(this.#v.u8, start, start + (i32[(e + E.VALUE_LEN) >> 2] >>> 0))
+    return this.coder.decode(this.v.u8, start, start + (i32[(e + E.VALUE_LEN) >> 2] >>> 0))
   }
 
   /**
@@ -915,7 +909,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * slot when there is none (as `#find` left it).
    */
   #store(s: number, ks: Scratch, kn: number, kind: number, h: number, vs: Scratch, vn: number, expires: number, old: number): void {
-    const v = this.#v
+    const v = this.v
     const i32 = v.i32
     const size = valueAt(0, kn) + vn
     if (this.#maxBytes > 0 && size > this.#maxBytes) throw rangeError(`An entry of ${size} bytes cannot fit in a SharedMap of maxBytes ${this.#maxBytes}`)
@@ -996,7 +990,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * 0 if none fits.
    */
   #takeSpare(s: number, size: number): number {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     let best = 0
     let bestRoom = 2 * size + 64 + 1
     for (let k = 0; k < SPARES.length; k++) {
@@ -1020,7 +1014,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   /** The bytes after the header of the heap block at slot `unit` (0 if it could not be a block of the heap). */
   #room(unit: number): number {
     const e = unit * UNIT
-    const v = this.#v
+    const v = this.v
     if (e - UNIT < v.heap.offset || e > v.size) return 0
     const i32 = v.i32
     // The heap block's header (FORMAT.md §4.2): size / 16 in bits 8 and up of its word.
@@ -1030,7 +1024,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** The spare slot of stripe `s` to keep the replaced entry `old` in, or 0 to free it. */
   #spareSlot(s: number, old: number): number {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     if (i32[(s + SPARES[0]) >> 2] === 0) return SPARES[0]
     if (this.#room(old / UNIT) > SPARE_ROOM) return 0
     for (let k = 1; k < SPARES.length; k++) if (i32[(s + SPARES[k]) >> 2] === 0) return SPARES[k]
@@ -1038,14 +1032,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 
   #entrySize(e: number): number {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     return valueAt(0, i32[(e + E.KEY_LEN) >> 2] >>> 0) + (i32[(e + E.VALUE_LEN) >> 2] >>> 0)
   }
 
   /** `heapAllocInto`: a block of `size` bytes, recorded in the u32 slot at `slot`. */
   #allocInto(size: number, align: number, slot: number): number {
     try {
-      return binding.heapAllocInto(this.#v.heapId, size, align, slot)
+      return binding.heapAllocInto(this.v.heapId, size, align, slot)
     } catch (e) {
       throw fromNative(e)
     }
@@ -1054,7 +1048,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   /** `heapFreeFrom`: unlinks the block `slot` names (slot ← u32 at `next` in it, or 0) and frees it. */
   #freeFrom(slot: number, next: number): void {
     try {
-      binding.heapFreeFrom(this.#v.heapId, slot, next)
+      binding.heapFreeFrom(this.v.heapId, slot, next)
     } catch (e) {
       throw fromNative(e)
     }
@@ -1062,7 +1056,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** Removes entry `e` of stripe `s` (locked); `#prev` links to it. */
   #remove(s: number, e: number): void {
-    const v = this.#v
+    const v = this.v
     this.#beginWrite(s)
     this.#table(s)
     const next = this.#next
@@ -1076,7 +1070,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** Doubles stripe `s`'s table (see the module docs for the commit order). */
   #grow(s: number): void {
-    const v = this.#v
+    const v = this.v
     const i32 = v.i32
     this.#table(s)
     const tbl = this.#tbl
@@ -1114,11 +1108,11 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   // ---- LRU (bounded maps: one stripe, a doubly linked list by access) ----
 
   #touch(s: number, e: number): void {
-    const dv = this.#v.dv
+    const dv = this.v.dv
     const tick = dv.getFloat64(s + S.TICK, true) + 1
     dv.setFloat64(s + S.TICK, tick, true)
     dv.setFloat64(e + E.TICK, tick, true)
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const unit = e / UNIT
     if (i32[(s + S.LRU_HEAD) >> 2] >>> 0 === unit) return
     this.#lruUnlink(s, e)
@@ -1131,7 +1125,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 
   #lruUnlink(s: number, e: number): void {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const unit = e / UNIT
     const prev = i32[(e + E.PREV) >> 2] >>> 0
     const next = i32[(e + E.NEXT) >> 2] >>> 0
@@ -1147,7 +1141,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
 
   /** Evicts least recently used entries of stripe `s` while a bound is exceeded (never `keep`). */
   #evict(s: number, keep: number): void {
-    const v = this.#v
+    const v = this.v
     const i32 = v.i32
     for (let steps = 0; ; steps++) {
       const over = (this.#maxEntries > 0 && (i32[(s + S.COUNT) >> 2] >>> 0) > this.#maxEntries) || (this.#maxBytes > 0 && v.dv.getFloat64(s + S.BYTES, true) > this.#maxBytes)
@@ -1167,7 +1161,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const tbl = this.#tbl
     const cap = this.#cap
     const next = this.#next
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const want = e / UNIT
     let slot = this.#bucketSlot(tbl, cap, i32[(e + E.HASH) >> 2])
     for (let steps = 0; ; steps++) {
@@ -1187,7 +1181,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
     const tbl = this.#tbl
     const cap = this.#cap
     const next = this.#next
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const now = Date.now()
     let b = i32[(s + S.SWEEP) >> 2] >>> 0
     for (let k = 0; k < n; k++, b++) {
@@ -1196,7 +1190,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
         const unit = i32[slot >> 2] >>> 0
         if (unit === 0 || steps > this.#maxSteps) break
         const e = this.#entry(unit)
-        const t = this.#v.dv.getFloat64(e + E.EXPIRES, true)
+        const t = this.v.dv.getFloat64(e + E.EXPIRES, true)
         if (t !== 0 && t <= now) {
           this.#prev = slot
           this.#remove(s, e)
@@ -1216,7 +1210,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
    * recounts entries and bytes, rebuilds the LRU list.
    */
   #repair(s: number): void {
-    const v = this.#v
+    const v = this.v
     const i32 = v.i32
     // Readers keep off until it is done (the sequence may be odd already: the dead holder
     // was writing); if the repair fails, it stays odd and readers take the lock, which
@@ -1304,14 +1298,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
           if (base === 0 || cap < base) base = cap
           const now = Date.now()
           const end = Math.min(base, r + ITER_BUCKETS)
-          const i32 = this.#v.i32
+          const i32 = this.v.i32
           for (; r < end; r++) {
             for (let b = r; b < cap; b += base) {
               let unit = i32[(tbl + 4 * b) >> 2] >>> 0
               for (let steps = 0; unit !== 0; steps++) {
                 if (steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
                 const e = this.#entry(unit)
-                const t = this.#v.dv.getFloat64(e + E.EXPIRES, true)
+                const t = this.v.dv.getFloat64(e + E.EXPIRES, true)
                 if (t === 0 || t > now) {
                   const k = mode === 1 ? undefined : this.#keyOf(e)
                   out.push(mode === 0 ? k : mode === 1 ? this.#decode(e) : [k, this.#decode(e)])
@@ -1329,12 +1323,30 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> impl
   }
 
   #keyOf(e: number): string | Uint8Array {
-    const i32 = this.#v.i32
+    const i32 = this.v.i32
     const n = i32[(e + E.KEY_LEN) >> 2] >>> 0
     const start = e + E.DATA
-    return i32[(e + E.FLAGS) >> 2] & KEY_BYTES ? this.#v.u8.slice(start, start + n) : decodeUtf8(this.#v.u8, start, start + n)
+    return i32[(e + E.FLAGS) >> 2] & KEY_BYTES ? this.v.u8.slice(start, start + n) : decodeUtf8(this.v.u8, start, start + n)
   }
 }
+
+/** What a map object remembers of a string key's last cached read (see {@link SharedMap.get}). */
+class Memo {
+  /** Int32 index of the stripe's write sequence, and its value then. */
+  seq = 0
+  q = 0
+  /** The stripe's clock then. */
+  lo = 0
+  hi = 0
+  /** The entry's expiry (0: never). */
+  expires = 0
+  plan: Plan = EMPTY_PLAN
+}
+
+/** Keys a map object remembers reads of; then it starts over. */
+const MEMO_KEYS = 4096
+/** From a stripe's write sequence to its clock, in 32-bit words. */
+const CLOCK_FROM_SEQ = (S.TICK - S.SEQ) >> 2
 
 /** What {@link SharedMap.has} looks for. */
 const FOUND = Symbol('found')
@@ -1347,6 +1359,7 @@ const COPIED = Symbol('copied')
 /** An optimistic read that found the entry's value in the cache (`#plan`). */
 const CACHED = Symbol('cached')
 const EMPTY_BYTES = new Uint8Array(0)
+const EMPTY_PLAN = planOf(undefined) as Plan
 
 function keyTooLong(n: number): RangeError {
   return rangeError(`The "key" argument must be at most ${MAX_KEY_LENGTH} bytes; got ${n}`)
@@ -1484,5 +1497,8 @@ function construct(v: Views, offset: number, o: CheckedOptions): void {
   v.dv.setFloat64(offset + M.TTL, o.ttl, true)
   Atomics.store(v.i32, w + (M.STATE >> 2), 1)
 }
+
+/** The SharedMap's layout, for {@link SharedContainer}. */
+const TYPE: ContainerType = Object.freeze({ name: 'SharedMap', handle: 'map', magic: MAGIC, kind: Kind.SHARED_MAP, version: VERSION, headerSize: M.SIZE })
 
 registerReviver('SharedMap', (h) => SharedMap.at(memoryOfHandle(h), h.offset))

@@ -1,7 +1,8 @@
 /**
  * Rows 9.x: Channel throughput between two processes against `process.send` and against
  * `worker_threads` `MessagePort.postMessage` between two threads; the round-trip latency;
- * and whether the copy out of the ring matters for large `'bytes'` messages.
+ * whether the copy out of the ring matters for large `'bytes'` messages; and the floor: a
+ * bare ring (Atomics only) between two processes against `process.send`.
  * @module
  */
 import { fork } from 'node:child_process'
@@ -35,6 +36,20 @@ function channelRun(mode, n) {
       const b = new Channel(mem, { capacity: 1 << 16 })
       const run = await runParallel({ script: 'channel-end.mjs', n: 2, job: { channels: { a: a.toJSON(), b: b.toJSON() }, mode, n } })
       if (mode === 'stream' && run.results[1].value !== (n * (n - 1)) / 2) throw new Error(`the consumer's checksum is ${run.results[1].value}`)
+      return run.spanNs / n
+    })
+}
+
+/**
+ * ns per message of a bare ring between the two children of ring-floor.mjs (Atomics
+ * only): the floor under any channel in shared memory on this machine.
+ * @param {number} n
+ */
+function ringFloorRun(n) {
+  return () =>
+    withSegment('ring', { size: 1 << 20 }, async (mem) => {
+      const run = await runParallel({ script: 'ring-floor.mjs', n: 2, job: { mem: mem.toJSON(), n } })
+      if (run.results[1].value !== (n * (n - 1)) / 2) throw new Error(`the consumer's checksum is ${run.results[1].value}`)
       return run.spanNs / n
     })
 }
@@ -165,6 +180,17 @@ export const channelRows = [
           ctx.effort.rounds,
         )
       }),
+  },
+  {
+    id: '9.5',
+    key: 'ring-floor-vs-process-send',
+    subject: 'Floor: a bare ring in shared memory, 2 processes, 1,000,000 int32 messages (Atomics only: no lock, no codec)',
+    baseline: 'process.send from a child to its parent',
+    per: 'message',
+    run: async (ctx) => {
+      const m = await alternate(ringFloorRun(messages(ctx, 'shmutils')), ipcRun('stream', messages(ctx, 'ipc')), ctx.effort.slowRounds)
+      return { ...m, params: { messages: { ring: messages(ctx, 'shmutils'), processSend: messages(ctx, 'ipc') } } }
+    },
   },
 ]
 

@@ -106,7 +106,7 @@ async function againstRedis(ctx, op, procs) {
     const slow = opsOf(ctx, 'slow')
     const fast = opsOf(ctx, 'fast')
     return await withMap({}, async (map) => {
-      const subject = procs === 1 ? syncLoop(fast, op === 'get' ? (k) => map.get(k) : (k) => map.set(k, VALUE)) : parallel('map-ops.mjs', procs, { map: map.toJSON(), op }, fast)
+      const subject = procs === 1 ? syncLoop(fast, mapOp(map, op)) : parallel('map-ops.mjs', procs, { map: map.toJSON(), op }, fast)
       const baseline = procs === 1 ? redisLoop(server.port, op, slow) : parallel('redis-ops.mjs', procs, { port: server.port, op }, slow)
       const m = await alternate(subject, baseline, ctx.effort.slowRounds)
       return { ...m, params: { processes: procs, operations: { shmutils: fast, redis: slow }, keys: KEYS } }
@@ -155,7 +155,7 @@ async function againstLmdb(ctx, op) {
     for (let i = 0; i < KEYS; i++) db.putSync(`user:${i}`, VALUE)
     const n = opsOf(ctx, 'fast')
     return await withMap({}, async (map) => {
-      const subject = syncLoop(n, op === 'get' ? (k) => map.get(k) : (k) => map.set(k, VALUE))
+      const subject = syncLoop(n, mapOp(map, op))
       const baseline =
         op === 'get'
           ? syncLoop(n, (k) => db.get(k))
@@ -176,6 +176,27 @@ async function againstLmdb(ctx, op) {
     rmSync(dir, { recursive: true, force: true })
   }
 }
+
+/**
+ * An in-process row: SharedMap `op` against a `Map` of the same keys holding
+ * `v8.serialize` output (get: `v8.deserialize` of it; set: of a fresh `v8.serialize`).
+ * @param {import('./row.mjs').Context} ctx
+ * @param {'get' | 'set'} op
+ */
+function againstLocalMap(ctx, op) {
+  const n = opsOf(ctx, 'fast')
+  const local = new Map(Array.from({ length: KEYS }, (_, i) => [`user:${i}`, v8.serialize(VALUE)]))
+  const baseline = op === 'get' ? syncLoop(n, (k) => v8.deserialize(/** @type {Buffer} */ (local.get(k)))) : syncLoop(n, (k) => local.set(k, v8.serialize(VALUE)))
+  return withMap({}, (map) => alternate(syncLoop(n, mapOp(map, op)), baseline, ctx.effort.rounds))
+}
+
+/**
+ * The SharedMap operation of a row on key `k`: get, or set of the row's value.
+ * @param {SharedMap<string, unknown>} map
+ * @param {'get' | 'set'} op
+ * @returns {(k: string) => unknown}
+ */
+const mapOp = (map, op) => (op === 'get' ? (k) => map.get(k) : (k) => map.set(k, VALUE))
 
 /** @type {import('./row.mjs').Row[]} */
 export const mapRows = [
@@ -245,11 +266,7 @@ export const mapRows = [
     subject: 'SharedMap get of a small object',
     baseline: 'in-process Map get + v8.deserialize',
     per: 'get',
-    run: (ctx) => {
-      const n = opsOf(ctx, 'fast')
-      const local = new Map(Array.from({ length: KEYS }, (_, i) => [`user:${i}`, v8.serialize(VALUE)]))
-      return withMap({}, (map) => alternate(syncLoop(n, (k) => map.get(k)), syncLoop(n, (k) => v8.deserialize(/** @type {Buffer} */ (local.get(k)))), ctx.effort.rounds))
-    },
+    run: (ctx) => againstLocalMap(ctx, 'get'),
   },
   {
     id: '8.8',
@@ -257,11 +274,7 @@ export const mapRows = [
     subject: 'SharedMap set of a small object',
     baseline: 'in-process Map set of v8.serialize',
     per: 'set',
-    run: (ctx) => {
-      const n = opsOf(ctx, 'fast')
-      const local = new Map()
-      return withMap({}, (map) => alternate(syncLoop(n, (k) => map.set(k, VALUE)), syncLoop(n, (k) => local.set(k, v8.serialize(VALUE))), ctx.effort.rounds))
-    },
+    run: (ctx) => againstLocalMap(ctx, 'set'),
   },
   {
     id: '8.9',
