@@ -112,6 +112,8 @@ export class RWLock {
   /** Int32 indices of the slots this thread holds, through this object. */
   #held: number[] = []
   #ownerDied = false
+  /** This thread's token ({@link me}), kept once known: the read path's only identity. */
+  #id = 0
 
   /**
    * Allocates a new lock's record in shared memory.
@@ -139,6 +141,11 @@ export class RWLock {
 
   #a(): Int32Array {
     return openWords(this.#i32, 'the RWLock\'s mapping')
+  }
+
+  /** {@link me}, asked once per object (tokens are never 0). */
+  #me(): number {
+    return this.#id || (this.#id = me(this.memory))
   }
 
   /**
@@ -222,26 +229,28 @@ export class RWLock {
   #tryRead(first: boolean): boolean {
     const a = this.#a()
     const w = this.#w
-    const id = me(this.memory)
-    if (first) this.#ownerDied = false
-    const reentry = this.#held.length > 0
-    const writer = Atomics.load(a, w + R.WRITER)
-    if (writer === id) throw deadlock('this thread holds the write lock')
-    if (writer !== 0 && !reentry) return false
+    const id = this.#me()
+    if (first && this.#ownerDied) this.#ownerDied = false
     const start = Math.imul(id, 0x9e37_79b1) >>> 27
     for (let k = 0; k < RWLOCK_SLOTS; k++) {
       const slot = w + R.SLOTS + ((start + k) & (RWLOCK_SLOTS - 1))
       if (Atomics.compareExchange(a, slot, 0, id) !== 0) continue
-      // Re-check after claiming (the writer scans slots after claiming `writer`).
-      if (!reentry && Atomics.load(a, w + R.WRITER) !== 0) {
+      // Then look at `writer` (a writer scans the slots after claiming it, so one of the
+      // two sees the other). A writer present: this thread (a deadlock), or another one,
+      // which keeps new readers out; a thread re-entering its read hold goes ahead, since
+      // that writer waits for it.
+      const writer = Atomics.load(a, w + R.WRITER)
+      if (writer !== 0 && (writer === id || this.#held.length === 0)) {
         Atomics.store(a, slot, 0)
         if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
+        if (writer === id) throw deadlock('this thread holds the write lock')
         return false
       }
       this.#held.push(slot)
       if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseRead())
       return true
     }
+    if (Atomics.load(a, w + R.WRITER) === id) throw deadlock('this thread holds the write lock')
     return false
   }
 
@@ -307,7 +316,7 @@ export class RWLock {
   releaseWrite(): void {
     const a = this.#a()
     const w = this.#w
-    if (Atomics.load(a, w + R.WRITER) !== me(this.memory)) throw notOwner('the write lock')
+    if (Atomics.load(a, w + R.WRITER) !== this.#me()) throw notOwner('the write lock')
     Atomics.store(a, w + R.WRITER, 0)
     if (Atomics.load(a, w + R.WWAIT) !== 0) {
       Atomics.store(a, w + R.WWAIT, 0)
@@ -330,7 +339,7 @@ export class RWLock {
   *#writeSteps(timeout: number | undefined): Steps<boolean> {
     const a = this.#a()
     const w = this.#w
-    const id = me(this.memory)
+    const id = this.#me()
     this.#ownerDied = false
     if (this.#held.length > 0) throw deadlock('this thread holds a read lock (upgrading is not supported)')
     const until = timeout === undefined ? Infinity : performance.now() + timeout
