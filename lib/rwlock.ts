@@ -22,7 +22,7 @@
  *
  * | who            | does                                                                 |
  * |----------------|----------------------------------------------------------------------|
- * | read, fast     | `writer == 0` → CAS a free slot `0 → me` (starting at a slot picked by `me`); `writer == 0` still? held; else undo the slot and wait |
+ * | read, fast     | CAS a free slot `0 → me` (starting at a slot picked by `me`), then read `writer`: 0 (or a re-entry)? held; else undo the slot and wait |
  * | read, slow     | sleep on `writer` while it is non-zero (every 50 ms: a dead writer's claim is cleared, `ownerDied`); no free slot: sleep on `rgone` |
  * | read release   | `slot = 0`; if `rwait`: clear it, `rgone += 1`, wake                   |
  * | write          | CAS `writer 0 → me` (every 50 ms a dead writer is taken over, `ownerDied`); then wait until every slot is 0, clearing slots whose owner died |
