@@ -4,7 +4,7 @@
 // own (./warmup.mjs), so that the timed run sees code optimized for contention.
 import { Lock, revive } from '../../dist/index.js'
 import { serve } from './serve.mjs'
-import { meet, WARMUP_AREA, warmupLimit } from './warmup.mjs'
+import { meet, WARMUP_AREA, WARMUP_COUNT, warmupLimit } from './warmup.mjs'
 
 /**
  * Increments `c[k]` under `lock` until it reaches `limit`; returns how many times.
@@ -47,8 +47,13 @@ function repeat(lock, c, k, n) {
 serve((job, { n: children }) => {
   const { lock, counterIndex, limit, each } = /** @type {any} */ (revive(job))
   const c = new Int32Array(lock.memory.buffer)
-  const n = limit ?? each
+  // The warm-up runs the function the timed run will, on the shared warm-up lock.
+  const warm = Lock.at(lock.memory, WARMUP_AREA.lock)
   meet(c, WARMUP_AREA.meet >> 2, children)
-  raceTo(Lock.at(lock.memory, WARMUP_AREA.lock), c, WARMUP_AREA.counter >> 2, warmupLimit(children, n))
-  return () => (limit !== undefined ? raceTo(lock, c, counterIndex, limit) : repeat(lock, c, counterIndex, each))
+  if (limit !== undefined) {
+    raceTo(warm, c, WARMUP_AREA.counter >> 2, warmupLimit(children, limit))
+    return () => raceTo(lock, c, counterIndex, limit)
+  }
+  repeat(warm, c, WARMUP_AREA.counter >> 2, Math.min(each, WARMUP_COUNT))
+  return () => repeat(lock, c, counterIndex, each)
 })

@@ -3,7 +3,7 @@
 // Warms up contended on a shared warm-up lock first, as the Lock children do
 // (./warmup.mjs): `job.warm` holds its meeting word, lock word and counter.
 import { serve } from './serve.mjs'
-import { meet, warmupLimit } from './warmup.mjs'
+import { meet, WARMUP_COUNT } from './warmup.mjs'
 
 const LOCK = 0
 const COUNTER = 1
@@ -25,25 +25,6 @@ function unlock(a) {
 }
 
 /**
- * Increments `a[COUNTER]` under the lock until it reaches `limit`; returns how many times.
- * @param {Int32Array} a - lock word and counter
- * @param {number} limit
- */
-function raceTo(a, limit) {
-  let mine = 0
-  for (;;) {
-    lock(a)
-    if (a[COUNTER] >= limit) {
-      unlock(a)
-      return mine
-    }
-    a[COUNTER]++
-    unlock(a)
-    mine++
-  }
-}
-
-/**
  * @param {Int32Array} a - lock word and counter
  * @param {number} n
  */
@@ -59,7 +40,7 @@ function repeat(a, n) {
 serve((job, { n: children }) => {
   const warm = new Int32Array(job.warm)
   meet(warm, 2, children)
-  raceTo(warm, warmupLimit(children, job.each))
+  repeat(warm, Math.min(job.each, WARMUP_COUNT))
   const a = new Int32Array(job.sab)
   return () => repeat(a, job.each)
 })
