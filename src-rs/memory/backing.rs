@@ -84,21 +84,25 @@ impl Backing {
     }
 
     /// Mirrors the prefix in the 8-aligned u64 at `offset` of the mapping (a managed
-    /// segment's `backed` field): learns the prefix already recorded there, and records
-    /// what this process knows (unless `read_only`). The word's page must be backed.
-    pub fn track_header_word(&self, file: File, offset: usize, read_only: bool) {
+    /// segment's `backed` field), whose value the caller read as `seen` (with `pread`,
+    /// or 0 in a header it just made): learns that, and records from now on what this
+    /// process backs (unless `read_only`). Touches the word only when this process
+    /// knows more than `seen` already, so opening a segment faults in none of its
+    /// pages. The word's page must be backed.
+    pub fn track_header_word(&self, file: File, offset: usize, read_only: bool, seen: u64) {
         if offset == 0 || !offset.is_multiple_of(8) || (offset as u64 + 8) > file.len {
             return;
         }
+        let seen = seen.min(file.len);
+        self.prefix.fetch_max(seen, Ordering::AcqRel);
         if read_only {
-            self.header_word.store(offset, Ordering::Release);
-            self.learn(file);
-            self.header_word.store(0, Ordering::Release);
             return;
         }
         self.header_word.store(offset, Ordering::Release);
-        self.learn(file);
-        self.publish(file, self.prefix());
+        let known = self.prefix();
+        if known > seen {
+            self.publish(file, known);
+        }
     }
 
     /// Records that `[0, n)` was backed by the caller (`fallocate` on the descriptor
@@ -306,7 +310,7 @@ mod tests {
             len,
         };
         let b = Backing::new();
-        b.track_header_word(file, 8, false);
+        b.track_header_word(file, 8, false, word.load(Ordering::Relaxed));
         b.ensure(file, 100, 200, false).unwrap();
         assert_eq!(b.prefix(), CHUNK);
         assert_eq!(word.load(Ordering::Relaxed), CHUNK);
@@ -335,7 +339,7 @@ mod tests {
         // A header that says more than the mapping is clamped.
         word.store(u64::MAX, Ordering::Relaxed);
         let c = Backing::new();
-        c.track_header_word(file, 8, true);
+        c.track_header_word(file, 8, true, word.load(Ordering::Relaxed));
         assert_eq!(c.prefix(), len);
     }
 }

@@ -362,11 +362,12 @@ impl Region {
     }
 
     /// Mirrors what is known backed in the u64 at `offset` (a managed segment's header
-    /// field), and learns what other processes recorded there.
-    pub fn track_backed_word(&self, offset: usize) {
+    /// field), and learns `seen`, what the caller read there (see
+    /// [`Backing::track_header_word`](super::backing::Backing::track_header_word)).
+    pub fn track_backed_word(&self, offset: usize, seen: u64) {
         if let Some(f) = self.backing_file() {
             self.backing
-                .track_header_word(f, offset, self.is_read_only());
+                .track_header_word(f, offset, self.is_read_only(), seen);
         }
     }
 
