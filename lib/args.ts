@@ -3,6 +3,7 @@
  * names the argument.
  * @module
  */
+import { loneSurrogateAt } from './utf8.js'
 import { abortError, rangeError, typeError } from './errors.js'
 
 /** Checks `value` is a non-negative safe integer and returns it. */
@@ -24,9 +25,6 @@ export function checkString(name: string, value: unknown): string {
   return value
 }
 
-/** In `u` mode a surrogate pair is one code point, so this matches only lone halves. */
-const LONE_SURROGATE = /[\uD800-\uDFFF]/u
-
 /**
  * Checks a name (of a segment or of a named object) and returns it: a string without
  * lone UTF-16 surrogates. UTF-8 cannot encode a lone surrogate, so the native side would
@@ -34,7 +32,7 @@ const LONE_SURROGATE = /[\uD800-\uDFFF]/u
  */
 export function checkName(name: string, value: unknown): string {
   const s = checkString(name, value)
-  if (LONE_SURROGATE.test(s)) {
+  if (loneSurrogateAt(s) >= 0) {
     throw typeError(`The "${name}" argument must not contain lone UTF-16 surrogates; got ${JSON.stringify(s)}`)
   }
   return s

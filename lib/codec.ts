@@ -10,7 +10,8 @@
  *   it does not know) goes through `node:v8` itself. Either way the stored bytes are
  *   what `v8.deserialize` reads.
  * - `'json'`: `JSON.stringify` as UTF-8.
- * - `'string'`: strings only, as UTF-8.
+ * - `'string'`: strings only, as UTF-8 (a lone UTF-16 surrogate, which UTF-8 cannot
+ *   hold, is a TypeError; `'v8'` keeps it).
  * - `'bytes'`: `Uint8Array`s (any `ArrayBufferView`), stored as they are; reads return
  *   a copy.
  *
@@ -21,7 +22,7 @@
 import v8 from 'node:v8'
 import { describe } from './args.js'
 import { ShmError, typeError } from './errors.js'
-import { decodeUtf8, encodeUtf8Into } from './utf8.js'
+import { decodeUtf8, encodeUtf8Into, LONE_SURROGATE, notWellFormed } from './utf8.js'
 
 /** The codecs containers offer. */
 export type Codec = 'v8' | 'json' | 'string' | 'bytes'
@@ -255,6 +256,8 @@ class V8Writer {
     const b = this.b
     const lenAt = this.pos + 1
     const w = encodeUtf8Into(s, b, lenAt + 5)
+    // A lone surrogate: node:v8 keeps it (as a two-byte string); UTF-8 cannot.
+    if (w === LONE_SURROGATE) throw FALLBACK
     const lenBytes = varintSize(w)
     b[this.pos] = Tag.Utf8String
     if (lenBytes !== 5) b.copyWithin(lenAt + lenBytes, lenAt + 5, lenAt + 5 + w)
@@ -925,8 +928,9 @@ const v8Coder: Coder = {
 
 // ---- 'json', 'string', 'bytes' ----
 
-function writeText(s: string, out: Scratch): number {
+function writeText(s: string, out: Scratch, what: string): number {
   let n = encodeUtf8Into(s, out.bytes, 0)
+  if (n === LONE_SURROGATE) throw notWellFormed(s, what, ": the 'v8' codec keeps such strings")
   if (n < 0) {
     out.ensure(0, 3 * s.length)
     n = encodeUtf8Into(s, out.bytes, 0)
@@ -945,7 +949,7 @@ const jsonCoder: Coder = {
       throw typeError(`${what} cannot be stored with the 'json' codec: ${(e as Error).message}`)
     }
     if (s === undefined) throw typeError(`${what} cannot be stored with the 'json' codec: ${describe(value)} has no JSON form`)
-    return writeText(s, out)
+    return writeText(s, out, what)
   },
   decode(bytes, start, end) {
     try {
@@ -968,7 +972,7 @@ const stringCoder: Coder = {
   id: 2,
   encode(value, out, what) {
     if (typeof value !== 'string') throw typeError(`${what} must be a string with the 'string' codec; got ${describe(value)}`)
-    return writeText(value, out)
+    return writeText(value, out, what)
   },
   decode(bytes, start, end) {
     return decodeUtf8(bytes, start, end)

@@ -14,6 +14,7 @@ import { checkIntact, GUARD, internals, MappedMemory, setHeapFactory } from './m
 import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
 import { cStringSize } from './strings.js'
+import { notWellFormed } from './utf8.js'
 import type { InitOf, RefOf } from './typed.js'
 import {
   arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types,
@@ -337,10 +338,12 @@ export class Heap {
   /**
    * Copies `s` into the heap as a NUL-terminated UTF-8 `char[n]` (n = its byte length
    * + 1), the C string another process reads with `ref.string()`.
-   * @throws TypeError if `s` is not a string; ShmError `ENOMEM`
+   * @throws TypeError if `s` is not a string, or holds a lone UTF-16 surrogate (which
+   *   UTF-8 cannot hold); ShmError `ENOMEM`
    */
   newString(s: string): Ref<number[]> {
     checkString('s', s)
+    if (!s.isWellFormed()) throw notWellFormed(s, 'The "s" argument')
     return this.new(arrayOf(types.char, cStringSize(s)), s)
   }
 

@@ -63,7 +63,7 @@ import { Kind, Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
 import { binding } from './native.js'
-import { copyWords, decodeUtf8, encodeUtf8Into, wordsEqual } from './utf8.js'
+import { copyWords, decodeUtf8, encodeUtf8Into, LONE_SURROGATE, notWellFormed, wordsEqual } from './utf8.js'
 
 /** `'SMAP'` little-endian. */
 const MAGIC = 0x5041_4d53
@@ -1404,6 +1404,7 @@ function encodeKey(key: unknown): number {
       }
     }
     let w = encodeUtf8Into(key, keyScratch.bytes, 0)
+    if (w === LONE_SURROGATE) throw notWellFormed(key, 'The "key" argument')
     if (w < 0) {
       if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
       keyScratch.ensure(0, 3 * n)

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { typeError } from './errors.js'
+
 const encoder = new TextEncoder()
 /** Non-fatal: invalid bytes (hostile or truncated) decode as U+FFFD, never throw. */
 const decoder = new TextDecoder('utf-8')
@@ -14,8 +16,27 @@ const decoder = new TextDecoder('utf-8')
 const SHORT = 32
 
 /**
- * Writes `s` as UTF-8 into `dst` at `at`. Returns the number of bytes written, or -1
- * if `dst` has too little room (nothing useful is written then).
+ * What {@link encodeUtf8Into} returns for a string holding a lone UTF-16 surrogate:
+ * UTF-8 cannot hold one, and an encoder would write U+FFFD in its place, silently
+ * changing the string (and making two keys one). Callers throw {@link notWellFormed}.
+ */
+export const LONE_SURROGATE = -2
+
+/** Index of the first lone UTF-16 surrogate in `s`; -1 if it has none. */
+export function loneSurrogateAt(s: string): number {
+  // In `u` mode a surrogate pair is one code point, so the class matches lone halves only.
+  return s.isWellFormed() ? -1 : s.search(/[\uD800-\uDFFF]/u)
+}
+
+/** The TypeError for a string UTF-8 cannot hold (`what` names it; `hint` follows). */
+export function notWellFormed(s: string, what: string, hint = ''): TypeError {
+  return typeError(`${what} contains a lone UTF-16 surrogate (at index ${loneSurrogateAt(s)}), which UTF-8 cannot hold${hint}`)
+}
+
+/**
+ * Writes `s` as UTF-8 into `dst` at `at`. Returns the number of bytes written, -1 if
+ * `dst` has too little room (nothing useful is written then), or
+ * {@link LONE_SURROGATE}.
  */
 export function encodeUtf8Into(s: string, dst: Uint8Array, at: number): number {
   const n = s.length
@@ -28,6 +49,7 @@ export function encodeUtf8Into(s: string, dst: Uint8Array, at: number): number {
     }
     if (i === n) return n
   }
+  if (!s.isWellFormed()) return LONE_SURROGATE
   const room = dst.length - at
   // UTF-8 takes at least one byte per UTF-16 unit: fewer bytes of room surely fail.
   if (room < n) return -1

@@ -1,0 +1,172 @@
+// The containers' codecs against node:v8 itself: what the JavaScript 'v8' coder writes is
+// what v8.deserialize reads back as the same value, and what v8.serialize writes the
+// JavaScript reader reads as the same value, over random values (fast-check) and the
+// corner cases (-0, NaN, holes, named properties on arrays, lone surrogates, long
+// strings). And strings UTF-8 cannot hold (a lone UTF-16 surrogate): TypeErrors wherever
+// the library would have to write UTF-8 (keys, the 'string' codec, C strings), never a
+// silent U+FFFD; the 'v8' codec keeps them, as structured clone does.
+import test, { type ExecutionContext } from 'ava'
+import fc from 'fast-check'
+import { isDeepStrictEqual } from 'node:util'
+import v8 from 'node:v8'
+import { coderFor, encoded, encodeValue } from '../dist/codec.js'
+import { CBase, cdef, Channel, type Ref, SharedMap } from '../dist/index.js'
+import { forkChild, managedSegment, throws } from './helpers.js'
+
+const segment = (t: ExecutionContext) => managedSegment(t, 'codec', 1 << 20)
+const coder = coderFor('v8')
+
+/** The bytes the JavaScript 'v8' coder writes for `v` (a copy). */
+function jsBytes(v: unknown): Uint8Array {
+  const n = encodeValue(coder, v, 'The value')
+  return encoded.bytes.slice(0, n)
+}
+
+/** Any UTF-16 string: ASCII, Latin-1, astral pairs and lone surrogates alike. */
+const anyString = fc.oneof(
+  fc.string({ maxLength: 24 }),
+  fc.array(fc.integer({ min: 0, max: 0xffff }), { maxLength: 40 }).map((units) => String.fromCharCode(...units)),
+  fc.array(fc.constantFrom('a', 'é', 'ÿ', '世', '🌍', '\ud800', '\udfff', '\ud83d'), { maxLength: 40 }).map((a) => a.join('')),
+)
+
+/** Plain values: what the JavaScript coder writes itself (and a few it hands to node:v8). */
+const { value } = fc.letrec((tie) => ({
+  value: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    anyString,
+    fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
+    fc.double(),
+    fc.constantFrom(-0, NaN, Infinity, 2 ** 31, 2 ** 53, -(2 ** 31) - 1),
+    fc.boolean(),
+    fc.constant(null),
+    fc.constant(undefined),
+    fc.array(tie('value'), { maxLength: 6 }),
+    fc.array(fc.tuple(fc.oneof(anyString, fc.nat({ max: 20 }).map(String)), tie('value')), { maxLength: 6 }).map((entries) => {
+      const o: Record<string, unknown> = {}
+      // defineProperty: a key "__proto__" is an own property, as v8.deserialize makes it.
+      for (const [k, v] of entries) Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true })
+      return o
+    }),
+  ),
+}))
+
+/** Whether `a` and `b` are the same value, -0, holes and key order included. */
+function same(a: unknown, b: unknown): boolean {
+  return isDeepStrictEqual(a, b) && JSON.stringify(keysOf(a)) === JSON.stringify(keysOf(b))
+}
+function keysOf(v: unknown): unknown {
+  if (typeof v !== 'object' || v === null) return null
+  return Object.keys(v).map((k) => [k, keysOf((v as Record<string, unknown>)[k])])
+}
+
+test("the JavaScript 'v8' coder and node:v8 agree both ways on random values", (t) => {
+  fc.assert(
+    fc.property(value, (v) => {
+      const mine = jsBytes(v)
+      const theirs = new Uint8Array(v8.serialize(v))
+      return (
+        same(v8.deserialize(Buffer.from(mine)), v) &&
+        same(coder.decode(mine, 0, mine.length), v) &&
+        same(coder.decode(theirs, 0, theirs.length), v)
+      )
+    }),
+    { numRuns: 3000, seed: 20261130 },
+  )
+  t.pass('3000 values, each read back as itself by node:v8 and by the JavaScript reader')
+})
+
+test("the corner cases of the 'v8' coder read back exactly, through node:v8 too", (t) => {
+  const named = Object.assign(['a', 'b'], { extra: 1 })
+  const cases: unknown[] = [
+    -0, NaN, 2 ** 31, -(2 ** 31), 2 ** 30,
+    // eslint-disable-next-line no-sparse-arrays
+    [1, , 3],
+    named,
+    'x'.repeat(300),
+    'é'.repeat(300),
+    '\ud800',
+    'ab\udfff',
+    { k: '\ud83dz', ['\udc00']: 1 },
+    ['é世', '\ud800', 'x'.repeat(20) + '\ud800'],
+    { nested: { list: [{ x: 1 }, [2, 3]], s: 'é' } },
+  ]
+  for (const v of cases) {
+    const mine = jsBytes(v)
+    t.true(same(v8.deserialize(Buffer.from(mine)), v), `node:v8 reads ${JSON.stringify(v)} back`)
+    t.true(same(coder.decode(mine, 0, mine.length), v), `the JavaScript reader reads ${JSON.stringify(v)} back`)
+  }
+  t.is((coder.decode(jsBytes(named), 0, jsBytes(named).length) as typeof named).extra, 1, 'a named property on an array survives')
+})
+
+test("hostile bytes: the 'v8' reader returns a value or throws ERR_SHM_CORRUPT, nothing else", (t) => {
+  const valid = [
+    v8.serialize({ id: 1, name: 'x', tags: ['a', 'b'], m: new Map([[1, 2]]), d: new Date(1), big: 10n ** 20n }),
+    // eslint-disable-next-line no-sparse-arrays
+    v8.serialize(['é世', 1.5, null, { a: { b: [1, , 3] } }, '\ud800', -0]),
+  ]
+  const outcomes = new Map<string, number>()
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        // A valid value with a few bytes changed, maybe cut short.
+        fc.tuple(fc.nat({ max: 1 }), fc.array(fc.tuple(fc.nat(), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }), fc.option(fc.nat())).map(([which, changes, cut]) => {
+          const b = new Uint8Array(valid[which]!)
+          for (const [at, byte] of changes) b[2 + (at % (b.length - 2))] = byte
+          return cut === null ? b : b.subarray(0, cut % (b.length + 1))
+        }),
+        // Noise after a valid version header.
+        fc.uint8Array({ maxLength: 40 }).map((noise) => Uint8Array.from([0xff, 15, ...noise])),
+      ),
+      (b) => {
+        let outcome = 'a value'
+        try {
+          coder.decode(b, 0, b.length)
+        } catch (e) {
+          outcome = (e as { code?: string }).code ?? `${(e as Error).name}: ${(e as Error).message}`
+        }
+        outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1)
+        return outcome === 'a value' || outcome === 'ERR_SHM_CORRUPT'
+      },
+    ),
+    { numRuns: 20_000, seed: 20261130 },
+  )
+  t.true((outcomes.get('ERR_SHM_CORRUPT') ?? 0) > 1000, JSON.stringify([...outcomes]))
+  t.true((outcomes.get('a value') ?? 0) > 100, JSON.stringify([...outcomes]))
+})
+
+test('lone surrogates: the v8 codec keeps them across processes; UTF-8 places refuse them with a TypeError', async (t) => {
+  const mem = segment(t)
+  const map = new SharedMap<string, unknown>(mem)
+  const value = { s: 'a\ud800b', list: ['\udfff', 'é\ud83d'] }
+  map.set('k', value)
+  const ch = new Channel<unknown>(mem, { capacity: 4096 })
+  ch.send('\ud800')
+  // Another process reads them through handles: the very strings (JSON over IPC keeps
+  // lone surrogates as \u escapes).
+  const child = forkChild(t, 'codec-child.mjs')
+  child.proc.send({ map: map.toJSON(), ch: ch.toJSON() })
+  const got = await child.message<{ value: unknown; message: unknown }>()
+  t.is(await child.exited, 0)
+  t.true(same(got.value, value), JSON.stringify(got.value))
+  t.is(got.message, '\ud800')
+
+  const lone = { instanceOf: TypeError, message: /lone UTF-16 surrogate \(at index 1\), which UTF-8 cannot hold/ }
+  map.set('a\ufffd', 1)
+  throws(t, () => map.set('a\ud800', 2), lone, 'a key')
+  throws(t, () => map.get('a\udc00'), lone, 'a key to look up')
+  t.is(map.get('a\ufffd'), 1, 'the U+FFFD key is untouched')
+  const strings = new SharedMap<string, string>(mem, { codec: 'string' })
+  throws(t, () => strings.set('k', 'x\ud800'), { ...lone, message: /The "value" argument contains a lone UTF-16 surrogate .*the 'v8' codec keeps such strings/ })
+  t.false(strings.has('k'))
+  const text = new Channel<string>(mem, { capacity: 4096, codec: 'string' })
+  throws(t, () => text.send('x\udfff'), lone, "a 'string' message")
+  t.is(text.length, 0)
+  throws(t, () => mem.heap.newString('x\ud800'), { ...lone, message: /The "s" argument/ })
+  const before = mem.heap.stats().allocations
+  throws(t, () => mem.new('char[8]', 'x\ud800'), lone, 'a char[8]')
+  t.is(mem.heap.stats().allocations, before, 'nothing left allocated')
+  class Named extends CBase<{ name: Ref | null }>(cdef('struct named { char *name; };'), 'struct named') {}
+  const Shared = Named.withHeap(mem)
+  throws(t, () => Shared.new('x\ud800'), { ...lone, message: /member name/ })
+  t.is(Shared.new('é🌍').name?.string(), 'é🌍', 'well-formed strings still go in')
+})
