@@ -98,6 +98,23 @@ test("the corner cases of the 'v8' coder read back exactly, through node:v8 too"
   t.is((coder.decode(jsBytes(named), 0, jsBytes(named).length) as typeof named).extra, 1, 'a named property on an array survives')
 })
 
+test("a polluted Object.prototype does not become own properties of stored copies (node:v8 clones own properties only)", (t) => {
+  const v = { own: 1, nested: { deep: [{ x: 2 }] } }
+  // Synchronous from pollution to cleanup: no other test of this file runs in between.
+  ;(Object.prototype as Record<string, unknown>).polluted = 'from the prototype'
+  let mine: Uint8Array
+  try {
+    mine = jsBytes(v)
+  } finally {
+    delete (Object.prototype as Record<string, unknown>).polluted
+  }
+  const back = coder.decode(mine, 0, mine.length) as typeof v
+  t.true(same(back, v), JSON.stringify(back))
+  t.false(Object.hasOwn(back, 'polluted'))
+  t.false(Object.hasOwn(back.nested.deep[0]!, 'polluted'))
+  t.true(same(v8.deserialize(Buffer.from(mine)), v))
+})
+
 test("hostile bytes: the 'v8' reader returns a value or throws ERR_SHM_CORRUPT, nothing else", (t) => {
   const valid = [
     v8.serialize({ id: 1, name: 'x', tags: ['a', 'b'], m: new Map([[1, 2]]), d: new Date(1), big: 10n ** 20n }),

@@ -349,6 +349,12 @@ class V8Writer {
   }
 }
 
+/** Whether Object.prototype has no enumerable property (for-in over a plain object yields its own only). */
+function prototypeClean(): boolean {
+  for (const _ in Object.prototype) return false
+  return true
+}
+
 const fcc = String.fromCharCode
 
 /** The Latin-1 string `b[at, at + n)`, built without a native call (n ≤ 64). */
@@ -891,6 +897,10 @@ const v8Coder: Coder = {
       w.b[0] = Tag.Version
       w.b[1] = VERSION
       w.pos = 2
+      // The writer walks objects with for-in, which also yields enumerable properties
+      // of Object.prototype: a polluted prototype would become own properties of the
+      // stored copy. node:v8 clones own properties only.
+      if (typeof value === 'object' && value !== null && !prototypeClean()) throw FALLBACK
       w.value(value)
       return w.pos
     } catch (e) {
