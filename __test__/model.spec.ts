@@ -1,0 +1,177 @@
+// The containers against models: random sequences of operations on a SharedMap (against
+// a JavaScript Map) and on a Channel (against an array), with keys and values of every
+// kind and size that changes a code path (short and long ASCII, non-ASCII, byte keys;
+// values from empty to larger than a stripe's spare blocks; records that wrap around the
+// ring's end), tables that grow, and the heap checked after each sequence. A second
+// process reads the final contents back through a handle. The models hold what
+// structuredClone makes of each value: what the 'v8' codec promises.
+import test, { type ExecutionContext } from 'ava'
+import fc from 'fast-check'
+import { isDeepStrictEqual } from 'node:util'
+import { Channel, type MappedMemory, SharedMap } from '../dist/index.js'
+import { forkChild, managedSegment } from './helpers.js'
+
+/** A fresh segment for each run (containers are not freed one by one: their segment goes). */
+const segment = (t: ExecutionContext) => managedSegment(t, 'model', 4 << 20)
+
+/** A key of the model: strings as they are, byte keys as 'b:' + hex (never equal to a string key's). */
+type Key = string | Uint8Array
+const modelKey = (k: Key): string => (typeof k === 'string' ? `s:${k}` : `b:${Buffer.from(k).toString('hex')}`)
+
+const key: fc.Arbitrary<Key> = fc.oneof(
+  fc.constantFrom('a', 'b', 'user:1', 'user:2', 'é', '世界', '🌍', ''),
+  fc.string({ maxLength: 40 }),
+  fc.nat({ max: 40 }).map((n) => 'k'.repeat(n)),
+  fc.uint8Array({ maxLength: 12 }),
+  fc.constantFrom(new Uint8Array([0x61]), new Uint8Array(0)),
+)
+
+const value: fc.Arbitrary<unknown> = fc.oneof(
+  fc.integer(),
+  fc.string({ maxLength: 30 }),
+  fc.record({ id: fc.nat(), name: fc.string({ maxLength: 12 }), tags: fc.array(fc.string({ maxLength: 4 }), { maxLength: 3 }) }),
+  // Larger than a stripe's spare blocks (2 KiB) and than the key/value scratch buffers.
+  fc.nat({ max: 6000 }).map((n) => 'v'.repeat(n)),
+  fc.constant(null),
+)
+
+type MapOp =
+  | { op: 'set'; k: Key; v: unknown }
+  | { op: 'get' | 'has' | 'delete'; k: Key }
+  | { op: 'update'; k: Key; v: unknown }
+  | { op: 'clear' }
+
+const mapOp: fc.Arbitrary<MapOp> = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ op: fc.constant('set' as const), k: key, v: value }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constantFrom('get' as const, 'has' as const, 'delete' as const), k: key }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('update' as const), k: key, v: value }) },
+  { weight: 1, arbitrary: fc.constant({ op: 'clear' as const }) },
+)
+
+test('SharedMap against a Map: random operations, every key and value kind, growing tables', async (t) => {
+  let last: { map: SharedMap<Key, unknown>; model: Map<string, [Key, unknown]>; mem: MappedMemory } | null = null
+  let runs = 0
+  fc.assert(
+    fc.property(fc.array(mapOp, { minLength: 1, maxLength: 300, size: 'large' }), fc.constantFrom(1, 4, 16), (ops, stripes) => {
+      runs++
+      if (last !== null) last.mem.close()
+      const mem = segment(t)
+      const map = new SharedMap<Key, unknown>(mem, { stripes, capacity: 4 })
+      const model = new Map<string, [Key, unknown]>()
+      last = { map, model, mem }
+      for (const o of ops) {
+        switch (o.op) {
+          case 'set':
+            map.set(o.k, o.v)
+            model.set(modelKey(o.k), [o.k, structuredClone(o.v)])
+            break
+          case 'get':
+            if (!isDeepStrictEqual(map.get(o.k), model.get(modelKey(o.k))?.[1])) return false
+            break
+          case 'has':
+            if (map.has(o.k) !== model.has(modelKey(o.k))) return false
+            break
+          case 'delete':
+            if (map.delete(o.k) !== model.delete(modelKey(o.k))) return false
+            break
+          case 'update': {
+            const before = model.get(modelKey(o.k))?.[1]
+            let seen: unknown = 'not called'
+            map.update(o.k, (old) => ((seen = old), o.v))
+            if (!isDeepStrictEqual(seen, before)) return false
+            model.set(modelKey(o.k), [o.k, structuredClone(o.v)])
+            break
+          }
+          case 'clear':
+            map.clear()
+            model.clear()
+            break
+        }
+        if (map.size !== model.size) return false
+      }
+      const entries = [...map.entries()]
+      if (entries.length !== model.size) return false
+      for (const [k, v] of entries) {
+        const m = model.get(modelKey(k))
+        if (m === undefined || !isDeepStrictEqual(v, m[1])) return false
+      }
+      mem.heap.check()
+      return true
+    }),
+    { numRuns: 150, seed: 20261130 },
+  )
+  t.is(runs, 150)
+  // The last map, read in another process through its handle: the same contents.
+  const { map, model } = last!
+  const child = forkChild(t, 'model-child.mjs')
+  child.proc.send({ map: map.toJSON() })
+  const got = await child.message<{ entries: Array<[string | number[], unknown]> }>()
+  t.is(await child.exited, 0)
+  t.is(got.entries.length, model.size)
+  for (const [k, v] of got.entries) {
+    const mk = modelKey(typeof k === 'string' ? k : Uint8Array.from(k))
+    t.deepEqual(v, model.get(mk)?.[1], mk)
+  }
+})
+
+test('Channel against an array: random sends and receives of every size, wrapping the ring; full and empty answered', (t) => {
+  const mem = managedSegment(t, 'model', 1 << 20)
+  let runs = 0
+  let full = 0
+  let tooLarge = 0
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.oneof(
+          { weight: 4, arbitrary: fc.record({ op: fc.constant('send' as const), v: fc.oneof(value, fc.nat({ max: 600 }).map((n) => 'm'.repeat(n))) }) },
+          { weight: 2, arbitrary: fc.constant({ op: 'receive' as const }) },
+        ),
+        { minLength: 1, maxLength: 300, size: 'large' },
+      ),
+      fc.constantFrom(256, 1024, 4096),
+      (ops, capacity) => {
+        runs++
+        // One ring after another in one segment: each is emptied at the end of its run
+        // and stays allocated (a container is not freed on its own).
+        const ch = new Channel<unknown>(mem, { capacity })
+        const model: unknown[] = []
+        {
+          for (const o of ops) {
+            if (o.op === 'send') {
+              let sent: boolean
+              try {
+                sent = ch.send(o.v, { timeout: 0 })
+              } catch (e) {
+                // Larger than the ring: refused up front, nothing queued.
+                if (!(e instanceof RangeError)) throw e
+                tooLarge++
+                continue
+              }
+              if (sent) model.push(structuredClone(o.v))
+              else full++
+              if (!sent && model.length === 0) return false // refused while empty: only a message the ring cannot hold may be
+            } else {
+              if (model.length === 0) {
+                try {
+                  ch.receive({ timeout: 0 })
+                  return false
+                } catch (e) {
+                  if ((e as { code?: string }).code !== 'ETIMEDOUT') throw e
+                }
+              } else if (!isDeepStrictEqual(ch.receive({ timeout: 0 }), model.shift())) {
+                return false
+              }
+            }
+            if (ch.length !== model.length) return false
+          }
+          while (model.length !== 0) if (!isDeepStrictEqual(ch.receive({ timeout: 0 }), model.shift())) return false
+          return ch.length === 0
+        }
+      },
+    ),
+    { numRuns: 200, seed: 20261130 },
+  )
+  t.is(runs, 200)
+  t.true(full > 20 && tooLarge > 20, `${full} sends found the ring full, ${tooLarge} were larger than it`)
+  mem.heap.check()
+})
