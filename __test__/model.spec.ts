@@ -1,5 +1,6 @@
 // The containers against models: random sequences of operations on a SharedMap (against
-// a JavaScript Map) and on a Channel (against an array), with keys and values of every
+// a JavaScript Map; an LRU-bounded one against a Map kept in access order) and on a
+// Channel (against an array), with keys and values of every
 // kind and size that changes a code path (short and long ASCII, non-ASCII, byte keys;
 // values from empty to larger than a stripe's spare blocks; records that wrap around the
 // ring's end), tables that grow, and the heap checked after each sequence. A second
@@ -112,6 +113,77 @@ test('SharedMap against a Map: random operations, every key and value kind, grow
     const mk = modelKey(typeof k === 'string' ? k : Uint8Array.from(k))
     t.deepEqual(v, model.get(mk)?.[1], mk)
   }
+})
+
+test('an LRU-bounded SharedMap against a Map kept in access order: the same entries evicted, in the same order', (t) => {
+  let runs = 0
+  let evicted = 0
+  fc.assert(
+    fc.property(fc.array(mapOp, { minLength: 1, maxLength: 300, size: 'large' }), fc.integer({ min: 1, max: 8 }), (ops, maxEntries) => {
+      runs++
+      const mem = segment(t)
+      try {
+        const map = new SharedMap<Key, unknown>(mem, { maxEntries })
+        // Insertion order of a Map as the access order: least recently used first.
+        const model = new Map<string, [Key, unknown]>()
+        const use = (k: Key): void => {
+          const e = model.get(modelKey(k))
+          if (e === undefined) return
+          model.delete(modelKey(k))
+          model.set(modelKey(k), e)
+        }
+        const store = (k: Key, v: unknown): void => {
+          model.delete(modelKey(k))
+          model.set(modelKey(k), [k, structuredClone(v)])
+          while (model.size > maxEntries) {
+            model.delete(model.keys().next().value!)
+            evicted++
+          }
+        }
+        for (const o of ops) {
+          switch (o.op) {
+            case 'set':
+              map.set(o.k, o.v)
+              store(o.k, o.v)
+              break
+            case 'get':
+              if (!isDeepStrictEqual(map.get(o.k), model.get(modelKey(o.k))?.[1])) return false
+              use(o.k)
+              break
+            case 'has':
+              if (map.has(o.k) !== model.has(modelKey(o.k))) return false
+              use(o.k)
+              break
+            case 'delete':
+              if (map.delete(o.k) !== model.delete(modelKey(o.k))) return false
+              break
+            case 'update': {
+              const before = model.get(modelKey(o.k))?.[1]
+              let seen: unknown = 'not called'
+              map.update(o.k, (old) => ((seen = old), o.v))
+              if (!isDeepStrictEqual(seen, before)) return false
+              store(o.k, o.v)
+              break
+            }
+            case 'clear':
+              map.clear()
+              model.clear()
+              break
+          }
+          if (map.size !== model.size) return false
+        }
+        const keys = [...map.keys()].map(modelKey).sort()
+        if (!isDeepStrictEqual(keys, [...model.keys()].sort())) return false
+        mem.heap.check()
+        return true
+      } finally {
+        mem.close()
+      }
+    }),
+    { numRuns: 150, seed: 20261130 },
+  )
+  t.is(runs, 150)
+  t.true(evicted > 100, `${evicted} evictions`)
 })
 
 test('Channel against an array: random sends and receives of every size, wrapping the ring; full and empty answered', (t) => {
