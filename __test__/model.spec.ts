@@ -5,7 +5,8 @@
 // values from empty to larger than a stripe's spare blocks; records that wrap around the
 // ring's end), tables that grow, and the heap checked after each sequence. A second
 // process reads the final contents back through a handle. The models hold what
-// structuredClone makes of each value: what the 'v8' codec promises.
+// structuredClone makes of each value: what the 'v8' codec promises. Last, thousands of
+// async sends and receives with aborts at random moments, against exactly-once delivery.
 import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
 import { isDeepStrictEqual } from 'node:util'
@@ -245,5 +246,60 @@ test('Channel against an array: random sends and receives of every size, wrappin
   )
   t.is(runs, 200)
   t.true(full > 20 && tooLarge > 20, `${full} sends found the ring full, ${tooLarge} were larger than it`)
+  mem.heap.check()
+})
+
+test('Channel async sends and receives with random aborts: every message exactly once, an aborted send never delivered, an aborted receive takes nothing', async (t) => {
+  const mem = managedSegment(t, 'model', 1 << 20)
+  const ch = new Channel<number>(mem, { capacity: 256 })
+  let seed = 20261130
+  const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32
+  const delivered = new Set<number>() // sendAsync resolved true
+  const withdrawn = new Set<number>() // sendAsync rejected with AbortError
+  const got: number[] = []
+  const sends = new Set<Promise<void>>()
+  const receives = new Set<Promise<void>>()
+  let nextId = 0
+  let abortedReceives = 0
+  const track = (set: Set<Promise<void>>, p: Promise<void>): void => {
+    set.add(p)
+    void p.finally(() => set.delete(p))
+  }
+  const expectAbort = (e: unknown): void => {
+    if ((e as Error).name !== 'AbortError') throw e
+  }
+  for (let round = 0; round < 3000; round++) {
+    const r = rnd()
+    const ac = new AbortController()
+    if (r < 0.35) {
+      track(receives, ch.receiveAsync({ signal: ac.signal }).then((m) => void got.push(m), (e) => (expectAbort(e), void abortedReceives++)))
+      const when = rnd()
+      if (when < 0.25) ac.abort()
+      else if (when < 0.5) setTimeout(() => ac.abort(), Math.floor(rnd() * 3))
+    } else if (r < 0.7) {
+      const id = nextId++
+      track(sends, ch.sendAsync(id, { signal: ac.signal }).then((ok) => {
+        if (!ok) throw new Error(`sendAsync(${id}) returned false with no timeout`)
+        delivered.add(id)
+      }, (e) => (expectAbort(e), void withdrawn.add(id))))
+      if (rnd() < 0.2) ac.abort()
+    } else {
+      await new Promise((resolve) => setTimeout(resolve, rnd() < 0.5 ? 0 : 1))
+    }
+  }
+  // Drain until every send has settled (a send blocked on a full ring goes on once there is room).
+  for (let i = 0; i < 500 && (sends.size !== 0 || ch.length !== 0); i++) {
+    while (ch.length !== 0) got.push(ch.receive({ timeout: 0 }))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  t.is(sends.size, 0, 'every send settled')
+  // Receivers still waiting end with ERR_SHM_CLOSED, having taken nothing.
+  ch.close()
+  const left = await Promise.allSettled([...receives])
+  t.true(left.every((s) => s.status === 'rejected' && (s.reason as { code?: string }).code === 'ERR_SHM_CLOSED'))
+  t.is(new Set(got).size, got.length, 'no message twice')
+  t.deepEqual([...got].sort((a, b) => a - b), [...delivered].sort((a, b) => a - b), 'exactly the messages whose send resolved')
+  t.false(got.some((m) => withdrawn.has(m)), 'no aborted send delivered')
+  t.true(withdrawn.size > 50 && abortedReceives > 50 && delivered.size > 500, `${delivered.size} delivered, ${withdrawn.size} sends and ${abortedReceives} receives aborted`)
   mem.heap.check()
 })
