@@ -1,7 +1,8 @@
 // RWLock across processes and threads: readers overlap and writers exclude everyone
 // (proved with shared counters), writers are not starved by a stream of readers, dead
-// readers and writers are recovered, async twins leave the event loop free and abort;
-// bad input gives typed errors.
+// readers and writers are recovered, async twins leave the event loop free and abort,
+// and wait for holds of other tasks of the same thread (thousands of them, aborted at
+// random); bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
 import { RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
 import { managedSegment, pidNamespaceUnavailable, primPeer, rejection, sleep, startPeer, throws } from './helpers.js'
@@ -110,6 +111,90 @@ test('async twins: wait on a native thread, time out, abort; the event loop keep
   lock.releaseWrite()
   t.is(lock.withRead(() => 7), 7)
   t.is(lock.withWrite(() => 8), 8)
+})
+
+test('async twins wait for holds of other tasks of the same thread, where the synchronous calls refuse', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  t.true(await lock.acquireWriteAsync())
+  // Another task's write hold: waited for, not ERR_SHM_DEADLOCK.
+  let settled = false
+  const writer = lock.acquireWriteAsync({ timeout: 5000 }).finally(() => (settled = true))
+  await sleep(30)
+  t.false(settled, 'a second writer waits while the first task holds the write lock')
+  throws(t, () => lock.acquireRead(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' }, 'the synchronous call still refuses')
+  lock.releaseWrite()
+  t.true(await writer)
+  settled = false
+  const reader = lock.acquireReadAsync({ timeout: 5000 }).finally(() => (settled = true))
+  await sleep(30)
+  t.false(settled, 'a reader waits while another task holds the write lock')
+  lock.releaseWrite()
+  t.true(await reader)
+  // A read hold of another task: a write acquisition waits for it to go.
+  const upgrade = lock.acquireWriteAsync({ timeout: 5000 })
+  await sleep(30)
+  t.true(lock.tryAcquireRead(), 'a read re-entry goes ahead of the waiting writer, which waits for it')
+  lock.releaseRead()
+  lock.releaseRead()
+  t.true(await upgrade)
+  lock.releaseWrite()
+  // A task awaiting a hold it has itself waits until its timeout.
+  t.true(await lock.acquireWriteAsync())
+  t.false(await lock.acquireWriteAsync({ timeout: 50 }))
+  lock.releaseWrite()
+
+  // Thousands of acquisitions by tasks of this thread, aborted at random moments:
+  // readers overlap, a writer is alone, nothing but aborts fails, and the lock ends free.
+  let seed = 20261130
+  const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32
+  let readers = 0
+  let writers = 0
+  let maxReaders = 0
+  let overlaps = 0
+  let holds = 0
+  let aborts = 0
+  const all: Promise<void>[] = []
+  for (let i = 0; i < 2000; i++) {
+    const ac = new AbortController()
+    const write = rnd() < 0.4
+    all.push(
+      (write ? lock.acquireWriteAsync({ signal: ac.signal }) : lock.acquireReadAsync({ signal: ac.signal })).then(
+        async (ok) => {
+          if (!ok) throw new Error('an acquisition without timeout returned false')
+          holds++
+          if (write) {
+            if (++writers > 1 || readers > 0) overlaps++
+          } else {
+            maxReaders = Math.max(maxReaders, ++readers)
+            if (writers > 0) overlaps++
+          }
+          if (rnd() < 0.5) await sleep(0)
+          if (write) {
+            writers--
+            lock.releaseWrite()
+          } else {
+            readers--
+            lock.releaseRead()
+          }
+        },
+        (e: Error) => {
+          if (e.name !== 'AbortError') throw e
+          aborts++
+        },
+      ),
+    )
+    const when = rnd()
+    if (when < 0.2) ac.abort()
+    else if (when < 0.4) setTimeout(() => ac.abort(), Math.floor(rnd() * 3))
+    if (rnd() < 0.2) await sleep(0)
+  }
+  const failed = (await Promise.allSettled(all)).filter((r) => r.status === 'rejected')
+  t.deepEqual(failed, [], 'only aborts fail')
+  t.is(overlaps, 0, 'a writer was never inside with anyone')
+  t.true(maxReaders > 1 && holds > 1000 && aborts > 300, `${holds} holds, ${aborts} aborts, up to ${maxReaders} readers at once`)
+  t.true(lock.tryAcquireWrite(), 'free at the end')
+  lock.releaseWrite()
 })
 
 test('bad input and misuse: typed errors', (t) => {

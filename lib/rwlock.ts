@@ -35,6 +35,13 @@
  * against changing the state before reading the flag, all sequentially consistent,
  * means no sleeper is forgotten; sleeps are 50 ms slices anyway.
  *
+ * One thread, several tasks: the synchronous calls refuse to wait for a hold of this
+ * thread (`ERR_SHM_DEADLOCK`: nothing else of the thread could run to release it). The
+ * async twins wait instead, as `Lock.acquireAsync` queues: another task of this
+ * thread may hold the lock and release it while the awaiting one sleeps. So with
+ * `tasks` (below) a hold of this thread counts as anyone's: a writer of this thread is
+ * waited for, and a write acquisition waits for this thread's read holds to go.
+ *
  * Dead holders: readers never change the data, so a dead reader's slot is simply
  * cleared by the next writer that finds its owner dead. A writer that died holding (or
  * claiming) the lock is taken over by the next writer, or cleared by the next reader,
@@ -182,21 +189,23 @@ export class RWLock {
    */
   acquireRead(options?: AcquireOptions): boolean {
     const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
-    return this.#tryRead(true) || runBlocking(this.memory, this.#readSteps(timeout))
+    return this.#tryRead(true, false) || runBlocking(this.memory, this.#readSteps(timeout, false))
   }
 
   /** Takes a read hold only if that is possible at once. */
   tryAcquireRead(): boolean {
-    return this.#tryRead(true)
+    return this.#tryRead(true, false)
   }
 
   /**
    * {@link acquireRead} without blocking the event loop (waits on a native waiter thread).
+   * While another task of this thread holds the write lock, it waits for that task to
+   * release it (where {@link acquireRead} throws `ERR_SHM_DEADLOCK`).
    * @throws (rejects) AbortError; as {@link acquireRead}
    */
   async acquireReadAsync(options?: AsyncWaitOptions): Promise<boolean> {
     const { timeout, signal } = checkAsyncWait(options)
-    return this.#tryRead(true) || runAsync(this.memory, this.#readSteps(timeout), signal)
+    return this.#tryRead(true, true) || runAsync(this.memory, this.#readSteps(timeout, true), signal)
   }
 
   /**
@@ -223,10 +232,12 @@ export class RWLock {
   }
 
   /**
-   * One try for a read hold. `first`: the call of the caller (resets `ownerDied`).
-   * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the write lock
+   * One try for a read hold. `first`: the call of the caller (resets `ownerDied`);
+   * `tasks`: an async acquisition, for which a write hold of this thread is another
+   * task's, to wait for (see the module docs).
+   * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the write lock (not `tasks`)
    */
-  #tryRead(first: boolean): boolean {
+  #tryRead(first: boolean, tasks: boolean): boolean {
     const a = this.#a()
     const w = this.#w
     const id = this.#me()
@@ -238,30 +249,33 @@ export class RWLock {
       // Then look at `writer` (a writer scans the slots after claiming it, so one of the
       // two sees the other). A writer present: this thread (a deadlock), or another one,
       // which keeps new readers out; a thread re-entering its read hold goes ahead, since
-      // that writer waits for it.
+      // that writer waits for it (also a writer of this thread: a write acquisition of
+      // another task, waiting for this thread's read holds). A writer of this thread with
+      // no read hold here: a deadlock, unless another task of the thread holds it
+      // (`tasks`), which is waited for like anyone's.
       const writer = Atomics.load(a, w + R.WRITER)
-      if (writer !== 0 && (writer === id || this.#held.length === 0)) {
+      if (writer !== 0 && this.#held.length === 0) {
         Atomics.store(a, slot, 0)
         if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
-        if (writer === id) throw deadlock('this thread holds the write lock')
+        if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
         return false
       }
       this.#held.push(slot)
       if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseRead())
       return true
     }
-    if (Atomics.load(a, w + R.WRITER) === id) throw deadlock('this thread holds the write lock')
+    if (!tasks && this.#held.length === 0 && Atomics.load(a, w + R.WRITER) === id) throw deadlock('this thread holds the write lock')
     return false
   }
 
-  /** The slow path of a read acquire: sleeps until a try succeeds. */
-  *#readSteps(timeout: number | undefined): Steps<boolean> {
+  /** The slow path of a read acquire: sleeps until a try succeeds (`tasks`: see {@link #tryRead}). */
+  *#readSteps(timeout: number | undefined, tasks: boolean): Steps<boolean> {
     const a = this.#a()
     const w = this.#w
     const until = timeout === undefined ? Infinity : performance.now() + timeout
     let check = performance.now() + RECHECK_MS
     for (;;) {
-      if (this.#tryRead(false)) return true
+      if (this.#tryRead(false, tasks)) return true
       const left = until - performance.now()
       if (left <= 0) return false
       const ms = Math.min(left, RECHECK_MS)
@@ -293,20 +307,24 @@ export class RWLock {
    * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the lock already (read or write)
    */
   acquireWrite(options?: AcquireOptions): boolean {
-    return blockingWait(this.memory, options, (timeout) => this.#writeSteps(timeout))
+    return blockingWait(this.memory, options, (timeout) => this.#writeSteps(timeout, false))
   }
 
   /** Takes the write lock only if nobody holds the lock now. */
   tryAcquireWrite(): boolean {
-    return runBlocking(this.memory, this.#writeSteps(0))
+    return runBlocking(this.memory, this.#writeSteps(0, false))
   }
 
   /**
-   * {@link acquireWrite} without blocking the event loop.
+   * {@link acquireWrite} without blocking the event loop. Holds of other tasks of this
+   * thread are waited for like anyone's (where {@link acquireWrite} throws
+   * `ERR_SHM_DEADLOCK`): the write lock, and read holds, which must all be released. A
+   * task that awaits this while it holds the lock itself waits until its timeout or
+   * abort, as with `Lock.acquireAsync`.
    * @throws (rejects) AbortError; as {@link acquireWrite}
    */
   acquireWriteAsync(options?: AsyncWaitOptions): Promise<boolean> {
-    return asyncWait(this.memory, options, (timeout) => this.#writeSteps(timeout))
+    return asyncWait(this.memory, options, (timeout) => this.#writeSteps(timeout, true))
   }
 
   /**
@@ -335,20 +353,23 @@ export class RWLock {
     }
   }
 
-  /** The write acquire: claim `writer`, then wait for the readers to leave. */
-  *#writeSteps(timeout: number | undefined): Steps<boolean> {
+  /**
+   * The write acquire: claim `writer`, then wait for the readers to leave. `tasks`: an
+   * async acquisition, which waits for this thread's own holds (see {@link #tryRead}).
+   */
+  *#writeSteps(timeout: number | undefined, tasks: boolean): Steps<boolean> {
     const a = this.#a()
     const w = this.#w
     const id = this.#me()
     this.#ownerDied = false
-    if (this.#held.length > 0) throw deadlock('this thread holds a read lock (upgrading is not supported)')
+    if (this.#held.length > 0 && !tasks) throw deadlock('this thread holds a read lock (upgrading is not supported)')
     const until = timeout === undefined ? Infinity : performance.now() + timeout
     let check = performance.now() + RECHECK_MS
     // 1. Claim the writer word.
     for (;;) {
       const writer = Atomics.compareExchange(a, w + R.WRITER, 0, id)
       if (writer === 0) break
-      if (writer === id) throw deadlock('this thread holds the write lock')
+      if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
       if (performance.now() >= check) {
         check = performance.now() + RECHECK_MS
         if (this.#clearDeadWriter(a, writer, id)) {
