@@ -1,14 +1,13 @@
 import test from 'ava'
 import { MappedMemory } from '../dist/index.js'
-import { forkChild, segmentName } from './helpers.js'
+import { forkChild, seededRandom, segmentName } from './helpers.js'
 
 test('a process SIGKILLed at random moments while churning the heap, 50 times: the survivor goes on and check() passes', async (t) => {
   const mem = MappedMemory.create(segmentName(t, 'robust'), { size: 4 << 20 })
   t.teardown(() => mem.close())
   const heap = mem.heap
   const handle = JSON.parse(JSON.stringify(mem))
-  let seed = 7
-  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32)
+  const rand = seededRandom(7)
   let survivorOps = 0
   for (let round = 0; round < 50; round++) {
     const child = forkChild(t, 'heap-churn-forever.mjs')

@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import {
   Heap, Lock, MappedMemory, MapFlags, Protection, Ref, revive, ShmError, shmOpen, types,
 } from '../dist/index.js'
-import { fillHeap, forkChild, managedSegment, segmentName, throws } from './helpers.js'
+import { fillHeap, forkChild, managedSegment, seededRandom, segmentName, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext, size?: number) => managedSegment(t, 'heap', size)
 
@@ -84,8 +84,7 @@ test('garbage over the heap gives errors, never a crash or a hang', (t) => {
   const mem = segment(t, 256 * 1024)
   const heap = mem.heap
   const offs = Array.from({ length: 50 }, (_, i) => heap.malloc(64 + i * 8))
-  let seed = 12345
-  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32)
+  const rand = seededRandom(12345)
   // Overwrite the heap region (not the segment header nor the heap's lock) with garbage.
   for (let i = 256 + 32; i < mem.size; i++) mem.bytes[i] = Math.floor(rand() * 256)
   let errors = 0

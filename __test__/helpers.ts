@@ -333,6 +333,15 @@ export function since(t0: number): number {
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /**
+ * A seeded pseudo-random source in [0, 1) (a 32-bit linear congruential generator), so
+ * that a randomized test makes the same choices on every run.
+ */
+export function seededRandom(seed: number): () => number {
+  let x = seed >>> 0
+  return () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32
+}
+
+/**
  * What `p` rejected with (ava's `throwsAsync` accepts only native errors, and an abort
  * rejects with a `DOMException`); fails if it resolved.
  */

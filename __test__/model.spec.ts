@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
 import { isDeepStrictEqual } from 'node:util'
 import { Channel, type MappedMemory, SharedMap } from '../dist/index.js'
-import { forkChild, managedSegment } from './helpers.js'
+import { forkChild, managedSegment, seededRandom } from './helpers.js'
 
 /** A fresh segment for each run (containers are not freed one by one: their segment goes). */
 const segment = (t: ExecutionContext) => managedSegment(t, 'model', 4 << 20)
@@ -50,8 +50,74 @@ const mapOp: fc.Arbitrary<MapOp> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ op: 'clear' as const }) },
 )
 
+/**
+ * What a SharedMap should hold: entries by {@link modelKey}, each with its key and what
+ * structuredClone makes of its value. With `maxEntries`, the Map's insertion order is
+ * the access order (least recently used first) and stores evict as an LRU-bounded map
+ * must.
+ */
+class MapModel {
+  readonly entries = new Map<string, [Key, unknown]>()
+  evicted = 0
+  constructor(readonly maxEntries = Infinity) {}
+
+  value(k: Key): unknown {
+    return this.entries.get(modelKey(k))?.[1]
+  }
+  /** A use of `k` (a get or has): the most recently used, in a bounded map. */
+  use(k: Key): void {
+    const e = this.entries.get(modelKey(k))
+    if (e === undefined || this.maxEntries === Infinity) return
+    this.entries.delete(modelKey(k))
+    this.entries.set(modelKey(k), e)
+  }
+  store(k: Key, v: unknown): void {
+    this.entries.delete(modelKey(k))
+    this.entries.set(modelKey(k), [k, structuredClone(v)])
+    for (; this.entries.size > this.maxEntries; this.evicted++) this.entries.delete(this.entries.keys().next().value!)
+  }
+}
+
+/** Runs `ops` on `map` and `model`; false at the first answer of the map the model does not give. */
+function agree(map: SharedMap<Key, unknown>, model: MapModel, ops: readonly MapOp[]): boolean {
+  for (const o of ops) {
+    switch (o.op) {
+      case 'set':
+        map.set(o.k, o.v)
+        model.store(o.k, o.v)
+        break
+      case 'get':
+        if (!isDeepStrictEqual(map.get(o.k), model.value(o.k))) return false
+        model.use(o.k)
+        break
+      case 'has':
+        if (map.has(o.k) !== model.entries.has(modelKey(o.k))) return false
+        model.use(o.k)
+        break
+      case 'delete':
+        if (map.delete(o.k) !== model.entries.delete(modelKey(o.k))) return false
+        break
+      case 'update': {
+        const before = model.value(o.k)
+        let seen: unknown = 'not called'
+        map.update(o.k, (old) => ((seen = old), o.v))
+        if (!isDeepStrictEqual(seen, before)) return false
+        model.store(o.k, o.v)
+        break
+      }
+      case 'clear':
+        map.clear()
+        model.entries.clear()
+        break
+    }
+    if (map.size !== model.entries.size) return false
+  }
+  const entries = [...map.entries()]
+  return entries.length === model.entries.size && entries.every(([k, v]) => model.entries.has(modelKey(k)) && isDeepStrictEqual(v, model.value(k)))
+}
+
 test('SharedMap against a Map: random operations, every key and value kind, growing tables', async (t) => {
-  let last: { map: SharedMap<Key, unknown>; model: Map<string, [Key, unknown]>; mem: MappedMemory } | null = null
+  let last: { map: SharedMap<Key, unknown>; model: MapModel; mem: MappedMemory } | null = null
   let runs = 0
   fc.assert(
     fc.property(fc.array(mapOp, { minLength: 1, maxLength: 300, size: 'large' }), fc.constantFrom(1, 4, 16), (ops, stripes) => {
@@ -59,44 +125,9 @@ test('SharedMap against a Map: random operations, every key and value kind, grow
       if (last !== null) last.mem.close()
       const mem = segment(t)
       const map = new SharedMap<Key, unknown>(mem, { stripes, capacity: 4 })
-      const model = new Map<string, [Key, unknown]>()
+      const model = new MapModel()
       last = { map, model, mem }
-      for (const o of ops) {
-        switch (o.op) {
-          case 'set':
-            map.set(o.k, o.v)
-            model.set(modelKey(o.k), [o.k, structuredClone(o.v)])
-            break
-          case 'get':
-            if (!isDeepStrictEqual(map.get(o.k), model.get(modelKey(o.k))?.[1])) return false
-            break
-          case 'has':
-            if (map.has(o.k) !== model.has(modelKey(o.k))) return false
-            break
-          case 'delete':
-            if (map.delete(o.k) !== model.delete(modelKey(o.k))) return false
-            break
-          case 'update': {
-            const before = model.get(modelKey(o.k))?.[1]
-            let seen: unknown = 'not called'
-            map.update(o.k, (old) => ((seen = old), o.v))
-            if (!isDeepStrictEqual(seen, before)) return false
-            model.set(modelKey(o.k), [o.k, structuredClone(o.v)])
-            break
-          }
-          case 'clear':
-            map.clear()
-            model.clear()
-            break
-        }
-        if (map.size !== model.size) return false
-      }
-      const entries = [...map.entries()]
-      if (entries.length !== model.size) return false
-      for (const [k, v] of entries) {
-        const m = model.get(modelKey(k))
-        if (m === undefined || !isDeepStrictEqual(v, m[1])) return false
-      }
+      if (!agree(map, model, ops)) return false
       mem.heap.check()
       return true
     }),
@@ -109,10 +140,10 @@ test('SharedMap against a Map: random operations, every key and value kind, grow
   child.proc.send({ map: map.toJSON() })
   const got = await child.message<{ entries: Array<[string | number[], unknown]> }>()
   t.is(await child.exited, 0)
-  t.is(got.entries.length, model.size)
+  t.is(got.entries.length, model.entries.size)
   for (const [k, v] of got.entries) {
-    const mk = modelKey(typeof k === 'string' ? k : Uint8Array.from(k))
-    t.deepEqual(v, model.get(mk)?.[1], mk)
+    const key = typeof k === 'string' ? k : Uint8Array.from(k)
+    t.deepEqual(v, model.value(key), modelKey(key))
   }
 })
 
@@ -125,56 +156,10 @@ test('an LRU-bounded SharedMap against a Map kept in access order: the same entr
       const mem = segment(t)
       try {
         const map = new SharedMap<Key, unknown>(mem, { maxEntries })
-        // Insertion order of a Map as the access order: least recently used first.
-        const model = new Map<string, [Key, unknown]>()
-        const use = (k: Key): void => {
-          const e = model.get(modelKey(k))
-          if (e === undefined) return
-          model.delete(modelKey(k))
-          model.set(modelKey(k), e)
-        }
-        const store = (k: Key, v: unknown): void => {
-          model.delete(modelKey(k))
-          model.set(modelKey(k), [k, structuredClone(v)])
-          while (model.size > maxEntries) {
-            model.delete(model.keys().next().value!)
-            evicted++
-          }
-        }
-        for (const o of ops) {
-          switch (o.op) {
-            case 'set':
-              map.set(o.k, o.v)
-              store(o.k, o.v)
-              break
-            case 'get':
-              if (!isDeepStrictEqual(map.get(o.k), model.get(modelKey(o.k))?.[1])) return false
-              use(o.k)
-              break
-            case 'has':
-              if (map.has(o.k) !== model.has(modelKey(o.k))) return false
-              use(o.k)
-              break
-            case 'delete':
-              if (map.delete(o.k) !== model.delete(modelKey(o.k))) return false
-              break
-            case 'update': {
-              const before = model.get(modelKey(o.k))?.[1]
-              let seen: unknown = 'not called'
-              map.update(o.k, (old) => ((seen = old), o.v))
-              if (!isDeepStrictEqual(seen, before)) return false
-              store(o.k, o.v)
-              break
-            }
-            case 'clear':
-              map.clear()
-              model.clear()
-              break
-          }
-          if (map.size !== model.size) return false
-        }
-        const keys = [...map.keys()].map(modelKey).sort()
-        if (!isDeepStrictEqual(keys, [...model.keys()].sort())) return false
+        const model = new MapModel(maxEntries)
+        const ok = agree(map, model, ops)
+        evicted += model.evicted
+        if (!ok) return false
         mem.heap.check()
         return true
       } finally {
@@ -252,8 +237,7 @@ test('Channel against an array: random sends and receives of every size, wrappin
 test('Channel async sends and receives with random aborts: every message exactly once, an aborted send never delivered, an aborted receive takes nothing', async (t) => {
   const mem = managedSegment(t, 'model', 1 << 20)
   const ch = new Channel<number>(mem, { capacity: 256 })
-  let seed = 20261130
-  const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32
+  const rnd = seededRandom(20261130)
   const delivered = new Set<number>() // sendAsync resolved true
   const withdrawn = new Set<number>() // sendAsync rejected with AbortError
   const got: number[] = []

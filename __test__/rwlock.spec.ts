@@ -5,7 +5,7 @@
 // random); bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
 import { RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
-import { managedSegment, pidNamespaceUnavailable, primPeer, rejection, sleep, startPeer, throws } from './helpers.js'
+import { managedSegment, pidNamespaceUnavailable, primPeer, rejection, seededRandom, sleep, startPeer, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext) => managedSegment(t, 'rw')
 
@@ -146,8 +146,7 @@ test('async twins wait for holds of other tasks of the same thread, where the sy
 
   // Thousands of acquisitions by tasks of this thread, aborted at random moments:
   // readers overlap, a writer is alone, nothing but aborts fails, and the lock ends free.
-  let seed = 20261130
-  const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32
+  const rnd = seededRandom(20261130)
   let readers = 0
   let writers = 0
   let maxReaders = 0
