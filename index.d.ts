@@ -215,14 +215,6 @@ export interface MapConstants {
 }
 
 /**
- * An external ArrayBuffer over `[offset, offset + length)` of mapping `id` (zero-copy).
- * Throws instead of copying when the runtime forbids external buffers (a copy would not
- * be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this large (Node 20:
- * above 4 GiB); `lib/memory.ts` then serves windows instead.
- */
-export declare function mappingBuffer(id: number, offset: number, length: number): ArrayBuffer
-
-/**
  * Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if mapping `id` lost pages (see
  * `sys/linux/sigbus.rs`), `ERR_SHM_CLOSED` once closed.
  */
@@ -230,12 +222,6 @@ export declare function mappingCheckIntact(id: number): void
 
 /** Forgets mapping `id` without unmapping it; the caller owns the pages. */
 export declare function mappingForget(id: number): boolean
-
-/**
- * Forgets mapping `id` (collected): its slot goes; the pages go with the last ArrayBuffer
- * over them, unless it was closed or detached already.
- */
-export declare function mappingRelease(id: number): void
 
 /**
  * Backs `[offset, offset + length)` of mapping `id` with real pages now, so that raw

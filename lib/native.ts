@@ -77,6 +77,10 @@ export interface FastBinding {
   mappingFromFd(fd: number, fixed: number, readOnly: number, out: Float64Array): void
   /** Detaches `buffer` (if given) and unmaps mapping `id`. */
   mappingClose(id: number, buffer?: ArrayBuffer): void
+  /** An external ArrayBuffer over `[offset, offset + length)` of mapping `id` (zero-copy). */
+  mappingBuffer(id: number, offset: number, length: number): ArrayBuffer
+  /** Forgets mapping `id`, whose object was collected. */
+  mappingRelease(id: number): void
   /**
    * An undo semaphore's operation (`src-rs/sync/undo.rs`): `op` 0 takes a unit if one is
    * free (1 taken, 0 not), 1 releases `n`, 2 answers how many units this thread holds.

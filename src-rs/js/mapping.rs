@@ -436,31 +436,28 @@ pub(crate) fn close(id: u32) -> Result<()> {
 }
 
 /// Forgets mapping `id` (collected): its slot goes; the pages go with the last ArrayBuffer
-/// over them, unless it was closed or detached already.
-#[napi]
-pub fn mapping_release(id: u32) {
+/// over them, unless it was closed or detached already. (Exported raw: `raw.rs`.)
+pub(crate) fn release(id: u32) {
     // `try_with`: the thread may be exiting.
     let _ = REGIONS.try_with(|r| r.borrow_mut().remove(id));
 }
 
-/// An external ArrayBuffer over `[offset, offset + length)` of mapping `id` (zero-copy).
-/// Throws instead of copying when the runtime forbids external buffers (a copy would not
-/// be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this large (Node 20:
-/// above 4 GiB); `lib/memory.ts` then serves windows instead.
-#[napi]
-pub fn mapping_buffer<'env>(
-    env: &'env Env,
+/// An external ArrayBuffer over `[offset, offset + length)` of mapping `id` (zero-copy),
+/// made in `env`. Throws instead of copying when the runtime forbids external buffers (a
+/// copy would not be shared), and `ERR_SHM_BUFFER_TOO_LARGE` when it refuses one this
+/// large (Node 20: above 4 GiB); `lib/memory.ts` then serves windows instead. (Exported
+/// raw: `raw.rs`; the first use of a mapping's memory after `open` makes one.)
+pub(crate) fn buffer(
+    env: napi::sys::napi_env,
     id: u32,
     offset: f64,
     length: f64,
-) -> napi::Result<ArrayBuffer<'env>> {
+) -> Result<napi::sys::napi_value> {
     let (offset, length) = (to_u64("offset", offset)?, to_u64("length", length)?);
     let region = region_of(id)?;
     let pin = region.pin()?;
     let start = pin.region().check_range(offset, length)?;
-    let value = external_buffer(env.raw(), &region, start, length as usize)?;
-    // SAFETY: `value` is the ArrayBuffer just created in this env.
-    unsafe { ArrayBuffer::from_napi_value(env.raw(), value) }
+    external_buffer(env, &region, start, length as usize)
 }
 
 /// Backs `[offset, offset + length)` of mapping `id` with real pages now, so that raw

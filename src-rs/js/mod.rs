@@ -6,7 +6,7 @@
 //! | file | exports |
 //! |------|---------|
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
-//! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose` (through [`raw`]), `mappingBuffer`, `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `mappingRelease`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
+//! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose`, `mappingBuffer`, `mappingRelease` (through [`raw`]), `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
 //! | [`anonymous`] | `anonymousCreate`, `mappingFromFd` (through [`raw`]) |
 //! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim`, `heapSurvey` |
 //! | [`peek`] | `peekSegment`, `peekDescriptor`: a segment's header and counters without mapping it |

@@ -18,6 +18,8 @@ use std::ptr;
 enum Ret {
     Number(f64),
     Undefined,
+    /// A value made in the callback's env.
+    Value(sys::napi_value),
 }
 
 /// The callback's first `N` argument handles (missing ones read as `undefined`).
@@ -164,6 +166,7 @@ unsafe fn finish(env: sys::napi_env, r: Result<Ret>) -> sys::napi_value {
             // SAFETY: as above.
             unsafe { sys::napi_get_undefined(env, &mut out) };
         }
+        Ok(Ret::Value(v)) => out = v,
         Err(e) => {
             let msg = std::ffi::CString::new(e.to_wire().replace('\0', " ")).unwrap_or_default();
             // SAFETY: msg is a NUL-terminated string that outlives the call.
@@ -344,13 +347,25 @@ number_callback!(
     heap_free_from, 3, |env, [h, at, next]| crate::js::blocks::heap_free_from(id(h)?, at, next).map(Ret::Number)
 );
 number_callback!(
+    /// `mappingBuffer(id, offset, length)`: an ArrayBuffer over the mapping; see
+    /// `js/mapping.rs` `buffer`.
+    mapping_buffer, 3, |env, [m, off, len]| crate::js::mapping::buffer(env, id(m)?, off, len).map(Ret::Value)
+);
+number_callback!(
+    /// `mappingRelease(id)`: the mapping object was collected.
+    mapping_release, 1, |env, [m]| id(m).map(|m| {
+        crate::js::mapping::release(m);
+        Ret::Undefined
+    })
+);
+number_callback!(
     /// `wordWake(id, offset, n)`.
     word_wake, 3, |env, [m, off, n]| crate::js::word::word_wake(id(m)?, off, id(n)?).map(|w| Ret::Number(w.into()))
 );
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const FAST: [(&CStr, Callback); 17] = [
+const FAST: [(&CStr, Callback); 19] = [
     (c"heapMalloc", heap_malloc),
     (c"heapFree", heap_free),
     (c"heapRealloc", heap_realloc),
@@ -368,6 +383,8 @@ const FAST: [(&CStr, Callback); 17] = [
     (c"heapAllocInto", heap_alloc_into),
     (c"heapFreeFrom", heap_free_from),
     (c"wordWake", word_wake),
+    (c"mappingBuffer", mapping_buffer),
+    (c"mappingRelease", mapping_release),
 ];
 
 /// Adds the raw callbacks to the module's exports.
