@@ -3,10 +3,11 @@
 // process leaves: a 0xff fill, NOT_RECOVERABLE with flag bits, the thread id of some live
 // process, a random number, the token of a live thread that holds nothing.) Serial: some
 // tests block the event loop on purpose (bounded synchronous waits), which would skew the
-// timings of the others.
+// timings of the others. The last test damages random words under every container and
+// primitive (fixtures/fuzz-child.mjs) and runs operations through them.
 import test, { type ExecutionContext } from 'ava'
-import { Condition, DEFAULT_HEAP_LOCK_TIMEOUT, Lock, MappedMemory, RLock, ShmError } from '../dist/index.js'
-import { managedSegment, type Peer, rejection, since, startPeer, throws } from './helpers.js'
+import { Channel, Condition, DEFAULT_HEAP_LOCK_TIMEOUT, Lock, MappedMemory, RLock, Semaphore, SharedMap, ShmError } from '../dist/index.js'
+import { forkChild, managedSegment, type Peer, rejection, segmentName, since, startPeer, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext, size = 1 << 16) => managedSegment(t, 'hostile', size)
 
@@ -192,4 +193,34 @@ test.serial('a read-only mapping takes no lock and claims no token (its token wo
   t.is(new Int32Array(m.buffer)[76 >> 2], before, 'token_next untouched by the refusals')
   t.true(lock.tryAcquire())
   lock.release()
+})
+
+test('a container\'s own fields damaged: bounds that checkOptions never writes, a lock retagged as another record, are ERR_SHM_CORRUPT', (t) => {
+  const m = segment(t, 1 << 20)
+  const map = new SharedMap(m, { stripes: 1, maxBytes: 4096 })
+  const dv = new DataView(m.buffer)
+  for (const bad of [2.1219957905e-314, -1, 0.5, Number.NaN, Infinity]) {
+    dv.setFloat64(map.offset + 48, bad, true) // M.MAX_BYTES
+    throws(t, () => SharedMap.at(m, map.offset), { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT', message: new RegExp(`maxBytes ${bad}`) })
+  }
+  const ch = new Channel(m, { capacity: 1024 })
+  const sem = new Semaphore(m, 1)
+  const i32 = new Int32Array(m.buffer)
+  i32[(ch.offset + 64 + 8) >> 2] = i32[(sem.offset + 8) >> 2]! // the producer lock's kind tag: SEMAPHORE
+  throws(t, () => Channel.at(m, ch.offset), { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT', message: /the Channel at \d+: .* is a SEMAPHORE/ })
+})
+
+test('fuzz: 1-6 damaged words under every container and primitive, 300 operations each: a ShmError or success, never another error, a signal or a hang', async (t) => {
+  const children = [0, 1].map((i) => {
+    const name = segmentName(t, 'fuzz')
+    const child = forkChild(t, 'fuzz-child.mjs', [name, String(1 + i * 40), String(41 + i * 40)])
+    return child.message<{ cases: number; found: unknown[]; codes: Record<string, number> }>().then(async (r) => ({ ...r, exit: await child.exited }))
+  })
+  const results = await Promise.all(children)
+  for (const r of results) {
+    t.is(r.exit, 0)
+    t.is(r.cases, 40)
+    t.deepEqual(r.found, [], JSON.stringify(r.found, null, 1))
+    t.true((r.codes.ERR_SHM_CORRUPT ?? 0) > 100, `the damage was found: ${JSON.stringify(r.codes)}`)
+  }
 })

@@ -52,11 +52,11 @@
 import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
 import { checkCodec, type Codec, encoded, encodeValue, Scratch } from './codec.js'
 import {
-  type ContainerHome, type ContainerType, corrupt, heapOf, intact, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
+  type ContainerHome, type ContainerType, corrupt, heapOf, intact, ownLock, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
 } from './container.js'
 import { rangeError, ShmError, typeError } from './errors.js'
 import { registerReviver } from './handles.js'
-import { type AsyncWaitOptions, Kind, Lock } from './lock.js'
+import { type AsyncWaitOptions, Kind, type Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
 import { copyWords } from './utf8.js'
@@ -187,8 +187,8 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
     }
     this.#cap = cap
     this.#ring = offset + C.RING
-    this.#producer = Lock.at(memory, offset + C.PRODUCER_LOCK)
-    this.#consumer = Lock.at(memory, offset + C.CONSUMER_LOCK)
+    this.#producer = ownLock(memory, offset + C.PRODUCER_LOCK, `the Channel at ${offset}`)
+    this.#consumer = ownLock(memory, offset + C.CONSUMER_LOCK, `the Channel at ${offset}`)
   }
 
   /**

@@ -12,7 +12,7 @@ import { type Codec, type Coder, coderById } from './codec.js'
 import { closedError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf } from './handles.js'
 import { Heap, heapSlotId } from './heap.js'
-import type { Lock } from './lock.js'
+import { Lock } from './lock.js'
 import { checkIntact, GUARD, internals, MappedMemory, writable } from './memory.js'
 import { type Place, takePlace } from './place.js'
 
@@ -59,6 +59,19 @@ export function heapAt(memory: MappedMemory, heapOffset: number): Heap {
 /** `ERR_SHM_CORRUPT`: bytes of a container that cannot be right. */
 export function corrupt(what: string): ShmError {
   return new ShmError(`corrupt shared container: ${what}`, { code: 'ERR_SHM_CORRUPT' })
+}
+
+/**
+ * The lock a container keeps at `at`, inside its own bytes: a record of another kind
+ * there is damage to the container, not a caller's mistake.
+ * @throws ShmError `ERR_SHM_CORRUPT` if the bytes at `at` are tagged as another record
+ */
+export function ownLock(memory: MappedMemory, at: number, what: string): Lock {
+  try {
+    return Lock.at(memory, at)
+  } catch (e) {
+    throw e instanceof TypeError ? corrupt(`${what}: ${e.message}`) : e
+  }
 }
 
 /** `ERR_SHM_CLOSED` for a container whose mapping was closed. */

@@ -55,7 +55,7 @@
 import { checkIndex, describe } from './args.js'
 import { checkCodec, type Codec, type Coder, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
-  type ContainerHome, type ContainerType, corrupt, heapOf, intact, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
+  type ContainerHome, type ContainerType, corrupt, heapOf, intact, ownLock, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { registerReviver } from './handles.js'
@@ -304,12 +304,16 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     if (array < v.heap.offset || array + stripes * S.SIZE > v.size) throw corrupt(`the SharedMap at ${offset} has its stripes outside the heap`)
     this.#stripeArray = array
     this.#locks = []
-    for (let i = 0; i < stripes; i++) this.#locks.push(Lock.at(memory, array + i * S.SIZE + S.LOCK))
+    for (let i = 0; i < stripes; i++) this.#locks.push(ownLock(memory, array + i * S.SIZE + S.LOCK, `the SharedMap at ${offset}`))
     const flags = v.i32[w + (M.FLAGS >> 2)]
     this.#bounded = (flags & F.BOUNDED) !== 0
     this.#maxEntries = v.dv.getFloat64(offset + M.MAX_ENTRIES, true)
     this.#maxBytes = v.dv.getFloat64(offset + M.MAX_BYTES, true)
     this.#ttl = v.dv.getFloat64(offset + M.TTL, true)
+    // Bounds as checkOptions wrote them (a ttl may be fractional): anything else is damage.
+    for (const [field, n, whole] of [['maxEntries', this.#maxEntries, true], ['maxBytes', this.#maxBytes, true], ['ttl', this.#ttl, false]] as const) {
+      if (!(n >= 0 && (whole ? Number.isSafeInteger(n) : Number.isFinite(n)))) throw corrupt(`the SharedMap at ${offset} has ${field} ${n}`)
+    }
     if (this.#bounded && stripes !== 1) throw corrupt(`the LRU-bounded SharedMap at ${offset} has ${stripes} stripes`)
     // A chain longer than the mapping holds entries has a cycle.
     this.#maxSteps = Math.ceil(v.size / (E.DATA + UNIT)) + 1
