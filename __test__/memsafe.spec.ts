@@ -153,6 +153,9 @@ linuxTest('a segment shrunk by another process: raw views survive, library calls
   for (const k of ['bytes', 'view', 'highRefGet', 'highRefSet', 'lowRefGet', 'malloc', 'free', 'check', 'stats', 'named', 'find', 'namedRef', 'lowLock', 'highLock', 'highTryLock', 'highLockRelease', 'highSem', 'highSemRelease', 'cond', 'reserve', 'newLock']) {
     failed(t, r, k, 'ERR_SHM_TRUNCATED')
   }
+  t.is((r.highKeys as string[]).length, 46)
+  for (const k of r.highKeys as string[]) failed(t, r, k, 'ERR_SHM_TRUNCATED')
+  for (const s of r.inspected as string[]) t.regex(s, /unreadable: 'ERR_SHM_TRUNCATED'/)
   succeeded(t, r, 'rawMappingRead', 0)
   failed(t, r, 'rawMappingBytes', 'ERR_SHM_TRUNCATED')
   succeeded(t, r, 'secondLowRead', 7)

@@ -103,17 +103,24 @@ export class Barrier {
 
   /** Threads that must arrive. */
   get parties(): number {
-    return Atomics.load(this.#a(), this.#w + 1)
+    return this.#load(1)
   }
 
   /** Threads waiting in the current round. */
   get waiting(): number {
-    return Atomics.load(this.#a(), this.#w) & COUNT
+    return this.#load(0) & COUNT
   }
 
   /** Whether a timed-out or aborted wait broke the barrier. */
   get broken(): boolean {
-    return (Atomics.load(this.#a(), this.#w) & BROKEN) !== 0
+    return (this.#load(0) & BROKEN) !== 0
+  }
+
+  /** The word `i` of the record, checked to come from a page the mapping still has. */
+  #load(i: number): number {
+    const v = Atomics.load(this.#a(), this.#w + i)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return v
   }
 
   /**
@@ -138,7 +145,7 @@ export class Barrier {
   *#steps(timeout: number | undefined): Steps<number> {
     const a = this.#a()
     const w = this.#w
-    const parties = Atomics.load(a, w + 1)
+    const parties = this.#load(1)
     if (!(parties >= 1 && parties <= BARRIER_MAX_PARTIES)) throw new ShmError(`corrupt Barrier record at ${this.offset}: ${parties} parties`, { code: 'ERR_SHM_CORRUPT' })
     const until = timeout === undefined ? Infinity : performance.now() + timeout
     // Arrive.

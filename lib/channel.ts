@@ -208,12 +208,15 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   get length(): number {
     const i32 = this.live().i32
     const d = (Atomics.load(i32, this.#w + (C.SENT >> 2)) - Atomics.load(i32, this.#w + (C.RECEIVED >> 2))) | 0
+    intact(this.memory)
     return d < 0 ? 0 : d
   }
 
   /** Whether {@link close} was called (by any process). */
   get closed(): boolean {
-    return Atomics.load(this.live().i32, this.#w + (C.CLOSED >> 2)) !== 0
+    const closed = Atomics.load(this.live().i32, this.#w + (C.CLOSED >> 2)) !== 0
+    intact(this.memory)
+    return closed
   }
 
   /**

@@ -90,10 +90,11 @@ export class Event {
       const seen = Atomics.compareExchange(a, this.#w, v, ((v & ~(SET | WAITERS)) + GEN) | SET)
       if (seen === v) {
         if (v & WAITERS) wakeWord(this.memory, this.offset)
-        return
+        break
       }
       v = seen
     }
+    if (GUARD[0] !== 0) checkIntact(this.memory)
   }
 
   /** Clears the flag: waits block again until the next {@link set}. */
@@ -102,9 +103,10 @@ export class Event {
     let v = Atomics.load(a, this.#w)
     while (v & SET) {
       const seen = Atomics.compareExchange(a, this.#w, v, v & ~SET)
-      if (seen === v) return
+      if (seen === v) break
       v = seen
     }
+    if (GUARD[0] !== 0) checkIntact(this.memory)
   }
 
   /**

@@ -9,6 +9,7 @@
 import { inspect, type InspectOptionsStylized } from 'node:util'
 import { Condition } from './condition.js'
 import { Heap } from './heap.js'
+import { ShmError } from './errors.js'
 import { Lock } from './lock.js'
 import { MappedMemory } from './memory.js'
 import { decodeRecord, lockState, viewAt } from './records.js'
@@ -77,12 +78,19 @@ interface Placed {
 
 /**
  * {@link install} for objects in a mapping: `memory` (its label) and `offset` first, then
- * what `state` reads, or `closed: true` once the mapping is closed.
+ * what `state` reads; `closed: true` once the mapping is closed, and the error's code as
+ * `unreadable` when the state cannot be read (the mapping lost the record's pages).
  */
 function installPlaced<T extends Placed>(cls: { prototype: T }, state: (self: T) => Record<string, unknown>): void {
   install(cls, (x) => {
     const head = { memory: memoryLabel(x.memory), offset: x.offset }
-    return { fields: x.memory.closed ? { ...head, closed: true } : { ...head, ...state(x) } }
+    if (x.memory.closed) return { fields: { ...head, closed: true } }
+    try {
+      return { fields: { ...head, ...state(x) } }
+    } catch (e) {
+      if (e instanceof ShmError) return { fields: { ...head, unreadable: e.code } }
+      throw e
+    }
   })
 }
 

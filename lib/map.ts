@@ -367,6 +367,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const v = this.live()
     let n = 0
     for (let s = 0; s < this.#stripes; s++) n += Atomics.load(v.i32, (this.#stripeArray + s * S.SIZE + S.COUNT) >> 2) >>> 0
+    intact(this.memory)
     return n
   }
 

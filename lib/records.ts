@@ -2,10 +2,12 @@
  * The state of synchronization records and containers, decoded from their bytes
  * (docs/FORMAT.md §6, §11, §12) for `util.inspect` and `shmutils inspect`. Everything
  * read here is untrusted: a value that breaks the format is shown as it is, and an offset
- * read from memory is followed only inside the mapping.
+ * read from memory is followed only inside the mapping. Each exported reader ends with
+ * the SIGBUS guard's check (`lib/memory.ts`): nothing is decoded from the zero pages that
+ * stand in for pages the mapping lost.
  * @module
  */
-import { internals, type MappedMemory } from './memory.js'
+import { checkIntact, GUARD, internals, type MappedMemory } from './memory.js'
 
 /**
  * A DataView holding `[offset, offset + length)` of `memory`, and where `offset` is in
@@ -119,8 +121,9 @@ function recordedHolder(r: Reader, owner: number): LockOwner {
 export function lockOwnerAt(memory: MappedMemory, offset: number): LockOwner | null {
   const r = new Reader(memory, offset, 32)
   const owner = r.load(0) & OWNER_MASK
-  if (owner === 0 || owner === OWNER_MASK) return null
-  return recordedHolder(r, owner)
+  const holder = owner === 0 || owner === OWNER_MASK ? null : recordedHolder(r, owner)
+  if (GUARD[0] !== 0) checkIntact(memory)
+  return holder
 }
 
 /** A decoded lock (kinds 1, 2 and the heap lock). */
@@ -158,6 +161,7 @@ export function lockState(memory: MappedMemory, offset: number, reentrant: boole
     holder: owner !== 0 && !notRecoverable ? describeHolder(r, owner, alive) : null,
   }
   if (reentrant && owner !== 0) s.depth = r.u32(4)
+  if (GUARD[0] !== 0) checkIntact(memory)
   return s
 }
 
@@ -289,6 +293,12 @@ function channel(r: Reader): RecordState {
  * name only.
  */
 export function decodeRecord(memory: MappedMemory, offset: number, size: number, kind: number, alive?: AliveCheck): RecordState {
+  const s = decode(memory, offset, size, kind, alive)
+  if (GUARD[0] !== 0) checkIntact(memory)
+  return s
+}
+
+function decode(memory: MappedMemory, offset: number, size: number, kind: number, alive?: AliveCheck): RecordState {
   const r = new Reader(memory, offset, Math.max(size, 32))
   switch (kind) {
     case 1:

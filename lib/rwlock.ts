@@ -165,14 +165,18 @@ export class RWLock {
     const a = this.#a()
     const w = this.#w
     const writer = Atomics.load(a, w + R.WRITER)
-    if (writer === 0) return null
-    for (let tries = 0; tries < 3; tries++) {
+    let owner: LockOwner | null = writer === 0 ? null : { pid: 0, tid: 0 }
+    for (let tries = 0; writer !== 0 && tries < 3; tries++) {
       const recorded = Atomics.load(a, w + R.OWNER)
       const pid = a[w + R.OWNER_PID] >>> 0
       const tid = a[w + R.OWNER_TID] >>> 0
-      if (recorded === writer) return { pid, tid }
+      if (recorded === writer) {
+        owner = { pid, tid }
+        break
+      }
     }
-    return { pid: 0, tid: 0 }
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return owner
   }
 
   /** `true` after an acquire that took over from (or cleared) a writer that died. */
