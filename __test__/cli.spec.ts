@@ -24,6 +24,14 @@ function cli(...args: string[]): Run {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+/** Runs the tool with `args` where /dev/shm does not exist (an empty tmpfs over /dev, in a private mount namespace). */
+function cliWithoutShm(...args: string[]): Run {
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs /dev && exec "$0" "$@"', process.execPath, BIN, ...args], { encoding: 'utf8', timeout: 60_000 })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+const canHideShm = linux && spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs /dev']).status === 0
+if (!canHideShm) console.log('cli: SKIPPING the no-/dev/shm test: cannot mount a tmpfs in a private mount namespace here')
+
 /** Runs the tool with `--json` added; parses its output. */
 function json<T = Record<string, unknown>>(t: ExecutionContext, ...args: string[]): T {
   const r = cli(...args, '--json')
@@ -204,6 +212,21 @@ test('errors name the segment, exit non-zero and print no stack trace', (t) => {
     t.regex(r.stderr, message, args.join(' '))
     noStack(t, r)
   }
+})
+
+;(canHideShm ? test : test.skip)('no /dev/shm at all (AWS Lambda, minimal containers): ls lists nothing and says why, gc removes nothing, inspect finds nothing', (t) => {
+  const ls = cliWithoutShm('ls')
+  t.is(ls.code, 0, ls.stderr)
+  t.regex(ls.stdout, /^no shared-memory segments\n\n\/dev\/shm: absent on this system \(no named segments; anonymous ones work\)$/m)
+  const listing = JSON.parse(cliWithoutShm('ls', '--json').stdout) as Record<string, unknown>
+  t.like(listing, { filesystem: null, segments: [] })
+  const gc = cliWithoutShm('gc')
+  t.is(gc.code, 0, gc.stderr)
+  t.regex(gc.stdout, /nothing removed/)
+  const inspect = cliWithoutShm('inspect', '/x')
+  t.is(inspect.code, 1)
+  t.is(inspect.stderr.trim(), 'shmutils inspect: /x: no such segment')
+  for (const r of [ls, gc, inspect]) noStack(t, r)
 })
 
 test('--help for each command', (t) => {

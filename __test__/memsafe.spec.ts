@@ -24,11 +24,21 @@ interface Outcome {
   stderr: string
 }
 
-/** Runs `memsafe-child.mjs` with `args`, inside a fresh 8 MiB /dev/shm when `tmpfs`. */
-function runChild(args: string[], tmpfs = false, env: Record<string, string> = {}): Promise<Outcome> {
+/**
+ * What a child sees in its own mount namespace: a fresh 8 MiB /dev/shm (`full`), a
+ * read-only one (`ro`), or none at all (`none`: an empty tmpfs over /dev, as on AWS Lambda).
+ */
+const MOUNTS = {
+  full: 'mount -t tmpfs -o size=8m tmpfs /dev/shm',
+  ro: 'mount -t tmpfs -o ro,size=1m tmpfs /dev/shm',
+  none: 'mount -t tmpfs -o size=1m tmpfs /dev',
+}
+
+/** Runs `memsafe-child.mjs` with `args`, under `mount` (see {@link MOUNTS}) if given. */
+function runChild(args: string[], mount?: keyof typeof MOUNTS, env: Record<string, string> = {}): Promise<Outcome> {
   const node = [process.execPath, fixture('memsafe-child.mjs'), ...args]
-  const [cmd, ...argv] = tmpfs
-    ? ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=8m tmpfs /dev/shm && exec "$0" "$@"', ...node]
+  const [cmd, ...argv] = mount
+    ? ['unshare', '-m', '--propagation', 'private', 'sh', '-c', `${MOUNTS[mount]} && exec "$0" "$@"`, ...node]
     : node
   return new Promise((resolve) => {
     const p = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
@@ -89,7 +99,7 @@ if (!canTmpfs) {
 const linuxTest = process.platform === 'linux' ? test : test.skip
 
 tmpfsTest('full /dev/shm: create({ prefault }) and create({ reserve }) fail with ENOSPC and leave nothing behind', async (t) => {
-  const r = finished(t, await runChild(['full-create', '/memsafe-full-create'], true))
+  const r = finished(t, await runChild(['full-create', '/memsafe-full-create'], 'full'))
   failed(t, r, 'prefault', 'ENOSPC')
   failed(t, r, 'reserve', 'ENOSPC')
   t.like(attempt(r, 'prefault'), { errno: 28 })
@@ -99,7 +109,7 @@ tmpfsTest('full /dev/shm: create({ prefault }) and create({ reserve }) fail with
 })
 
 tmpfsTest('full /dev/shm: heap.malloc + fill, mem.new and heap loops get ENOSPC, and the heap stays consistent', async (t) => {
-  const r = finished(t, await runChild(['full-heap', '/memsafe-full-heap'], true))
+  const r = finished(t, await runChild(['full-heap', '/memsafe-full-heap'], 'full'))
   failed(t, r, 'mallocFill', 'ENOSPC')
   t.true((r.blocks as number) > 80, `${r.blocks} blocks of 64 KiB fit in 8 MiB`)
   succeeded(t, r, 'checkAfterMalloc')
@@ -116,7 +126,7 @@ tmpfsTest('full /dev/shm: heap.malloc + fill, mem.new and heap loops get ENOSPC,
 })
 
 tmpfsTest('full /dev/shm: mem.reserve() backs raw bytes (shared); an unbacked raw write does not kill, the mapping then says ENOSPC', async (t) => {
-  const r = finished(t, await runChild(['full-raw', '/memsafe-full-raw'], true))
+  const r = finished(t, await runChild(['full-raw', '/memsafe-full-raw'], 'full'))
   succeeded(t, r, 'reserve')
   t.true(r.reservedShared, 'the reserved bytes reached the object')
   failed(t, r, 'reserveTooMuch', 'ENOSPC')
@@ -129,12 +139,31 @@ tmpfsTest('full /dev/shm: mem.reserve() backs raw bytes (shared); an unbacked ra
 })
 
 tmpfsTest('full /dev/shm: create({ reserve: true }) backs every page up front: raw writes and the heap work on a full filesystem', async (t) => {
-  const r = finished(t, await runChild(['full-reserved', '/memsafe-full-reserved'], true))
+  const r = finished(t, await runChild(['full-reserved', '/memsafe-full-reserved'], 'full'))
   t.true(r.allWritten)
   succeeded(t, r, 'bytesAfter', 6 << 20)
   succeeded(t, r, 'heapAfter', 1 << 20)
   succeeded(t, r, 'check')
 })
+
+for (const mount of ['none', 'ro'] as const) {
+  const what = mount === 'none' ? 'no /dev/shm at all (AWS Lambda, minimal containers)' : 'a read-only /dev/shm'
+  tmpfsTest(`${what}: create, open and shmOpen say so and point to MappedMemory.anonymous, which works`, async (t) => {
+    const r = finished(t, await runChild(['no-shm-dir', '/memsafe-noshm'], mount))
+    const code = mount === 'none' ? 'ENOENT' : 'EROFS'
+    const advice = mount === 'none' ? /this system has no \/dev\/shm \(as on AWS Lambda.*MappedMemory\.anonymous\(\).*mount a tmpfs on \/dev\/shm/ : /\/dev\/shm is mounted read-only here\..*MappedMemory\.anonymous\(\)/
+    const message = (k: string) => (attempt(r, k) as { message?: string }).message ?? ''
+    for (const k of ['create', 'shmOpen']) {
+      failed(t, r, k, code)
+      t.regex(message(k), advice, k)
+      t.like(attempt(r, k), { errno: mount === 'none' ? 2 : 30 })
+    }
+    failed(t, r, 'open', 'ENOENT')
+    if (mount === 'none') t.regex(message('open'), advice)
+    else t.notRegex(message('open'), /anonymous/, 'a missing segment in a usable /dev/shm is only ENOENT')
+    succeeded(t, r, 'anonymous', 42)
+  })
+}
 
 linuxTest('a segment shrunk by another process: raw views survive, library calls throw ERR_SHM_TRUNCATED', async (t) => {
   const name = segmentName(t, 'trunc')
@@ -193,7 +222,7 @@ linuxTest('a 64 GiB segment: create, Refs and a heap beyond 4 GiB, windows, hand
 
 test('windows: Refs, arrays, pointers, views, locks and handles give the same results through 64 KiB windows as through one buffer', async (t) => {
   const whole = finished(t, await runChild(['windows', segmentName(t, 'win')]))
-  const windowed = finished(t, await runChild(['windows', segmentName(t, 'win')], false, { SHMUTILS_WINDOW_BYTES: '65536' }))
+  const windowed = finished(t, await runChild(['windows', segmentName(t, 'win')], undefined, { SHMUTILS_WINDOW_BYTES: '65536' }))
   succeeded(t, whole, 'buffer', 1 << 20)
   failed(t, windowed, 'buffer', 'ERR_SHM_BUFFER_TOO_LARGE')
   succeeded(t, whole, 'check')

@@ -4,6 +4,7 @@
  * here, in one place.
  * @module
  */
+import { existsSync } from 'node:fs'
 
 /**
  * Library error codes besides the POSIX ones (`'ENOENT'`, `'EEXIST'`, ...).
@@ -120,19 +121,40 @@ export function native<T>(call: () => T): T {
   }
 }
 
+/** Where glibc and musl keep named shared-memory objects (Linux). */
+export const SHM_DIR = '/dev/shm'
+
+/** How to share memory on a system without a usable {@link SHM_DIR}. */
+const WITHOUT_SHM_DIR =
+  'Named segments live there. Share memory without a name instead, through ' +
+  'MappedMemory.anonymous() (its handles revive in the other processes of this host while it is open), ' +
+  `or mount a tmpfs on ${SHM_DIR}`
+
 /**
- * Gives an `EEXIST` from creating the segment `name` a message that says what to do:
- * `open` (how to open it instead), or remove the old one. Other errors pass through.
+ * Gives an error from opening or creating the segment `name` a message that says what to
+ * do. `EEXIST`: `open` (how to open it instead), or remove the old one. On Linux, a
+ * system with no {@link SHM_DIR} at all (AWS Lambda, some minimal containers: every name
+ * is then `ENOENT`) or a read-only one (`EROFS`): how to share memory without it. Other
+ * errors pass through.
  */
-export function withExistsAdvice(e: unknown, name: string, open: string): unknown {
-  if (!(e instanceof ShmError) || e.code !== 'EEXIST') return e
-  const n = JSON.stringify(name)
-  const message =
-    `A shared-memory segment named ${n} already exists. To use it, ${open}; to start afresh, ` +
-    `remove it first with shmUnlink(${n}) (or mem.unlink() in a process that has it open; ` +
-    `from a shell: npx shmutils rm ${name}), or pick another name`
+export function withShmAdvice(e: unknown, name: string, open = ''): unknown {
+  if (!(e instanceof ShmError)) return e
+  let message: string
+  if (e.code === 'EEXIST') {
+    const n = JSON.stringify(name)
+    message =
+      `A shared-memory segment named ${n} already exists. To use it, ${open}; to start afresh, ` +
+      `remove it first with shmUnlink(${n}) (or mem.unlink() in a process that has it open; ` +
+      `from a shell: npx shmutils rm ${name}), or pick another name`
+  } else if (process.platform === 'linux' && e.code === 'ENOENT' && !existsSync(SHM_DIR)) {
+    message = `${e.message}: this system has no ${SHM_DIR} (as on AWS Lambda and in some minimal containers). ${WITHOUT_SHM_DIR}`
+  } else if (process.platform === 'linux' && e.code === 'EROFS') {
+    message = `${e.message}: ${SHM_DIR} is mounted read-only here. ${WITHOUT_SHM_DIR}`
+  } else {
+    return e
+  }
   const out = new ShmError(message, e)
-  Error.captureStackTrace?.(out, withExistsAdvice)
+  Error.captureStackTrace?.(out, withShmAdvice)
   return out
 }
 

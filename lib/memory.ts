@@ -20,7 +20,7 @@
 import { constants as bufferConstants } from 'node:buffer'
 import { closeSync, openSync } from 'node:fs'
 import { checkIndex, checkName, describe } from './args.js'
-import { closedError, native, outOfBounds, rangeError, readOnlyError, ShmError, typeError, withExistsAdvice } from './errors.js'
+import { closedError, native, outOfBounds, rangeError, readOnlyError, ShmError, typeError, withShmAdvice } from './errors.js'
 import { forgetOnExit, unlinkOnExit } from './exit.js'
 import { type Handle, registerReviver } from './handles.js'
 import { MapFlags, Protection } from './constants.js'
@@ -535,7 +535,7 @@ export class MappedMemory implements Disposable {
     try {
       native(() => binding.segmentCreate(name, options.size, permissions, at, flags, OUT))
     } catch (e) {
-      throw withExistsAdvice(e, name, `open it with MappedMemory.open(${JSON.stringify(name)})`)
+      throw withShmAdvice(e, name, `open it with MappedMemory.open(${JSON.stringify(name)})`)
     }
     const m = MappedMemory.#adopt(takeInfo(), normalized(name), null)
     if (onExit) unlinkOnExit(m.name!, m.uid!)
@@ -551,7 +551,11 @@ export class MappedMemory implements Disposable {
    */
   static open(name: string, options: OpenOptions = {}): MappedMemory {
     checkName('name', name)
-    native(() => binding.segmentOpen(name, FIXED_MODES[openMode(options)], options.readOnly ? 1 : 0, OUT))
+    try {
+      native(() => binding.segmentOpen(name, FIXED_MODES[openMode(options)], options.readOnly ? 1 : 0, OUT))
+    } catch (e) {
+      throw withShmAdvice(e, name)
+    }
     return MappedMemory.#adopt(takeInfo(), normalized(name), null)
   }
 

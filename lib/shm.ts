@@ -3,7 +3,7 @@
  * @module
  */
 import { checkIndex, checkName, checkString } from './args.js'
-import { closedError, native, typeError, withExistsAdvice } from './errors.js'
+import { closedError, native, typeError, withShmAdvice } from './errors.js'
 import { binding } from './native.js'
 
 /**
@@ -112,7 +112,7 @@ export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOpti
   try {
     opened = native(() => binding.shmOpen(name, mode, permissions))
   } catch (e) {
-    throw withExistsAdvice(e, name, "open it with mode 'r+' (read/write) or 'w+' (create if missing)")
+    throw withShmAdvice(e, name, "open it with mode 'r+' (read/write) or 'w+' (create if missing)")
   }
   return openedObject(opened.name, opened.fd, mode === 'r')
 }

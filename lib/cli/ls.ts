@@ -124,6 +124,8 @@ Linux only: other systems have no way to list POSIX shared-memory objects.`,
     if (l.filesystem) {
       const fsz = l.filesystem
       io.out(`\n${fsz.path}: ${formatSize(fsz.size)}, ${formatSize(fsz.free)} free`)
+    } else if (process.platform === 'linux') {
+      io.out(`\n${SHM_DIR}: absent on this system (no named segments; anonymous ones work)`)
     }
     if (l.scan.unreadableProcesses) {
       io.err(`note: ${l.scan.unreadableProcesses} process${l.scan.unreadableProcesses === 1 ? '' : 'es'} could not be inspected (other users'): ATTACHED may miss them`)

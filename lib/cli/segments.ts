@@ -6,14 +6,13 @@
  * @module
  */
 import { closeSync, openSync, readdirSync, statSync } from 'node:fs'
-import { native, ShmError } from '../errors.js'
+import { native, SHM_DIR, ShmError } from '../errors.js'
 import { binding } from '../native.js'
 import type { SegmentPeek } from '../../index.js'
 import { formatMode, isoTime } from './format.js'
 import { type HeldFd, keyOfPath, keyOfStat, type ObjectKey, type ProcessScan, usersOf } from './procfs.js'
 
-/** Where Linux keeps POSIX shared-memory objects. */
-export const SHM_DIR = '/dev/shm'
+export { SHM_DIR }
 
 /** What an object is. */
 export type SegmentKind = 'segment' | 'unfinished' | 'version' | 'foreign' | 'inaccessible'
@@ -71,6 +70,8 @@ export function listNames(): string[] {
   try {
     entries = readdirSync(SHM_DIR, { withFileTypes: true })
   } catch (e) {
+    // No /dev/shm at all (AWS Lambda, some minimal containers): no named segment exists.
+    if (process.platform === 'linux' && (e as NodeJS.ErrnoException).code === 'ENOENT') return []
     if (process.platform !== 'linux') {
       throw new ShmError(
         `${process.platform} has no way to list POSIX shared-memory objects (Linux lists them in ${SHM_DIR}); ` +
