@@ -4,8 +4,8 @@
 // points, repeatedly, with every entry old or new afterwards and the map still working.
 import cluster from 'node:cluster'
 import test from 'ava'
-import { Worker } from 'node:worker_threads'
-import { MappedMemory, SharedMap, ShmError } from '../dist/index.js'
+import { MessageChannel, Worker } from 'node:worker_threads'
+import { Channel, MappedMemory, SharedMap, ShmError } from '../dist/index.js'
 import { fixture, forkChild, segmentName, sleep, throws } from './helpers.js'
 
 function segment(t: Parameters<typeof segmentName>[0], size = 8 << 20): MappedMemory {
@@ -78,6 +78,49 @@ test("codecs: 'v8' keeps structured-clone types, 'json', 'string' and 'bytes' st
   t.deepEqual([...out], [1, 2, 3])
   out[0] = 9
   t.deepEqual([...(b.get('a') as Uint8Array)], [1, 2, 3])
+})
+
+test("'bytes' reads of every size are private copies (65 B to 4 KiB share 8 KiB buffers): writes to one never reach another, a transfer list cannot take them, they outlive the mapping", async (t) => {
+  const mem = segment(t)
+  const map = new SharedMap<string, Uint8Array>(mem, { codec: 'bytes' })
+  const ch = new Channel<Uint8Array>(mem, { capacity: 1 << 16, codec: 'bytes' })
+  const sizes = [0, 1, 64, 65, 100, 1000, 4095, 4096, 4097, 9000]
+  const pattern = (n: number, k: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + k) & 255)
+  for (const [k, n] of sizes.entries()) {
+    map.set(`k${n}`, pattern(n, k))
+    map.set(`b${n}`, pattern(n, k))
+  }
+  const byteKeys = new SharedMap<Uint8Array, number>(mem, { codec: 'json' })
+  for (const n of [3, 100, 2000]) byteKeys.set(pattern(n, 1), n)
+  const reads = sizes.flatMap((n, k) => [map.get(`k${n}`)!, map.get(`k${n}`)!, map.get(`b${n}`)!].map((v) => ({ v, n, k })))
+  for (const [k, n] of sizes.entries()) ch.send(pattern(n, k))
+  const received = sizes.map((n, k) => ({ v: ch.receive(), n, k }))
+  const all = [...reads, ...received]
+  for (const { v, n, k } of all) {
+    t.is(v.constructor, Uint8Array)
+    t.deepEqual(v, pattern(n, k), `${n} bytes`)
+  }
+  t.true(all.some(({ v }, i) => all.some(({ v: w }, j) => i !== j && v.buffer === w.buffer && v.length > 0)), 'small copies share buffers')
+  // Writes to each copy reach nothing else.
+  for (const { v } of all) v.fill(0xee)
+  for (const [k, n] of sizes.entries()) t.deepEqual(map.get(`k${n}`), pattern(n, k))
+  for (const { v } of all) t.true(v.every((x) => x === 0xee))
+  // A transfer list naming a shared buffer clones it (Node 20) or refuses (later): the
+  // other copies keep their bytes.
+  const { port1, port2 } = new MessageChannel()
+  const fresh = map.get('k100')!
+  const neighbour = map.get('k1000')!
+  try {
+    port1.postMessage(fresh, [fresh.buffer])
+  } catch (e) {
+    t.is((e as Error).name, 'DataCloneError')
+  }
+  port1.close()
+  port2.close()
+  t.deepEqual(neighbour, pattern(1000, 5))
+  t.deepEqual([...byteKeys.keys()].map((b) => b.length).sort((a, b) => a - b), [3, 100, 2000])
+  mem.close()
+  t.deepEqual(neighbour, pattern(1000, 5), 'a copy outlives the mapping')
 })
 
 test('get returns a fresh copy every time, also of a value read before; a value written since is never missed', async (t) => {

@@ -53,7 +53,7 @@
  * @module
  */
 import { checkIndex, describe } from './args.js'
-import { checkCodec, type Codec, type Coder, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
+import { checkCodec, type Codec, type Coder, copyOut, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
   type ContainerHome, type ContainerType, corrupt, heapOf, intact, ownLock, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
@@ -893,7 +893,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
           }
           const r = this.coder.decodeRacy(u8, start, end)
           if (r !== UNDECODED) return r
-          this.#copy = u8.slice(start, end)
+          this.#copy = copyOut(u8, start, end)
           return COPIED
         }
       }
@@ -1331,7 +1331,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const i32 = this.v.i32
     const n = i32[(e + E.KEY_LEN) >> 2] >>> 0
     const start = e + E.DATA
-    return i32[(e + E.FLAGS) >> 2] & KEY_BYTES ? this.v.u8.slice(start, start + n) : decodeUtf8(this.v.u8, start, start + n)
+    return i32[(e + E.FLAGS) >> 2] & KEY_BYTES ? copyOut(this.v.u8, start, start + n) : decodeUtf8(this.v.u8, start, start + n)
   }
 }
 
