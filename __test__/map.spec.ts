@@ -78,6 +78,17 @@ test("codecs: 'v8' keeps structured-clone types, 'json', 'string' and 'bytes' st
   t.deepEqual([...out], [1, 2, 3])
   out[0] = 9
   t.deepEqual([...(b.get('a') as Uint8Array)], [1, 2, 3])
+  // Any view stores its own bytes only: a Buffer cut from a larger one, a Uint16Array at
+  // an offset, a DataView; a small array made afresh for each set.
+  const whole = Buffer.from('0123456789')
+  const views: Array<[ArrayBufferView, number[]]> = [
+    [whole.subarray(3, 6), [0x33, 0x34, 0x35]],
+    [new Uint16Array(whole.buffer.slice(whole.byteOffset, whole.byteOffset + 10), 2, 2), [0x32, 0x33, 0x34, 0x35]],
+    [new DataView(new Uint8Array([9, 8, 7, 6]).buffer, 1, 2), [8, 7]],
+  ]
+  for (const [view, bytes] of views) t.deepEqual([...(b.set('v', view as Uint8Array).get('v') as Uint8Array)], bytes, view.constructor.name)
+  for (let i = 0; i < 100; i++) b.set(`f${i}`, Uint8Array.of(i, i + 1))
+  for (let i = 0; i < 100; i++) t.deepEqual([...(b.get(`f${i}`) as Uint8Array)], [i, i + 1])
 })
 
 test("'bytes' reads of every size are private copies (65 B to 4 KiB share 8 KiB buffers): writes to one never reach another, a transfer list cannot take them, they outlive the mapping", async (t) => {
@@ -111,7 +122,7 @@ test("'bytes' reads of every size are private copies (65 B to 4 KiB share 8 KiB 
   const fresh = map.get('k100')!
   const neighbour = map.get('k1000')!
   try {
-    port1.postMessage(fresh, [fresh.buffer])
+    port1.postMessage(fresh, [fresh.buffer as ArrayBuffer])
   } catch (e) {
     t.is((e as Error).name, 'DataCloneError')
   }

@@ -1032,8 +1032,12 @@ const bytesCoder: Coder = {
   name: 'bytes',
   id: 3,
   encode(value, out, what) {
-    if (!ArrayBuffer.isView(value)) throw typeError(`${what} must be a Uint8Array (or another ArrayBufferView) with the 'bytes' codec; got ${describe(value)}`)
-    const src = new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+    // A Uint8Array (or Buffer) as it is: its .buffer would make V8 move a small array's
+    // bytes out of its heap first (0.35 us for 57 bytes here).
+    let src: Uint8Array
+    if (value instanceof Uint8Array) src = value
+    else if (ArrayBuffer.isView(value)) src = new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
+    else throw typeError(`${what} must be a Uint8Array (or another ArrayBufferView) with the 'bytes' codec; got ${describe(value)}`)
     out.ensure(0, src.length)
     out.bytes.set(src)
     return src.length
