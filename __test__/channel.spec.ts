@@ -108,6 +108,21 @@ test('async: sendAsync waits for room; an abort rejects with AbortError; close w
   t.is(e.name, 'AbortError')
   t.is((e.cause as Error).message, 'stop')
   t.is((await rejection(ch.receiveAsync({ signal: AbortSignal.abort() }))).name, 'AbortError')
+  // A signal aborted already rejects at once, as every async wait does, also when the
+  // call could complete: nothing is sent, nothing taken.
+  ch.send(5)
+  t.is((await rejection(ch.receiveAsync({ signal: AbortSignal.abort() }))).name, 'AbortError')
+  t.is((await rejection(ch.sendAsync(6, { signal: AbortSignal.abort() }))).name, 'AbortError')
+  t.is(ch.length, 1)
+  // With room (a message) and a free lock, the async twins complete before they return.
+  let sent = false
+  void ch.sendAsync(8).then(() => (sent = true))
+  t.is(ch.length, 2, 'sent before sendAsync returned')
+  const first = ch.receiveAsync()
+  t.is(ch.length, 1, 'taken before receiveAsync returned')
+  t.is(await first, 5)
+  t.is(ch.receive(), 8)
+  t.true(sent)
   const timedOut = await rejection(ch.receiveAsync({ timeout: 20 }))
   t.is(timedOut.code, 'ETIMEDOUT')
   const waiting = ch.receiveAsync()

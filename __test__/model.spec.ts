@@ -255,18 +255,24 @@ test('Channel async sends and receives with random aborts: every message exactly
   for (let round = 0; round < 3000; round++) {
     const r = rnd()
     const ac = new AbortController()
+    // A signal aborted before the call rejects at once; one aborted right after it stops
+    // a call that had to wait (a free lock with a message, or room, completes at once);
+    // one aborted later races the wait.
     if (r < 0.35) {
-      track(receives, ch.receiveAsync({ signal: ac.signal }).then((m) => void got.push(m), (e) => (expectAbort(e), void abortedReceives++)))
       const when = rnd()
-      if (when < 0.25) ac.abort()
-      else if (when < 0.5) setTimeout(() => ac.abort(), Math.floor(rnd() * 3))
+      if (when < 0.1) ac.abort()
+      track(receives, ch.receiveAsync({ signal: ac.signal }).then((m) => void got.push(m), (e) => (expectAbort(e), void abortedReceives++)))
+      if (when >= 0.1 && when < 0.3) ac.abort()
+      else if (when >= 0.3 && when < 0.5) setTimeout(() => ac.abort(), Math.floor(rnd() * 3))
     } else if (r < 0.7) {
       const id = nextId++
+      const when = rnd()
+      if (when < 0.05) ac.abort()
       track(sends, ch.sendAsync(id, { signal: ac.signal }).then((ok) => {
         if (!ok) throw new Error(`sendAsync(${id}) returned false with no timeout`)
         delivered.add(id)
       }, (e) => (expectAbort(e), void withdrawn.add(id))))
-      if (rnd() < 0.2) ac.abort()
+      if (when >= 0.05 && when < 0.25) ac.abort()
     } else {
       await new Promise((resolve) => setTimeout(resolve, rnd() < 0.5 ? 0 : 1))
     }

@@ -49,7 +49,7 @@
  * The layout is in docs/FORMAT.md.
  * @module
  */
-import { checkIndex, checkTimeout, checkWaitOptions, describe } from './args.js'
+import { checkAsyncWait, checkIndex, checkTimeout, describe } from './args.js'
 import { checkCodec, type Codec, encoded, encodeValue, Scratch } from './codec.js'
 import {
   type ContainerHome, type ContainerType, corrupt, heapOf, intact, ownLock, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
@@ -248,8 +248,11 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    * @throws (rejects) as {@link send}; AbortError when `signal` aborts
    */
   async sendAsync(msg: T, options?: AsyncWaitOptions): Promise<boolean> {
-    const { timeout, signal } = checkWaitOptions(options)
+    const { timeout, signal } = checkAsyncWait(options)
     const n = this.#encode(msg)
+    // A free lock and room: sent from the thread's encode buffer before anything else
+    // runs (as the first turn of the loop below would, without its copy).
+    if (this.#tryLock(this.#producer, PRODUCER) && this.#trySend(encoded, n) < 0) return true
     // The encoded message must survive awaits: a copy of its own.
     const own = new Scratch()
     own.ensure(0, n)
@@ -290,7 +293,12 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    * @throws (rejects) as {@link receive}; AbortError when `signal` aborts
    */
   async receiveAsync(options?: AsyncWaitOptions): Promise<T> {
-    const { timeout, signal } = checkWaitOptions(options)
+    const { timeout, signal } = checkAsyncWait(options)
+    // A free lock and a message: taken without awaiting anything.
+    if (this.#tryLock(this.#consumer, CONSUMER)) {
+      const got = this.#tryReceive()
+      if (got !== EMPTY) return got as T
+    }
     const until = deadline(timeout)
     for (;;) {
       await this.#lockAsync(this.#consumer, signal, CONSUMER)
@@ -537,9 +545,17 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
 
   /** Takes `lock` without blocking the event loop (at once if it is free). */
   async #lockAsync(lock: Lock, signal: AbortSignal | undefined, side: Side): Promise<void> {
-    this.live()
-    if (!lock.tryAcquire()) await lock.acquireAsync({ signal })
+    if (this.#tryLock(lock, side)) return
+    await lock.acquireAsync({ signal })
     if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+  }
+
+  /** Takes `lock` if it is free (repairing `side` after a dead holder); `false` if held. */
+  #tryLock(lock: Lock, side: Side): boolean {
+    this.live()
+    if (!lock.tryAcquire()) return false
+    if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+    return true
   }
 
   /**
