@@ -9,7 +9,9 @@
 #
 # The representative tests (the default, about a third of the time of --all) are every
 # test file that touches native code or the OS: segments, mappings, locks, conditions,
-# semaphores, async waits (on the fallback, see below), dead-holder recovery, the heap,
+# semaphores, the RWLock (whose writer scans reader slots with plain loads behind one
+# acquire: the order is argued in lib/rwlock.ts, qemu only checks the logic), async waits
+# (on the fallback, see below), dead-holder recovery, the heap,
 # typed references, CBase, the C interop and the C layout cross-check (both compiled for
 # aarch64). Left out: heap-robust (50 SIGKILL rounds, ~5 minutes under qemu), platform
 # (the JavaScript loader, starting ~30 Node processes), bench and fairness (timing, which
@@ -39,7 +41,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 . .ci/toolchains.sh
 NODE_MAJOR=${SHMUTILS_ARM64_NODE:-24}
-REPRESENTATIVE=(shm memory lock rlock condition semaphore async robust heap ref cbase interop types-gcc types-access)
+REPRESENTATIVE=(shm memory lock rlock rwlock condition semaphore async robust heap ref cbase interop types-gcc types-access)
 if [ "${1:-}" = --all ]; then
   set --
 elif [ "$#" -eq 0 ]; then
