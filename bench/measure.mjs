@@ -21,7 +21,7 @@ import { measure } from 'mitata'
 
 /** @type {{ full: Effort, quick: Effort }} */
 export const EFFORT = {
-  full: { rounds: 9, slowRounds: 3, shortRuns: 3, mitata: { min_cpu_time: 60e6, min_samples: 12 } },
+  full: { rounds: 9, slowRounds: 3, shortRuns: 7, mitata: { min_cpu_time: 60e6, min_samples: 12 } },
   quick: { rounds: 1, slowRounds: 1, shortRuns: 1, mitata: { min_cpu_time: 2e6, min_samples: 2, batch_samples: 256, warmup_samples: 1 } },
 }
 
