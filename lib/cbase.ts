@@ -15,7 +15,7 @@
 import { checkString, describe } from './args.js'
 import { rangeError, typeError } from './errors.js'
 import { Heap } from './heap.js'
-import { notWellFormed } from './utf8.js'
+import { checkWellFormed } from './utf8.js'
 import { allocateLocal } from './local.js'
 import { MappedMemory } from './memory.js'
 import {
@@ -314,7 +314,7 @@ function construct<C extends Ref>(
     if (!isBytePointer(layout.fields[names[i]!]!.type)) return
     let bytes: Uint8Array
     if (typeof v === 'string') {
-      if (!v.isWellFormed()) throw notWellFormed(v, `${cls.name}.new() member ${names[i]}`)
+      checkWellFormed(v, `${cls.name}.new() member ${names[i]}`)
       bytes = encoder.encode(`${v}\0`)
     }
     else if (v instanceof Uint8Array) bytes = v

@@ -14,7 +14,7 @@ import { checkIntact, GUARD, internals, MappedMemory, setHeapFactory } from './m
 import { binding } from './native.js'
 import { Ref, refAt, setRefHeapLookup } from './ref.js'
 import { cStringSize } from './strings.js'
-import { notWellFormed } from './utf8.js'
+import { checkWellFormed } from './utf8.js'
 import type { InitOf, RefOf } from './typed.js'
 import {
   arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types,
@@ -343,7 +343,7 @@ export class Heap {
    */
   newString(s: string): Ref<number[]> {
     checkString('s', s)
-    if (!s.isWellFormed()) throw notWellFormed(s, 'The "s" argument')
+    checkWellFormed(s, 'The "s" argument')
     return this.new(arrayOf(types.char, cStringSize(s)), s)
   }
 

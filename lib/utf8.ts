@@ -28,6 +28,11 @@ export function loneSurrogateAt(s: string): number {
   return s.isWellFormed() ? -1 : s.search(/[\uD800-\uDFFF]/u)
 }
 
+/** Throws {@link notWellFormed} if `s` holds a lone UTF-16 surrogate (`what` names it). */
+export function checkWellFormed(s: string, what: string): void {
+  if (!s.isWellFormed()) throw notWellFormed(s, what)
+}
+
 /** The TypeError for a string UTF-8 cannot hold (`what` names it; `hint` follows). */
 export function notWellFormed(s: string, what: string, hint = ''): TypeError {
   return typeError(`${what} contains a lone UTF-16 surrogate (at index ${loneSurrogateAt(s)}), which UTF-8 cannot hold${hint}`)

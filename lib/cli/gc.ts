@@ -8,7 +8,8 @@ import { binding } from '../native.js'
 import type { Command } from './command.js'
 import { listing } from './ls.js'
 import { scanProcesses } from './procfs.js'
-import { describeSegment, SHM_DIR, type SegmentInfo, type SegmentKind } from './segments.js'
+import { SHM_DIR } from '../errors.js'
+import { describeSegment, type SegmentInfo, type SegmentKind } from './segments.js'
 
 /** How old an unfinished object must be before `gc` believes its creator gave up. */
 export const UNFINISHED_GRACE_MS = 60_000

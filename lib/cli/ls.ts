@@ -6,7 +6,8 @@ import { statfsSync } from 'node:fs'
 import type { Command } from './command.js'
 import { formatSize, formatTime, table } from './format.js'
 import { scanProcesses, type ProcessScan } from './procfs.js'
-import { type AnonymousInfo, describeAnonymous, describeSegment, listNames, SHM_DIR, type SegmentInfo } from './segments.js'
+import { SHM_DIR } from '../errors.js'
+import { type AnonymousInfo, describeAnonymous, describeSegment, listNames, type SegmentInfo } from './segments.js'
 
 /** What `ls --json` prints (stable; see docs/cli.md). */
 export interface Listing {

@@ -12,7 +12,6 @@ import type { SegmentPeek } from '../../index.js'
 import { formatMode, isoTime } from './format.js'
 import { type HeldFd, keyOfPath, keyOfStat, type ObjectKey, type ProcessScan, usersOf } from './procfs.js'
 
-export { SHM_DIR }
 
 /** What an object is. */
 export type SegmentKind = 'segment' | 'unfinished' | 'version' | 'foreign' | 'inaccessible'

@@ -33,7 +33,7 @@
  * @module
  */
 import { endianness } from 'node:os';
-import { notWellFormed } from '../utf8.js';
+import { checkWellFormed } from '../utf8.js';
 import {
   type EnumType,
   type ScalarKind,
@@ -226,7 +226,7 @@ const encoder = new TextEncoder();
 /** Writes a string or bytes into a byte array; returns false if `v` is neither. */
 function writeBytes(dv: DataView, off: number, n: number, v: unknown, label: string): boolean {
   if (typeof v === 'string') {
-    if (!v.isWellFormed()) throw notWellFormed(v, label);
+    checkWellFormed(v, label);
     const dst = bytesView(dv, off, n);
     const r = encoder.encodeInto(v, dst);
     if (r.read < v.length) throw new RangeError(`${label}: string does not fit in ${n} bytes`);
