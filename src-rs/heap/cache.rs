@@ -23,13 +23,15 @@
 //!   only small ones anyway. If the swap fails, free normally.
 //! - **Take** (the same thread allocates `s` bytes): pick a block it cached; re-read its
 //!   check word (it must still be the one seen at put, so the offset is still that block's
-//!   start); compare-and-swap the high half from `0x8000_0000` to 0. Success: the block
-//!   is the thread's allocation again. Failure: it was reclaimed meanwhile: forget it.
+//!   start); the high half must still be `0x8000_0000`: store 0 there (a plain load and a
+//!   plain store). The block is the thread's allocation again. A high half of 0: the
+//!   block was reclaimed: forget it. No compare-and-swap is needed, because nobody but
+//!   the owner writes that half while the owner lives (below).
 //! - **Flush** (mapping closed, process exit, `heap.trim()`, `ENOMEM`): take each block
 //!   back, then free it under the heap lock.
 //!
-//! The swap of one 32-bit half is the only write the protocol makes to the header, and it
-//! happens without the heap lock. So the allocator never stores a whole size word of an
+//! The writes of one 32-bit half are the only writes the protocol makes to the header,
+//! and they happen without the heap lock. So the allocator never stores a whole size word of an
 //! allocated block: its flag changes (`PREV_FREE` when a neighbour is freed or
 //! allocated, `NAMED`) are atomic read-modify-writes of the low half
 //! ([`BP::update_low`]), and neither side loses the other's bit. `free` and `realloc` of a
@@ -42,9 +44,14 @@
 //! closing the mapping) would stay allocated forever. [`HeapView::reclaim_cached`], under
 //! the heap lock, frees every cached block whose owner the caller judges dead (its token
 //! is held by nobody: the kernel answers, across PID namespaces): it swaps
-//! `CACHED` off (the same swap as a take, so the owner and the reclaimer never both get
-//! the block) and frees it. A live owner misjudged dead only loses its cached blocks: its
-//! next take of one fails.
+//! `CACHED` off and frees it. The owner's take is a plain load and store, so the two must
+//! never race: they cannot, because a thread holds its token from before it caches a
+//! block until after it has handed its cached blocks back (closing its last mapping of
+//! the segment flushes first), and a held token is never judged dead. That is the same
+//! judgment that lets a lock be taken from a dead holder: if it could be wrong, locks
+//! would already admit two holders. (Caching keeps its compare-and-swap: it orders the
+//! owner fields before the bit for a reclaimer reading them, and refuses a block two
+//! threads free at once.)
 
 use super::*;
 
