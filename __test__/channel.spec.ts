@@ -188,8 +188,10 @@ for (const kind of ['processes', 'worker threads', 'async processes'] as const) 
       })()
     }
     const isAsync = kind === 'async processes'
-    const consumers = [0, 1].map(() => start({ role: 'consume', ch: handle, tally: tl.handle, max: n, async: isAsync }))
-    const producers = [0, 1].map((id) => start({ role: 'produce', ch: handle, id, from: 0, n, async: isAsync }))
+    // Worker threads get the channel itself (its structured clone carries the handle).
+    const shared = kind === 'worker threads' ? ch : handle
+    const consumers = [0, 1].map(() => start({ role: 'consume', ch: shared, tally: tl.handle, max: n, async: isAsync }))
+    const producers = [0, 1].map((id) => start({ role: 'produce', ch: shared, id, from: 0, n, async: isAsync }))
     await Promise.all(producers)
     ch.close()
     const results = (await Promise.all(consumers)) as Array<{ received: number; torn: number; disorder: number }>

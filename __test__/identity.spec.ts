@@ -9,7 +9,8 @@ import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads'
 import {
-  CBase, cdef, Condition, Lock, MappedMemory, MapFlags, Protection, revive, RLock, Semaphore, ShmError, shmOpen, shmUnlink, types,
+  Barrier, CBase, cdef, Channel, Condition, Event, Lock, MappedMemory, MapFlags, Protection, revive, RLock, RWLock, Semaphore, SharedMap, ShmError,
+  shmOpen, shmUnlink, types,
   type Ref,
 } from '../dist/index.js'
 import { childClosed, fixture, managedSegment, segmentExists, segmentName, throws, unlinkQuietly } from './helpers.js'
@@ -172,6 +173,44 @@ test('a structured clone of a live object is what revive recognises, in this pro
   t.is(got.list[0].value, 5)
   t.true(got.list[1] instanceof Lock)
   t.is(got.list[1].offset, lock.offset)
+})
+
+test('revive keeps what a structured clone keeps: cycles, shared objects, holes, null prototypes, own "__proto__" keys; containers clone too', (t) => {
+  const m = segment(t)
+  const map = new SharedMap<string, number>(m)
+  map.set('k', 7)
+  const ch = new Channel<string>(m)
+  ch.send('hello')
+  const lock = new Lock(m)
+  const root: Record<string, unknown> = { name: 'root', lock }
+  const kids = [0, 1, 2, 3].map((i) => ({ i, parent: root, lock }))
+  root.kids = kids
+  root.again = kids[2]
+  const bare = Object.create(null) as Record<string, unknown>
+  bare.x = 1
+  // eslint-disable-next-line no-sparse-arrays
+  const msg = { tree: root, map, ch, bare, holes: [1, , 3], others: [new RWLock(m), new Barrier(m, 2), new Event(m)] }
+  const { port1, port2 } = new MessageChannel()
+  t.teardown(() => port1.close())
+  port1.postMessage(msg)
+  const got = revive<typeof msg & { tree: { kids: Array<{ parent: unknown; lock: Lock }>; again: unknown; lock: Lock } }>(receiveMessageOnPort(port2)?.message)
+  t.is(got.tree.kids.length, 4)
+  t.true(got.tree.kids.every((k) => k.parent === got.tree && k.lock === got.tree.lock), 'the cycle and the shared lock come back as one object each')
+  t.is(got.tree.again, got.tree.kids[2])
+  t.true(got.tree.lock instanceof Lock)
+  t.is(got.map.get('k'), 7)
+  t.is(got.ch.receive(), 'hello')
+  t.deepEqual(got.others.map((o) => o.constructor.name), ['RWLock', 'Barrier', 'Event'])
+  t.deepEqual({ ...got.bare }, { x: 1 })
+  t.is(Object.getPrototypeOf(revive<{ bare: object }>({ bare, lock }).bare), null, 'revive itself keeps a null prototype')
+  t.false(1 in got.holes)
+  t.is(got.holes[2], 3)
+  // A JSON message with an own "__proto__" key keeps it as a key, prototype untouched.
+  const json = revive<Record<string, unknown>>(JSON.parse('{"__proto__": {"admin": true}, "user": "bob", "lock": ' + JSON.stringify(lock) + '}'))
+  t.deepEqual(Object.keys(json), ['__proto__', 'user', 'lock'])
+  t.is(Object.getPrototypeOf(json), Object.prototype)
+  t.is(json.admin, undefined)
+  t.true(json.lock instanceof Lock)
 })
 
 test('sending memory no other process can map fails at the sender, naming the reason', async (t) => {

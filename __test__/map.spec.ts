@@ -282,10 +282,11 @@ test('update is an exact atomic counter across forked processes, cluster workers
         w.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`cluster worker exited ${code}`))))
       }),
   )
-  const threads = [0, 1].map(
-    () =>
+  // One thread gets the handle, the other the map itself (its structured clone carries it).
+  const threads = [handle, m].map(
+    (map) =>
       new Promise<void>((resolve, reject) => {
-        const w = new Worker(fixture('map-worker.mjs'), { workerData: { map: handle, job: 'counter', key: 'c', n } })
+        const w = new Worker(fixture('map-worker.mjs'), { workerData: { map, job: 'counter', key: 'c', n } })
         w.on('message', (r: { error?: string }) => (r.error ? reject(new Error(r.error)) : resolve()))
         w.on('error', reject)
       }),
@@ -339,6 +340,15 @@ test('bad input: wrong key types, unserializable values, bad options give typed 
   t.is(m.get('n'), 1)
   m.update('n', (v) => (v as number) + 1)
   t.is(m.get('n'), 2, 'usable after every failure')
+  // Another map may be used inside fn, also one at the same offset of another segment
+  // with no name (a false ERR_SHM_DEADLOCK once).
+  const [a, b] = [MappedMemory.anonymous({ size: 1 << 20 }), MappedMemory.anonymous({ size: 1 << 20 })]
+  t.teardown(() => [a, b].forEach((x) => x.close()))
+  const [ma, mb] = [new SharedMap<string, number>(a), new SharedMap<string, number>(b)]
+  t.is(ma.offset, mb.offset)
+  mb.set('x', 41)
+  t.is(ma.update('k', () => mb.get('x')! + 1), 42)
+  t.is(m.update('n', () => ma.get('k')!), 42)
   mem.heap.check()
   mem.close()
   throws(t, () => m.get('n'), { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })

@@ -234,6 +234,9 @@ export abstract class SharedContainer {
     const coder = coderById(id)
     if (!coder) throw corrupt(`the ${type.name} at ${offset} names codec ${id}`)
     this.coder = coder
+    // Out of a structured clone (`postMessage`, `workerData`), which copies own enumerable
+    // properties: it carries the handle, not the views or the codec's functions.
+    for (const k of ['v', 'coder']) Object.defineProperty(this, k, { enumerable: false })
   }
 
   /** The codec values are stored with. */

@@ -109,20 +109,37 @@ function reviveHandle(h: Handle): unknown {
  * @category Sharing between processes
  */
 export function revive<T = unknown>(value: unknown): T {
-  return reviveDeep(value, 0) as T
+  return reviveDeep(value, 0, new Map()) as T
 }
 
-function reviveDeep(value: unknown, depth: number): unknown {
+/**
+ * `value` with its handles revived. `done` maps each array and plain object met so far to
+ * what replaces it, so that a structured clone's shared references and cycles come back
+ * shared (and a cycle ends the walk instead of being unrolled 64 levels deep).
+ */
+function reviveDeep(value: unknown, depth: number, done: Map<object, unknown>): unknown {
   if (depth > 64 || typeof value !== 'object' || value === null) return value
-  if (isHandle(value)) return reviveHandle(value)
-  if (Array.isArray(value)) return value.map((v) => reviveDeep(v, depth + 1))
+  const seen = done.get(value)
+  if (seen !== undefined) return seen
+  if (isHandle(value)) return remember(done, value, reviveHandle(value))
+  if (Array.isArray(value)) {
+    const out: unknown[] = remember(done, value, new Array<unknown>(value.length))
+    for (let i = 0; i < value.length; i++) if (i in value) out[i] = reviveDeep(value[i], depth + 1, done)
+    return out
+  }
   const proto = Object.getPrototypeOf(value)
   if (proto !== Object.prototype && proto !== null) return value
   const cloned = clonedHandle(value)
-  if (cloned) return reviveHandle(cloned)
-  const out: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(value)) out[k] = reviveDeep(v, depth + 1)
+  if (cloned) return remember(done, value, reviveHandle(cloned))
+  const out: Record<string, unknown> = remember(done, value, Object.create(proto) as Record<string, unknown>)
+  // Defined, not assigned: an own "__proto__" key (JSON.parse makes one) stays a key.
+  for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k, { value: reviveDeep(v, depth + 1, done), writable: true, enumerable: true, configurable: true })
   return out
+}
+
+function remember<V>(done: Map<object, unknown>, from: object, to: V): V {
+  done.set(from, to)
+  return to
 }
 
 /**

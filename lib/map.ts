@@ -60,7 +60,7 @@ import {
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { registerReviver } from './handles.js'
 import { Kind, Lock } from './lock.js'
-import { type MappedMemory, memoryOfHandle } from './memory.js'
+import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
 import { binding } from './native.js'
 import { copyWords, decodeUtf8, encodeUtf8Into, LONE_SURROGATE, notWellFormed, wordsEqual } from './utf8.js'
@@ -317,7 +317,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     if (this.#bounded && stripes !== 1) throw corrupt(`the LRU-bounded SharedMap at ${offset} has ${stripes} stripes`)
     // A chain longer than the mapping holds entries has a cycle.
     this.#maxSteps = Math.ceil(v.size / (E.DATA + UNIT)) + 1
-    this.#key = `${memory.name ?? ''}@${offset}`
+    this.#key = `${internals(memory).objectKey}@${offset}`
   }
 
   /**

@@ -169,6 +169,12 @@ export interface MemoryInternals {
   /** A segment opened read-only: the package must not write through it. */
   readonly readOnly: boolean
   /**
+   * What the mapping maps, as a string that is the same for every mapping of one object
+   * in this process and differs between objects: the segment's `uid`, else its name and
+   * inode, else (a raw anonymous mapping, which nothing else maps) the mapping's own id.
+   */
+  readonly objectKey: string
+  /**
    * A window holding all of `[offset, offset + length)` (the caller checked the range
    * lies in the mapping). The same object for every range of a mapping that fits one
    * ArrayBuffer.
@@ -437,6 +443,7 @@ export class MappedMemory implements Disposable {
         heapOffset: info.heapOffset,
         base: info.base,
         readOnly: info.readOnly,
+        objectKey: info.uid ?? (info.inode !== undefined ? `${m.name ?? ''}\0${info.inode}` : `\0${info.id}`),
         window: whole ? () => whole : (offset, length) => m.#window(offset, length),
         whole,
         beforeClose: (fn) => {
