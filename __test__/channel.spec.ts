@@ -141,6 +141,31 @@ test('async: sendAsync waits for room; an abort rejects with AbortError; close w
   if (!asyncGot) t.is(((got[0] as PromiseRejectedResult).reason as ShmError).code, 'ERR_SHM_CLOSED')
 })
 
+test('async calls of one object complete in call order; one aborted or timed out while it waits its turn leaves the rest in order', async (t) => {
+  const mem = segment(t)
+  const ch = new Channel<number>(mem, { capacity: 64 })
+  let room = 0
+  while (ch.send(-1, { timeout: 0 })) room++
+  // Full: 0 waits for room, 1 and 3 wait behind it, 2 is aborted and 4 times out in line.
+  const ac = new AbortController()
+  const calls = [ch.sendAsync(0), ch.sendAsync(1), ch.sendAsync(2, { signal: ac.signal }), ch.sendAsync(3), ch.sendAsync(4, { timeout: 30 })]
+  ac.abort()
+  t.is((await rejection(calls[2]!)).name, 'AbortError', 'rejected at once, although 0 and 1 still wait')
+  t.false(await calls[4]!, 'its timeout ran out while it waited its turn')
+  const got: number[] = []
+  for (let i = 0; i < room; i++) got.push(ch.receive())
+  t.deepEqual(await Promise.all([calls[0], calls[1], calls[3]]), [true, true, true])
+  while (ch.length) got.push(ch.receive())
+  t.deepEqual(got.filter((x) => x >= 0), [0, 1, 3])
+  // Receives: 20 pending calls take 19 messages in call order, also across a timeout.
+  const wide = new Channel<number>(mem, { capacity: 4096 })
+  const receives = Array.from({ length: 20 }, (_, i) => wide.receiveAsync(i === 5 ? { timeout: 10 } : undefined))
+  await sleep(40)
+  for (let i = 0; i < 19; i++) wide.send(i)
+  t.is((await rejection(receives[5]!)).code, 'ETIMEDOUT')
+  t.deepEqual(await Promise.all(receives.filter((_, i) => i !== 5)), Array.from({ length: 19 }, (_, i) => i))
+})
+
 test('close: sends fail with ERR_SHM_CLOSED, receivers drain what is queued, for await ends', async (t) => {
   const mem = segment(t)
   const ch = new Channel<number>(mem)
@@ -158,7 +183,7 @@ test('close: sends fail with ERR_SHM_CLOSED, receivers drain what is queued, for
   t.true(again.closed, 'closed for every process')
 })
 
-for (const kind of ['processes', 'worker threads', 'async processes'] as const) {
+for (const kind of ['processes', 'worker threads', 'async processes', 'pipelined async processes'] as const) {
   test(`2 producers + 2 consumers (${kind}): every message exactly once, in order per producer`, async (t) => {
     const mem = segment(t, 16 << 20)
     const ch = new Channel(mem, { capacity: 4096 })
@@ -187,11 +212,14 @@ for (const kind of ['processes', 'worker threads', 'async processes'] as const) 
         }
       })()
     }
-    const isAsync = kind === 'async processes'
+    // Pipelined: every sendAsync of a producer made at once, 8 receiveAsync of a consumer
+    // pending at a time; per object they complete in call order.
+    const pipelined = kind === 'pipelined async processes'
+    const isAsync = kind === 'async processes' || pipelined
     // Worker threads get the channel itself (its structured clone carries the handle).
     const shared = kind === 'worker threads' ? ch : handle
-    const consumers = [0, 1].map(() => start({ role: 'consume', ch: shared, tally: tl.handle, max: n, async: isAsync }))
-    const producers = [0, 1].map((id) => start({ role: 'produce', ch: shared, id, from: 0, n, async: isAsync }))
+    const consumers = [0, 1].map(() => start({ role: 'consume', ch: shared, tally: tl.handle, max: n, async: isAsync, pipelined }))
+    const producers = [0, 1].map((id) => start({ role: 'produce', ch: shared, id, from: 0, n, async: isAsync, pipelined }))
     await Promise.all(producers)
     ch.close()
     const results = (await Promise.all(consumers)) as Array<{ received: number; torn: number; disorder: number }>

@@ -60,6 +60,7 @@ import { type AsyncWaitOptions, Kind, type Lock } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
 import { copyWords } from './utf8.js'
+import { Turns } from './waits.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
 
 /** `'SCHN'` little-endian. */
@@ -250,14 +251,23 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   async sendAsync(msg: T, options?: AsyncWaitOptions): Promise<boolean> {
     const { timeout, signal } = checkAsyncWait(options)
     const n = this.#encode(msg)
-    // A free lock and room: sent from the thread's encode buffer before anything else
-    // runs (as the first turn of the loop below would, without its copy).
-    if (this.#tryLock(this.#producer, PRODUCER) && this.#trySend(encoded, n) < 0) return true
+    // Nothing queued before it, a free lock and room: sent from the thread's encode
+    // buffer before anything else runs (as the first turn of the loop below would,
+    // without its copy).
+    if (this.#sends.idle && this.#tryLock(this.#producer, PRODUCER) && this.#trySend(encoded, n) < 0) return true
     // The encoded message must survive awaits: a copy of its own.
     const own = new Scratch()
     own.ensure(0, n)
     own.bytes.set(encoded.bytes.subarray(0, n))
     const until = deadline(timeout)
+    return this.#sends.run(() => this.#sendInTurn(own, n, until, signal), signal, until, () => false)
+  }
+
+  /** The pending {@link sendAsync} calls of this object: they send in call order. */
+  readonly #sends = new Turns()
+
+  /** {@link sendAsync}, once the calls before it are done. */
+  async #sendInTurn(own: Scratch, n: number, until: number, signal: AbortSignal | undefined): Promise<boolean> {
     for (;;) {
       await this.#lockAsync(this.#producer, signal, PRODUCER)
       const seen = this.#trySend(own, n)
@@ -294,12 +304,22 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    */
   async receiveAsync(options?: AsyncWaitOptions): Promise<T> {
     const { timeout, signal } = checkAsyncWait(options)
-    // A free lock and a message: taken without awaiting anything.
-    if (this.#tryLock(this.#consumer, CONSUMER)) {
+    // Nothing queued before it, a free lock and a message: taken without awaiting.
+    if (this.#receives.idle && this.#tryLock(this.#consumer, CONSUMER)) {
       const got = this.#tryReceive()
       if (got !== EMPTY) return got as T
     }
     const until = deadline(timeout)
+    return this.#receives.run(() => this.#receiveInTurn(until, signal), signal, until, () => {
+      throw timedOut()
+    })
+  }
+
+  /** The pending {@link receiveAsync} calls of this object: served in call order. */
+  readonly #receives = new Turns()
+
+  /** {@link receiveAsync}, once the calls before it are done. */
+  async #receiveInTurn(until: number, signal: AbortSignal | undefined): Promise<T> {
     for (;;) {
       await this.#lockAsync(this.#consumer, signal, CONSUMER)
       const got = this.#tryReceive()

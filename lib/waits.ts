@@ -107,3 +107,64 @@ export function acquireAsyncWith(
     return Promise.reject(e)
   }
 }
+
+/**
+ * Keeps the async calls of one kind on one object (a Channel's `sendAsync`s, its
+ * `receiveAsync`s) in call order: each call runs once every call queued before it has
+ * settled. A call waiting for its turn rejects at once when its `signal` aborts, and
+ * gives its timeout result when its deadline passes; the calls after it keep their place
+ * behind the ones before it.
+ */
+export class Turns {
+  /** Settles when the last queued call has; `null` when none is queued. */
+  #tail: Promise<unknown> | null = null
+
+  /** Whether no call is queued (a new one may go ahead at once). */
+  get idle(): boolean {
+    return this.#tail === null
+  }
+
+  /**
+   * Runs `op` in its turn.
+   * @param until - the call's deadline (`performance.now()` time; `Infinity`: none)
+   * @param late - what the call gives when `until` passes before its turn
+   */
+  run<R>(op: () => Promise<R>, signal: AbortSignal | undefined, until: number, late: () => R): Promise<R> {
+    const before = this.#tail
+    const mine = before === null ? op() : waitTurn(before, signal, until).then((inTime) => (inTime ? op() : late()))
+    const tail: Promise<unknown> = Promise.allSettled([before, mine]).then(() => {
+      if (this.#tail === tail) this.#tail = null
+    })
+    this.#tail = tail
+    return mine
+  }
+}
+
+/**
+ * Resolves `true` when `before` settles, `false` when `until` passes first; rejects with
+ * an `AbortError` when `signal` aborts first.
+ */
+function waitTurn(before: Promise<unknown>, signal: AbortSignal | undefined, until: number): Promise<boolean> {
+  return new Promise<boolean>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const finish = (): void => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    }
+    const onAbort = (): void => {
+      finish()
+      reject(abortError(signal as AbortSignal))
+    }
+    if (until !== Infinity) {
+      timer = setTimeout(() => {
+        finish()
+        resolve(false)
+      }, Math.max(0, until - performance.now()))
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    void before.then(() => {
+      finish()
+      resolve(true)
+    })
+  })
+}
