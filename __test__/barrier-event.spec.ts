@@ -81,7 +81,7 @@ test('Event: set wakes every waiter in other processes, blocking and async; clea
   t.is((await rejection(aborted)).name, 'AbortError')
 })
 
-test('bad input: parties, offsets, kinds, closed mappings', (t) => {
+test('bad input: parties, offsets, kinds, timeouts, closed mappings (also under pending waits)', async (t) => {
   const mem = segment(t)
   throws(t, () => new Barrier(mem, 0), { instanceOf: RangeError, message: /"parties"/ })
   throws(t, () => new Barrier(mem, 70_000), { instanceOf: RangeError })
@@ -94,7 +94,15 @@ test('bad input: parties, offsets, kinds, closed mappings', (t) => {
   const e = Event.at(mem, mem.heap.malloc(32))
   t.false(e.isSet)
   throws(t, () => b.wait({ timeout: -5 }), { instanceOf: RangeError })
+  throws(t, () => e.wait(null as unknown as number), { instanceOf: TypeError, message: /"options" argument/ })
+  // A timeout given as a number, as every wait takes it (these once waited forever).
+  t.false(e.wait(20))
+  throws(t, () => new Barrier(mem, 2).wait(20), { instanceOf: ShmError, code: 'ETIMEDOUT' })
+  // Closing the mapping under pending waits: ERR_SHM_CLOSED for each (the barrier's
+  // cleanup once turned it into a TypeError).
+  const pending = [new Barrier(mem, 2).waitAsync(), Event.at(mem, e.offset).waitAsync()]
   mem.close()
+  for (const p of pending) t.is((await rejection(p)).code, 'ERR_SHM_CLOSED')
   throws(t, () => e.set(), { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })
   throws(t, () => b.wait(), { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })
 })

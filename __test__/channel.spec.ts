@@ -68,7 +68,10 @@ test('timeouts: receive on empty throws ETIMEDOUT, send on full returns false; 0
   while (ch.send(sent, { timeout: 0 })) sent++
   t.true(sent > 3)
   t.false(ch.send(99, { timeout: 30 }))
+  t.false(ch.send(99, 30), 'a timeout given as a number, as every wait takes it')
   for (let i = 0; i < sent; i++) t.is(ch.receive(), i)
+  throws(t, () => ch.receive(20), { instanceOf: ShmError, code: 'ETIMEDOUT' })
+  throws(t, () => ch.receive(null as unknown as number), { instanceOf: TypeError, message: /"options" argument/ })
 })
 
 test('a blocked receive wakes when another process sends; async waits leave the event loop free', async (t) => {

@@ -87,7 +87,9 @@ test('a lock held by another process: timeout, not-owner release, then handoff',
   // Block until the holder releases.
   holder.proc.send('release-soon')
   t.deepEqual(await holder.message(), { ack: true })
-  t.true(lock.acquire({ timeout: 5000 }), 'blocked in the kernel until the holder released')
+  // A huge but finite timeout (1e300 ms) waits as long as it takes (it once gave up at
+  // once: its deadline overflowed to a time in the past).
+  t.true(lock.acquire({ timeout: 1e300 }), 'blocked in the kernel until the holder released')
   t.false(lock.ownerDied)
   lock.release()
 })

@@ -94,6 +94,10 @@ test('async twins: wait on a native thread, time out, abort; the event loop keep
   const timer = setInterval(() => ticks++, 5)
   t.false(await lock.acquireReadAsync({ timeout: 100 }))
   t.false(await lock.acquireWriteAsync({ timeout: 100 }))
+  // The blocking calls with a timeout given as a number, as every wait takes it (these
+  // once read it as "forever").
+  t.false(lock.acquireRead(30))
+  t.false(lock.acquireWrite(30))
   const ac = new AbortController()
   const pending = lock.acquireReadAsync({ signal: ac.signal })
   setTimeout(() => ac.abort(), 50)

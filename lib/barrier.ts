@@ -129,7 +129,7 @@ export class Barrier {
    * @throws ShmError `ETIMEDOUT` when `timeout` ran out (the barrier is then broken);
    *   `ERR_SHM_BROKEN` when the barrier is (or gets) broken
    */
-  wait(options?: AcquireOptions): number {
+  wait(options?: number | AcquireOptions): number {
     return blockingWait(this.memory, options, (timeout) => this.#steps(timeout))
   }
 
@@ -195,8 +195,13 @@ export class Barrier {
     }
   }
 
-  /** Breaks the barrier if it is still in generation `gen`, and wakes everyone. */
+  /**
+   * Breaks the barrier if it is still in generation `gen`, and wakes everyone; nothing if
+   * this process closed the mapping meanwhile (its views are gone: the wait ends with
+   * `ERR_SHM_CLOSED`, which must not turn into a TypeError here).
+   */
   #break(a: Int32Array, gen: number): void {
+    if (a.length === 0) return
     let v = Atomics.load(a, this.#w)
     while (((v >>> GEN_SHIFT) & GEN_MASK) === gen && !(v & BROKEN)) {
       const seen = Atomics.compareExchange(a, this.#w, v, v | BROKEN)

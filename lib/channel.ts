@@ -49,7 +49,7 @@
  * The layout is in docs/FORMAT.md.
  * @module
  */
-import { checkAsyncWait, checkIndex, checkTimeout, describe } from './args.js'
+import { checkAsyncWait, checkIndex, checkTimeoutArg, describe } from './args.js'
 import { checkCodec, type Codec, encoded, encodeValue, Scratch } from './codec.js'
 import {
   type ContainerHome, type ContainerType, corrupt, heapOf, intact, ownLock, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
@@ -226,8 +226,8 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    * @throws ShmError `ERR_SHM_CLOSED` once the channel is closed; RangeError for a
    *   message larger than the ring; TypeError for one the codec cannot store
    */
-  send(msg: T, options?: ChannelWaitOptions): boolean {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+  send(msg: T, options?: number | ChannelWaitOptions): boolean {
+    const timeout = checkTimeoutArg(options)
     const n = this.#encode(msg)
     const src = encoded
     const until = deadline(timeout)
@@ -284,8 +284,8 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    *   channel is closed and drained; `ERR_SHM_CORRUPT` for a record that cannot be
    *   decoded (it is dropped, so the next receive goes on)
    */
-  receive(options?: ChannelWaitOptions): T {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+  receive(options?: number | ChannelWaitOptions): T {
+    const timeout = checkTimeoutArg(options)
     const until = deadline(timeout)
     for (;;) {
       this.#lockConsumer()

@@ -114,7 +114,7 @@ export class Event {
    * @returns `true` once set (also if it was cleared again right after), `false` when
    *   `timeout` ran out
    */
-  wait(options?: AcquireOptions): boolean {
+  wait(options?: number | AcquireOptions): boolean {
     return blockingWait(this.memory, options, (timeout) => this.#steps(timeout))
   }
 

@@ -51,7 +51,7 @@
  * place that knows (native side `src-rs/js/owner.rs`).
  * @module
  */
-import { checkAsyncWait, checkTimeout, describe } from './args.js'
+import { checkAsyncWait, checkTimeoutArg, describe } from './args.js'
 import { native, notOwner, openWords, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
@@ -191,8 +191,8 @@ export class RWLock {
    * @returns `true` when held, `false` when `timeout` ran out
    * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the write lock
    */
-  acquireRead(options?: AcquireOptions): boolean {
-    const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+  acquireRead(options?: number | AcquireOptions): boolean {
+    const timeout = checkTimeoutArg(options)
     return this.#tryRead(true, false) || runBlocking(this.memory, this.#readSteps(timeout, false))
   }
 
@@ -310,7 +310,7 @@ export class RWLock {
    * @returns `true` when held, `false` when `timeout` ran out
    * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the lock already (read or write)
    */
-  acquireWrite(options?: AcquireOptions): boolean {
+  acquireWrite(options?: number | AcquireOptions): boolean {
     if (options === undefined && this.#tryWrite()) return true
     return blockingWait(this.memory, options, (timeout) => this.#writeSteps(timeout, false))
   }

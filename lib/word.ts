@@ -8,7 +8,7 @@
  * event loop, never the libuv pool).
  * @module
  */
-import { checkAsyncWait, checkTimeout } from './args.js'
+import { checkAsyncWait, checkTimeoutArg } from './args.js'
 import { abortError, native } from './errors.js'
 import type { AcquireOptions, AsyncWaitOptions } from './lock.js'
 import { internals, type MappedMemory } from './memory.js'
@@ -87,8 +87,8 @@ export function runBlocking<R>(memory: MappedMemory, steps: Steps<R>): R {
  * A blocking wait: runs the steps `start` makes for the timeout of `options` (checked
  * first) with {@link runBlocking}.
  */
-export function blockingWait<R>(memory: MappedMemory, options: AcquireOptions | undefined, start: (timeout: number | undefined) => Steps<R>): R {
-  const timeout = options === undefined ? undefined : checkTimeout(options.timeout)
+export function blockingWait<R>(memory: MappedMemory, options: number | AcquireOptions | undefined, start: (timeout: number | undefined) => Steps<R>): R {
+  const timeout = checkTimeoutArg(options)
   return runBlocking(memory, start(timeout))
 }
 

@@ -89,12 +89,17 @@ pub struct Deadline {
     pub nanos: u128,
 }
 
+/// The longest wait a [`Deadline`] stands for: 2^62 ns, about 146 years.
+pub const FAR_NANOS: u128 = 1 << 62;
+
 impl Deadline {
-    /// The deadline `ms` milliseconds from now (fractions allowed).
+    /// The deadline `ms` milliseconds from now (fractions allowed). A wait longer than
+    /// [`FAR_NANOS`] (a timeout of `1e300` ms is a valid one) waits that long: far enough
+    /// to mean forever, near enough that every deadline's seconds fit a `time_t`.
     pub fn after_ms(ms: f64) -> Deadline {
-        let add = if ms <= 0.0 { 0 } else { (ms * 1e6) as u128 };
+        let add = if ms > 0.0 { ((ms * 1e6) as u128).min(FAR_NANOS) } else { 0 };
         Deadline {
-            nanos: monotonic_nanos() + add,
+            nanos: monotonic_nanos().saturating_add(add),
         }
     }
 
@@ -131,3 +136,42 @@ pub use anon_linux::*;
 mod anon_macos;
 #[cfg(target_os = "macos")]
 pub use anon_macos::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_huge_finite_timeout_is_far_away_never_past() {
+        const CENTURY: u128 = 100 * 365 * 86_400 * 1_000_000_000;
+        for ms in [1e32, 1e33, 1e300, f64::MAX] {
+            let d = Deadline::after_ms(ms);
+            assert!(!d.passed(), "{ms} ms");
+            assert!(d.remaining_nanos() > CENTURY, "{ms} ms");
+        }
+        assert!(Deadline::after_ms(0.0).passed());
+        assert!(Deadline::after_ms(-5.0).passed());
+    }
+
+    #[test]
+    fn a_futex_wait_with_a_huge_timeout_sleeps_until_woken() {
+        let word = std::sync::Arc::new(AtomicU32::new(0));
+        let waker = {
+            let word = word.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                word.store(1, Ordering::SeqCst);
+                futex_wake(&word, 1);
+            })
+        };
+        let t0 = Instant::now();
+        while word.load(Ordering::SeqCst) == 0 {
+            let out = futex_wait(&word, 0, Some(Deadline::after_ms(1e300)));
+            assert_eq!(out, WaitOutcome::Retry);
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(40));
+        waker.join().unwrap();
+    }
+}
