@@ -97,7 +97,11 @@ impl Deadline {
     /// [`FAR_NANOS`] (a timeout of `1e300` ms is a valid one) waits that long: far enough
     /// to mean forever, near enough that every deadline's seconds fit a `time_t`.
     pub fn after_ms(ms: f64) -> Deadline {
-        let add = if ms > 0.0 { ((ms * 1e6) as u128).min(FAR_NANOS) } else { 0 };
+        let add = if ms > 0.0 {
+            ((ms * 1e6) as u128).min(FAR_NANOS)
+        } else {
+            0
+        };
         Deadline {
             nanos: monotonic_nanos().saturating_add(add),
         }
