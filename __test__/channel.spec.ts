@@ -169,6 +169,55 @@ test('async calls of one object complete in call order; one aborted or timed out
   t.deepEqual(await Promise.all(receives.filter((_, i) => i !== 5)), Array.from({ length: 19 }, (_, i) => i))
 })
 
+test('blocking calls of a thread whose async calls hold the side lock go on (no ERR_SHM_DEADLOCK), with other processes contending', async (t) => {
+  const mem = segment(t, 16 << 20)
+  const ch = new Channel<unknown>(mem, { capacity: 1 << 16 })
+  const handle = JSON.parse(JSON.stringify(ch))
+  const spin = (ms: number): void => {
+    for (const t0 = performance.now(); performance.now() - t0 < ms; );
+  }
+  // Two other processes keep both side locks busy, so an async call often waits for one
+  // on a waiter thread, which takes it for this thread before the promise goes on: a
+  // blocking call in between once failed with ERR_SHM_DEADLOCK ("this thread already
+  // holds the lock").
+  const hammer = forkChild(t, 'channel-worker.mjs')
+  hammer.proc.send({ role: 'hammer', ch: handle, ms: 2500 })
+  const drain = forkChild(t, 'channel-worker.mjs')
+  drain.proc.send({ role: 'drain', ch: handle })
+  const failures: string[] = []
+  const note = (e: unknown): void => void failures.push(String((e as ShmError).code ?? e))
+  const sent: number[] = []
+  const mine: number[] = []
+  let i = 0
+  for (const t0 = performance.now(); performance.now() - t0 < 1000; i++) {
+    const p = ch.sendAsync(-1 - i, { timeout: 5000 }).catch(note)
+    spin(0.2)
+    try {
+      if (ch.send(i, { timeout: 5000 })) sent.push(i)
+    } catch (e) {
+      note(e)
+    }
+    if ((await p) === true) sent.push(-1 - i)
+  }
+  for (const t0 = performance.now(); performance.now() - t0 < 1000; ) {
+    const p = ch.receiveAsync({ timeout: 5000 }).catch(note)
+    spin(0.2)
+    try {
+      mine.push(ch.receive({ timeout: 5000 }) as number)
+    } catch (e) {
+      note(e)
+    }
+    mine.push((await p) as number)
+  }
+  t.deepEqual(failures, [], 'no call failed')
+  t.true(i > 100, `${i} rounds`)
+  await hammer.message()
+  ch.close()
+  const drained = await drain.message<{ numbers: number[] }>()
+  const received = [...drained.numbers, ...mine.filter((m) => typeof m === 'number')].sort((x, y) => x - y)
+  t.deepEqual(received, [...sent].sort((x, y) => x - y), 'every message of this thread received once')
+})
+
 test('close: sends fail with ERR_SHM_CLOSED, receivers drain what is queued, for await ends', async (t) => {
   const mem = segment(t)
   const ch = new Channel<number>(mem)

@@ -56,7 +56,7 @@ import {
 } from './container.js'
 import { rangeError, ShmError, typeError } from './errors.js'
 import { registerReviver } from './handles.js'
-import { type AsyncWaitOptions, Kind, type Lock } from './lock.js'
+import { type AsyncWaitOptions, Kind, type Lock, OWNER_DIED as LOCK_OWNER_DIED } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
 import { copyWords } from './utf8.js'
@@ -244,7 +244,8 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
 
   /**
    * {@link send} without blocking the event loop: waits for room on a native waiter
-   * thread.
+   * thread. The calls of one object send in the order they were made, also when none
+   * is awaited before the next (a blocking {@link send} does not wait for them).
    * @returns (resolves) `true` once queued, `false` when `timeout` ran out
    * @throws (rejects) as {@link send}; AbortError when `signal` aborts
    */
@@ -299,7 +300,8 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   }
 
   /**
-   * {@link receive} without blocking the event loop.
+   * {@link receive} without blocking the event loop. Pending calls of one object are
+   * served in the order they were made.
    * @throws (rejects) as {@link receive}; AbortError when `signal` aborts
    */
   async receiveAsync(options?: AsyncWaitOptions): Promise<T> {
@@ -353,7 +355,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
     const v = this.live()
     this.#lockProducer()
     Atomics.store(v.i32, this.#w + (C.CLOSED >> 2), 1)
-    this.#producer.release()
+    this.#release(this.#producer)
     for (const [flag, word] of [[C.CONSUMERS_WAITING, C.CWAKE], [C.PRODUCERS_WAITING, C.PWAKE]]) {
       Atomics.store(v.i32, this.#w + (flag >> 2), 0)
       Atomics.add(v.i32, this.#w + (word >> 2), 1)
@@ -419,7 +421,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
       this.#tailLeft = (tail + size) >>> 0
       return -1
     } finally {
-      this.#producer.release()
+      this.#release(this.#producer)
       if (woke) this.#wake(C.CONSUMERS_WAITING, C.CWAKE)
       intact(this.memory)
     }
@@ -473,7 +475,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
       if (error !== null) throw error
       return value
     } finally {
-      this.#consumer.release()
+      this.#release(this.#consumer)
       if (woke) this.#wake(C.PRODUCERS_WAITING, C.PWAKE)
       intact(this.memory)
     }
@@ -559,8 +561,38 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   /** Takes `side`'s lock, repairing its counter after a dead holder. */
   #lock(lock: Lock, side: Side): void {
     this.live()
-    takeLock(lock, 'a Channel')
+    try {
+      takeLock(lock, 'a Channel')
+    } catch (e) {
+      if (!this.#borrow(lock, e)) throw e
+      return
+    }
     if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+  }
+
+  /**
+   * A blocking call found `lock` held by this thread (`ERR_SHM_DEADLOCK`): an async call
+   * of this thread took it on a waiter thread and has not gone on yet (blocking calls
+   * never keep it past their return, and the codecs run no user code under it). Nobody
+   * is inside, so the blocking call works under that hold and leaves it held for the
+   * async call, which goes on under it and releases it. Not while the hold still owes a
+   * dead holder's repair (the async call makes it): that stays `ERR_SHM_DEADLOCK`.
+   * @returns whether the blocking call may go on (until {@link #release})
+   */
+  #borrow(lock: Lock, e: unknown): boolean {
+    if (!(e instanceof ShmError) || e.code !== 'ERR_SHM_DEADLOCK') return false
+    if ((Atomics.load(this.v.i32, lock.offset >> 2) & LOCK_OWNER_DIED) !== 0) return false
+    this.#borrowed = lock
+    return true
+  }
+
+  /** The lock a blocking call of this object works under without holding it (see {@link #borrow}). */
+  #borrowed: Lock | null = null
+
+  /** Releases `side`'s lock, or gives a borrowed hold back to the async call that has it. */
+  #release(lock: Lock): void {
+    if (this.#borrowed === lock) this.#borrowed = null
+    else lock.release()
   }
 
   /** Takes `lock` without blocking the event loop (at once if it is free). */

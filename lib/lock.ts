@@ -19,8 +19,8 @@ import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** Owner token bits of the lock word; all ones: dead forever (`NOT_RECOVERABLE`). */
 const TOKEN_MASK = 0x3fff_ffff
-/** The holder recovered the lock from a dead owner and has not marked it consistent. */
-const OWNER_DIED = 1 << 30
+/** @internal Lock word bit: the holder recovered the lock from a dead owner and has not marked it consistent. */
+export const OWNER_DIED = 1 << 30
 /** Bytes of a lock (and of every other synchronization) record. */
 export const LOCK_SIZE = 32
 
