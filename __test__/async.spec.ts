@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises'
 import { promisify } from 'node:util'
 import test from 'ava'
 import { Condition, Lock, MappedMemory, Semaphore, ShmError } from '../dist/index.js'
-import { fixture, rawSegment, rejection, since, sleep, startPeer } from './helpers.js'
+import { fixture, forkChild, rawSegment, rejection, since, sleep, startPeer } from './helpers.js'
 
 test.serial('acquireAsync waits off the event loop: an interval keeps firing until the holder releases', async (t) => {
   const m = rawSegment(t)
@@ -196,6 +196,13 @@ test('without futex_waitv (forced fallback), async waits, aborts and closes stil
   })
   t.is(r.status, 0, r.stderr)
   t.deepEqual(JSON.parse(r.stdout), { acquired: 20, aborted: true, abortMs: true, closed: true, sem: 3 })
+})
+
+test('two instances of the package in one thread (modules loaded again) both get their async waits settled', async (t) => {
+  const child = forkChild(t, 'dual-instance.mjs')
+  const got = await child.message<Record<string, unknown>>()
+  // Timed out (false) each, but a3, which a set released; 'never' once for a2 on.
+  t.deepEqual(got, { distinct: true, a1: false, b1: false, a2: false, a3: true, a4b4: [true, false] })
 })
 
 test('Lock counts exactly across two processes and two worker threads, sync and async', async (t) => {

@@ -7,7 +7,7 @@
  */
 import { checkAsyncWait } from './args.js'
 import { abortError, closedError, native, notRecoverable, ShmError } from './errors.js'
-import { binding } from './native.js'
+import { binding, BINDING_PATH } from './native.js'
 
 /** Completion codes of `src-rs/sync/mod.rs` (`code`): the low byte is the outcome. */
 export const Code = Object.freeze({
@@ -43,8 +43,24 @@ export function throwIfFailed(code: number): void {
   if (o === Code.FULL) throw new ShmError('every holder slot of the undo semaphore is taken by a live thread', { code: 'EAGAIN' })
 }
 
-const settlers = new Map<number, (code: number) => void>()
-let initialized = false
+/**
+ * Who settles the async waits of this thread: one table for every instance of this
+ * package's JavaScript that shares the native library in the thread (a test runner that
+ * loads modules again makes several). The library keeps one completion callback per
+ * thread, so the first instance registers one that settles from this table, and the
+ * others use it: a second registration would take every later completion away from the
+ * first instance, whose waits would then never settle.
+ */
+interface Completions {
+  readonly settlers: Map<number, (code: number) => void>
+  initialized: boolean
+}
+
+const completions = ((globalThis as Record<symbol, unknown>)[Symbol.for(`shmutils.completions ${BINDING_PATH}`)] ??= {
+  settlers: new Map(),
+  initialized: false,
+}) as Completions
+const settlers = completions.settlers
 
 function onComplete(batch: number[]): void {
   for (let i = 0; i < batch.length; i += 2) {
@@ -64,9 +80,9 @@ function onComplete(batch: number[]): void {
  * @throws what `start` throws (synchronously)
  */
 export function waitNative(start: () => number, signal: AbortSignal | undefined): Promise<number> {
-  if (!initialized) {
+  if (!completions.initialized) {
     binding.syncInit(onComplete)
-    initialized = true
+    completions.initialized = true
   }
   const id = native(start)
   return new Promise<number>((resolve) => {
