@@ -142,6 +142,23 @@ test('pointer to pointer, arrays of pointers, pointer values taking a Ref', (t) 
   const tuple = astuple(s)
   t.deepEqual((tuple[4] as Array<Ref | null>).map((r) => r && (r.value as number)), [10, null, 30])
   t.is((tuple[1] as Ref).offset, px.offset)
+  // Whole values (init, ref.value) take a Ref for a pointer at any depth, as the member
+  // properties do; a Ref in another mapping is refused, nothing written.
+  const name = mem.heap.newString('node')
+  const tail = mem.new(ffi.typeof('struct node'), { v: 2, next: null }) as Node
+  const s2 = mem.new(ffi.typeof('struct ptrs'), { p: x, s: name, arr: [a.at(1), null, a.at(0)], n: tail }) as S
+  t.is((s2.p as Ref).value, 70)
+  t.is((s2.s as Ref).string(), 'node')
+  t.deepEqual((s2.arr as Ref).value, [mem.baseAddress + a.offset + 4, 0, mem.baseAddress + a.offset])
+  t.is((s2.n as Node).v, 2)
+  const list = mem.new(types.array(ffi.typeof('struct node'), 2)) as Ref
+  list.value = [{ v: 1, next: tail }, { v: 3, next: null }]
+  t.is(((list.at(0) as Node).next as Node).v, 2)
+  const other = MappedMemory.anonymous({ size: 1 << 16 })
+  t.teardown(() => other.close())
+  const before = s2.value
+  throws(t, () => { s2.value = { p: other.new('int32_t', 1) } }, { code: 'ERR_SHM_OUT_OF_BOUNDS', message: /struct ptrs\.p: the target int32_t is in another mapping/ })
+  t.deepEqual(s2.value, before, 'nothing written')
 })
 
 test('a self-referential list built here is walked by a process that mapped the segment at another address', async (t) => {

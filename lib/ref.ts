@@ -14,7 +14,7 @@ import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from
 import { readCString } from './strings.js'
 import type { RefOf } from './typed.js'
 import {
-  describeType, formatType, isComplete, isType, memberProperty, parseTypeName, structLayoutAccessors, typeFromDescription, valueAccessor,
+  describeType, flatMembers, formatType, isComplete, isType, memberProperty, parseTypeName, structLayoutAccessors, typeFromDescription, valueAccessor,
   type Accessor, type ArrayType, type FieldAccessor, type PointerType, type StructType, type Type, type TypeOfName,
 } from './types/index.js'
 import { describeClonedType } from './types/describe.js'
@@ -258,10 +258,13 @@ export class Ref<T = unknown, E = unknown> {
     return v
   }
 
-  /** Writes the whole value (see the getter; pointers also take a `Ref` or `null`). */
+  /**
+   * Writes the whole value (see the getter; a pointer, also one inside a struct or array
+   * value, also takes a `Ref` or `null`).
+   */
   set value(v: ValueInput<T, E>) {
     const t = this.#type as Type
-    const x = t.kind === 'pointer' ? pointerArg(this.memory, v, formatType(t)) : v
+    const x = pointerArgs(this.memory, t, v, formatType(t))
     ;(this.#acc ??= valueAccessor(this.#type)).set(this.#writable(), this[VOFF], x as T)
     if (GUARD[0] !== 0) checkIntact(this.memory)
   }
@@ -620,6 +623,52 @@ function pointerArg(memory: MappedMemory, v: unknown, what: string): unknown {
     throw outOfBounds(`${what}: the target ${formatType(refParts(v).type)} is in another mapping (${m.name ?? 'anonymous'}); a pointer can only point inside its own segment`)
   }
   return internals(m).base + offset
+}
+
+/** Whether a value of `t` holds a pointer anywhere (per type). */
+const pointerHolders = new WeakMap<Type, boolean>()
+
+function holdsPointer(t: Type): boolean {
+  let h = pointerHolders.get(t)
+  if (h === undefined) {
+    // A struct reaches itself only through a pointer member, which answers first.
+    pointerHolders.set(t, false)
+    h =
+      t.kind === 'pointer' ||
+      (t.kind === 'array' && holdsPointer(t.element)) ||
+      ((t.kind === 'struct' || t.kind === 'union') && [...flatMembers(t).values()].some((f) => holdsPointer(f.type)))
+    pointerHolders.set(t, h)
+  }
+  return h
+}
+
+/**
+ * `v`, a value for a whole `t`, with each `Ref` given for a pointer at any depth turned
+ * into its address as {@link pointerArg} does (a copy of the objects and arrays on the
+ * way); `v` itself when there is none. Everything else is left for the accessor to check.
+ */
+function pointerArgs(memory: MappedMemory, t: Type, v: unknown, what: string): unknown {
+  if (t.kind === 'pointer') return pointerArg(memory, v, what)
+  if (typeof v !== 'object' || v === null || !holdsPointer(t)) return v
+  if (t.kind === 'array') {
+    if (!Array.isArray(v)) return v
+    let out: unknown[] | null = null
+    for (let i = 0; i < v.length; i++) {
+      const x = pointerArgs(memory, t.element, v[i], `${what}[${i}]`)
+      if (x !== v[i]) (out ??= [...(v as unknown[])])[i] = x
+    }
+    return out ?? v
+  }
+  if (t.kind !== 'struct' && t.kind !== 'union') return v
+  const o = v as Record<string, unknown>
+  let out: Record<string, unknown> | null = null
+  for (const f of flatMembers(t).values()) {
+    const before = o[f.name]
+    if (before === undefined) continue
+    const x = pointerArgs(memory, f.type, before, `${what}.${f.name}`)
+    if (x !== before) (out ??= { ...o })[f.name] = x
+  }
+  return out ?? v
 }
 
 /** Stores a pointer member; returns the owner of the target when it is a `Ref`. */
