@@ -66,6 +66,11 @@ test('bad input: sizes, alignments, double free, interior, outside, after close'
   heap.free(off)
   throws(t, () => heap.free(off), { instanceOf: ShmError, code: 'ERR_SHM_DOUBLE_FREE' })
   throws(t, () => heap.realloc(off, 10), { code: 'ERR_SHM_DOUBLE_FREE' })
+  throws(t, () => heap.realloc('x' as unknown as number, 8), { instanceOf: TypeError, message: /The "offset" argument/ })
+  throws(t, () => heap.realloc(off, 8n as unknown as number), { instanceOf: TypeError, message: /The "size" argument/ })
+  throws(t, () => heap.new('struct nope'), { instanceOf: TypeError, message: /^The "type" argument: invalid C type name "struct nope"/ })
+  throws(t, () => heap.named('cfg', 'struct nope'), { instanceOf: TypeError, message: /^The "type" argument/ })
+  throws(t, () => heap.new('void *'), { instanceOf: TypeError, message: /is void, which has no size \(to allocate a pointer, name 'void \*\*'\)/ })
   heap.check()
   mem.close()
   throws(t, () => heap.malloc(8), { code: 'ERR_SHM_CLOSED' })
@@ -205,6 +210,22 @@ test('two processes racing named() get one object, constructed once', async (t) 
   throws(t, () => mem.heap.named('', 'int'), { instanceOf: TypeError, message: /"name"/ })
   throws(t, () => mem.heap.named('x'.repeat(256), 'int'), { instanceOf: RangeError, message: /"name"/ })
   t.is(mem.heap.named('é'.repeat(127), 'int', 5).value, 5, '254 bytes of UTF-8 is fine')
+  // Another type than the object's is a TypeError, not the object under a wrong type.
+  mem.heap.named('counter', 'int32_t', 5)
+  throws(t, () => mem.heap.named('counter', 'uint64_t', 0n), { instanceOf: TypeError, message: /"counter" exists as int32_t, not uint64_t/ })
+  throws(t, () => mem.heap.named('counter', 'uint8_t[4096]'), { instanceOf: TypeError, message: /exists as int32_t/ })
+  t.is(mem.heap.named('counter', 'int32_t').value, 5)
+  // A bad init creates nothing: the name stays free for a good one.
+  const allocations = mem.heap.stats().allocations
+  throws(t, () => mem.heap.named('limit', 'uint8_t', 300), { instanceOf: RangeError })
+  t.is(mem.heap.find('limit'), undefined)
+  t.is(mem.heap.stats().allocations, allocations)
+  t.is(mem.heap.named('limit', 'uint8_t', 200).value, 200)
+  // A struct member called "value" hides ref.value, not the init of new() and named().
+  const kv = types.struct('kv', { key: types.i32, value: types.i32 })
+  const a = mem.new(kv, { key: 1, value: 2 }) as Ref & { key: number; value: number }
+  t.is(a.value, 2)
+  t.like(mem.heap.named('kv', kv, { key: 3, value: 4 }) as Ref & { key: number; value: number }, { key: 3, value: 4 })
 })
 
 test('typed references: scalars, 64-bit as bigint, arrays, the original\'s "T *" spelling', (t) => {

@@ -132,6 +132,23 @@ test('enums take numbers in range or member names', (t) => {
   h.set(dv, 0, 'H' as never);
   t.is(h.get(dv, 0), 2 ** 32);
   t.is(dv.getBigUint64(0, LITTLE_ENDIAN), 2n ** 32n);
+  // A 64-bit enum holding what a number cannot hold exactly (a C program may store any
+  // value of the type) is a RangeError on read, generated accessors and closures alike,
+  // never a rounded number.
+  const was = setCodegen(false);
+  let closure;
+  try {
+    closure = scalarAccessor(ffi.typeof('enum h'), 'closure');
+  } finally {
+    setCodegen(was);
+  }
+  const s = valueAccessor(cdef('enum h2 { H2 = 0x100000000 }; struct s64 { enum h2 f; };').typeof('struct s64'));
+  dv.setBigUint64(0, (1n << 60n) | 1n, LITTLE_ENDIAN);
+  for (const acc of [h, closure]) t.throws(() => acc.get(dv, 0), { instanceOf: RangeError, message: /1152921504606846977, is beyond ±2\^53/ });
+  t.throws(() => s.get(dv, 0), { instanceOf: RangeError, message: /beyond ±2\^53/ });
+  dv.setBigUint64(0, 2n ** 53n - 1n, LITTLE_ENDIAN);
+  t.is(h.get(dv, 0), 2 ** 53 - 1);
+  t.is(closure.get(dv, 0), 2 ** 53 - 1);
 });
 
 test('structLayoutAccessors: README struct', (t) => {

@@ -12,12 +12,12 @@ import { tokenIn } from './identity.js'
 import { setLockAllocator } from './lock.js'
 import { checkIntact, GUARD, internals, MappedMemory, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
-import { Ref, refAt, setRefHeapLookup } from './ref.js'
+import { checkValue, Ref, refAt, refParts, setRefHeapLookup, writeValue } from './ref.js'
 import { cStringSize } from './strings.js'
 import { checkWellFormed } from './utf8.js'
 import type { InitOf, RefOf } from './typed.js'
 import {
-  arrayOf, describeType, isType, parseAllocationTypeName, typeFromDescription, types,
+  arrayOf, describeType, formatType, isType, parseAllocationTypeName, typeFromDescription, types,
   type AllocationTypeOfName, type CharPointerName, type Type,
 } from './types/index.js'
 
@@ -262,6 +262,8 @@ export class Heap {
    *   into a new object instead), `ENOMEM`
    */
   realloc(offset: number, size: number): number {
+    if (typeof offset !== 'number') throw typeError(`The "offset" argument must be of type number; got ${describe(offset)}`)
+    if (typeof size !== 'number') throw typeError(`The "size" argument must be of type number; got ${describe(size)}`)
     return this.#allocate(() => binding.heapRealloc(this.#id, offset, size))
   }
 
@@ -351,7 +353,7 @@ export class Heap {
     const w = internals(this.memory).window(off, t.size)
     w.u8.fill(0, off - w.start, off - w.start + t.size)
     const ref = refAt(this.memory, off, t, this)
-    if (init !== undefined) ref.value = toValue(t, init)
+    if (init !== undefined) writeValue(ref, toValue(t, init))
     return ref
   }
 
@@ -367,11 +369,18 @@ export class Heap {
     checkName('name', name)
     const t = resolveNewType(type, init)
     const desc = JSON.stringify(describeType(t))
+    // A bad init fails here, before the object exists (it would be published zeroed).
+    const value = init === undefined ? undefined : toValue(t, init)
+    if (value !== undefined) checkValue(this.memory, t, value)
     const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
-    if (!r.created) return this.#namedRef(name, r.offset, r.typeDesc)
+    if (!r.created) {
+      const found = this.#namedRef(name, r.offset, r.typeDesc)
+      if (r.typeDesc !== desc) throw typeError(`The named object ${JSON.stringify(name)} exists as ${formatType(refParts(found).type)}, not ${formatType(t)}`)
+      return found
+    }
     try {
       const ref = refAt(this.memory, r.offset, t, this)
-      if (init !== undefined) ref.value = toValue(t, init)
+      if (value !== undefined) writeValue(ref, value)
       return ref
     } finally {
       // Publish even if init threw: the object exists (zeroed) and waiters must not hang.
@@ -420,7 +429,7 @@ function resolveNewType(type: unknown, init: unknown): Type {
   if (typeof type !== 'string') throw typeError(`The "type" argument must be a type or a C type name; got ${describe(type)}`)
   let t: Type
   try {
-    t = parseAllocationTypeName(type)
+    t = parseAllocationTypeName(type, undefined, 'The "type" argument')
   } catch (e) {
     throw typeError((e as Error).message)
   }

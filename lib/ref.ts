@@ -53,6 +53,12 @@ export interface RefParts {
 /** @internal A reference's parts (struct members may hide `offset`, `heap`, ...). */
 export let refParts: (r: Ref) => RefParts
 
+/**
+ * @internal Writes `v` as the whole value of `r`: what `r.value = v` does, also where a
+ * struct member named `value` hides that setter.
+ */
+export let writeValue: (r: Ref, v: unknown) => void
+
 let revivedStructClass: (t: StructType) => { cls: StructRefClass; type: StructType } | undefined = () => undefined
 
 /**
@@ -263,6 +269,10 @@ export class Ref<T = unknown, E = unknown> {
    * value, also takes a `Ref` or `null`).
    */
   set value(v: ValueInput<T, E>) {
+    this.#writeValue(v)
+  }
+
+  #writeValue(v: unknown): void {
     const t = this.#type as Type
     const x = pointerArgs(this.memory, t, v, formatType(t))
     ;(this.#acc ??= valueAccessor(this.#type)).set(this.#writable(), this[VOFF], x as T)
@@ -440,6 +450,7 @@ export class Ref<T = unknown, E = unknown> {
 
   static {
     refParts = (r) => ({ memory: r.memory, offset: r[OFFSET], type: r.#type, heap: r.#heap })
+    writeValue = (r, v) => r.#writeValue(v)
     newRef = (memory, offset, type, heap) => new Ref(memory, offset, type, heap)
     // The subclass with member properties for a struct/union type (see structClassOf).
     makeStructClass = (t) => {
@@ -669,6 +680,14 @@ function pointerArgs(memory: MappedMemory, t: Type, v: unknown, what: string): u
     if (x !== before) (out ??= { ...o })[f.name] = x
   }
   return out ?? v
+}
+
+/**
+ * @internal Throws what writing `v` as a whole `t` in `memory` would throw (bad values,
+ * pointers to other mappings), writing nothing: a dry run on scratch bytes.
+ */
+export function checkValue(memory: MappedMemory, t: Type, v: unknown): void {
+  valueAccessor(t).set(new DataView(new ArrayBuffer(t.size)), 0, pointerArgs(memory, t, v, formatType(t)))
 }
 
 /** Stores a pointer member; returns the owner of the target when it is a `Ref`. */

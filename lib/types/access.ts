@@ -255,10 +255,22 @@ function checkArray(v: unknown, n: number, label: string): ArrayLike<unknown> {
   return a;
 }
 
+/**
+ * A 64-bit enum's stored value as the number enums read as; a RangeError for one a number
+ * cannot hold exactly (beyond ±2^53: a C program may store any value of the type), never
+ * a silently rounded one.
+ */
+function enumNumber(x: bigint): number {
+  if (x > 9007199254740991n || x < -9007199254740991n) {
+    throw new RangeError(`an enum value read from memory, ${x}, is beyond ±2^53, which a number cannot hold exactly`);
+  }
+  return Number(x);
+}
+
 /** Helpers visible to generated code as `C`. */
 const HELPERS = Object.freeze({
   checkInt, checkBig, checkFloat, checkBool, checkChar, checkEnum, checkPtr,
-  zero, snapshot, restore, notObject, checkKeys, writeBytes, checkArray,
+  zero, snapshot, restore, notObject, checkKeys, writeBytes, checkArray, enumNumber,
 });
 type Helpers = typeof HELPERS;
 
@@ -335,7 +347,7 @@ function readExpr(t: Type, o: string, dv = 'dv'): string {
   const g = GETTER[k] as string;
   const le = k === 'i8' || k === 'u8' ? '' : `, ${LE}`;
   const e = `${dv}.get${g}(${o}${le})`;
-  return t.kind === 'enum' && (k === 'i64' || k === 'u64') ? `Number(${e})` : e;
+  return t.kind === 'enum' && (k === 'i64' || k === 'u64') ? `C.enumNumber(${e})` : e;
 }
 
 const INT_CHECK: Readonly<Record<string, (x: string) => string>> = {
@@ -490,9 +502,9 @@ function closureScalar(t: Type, label: string, delta: number): Accessor<unknown>
       case 'u32':
         return { get: (dv, off) => dv.getUint32(off + delta, LEb), set: (dv, off, v) => dv.setUint32(off + delta, checkEnum(v, e, label), LEb) };
       case 'i64':
-        return { get: (dv, off) => Number(dv.getBigInt64(off + delta, LEb)), set: (dv, off, v) => dv.setBigInt64(off + delta, BigInt(checkEnum(v, e, label)), LEb) };
+        return { get: (dv, off) => enumNumber(dv.getBigInt64(off + delta, LEb)), set: (dv, off, v) => dv.setBigInt64(off + delta, BigInt(checkEnum(v, e, label)), LEb) };
       default:
-        return { get: (dv, off) => Number(dv.getBigUint64(off + delta, LEb)), set: (dv, off, v) => dv.setBigUint64(off + delta, BigInt(checkEnum(v, e, label)), LEb) };
+        return { get: (dv, off) => enumNumber(dv.getBigUint64(off + delta, LEb)), set: (dv, off, v) => dv.setBigUint64(off + delta, BigInt(checkEnum(v, e, label)), LEb) };
     }
   }
   if (t.kind !== 'scalar') throw new TypeError('internal: not a scalar');

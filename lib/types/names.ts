@@ -145,7 +145,11 @@ export function parseTypeNameInScope(text: unknown, scope: Scope | null, arg: st
     }
     throw e;
   }
-  if (t === VOID) throw new TypeError(`${arg}: ${shown} is void, which has no size (use 'void *')`);
+  if (t === VOID) {
+    // Only allocations pass `original`: their 'T *' means T (the original's spelling).
+    const hint = original !== undefined ? "to allocate a pointer, name 'void **'" : "use 'void *'";
+    throw new TypeError(`${arg}: ${shown} is void, which has no size (${hint})`);
+  }
   if (scope === null) {
     if (cache.size >= CACHE_LIMIT) cache.clear();
     cache.set(text, t);
@@ -185,10 +189,10 @@ export function parseTypeName<const S extends string>(name: S, scope?: FFI): Typ
  * @param scope an FFI whose declarations may be named
  * @throws TypeError naming the argument and the text when the name is invalid
  */
-export function parseAllocationTypeName(name: string, scope?: FFI): Type {
+export function parseAllocationTypeName(name: string, scope?: FFI, arg = 'name'): Type {
   if (typeof name !== 'string') {
-    throw new TypeError(`name must be a C type name string, got ${typeof name}`);
+    throw new TypeError(`${arg} must be a C type name string, got ${typeof name}`);
   }
   const stripped = name.replace(/\*\s*$/, '');
-  return parseTypeNameInScope(stripped, scope === undefined ? null : scopeOf(scope, 'scope'), 'name', name);
+  return parseTypeNameInScope(stripped, scope === undefined ? null : scopeOf(scope, 'scope'), arg, name);
 }
