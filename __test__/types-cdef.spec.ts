@@ -257,6 +257,47 @@ test('comments, preprocessor lines, qualifiers, odd spacing', (t) => {
   t.is(ffi.sizeof('struct c2'), 3);
 });
 
+test('conditionals keep or drop lines as the C preprocessor would; what cdef cannot decide, and #pragma pack, are CDefErrors', (t) => {
+  const ffi = cdef(`
+    #ifndef GUARD_H
+    #define GUARD_H
+    #define WIDE 1
+    struct rec {
+      int32_t a;
+    #if 0
+      int64_t removed; /* a line #if 0 drops */
+    #endif
+    #ifdef WIDE
+      int64_t wide;
+    #else
+      int16_t narrow;
+    #endif
+    #if !defined(NARROW) // comment
+      char tail;
+    #elif 1
+      char other;
+    #endif
+    };
+    #undef WIDE
+    #ifdef WIDE
+    struct dropped { int x; };
+    #endif
+    #pragma once
+    #endif
+  `);
+  // gcc: { int32_t a; int64_t wide; char tail; } is 24 bytes, wide at 8, tail at 16.
+  t.is(ffi.sizeof('struct rec'), 24);
+  t.is(ffi.offsetof('struct rec', 'wide'), 8);
+  t.is(ffi.offsetof('struct rec', 'tail'), 16);
+  t.throws(() => ffi.offsetof('struct rec', 'removed'));
+  t.throws(() => ffi.typeof('struct dropped'));
+  errorAt(t, '#pragma pack(push, 1)\nstruct p { char c; int i; };', 1, 1, /#pragma pack\(push, 1\) changes the layout/);
+  errorAt(t, 'struct s { int a; };\n#if SIZE > 4\n#endif', 2, 1, /#if SIZE > 4: a condition cdef\(\) cannot decide/);
+  errorAt(t, '#ifdef X\nstruct s { int a; };', 2, 21, /#if without #endif/);
+  errorAt(t, '#endif', 1, 1, /#endif without #if/);
+  errorAt(t, '#else', 1, 1, /#else without #if/);
+});
+
 test('FFI.typeof/sizeof/alignof/offsetof argument handling', (t) => {
   const ffi = cdef(fixture);
   const outer = ffi.typeof('struct outer');

@@ -1,9 +1,13 @@
 /**
  * Tokenizer for the C declaration subset accepted by `cdef()`.
  *
- * Linear time, no backtracking. Comments are skipped; preprocessor lines are
- * skipped except object-like `#define NAME <tokens>`, which is returned as a
- * `define` token so the parser can record integer constants.
+ * Linear time, no backtracking. Comments are skipped. Of the preprocessor, object-like
+ * `#define NAME <tokens>` is returned as a `define` token so the parser can record
+ * integer constants; conditionals (`#if`/`#ifdef`/`#ifndef`/`#elif`/`#else`/`#endif`)
+ * keep or drop the lines they govern, for the conditions the lexer can decide (a number,
+ * `defined NAME`, `!` of one, names `#define`d in the same source); a condition it cannot
+ * decide, and a `#pragma` that changes the layout (`pack`, `align`), is a `CDefError`
+ * rather than a layout a C compiler would not produce. Other directives are skipped.
  *
  * @module
  */
@@ -52,11 +56,23 @@ export function tokenize(source: string): Token[] {
   return new Lexer(source, 1, 1).run(false);
 }
 
+/** One open conditional: whether its current branch is kept, and whether one was. */
+interface Conditional {
+  keep: boolean;
+  taken: boolean;
+  /** Whether the lines around it are kept. */
+  outer: boolean;
+}
+
 class Lexer {
   private pos = 0;
   private line: number;
   private lineStart: number;
   private readonly src: string;
+  /** Names `#define`d (and not `#undef`ined) so far in this source. */
+  private readonly defined = new Set<string>();
+  /** The open conditionals, innermost last. */
+  private readonly conditionals: Conditional[] = [];
 
   constructor(src: string, line: number, column: number) {
     this.src = src;
@@ -138,6 +154,7 @@ class Lexer {
     for (;;) {
       if (this.skipSpace(singleLine)) atLineStart = true;
       if (this.pos >= s.length || (singleLine && (s.charCodeAt(this.pos) === 10 || s.charCodeAt(this.pos) === 13))) {
+        if (this.conditionals.length !== 0) this.fail('#if without #endif', this.pos);
         out.push({ kind: 'eof', text: '', line: this.line, column: this.col(this.pos) });
         return out;
       }
@@ -147,6 +164,11 @@ class Lexer {
         const d = this.directive();
         if (d !== null) out.push(d);
         atLineStart = true;
+        continue;
+      }
+      if (!this.keeping()) {
+        // A line a conditional drops.
+        this.skipToLineEnd(start);
         continue;
       }
       atLineStart = false;
@@ -239,7 +261,19 @@ class Lexer {
     while (p < s.length && isIdentPart(s.charCodeAt(p))) p++;
     const word = s.slice(this.pos, p);
     let result: Token | null = null;
-    if (word === 'define') {
+    if (this.conditional(word, p, hashPos)) {
+      // handled
+    } else if (!this.keeping()) {
+      // a directive on a dropped line
+    } else if (word === 'pragma') {
+      const text = s.slice(p, this.logicalLineEnd(p));
+      if (/\b(pack|align)\b/.test(text)) {
+        this.fail(`#pragma${text.trimEnd()} changes the layout, which cdef() does not model: declare the struct without it (explicit padding members where the packed layout needs them)`, hashPos);
+      }
+    } else if (word === 'undef') {
+      const m = /^\s+([A-Za-z_][A-Za-z0-9_]*)/.exec(s.slice(p, this.logicalLineEnd(p)));
+      if (m) this.defined.delete(m[1]!);
+    } else if (word === 'define') {
       this.pos = p;
       this.skipSpace(true);
       const nameStart = this.pos;
@@ -247,6 +281,7 @@ class Lexer {
       if (q < s.length && isIdentStart(s.charCodeAt(q))) {
         while (q < s.length && isIdentPart(s.charCodeAt(q))) q++;
         const name = s.slice(nameStart, q);
+        this.defined.add(name);
         // object-like only: a '(' right after the name makes it function-like
         if (s.charCodeAt(q) !== 40) {
           const nameCol = this.col(nameStart);
@@ -268,6 +303,64 @@ class Lexer {
     // skip to the end of the logical line (honouring continuations and comments)
     this.skipToLineEnd(hashPos);
     return result;
+  }
+
+  /** Whether the current line is kept (no open conditional drops it). */
+  private keeping(): boolean {
+    const top = this.conditionals[this.conditionals.length - 1];
+    return top === undefined || (top.keep && top.outer);
+  }
+
+  /**
+   * Applies conditional directive `word` (its text from `from` to the end of the line);
+   * `false` if `word` is not one.
+   */
+  private conditional(word: string, from: number, hashPos: number): boolean {
+    const text = this.src.slice(from, this.logicalLineEnd(from)).replace(/\/\*[^]*?\*\/|\/\/.*$/g, ' ').trim();
+    const stack = this.conditionals;
+    const top = stack[stack.length - 1];
+    switch (word) {
+      case 'if':
+      case 'ifdef':
+      case 'ifndef': {
+        const outer = this.keeping();
+        const expr = word === 'if' ? text : `${word === 'ifndef' ? '!' : ''}defined ${text}`;
+        const keep = outer ? this.decide(expr, word, hashPos) : false;
+        stack.push({ keep, taken: keep, outer });
+        return true;
+      }
+      case 'elif': {
+        if (top === undefined) this.fail('#elif without #if', hashPos);
+        const keep = top.outer && !top.taken ? this.decide(text, word, hashPos) : false;
+        top.keep = keep;
+        top.taken ||= keep;
+        return true;
+      }
+      case 'else':
+        if (top === undefined) this.fail('#else without #if', hashPos);
+        top.keep = !top.taken;
+        top.taken = true;
+        return true;
+      case 'endif':
+        if (top === undefined) this.fail('#endif without #if', hashPos);
+        stack.pop();
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /**
+   * The value of the condition `expr` of `#${word}`: a number, `defined NAME` or
+   * `defined(NAME)` (names `#define`d earlier in this source), or `!` of one of those.
+   */
+  private decide(expr: string, word: string, hashPos: number): boolean {
+    const m = /^(!\s*)?(?:(\d+|0[xX][0-9a-fA-F]+)[uUlL]*|defined\s*(?:\(\s*([A-Za-z_]\w*)\s*\)|([A-Za-z_]\w*)))$/.exec(expr);
+    if (m === null) {
+      this.fail(`#${word} ${expr}: a condition cdef() cannot decide (it knows numbers, defined NAME and !): run the header through the C preprocessor first (cc -E -P)`, hashPos);
+    }
+    const value = m[2] !== undefined ? Number(m[2]) !== 0 : this.defined.has((m[3] ?? m[4])!);
+    return m[1] !== undefined ? !value : value;
   }
 
   /** End (exclusive) of the logical line containing `from`, with continuations. */
