@@ -5,9 +5,10 @@
 import test, { type ExecutionContext } from 'ava'
 import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
+import { utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Lock, MappedMemory, RWLock, shmOpen } from '../dist/index.js'
-import { forkChild, pidNamespaceUnavailable, segmentExists, segmentName } from './helpers.js'
+import { Lock, MappedMemory, RWLock, ShmError, shmOpen } from '../dist/index.js'
+import { forkChild, pidNamespaceUnavailable, segmentExists, segmentName, throws } from './helpers.js'
 
 const BIN = join(import.meta.dirname ?? __dirname, '..', 'bin', 'shmutils.js')
 const linux = process.platform === 'linux'
@@ -231,6 +232,17 @@ test('errors name the segment, exit non-zero and print no stack trace', (t) => {
   for (const r of [ls, gc, inspect]) noStack(t, r)
 })
 
+test('a reader that stops early (| head -1) ends the output quietly: exit 0, no EPIPE trace', (t) => {
+  const name = segmentName(t, 'cli-pipe')
+  MappedMemory.create(name, { size: 1 << 16 }).close()
+  for (const args of [['inspect', name], ['ls']]) {
+    const r = spawnSync('bash', ['-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} ${args.join(' ')} | head -1; exit \${PIPESTATUS[0]}`], { encoding: 'utf8' })
+    t.is(r.stdout.split('\n').filter(Boolean).length, 1, args[0])
+    t.is(r.status, 0, `${args[0]}: ${r.stderr}`)
+    t.notRegex(r.stderr, /EPIPE|at \w/, args[0])
+  }
+})
+
 test('--help for each command', (t) => {
   const overview = cli('--help')
   t.is(overview.code, 0)
@@ -266,6 +278,26 @@ test('objects that are not segments are reported as such and never collected', (
   t.like(gc.kept.find((e) => e.name === junk), { kind: 'foreign' })
   t.like(gc.kept.find((e) => e.name === foreign), { kind: 'unfinished', reason: 'being created' })
   t.true(segmentExists(junk) && segmentExists(foreign))
+  // Other programs' small objects (a POSIX semaphore is 32 bytes, here a short text file),
+  // even old and unused, and a FIFO: foreign, never collected; the FIFO hangs nothing.
+  const sem = segmentName(t, 'cli-sem')
+  shmOpen(sem, 'x+').truncate(32).close()
+  const text = segmentName(t, 'cli-text')
+  writeFileSync(`/dev/shm${text}`, 'hello\n')
+  const fifo = segmentName(t, 'cli-fifo')
+  t.is(spawnSync('mkfifo', [`/dev/shm${fifo}`]).status, 0)
+  const old = new Date(Date.now() - 3600_000)
+  for (const n of [sem, text]) utimesSync(`/dev/shm${n}`, old, old)
+  const l2 = json<{ segments: SegmentJson[] }>(t, 'ls')
+  for (const n of [sem, text]) t.is(l2.segments.find((s) => s.name === n)?.kind, 'foreign', n)
+  t.is(l2.segments.find((s) => s.name === fifo), undefined, 'ls lists regular files only')
+  const gc2 = json<{ removed: unknown[] }>(t, 'gc', sem, text, fifo)
+  t.deepEqual(gc2.removed, [])
+  t.true([sem, text, fifo].every(segmentExists))
+  const insFifo = cli('inspect', fifo)
+  t.is(insFifo.code, 1)
+  t.regex(insFifo.stderr, /not a shmutils segment \(not a regular file\)/)
+  throws(t, () => MappedMemory.open(fifo, { readOnly: true }), { instanceOf: ShmError })
 })
 
 test('ls shows anonymous segments with the processes that hold them', async (t) => {

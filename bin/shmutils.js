@@ -10,4 +10,10 @@ try {
   process.stderr.write(`shmutils: ${e && e.message ? e.message : e}\n`)
   process.exit(1)
 }
+// A reader that stopped early (`shmutils ls | head -1`) closes the pipe: the output is
+// done, not an error (no stack trace), as for other command-line tools.
+process.stdout.on('error', (e) => {
+  if (e && e.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+  throw e
+})
 process.exitCode = main(process.argv.slice(2))

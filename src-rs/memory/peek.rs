@@ -16,7 +16,7 @@ use crate::memory::shm;
 pub enum Kind {
     /// A shmutils segment with a valid header.
     Segment(Header),
-    /// Too small, or its magic is still 0: its creator has not finished (or died before).
+    /// Empty, or its magic is still 0: its creator has not finished (or died before).
     Unfinished,
     /// A shmutils segment of another format version.
     Version(u32),
@@ -83,7 +83,18 @@ pub fn peek_fd(fd: i32) -> Result<Peek> {
         attached: crate::sys::live_byte_held(fd, crate::sys::LIVE_ATTACHED),
         creator_mapped: crate::sys::live_byte_held(fd, crate::sys::LIVE_CREATOR),
     };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        p.kind = Kind::Foreign("not a regular file".into());
+        return Ok(p);
+    }
+    // A creator sizes its object from 0 to the whole segment in one step: 0 bytes is one
+    // not sized yet, and anything between that and the smallest segment is someone else's
+    // (a POSIX semaphore is 32 bytes), never a segment to collect.
+    if size == 0 {
+        return Ok(p);
+    }
     if size < MIN_SIZE {
+        p.kind = Kind::Foreign(format!("{size} bytes, smaller than any shmutils segment"));
         return Ok(p);
     }
     let bytes = segment::read_header(fd)?;

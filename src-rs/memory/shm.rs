@@ -118,8 +118,11 @@ pub fn check_permissions(permissions: u32) -> Result<Mode> {
 /// # Errors
 /// The `shm_open` errno (`ENOENT`, `EEXIST`, `EACCES`, ...) with `path` set.
 pub fn open(name: &str, mode: OpenMode, permissions: Mode) -> Result<RawFd> {
+    // O_NONBLOCK: a FIFO someone put under the name must not block a read-only open
+    // forever (it is then no segment: the caller's fstat says so); a regular file (every
+    // shm object) ignores the flag.
     #[cfg(target_os = "linux")]
-    let flags = mode.flags() | OFlag::O_CLOEXEC;
+    let flags = mode.flags() | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     #[cfg(not(target_os = "linux"))]
     let flags = mode.flags();
     let fd = nix::sys::mman::shm_open(name, flags, permissions)
