@@ -1,7 +1,7 @@
 import test from 'ava'
 import { fork } from 'node:child_process'
 import {
-  Lock, MappedMemory, MapFlags, munmap, PAGE_SIZE, Protection, revive, roundToPageSize, ShmError, shmOpen,
+  Lock, MappedMemory, MapFlags, munmap, PAGE_SIZE, Protection, type Ref, revive, roundToPageSize, ShmError, shmOpen,
 } from '../dist/index.js'
 import { fixture, forkChild, segmentExists, segmentName, throws, userAddressTop } from './helpers.js'
 
@@ -50,6 +50,22 @@ test('bad raw mapping arguments are typed errors, never crashes', (t) => {
   using fd = shmOpen(name).truncate(2 * PAGE_SIZE)
   throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED, fd, 100), { instanceOf: RangeError, message: /"offset"/ })
   throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED | MapFlags.FIXED, fd), { instanceOf: TypeError, message: /"address"/ })
+  // Protections that would make a view a SIGSEGV: no views without read access; a
+  // read-only one is mapped copy-on-write (a stray write lands in a private page) and the
+  // library refuses writes.
+  using none = new MappedMemory(null, 4096, Protection.NONE)
+  for (const get of [() => none.bytes, () => none.buffer, () => none.view(0, 4)]) throws(t, get, { instanceOf: ShmError, code: 'EACCES' })
+  const shared = new MappedMemory(null, PAGE_SIZE, Protection.READ_WRITE, MapFlags.SHARED, fd)
+  t.teardown(() => shared.close())
+  shared.bytes[0] = 7
+  using ro = new MappedMemory(null, PAGE_SIZE, Protection.READ, MapFlags.SHARED, fd)
+  t.true(ro.readOnly)
+  t.is(ro.bytes[0], 7, 'reads the object')
+  shared.bytes[1] = 8
+  t.is(ro.bytes[1], 8, 'and sees writes made through another mapping')
+  ro.bytes[2] = 9
+  t.is(shared.bytes[2], 0, 'a write through the read-only mapping stays private (and is no crash)')
+  throws(t, () => Lock.at(ro, 64).acquire(), { instanceOf: ShmError, code: 'ERR_SHM_READ_ONLY' })
 })
 
 test('FIXED never replaces memory in use; FIXED_NOREPLACE over a used range is EADDRINUSE', (t) => {
@@ -105,6 +121,8 @@ test('managed segments: create, open, header, EEXIST, two mappings see each othe
   a.bytes[5000] = 99
   t.is(b.bytes[5000], 99)
   throws(t, () => MappedMemory.create(name, { size: 4096 }), { instanceOf: ShmError, code: 'EEXIST', path: name })
+  const high = segmentName(t)
+  throws(t, () => MappedMemory.create(high, { size: 4096, fixedAddress: 2 ** 47 }), { instanceOf: ShmError, syscall: 'mmap', path: high })
   a.unlink()
   t.false(segmentExists(name))
   t.is(b.bytes[5000], 99, 'mappings survive unlink')
@@ -174,6 +192,22 @@ test('fixedAddress: require fails with EADDRINUSE when the address is taken; pre
   t.is(m.bytes[300], 5)
   using q = MappedMemory.open(name, { fixedAddress: false })
   t.is(q.bytes[300], 5)
+  // A recorded address this process cannot map at all (here just under the top of the
+  // address space: ENOMEM, not EADDRINUSE): prefer maps elsewhere too; require says why.
+  const far = segmentName(t)
+  const f = MappedMemory.create(far, { size: 65536, fixedAddress: true })
+  const ref = f.new('int32_t', 42)
+  const handle = JSON.parse(JSON.stringify(ref)) as unknown
+  f.close()
+  using fd = shmOpen(far, 'r+')
+  const base = new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED, fd)
+  new DataView(base.buffer).setBigUint64(24, BigInt(userAddressTop() - 65536), true) // the base (FORMAT.md §2)
+  base.close()
+  using g = MappedMemory.open(far)
+  t.is(g.baseAddress, userAddressTop() - 65536)
+  t.not(g.address.begin, g.baseAddress)
+  t.is((revive(handle) as Ref<number>).value, 42)
+  throws(t, () => MappedMemory.open(far, { fixedAddress: 'require' }), { instanceOf: ShmError })
 })
 
 test('fixedAddress: <number> maps exactly there, or EADDRINUSE', (t) => {
@@ -206,10 +240,16 @@ test('detach + munmap + FIXED over detached pages (the original\'s spawn example
   const unused = new MappedMemory(null, 64 * 1024 * 1024)
   unused.bytes.set([0x73, 0x69, 0x6e, 0x6b], 0)
   const start = unused.address.begin
+  const before = [unused.bytes, unused.view(0, 4096), new DataView(unused.buffer)] as const
   const { address, size } = unused.detach()
   t.is(address, start)
+  // Every view taken before is detached (the whole mapping's too: its pages are about to
+  // be unmapped, and reading one then was a SIGSEGV).
+  t.deepEqual([before[0].length, before[1].length], [0, 0])
+  t.throws(() => before[2].getUint8(0), { instanceOf: TypeError })
   munmap(address + PAGE_SIZE, size - PAGE_SIZE)
   throws(t, () => munmap(address + PAGE_SIZE, PAGE_SIZE), { code: 'EINVAL' }, 'already unmapped: not ours any more')
+  t.is((before[0] as unknown as Record<number, unknown>)[PAGE_SIZE + 1], undefined, 'an old view over unmapped pages reads nothing, no signal')
   using m = new MappedMemory(start, sharedSize, Protection.READ_WRITE, MapFlags.SHARED | MapFlags.FIXED, fd)
   t.is(m.address.begin, start)
   const dv = new DataView(m.buffer)

@@ -61,6 +61,10 @@ test('bad modes, permissions and sizes are typed errors', (t) => {
   throws(t, () => o.truncate(Number.NaN), { instanceOf: RangeError })
   throws(t, () => o.truncate('1' as unknown as number), { instanceOf: TypeError })
   o.close()
+  // A failed system call names the segment (path), also where only a descriptor was used.
+  const ro = shmOpen(name, 'r')
+  throws(t, () => ro.truncate(4096), { instanceOf: ShmError, code: 'EINVAL', syscall: 'ftruncate', path: name })
+  ro.close()
 })
 
 test('close twice is fine, use after close is ERR_SHM_CLOSED, dispose closes', (t) => {

@@ -134,12 +134,15 @@ const WITHOUT_SHM_DIR =
  * Gives an error from opening or creating the segment `name` a message that says what to
  * do. `EEXIST`: `open` (how to open it instead), or remove the old one. On Linux, a
  * system with no {@link SHM_DIR} at all (AWS Lambda, some minimal containers: every name
- * is then `ENOENT`) or a read-only one (`EROFS`): how to share memory without it. Other
- * errors pass through.
+ * is then `ENOENT`) or a read-only one (`EROFS`): how to share memory without it. A
+ * failed system call gets `name` as its `path` if it has none. Other errors pass through.
  */
 export function withShmAdvice(e: unknown, name: string, open = ''): unknown {
   if (!(e instanceof ShmError)) return e
-  let message: string
+  // A failed system call names the segment it was for (`path`), also where the native
+  // side did not know the name (an ftruncate, an mmap).
+  const path = e.path ?? (e.syscall !== undefined ? (name.startsWith('/') ? name : `/${name}`) : undefined)
+  let message = e.message
   if (e.code === 'EEXIST') {
     const n = JSON.stringify(name)
     message =
@@ -150,10 +153,10 @@ export function withShmAdvice(e: unknown, name: string, open = ''): unknown {
     message = `${e.message}: this system has no ${SHM_DIR} (as on AWS Lambda and in some minimal containers). ${WITHOUT_SHM_DIR}`
   } else if (process.platform === 'linux' && e.code === 'EROFS') {
     message = `${e.message}: ${SHM_DIR} is mounted read-only here. ${WITHOUT_SHM_DIR}`
-  } else {
+  } else if (path === e.path) {
     return e
   }
-  const out = new ShmError(message, e)
+  const out = new ShmError(message, { code: e.code, errno: e.errno, syscall: e.syscall, path })
   Error.captureStackTrace?.(out, withShmAdvice)
   return out
 }

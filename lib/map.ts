@@ -59,6 +59,8 @@ import {
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { registerReviver } from './handles.js'
+import { refParts } from './ref.js'
+import { arrayOf, describeType, types } from './types/index.js'
 import { Kind, Lock } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
@@ -93,6 +95,11 @@ const M = Object.freeze({
   INIT_LOCK: 64,
   SIZE: 128,
 })
+
+/** The type `SharedMap.named` reserves a map's header under in the heap's directory. */
+const ARENA = arrayOf(types.u8, M.SIZE)
+/** ... as the directory describes it. */
+const ARENA_DESC = JSON.stringify(describeType(ARENA))
 
 /** Header flags. */
 const F = Object.freeze({
@@ -329,9 +336,12 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   static named<K extends string | Uint8Array = string, V = unknown>(where: ContainerHome, name: string, options?: SharedMapOptions): SharedMap<K, V> {
     const o = checkOptions(options)
     const heap = heapOf(where)
-    const ref = heap.named(name, `uint8_t[${M.SIZE}]`)
+    // Something else under the name: say so in this class's terms (named() would call it
+    // a type mismatch with the map's placeholder type).
+    const found = heap.find(name)
+    if (found !== undefined && JSON.stringify(describeType(refParts(found).type)) !== ARENA_DESC) throw typeError(`The named object ${JSON.stringify(name)} is not a SharedMap`)
+    const ref = heap.named(name, ARENA)
     const { memory, offset } = ref
-    if (ref.type.size !== M.SIZE) throw typeError(`The named object ${JSON.stringify(name)} is not a SharedMap`)
     const v = viewsOf(memory, heap)
     const w = offset >> 2
     const lock = Lock.at(memory, offset + M.INIT_LOCK)

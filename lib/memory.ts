@@ -403,8 +403,15 @@ export class MappedMemory implements Disposable {
       const f = flags ?? (rawFd >= 0 ? MapFlags.SHARED : MapFlags.SHARED | MapFlags.ANONYMOUS)
       if (!Number.isInteger(f)) throw typeError(`The "flags" argument must be an integer; got ${describe(flags)}`)
       const addr = address === null || address === 0 ? -1 : address
-      native(() => binding.mapRaw(addr, size, protection, f, rawFd, offset, OUT))
+      // Readable but not writable: mapped copy-on-write, as read-only opens are, so that a
+      // stray write through a view lands in a private page instead of killing the process
+      // (SIGSEGV); the library refuses every write of its own (readOnly).
+      const cow = (protection & Protection.READ) !== 0 && (protection & Protection.WRITE) === 0
+      const prot = cow ? protection | Protection.WRITE : protection
+      const how = cow ? (f & ~MapFlags.SHARED) | MapFlags.PRIVATE : f
+      native(() => binding.mapRaw(addr, size, prot, how, rawFd, offset, OUT))
       info = takeInfo()
+      if (cow) info.readOnly = true
       this.#raw = { fileOffset: offset, protection, flags: f }
     }
     this.name = name
@@ -472,6 +479,10 @@ export class MappedMemory implements Disposable {
   }
 
   #makeWindow(start: number, length: number): Window {
+    // Pages nobody may read (Protection.NONE): any view would be a SIGSEGV at first touch.
+    if (this.#raw !== null && (this.#raw.protection & Protection.READ) === 0) {
+      throw new ShmError('this mapping has no read access (Protection.NONE): it has no views', { code: 'EACCES' })
+    }
     const id = this.#info.id
     return windowOver(native(() => binding.mappingBuffer(id, start, length)), start, length, this.#info.readOnly)
   }
@@ -799,7 +810,9 @@ export class MappedMemory implements Disposable {
   detach(): DetachedPages {
     if (this.#closed) throw closedError('the mapping')
     this.#runBeforeClose()
-    this.#shutViews()
+    // Every view goes, the whole mapping's too: the caller may unmap the pages next.
+    const whole = this.#shutViews()
+    if (whole) native(() => binding.detachBuffer(whole))
     binding.mappingForget(this.#info.id)
     return { address: this.address.begin, size: this.size }
   }

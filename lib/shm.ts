@@ -63,14 +63,22 @@ export class SharedMemoryObject implements Disposable {
   /** The size in bytes (`fstat`). */
   size(): number {
     const fd = this.fd
-    return native(() => binding.fdSize(fd))
+    try {
+      return native(() => binding.fdSize(fd))
+    } catch (e) {
+      throw withShmAdvice(e, this.name)
+    }
   }
 
   /** Sets the size in bytes (`ftruncate`); returns `this` for chaining. */
   truncate(size: number): this {
     checkIndex('size', size)
     const fd = this.fd
-    native(() => binding.fdTruncate(fd, size))
+    try {
+      native(() => binding.fdTruncate(fd, size))
+    } catch (e) {
+      throw withShmAdvice(e, this.name)
+    }
     return this
   }
 

@@ -466,7 +466,8 @@ fn header_of(
 
 /// Maps `req` where `header` and `fixed` ask: at the creator's address when its
 /// address is fixed (or `fixed` requires it), else anywhere; with
-/// [`FixedMode::Prefer`], anywhere when that address is taken here.
+/// [`FixedMode::Prefer`], anywhere when that address cannot be had here (taken, past the
+/// top of this process's address space, below `vm.mmap_min_addr`).
 fn map_placed(req: MapRequest, header: &Header, fixed: FixedMode) -> Result<Arc<Region>> {
     let want_fixed = match fixed {
         FixedMode::Require => true,
@@ -482,7 +483,7 @@ fn map_placed(req: MapRequest, header: &Header, fixed: FixedMode) -> Result<Arc<
         ..req
     };
     match Region::map(at) {
-        Err(e) if e.code == "EADDRINUSE" && fixed == FixedMode::Prefer => Region::map(req),
+        Err(_) if fixed == FixedMode::Prefer => Region::map(req),
         other => other,
     }
 }
