@@ -243,6 +243,22 @@ test('a reader that stops early (| head -1) ends the output quietly: exit 0, no 
   }
 })
 
+test('inspect reports a heap too damaged to walk as a finding, with the segment around it', (t) => {
+  const name = segmentName(t, 'cli-damaged')
+  const m = MappedMemory.create(name, { size: 1 << 16 })
+  const off = m.heap.malloc(64)
+  m.bytes.fill(0xee, off - 16, off) // the block's header
+  m.close()
+  const r = json<{ segment: SegmentJson; notes: string[] }>(t, 'inspect', name)
+  t.is(r.segment.kind, 'segment')
+  t.true(r.notes.some((n) => /the heap is damaged \(ERR_SHM_CORRUPT: .*\): its figures, named objects and locks not read/.test(n)), r.notes.join('; '))
+  const text = cli('inspect', name)
+  t.is(text.code, 0)
+  t.regex(text.stdout, new RegExp(`segment ${name}`))
+  t.regex(text.stdout, /note: the heap is damaged/)
+  noStack(t, text)
+})
+
 test('--help for each command', (t) => {
   const overview = cli('--help')
   t.is(overview.code, 0)

@@ -97,14 +97,25 @@ export function inspectSegment(name: string): Inspection {
     const alive: AliveCheck = (token, start) => binding.lockHolderAlive(mappingId, token, start) ?? null
     const heapLock = lockState(mem, heapOffset, false, alive)
     result.objects.push({ kind: 'heap lock', offset: heapOffset, name: null, state: { ...heapLock }, summary: lockSummary(heapLock) })
-    const id = native(() => binding.heapAttach(mappingId, heapOffset, 0, false))
+    // A heap too damaged to walk is a finding to report with the rest, not the end of it.
+    const damaged = (e: unknown): Inspection => {
+      if ((e as ShmError).code !== 'ERR_SHM_CORRUPT') throw e
+      result.notes.push(`the heap is damaged (${(e as ShmError).code}: ${(e as Error).message}): its figures, named objects and locks not read`)
+      return result
+    }
+    let id: number
+    try {
+      id = native(() => binding.heapAttach(mappingId, heapOffset, 0, false))
+    } catch (e) {
+      return damaged(e)
+    }
     let survey: ReturnType<typeof binding.heapSurvey>
     try {
       // A live process that never lets the heap lock go must not hang the tool.
       binding.heapSetLockTimeout(id, HEAP_LOCK_WAIT_MS)
       survey = native(() => binding.heapSurvey(id, [...KIND_TAGS], MAX_OBJECTS))
     } catch (e) {
-      if ((e as ShmError).code !== 'ETIMEDOUT') throw e
+      if ((e as ShmError).code !== 'ETIMEDOUT') return damaged(e)
       result.notes.push(`the heap's lock stayed held for ${HEAP_LOCK_WAIT_MS / 1000} s (${lockSummary(heapLock)}): heap, named objects and locks not read`)
       return result
     } finally {
