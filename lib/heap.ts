@@ -362,6 +362,9 @@ export class Heap {
    * none: atomically across processes, so two processes racing get one object,
    * constructed once. The directory remembers the type, so {@link find} returns a typed
    * reference in any process. Names are 1 to 255 bytes of UTF-8. Typed like {@link new}.
+   * @throws TypeError if `name` holds an object of another type (its type is named);
+   *   TypeError/RangeError for an `init` the type does not take, before anything is
+   *   created; ShmError `ENOMEM`
    */
   named<const S extends string>(name: string, type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
   named<Ty extends Type>(name: string, type: Ty, init?: InitOf<Ty>): RefOf<Ty>
