@@ -176,10 +176,16 @@ mod tests {
             shm::check_permissions(0).unwrap(),
         )
         .unwrap();
+        // Too small for any segment (a POSIX semaphore is 32 bytes): someone else's.
         shm::truncate(fd, 100).unwrap();
+        let p = peek(&name).unwrap();
+        assert!(matches!(p.kind, Kind::Foreign(_)), "{:?}", p.kind);
+        assert_eq!((p.size, p.heap), (100, None));
+        // Empty: a creator that has not sized it yet.
+        shm::truncate(fd, 0).unwrap();
         shm::close(fd).unwrap();
         let p = peek(&name).unwrap();
-        assert_eq!((p.kind, p.size, p.heap), (Kind::Unfinished, 100, None));
+        assert_eq!((p.kind, p.size, p.heap), (Kind::Unfinished, 0, None));
         assert_eq!(peek("/shmutils-rs-peek-none").unwrap_err().code, "ENOENT");
     }
 }
