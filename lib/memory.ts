@@ -1004,13 +1004,10 @@ function staleHandle(h: Handle): ShmError {
   )
 }
 
-/**
- * Makes `m` the mapping revived handles of `key` get, unless a live one has it (a
- * writable one replaces a read-only one: see {@link memoryFromHandle}).
- */
+/** Makes `m` the mapping revived handles of `key` get (unless a live one has it). */
 function remember(key: string, m: MappedMemory): void {
   const had = cache.get(key)
-  if (had && !had.closed && !(had.readOnly && !m.readOnly)) return
+  if (had && !had.closed) return
   cache.set(key, m)
   setCacheKey(m, key)
 }
@@ -1053,24 +1050,11 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   if (h instanceof MappedMemory) return h
   if (h.proc === undefined) checkName('segment', h.segment)
   checkIdentity(h)
-  // A read-only mapping this process opened is reused only when a writable one cannot be
-  // had (no write permission): what a handle names is an object to use, writes included.
-  let readOnly: MappedMemory | undefined
   if (h.uid !== undefined || h.inode !== undefined) {
     const hit = cache.get(cacheKey(h.segment, h, h.raw))
-    if (hit && !hit.closed) {
-      if (!hit.readOnly) return hit
-      readOnly = hit
-    }
+    if (hit && !hit.closed) return hit
   }
-  let m: MappedMemory
-  try {
-    m = openHandle(h)
-  } catch (e) {
-    const code = (e as ShmError).code
-    if (readOnly && (code === 'EACCES' || code === 'EPERM' || code === 'EROFS')) return readOnly
-    throw e
-  }
+  const m = openHandle(h)
   const got = m.toJSON()
   if ((h.uid !== undefined && got.uid !== h.uid) || (h.inode !== undefined && got.inode !== undefined && got.inode !== h.inode)) {
     m.close()
@@ -1078,7 +1062,7 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   }
   const key = cacheKey(h.segment, got, h.raw)
   const hit = cache.get(key)
-  if (hit && !hit.closed && hit !== m && !(hit.readOnly && !m.readOnly)) {
+  if (hit && !hit.closed && hit !== m) {
     m.close()
     return hit
   }
