@@ -51,7 +51,9 @@ fi
 # deadline", timers ticking every 5 ms while "the event loop keeps running") are left
 # out: under emulation every step is several times slower. They run
 # natively here (npm test, the Node matrix) and on GitHub's arm64 runners.
-set -- "$@" --match '!*promptly*' --match '!*within*' --match '!*near the deadline*' --match '!*event loop keeps running*'
+# Also left out: the test that needs an address past the top of the address space, which
+# under qemu-user is the emulator's, not the one /proc/self/maps suggests.
+set -- "$@" --match '!*promptly*' --match '!*within*' --match '!*near the deadline*' --match '!*event loop keeps running*' --match '!*past the top of the address space*'
 BINARY=shmutils.linux-arm64-gnu.node
 say() { printf '[arm64] %s\n' "$*"; }
 
