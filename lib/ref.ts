@@ -274,7 +274,7 @@ export class Ref<T = unknown, E = unknown> {
 
   #writeValue(v: unknown): void {
     const t = this.#type as Type
-    const x = pointerArgs(this.memory, t, v, formatType(t))
+    const x = holdsPointer(t) ? pointerArgs(this.memory, t, v, formatType(t)) : v
     ;(this.#acc ??= valueAccessor(this.#type)).set(this.#writable(), this[VOFF], x as T)
     if (GUARD[0] !== 0) checkIntact(this.memory)
   }
@@ -657,6 +657,7 @@ function holdsPointer(t: Type): boolean {
  * `v`, a value for a whole `t`, with each `Ref` given for a pointer at any depth turned
  * into its address as {@link pointerArg} does (a copy of the objects and arrays on the
  * way); `v` itself when there is none. Everything else is left for the accessor to check.
+ * Callers skip it (and the label they would format) for types without pointers.
  */
 function pointerArgs(memory: MappedMemory, t: Type, v: unknown, what: string): unknown {
   if (t.kind === 'pointer') return pointerArg(memory, v, what)
@@ -687,7 +688,7 @@ function pointerArgs(memory: MappedMemory, t: Type, v: unknown, what: string): u
  * pointers to other mappings), writing nothing: a dry run on scratch bytes.
  */
 export function checkValue(memory: MappedMemory, t: Type, v: unknown): void {
-  valueAccessor(t).set(new DataView(new ArrayBuffer(t.size)), 0, pointerArgs(memory, t, v, formatType(t)))
+  valueAccessor(t).set(new DataView(new ArrayBuffer(t.size)), 0, holdsPointer(t) ? pointerArgs(memory, t, v, formatType(t)) : v)
 }
 
 /** Stores a pointer member; returns the owner of the target when it is a `Ref`. */

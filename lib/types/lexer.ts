@@ -261,17 +261,18 @@ class Lexer {
     while (p < s.length && isIdentPart(s.charCodeAt(p))) p++;
     const word = s.slice(this.pos, p);
     let result: Token | null = null;
-    if (this.conditional(word, p, hashPos)) {
+    // The rest of the directive's logical line, continuations included.
+    const rest = s.slice(p, this.logicalLineEnd(p));
+    if (this.conditional(word, rest, hashPos)) {
       // handled
     } else if (!this.keeping()) {
       // a directive on a dropped line
     } else if (word === 'pragma') {
-      const text = s.slice(p, this.logicalLineEnd(p));
-      if (/\b(pack|align)\b/.test(text)) {
-        this.fail(`#pragma${text.trimEnd()} changes the layout, which cdef() does not model: declare the struct without it (explicit padding members where the packed layout needs them)`, hashPos);
+      if (/\b(pack|align)\b/.test(rest)) {
+        this.fail(`#pragma${rest.trimEnd()} changes the layout, which cdef() does not model: declare the struct without it (explicit padding members where the packed layout needs them)`, hashPos);
       }
     } else if (word === 'undef') {
-      const m = /^\s+([A-Za-z_][A-Za-z0-9_]*)/.exec(s.slice(p, this.logicalLineEnd(p)));
+      const m = /^\s+([A-Za-z_][A-Za-z0-9_]*)/.exec(rest);
       if (m) this.defined.delete(m[1]!);
     } else if (word === 'define') {
       this.pos = p;
@@ -312,11 +313,11 @@ class Lexer {
   }
 
   /**
-   * Applies conditional directive `word` (its text from `from` to the end of the line);
-   * `false` if `word` is not one.
+   * Applies conditional directive `word` (`rest`: the rest of its line); `false` if
+   * `word` is not one.
    */
-  private conditional(word: string, from: number, hashPos: number): boolean {
-    const text = this.src.slice(from, this.logicalLineEnd(from)).replace(/\/\*[^]*?\*\/|\/\/.*$/g, ' ').trim();
+  private conditional(word: string, rest: string, hashPos: number): boolean {
+    const text = rest.replace(/\/\*[^]*?\*\/|\/\/.*$/g, ' ').trim();
     const stack = this.conditionals;
     const top = stack[stack.length - 1];
     switch (word) {
