@@ -24,6 +24,20 @@ export declare function condWaitAsync(id: number, offset: number, lockId: number
 /** Detaches an ArrayBuffer so that every view over it reads as length 0. */
 export declare function detachBuffer(buffer: ArrayBuffer): void
 
+/**
+ * Removes `name` when this thread ends if it still names segment `uid` (16 hex digits).
+ *
+ * # Errors
+ * TypeError for a malformed uid; the cleanup hook's registration error.
+ */
+export declare function exitUnlinkAdd(name: string, uid: string): void
+
+/** Forgets `name` for this thread (it was unlinked already). */
+export declare function exitUnlinkForget(name: string): void
+
+/** Removes the pending names now: this thread's, or (`all`) every thread's of the process. */
+export declare function exitUnlinkRun(all: boolean): void
+
 /** `close(fd)`. */
 export declare function fdClose(fd: number): void
 
@@ -413,12 +427,6 @@ export interface ThreadIdentity {
  * Called once per JavaScript thread by `lib/trace.ts`.
  */
 export declare function traceInit(onEvent: (arg: Array<number>) => void): void
-
-/**
- * Removes the name if it still names the managed segment whose identity is `uid` (16
- * hex digits); see `segment::unlink_if_uid`. Returns whether it was removed.
- */
-export declare function unlinkSegmentIf(name: string, uid: string): boolean
 
 /**
  * Sleeps until the u32 at `offset` of mapping `id` is not `expected`, or `timeout_ms`

@@ -98,6 +98,20 @@ test("the corner cases of the 'v8' coder read back exactly, through node:v8 too"
   t.is((coder.decode(jsBytes(named), 0, jsBytes(named).length) as typeof named).extra, 1, 'a named property on an array survives')
 })
 
+test("typed arrays read back with the 'v8' codec own their memory: never a view of Buffer's shared pool", (t) => {
+  const c = coderFor('v8')
+  for (const value of [new DataView(new ArrayBuffer(8)), Uint8Array.of(1, 2, 3), { f: new Float32Array([1.5, 2.5]) }]) {
+    const n = encodeValue(c, value, 'x')
+    const secret = Buffer.from('TOP-SECRET-PASSWORD') // another module's small Buffer (pooled)
+    const back = c.decode(encoded.bytes, 0, n) as ArrayBufferView | { f: Float32Array }
+    const view = ArrayBuffer.isView(back) ? back : back.f
+    t.true(view.buffer.byteLength <= n, `the view's buffer holds this value's bytes only (${view.buffer.byteLength} <= ${n})`)
+    t.false(Buffer.from(view.buffer).includes('TOP-SECRET'))
+    new Uint8Array(view.buffer).fill(0x41)
+    t.is(secret.toString(), 'TOP-SECRET-PASSWORD', 'writing it changes nobody else\'s memory')
+  }
+})
+
 test("a polluted Object.prototype does not become own properties of stored copies (node:v8 clones own properties only)", (t) => {
   const v = { own: 1, nested: { deep: [{ x: 2 }] } }
   // Synchronous from pollution to cleanup: no other test of this file runs in between.

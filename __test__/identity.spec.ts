@@ -435,6 +435,29 @@ for (const [what, mode, signal, expected] of exits) {
   })
 }
 
+test('unlinkOnExit in a worker thread: the name goes when the worker is terminated, and when its process ends while it runs (exit; a signal the main thread listens for)', async (t) => {
+  const name = segmentName(t, 'onexit')
+  const child = await unlinkOnExitChild(t, name, 'worker')
+  t.true(segmentExists(name))
+  child.proc.send('go')
+  t.like(await child.message(), { terminated: true })
+  t.false(segmentExists(name), 'worker.terminate() fires no exit event in the worker: its cleanup hook removed the name')
+  child.proc.send('exit')
+  await child.exited
+  // process.exit() stops the worker (its hook runs); a signal is caught by the main
+  // thread's listeners, which it has once it armed unlinkOnExit itself.
+  for (const [how, mode, expected] of [['exit', 'worker', { code: 0 }], ['SIGINT', 'worker+main', { signal: 'SIGINT' }], ['SIGTERM', 'worker+main', { signal: 'SIGTERM' }]] as const) {
+    const other = segmentName(t, 'onexit')
+    const c = await unlinkOnExitChild(t, other, mode)
+    t.true(segmentExists(other))
+    if (how === 'exit') c.proc.send('exit')
+    else c.proc.kill(how)
+    t.like(await c.exited, expected)
+    t.false(segmentExists(other), `the process ended by ${how} with the worker running`)
+    t.false(segmentExists(`${other}-main`))
+  }
+})
+
 test('unlinkOnExit: not when the creator is killed with SIGKILL (the segment stays for gc)', async (t) => {
   const name = segmentName(t, 'onexit')
   const child = await unlinkOnExitChild(t, name, 'wait')

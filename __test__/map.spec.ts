@@ -311,6 +311,46 @@ test('SharedMap.named finds or creates one map, atomically; handles revive the s
   throws(t, () => SharedMap.at(mem, mem.heap.malloc(256)), { instanceOf: TypeError, message: /no SharedMap/ })
 })
 
+test('room: too large a capacity is a RangeError; a construction without room leaves nothing; a full heap still inserts without growing the table', (t) => {
+  const mem = segment(t, 4 << 20)
+  throws(t, () => new SharedMap(mem, { capacity: 2 ** 40 }), { instanceOf: RangeError, message: /"capacity" option must be at most 4294967296 with 16 stripes/ })
+  throws(t, () => new SharedMap(mem, { capacity: 2 ** 29 + 1, stripes: 1 }), { instanceOf: RangeError, message: /"capacity" option must be at most 268435456 with 1 stripe;/ })
+  // (A named one keeps its name's record, which a later call constructs in.)
+  throws(t, () => SharedMap.named(mem, 'big', { capacity: 1 << 22 }), { instanceOf: ShmError, code: 'ENOMEM' })
+  const used = mem.heap.stats().used
+  for (let i = 0; i < 3; i++) throws(t, () => new SharedMap(mem, { capacity: 1 << 22 }), { instanceOf: ShmError, code: 'ENOMEM' })
+  throws(t, () => SharedMap.named(mem, 'big', { capacity: 1 << 22 }), { instanceOf: ShmError, code: 'ENOMEM' })
+  t.is(mem.heap.stats().used, used, 'the failed constructions gave back every block')
+  t.is(SharedMap.named(mem, 'big', { capacity: 64 }).size, 0, 'and the name constructs once there is room')
+  // A table at its capacity grows on the next new key; with no room for the larger
+  // table, the key goes in anyway (its chain is just longer).
+  const m = new SharedMap<string, string>(mem, { stripes: 1, capacity: 64, codec: 'string' })
+  for (let i = 0; i < 64; i++) m.set(`k${i}`, 'v')
+  const fill: number[] = []
+  while (mem.heap.stats().largestFree > 1024) fill.push(mem.heap.malloc(512))
+  m.set('new', 'v')
+  t.is(m.get('new'), 'v')
+  t.is(m.size, 65)
+  for (const b of fill) mem.heap.free(b)
+})
+
+test('a bounded map with ttl drops expired entries before live ones, and sweeps them on set', async (t) => {
+  const mem = segment(t)
+  const small = new SharedMap<string, string>(mem, { maxEntries: 2, codec: 'string' })
+  small.set('b', 'live-b')
+  small.set('a', 'soon', { ttl: 10 })
+  await sleep(40)
+  small.set('c', 'live-c')
+  t.deepEqual([...small.entries()].sort(), [['b', 'live-b'], ['c', 'live-c']], 'the expired entry went, not the older live one')
+  t.is(small.size, 2)
+  const m = new SharedMap<string, string>(mem, { maxEntries: 1000, codec: 'string' })
+  for (let i = 0; i < 100; i++) m.set(`old${i}`, 'x', { ttl: 10 })
+  await sleep(40)
+  // Each set sweeps two buckets, like an unbounded map's: 200 sets pass every bucket.
+  for (let i = 0; i < 200; i++) m.set(`new${i}`, 'y')
+  t.is(m.size, 200, 'the expired entries are gone, not counted')
+})
+
 test('bad input: wrong key types, unserializable values, bad options give typed errors; the map stays usable', (t) => {
   const mem = segment(t)
   const m = new SharedMap<string, unknown>(mem)

@@ -77,6 +77,25 @@ test('pointer members read as Ref or null and take a Ref, null or an address', (
   t.deepEqual([0, 1, 2, 3].map((i) => new DataView(mem.buffer).getUint8((s.s as Ref).offset + i)), [104, 101, 121, 0])
 })
 
+test("a number address stored through a mapping elsewhere than the creator's (another process, a worker thread) is this process's address: ref.address works everywhere", (t) => {
+  const mem = segment(t)
+  const other = MappedMemory.open(mem.name as string, { fixedAddress: false })
+  t.teardown(() => other.close())
+  t.not(other.address.begin, mem.baseAddress, 'the second mapping is elsewhere')
+  const T = ffi.typeof('struct node')
+  const a = mem.new(T) as Node
+  const b = mem.new(T) as Node
+  a.v = 1
+  const a2 = Ref.at(other, a.offset, T) as unknown as Node
+  const b2 = Ref.at(other, b.offset, T) as unknown as Node
+  ;(b2 as unknown as { next: number }).next = a2.address
+  t.is(b2.next?.v, 1, 'read back through the mapping that wrote it')
+  t.is(b.next?.v, 1, "and through the creator's")
+  t.is(Number(new DataView(mem.buffer).getBigUint64(b.offset + 8, true)), mem.baseAddress + a.offset, "stored in the creator's address space")
+  ;(b as unknown as { next: number }).next = a.address
+  t.is(b2.next?.v, 1, "the creator's own address still works")
+})
+
 test('a pointer outside the segment is ERR_SHM_OUT_OF_BOUNDS when dereferenced, never a raw read', (t) => {
   const mem = segment(t, { size: 1 << 16 })
   const s = mem.new(ffi.typeof('struct ptrs')) as S

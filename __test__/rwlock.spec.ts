@@ -84,6 +84,31 @@ test('a dead reader is dropped and a dead writer is taken over (ownerDied), from
   }
 })
 
+test('readers take back the slots of dead readers; a thread holding every slot gets ERR_SHM_DEADLOCK', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  // A reader process takes every one of the 32 slots and dies: readers alone (no writer
+  // comes) must get them back, like a Lock waiter gets a dead holder's lock.
+  const r = await primPeer(t)
+  await r.request('revive', { key: 'l', handle: lock })
+  for (let i = 0; i < 32; i++) t.true((await r.request<{ ok: boolean }>('readHold', { key: 'l' })).ok)
+  t.false(lock.tryAcquireRead(), 'every slot is taken')
+  await r.kill()
+  const t0 = performance.now()
+  t.true(lock.acquireRead({ timeout: 5000 }), 'a reader gets a dead reader\'s slot')
+  t.true(performance.now() - t0 < 1000)
+  lock.releaseRead()
+  t.true(await lock.acquireReadAsync(5000), 'and so does an async reader (a number timeout)')
+  lock.releaseRead()
+  // This thread holds every slot: a blocking 33rd hold could only wait for itself.
+  for (let i = 0; i < 32; i++) t.true(lock.acquireRead(0))
+  throws(t, () => lock.acquireRead(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK', message: /every read slot/ })
+  throws(t, () => lock.acquireRead({ timeout: 100 }), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' })
+  for (let i = 0; i < 32; i++) lock.releaseRead()
+  t.true(lock.tryAcquireWrite(), 'all 32 holds were released')
+  lock.releaseWrite()
+})
+
 test('async twins: wait on a native thread, time out, abort; the event loop keeps running', async (t) => {
   const mem = segment(t)
   const lock = new RWLock(mem)

@@ -138,7 +138,7 @@ export class Barrier {
    * timeout does.
    * @throws (rejects) AbortError; as {@link wait}
    */
-  waitAsync(options?: AsyncWaitOptions): Promise<number> {
+  waitAsync(options?: number | AsyncWaitOptions): Promise<number> {
     return asyncWait(this.memory, options, (timeout) => this.#steps(timeout))
   }
 

@@ -249,7 +249,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    * @returns (resolves) `true` once queued, `false` when `timeout` ran out
    * @throws (rejects) as {@link send}; AbortError when `signal` aborts
    */
-  async sendAsync(msg: T, options?: AsyncWaitOptions): Promise<boolean> {
+  async sendAsync(msg: T, options?: number | AsyncWaitOptions): Promise<boolean> {
     const { timeout, signal } = checkAsyncWait(options)
     const n = this.#encode(msg)
     // Nothing queued before it, a free lock and room: sent from the thread's encode
@@ -304,7 +304,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    * served in the order they were made.
    * @throws (rejects) as {@link receive}; AbortError when `signal` aborts
    */
-  async receiveAsync(options?: AsyncWaitOptions): Promise<T> {
+  async receiveAsync(options?: number | AsyncWaitOptions): Promise<T> {
     const { timeout, signal } = checkAsyncWait(options)
     // Nothing queued before it, a free lock and a message: taken without awaiting.
     if (this.#receives.idle && this.#tryLock(this.#consumer, CONSUMER)) {

@@ -927,8 +927,7 @@ const v8Coder: Coder = {
     const v = readV8(bytes, start, end)
     if (v !== UNDECODED) return v
     try {
-      // A copy: node:v8 returns typed arrays that alias the buffer it reads.
-      return v8.deserialize(Buffer.from(bytes.subarray(start, end)))
+      return deserializeOwned(bytes.subarray(start, end))
     } catch (e) {
       throw corrupt(`a 'v8' value does not deserialize (${(e as Error).message})`)
     }
@@ -952,6 +951,29 @@ function newPool(): ArrayBuffer {
   // (Node 20; later versions throw), so one value cannot detach the others.
   markAsUntransferable(b)
   return b
+}
+
+/**
+ * node:v8's deserializer, except that no typed array it returns shares memory with
+ * anything else: Node's makes an aligned typed array a view of the buffer it reads (here
+ * a copy of the stored bytes, which the caller then owns) and copies an unaligned one
+ * into Buffer's shared 8 KiB pool, next to other modules' Buffers; those get a buffer of
+ * their own.
+ */
+class OwnedDeserializer extends v8.DefaultDeserializer {
+  _readHostObject(): unknown {
+    const r = (v8.DefaultDeserializer.prototype as unknown as { _readHostObject(this: OwnedDeserializer): unknown })._readHostObject.call(this)
+    const input = (this as unknown as { buffer: Uint8Array }).buffer
+    if (ArrayBuffer.isView(r) && !(r instanceof DataView) && r.buffer !== input.buffer) return (r as unknown as Uint16Array).slice()
+    return r
+  }
+}
+
+/** `v8.deserialize` of a private copy of `bytes`, with {@link OwnedDeserializer}. */
+function deserializeOwned(bytes: Uint8Array): unknown {
+  const d = new OwnedDeserializer(new Uint8Array(bytes))
+  d.readHeader()
+  return d.readValue()
 }
 
 /**

@@ -122,7 +122,7 @@ export class Event {
    * {@link wait} without blocking the event loop.
    * @throws (rejects) AbortError when `signal` aborts
    */
-  waitAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  waitAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     return asyncWait(this.memory, options, (timeout) => this.#steps(timeout))
   }
 

@@ -10,34 +10,29 @@ import { binding } from './native.js'
 /** The catchable signals that end a Node process by default. */
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
-/** Segment name → uid of the segment to remove at exit. */
-const pending = new Map<string, string>()
 let installed = false
 
-/** @internal Removes `name` at exit if it still names the segment `uid`. */
+/**
+ * @internal Removes `name` at exit if it still names the segment `uid`. The list is
+ * native (`src-rs/js/exit.rs`): a worker thread's names also go when it is terminated or
+ * its process exits (its environment's cleanup hook), where no `'exit'` event fires.
+ */
 export function unlinkOnExit(name: string, uid: string): void {
-  pending.set(name, uid)
+  binding.exitUnlinkAdd(name, uid)
   if (installed) return
   installed = true
-  process.on('exit', unlinkAll)
-  // Signals reach the main thread only; a worker's segments go when the worker exits.
+  process.on('exit', unlinkMine)
+  // Signals reach the main thread only; it removes every thread's names before dying.
   if (isMainThread) for (const sig of SIGNALS) process.on(sig, onSignal)
 }
 
 /** @internal Forgets `name` (it was unlinked already). */
 export function forgetOnExit(name: string): void {
-  pending.delete(name)
+  binding.exitUnlinkForget(name)
 }
 
-function unlinkAll(): void {
-  for (const [name, uid] of pending) {
-    try {
-      binding.unlinkSegmentIf(name, uid)
-    } catch {
-      // Exiting: there is nobody left to report to, and the other names still go.
-    }
-  }
-  pending.clear()
+function unlinkMine(): void {
+  binding.exitUnlinkRun(false)
 }
 
 /**
@@ -47,7 +42,7 @@ function unlinkAll(): void {
  */
 function onSignal(sig: NodeJS.Signals): void {
   if (process.listenerCount(sig) > 1) return
-  unlinkAll()
+  binding.exitUnlinkRun(true)
   for (const s of SIGNALS) process.removeListener(s, onSignal)
   process.kill(process.pid, sig)
 }

@@ -198,7 +198,10 @@ export const MAX_KEY_LENGTH = 1 << 20
 const DEFAULT_STRIPES = 16
 const MAX_STRIPES = 1024
 const MIN_LOG2 = 3
-const MAX_LOG2 = 30
+/** At most 2^28 buckets a stripe: a table of 4 << 28 bytes (1 GiB) is the largest an int32 size can say. */
+const MAX_LOG2 = 28
+/** Least recently used entries an eviction looks through for an expired one. */
+const EXPIRED_LOOKAHEAD = 32
 /** Buckets looked at per lock when iterating. */
 const ITER_BUCKETS = 64
 
@@ -991,12 +994,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     i32[(s + S.J_NEW) >> 2] = 0
     const flags = (this.offset + M.FLAGS) >> 2
     if (expires !== 0 && (i32[flags] & F.HAS_TTL) === 0) Atomics.or(i32, flags, F.HAS_TTL)
-    if (this.#bounded) {
-      this.#touch(s, e)
-      this.#evict(s, e)
-    } else if (i32[flags] & F.HAS_TTL) {
-      this.#sweep(s, 2)
-    }
+    if (this.#bounded) this.#touch(s, e)
+    if (i32[flags] & F.HAS_TTL) this.#sweep(s, 2)
+    if (this.#bounded) this.#evict(s, e)
   }
 
   /**
@@ -1095,7 +1095,15 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const gen = this.#gen
     if (log2 >= MAX_LOG2) return
     const ncap = cap * 2
-    const ntbl = this.#allocInto(4 * ncap, 64, s + S.J_TABLE)
+    let ntbl: number
+    try {
+      ntbl = this.#allocInto(4 * ncap, 64, s + S.J_TABLE)
+    } catch (e) {
+      // No room for a larger table: growing is optional (chains grow longer), the set
+      // goes on; nothing was changed yet.
+      if (e instanceof ShmError && e.code === 'ENOMEM') return
+      throw e
+    }
     v.u8.fill(0, ntbl, ntbl + 4 * ncap)
     const g2 = (gen + 1) & 1
     const next2 = E.NEXT0 + 4 * g2
@@ -1164,10 +1172,26 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
       if (steps > this.#maxSteps) throw corrupt(`the LRU list of the SharedMap at ${this.offset} loops`)
       const tail = i32[(s + S.LRU_TAIL) >> 2] >>> 0
       if (tail === 0 || tail * UNIT === keep) return
-      const e = this.#entry(tail)
+      const e = (i32[(this.offset + M.FLAGS) >> 2] & F.HAS_TTL) !== 0 ? this.#expiredNearTail(tail, keep) : this.#entry(tail)
       this.#locate(s, e)
       this.#remove(s, e)
     }
+  }
+
+  /**
+   * The entry to evict in a map with ttl entries: the first expired one among the
+   * {@link EXPIRED_LOOKAHEAD} least recently used (an expired entry goes before a live
+   * one), else the least recently used (`tail`). Never `keep`.
+   */
+  #expiredNearTail(tail: number, keep: number): number {
+    const i32 = this.v.i32
+    let unit = tail
+    for (let k = 0; k < EXPIRED_LOOKAHEAD && unit !== 0; k++) {
+      const e = this.#entry(unit)
+      if (e !== keep && this.#expired(e)) return e
+      unit = i32[(e + E.PREV) >> 2] >>> 0
+    }
+    return this.#entry(tail)
   }
 
   /** Sets `#prev` to the slot linking to entry `e` of stripe `s`. */
@@ -1487,7 +1511,8 @@ function checkOptions(options: SharedMapOptions | undefined): CheckedOptions {
   }
   const capacity = o.capacity === undefined ? 0 : checkIndex('capacity', o.capacity)
   const per = Math.ceil(capacity / stripes)
-  const log2 = Math.min(MAX_LOG2, Math.max(MIN_LOG2, Math.ceil(Math.log2(Math.max(1, per)))))
+  const log2 = Math.max(MIN_LOG2, Math.ceil(Math.log2(Math.max(1, per))))
+  if (log2 > MAX_LOG2) throw rangeError(`The "capacity" option must be at most ${stripes * 2 ** MAX_LOG2} with ${stripes} stripe${stripes === 1 ? '' : 's'}; got ${capacity}`)
   const ttl = o.ttl === undefined ? 0 : checkTtl(o.ttl, 'The "ttl" option')
   return { coder, stripes, log2, maxEntries, maxBytes, ttl }
 }
@@ -1496,12 +1521,21 @@ function checkOptions(options: SharedMapOptions | undefined): CheckedOptions {
 function construct(v: Views, offset: number, o: CheckedOptions): void {
   const array = v.heap.malloc(o.stripes * S.SIZE, 64)
   v.u8.fill(0, array, array + o.stripes * S.SIZE)
-  for (let i = 0; i < o.stripes; i++) {
-    const s = array + i * S.SIZE
-    const tbl = v.heap.malloc(4 << o.log2, 64)
-    v.u8.fill(0, tbl, tbl + (4 << o.log2))
-    v.i32[(s + S.TABLE0) >> 2] = tbl / UNIT
-    v.i32[(s + S.LOG2_0) >> 2] = o.log2
+  const tables: number[] = []
+  try {
+    for (let i = 0; i < o.stripes; i++) {
+      const s = array + i * S.SIZE
+      const tbl = v.heap.malloc(4 << o.log2, 64)
+      tables.push(tbl)
+      v.u8.fill(0, tbl, tbl + (4 << o.log2))
+      v.i32[(s + S.TABLE0) >> 2] = tbl / UNIT
+      v.i32[(s + S.LOG2_0) >> 2] = o.log2
+    }
+  } catch (e) {
+    // No room (ENOMEM): give back what was taken, so a failed construction leaves nothing.
+    for (const t of tables) v.heap.free(t)
+    v.heap.free(array)
+    throw e
   }
   writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, VERSION, o.coder.id)
   const w = offset >> 2

@@ -56,7 +56,9 @@ export interface CreateOptions {
    * `process.exit()`, an uncaught exception, or a SIGINT, SIGTERM or SIGHUP that no other
    * listener handles (the process then still dies by that signal). Only if the name still
    * belongs to this segment. A process killed by SIGKILL (or crashing) cannot do it: see
-   * `npx shmutils gc`. In a worker thread: when that worker exits. Default `false`.
+   * `npx shmutils gc`. In a worker thread: when that worker ends (also by
+   * `worker.terminate()`) or its process does; on a signal, if the main thread armed
+   * `unlinkOnExit` too (its signal listeners remove every thread's names). Default `false`.
    */
   unlinkOnExit?: boolean
   /**

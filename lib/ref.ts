@@ -628,12 +628,23 @@ function sameSegment(a: MappedMemory, b: MappedMemory): boolean {
  * anything else is returned for the accessor to validate.
  */
 function pointerArg(memory: MappedMemory, v: unknown, what: string): unknown {
-  if (!(v instanceof Ref)) return v
+  if (!(v instanceof Ref)) return typeof v === 'number' ? creatorAddress(memory, v) : v
   const { memory: m, offset } = refParts(v)
   if (!sameSegment(memory, m)) {
     throw outOfBounds(`${what}: the target ${formatType(refParts(v).type)} is in another mapping (${m.name ?? 'anonymous'}); a pointer can only point inside its own segment`)
   }
   return internals(m).base + offset
+}
+
+/**
+ * An address given as a number, as the creator's address space says it: one inside this
+ * process's mapping of the segment (`ref.address`, where the mapping is not at the
+ * creator's address: another process, a worker thread) is translated; any other is kept.
+ */
+function creatorAddress(memory: MappedMemory, x: number): number {
+  const at = memory.address.begin
+  const base = internals(memory).base
+  return at !== base && x >= at && x < at + memory.size ? base + (x - at) : x
 }
 
 /** Whether a value of `t` holds a pointer anywhere (per type). */

@@ -207,7 +207,7 @@ export class RWLock {
    * release it (where {@link acquireRead} throws `ERR_SHM_DEADLOCK`).
    * @throws (rejects) AbortError; as {@link acquireRead}
    */
-  async acquireReadAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  async acquireReadAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     const { timeout, signal } = checkAsyncWait(options)
     return this.#tryRead(true, true) || runAsync(this.memory, this.#readSteps(timeout, true), signal)
   }
@@ -295,7 +295,14 @@ export class RWLock {
         Atomics.store(a, w + R.WWAIT, 1)
         if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms }
       } else {
-        // Every slot taken: wait for a reader to leave.
+        // Every slot taken. All by this thread (a blocking call): only it could free one.
+        if (!tasks && this.#ownsEverySlot(a)) throw deadlock('this thread holds every read slot')
+        // Slots of dead readers come back (a read-only workload has no writer to do it).
+        if (performance.now() >= check) {
+          check = performance.now() + RECHECK_MS
+          if (this.#clearDeadReaders(a) > 0) continue
+        }
+        // Wait for a reader to leave.
         const g = Atomics.load(a, w + R.RGONE)
         Atomics.store(a, w + R.RWAIT, 1)
         yield { offset: this.offset + 4 * R.RGONE, expected: g, ms }
@@ -328,7 +335,7 @@ export class RWLock {
    * abort, as with `Lock.acquireAsync`.
    * @throws (rejects) AbortError; as {@link acquireWrite}
    */
-  async acquireWriteAsync(options?: AsyncWaitOptions): Promise<boolean> {
+  async acquireWriteAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     const { timeout, signal } = checkAsyncWait(options)
     return this.#tryWrite() || runAsync(this.memory, this.#writeSteps(timeout, true), signal)
   }
@@ -508,6 +515,13 @@ export class RWLock {
       return true
     }
     return false
+  }
+
+  /** Whether every reader slot holds this thread's id. */
+  #ownsEverySlot(a: Int32Array): boolean {
+    const id = this.#me()
+    for (let k = 0; k < RWLOCK_SLOTS; k++) if (Atomics.load(a, this.#w + R.SLOTS + k) !== id) return false
+    return true
   }
 
   /** Frees the slots of readers that died; returns how many. */

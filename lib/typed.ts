@@ -27,7 +27,7 @@ export type RefOf<Ty> = Type extends Ty
       ? Ref<V>
       : StructRef<V, MembersOf<F>>
     : Ty extends ArrayType<infer V, infer E>
-      ? Ref<V, Type extends E ? unknown : RefOf<E>>
+      ? Ref<V, Type extends E ? unknown : RefOf<E>> & Iterable<MemberOf<E>>
       : Ty extends PointerType<infer V, infer P>
         ? Ref<V, PointeeRef<P>>
         : Ty extends ScalarType<infer V> | EnumType<infer V>

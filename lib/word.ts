@@ -96,7 +96,7 @@ export function blockingWait<R>(memory: MappedMemory, options: number | AcquireO
  * {@link blockingWait} without blocking the event loop ({@link runAsync}); rejects at once
  * when the signal of `options` has aborted already.
  */
-export async function asyncWait<R>(memory: MappedMemory, options: AsyncWaitOptions | undefined, start: (timeout: number | undefined) => Steps<R>): Promise<R> {
+export async function asyncWait<R>(memory: MappedMemory, options: number | AsyncWaitOptions | undefined, start: (timeout: number | undefined) => Steps<R>): Promise<R> {
   const { timeout, signal } = checkAsyncWait(options)
   return runAsync(memory, start(timeout), signal)
 }

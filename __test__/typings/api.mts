@@ -3,7 +3,7 @@
 // Every line either compiles as asserted or carries @ts-expect-error: a line that stops
 // being an error fails the test as much as one that becomes one.
 import {
-  CBase, Condition, Heap, Lock, MappedMemory, Ref, RLock, Semaphore, SharedMemoryObject, cdef, parseTypeName, revive, types,
+  Barrier, CBase, Channel, Condition, Event, Heap, Lock, MappedMemory, Ref, RLock, RWLock, Semaphore, SharedMemoryObject, cdef, parseTypeName, revive, types,
   type Type,
 } from 'shmutils'
 import { type Equal, type Underscored, exact, expectTrue } from './assert.mjs'
@@ -28,6 +28,9 @@ exact<number>()(mem.new(' int16_t ').value)
 
 const arr = mem.new('int32_t[8]', [1, 2, 3])
 expectTrue<Equal<typeof arr.value, number[]>>()
+// Arrays iterate (values of scalars; references of structs and nested arrays).
+for (const x of arr) exact<number>()(x)
+exact<number[]>()([...arr])
 exact<number>()(arr.get(0))
 exact<Ref<number>>()(arr.at(0))
 arr.set(0, 7)
@@ -111,7 +114,7 @@ mem.new(Point, { x: 1 }) // members left out stay zero
 const line = mem.new(Line, { id: 7n, from: { x: 1 } })
 expectTrue<Equal<typeof line.from.x, number>>() // a nested struct reads as a reference with members
 expectTrue<Equal<typeof line.to, (Ref<{ x: number; y: number }> & { x: number; y: number }) | null>>()
-expectTrue<Equal<typeof line.tags, Ref<number[], Ref<number>>>>()
+expectTrue<Equal<typeof line.tags, Ref<number[], Ref<number>> & Iterable<number>>>()
 expectTrue<Equal<typeof line.id, bigint>>()
 expectTrue<Equal<typeof line.name, Ref<number> | null>>()
 expectTrue<Equal<typeof line.opaque, number | null>>()
@@ -175,6 +178,13 @@ cond.wait(10)
 cond.wait({ timeout: 10 })
 void cond.waitAsync(10)
 void cond.waitAsync({ timeout: 10 })
+// Every async wait takes a number of milliseconds too.
+void new RWLock(mem).acquireReadAsync(10)
+void new RWLock(mem).acquireWriteAsync(10)
+void new Barrier(mem, 2).waitAsync(10)
+void new Event(mem).waitAsync(10)
+void new Channel(mem).sendAsync(1, 10)
+void new Channel(mem).receiveAsync(10)
 sem.acquire(10)
 sem.acquire({ timeout: 10 })
 void sem.acquireAsync(10)

@@ -9,6 +9,7 @@
 //! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose`, `mappingBuffer`, `mappingRelease` (through [`raw`]), `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
 //! | [`anonymous`] | `anonymousCreate`, `mappingFromFd` (through [`raw`]) |
 //! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim`, `heapSurvey` |
+//! | [`exit`] | `exitUnlinkAdd`, `exitUnlinkForget`, `exitUnlinkRun`: `unlinkOnExit` names, removed by a thread's cleanup hook too |
 //! | [`peek`] | `peekSegment`, `peekDescriptor`: a segment's header and counters without mapping it |
 //! | [`lock`] | `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockAcquire`, `lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |
@@ -51,6 +52,7 @@
 pub mod args;
 pub mod blocks;
 pub mod condition;
+pub mod exit;
 pub mod heap;
 pub mod lock;
 pub mod mapping;

@@ -32,21 +32,6 @@ pub fn shm_unlink(name: String) -> napi::Result<()> {
     Ok(shm::unlink(&shm::normalize_name(&name)?)?)
 }
 
-/// Removes the name if it still names the managed segment whose identity is `uid` (16
-/// hex digits); see `segment::unlink_if_uid`. Returns whether it was removed.
-#[napi]
-pub fn unlink_segment_if(name: String, uid: String) -> napi::Result<bool> {
-    let uid = u64::from_str_radix(&uid, 16)
-        .ok()
-        .filter(|_| uid.len() == 16)
-        .ok_or_else(|| {
-            crate::error::ShmError::type_error(format!(
-                "The \"uid\" argument must be 16 hex digits; got {uid:?}"
-            ))
-        })?;
-    Ok(crate::memory::segment::unlink_if_uid(&name, uid)?)
-}
-
 /// Normalizes and validates a segment name (the command-line tool's; the library's own
 /// calls normalize natively).
 #[napi]
