@@ -36,6 +36,10 @@ test('Barrier: a wait that times out breaks it for everyone (ERR_SHM_BROKEN); ab
   t.true(b.broken)
   t.is((await other).code, 'ERR_SHM_BROKEN', 'the other waiter is released with ERR_SHM_BROKEN')
   throws(t, () => b.wait(), { instanceOf: ShmError, code: 'ERR_SHM_BROKEN' }, 'later waits fail at once')
+  const again = Barrier.at(mem, b.offset, 1)
+  t.false(again.broken, 'Barrier.at with parties re-initializes the record: not broken')
+  t.false(b.broken)
+  t.is(again.wait(), 0, 'and usable')
 
   const b2 = new Barrier(mem, 2)
   const ac = new AbortController()

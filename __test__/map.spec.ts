@@ -378,6 +378,11 @@ test('bad input: wrong key types, unserializable values, bad options give typed 
   throws(t, () => m.update('n', () => m.get('other') as number), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' })
   throws(t, () => m.update('n', () => (() => 1) as unknown as number), { instanceOf: TypeError })
   t.is(m.get('n'), 1)
+  const j = new SharedMap<string, number>(mem, { codec: 'json' })
+  j.set('n', 1)
+  // @ts-expect-error an async fn
+  throws(t, () => j.update('n', async (v: number) => v + 1), { instanceOf: TypeError, message: /not a promise/ })
+  t.is(j.get('n'), 1, "an async fn stores nothing (not the promise's JSON, {})")
   m.update('n', (v) => (v as number) + 1)
   t.is(m.get('n'), 2, 'usable after every failure')
   // Another map may be used inside fn, also one at the same offset of another segment

@@ -82,6 +82,11 @@ export class Barrier {
     else if (parties !== undefined) {
       checkInteger('parties', parties, 1, BARRIER_MAX_PARTIES)
       Atomics.store(this.#i32, this.#w + 1, parties)
+      // Re-initialized: not broken, nobody arrived, a new generation (a waiter left over
+      // from before, against the advice, is released rather than counted).
+      const v = Atomics.load(this.#i32, this.#w)
+      Atomics.store(this.#i32, this.#w, ((((v >>> GEN_SHIFT) & GEN_MASK) + 1) & GEN_MASK) << GEN_SHIFT)
+      wakeWord(this.memory, this.offset)
     }
   }
 

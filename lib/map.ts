@@ -200,6 +200,11 @@ const MAX_STRIPES = 1024
 const MIN_LOG2 = 3
 /** At most 2^28 buckets a stripe: a table of 4 << 28 bytes (1 GiB) is the largest an int32 size can say. */
 const MAX_LOG2 = 28
+/** Whether `v` is a promise or another thenable. */
+function isThenable(v: unknown): boolean {
+  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function'
+}
+
 /** Least recently used entries an eviction looks through for an expired one. */
 const EXPIRED_LOOKAHEAD = 32
 /** Buckets looked at per lock when iterating. */
@@ -474,6 +479,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
       } finally {
         updating.delete(this.#key)
       }
+      // An async fn's promise would be stored as what the codec makes of it ('json': `{}`).
+      if (isThenable(value)) throw typeError('The "fn" argument must return the new value, not a promise: update() runs it under the entry\'s lock, synchronously')
       const vn = encodeValue(this.coder, value, 'The value fn returned')
       this.#prev = prev
       this.#store(s, ks, kn, kind, h, encoded, vn, expires, e)
