@@ -4,7 +4,7 @@
 // and wait for holds of other tasks of the same thread (thousands of them, aborted at
 // random); bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
-import { RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
+import { revive, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
 import { managedSegment, pidNamespaceUnavailable, primPeer, rejection, seededRandom, sleep, startPeer, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext) => managedSegment(t, 'rw')
@@ -107,6 +107,28 @@ test('readers take back the slots of dead readers; a thread holding every slot g
   for (let i = 0; i < 32; i++) lock.releaseRead()
   t.true(lock.tryAcquireWrite(), 'all 32 holds were released')
   lock.releaseWrite()
+})
+
+test("holds are the thread's, whichever object took them: a second object for the same lock (a revived handle) re-enters and releases them", async (t) => {
+  const mem = segment(t)
+  const a = new RWLock(mem)
+  const b = revive(JSON.parse(JSON.stringify(a))) as RWLock
+  t.not(a, b)
+  t.true(a.acquireRead())
+  // A writer in another process queues: new readers wait for it, a thread re-entering
+  // its own read hold does not (the writer waits for that hold).
+  const w = await primPeer(t)
+  await w.request('revive', { key: 'l', handle: a })
+  const writer = w.request<{ ok: boolean }>('writeHold', { key: 'l', timeout: 10_000 })
+  await sleep(100)
+  const t0 = performance.now()
+  t.true(b.acquireRead(2000), 'the other object re-enters this thread\'s hold')
+  t.true(performance.now() - t0 < 1000)
+  throws(t, () => b.acquireWrite(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' }, 'and knows this thread reads')
+  b.releaseRead()
+  b.releaseRead() // the hold taken through a
+  throws(t, () => a.releaseRead(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
+  t.true((await writer).ok, 'the writer got in once both holds were released')
 })
 
 test('async twins: wait on a native thread, time out, abort; the event loop keeps running', async (t) => {

@@ -116,8 +116,11 @@ export class RWLock {
   readonly $shmutils: Handle | symbol
   #i32: Int32Array
   #w: number
-  /** Int32 indices of the slots this thread holds, through this object. */
-  #held: number[] = []
+  /**
+   * The slots (0..31) this thread holds, shared by every object of this thread for the
+   * same lock (a revived handle, a second `RWLock.at`): holds are the thread's.
+   */
+  #held: number[]
   #ownerDied = false
   /** This thread's token ({@link me}), kept once known: the read path's only identity. */
   #id = 0
@@ -131,6 +134,7 @@ export class RWLock {
     const win = writable(this.memory).window(this.offset, RWLOCK_SIZE)
     this.#i32 = win.i32
     this.#w = (this.offset - win.start) >> 2
+    this.#held = heldSlots(this.memory, this.offset)
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + R.KIND, Kind.RWLOCK, 'RWLock', this.offset)
   }
@@ -214,13 +218,13 @@ export class RWLock {
 
   /**
    * Releases one read hold of this thread.
-   * @throws ShmError `ERR_SHM_NOT_OWNER` when this thread holds none (through this object)
+   * @throws ShmError `ERR_SHM_NOT_OWNER` when this thread holds none
    */
   releaseRead(): void {
     const a = this.#a()
-    const slot = this.#held.pop()
-    if (slot === undefined) throw notOwner('the read lock')
-    Atomics.store(a, slot, 0)
+    const k = this.#held.pop()
+    if (k === undefined) throw notOwner('the read lock')
+    Atomics.store(a, this.#w + R.SLOTS + k, 0)
     if (Atomics.load(a, this.#w + R.RWAIT) !== 0) this.#readerLeft(a)
   }
 
@@ -264,7 +268,7 @@ export class RWLock {
         if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
         return false
       }
-      this.#held.push(slot)
+      this.#held.push(slot - (w + R.SLOTS))
       if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseRead())
       return true
     }
@@ -539,6 +543,16 @@ export class RWLock {
   toJSON(): Handle {
     return handleOf(this.$shmutils, 'RWLock')
   }
+}
+
+/** This thread's read holds, per lock (`objectKey@offset`): see `RWLock.#held`. */
+const HELD = new Map<string, number[]>()
+
+function heldSlots(memory: MappedMemory, offset: number): number[] {
+  const key = `${internals(memory).objectKey}@${offset}`
+  let held = HELD.get(key)
+  if (held === undefined) HELD.set(key, (held = []))
+  return held
 }
 
 function deadlock(why: string): ShmError {
