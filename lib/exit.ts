@@ -11,6 +11,8 @@ import { binding } from './native.js'
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
 let installed = false
+/** Names this thread armed (so that unlinking any other name costs no native call). */
+const armed = new Set<string>()
 
 /**
  * @internal Removes `name` at exit if it still names the segment `uid`. The list is
@@ -19,6 +21,7 @@ let installed = false
  */
 export function unlinkOnExit(name: string, uid: string): void {
   binding.exitUnlinkAdd(name, uid)
+  armed.add(name)
   if (installed) return
   installed = true
   process.on('exit', unlinkMine)
@@ -28,7 +31,7 @@ export function unlinkOnExit(name: string, uid: string): void {
 
 /** @internal Forgets `name` (it was unlinked already). */
 export function forgetOnExit(name: string): void {
-  binding.exitUnlinkForget(name)
+  if (armed.delete(name)) binding.exitUnlinkForget(name)
 }
 
 function unlinkMine(): void {

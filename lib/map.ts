@@ -200,11 +200,6 @@ const MAX_STRIPES = 1024
 const MIN_LOG2 = 3
 /** At most 2^28 buckets a stripe: a table of 4 << 28 bytes (1 GiB) is the largest an int32 size can say. */
 const MAX_LOG2 = 28
-/** Whether `v` is a promise or another thenable. */
-function isThenable(v: unknown): boolean {
-  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function'
-}
-
 /** Least recently used entries an eviction looks through for an expired one. */
 const EXPIRED_LOOKAHEAD = 32
 /** Buckets looked at per lock when iterating. */
@@ -1522,6 +1517,11 @@ function checkOptions(options: SharedMapOptions | undefined): CheckedOptions {
   if (log2 > MAX_LOG2) throw rangeError(`The "capacity" option must be at most ${stripes * 2 ** MAX_LOG2} with ${stripes} stripe${stripes === 1 ? '' : 's'}; got ${capacity}`)
   const ttl = o.ttl === undefined ? 0 : checkTtl(o.ttl, 'The "ttl" option')
   return { coder, stripes, log2, maxEntries, maxBytes, ttl }
+}
+
+/** Whether `v` is a promise or another thenable. */
+function isThenable(v: unknown): boolean {
+  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function'
 }
 
 /** Formats a map in the zeroed 128-byte block at `offset`; the header goes ready last. */
