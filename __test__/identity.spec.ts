@@ -9,7 +9,7 @@ import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads'
 import {
-  Barrier, CBase, cdef, Channel, Condition, Event, Lock, MappedMemory, MapFlags, Protection, revive, RLock, RWLock, Semaphore, SharedMap, ShmError,
+  Barrier, CBase, cdef, Channel, Condition, Event, Heap, Lock, MappedMemory, MapFlags, Protection, revive, RLock, RWLock, Semaphore, SharedMap, ShmError,
   shmOpen, shmUnlink, types,
   type Ref,
 } from '../dist/index.js'
@@ -141,13 +141,17 @@ for (const [what, transport] of cloneTransports) {
     const rlock = new RLock(m)
     const sem = new Semaphore(m, 1)
     const cond = new Condition(lock)
-    const objs = { mem: m, ref, point, lock, rlock, sem, cond }
+    const objs = { mem: m, ref, point, lock, rlock, sem, cond, heap: m.heap }
     const peer = transport === 'workerData' ? await startPeer(t, 'worker', objs) : await startPeer(t, transport)
     const seen = transport === 'workerData' ? await peer.workerData! : await peer.request('use', { objs })
     t.deepEqual(seen.classes, {
-      mem: 'MappedMemory', ref: 'Ref', point: 'Ref<struct idpoint>', lock: 'Lock', rlock: 'RLock', sem: 'Semaphore', cond: 'Condition',
+      mem: 'MappedMemory', ref: 'Ref', point: 'Ref<struct idpoint>', lock: 'Lock', rlock: 'RLock', sem: 'Semaphore', cond: 'Condition', heap: 'Heap',
     })
-    t.like(seen, { byte: 41, value: 41, point: { x: 7, y: 0 }, semTaken: true, rlockTwice: 2, condLockIsLock: 'Lock', held: true })
+    t.like(seen, { byte: 41, value: 41, point: { x: 7, y: 0 }, semTaken: true, rlockTwice: 2, condLockIsLock: 'Lock', held: true, heapIsMemHeap: true })
+    // The peer allocated from the same heap: its block holds its value, and frees here.
+    t.is(new DataView(m.buffer).getInt32(seen.heapNew as number, true), 99)
+    m.heap.free(seen.heapNew as number)
+    m.heap.check()
     // The peer holds the lock and the semaphore's unit: both are the same shared words.
     t.true(lock.locked)
     t.false(lock.tryAcquire())
@@ -167,9 +171,10 @@ test('a structured clone of a live object is what revive recognises, in this pro
   const lock = new Lock(m)
   const { port1, port2 } = new MessageChannel()
   t.teardown(() => port1.close())
-  port1.postMessage({ list: [ref, lock], m })
-  const got = revive<{ list: [Ref<number>, Lock]; m: MappedMemory }>(receiveMessageOnPort(port2)?.message)
+  port1.postMessage({ list: [ref, lock], m, heap: m.heap })
+  const got = revive<{ list: [Ref<number>, Lock]; m: MappedMemory; heap: Heap }>(receiveMessageOnPort(port2)?.message)
   t.is(got.m, m, 'the mapping this process has')
+  t.is(got.heap, m.heap, 'and its heap')
   t.is(got.list[0].value, 5)
   t.true(got.list[1] instanceof Lock)
   t.is(got.list[1].offset, lock.offset)
@@ -221,7 +226,8 @@ test('sending memory no other process can map fails at the sender, naming the re
   const local = Local.new(3)
   const { port1 } = new MessageChannel()
   t.teardown(() => port1.close())
-  for (const [what, value] of [['anonymous mapping', anon], ['lock in it', Lock.at(anon, 0)], ['process-local CBase object', local]] as const) {
+  const anonHeap = Heap.create(anon, { offset: 1024 })
+  for (const [what, value] of [['anonymous mapping', anon], ['lock in it', Lock.at(anon, 0)], ['heap in it', anonHeap], ['process-local CBase object', local]] as const) {
     const e = thrown(() => port1.postMessage({ value }))
     t.is(e?.name, 'DataCloneError', what)
     t.regex(e?.message ?? '', /shmutils: an anonymous mapping cannot be sent/, what)
@@ -231,6 +237,33 @@ test('sending memory no other process can map fails at the sender, naming the re
   t.throws(() => child.send({ anon }), { message: /shmutils: an anonymous mapping cannot be sent/ })
   throws(t, () => JSON.stringify(anon), { instanceOf: TypeError, message: /anonymous mapping cannot be shared/ })
   throws(t, () => JSON.stringify(local), { instanceOf: TypeError, message: /process-local memory/ })
+  throws(t, () => JSON.stringify(anonHeap), { instanceOf: TypeError, message: /This heap is in an anonymous mapping and cannot be shared/ })
+})
+
+test('a heap formatted inside a raw mapping of a named object travels as a handle; one with no heap at its offset is ERR_SHM_CORRUPT', async (t) => {
+  const name = segmentName(t, 'idrawheap')
+  const obj = shmOpen(name, 'x')
+  obj.truncate(65536)
+  const raw = new MappedMemory(null, 65536, Protection.READ_WRITE, MapFlags.SHARED, obj, 0)
+  obj.close()
+  t.teardown(() => raw.close())
+  const heap = Heap.create(raw, { offset: 4096, size: 32768 })
+  const handle = JSON.parse(JSON.stringify(heap)) as Record<string, unknown>
+  t.like(handle, { $shmutils: 'Heap', segment: name, offset: 4096 })
+  // A raw mapping has no header (no uid): reviving maps the object again (FORMAT.md §8.2).
+  const again = revive<Heap>(handle)
+  t.teardown(() => again.memory.close())
+  t.true(again instanceof Heap)
+  t.deepEqual([again.offset, again.size, again.stats().free], [heap.offset, heap.size, heap.stats().free])
+  // In a child: the handle attaches the heap; what it allocates is ours to read and free.
+  const peer = await startPeer(t, 'json')
+  const seen = await peer.request<{ heapNew: number; classes: Record<string, string> }>('use', { objs: { heap } })
+  t.is(seen.classes.heap, 'Heap')
+  t.true(seen.heapNew >= 4096 && seen.heapNew < 4096 + 32768)
+  t.is(new DataView(raw.buffer).getInt32(seen.heapNew, true), 99)
+  heap.free(seen.heapNew)
+  heap.check()
+  throws(t, () => revive({ ...handle, offset: 40960 }), { code: 'ERR_SHM_CORRUPT' })
 })
 
 /** What `fn` throws (DOMExceptions included, which `t.throws` refuses), or undefined. */

@@ -8,9 +8,10 @@
 import { checkIndex, checkName, checkString, describe } from './args.js'
 import { native, ShmError, typeError } from './errors.js'
 import { HeapCache } from './heap-cache.js'
+import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { tokenIn } from './identity.js'
 import { setLockAllocator } from './lock.js'
-import { checkIntact, GUARD, internals, MappedMemory, setHeapFactory } from './memory.js'
+import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
 import { checkValue, Ref, refAt, refParts, setRefHeapLookup, writeValue } from './ref.js'
 import { cStringSize } from './strings.js'
@@ -107,6 +108,12 @@ export class Heap {
   readonly offset: number
   /** Length of the heap region. */
   readonly size: number
+  /**
+   * The heap's handle ({@link toJSON}), as an own property so a structured clone
+   * (`postMessage`, `workerData`) carries it (see `revive`); a symbol if the mapping
+   * cannot be shared.
+   */
+  readonly $shmutils: Handle | symbol
   /** This thread's native heap slot (see `src-rs/js/heap.rs`). */
   #id: number
   /**
@@ -121,6 +128,7 @@ export class Heap {
   private constructor(memory: MappedMemory, offset: number, id: number) {
     this.memory = memory
     this.offset = offset
+    this.$shmutils = handleIn(memory, (m) => Object.freeze({ $shmutils: 'Heap', segment: m.segment, offset, memory: m }))
     this.#id = id
     slotRegistry.register(this, id)
     const info = native(() => binding.heapInfo(id))
@@ -425,6 +433,11 @@ export class Heap {
     }
     return refAt(this.memory, offset, t, this)
   }
+
+  /** A handle that `revive` turns into this heap in another process (attached there). */
+  toJSON(): Handle {
+    return handleOf(this.$shmutils, 'heap')
+  }
 }
 
 function resolveNewType(type: unknown, init: unknown): Type {
@@ -455,6 +468,8 @@ function toValue(t: Type, init: unknown): unknown {
 // ---- wiring into the other modules ----
 
 setHeapFactory((m) => Heap.attach(m, internals(m).heapOffset))
+
+registerReviver('Heap', (h) => Heap.attach(memoryOfHandle(h), h.offset))
 
 setRefHeapLookup((m) => (m.managed && !m.closed ? m.heap : null))
 
