@@ -226,6 +226,15 @@ test('two processes racing named() get one object, constructed once', async (t) 
   const a = mem.new(kv, { key: 1, value: 2 }) as Ref & { key: number; value: number }
   t.is(a.value, 2)
   t.like(mem.heap.named('kv', kv, { key: 3, value: 4 }) as Ref & { key: number; value: number }, { key: 3, value: 4 })
+  // So do members named like the Ref's other properties; the reference still works
+  // (toJSON, revive) and the hidden properties stay readable through Ref.prototype.
+  const pool = types.struct('pool', { memory: types.u64, offset: types.u32, type: types.i32, address: types.i32, heap: types.i32 })
+  const p = mem.new(pool, { memory: 4096n, offset: 1, type: 2, address: 3, heap: 4 }) as unknown as Record<string, unknown>
+  t.deepEqual([p.memory, p.offset, p.type, p.address, p.heap], [4096n, 1, 2, 3, 4])
+  p.memory = 8192n
+  t.is(revive<Record<string, unknown>>(JSON.parse(JSON.stringify(p))).memory, 8192n, 'written to the shared bytes')
+  const memoryOf = Object.getOwnPropertyDescriptor(Ref.prototype, 'memory')!.get!
+  t.is(memoryOf.call(p), mem, 'the mapping, through the prototype')
 })
 
 test('typed references: scalars, 64-bit as bigint, arrays, the original\'s "T *" spelling', (t) => {

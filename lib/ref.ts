@@ -93,6 +93,7 @@ const OFFSET: unique symbol = Symbol('shmutils.offset')
 const VIEW: unique symbol = Symbol('shmutils.view')
 const VOFF: unique symbol = Symbol('shmutils.voff')
 const RO: unique symbol = Symbol('shmutils.readOnly')
+const MEM: unique symbol = Symbol('shmutils.memory')
 
 /**
  * Phantom key that carries a reference's `E` type parameter (see {@link Ref}). Never
@@ -160,8 +161,6 @@ let makeStructClass: (t: StructType) => StructRefClass
 export class Ref<T = unknown, E = unknown> {
   /** Phantom: the reference an element or target gives (TypeScript only, never present). */
   declare readonly [RefElement]?: E
-  /** The mapping holding the bytes. */
-  readonly memory: MappedMemory
   /**
    * The reference's handle as an own property, so that a structured clone carries it
    * (see `revive`): {@link toJSON}'s, except that `type` is the type object itself (made
@@ -170,6 +169,8 @@ export class Ref<T = unknown, E = unknown> {
    */
   readonly $shmutils: Handle | symbol
   declare private [OFFSET]: number
+  // Behind a getter, as `offset` and `type` are, so that a member named `memory` hides it.
+  declare private [MEM]: MappedMemory
   #type: Type<T>
   declare private [VIEW]: DataView
   declare private [VOFF]: number
@@ -185,7 +186,7 @@ export class Ref<T = unknown, E = unknown> {
       throw outOfBounds(`${formatType(type)} at offset ${offset} (${type.size} bytes) is outside the mapping of ${memory.size} bytes`)
     }
     const win = mi.window(offset, type.size)
-    this.memory = memory
+    this[MEM] = memory
     this[OFFSET] = offset
     this.#type = type
     this[VIEW] = win.dv
@@ -219,6 +220,11 @@ export class Ref<T = unknown, E = unknown> {
     return refAt(memory, offset, t, heapOf(memory))
   }
 
+  /** The mapping holding the bytes. */
+  get memory(): MappedMemory {
+    return this[MEM]
+  }
+
   /** Byte offset inside {@link memory}. */
   get offset(): number {
     return this[OFFSET]
@@ -226,7 +232,7 @@ export class Ref<T = unknown, E = unknown> {
 
   /** Absolute address in this process. */
   get address(): number {
-    return this.memory.address.begin + this[OFFSET]
+    return this[MEM].address.begin + this[OFFSET]
   }
 
   /** The C type. */
@@ -260,7 +266,7 @@ export class Ref<T = unknown, E = unknown> {
    */
   get value(): T {
     const v = (this.#acc ??= valueAccessor(this.#type)).get(this.#live(), this[VOFF])
-    if (GUARD[0] !== 0) checkIntact(this.memory)
+    if (GUARD[0] !== 0) checkIntact(this[MEM])
     return v
   }
 
@@ -274,9 +280,9 @@ export class Ref<T = unknown, E = unknown> {
 
   #writeValue(v: unknown): void {
     const t = this.#type as Type
-    const x = holdsPointer(t) ? pointerArgs(this.memory, t, v, formatType(t)) : v
+    const x = holdsPointer(t) ? pointerArgs(this[MEM], t, v, formatType(t)) : v
     ;(this.#acc ??= valueAccessor(this.#type)).set(this.#writable(), this[VOFF], x as T)
-    if (GUARD[0] !== 0) checkIntact(this.memory)
+    if (GUARD[0] !== 0) checkIntact(this[MEM])
   }
 
   /**
@@ -287,7 +293,7 @@ export class Ref<T = unknown, E = unknown> {
     const self = this as Ref
     const [acc, dv, off] = self.#element(i)
     const v = acc.get(dv, off)
-    if (GUARD[0] !== 0) checkIntact(self.memory)
+    if (GUARD[0] !== 0) checkIntact(self[MEM])
     return v as ElementOf<R>
   }
 
@@ -296,18 +302,18 @@ export class Ref<T = unknown, E = unknown> {
     const self = this as Ref
     if (self[RO]) throw readOnlyError()
     const [acc, dv, off, el] = self.#element(i)
-    acc.set(dv, off, el.kind === 'pointer' ? pointerArg(self.memory, v, formatType(el)) : v)
-    if (GUARD[0] !== 0) checkIntact(self.memory)
+    acc.set(dv, off, el.kind === 'pointer' ? pointerArg(self[MEM], v, formatType(el)) : v)
+    if (GUARD[0] !== 0) checkIntact(self[MEM])
   }
 
   /** A reference to element `i` of an array, or to `p[i]` for a pointer. */
   at<R>(this: R, i: number): ElementRefOf<R> {
     const self = this as Ref
     const t = self.#type as Type
-    if (t.kind === 'array') return refAt(self.memory, self.#elementOffset(t, i), t.element, self.#heap) as ElementRefOf<R>
+    if (t.kind === 'array') return refAt(self[MEM], self.#elementOffset(t, i), t.element, self.#heap) as ElementRefOf<R>
     if (t.kind === 'pointer') {
       const target = pointee(t)
-      return refAt(self.memory, self.#pointeeOffset(t, target, i), target, self.#heap) as ElementRefOf<R>
+      return refAt(self[MEM], self.#pointeeOffset(t, target, i), target, self.#heap) as ElementRefOf<R>
     }
     throw typeError(`${formatType(t)} is not an array or pointer`)
   }
@@ -317,8 +323,8 @@ export class Ref<T = unknown, E = unknown> {
     const self = this as Ref
     const t = self.#type as Type
     if (t.kind !== 'pointer') throw typeError(`${formatType(t)} is not a pointer`)
-    const r = readPointer(self.memory, self.#live(), self[VOFF], t, self.#heap)
-    if (GUARD[0] !== 0) checkIntact(self.memory)
+    const r = readPointer(self[MEM], self.#live(), self[VOFF], t, self.#heap)
+    if (GUARD[0] !== 0) checkIntact(self[MEM])
     return r as TargetOf<R>
   }
 
@@ -332,7 +338,7 @@ export class Ref<T = unknown, E = unknown> {
     if (t.kind === 'pointer') {
       const target = pointee(t)
       const off = this.#pointeeOffset(t, target, i)
-      const win = internals(this.memory).window(off, target.size)
+      const win = internals(this[MEM]).window(off, target.size)
       return [valueAccessor(target), win.dv, off - win.start, target]
     }
     if (i !== 0) {
@@ -355,9 +361,9 @@ export class Ref<T = unknown, E = unknown> {
   #pointeeOffset(t: PointerType, target: Type, i: number): number {
     checkIndex('i', i)
     const p = pointerValue(this.#live(), this[VOFF])
-    if (GUARD[0] !== 0) checkIntact(this.memory)
+    if (GUARD[0] !== 0) checkIntact(this[MEM])
     if (p === 0) throw outOfBounds(`NULL ${formatType(t)} dereferenced`)
-    return translate(this.memory, p + i * target.size, target)
+    return translate(this[MEM], p + i * target.size, target)
   }
 
   /**
@@ -393,23 +399,23 @@ export class Ref<T = unknown, E = unknown> {
     } else if (t.kind === 'pointer' && t.target !== null && isByte(t.target)) {
       const p = pointerValue(this.#live(), this[VOFF])
       if (p === 0) throw outOfBounds(`NULL ${formatType(t)} read as a string`)
-      at = translate(this.memory, p, t.target)
+      at = translate(this[MEM], p, t.target)
     } else {
       throw typeError(`${formatType(t)} does not hold a string: use char *, char[N] or uint8_t[N]`)
     }
     this.#live()
     // The bytes that may be read: up to `limit`, never past the segment's end.
-    const n = Math.min(limit, this.memory.size - at)
-    const win = internals(this.memory).window(at, Math.max(n, 1))
+    const n = Math.min(limit, this[MEM].size - at)
+    const win = internals(this[MEM]).window(at, Math.max(n, 1))
     const s = readCString(win.u8.subarray(0, at - win.start + n), at - win.start, limit, pointed)
-    if (GUARD[0] !== 0) checkIntact(this.memory)
+    if (GUARD[0] !== 0) checkIntact(this[MEM])
     return s
   }
 
   /** The object's bytes (a view into the mapping, not a copy). */
   bytes(): Uint8Array {
     const dv = this.#live()
-    if (GUARD[0] !== 0) checkIntact(this.memory)
+    if (GUARD[0] !== 0) checkIntact(this[MEM])
     return new Uint8Array(dv.buffer, dv.byteOffset + this[VOFF], this.#type.size)
   }
 
@@ -436,7 +442,7 @@ export class Ref<T = unknown, E = unknown> {
 
   /** What `console.log` and `util.inspect` show: the class, where the bytes are, the value. */
   [inspect.custom](depth: number, options: InspectOptions, show: typeof inspect): string {
-    const m = this.memory
+    const m = this[MEM]
     const where = m.closed ? 'closed mapping' : `${m.name ?? (m.managed ? 'anonymous segment' : 'process-local memory')} + ${this[OFFSET]}`
     if (m.closed || depth < 0) return `${this.constructor.name} (${where})`
     let value: unknown
@@ -449,7 +455,7 @@ export class Ref<T = unknown, E = unknown> {
   }
 
   static {
-    refParts = (r) => ({ memory: r.memory, offset: r[OFFSET], type: r.#type, heap: r.#heap })
+    refParts = (r) => ({ memory: r[MEM], offset: r[OFFSET], type: r.#type, heap: r.#heap })
     writeValue = (r, v) => r.#writeValue(v)
     newRef = (memory, offset, type, heap) => new Ref(memory, offset, type, heap)
     // The subclass with member properties for a struct/union type (see structClassOf).
@@ -463,13 +469,13 @@ export class Ref<T = unknown, E = unknown> {
         if (ft.kind === 'pointer') {
           desc = {
             get(this: Ref) {
-              const r = readPointer(this.memory, this.#live(), this[VOFF] + f.offset, ft, this.#heap)
-              if (GUARD[0] !== 0) checkIntact(this.memory)
+              const r = readPointer(this[MEM], this.#live(), this[VOFF] + f.offset, ft, this.#heap)
+              if (GUARD[0] !== 0) checkIntact(this[MEM])
               return r
             },
             set(this: Ref, v: unknown) {
-              const target = writePointer(this.memory, this.#writable(), this[VOFF] + f.offset, v, `${formatType(t)}.${name}`)
-              if (GUARD[0] !== 0) checkIntact(this.memory)
+              const target = writePointer(this[MEM], this.#writable(), this[VOFF] + f.offset, v, `${formatType(t)}.${name}`)
+              if (GUARD[0] !== 0) checkIntact(this[MEM])
               this.#heap?.retain?.(this[OFFSET] + f.offset, target)
             },
           }
@@ -479,11 +485,11 @@ export class Ref<T = unknown, E = unknown> {
         } else {
           desc = {
             get(this: Ref) {
-              return refAt(this.memory, this[OFFSET] + f.offset, ft, this.#heap)
+              return refAt(this[MEM], this[OFFSET] + f.offset, ft, this.#heap)
             },
             set(this: Ref, v: unknown) {
               f.set(this.#writable(), this[VOFF], v)
-              if (GUARD[0] !== 0) checkIntact(this.memory)
+              if (GUARD[0] !== 0) checkIntact(this[MEM])
             },
           }
         }
@@ -503,7 +509,7 @@ export class Ref<T = unknown, E = unknown> {
  * off, closures around the member's accessors.
  */
 function scalarMember(t: StructType, f: FieldAccessor): PropertyDescriptor {
-  const lost = (r: Ref): void => checkIntact(r.memory)
+  const lost = (r: Ref): void => checkIntact(r[MEM])
   // No read-only check of its own: a read-only mapping's DataView refuses every write
   // (lib/memory.ts); `beforeCheck` keeps its error ahead of a bad value's.
   const generated = memberProperty(t, f, {
