@@ -394,3 +394,132 @@ test('deep nesting and huge declarators end in CDefError, not a stack overflow',
   t.throws(() => cdef(`typedef int ${'('.repeat(100_000)}p;`), { instanceOf: CDefError, message: /nesting/ });
   t.throws(() => cdef(`typedef int p${'[2]'.repeat(1000)};`), { instanceOf: CDefError });
 });
+
+test('a cast has the cast type: sizeof sees it, values convert as in gcc, arithmetic promotes to int', (t) => {
+  // gcc: sizeof((char)0) is 1, so the struct is 2 bytes (it was 5: every cast was an int)
+  t.is(cdef('struct s { char buf[sizeof((char)0)]; char tail; };').sizeof('struct s'), 2);
+  const size = (expr: string): number => cdef(`struct s { char a[${expr}]; };`).sizeof('struct s');
+  const sizes: Array<[string, number]> = [
+    ['sizeof((char)0)', 1], ['sizeof((signed char)0)', 1], ['sizeof((unsigned char)0)', 1], ['sizeof((uint8_t)0)', 1],
+    ['sizeof((_Bool)5)', 1], ['sizeof((bool)5)', 1], ['sizeof((short)0)', 2], ['sizeof((uint16_t)0)', 2],
+    ['sizeof((int)0)', 4], ['sizeof((unsigned)0)', 4], ['sizeof((unsigned long)0)', 8], ['sizeof((int64_t)0)', 8],
+    ['sizeof((char *)0)', 8], ['sizeof((void *)1)', 8], ['sizeof((struct nowhere *)0)', 8],
+    ['sizeof(((char)0))', 1],
+    // the promotions: a char or short in arithmetic is an int
+    ['sizeof(+(char)0)', 4], ['sizeof(-(short)0)', 4], ['sizeof(~(uint8_t)0)', 4], ['sizeof(!(char)0)', 4],
+    ['sizeof((char)1 + (char)1)', 4], ['sizeof(1 ? (char)1 : (char)2)', 4], ['sizeof((char)1 << 1)', 4],
+    // values convert modulo 2^bits (gcc, -fwrapv alike) and bool is 0 or 1
+    ['(char)300', 44], ['(unsigned char)-1', 255], ['(short)65537 + 1', 2], ['(int8_t)200 + 100', 44],
+    ['(bool)7 + (_Bool)0 + 1', 2], ['((uint16_t)-1 > 0) + 1', 2], ['((char)-1 < 0) + 1', 2],
+    ['((unsigned long)-1 > 0) + 1', 2], ['(int)4294967297', 1], ['(unsigned char)(char *)300', 44],
+  ];
+  for (const [expr, n] of sizes) t.is(size(expr), n, expr);
+  // an enum cast has the enum's type
+  t.is(cdef('enum big { B = 0x100000000 }; struct s { char a[sizeof((enum big)0)]; };').sizeof('struct s'), 8);
+  // a macro keeps the type of its expression
+  const ffi = cdef('#define C ((char)300)\nstruct s { char a[sizeof(C)]; char b[C]; };');
+  t.is(ffi.sizeof('struct s'), 45);
+  t.is(ffi.lib.C, 44);
+  // a pointer value is read only by sizeof: what gcc does not fold to an integer constant is an error
+  errorAt(t, 'struct s { char a[(char *)8]; };', 1, 19, /pointer is not an integer constant/);
+  errorAt(t, 'enum e { A = (char *)0 + 1 };', 1, 24, /pointer is not an integer constant/);
+  errorAt(t, 'struct s { char a[sizeof((double)1)]; };', 1, 27, /only casts to integer and pointer types/);
+});
+
+test('enumerators have the types gcc gives them, while the enum is defined and after', (t) => {
+  // 3000000000 is a long literal; once the enum is complete BIG is an unsigned int (gcc: 5)
+  t.is(cdef('enum big { BIG = 3000000000 }; struct s { char tag[sizeof(BIG)]; char tail; };').sizeof('struct s'), 5);
+  // 0x100000000: unsigned long, so -BIG > 0 (gcc: 3)
+  t.is(cdef('enum big { BIG = 0x100000000 }; struct s { char a[(-BIG > 0) + 1]; char tail; };').sizeof('struct s'), 3);
+  // an enumerator that fits in int stays an int, the others take the enum's type (gcc 12)
+  const mix = cdef(`enum mix { NEG = -1, HUGE = 3000000000 };
+    struct s { char neg[sizeof(NEG)]; char negative[(NEG < 0) + 1]; char huge[sizeof(HUGE)]; char hs[(-HUGE < 0) + 1]; };`);
+  t.is(mix.sizeof('enum mix'), 8);
+  t.is(mix.sizeof('struct s'), 4 + 2 + 8 + 2);
+  // while the enum is incomplete: the value's own type, int if it fits
+  const inside = cdef(`enum in { A = 3000000000, A_SIZE = sizeof(A), A_NEG = (-A > 0), C = (char)1, C_SIZE = sizeof(C) };
+    struct s { char a[A_SIZE]; char n[A_NEG + 1]; char c[C_SIZE]; char after[sizeof(A)]; };`);
+  t.deepEqual([inside.lib.A_SIZE, inside.lib.A_NEG, inside.lib.C_SIZE], [8, 0, 4]);
+  t.is(inside.sizeof('struct s'), 8 + 1 + 4 + 4, 'after the definition A is an unsigned int, as enum in');
+  t.is(inside.typeof('enum in').size, 4);
+});
+
+test('a #define of an enumerator name hides the enumerator until #undef, as the C preprocessor does', (t) => {
+  const ffi = cdef('enum { N = 1 };\n#define N 4\nstruct s { char name[N]; char tail; };');
+  t.is(ffi.sizeof('struct s'), 5, 'gcc: the macro wins');
+  t.is(ffi.lib.N, 4);
+  ffi.cdef('#undef N\nstruct back { char name[N]; char tail; };');
+  t.is(ffi.sizeof('struct back'), 2, 'after #undef, N is the enumerator again');
+  t.is(ffi.lib.N, 1);
+  // the macro's own name in its body is not replaced again: there it is the enumerator
+  t.is(cdef('enum { M = 2 };\n#define M (M * 3)\nstruct s { char a[M]; };').sizeof('struct s'), 6);
+  // declaring a name that is a macro: C would have replaced it
+  errorAt(t, '#define N 4\nenum { N = 1 };', 2, 8, /enumerator 'N' is a macro \(4\) here/);
+  errorAt(t, '#define E\nenum e { A, E };', 2, 13, /enumerator 'E' is a macro here/);
+  errorAt(t, '#define x 4\nstruct s { int x; };', 2, 16, /member 'x' is a macro \(4\)/);
+  errorAt(t, '#define T 4\ntypedef int T;', 2, 13, /name 'T' is a macro \(4\) here/);
+  errorAt(t, '#define tag 1\nstruct tag { int a; };', 2, 8, /tag 'tag' is a macro/);
+  errorAt(t, 'typedef int T;\n#define T 4\nstruct s { T x; };', 3, 12, /'T', a macro \(4\) here/);
+  t.is(cdef('typedef int T;\n#define T 4\nstruct s { char a[sizeof(T) + T]; };').sizeof('struct s'), 8, 'sizeof(4) + 4');
+  // a macro cdef() cannot evaluate is still a macro: using its name is an error, not the enumerator
+  errorAt(t, 'enum { V = 1 };\n#define V "text"\nstruct s { char a[V]; };', 3, 19, /'V' is a macro cdef\(\) cannot evaluate/);
+  t.false('V' in cdef('enum { V = 1 };\n#define V "text"').lib);
+});
+
+test('#undef removes the macro: its name is unknown afterwards, in later cdef() calls and over include()', (t) => {
+  errorAt(t, '#define N 4\n#undef N\nstruct s { char name[N]; char tail; };', 3, 22, /'N' is not an integer constant/);
+  const ffi = cdef('#define N 4\n#define KEEP 2');
+  ffi.cdef('#undef N');
+  t.false('N' in ffi.lib);
+  t.is(ffi.lib.KEEP, 2);
+  t.throws(() => ffi.cdef('struct s { char name[N]; };'), { instanceOf: CDefError, message: /'N'/ });
+  t.notThrows(() => ffi.cdef('#define N 8\nstruct s { char name[N]; };'));
+  t.is(ffi.sizeof('struct s'), 8);
+  // a macro from an include()d FFI: #undef removes it here, not there
+  const base = cdef('#define M 4');
+  const user = new FFI().include(base).cdef('#undef M');
+  t.false('M' in user.lib);
+  t.throws(() => user.cdef('struct s { char a[M]; };'), { instanceOf: CDefError, message: /'M'/ });
+  t.is(base.lib.M, 4);
+  // a failed cdef() leaves its FFI unchanged, #undef included
+  const kept = cdef('#define K 3');
+  t.throws(() => kept.cdef('#undef K\nstruct bad { int x : 1; };'), { instanceOf: CDefError, message: /bit-fields/ });
+  t.is(kept.lib.K, 3);
+  kept.cdef('#ifdef K\nstruct k { char a[K]; };\n#endif');
+  t.is(kept.sizeof('struct k'), 3);
+});
+
+test('#ifdef, #ifndef and defined see the macros of earlier cdef() calls and of include()d FFIs', (t) => {
+  const decl = `struct s {
+    char tag;
+  #ifdef HAVE_EXTRA
+    double extra;
+  #endif
+  #if !defined(NO_TAIL)
+    char tail;
+  #endif
+  };`;
+  // gcc, with the declarations in one translation unit: sizeof 24, tail at 16
+  const crossCall = cdef('#define HAVE_EXTRA 1\n#define FLAG');
+  crossCall.cdef(decl);
+  t.is(crossCall.sizeof('struct s'), 24);
+  t.is(crossCall.offsetof('struct s', 'tail'), 16);
+  const config = cdef('#define HAVE_EXTRA\n#define NO_TAIL 1');
+  const included = new FFI().include(config).cdef(decl);
+  t.is(included.sizeof('struct s'), 16, 'HAVE_EXTRA (no value) and NO_TAIL come from the include');
+  t.throws(() => included.offsetof('struct s', 'tail'));
+  // in source order: an #undef of an earlier call's macro, then #ifndef, in one call
+  const ordered = cdef('#define FLAG');
+  ordered.cdef('#ifdef FLAG\nstruct before { int a; };\n#endif\n#undef FLAG\n#ifndef FLAG\nstruct after { int a; };\n#endif');
+  t.notThrows(() => ordered.typeof('struct before'));
+  t.notThrows(() => ordered.typeof('struct after'));
+  ordered.cdef('#ifdef FLAG\nstruct gone { int a; };\n#endif');
+  t.throws(() => ordered.typeof('struct gone'), { instanceOf: TypeError });
+  // function-like macros are defined too
+  const fn = cdef('#define MAX(a, b) ((a) > (b) ? (a) : (b))');
+  t.notThrows(() => fn.cdef('#ifndef MAX\n#error MAX is not defined\nstruct broken;\n#endif\nstruct ok { int a; };'));
+  t.throws(() => fn.typeof('struct broken'), { instanceOf: TypeError });
+  // include() of an FFI defining the same macro differently is refused
+  t.throws(() => cdef('#define W 1').include(cdef('#define W 2')), { instanceOf: TypeError, message: /macro 'W'/ });
+  t.notThrows(() => cdef('#define GUARD_H\n#define W 1').include(cdef('#define GUARD_H\n#define W 1')));
+});

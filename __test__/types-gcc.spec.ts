@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 
 import test from 'ava';
 
-import { type FFI, type Type, cdef, flatMembers } from '../lib/types/index.js';
+import { FFI, type Type, cdef, flatMembers } from '../lib/types/index.js';
 import { CC } from './helpers.js';
 
 const header = readFileSync(resolve('__test__/fixtures/types-layout.h'), 'utf8');
@@ -197,4 +197,78 @@ test('random declarations: cdef layouts match the C compiler', (t) => {
   const mismatches = compareWithCompiler(t, sources.join('\n'), lists);
   t.deepEqual(mismatches, [], `seeds ${seeds.join(', ')}`);
   t.log(`${total} layout facts of random declarations agree (seeds ${seeds.join(', ')})`);
+});
+
+/**
+ * Casts, enumerator types, macros over enumerators, #undef and #ifdef: each piece is one
+ * cdef() call (the first through include()), the C compiler reads them as one file.
+ */
+const PREPROCESSOR_PIECES = [
+  `#define INC_EXTRA
+#define INC_N 3
+#define INC_GONE 1`,
+  `enum e_u32 { BIG_U = 3000000000 };
+enum e_u64 { BIG_UL = 0x100000000 };
+enum e_mix { MIX_NEG = -1, MIX_BIG = 3000000000 };
+enum e_in { IN_BIG = 3000000000, IN_BIG_SIZE = sizeof(IN_BIG), IN_SMALL = 1, IN_SMALL_SIZE = sizeof(IN_SMALL),
+  IN_NEG = (-IN_BIG > 0) + 5, IN_CHAR = sizeof((char)1) };
+enum { SHADOW = 1, SELFREF = 2 };
+#define SHADOW 4
+#define SELFREF (SELFREF * 3)
+#define CHAR_MACRO ((char)300)
+#define HAVE_WIDE 1
+#define GONE 4`,
+  `struct casts {
+  char c[sizeof((char)0)]; char uc[sizeof((unsigned char)-1)]; char s[sizeof((short)0)];
+  char us[sizeof((uint16_t)70000)]; char b[sizeof((_Bool)5) + (bool)2]; char ul[sizeof((unsigned long)0)];
+  char p[sizeof((char *)0)]; char e[sizeof((enum e_u64)0)]; char m[sizeof(CHAR_MACRO)];
+  char promoted[sizeof(+(char)0) + sizeof(-(short)0) + sizeof(~(uint8_t)0) + sizeof(!(char)0)];
+  char cond[sizeof(1 ? (char)1 : (char)2)];
+  char w1[(char)300]; char w2[(unsigned char)-1]; char w3[(short)65537 + 1]; char w4[(int8_t)200 + 100];
+  char w5[((uint16_t)-1 > 0) + 1]; char w6[((char)-1 < 0) + 1]; char w7[CHAR_MACRO];
+  char tail;
+};
+struct enum_types {
+  char u[sizeof(BIG_U)]; char us[(-BIG_U > 0) + 1]; char ul[sizeof(BIG_UL)]; char uls[(-BIG_UL > 0) + 1];
+  char mneg[sizeof(MIX_NEG)]; char mnegs[(MIX_NEG < 0) + 1]; char mbig[sizeof(MIX_BIG)];
+  char ibig[IN_BIG_SIZE]; char ismall[IN_SMALL_SIZE]; char ineg[IN_NEG]; char ichar[IN_CHAR]; char after[sizeof(IN_BIG)];
+  char tail;
+};
+struct shadowed { char a[SHADOW]; char self[SELFREF]; char tail; };`,
+  `#undef SHADOW
+#undef GONE
+#undef INC_GONE
+struct unshadowed { char a[SHADOW]; char tail; };
+struct conditional {
+  char tag;
+#ifdef HAVE_WIDE
+  double wide;
+#endif
+#ifdef INC_EXTRA
+  char extra[INC_N];
+#endif
+#ifdef GONE
+  long gone;
+#endif
+#ifndef INC_GONE
+  short inc_gone_undefined;
+#endif
+  char tail;
+};`,
+];
+
+test('casts, enumerator types, #define over an enumerator, #undef, #ifdef across cdef() calls and include(): as the C compiler', (t) => {
+  if (!haveCompiler()) {
+    t.fail(`this test needs a C compiler: ${CC} (install gcc or clang, or set CC; Alpine: apk add build-base)`);
+    return;
+  }
+  const [config, ...rest] = PREPROCESSOR_PIECES as [string, ...string[]];
+  const ffi = new FFI().include(cdef(config));
+  for (const piece of rest) ffi.cdef(piece);
+  const src = PREPROCESSOR_PIECES.join('\n');
+  const list = checks(ffi, src);
+  t.true(list.length > 60, `expected many checks, got ${list.length}`);
+  t.deepEqual(compareWithCompiler(t, src, list), []);
+  t.is(ffi.offsetof('struct conditional', 'extra'), 16, 'the #ifdef members are there');
+  t.is(ffi.offsetof('struct conditional', 'inc_gone_undefined'), 20);
 });

@@ -6,7 +6,7 @@
 import { tokenize } from './lexer.js';
 import { parseTypeNameInScope } from './names.js';
 import { Parser } from './parser.js';
-import { Scope, registerScope, scopeOf } from './scope.js';
+import { type MacroValue, OPAQUE, Scope, registerScope, scopeOf } from './scope.js';
 import { type Type, assertType, describeValue, formatType, isComplete, lookupField } from './type.js';
 
 /** Longest accepted `cdef()` source, in characters (16 MiB). */
@@ -46,14 +46,17 @@ export class FFI {
       throw new RangeError(`source is longer than ${MAX_SOURCE_LENGTH} characters`);
     }
     const stage = new Scope(this.#scope);
-    new Parser(tokenize(source), stage, true).parseTranslationUnit();
+    // #ifdef and defined see this FFI's macros too (earlier cdef() calls, include())
+    new Parser(tokenize(source, (name) => stage.isDefined(name)), stage, true).parseTranslationUnit();
     stage.commit();
     this.#lib = null;
     return this;
   }
 
   /**
-   * Makes every declaration of `other` (as it is now) visible in this FFI.
+   * Makes every declaration of `other` (as it is now) visible in this FFI, its
+   * macros included (`#ifdef` in a later `cdef()` sees them; an `#undef` there removes
+   * them from this FFI only).
    *
    * @param other the FFI to reuse
    * @returns this FFI
@@ -79,12 +82,16 @@ export class FFI {
       }
       if (dst.typedefs.has(k)) throw new TypeError(`include: '${k}' is a typedef here and a constant there`);
     }
+    for (const k of src.macros.keys()) {
+      const mine = dst.macro(k);
+      if (mine !== undefined && !sameMacro(mine, src.macro(k))) {
+        throw new TypeError(`include: macro '${k}' is defined differently`);
+      }
+    }
     for (const [k, v] of src.typedefs) dst.typedefs.set(k, v);
     for (const [k, v] of src.tags) dst.tags.set(k, v);
-    for (const [k, v] of src.constants) {
-      dst.constants.set(k, v);
-      if (src.macros.has(k)) dst.macros.add(k);
-    }
+    for (const [k, v] of src.constants) dst.constants.set(k, v);
+    for (const k of src.macros.keys()) dst.define(k, src.macro(k) as MacroValue);
     this.#lib = null;
     return this;
   }
@@ -137,13 +144,22 @@ export class FFI {
     return memberOffset(this.#complete(t, 't', 'offsetof'), field).offset;
   }
 
-  /** Integer constants: enumerators and `#define`d integers (safe integers only). */
+  /**
+   * Integer constants: enumerators and `#define`d integers (safe integers only). A
+   * macro hides an enumerator of the same name, as in C; an `#undef`ined one is gone.
+   */
   get lib(): Readonly<Record<string, number>> {
     if (this.#lib === null) {
       const rec = Object.create(null) as Record<string, number>;
-      for (const [k, c] of this.#scope.constants) {
-        const n = Number(c.value);
+      const add = (k: string, c: MacroValue): void => {
+        const n = c === OPAQUE || c.type === 'ptr' ? NaN : Number(c.value);
         if (Number.isSafeInteger(n)) rec[k] = n;
+        else delete rec[k];
+      };
+      for (const [k, c] of this.#scope.constants) add(k, c);
+      for (const k of this.#scope.macros.keys()) {
+        const m = this.#scope.macro(k);
+        if (m !== undefined) add(k, m);
       }
       this.#lib = Object.freeze(rec);
     }
@@ -156,6 +172,12 @@ export class FFI {
     if (!isComplete(ty)) throw new TypeError(`${op}: ${formatType(ty)} is an incomplete type`);
     return ty;
   }
+}
+
+/** Whether two macro values are the same definition (two opaque ones count as the same). */
+function sameMacro(a: MacroValue, b: MacroValue | undefined): boolean {
+  if (a === OPAQUE || b === OPAQUE || b === undefined) return a === b;
+  return a.value === b.value && a.type === b.type;
 }
 
 /**
@@ -213,8 +235,10 @@ export function memberOffset(t: Type, path: string): { type: Type; offset: numbe
  * (C11) structs/unions, fixed-size and multi-dimensional arrays, pointers
  * (to scalars, to incomplete or self-referential structs, to pointers),
  * `const`/`volatile`, `bool`, fixed-width and classic integer types,
- * `float`, `double`, comments; preprocessor lines are ignored except
- * `#define NAME <integer expression>`, which defines a constant.
+ * `float`, `double`, comments; of the preprocessor, `#define NAME <integer
+ * expression>` defines a constant (hiding an enumerator of the same name, as in C),
+ * `#undef` removes it, and `#if`/`#ifdef`/`#ifndef`/`defined` see the macros of this
+ * source, of earlier `cdef()` calls and of `include()`d FFIs; other lines are ignored.
  * Rejected with a {@link CDefError}: bit-fields, `long double`, flexible
  * array members, zero-length arrays, functions and function pointers,
  * `__attribute__` and other extensions, variable-length arrays, variables.

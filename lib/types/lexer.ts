@@ -1,11 +1,12 @@
 /**
  * Tokenizer for the C declaration subset accepted by `cdef()`.
  *
- * Linear time, no backtracking. Comments are skipped. Of the preprocessor, object-like
- * `#define NAME <tokens>` is returned as a `define` token so the parser can record
- * integer constants; conditionals (`#if`/`#ifdef`/`#ifndef`/`#elif`/`#else`/`#endif`)
- * keep or drop the lines they govern, for the conditions the lexer can decide (a number,
- * `defined NAME`, `!` of one, names `#define`d in the same source); a condition it cannot
+ * Linear time, no backtracking. Comments are skipped. Of the preprocessor, `#define NAME`
+ * and `#undef NAME` are returned as `define` and `undef` tokens, where they appear, so the
+ * parser records and forgets macros in source order; conditionals (`#if`/`#ifdef`/`#ifndef`/
+ * `#elif`/`#else`/`#endif`) keep or drop the lines they govern, for the conditions the lexer
+ * can decide (a number, `defined NAME`, `!` of one: names `#define`d and not `#undef`ined
+ * earlier in the source, or else in the FFI it is read into); a condition it cannot
  * decide, and a `#pragma` that changes the layout (`pack`, `align`), is a `CDefError`
  * rather than a layout a C compiler would not produce. Other directives are skipped.
  *
@@ -14,13 +15,13 @@
 import { CDefError } from './cdef-error.js';
 
 /** Kinds of token. */
-export type TokenKind = 'ident' | 'number' | 'char' | 'punct' | 'define' | 'eof';
+export type TokenKind = 'ident' | 'number' | 'char' | 'punct' | 'define' | 'undef' | 'eof';
 
 /** One token with its 1-based source position. */
 export interface Token {
   /** Kind of token. */
   readonly kind: TokenKind;
-  /** Source text (`define`: the macro name; `char`: the literal's text). */
+  /** Source text (`define`, `undef`: the macro name; `char`: the literal's text). */
   readonly text: string;
   /** 1-based line. */
   readonly line: number;
@@ -28,7 +29,10 @@ export interface Token {
   readonly column: number;
   /** `char` literal value; unused otherwise. */
   readonly value?: bigint;
-  /** `define`: the replacement tokens (ending with an `eof`). */
+  /**
+   * `define`: the replacement tokens (ending with an `eof`); none for a function-like
+   * macro or a body the lexer cannot read (a string literal...).
+   */
   readonly body?: readonly Token[];
 }
 
@@ -51,9 +55,13 @@ const SIMPLE_ESCAPES: Readonly<Record<string, number>> = {
 /**
  * Splits `source` into tokens. Throws {@link CDefError} on a character that
  * cannot start a token, an unterminated comment, or a string literal.
+ *
+ * @param source C source
+ * @param isDefined whether a name is a macro before `source` begins (the FFI's
+ * macros, for `#ifdef` and `defined`); none by default
  */
-export function tokenize(source: string): Token[] {
-  return new Lexer(source, 1, 1).run(false);
+export function tokenize(source: string, isDefined: (name: string) => boolean = () => false): Token[] {
+  return new Lexer(source, 1, 1, isDefined).run(false);
 }
 
 /** One open conditional: whether its current branch is kept, and whether one was. */
@@ -69,13 +77,18 @@ class Lexer {
   private line: number;
   private lineStart: number;
   private readonly src: string;
-  /** Names `#define`d (and not `#undef`ined) so far in this source. */
-  private readonly defined = new Set<string>();
+  /**
+   * Names this source `#define`d (true) or `#undef`ined (false) so far; for the others,
+   * `outerDefined` (the state before the source) decides.
+   */
+  private readonly defined = new Map<string, boolean>();
+  private readonly outerDefined: (name: string) => boolean;
   /** The open conditionals, innermost last. */
   private readonly conditionals: Conditional[] = [];
 
-  constructor(src: string, line: number, column: number) {
+  constructor(src: string, line: number, column: number, outerDefined: (name: string) => boolean) {
     this.src = src;
+    this.outerDefined = outerDefined;
     this.line = line;
     this.lineStart = 1 - column; // so that column(pos 0) === column
   }
@@ -273,7 +286,10 @@ class Lexer {
       }
     } else if (word === 'undef') {
       const m = /^\s+([A-Za-z_][A-Za-z0-9_]*)/.exec(rest);
-      if (m) this.defined.delete(m[1]!);
+      if (m) {
+        this.defined.set(m[1]!, false);
+        result = { kind: 'undef', text: m[1]!, line, column: this.col(p + rest.indexOf(m[1]!)) };
+      }
     } else if (word === 'define') {
       this.pos = p;
       this.skipSpace(true);
@@ -282,28 +298,29 @@ class Lexer {
       if (q < s.length && isIdentStart(s.charCodeAt(q))) {
         while (q < s.length && isIdentPart(s.charCodeAt(q))) q++;
         const name = s.slice(nameStart, q);
-        this.defined.add(name);
-        // object-like only: a '(' right after the name makes it function-like
+        this.defined.set(name, true);
+        result = { kind: 'define', text: name, line, column: this.col(nameStart) };
+        // a body for object-like macros only: a '(' right after the name makes it function-like
         if (s.charCodeAt(q) !== 40) {
-          const nameCol = this.col(nameStart);
-          this.pos = q;
-          const bodyStartCol = this.col(q);
-          const bodyLine = this.line;
-          const endOfLine = this.logicalLineEnd(q);
-          let body: Token[] | null;
-          try {
-            body = new Lexer(s.slice(q, endOfLine), bodyLine, bodyStartCol).run(true);
-          } catch (e) {
-            if (!(e instanceof CDefError)) throw e;
-            body = null; // not a constant definition we understand: ignore the line
-          }
-          if (body !== null) result = { kind: 'define', text: name, line, column: nameCol, body };
+          const body = this.defineBody(q);
+          if (body !== null) result = { ...result, body };
         }
       }
     }
     // skip to the end of the logical line (honouring continuations and comments)
     this.skipToLineEnd(hashPos);
     return result;
+  }
+
+  /** The tokens of a `#define` body starting at `from`; null if they are not C tokens. */
+  private defineBody(from: number): Token[] | null {
+    const text = this.src.slice(from, this.logicalLineEnd(from));
+    try {
+      return new Lexer(text, this.line, this.col(from), () => false).run(true);
+    } catch (e) {
+      if (!(e instanceof CDefError)) throw e;
+      return null; // not a constant definition we understand: the name is defined, its value opaque
+    }
   }
 
   /** Whether the current line is kept (no open conditional drops it). */
@@ -353,15 +370,20 @@ class Lexer {
 
   /**
    * The value of the condition `expr` of `#${word}`: a number, `defined NAME` or
-   * `defined(NAME)` (names `#define`d earlier in this source), or `!` of one of those.
+   * `defined(NAME)` (names `#define`d and not `#undef`ined earlier in this source, or
+   * before it), or `!` of one of those.
    */
   private decide(expr: string, word: string, hashPos: number): boolean {
     const m = /^(!\s*)?(?:(\d+|0[xX][0-9a-fA-F]+)[uUlL]*|defined\s*(?:\(\s*([A-Za-z_]\w*)\s*\)|([A-Za-z_]\w*)))$/.exec(expr);
     if (m === null) {
       this.fail(`#${word} ${expr}: a condition cdef() cannot decide (it knows numbers, defined NAME and !): run the header through the C preprocessor first (cc -E -P)`, hashPos);
     }
-    const value = m[2] !== undefined ? Number(m[2]) !== 0 : this.defined.has((m[3] ?? m[4])!);
+    const value = m[2] !== undefined ? Number(m[2]) !== 0 : this.isDefined((m[3] ?? m[4])!);
     return m[1] !== undefined ? !value : value;
+  }
+
+  private isDefined(name: string): boolean {
+    return this.defined.get(name) ?? this.outerDefined(name);
   }
 
   /** End (exclusive) of the logical line containing `from`, with continuations. */

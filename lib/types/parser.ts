@@ -9,8 +9,19 @@
  */
 import { CDefError } from './cdef-error.js';
 import type { Token } from './lexer.js';
-import { type CConstant, type CIntType, Scope, type TaggedType, type TypeOrVoid, VOID } from './scope.js';
 import {
+  type CConstant,
+  type CIntType,
+  type CValueType,
+  type MacroValue,
+  OPAQUE,
+  Scope,
+  type TaggedType,
+  type TypeOrVoid,
+  VOID,
+} from './scope.js';
+import {
+  type EnumBase,
   type EnumType,
   type MemberDecl,
   type StructType,
@@ -30,6 +41,7 @@ import {
   makeEnum,
   memberNames,
   pointerTo,
+  type ScalarKind,
   uint16,
   uint32,
   uint64,
@@ -82,13 +94,37 @@ const BINARY_PRECEDENCE: Readonly<Record<string, number>> = {
 const INT_BITS: Readonly<Record<CIntType, number>> = { int: 32, uint: 32, long: 64, ulong: 64 };
 const isUnsigned = (t: CIntType): boolean => t === 'uint' || t === 'ulong';
 
-/** Wraps `v` into the range of the C integer type `t` (two's complement). */
-export function wrapInt(v: bigint, t: CIntType): bigint {
-  return isUnsigned(t) ? BigInt.asUintN(INT_BITS[t], v) : BigInt.asIntN(INT_BITS[t], v);
+/** `sizeof` an expression of each value type (LP64). */
+const VALUE_SIZE: Readonly<Record<CValueType, number>> = {
+  bool: 1, schar: 1, uchar: 1, short: 2, ushort: 2, int: 4, uint: 4, long: 8, ulong: 8, ptr: 8,
+};
+const UNSIGNED_VALUE = new Set<CValueType>(['bool', 'uchar', 'ushort', 'uint', 'ulong', 'ptr']);
+
+/** The value type of a cast to a scalar (`char` is signed, as on x86-64). */
+const SCALAR_VALUE_TYPE: Readonly<Partial<Record<ScalarKind, CValueType>>> = {
+  bool: 'bool', i8: 'schar', u8: 'uchar', i16: 'short', u16: 'ushort', i32: 'int', u32: 'uint', i64: 'long', u64: 'ulong',
+};
+
+/** The integer type of an enum's values (gcc: an enum is its underlying integer type). */
+const ENUM_VALUE_TYPE: Readonly<Record<EnumBase, CIntType>> = { i32: 'int', u32: 'uint', i64: 'long', u64: 'ulong' };
+
+/**
+ * Converts `v` to the C type `t` as gcc does: modulo 2^bits (two's complement, also for
+ * the signed types), and `bool` is 1 for any non-zero value.
+ */
+export function wrapInt(v: bigint, t: CValueType): bigint {
+  if (t === 'bool') return v !== 0n ? 1n : 0n;
+  const bits = VALUE_SIZE[t] * 8;
+  return UNSIGNED_VALUE.has(t) ? BigInt.asUintN(bits, v) : BigInt.asIntN(bits, v);
 }
 
 function fits(v: bigint, t: CIntType): boolean {
   return wrapInt(v, t) === v;
+}
+
+/** A constant after the integer promotions. */
+interface CInt extends CConstant {
+  readonly type: CIntType;
 }
 
 /** The usual arithmetic conversions between two C integer types (LP64). */
@@ -102,8 +138,8 @@ function commonType(a: CIntType, b: CIntType): CIntType {
   return s; // long can represent every unsigned int
 }
 
-const konst = (value: bigint, type: CIntType): CConstant => ({ value: wrapInt(value, type), type });
-const truth = (b: boolean): CConstant => ({ value: b ? 1n : 0n, type: 'int' });
+const konst = (value: bigint, type: CValueType): CConstant => ({ value: wrapInt(value, type), type });
+const truth = (b: boolean): CInt => ({ value: b ? 1n : 0n, type: 'int' });
 
 /** Result of parsing declaration specifiers. */
 interface Spec {
@@ -147,16 +183,18 @@ export class Parser {
     this.toks = toks;
     this.scope = scope;
     this.defining = defining;
-    this.skipDefines();
+    this.skipDirectives();
   }
 
-  /** `#define` lines take effect where they appear, whatever is being parsed. */
-  private skipDefines(): void {
+  /** `#define` and `#undef` lines take effect where they appear, whatever is being parsed. */
+  private skipDirectives(): void {
     for (;;) {
       const t = this.toks[this.i];
-      if (t === undefined || t.kind !== 'define') return;
+      if (t === undefined || (t.kind !== 'define' && t.kind !== 'undef')) return;
       this.i++;
-      if (this.defining) this.defineConstant(t);
+      if (!this.defining) continue;
+      if (t.kind === 'define') this.scope.define(t.text, this.macroValue(t));
+      else this.scope.undefine(t.text);
     }
   }
 
@@ -172,7 +210,7 @@ export class Parser {
     const t = this.peek();
     if (this.i < this.toks.length - 1) {
       this.i++;
-      this.skipDefines();
+      this.skipDirectives();
     }
     return t;
   }
@@ -189,6 +227,7 @@ export class Parser {
   private static show(t: Token): string {
     if (t.kind === 'eof') return 'end of input';
     if (t.kind === 'define') return '#define';
+    if (t.kind === 'undef') return '#undef';
     return `'${t.text}'`;
   }
 
@@ -258,21 +297,34 @@ export class Parser {
   // -------------------------------------------------------------------------
   // declarations
 
-  private defineConstant(tok: Token): void {
-    const name = tok.text;
-    if (KEYWORDS.has(name) || this.scope.ownTypedef(name) !== undefined) return;
-    const existing = this.scope.constant(name);
-    if (existing !== undefined && !this.scope.isMacro(name)) return;
+  /**
+   * The value of `#define` `tok`: its body as an integer constant expression, evaluated
+   * now (names in it mean what they mean here); OPAQUE when it is not one, or names a
+   * keyword (cdef() reads keywords as keywords).
+   */
+  private macroValue(tok: Token): MacroValue {
+    if (tok.body === undefined || KEYWORDS.has(tok.text)) return OPAQUE;
+    // A scratch layer: evaluating declares nothing, and the macro's own name in its body
+    // is not replaced again (C), so there it means the enumerator or nothing.
     const sub = new Scope(this.scope);
+    sub.undefine(tok.text);
     try {
-      const c = new Parser(tok.body ?? [], sub, this.defining).parseConstantOnly();
-      sub.constants.set(name, c);
-      sub.macros.add(name);
-      sub.commit();
+      return new Parser(tok.body, sub, true).parseConstantOnly();
     } catch (e) {
       if (!(e instanceof CDefError)) throw e;
-      // not an integer constant: ignored like any other preprocessor line
+      return OPAQUE;
     }
+  }
+
+  /**
+   * Fails if the name `tok` declares is a macro here: C replaces it before parsing, so the
+   * declaration would not declare that name (or not parse).
+   */
+  private notAMacro(tok: Token, what: string): void {
+    const m = this.scope.macro(tok.text);
+    if (m === undefined) return;
+    const shown = m === OPAQUE ? 'a macro' : `a macro (${m.value})`;
+    this.fail(`${what} '${tok.text}' is ${shown} here, which C replaces before parsing: #undef it first`, tok);
   }
 
   private parseDeclaration(): void {
@@ -353,13 +405,15 @@ export class Parser {
         continue;
       }
       if (named === null && basicCount === 0) {
-        const td = this.scope.typedef(w);
-        if (td !== undefined && this.scope.constant(w) === undefined) {
+        const td = this.typedefName(w);
+        if (td !== undefined) {
           named = td;
           this.next();
           continue;
         }
         if (KEYWORDS.has(w)) this.fail(`expected a type but found '${w}'`, t);
+        const m = this.scope.macro(w);
+        if (m !== undefined && m !== OPAQUE) this.fail(`expected a type but found '${w}', a macro (${m.value}) here`, t);
         this.fail(`unknown type name '${w}'`, t);
       }
       break;
@@ -413,6 +467,7 @@ export class Parser {
     if (this.peek().kind === 'ident') {
       if (!this.identifierLike(this.peek())) this.fail(`expected a tag name after '${kind}'`);
       tagTok = this.next();
+      this.notAMacro(tagTok, 'tag');
     }
     const hasBody = this.isPunct('{');
     if (tagTok === null && !hasBody) this.fail(`expected a tag name or '{' after '${kind}'`);
@@ -517,10 +572,12 @@ export class Parser {
       }
       this.next();
       const name = nameTok.text;
+      this.notAMacro(nameTok, 'enumerator');
       let c: CConstant;
       if (this.isPunct('=')) {
         this.next();
-        c = this.parseConditional(true);
+        const at = this.peek();
+        c = this.promote(this.parseConditional(true), at);
       } else if (prev === null) {
         c = { value: 0n, type: 'int' };
       } else {
@@ -529,6 +586,8 @@ export class Parser {
         if (v < prev.value) this.fail('overflow in enumeration values', nameTok);
         c = { value: v, type: prev.type };
       }
+      // gcc: while the enum is being defined, an enumerator that fits in int is an int,
+      // any other has its value's type
       if (fits(c.value, 'int')) c = { value: c.value, type: 'int' };
       if (this.scope.constant(name) !== undefined) this.fail(`redefinition of enumerator '${name}'`, nameTok);
       if (this.scope.ownTypedef(name) !== undefined) {
@@ -549,11 +608,28 @@ export class Parser {
       this.expect('}', "',' or '}'");
     }
     this.next(); // '}'
+    let e: EnumType;
     try {
-      return makeEnum(tag, members);
-    } catch (e) {
-      if (e instanceof TypeError || e instanceof RangeError) this.fail(e.message, kw);
-      throw e;
+      e = makeEnum(tag, members);
+    } catch (err) {
+      if (err instanceof TypeError || err instanceof RangeError) this.fail(err.message, kw);
+      throw err;
+    }
+    this.retypeEnumerators(e, members);
+    return e;
+  }
+
+  /**
+   * Once the enum is complete, gcc gives the enumerators that do not fit in int the
+   * enum's type (`enum { BIG = 3000000000 }`: BIG is an unsigned int, 4 bytes, although
+   * the literal is a long); those that fit stay int.
+   */
+  private retypeEnumerators(e: EnumType, members: ReadonlyArray<readonly [string, number]>): void {
+    const type = ENUM_VALUE_TYPE[e.scalar];
+    if (type === 'int') return;
+    for (const [name, n] of members) {
+      const value = BigInt(n);
+      if (!fits(value, 'int')) this.scope.constants.set(name, { value, type });
     }
   }
 
@@ -577,13 +653,14 @@ export class Parser {
     const t = this.peek();
     if (mode === 'named' && t.kind === 'ident') {
       if (!this.identifierLike(t)) this.fail(`expected a name but found keyword '${t.text}'`, t);
+      this.notAMacro(t, ctx === 'member' ? 'member' : 'name');
       name = t.text;
       tok = this.next();
     } else if (t.kind === 'punct' && t.text === '(') {
       const n = this.peek(1);
       const nested =
         (n.kind === 'punct' && (n.text === '*' || n.text === '(' || (mode === 'abstract' && n.text === '['))) ||
-        (mode === 'named' && this.identifierLike(n) && this.scope.typedef(n.text) === undefined);
+        (mode === 'named' && this.identifierLike(n) && this.typedefName(n.text) === undefined);
       if (!nested) this.fail('function types are not supported', t);
       this.next();
       inner = this.parseDeclarator(mode, ctx);
@@ -607,7 +684,7 @@ export class Parser {
         }
         const lenTok = this.peek();
         if (lenTok.kind === 'punct' && lenTok.text === '*') this.fail('variable-length arrays are not supported', lenTok);
-        const c = this.parseConditional(true, true);
+        const c = this.promote(this.parseConditional(true, true), lenTok);
         if (c.value === 0n) this.fail('zero-length arrays are not supported', lenTok);
         if (c.value < 0n) this.fail('size of array is negative', lenTok);
         if (c.value > BigInt(Number.MAX_SAFE_INTEGER)) this.fail('array is too large', lenTok);
@@ -661,23 +738,52 @@ export class Parser {
     if (t.kind !== 'ident') return false;
     const w = t.text;
     if (BASIC.has(w) || QUALIFIERS.has(w) || w === 'struct' || w === 'union' || w === 'enum') return true;
-    return this.scope.typedef(w) !== undefined && this.scope.constant(w) === undefined;
+    return this.typedefName(w) !== undefined;
+  }
+
+  /**
+   * The typedef `w` names here, if it does: not when an enumerator or a macro with a
+   * value has the name (C would see a number). A macro cdef() cannot evaluate does not
+   * hide it: `#define size_t unsigned long` is most likely the same type.
+   */
+  private typedefName(w: string): TypeOrVoid | undefined {
+    const td = this.scope.typedef(w);
+    if (td === undefined || this.scope.constant(w) !== undefined) return undefined;
+    const m = this.scope.macro(w);
+    return m === undefined || m === OPAQUE ? td : undefined;
   }
 
   // -------------------------------------------------------------------------
-  // integer constant expressions (C semantics: int/unsigned/long/unsigned long)
+  // integer constant expressions (C semantics: a value has the type C gives it, so that
+  // sizeof((char)0) is 1; arithmetic promotes it to int/unsigned/long/unsigned long)
+
+  /**
+   * The integer promotions: a bool, char or short value is an int in arithmetic. A pointer
+   * value (a cast to a pointer type) is only allowed as the operand of sizeof.
+   */
+  private promote(c: CConstant, at: Token): CInt {
+    if (c.type === 'ptr') {
+      this.fail('a pointer is not an integer constant (cdef() reads a pointer cast only as the operand of sizeof)', at);
+    }
+    if (c.type === 'int' || c.type === 'uint' || c.type === 'long' || c.type === 'ulong') return c as CInt;
+    return { value: c.value, type: 'int' };
+  }
 
   private parseConditional(live: boolean, arraySize = false): CConstant {
     const c = this.parseBinary(1, live, arraySize);
     if (!this.isPunct('?')) return c;
     const q = this.next();
+    const cond = this.promote(c, q);
     this.enter(q);
-    const a = this.parseConditional(live && c.value !== 0n, arraySize);
+    const a = this.parseConditional(live && cond.value !== 0n, arraySize);
     this.expect(':');
-    const b = this.parseConditional(live && c.value === 0n, arraySize);
+    const b = this.parseConditional(live && cond.value === 0n, arraySize);
     this.leave();
-    const type = commonType(a.type, b.type);
-    return konst(c.value !== 0n ? a.value : b.value, type);
+    if (a.type === 'ptr' && b.type === 'ptr') return cond.value !== 0n ? a : b;
+    // the usual arithmetic conversions, after the promotions: (1 ? (char)1 : (char)2) is an int
+    const x = this.promote(a, q);
+    const y = this.promote(b, q);
+    return konst(cond.value !== 0n ? x.value : y.value, commonType(x.type, y.type));
   }
 
   private parseBinary(minPrec: number, live: boolean, arraySize: boolean): CConstant {
@@ -689,16 +795,17 @@ export class Parser {
       if (prec === undefined || prec < minPrec) break;
       this.next();
       this.enter(t);
+      const a = this.promote(left, t);
       const rightLive =
-        live && !(t.text === '&&' && left.value === 0n) && !(t.text === '||' && left.value !== 0n);
+        live && !(t.text === '&&' && a.value === 0n) && !(t.text === '||' && a.value !== 0n);
       const right = this.parseBinary(prec + 1, rightLive, arraySize);
       this.leave();
-      left = this.binary(t, left, right, rightLive);
+      left = this.binary(t, a, this.promote(right, t), rightLive);
     }
     return left;
   }
 
-  private binary(t: Token, a: CConstant, b: CConstant, live: boolean): CConstant {
+  private binary(t: Token, a: CInt, b: CInt, live: boolean): CConstant {
     const op = t.text;
     if (op === '&&') return truth(a.value !== 0n && b.value !== 0n);
     if (op === '||') return truth(a.value !== 0n || b.value !== 0n);
@@ -755,13 +862,13 @@ export class Parser {
     if (t.kind === 'punct' && (t.text === '-' || t.text === '+' || t.text === '~' || t.text === '!')) {
       this.next();
       this.enter(t);
-      const v = this.parseUnary(live, arraySize);
+      const v = this.promote(this.parseUnary(live, arraySize), t);
       this.leave();
       switch (t.text) {
         case '-':
           return konst(-v.value, v.type);
         case '+':
-          return v;
+          return v; // promoted: sizeof(+(char)0) is 4
         case '~':
           return konst(~v.value, v.type);
         default:
@@ -781,8 +888,9 @@ export class Parser {
         if (!isComplete(ty)) this.fail(`invalid application of '${t.text}' to incomplete type ${formatType(ty)}`, at);
         size = t.text === 'sizeof' ? ty.size : ty.align;
       } else {
+        // the operand's own type, unpromoted: sizeof((char)0) is 1
         const v = this.parseUnary(false, arraySize);
-        size = INT_BITS[v.type] / 8;
+        size = VALUE_SIZE[v.type];
       }
       this.leave();
       return { value: BigInt(size), type: 'ulong' };
@@ -807,30 +915,16 @@ export class Parser {
     return this.parsePrimary(arraySize);
   }
 
+  /** `(ty)v`: the value converted to `ty` (modulo 2^bits, as gcc), with `ty`'s type. */
   private cast(ty: TypeOrVoid, v: CConstant, at: Token): CConstant {
-    const kind = ty === VOID ? null : ty.kind === 'scalar' || ty.kind === 'enum' ? ty.scalar : null;
-    switch (kind) {
-      case 'bool':
-        return truth(v.value !== 0n);
-      case 'i8':
-        return konst(BigInt.asIntN(8, v.value), 'int');
-      case 'u8':
-        return konst(BigInt.asUintN(8, v.value), 'int');
-      case 'i16':
-        return konst(BigInt.asIntN(16, v.value), 'int');
-      case 'u16':
-        return konst(BigInt.asUintN(16, v.value), 'int');
-      case 'i32':
-        return konst(v.value, 'int');
-      case 'u32':
-        return konst(v.value, 'uint');
-      case 'i64':
-        return konst(v.value, 'long');
-      case 'u64':
-        return konst(v.value, 'ulong');
-      default:
-        this.fail('only casts to integer types are supported in constant expressions', at);
+    let type: CValueType | undefined;
+    if (ty !== VOID) {
+      if (ty.kind === 'pointer') type = 'ptr';
+      else if (ty.kind === 'enum') type = ENUM_VALUE_TYPE[ty.scalar];
+      else if (ty.kind === 'scalar') type = SCALAR_VALUE_TYPE[ty.scalar];
     }
+    if (type === undefined) this.fail('only casts to integer and pointer types are supported in constant expressions', at);
+    return konst(v.value, type);
   }
 
   private parsePrimary(arraySize: boolean): CConstant {
@@ -839,7 +933,12 @@ export class Parser {
     if (t.kind === 'char') return { value: t.value ?? 0n, type: 'int' };
     if (t.kind === 'ident' && (t.text === 'true' || t.text === 'false')) return truth(t.text === 'true');
     if (t.kind === 'ident' && !KEYWORDS.has(t.text)) {
-      const c = this.scope.constant(t.text);
+      // a macro first: C replaces it before the enumerator of the same name is seen
+      const m = this.scope.macro(t.text);
+      if (m === OPAQUE) {
+        this.fail(`'${t.text}' is a macro cdef() cannot evaluate (function-like, or not an integer constant expression)`, t);
+      }
+      const c = m ?? this.scope.constant(t.text);
       if (c !== undefined) return c;
       this.fail(
         arraySize

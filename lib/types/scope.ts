@@ -1,5 +1,5 @@
 /**
- * Declaration scopes: what an `FFI` knows (typedefs, tags, constants), with
+ * Declaration scopes: what an `FFI` knows (typedefs, tags, enumerators, macros), with
  * staging so a failed `cdef()` leaves its FFI unchanged.
  *
  * @module
@@ -12,16 +12,39 @@ export const VOID: unique symbol = Symbol('void');
 /** A type or `void`. */
 export type TypeOrVoid = Type | typeof VOID;
 
-/** C integer types used by constant expressions (LP64: long long == long). */
+/** C integer types after the integer promotions (LP64: long long == long). */
 export type CIntType = 'int' | 'uint' | 'long' | 'ulong';
+
+/**
+ * The type of a constant expression's value: a promoted integer type, or a narrower
+ * one a cast produces (`(char)0`, `(bool)5`, `(short)x`), which `sizeof` sees and
+ * arithmetic promotes to `int`, or `ptr`, a pointer cast (`sizeof((char *)0)` is 8),
+ * which is only allowed where its value is not needed.
+ */
+export type CValueType = CIntType | 'bool' | 'schar' | 'uchar' | 'short' | 'ushort' | 'ptr';
 
 /** An integer constant with its C type. */
 export interface CConstant {
   /** Value, already in range of `type`. */
   readonly value: bigint;
   /** C type of the constant. */
-  readonly type: CIntType;
+  readonly type: CValueType;
 }
+
+/**
+ * The value of a `#define` cdef() does not evaluate: function-like, or a body that is not
+ * an integer constant expression. The name is still defined (`#ifdef` sees it), and an
+ * expression that uses it is a `CDefError`, as C would substitute something else.
+ */
+export const OPAQUE: unique symbol = Symbol('opaque macro');
+/** What a `#define`d name stands for. */
+export type MacroValue = CConstant | typeof OPAQUE;
+
+/**
+ * A macro `#undef`ined in a staging layer while its parent defines it: lookups stop
+ * there instead of falling through, and `commit()` removes it from the parent.
+ */
+const UNDEFINED: unique symbol = Symbol('undefined macro');
 
 /** A tagged type: struct, union or enum. */
 export type TaggedType = StructType | EnumType;
@@ -35,10 +58,13 @@ export class Scope {
   readonly typedefs = new Map<string, TypeOrVoid>();
   /** struct/union/enum tags (one namespace, as in C). */
   readonly tags = new Map<string, TaggedType>();
-  /** Enumerators and `#define` integer constants. */
+  /** Enumerators. */
   readonly constants = new Map<string, CConstant>();
-  /** Names of constants that came from `#define` (may be redefined). */
-  readonly macros = new Set<string>();
+  /**
+   * `#define`d names. A separate namespace, as in C, where macros are replaced before
+   * parsing: a macro hides an enumerator of the same name until it is `#undef`ined.
+   */
+  readonly macros = new Map<string, MacroValue | typeof UNDEFINED>();
   /** Enclosing layer. */
   readonly parent: Scope | null;
 
@@ -74,7 +100,7 @@ export class Scope {
     return undefined;
   }
 
-  /** A constant by name. */
+  /** An enumerator by name (macros not included: see {@link Scope.macro}). */
   constant(name: string): CConstant | undefined {
     for (let s: Scope | null = this; s !== null; s = s.parent) {
       const c = s.constants.get(name);
@@ -83,25 +109,41 @@ export class Scope {
     return undefined;
   }
 
-  /** True if `name` is a `#define` constant. */
-  isMacro(name: string): boolean {
+  /** The macro `name` if it is defined (and not `#undef`ined since). */
+  macro(name: string): MacroValue | undefined {
     for (let s: Scope | null = this; s !== null; s = s.parent) {
-      if (s.macros.has(name)) return true;
-      if (s.constants.has(name)) return false;
+      const m = s.macros.get(name);
+      if (m !== undefined) return m === UNDEFINED ? undefined : m;
     }
-    return false;
+    return undefined;
   }
 
-  /** Moves this layer's entries into the parent. */
+  /** `defined NAME` of the preprocessor. */
+  isDefined(name: string): boolean {
+    return this.macro(name) !== undefined;
+  }
+
+  /** `#define name`: this layer's value, whatever the parent says. */
+  define(name: string, value: MacroValue): void {
+    this.macros.set(name, value);
+  }
+
+  /** `#undef name`: a tombstone when a parent layer defines it, so that it stays hidden. */
+  undefine(name: string): void {
+    if (this.parent?.isDefined(name) === true) this.macros.set(name, UNDEFINED);
+    else this.macros.delete(name);
+  }
+
+  /** Moves this layer's entries into the parent (an `#undef` removes the parent's macro). */
   commit(): void {
     const p = this.parent;
     if (p === null) return;
     for (const [k, v] of this.typedefs) p.typedefs.set(k, v);
     for (const [k, v] of this.tags) p.tags.set(k, v);
-    for (const [k, v] of this.constants) {
-      p.constants.set(k, v);
-      if (this.macros.has(k)) p.macros.add(k);
-      else p.macros.delete(k);
+    for (const [k, v] of this.constants) p.constants.set(k, v);
+    for (const [k, v] of this.macros) {
+      if (v === UNDEFINED) p.undefine(k);
+      else p.define(k, v);
     }
   }
 }
