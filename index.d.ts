@@ -105,15 +105,23 @@ export interface HeapInfo {
 /** The object called `name`, waiting up to `wait_ms` for its construction. */
 export declare function heapNamedFind(id: number, name: string, waitMs: number): NamedFound | null
 
-/** Marks a reserved object constructed and wakes every process waiting for it. */
+/**
+ * Marks the object this thread reserved constructed and wakes every process waiting
+ * for it.
+ *
+ * # Errors
+ * `ERR_SHM_CORRUPT` if the entry is no longer this thread's reservation (another process
+ * took it back, believing this thread dead).
+ */
 export declare function heapNamedPublish(id: number, entry: number): void
 
 /** Removes `name` from the directory. */
 export declare function heapNamedRemove(id: number, name: string): boolean
 
 /**
- * Finds `name` or reserves a zeroed object for it (state CONSTRUCTING); waits while
- * another process constructs it.
+ * Finds `name` or reserves a zeroed object for it (CONSTRUCTING by this thread); waits
+ * while another thread constructs it (and takes it back if that thread died, then
+ * reserves it here).
  */
 export declare function heapNamedReserve(id: number, name: string, size: number, align: number, typeDesc: string): NamedReserved
 

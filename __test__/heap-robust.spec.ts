@@ -31,3 +31,41 @@ test('a process SIGKILLed at random moments while churning the heap, 50 times: t
   t.is(survivorOps, 50 * 200)
   t.true(heap.stats().largestFree > 0)
 })
+
+test('a process SIGKILLed while constructing heap.named(): the name is taken back whole, by a process waiting for it and by a later find()', async (t) => {
+  const mem = MappedMemory.create(segmentName(t, 'nameddies'), { size: 1 << 20 })
+  t.teardown(() => mem.close())
+  const handle = JSON.parse(JSON.stringify(mem))
+  const flag = mem.new('int32_t', 0)
+  const before = mem.heap.stats()
+  for (const waiter of [true, false]) {
+    flag.value = 0
+    const constructor = forkChild(t, 'named-dies.mjs')
+    constructor.proc.send({ mem: handle, flag, role: 'constructor' })
+    // It reserved the name and is writing the init (for 300 ms, then it dies).
+    while (flag.value === 0) await new Promise((r) => setTimeout(r, 5))
+    let got: Promise<{ a: number; b: number; offset: number }> | undefined
+    if (waiter) {
+      // A second process asks for the object while it is being constructed: it waits,
+      // finds the constructor dead, takes the name back and constructs it itself.
+      const other = forkChild(t, 'named-dies.mjs')
+      other.proc.send({ mem: handle, role: 'waiter' })
+      got = other.message()
+    }
+    t.is(await constructor.exited, 'SIGKILL')
+    if (got) {
+      const r = await got
+      t.deepEqual([r.a, r.b], [5, 6])
+      const found = mem.heap.find<{ a: number; b: number }>('cfg') as unknown as { a: number; b: number; offset: number }
+      t.deepEqual([found.a, found.b, found.offset], [5, 6, r.offset])
+      t.true(mem.heap.unname('cfg'))
+      mem.heap.free(r.offset)
+    } else {
+      // Nobody waited: the next look takes it back; the name is free for a new object.
+      t.is(mem.heap.find('cfg'), undefined)
+    }
+    mem.heap.check()
+    const after = mem.heap.stats()
+    t.deepEqual([after.allocations, after.used], [before.allocations, before.used], 'the half-made object and its entry were freed')
+  }
+})

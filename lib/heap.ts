@@ -370,6 +370,8 @@ export class Heap {
    * none: atomically across processes, so two processes racing get one object,
    * constructed once. The directory remembers the type, so {@link find} returns a typed
    * reference in any process. Names are 1 to 255 bytes of UTF-8. Typed like {@link new}.
+   * While another thread constructs it, waits (up to 10 s); if that thread's process
+   * dies first, its half-made object is freed and this call constructs the object.
    * @throws TypeError if `name` holds an object of another type (its type is named);
    *   TypeError/RangeError for an `init` the type does not take, before anything is
    *   created; ShmError `ENOMEM`
@@ -401,7 +403,8 @@ export class Heap {
 
   /**
    * The object called `name` with the type it was created with, or `undefined`. Waits
-   * (briefly) while another process is still constructing it. TypeScript cannot know that
+   * (briefly) while another process is still constructing it; `undefined` if that process
+   * died first (its half-made object is freed). TypeScript cannot know that
    * type: say it, `heap.find<bigint>('hits')`.
    */
   find<T = unknown, E = unknown>(name: string): Ref<T, E> | undefined {

@@ -120,8 +120,11 @@ impl HeapView {
                 if ent.hash & (u64::from(l.buckets) - 1) != i {
                     return corrupt("directory entry in the wrong bucket", e);
                 }
-                if self.ld32(e + E_STATE)? > NAMED_READY {
-                    return corrupt("directory entry state is neither 0 nor 1", e + E_STATE);
+                if named_constructor(self.ld32(e + E_STATE)?).is_err() {
+                    return corrupt(
+                        "directory entry state is not 0, 1 or a constructor's token",
+                        e + E_STATE,
+                    );
                 }
                 let ob = ent.obj - HDR;
                 match objects.binary_search_by_key(&ob, |&(b, _)| b) {
@@ -151,7 +154,7 @@ mod tests {
     fn read_only_ops_do_not_write() {
         let t = T::new(1 << 16);
         let a = t.h.malloc(100, 16).unwrap();
-        let (e, _) = t.h.named_reserve(b"ro", 8, 8, b"t").unwrap();
+        let (e, _) = t.h.named_reserve(b"ro", 8, 8, b"t", 0).unwrap();
         let snap = t.mem.read(0, t.mem.len);
         for _ in 0..3 {
             t.h.validate_header().unwrap();

@@ -139,10 +139,39 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_TYPE_DESC_LEN: usize = 65536;
 /// Largest supported heap region.
 pub const MAX_HEAP_LEN: u64 = 1 << 46;
-/// Directory entry state: object being constructed.
+/// Directory entry state: object being constructed by a thread nobody can name (a
+/// segment written by a peer that does not record the constructor).
 pub const NAMED_CONSTRUCTING: u32 = 0;
 /// Directory entry state: object ready.
 pub const NAMED_READY: u32 = 1;
+
+/// The states of a directory entry's state word (`docs/FORMAT.md` §5):
+///
+/// | state | meaning |
+/// |---|---|
+/// | 0 | CONSTRUCTING, constructor unknown: waited for, never taken back |
+/// | 1 | READY: the object is constructed (Release by the constructor) |
+/// | `token << 1` (even, 2 ..= `0x7fff_fffe`) | CONSTRUCTING by the thread holding liveness token `token`: if it dies first, whoever waits removes the entry and frees the object (it never existed) |
+/// | anything else | corruption |
+///
+/// The state of an entry constructed by the thread holding liveness token `token`.
+#[inline]
+pub fn named_constructing_by(token: u32) -> u32 {
+    debug_assert!(token != 0 && token <= crate::sync::lock::TID_MASK);
+    token << 1
+}
+
+/// The constructor's liveness token in a CONSTRUCTING `state`, if it names one;
+/// `Err(())` for a state that is not one of the table above.
+#[inline]
+#[allow(clippy::result_unit_err)]
+pub fn named_constructor(state: u32) -> Result<Option<u32>, ()> {
+    match state {
+        NAMED_CONSTRUCTING | NAMED_READY => Ok(None),
+        s if s & 1 == 0 && s >> 1 <= crate::sync::lock::TID_MASK => Ok(Some(s >> 1)),
+        _ => Err(()),
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Internal layout constants (heap-relative byte offsets)
@@ -359,6 +388,8 @@ pub struct NamedEntry {
     pub type_desc: Vec<u8>,
     /// State word was READY when read.
     pub ready: bool,
+    /// The state word as read (see [`named_constructor`]).
+    pub state: u32,
     /// The entry's name.
     pub name: Vec<u8>,
 }
@@ -1241,7 +1272,7 @@ mod tests {
                 }
                 6 => {
                     let _ =
-                        t.h.named_reserve(format!("n{}", rng.below(8)).as_bytes(), 64, 16, b"t");
+                        t.h.named_reserve(format!("n{}", rng.below(8)).as_bytes(), 64, 16, b"t", 0);
                 }
                 7 => {
                     let _ = t.h.named_find(format!("n{}", rng.below(8)).as_bytes());
@@ -1287,7 +1318,8 @@ mod tests {
                     v.push(o);
                 }
                 if i % 7 == 0 {
-                    let _ = t.h.named_reserve(format!("n{i}").as_bytes(), 32, 16, b"x");
+                    let _ =
+                        t.h.named_reserve(format!("n{i}").as_bytes(), 32, 16, b"x", 0);
                 }
             }
             for o in v.iter().step_by(3) {

@@ -10,7 +10,7 @@
 //! |  8 | 8 | hash | FNV-1a 64 of the name (`h = 0xcbf29ce484222325; h = (h ^ byte) * 0x100000001b3`) |
 //! | 16 | 8 | object | heap-relative offset of the object (an ordinary allocated block payload) |
 //! | 24 | 8 | size | object size in bytes as requested |
-//! | 32 | 4 | state | 0 = CONSTRUCTING, 1 = READY (futex word; the creator stores 1 and wakes) |
+//! | 32 | 4 | state | 1 = READY; CONSTRUCTING: `token << 1` (the constructor's liveness token) or 0 (unknown); see [`named_constructor`] (futex word; the creator stores 1 and wakes) |
 //! | 36 | 4 | name_len | 1..=255 |
 //! | 40 | 4 | type_len | 0..=65536 |
 //! | 44 | 4 | align | alignment the object was allocated with |
@@ -111,6 +111,7 @@ impl HeapView {
             size: ent.size as usize,
             type_desc: self.read_bytes(e + E_NAME + ent.name_len, ent.type_len)?,
             ready: state == NAMED_READY,
+            state,
             name: self.read_bytes(e + E_NAME, ent.name_len)?,
         })
     }
@@ -178,15 +179,17 @@ impl HeapView {
     }
 
     /// Find-or-create: returns the existing entry (`false`), or allocates a zeroed
-    /// object of `size` bytes at `align` plus a CONSTRUCTING entry (`true`). The caller
-    /// initialises the object, then stores [`NAMED_READY`] in the state word and wakes.
-    /// Caller holds the heap lock.
+    /// object of `size` bytes at `align` plus a CONSTRUCTING entry (`true`) naming
+    /// `constructor` (the caller's liveness token; 0: none). The caller initialises the
+    /// object, then stores [`NAMED_READY`] in the state word and wakes. Caller holds the
+    /// heap lock.
     pub fn named_reserve(
         &self,
         name: &[u8],
         size: usize,
         align: usize,
         type_desc: &[u8],
+        constructor: u32,
     ) -> Result<(NamedEntry, bool), HeapError> {
         self.check_name(name).map_err(|f| self.err(f))?;
         if type_desc.len() > MAX_TYPE_DESC_LEN {
@@ -223,7 +226,12 @@ impl HeapView {
             self.st(e + E_HASH, hash)?;
             self.st(e + E_OBJ, obj)?;
             self.st(e + E_SIZE, size as u64)?;
-            self.st32(e + E_STATE, NAMED_CONSTRUCTING)?;
+            let state = if constructor == 0 {
+                NAMED_CONSTRUCTING
+            } else {
+                named_constructing_by(constructor)
+            };
+            self.st32(e + E_STATE, state)?;
             self.st32(e + E_NAME_LEN, name.len() as u32)?;
             self.st32(e + E_TYPE_LEN, type_desc.len() as u32)?;
             self.st32(e + E_ALIGN, align as u32)?;
@@ -283,6 +291,41 @@ impl HeapView {
                 }
                 Ok(true)
             }
+        })
+    }
+
+    /// Removes the entry of `name` at mapping-relative `entry_off` together with its
+    /// object, if its state word still reads `state` (a CONSTRUCTING state whose
+    /// constructor died: the object was never published, so it never existed for anyone).
+    /// Returns whether it did. Caller holds the heap lock.
+    ///
+    /// # Errors
+    /// As the other directory operations (`Corrupt` for a damaged directory).
+    pub fn named_abandon(
+        &self,
+        name: &[u8],
+        entry_off: usize,
+        state: u32,
+    ) -> Result<bool, HeapError> {
+        self.check_name(name).map_err(|f| self.err(f))?;
+        self.op(|salt| match self.find_inner(salt, name)? {
+            Some((link, e, ent))
+                if self.heap_off + e as usize == entry_off && self.ld32(e + E_STATE)? == state =>
+            {
+                self.unlink_entry(salt, link, &ent)?;
+                let ob = ent.obj - HDR;
+                let w = self.block(salt, ob)?;
+                if w & (F_FREE | F_INTERNAL | F_CACHED) != 0 {
+                    return corrupt("a named object's block is not an allocation", ob);
+                }
+                if w & F_NAMED != 0 {
+                    self.bp(ob).update_low(F_NAMED, false)?;
+                }
+                let w = self.block(salt, ob)?;
+                self.free_inner(salt, ob, w)?;
+                Ok(true)
+            }
+            _ => Ok(false),
         })
     }
 
@@ -364,18 +407,21 @@ mod tests {
         assert_eq!(t.h.named_find(b"a").unwrap(), None);
         assert_eq!(code(t.h.named_find(b"")), "EINVAL");
         assert_eq!(code(t.h.named_find(&[b'x'; 256])), "EINVAL");
-        assert_eq!(code(t.h.named_reserve(b"a", 8, 3, b"")), "EINVAL");
+        assert_eq!(code(t.h.named_reserve(b"a", 8, 3, b"", 0)), "EINVAL");
         assert_eq!(
-            code(t.h.named_reserve(b"a", 8, 8, &vec![0; MAX_TYPE_DESC_LEN + 1])),
+            code(t.h.named_reserve(b"a", 8, 8, &vec![0; MAX_TYPE_DESC_LEN + 1], 0)),
             "EINVAL"
         );
-        assert_eq!(code(t.h.named_reserve(b"a", usize::MAX, 8, b"")), "ENOMEM");
+        assert_eq!(
+            code(t.h.named_reserve(b"a", usize::MAX, 8, b"", 0)),
+            "ENOMEM"
+        );
         // garbage in the object's future place must be zeroed
         let g = t.h.malloc(4000, 16).unwrap();
         t.fill(g, 4000, 0xEE);
         t.h.free(g).unwrap();
         let (e, created) =
-            t.h.named_reserve(b"counter", 4000, 64, b"{\"t\":\"u64\"}")
+            t.h.named_reserve(b"counter", 4000, 64, b"{\"t\":\"u64\"}", 0)
                 .unwrap();
         assert!(created);
         assert!(!e.ready);
@@ -387,7 +433,7 @@ mod tests {
         let st = t.h.named_state(e.entry_off).unwrap();
         // SAFETY: pointer into the live test mapping.
         unsafe { (*st).store(NAMED_READY, Ordering::Release) };
-        let (e2, created2) = t.h.named_reserve(b"counter", 1, 16, b"other").unwrap();
+        let (e2, created2) = t.h.named_reserve(b"counter", 1, 16, b"other", 0).unwrap();
         assert!(!created2);
         assert!(e2.ready);
         assert_eq!(e2.offset, e.offset);
@@ -402,13 +448,13 @@ mod tests {
         for i in 0..300 {
             let name = format!("obj-{i}-{}", "z".repeat(i % 240)).into_bytes();
             let td = vec![b'j'; (i * 37) % 3000];
-            let (e, c) = t.h.named_reserve(&name, i + 1, 16, &td).unwrap();
+            let (e, c) = t.h.named_reserve(&name, i + 1, 16, &td, 0).unwrap();
             assert!(c);
             assert_eq!(e.type_desc, td);
             names.push((name, e));
         }
         let (big, _) =
-            t.h.named_reserve(&[b'n'; 255], 8, 8, &vec![7u8; MAX_TYPE_DESC_LEN])
+            t.h.named_reserve(&[b'n'; 255], 8, 8, &vec![7u8; MAX_TYPE_DESC_LEN], 0)
                 .unwrap();
         assert_eq!(big.type_desc.len(), MAX_TYPE_DESC_LEN);
         t.h.check().unwrap();
@@ -440,8 +486,8 @@ mod tests {
     #[test]
     fn freeing_a_named_object_removes_its_name() {
         let (t, s0) = T::with_stats(1 << 20);
-        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t").unwrap();
-        let (b, _) = t.h.named_reserve(b"b", 100, 64, b"t").unwrap();
+        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t", 0).unwrap();
+        let (b, _) = t.h.named_reserve(b"b", 100, 64, b"t", 0).unwrap();
         assert_ne!(word_of(&t, a.offset) & F_NAMED, 0);
         assert_eq!(
             code(t.h.realloc(a.offset, 500)),
@@ -465,7 +511,7 @@ mod tests {
     fn a_dangling_entry_is_corruption() {
         // What an older version (or a C peer) did: free a named object, keeping its name.
         let t = T::new(1 << 20);
-        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t").unwrap();
+        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t", 0).unwrap();
         let w = word_of(&t, a.offset);
         t.mem
             .write(a.offset - HDR as usize, &(w & !F_NAMED).to_le_bytes());
@@ -474,7 +520,7 @@ mod tests {
         assert_eq!(code(t.h.check()), "ERR_SHM_CORRUPT");
         assert_eq!(code(t.h.named_find(b"a")), "ERR_SHM_CORRUPT");
         assert_eq!(
-            code(t.h.named_reserve(b"a", 100, 16, b"t")),
+            code(t.h.named_reserve(b"a", 100, 16, b"t", 0)),
             "ERR_SHM_CORRUPT"
         );
         // Allocated again at another size: still not the entry's object.
@@ -490,5 +536,44 @@ mod tests {
             "the name can still be removed"
         );
         t.h.check().unwrap();
+    }
+    #[test]
+    fn an_entry_whose_constructor_died_is_taken_back_whole() {
+        let t = T::new(1 << 20);
+        let s0 = t.h.stats().unwrap();
+        let (e, created) = t.h.named_reserve(b"cfg", 100, 16, b"t", 7).unwrap();
+        assert!(created);
+        assert_eq!(e.state, named_constructing_by(7));
+        assert_eq!(named_constructor(e.state), Ok(Some(7)));
+        t.h.check().unwrap();
+        // Only the reservation it saw: another state, another entry, or another name.
+        assert!(!t
+            .h
+            .named_abandon(b"cfg", e.entry_off, named_constructing_by(8))
+            .unwrap());
+        assert!(!t
+            .h
+            .named_abandon(b"cfg", e.entry_off + 16, e.state)
+            .unwrap());
+        assert!(!t.h.named_abandon(b"other", e.entry_off, e.state).unwrap());
+        assert!(t.h.named_abandon(b"cfg", e.entry_off, e.state).unwrap());
+        assert_eq!(t.h.named_find(b"cfg").unwrap(), None);
+        t.h.check().unwrap();
+        assert_eq!(
+            t.h.stats().unwrap(),
+            s0,
+            "the entry and the object were freed"
+        );
+        // Not twice.
+        assert!(!t.h.named_abandon(b"cfg", e.entry_off, e.state).unwrap());
+        // States that are neither 0, 1 nor a token are corruption, for check() too.
+        for bad in [3u32, 0x8000_0000, u32::MAX] {
+            assert_eq!(named_constructor(bad), Err(()));
+        }
+        let (e, _) = t.h.named_reserve(b"cfg", 8, 16, b"t", 0).unwrap();
+        assert_eq!(e.state, NAMED_CONSTRUCTING);
+        t.mem
+            .write(e.entry_off + E_STATE as usize, &3u32.to_le_bytes());
+        assert_eq!(code(t.h.check()), "ERR_SHM_CORRUPT");
     }
 }

@@ -12,13 +12,17 @@
 //! holder (`NOT_RECOVERABLE`, a 0xff fill) in `ERR_SHM_CORRUPT`, never in a hang.
 
 use crate::error::{Result, ShmError};
-use crate::heap::{CacheOwner, HeapError, HeapView, NAMED_CONSTRUCTING, NAMED_READY};
+use crate::heap::{
+    named_constructing_by, named_constructor, CacheOwner, HeapError, HeapView, NamedEntry,
+    NAMED_READY,
+};
 use crate::js::args::{to_u64, to_usize};
 use crate::js::mapping::{region_of, release_tokens_at_teardown, token_of};
 use crate::js::slots::SlotTable;
 use crate::memory::mapping::{closed, Region};
 use crate::sync::liveness::TokenRef;
 use crate::sync::lock::{Acquired, LockRecord, Owner};
+use crate::sync::RECHECK_MS;
 use crate::sys::{self, Deadline, Liveness};
 use napi::Env;
 use napi_derive::napi;
@@ -274,27 +278,59 @@ impl HeapSlot {
         Ok(unsafe { &*word })
     }
 
-    fn wait_ready(&self, entry: usize, deadline: Deadline, name: &str) -> Result<()> {
-        let word = self.state_word(entry)?;
-        // Acquire: pairs with the creator's Release store of READY.
+    /// Waits until the entry of `name` (`e`, as found) is READY, and returns it as it is
+    /// then; `None` once the name is gone: removed, or taken back here from a constructor
+    /// that died (its object was never published, so it never existed). The state is read
+    /// only under the heap lock (an entry may be taken back and its memory reused the
+    /// moment the lock is free); between looks the thread sleeps on the state word for at
+    /// most a slice; the first look, each slice and the last look before `deadline` ask
+    /// whether the constructor lives.
+    fn wait_ready(
+        &self,
+        key: &[u8],
+        mut e: NamedEntry,
+        deadline: Deadline,
+        name: &str,
+    ) -> Result<Option<NamedEntry>> {
+        let me = self.owner()?;
+        let mut suspect = 0;
+        // The first look asks at once: a constructor that died is the likely reason to
+        // find an entry still constructing (a live one takes microseconds).
+        let mut next_check = Deadline::after_ms(0.0);
         loop {
-            match word.load(Ordering::Acquire) {
-                NAMED_READY => break,
-                NAMED_CONSTRUCTING => {}
-                state => {
-                    return Err(ShmError::new(
-                        "ERR_SHM_CORRUPT",
-                        format!(
-                            "the directory entry of {name:?} has state {state} (neither 0, \
-                             constructing, nor 1, ready)"
-                        ),
-                    ))
+            if e.ready {
+                return Ok(Some(e));
+            }
+            let constructor = named_constructor(e.state).map_err(|()| {
+                ShmError::new(
+                    "ERR_SHM_CORRUPT",
+                    format!(
+                        "the directory entry of {name:?} has state {} (not 0 or a token, \
+                         constructing, nor 1, ready)",
+                        e.state
+                    ),
+                )
+            })?;
+            let last = deadline.passed();
+            if let Some(token) = constructor.filter(|_| last || next_check.passed()) {
+                next_check = Deadline::after_ms(RECHECK_MS);
+                let gone = match me.liveness_of(token, None) {
+                    Liveness::Alive => {
+                        suspect = 0;
+                        false
+                    }
+                    Liveness::Suspect if suspect != token => {
+                        suspect = token;
+                        false
+                    }
+                    Liveness::Suspect | Liveness::Dead => true,
+                };
+                if gone {
+                    self.locked(|h| h.named_abandon(key, e.entry_off, e.state))?;
+                    return Ok(None);
                 }
             }
-            if !self.region.is_live() {
-                return Err(closed());
-            }
-            if deadline.passed() {
+            if last {
                 return Err(ShmError::new(
                     "ETIMEDOUT",
                     format!(
@@ -302,9 +338,22 @@ impl HeapSlot {
                     ),
                 ));
             }
-            sys::futex_wait(word, NAMED_CONSTRUCTING, Some(deadline.min_after_ms(50.0)));
+            let word = self.state_word(e.entry_off)?;
+            sys::futex_wait(word, e.state, Some(deadline.min_after_ms(RECHECK_MS)));
+            match self.locked(|h| h.named_find(key))? {
+                Some(now) => e = now,
+                None => return Ok(None),
+            }
         }
-        Ok(())
+    }
+
+    /// The named object `key` as found, waiting up to `deadline` for its construction;
+    /// `None` if there is none (also once one whose constructor died was taken back).
+    fn find_ready(&self, key: &[u8], deadline: Deadline, name: &str) -> Result<Option<NamedEntry>> {
+        match self.locked(|h| h.named_find(key))? {
+            Some(e) => self.wait_ready(key, e, deadline, name),
+            None => Ok(None),
+        }
     }
 }
 
@@ -451,8 +500,9 @@ pub fn heap_check(id: u32) -> napi::Result<()> {
     })?)
 }
 
-/// Finds `name` or reserves a zeroed object for it (state CONSTRUCTING); waits while
-/// another process constructs it.
+/// Finds `name` or reserves a zeroed object for it (CONSTRUCTING by this thread); waits
+/// while another thread constructs it (and takes it back if that thread died, then
+/// reserves it here).
 #[napi]
 pub fn heap_named_reserve(
     id: u32,
@@ -464,26 +514,59 @@ pub fn heap_named_reserve(
     let key = heap_name(&name)?;
     let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
     let s = slot(id)?;
-    let (e, created) = s.locked(|h| h.named_reserve(key, size, align, type_desc.as_bytes()))?;
-    if !created && !e.ready {
-        s.wait_ready(e.entry_off, Deadline::after_ms(10_000.0), &name)?;
+    let me = s.owner()?;
+    let deadline = Deadline::after_ms(10_000.0);
+    loop {
+        let (e, created) =
+            s.locked(|h| h.named_reserve(key, size, align, type_desc.as_bytes(), me.token))?;
+        let e = if created {
+            e
+        } else {
+            match s.wait_ready(key, e, deadline, &name)? {
+                Some(e) => e,
+                None => continue, // taken back or removed: reserve again
+            }
+        };
+        return Ok(NamedReserved {
+            offset: e.offset as f64,
+            created,
+            entry: e.entry_off as f64,
+            type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
+        });
     }
-    Ok(NamedReserved {
-        offset: e.offset as f64,
-        created,
-        entry: e.entry_off as f64,
-        type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
-    })
 }
 
-/// Marks a reserved object constructed and wakes every process waiting for it.
+/// Marks the object this thread reserved constructed and wakes every process waiting
+/// for it.
+///
+/// # Errors
+/// `ERR_SHM_CORRUPT` if the entry is no longer this thread's reservation (another process
+/// took it back, believing this thread dead).
 #[napi]
 pub fn heap_named_publish(id: u32, entry: f64) -> napi::Result<()> {
     let entry = to_usize("entry", entry)?;
     let s = slot(id)?;
-    let word = s.state_word(entry)?;
-    // Release: the constructed bytes are visible to whoever sees READY (Acquire).
-    word.store(NAMED_READY, Ordering::Release);
+    let mine = named_constructing_by(s.owner()?.token);
+    // Under the heap lock, where entries are taken back: the entry is still the one
+    // reserved, and its memory still the entry's.
+    let word = s.locked(|h| {
+        // SAFETY: named_state bounds-checked the entry; the word is 4-aligned inside the
+        // live mapping, which lives as long as the slot.
+        let word = unsafe { &*h.named_state(entry)? };
+        // Release: the constructed bytes are visible to whoever sees READY (Acquire).
+        Ok(word
+            .compare_exchange(mine, NAMED_READY, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+            .then_some(word))
+    })?;
+    let Some(word) = word else {
+        return Err(ShmError::new(
+            "ERR_SHM_CORRUPT",
+            "the named object was taken back before it was published (another process found \
+             its constructor dead)",
+        )
+        .into());
+    };
     sys::futex_wake(word, u32::MAX);
     Ok(())
 }
@@ -493,17 +576,12 @@ pub fn heap_named_publish(id: u32, entry: f64) -> napi::Result<()> {
 pub fn heap_named_find(id: u32, name: String, wait_ms: f64) -> napi::Result<Option<NamedFound>> {
     let key = heap_name(&name)?;
     let s = slot(id)?;
-    let Some(e) = s.locked(|h| h.named_find(key))? else {
-        return Ok(None);
-    };
-    if !e.ready {
-        s.wait_ready(e.entry_off, Deadline::after_ms(wait_ms), &name)?;
-    }
-    Ok(Some(NamedFound {
-        offset: e.offset as f64,
-        size: e.size as f64,
-        type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
-    }))
+    Ok(s.find_ready(key, Deadline::after_ms(wait_ms), &name)?
+        .map(|e| NamedFound {
+            offset: e.offset as f64,
+            size: e.size as f64,
+            type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
+        }))
 }
 
 /// Removes `name` from the directory.
