@@ -2,7 +2,7 @@
 // lock, a worker terminated holding it. The next acquirer (blocking or async, already
 // waiting or arriving later) gets the lock within 250 ms with ownerDied set.
 import test from 'ava'
-import { Condition, Lock, Semaphore, ShmError } from '../dist/index.js'
+import { Condition, Lock, RLock, Semaphore, ShmError } from '../dist/index.js'
 import { endPeer, rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const deaths = [
@@ -62,6 +62,40 @@ test.serial('an acquirer arriving after the holder died recovers it within 250 m
     lock.markConsistent()
     t.false(lock.ownerDied)
     lock.release()
+  }
+})
+
+test.serial('polling a dead holder\'s lock with tryAcquire, timeout 0 or a short timeout takes it over (Lock, RLock), at most a system call per 50 ms', async (t) => {
+  const m = rawSegment(t)
+  const polls = [
+    ['tryAcquire()', (l: Lock) => l.tryAcquire()],
+    ['acquire({ timeout: 0 })', (l: Lock) => l.acquire({ timeout: 0 })],
+    ['acquireAsync({ timeout: 0 })', (l: Lock) => l.acquireAsync({ timeout: 0 })],
+    ['acquire(10)', (l: Lock) => l.acquire(10)],
+  ] as const
+  let at = 0
+  for (const Kind of [Lock, RLock]) {
+    for (const [what, poll] of polls) {
+      const lock = Kind.at(m, at)
+      at += 64
+      const holder = await startPeer(t, 'process')
+      await holder.request('revive', { key: 'l', handle: lock })
+      await holder.request('acquire', { key: 'l' })
+      t.false(await poll(lock), `${Kind.name} ${what}: held by a live process`)
+      await holder.kill()
+      // Every 10 ms for up to 1 s: the first poll that asks (at most 50 ms after the
+      // last one asked) takes the lock over.
+      let got = false
+      for (let i = 0; i < 100 && !got; i++) {
+        got = await poll(lock)
+        if (!got) await sleep(10)
+      }
+      t.true(got, `${Kind.name} ${what}: taken over from the dead holder`)
+      t.true(lock.ownerDied, `${Kind.name} ${what}: ownerDied`)
+      lock.markConsistent()
+      lock.release()
+      t.false(lock.locked)
+    }
   }
 })
 

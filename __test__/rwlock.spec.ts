@@ -84,6 +84,30 @@ test('a dead reader is dropped and a dead writer is taken over (ownerDied), from
   }
 })
 
+test('tryAcquireWrite / tryAcquireRead polled after a holder died take the lock (ownerDied for a dead writer)', async (t) => {
+  const mem = segment(t)
+  const poll = async (f: () => boolean): Promise<boolean> => {
+    for (let i = 0; i < 100; i++) {
+      if (f()) return true
+      await sleep(10)
+    }
+    return false
+  }
+  for (const [holds, take] of [['writeHold', 'write'], ['writeHold', 'read'], ['readHold', 'write']] as const) {
+    const lock = new RWLock(mem)
+    const peer = await primPeer(t, 'process')
+    await peer.request('revive', { key: 'l', handle: lock })
+    t.true((await peer.request<{ ok: boolean }>(holds, { key: 'l' })).ok)
+    const tryTake = take === 'write' ? () => lock.tryAcquireWrite() : () => lock.tryAcquireRead()
+    t.false(tryTake(), `${holds}, try ${take}: the holder lives`)
+    await peer.kill()
+    t.true(await poll(tryTake), `${holds}, try ${take}: taken once the holder died`)
+    t.is(lock.ownerDied, holds === 'writeHold', `${holds}, try ${take}: ownerDied only after a dead writer`)
+    if (take === 'write') lock.releaseWrite()
+    else lock.releaseRead()
+  }
+})
+
 test('readers take back the slots of dead readers; a thread holding every slot gets ERR_SHM_DEADLOCK', async (t) => {
   const mem = segment(t)
   const lock = new RWLock(mem)

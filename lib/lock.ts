@@ -15,7 +15,7 @@ import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, writable }
 import { binding } from './native.js'
 import { lockOwnerAt, type LockOwner } from './records.js'
 import { traceOwnerDied, traceWait, waitStart } from './trace.js'
-import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
+import { acquireAsyncWith, Code, outcome, RECHECK_MS, throwIfFailed } from './waits.js'
 
 /** Owner token bits of the lock word; all ones: dead forever (`NOT_RECOVERABLE`). */
 const TOKEN_MASK = 0x3fff_ffff
@@ -228,6 +228,8 @@ export class Lock implements Disposable {
   /** This thread's liveness token in {@link memory}; 0 until first needed. */
   #me = 0
   #ownerDied = false
+  /** When {@link tryAcquire} last had the native side ask whether the holder lives (`Date.now()`). */
+  #askedAt = 0
   /** An RLock: the record's `count` field holds this thread's recursion depth. */
   #reentrant = false
   /**
@@ -452,7 +454,9 @@ export class Lock implements Disposable {
   }
 
   /**
-   * Takes the lock only if it is free now.
+   * Takes the lock only if it is free now, or if its holder died: whether a holder lives
+   * is asked (a system call) at most once per 50 ms per object; a dead one's lock is
+   * taken over with {@link ownerDied} set, as a blocking `acquire` would.
    * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`
    */
   tryAcquire(): boolean {
@@ -467,7 +471,13 @@ export class Lock implements Disposable {
     }
     // Owner bits all ones: dead forever; the native path throws the error.
     if ((seen & TOKEN_MASK) === TOKEN_MASK) return this.acquire({ timeout: 0 })
-    return false
+    // Held by another thread: whether it lives is a system call's question, asked at most
+    // once a slice per object; the native try takes a dead holder's lock over.
+    const now = Date.now()
+    if ((seen & TOKEN_MASK) === me || now - this.#askedAt < RECHECK_MS) return false
+    this.#askedAt = now
+    const { id } = internals(this.memory)
+    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, 0)), 0, false)
   }
 
   /**

@@ -59,6 +59,7 @@ import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from 
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { binding } from './native.js'
+import { RECHECK_MS } from './waits.js'
 import { blockingWait, runAsync, runBlocking, type Steps, wakeWord } from './word.js'
 import type { LockOwner } from './records.js'
 
@@ -91,9 +92,6 @@ const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, S
 export const RWLOCK_SLOTS = 32
 /** Bytes of an RWLock record. */
 export const RWLOCK_SIZE = 4 * R.SLOTS + 4 * RWLOCK_SLOTS
-/** How often a waiter checks whether the holder it waits for died. */
-const RECHECK_MS = 50
-
 /**
  * A reader-writer lock shared between processes and worker threads: any number of
  * readers at once (up to 32 holds at a time; more wait for a slot), or one writer.
@@ -200,9 +198,14 @@ export class RWLock {
     return this.#tryRead(true, false) || runBlocking(this.memory, this.#readSteps(timeout, false))
   }
 
-  /** Takes a read hold only if that is possible at once. */
+  /**
+   * Takes a read hold only if that is possible at once. A writer that died holding the
+   * lock is found (at most one system call per 50 ms per object) and cleared (`ownerDied`).
+   */
   tryAcquireRead(): boolean {
-    return this.#tryRead(true, false)
+    // Refused: a dead writer (or dead readers filling every slot) is looked for at most
+    // once a slice (see #asks).
+    return this.#tryRead(true, false) || (performance.now() - this.#askedAt >= RECHECK_MS && runBlocking(this.memory, this.#readSteps(0, false)))
   }
 
   /**
@@ -284,28 +287,26 @@ export class RWLock {
     let check = performance.now() + RECHECK_MS
     for (;;) {
       if (this.#tryRead(false, tasks)) return true
-      const left = until - performance.now()
-      if (left <= 0) return false
+      const now = performance.now()
+      const left = until - now
+      const ask = this.#asks(now, check, left)
+      if (ask) check = now + RECHECK_MS
       const ms = Math.min(left, RECHECK_MS)
       const writer = Atomics.load(a, w + R.WRITER)
       if (writer !== 0) {
-        if (performance.now() >= check) {
-          check = performance.now() + RECHECK_MS
-          if (this.#clearDeadWriter(a, writer, 0)) {
-            this.#ownerDied = true
-            continue
-          }
+        if (ask && this.#clearDeadWriter(a, writer, 0)) {
+          this.#ownerDied = true
+          continue
         }
+        if (left <= 0) return false
         Atomics.store(a, w + R.WWAIT, 1)
         if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms }
       } else {
+        // Slots of dead readers come back (a read-only workload has no writer to do it).
+        if (ask && this.#clearDeadReaders(a) > 0) continue
+        if (left <= 0) return false
         // Every slot taken. All by this thread (a blocking call): only it could free one.
         if (!tasks && this.#ownsEverySlot(a)) throw deadlock('this thread holds every read slot')
-        // Slots of dead readers come back (a read-only workload has no writer to do it).
-        if (performance.now() >= check) {
-          check = performance.now() + RECHECK_MS
-          if (this.#clearDeadReaders(a) > 0) continue
-        }
         // Wait for a reader to leave.
         const g = Atomics.load(a, w + R.RGONE)
         Atomics.store(a, w + R.RWAIT, 1)
@@ -326,7 +327,11 @@ export class RWLock {
     return blockingWait(this.memory, options, (timeout) => this.#writeSteps(timeout, false))
   }
 
-  /** Takes the write lock only if nobody holds the lock now. */
+  /**
+   * Takes the write lock only if nobody holds the lock now. Holders that died are found
+   * (at most one system call per 50 ms per object): a dead writer's lock is taken over
+   * (`ownerDied`), dead readers' holds are dropped.
+   */
   tryAcquireWrite(): boolean {
     return this.#tryWrite() || runBlocking(this.memory, this.#writeSteps(0, false))
   }
@@ -433,14 +438,15 @@ export class RWLock {
       const writer = Atomics.compareExchange(a, w + R.WRITER, 0, id)
       if (writer === 0) break
       if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
-      if (performance.now() >= check) {
-        check = performance.now() + RECHECK_MS
+      const now = performance.now()
+      const left = until - now
+      if (this.#asks(now, check, left)) {
+        check = now + RECHECK_MS
         if (this.#clearDeadWriter(a, writer, id)) {
           this.#ownerDied = true
           break
         }
       }
-      const left = until - performance.now()
       if (left <= 0) return false
       Atomics.store(a, w + R.WWAIT, 1)
       if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms: Math.min(left, RECHECK_MS) }
@@ -459,11 +465,12 @@ export class RWLock {
           done = true
           return true
         }
-        if (performance.now() >= check) {
-          check = performance.now() + RECHECK_MS
+        const now = performance.now()
+        const left = until - now
+        if (this.#asks(now, check, left)) {
+          check = now + RECHECK_MS
           if (this.#clearDeadReaders(a) > 0) continue
         }
-        const left = until - performance.now()
         if (left <= 0) return false
         yield { offset: this.offset + 4 * R.RGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
       }
@@ -504,6 +511,21 @@ export class RWLock {
     if (Atomics.compareExchange(a, w + R.WRITER, writer, next) !== writer) return false
     Atomics.store(a, w + R.WWAIT, 0)
     wakeWord(this.memory, this.offset + 4 * R.WRITER)
+    return true
+  }
+
+  /** When this object last asked whether holders live ({@link #asks}). */
+  #askedAt = -Infinity
+
+  /**
+   * Whether a wait asks now whether the holders it waits for live: when its slice ends
+   * (`now >= check`), and once before it gives up (`left <= 0`) unless this object asked
+   * within the last {@link RECHECK_MS}, so that polling with `tryAcquire*` or short
+   * timeouts takes a dead holder's lock over too, at one system call per slice at most.
+   */
+  #asks(now: number, check: number, left: number): boolean {
+    if (now < check && (left > 0 || now - this.#askedAt < RECHECK_MS)) return false
+    this.#askedAt = now
     return true
   }
 

@@ -9,6 +9,12 @@ import { checkAsyncWait } from './args.js'
 import { abortError, closedError, native, notRecoverable, ShmError } from './errors.js'
 import { binding, BINDING_PATH } from './native.js'
 
+/**
+ * How often a waiter asks whether the holder it waits for died (`RECHECK_MS` of
+ * `src-rs/sync/mod.rs`, which the native waits use).
+ */
+export const RECHECK_MS = 50
+
 /** Completion codes of `src-rs/sync/mod.rs` (`code`): the low byte is the outcome. */
 export const Code = Object.freeze({
   /** Acquired / notified. */

@@ -51,7 +51,8 @@
 //! itself or, for `acquireAsync`, by a dedicated waiter thread (`crate::sync::waiter`)
 //! that takes the lock *for* the JavaScript thread that asked: it writes that thread's
 //! token, so ownership belongs to the thread that will release. Sleeps are sliced
-//! ([`RECHECK_MS`]); after each slice the holder's liveness is checked.
+//! ([`RECHECK_MS`]); after each slice, and once more before a wait gives up (so a
+//! caller polling with timeout 0 recovers too), the holder's liveness is checked.
 
 use crate::error::{Result, ShmError};
 pub use crate::sync::liveness::Owner;
@@ -388,13 +389,17 @@ impl LockWait {
             if !announce_sleeper(&rec.word, v, WAITERS) {
                 continue;
             }
-            if self.next_check.passed() {
+            // Whether the holder lives is asked each slice, and once more before giving up:
+            // a short timeout (0 included) must not leave a dead holder's lock held
+            // forever for a caller that polls.
+            let last = self.deadline.is_some_and(|d| d.passed());
+            if last || self.next_check.passed() {
                 self.next_check = Deadline::after_ms(RECHECK_MS);
                 if let Some(acq) = rec.try_recover(v | WAITERS, me, &mut self.suspect) {
                     return Step::Done(Ok(acq));
                 }
             }
-            if self.deadline.is_some_and(|d| d.passed()) {
+            if last {
                 return Step::Done(Ok(Acquired::TimedOut));
             }
             self.slept = true;
@@ -615,6 +620,28 @@ mod tests {
         );
         assert_eq!(rec2.lock(me, None).unwrap_err().code, "ERR_SHM_DEADLOCK");
         rec2.unlock(me).unwrap();
+        r.close();
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_over_by_a_wait_of_timeout_zero() {
+        let r = shared_anon_for_tests(4096);
+        let rec = record(&r, 0);
+        let (_t, me) = claim(&r);
+        let r2 = r.clone();
+        std::thread::spawn(move || {
+            let (_t, me) = claim(&r2);
+            record(&r2, 0).lock(me, None).unwrap();
+        })
+        .join()
+        .unwrap();
+        assert!(!rec.try_lock(me).unwrap(), "try_lock alone does not ask");
+        assert_eq!(
+            rec.lock(me, Some(Deadline::after_ms(0.0))).unwrap(),
+            Acquired::OwnerDied
+        );
+        rec.mark_consistent(me).unwrap();
+        rec.unlock(me).unwrap();
         r.close();
     }
 
