@@ -237,6 +237,22 @@ test('two processes racing named() get one object, constructed once', async (t) 
   t.is(memoryOf.call(p), mem, 'the mapping, through the prototype')
 })
 
+test('Heap.create refuses a region over a managed segment\'s header or its heap\'s header (the segment would be destroyed for every process); inside a block of mem.heap it works', async (t) => {
+  const mem = segment(t)
+  mem.heap.named('counter', 'int32_t', 77)
+  for (const options of [{}, { offset: 0, size: 4096 }, { offset: mem.heap.offset }, { offset: mem.heap.offset + 64, size: 8192 }]) {
+    throws(t, () => Heap.create(mem, options), { instanceOf: RangeError, message: /overlaps the managed segment's header/ })
+  }
+  const size = 16384
+  const inner = Heap.create(mem, { offset: mem.heap.malloc(size), size })
+  const a = inner.malloc(100)
+  inner.free(a)
+  inner.check()
+  mem.heap.check()
+  const child = forkChild(t, 'child-ops.mjs', ['find-named', mem.name!, 'counter'])
+  t.deepEqual(await child.message(), { value: 77 }, 'another process still opens the segment and finds its objects')
+})
+
 test('typed references: scalars, 64-bit as bigint, arrays, the original\'s "T *" spelling', (t) => {
   const mem = segment(t)
   const names: Array<[string, unknown, unknown]> = [

@@ -218,6 +218,44 @@ test('revive keeps what a structured clone keeps: cycles, shared objects, holes,
   t.true(json.lock instanceof Lock)
 })
 
+test('revive walks Maps and Sets (keys and values), and refuses nesting deeper than 1000 levels instead of leaving handles unrevived', async (t) => {
+  const m = segment(t)
+  const ref = m.new('int32_t', 5)
+  let deep: Record<string, unknown> = { ref }
+  for (let i = 0; i < 70; i++) deep = { deep }
+  // Through a worker thread: what arrives is structured clones, revived there.
+  const code = `
+    const { parentPort } = require('node:worker_threads')
+    const { revive, Ref } = require(${JSON.stringify(new URL('../dist/index.js', import.meta.url).pathname)})
+    parentPort.once('message', (msg) => {
+      const got = revive(msg)
+      let d = got.deep
+      while (d.deep) d = d.deep
+      const [key] = got.keyed.keys()
+      parentPort.postMessage({
+        map: got.map.get('counter') instanceof Ref && got.map.get('counter').value,
+        key: key instanceof Ref && key.value + got.keyed.get(key),
+        set: [...got.set].map((r) => r instanceof Ref && r.value),
+        deep: d.ref instanceof Ref && d.ref.value,
+      })
+    })`
+  const w = new Worker(code, { eval: true })
+  t.teardown(() => w.terminate())
+  w.postMessage({ map: new Map([['counter', ref]]), keyed: new Map([[ref, 10]]), set: new Set([ref]), deep })
+  const [reply] = await once(w, 'message')
+  t.deepEqual(reply, { map: 5, key: 15, set: [5], deep: 5 })
+  // Shared and cyclic Maps and Sets come back shared.
+  const cyc = new Map<string, unknown>([['ref', ref]])
+  cyc.set('self', cyc)
+  const got = revive<{ a: Map<string, unknown>; b: Map<string, unknown> }>({ a: cyc, b: cyc })
+  t.is(got.a, got.b)
+  t.is(got.a.get('self'), got.a)
+  t.is((got.a.get('ref') as Ref<number>).value, 5)
+  let tooDeep: unknown = ref
+  for (let i = 0; i < 1100; i++) tooDeep = [tooDeep]
+  throws(t, () => revive(tooDeep), { instanceOf: RangeError, message: /nested more than 1000 levels/ })
+})
+
 test('sending memory no other process can map fails at the sender, naming the reason', async (t) => {
   const anon = new MappedMemory(null, 4096)
   t.teardown(() => anon.close())

@@ -10,7 +10,7 @@
  * which makes the clone fail at the sender.
  * @module
  */
-import { typeError } from './errors.js'
+import { rangeError, typeError } from './errors.js'
 
 /**
  * The JSON form of a shareable object; see {@link revive}.
@@ -89,11 +89,12 @@ function reviveHandle(h: Handle): unknown {
 }
 
 /**
- * Replaces every {@link Handle} in `value` (deeply: arrays and plain objects) with a live
- * object of the same class looking at the same bytes; so is every structured clone of a
- * shareable object (what `worker.postMessage`, `workerData` and `fork` with
- * `serialization: 'advanced'` deliver). Segments are opened once per process and cached.
- * Other values are returned as they are.
+ * Replaces every {@link Handle} in `value` (deeply: arrays, plain objects, `Map`s and
+ * `Set`s) with a live object of the same class looking at the same bytes; so is every
+ * structured clone of a shareable object (what `worker.postMessage`, `workerData` and
+ * `fork` with `serialization: 'advanced'` deliver). Segments are opened once per process
+ * and cached. Other values are returned as they are. Nesting deeper than 1000 levels is
+ * a RangeError.
  *
  * What arrives from another process is `unknown` to TypeScript: name the type you expect.
  * @example
@@ -112,15 +113,21 @@ export function revive<T = unknown>(value: unknown): T {
   return reviveDeep(value, 0, new Map()) as T
 }
 
+/** How deep {@link revive} walks; deeper nesting is a RangeError, never a value left unrevived. */
+const MAX_REVIVE_DEPTH = 1000
+
 /**
- * `value` with its handles revived. `done` maps each array and plain object met so far to
+ * `value` with its handles revived, in arrays, plain objects, `Map`s (keys and values)
+ * and `Set`s: what structured clone carries. `done` maps each container met so far to
  * what replaces it, so that a structured clone's shared references and cycles come back
- * shared (and a cycle ends the walk instead of being unrolled 64 levels deep).
+ * shared (and a cycle ends the walk).
+ * @throws RangeError for nesting deeper than {@link MAX_REVIVE_DEPTH}
  */
 function reviveDeep(value: unknown, depth: number, done: Map<object, unknown>): unknown {
-  if (depth > 64 || typeof value !== 'object' || value === null) return value
+  if (typeof value !== 'object' || value === null) return value
   const seen = done.get(value)
   if (seen !== undefined) return seen
+  if (depth > MAX_REVIVE_DEPTH) throw rangeError(`revive: the value is nested more than ${MAX_REVIVE_DEPTH} levels deep`)
   if (isHandle(value)) return remember(done, value, reviveHandle(value))
   if (Array.isArray(value)) {
     const out: unknown[] = remember(done, value, new Array<unknown>(value.length))
@@ -128,6 +135,16 @@ function reviveDeep(value: unknown, depth: number, done: Map<object, unknown>): 
     return out
   }
   const proto = Object.getPrototypeOf(value)
+  if (proto === Map.prototype) {
+    const out = remember(done, value, new Map<unknown, unknown>())
+    for (const [k, v] of value as Map<unknown, unknown>) out.set(reviveDeep(k, depth + 1, done), reviveDeep(v, depth + 1, done))
+    return out
+  }
+  if (proto === Set.prototype) {
+    const out = remember(done, value, new Set<unknown>())
+    for (const v of value as Set<unknown>) out.add(reviveDeep(v, depth + 1, done))
+    return out
+  }
   if (proto !== Object.prototype && proto !== null) return value
   const cloned = clonedHandle(value)
   if (cloned) return remember(done, value, reviveHandle(cloned))

@@ -6,7 +6,7 @@
  * @module
  */
 import { checkIndex, checkName, checkString, describe } from './args.js'
-import { native, ShmError, typeError } from './errors.js'
+import { native, rangeError, ShmError, typeError } from './errors.js'
 import { HeapCache } from './heap-cache.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { tokenIn } from './identity.js'
@@ -181,6 +181,7 @@ export class Heap {
     const offset = checkIndex('offset', options.offset ?? 0)
     const size = checkIndex('size', options.size ?? memory.size - offset)
     const { id } = internals(memory)
+    if (memory.managed) outsideManagedHeader(memory, offset, size)
     return new Heap(memory, offset, native(() => binding.heapAttach(id, offset, size, true)))
   }
 
@@ -440,6 +441,23 @@ export class Heap {
   /** A handle that `revive` turns into this heap in another process (attached there). */
   toJSON(): Handle {
     return handleOf(this.$shmutils, 'heap')
+  }
+}
+
+/**
+ * Refuses a new heap over a managed segment's header or its heap's header and
+ * directory, which would destroy the segment for every process that maps it.
+ * @throws RangeError
+ */
+function outsideManagedHeader(memory: MappedMemory, offset: number, size: number): void {
+  const heap = memory.heap
+  const reserved = heap.offset + native(() => binding.heapInfo(heapSlotId(heap))).headerSize
+  if (offset < reserved && size > 0) {
+    throw rangeError(
+      `Heap.create: [${offset}, ${offset + size}) overlaps the managed segment's header and its heap's header [0, ${reserved}), ` +
+        'which would destroy the segment for every process. A managed segment has its heap already (mem.heap); ' +
+        'to format another one inside it, give it a block of that heap: Heap.create(mem, { offset: mem.heap.malloc(size), size })',
+    )
   }
 }
 
