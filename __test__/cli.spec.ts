@@ -273,6 +273,24 @@ test('--help for each command', (t) => {
   }
 })
 
+test('names holding control characters (a newline, an escape sequence) are printed quoted and escaped: every report stays one line', (t) => {
+  const evil = segmentName(t, 'cli-\u001b[31mred\n')
+  const mem = MappedMemory.create(evil, { size: 65536 })
+  mem.heap.named('line\nbreak\u009b', 'int32_t', 1)
+  mem.close()
+  const quoted = JSON.stringify(evil)
+  const ins = cli('inspect', evil)
+  t.is(ins.code, 0, ins.stderr)
+  t.true(ins.stdout.startsWith(`segment ${quoted}\n`), ins.stdout)
+  t.true(ins.stdout.includes('"line\\nbreak\\u009b"'), ins.stdout)
+  const missing = cli('rm', '/nope\nshmutils rm: all segments removed')
+  t.is(missing.stderr, 'shmutils rm: "/nope\\nshmutils rm: all segments removed": no such segment\n')
+  if (linux) t.true(cli('ls').stdout.split('\n').some((line) => line.startsWith(quoted)), 'ls: one row, quoted')
+  for (const r of [ins, missing]) t.false(/\u001b|\u009b/.test(r.stdout + r.stderr), 'no raw control character reaches the terminal')
+  const rm = cli('rm', evil)
+  t.is(rm.stdout, `removed ${quoted}\n`)
+})
+
 test('objects that are not segments are reported as such and never collected', (t) => {
   if (!linux) return t.pass('ls and gc: Linux only')
   const foreign = segmentName(t, 'cli-foreign')

@@ -4,6 +4,7 @@
  * @module
  */
 import { ShmError } from '../errors.js'
+import { shown } from './format.js'
 
 /** Where a command writes. */
 export interface Output {
@@ -74,11 +75,11 @@ export function describeError(cmd: string, e: unknown): string {
   if (e instanceof ShmError || (e instanceof Error && typeof (e as { code?: unknown }).code === 'string')) {
     const err = e as ShmError
     const path = err.path
-    if (err.code === 'ENOENT' && path) return `shmutils ${cmd}: ${path}: no such segment`
-    if ((err.code === 'EACCES' || err.code === 'EPERM') && path) return `shmutils ${cmd}: ${path}: permission denied`
+    if (err.code === 'ENOENT' && path) return `shmutils ${cmd}: ${shown(path)}: no such segment`
+    if ((err.code === 'EACCES' || err.code === 'EPERM') && path) return `shmutils ${cmd}: ${shown(path)}: permission denied`
     // Native messages end with the name in quotes: drop it, it leads the line.
     const message = path ? err.message.replace(` '${path}'`, '') : err.message
-    return `shmutils ${cmd}: ${path ? `${path}: ` : ''}${message}${err.code && !message.includes(err.code) ? ` (${err.code})` : ''}`
+    return `shmutils ${cmd}: ${path ? `${shown(path)}: ` : ''}${message}${err.code && !message.includes(err.code) ? ` (${err.code})` : ''}`
   }
   return `shmutils ${cmd}: ${e instanceof Error ? e.message : String(e)}`
 }

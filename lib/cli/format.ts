@@ -1,7 +1,24 @@
 /**
- * Text output of the command-line tool: sizes in KiB/MiB/GiB, times, and aligned tables.
+ * Text output of the command-line tool: names as they are safe to print, sizes in
+ * KiB/MiB/GiB, times, and aligned tables.
  * @module
  */
+
+/** Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, line separators. */
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/
+
+/**
+ * A segment or object name as the text output shows it: as it is, or, when it holds a
+ * character a terminal would act on (a newline, an escape sequence), quoted as a JSON
+ * string with those escaped, so that every report stays one line and shows what is there.
+ * No name (`null`) is `-`.
+ */
+export function shown(name: string | null): string {
+  if (name === null) return '-'
+  if (!UNPRINTABLE.test(name)) return name
+  return JSON.stringify(name).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
 
 const UNITS = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const
 

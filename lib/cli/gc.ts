@@ -10,6 +10,7 @@ import { listing } from './ls.js'
 import { scanProcesses } from './procfs.js'
 import { SHM_DIR } from '../errors.js'
 import { describeSegment, type SegmentInfo, type SegmentKind } from './segments.js'
+import { shown } from './format.js'
 
 /** How old an unfinished object must be before `gc` believes its creator gave up. */
 export const UNFINISHED_GRACE_MS = 60_000
@@ -138,10 +139,10 @@ Exit code 0, or 1 if a segment could not be removed.`,
       return r.failed.length ? 1 : 0
     }
     const verb = r.dryRun ? 'would remove' : 'removed'
-    for (const e of r.removed) io.out(`${verb} ${e.name}: ${e.reason}`)
+    for (const e of r.removed) io.out(`${verb} ${shown(e.name)}: ${e.reason}`)
     // Objects that are not shmutils segments are never touched: only --json lists them.
-    for (const e of r.kept) if (e.kind === 'segment' || e.kind === 'unfinished') io.out(`kept ${e.name}: ${e.reason}`)
-    for (const e of r.failed) io.err(`shmutils gc: ${e.name}: ${e.reason}`)
+    for (const e of r.kept) if (e.kind === 'segment' || e.kind === 'unfinished') io.out(`kept ${shown(e.name)}: ${e.reason}`)
+    for (const e of r.failed) io.err(`shmutils gc: ${shown(e.name)}: ${e.reason}`)
     if (!r.removed.length && !r.failed.length) io.out(r.dryRun ? 'nothing to remove' : 'nothing removed')
     return r.failed.length ? 1 : 0
   },

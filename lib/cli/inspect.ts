@@ -9,7 +9,7 @@ import { internals, MappedMemory } from '../memory.js'
 import { binding } from '../native.js'
 import { formatType, typeFromDescription } from '../types/index.js'
 import type { Command } from './command.js'
-import { fields, formatSize, formatTime, table } from './format.js'
+import { fields, formatSize, formatTime, shown, table } from './format.js'
 import { attachedText, creatorText } from './ls.js'
 import { scanProcesses } from './procfs.js'
 import { type AliveCheck, decodeRecord, KIND_TAGS, KINDS, lockState, lockSummary } from '../records.js'
@@ -161,7 +161,7 @@ function print(r: Inspection, out: (s: string) => void): void {
   if (s.uid) lines.push(['uid', s.uid])
   if (s.created) lines.push(['created', `${formatTime(Date.parse(s.created))} by pid ${creatorText(s)}`])
   lines.push(['attached', attachedText(s)])
-  out(`segment ${s.name}\n${fields(lines, '  ')}`)
+  out(`segment ${shown(s.name)}\n${fields(lines, '  ')}`)
   if (r.heap) {
     const h = r.heap
     const check = h.check.ok ? 'ok' : `${h.check.code}: ${h.check.message}`
@@ -177,7 +177,7 @@ function print(r: Inspection, out: (s: string) => void): void {
     if (r.named.length) {
       out(table(
         [{ title: '  NAME' }, { title: 'TYPE' }, { title: 'OFFSET', right: true }, { title: 'SIZE', right: true }, { title: 'STATE' }],
-        r.named.map((n) => [`  ${n.name}`, n.type ?? '?', String(n.offset), formatSize(n.size), n.ready ? 'ready' : 'constructing']),
+        r.named.map((n) => [`  ${shown(n.name)}`, n.type ?? '?', String(n.offset), formatSize(n.size), n.ready ? 'ready' : 'constructing']),
       ))
     }
   }
@@ -185,7 +185,7 @@ function print(r: Inspection, out: (s: string) => void): void {
     out(`\nlocks and other objects (${r.objects.length}${r.more ? '+' : ''})`)
     out(table(
       [{ title: '  OFFSET', right: true }, { title: 'KIND' }, { title: 'NAME' }, { title: 'STATE' }],
-      r.objects.map((o) => [`  ${o.offset}`, o.kind, o.name ?? '-', o.summary]),
+      r.objects.map((o) => [`  ${o.offset}`, o.kind, shown(o.name ?? null), o.summary]),
     ))
   }
   for (const n of r.notes) out(`\nnote: ${n}`)
@@ -216,7 +216,7 @@ Exit code 0, or 1 if there is no such segment or it is not a shmutils segment.`,
     if (args.flags.has('json')) io.out(JSON.stringify(r, null, 2))
     else print(r, (s) => io.out(s))
     if (r.segment.kind !== 'segment') {
-      io.err(`shmutils inspect: ${r.segment.name}: not a shmutils segment${r.segment.problem ? ` (${r.segment.problem})` : ''}`)
+      io.err(`shmutils inspect: ${shown(r.segment.name)}: not a shmutils segment${r.segment.problem ? ` (${r.segment.problem})` : ''}`)
       return 1
     }
     return 0

@@ -4,7 +4,7 @@
  */
 import { statfsSync } from 'node:fs'
 import type { Command } from './command.js'
-import { formatSize, formatTime, table } from './format.js'
+import { formatSize, formatTime, shown, table } from './format.js'
 import { scanProcesses, type ProcessScan } from './procfs.js'
 import { SHM_DIR } from '../errors.js'
 import { type AnonymousInfo, describeAnonymous, describeSegment, listNames, type SegmentInfo } from './segments.js'
@@ -63,7 +63,7 @@ export function attachedText(s: SegmentInfo): string {
 }
 
 function row(name: string, s: SegmentInfo): string[] {
-  const what = s.kind === 'segment' ? name : `${name} (${s.kind})`
+  const what = s.kind === 'segment' ? shown(name) : `${shown(name)} (${s.kind})`
   const heap = s.heap
   return [
     what,

@@ -7,6 +7,7 @@ import { binding } from '../native.js'
 import { type Command, describeError } from './command.js'
 import { scanProcesses } from './procfs.js'
 import { describeSegment } from './segments.js'
+import { shown } from './format.js'
 
 /** The command. */
 export const rm: Command = {
@@ -46,7 +47,7 @@ Exit code 0 if every name was removed, 1 if any was not (the others are still re
         continue
       }
       const note = users.length ? ` (still mapped by pid ${users.join(', ')}: its memory stays until they close it)` : ''
-      io.out(`removed ${name}${note}`)
+      io.out(`removed ${shown(name)}${note}`)
     }
     return failed ? 1 : 0
   },
