@@ -35,6 +35,7 @@ test('Barrier: a wait that times out breaks it for everyone (ERR_SHM_BROKEN); ab
   throws(t, () => b.wait({ timeout: 100 }), { instanceOf: ShmError, code: 'ETIMEDOUT' })
   t.true(b.broken)
   t.is((await other).code, 'ERR_SHM_BROKEN', 'the other waiter is released with ERR_SHM_BROKEN')
+  t.is(b.waiting, 0, 'nobody waits at a broken barrier')
   throws(t, () => b.wait(), { instanceOf: ShmError, code: 'ERR_SHM_BROKEN' }, 'later waits fail at once')
   const again = Barrier.at(mem, b.offset, 1)
   t.false(again.broken, 'Barrier.at with parties re-initializes the record: not broken')

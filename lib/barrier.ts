@@ -111,9 +111,10 @@ export class Barrier {
     return this.#load(1)
   }
 
-  /** Threads waiting in the current round. */
+  /** Threads waiting in the current round; 0 once the barrier is broken (every waiter is released). */
   get waiting(): number {
-    return this.#load(0) & COUNT
+    const v = this.#load(0)
+    return v & BROKEN ? 0 : v & COUNT
   }
 
   /** Whether a timed-out or aborted wait broke the barrier. */
