@@ -121,11 +121,12 @@ function entryOf(m: MappedMemory, name: string): { state: number; type: number }
   return { state: H + e + 32, type: H + e + 48 + dv.getUint32(H + e + 36, true) }
 }
 
-test.serial('a directory entry whose state is neither 0 nor 1 fails find/named at once with ERR_SHM_CORRUPT', (t) => {
+test.serial('a directory entry whose state is not 0, 1 or a constructor\'s token fails find/named at once with ERR_SHM_CORRUPT', (t) => {
   const m = segment(t)
   m.heap.named('x', 'int32_t', 5)
   const { state } = entryOf(m, 'x')
-  for (const garbage of [2, 0xff, 0xffff_ffff | 0]) {
+  // Odd values other than 1, and even ones beyond a token's 30 bits (docs/FORMAT.md §5).
+  for (const garbage of [3, 0xff, 0x8000_0000 | 0, 0xffff_ffff | 0]) {
     new Int32Array(m.buffer)[state >> 2] = garbage
     const t0 = performance.now()
     throws(t, () => m.heap.find('x'), { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT' })
