@@ -158,6 +158,24 @@ test.serial('a heap repair is published on shmutils:heap:repair: an operation le
   heap.check()
 })
 
+test.serial('a lookup rebuilds a heap a peer left busy (docs/FORMAT.md §4.3), in another process too: find() no longer reads an untrusted directory', async (t) => {
+  const mem = segment(t, 'find-busy')
+  const heap = mem.heap
+  heap.named('x', 'int64_t', 7n)
+  const busy = () => new DataView(mem.buffer).getUint32(heap.offset + 80, true)
+  for (const where of ['here', 'child']) {
+    new DataView(mem.buffer).setUint32(heap.offset + 80, 1, true)
+    if (where === 'here') {
+      t.is(heap.find<bigint>('x')!.value, 7n)
+    } else {
+      const child = forkChild(t, 'child-ops.mjs', ['find-named', mem.name!, 'x'])
+      t.deepEqual(await child.message(), { value: '7' })
+    }
+    t.is(busy(), 0, `${where}: rebuilt and busy cleared`)
+    heap.check()
+  }
+})
+
 test.serial('a heap repair is published: the heap lock\'s holder was killed', async (t) => {
   const mem = segment(t, 'trace-owner')
   const got = listen<HeapRepairMessage>(t, tracing.channels.heapRepair)

@@ -460,6 +460,11 @@ export class Lock implements Disposable {
    * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`
    */
   tryAcquire(): boolean {
+    return this.#tryOnce() || this.#takeFromDead()
+  }
+
+  /** One compare-and-swap: the lock if it is free (or this thread re-enters its RLock). */
+  #tryOnce(): boolean {
     if (this.#reenter()) return true
     const a = this.#word()
     const w = this.#w
@@ -471,10 +476,17 @@ export class Lock implements Disposable {
     }
     // Owner bits all ones: dead forever; the native path throws the error.
     if ((seen & TOKEN_MASK) === TOKEN_MASK) return this.acquire({ timeout: 0 })
-    // Held by another thread: whether it lives is a system call's question, asked at most
-    // once a slice per object; the native try takes a dead holder's lock over.
+    return false
+  }
+
+  /**
+   * The lock, if the thread holding it died: whether it lives is a system call's
+   * question, asked at most once a slice per object (the native try takes a dead
+   * holder's lock over); `false` otherwise.
+   */
+  #takeFromDead(): boolean {
     const now = Date.now()
-    if ((seen & TOKEN_MASK) === me || now - this.#askedAt < RECHECK_MS) return false
+    if (now - this.#askedAt < RECHECK_MS || (Atomics.load(this.#word(), this.#w) & TOKEN_MASK) === this.#token()) return false
     this.#askedAt = now
     const { id } = internals(this.memory)
     return this.#acquired(native(() => binding.lockAcquire(id, this.offset, 0)), 0, false)
@@ -497,7 +509,8 @@ export class Lock implements Disposable {
     let t0 = 0
     return acquireAsyncWith(
       options,
-      () => this.tryAcquire(),
+      // A dead holder is the wait's to find (it is traced as one), unless there is no wait.
+      (only) => (only ? this.tryAcquire() : this.#tryOnce()),
       (timeout) => {
         t0 = waitStart()
         return binding.lockAcquireAsync(internals(this.memory).id, this.offset, timeout)

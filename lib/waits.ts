@@ -107,19 +107,19 @@ export function waitNative(start: () => number, signal: AbortSignal | undefined)
 
 /**
  * The shape every async acquisition shares (`Lock`, `Semaphore`): check the options, try
- * at once, else start a native wait with `start(timeout)` and let `settle` turn its
- * completion code into the result; an abort rejects with an `AbortError`. Errors reject
- * the promise, never throw.
+ * at once (`tryNow(only)`, `only`: the try is all there is, timeout 0), else start a
+ * native wait with `start(timeout)` and let `settle` turn its completion code into the
+ * result; an abort rejects with an `AbortError`. Errors reject the promise, never throw.
  */
 export function acquireAsyncWith(
   options: unknown,
-  tryNow: () => boolean,
+  tryNow: (only: boolean) => boolean,
   start: (timeout: number | undefined) => number,
   settle: (code: number) => boolean,
 ): Promise<boolean> {
   try {
     const { timeout, signal } = checkAsyncWait(options)
-    if (tryNow()) return Promise.resolve(true)
+    if (tryNow(timeout === 0)) return Promise.resolve(true)
     if (timeout === 0) return Promise.resolve(false)
     return waitNative(() => start(timeout), signal).then((code) => {
       if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)

@@ -1074,18 +1074,42 @@ impl HeapView {
         self.salt().and_then(f).map_err(|e| self.err(e))
     }
 
+    /// Run an operation that only reads the heap but answers users (`stats`, directory
+    /// lookups), with the heap lock held: a heap left `busy` (a holder died
+    /// mid-operation, or a peer found it so, docs/FORMAT.md §4.3) cannot be trusted, so
+    /// it is rebuilt first, and `busy` cleared.
+    #[inline]
+    fn repaired_read_op<T>(&self, f: impl FnOnce(u64) -> R<T>) -> Result<T, HeapError> {
+        self.read_op(|salt| {
+            if self.rebuild_if_interrupted(salt)? {
+                self.commit();
+                self.hst32(H_BUSY, 0)?;
+            }
+            f(salt)
+        })
+    }
+
+    /// Rebuilds the heap if an interrupted operation left `busy` set; whether it did.
+    /// `busy` is left as it is (set).
+    #[cold]
+    fn rebuild_if_interrupted(&self, salt: u64) -> R<bool> {
+        if self.hld32(H_BUSY)? == 0 {
+            return Ok(false);
+        }
+        self.rebuild_inner(salt)?;
+        crate::trace::emit(crate::trace::Event::HeapRepaired {
+            address: self.hb as usize,
+            reason: crate::trace::RepairReason::Interrupted,
+        });
+        Ok(true)
+    }
+
     /// Run a heap-mutating operation: recover an interrupted one first, mark busy, run,
     /// clear busy. On `Corrupt`, busy stays set so that the next operation rebuilds.
     #[inline]
     fn op<T>(&self, f: impl FnOnce(u64) -> R<T>) -> Result<T, HeapError> {
         let r = self.salt().and_then(|salt| {
-            if self.hld32(H_BUSY)? != 0 {
-                self.rebuild_inner(salt)?;
-                crate::trace::emit(crate::trace::Event::HeapRepaired {
-                    address: self.hb as usize,
-                    reason: crate::trace::RepairReason::Interrupted,
-                });
-            }
+            self.rebuild_if_interrupted(salt)?;
             self.hst32(H_BUSY, 1)?;
             self.commit();
             let r = f(salt);

@@ -169,10 +169,11 @@ impl HeapView {
         Ok(())
     }
 
-    /// Look up a named object. Read-only. Caller holds the heap lock.
+    /// Look up a named object. Read-only, unless a heap left `busy` must be rebuilt first
+    /// (its directory cannot be trusted before). Caller holds the heap lock.
     pub fn named_find(&self, name: &[u8]) -> Result<Option<NamedEntry>, HeapError> {
         self.check_name(name).map_err(|f| self.err(f))?;
-        self.read_op(|salt| match self.find_inner(salt, name)? {
+        self.repaired_read_op(|salt| match self.find_inner(salt, name)? {
             Some((_, e, ent)) => Ok(Some(self.live_entry(salt, e, &ent)?)),
             None => Ok(None),
         })
@@ -575,5 +576,21 @@ mod tests {
         t.mem
             .write(e.entry_off + E_STATE as usize, &3u32.to_le_bytes());
         assert_eq!(code(t.h.check()), "ERR_SHM_CORRUPT");
+    }
+    #[test]
+    fn a_lookup_rebuilds_a_heap_left_busy_first() {
+        // What a peer does when it recovers the heap lock from a dead holder
+        // (docs/FORMAT.md §4.3): busy = 1, then the next shmutils operation rebuilds.
+        let t = T::new(1 << 20);
+        let (e, _) = t.h.named_reserve(b"x", 8, 16, b"t", 0).unwrap();
+        t.h.hst32(H_BUSY, 1).unwrap();
+        assert_eq!(code(t.h.check()), "ERR_SHM_CORRUPT", "check() reports it");
+        let found = t.h.named_find(b"x").unwrap().unwrap();
+        assert_eq!(found.offset, e.offset);
+        assert_eq!(t.h.hld32(H_BUSY).unwrap(), 0, "rebuilt, and busy cleared");
+        t.h.check().unwrap();
+        t.h.hst32(H_BUSY, 1).unwrap();
+        t.h.stats().unwrap();
+        assert_eq!(t.h.hld32(H_BUSY).unwrap(), 0);
     }
 }

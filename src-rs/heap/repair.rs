@@ -29,8 +29,8 @@
 //!   Any operation that finds it set (the previous holder died mid-operation, or an
 //!   operation detected corruption) first runs `rebuild()` automatically. `check()` is
 //!   read-only and reports `Corrupt` while `busy` is set.
-//! * Read-only operations (`validate_header`, `check`, `usable_size`, `named_find`,
-//!   `named_list`, `named_state`, and `stats` unless it must repair first) never write
+//! * Read-only operations (`validate_header`, `check`, `usable_size`, `named_list`,
+//!   `named_state`; `named_find` and `stats` unless they must repair first) never write
 //!   to the region.
 //! * `realloc` that moves allocates the new block, copies, then frees the old one: a
 //!   crash in between leaks one of them. `named_reserve` allocates the object, then

@@ -727,12 +727,7 @@ impl HeapView {
     /// Heap statistics. Caller holds the heap lock.
     /// Read-only unless an interrupted operation has to be repaired first.
     pub fn stats(&self) -> Result<HeapStats, HeapError> {
-        self.read_op(|salt| {
-            if self.hld32(H_BUSY)? != 0 {
-                self.rebuild_inner(salt)?;
-                self.commit();
-                self.hst32(H_BUSY, 0)?;
-            }
+        self.repaired_read_op(|salt| {
             // Cached blocks (`cache.rs`) are allocated in the chain but free to their
             // users: they count as free here.
             let (cached, cached_bytes) = self.cached_totals(salt)?;
