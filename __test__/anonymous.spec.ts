@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava'
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { constants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { Lock, MappedMemory, revive, ShmError, shmOpen, type Handle, type Ref } from '../dist/index.js'
@@ -203,6 +203,23 @@ test('handles of a closed or replaced anonymous segment fail loudly', async (t) 
   delete noUid.uid
   const r4 = await kid.request<{ name: string; message: string }>({ memory: noUid })
   t.is(r4.name, 'TypeError')
+})
+
+test('a handle whose holder is gone fails with the OS errno, positive as in every ShmError (it was -2: libuv\'s)', (t) => {
+  if (!linux) return t.pass('/proc revive: Linux only')
+  const mem = MappedMemory.anonymous({ size: 8192 })
+  t.teardown(() => mem.close())
+  // Another identity, so that this process's own mapping of it is not reused.
+  const h = { ...mem.toJSON(), uid: '0123456789abcdef', proc: { pid: 0x3ffffff0, fd: 3 } }
+  const e = t.throws(() => revive(h), { instanceOf: ShmError, code: 'ENOENT' }) as ShmError
+  t.is(e.errno, constants.errno.ENOENT)
+  t.is(e.syscall, 'open')
+  t.is(e.path, '/proc/1073741808/fd/3')
+  // A descriptor of this process that is a directory, not a segment: EISDIR (was -21).
+  const dir = openSync('/', 'r')
+  t.teardown(() => closeSync(dir))
+  const e2 = t.throws(() => revive({ ...h, proc: { pid: process.pid, fd: dir } }), { instanceOf: ShmError, code: 'EISDIR' }) as ShmError
+  t.is(e2.errno, constants.errno.EISDIR)
 })
 
 test('fromFd maps any segment by descriptor and refuses everything else', (t) => {

@@ -85,6 +85,20 @@ test('bad input: sizes, alignments, double free, interior, outside, after close'
   raw.close()
 })
 
+test('Heap.create: an offset at or past the end of the mapping is a RangeError saying so (it complained about a "size" of -65536)', (t) => {
+  using raw = new MappedMemory(null, 65536)
+  for (const offset of [65536, 1 << 17]) {
+    throws(t, () => Heap.create(raw, { offset }), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /^The "offset" option \d+ is beyond the end of the mapping \(65536 bytes\)$/ }, String(offset))
+  }
+})
+
+test('Heap.create: an options argument that is not an object is a TypeError naming "options" (null read its properties)', (t) => {
+  using raw = new MappedMemory(null, 65536)
+  for (const bad of [null, 5, 'x']) {
+    throws(t, () => Heap.create(raw, bad as never), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /"options"/ }, String(bad))
+  }
+})
+
 test('garbage over the heap gives errors, never a crash or a hang', (t) => {
   const mem = segment(t, 256 * 1024)
   const heap = mem.heap

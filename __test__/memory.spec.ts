@@ -1,9 +1,11 @@
 import test from 'ava'
 import { fork } from 'node:child_process'
+import { constants } from 'node:os'
 import {
-  Lock, MappedMemory, MapFlags, munmap, PAGE_SIZE, Protection, type Ref, revive, roundToPageSize, ShmError, shmOpen,
+  Barrier, CBase, cdef, Channel, Condition, Event, Heap, Lock, MappedMemory, MapFlags, munmap, PAGE_SIZE, Protection, Ref, revive, RLock,
+  roundToPageSize, RWLock, Semaphore, SharedMap, ShmError, shmOpen,
 } from '../dist/index.js'
-import { fixture, forkChild, segmentExists, segmentName, throws, userAddressTop } from './helpers.js'
+import { fixture, forkChild, managedSegment, segmentExists, segmentName, throws, userAddressTop } from './helpers.js'
 
 test('PAGE_SIZE and roundToPageSize', (t) => {
   t.is(PAGE_SIZE, 4096)
@@ -12,6 +14,18 @@ test('PAGE_SIZE and roundToPageSize', (t) => {
   t.is(roundToPageSize(PAGE_SIZE), PAGE_SIZE)
   t.is(roundToPageSize(PAGE_SIZE + 1), 2 * PAGE_SIZE)
   throws(t, () => roundToPageSize(-1), { instanceOf: RangeError })
+})
+
+test('roundToPageSize: a size that rounds up past Number.MAX_SAFE_INTEGER is a RangeError, not an unsafe number', (t) => {
+  t.is(roundToPageSize(2 ** 53 - PAGE_SIZE), 2 ** 53 - PAGE_SIZE, 'the last safe multiple of the page size')
+  for (const n of [2 ** 53 - 1, 2 ** 53 - PAGE_SIZE + 1]) {
+    throws(t, () => roundToPageSize(n), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /"n".*MAX_SAFE_INTEGER/ }, String(n))
+  }
+})
+
+test('roundToPageSize: non-integers are RangeErrors, non-numbers TypeErrors, naming "n"', (t) => {
+  for (const n of [Number.NaN, -4096, 1.5, Infinity, 2 ** 53]) throws(t, () => roundToPageSize(n), { instanceOf: RangeError, message: /"n"/ }, String(n))
+  for (const n of ['4096', 4096n, null, undefined, {}]) throws(t, () => roundToPageSize(n as number), { instanceOf: TypeError, message: /"n"/ }, String(n))
 })
 
 test('raw mappings of one object share bytes zero-copy; address arithmetic', (t) => {
@@ -44,7 +58,7 @@ test('bad raw mapping arguments are typed errors, never crashes', (t) => {
   throws(t, () => new MappedMemory(null, Number.NaN), { instanceOf: RangeError })
   throws(t, () => new MappedMemory(null, 2 ** 60), { instanceOf: RangeError })
   throws(t, () => new MappedMemory(null, 4096, 'rw' as unknown as number), { instanceOf: TypeError, message: /"protection"/ })
-  throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED, -3), { instanceOf: TypeError, message: /"fd"/ })
+  throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED, -3), { instanceOf: RangeError, message: /"fd"/ })
   throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED, 9999), { instanceOf: ShmError, code: 'EBADF' })
   const name = segmentName(t)
   using fd = shmOpen(name).truncate(2 * PAGE_SIZE)
@@ -126,6 +140,98 @@ test('managed segments: create, open, header, EEXIST, two mappings see each othe
   a.unlink()
   t.false(segmentExists(name))
   t.is(b.bytes[5000], 99, 'mappings survive unlink')
+})
+
+test('raw mapping: a protection other than a combination of the Protection bits is a RangeError (it mapped rwx)', (t) => {
+  for (const p of [-1, 8, 255, 0x7fff_ffff, 2 ** 31, 2 ** 32 + Protection.READ, 1.5, Number.NaN]) {
+    throws(t, () => new MappedMemory(null, 4096, p), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /"protection".*Protection bits/ }, String(p))
+  }
+  throws(t, () => new MappedMemory(null, 4096, null as unknown as number), { instanceOf: TypeError, message: /"protection"/ })
+  for (const p of Object.values(Protection)) {
+    using m = new MappedMemory(null, 4096, p)
+    t.is(m.size, 4096, `Protection ${p} maps`)
+  }
+})
+
+test('raw mapping: flags other than a combination of the MapFlags bits are a RangeError', (t) => {
+  const anon = MapFlags.SHARED | MapFlags.ANONYMOUS
+  for (const f of [-1, anon | 0x4000_0000, 2 ** 31, 2 ** 32 + anon, 0.5]) {
+    throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, f), { instanceOf: RangeError, message: /"flags".*MapFlags bits/ }, String(f))
+  }
+  throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, 'shared' as unknown as number), { instanceOf: TypeError, message: /"flags"/ })
+  using m = new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.PRIVATE | MapFlags.ANONYMOUS | MapFlags.NORESERVE | MapFlags.POPULATE)
+  t.is(m.size, 4096)
+})
+
+test('raw mapping: a descriptor number out of range is a RangeError saying so (2 ** 31 was "must be an integer")', (t) => {
+  for (const fd of [2 ** 31, 2 ** 40, -1, 1.5]) {
+    throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED, fd), { instanceOf: RangeError, message: /"fd".*within 0\.\.2147483647/ }, String(fd))
+  }
+  throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED, '3' as unknown as number), { instanceOf: TypeError, message: /"fd"/ })
+})
+
+test('raw mapping: an fd that is a Proxy of a SharedMemoryObject is a TypeError naming "fd" (it read private member #fd)', (t) => {
+  using obj = shmOpen(segmentName(t, 'fdproxy'), 'x').truncate(4096)
+  throws(t, () => new MappedMemory(null, 4096, Protection.READ_WRITE, MapFlags.SHARED, new Proxy(obj, {})), {
+    instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /^The "fd" argument must be a SharedMemoryObject or a descriptor; got an instance of SharedMemoryObject that is not one/,
+  })
+})
+
+test('a failed mmap of a named object carries its name as path, like every other failed call on it', (t) => {
+  const name = segmentName(t, 'mmappath')
+  using rw = shmOpen(name, 'x').truncate(PAGE_SIZE)
+  using ro = shmOpen(name, 'r')
+  throws(t, () => new MappedMemory(null, PAGE_SIZE, Protection.READ_WRITE, MapFlags.SHARED, ro), {
+    instanceOf: ShmError, code: 'EACCES', errno: constants.errno.EACCES, syscall: 'mmap', path: name,
+  })
+  t.is(rw.size(), PAGE_SIZE)
+})
+
+test('EADDRINUSE carries the platform\'s EADDRINUSE errno (it carried EEXIST\'s): create, open require, FIXED_NOREPLACE, FIXED', (t) => {
+  const expect = { instanceOf: ShmError, code: 'EADDRINUSE', errno: constants.errno.EADDRINUSE, syscall: 'mmap' }
+  const name = segmentName(t, 'inuse')
+  using m = MappedMemory.create(name, { size: 65536, fixedAddress: true })
+  const other = segmentName(t, 'inuse2')
+  throws(t, () => MappedMemory.create(other, { size: 65536, fixedAddress: m.address.begin }), { ...expect, path: other }, 'create fixedAddress: n')
+  throws(t, () => MappedMemory.open(name, { fixedAddress: 'require' }), { ...expect, path: name }, "open fixedAddress: 'require'")
+  const anon = MapFlags.SHARED | MapFlags.ANONYMOUS
+  throws(t, () => new MappedMemory(m.address.begin, PAGE_SIZE, Protection.READ_WRITE, anon | MapFlags.FIXED_NOREPLACE), expect, 'FIXED_NOREPLACE')
+  throws(t, () => new MappedMemory(m.address.begin, PAGE_SIZE, Protection.READ_WRITE, anon | MapFlags.FIXED), expect, 'FIXED over memory in use')
+})
+
+test('create: fixedAddress must be true, false or a non-zero page-aligned address, named as such (it said "address")', (t) => {
+  const name = segmentName(t, 'fixedarg')
+  for (const at of [0, 123, PAGE_SIZE + 1, -PAGE_SIZE, 1.5, 2 ** 53]) {
+    throws(t, () => MappedMemory.create(name, { size: 4096, fixedAddress: at }), { instanceOf: RangeError, message: /"fixedAddress"/ }, String(at))
+  }
+  throws(t, () => MappedMemory.create(name, { size: 4096, fixedAddress: 'yes' as unknown as boolean }), { instanceOf: TypeError, message: /"fixedAddress"/ })
+  t.false(segmentExists(name))
+})
+
+test('create, open, anonymous, fromFd: boolean options must be booleans', (t) => {
+  const name = segmentName(t, 'boolopt')
+  for (const key of ['prefault', 'reserve', 'unlinkOnExit']) {
+    throws(t, () => MappedMemory.create(name, { size: 4096, [key]: 'yes' }), { instanceOf: TypeError, message: new RegExp(`"${key}" option must be a boolean`) }, key)
+  }
+  for (const key of ['prefault', 'reserve']) {
+    throws(t, () => MappedMemory.anonymous({ size: 4096, [key]: 1 }), { instanceOf: TypeError, message: new RegExp(`"${key}"`) }, key)
+  }
+  t.false(segmentExists(name))
+  using m = MappedMemory.create(name, { size: 4096 })
+  throws(t, () => MappedMemory.open(name, { readOnly: 'no' as unknown as boolean }), { instanceOf: TypeError, message: /"readOnly"/ })
+  throws(t, () => MappedMemory.fromFd(m.fd!, { readOnly: 1 as unknown as boolean }), { instanceOf: TypeError, message: /"readOnly"/ })
+})
+
+test('create, open, anonymous, fromFd: an options argument that is not an object is a TypeError naming "options"', (t) => {
+  const name = segmentName(t, 'optarg')
+  using m = MappedMemory.create(name, { size: 4096 })
+  for (const bad of [null, 5, 'x']) {
+    const o = bad as never
+    throws(t, () => MappedMemory.create(segmentName(t, 'optarg2'), o), { instanceOf: TypeError, message: /"options"/ }, `create ${bad}`)
+    throws(t, () => MappedMemory.open(name, o), { instanceOf: TypeError, message: /"options"/ }, `open ${bad}`)
+    throws(t, () => MappedMemory.anonymous(o), { instanceOf: TypeError, message: /"options"/ }, `anonymous ${bad}`)
+    throws(t, () => MappedMemory.fromFd(m.fd!, o), { instanceOf: TypeError, message: /"options"/ }, `fromFd ${bad}`)
+  }
 })
 
 test('create and open reject bad arguments with typed errors', (t) => {
@@ -283,4 +389,84 @@ test('revive opens each segment once per process', (t) => {
   throws(t, () => revive({ $shmutils: 'Nope', segment: name, offset: 0 }), { instanceOf: TypeError })
   t.is(revive(5), 5)
   throws(t, () => JSON.stringify(new MappedMemory(null, 4096)), { instanceOf: TypeError })
+})
+
+// ---- every public function that takes a mapping refuses anything else with a TypeError naming it ----
+
+/** Calls of every public function that takes a mapping (`memory`) or a heap home (`where`), given `v` for it. */
+function mappingTakers(mem: MappedMemory): Array<[string, 'memory' | 'where', (v: never) => unknown]> {
+  const lock = new Lock(mem)
+  class Point extends CBase(cdef('struct point { int x; };'), 'struct point') {}
+  return [
+    ['Heap.create', 'memory', (v) => Heap.create(v)],
+    ['Heap.attach', 'memory', (v) => Heap.attach(v)],
+    ['Lock.at', 'memory', (v) => Lock.at(v, 0)],
+    ['RLock.at', 'memory', (v) => RLock.at(v, 0)],
+    ['Semaphore.at', 'memory', (v) => Semaphore.at(v, 0)],
+    ['Condition.at', 'memory', (v) => Condition.at(v, 0, lock)],
+    ['RWLock.at', 'memory', (v) => RWLock.at(v, 0)],
+    ['Barrier.at', 'memory', (v) => Barrier.at(v, 0)],
+    ['Event.at', 'memory', (v) => Event.at(v, 0)],
+    ['Ref.at', 'memory', (v) => Ref.at(v, 0, 'int')],
+    ['SharedMap.at', 'memory', (v) => SharedMap.at(v, 0)],
+    ['Channel.at', 'memory', (v) => Channel.at(v, 0)],
+    ['new Lock', 'where', (v) => new Lock(v)],
+    ['new RLock', 'where', (v) => new RLock(v)],
+    ['new Semaphore', 'where', (v) => new Semaphore(v, 1)],
+    ['new RWLock', 'where', (v) => new RWLock(v)],
+    ['new Barrier', 'where', (v) => new Barrier(v, 2)],
+    ['new Event', 'where', (v) => new Event(v)],
+    ['new SharedMap', 'where', (v) => new SharedMap(v)],
+    ['SharedMap.named', 'where', (v) => SharedMap.named(v, 'm')],
+    ['new Channel', 'where', (v) => new Channel(v)],
+    ['CBase.withHeap', 'where', (v) => Point.withHeap(v)],
+  ]
+}
+
+/** Every taker, given `bad`, throws a TypeError naming its argument (and `detail`, if given). */
+function refusesEverywhere(t: import('ava').ExecutionContext, bad: unknown, detail?: RegExp): void {
+  const mem = managedSegment(t, 'takers', 1 << 16)
+  const before = mem.heap.stats().allocations
+  for (const [what, arg, call] of mappingTakers(mem)) {
+    const e = throws(t, () => call(bad as never), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: new RegExp(`^The "${arg}" argument must be`) }, what)
+    if (detail) t.regex(e?.message ?? '', detail, what)
+  }
+  t.is(mem.heap.stats().allocations, before + 1, 'nothing allocated but the Condition\'s lock')
+}
+
+test('a function that takes a mapping, given null, throws a TypeError naming the argument (Heap.create read properties of null)', (t) => {
+  refusesEverywhere(t, null, /got null$/)
+})
+
+test('a function that takes a mapping, given a plain object, throws a TypeError naming the argument (Heap.create complained about "size ... NaN")', (t) => {
+  refusesEverywhere(t, {}, /got an instance of Object$/)
+})
+
+test('a function that takes a mapping, given a number or a string, throws a TypeError naming the argument', (t) => {
+  refusesEverywhere(t, 65536, /got type number/)
+  refusesEverywhere(t, '/segment', /got type string/)
+})
+
+test('a function that takes a mapping, given a Proxy of one, throws a TypeError naming the argument (it read private member #closed)', (t) => {
+  const mem = managedSegment(t, 'proxied', 1 << 16)
+  refusesEverywhere(t, new Proxy(mem, {}), /a Proxy of one/)
+})
+
+test('a function that takes a mapping, given an object made from MappedMemory.prototype, throws a TypeError naming the argument', (t) => {
+  refusesEverywhere(t, Object.create(MappedMemory.prototype), /not one/)
+})
+
+test('a "where" that is a Proxy of a heap is a TypeError naming "where" (it read private member #cache)', (t) => {
+  const mem = managedSegment(t, 'heapproxy', 1 << 16)
+  const heap = new Proxy(mem.heap, {}) as never
+  for (const make of [() => new Lock(heap), () => new Semaphore(heap, 1), () => new RWLock(heap), () => new SharedMap(heap), () => new Channel(heap)]) {
+    throws(t, make, { instanceOf: TypeError, message: /^The "where" argument must be a Heap or a managed MappedMemory; got an instance of Heap that is not one/ })
+  }
+})
+
+test('a "where" that is a raw mapping says it has no heap, for every constructor alike', (t) => {
+  using raw = new MappedMemory(null, 1 << 16)
+  for (const make of [() => new Lock(raw), () => new Event(raw), () => new SharedMap(raw), () => new Channel(raw)]) {
+    throws(t, make, { instanceOf: TypeError, message: /^The "where" argument is a raw mapping, which has no heap/ })
+  }
 })

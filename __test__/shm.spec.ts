@@ -1,5 +1,5 @@
 import test from 'ava'
-import { shmOpen, shmUnlink, SharedMemoryObject, ShmError } from '../dist/index.js'
+import { MappedMemory, shmOpen, shmUnlink, SharedMemoryObject, ShmError } from '../dist/index.js'
 import { segmentExists, segmentMode, segmentName, throws } from './helpers.js'
 
 test('modes follow the original: r, r+, w, w+, x, x+', (t) => {
@@ -51,11 +51,45 @@ test('names are normalized and validated', (t) => {
   throws(t, () => shmOpen(42 as unknown as string), { instanceOf: TypeError, message: /"name"/ })
 })
 
+test('permissions beyond 0o777 are a RangeError, never reduced modulo 2 ** 32 (2 ** 32 + 0o644 created mode 644)', (t) => {
+  const name = segmentName(t, 'permwrap')
+  for (const permissions of [2 ** 32 + 0o644, 2 ** 32, 0o1000, 2 ** 53]) {
+    throws(t, () => shmOpen(name, 'x', { permissions }), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /"permissions"/ }, String(permissions))
+    throws(t, () => MappedMemory.create(name, { size: 4096, permissions }), { instanceOf: RangeError, message: /"permissions"/ }, `create ${permissions}`)
+  }
+  t.false(segmentExists(name))
+})
+
+test('a bad permissions value is shown as given (-1 read 0o37777777777), the same for shmOpen and create', (t) => {
+  const name = segmentName(t, 'permmsg')
+  for (const [permissions, shown] of [[-1, /got -1$/], [2 ** 32 + 0o644, /got 4294967716 \(0o40000000644\)$/], [Number.NaN, /got NaN$/]] as const) {
+    const a = throws(t, () => shmOpen(name, 'x', { permissions }), { instanceOf: RangeError, message: shown }, String(permissions))
+    const b = throws(t, () => MappedMemory.create(name, { size: 4096, permissions }), { instanceOf: RangeError }, String(permissions))
+    t.is(a?.message, b?.message, 'one check, one message')
+  }
+  for (const permissions of ['644', null, 0o644n]) {
+    throws(t, () => shmOpen(name, 'x', { permissions: permissions as unknown as number }), { instanceOf: TypeError, message: /"permissions"/ }, String(permissions))
+    throws(t, () => MappedMemory.create(name, { size: 4096, permissions: permissions as unknown as number }), { instanceOf: TypeError, message: /"permissions"/ }, String(permissions))
+  }
+  t.false(segmentExists(name))
+  for (const permissions of [0o400, 0o777]) {
+    shmOpen(name, 'x', { permissions }).close()
+    t.is(segmentMode(name), permissions)
+    shmUnlink(name)
+  }
+})
+
+test("shmOpen: an options argument that is not an object is a TypeError naming \"options\" (null read its properties)", (t) => {
+  const name = segmentName(t, 'shmopt')
+  for (const bad of [null, 5, 'x']) throws(t, () => shmOpen(name, 'w+', bad as never), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /"options"/ }, String(bad))
+  t.false(segmentExists(name))
+})
+
 test('bad modes, permissions and sizes are typed errors', (t) => {
   const name = segmentName(t)
   throws(t, () => shmOpen(name, 'a' as 'r'), { instanceOf: TypeError, message: /"mode"/ })
   throws(t, () => shmOpen(name, 'w+', { permissions: 0o1777 }), { instanceOf: RangeError, message: /"permissions"/ })
-  throws(t, () => shmOpen(name, 'w+', { permissions: 1.5 }), { instanceOf: TypeError })
+  throws(t, () => shmOpen(name, 'w+', { permissions: 1.5 }), { instanceOf: RangeError, message: /"permissions"/ })
   const o = shmOpen(name)
   throws(t, () => o.truncate(-1), { instanceOf: RangeError, message: /"size"/ })
   throws(t, () => o.truncate(Number.NaN), { instanceOf: RangeError })

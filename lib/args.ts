@@ -96,6 +96,42 @@ export function checkAsyncWait(options: unknown): WaitOptions {
   return checked
 }
 
+/**
+ * Checks an options argument and returns it: an object, or `undefined` for none (then
+ * `{}`). With `needs` (what it must hold, as `'a "size"'`) it is required.
+ */
+export function checkOptions<T extends object>(options: T | undefined, needs?: string): T {
+  if (options === undefined && needs === undefined) return {} as T
+  if (typeof options !== 'object' || options === null) {
+    throw typeError(`The "options" argument must be an object${needs === undefined ? '' : ` with ${needs}`}; got ${describe(options)}`)
+  }
+  return options
+}
+
+/** Checks an optional boolean option: `undefined` gives `fallback`. */
+export function checkBoolean(name: string, value: unknown, fallback = false): boolean {
+  if (value === undefined) return fallback
+  if (typeof value !== 'boolean') throw typeError(`The "${name}" option must be a boolean; got ${describe(value)}`)
+  return value
+}
+
+/** The largest permission bits a segment can be created with (`rwxrwxrwx`). */
+const MAX_PERMISSIONS = 0o777
+
+/**
+ * Checks the permission bits of a new segment (`undefined`: `0o600`) and returns them:
+ * an integer in `0o0..0o777`.
+ */
+export function checkPermissions(value: unknown): number {
+  if (value === undefined) return 0o600
+  if (typeof value !== 'number') throw typeError(`The "permissions" option must be of type number; got ${describe(value)}`)
+  if (!Number.isInteger(value) || value < 0 || value > MAX_PERMISSIONS) {
+    const octal = Number.isSafeInteger(value) && value >= 0 ? ` (0o${value.toString(8)})` : ''
+    throw rangeError(`The "permissions" option must be an integer within 0o0..0o777; got ${value}${octal}`)
+  }
+  return value
+}
+
 /** Checks `value` is an integer in `[min, max]` and returns it. */
 export function checkInteger(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== 'number') {
@@ -105,6 +141,16 @@ export function checkInteger(name: string, value: unknown, min: number, max: num
     throw rangeError(`The "${name}" argument must be an integer >= ${min} and <= ${max}; got ${value}`)
   }
   return value
+}
+
+/**
+ * {@link describe} for an argument that failed a class's private-brand check; `imitation`:
+ * it passes `instanceof` all the same (a Proxy of one, or an object made from its
+ * prototype), which the message says.
+ */
+export function describeNot(value: unknown, imitation: boolean): string {
+  const what = describe(value)
+  return imitation ? `${what} that is not one (a Proxy of one, or an object made from its prototype)` : what
 }
 
 /** A short description of a value for error messages. */

@@ -14,10 +14,10 @@
  */
 import { checkString, describe } from './args.js'
 import { rangeError, typeError } from './errors.js'
-import { Heap } from './heap.js'
+import { Heap, heapOf } from './heap.js'
 import { checkWellFormed } from './utf8.js'
 import { allocateLocal } from './local.js'
-import { MappedMemory } from './memory.js'
+import { isMappedMemory, type MappedMemory } from './memory.js'
 import {
   Ref, refAt, refParts, setRevivedStructClass, structClassOf, type RefHeap, type StructRefClass,
 } from './ref.js'
@@ -217,7 +217,7 @@ export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl
     static readonly ctype: StructType = ctype
 
     constructor(memory: MappedMemory, offset: number, type: Type, heap: RefHeap | null) {
-      if (!(memory instanceof MappedMemory)) {
+      if (!isMappedMemory(memory)) {
         throw typeError(`Use ${new.target.name}.new(...fields) to make a ${formatType(ctype)}`)
       }
       super(memory, offset, type, heap)
@@ -229,7 +229,7 @@ export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl
     }
 
     static withHeap(this: typeof CStruct, where: Heap | MappedMemory): typeof CStruct {
-      const heap = heapArg(where)
+      const heap = heapOf(where)
       firstUse(this, ctype)
       let perHeap = withHeapCache.get(this)
       if (!perHeap) withHeapCache.set(this, (perHeap = new WeakMap()))
@@ -276,15 +276,6 @@ export function CBase<F extends object = Record<string, unknown>>(ffi: FFI, decl
   madeHere.add(CStruct)
   register(CStruct, ctype)
   return CStruct as unknown as CBaseClass<F>
-}
-
-function heapArg(where: unknown): Heap {
-  if (where instanceof Heap) return where
-  if (where instanceof MappedMemory) {
-    if (!where.managed) throw typeError('The "where" argument is a raw mapping, which has no heap: use Heap.create(memory)')
-    return where.heap
-  }
-  throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
 }
 
 /** The shared heap a class allocates from: its own `withHeap` heap or an ancestor's. */

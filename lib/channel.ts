@@ -49,13 +49,14 @@
  * The layout is in docs/FORMAT.md.
  * @module
  */
-import { checkAsyncWait, checkIndex, checkTimeoutArg, describe } from './args.js'
+import { checkAsyncWait, checkIndex, checkOptions, checkTimeoutArg } from './args.js'
 import { checkCodec, type Codec, encoded, encodeValue, Scratch } from './codec.js'
 import {
-  type ContainerHome, type ContainerType, corrupt, heapOf, intact, ownLock, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
+  type ContainerHome, type ContainerType, corrupt, intact, ownLock, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
 } from './container.js'
-import { rangeError, ShmError, typeError } from './errors.js'
+import { rangeError, ShmError } from './errors.js'
 import { registerReviver } from './handles.js'
+import { heapOf } from './heap.js'
 import { type AsyncWaitOptions, Kind, type Lock, OWNER_DIED as LOCK_OWNER_DIED } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
@@ -169,9 +170,9 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    */
   constructor(where: ContainerHome, options?: ChannelOptions) {
     super(TYPE, () => {
-      if (options !== undefined && (typeof options !== 'object' || options === null)) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
-      const coder = checkCodec(options?.codec)
-      const cap = ringSize(options?.capacity)
+      const { codec, capacity } = checkOptions(options)
+      const coder = checkCodec(codec)
+      const cap = ringSize(capacity)
       const heap = heapOf(where)
       const offset = heap.malloc(C.RING + cap, 64)
       const v = viewsOf(heap.memory, heap)

@@ -2,7 +2,8 @@
  * Page size and the protection/flag bits of `mmap`, with this platform's values.
  * @module
  */
-import { checkIndex } from './args.js'
+import { checkIndex, describe } from './args.js'
+import { rangeError, typeError } from './errors.js'
 import { binding } from './native.js'
 
 const c = binding.mapConstants()
@@ -19,7 +20,11 @@ export const PAGE_SIZE: number = binding.pageSize()
  */
 export function roundToPageSize(n: number): number {
   checkIndex('n', n)
-  return Math.ceil(n / PAGE_SIZE) * PAGE_SIZE
+  const rounded = Math.ceil(n / PAGE_SIZE) * PAGE_SIZE
+  if (!Number.isSafeInteger(rounded)) {
+    throw rangeError(`The "n" argument ${n} rounded up to whole pages (${rounded}) is beyond Number.MAX_SAFE_INTEGER`)
+  }
+  return rounded
 }
 
 /**
@@ -66,3 +71,27 @@ export const MapFlags = Object.freeze({
   /** `MAP_POPULATE`: prefault the pages now (0 where unsupported). */
   POPULATE: c.mapPopulate,
 })
+
+/**
+ * Checks that `value`, the argument `name`, is a combination of the bits of `bits` (one
+ * of the objects above) and returns it.
+ */
+function checkBits(name: string, value: unknown, bits: Readonly<Record<string, number>>, what: string): number {
+  if (typeof value !== 'number') throw typeError(`The "${name}" argument must be of type number; got ${describe(value)}`)
+  let all = 0
+  for (const b of Object.values(bits)) all |= b
+  if (!Number.isInteger(value) || value < 0 || value > all || (value & ~all) !== 0) {
+    throw rangeError(`The "${name}" argument must be a combination of the ${what} bits (at most 0x${all.toString(16)}); got ${value}`)
+  }
+  return value
+}
+
+/** @internal Checks a `protection` argument: `Protection` bits. */
+export function checkProtection(value: unknown): number {
+  return checkBits('protection', value, Protection, 'Protection')
+}
+
+/** @internal Checks a `flags` argument: `MapFlags` bits. */
+export function checkMapFlags(value: unknown): number {
+  return checkBits('flags', value, MapFlags, 'MapFlags')
+}

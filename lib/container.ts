@@ -7,13 +7,12 @@
  * docs/FORMAT.md.
  * @module
  */
-import { describe } from './args.js'
 import { type Codec, type Coder, coderById } from './codec.js'
 import { closedError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf } from './handles.js'
 import { Heap, heapSlotId } from './heap.js'
 import { Lock } from './lock.js'
-import { checkIntact, GUARD, internals, MappedMemory, writable } from './memory.js'
+import { checkIntact, checkMemory, GUARD, internals, MappedMemory, writable } from './memory.js'
 import { type Place, takePlace } from './place.js'
 
 /** Heap blocks are 16-aligned: block slots hold `offset / UNIT`. */
@@ -35,13 +34,6 @@ export const H = Object.freeze({
 
 /** Where a container can be created: a heap, or a managed mapping (its heap). */
 export type ContainerHome = Heap | MappedMemory
-
-/** The heap of `where`. */
-export function heapOf(where: unknown): Heap {
-  if (where instanceof Heap) return where
-  if (where instanceof MappedMemory) return where.heap
-  throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
-}
 
 /** Heaps other than a managed segment's own, attached once per mapping and offset. */
 const otherHeaps = new WeakMap<MappedMemory, Map<number, Heap>>()
@@ -118,7 +110,6 @@ export function intact(memory: MappedMemory): void {
  *   RangeError for an offset outside
  */
 export function checkHeader(memory: MappedMemory, offset: number, magic: number, kind: number, version: number, headerSize: number, what: string): number {
-  if (!(memory instanceof MappedMemory)) throw typeError(`The "memory" argument must be a MappedMemory; got ${describe(memory)}`)
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % 16 !== 0 || offset + headerSize > memory.size) {
     throw typeError(`There is no ${what} at offset ${String(offset)}: not a 16-aligned offset with room for its ${headerSize}-byte header`)
   }
@@ -224,6 +215,7 @@ export abstract class SharedContainer {
    */
   protected constructor(type: ContainerType, create: () => Place) {
     const { memory, offset } = takePlace() ?? create()
+    checkMemory(memory)
     this.#type = type
     this.memory = memory
     this.offset = offset

@@ -5,13 +5,13 @@
  * constructed atomically across processes, from {@link Heap.named}.
  * @module
  */
-import { checkIndex, checkName, checkString, describe } from './args.js'
+import { checkIndex, checkName, checkOptions, checkString, describe, describeNot } from './args.js'
 import { native, rangeError, ShmError, typeError } from './errors.js'
 import { HeapCache } from './heap-cache.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { tokenIn } from './identity.js'
 import { setLockAllocator } from './lock.js'
-import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, setHeapFactory } from './memory.js'
+import { checkIntact, checkMemory, GUARD, internals, isMappedMemory, MappedMemory, memoryOfHandle, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
 import { checkValue, Ref, refAt, refParts, setRefHeapLookup, writeValue } from './ref.js'
 import { cStringSize } from './strings.js'
@@ -81,6 +81,26 @@ function smallAlign(align: number): boolean {
 }
 /** @internal This thread's native slot id of a heap, for the raw heap calls of containers. */
 export let heapSlotId: (heap: Heap) => number
+
+/**
+ * @internal Whether `value` is a {@link Heap}: a private-brand check, which a Proxy of a
+ * heap fails.
+ */
+export let isHeap: (value: unknown) => value is Heap
+
+/**
+ * @internal The heap of a `where` argument (of every constructor that allocates: a Heap,
+ * or a managed mapping's own heap).
+ * @throws TypeError for anything else, a raw mapping included
+ */
+export function heapOf(where: unknown): Heap {
+  if (isHeap(where)) return where
+  if (isMappedMemory(where)) {
+    if (!where.managed) throw typeError('The "where" argument is a raw mapping, which has no heap: use Heap.create(memory)')
+    return where.heap
+  }
+  throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describeNot(where, where instanceof Heap || where instanceof MappedMemory)}`)
+}
 
 /** How long {@link Heap.named} waits for another process to finish constructing. */
 const NAMED_WAIT_MS = 10_000
@@ -153,6 +173,7 @@ export class Heap {
 
   static {
     heapSlotId = (heap) => heap.#id
+    isHeap = (value): value is Heap => typeof value === 'object' && value !== null && #id in value
   }
 
   /**
@@ -178,7 +199,10 @@ export class Heap {
    * @throws RangeError for a region that does not fit or is too small
    */
   static create(memory: MappedMemory, options: HeapCreateOptions = {}): Heap {
+    checkMemory(memory)
+    checkOptions(options)
     const offset = checkIndex('offset', options.offset ?? 0)
+    if (offset >= memory.size) throw rangeError(`The "offset" option ${offset} is beyond the end of the mapping (${memory.size} bytes)`)
     const size = checkIndex('size', options.size ?? memory.size - offset)
     const { id } = internals(memory)
     if (memory.managed) outsideManagedHeader(memory, offset, size)
@@ -191,6 +215,7 @@ export class Heap {
    * @throws ShmError `ERR_SHM_CORRUPT` if there is no valid heap there
    */
   static attach(memory: MappedMemory, offset = 0): Heap {
+    checkMemory(memory)
     checkIndex('offset', offset)
     const { id } = internals(memory)
     return attached.get(memory)?.get(offset) ?? new Heap(memory, offset, native(() => binding.heapAttach(id, offset, 0, false)))
@@ -495,10 +520,7 @@ registerReviver('Heap', (h) => Heap.attach(memoryOfHandle(h), h.offset))
 setRefHeapLookup((m) => (m.managed && !m.closed ? m.heap : null))
 
 setLockAllocator((where, size) => {
-  let heap: Heap
-  if (where instanceof Heap) heap = where
-  else if (where instanceof MappedMemory) heap = where.heap
-  else throw typeError(`The "where" argument must be a Heap or a managed MappedMemory; got ${describe(where)}`)
+  const heap = heapOf(where)
   // Cache lines of its own: no false sharing with neighbours.
   const offset = heap.malloc(size, 64)
   heap.memory.view(offset, size).fill(0)

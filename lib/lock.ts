@@ -11,7 +11,7 @@ import { checkIndex, checkTimeoutArg, describe } from './args.js'
 import { closedError, native, notOwner, rangeError, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
-import { checkIntact, GUARD, internals, MappedMemory, memoryOfHandle, writable } from './memory.js'
+import { checkIntact, checkMemory, GUARD, internals, MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { binding } from './native.js'
 import { lockOwnerAt, type LockOwner } from './records.js'
 import { traceOwnerDied, traceWait, waitStart } from './trace.js'
@@ -166,7 +166,7 @@ export function allocateRecord(where: unknown, what: string, kind: number, size 
 
 /** @internal Checks that a {@link LOCK_SIZE}-byte record fits at `offset` in `memory`. */
 export function checkRecordAt(memory: unknown, offset: unknown): asserts memory is MappedMemory {
-  if (!(memory instanceof MappedMemory)) throw typeError(`The "memory" argument must be a MappedMemory; got ${describe(memory)}`)
+  checkMemory(memory)
   checkIndex('offset', offset)
   const off = offset as number
   if (off % LOCK_ALIGN !== 0) throw rangeError(`The "offset" argument must be a multiple of ${LOCK_ALIGN}; got ${off}`)

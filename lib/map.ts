@@ -52,13 +52,14 @@
  * The layouts (header, stripe record, entry) are in docs/FORMAT.md and below.
  * @module
  */
-import { checkIndex, describe } from './args.js'
+import { checkIndex, checkOptions, describe } from './args.js'
 import { checkCodec, type Codec, type Coder, copyOut, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
-  type ContainerHome, type ContainerType, corrupt, heapOf, intact, ownLock, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
+  type ContainerHome, type ContainerType, corrupt, intact, ownLock, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { registerReviver } from './handles.js'
+import { heapOf } from './heap.js'
 import { refParts } from './ref.js'
 import { arrayOf, describeType, types } from './types/index.js'
 import { Kind, Lock } from './lock.js'
@@ -291,7 +292,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
    */
   constructor(where: ContainerHome, options?: SharedMapOptions) {
     super(TYPE, () => {
-      const o = checkOptions(options)
+      const o = checkMapOptions(options)
       const heap = heapOf(where)
       const offset = heap.malloc(M.SIZE, 64)
       try {
@@ -320,7 +321,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     this.#maxEntries = v.dv.getFloat64(offset + M.MAX_ENTRIES, true)
     this.#maxBytes = v.dv.getFloat64(offset + M.MAX_BYTES, true)
     this.#ttl = v.dv.getFloat64(offset + M.TTL, true)
-    // Bounds as checkOptions wrote them (a ttl may be fractional): anything else is damage.
+    // Bounds as checkMapOptions wrote them (a ttl may be fractional): anything else is damage.
     for (const [field, n, whole] of [['maxEntries', this.#maxEntries, true], ['maxBytes', this.#maxBytes, true], ['ttl', this.#ttl, false]] as const) {
       if (!(n >= 0 && (whole ? Number.isSafeInteger(n) : Number.isFinite(n)))) throw corrupt(`the SharedMap at ${offset} has ${field} ${n}`)
     }
@@ -337,7 +338,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
    * @throws TypeError if `name` names something else, or a map with another codec
    */
   static named<K extends string | Uint8Array = string, V = unknown>(where: ContainerHome, name: string, options?: SharedMapOptions): SharedMap<K, V> {
-    const o = checkOptions(options)
+    const o = checkMapOptions(options)
     const heap = heapOf(where)
     // Something else under the name: say so in this class's terms (named() would call it
     // a type mismatch with the map's placeholder type).
@@ -546,8 +547,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   #expiry(options: SetOptions | undefined): number {
     let ttl = this.#ttl
     if (options !== undefined) {
-      if (typeof options !== 'object' || options === null) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
-      if (options.ttl !== undefined) ttl = checkTtl(options.ttl, 'The "ttl" option')
+      const { ttl: given } = checkOptions(options)
+      if (given !== undefined) ttl = checkTtl(given, 'The "ttl" option')
     }
     return ttl > 0 ? Date.now() + ttl : 0
   }
@@ -1496,9 +1497,8 @@ interface CheckedOptions {
   ttl: number
 }
 
-function checkOptions(options: SharedMapOptions | undefined): CheckedOptions {
-  if (options !== undefined && (typeof options !== 'object' || options === null)) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
-  const o = options ?? {}
+function checkMapOptions(options: SharedMapOptions | undefined): CheckedOptions {
+  const o = checkOptions(options)
   const coder = checkCodec(o.codec)
   const maxEntries = o.maxEntries === undefined ? 0 : checkIndex('maxEntries', o.maxEntries)
   const maxBytes = o.maxBytes === undefined ? 0 : checkIndex('maxBytes', o.maxBytes)

@@ -19,13 +19,14 @@
  */
 import { constants as bufferConstants } from 'node:buffer'
 import { closeSync, openSync } from 'node:fs'
-import { checkIndex, checkName, describe } from './args.js'
+import { constants as osConstants } from 'node:os'
+import { checkBoolean, checkIndex, checkName, checkOptions, checkPermissions, describe, describeNot } from './args.js'
 import { closedError, native, outOfBounds, rangeError, readOnlyError, ShmError, typeError, withShmAdvice } from './errors.js'
 import { forgetOnExit, unlinkOnExit } from './exit.js'
 import { type Handle, registerReviver } from './handles.js'
-import { MapFlags, Protection } from './constants.js'
+import { checkMapFlags, checkProtection, MapFlags, PAGE_SIZE, Protection } from './constants.js'
 import { binding } from './native.js'
-import { SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
+import { isSharedMemoryObject, SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
 import type { Heap } from './heap.js'
 import type { Ref } from './ref.js'
 import type { InitOf, RefOf } from './typed.js'
@@ -38,12 +39,12 @@ import type { AllocationTypeOfName, CharPointerName, Type } from './types/index.
 export interface CreateOptions {
   /** Size in bytes (rounded up to whole pages; at least 4096). */
   size: number
-  /** Permission bits of the new object; default `0o600`. */
+  /** Permission bits of the new object, within `0o0..0o777`; default `0o600`. */
   permissions?: number
   /**
    * `true`: map at a free high address that other processes are likely to have free
-   * too, recorded in the header; a number: exactly that address; `false` (default): where
-   * the kernel likes.
+   * too, recorded in the header; a number: exactly that address (non-zero, a multiple of
+   * the page size); `false` (default): where the kernel likes.
    */
   fixedAddress?: boolean | number
   /**
@@ -284,6 +285,20 @@ const slots = new FinalizationRegistry<number>((id) => binding.mappingRelease(id
 /** @internal Access to a mapping's internals for the other modules of the package. */
 export let internals: (m: MappedMemory) => MemoryInternals
 
+/**
+ * @internal Whether `value` is a {@link MappedMemory}: a private-brand check, which an
+ * object that merely inherits from the class, or a Proxy of a mapping, fails.
+ */
+export let isMappedMemory: (value: unknown) => value is MappedMemory
+
+/**
+ * @internal Checks the argument `name` (default `"memory"`) is a {@link MappedMemory}:
+ * for every public function that takes one (once, where it starts using it).
+ */
+export function checkMemory(value: unknown, name = 'memory'): asserts value is MappedMemory {
+  if (!isMappedMemory(value)) throw typeError(`The "${name}" argument must be a MappedMemory; got ${describeNot(value, value instanceof MappedMemory)}`)
+}
+
 /** Records the key under which `m` is in the revive cache. */
 let setCacheKey: (m: MappedMemory, key: string) => void
 
@@ -393,17 +408,17 @@ export class MappedMemory implements Disposable {
       if (address !== null && address !== 0) checkIndex('address', address)
       checkIndex('size', size)
       checkIndex('offset', offset)
-      if (!Number.isInteger(protection)) throw typeError(`The "protection" argument must be an integer; got ${describe(protection)}`)
+      checkProtection(protection)
       let rawFd = -1
-      if (fd instanceof SharedMemoryObject) {
+      if (isSharedMemoryObject(fd)) {
         rawFd = fd.fd
         name = fd.name
       } else if (fd !== undefined) {
-        if (!Number.isInteger(fd) || (fd as number) < 0) throw typeError(`The "fd" argument must be a SharedMemoryObject or a descriptor; got ${describe(fd)}`)
-        rawFd = fd as number
+        if (typeof fd !== 'number') throw typeError(`The "fd" argument must be a SharedMemoryObject or a descriptor; got ${describeNot(fd, (fd as unknown) instanceof SharedMemoryObject)}`)
+        if (!Number.isInteger(fd) || fd < 0 || fd > MAX_FD) throw rangeError(`The "fd" argument must be a descriptor (an integer within 0..${MAX_FD}); got ${fd}`)
+        rawFd = fd
       }
-      const f = flags ?? (rawFd >= 0 ? MapFlags.SHARED : MapFlags.SHARED | MapFlags.ANONYMOUS)
-      if (!Number.isInteger(f)) throw typeError(`The "flags" argument must be an integer; got ${describe(flags)}`)
+      const f = flags === undefined ? (rawFd >= 0 ? MapFlags.SHARED : MapFlags.SHARED | MapFlags.ANONYMOUS) : checkMapFlags(flags)
       const addr = address === null || address === 0 ? -1 : address
       // Readable but not writable: mapped copy-on-write, as read-only opens are, so that a
       // stray write through a view lands in a private page instead of killing the process
@@ -411,7 +426,12 @@ export class MappedMemory implements Disposable {
       const cow = (protection & Protection.READ) !== 0 && (protection & Protection.WRITE) === 0
       const prot = cow ? protection | Protection.WRITE : protection
       const how = cow ? (f & ~MapFlags.SHARED) | MapFlags.PRIVATE : f
-      native(() => binding.mapRaw(addr, size, prot, how, rawFd, offset, OUT))
+      try {
+        native(() => binding.mapRaw(addr, size, prot, how, rawFd, offset, OUT))
+      } catch (e) {
+        // A failed mmap of a named object names it (`path`), as every other call does.
+        throw name === null ? e : withShmAdvice(e, name)
+      }
       info = takeInfo()
       if (cow) info.readOnly = true
       this.#raw = { fileOffset: offset, protection, flags: f }
@@ -439,6 +459,7 @@ export class MappedMemory implements Disposable {
   }
 
   static {
+    isMappedMemory = (value): value is MappedMemory => typeof value === 'object' && value !== null && #info in value
     setCacheKey = (m, key) => {
       m.#cacheKey = key
     }
@@ -540,16 +561,14 @@ export class MappedMemory implements Disposable {
    */
   static create(name: string, options: CreateOptions): MappedMemory {
     checkName('name', name)
-    if (typeof options !== 'object' || options === null) throw typeError('The "options" argument must be an object with a "size"')
+    checkOptions(options, 'a "size"')
     checkIndex('size', options.size)
-    const permissions = options.permissions ?? 0o600
-    if (!Number.isInteger(permissions)) throw typeError(`The "permissions" option must be an integer; got ${describe(permissions)}`)
+    const permissions = checkPermissions(options.permissions)
     const fixed = options.fixedAddress ?? false
-    if (typeof fixed !== 'boolean') checkIndex('fixedAddress', fixed)
-    const prefault = options.prefault ?? false
-    const onExit = options.unlinkOnExit ?? false
-    if (typeof onExit !== 'boolean') throw typeError(`The "unlinkOnExit" option must be a boolean; got ${describe(onExit)}`)
-    const reserve = options.reserve ?? false
+    if (typeof fixed !== 'boolean') checkFixedAddress(fixed)
+    const prefault = checkBoolean('prefault', options.prefault)
+    const onExit = checkBoolean('unlinkOnExit', options.unlinkOnExit)
+    const reserve = checkBoolean('reserve', options.reserve)
     const at = fixed === false ? -1 : fixed === true ? -2 : fixed
     const flags = (prefault ? 1 : 0) | (reserve ? 2 : 0)
     try {
@@ -572,7 +591,8 @@ export class MappedMemory implements Disposable {
   static open(name: string, options: OpenOptions = {}): MappedMemory {
     checkName('name', name)
     try {
-      native(() => binding.segmentOpen(name, FIXED_MODES[openMode(options)], options.readOnly ? 1 : 0, OUT))
+      const { fixed, readOnly } = openOptions(options)
+      native(() => binding.segmentOpen(name, fixed, readOnly, OUT))
     } catch (e) {
       throw withShmAdvice(e, name)
     }
@@ -593,9 +613,10 @@ export class MappedMemory implements Disposable {
    * @throws ShmError `EMFILE`, `ENOMEM`, `ENOSPC`; RangeError for a bad size
    */
   static anonymous(options: AnonymousOptions): MappedMemory {
-    if (typeof options !== 'object' || options === null) throw typeError('The "options" argument must be an object with a "size"')
+    checkOptions(options, 'a "size"')
     checkIndex('size', options.size)
-    native(() => binding.anonymousCreate(options.size, (options.prefault ? 1 : 0) | (options.reserve ? 2 : 0), OUT))
+    const flags = (checkBoolean('prefault', options.prefault) ? 1 : 0) | (checkBoolean('reserve', options.reserve) ? 2 : 0)
+    native(() => binding.anonymousCreate(options.size, flags, OUT))
     return MappedMemory.#adopt(takeInfo(), null, null)
   }
 
@@ -609,8 +630,9 @@ export class MappedMemory implements Disposable {
    */
   static fromFd(fd: number, options: OpenOptions = {}): MappedMemory {
     checkIndex('fd', fd)
-    if (fd > 0x7fff_ffff) throw rangeError(`The "fd" argument must be a descriptor; got ${fd}`)
-    native(() => binding.mappingFromFd(fd, FIXED_MODES[openMode(options)], options.readOnly ? 1 : 0, OUT))
+    if (fd > MAX_FD) throw rangeError(`The "fd" argument must be a descriptor (an integer within 0..${MAX_FD}); got ${fd}`)
+    const { fixed, readOnly } = openOptions(options)
+    native(() => binding.mappingFromFd(fd, fixed, readOnly, OUT))
     return MappedMemory.#adopt(takeInfo(), null, null)
   }
 
@@ -949,18 +971,29 @@ function poisonView(view: DataView): void {
   Object.setPrototypeOf(view, CLOSED_VIEW)
 }
 
+/** The largest descriptor number (a C `int`). */
+const MAX_FD = 0x7fff_ffff
+
 /** The numbers of the `fixed` argument of `segmentOpen` and `mappingFromFd`. */
 const FIXED_MODES = { no: 0, prefer: 1, require: 2 } as const
 
-/** The native `fixedAddress` mode of {@link OpenOptions}. */
-function openMode(options: OpenOptions): 'require' | 'prefer' | 'no' {
-  if (typeof options !== 'object' || options === null) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
+/** {@link OpenOptions} checked, as the native open calls take them. */
+function openOptions(options: OpenOptions): { fixed: number; readOnly: number } {
+  checkOptions(options)
   const fixed = options.fixedAddress ?? 'prefer'
   const mode = fixed === false ? 'no' : fixed
   if (mode !== 'no' && mode !== 'prefer' && mode !== 'require') {
     throw typeError(`The "fixedAddress" option must be 'require', 'prefer' or false; got ${describe(fixed)}`)
   }
-  return mode
+  return { fixed: FIXED_MODES[mode], readOnly: checkBoolean('readOnly', options.readOnly) ? 1 : 0 }
+}
+
+/** Checks a numeric `fixedAddress` option of {@link CreateOptions}: a page-aligned address. */
+function checkFixedAddress(value: unknown): void {
+  if (typeof value !== 'number') throw typeError(`The "fixedAddress" option must be a boolean or an address; got ${describe(value)}`)
+  if (!Number.isSafeInteger(value) || value <= 0 || value % PAGE_SIZE !== 0) {
+    throw rangeError(`The "fixedAddress" option must be true, false or a non-zero address that is a multiple of the page size (${PAGE_SIZE}); got ${value}`)
+  }
 }
 
 // ---- revive: one mapping per segment (name and identity) per process ----
@@ -1049,7 +1082,7 @@ interface RawHandle {
  * version) means whatever segment the name leads to now.
  */
 export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
-  if (h instanceof MappedMemory) return h
+  if (isMappedMemory(h)) return h
   if (h.proc === undefined) checkName('segment', h.segment)
   checkIdentity(h)
   if (h.uid !== undefined || h.inode !== undefined) {
@@ -1125,8 +1158,10 @@ function openThroughProc(h: Handle): MappedMemory {
       : code === 'EACCES' || code === 'EPERM'
         ? `process ${p.pid} belongs to another user, or does not let others open its descriptors`
         : (e as Error).message
+    // Node's fs reports errno negated (libuv's convention); a ShmError's is the OS's own.
+    const errno = (osConstants.errno as Record<string, number | undefined>)[code]
     throw new ShmError(`cannot open the anonymous segment through ${path}: ${why}`, {
-      code, errno: (e as NodeJS.ErrnoException).errno, syscall: 'open', path,
+      code, errno, syscall: 'open', path,
     })
   }
   try {

@@ -7,8 +7,8 @@
  */
 import { describe } from './args.js'
 import { rangeError, typeError } from './errors.js'
-import { heapOf } from './container.js'
-import { internals, MappedMemory } from './memory.js'
+import { heapOf } from './heap.js'
+import { checkMemory, internals, type MappedMemory } from './memory.js'
 
 /** A place in a mapping. */
 export interface Place {
@@ -46,7 +46,7 @@ export function atPlace<T>(memory: MappedMemory, offset: number, make: () => T):
 
 /** @internal Checks that a `size`-byte record fits 4-aligned at `offset` of `memory`. */
 export function checkPlace(memory: unknown, offset: unknown, size: number): asserts memory is MappedMemory {
-  if (!(memory instanceof MappedMemory)) throw typeError(`The "memory" argument must be a MappedMemory; got ${describe(memory)}`)
+  checkMemory(memory)
   if (typeof offset !== 'number') throw typeError(`The "offset" argument must be of type number; got ${describe(offset)}`)
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % 4 !== 0) throw rangeError(`The "offset" argument must be a non-negative multiple of 4; got ${offset}`)
   if (offset + size > memory.size) throw rangeError(`The "offset" argument ${offset} leaves no room for a ${size}-byte record in ${memory.size} bytes`)

@@ -7,10 +7,10 @@
  * @module
  */
 import { inspect, type InspectOptions } from 'node:util'
-import { checkIndex, describe } from './args.js'
+import { checkIndex, checkOptions, describe } from './args.js'
 import { closedError, outOfBounds, rangeError, readOnlyError, typeError } from './errors.js'
 import { type Handle, registerReviver } from './handles.js'
-import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { checkIntact, checkMemory, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { readCString } from './strings.js'
 import type { RefOf } from './typed.js'
 import {
@@ -209,6 +209,7 @@ export class Ref<T = unknown, E = unknown> {
    */
   static at<Ty extends Type>(memory: MappedMemory, offset: number, type: Ty): RefOf<Ty>
   static at(memory: MappedMemory, offset: number, type: Type | string): Ref {
+    checkMemory(memory)
     checkIndex('offset', offset)
     let t: Type
     try {
@@ -588,8 +589,8 @@ export interface StringOptions {
 
 function stringLimit(options: StringOptions | undefined): number {
   if (options === undefined) return Infinity
-  if (typeof options !== 'object' || options === null) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
-  return options.maxLength === undefined ? Infinity : checkIndex('maxLength', options.maxLength)
+  const { maxLength } = checkOptions(options)
+  return maxLength === undefined ? Infinity : checkIndex('maxLength', maxLength)
 }
 
 /** `char`, `int8_t`, `uint8_t`: the element types of C strings. */

@@ -6,7 +6,7 @@
  * Rust (`src-rs/sync/undo.rs`).
  * @module
  */
-import { checkInteger, checkTimeoutArg, describe } from './args.js'
+import { checkInteger, checkOptions, checkTimeoutArg, describe } from './args.js'
 import { native, openWords, rangeError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, LOCK_SIZE, type LockHome } from './lock.js'
@@ -51,8 +51,7 @@ export interface SemaphoreOptions {
 /** `{ undo, holders }` checked; `holders` is 0 for a plain semaphore. */
 function checkSemaphoreOptions(options: unknown): { holders: number } {
   if (options === undefined) return { holders: 0 }
-  if (typeof options !== 'object' || options === null) throw typeError(`The "options" argument must be an object; got ${describe(options)}`)
-  const { undo, holders } = options as SemaphoreOptions
+  const { undo, holders } = checkOptions(options as SemaphoreOptions)
   if (undo !== undefined && typeof undo !== 'boolean') throw typeError(`The "undo" option must be a boolean; got ${describe(undo)}`)
   if (!undo) {
     if (holders !== undefined) throw typeError('The "holders" option needs "undo: true"')

@@ -2,8 +2,8 @@
  * POSIX shared-memory objects: `shmOpen`, `shmUnlink` and {@link SharedMemoryObject}.
  * @module
  */
-import { checkIndex, checkName, checkString } from './args.js'
-import { closedError, native, typeError, withShmAdvice } from './errors.js'
+import { checkIndex, checkName, checkOptions, checkPermissions, checkString } from './args.js'
+import { closedError, native, withShmAdvice } from './errors.js'
 import { binding } from './native.js'
 
 /**
@@ -17,7 +17,7 @@ export type ShmMode = 'r' | 'r+' | 'w' | 'w+' | 'x' | 'x+'
  * @category Segments
  */
 export interface ShmOpenOptions {
-  /** Permission bits for a created object; default `0o600`. */
+  /** Permission bits for a created object, within `0o0..0o777`; default `0o600`. */
   permissions?: number
 }
 
@@ -30,6 +30,12 @@ const fdRegistry = new FinalizationRegistry<number>((fd) => {
 })
 
 let openedObject: (name: string, fd: number, readOnly: boolean) => SharedMemoryObject
+
+/**
+ * @internal Whether `value` is a {@link SharedMemoryObject}: a private-brand check, which a
+ * Proxy of one fails.
+ */
+export let isSharedMemoryObject: (value: unknown) => value is SharedMemoryObject
 
 /**
  * An open POSIX shared-memory object (a file descriptor and its name).
@@ -52,6 +58,7 @@ export class SharedMemoryObject implements Disposable {
 
   static {
     openedObject = (name, fd, readOnly) => new SharedMemoryObject(name, fd, readOnly)
+    isSharedMemoryObject = (value): value is SharedMemoryObject => typeof value === 'object' && value !== null && #fd in value
   }
 
   /** The file descriptor; throws `ERR_SHM_CLOSED` after {@link close}. */
@@ -114,8 +121,7 @@ export class SharedMemoryObject implements Disposable {
 export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOptions = {}): SharedMemoryObject {
   checkName('name', name)
   checkString('mode', mode)
-  const permissions = options.permissions ?? 0o600
-  if (!Number.isInteger(permissions)) throw typeError(`The "permissions" option must be an integer; got ${String(permissions)}`)
+  const permissions = checkPermissions(checkOptions(options).permissions)
   let opened
   try {
     opened = native(() => binding.shmOpen(name, mode, permissions))

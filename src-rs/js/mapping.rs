@@ -339,11 +339,17 @@ pub(crate) fn map_raw(
         Some(to_u64("address", address)?)
     };
     let int = |what: &str, v: f64| -> Result<i32> {
-        if v.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
-            Ok(v as i32)
-        } else {
+        if !v.is_finite() || v.fract() != 0.0 {
             Err(ShmError::type_error(format!(
                 "The \"{what}\" argument must be an integer; got {v}"
+            )))
+        } else if (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
+            Ok(v as i32)
+        } else {
+            Err(ShmError::range(format!(
+                "The \"{what}\" argument must be within {}..{}; got {v}",
+                i32::MIN,
+                i32::MAX
             )))
         }
     };
@@ -393,7 +399,7 @@ pub(crate) fn create_segment(
         Placement::At(to_u64("fixedAddress", fixed)?)
     };
     let backing = backing(prefault, reserve);
-    let permissions = u32::try_from(to_u64("permissions", permissions)?).unwrap_or(u32::MAX);
+    let permissions = to_u64("permissions", permissions)?;
     let (region, header) =
         segment::create(name, to_u64("size", size)?, permissions, placement, backing)?;
     let inode = region.fd().and_then(|fd| shm::inode(fd).ok()).unwrap_or(0);

@@ -16,12 +16,12 @@ pub struct OpenedObject {
 
 /// `shm_open` with the original library's modes.
 #[napi]
-pub fn shm_open(name: String, mode: String, permissions: u32) -> napi::Result<OpenedObject> {
+pub fn shm_open(name: String, mode: String, permissions: f64) -> napi::Result<OpenedObject> {
     let name = shm::normalize_name(&name)?;
     let fd = shm::open(
         &name,
         shm::OpenMode::parse(&mode)?,
-        shm::check_permissions(permissions)?,
+        shm::check_permissions(to_u64("permissions", permissions)?)?,
     )?;
     Ok(OpenedObject { name, fd })
 }

@@ -185,13 +185,10 @@ impl Region {
                 .ok_or_else(|| ShmError::range("The \"address\" + \"size\" arguments overflow"))?;
             if fixed {
                 if !replaceable(addr, end) {
-                    return Err(ShmError::new(
-                        "EADDRINUSE",
-                        format!(
-                            "FIXED mapping at {addr:#x}..{end:#x} would replace memory this process \
-                             uses; only free or detach()ed ranges may be replaced"
-                        ),
-                    ));
+                    return Err(address_in_use(format!(
+                        "FIXED mapping at {addr:#x}..{end:#x} would replace memory this process \
+                         uses; only free or detach()ed ranges may be replaced"
+                    )));
                 }
             } else {
                 flags &= !libc::MAP_FIXED;
@@ -208,7 +205,7 @@ impl Region {
         if p == libc::MAP_FAILED {
             let e = nix::errno::Errno::last();
             if noreplace && e == nix::errno::Errno::EEXIST {
-                return Err(address_in_use(req.address.unwrap_or(0), req.len));
+                return Err(range_in_use(req.address.unwrap_or(0), req.len));
             }
             return Err(ShmError::sys(e, "mmap"));
         }
@@ -217,7 +214,7 @@ impl Region {
             // An old kernel took MAP_FIXED_NOREPLACE as a hint.
             // SAFETY: we just mapped exactly this range and nobody else knows of it.
             unsafe { libc::munmap(p, req.len as usize) };
-            return Err(address_in_use(req.address.unwrap_or(0), req.len));
+            return Err(range_in_use(req.address.unwrap_or(0), req.len));
         }
         let (a, b) = (addr as u64, addr as u64 + req.len);
         subtract(&mut lock_ranges(&FORGOTTEN_RANGES), a, b);
@@ -612,18 +609,22 @@ pub fn lost_error(lost: u32) -> Result<()> {
     Ok(())
 }
 
-fn address_in_use(addr: u64, len: u64) -> ShmError {
+/// `EADDRINUSE` for a mapping that cannot have the exact address it asks for: its errno
+/// is the platform's `EADDRINUSE` (the kernel says `EEXIST` for `MAP_FIXED_NOREPLACE`).
+fn address_in_use(message: String) -> ShmError {
     ShmError {
-        errno: Some(libc::EEXIST),
+        errno: Some(libc::EADDRINUSE),
         syscall: Some("mmap"),
-        ..ShmError::new(
-            "EADDRINUSE",
-            format!(
-                "the address range {addr:#x}..{:#x} is already in use",
-                addr + len
-            ),
-        )
+        ..ShmError::new("EADDRINUSE", message)
     }
+}
+
+/// [`address_in_use`] for the taken range `[addr, addr + len)`.
+fn range_in_use(addr: u64, len: u64) -> ShmError {
+    address_in_use(format!(
+        "the address range {addr:#x}..{:#x} is already in use",
+        addr + len
+    ))
 }
 
 /// Unmaps `[address, address + len)`, which must lie within pages handed out by
@@ -681,9 +682,8 @@ pub fn map_at_free_high_address(mut req: MapRequest) -> Result<Arc<Region>> {
             Err(e) => return Err(e),
         }
     }
-    Err(ShmError::new(
-        "EADDRINUSE",
-        "found no free fixed address for the segment",
+    Err(address_in_use(
+        "found no free fixed address for the segment".to_owned(),
     ))
 }
 
@@ -721,9 +721,17 @@ mod tests {
         let mut req = anon(4096);
         req.address = Some(r.addr() as u64);
         req.flags |= libc::MAP_FIXED;
-        assert_eq!(Region::map(req).unwrap_err().code, "EADDRINUSE");
+        let e = Region::map(req).unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.errno),
+            ("EADDRINUSE", Some(libc::EADDRINUSE))
+        );
         req.flags = (req.flags & !libc::MAP_FIXED) | sys::MAP_FIXED_NOREPLACE;
-        assert_eq!(Region::map(req).unwrap_err().code, "EADDRINUSE");
+        let e = Region::map(req).unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.errno),
+            ("EADDRINUSE", Some(libc::EADDRINUSE))
+        );
         // After detach() the pages are the caller's: FIXED may replace them, munmap may free.
         assert!(r.forget());
         req.flags = (req.flags & !sys::MAP_FIXED_NOREPLACE) | libc::MAP_FIXED;

@@ -189,7 +189,7 @@ fn rw_shared() -> (i32, i32) {
 pub fn create(
     name: &str,
     size: u64,
-    permissions: u32,
+    permissions: u64,
     placement: Placement,
     backing: Backing,
 ) -> Result<(Arc<Region>, Header)> {

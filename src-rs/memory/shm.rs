@@ -99,10 +99,10 @@ impl OpenMode {
 ///
 /// # Errors
 /// `RangeError` otherwise.
-pub fn check_permissions(permissions: u32) -> Result<Mode> {
+pub fn check_permissions(permissions: u64) -> Result<Mode> {
     if permissions > 0o777 {
         return Err(ShmError::range(format!(
-            "The \"permissions\" argument must be within 0o0..0o777; got 0o{permissions:o}"
+            "The \"permissions\" argument must be within 0o0..0o777; got {permissions} (0o{permissions:o})"
         )));
     }
     Ok(Mode::from_bits_truncate(permissions as _))

@@ -123,7 +123,9 @@ pub fn claim_token(object: RawFd, next: Option<&AtomicU32>) -> Result<TokenClaim
             Ok(false) => continue,
             Err(e) => {
                 return Err(ShmError {
-                    errno: Some(e as i32),
+                    // The errno of the code, as Node pairs them; the message names the
+                    // one fcntl gave.
+                    errno: Some(libc::ENOLCK),
                     syscall: Some("fcntl"),
                     ..ShmError::new(
                         "ENOLCK",
@@ -133,7 +135,7 @@ pub fn claim_token(object: RawFd, next: Option<&AtomicU32>) -> Result<TokenClaim
                             e.desc()
                         ),
                     )
-                })
+                });
             }
         }
     }
