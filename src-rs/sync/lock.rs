@@ -577,19 +577,24 @@ mod tests {
         r.close();
     }
 
+    /// Takes the lock at `off` in a thread that then exits without releasing it: its
+    /// token goes with it.
+    fn held_by_a_thread_that_exited(r: &Arc<Region>, off: usize) {
+        let r2 = r.clone();
+        std::thread::spawn(move || {
+            let (_t, me) = claim(&r2);
+            record(&r2, off).lock(me, None).unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
     #[test]
     fn timeout_not_owner_and_dead_owner() {
         let r = shared_anon_for_tests(4096);
         let rec = record(&r, 0);
         let (_t, me) = claim(&r);
-        // Held by a thread that exits without releasing: its token goes with it.
-        let r2 = r.clone();
-        std::thread::spawn(move || {
-            let (_t, me) = claim(&r2);
-            record(&r2, 0).lock(me, None).unwrap();
-        })
-        .join()
-        .unwrap();
+        held_by_a_thread_that_exited(&r, 0);
         assert_eq!(rec.unlock(me).unwrap_err().code, "ERR_SHM_NOT_OWNER");
         let t0 = Instant::now();
         assert_eq!(rec.lock(me, None).unwrap(), Acquired::OwnerDied);
@@ -628,13 +633,7 @@ mod tests {
         let r = shared_anon_for_tests(4096);
         let rec = record(&r, 0);
         let (_t, me) = claim(&r);
-        let r2 = r.clone();
-        std::thread::spawn(move || {
-            let (_t, me) = claim(&r2);
-            record(&r2, 0).lock(me, None).unwrap();
-        })
-        .join()
-        .unwrap();
+        held_by_a_thread_that_exited(&r, 0);
         assert!(!rec.try_lock(me).unwrap(), "try_lock alone does not ask");
         assert_eq!(
             rec.lock(me, Some(Deadline::after_ms(0.0))).unwrap(),
