@@ -473,17 +473,18 @@ function checkEntry(t: Parameters<typeof segmentName>[0], k: string, v: unknown)
 for (const [title, job, opts] of [
   ['set/update/delete', 'churn', {}],
   ['set/update/delete with LRU eviction and large values', 'churn', { maxEntries: 150, big: true }],
+  ['insert with an eviction each (a bound of 8, 20 kB values)', 'fill', { maxEntries: 8, pad: 20_000 }],
   ['rehash (inserting new keys)', 'fill', { stripes: 2 }],
 ] as const) {
   test(`SIGKILL mid-${title}, repeatedly: every entry old or new, the map works, the heap checks`, async (t) => {
     const mem = segment(t, 64 << 20)
-    const { big, ...mapOptions } = opts as { big?: boolean; maxEntries?: number; stripes?: number }
+    const { big, pad, ...mapOptions } = opts as { big?: boolean; pad?: number; maxEntries?: number; stripes?: number }
     const m = new SharedMap<string, unknown>(mem, mapOptions)
     const handle = JSON.parse(JSON.stringify(m))
     const kills = 8
     for (let round = 0; round < kills; round++) {
       const kids = [0, 1].map(() => forkChild(t, 'map-worker.mjs'))
-      kids.forEach((c, i) => c.proc.send({ map: handle, job, id: `${round}.${i}`, keys: 300, big }))
+      kids.forEach((c, i) => c.proc.send({ map: handle, job, id: `${round}.${i}`, keys: 300, big, pad }))
       await Promise.all(kids.map((c) => c.message()))
       await sleep(20 + Math.random() * 80)
       for (const c of kids) c.proc.kill('SIGKILL')
@@ -495,6 +496,7 @@ for (const [title, job, opts] of [
         n++
       }
       t.is(n, m.size, 'size agrees with the entries (recounted after repairs)')
+      if (mapOptions.maxEntries) t.true(n <= mapOptions.maxEntries, `${n} entries: the repair evicts down to the bound`)
       m.set('probe', { ok: round })
       t.deepEqual(m.get('probe'), { ok: round })
       t.true(m.delete('probe'))

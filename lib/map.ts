@@ -1249,7 +1249,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   /**
    * Makes stripe `s` consistent after a process died holding its lock: settles the
    * journal slots (a block reachable from the current table stays, any other is freed),
-   * recounts entries and bytes, rebuilds the LRU list.
+   * recounts entries and bytes, rebuilds the LRU list and evicts down to the bounds.
    */
   #repair(s: number): void {
     const v = this.v
@@ -1313,6 +1313,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
       }
       i32[(s + S.LRU_HEAD) >> 2] = lru.length ? lru[0][1] : 0
       i32[(s + S.LRU_TAIL) >> 2] = prev
+      // The dead holder may have stored an entry and died before evicting for it.
+      this.#evict(s, 0)
     }
   }
 
