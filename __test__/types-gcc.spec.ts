@@ -202,6 +202,10 @@ test('random declarations: cdef layouts match the C compiler', (t) => {
 /**
  * Casts, enumerator types, macros over enumerators, #undef and #ifdef: each piece is one
  * cdef() call (the first through include()), the C compiler reads them as one file.
+ * Left out, because C compilers and targets disagree (types-cdef.spec checks cdef's gcc
+ * x86-64 answers): the signedness of `char` (unsigned on arm64), and the type of a small
+ * enumerator of an enum that also holds one beyond `int` (gcc 12: int; clang, as C23:
+ * the enum's type).
  */
 const PREPROCESSOR_PIECES = [
   `#define INC_EXTRA
@@ -225,12 +229,12 @@ enum { SHADOW = 1, SELFREF = 2 };
   char promoted[sizeof(+(char)0) + sizeof(-(short)0) + sizeof(~(uint8_t)0) + sizeof(!(char)0)];
   char cond[sizeof(1 ? (char)1 : (char)2)];
   char w1[(char)300]; char w2[(unsigned char)-1]; char w3[(short)65537 + 1]; char w4[(int8_t)200 + 100];
-  char w5[((uint16_t)-1 > 0) + 1]; char w6[((char)-1 < 0) + 1]; char w7[CHAR_MACRO];
+  char w5[((uint16_t)-1 > 0) + 1]; char w7[CHAR_MACRO];
   char tail;
 };
 struct enum_types {
   char u[sizeof(BIG_U)]; char us[(-BIG_U > 0) + 1]; char ul[sizeof(BIG_UL)]; char uls[(-BIG_UL > 0) + 1];
-  char mneg[sizeof(MIX_NEG)]; char mnegs[(MIX_NEG < 0) + 1]; char mbig[sizeof(MIX_BIG)];
+  char mnegs[(MIX_NEG < 0) + 1]; char mbig[sizeof(MIX_BIG)];
   char ibig[IN_BIG_SIZE]; char ismall[IN_SMALL_SIZE]; char ineg[IN_NEG]; char ichar[IN_CHAR]; char after[sizeof(IN_BIG)];
   char tail;
 };
