@@ -286,6 +286,8 @@ export interface NamedReserved {
   created: boolean
   /** The directory entry, for `namedPublish`. */
   entry: number
+  /** The object's size as the entry records it. */
+  size: number
   /** The stored type description. */
   typeDesc: string
 }

@@ -152,6 +152,23 @@ test.serial('a corrupt stored type description is ERR_SHM_CORRUPT (segment damag
     bytes[type + at] = saved
   }
   t.is(m.heap.find<bigint>('y')!.value, 1n)
+  // Descriptions of the same length that parse: a larger type (its reference would reach
+  // into the neighbouring blocks) and one no reference can be made of. find() and named()
+  // alike.
+  m.heap.named('z', 'uint8_t[100]')
+  const z = entryOf(m, 'z').type
+  const original = Buffer.from(bytes.subarray(z, z + JSON.stringify({ array: 'uint8_t', length: 100 }).length)).toString()
+  t.deepEqual(JSON.parse(original), { array: 'uint8_t', length: 100 }, 'the stored description, whole')
+  for (const forged of [original.replace('100', '999'), JSON.stringify({ opaque: 'struct', tag: 'x' }).padEnd(original.length, ' ')]) {
+    t.is(forged.length, original.length)
+    bytes.set(Buffer.from(forged), z)
+    for (const op of [() => m.heap.find('z'), () => m.heap.named('z', 'uint8_t[100]')]) {
+      const e = throws(t, op, { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT' })
+      t.regex(e!.message, /corrupt type description/)
+    }
+  }
+  bytes.set(Buffer.from(original), z)
+  t.is(m.heap.find<number[]>('z')!.length, 100)
 })
 
 test.serial('condition counts with more signals than waiters never make a wait report a notification nobody sent', async (t) => {

@@ -413,7 +413,7 @@ export class Heap {
     if (value !== undefined) checkValue(this.memory, t, value)
     const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
     if (!r.created) {
-      const found = this.#namedRef(name, r.offset, r.typeDesc)
+      const found = this.#namedRef(name, r.offset, r.size, r.typeDesc)
       if (r.typeDesc !== desc) throw typeError(`The named object ${JSON.stringify(name)} exists as ${formatType(refParts(found).type)}, not ${formatType(t)}`)
       return found
     }
@@ -437,7 +437,7 @@ export class Heap {
     checkName('name', name)
     const e = native(() => binding.heapNamedFind(this.#id, name, NAMED_WAIT_MS))
     if (!e) return undefined
-    return this.#namedRef(name, e.offset, e.typeDesc) as Ref<T, E>
+    return this.#namedRef(name, e.offset, e.size, e.typeDesc) as Ref<T, E>
   }
 
   /**
@@ -449,18 +449,33 @@ export class Heap {
     return native(() => binding.heapNamedRemove(this.#id, name))
   }
 
-  #namedRef(name: string, offset: number, typeDesc: string): Ref {
+  /**
+   * The reference to a named object of `size` bytes (as its entry records it) described
+   * by `typeDesc`. Both were stored by whoever created the object: a description that
+   * does not parse, names a type no reference can be made of, or a type larger than the
+   * object (its reference would reach into the neighbouring blocks) is damage to the
+   * segment, not a bad argument of ours.
+   * @throws ShmError `ERR_SHM_CORRUPT`
+   */
+  #namedRef(name: string, offset: number, size: number, typeDesc: string): Ref {
+    const corruptType = (why: string, cause?: unknown): ShmError => {
+      const err = new ShmError(`The named object ${JSON.stringify(name)} has a corrupt type description: ${why}`, { code: 'ERR_SHM_CORRUPT' })
+      if (cause !== undefined) (err as Error & { cause?: unknown }).cause = cause
+      return err
+    }
     let t: Type
     try {
       t = typeFromDescription(JSON.parse(typeDesc))
     } catch (e) {
-      // The description was stored by whoever created the object: a broken one is
-      // damage to the segment, not a bad argument of ours.
-      const err = new ShmError(`The named object ${JSON.stringify(name)} has a corrupt type description: ${(e as Error).message}`, { code: 'ERR_SHM_CORRUPT' })
-      ;(err as Error & { cause?: unknown }).cause = e
-      throw err
+      throw corruptType((e as Error).message, e)
     }
-    return refAt(this.memory, offset, t, this)
+    if (t.size > size) throw corruptType(`${formatType(t)} is ${t.size} bytes, the object ${size}`)
+    try {
+      return refAt(this.memory, offset, t, this)
+    } catch (e) {
+      if (e instanceof ShmError) throw e
+      throw corruptType((e as Error).message, e)
+    }
   }
 
   /** A handle that `revive` turns into this heap in another process (attached there). */

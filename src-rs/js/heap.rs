@@ -75,6 +75,8 @@ pub struct NamedReserved {
     pub created: bool,
     /// The directory entry, for `namedPublish`.
     pub entry: f64,
+    /// The object's size as the entry records it.
+    pub size: f64,
     /// The stored type description.
     pub type_desc: String,
 }
@@ -531,6 +533,7 @@ pub fn heap_named_reserve(
             offset: e.offset as f64,
             created,
             entry: e.entry_off as f64,
+            size: e.size as f64,
             type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
         });
     }
