@@ -6,8 +6,8 @@
 // bytes give typed errors.
 import test, { type ExecutionContext } from 'ava'
 import { Worker } from 'node:worker_threads'
-import { Channel, MappedMemory, ShmError } from '../dist/index.js'
-import { fixture, forkChild, rejection, segmentName, sleep, throws } from './helpers.js'
+import { Channel, Lock, MappedMemory, ShmError } from '../dist/index.js'
+import { fixture, forkChild, rejection, segmentName, sleep, startPeer, throws } from './helpers.js'
 
 function segment(t: ExecutionContext, size = 8 << 20): MappedMemory {
   const m = MappedMemory.create(segmentName(t, 'ch'), { size })
@@ -72,6 +72,37 @@ test('timeouts: receive on empty throws ETIMEDOUT, send on full returns false; 0
   for (let i = 0; i < sent; i++) t.is(ch.receive(), i)
   throws(t, () => ch.receive(20), { instanceOf: ShmError, code: 'ETIMEDOUT' })
   throws(t, () => ch.receive(null as unknown as number), { instanceOf: TypeError, message: /"options" argument/ })
+})
+
+test('timeouts hold while a live process keeps the side locks (stuck, stopped or hostile): send false, receive ETIMEDOUT, async twins too', async (t) => {
+  const mem = segment(t)
+  const ch = new Channel<string>(mem, { capacity: 1024 })
+  ch.send('queued')
+  const peer = await startPeer(t, 'process')
+  for (const [key, at] of [['p', 64], ['c', 128]] as const) {
+    await peer.request('revive', { key, handle: Lock.at(mem, ch.offset + at) })
+    t.like(await peer.request('acquire', { key }), { ok: true })
+  }
+  const within = async (what: string, run: () => unknown): Promise<unknown> => {
+    const t0 = performance.now()
+    let out: unknown
+    try {
+      out = await run()
+    } catch (e) {
+      out = (e as ShmError).code
+    }
+    const ms = performance.now() - t0
+    t.true(ms >= 100 && ms < 5000, `${what}: ${ms.toFixed(0)} ms`)
+    return out
+  }
+  t.is(await within('send', () => ch.send('x', { timeout: 150 })), false)
+  t.is(await within('receive', () => ch.receive({ timeout: 150 })), 'ETIMEDOUT')
+  t.is(await within('sendAsync', () => ch.sendAsync('x', { timeout: 150 })), false)
+  t.is(await within('receiveAsync', () => ch.receiveAsync({ timeout: 150 })), 'ETIMEDOUT')
+  t.is(ch.length, 1, 'nothing was sent late')
+  await peer.request('release', { key: 'p' })
+  await peer.request('release', { key: 'c' })
+  t.is(await ch.receiveAsync({ timeout: 1000 }), 'queued')
 })
 
 test('a blocked receive wakes when another process sends; async waits leave the event loop free', async (t) => {

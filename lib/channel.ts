@@ -52,7 +52,7 @@
 import { checkAsyncWait, checkIndex, checkOptions, checkTimeoutArg } from './args.js'
 import { checkCodec, type Codec, encoded, encodeValue, Scratch } from './codec.js'
 import {
-  type ContainerHome, type ContainerType, corrupt, intact, ownLock, recoverLock, SharedContainer, takeLock, viewsOf, writeHeader,
+  type ContainerHome, type ContainerType, corrupt, intact, ownLock, recoverLock, SharedContainer, takeLock, takeLockAsync, viewsOf, writeHeader,
 } from './container.js'
 import { rangeError, ShmError } from './errors.js'
 import { registerReviver } from './handles.js'
@@ -233,7 +233,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
     const src = encoded
     const until = deadline(timeout)
     for (;;) {
-      this.#lockProducer()
+      if (!this.#lock(this.#producer, PRODUCER, until)) return false
       const seen = this.#trySend(src, n)
       if (seen < 0) return true
       const left = remaining(until)
@@ -271,7 +271,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   /** {@link sendAsync}, once the calls before it are done. */
   async #sendInTurn(own: Scratch, n: number, until: number, signal: AbortSignal | undefined): Promise<boolean> {
     for (;;) {
-      await this.#lockAsync(this.#producer, signal, PRODUCER)
+      if (!(await this.#lockAsync(this.#producer, signal, PRODUCER, until))) return false
       const seen = this.#trySend(own, n)
       if (seen < 0) return true
       const left = remaining(until)
@@ -290,7 +290,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
     const timeout = checkTimeoutArg(options)
     const until = deadline(timeout)
     for (;;) {
-      this.#lockConsumer()
+      if (!this.#lock(this.#consumer, CONSUMER, until)) throw timedOut()
       const got = this.#tryReceive()
       if (got !== EMPTY) return got as T
       const left = remaining(until)
@@ -324,7 +324,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   /** {@link receiveAsync}, once the calls before it are done. */
   async #receiveInTurn(until: number, signal: AbortSignal | undefined): Promise<T> {
     for (;;) {
-      await this.#lockAsync(this.#consumer, signal, CONSUMER)
+      if (!(await this.#lockAsync(this.#consumer, signal, CONSUMER, until))) throw timedOut()
       const got = this.#tryReceive()
       if (got !== EMPTY) return got as T
       const left = remaining(until)
@@ -354,7 +354,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    */
   close(): void {
     const v = this.live()
-    this.#lockProducer()
+    this.#lock(this.#producer, PRODUCER, Infinity)
     Atomics.store(v.i32, this.#w + (C.CLOSED >> 2), 1)
     this.#release(this.#producer)
     for (const [flag, word] of [[C.CONSUMERS_WAITING, C.CWAKE], [C.PRODUCERS_WAITING, C.PWAKE]]) {
@@ -551,24 +551,20 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   /** How long {@link #spin} polls (adaptive, per object). */
   #spins = 200
 
-  #lockProducer(): void {
-    this.#lock(this.#producer, PRODUCER)
-  }
-
-  #lockConsumer(): void {
-    this.#lock(this.#consumer, CONSUMER)
-  }
-
-  /** Takes `side`'s lock, repairing its counter after a dead holder. */
-  #lock(lock: Lock, side: Side): void {
+  /**
+   * Takes `side`'s lock, repairing its counter after a dead holder; `false` if `until`
+   * (the call's deadline) passed first.
+   */
+  #lock(lock: Lock, side: Side, until: number): boolean {
     this.live()
     try {
-      takeLock(lock, 'a Channel')
+      if (!takeLock(lock, 'a Channel', until)) return false
     } catch (e) {
       if (!this.#borrow(lock, e)) throw e
-      return
+      return true
     }
     if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+    return true
   }
 
   /**
@@ -596,11 +592,15 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
     else lock.release()
   }
 
-  /** Takes `lock` without blocking the event loop (at once if it is free). */
-  async #lockAsync(lock: Lock, signal: AbortSignal | undefined, side: Side): Promise<void> {
-    if (this.#tryLock(lock, side)) return
-    await lock.acquireAsync({ signal })
+  /**
+   * Takes `lock` without blocking the event loop (at once if it is free); `false` if
+   * `until` (the call's deadline) passed first.
+   */
+  async #lockAsync(lock: Lock, signal: AbortSignal | undefined, side: Side, until: number): Promise<boolean> {
+    if (this.#tryLock(lock, side)) return true
+    if (!(await takeLockAsync(lock, 'a Channel', until, signal))) return false
     if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+    return true
   }
 
   /** Takes `lock` if it is free (repairing `side` after a dead holder); `false` if held. */

@@ -142,17 +142,41 @@ export const LOCK_WAIT_MS = 60_000
 const LOCK_WAIT = Object.freeze({ timeout: LOCK_WAIT_MS })
 
 /**
- * Takes one of a container's internal locks. Their holders never wait while holding
- * them, so a wait this long means a holder stuck in user code (`update`'s `fn`) or a
- * word that cannot be right: a typed error, never a hang.
- * @throws ShmError `ETIMEDOUT`
+ * Takes one of a container's internal locks, waiting until `until` (a `performance.now()`
+ * time: the caller's own deadline) but at most {@link LOCK_WAIT_MS}. Their holders never
+ * wait while holding them, so a wait that long means a holder stuck in user code
+ * (`update`'s `fn`) or a word that cannot be right: a typed error, never a hang.
+ * @returns `false` when the caller's deadline came first
+ * @throws ShmError `ETIMEDOUT` after {@link LOCK_WAIT_MS}
  */
-export function takeLock(lock: Lock, what: string): void {
+export function takeLock(lock: Lock, what: string, until = Infinity): boolean {
   // A free lock first, without parsing wait options.
-  if (lock.tryAcquire()) return
-  if (!lock.acquire(LOCK_WAIT)) {
-    throw new ShmError(`${what} stayed locked for ${LOCK_WAIT_MS / 1000} s (its holder is stuck, or the lock word is corrupt)`, { code: 'ETIMEDOUT' })
-  }
+  if (lock.tryAcquire()) return true
+  const ms = lockWait(until)
+  if (lock.acquire(ms === LOCK_WAIT_MS ? LOCK_WAIT : { timeout: ms })) return true
+  if (ms < LOCK_WAIT_MS) return false
+  throw lockStuck(what)
+}
+
+/**
+ * {@link takeLock} without blocking the event loop; `signal` aborts the wait.
+ * @returns (resolves) `false` when the caller's deadline came first
+ * @throws (rejects) ShmError `ETIMEDOUT` after {@link LOCK_WAIT_MS}; AbortError
+ */
+export async function takeLockAsync(lock: Lock, what: string, until: number, signal: AbortSignal | undefined): Promise<boolean> {
+  const ms = lockWait(until)
+  if (await lock.acquireAsync({ timeout: ms, signal })) return true
+  if (ms < LOCK_WAIT_MS) return false
+  throw lockStuck(what)
+}
+
+/** How long {@link takeLock} waits: until `until`, at most {@link LOCK_WAIT_MS}. */
+function lockWait(until: number): number {
+  return until === Infinity ? LOCK_WAIT_MS : Math.min(LOCK_WAIT_MS, Math.max(0, until - performance.now()))
+}
+
+function lockStuck(what: string): ShmError {
+  return new ShmError(`${what} stayed locked for ${LOCK_WAIT_MS / 1000} s (its holder is stuck, or the lock word is corrupt)`, { code: 'ETIMEDOUT' })
 }
 
 /**
