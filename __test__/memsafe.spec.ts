@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { constants as bufferConstants } from 'node:buffer'
 import test, { type ExecutionContext } from 'ava'
 import { Lock, MappedMemory, Semaphore, types } from '../dist/index.js'
-import { fixture, forkChild, segmentName, unlinkQuietly } from './helpers.js'
+import { fixture, forkChild, segmentName, sleep, unlinkQuietly } from './helpers.js'
 
 type Attempt = { ok: true; value: unknown } | { ok: false; code: string | null; errno: number | null; name: string; message: string }
 type Results = Record<string, unknown> & { done?: boolean; fatal?: unknown }
@@ -190,6 +190,39 @@ linuxTest('a segment shrunk by another process: raw views survive, library calls
   succeeded(t, r, 'secondLowRead', 7)
   failed(t, r, 'secondHighRead', 'ERR_SHM_TRUNCATED')
   failed(t, r, 'secondAfter', 'ERR_SHM_TRUNCATED')
+})
+
+for (const kind of ['plain', 'undo'] as const) {
+  for (const how of ['sync', 'async'] as const) {
+    linuxTest(`${kind === 'undo' ? 'an undo' : 'a plain'} Semaphore's ${how} waiter with no timeout ends with ERR_SHM_TRUNCATED when another process shrinks the segment below its word`, async (t) => {
+      const name = segmentName(t, 'semshrink')
+      const child = forkChild(t, 'memsafe-child.mjs', ['shrink-waiter', name, kind, how])
+      t.like(await child.message(), { ready: true })
+      await sleep(300) // the child is asleep in its wait by now
+      const fd = (await import('../dist/index.js')).shmOpen(name, 'r+')
+      fd.truncate(4096)
+      fd.close()
+      const t0 = performance.now()
+      const r = await Promise.race([child.message<Results>(), sleep(5000).then(() => null)])
+      t.truthy(r, 'the waiter was still blocked 5 s after the shrink')
+      if (r === null) return
+      t.log(`${kind} ${how}: the waiter ended ${(performance.now() - t0).toFixed(0)} ms after the shrink`)
+      t.is(await child.exited, 0, 'no signal')
+      t.true(r.done, JSON.stringify(r.fatal))
+      t.is(r.undo, kind === 'undo')
+      failed(t, r, 'wait', 'ERR_SHM_TRUNCATED')
+    })
+  }
+}
+
+linuxTest('releases of locks on pages a shrink took throw ERR_SHM_TRUNCATED (Lock, RLock, RWLock read and write, Semaphore; with* helpers)', async (t) => {
+  const child = forkChild(t, 'memsafe-child.mjs', ['shrink-release', segmentName(t, 'relshrink')])
+  const r = await child.message<Results>()
+  t.is(await child.exited, 0, 'no signal')
+  t.true(r.done, JSON.stringify(r.fatal))
+  for (const k of ['lockRelease', 'rlockRelease', 'rlockReleaseInner', 'rwReleaseWrite', 'rwReleaseRead', 'semRelease', 'withLock', 'rlockWithLock', 'withWrite', 'withRead']) {
+    failed(t, r, k, 'ERR_SHM_TRUNCATED')
+  }
 })
 
 linuxTest('a 64 GiB segment: create, Refs and a heap beyond 4 GiB, windows, handles into another process; RSS stays small', async (t) => {

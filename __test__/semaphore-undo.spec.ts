@@ -2,7 +2,7 @@
 // gives. Units taken by a thread that dies (SIGKILL, exit, worker.terminate()) are given
 // back within about 50 ms of someone waiting for one; without `undo` they are lost.
 import test, { type ExecutionContext } from 'ava'
-import { revive, Semaphore, ShmError } from '../dist/index.js'
+import { Lock, revive, Semaphore, ShmError } from '../dist/index.js'
 import { endPeer, managedSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext) => managedSegment(t, 'undo', 1 << 16)
@@ -102,4 +102,52 @@ test.serial('undo: units are counted exactly across two processes and a worker t
   t.is(s.value, 1)
   t.is(s.held, 0)
   t.is(revive<Semaphore>(JSON.parse(JSON.stringify(s))).undo, true)
+})
+
+test.serial('undo: a live peer that keeps the table\'s guard makes tryAcquire false at once and acquire/acquireAsync false at their timeout, without blocking the event loop; a dead one\'s guard is taken over', async (t) => {
+  const m = segment(t)
+  const s = new Semaphore(m, 3, { undo: true, holders: 8 })
+  const guard = Lock.at(m, s.offset + 32) // FORMAT.md §6.10: the guard follows the record
+  const peer = await startPeer(t, 'process')
+  await peer.request('revive', { key: 'g', handle: guard })
+  t.like(await peer.request('acquire', { key: 'g' }), { ok: true })
+  const timed = async (what: string, fn: () => boolean | Promise<boolean>, min: number, max: number) => {
+    let ticks = 0
+    const iv = setInterval(() => ticks++, 20)
+    const t0 = performance.now()
+    let r: boolean | string
+    try {
+      r = await fn()
+    } catch (e) {
+      r = `threw ${(e as { code?: string }).code}`
+    }
+    const ms = since(t0)
+    clearInterval(iv)
+    t.log(`${what}: ${String(r)} after ${ms.toFixed(0)} ms, ${ticks} ticks of a 20 ms timer`)
+    t.is(r, false, what)
+    t.true(ms >= min && ms < max, `${what}: ${ms.toFixed(0)} ms`)
+    return ticks
+  }
+  await timed('tryAcquire()', () => s.tryAcquire(), 0, 100)
+  await timed('acquire({ timeout: 0 })', () => s.acquire({ timeout: 0 }), 0, 100)
+  await timed('acquire({ timeout: 300 })', () => s.acquire({ timeout: 300 }), 280, 2000)
+  const ticks = await timed('acquireAsync({ timeout: 300 })', () => s.acquireAsync({ timeout: 300 }), 280, 2000)
+  t.true(ticks >= 5, `the event loop ran meanwhile (${ticks} ticks)`)
+  t.is(s.value, 3)
+  // Let go: everything works again; then the holder dies holding it.
+  await peer.request('release', { key: 'g' })
+  t.true(s.tryAcquire())
+  t.true(s.acquire({ timeout: 300 }))
+  t.true(await s.acquireAsync({ timeout: 300 }))
+  t.is(s.held, 3)
+  s.release(3)
+  t.like(await peer.request('acquire', { key: 'g' }), { ok: true })
+  await peer.kill()
+  const t0 = performance.now()
+  t.true(s.tryAcquire(), 'a dead holder\'s guard is taken over by a try')
+  t.true(since(t0) < 100)
+  t.is(s.held, 1)
+  t.is(s.value, 2)
+  s.release()
+  t.is(s.value, 3)
 })

@@ -350,7 +350,11 @@ export class Lock implements Disposable {
     if (!this.#reentrant) return false
     const a = this.#word()
     const w = this.#w
-    if (!this.#mine(Atomics.load(a, w))) throw notOwner()
+    if (!this.#mine(Atomics.load(a, w))) {
+      // A word on a page the mapping lost reads 0: say so, not "not the owner".
+      if (GUARD[0] !== 0) checkIntact(this.memory)
+      throw notOwner()
+    }
     const d = a[w + 1]
     if (d > 1) {
       a[w + 1] = d - 1

@@ -228,6 +228,8 @@ export class RWLock {
     const k = this.#held.pop()
     if (k === undefined) throw notOwner('the read lock')
     Atomics.store(a, this.#w + R.SLOTS + k, 0)
+    // A slot on a page the mapping lost: the hold is gone with it; say so.
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if (Atomics.load(a, this.#w + R.RWAIT) !== 0) this.#readerLeft(a)
   }
 
@@ -402,7 +404,11 @@ export class RWLock {
   releaseWrite(): void {
     const a = this.#a()
     const w = this.#w
-    if (Atomics.load(a, w + R.WRITER) !== this.#me()) throw notOwner('the write lock')
+    if (Atomics.load(a, w + R.WRITER) !== this.#me()) {
+      // A word on a page the mapping lost reads 0: say so, not "not the owner".
+      if (GUARD[0] !== 0) checkIntact(this.memory)
+      throw notOwner('the write lock')
+    }
     Atomics.store(a, w + R.WRITER, 0)
     if (Atomics.load(a, w + R.WWAIT) !== 0) {
       Atomics.store(a, w + R.WWAIT, 0)

@@ -31,6 +31,11 @@ export const Code = Object.freeze({
   CORRUPT: 5,
   /** Every holder slot of an undo semaphore is taken by a live thread. */
   FULL: 6,
+  /**
+   * The mapping lost the word's page while waiting (shrunk by another process, or no
+   * room for a page): the caller's `checkIntact` throws `ERR_SHM_TRUNCATED` / `ENOSPC`.
+   */
+  LOST: 7,
   /** Flag: the lock was taken over from a holder that died. */
   OWNER_DIED: 0x100,
 })
@@ -47,6 +52,7 @@ export function throwIfFailed(code: number): void {
   if (o === Code.NOT_RECOVERABLE) throw notRecoverable()
   if (o === Code.CORRUPT) throw new ShmError('the semaphore\'s undo table is corrupt', { code: 'ERR_SHM_CORRUPT' })
   if (o === Code.FULL) throw new ShmError('every holder slot of the undo semaphore is taken by a live thread', { code: 'EAGAIN' })
+  if (o === Code.LOST) throw new ShmError('the shared memory object was shrunk by another process while mapped here, or a page of it had no room', { code: 'ERR_SHM_TRUNCATED' })
 }
 
 /**

@@ -42,7 +42,8 @@ pub fn sem_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> n
     if let Some(rec) = undo_record(id, offset)? {
         let table = UndoTable::new(rec.get(), rec.tail())?;
         let mut wait = UndoWait::new(owner_of(id)?, deadline);
-        return match block_on_unless(|| wait.poll(&table), stop) {
+        let step = || wait.poll(&table).unless_lost(rec.region(), Err);
+        return match block_on_unless(step, stop) {
             Some(r) => Ok(r?),
             None => {
                 wait.abandon(&table);
@@ -51,10 +52,21 @@ pub fn sem_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> n
         };
     }
     let rec = record::<SemRecord>(id, offset)?;
-    Ok(rec
-        .get()
-        .acquire_unless(deadline, stop)
-        .ok_or_else(terminated)?)
+    let sem = rec.get();
+    if sem.try_acquire() {
+        return Ok(true);
+    }
+    // Each slice also asks whether the mapping lost the word's page (shrunk by another
+    // process): nobody would ever wake a wait on the private zero page left there.
+    let mut wait = SemWait::new(deadline);
+    let step = || wait.poll(sem).map(Ok).unless_lost(rec.region(), Err);
+    match block_on_unless(step, stop) {
+        Some(r) => Ok(r?),
+        None => {
+            wait.abandon(sem);
+            Err(terminated().into())
+        }
+    }
 }
 
 /// Starts an async acquisition of the semaphore at `offset`; returns its id.

@@ -83,6 +83,23 @@ impl<'a, T> Step<'a, T> {
     }
 }
 
+impl<'a, T> Step<'a, T> {
+    /// The same step, unless it would sleep on a word of `region` after the mapping lost
+    /// pages (another process shrank the object under it, or a page had no room): the
+    /// word is then a private zero page nobody will ever change or wake, so the wait
+    /// ends with `lost(error)` (`ERR_SHM_TRUNCATED` / `ENOSPC`) instead of sleeping
+    /// forever. One load per slice while no mapping of the process lost pages.
+    pub fn unless_lost(self, region: &Region, lost: impl FnOnce(ShmError) -> T) -> Step<'a, T> {
+        match self {
+            Step::Sleep { .. } => match region.check_intact() {
+                Ok(()) => self,
+                Err(e) => Step::Done(lost(e)),
+            },
+            done => done,
+        }
+    }
+}
+
 /// Runs a step function to completion on the calling thread, sleeping in the kernel
 /// between steps.
 pub fn block_on<'a, T>(step: impl FnMut() -> Step<'a, T>) -> T {
@@ -234,6 +251,9 @@ pub mod code {
     pub const CORRUPT: u32 = 5;
     /// Every holder slot of an undo semaphore is taken by a live thread.
     pub const FULL: u32 = 6;
+    /// The mapping lost the word's page while waiting (shrunk by another process, or no
+    /// room for a page): `ERR_SHM_TRUNCATED` / `ENOSPC`.
+    pub const LOST: u32 = 7;
     /// Flag: the lock was taken over from a holder that died.
     pub const OWNER_DIED: u32 = 0x100;
 }

@@ -94,7 +94,10 @@ impl AsyncWait for SemOp {
             self.wait.abandon(self.rec.get());
             return Step::Done(interrupted(interrupts));
         }
-        self.wait.poll(self.rec.get()).map(done_code)
+        self.wait
+            .poll(self.rec.get())
+            .map(done_code)
+            .unless_lost(self.rec.region(), |_| code::LOST)
     }
 }
 
@@ -134,12 +137,15 @@ impl AsyncWait for UndoOp {
             self.wait.abandon(&table);
             return Step::Done(interrupted(interrupts));
         }
-        self.wait.poll(&table).map(|r| match r {
-            Ok(true) => code::OK,
-            Ok(false) => code::TIMED_OUT,
-            Err(e) if e.code == "EAGAIN" => code::FULL,
-            Err(_) => code::CORRUPT,
-        })
+        self.wait
+            .poll(&table)
+            .map(|r| match r {
+                Ok(true) => code::OK,
+                Ok(false) => code::TIMED_OUT,
+                Err(e) if e.code == "EAGAIN" => code::FULL,
+                Err(_) => code::CORRUPT,
+            })
+            .unless_lost(self.rec.region(), |_| code::LOST)
     }
 }
 

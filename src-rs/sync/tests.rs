@@ -378,3 +378,101 @@ fn undo_semaphore_returns_dead_holders_units() {
     assert_eq!(sem.word.load(Ordering::Relaxed) & 0x7fff_ffff, 0);
     r.close();
 }
+
+/// A live thread that keeps an undo table's guard: a try answers `false` at once, a take
+/// gives up at its own deadline; both work again once the guard is let go.
+#[test]
+fn undo_guard_kept_by_a_live_thread_bounds_tries_and_takes() {
+    use super::undo::{table_words, UndoTable, UndoWait};
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
+    let holders = 4;
+    let pinned = Pinned::<SemRecord>::with_tail(&r, 0, table_words(holders)).unwrap();
+    let table = UndoTable::new(pinned.get(), pinned.tail()).unwrap();
+    table.format();
+    pinned.get().word.store(2, Ordering::Relaxed);
+    pinned.get().holders.store(holders, Ordering::Relaxed);
+    let (_t, me) = claim(&r);
+    let guard: &'static LockRecord = at(&r, 32);
+    let (held_tx, held_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let r2 = r.clone();
+    let keeper = std::thread::spawn(move || {
+        let (_t, them) = claim(&r2);
+        guard.lock(them, None).unwrap();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        guard.unlock(them).unwrap();
+    });
+    held_rx.recv().unwrap();
+    let t0 = Instant::now();
+    assert!(!table.try_take(me).unwrap(), "no unit without the guard");
+    assert!(
+        t0.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        t0.elapsed()
+    );
+    let t0 = Instant::now();
+    let mut wait = UndoWait::new(me, Some(Deadline::after_ms(120.0)));
+    assert!(!super::block_on(|| wait.poll(&table)).unwrap());
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(110) && waited < Duration::from_millis(1000),
+        "{waited:?}"
+    );
+    go_tx.send(()).unwrap();
+    keeper.join().unwrap();
+    assert!(table.try_take(me).unwrap());
+    let mut wait = UndoWait::new(me, Some(Deadline::after_ms(120.0)));
+    assert!(super::block_on(|| wait.poll(&table)).unwrap());
+    assert_eq!(table.held_by(me), 2);
+    table.release(me, 2).unwrap();
+    r.close();
+}
+
+/// A semaphore wait whose word's page another process truncated away ends with
+/// `ERR_SHM_TRUNCATED` (blocking) or `LOST` (async) instead of sleeping on the zero page
+/// forever.
+#[cfg(target_os = "linux")]
+#[test]
+fn semaphore_waits_end_when_the_object_shrinks_under_the_word() {
+    let len = 4 * 4096u64;
+    let obj = crate::memory::shm::TestObject::new("semshrink", len);
+    let r = Region::map(crate::memory::mapping::MapRequest {
+        address: None,
+        len,
+        prot: libc::PROT_READ | libc::PROT_WRITE,
+        flags: libc::MAP_SHARED,
+        fd: obj.fd,
+        offset: 0,
+    })
+    .unwrap();
+    r.adopt_fd(crate::memory::shm::dup_cloexec(obj.fd).unwrap());
+    let off = 3 * 4096;
+    let (sink, rx) = chan();
+    let op = SemOp {
+        rec: Pinned::new(&r, off).unwrap(),
+        wait: SemWait::new(None),
+    };
+    waiter::submit(Box::new(op), &[&r], 3, sink);
+    let r2 = r.clone();
+    let blocking = std::thread::spawn(move || {
+        let rec = Pinned::<SemRecord>::new(&r2, off).unwrap();
+        let mut wait = SemWait::new(None);
+        super::block_on(|| wait.poll(rec.get()).map(Ok).unless_lost(rec.region(), Err))
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    crate::memory::shm::truncate(obj.fd, 4096).unwrap();
+    let t0 = Instant::now();
+    let (_, c) = rx.recv_timeout(Duration::from_secs(2)).unwrap();
+    assert_eq!(c, code::LOST);
+    assert_eq!(
+        blocking.join().unwrap().unwrap_err().code,
+        "ERR_SHM_TRUNCATED"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    r.close();
+}

@@ -58,8 +58,9 @@ const J_BEFORE: usize = 9;
 const J_AFTER: usize = 10;
 const LAST_SWEEP: usize = 11;
 const NONE: u32 = u32::MAX;
-/// How long a release or a try waits for the guard at most (a hostile guard word must
-/// not hang anyone): `ETIMEDOUT` after that.
+/// How long a release waits for the guard at most (a hostile guard word must not hang
+/// anyone): `ETIMEDOUT` after that. A try never waits for it, a take waits until its own
+/// deadline.
 const GUARD_WAIT_MS: f64 = 10_000.0;
 
 /// Words of the table of a semaphore with `holders` slots.
@@ -293,22 +294,25 @@ impl<'a> UndoTable<'a> {
         Ok(if old & WAITERS != 0 { n } else { 0 })
     }
 
-    /// Runs `f` holding the guard (waiting for it at most [`GUARD_WAIT_MS`]), then wakes
-    /// as many sleepers as `f` says.
-    fn guarded<R>(&self, me: Owner, f: impl FnOnce(&Self) -> Result<(R, u32)>) -> Result<R> {
+    /// Runs `f` holding the guard, then wakes as many sleepers as `f` says. Waits for the
+    /// guard at most `wait_ms` (0: tries once, taking it over if its holder is dead);
+    /// `Ok(None)` when it stayed taken that long.
+    fn guarded<R>(
+        &self,
+        me: Owner,
+        wait_ms: f64,
+        f: impl FnOnce(&Self) -> Result<(R, u32)>,
+    ) -> Result<Option<R>> {
         let entered = match self.guard().try_lock(me) {
             Ok(true) => true,
             _ => {
                 let mut wait = None;
-                let deadline = Deadline::after_ms(GUARD_WAIT_MS);
+                let deadline = Deadline::after_ms(wait_ms);
                 super::block_on(|| self.enter(me, Some(deadline), &mut wait))?
             }
         };
         if !entered {
-            return Err(ShmError::new(
-                "ETIMEDOUT",
-                "timed out waiting for the semaphore's undo table (its guard word may be corrupt)",
-            ));
+            return Ok(None);
         }
         let r = f(self);
         self.leave(me);
@@ -316,7 +320,7 @@ impl<'a> UndoTable<'a> {
         if wake > 0 {
             self.sem.wake(wake);
         }
-        Ok(v)
+        Ok(Some(v))
     }
 
     /// One step of taking the guard: `Done(Ok(true))` entered (after repairing a dead
@@ -372,24 +376,37 @@ impl<'a> UndoTable<'a> {
     }
 
     /// Takes a unit if one is available now (after sweeping dead holders if that is
-    /// due).
+    /// due). Never waits: `false` also when the guard is taken by a live thread (its
+    /// holder is asked once whether it lives; a dead one's guard is taken over).
     ///
     /// # Errors
-    /// `EAGAIN` when every holder slot is taken by a live thread; `ETIMEDOUT` when the
-    /// guard stays taken (corrupt); `ERR_SHM_CORRUPT`.
+    /// `EAGAIN` when every holder slot is taken by a live thread; `ERR_SHM_CORRUPT`.
     pub fn try_take(&self, me: Owner) -> Result<bool> {
-        self.guarded(me, |t| {
-            t.take_locked(me, false)
-                .map(|(took, wake)| (matches!(took, Took::Yes), wake))
-        })
+        Ok(self
+            .guarded(me, 0.0, |t| {
+                t.take_locked(me, false)
+                    .map(|(took, wake)| (matches!(took, Took::Yes), wake))
+            })?
+            .unwrap_or(false))
     }
 
-    /// Returns `n` units, waking as many sleepers.
+    /// Returns `n` units, waking as many sleepers. Waits for the guard at most
+    /// [`GUARD_WAIT_MS`] (a release has no "false" to give).
     ///
     /// # Errors
-    /// `RangeError` past 2^31 - 1; as [`try_take`](Self::try_take).
+    /// `RangeError` past 2^31 - 1; `ETIMEDOUT` when the guard stays taken that long (a
+    /// stuck or hostile peer, or a corrupt guard word); `ERR_SHM_CORRUPT`.
     pub fn release(&self, me: Owner, n: u32) -> Result<()> {
-        self.guarded(me, |t| t.release_locked(me, n).map(|wake| ((), wake)))
+        self.guarded(me, GUARD_WAIT_MS, |t| {
+            t.release_locked(me, n).map(|wake| ((), wake))
+        })?
+        .ok_or_else(|| {
+            ShmError::new(
+                "ETIMEDOUT",
+                "timed out waiting for the semaphore's undo table: its guard stayed taken by \
+                 a live thread (or its guard word is corrupt)",
+            )
+        })
     }
 
     /// Units held by `me` (for tests and diagnostics; without the guard).
