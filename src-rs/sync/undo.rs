@@ -59,9 +59,12 @@ const J_AFTER: usize = 10;
 const LAST_SWEEP: usize = 11;
 const NONE: u32 = u32::MAX;
 /// How long a release waits for the guard at most (a hostile guard word must not hang
-/// anyone): `ETIMEDOUT` after that. A try never waits for it, a take waits until its own
-/// deadline.
+/// anyone): `ETIMEDOUT` after that. A take waits until its own deadline.
 const GUARD_WAIT_MS: f64 = 10_000.0;
+/// How long a try waits for the guard: live holders keep it for a few instructions, so a
+/// try waits that out rather than fail while units are free; a guard kept longer (a
+/// stuck, stopped or hostile peer) makes the try `false`.
+const GUARD_TRY_MS: f64 = 2.0;
 
 /// Words of the table of a semaphore with `holders` slots.
 pub fn table_words(holders: u32) -> usize {
@@ -376,14 +379,15 @@ impl<'a> UndoTable<'a> {
     }
 
     /// Takes a unit if one is available now (after sweeping dead holders if that is
-    /// due). Never waits: `false` also when the guard is taken by a live thread (its
-    /// holder is asked once whether it lives; a dead one's guard is taken over).
+    /// due). Waits for the guard at most [`GUARD_TRY_MS`]: `false` also when a live thread
+    /// keeps it longer (its holder is asked whether it lives; a dead one's guard is taken
+    /// over).
     ///
     /// # Errors
     /// `EAGAIN` when every holder slot is taken by a live thread; `ERR_SHM_CORRUPT`.
     pub fn try_take(&self, me: Owner) -> Result<bool> {
         Ok(self
-            .guarded(me, 0.0, |t| {
+            .guarded(me, GUARD_TRY_MS, |t| {
                 t.take_locked(me, false)
                     .map(|(took, wake)| (matches!(took, Took::Yes), wake))
             })?
