@@ -125,6 +125,8 @@ test('through windows (a mapping larger than one ArrayBuffer): strings and primi
     event: true,
     barrier: 0,
     string: 'through a window',
+    'long string': [true, true, 60_000],
+    unterminated: ['ERR_SHM_OUT_OF_BOUNDS', `the string at offset ${(1 << 20) - 3} has no NUL before the end of the segment (3 bytes on)`, 'HIJ'],
   })
 })
 

@@ -75,7 +75,7 @@ export class Barrier {
     ;({ memory: this.memory, offset: this.offset } = place ?? allocatePlace(where, 64))
     const win = writable(this.memory).window(this.offset, BARRIER_SIZE)
     this.#i32 = win.i32
-    this.#w = (this.offset - win.start) >> 2
+    this.#w = (this.offset - win.start) >>> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Barrier', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + 2, Kind.BARRIER, 'Barrier', this.offset)
     if (!place) this.#i32[this.#w + 1] = parties

@@ -161,7 +161,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   #ring: number
   #producer: Lock
   #consumer: Lock
-  /** Int32 index of field `f`: `#w + (f >> 2)`. */
+  /** Int32 index of field `f`: `#w + (f >>> 2)`. */
   #w: number
 
   /**
@@ -178,12 +178,12 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
       const v = viewsOf(heap.memory, heap)
       v.u8.fill(0, offset, offset + C.RING)
       writeHeader(v, offset, MAGIC, Kind.CHANNEL, VERSION, coder.id)
-      v.i32[(offset + C.CAPACITY) >> 2] = cap
+      v.i32[(offset + C.CAPACITY) >>> 2] = cap
       return { memory: heap.memory, offset }
     })
     const { memory, offset, v } = this
-    this.#w = offset >> 2
-    const cap = v.i32[this.#w + (C.CAPACITY >> 2)]
+    this.#w = offset >>> 2
+    const cap = v.i32[this.#w + (C.CAPACITY >>> 2)]
     if (!(cap >= MIN_CAPACITY && cap <= MAX_CAPACITY && (cap & (cap - 1)) === 0) || offset + C.RING + cap > v.size) {
       throw corrupt(`the Channel at ${offset} has a ring of ${cap} bytes`)
     }
@@ -209,14 +209,14 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   /** Messages queued now (sent and not yet received). */
   get length(): number {
     const i32 = this.live().i32
-    const d = (Atomics.load(i32, this.#w + (C.SENT >> 2)) - Atomics.load(i32, this.#w + (C.RECEIVED >> 2))) | 0
+    const d = (Atomics.load(i32, this.#w + (C.SENT >>> 2)) - Atomics.load(i32, this.#w + (C.RECEIVED >>> 2))) | 0
     intact(this.memory)
     return d < 0 ? 0 : d
   }
 
   /** Whether {@link close} was called (by any process). */
   get closed(): boolean {
-    const closed = Atomics.load(this.live().i32, this.#w + (C.CLOSED >> 2)) !== 0
+    const closed = Atomics.load(this.live().i32, this.#w + (C.CLOSED >>> 2)) !== 0
     intact(this.memory)
     return closed
   }
@@ -355,11 +355,11 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   close(): void {
     const v = this.live()
     this.#lock(this.#producer, PRODUCER, Infinity)
-    Atomics.store(v.i32, this.#w + (C.CLOSED >> 2), 1)
+    Atomics.store(v.i32, this.#w + (C.CLOSED >>> 2), 1)
     this.#release(this.#producer)
     for (const [flag, word] of [[C.CONSUMERS_WAITING, C.CWAKE], [C.PRODUCERS_WAITING, C.PWAKE]]) {
-      Atomics.store(v.i32, this.#w + (flag >> 2), 0)
-      Atomics.add(v.i32, this.#w + (word >> 2), 1)
+      Atomics.store(v.i32, this.#w + (flag >>> 2), 0)
+      Atomics.add(v.i32, this.#w + (word >>> 2), 1)
       wakeWord(this.memory, this.offset + word)
     }
   }
@@ -368,7 +368,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
 
   /** Encodes `msg` (into `encoded`); checks it fits the ring. */
   #encode(msg: unknown): number {
-    if (this.live().i32[this.#w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
+    if (this.live().i32[this.#w + (C.CLOSED >>> 2)] !== 0) throw channelClosed()
     const n = encodeValue(this.coder, msg, 'The message')
     if (LEN + n > this.#cap) throw rangeError(`A message of ${n} bytes (encoded) does not fit in a Channel ring of ${this.#cap} bytes (at most ${this.#cap - LEN})`)
     return n
@@ -406,16 +406,16 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
     try {
       // Plain reads of what only producers write (under this lock); Atomics where the
       // other side's writes or the order of the commit matter.
-      if (i32[w + (C.CLOSED >> 2)] !== 0) throw channelClosed()
-      const tail = i32[w + (C.TAIL >> 2)] >>> 0
+      if (i32[w + (C.CLOSED >>> 2)] !== 0) throw channelClosed()
+      const tail = i32[w + (C.TAIL >>> 2)] >>> 0
       let head = this.#headSeen
       if (tail !== this.#tailLeft || this.#cap - ((tail - head) >>> 0) < size) {
-        head = this.#headSeen = Atomics.load(i32, w + (C.HEAD >> 2)) >>> 0
+        head = this.#headSeen = Atomics.load(i32, w + (C.HEAD >>> 2)) >>> 0
         if (this.#cap - ((tail - head) >>> 0) < size) return head
       }
       const mask = this.#cap - 1
       const at = tail & mask
-      i32[(this.#ring + at) >> 2] = n
+      i32[(this.#ring + at) >>> 2] = n
       this.#copyIn(src, n, (at + LEN) & mask)
       // Commit: the record is visible to consumers.
       woke = this.#commit(PRODUCER, tail, size)
@@ -439,15 +439,15 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
     const w = this.#w
     let woke = false
     try {
-      const head = i32[w + (C.HEAD >> 2)] >>> 0
+      const head = i32[w + (C.HEAD >>> 2)] >>> 0
       let tail = this.#tailSeen
       if (head !== this.#headLeft || tail === head) {
-        tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
+        tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >>> 2)) >>> 0
         if (tail === head) {
           // Empty. Closed first, then tail again: a message committed before the close is
           // seen.
-          const closed = Atomics.load(i32, w + (C.CLOSED >> 2)) !== 0
-          tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >> 2)) >>> 0
+          const closed = Atomics.load(i32, w + (C.CLOSED >>> 2)) !== 0
+          tail = this.#tailSeen = Atomics.load(i32, w + (C.TAIL >>> 2)) >>> 0
           if (tail === head) {
             if (closed) throw channelClosed()
             this.#seen = tail
@@ -457,7 +457,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
       }
       const mask = this.#cap - 1
       const at = head & mask
-      const n = i32[(this.#ring + at) >> 2] >>> 0
+      const n = i32[(this.#ring + at) >>> 2] >>> 0
       const size = LEN + ((n + 3) & ~3)
       if (n > this.#cap - LEN || size > ((tail - head) >>> 0)) {
         // Nothing sane to skip to: the queue is beyond repair.
@@ -493,9 +493,9 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   #announce(flag: number, word: number, field: number, seen: number): boolean {
     const i32 = this.live().i32
     const w = this.#w
-    this.#sleepValue = Atomics.load(i32, w + (word >> 2))
-    Atomics.store(i32, w + (flag >> 2), 1)
-    return Atomics.load(i32, w + (field >> 2)) >>> 0 === seen && Atomics.load(i32, w + (C.CLOSED >> 2)) === 0
+    this.#sleepValue = Atomics.load(i32, w + (word >>> 2))
+    Atomics.store(i32, w + (flag >>> 2), 1)
+    return Atomics.load(i32, w + (field >>> 2)) >>> 0 === seen && Atomics.load(i32, w + (C.CLOSED >>> 2)) === 0
   }
 
   /** Copies `src[0, n)` into the ring at physical index `at` (a multiple of 4), wrapping at its end. */
@@ -520,8 +520,8 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   /** Wakes the other side if it announced a sleep. */
   #wake(flag: number, word: number): void {
     const i32 = this.v.i32
-    Atomics.store(i32, this.#w + (flag >> 2), 0)
-    Atomics.add(i32, this.#w + (word >> 2), 1)
+    Atomics.store(i32, this.#w + (flag >>> 2), 0)
+    Atomics.add(i32, this.#w + (word >>> 2), 1)
     wakeWord(this.memory, this.offset + word)
   }
 
@@ -533,7 +533,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    */
   #spin(field: number, seen: number): boolean {
     const i32 = this.v.i32
-    const at = this.#w + (field >> 2)
+    const at = this.#w + (field >>> 2)
     const n = this.#spins
     for (let i = 0; i < n; i++) {
       if (Atomics.load(i32, at) >>> 0 !== seen) {
@@ -578,7 +578,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    */
   #borrow(lock: Lock, e: unknown): boolean {
     if (!(e instanceof ShmError) || e.code !== 'ERR_SHM_DEADLOCK') return false
-    if ((Atomics.load(this.v.i32, lock.offset >> 2) & LOCK_OWNER_DIED) !== 0) return false
+    if ((Atomics.load(this.v.i32, lock.offset >>> 2) & LOCK_OWNER_DIED) !== 0) return false
     this.#borrowed = lock
     return true
   }
@@ -618,15 +618,15 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    */
   #commit(side: Side, pos: number, size: number): boolean {
     const i32 = this.v.i32
-    const j = this.#w + (side.journal >> 2)
-    const count = this.#w + (side.counter >> 2)
+    const j = this.#w + (side.journal >>> 2)
+    const count = this.#w + (side.counter >>> 2)
     const seq = i32[count]
     i32[j] = pos
     i32[j + 1] = size
     i32[j + 2] = seq
-    Atomics.store(i32, this.#w + (side.position >> 2), (pos + size) | 0)
+    Atomics.store(i32, this.#w + (side.position >>> 2), (pos + size) | 0)
     i32[count] = seq + 1
-    return Atomics.load(i32, this.#w + (side.other >> 2)) !== 0
+    return Atomics.load(i32, this.#w + (side.other >>> 2)) !== 0
   }
 
   /**
@@ -635,10 +635,10 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
    */
   #settle(side: Side): void {
     const i32 = this.v.i32
-    const j = this.#w + (side.journal >> 2)
+    const j = this.#w + (side.journal >>> 2)
     const s = i32[j + 1] >>> 0
-    if (s !== 0 && ((i32[j] + s) | 0) === i32[this.#w + (side.position >> 2)]) {
-      i32[this.#w + (side.counter >> 2)] = (i32[j + 2] + 1) | 0
+    if (s !== 0 && ((i32[j] + s) | 0) === i32[this.#w + (side.position >>> 2)]) {
+      i32[this.#w + (side.counter >>> 2)] = (i32[j + 2] + 1) | 0
     }
   }
 }

@@ -72,7 +72,7 @@ export class Condition {
     atPlace = null
     const win = internals(this.memory).window(this.offset, LOCK_SIZE)
     this.#i32 = win.i32
-    this.#w = (this.offset - win.start) >> 2
+    this.#w = (this.offset - win.start) >>> 2
     const lockHandle = lock.$shmutils
     this.$shmutils =
       typeof lockHandle === 'symbol'

@@ -114,11 +114,11 @@ export function checkHeader(memory: MappedMemory, offset: number, magic: number,
     throw typeError(`There is no ${what} at offset ${String(offset)}: not a 16-aligned offset with room for its ${headerSize}-byte header`)
   }
   const { i32, dv: view } = internals(memory).window(0, memory.size)
-  const w = offset >> 2
-  if (i32[w + (H.MAGIC >> 2)] !== magic || i32[w + (H.KIND >> 2)] !== kind) {
+  const w = offset >>> 2
+  if (i32[w + (H.MAGIC >>> 2)] !== magic || i32[w + (H.KIND >>> 2)] !== kind) {
     throw typeError(`There is no ${what} at offset ${offset} (its header does not say so)`)
   }
-  const found = i32[w + (H.VERSION >> 2)]
+  const found = i32[w + (H.VERSION >>> 2)]
   if (found !== version) {
     throw typeError(`The ${what} at offset ${offset} has layout version ${found}; this shmutils uses version ${version} (docs/FORMAT.md §11)`)
   }
@@ -129,11 +129,11 @@ export function checkHeader(memory: MappedMemory, offset: number, magic: number,
 
 /** Writes the common header. */
 export function writeHeader(v: Views, offset: number, magic: number, kind: number, version: number, codec: number): void {
-  const w = offset >> 2
-  v.i32[w + (H.MAGIC >> 2)] = magic
-  v.i32[w + (H.VERSION >> 2)] = version
-  v.i32[w + (H.KIND >> 2)] = kind
-  v.i32[w + (H.CODEC >> 2)] = codec
+  const w = offset >>> 2
+  v.i32[w + (H.MAGIC >>> 2)] = magic
+  v.i32[w + (H.VERSION >>> 2)] = version
+  v.i32[w + (H.KIND >>> 2)] = kind
+  v.i32[w + (H.CODEC >>> 2)] = codec
   v.dv.setFloat64(offset + H.HEAP, v.heap.offset, true)
 }
 
@@ -246,7 +246,7 @@ export abstract class SharedContainer {
     this.$shmutils = handleIn(memory, (m) => Object.freeze({ $shmutils: type.name, segment: m.segment, offset, memory: m }))
     const heapOffset = checkHeader(memory, offset, type.magic, type.kind, type.version, type.headerSize, type.name)
     const v = (this.v = viewsOf(memory, heapAt(memory, heapOffset)))
-    const id = v.i32[(offset + H.CODEC) >> 2]
+    const id = v.i32[(offset + H.CODEC) >>> 2]
     const coder = coderById(id)
     if (!coder) throw corrupt(`the ${type.name} at ${offset} names codec ${id}`)
     this.coder = coder

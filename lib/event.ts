@@ -55,7 +55,7 @@ export class Event {
     ;({ memory: this.memory, offset: this.offset } = takePlace() ?? allocatePlace(where, 64))
     const win = writable(this.memory).window(this.offset, EVENT_SIZE)
     this.#i32 = win.i32
-    this.#w = (this.offset - win.start) >> 2
+    this.#w = (this.offset - win.start) >>> 2
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Event', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + 2, Kind.EVENT, 'Event', this.offset)
   }

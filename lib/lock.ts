@@ -82,7 +82,7 @@ const KIND_NAMES = new Map<number, string>(Object.entries(Kind).map(([name, k]) 
 /** The `kind` word of the record at `offset` (through the window holding it). */
 function kindWord(memory: MappedMemory, offset: number): { i32: Int32Array; at: number } {
   const win = internals(memory).window(offset, LOCK_SIZE)
-  return { i32: win.i32, at: ((offset - win.start) >> 2) + 2 }
+  return { i32: win.i32, at: ((offset - win.start) >>> 2) + 2 }
 }
 
 /**
@@ -250,7 +250,7 @@ export class Lock implements Disposable {
     atPlace = null
     const win = internals(this.memory).window(this.offset, LOCK_SIZE)
     this.#i32 = win.i32
-    this.#w = (this.offset - win.start) >> 2
+    this.#w = (this.offset - win.start) >>> 2
     const kind = new.target.name
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: kind, segment: m.segment, offset: this.offset, memory: m }))
   }

@@ -305,18 +305,18 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
       return { memory: heap.memory, offset }
     })
     const { memory, offset, v } = this
-    const w = offset >> 2
-    if (v.i32[w + (M.STATE >> 2)] !== 1) throw typeError(`The SharedMap at offset ${offset} is not constructed`)
-    const stripes = v.i32[w + (M.STRIPES >> 2)]
+    const w = offset >>> 2
+    if (v.i32[w + (M.STATE >>> 2)] !== 1) throw typeError(`The SharedMap at offset ${offset} is not constructed`)
+    const stripes = v.i32[w + (M.STRIPES >>> 2)]
     if (!(stripes >= 1 && stripes <= MAX_STRIPES && (stripes & (stripes - 1)) === 0)) throw corrupt(`the SharedMap at ${offset} has ${stripes} stripes`)
     this.#stripes = stripes
     this.#stripeBits = 31 - Math.clz32(stripes)
-    const array = (v.i32[w + (M.STRIPE_ARRAY >> 2)] >>> 0) * UNIT
+    const array = (v.i32[w + (M.STRIPE_ARRAY >>> 2)] >>> 0) * UNIT
     if (array < v.heap.offset || array + stripes * S.SIZE > v.size) throw corrupt(`the SharedMap at ${offset} has its stripes outside the heap`)
     this.#stripeArray = array
     this.#locks = []
     for (let i = 0; i < stripes; i++) this.#locks.push(ownLock(memory, array + i * S.SIZE + S.LOCK, `the SharedMap at ${offset}`))
-    const flags = v.i32[w + (M.FLAGS >> 2)]
+    const flags = v.i32[w + (M.FLAGS >>> 2)]
     this.#bounded = (flags & F.BOUNDED) !== 0
     this.#maxEntries = v.dv.getFloat64(offset + M.MAX_ENTRIES, true)
     this.#maxBytes = v.dv.getFloat64(offset + M.MAX_BYTES, true)
@@ -347,14 +347,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const ref = heap.named(name, ARENA)
     const { memory, offset } = ref
     const v = viewsOf(memory, heap)
-    const w = offset >> 2
+    const w = offset >>> 2
     const lock = Lock.at(memory, offset + M.INIT_LOCK)
     takeLock(lock, 'a SharedMap being constructed')
     // A constructor that died half-way left state 0: construct anew (what the dead one
     // allocated is lost, never shared).
     if (lock.ownerDied) recoverLock(lock, () => {})
     try {
-      if (v.i32[w + (M.STATE >> 2)] !== 1) {
+      if (v.i32[w + (M.STATE >>> 2)] !== 1) {
         if (v.i32[w] !== 0 && v.i32[w] !== MAGIC) throw typeError(`The named object ${JSON.stringify(name)} is not a SharedMap`)
         construct(v, offset, o)
       }
@@ -380,7 +380,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   get size(): number {
     const v = this.live()
     let n = 0
-    for (let s = 0; s < this.#stripes; s++) n += Atomics.load(v.i32, (this.#stripeArray + s * S.SIZE + S.COUNT) >> 2) >>> 0
+    for (let s = 0; s < this.#stripes; s++) n += Atomics.load(v.i32, (this.#stripeArray + s * S.SIZE + S.COUNT) >>> 2) >>> 0
     intact(this.memory)
     return n
   }
@@ -500,14 +500,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
         const next = this.#next
         for (let b = 0; b < cap; b++) {
           const slot = tbl + 4 * b
-          while (this.v.i32[slot >> 2] !== 0) this.#freeFrom(slot, next)
+          while (this.v.i32[slot >>> 2] !== 0) this.#freeFrom(slot, next)
         }
         for (const j of SPARES) this.#freeFrom(s + j, -1)
         const i32 = this.v.i32
-        i32[(s + S.COUNT) >> 2] = 0
+        i32[(s + S.COUNT) >>> 2] = 0
         this.v.dv.setFloat64(s + S.BYTES, 0, true)
-        i32[(s + S.LRU_HEAD) >> 2] = 0
-        i32[(s + S.LRU_TAIL) >> 2] = 0
+        i32[(s + S.LRU_HEAD) >>> 2] = 0
+        i32[(s + S.LRU_TAIL) >>> 2] = 0
       } finally {
         this.#unlock(s)
         intact(this.memory)
@@ -600,9 +600,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   /** Releases stripe `s`'s lock, its write sequence even again first if this holder changed it. */
   #unlock(s: number): void {
     const i32 = this.v.i32
-    const q = i32[(s + S.SEQ) >> 2]
+    const q = i32[(s + S.SEQ) >>> 2]
     // Release: every change is visible before the sequence says the stripe is stable.
-    if (q & 1) Atomics.store(i32, (s + S.SEQ) >> 2, (q + 1) | 0)
+    if (q & 1) Atomics.store(i32, (s + S.SEQ) >>> 2, (q + 1) | 0)
     this.#locks[(s - this.#stripeArray) / S.SIZE].release()
   }
 
@@ -612,7 +612,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
    */
   #beginWrite(s: number): void {
     const i32 = this.v.i32
-    const at = (s + S.SEQ) >> 2
+    const at = (s + S.SEQ) >>> 2
     const q = i32[at]
     if (q & 1) return
     Atomics.store(i32, at, (q + 1) | 0)
@@ -632,10 +632,10 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   /** Reads the current table of stripe `s` (locked) into `#tbl`, `#cap`, `#log2`, `#next`, `#gen`. */
   #table(s: number): void {
     const i32 = this.v.i32
-    const gen = i32[(s + S.GEN) >> 2] >>> 0
+    const gen = i32[(s + S.GEN) >>> 2] >>> 0
     const g = gen & 1
-    const tbl = (i32[(s + S.TABLE0 + 4 * g) >> 2] >>> 0) * UNIT
-    const log2 = i32[(s + S.LOG2_0 + 4 * g) >> 2]
+    const tbl = (i32[(s + S.TABLE0 + 4 * g) >>> 2] >>> 0) * UNIT
+    const log2 = i32[(s + S.LOG2_0 + 4 * g) >>> 2]
     if (!(log2 >= MIN_LOG2 && log2 <= MAX_LOG2)) throw corrupt(`a SharedMap stripe at ${s} has 2^${log2} buckets`)
     const cap = 1 << log2
     if (tbl < this.v.heap.offset || tbl + 4 * cap > this.v.size) throw corrupt(`a SharedMap stripe at ${s} has its table outside the heap`)
@@ -657,7 +657,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const e = unit * UNIT
     const v = this.v
     if (e < v.heap.offset || e + E.DATA > v.size) throw corrupt(`a SharedMap entry at ${e} is outside the heap`)
-    const end = valueAt(e, v.i32[(e + E.KEY_LEN) >> 2] >>> 0) + (v.i32[(e + E.VALUE_LEN) >> 2] >>> 0)
+    const end = valueAt(e, v.i32[(e + E.KEY_LEN) >>> 2] >>> 0) + (v.i32[(e + E.VALUE_LEN) >>> 2] >>> 0)
     if (end > v.size) throw corrupt(`a SharedMap entry at ${e} runs off the mapping`)
     return e
   }
@@ -675,14 +675,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     let slot = this.#bucketSlot(this.#tbl, this.#cap, h)
     const bucket = slot
     for (let steps = 0; ; steps++) {
-      const unit = i32[slot >> 2] >>> 0
+      const unit = i32[slot >>> 2] >>> 0
       if (unit === 0) {
         this.#prev = bucket
         return 0
       }
       if (steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
       const e = this.#entry(unit)
-      const w = e >> 2
+      const w = e >>> 2
       if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind && wordsEqual(u8, i32, e + E.DATA, ks.bytes, ks.words, kn)) {
         this.#prev = slot
         return e
@@ -719,7 +719,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     if (!this.#bounded) {
       const i32 = this.v.i32
       const s = this.#stripeArray + (h & (this.#stripes - 1)) * S.SIZE
-      const at = (s + S.SEQ) >> 2
+      const at = (s + S.SEQ) >>> 2
       for (let tries = 0, polls = 0; tries < OPTIMISTIC_TRIES; ) {
         const q = Atomics.load(i32, at)
         if (q & 1) {
@@ -861,20 +861,20 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const i32 = v.i32
     const size = v.size
     const lo = v.heap.offset
-    const g = i32[(s + S.GEN) >> 2] & 1
-    const tbl = (i32[(s + S.TABLE0 + 4 * g) >> 2] >>> 0) * UNIT
-    const log2 = i32[(s + S.LOG2_0 + 4 * g) >> 2]
+    const g = i32[(s + S.GEN) >>> 2] & 1
+    const tbl = (i32[(s + S.TABLE0 + 4 * g) >>> 2] >>> 0) * UNIT
+    const log2 = i32[(s + S.LOG2_0 + 4 * g) >>> 2]
     if (!(log2 >= MIN_LOG2 && log2 <= MAX_LOG2)) return LOCKED
     const cap = 1 << log2
     if (tbl < lo || tbl + 4 * cap > size) return LOCKED
-    const next = (E.NEXT0 >> 2) + g
-    let unit = i32[this.#bucketSlot(tbl, cap, h) >> 2] >>> 0
+    const next = (E.NEXT0 >>> 2) + g
+    let unit = i32[this.#bucketSlot(tbl, cap, h) >>> 2] >>> 0
     const ks = keyScratch
     const u8 = v.u8
     for (let steps = 0; unit !== 0; steps++) {
       const e = unit * UNIT
       if (steps > this.#maxSteps || e < lo || e + E.DATA > size) return LOCKED
-      const w = e >> 2
+      const w = e >>> 2
       if (i32[w + 2] === h && i32[w + 3] >>> 0 === kn && (i32[w + 5] & KEY_BYTES) === kind) {
         const start = valueAt(e, kn)
         const end = start + (i32[w + 4] >>> 0)
@@ -886,8 +886,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
           if (!decode) return FOUND
           this.#seen = 0
           if (end - start <= CACHE_VALUE_BYTES) {
-            const lo = i32[w + (E.TICK >> 2)]
-            const hi = i32[w + (E.TICK >> 2) + 1]
+            const lo = i32[w + (E.TICK >>> 2)]
+            const hi = i32[w + (E.TICK >>> 2) + 1]
             const keys = this.#cacheKeys
             if (keys !== null) {
               const slot = this.#slotOf(unit)
@@ -896,8 +896,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
                 const p = this.#cachePlans[slot]
                 if (p) {
                   this.#plan = p
-                  this.#clockLo = i32[(s + S.TICK) >> 2]
-                  this.#clockHi = i32[(s + S.TICK + 4) >> 2]
+                  this.#clockLo = i32[(s + S.TICK) >>> 2]
+                  this.#clockHi = i32[(s + S.TICK + 4) >>> 2]
                   this.#expires = t
                   return CACHED
                 }
@@ -920,8 +920,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
 
   #decode(e: number): unknown {
     const i32 = this.v.i32
-    const start = valueAt(e, i32[(e + E.KEY_LEN) >> 2] >>> 0)
-    return this.coder.decode(this.v.u8, start, start + (i32[(e + E.VALUE_LEN) >> 2] >>> 0))
+    const start = valueAt(e, i32[(e + E.KEY_LEN) >>> 2] >>> 0)
+    return this.coder.decode(this.v.u8, start, start + (i32[(e + E.VALUE_LEN) >>> 2] >>> 0))
   }
 
   /**
@@ -936,7 +936,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     if (this.#maxBytes > 0 && size > this.#maxBytes) throw rangeError(`An entry of ${size} bytes cannot fit in a SharedMap of maxBytes ${this.#maxBytes}`)
     this.#beginWrite(s)
     this.#table(s)
-    if (old === 0 && (i32[(s + S.COUNT) >> 2] >>> 0) >= this.#cap && this.#log2 < MAX_LOG2) {
+    if (old === 0 && (i32[(s + S.COUNT) >>> 2] >>> 0) >= this.#cap && this.#log2 < MAX_LOG2) {
       this.#grow(s)
       this.#find(s, ks, kn, kind, h) // the bucket slot moved
     }
@@ -944,7 +944,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     // 1. A private copy of the new entry: the stripe's spare block if it fits (recorded
     // in j_new before the spare slot lets go), else one the heap records in j_new.
     const e = this.#takeSpare(s, size) || this.#allocInto(size, UNIT, s + S.J_NEW)
-    const w = e >> 2
+    const w = e >>> 2
     i32[w + 2] = h
     i32[w + 3] = kn
     i32[w + 4] = vn
@@ -955,14 +955,14 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     if (this.#bounded) {
       v.dv.setFloat64(e + E.TICK, 0, true)
     } else {
-      const clock = (s + S.TICK) >> 2
+      const clock = (s + S.TICK) >>> 2
       const lo = (i32[clock] + 1) | 0
       // The high word first: a kill between the two stores leaves the clock ahead, never
       // behind (no stamp is given twice).
       if (lo === 0) i32[clock + 1] = (i32[clock + 1] + 1) | 0
       i32[clock] = lo
-      i32[w + (E.TICK >> 2)] = lo
-      i32[w + (E.TICK >> 2) + 1] = i32[clock + 1]
+      i32[w + (E.TICK >>> 2)] = lo
+      i32[w + (E.TICK >>> 2) + 1] = i32[clock + 1]
     }
     copyWords(v.u8, i32, e + E.DATA, ks.bytes, ks.words, 0, kn)
     copyWords(v.u8, i32, valueAt(e, kn), vs.bytes, vs.words, 0, vn)
@@ -970,23 +970,23 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const unit = e / UNIT
     let bytes = v.dv.getFloat64(s + S.BYTES, true) + size
     if (old === 0) {
-      i32[(e + next) >> 2] = i32[slot >> 2]
+      i32[(e + next) >>> 2] = i32[slot >>> 2]
       // 2. Commit: the entry is in its bucket.
-      Atomics.store(i32, slot >> 2, unit)
-      i32[(s + S.COUNT) >> 2] = (i32[(s + S.COUNT) >> 2] >>> 0) + 1
+      Atomics.store(i32, slot >>> 2, unit)
+      i32[(s + S.COUNT) >>> 2] = (i32[(s + S.COUNT) >>> 2] >>> 0) + 1
     } else {
-      i32[(e + next) >> 2] = i32[(old + next) >> 2]
-      i32[(s + S.J_OLD) >> 2] = old / UNIT
+      i32[(e + next) >>> 2] = i32[(old + next) >>> 2]
+      i32[(s + S.J_OLD) >>> 2] = old / UNIT
       // 2. Commit: the new entry replaces the old one in the chain.
-      Atomics.store(i32, slot >> 2, unit)
+      Atomics.store(i32, slot >>> 2, unit)
       bytes -= this.#entrySize(old)
       if (this.#bounded) this.#lruUnlink(s, old)
       // 3. The old entry becomes a spare (kept in a spare slot before j_old lets go),
       // or goes back to the heap (which clears j_old first).
       const keep = this.#spareSlot(s, old)
       if (keep !== 0) {
-        i32[(s + keep) >> 2] = old / UNIT
-        i32[(s + S.J_OLD) >> 2] = 0
+        i32[(s + keep) >>> 2] = old / UNIT
+        i32[(s + S.J_OLD) >>> 2] = 0
       } else {
         this.#freeFrom(s + S.J_OLD, -1)
       }
@@ -994,8 +994,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     v.dv.setFloat64(s + S.BYTES, bytes, true)
     // (A plain store: only the next holder of this lock reads it, after a kill; program
     // order is all that needs.)
-    i32[(s + S.J_NEW) >> 2] = 0
-    const flags = (this.offset + M.FLAGS) >> 2
+    i32[(s + S.J_NEW) >>> 2] = 0
+    const flags = (this.offset + M.FLAGS) >>> 2
     if (expires !== 0 && (i32[flags] & F.HAS_TTL) === 0) Atomics.or(i32, flags, F.HAS_TTL)
     if (this.#bounded) this.#touch(s, e)
     if (i32[flags] & F.HAS_TTL) this.#sweep(s, 2)
@@ -1013,7 +1013,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     let bestRoom = 2 * size + 64 + 1
     for (let k = 0; k < SPARES.length; k++) {
       const j = SPARES[k]
-      const unit = i32[(s + j) >> 2] >>> 0
+      const unit = i32[(s + j) >>> 2] >>> 0
       if (unit === 0) continue
       const room = this.#room(unit)
       if (room >= size && room < bestRoom) {
@@ -1023,9 +1023,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
       }
     }
     if (best === 0) return 0
-    const unit = i32[(s + best) >> 2] >>> 0
-    i32[(s + S.J_NEW) >> 2] = unit
-    i32[(s + best) >> 2] = 0
+    const unit = i32[(s + best) >>> 2] >>> 0
+    i32[(s + S.J_NEW) >>> 2] = unit
+    i32[(s + best) >>> 2] = 0
     return unit * UNIT
   }
 
@@ -1036,22 +1036,22 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     if (e - UNIT < v.heap.offset || e > v.size) return 0
     const i32 = v.i32
     // The heap block's header (FORMAT.md §4.2): size / 16 in bits 8 and up of its word.
-    const room = (((i32[(e - UNIT) >> 2] >>> 8) | (i32[(e - UNIT + 4) >> 2] << 24)) >>> 0) * UNIT - UNIT
+    const room = (((i32[(e - UNIT) >>> 2] >>> 8) | (i32[(e - UNIT + 4) >>> 2] << 24)) >>> 0) * UNIT - UNIT
     return room > 0 && e + room <= v.size ? room : 0
   }
 
   /** The spare slot of stripe `s` to keep the replaced entry `old` in, or 0 to free it. */
   #spareSlot(s: number, old: number): number {
     const i32 = this.v.i32
-    if (i32[(s + SPARES[0]) >> 2] === 0) return SPARES[0]
+    if (i32[(s + SPARES[0]) >>> 2] === 0) return SPARES[0]
     if (this.#room(old / UNIT) > SPARE_ROOM) return 0
-    for (let k = 1; k < SPARES.length; k++) if (i32[(s + SPARES[k]) >> 2] === 0) return SPARES[k]
+    for (let k = 1; k < SPARES.length; k++) if (i32[(s + SPARES[k]) >>> 2] === 0) return SPARES[k]
     return 0
   }
 
   #entrySize(e: number): number {
     const i32 = this.v.i32
-    return valueAt(0, i32[(e + E.KEY_LEN) >> 2] >>> 0) + (i32[(e + E.VALUE_LEN) >> 2] >>> 0)
+    return valueAt(0, i32[(e + E.KEY_LEN) >>> 2] >>> 0) + (i32[(e + E.VALUE_LEN) >>> 2] >>> 0)
   }
 
   /** `heapAllocInto`: a block of `size` bytes, recorded in the u32 slot at `slot`. */
@@ -1082,7 +1082,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const size = this.#entrySize(e)
     // Commit: the heap unlinks the entry (slot ← e.next) and frees it.
     this.#freeFrom(this.#prev, next)
-    v.i32[(s + S.COUNT) >> 2] = Math.max(0, (v.i32[(s + S.COUNT) >> 2] >>> 0) - 1)
+    v.i32[(s + S.COUNT) >>> 2] = Math.max(0, (v.i32[(s + S.COUNT) >>> 2] >>> 0) - 1)
     v.dv.setFloat64(s + S.BYTES, Math.max(0, v.dv.getFloat64(s + S.BYTES, true) - size), true)
   }
 
@@ -1112,23 +1112,23 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const next2 = E.NEXT0 + 4 * g2
     let steps = 0
     for (let b = 0; b < cap; b++) {
-      let unit = i32[(tbl + 4 * b) >> 2] >>> 0
+      let unit = i32[(tbl + 4 * b) >>> 2] >>> 0
       while (unit !== 0) {
         if (++steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
         const e = this.#entry(unit)
-        const slot = this.#bucketSlot(ntbl, ncap, i32[(e + E.HASH) >> 2])
-        i32[(e + next2) >> 2] = i32[slot >> 2]
-        i32[slot >> 2] = unit
-        unit = i32[(e + next) >> 2] >>> 0
+        const slot = this.#bucketSlot(ntbl, ncap, i32[(e + E.HASH) >>> 2])
+        i32[(e + next2) >>> 2] = i32[slot >>> 2]
+        i32[slot >>> 2] = unit
+        unit = i32[(e + next) >>> 2] >>> 0
       }
     }
-    i32[(s + S.TABLE0 + 4 * g2) >> 2] = ntbl / UNIT
-    i32[(s + S.LOG2_0 + 4 * g2) >> 2] = log2 + 1
-    i32[(s + S.J_OLDTABLE) >> 2] = tbl / UNIT
+    i32[(s + S.TABLE0 + 4 * g2) >>> 2] = ntbl / UNIT
+    i32[(s + S.LOG2_0 + 4 * g2) >>> 2] = log2 + 1
+    i32[(s + S.J_OLDTABLE) >>> 2] = tbl / UNIT
     // Commit: the new table (and the other next fields) are current.
-    Atomics.store(i32, (s + S.GEN) >> 2, (gen + 1) | 0)
+    Atomics.store(i32, (s + S.GEN) >>> 2, (gen + 1) | 0)
     this.#freeFrom(s + S.J_OLDTABLE, -1)
-    Atomics.store(i32, (s + S.J_TABLE) >> 2, 0)
+    Atomics.store(i32, (s + S.J_TABLE) >>> 2, 0)
   }
 
   // ---- LRU (bounded maps: one stripe, a doubly linked list by access) ----
@@ -1140,29 +1140,29 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     dv.setFloat64(e + E.TICK, tick, true)
     const i32 = this.v.i32
     const unit = e / UNIT
-    if (i32[(s + S.LRU_HEAD) >> 2] >>> 0 === unit) return
+    if (i32[(s + S.LRU_HEAD) >>> 2] >>> 0 === unit) return
     this.#lruUnlink(s, e)
-    const head = i32[(s + S.LRU_HEAD) >> 2] >>> 0
-    i32[(e + E.PREV) >> 2] = 0
-    i32[(e + E.NEXT) >> 2] = head
-    if (head !== 0) i32[(this.#entry(head) + E.PREV) >> 2] = unit
-    else i32[(s + S.LRU_TAIL) >> 2] = unit
-    i32[(s + S.LRU_HEAD) >> 2] = unit
+    const head = i32[(s + S.LRU_HEAD) >>> 2] >>> 0
+    i32[(e + E.PREV) >>> 2] = 0
+    i32[(e + E.NEXT) >>> 2] = head
+    if (head !== 0) i32[(this.#entry(head) + E.PREV) >>> 2] = unit
+    else i32[(s + S.LRU_TAIL) >>> 2] = unit
+    i32[(s + S.LRU_HEAD) >>> 2] = unit
   }
 
   #lruUnlink(s: number, e: number): void {
     const i32 = this.v.i32
     const unit = e / UNIT
-    const prev = i32[(e + E.PREV) >> 2] >>> 0
-    const next = i32[(e + E.NEXT) >> 2] >>> 0
-    const linked = prev !== 0 || next !== 0 || i32[(s + S.LRU_HEAD) >> 2] >>> 0 === unit
+    const prev = i32[(e + E.PREV) >>> 2] >>> 0
+    const next = i32[(e + E.NEXT) >>> 2] >>> 0
+    const linked = prev !== 0 || next !== 0 || i32[(s + S.LRU_HEAD) >>> 2] >>> 0 === unit
     if (!linked) return
-    if (prev !== 0) i32[(this.#entry(prev) + E.NEXT) >> 2] = next
-    else i32[(s + S.LRU_HEAD) >> 2] = next
-    if (next !== 0) i32[(this.#entry(next) + E.PREV) >> 2] = prev
-    else i32[(s + S.LRU_TAIL) >> 2] = prev
-    i32[(e + E.PREV) >> 2] = 0
-    i32[(e + E.NEXT) >> 2] = 0
+    if (prev !== 0) i32[(this.#entry(prev) + E.NEXT) >>> 2] = next
+    else i32[(s + S.LRU_HEAD) >>> 2] = next
+    if (next !== 0) i32[(this.#entry(next) + E.PREV) >>> 2] = prev
+    else i32[(s + S.LRU_TAIL) >>> 2] = prev
+    i32[(e + E.PREV) >>> 2] = 0
+    i32[(e + E.NEXT) >>> 2] = 0
   }
 
   /** Evicts least recently used entries of stripe `s` while a bound is exceeded (never `keep`). */
@@ -1170,12 +1170,12 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const v = this.v
     const i32 = v.i32
     for (let steps = 0; ; steps++) {
-      const over = (this.#maxEntries > 0 && (i32[(s + S.COUNT) >> 2] >>> 0) > this.#maxEntries) || (this.#maxBytes > 0 && v.dv.getFloat64(s + S.BYTES, true) > this.#maxBytes)
+      const over = (this.#maxEntries > 0 && (i32[(s + S.COUNT) >>> 2] >>> 0) > this.#maxEntries) || (this.#maxBytes > 0 && v.dv.getFloat64(s + S.BYTES, true) > this.#maxBytes)
       if (!over) return
       if (steps > this.#maxSteps) throw corrupt(`the LRU list of the SharedMap at ${this.offset} loops`)
-      const tail = i32[(s + S.LRU_TAIL) >> 2] >>> 0
+      const tail = i32[(s + S.LRU_TAIL) >>> 2] >>> 0
       if (tail === 0 || tail * UNIT === keep) return
-      const e = (i32[(this.offset + M.FLAGS) >> 2] & F.HAS_TTL) !== 0 ? this.#expiredNearTail(tail, keep) : this.#entry(tail)
+      const e = (i32[(this.offset + M.FLAGS) >>> 2] & F.HAS_TTL) !== 0 ? this.#expiredNearTail(tail, keep) : this.#entry(tail)
       this.#locate(s, e)
       this.#remove(s, e)
     }
@@ -1192,7 +1192,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     for (let k = 0; k < EXPIRED_LOOKAHEAD && unit !== 0; k++) {
       const e = this.#entry(unit)
       if (e !== keep && this.#expired(e)) return e
-      unit = i32[(e + E.PREV) >> 2] >>> 0
+      unit = i32[(e + E.PREV) >>> 2] >>> 0
     }
     return this.#entry(tail)
   }
@@ -1205,9 +1205,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const next = this.#next
     const i32 = this.v.i32
     const want = e / UNIT
-    let slot = this.#bucketSlot(tbl, cap, i32[(e + E.HASH) >> 2])
+    let slot = this.#bucketSlot(tbl, cap, i32[(e + E.HASH) >>> 2])
     for (let steps = 0; ; steps++) {
-      const unit = i32[slot >> 2] >>> 0
+      const unit = i32[slot >>> 2] >>> 0
       if (unit === want) {
         this.#prev = slot
         return
@@ -1225,11 +1225,11 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const next = this.#next
     const i32 = this.v.i32
     const now = Date.now()
-    let b = i32[(s + S.SWEEP) >> 2] >>> 0
+    let b = i32[(s + S.SWEEP) >>> 2] >>> 0
     for (let k = 0; k < n; k++, b++) {
       let slot = tbl + 4 * (b & (cap - 1))
       for (let steps = 0; ; steps++) {
-        const unit = i32[slot >> 2] >>> 0
+        const unit = i32[slot >>> 2] >>> 0
         if (unit === 0 || steps > this.#maxSteps) break
         const e = this.#entry(unit)
         const t = this.v.dv.getFloat64(e + E.EXPIRES, true)
@@ -1241,7 +1241,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
         }
       }
     }
-    i32[(s + S.SWEEP) >> 2] = b & (cap - 1)
+    i32[(s + S.SWEEP) >>> 2] = b & (cap - 1)
   }
 
   // ---- recovery ----
@@ -1264,23 +1264,23 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const next = this.#next
     const current = tbl / UNIT
     for (const j of [S.J_TABLE, S.J_OLDTABLE]) {
-      const u = i32[(s + j) >> 2] >>> 0
+      const u = i32[(s + j) >>> 2] >>> 0
       if (u === 0) continue
-      if (u === current) i32[(s + j) >> 2] = 0
+      if (u === current) i32[(s + j) >>> 2] = 0
       else this.#freeFrom(s + j, -1)
     }
     const reachable = new Set<number>()
     let bytes = 0
     const lru: Array<[number, number]> = []
     for (let b = 0; b < cap; b++) {
-      let unit = i32[(tbl + 4 * b) >> 2] >>> 0
+      let unit = i32[(tbl + 4 * b) >>> 2] >>> 0
       while (unit !== 0) {
         if (reachable.has(unit) || reachable.size > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
         reachable.add(unit)
         const e = this.#entry(unit)
         bytes += this.#entrySize(e)
         if (this.#bounded) lru.push([v.dv.getFloat64(e + E.TICK, true), unit])
-        unit = i32[(e + next) >> 2] >>> 0
+        unit = i32[(e + next) >>> 2] >>> 0
       }
     }
     // Spare blocks are the stripe's: a journal slot naming one too was between two stores
@@ -1288,31 +1288,31 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     // slots, cannot come from a kill; it is let go of rather than reused.)
     const spares = new Set<number>()
     for (const j of SPARES) {
-      const u = i32[(s + j) >> 2] >>> 0
+      const u = i32[(s + j) >>> 2] >>> 0
       if (u === 0) continue
-      if (reachable.has(u) || spares.has(u)) i32[(s + j) >> 2] = 0
+      if (reachable.has(u) || spares.has(u)) i32[(s + j) >>> 2] = 0
       else spares.add(u)
     }
     for (const j of [S.J_NEW, S.J_OLD]) {
-      const u = i32[(s + j) >> 2] >>> 0
+      const u = i32[(s + j) >>> 2] >>> 0
       if (u === 0) continue
-      if (reachable.has(u) || spares.has(u)) i32[(s + j) >> 2] = 0
+      if (reachable.has(u) || spares.has(u)) i32[(s + j) >>> 2] = 0
       else this.#freeFrom(s + j, -1)
     }
-    i32[(s + S.COUNT) >> 2] = reachable.size
+    i32[(s + S.COUNT) >>> 2] = reachable.size
     v.dv.setFloat64(s + S.BYTES, bytes, true)
     if (this.#bounded) {
       lru.sort((a, b) => b[0] - a[0])
       let prev = 0
       for (const [, unit] of lru) {
         const e = unit * UNIT
-        i32[(e + E.PREV) >> 2] = prev
-        i32[(e + E.NEXT) >> 2] = 0
-        if (prev !== 0) i32[(prev * UNIT + E.NEXT) >> 2] = unit
+        i32[(e + E.PREV) >>> 2] = prev
+        i32[(e + E.NEXT) >>> 2] = 0
+        if (prev !== 0) i32[(prev * UNIT + E.NEXT) >>> 2] = unit
         prev = unit
       }
-      i32[(s + S.LRU_HEAD) >> 2] = lru.length ? lru[0][1] : 0
-      i32[(s + S.LRU_TAIL) >> 2] = prev
+      i32[(s + S.LRU_HEAD) >>> 2] = lru.length ? lru[0][1] : 0
+      i32[(s + S.LRU_TAIL) >>> 2] = prev
       // The dead holder may have stored an entry and died before evicting for it.
       this.#evict(s, 0)
     }
@@ -1345,7 +1345,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
           const i32 = this.v.i32
           for (; r < end; r++) {
             for (let b = r; b < cap; b += base) {
-              let unit = i32[(tbl + 4 * b) >> 2] >>> 0
+              let unit = i32[(tbl + 4 * b) >>> 2] >>> 0
               for (let steps = 0; unit !== 0; steps++) {
                 if (steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
                 const e = this.#entry(unit)
@@ -1354,7 +1354,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
                   const k = mode === 1 ? undefined : this.#keyOf(e)
                   out.push(mode === 0 ? k : mode === 1 ? this.#decode(e) : [k, this.#decode(e)])
                 }
-                unit = i32[(e + next) >> 2] >>> 0
+                unit = i32[(e + next) >>> 2] >>> 0
               }
             }
           }
@@ -1368,9 +1368,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
 
   #keyOf(e: number): string | Uint8Array {
     const i32 = this.v.i32
-    const n = i32[(e + E.KEY_LEN) >> 2] >>> 0
+    const n = i32[(e + E.KEY_LEN) >>> 2] >>> 0
     const start = e + E.DATA
-    return i32[(e + E.FLAGS) >> 2] & KEY_BYTES ? copyOut(this.v.u8, start, start + n) : decodeUtf8(this.v.u8, start, start + n)
+    return i32[(e + E.FLAGS) >>> 2] & KEY_BYTES ? copyOut(this.v.u8, start, start + n) : decodeUtf8(this.v.u8, start, start + n)
   }
 }
 
@@ -1390,7 +1390,7 @@ class Memo {
 /** Keys a map object remembers reads of; then it starts over. */
 const MEMO_KEYS = 4096
 /** From a stripe's write sequence to its clock, in 32-bit words. */
-const CLOCK_FROM_SEQ = (S.TICK - S.SEQ) >> 2
+const CLOCK_FROM_SEQ = (S.TICK - S.SEQ) / 4
 
 /** What {@link SharedMap.has} looks for. */
 const FOUND = Symbol('found')
@@ -1537,8 +1537,8 @@ function construct(v: Views, offset: number, o: CheckedOptions): void {
       const tbl = v.heap.malloc(4 << o.log2, 64)
       tables.push(tbl)
       v.u8.fill(0, tbl, tbl + (4 << o.log2))
-      v.i32[(s + S.TABLE0) >> 2] = tbl / UNIT
-      v.i32[(s + S.LOG2_0) >> 2] = o.log2
+      v.i32[(s + S.TABLE0) >>> 2] = tbl / UNIT
+      v.i32[(s + S.LOG2_0) >>> 2] = o.log2
     }
   } catch (e) {
     // No room (ENOMEM): give back what was taken, so a failed construction leaves nothing.
@@ -1547,14 +1547,14 @@ function construct(v: Views, offset: number, o: CheckedOptions): void {
     throw e
   }
   writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, VERSION, o.coder.id)
-  const w = offset >> 2
-  v.i32[w + (M.STRIPES >> 2)] = o.stripes
-  v.i32[w + (M.STRIPE_ARRAY >> 2)] = array / UNIT
-  v.i32[w + (M.FLAGS >> 2)] = o.maxEntries > 0 || o.maxBytes > 0 ? F.BOUNDED : 0
+  const w = offset >>> 2
+  v.i32[w + (M.STRIPES >>> 2)] = o.stripes
+  v.i32[w + (M.STRIPE_ARRAY >>> 2)] = array / UNIT
+  v.i32[w + (M.FLAGS >>> 2)] = o.maxEntries > 0 || o.maxBytes > 0 ? F.BOUNDED : 0
   v.dv.setFloat64(offset + M.MAX_ENTRIES, o.maxEntries, true)
   v.dv.setFloat64(offset + M.MAX_BYTES, o.maxBytes, true)
   v.dv.setFloat64(offset + M.TTL, o.ttl, true)
-  Atomics.store(v.i32, w + (M.STATE >> 2), 1)
+  Atomics.store(v.i32, w + (M.STATE >>> 2), 1)
 }
 
 /** The SharedMap's layout, for {@link SharedContainer}. */

@@ -529,9 +529,18 @@ export class MappedMemory implements Disposable {
     const wide = (this.#wide ??= new Map())
     let w = wide.get(key)
     if (!w) {
-      if (length > bufferConstants.MAX_LENGTH) throw tooLarge(length, bufferConstants.MAX_LENGTH)
-      const start = offset - (offset % 4)
-      w = this.#makeWindow(start, Math.min(this.size - start, length + 4))
+      const max = bufferConstants.MAX_LENGTH
+      if (length > max) throw tooLarge(length, max)
+      // From the 4-byte word holding `offset` to the end of the word holding the range's
+      // last byte, so that `i32` reaches every word of the range; a range of (nearly) the
+      // runtime's maximum gets exactly its bytes instead (a view: nothing uses its `i32`).
+      let start = offset - (offset % 4)
+      let end = Math.min(this.size, Math.ceil((offset + length) / 4) * 4)
+      if (end - start > max) {
+        start = offset
+        end = offset + length
+      }
+      w = this.#makeWindow(start, end - start)
       wide.set(key, w)
     }
     return w

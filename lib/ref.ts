@@ -406,9 +406,7 @@ export class Ref<T = unknown, E = unknown> {
     }
     this.#live()
     // The bytes that may be read: up to `limit`, never past the segment's end.
-    const n = Math.min(limit, this[MEM].size - at)
-    const win = internals(this[MEM]).window(at, Math.max(n, 1))
-    const s = readCString(win.u8.subarray(0, at - win.start + n), at - win.start, limit, pointed)
+    const s = readCString(internals(this[MEM]).window, this[MEM].size, at, limit, pointed)
     if (GUARD[0] !== 0) checkIntact(this[MEM])
     return s
   }

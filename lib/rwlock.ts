@@ -131,7 +131,7 @@ export class RWLock {
     ;({ memory: this.memory, offset: this.offset } = takePlace() ?? allocatePlace(where, RWLOCK_SIZE))
     const win = writable(this.memory).window(this.offset, RWLOCK_SIZE)
     this.#i32 = win.i32
-    this.#w = (this.offset - win.start) >> 2
+    this.#w = (this.offset - win.start) >>> 2
     this.#held = heldSlots(this.memory, this.offset)
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + R.KIND, Kind.RWLOCK, 'RWLock', this.offset)

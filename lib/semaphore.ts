@@ -109,7 +109,7 @@ export class Semaphore {
     const mem = internals(this.memory)
     const win = mem.window(this.offset, LOCK_SIZE)
     const i32 = (this.#i32 = win.i32)
-    const w = (this.#w = (this.offset - win.start) >> 2)
+    const w = (this.#w = (this.offset - win.start) >>> 2)
     this.#id = mem.id
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'Semaphore', segment: m.segment, offset: this.offset, memory: m }))
     if (place === null || initial !== undefined) {

@@ -107,17 +107,17 @@ export function copyWords(dst: Uint8Array, dst32: Int32Array, at: number, src: U
     dst.set(src.subarray(from, from + n), at)
     return
   }
-  const words = n >> 2
-  const d = at >> 2
-  const f = from >> 2
+  const words = n >>> 2
+  const d = at >>> 2
+  const f = from >>> 2
   for (let i = 0; i < words; i++) dst32[d + i] = src32[f + i]
   for (let i = words << 2; i < n; i++) dst[at + i] = src[from + i]
 }
 
 /** Whether `a[at, at + n)` (`at` a multiple of 4) holds `b[0, n)`, compared four bytes a step (views as in {@link copyWords}). */
 export function wordsEqual(a: Uint8Array, a32: Int32Array, at: number, b: Uint8Array, b32: Int32Array, n: number): boolean {
-  const words = n >> 2
-  const d = at >> 2
+  const words = n >>> 2
+  const d = at >>> 2
   for (let i = 0; i < words; i++) if (a32[d + i] !== b32[i]) return false
   for (let i = words << 2; i < n; i++) if (a[at + i] !== b[i]) return false
   return true
