@@ -65,9 +65,15 @@ pub fn cond_wait(
     timeout_ms: Option<f64>,
 ) -> napi::Result<u32> {
     let p = WaitParts::new(id, offset, lock_id, lock_offset, timeout_ms)?;
-    let woke = condition::wait_unless(p.cond.get(), p.lock.get(), p.me, p.deadline, || {
-        terminating(&env)
-    })?
+    let region = p.cond.region();
+    let woke = condition::wait_unless(
+        p.cond.get(),
+        p.lock.get(),
+        Some(region),
+        p.me,
+        p.deadline,
+        || terminating(&env),
+    )?
     .ok_or_else(terminated)?;
     Ok(cond_code(Ok(woke)))
 }

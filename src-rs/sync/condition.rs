@@ -49,6 +49,7 @@
 
 use super::{Step, RECHECK_MS};
 use crate::error::{Result, ShmError};
+use crate::memory::mapping::Region;
 use crate::sync::lock::{not_owner, Acquired, LockRecord, LockWait, Owner, WAITERS};
 use crate::sys::{self, Deadline};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -320,23 +321,33 @@ pub fn wait(
     me: Owner,
     deadline: Option<Deadline>,
 ) -> Result<(Woke, Acquired)> {
-    wait_unless(cond, lock, me, deadline, || false).map(|w| w.expect("never stopped"))
+    wait_unless(cond, lock, None, me, deadline, || false).map(|w| w.expect("never stopped"))
 }
 
 /// [`wait`] that asks `stop` after every sleep whether to give up (`Ok(None)`, without
-/// re-acquiring the lock), for a JavaScript thread that is being terminated.
+/// re-acquiring the lock), for a JavaScript thread that is being terminated; and, given
+/// the condition's `region`, ends with its error (`ERR_SHM_TRUNCATED`, `ENOSPC`) once
+/// that mapping lost the record's pages (a sequence word on a lost page never changes).
 ///
 /// # Errors
-/// As [`wait`].
+/// As [`wait`]; the lost mapping's error.
 pub fn wait_unless(
     cond: &CondRecord,
     lock: &LockRecord,
+    region: Option<&Region>,
     me: Owner,
     deadline: Option<Deadline>,
     stop: impl FnMut() -> bool,
 ) -> Result<Option<(Woke, Acquired)>> {
     let mut w = CondWait::start(cond, lock, me, deadline, false)?;
-    match super::block_on_unless(|| w.poll(cond, lock, false), stop) {
+    let step = || {
+        let s = w.poll(cond, lock, false);
+        match region {
+            Some(r) => s.unless_lost(r, Err),
+            None => s,
+        }
+    };
+    match super::block_on_unless(step, stop) {
         Some(r) => r.map(Some),
         None => {
             w.abandon(cond);

@@ -171,5 +171,6 @@ impl AsyncWait for CondOp {
         self.wait
             .poll(self.cond.get(), self.lock.get(), cancel)
             .map(cond_code)
+            .unless_lost(self.cond.region(), |_| code::LOST)
     }
 }
