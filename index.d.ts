@@ -441,6 +441,9 @@ export declare function traceInit(onEvent: (arg: Array<number>) => void): void
 /**
  * Sleeps until the u32 at `offset` of mapping `id` is not `expected`, or `timeout_ms`
  * passed. Returns a completion code (`sync::code`: OK or TIMED_OUT).
+ *
+ * # Errors
+ * `ERR_SHM_TRUNCATED` (or `ENOSPC`) once the mapping lost the word's page.
  */
 export declare function wordWait(id: number, offset: number, expected: number, timeoutMs?: number | undefined | null): number
 

@@ -192,9 +192,9 @@ linuxTest('a segment shrunk by another process: raw views survive, library calls
   failed(t, r, 'secondAfter', 'ERR_SHM_TRUNCATED')
 })
 
-for (const kind of ['plain', 'undo', 'condition'] as const) {
+for (const kind of ['plain', 'undo', 'condition', 'channel'] as const) {
   for (const how of ['sync', 'async'] as const) {
-    const who = kind === 'condition' ? 'A Condition\'s' : `${kind === 'undo' ? 'An undo' : 'A plain'} Semaphore's`
+    const who = { plain: 'A plain Semaphore\'s', undo: 'An undo Semaphore\'s', condition: 'A Condition\'s', channel: 'A Channel receiver\'s' }[kind]
     linuxTest(`${who} ${how} waiter with no timeout ends with ERR_SHM_TRUNCATED when another process shrinks the segment below its word`, async (t) => {
       const name = segmentName(t, 'semshrink')
       const child = forkChild(t, 'memsafe-child.mjs', ['shrink-waiter', name, kind, how])
@@ -210,7 +210,7 @@ for (const kind of ['plain', 'undo', 'condition'] as const) {
       t.log(`${kind} ${how}: the waiter ended ${(performance.now() - t0).toFixed(0)} ms after the shrink`)
       t.is(await child.exited, 0, 'no signal')
       t.true(r.done, JSON.stringify(r.fatal))
-      if (kind !== 'condition') t.is(r.undo, kind === 'undo')
+      if (kind === 'plain' || kind === 'undo') t.is(r.undo, kind === 'undo')
       failed(t, r, 'wait', 'ERR_SHM_TRUNCATED')
     })
   }

@@ -16,6 +16,9 @@ use std::sync::atomic::AtomicU32;
 
 /// Sleeps until the u32 at `offset` of mapping `id` is not `expected`, or `timeout_ms`
 /// passed. Returns a completion code (`sync::code`: OK or TIMED_OUT).
+///
+/// # Errors
+/// `ERR_SHM_TRUNCATED` (or `ENOSPC`) once the mapping lost the word's page.
 #[napi]
 pub fn word_wait(
     env: Env,
@@ -27,8 +30,16 @@ pub fn word_wait(
     let deadline = deadline(timeout_ms)?;
     let word = record::<AtomicU32>(id, offset)?;
     let mut wait = WordWait::new(expected, deadline);
-    let changed = crate::sync::block_on_unless(|| wait.poll(word.get()), || terminating(&env))
-        .ok_or_else(terminated)?;
+    // A word on a page the mapping lost never changes: the wait ends with the loss.
+    let changed = crate::sync::block_on_unless(
+        || {
+            wait.poll(word.get())
+                .map(Ok)
+                .unless_lost(word.region(), Err)
+        },
+        || terminating(&env),
+    )
+    .ok_or_else(terminated)??;
     Ok(done_code(changed))
 }
 

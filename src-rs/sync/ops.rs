@@ -115,7 +115,10 @@ impl AsyncWait for WordOp {
         if interrupts != 0 {
             return Step::Done(interrupted(interrupts));
         }
-        self.wait.poll(self.word.get()).map(done_code)
+        self.wait
+            .poll(self.word.get())
+            .map(done_code)
+            .unless_lost(self.word.region(), |_| code::LOST)
     }
 }
 
