@@ -523,3 +523,42 @@ test('#ifdef, #ifndef and defined see the macros of earlier cdef() calls and of 
   t.throws(() => cdef('#define W 1').include(cdef('#define W 2')), { instanceOf: TypeError, message: /macro 'W'/ });
   t.notThrows(() => cdef('#define GUARD_H\n#define W 1').include(cdef('#define GUARD_H\n#define W 1')));
 });
+
+test('a macro whose body used a name that changed since is a CDefError where it is used, not a stale value', (t) => {
+  const stale = (source: string, line: number, column: number, why: RegExp): void => {
+    const e = t.throws(() => cdef(source), { instanceOf: CDefError });
+    if (e === undefined) return;
+    t.is(e.line, line, source);
+    t.is(e.column, column, source);
+    t.regex(e.message, why);
+    t.regex(e.message, /cc -E -P/);
+  };
+  // gcc: 10, 4, 8, and an error (A undeclared)
+  stale('#define A 3\n#define B (A*2)\n#undef A\n#define A 5\nstruct s { char b[B]; };', 5, 19, /'B' was evaluated .* when A was 3; A is 5 now/);
+  stale('#define A 3\n#define B A\n#undef A\n#define A 4\nstruct s { char b[B]; };', 5, 19, /A is 4 now/);
+  stale('#define A 3\n#define B (A*2)\n#undef A\nenum { A = 4 };\nstruct s { char b[B]; };', 5, 19, /A is 4 now/);
+  stale('#define A 3\n#define B (A*2)\n#undef A\nstruct s { char b[B]; };', 4, 19, /A is no longer defined/);
+  // dependencies of dependencies
+  stale('#define A 3\n#define B (A*2)\n#define C (B+1)\n#undef A\n#define A 5\nstruct s { char b[C]; };', 6, 19, /'C' .* A is 5 now/);
+  // an enumerator the body used, hidden by a macro since
+  stale('enum { X = 2 };\n#define Y X\n#define X 7\nstruct s { char b[Y]; };', 4, 19, /'Y' .* X was 2; X is 7 now/);
+  // across cdef() calls of one FFI
+  const f = cdef('#define A 3\n#define B (A*2)');
+  const e = t.throws(() => f.cdef('#undef A\n#define A 5\nstruct s { char b[B]; };'), { instanceOf: CDefError });
+  t.is(e?.line, 3);
+  t.false('s' in f.lib);
+  t.is(f.lib.B, 6, 'the failed cdef() left the FFI unchanged');
+  // through include()
+  const g = new FFI();
+  g.include(cdef('#define A 3\n#define B (A*2)'));
+  t.throws(() => g.cdef('#undef A\n#define A 5\nstruct s { char b[B]; };'), { instanceOf: CDefError, message: /A is 5 now/ });
+  // lib leaves out a stale macro
+  const h = cdef('#define A 3\n#define B (A*2)\n#undef A');
+  t.false('B' in h.lib);
+});
+
+test('a macro whose dependencies still mean the same keeps its value (self-reference, same redefinition)', (t) => {
+  t.is(cdef('#define A 3\n#define B (A*2)\n#undef A\n#define A 3\nstruct s { char b[B]; };').sizeof('struct s'), 6);
+  t.is(cdef('enum { X = 2 };\n#define X (X+1)\nstruct s { char b[X]; };').sizeof('struct s'), 3);
+  t.is(cdef('#define A 3\n#define B (A*2)\n#define A2 A\nstruct s { char b[B]; };').sizeof('struct s'), 6);
+});

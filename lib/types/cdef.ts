@@ -6,7 +6,7 @@
 import { tokenize } from './lexer.js';
 import { parseTypeNameInScope } from './names.js';
 import { Parser } from './parser.js';
-import { type MacroValue, OPAQUE, Scope, registerScope, scopeOf } from './scope.js';
+import { type MacroValue, OPAQUE, Scope, registerScope, scopeOf, staleDep } from './scope.js';
 import { type Type, assertType, describeValue, formatType, isComplete, lookupField } from './type.js';
 
 /** Longest accepted `cdef()` source, in characters (16 MiB). */
@@ -159,7 +159,8 @@ export class FFI {
       for (const [k, c] of this.#scope.constants) add(k, c);
       for (const k of this.#scope.macros.keys()) {
         const m = this.#scope.macro(k);
-        if (m !== undefined) add(k, m);
+        // one whose body used a name that has changed since: C would give another value
+        if (m !== undefined) add(k, m !== OPAQUE && staleDep(this.#scope, m) !== undefined ? OPAQUE : m);
       }
       this.#lib = Object.freeze(rec);
     }

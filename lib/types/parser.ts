@@ -13,8 +13,10 @@ import {
   type CConstant,
   type CIntType,
   type CValueType,
+  type MacroDep,
   type MacroValue,
   OPAQUE,
+  staleDep,
   Scope,
   type TaggedType,
   type TypeOrVoid,
@@ -173,6 +175,10 @@ export class Parser {
   private depth = 0;
   private readonly scope: Scope;
   private readonly defining: boolean;
+  /** While evaluating a macro's body: the names it uses (see {@link MacroDep}). */
+  private deps: Map<string, MacroDep> | null = null;
+  /** While evaluating a macro's body: its name. */
+  private macroName: string | null = null;
 
   /**
    * @param toks tokens ending with an `eof` token
@@ -309,7 +315,12 @@ export class Parser {
     const sub = new Scope(this.scope);
     sub.undefine(tok.text);
     try {
-      return new Parser(tok.body, sub, true).parseConstantOnly();
+      const p = new Parser(tok.body, sub, true);
+      const deps = new Map<string, MacroDep>();
+      p.deps = deps;
+      p.macroName = tok.text;
+      const c = p.parseConstantOnly();
+      return { value: c.value, type: c.type, deps };
     } catch (e) {
       if (!(e instanceof CDefError)) throw e;
       return OPAQUE;
@@ -938,8 +949,30 @@ export class Parser {
       if (m === OPAQUE) {
         this.fail(`'${t.text}' is a macro cdef() cannot evaluate (function-like, or not an integer constant expression)`, t);
       }
+      if (m !== undefined) {
+        const stale = staleDep(this.scope, m);
+        if (stale !== undefined) {
+          const { dep, now } = stale;
+          const was = `${dep.name} was ${dep.was.value}`;
+          const since =
+            now === undefined ? `${dep.name} is no longer defined`
+            : now === OPAQUE ? `${dep.name} has been redefined since`
+            : `${dep.name} is ${now.value} now`;
+          this.fail(
+            `'${t.text}' was evaluated where it was #defined, when ${was}; ${since} (cdef() evaluates a macro where it is defined, the C preprocessor where it is used): #define '${t.text}' after ${dep.name}, or run the header through cc -E -P`,
+            t,
+          );
+        }
+      }
       const c = m ?? this.scope.constant(t.text);
-      if (c !== undefined) return c;
+      if (c !== undefined) {
+        if (this.deps !== null) {
+          const enumOnly = m === undefined && t.text === this.macroName;
+          this.deps.set(`${enumOnly ? '=' : ''}${t.text}`, { name: t.text, enumOnly, was: { value: c.value, type: c.type } });
+          if (m?.deps !== undefined) for (const [k, d] of m.deps) this.deps.set(k, d);
+        }
+        return { value: c.value, type: c.type };
+      }
       this.fail(
         arraySize
           ? `'${t.text}' is not an integer constant (variable-length arrays are not supported)`

@@ -37,8 +37,40 @@ export interface CConstant {
  * expression that uses it is a `CDefError`, as C would substitute something else.
  */
 export const OPAQUE: unique symbol = Symbol('opaque macro');
+/**
+ * A name a macro's body used when it was evaluated, and what it stood for then
+ * (`enumOnly`: the macro's own name, which C does not replace again in its body, so
+ * only an enumerator of that name counts).
+ */
+export interface MacroDep {
+  readonly name: string;
+  readonly enumOnly: boolean;
+  readonly was: CConstant;
+}
+
+/**
+ * An integer macro: its value, evaluated where it was `#define`d, and the names it used
+ * (those of the macros it used too), so a use after one of them changed is an error.
+ */
+export interface MacroConstant extends CConstant {
+  readonly deps?: ReadonlyMap<string, MacroDep>;
+}
+
 /** What a `#define`d name stands for. */
-export type MacroValue = CConstant | typeof OPAQUE;
+export type MacroValue = MacroConstant | typeof OPAQUE;
+
+/**
+ * The first name `m`'s body used that stands for something else in `scope` now (an
+ * `#undef`, a redefinition, an enumerator since), or undefined when none did.
+ */
+export function staleDep(scope: Scope, m: MacroConstant): { dep: MacroDep; now: MacroValue | undefined } | undefined {
+  if (m.deps === undefined) return undefined;
+  for (const dep of m.deps.values()) {
+    const now = dep.enumOnly ? scope.constant(dep.name) : (scope.macro(dep.name) ?? scope.constant(dep.name));
+    if (now === undefined || now === OPAQUE || now.value !== dep.was.value || now.type !== dep.was.type) return { dep, now };
+  }
+  return undefined;
+}
 
 /**
  * A macro `#undef`ined in a staging layer while its parent defines it: lookups stop
