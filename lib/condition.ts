@@ -99,7 +99,7 @@ export class Condition {
 
   /** Settles a wait's completion code: re-acquired lock state, then the result. */
   #woke(code: number, signal?: AbortSignal): boolean {
-    throwIfFailed(code)
+    throwIfFailed(code, this.memory)
     setOwnerDied(this.lock, (code & Code.OWNER_DIED) !== 0)
     if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
     return outcome(code) === Code.OK

@@ -446,7 +446,7 @@ export class Lock implements Disposable {
    * the wait started, for tracing (0: nobody listens).
    */
   #acquired(code: number, t0: number, async: boolean): boolean {
-    throwIfFailed(code)
+    throwIfFailed(code, this.memory)
     if (GUARD[0] !== 0) checkIntact(this.memory)
     const died = (code & Code.OWNER_DIED) !== 0
     if (t0 !== 0) traceWait(this, t0, outcome(code) === Code.TIMED_OUT ? 'timed-out' : died ? 'owner-died' : 'acquired', async)

@@ -226,9 +226,7 @@ export class Semaphore {
         return binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout)
       },
       (code) => {
-        // LOST: the mapping says which (ERR_SHM_TRUNCATED or ENOSPC).
-        if (outcome(code) === Code.LOST) checkIntact(this.memory)
-        throwIfFailed(code)
+        throwIfFailed(code, this.memory)
         if (GUARD[0] !== 0) checkIntact(this.memory)
         const taken = outcome(code) === Code.OK
         if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', true)

@@ -7,6 +7,7 @@
  */
 import { checkAsyncWait } from './args.js'
 import { abortError, closedError, native, notRecoverable, ShmError } from './errors.js'
+import { checkIntact, type MappedMemory } from './memory.js'
 import { binding, BINDING_PATH } from './native.js'
 
 /**
@@ -46,8 +47,10 @@ export function outcome(code: number): number {
 }
 
 /** Throws the error a failed completion stands for (`CLOSED`, `NOT_RECOVERABLE`, ...). */
-export function throwIfFailed(code: number): void {
+export function throwIfFailed(code: number, memory: MappedMemory): void {
   const o = outcome(code)
+  // LOST: the page is gone; the mapping says how (ERR_SHM_TRUNCATED or ENOSPC).
+  if (o === Code.LOST) checkIntact(memory)
   if (o === Code.CLOSED) throw closedError('the mapping')
   if (o === Code.NOT_RECOVERABLE) throw notRecoverable()
   if (o === Code.CORRUPT) throw new ShmError('the semaphore\'s undo table is corrupt', { code: 'ERR_SHM_CORRUPT' })

@@ -11,7 +11,7 @@
 import { checkAsyncWait, checkTimeoutArg } from './args.js'
 import { abortError, native } from './errors.js'
 import type { AcquireOptions, AsyncWaitOptions } from './lock.js'
-import { checkIntact, internals, type MappedMemory } from './memory.js'
+import { internals, type MappedMemory } from './memory.js'
 import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
 
@@ -46,9 +46,7 @@ export async function sleepOnWordAsync(
   const { id } = internals(memory)
   const code = await waitNative(() => binding.wordWaitAsync(id, offset, expected >>> 0, timeout), signal)
   if (outcome(code) === Code.CANCELLED) throw abortError(signal as AbortSignal)
-  // LOST: the word's page is gone; the mapping says how (ERR_SHM_TRUNCATED or ENOSPC).
-  if (outcome(code) === Code.LOST) checkIntact(memory)
-  throwIfFailed(code)
+  throwIfFailed(code, memory)
   return outcome(code) === Code.OK
 }
 
