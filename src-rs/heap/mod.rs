@@ -1081,7 +1081,8 @@ impl HeapView {
     #[inline]
     fn repaired_read_op<T>(&self, f: impl FnOnce(u64) -> R<T>) -> Result<T, HeapError> {
         self.read_op(|salt| {
-            if self.rebuild_if_interrupted(salt)? {
+            if self.hld32(H_BUSY)? != 0 {
+                self.rebuild_interrupted(salt)?;
                 self.commit();
                 self.hst32(H_BUSY, 0)?;
             }
@@ -1089,19 +1090,16 @@ impl HeapView {
         })
     }
 
-    /// Rebuilds the heap if an interrupted operation left `busy` set; whether it did.
-    /// `busy` is left as it is (set).
+    /// Rebuilds the heap an interrupted operation left `busy` (which stays set). Out of
+    /// line: the operations test `busy` themselves, one load on their fast path.
     #[cold]
-    fn rebuild_if_interrupted(&self, salt: u64) -> R<bool> {
-        if self.hld32(H_BUSY)? == 0 {
-            return Ok(false);
-        }
+    fn rebuild_interrupted(&self, salt: u64) -> R<()> {
         self.rebuild_inner(salt)?;
         crate::trace::emit(crate::trace::Event::HeapRepaired {
             address: self.hb as usize,
             reason: crate::trace::RepairReason::Interrupted,
         });
-        Ok(true)
+        Ok(())
     }
 
     /// Run a heap-mutating operation: recover an interrupted one first, mark busy, run,
@@ -1109,7 +1107,9 @@ impl HeapView {
     #[inline]
     fn op<T>(&self, f: impl FnOnce(u64) -> R<T>) -> Result<T, HeapError> {
         let r = self.salt().and_then(|salt| {
-            self.rebuild_if_interrupted(salt)?;
+            if self.hld32(H_BUSY)? != 0 {
+                self.rebuild_interrupted(salt)?;
+            }
             self.hst32(H_BUSY, 1)?;
             self.commit();
             let r = f(salt);
