@@ -340,8 +340,10 @@ impl HeapSlot {
                     ),
                 ));
             }
-            let word = self.state_word(e.entry_off)?;
-            sys::futex_wait(word, e.state, Some(deadline.min_after_ms(RECHECK_MS)));
+            // (An entry another waiter took back since is no entry: look again at once.)
+            if let Ok(word) = self.state_word(e.entry_off) {
+                sys::futex_wait(word, e.state, Some(deadline.min_after_ms(RECHECK_MS)));
+            }
             match self.locked(|h| h.named_find(key))? {
                 Some(now) => e = now,
                 None => return Ok(None),
