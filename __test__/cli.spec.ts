@@ -291,6 +291,17 @@ test('names holding control characters (a newline, an escape sequence) are print
   t.is(rm.stdout, `removed ${quoted}\n`)
 })
 
+test('names holding bidirectional formatting characters (a right-to-left override) are printed escaped: a name cannot pose as another', (t) => {
+  const evil = segmentName(t, 'cli-\u202egpj.exe')
+  MappedMemory.create(evil, { size: 4096 }).close()
+  const shownAs = JSON.stringify(evil).replace('\u202e', '\\u202e')
+  const rm = cli('rm', evil)
+  t.is(rm.stdout, `removed ${shownAs}\n`)
+  t.false(rm.stdout.includes('\u202e'), 'no raw override reaches the terminal')
+  const missing = cli('rm', '/a\u2066b\u200fc')
+  t.is(missing.stderr, 'shmutils rm: "/a\\u2066b\\u200fc": no such segment\n')
+})
+
 test('objects that are not segments are reported as such and never collected', (t) => {
   if (!linux) return t.pass('ls and gc: Linux only')
   const foreign = segmentName(t, 'cli-foreign')

@@ -4,20 +4,27 @@
  * @module
  */
 
-/** Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, line separators. */
+/**
+ * Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, line
+ * separators, and the bidirectional formatting characters (U+061C, U+200E/F,
+ * U+202A–U+202E, U+2066–U+2069) that would reorder the rest of the line.
+ */
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/
+/** The same characters less those `JSON.stringify` already escapes (C0 controls). */
+const UNESCAPED = /[\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g
 
 /**
  * A segment or object name as the text output shows it: as it is, or, when it holds a
- * character a terminal would act on (a newline, an escape sequence), quoted as a JSON
- * string with those escaped, so that every report stays one line and shows what is there.
+ * character a terminal would act on (a newline, an escape sequence, a right-to-left
+ * override), quoted as a JSON string with those escaped, so that every report stays one
+ * line and shows what is there.
  * No name (`null`) is `-`.
  */
 export function shown(name: string | null): string {
   if (name === null) return '-'
   if (!UNPRINTABLE.test(name)) return name
-  return JSON.stringify(name).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+  return JSON.stringify(name).replace(UNESCAPED, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
 const UNITS = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'] as const
