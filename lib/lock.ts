@@ -228,8 +228,11 @@ export class Lock implements Disposable {
   /** This thread's liveness token in {@link memory}; 0 until first needed. */
   #me = 0
   #ownerDied = false
-  /** When {@link tryAcquire} last had the native side ask whether the holder lives (`Date.now()`). */
-  #askedAt = 0
+  /**
+   * When {@link tryAcquire} last had the native side ask whether the holder lives
+   * (`performance.now()`: monotonic, so a wall clock set back cannot stop the asking).
+   */
+  #askedAt = -Infinity
   /** An RLock: the record's `count` field holds this thread's recursion depth. */
   #reentrant = false
   /**
@@ -489,7 +492,7 @@ export class Lock implements Disposable {
    * holder's lock over); `false` otherwise.
    */
   #takeFromDead(): boolean {
-    const now = Date.now()
+    const now = performance.now()
     if (now - this.#askedAt < RECHECK_MS || (Atomics.load(this.#word(), this.#w) & TOKEN_MASK) === this.#token()) return false
     this.#askedAt = now
     const { id } = internals(this.memory)
