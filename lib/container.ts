@@ -170,9 +170,21 @@ export async function takeLockAsync(lock: Lock, what: string, until: number, sig
   throw lockStuck(what)
 }
 
-/** How long {@link takeLock} waits: until `until`, at most {@link LOCK_WAIT_MS}. */
+/**
+ * The least a container waits for one of its internal locks, whatever the caller's
+ * deadline: a holder keeps one for a single step (a copy into or out of a ring, a store),
+ * so a call with `timeout: 0` (a "try") that met a live peer inside such a step waits
+ * for it rather than failing while there is room or a message. A holder that keeps the
+ * lock longer (stuck, or preempted for more than this) still makes the call time out.
+ */
+const HOLD_WAIT_MS = 2
+
+/**
+ * How long {@link takeLock} waits: until `until`, at least {@link HOLD_WAIT_MS}, at most
+ * {@link LOCK_WAIT_MS}.
+ */
 function lockWait(until: number): number {
-  return until === Infinity ? LOCK_WAIT_MS : Math.min(LOCK_WAIT_MS, Math.max(0, until - performance.now()))
+  return until === Infinity ? LOCK_WAIT_MS : Math.min(LOCK_WAIT_MS, Math.max(HOLD_WAIT_MS, until - performance.now()))
 }
 
 function lockStuck(what: string): ShmError {
