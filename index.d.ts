@@ -179,6 +179,16 @@ export interface HeapSurvey {
 export declare function heapTrim(id: number): number
 
 /**
+ * Usable bytes of the block allocated at `offset` (an offset in the mapping, as
+ * `malloc` returns): for `Heap.create` inside a managed segment's heap, once per create.
+ *
+ * # Errors
+ * `EINVAL` (or `ERR_SHM_DOUBLE_FREE` for a free or cached block) when no
+ * allocated block starts at `offset`.
+ */
+export declare function heapUsableSize(id: number, offset: number): number
+
+/**
  * Starts an async acquisition of the lock at `offset` for this thread (after the
  * JavaScript compare-and-swap failed); returns its id.
  */

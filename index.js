@@ -857,6 +857,7 @@ module.exports.heapSetLockTimeout = nativeBinding.heapSetLockTimeout
 module.exports.heapStats = nativeBinding.heapStats
 module.exports.heapSurvey = nativeBinding.heapSurvey
 module.exports.heapTrim = nativeBinding.heapTrim
+module.exports.heapUsableSize = nativeBinding.heapUsableSize
 module.exports.lockAcquireAsync = nativeBinding.lockAcquireAsync
 module.exports.lockHolderAlive = nativeBinding.lockHolderAlive
 module.exports.lockMarkConsistent = nativeBinding.lockMarkConsistent

@@ -251,12 +251,23 @@ test('two processes racing named() get one object, constructed once', async (t) 
   t.is(memoryOf.call(p), mem, 'the mapping, through the prototype')
 })
 
-test('Heap.create refuses a region over a managed segment\'s header or its heap\'s header (the segment would be destroyed for every process); inside a block of mem.heap it works', async (t) => {
+test('Heap.create refuses a region over a managed segment\'s headers or its heap (the segment would be destroyed for every process, or two heaps hand out the same bytes); inside a block of mem.heap it works', async (t) => {
   const mem = segment(t)
   mem.heap.named('counter', 'int32_t', 77)
-  for (const options of [{}, { offset: 0, size: 4096 }, { offset: mem.heap.offset }, { offset: mem.heap.offset + 64, size: 8192 }]) {
-    throws(t, () => Heap.create(mem, options), { instanceOf: RangeError, message: /overlaps the managed segment's header/ })
+  const live = mem.heap.malloc(256)
+  const freed = mem.heap.malloc(4096)
+  mem.heap.free(freed)
+  mem.heap.trim()
+  const end = mem.heap.offset + mem.heap.stats().size
+  const refused = [
+    {}, { offset: 0, size: 4096 }, { offset: mem.heap.offset }, { offset: mem.heap.offset + 64, size: 8192 },
+    { offset: live - 16, size: 4096 }, { offset: live, size: 4096 }, { offset: live + 16, size: 128 },
+    { offset: freed, size: 4096 }, { offset: end - 8192, size: 8192 }, { offset: end - 4096, size: 8192 },
+  ]
+  for (const options of refused) {
+    throws(t, () => Heap.create(mem, options), { instanceOf: RangeError, message: /^Heap\.create: .* lies in the managed segment's header or heap/ }, JSON.stringify(options))
   }
+  mem.heap.check()
   const size = 16384
   const inner = Heap.create(mem, { offset: mem.heap.malloc(size), size })
   const a = inner.malloc(100)

@@ -196,7 +196,10 @@ export class Heap {
 
   /**
    * Formats a new heap in `[offset, offset + size)` of a mapping (erasing what was there).
-   * @throws RangeError for a region that does not fit or is too small
+   * On a managed segment the region must lie past its heap or inside one block of it:
+   * `Heap.create(mem, { offset: mem.heap.malloc(size), size })`.
+   * @throws RangeError for a region that does not fit or is too small, or that covers a
+   *   managed segment's headers or heap outside a block allocated from it
    */
   static create(memory: MappedMemory, options: HeapCreateOptions = {}): Heap {
     checkMemory(memory)
@@ -205,7 +208,7 @@ export class Heap {
     if (offset >= memory.size) throw rangeError(`The "offset" option ${offset} is beyond the end of the mapping (${memory.size} bytes)`)
     const size = checkIndex('size', options.size ?? memory.size - offset)
     const { id } = internals(memory)
-    if (memory.managed) outsideManagedHeader(memory, offset, size)
+    if (memory.managed) insideOwnBlock(memory, offset, size)
     return new Heap(memory, offset, native(() => binding.heapAttach(id, offset, size, true)))
   }
 
@@ -485,20 +488,30 @@ export class Heap {
 }
 
 /**
- * Refuses a new heap over a managed segment's header or its heap's header and
- * directory, which would destroy the segment for every process that maps it.
+ * For {@link Heap.create} on a managed segment: the region must lie outside the segment's
+ * header and its heap, or inside one block allocated from that heap (as
+ * `mem.heap.malloc(size)` returns). Formatting over the headers would destroy the segment
+ * for every process that maps it; over the heap's arena, the two heaps would hand out the
+ * same bytes.
  * @throws RangeError
  */
-function outsideManagedHeader(memory: MappedMemory, offset: number, size: number): void {
+function insideOwnBlock(memory: MappedMemory, offset: number, size: number): void {
   const heap = memory.heap
-  const reserved = heap.offset + native(() => binding.heapInfo(heapSlotId(heap))).headerSize
-  if (offset < reserved && size > 0) {
-    throw rangeError(
-      `Heap.create: [${offset}, ${offset + size}) overlaps the managed segment's header and its heap's header [0, ${reserved}), ` +
-        'which would destroy the segment for every process. A managed segment has its heap already (mem.heap); ' +
-        'to format another one inside it, give it a block of that heap: Heap.create(mem, { offset: mem.heap.malloc(size), size })',
-    )
+  const end = heap.offset + native(() => binding.heapInfo(heapSlotId(heap))).size
+  if (size === 0 || offset >= end) return
+  let usable = -1
+  try {
+    usable = native(() => binding.heapUsableSize(heapSlotId(heap), offset))
+  } catch (e) {
+    if (!(e instanceof ShmError) || (e.code !== 'EINVAL' && e.code !== 'ERR_SHM_DOUBLE_FREE')) throw e
   }
+  if (usable >= size) return
+  const what = usable < 0 ? `no block of mem.heap is allocated at ${offset}` : `the block of mem.heap at ${offset} has ${usable} usable bytes`
+  throw rangeError(
+    `Heap.create: [${offset}, ${offset + size}) lies in the managed segment's header or heap [0, ${end}) and ${what}: ` +
+      'formatting there would destroy the segment for every process, or hand out bytes mem.heap owns. A managed segment has its heap already (mem.heap); ' +
+      'to format another one inside it, give it a block of that heap: Heap.create(mem, { offset: mem.heap.malloc(size), size })',
+  )
 }
 
 function resolveNewType(type: unknown, init: unknown): Type {

@@ -434,6 +434,18 @@ pub fn heap_info(id: u32) -> napi::Result<HeapInfo> {
     })
 }
 
+/// Usable bytes of the block allocated at `offset` (an offset in the mapping, as
+/// `malloc` returns): for `Heap.create` inside a managed segment's heap, once per create.
+///
+/// # Errors
+/// `EINVAL` (or `ERR_SHM_DOUBLE_FREE` for a free or cached block) when no
+/// allocated block starts at `offset`.
+#[napi]
+pub fn heap_usable_size(id: u32, offset: f64) -> napi::Result<f64> {
+    let off = to_usize("offset", offset)?;
+    Ok(slot(id)?.locked(|h| h.usable_size(off))? as f64)
+}
+
 /// `malloc(size, align)`: offset in the mapping. (Exported raw: `raw.rs`.)
 pub(crate) fn heap_malloc(id: u32, size: f64, align: f64) -> Result<f64> {
     let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
