@@ -226,9 +226,9 @@ linuxTest('releases of locks on pages a shrink took throw ERR_SHM_TRUNCATED (Loc
   }
 })
 
-linuxTest('a 64 GiB segment: create, Refs and a heap beyond 4 GiB, windows, handles into another process; RSS stays small', async (t) => {
+linuxTest('a 64 GiB segment: create, Refs beyond 4 GiB, a heap at 60 GiB of a raw 64 GiB mapping, windows, handles into another process; RSS stays small', async (t) => {
   const name = segmentName(t, 'big')
-  const a = forkChild(t, 'memsafe-child.mjs', ['big-create', name, '64'])
+  const a = forkChild(t, 'memsafe-child.mjs', ['big-create', name, '64', segmentName(t, 'big-far')])
   const fromA = await a.message<{ handles: unknown; rss: number }>()
   const b = forkChild(t, 'memsafe-child.mjs', ['big-revive', name])
   b.proc.send(fromA)
