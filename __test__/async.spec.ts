@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { pbkdf2 } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { promisify } from 'node:util'
@@ -197,6 +197,69 @@ test('without futex_waitv (forced fallback), async waits, aborts and closes stil
   t.is(r.status, 0, r.stderr)
   t.deepEqual(JSON.parse(r.stdout), { acquired: 20, aborted: true, abortMs: true, closed: true, sem: 3 })
 })
+
+/** Runs a command to its end without blocking this thread (the other tests keep time). */
+function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  return new Promise<{ status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(file, args, { env, timeout: 60_000 })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    child.on('error', reject)
+    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }))
+  })
+}
+
+const linux = process.platform === 'linux'
+const root = process.getuid?.() === 0
+/**
+ * Runs a waiter-limits.mjs child as a uid of its own: RLIMIT_NPROC counts every task of
+ * the real uid, so a uid no other test uses makes the child's count its own; root
+ * ignores the limit, hence setpriv.
+ */
+function runThreadLimited(slot: number, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  // One uid per test (`slot`), as the tests run at once, and per test process.
+  const uid = String(200_000 + (process.pid % 100_000) * 10 + slot)
+  const setpriv = [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups']
+  return run('setpriv', [...setpriv, process.execPath, fixture('waiter-limits.mjs'), ...args], env)
+}
+
+test('an async wait with no waiter thread to run it rejects with EAGAIN (the process lives on, and later waits work)', async (t) => {
+  if (!linux || !root) return t.pass('needs Linux and root: runs a child as another uid under RLIMIT_NPROC (setpriv, prlimit)')
+  const r = await runThreadLimited(0, ['none-left'])
+  t.is(r.signal, null, `the child was killed (an abort is SIGABRT): ${r.stderr}`)
+  t.is(r.status, 0, r.stderr)
+  const refused = { shm: true, name: 'ShmError', code: 'EAGAIN', errno: 11, syscall: 'pthread_create' }
+  t.deepEqual(JSON.parse(r.stdout), {
+    event: refused,
+    lock: refused,
+    condition: refused,
+    semaphore: refused,
+    // The refused condition wait never released the lock; the refused take took nothing.
+    lockStillHeld: true,
+    semValue: 0,
+    // Once a thread can be started again: a wait that is set, a condition wait that times out.
+    later: true,
+    laterCondition: false,
+    laterLockHeld: true,
+  })
+})
+
+for (const [slot, room] of [[1, 'none'], [2, '16']] as const) {
+  const what = room === 'none' ? 'no thread limit' : 'room for 16 more threads (RLIMIT_NPROC)'
+  test(`without futex_waitv, 150 pending async waits with ${what} use at most ${room === 'none' ? 64 : 16} threads and all complete`, async (t) => {
+    if (!linux || !root) return t.pass('needs Linux and root: runs a child as another uid under RLIMIT_NPROC (setpriv, prlimit)')
+    const r = await runThreadLimited(slot, ['many', room], { ...process.env, SHMUTILS_NO_FUTEX_WAITV: '1' })
+    t.is(r.signal, null, `the child was killed (an abort is SIGABRT): ${r.stderr}`)
+    t.is(r.status, 0, r.stderr)
+    const got = JSON.parse(r.stdout) as { added: number; woken: number; wakeMs: number; aborted: string }
+    t.log(`${got.added} waiter threads; the last of 150 waits woke ${got.wakeMs.toFixed(1)} ms after the set`)
+    t.true(got.added <= (room === 'none' ? 64 : 16), `${got.added} threads added`)
+    t.is(got.woken, 150, 'every wait saw the set')
+    t.is(got.aborted, 'AbortError', 'a wait sharing a thread can still be aborted')
+  })
+}
 
 test('two instances of the package in one thread (modules loaded again) both get their async waits settled', async (t) => {
   const child = forkChild(t, 'dual-instance.mjs')

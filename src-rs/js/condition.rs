@@ -4,11 +4,11 @@
 use crate::error::Result;
 use crate::js::args::deadline;
 use crate::js::mapping::{owner_of, record, region_of};
-use crate::js::waits::{start, terminated, terminating};
+use crate::js::waits::{start_with, terminated, terminating};
 use crate::sync::condition::{self, CondRecord, CondWait};
 use crate::sync::lock::LockRecord;
 use crate::sync::lock::Owner;
-use crate::sync::ops::{cond_code, CondOp};
+use crate::sync::ops::{cond_code, AsyncWait, CondOp};
 use crate::sync::Pinned;
 use crate::sys::Deadline;
 use napi::Env;
@@ -90,17 +90,18 @@ pub fn cond_wait_async(
     timeout_ms: Option<f64>,
 ) -> napi::Result<f64> {
     let p = WaitParts::new(id, offset, lock_id, lock_offset, timeout_ms)?;
-    let wait = CondWait::start(p.cond.get(), p.lock.get(), p.me, p.deadline, true)?;
-    let op = CondOp {
-        cond: p.cond,
-        lock: p.lock,
-        wait,
+    let regions = [&*region_of(id)?, &*region_of(lock_id)?];
+    // Releasing the lock is the wait's start: only once a waiter thread will run it.
+    let make = || {
+        let wait = CondWait::start(p.cond.get(), p.lock.get(), p.me, p.deadline, true)?;
+        let op = CondOp {
+            cond: p.cond,
+            lock: p.lock,
+            wait,
+        };
+        Ok(Box::new(op) as Box<dyn AsyncWait>)
     };
-    Ok(start(
-        &env,
-        Box::new(op),
-        &[&*region_of(id)?, &*region_of(lock_id)?],
-    )?)
+    Ok(start_with(&env, &regions, make)?)
 }
 
 /// Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset`; this

@@ -137,12 +137,24 @@ pub(crate) fn terminated() -> ShmError {
 
 /// Hands `op` to the waiter threads on behalf of this JavaScript thread.
 pub(crate) fn start(env: &Env, op: Box<dyn AsyncWait>, regions: &[&Region]) -> Result<f64> {
+    start_with(env, regions, || Ok(op))
+}
+
+/// [`start`] for a wait whose start has effects (`make` builds it): `make` only runs once
+/// a waiter thread has room for it, so a wait that cannot run never starts.
+pub(crate) fn start_with(
+    env: &Env,
+    regions: &[&Region],
+    make: impl FnOnce() -> Result<Box<dyn AsyncWait>>,
+) -> Result<f64> {
     let sink = SINK
         .with(|s| s.borrow().clone())
         .ok_or_else(|| ShmError::new("EINVAL", "syncInit() was not called on this thread"))?;
+    let place = waiter::reserve()?;
+    let op = make()?;
     if sink.queue.pending.fetch_add(1, Ordering::Relaxed) == 0 {
         set_ref(env.raw(), sink.queue.raw.load(Ordering::Relaxed), true);
     }
     let owner = Arc::as_ptr(&sink) as usize;
-    Ok(waiter::submit(op, regions, owner, sink) as f64)
+    Ok(place.submit(op, regions, owner, sink) as f64)
 }

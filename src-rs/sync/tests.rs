@@ -183,7 +183,9 @@ fn waiter_pool_runs_many_lock_waits_and_cancels_and_closes() {
                 rec: Pinned::new(&r, 0).unwrap(),
                 wait: LockWait::new(me, None, true),
             };
-            waiter::submit(Box::new(op), &[&r], 1, sink.clone())
+            waiter::reserve()
+                .unwrap()
+                .submit(Box::new(op), &[&r], 1, sink.clone())
         })
         .collect();
     std::thread::sleep(Duration::from_millis(20));
@@ -236,7 +238,9 @@ fn async_condition_and_semaphore_waits() {
             lock: Pinned::new(&r, 0).unwrap(),
             wait,
         };
-        waiter::submit(Box::new(op), &[&r], 2, sink.clone());
+        waiter::reserve()
+            .unwrap()
+            .submit(Box::new(op), &[&r], 2, sink.clone());
     }
     std::thread::sleep(Duration::from_millis(20));
     assert!(rx.try_recv().is_err());
@@ -256,7 +260,9 @@ fn async_condition_and_semaphore_waits() {
             rec: Pinned::new(&r, 128).unwrap(),
             wait: SemWait::new(Some(Deadline::after_ms(300.0))),
         };
-        waiter::submit(Box::new(op), &[&r], 2, sink.clone());
+        waiter::reserve()
+            .unwrap()
+            .submit(Box::new(op), &[&r], 2, sink.clone());
     }
     sem.release(3).unwrap();
     let mut codes: Vec<u32> = (0..5)
@@ -453,7 +459,9 @@ fn semaphore_waits_end_when_the_object_shrinks_under_the_word() {
         rec: Pinned::new(&r, off).unwrap(),
         wait: SemWait::new(None),
     };
-    waiter::submit(Box::new(op), &[&r], 3, sink);
+    waiter::reserve()
+        .unwrap()
+        .submit(Box::new(op), &[&r], 3, sink);
     let r2 = r.clone();
     let blocking = std::thread::spawn(move || {
         let rec = Pinned::<SemRecord>::new(&r2, off).unwrap();

@@ -9,7 +9,13 @@
 //! for one of them is never lost). A thread is added when all are full and leaves after
 //! `IDLE_EXIT_MS` (30 s) without work. Where the kernel has no `futex_waitv`
 //! ([`sys::futex_wait_any_capacity`] is 1), each thread runs one wait and re-checks its
-//! interrupts every `SINGLE_SLICE_MS` (10 ms).
+//! interrupts every `SLICE_MS` (10 ms).
+//!
+//! Threads are a limited resource (a container's pids limit, `ulimit -u`): there are at
+//! most `MAX_THREADS`, and a thread that cannot be started is not fatal. Once no thread
+//! has room and none can be added, a wait goes to the least loaded thread, which sleeps
+//! on the words it can watch and re-checks the others every `SLICE_MS`: later, never
+//! lost. Only when there is no thread at all does a wait fail to start ([`reserve`]).
 //!
 //! Completions go to a [`Deliver`] (the JavaScript thread's queue, `js/waits.rs`).
 //!
@@ -25,6 +31,7 @@
 use super::interrupt;
 use super::ops::AsyncWait;
 use super::Step;
+use crate::error::{Result, ShmError};
 use crate::memory::mapping::Region;
 use crate::sys::{self, Deadline};
 use std::collections::HashMap;
@@ -33,8 +40,12 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 /// A waiter thread with no work for this long exits.
 const IDLE_EXIT_MS: f64 = 30_000.0;
-/// Without `futex_waitv`, how often a thread re-checks its wait's interrupts.
-const SINGLE_SLICE_MS: f64 = 10.0;
+/// How often a thread re-checks what it does not sleep on: its wait's interrupts without
+/// `futex_waitv`, the waits beyond the words it can watch when it holds too many.
+const SLICE_MS: f64 = 10.0;
+/// The most waiter threads a process runs. Without `futex_waitv` one thread runs one wait
+/// at full speed, so a burst of waits would otherwise be a burst of threads.
+const MAX_THREADS: usize = 64;
 
 /// Receives completions: called on a waiter thread, once per wait.
 pub trait Deliver: Send + Sync {
@@ -107,62 +118,133 @@ fn per_worker() -> usize {
     }
 }
 
-/// Hands `op` to a waiter thread. `regions`: the mappings it uses (for [`close_region`]);
-/// `owner`: a key for [`drop_owner`]. Returns the wait's id (for [`cancel`]).
-pub fn submit(
-    op: Box<dyn AsyncWait>,
-    regions: &[&Region],
-    owner: usize,
-    deliver: Arc<dyn Deliver>,
-) -> u64 {
+/// A place on a waiter thread for one wait, taken before the wait starts: starting some
+/// waits has effects (a condition wait releases its lock) that must not happen when no
+/// thread can run them. Dropped unused, it gives the place back.
+#[derive(Debug)]
+pub struct Place {
+    /// `None` once submitted.
+    worker: Option<Arc<Worker>>,
+}
+
+/// Takes a place on a waiter thread, starting one when all are full (up to
+/// `MAX_THREADS`); when none can be started, the least loaded thread takes the wait on top.
+///
+/// # Errors
+/// `EAGAIN` (syscall `pthread_create`) when there is no waiter thread and none can be
+/// started (out of threads: `ulimit -u`, a pids limit).
+pub fn reserve() -> Result<Place> {
     let mut pool = pool();
     let cap = per_worker();
-    // Relaxed (all uses of `load`): it is only read and written under the pool lock,
-    // except the waiter thread's decrement, which can only make room.
-    let worker = match pool
+    // Relaxed (all uses of `load`): it is only increased under the pool lock; decreases
+    // (a waiter thread finishing a wait, an unused place) can only make room.
+    let free = pool
         .workers
         .iter()
         .find(|w| w.load.load(Ordering::Relaxed) < cap)
-    {
-        Some(w) => w.clone(),
+        .cloned();
+    let worker = match free {
+        Some(w) => w,
         None => {
-            let w = Arc::new(Worker::default());
-            let run = w.clone();
-            std::thread::Builder::new()
-                .name("shmutils-waiter".into())
-                .stack_size(256 << 10)
-                .spawn(move || run_worker(run))
-                .expect("spawning a waiter thread");
-            pool.workers.push(w.clone());
-            w
+            let started = (pool.workers.len() < MAX_THREADS).then(spawn_worker);
+            match started {
+                Some(Ok(w)) => {
+                    pool.workers.push(w.clone());
+                    w
+                }
+                Some(Err(e)) if pool.workers.is_empty() => return Err(e),
+                // At the cap, or refused a thread: the least loaded one takes it on top.
+                _ => pool
+                    .workers
+                    .iter()
+                    .min_by_key(|w| w.load.load(Ordering::Relaxed))
+                    .expect("at the cap or after a refusal, threads exist")
+                    .clone(),
+            }
         }
     };
-    pool.next_id += 1;
-    let id = pool.next_id;
-    let shared = Arc::new(Shared {
-        interrupts: AtomicU32::new(0),
-        worker: worker.clone(),
-        regions: regions
-            .iter()
-            .map(|r| *r as *const Region as usize)
-            .collect(),
-        owner,
-    });
-    pool.jobs.insert(id, shared.clone());
     worker.load.fetch_add(1, Ordering::Relaxed);
-    worker
-        .inbox
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Job {
-            id,
-            op,
-            shared,
-            deliver,
+    Ok(Place {
+        worker: Some(worker),
+    })
+}
+
+/// Starts a waiter thread.
+fn spawn_worker() -> Result<Arc<Worker>> {
+    let w = Arc::new(Worker::default());
+    let run = w.clone();
+    std::thread::Builder::new()
+        .name("shmutils-waiter".into())
+        .stack_size(256 << 10)
+        .spawn(move || run_worker(run))
+        .map_err(|e| no_thread(e.raw_os_error()))?;
+    Ok(w)
+}
+
+/// The error of a wait that has no thread to run it (`errno`: what thread creation said;
+/// std gives none for a few failures, which are the same shortage).
+#[cold]
+fn no_thread(errno: Option<i32>) -> ShmError {
+    let e = ShmError::sys(
+        nix::errno::Errno::from_raw(errno.unwrap_or(libc::EAGAIN)),
+        "pthread_create",
+    );
+    ShmError {
+        message: format!(
+            "no thread could be started to run the async wait: {}",
+            e.message
+        ),
+        ..e
+    }
+}
+
+impl Place {
+    /// Hands `op` to the place's thread. `regions`: the mappings it uses (for
+    /// [`close_region`]); `owner`: a key for [`drop_owner`]. Returns the wait's id (for
+    /// [`cancel`]).
+    pub fn submit(
+        mut self,
+        op: Box<dyn AsyncWait>,
+        regions: &[&Region],
+        owner: usize,
+        deliver: Arc<dyn Deliver>,
+    ) -> u64 {
+        let worker = self.worker.take().expect("a place is submitted once");
+        let mut pool = pool();
+        pool.next_id += 1;
+        let id = pool.next_id;
+        let shared = Arc::new(Shared {
+            interrupts: AtomicU32::new(0),
+            worker: worker.clone(),
+            regions: regions
+                .iter()
+                .map(|r| *r as *const Region as usize)
+                .collect(),
+            owner,
         });
-    drop(pool);
-    worker.interrupt();
-    id
+        pool.jobs.insert(id, shared.clone());
+        worker
+            .inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Job {
+                id,
+                op,
+                shared,
+                deliver,
+            });
+        drop(pool);
+        worker.interrupt();
+        id
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(w) = &self.worker {
+            w.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn raise(shared: &Shared, bits: u32) {
@@ -197,7 +279,8 @@ pub fn drop_owner(owner: usize) {
 
 /// The body of a waiter thread.
 fn run_worker(me: Arc<Worker>) {
-    let single = sys::futex_wait_any_capacity() == 1;
+    let cap = sys::futex_wait_any_capacity();
+    let single = cap == 1;
     let mut jobs: Vec<Job> = Vec::new();
     let mut idle_since: Option<Deadline> = None;
     loop {
@@ -244,8 +327,12 @@ fn run_worker(me: Arc<Worker>) {
                 until = Some(d);
             } else {
                 idle_since = None;
-                if single {
-                    let slice = Deadline::after_ms(SINGLE_SLICE_MS);
+                // More words than one sleep can watch: this thread took waits beyond its
+                // share (see `reserve`); it sleeps on the first and polls the rest.
+                let over = words.len() > cap;
+                words.truncate(cap);
+                if single || over {
+                    let slice = Deadline::after_ms(SLICE_MS);
                     until = Some(until.map_or(slice, |d| d.min(slice)));
                 }
             }
@@ -272,4 +359,22 @@ fn retire(me: &Arc<Worker>) -> bool {
     }
     pool.workers.retain(|w| !Arc::ptr_eq(w, me));
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_without_a_thread_fails_with_what_thread_creation_said() {
+        let e = no_thread(Some(libc::EAGAIN));
+        assert_eq!(
+            (e.code.as_str(), e.errno, e.syscall),
+            ("EAGAIN", Some(libc::EAGAIN), Some("pthread_create"))
+        );
+        assert!(e.message.contains("async wait"), "{}", e.message);
+        // No errno from std: the same shortage.
+        assert_eq!(no_thread(None).errno, Some(libc::EAGAIN));
+        assert_eq!(no_thread(Some(libc::ENOMEM)).code, "ENOMEM");
+    }
 }
