@@ -1,10 +1,13 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { pbkdf2 } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import test from 'ava'
 import { Condition, Lock, MappedMemory, Semaphore, ShmError } from '../dist/index.js'
-import { fixture, forkChild, rawSegment, rejection, since, sleep, startPeer } from './helpers.js'
+import { CC, fixture, forkChild, rawSegment, rejection, since, sleep, startPeer } from './helpers.js'
 
 test.serial('acquireAsync waits off the event loop: an interval keeps firing until the holder releases', async (t) => {
   const m = rawSegment(t)
@@ -258,6 +261,30 @@ for (const [slot, room] of [[1, 'none'], [2, '16']] as const) {
     t.true(got.added <= (room === 'none' ? 64 : 16), `${got.added} threads added`)
     t.is(got.woken, 150, 'every wait saw the set')
     t.is(got.aborted, 'AbortError', 'a wait sharing a thread can still be aborted')
+  })
+}
+
+for (const refused of ['all', 'words'] as const) {
+  const what = refused === 'all' ? 'every futex_waitv call (Docker\'s default seccomp profile)' : 'futex_waitv calls with words (the support probe passes)'
+  test(`a seccomp filter answering EPERM to ${what}: async waits sleep, not spin, and complete`, async (t) => {
+    if (!linux) return t.pass('seccomp and futex_waitv: Linux only')
+    const dir = mkdtempSync(join(tmpdir(), 'shmutils-seccomp-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    const exe = join(dir, 'seccomp-waitv')
+    const cc = spawnSync(CC, ['-O2', '-o', exe, fixture('seccomp-waitv.c')], { encoding: 'utf8' })
+    if (cc.error !== undefined || cc.status !== 0) {
+      return t.fail(`this test needs a C compiler: ${CC} (install gcc or clang, or set CC): ${cc.error?.message ?? cc.stderr}`)
+    }
+    const r = await run(exe, [refused, process.execPath, fixture('waitv-cpu.mjs')])
+    if (r.status === 3) return t.pass(`no seccomp filter can be installed here: ${r.stderr.trim()}`)
+    t.is(r.status, 0, r.stderr)
+    const got = JSON.parse(r.stdout) as { results: boolean[]; wallMs: number; cpuMs: number }
+    t.log(`${got.cpuMs.toFixed(1)} ms of CPU in ${got.wallMs.toFixed(0)} ms`)
+    t.deepEqual(got.results, [false, true, false], 'the set wait woke, the others timed out')
+    t.true(got.wallMs >= 290, `the timeouts ran their course: ${got.wallMs} ms`)
+    // A spinning waiter thread burns most of a core (0.3-1 of the wall time, load
+    // permitting); sleeping ones a few ms in all.
+    t.true(got.cpuMs < 0.1 * got.wallMs, `${got.cpuMs} ms of CPU in ${got.wallMs} ms`)
   })
 }
 

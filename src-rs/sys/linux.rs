@@ -228,7 +228,7 @@ fn have_futex_waitv() -> bool {
             return false;
         }
         // SAFETY: zero words and a null array: a kernel with the syscall answers EINVAL
-        // without touching memory; one without answers ENOSYS.
+        // without touching memory.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_futex_waitv,
@@ -239,8 +239,16 @@ fn have_futex_waitv() -> bool {
                 libc::CLOCK_MONOTONIC,
             )
         };
-        !(r == -1 && nix::errno::Errno::last() == nix::errno::Errno::ENOSYS)
+        futex_waitv_probe_says_usable(r, nix::errno::Errno::last())
     })
+}
+
+/// Reads the probe's answer: only the answer of a working syscall (EINVAL for zero words)
+/// means usable. ENOSYS is an old kernel; a seccomp filter answers what it is told
+/// (Docker's default profile says EPERM to syscalls it does not know), and a syscall we
+/// cannot use must not be taken for one we can.
+fn futex_waitv_probe_says_usable(r: libc::c_long, errno: nix::errno::Errno) -> bool {
+    r == -1 && errno == nix::errno::Errno::EINVAL
 }
 
 /// How many words [`futex_wait_any`] can watch at once: 128 with `futex_waitv`, else 1.
@@ -289,7 +297,37 @@ pub fn futex_wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Deadline>) -
             libc::CLOCK_MONOTONIC,
         )
     };
+    if r == -1 && !wait_errno_expected(nix::errno::Errno::last()) {
+        return futex_waitv_refused(words, deadline);
+    }
     wait_outcome(r)
+}
+
+/// The errors a working futex wait gives: the deadline passed, the value differed, a
+/// signal. Anything else (a seccomp filter's answer, a fault) returns at once every time,
+/// so a caller that re-checks and waits again would spin.
+fn wait_errno_expected(errno: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(errno, Errno::ETIMEDOUT | Errno::EAGAIN | Errno::EINTR)
+}
+
+/// `futex_waitv` failed in a way that will not change (the probe passed, then a filter
+/// refused the real call): sleep on the first word alone, at most `REFUSED_SLICE_MS`, so
+/// the caller re-checks the others that often instead of spinning.
+#[cold]
+fn futex_waitv_refused(words: &[(&AtomicU32, u32)], deadline: Option<Deadline>) -> WaitOutcome {
+    /// How long the fallback sleeps at most before the caller re-checks every word.
+    const REFUSED_SLICE_MS: f64 = 10.0;
+    let slice = Deadline::after_ms(REFUSED_SLICE_MS);
+    let (word, expected) = words[0];
+    match futex_wait(
+        word,
+        expected,
+        Some(deadline.map_or(slice, |d| d.min(slice))),
+    ) {
+        WaitOutcome::TimedOut if deadline.is_some_and(|d| d.passed()) => WaitOutcome::TimedOut,
+        _ => WaitOutcome::Retry,
+    }
 }
 
 /// How a futex wait syscall ended: only `ETIMEDOUT` is final; a wake, `EAGAIN` (the value
@@ -333,5 +371,53 @@ pub fn futex_requeue(
         None
     } else {
         Some(r as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn futex_waitv_is_usable_only_when_the_probe_gets_the_kernels_answer() {
+        assert!(futex_waitv_probe_says_usable(-1, Errno::EINVAL));
+        // An old kernel, seccomp filters (Docker's EPERM), anything unexpected.
+        for errno in [Errno::ENOSYS, Errno::EPERM, Errno::EACCES, Errno::EFAULT] {
+            assert!(!futex_waitv_probe_says_usable(-1, errno), "{errno:?}");
+        }
+        assert!(!futex_waitv_probe_says_usable(0, Errno::EINVAL));
+    }
+
+    #[test]
+    fn only_the_errors_of_a_working_wait_are_retried_at_once() {
+        for errno in [Errno::ETIMEDOUT, Errno::EAGAIN, Errno::EINTR] {
+            assert!(wait_errno_expected(errno), "{errno:?}");
+        }
+        for errno in [Errno::EPERM, Errno::ENOSYS, Errno::EFAULT, Errno::EINVAL] {
+            assert!(!wait_errno_expected(errno), "{errno:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_futex_waitv_sleeps_in_slices_instead_of_spinning() {
+        let (a, b) = (AtomicU32::new(0), AtomicU32::new(0));
+        let deadline = Deadline::after_ms(60.0);
+        let t0 = Instant::now();
+        let mut calls = 0;
+        while futex_waitv_refused(&[(&a, 0), (&b, 0)], Some(deadline)) == WaitOutcome::Retry {
+            calls += 1;
+            assert!(calls < 100, "spins");
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(55));
+        assert!(calls >= 3, "slices of at most 10 ms: {calls}");
+        // A word that differs already: back at once.
+        let t0 = Instant::now();
+        assert_eq!(
+            futex_waitv_refused(&[(&a, 1), (&b, 0)], None),
+            WaitOutcome::Retry
+        );
+        assert!(t0.elapsed() < Duration::from_millis(5));
     }
 }
