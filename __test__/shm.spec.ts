@@ -37,6 +37,25 @@ test('default mode is w+ and default permissions are 0600', (t) => {
   t.is(segmentMode(name2), 0o640)
 })
 
+test('permissions of a created object: exact with x/x+ (Linux), less the umask with w/w+; an existing object keeps its bits', (t) => {
+  // Synchronous: no other test of this file runs while the umask is changed.
+  const old = process.umask(0o022)
+  try {
+    const exact = process.platform === 'linux'
+    for (const mode of ['x', 'x+', 'w', 'w+'] as const) {
+      const name = segmentName(t)
+      shmOpen(name, mode, { permissions: 0o666 }).close()
+      t.is(segmentMode(name), mode.startsWith('x') && exact ? 0o666 : 0o644, mode)
+      if (mode.startsWith('w')) {
+        shmOpen(name, mode, { permissions: 0o600 }).close()
+        t.is(segmentMode(name), 0o644, `${mode} on an existing object`)
+      }
+    }
+  } finally {
+    process.umask(old)
+  }
+})
+
 test('names are normalized and validated', (t) => {
   const name = segmentName(t)
   const o = shmOpen(name.slice(1), 'x')

@@ -17,7 +17,22 @@ export type ShmMode = 'r' | 'r+' | 'w' | 'w+' | 'x' | 'x+'
  * @category Segments
  */
 export interface ShmOpenOptions {
-  /** Permission bits for a created object, within `0o0..0o777`; default `0o600`. */
+  /**
+   * Permission bits for a created object, within `0o0..0o777`; default `0o600`. An
+   * object that already exists keeps its own bits, and modes `r`/`r+` never create one.
+   *
+   * How the process's umask applies depends on the mode:
+   * - `x`/`x+` (exclusive create): on Linux the object gets exactly these bits, the
+   *   umask is undone (`fchmod` after creating: the call knows it created the object).
+   * - `w`/`w+`: an object created by the call gets these bits minus the umask, as
+   *   `open(2)` gives a new file (with `0o666` and the usual umask `0o022`: `0o644`).
+   *   These modes also open an object that exists, and the call cannot tell whether it
+   *   created the one it got, so it never changes bits afterwards.
+   * - On macOS the umask always applies (it refuses `fchmod` on these objects).
+   *
+   * For exactly these bits on an object that may exist already, create with `x` and
+   * open with `r+` on `EEXIST` (or set `process.umask(0)` around the call).
+   */
   permissions?: number
 }
 
@@ -113,7 +128,8 @@ export class SharedMemoryObject implements Disposable {
  * Opens or creates a POSIX shared-memory object.
  *
  * Modes: `r` read-only existing, `r+` read/write existing, `w` create+truncate,
- * `w+` create if missing (default), `x`/`x+` exclusive create.
+ * `w+` create if missing (default), `x`/`x+` exclusive create. A created object gets
+ * `options.permissions`, less the umask for `w`/`w+` (see {@link ShmOpenOptions.permissions}).
  * @throws ShmError `ENOENT`, `EEXIST`, `EACCES`; TypeError/RangeError for a bad name,
  *   mode or permissions.
  * @category Segments
