@@ -53,6 +53,55 @@ test('Barrier: a wait that times out breaks it for everyone (ERR_SHM_BROKEN); ab
   t.is(await b3.waitAsync(), 0)
 })
 
+test.serial('Barrier: a wait whose deadline passes as the last party arrives returns its index (the round completed, nothing is broken)', (t) => {
+  const mem = segment(t)
+  const a = new Barrier(mem, 2)
+  const b = Barrier.at(mem, a.offset)
+  const clock = performance.now
+  t.teardown(() => {
+    performance.now = clock
+  })
+  // A's second look at the clock is after its look at the word: the last party arrives
+  // right then, and the clock says the deadline has passed.
+  let looks = 0
+  let last: number | undefined
+  performance.now = () => {
+    if (++looks !== 2) return clock.call(performance)
+    performance.now = clock
+    last = b.wait({ timeout: 1000 })
+    return clock.call(performance) + 1e6
+  }
+  t.is(a.wait({ timeout: 50 }), 0)
+  t.is(last, 1)
+  t.false(a.broken)
+  t.is(a.waiting, 0)
+})
+
+test('Barrier and Event: an abort in the same tick as the round completing (the set) loses to it: the wait succeeds', async (t) => {
+  const mem = segment(t)
+  const outcomes = new Map<string, number>()
+  const count = (k: string): void => void outcomes.set(k, (outcomes.get(k) ?? 0) + 1)
+  for (let i = 0; i < 100; i++) {
+    const a = new Barrier(mem, 2)
+    const ac = new AbortController()
+    const p = a.waitAsync({ signal: ac.signal }).then(String, (e: Error) => e.name)
+    await sleep(1)
+    const other = Barrier.at(mem, a.offset).wait({ timeout: 1000 })
+    ac.abort()
+    count(`barrier ${await p} ${other} broken=${a.broken}`)
+    const ev = new Event(mem)
+    const ac2 = new AbortController()
+    const q = ev.waitAsync({ signal: ac2.signal }).then(String, (e: Error) => e.name)
+    await sleep(1)
+    ev.set()
+    ac2.abort()
+    count(`event ${await q}`)
+    mem.heap.free(a.offset)
+    mem.heap.free(ev.offset)
+  }
+  t.deepEqual(Object.fromEntries(outcomes), { 'barrier 0 1 broken=false': 100, 'event true': 100 })
+})
+
 test('Event: set wakes every waiter in other processes, blocking and async; clear; timeouts', async (t) => {
   const mem = segment(t)
   const e = new Event(mem)

@@ -193,11 +193,24 @@ export class Barrier {
           throw brokenError()
         }
         const left = until - performance.now()
-        if (left <= 0) throw new ShmError('timed out waiting at the barrier (it is broken now)', { code: 'ETIMEDOUT' })
+        if (left <= 0) {
+          ok = true
+          // The last party may have arrived since the look above: then the round is
+          // over and this wait succeeded.
+          if (!this.#break(a, gen)) throw new ShmError('timed out waiting at the barrier (it is broken now)', { code: 'ETIMEDOUT' })
+          if (GUARD[0] !== 0) checkIntact(this.memory)
+          return index
+        }
         yield { offset: this.offset, expected: now, ms: left === Infinity ? undefined : left }
       }
     } finally {
-      if (!ok) this.#break(a, gen)
+      // An abort thrown in at the sleep (or a close): break the round, unless it ended
+      // meanwhile, in which case the success wins (the `return` replaces the error).
+      if (!ok && this.#break(a, gen)) {
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+        // eslint-disable-next-line no-unsafe-finally -- deliberate: a completed round wins over the abort
+        return index
+      }
     }
   }
 
@@ -205,9 +218,11 @@ export class Barrier {
    * Breaks the barrier if it is still in generation `gen`, and wakes everyone; nothing if
    * this process closed the mapping meanwhile (its views are gone: the wait ends with
    * `ERR_SHM_CLOSED`, which must not turn into a TypeError here).
+   * @returns whether round `gen` had ended (the generation moved on) before it could be
+   *   broken: the wait that was giving up succeeded after all
    */
-  #break(a: Int32Array, gen: number): void {
-    if (a.length === 0) return
+  #break(a: Int32Array, gen: number): boolean {
+    if (a.length === 0) return false
     let v = Atomics.load(a, this.#w)
     while (((v >>> GEN_SHIFT) & GEN_MASK) === gen && !(v & BROKEN)) {
       const seen = Atomics.compareExchange(a, this.#w, v, v | BROKEN)
@@ -215,6 +230,7 @@ export class Barrier {
       v = seen
     }
     wakeWord(this.memory, this.offset)
+    return ((v >>> GEN_SHIFT) & GEN_MASK) !== gen
   }
 
   /** A handle that `revive` turns into the same barrier in another process. */
