@@ -51,6 +51,48 @@ test('writers are not starved by a stream of overlapping readers', async (t) => 
   t.true(Math.max(...waits) < 2000, `writer waits ${waits.map((w) => w.toFixed(1)).join(', ')} ms`)
 })
 
+test('writers are not starved by overlapping async readers of one thread; an async read nested in a hold a writer waits for still gets in', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const writer = await primPeer(t)
+  await writer.request('revive', { key: 'l', handle: lock })
+  // Three tasks of this thread, each holding a read 5 ms, always one inside: the
+  // thread never drops its last hold, but each hold ends.
+  let stop = false
+  let reads = 0
+  const reader = async (delay: number): Promise<void> => {
+    await sleep(delay)
+    while (!stop) {
+      t.true(await lock.acquireReadAsync({ timeout: 5000 }))
+      reads++
+      await sleep(5)
+      lock.releaseRead()
+    }
+  }
+  const tasks = [reader(0), reader(2), reader(4)]
+  await sleep(50)
+  const t0 = performance.now()
+  const got = await writer.request<{ ok: boolean }>('writeHold', { key: 'l', timeout: 3000 })
+  const waited = performance.now() - t0
+  stop = true
+  t.true(got.ok, `the writer in another process got in (after ${waited.toFixed(0)} ms, ${reads} reads)`)
+  if (got.ok) await writer.request('releaseWrite', { key: 'l' })
+  await Promise.all(tasks)
+
+  // Nested: a task holds a read, a writer queues for it, and the task reads again inside
+  // its hold: it must not wait for the writer for good (that writer waits for it).
+  t.true(await lock.acquireReadAsync())
+  const queued = writer.request<{ ok: boolean }>('writeHold', { key: 'l', timeout: 5000 })
+  await sleep(100)
+  const t1 = performance.now()
+  t.true(await lock.acquireReadAsync({ timeout: 2000 }), 'the nested read got in')
+  t.true(performance.now() - t1 < 1500, `nested read after ${(performance.now() - t1).toFixed(0)} ms`)
+  lock.releaseRead()
+  lock.releaseRead()
+  t.true((await queued).ok, 'then the writer')
+  await writer.request('releaseWrite', { key: 'l' })
+})
+
 test('a dead reader is dropped and a dead writer is taken over (ownerDied), from processes and threads', async (t) => {
   const mem = segment(t)
   const lock = new RWLock(mem)

@@ -40,7 +40,12 @@
  * async twins wait instead, as `Lock.acquireAsync` queues: another task of this
  * thread may hold the lock and release it while the awaiting one sleeps. So with
  * `tasks` (below) a hold of this thread counts as anyone's: a writer of this thread is
- * waited for, and a write acquisition waits for this thread's read holds to go.
+ * waited for, and a write acquisition waits for this thread's read holds to go. An async
+ * read of a thread that holds a read hold does not go past a waiting writer either
+ * (overlapping tasks would otherwise keep a read hold forever and starve writers), as
+ * long as the thread's holds keep going: once none of them has been released for
+ * {@link REENTER_GRACE_MS}, the read goes ahead, since it may be nested inside the hold
+ * the writer waits for.
  *
  * Dead holders: readers never change the data, so a dead reader's slot is simply
  * cleared by the next writer that finds its owner dead. A writer that died holding (or
@@ -69,6 +74,12 @@ import type { LockOwner } from './records.js'
 function me(memory: MappedMemory): number {
   return tokenIn(memory)
 }
+
+/**
+ * How long an async read of a thread with read holds yields to a waiting writer while
+ * none of those holds is released (see the module docs).
+ */
+const REENTER_GRACE_MS = 50
 
 /** Answers of {@link liveness}. */
 const ALIVE = 1
@@ -216,7 +227,7 @@ export class RWLock {
    */
   async acquireReadAsync(options?: number | AsyncWaitOptions): Promise<boolean> {
     const { timeout, signal } = checkAsyncWait(options)
-    return this.#tryRead(true, true) || runAsync(this.memory, this.#readSteps(timeout, true), signal)
+    return this.#tryRead(true, true, false) || runAsync(this.memory, this.#readSteps(timeout, true), signal)
   }
 
   /**
@@ -250,7 +261,7 @@ export class RWLock {
    * task's, to wait for (see the module docs).
    * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the write lock (not `tasks`)
    */
-  #tryRead(first: boolean, tasks: boolean): boolean {
+  #tryRead(first: boolean, tasks: boolean, reenter = true): boolean {
     const a = this.#a()
     const w = this.#w
     const id = this.#me()
@@ -267,7 +278,7 @@ export class RWLock {
       // no read hold here: a deadlock, unless another task of the thread holds it
       // (`tasks`), which is waited for like anyone's.
       const writer = Atomics.load(a, w + R.WRITER)
-      if (writer !== 0 && this.#held.length === 0) {
+      if (writer !== 0 && (this.#held.length === 0 || !reenter)) {
         Atomics.store(a, slot, 0)
         if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
         if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
@@ -287,8 +298,16 @@ export class RWLock {
     const w = this.#w
     const until = timeout === undefined ? Infinity : performance.now() + timeout
     let check = performance.now() + RECHECK_MS
+    // An async read of a thread with read holds waits for a writer while those holds
+    // keep being released (see the module docs).
+    let holds = this.#held.length
+    let releasedAt = performance.now()
     for (;;) {
-      if (this.#tryRead(false, tasks)) return true
+      if (tasks && this.#held.length !== holds) {
+        if (this.#held.length < holds) releasedAt = performance.now()
+        holds = this.#held.length
+      }
+      if (this.#tryRead(false, tasks, !tasks || performance.now() - releasedAt >= REENTER_GRACE_MS)) return true
       const now = performance.now()
       const left = until - now
       const ask = this.#asks(now, check, left)
