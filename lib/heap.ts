@@ -57,22 +57,87 @@ export interface HeapCreateOptions {
   size?: number
 }
 
-/** Releases a collected Heap's native slot. */
-const slotRegistry = new FinalizationRegistry<number>((id) => binding.heapRelease(id))
+/**
+ * What of a {@link Heap} outlives it: its native slot and its cache. No reference to the
+ * `Heap` or its mapping object, so that registering it keeps neither alive (a `WeakRef`
+ * would, until the end of the job that made it).
+ */
+interface Slot {
+  /** The native heap slot of this thread. */
+  readonly id: number
+  /** Its cache while it is in {@link cached}; `null` once retired, or if it has none. */
+  cache: HeapCache | null
+  /** The slots of the same heap in this thread, this one among them, while it has a cache. */
+  group: Group | null
+}
+
+/** The slots with a cache of one heap in this thread (an entry of {@link cached}). */
+interface Group {
+  readonly key: string
+  readonly slots: Set<Slot>
+}
+
+/** Forgets a collected Heap's cache, and releases its native slot. */
+const slotRegistry = new FinalizationRegistry<Slot>((s) => {
+  retire(s, false)
+  binding.heapRelease(s.id)
+})
 
 /** This thread's heaps, by mapping and offset: one `Heap`, so one cache, per heap. */
 const attached = new WeakMap<MappedMemory, Map<number, Heap>>()
 
-/** Heaps with a cache, flushed when this thread exits (weakly: a heap may be collected). */
-const withCache = new Set<WeakRef<Heap>>()
-let flushAtExit: ((h: Heap) => void) | null = null
+/**
+ * The slots with a cache in this thread, by heap (the mapping's `objectKey` and the
+ * heap's offset): those of live heaps whose mapping is open, and of collected ones not
+ * finalized yet. The mapping's close, the heap's finalizer and this thread's exit take a
+ * slot out.
+ */
+const cached = new Map<string, Group>()
+let exitHooked = false
 
+/** Every cache of this thread goes back to its heap: the thread is ending. */
 function onExit(): void {
-  for (const ref of withCache) {
-    const h = ref.deref()
-    if (h) flushAtExit!(h)
+  for (const g of cached.values()) for (const s of g.slots) retire(s, true)
+  cached.clear()
+}
+
+/**
+ * Frees the blocks cached in `s` through its native slot; how many. Frees them all even
+ * if one fails (each is already taken out of the cache), then throws the first error.
+ */
+function flushSlot(s: Slot): number {
+  const c = s.cache
+  if (c === null || (c.empty && c.strays.length === 0)) return 0
+  const blocks = [...c.drain(), ...c.strays.splice(0)]
+  let failed: unknown = null
+  for (const off of blocks) {
+    try {
+      native(() => binding.heapFree(s.id, off))
+    } catch (e) {
+      failed ??= e
+    }
   }
-  withCache.clear()
+  if (failed !== null) throw failed
+  return blocks.length
+}
+
+/**
+ * Takes `s` out of {@link cached} for good, its blocks first returned to the heap when
+ * `flush` (errors ignored: the mapping is going away, or the process is). Without
+ * `flush` the cache is forgotten (the heap was formatted again, or the Heap collected).
+ */
+function retire(s: Slot, flush: boolean): void {
+  if (s.cache === null) return
+  try {
+    if (flush) flushSlot(s)
+  } catch {
+    // Left cached: the heap reclaims them once this thread lets go of its token.
+  } finally {
+    s.cache = null
+    const g = s.group!
+    s.group = null
+    if (g.slots.delete(s) && g.slots.size === 0 && cached.get(g.key) === g) cached.delete(g.key)
+  }
 }
 
 /** Whether `malloc` with this alignment may take a block of the cache (16-aligned). */
@@ -136,6 +201,8 @@ export class Heap {
   readonly $shmutils: Handle | symbol
   /** This thread's native heap slot (see `src-rs/js/heap.rs`). */
   #id: number
+  /** The slot and cache as the finalizer and the other Heaps of this heap see them. */
+  #slot: Slot
   /**
    * This thread's cache of small blocks it freed (`lib/heap-cache.ts`); `null` where the
    * fast path is off (read-only segments, mappings larger than one ArrayBuffer, a heap
@@ -150,24 +217,32 @@ export class Heap {
     this.offset = offset
     this.$shmutils = handleIn(memory, (m) => Object.freeze({ $shmutils: 'Heap', segment: m.segment, offset, memory: m }))
     this.#id = id
-    slotRegistry.register(this, id)
+    const mi = internals(memory)
+    const slot: Slot = (this.#slot = { id, cache: null, group: null })
+    slotRegistry.register(this, slot)
     const info = native(() => binding.heapInfo(id))
     this.size = info.size
-    const mi = internals(memory)
     if (!mi.readOnly && mi.whole) {
-      this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, tokenIn(memory))
-      mi.beforeClose(() => this.#flush())
-      if (!flushAtExit) {
-        flushAtExit = (h) => h.#flush()
+      slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, tokenIn(memory))
+      const key = `${mi.objectKey}\0${offset}`
+      let g = cached.get(key)
+      if (!g) cached.set(key, (g = { key, slots: new Set() }))
+      g.slots.add(slot)
+      slot.group = g
+      mi.beforeClose(() => retire(slot, true))
+      if (!exitHooked) {
+        exitHooked = true
         process.on('exit', onExit)
       }
-      withCache.add(new WeakRef(this))
     }
     let mine = attached.get(memory)
     if (!mine) attached.set(memory, (mine = new Map()))
     const before = mine.get(offset)
     // Formatted again: what the old view cached is gone with the old heap.
-    if (before) before.#cache = null
+    if (before) {
+      before.#cache = null
+      retire(before.#slot, false)
+    }
     mine.set(offset, this)
   }
 
@@ -322,11 +397,7 @@ export class Heap {
 
   /** Returns this thread's cached blocks to the heap; how many. */
   #flush(): number {
-    const c = this.#cache
-    if (c === null || (c.empty && c.strays.length === 0)) return 0
-    const blocks = [...c.drain(), ...c.strays.splice(0)]
-    for (const off of blocks) native(() => binding.heapFree(this.#id, off))
-    return blocks.length
+    return flushSlot(this.#slot)
   }
 
   /** Usage figures. */
