@@ -175,6 +175,19 @@ export interface HeapSurvey {
   more: boolean
 }
 
+/**
+ * This thread's liveness token in heap `id`'s segment, claimed now and held by the slot
+ * until [`heap_release`] (or the mapping's close): the token `lib/heap-cache.ts` marks the
+ * blocks it caches with. Holding it in the slot keeps the owner alive in the eyes of
+ * reclaimers for as long as JavaScript may still take those blocks back, even once the
+ * `MappedMemory` was collected (its own hold goes with `mappingRelease`): the cache of a
+ * collected `Heap` is flushed through this slot before it is released.
+ *
+ * # Errors
+ * `ERR_SHM_CLOSED`; `EACCES` for a read-only mapping.
+ */
+export declare function heapToken(id: number): number
+
 /** Returns the blocks cached by dead threads to the heap; how many. */
 export declare function heapTrim(id: number): number
 

@@ -856,6 +856,7 @@ module.exports.heapRelease = nativeBinding.heapRelease
 module.exports.heapSetLockTimeout = nativeBinding.heapSetLockTimeout
 module.exports.heapStats = nativeBinding.heapStats
 module.exports.heapSurvey = nativeBinding.heapSurvey
+module.exports.heapToken = nativeBinding.heapToken
 module.exports.heapTrim = nativeBinding.heapTrim
 module.exports.heapUsableSize = nativeBinding.heapUsableSize
 module.exports.lockAcquireAsync = nativeBinding.lockAcquireAsync

@@ -228,3 +228,51 @@ test('a closed mapping\'s heap leaves nothing behind: open + .heap + close costs
   // Across jobs nothing is left; the old code kept ~60 bytes a cycle.
   t.true(r.acrossHeap - r.acrossBare < 20, `across jobs: ${r.acrossHeap.toFixed(1)} bytes a cycle, ${r.acrossBare.toFixed(1)} without .heap`)
 })
+
+test('the cache of a Heap collected with its unclosed mapping goes back to the heap; ENOMEM flushes the dropped ones not collected yet', async (t) => {
+  t.timeout(120_000)
+  const mem = segment(t, 64 << 10)
+  const heap = mem.heap
+  const child = gcChild(t, ['dropped', mem.name!])
+  const r = await child.message<{ cachedBefore: number; cachedAfterGc: number; failedAt: string | null; cached: number; used: number }>()
+  t.is(r.cachedBefore, 40)
+  t.is(r.cachedAfterGc, 0, 'collection flushed the caches of the dropped mappings\' heaps')
+  t.is(r.failedAt, null, 'no ENOMEM while the heap was all free, but for blocks this thread cached')
+  t.like(r, { cached: 0, used: 0 })
+  // Another process (this one) gets the whole heap while the child lives, holding its
+  // token (so nothing of its cache would be reclaimed as a dead thread's).
+  t.like(heap.stats(), { cached: 0, used: 0 })
+  heap.free(heap.malloc(60_000))
+  child.proc.send('exit')
+  await child.exited
+  heap.check()
+})
+
+test('blocks cached through several live mappings of one segment in one thread: trim() and an allocation that finds the heap full take them all back', async (t) => {
+  t.timeout(60_000)
+  const mem = segment(t, 64 << 10)
+  const views: MappedMemory[] = []
+  t.teardown(() => views.forEach((m) => m.close()))
+  // Each mapping object has its own Heap object and cache: the freed block stays cached
+  // in it. The heap holds ~234 such blocks: the next malloc must flush the others.
+  for (let i = 0; i < 300; i++) {
+    const m = MappedMemory.open(mem.name!)
+    views.push(m)
+    m.heap.free(m.heap.malloc(256))
+  }
+  const { cached } = mem.heap.stats()
+  t.true(cached > 0 && cached < 300, `${cached} cached`)
+  // Through a mapping that cached nothing: trim() returns every cache of this thread.
+  t.is(mem.heap.trim(), cached)
+  t.like(mem.heap.stats(), { cached: 0, used: 0 })
+  // Fewer than fill the heap, which then cannot hold 60 000 bytes in one block unless
+  // they all go back.
+  for (const v of views.slice(0, 200)) v.heap.free(v.heap.malloc(256))
+  t.is(mem.heap.stats().cached, 200)
+  mem.heap.free(mem.heap.malloc(60_000))
+  t.like(mem.heap.stats(), { cached: 0, used: 0 }, 'ENOMEM flushed every cache of the heap in this thread')
+  // Another process, meanwhile, gets the whole heap.
+  const child = gcChild(t, ['malloc', mem.name!, '60000'], false)
+  t.deepEqual(await child.message(), { ok: true })
+  mem.heap.check()
+})

@@ -92,7 +92,8 @@ export class HeapCache {
   /**
    * @param a - an Int32Array over the whole mapping
    * @param g - the heap's geometry
-   * @param token - this thread's liveness token for the segment (`lib/identity.ts`)
+   * @param token - this thread's liveness token for the segment, held by the heap's
+   *   native slot for as long as the cache may hold blocks (`heapToken`)
    */
   constructor(a: Int32Array, g: HeapGeometry, token: number) {
     this.#a = a

@@ -9,7 +9,6 @@ import { checkIndex, checkName, checkOptions, checkString, describe, describeNot
 import { native, rangeError, ShmError, typeError } from './errors.js'
 import { HeapCache } from './heap-cache.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { tokenIn } from './identity.js'
 import { setLockAllocator } from './lock.js'
 import { checkIntact, checkMemory, GUARD, internals, isMappedMemory, MappedMemory, memoryOfHandle, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
@@ -59,8 +58,11 @@ export interface HeapCreateOptions {
 
 /**
  * What of a {@link Heap} outlives it: its native slot and its cache. No reference to the
- * `Heap` or its mapping object, so that registering it keeps neither alive (a `WeakRef`
- * would, until the end of the job that made it).
+ * `Heap` or its mapping object, so that the finalizer of a collected heap, and the
+ * flushes of the other `Heap` objects of the same heap, can return its cached blocks
+ * without keeping either alive. (The cache holds the mapping's memory, and the native
+ * slot holds the region and this thread's liveness token: the memory stays mapped, and
+ * the blocks stay this thread's, until the slot is retired.)
  */
 interface Slot {
   /** The native heap slot of this thread. */
@@ -77,9 +79,9 @@ interface Group {
   readonly slots: Set<Slot>
 }
 
-/** Forgets a collected Heap's cache, and releases its native slot. */
+/** Returns a collected Heap's cached blocks (unless its mapping closed), then its slot. */
 const slotRegistry = new FinalizationRegistry<Slot>((s) => {
-  retire(s, false)
+  retire(s, true)
   binding.heapRelease(s.id)
 })
 
@@ -89,8 +91,10 @@ const attached = new WeakMap<MappedMemory, Map<number, Heap>>()
 /**
  * The slots with a cache in this thread, by heap (the mapping's `objectKey` and the
  * heap's offset): those of live heaps whose mapping is open, and of collected ones not
- * finalized yet. The mapping's close, the heap's finalizer and this thread's exit take a
- * slot out.
+ * finalized yet. An allocation that finds the heap full flushes them all (the blocks
+ * freed through one mapping object of a segment and those freed through another are one
+ * thread's cache); the mapping's close, the heap's finalizer and this thread's exit take
+ * a slot out.
  */
 const cached = new Map<string, Group>()
 let exitHooked = false
@@ -124,7 +128,7 @@ function flushSlot(s: Slot): number {
 /**
  * Takes `s` out of {@link cached} for good, its blocks first returned to the heap when
  * `flush` (errors ignored: the mapping is going away, or the process is). Without
- * `flush` the cache is forgotten (the heap was formatted again, or the Heap collected).
+ * `flush` the cache is forgotten (the heap was formatted again).
  */
 function retire(s: Slot, flush: boolean): void {
   if (s.cache === null) return
@@ -223,7 +227,9 @@ export class Heap {
     const info = native(() => binding.heapInfo(id))
     this.size = info.size
     if (!mi.readOnly && mi.whole) {
-      slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, tokenIn(memory))
+      // The token the cache marks its blocks with is held by the native slot, which lives
+      // until the blocks went back (see `heapToken`).
+      slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, native(() => binding.heapToken(id)))
       const key = `${mi.objectKey}\0${offset}`
       let g = cached.get(key)
       if (!g) cached.set(key, (g = { key, slots: new Set() }))
@@ -305,7 +311,8 @@ export class Heap {
    * again without a native call (see {@link trim}).
    * @returns the offset of the block in {@link memory}
    * @throws ShmError `ENOMEM` when no free block is large enough (after this thread's
-   *   cache and those of dead threads went back to the heap)
+   *   caches of the heap, those of every mapping object of its segment, and those of dead
+   *   threads went back to the heap)
    */
   malloc(size: number, align = 16): number {
     // The short path (V8 inlines it with the cache's take, put and free into a caller's
@@ -380,14 +387,17 @@ export class Heap {
   }
 
   /**
-   * Returns this thread's cached blocks to the heap, and those of threads that died with
-   * blocks cached (a process killed, a worker ended without closing the mapping).
+   * Returns this thread's cached blocks to the heap (those freed through every mapping
+   * object of the segment, each of which has its own `Heap` object and cache), and those
+   * of threads that died with blocks cached (a process killed, a worker ended without
+   * closing the mapping).
    *
    * Small blocks a thread frees stay allocated in the heap, marked as cached, so that its
    * next `malloc` of the same size takes one back without a native call and without the
    * heap lock. Other processes cannot use them meanwhile (`stats().cached` counts them);
-   * they go back by themselves when the mapping is closed, when the thread exits, and
-   * when an allocation finds the heap full. Call this before handing memory to other
+   * they go back by themselves when the mapping is closed, when the `Heap` object is
+   * garbage-collected (its mapping dropped unclosed), when the thread exits, and when an
+   * allocation finds the heap full. Call this before handing memory to other
    * processes after a burst of small frees.
    * @returns how many blocks went back
    */
@@ -395,9 +405,26 @@ export class Heap {
     return this.#flush() + native(() => binding.heapTrim(this.#id))
   }
 
-  /** Returns this thread's cached blocks to the heap; how many. */
+  /**
+   * Returns this thread's cached blocks of this heap to the heap, this object's and then
+   * those of the other `Heap` objects of it (other mapping objects of the segment, or
+   * collected ones not finalized yet); how many.
+   */
   #flush(): number {
-    return flushSlot(this.#slot)
+    const own = this.#slot
+    let n = flushSlot(own)
+    const g = own.group
+    if (g !== null && g.slots.size > 1) {
+      for (const s of [...g.slots]) {
+        if (s === own) continue
+        try {
+          n += flushSlot(s)
+        } catch {
+          // Another mapping object's trouble (it lost its pages): not this call's.
+        }
+      }
+    }
+    return n
   }
 
   /** Usage figures. */

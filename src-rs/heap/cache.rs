@@ -47,7 +47,9 @@
 //! `CACHED` off and frees it. The owner's take is a plain load and store, so the two must
 //! never race: they cannot, because a thread holds its token from before it caches a
 //! block until after it has handed its cached blocks back (closing its last mapping of
-//! the segment flushes first), and a held token is never judged dead. That is the same
+//! the segment flushes first; the native slot of a heap with a cache holds the token
+//! until its `Heap` object, collected, has flushed through it: `heapToken`), and a held
+//! token is never judged dead. That is the same
 //! judgment that lets a lock be taken from a dead holder: if it could be wrong, locks
 //! would already admit two holders. (Caching keeps its compare-and-swap: it orders the
 //! owner fields before the bit for a reclaimer reading them, and refuses a block two

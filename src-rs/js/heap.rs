@@ -415,6 +415,20 @@ pub fn heap_release(id: u32) {
     HEAPS.with(|h| h.borrow_mut().remove(id));
 }
 
+/// This thread's liveness token in heap `id`'s segment, claimed now and held by the slot
+/// until [`heap_release`] (or the mapping's close): the token `lib/heap-cache.ts` marks the
+/// blocks it caches with. Holding it in the slot keeps the owner alive in the eyes of
+/// reclaimers for as long as JavaScript may still take those blocks back, even once the
+/// `MappedMemory` was collected (its own hold goes with `mappingRelease`): the cache of a
+/// collected `Heap` is flushed through this slot before it is released.
+///
+/// # Errors
+/// `ERR_SHM_CLOSED`; `EACCES` for a read-only mapping.
+#[napi]
+pub fn heap_token(id: u32) -> napi::Result<u32> {
+    Ok(slot(id)?.owner()?.token)
+}
+
 /// Geometry and salt of heap `id` (see [`HeapInfo`]).
 #[napi]
 pub fn heap_info(id: u32) -> napi::Result<HeapInfo> {
