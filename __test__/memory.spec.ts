@@ -5,7 +5,7 @@ import {
   Barrier, CBase, cdef, Channel, Condition, Event, Heap, Lock, MappedMemory, MapFlags, munmap, PAGE_SIZE, Protection, Ref, revive, RLock,
   roundToPageSize, RWLock, Semaphore, SharedMap, ShmError, shmOpen,
 } from '../dist/index.js'
-import { fixture, forkChild, managedSegment, segmentExists, segmentName, throws, userAddressTop } from './helpers.js'
+import { fixture, forkChild, managedSegment, segmentExists, segmentName, throws, unlinkQuietly, userAddressTop } from './helpers.js'
 
 test('PAGE_SIZE and roundToPageSize', (t) => {
   t.is(PAGE_SIZE, 4096)
@@ -118,6 +118,27 @@ test('garbage collection keeps views alive and never unmaps twice', async (t) =>
     child.once('exit', (c) => reject(new Error(`exit ${c}`)))
   })
   t.deepEqual(msg, { survived: true, ok: true })
+})
+
+test('a mapping dropped without close() is collected though revive caches it: descriptors back where they were, a later revive opens it again', async (t) => {
+  if (process.platform !== 'linux') return t.pass('counts descriptors in /proc/self/fd')
+  const name = segmentName(t)
+  const child = fork(fixture('gc-dropped.mjs'), [name], { execArgv: ['--expose-gc'] })
+  t.teardown(() => {
+    child.kill('SIGKILL')
+    for (let k = 0; k < 3; k++) for (let i = 0; i < 100; i++) unlinkQuietly(`${name}-${k}-${i}`)
+  })
+  const msg = await new Promise((resolve, reject) => {
+    child.once('message', resolve)
+    child.once('exit', (c) => reject(new Error(`exit ${c}`)))
+  })
+  // Before: the cache pinned every anonymous segment (+300 descriptors, +300 mappings)
+  // and every created one (+300 descriptors, and their pages in /dev/shm).
+  const m = msg as Record<string, number | boolean>
+  t.true((m.anonymousFds as number) <= 20, `anonymous: +${m.anonymousFds} descriptors after 300 dropped`)
+  t.true((m.anonymousMaps as number) <= 20, `anonymous: +${m.anonymousMaps} mappings after 300 dropped`)
+  t.true((m.namedFds as number) <= 20, `created + unlinked: +${m.namedFds} descriptors after 300 dropped`)
+  t.like(m, { sameWhileLive: true, collected: true, reopened: true, afterClose: true })
 })
 
 test('managed segments: create, open, header, EEXIST, two mappings see each other', (t) => {

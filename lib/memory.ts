@@ -279,8 +279,23 @@ function takeInfo(): MappingInfo {
   return info
 }
 
-/** Forgets a collected mapping's native slot (its pages go with its last buffer). */
-const slots = new FinalizationRegistry<number>((id) => binding.mappingRelease(id))
+/**
+ * What outlives a mapping for its finalizer: its native slot, and the keys under which the
+ * revive cache knows it (`null`: none, or dropped by close).
+ */
+interface Slot {
+  id: number
+  keys: string[] | null
+}
+
+/**
+ * Forgets a collected mapping's native slot (its pages go with its last buffer), and the
+ * revive cache's entries that still name it (the cache holds mappings weakly).
+ */
+const slots = new FinalizationRegistry<Slot>((slot) => {
+  binding.mappingRelease(slot.id)
+  if (slot.keys !== null) for (const key of slot.keys) dropCollected(key)
+})
 
 /** @internal Access to a mapping's internals for the other modules of the package. */
 export let internals: (m: MappedMemory) => MemoryInternals
@@ -299,8 +314,8 @@ export function checkMemory(value: unknown, name = 'memory'): asserts value is M
   if (!isMappedMemory(value)) throw typeError(`The "${name}" argument must be a MappedMemory; got ${describeNot(value, value instanceof MappedMemory)}`)
 }
 
-/** Records the key under which `m` is in the revive cache. */
-let setCacheKey: (m: MappedMemory, key: string) => void
+/** Records a key under which `m` is in the revive cache. */
+let addCacheKey: (m: MappedMemory, key: string) => void
 
 /**
  * @internal Throws `ERR_SHM_TRUNCATED` / `ENOSPC` if `m` lost pages (see the module
@@ -364,8 +379,8 @@ export class MappedMemory implements Disposable {
   #windows: Map<number, Window> | null = null
   /** Windows made for ranges longer than half a window, by `start:length`. */
   #wide: Map<string, Window> | null = null
-  /** Its key in the per-process cache of revived segments, if it is there. */
-  #cacheKey: string | null = null
+  /** Its native slot and its keys in the per-process cache of revived segments. */
+  #slot: Slot
   #internals: MemoryInternals | null = null
   #closed = false
   /** {@link GUARD}'s value when this mapping was last found intact. */
@@ -442,7 +457,8 @@ export class MappedMemory implements Disposable {
     const begin = info.address
     this.address = Object.freeze({ begin, end: begin + this.size })
     this.$shmutils = this.#handle()
-    slots.register(this, info.id)
+    this.#slot = { id: info.id, keys: null }
+    slots.register(this, this.#slot)
   }
 
   #handle(): Handle | symbol {
@@ -460,8 +476,10 @@ export class MappedMemory implements Disposable {
 
   static {
     isMappedMemory = (value): value is MappedMemory => typeof value === 'object' && value !== null && #info in value
-    setCacheKey = (m, key) => {
-      m.#cacheKey = key
+    addCacheKey = (m, key) => {
+      const keys = m.#slot.keys
+      if (keys === null) m.#slot.keys = [key]
+      else if (!keys.includes(key)) keys.push(key)
     }
     internals = (m) => {
       if (m.#closed) throw closedError('the mapping')
@@ -877,7 +895,11 @@ export class MappedMemory implements Disposable {
   #shutViews(): ArrayBuffer | undefined {
     this.#closed = true
     this.#heap = null
-    if (this.#cacheKey !== null) forget(this.#cacheKey, this)
+    const keys = this.#slot.keys
+    if (keys !== null) {
+      this.#slot.keys = null
+      for (const key of keys) forget(key, this)
+    }
     const whole = this.#whole
     if (whole) poisonView(whole.dv)
     for (const map of [this.#windows, this.#wide]) {
@@ -1007,7 +1029,24 @@ function checkFixedAddress(value: unknown): void {
 
 // ---- revive: one mapping per segment (name and identity) per process ----
 
-const cache = new Map<string, MappedMemory>()
+/**
+ * The mappings revived handles get, by {@link cacheKey}: held weakly, so that a mapping
+ * dropped without `close()` is collected (its descriptor and pages released) like any
+ * other; the finalizer then removes its entry ({@link dropCollected}), and a handle of it
+ * revived later opens the segment again.
+ */
+const cache = new Map<string, WeakRef<MappedMemory>>()
+
+/** The live mapping cached under `key`, if any (closed or not). */
+function cached(key: string): MappedMemory | undefined {
+  return cache.get(key)?.deref()
+}
+
+/** Removes `key`'s entry if its mapping was collected (not if another took its place). */
+function dropCollected(key: string): void {
+  const ref = cache.get(key)
+  if (ref !== undefined && ref.deref() === undefined) cache.delete(key)
+}
 
 /** One mapping per segment name, identity and (raw mappings) origin. */
 function cacheKey(segment: string, id: Handle, raw: unknown): string {
@@ -1050,10 +1089,10 @@ function staleHandle(h: Handle): ShmError {
 
 /** Makes `m` the mapping revived handles of `key` get (unless a live one has it). */
 function remember(key: string, m: MappedMemory): void {
-  const had = cache.get(key)
+  const had = cached(key)
   if (had && !had.closed) return
-  cache.set(key, m)
-  setCacheKey(m, key)
+  cache.set(key, new WeakRef(m))
+  addCacheKey(m, key)
 }
 
 /**
@@ -1061,15 +1100,16 @@ function remember(key: string, m: MappedMemory): void {
  * (created, opened or revived here), if any. For rare paths only (a linear search).
  */
 export function mappingAt(address: number): MappedMemory | undefined {
-  for (const m of cache.values()) {
-    if (!m.closed && m.address.begin <= address && address < m.address.end) return m
+  for (const ref of cache.values()) {
+    const m = ref.deref()
+    if (m !== undefined && !m.closed && m.address.begin <= address && address < m.address.end) return m
   }
   return undefined
 }
 
 /** Drops `m` from the cache (it is being closed). */
 function forget(key: string, m: MappedMemory): void {
-  if (cache.get(key) === m) cache.delete(key)
+  if (cached(key) === m) cache.delete(key)
 }
 
 interface RawHandle {
@@ -1095,7 +1135,7 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   if (h.proc === undefined) checkName('segment', h.segment)
   checkIdentity(h)
   if (h.uid !== undefined || h.inode !== undefined) {
-    const hit = cache.get(cacheKey(h.segment, h, h.raw))
+    const hit = cached(cacheKey(h.segment, h, h.raw))
     if (hit && !hit.closed) return hit
   }
   const m = openHandle(h)
@@ -1105,13 +1145,13 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
     throw staleHandle(h)
   }
   const key = cacheKey(h.segment, got, h.raw)
-  const hit = cache.get(key)
+  const hit = cached(key)
   if (hit && !hit.closed && hit !== m) {
     m.close()
     return hit
   }
-  cache.set(key, m)
-  setCacheKey(m, key)
+  if (hit !== m) cache.set(key, new WeakRef(m))
+  addCacheKey(m, key)
   return m
 }
 
