@@ -4,8 +4,9 @@
 // and wait for holds of other tasks of the same thread (thousands of them, aborted at
 // random); bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
-import { revive, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
-import { managedSegment, pidNamespaceUnavailable, primPeer, rejection, seededRandom, sleep, startPeer, throws } from './helpers.js'
+import { fork } from 'node:child_process'
+import { MappedMemory, revive, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
+import { fixture, managedSegment, pidNamespaceUnavailable, primPeer, rejection, seededRandom, sleep, startPeer, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext) => managedSegment(t, 'rw')
 
@@ -195,6 +196,46 @@ test("holds are the thread's, whichever object took them: a second object for th
   b.releaseRead() // the hold taken through a
   throws(t, () => a.releaseRead(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
   t.true((await writer).ok, 'the writer got in once both holds were released')
+})
+
+test('a hold outlives the mapping it was taken through: an object of the lock in another mapping opened later sees it and releases it', (t) => {
+  const mem = segment(t)
+  const offset = new RWLock(mem).offset
+  const first = MappedMemory.open(mem.name!)
+  t.teardown(() => first.close())
+  t.true(RWLock.at(first, offset).acquireRead())
+  first.close()
+  // No object of the lock is left in an open mapping of this thread, but it holds it.
+  const second = MappedMemory.open(mem.name!)
+  t.teardown(() => second.close())
+  const lock = RWLock.at(second, offset)
+  throws(t, () => lock.acquireWrite(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' }, 'it knows this thread reads')
+  lock.releaseRead()
+  throws(t, () => lock.releaseRead(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
+  second.close()
+  // Released, and every mapping closed: forgotten, and a new object starts afresh.
+  const third = RWLock.at(mem, offset)
+  t.true(third.tryAcquireWrite())
+  third.releaseWrite()
+  t.true(third.acquireRead())
+  third.releaseRead()
+})
+
+test('a lock on a segment that went away (closed, or dropped and collected) leaves nothing in this thread\'s bookkeeping of holds', async (t) => {
+  const child = fork(fixture('rwlock-held.mjs'), ['6000'], { execArgv: ['--expose-gc'] })
+  t.teardown(() => child.kill('SIGKILL'))
+  const msg = await new Promise<Record<string, number>>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as Record<string, number>))
+    child.once('exit', (c) => reject(new Error(`exit ${c}`)))
+  })
+  // JS heap growth per 1000 anonymous segments with one lock each, RWLock against Lock
+  // (whatever else the rounds keep, both keep it). Before: an entry per RWLock ever
+  // used, +230..330 KB per 1000; now within noise (tens of KB either way).
+  const kb = (n: number) => `${Math.round(n / 1024)} KiB`
+  const closed = msg.rwlockClosed! - msg.lockClosed!
+  const dropped = msg.rwlockDropped! - msg.lockDropped!
+  t.true(closed < 120_000, `closed: RWLock keeps ${kb(closed)} per 1000 more than Lock`)
+  t.true(dropped < 120_000, `dropped: RWLock keeps ${kb(dropped)} per 1000 more than Lock`)
 })
 
 test('async twins: wait on a native thread, time out, abort; the event loop keeps running', async (t) => {

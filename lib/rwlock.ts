@@ -592,14 +592,64 @@ export class RWLock {
   }
 }
 
-/** This thread's read holds, per lock (`objectKey@offset`): see `RWLock.#held`. */
-const HELD = new Map<string, number[]>()
+/**
+ * This thread's read holds of one lock (see `RWLock.#held`), and how many of this
+ * thread's open mappings have objects of that lock.
+ */
+interface Held {
+  slots: number[]
+  users: number
+}
 
+/** This thread's read holds, per lock (`objectKey@offset`). */
+const HELD = new Map<string, Held>()
+
+/**
+ * The locks (keys of {@link HELD}) each mapping has objects of. When the mapping closes
+ * or is collected, it stops using them ({@link letGo}).
+ */
+const USERS = new WeakMap<MappedMemory, Set<string>>()
+
+/** Lets go of a collected mapping's locks (one closed unregisters). */
+const collected = new FinalizationRegistry<Set<string>>(letGo)
+
+/**
+ * A mapping's objects of the locks `keys` are gone (it closed or was collected): a lock
+ * no open mapping of this thread has objects of, and that this thread holds no read hold
+ * of, leaves {@link HELD}. A lock still held stays: its holds are this thread's, and an
+ * object of it made later (another mapping of the segment) must see them.
+ */
+function letGo(keys: Set<string>): void {
+  for (const key of keys) {
+    const held = HELD.get(key)
+    if (held !== undefined && --held.users <= 0 && held.slots.length === 0) HELD.delete(key)
+  }
+  keys.clear()
+}
+
+/**
+ * The read holds of this thread of the lock at `offset` in `memory`'s segment, shared by
+ * every object of it (whichever mapping of the segment it is in).
+ */
 function heldSlots(memory: MappedMemory, offset: number): number[] {
   const key = `${internals(memory).objectKey}@${offset}`
   let held = HELD.get(key)
-  if (held === undefined) HELD.set(key, (held = []))
-  return held
+  if (held === undefined) HELD.set(key, (held = { slots: [], users: 0 }))
+  let keys = USERS.get(memory)
+  if (keys === undefined) {
+    const mine = (keys = new Set())
+    USERS.set(memory, mine)
+    collected.register(memory, mine, mine)
+    internals(memory).beforeClose(() => {
+      collected.unregister(mine)
+      letGo(mine)
+    })
+  }
+  if (!keys.has(key)) {
+    keys.add(key)
+    held.users++
+  }
+  return held.slots
 }
 
 function deadlock(why: string): ShmError {
