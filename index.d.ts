@@ -26,14 +26,19 @@ export declare function detachBuffer(buffer: ArrayBuffer): void
 
 /**
  * Removes `name` when this thread ends if it still names segment `uid` (16 hex digits).
+ * Returns whether names of the list that were removed by someone else were dropped from
+ * it (the caller's copy of its names may then hold names the list no longer has).
  *
  * # Errors
  * TypeError for a malformed uid; the cleanup hook's registration error.
  */
-export declare function exitUnlinkAdd(name: string, uid: string): void
+export declare function exitUnlinkAdd(name: string, uid: string): boolean
 
 /** Forgets `name` for this thread (it was unlinked already). */
 export declare function exitUnlinkForget(name: string): void
+
+/** The names this thread has pending, in no particular order. */
+export declare function exitUnlinkPending(): Array<string>
 
 /** Removes the pending names now: this thread's, or (`all`) every thread's of the process. */
 export declare function exitUnlinkRun(all: boolean): void

@@ -840,6 +840,7 @@ module.exports.condWaitAsync = nativeBinding.condWaitAsync
 module.exports.detachBuffer = nativeBinding.detachBuffer
 module.exports.exitUnlinkAdd = nativeBinding.exitUnlinkAdd
 module.exports.exitUnlinkForget = nativeBinding.exitUnlinkForget
+module.exports.exitUnlinkPending = nativeBinding.exitUnlinkPending
 module.exports.exitUnlinkRun = nativeBinding.exitUnlinkRun
 module.exports.fdClose = nativeBinding.fdClose
 module.exports.fdSize = nativeBinding.fdSize

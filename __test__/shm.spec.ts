@@ -1,6 +1,13 @@
 import test from 'ava'
 import { MappedMemory, shmOpen, shmUnlink, SharedMemoryObject, ShmError } from '../dist/index.js'
+import { binding } from '../dist/native.js'
 import { segmentExists, segmentMode, segmentName, throws } from './helpers.js'
+
+/** This thread's names that `unlinkOnExit` removes at exit, of those in `names`. */
+function pendingOf(names: string[]): string[] {
+  const pending = new Set(binding.exitUnlinkPending())
+  return names.filter((n) => pending.has(n))
+}
 
 test('modes follow the original: r, r+, w, w+, x, x+', (t) => {
   const name = segmentName(t)
@@ -142,4 +149,46 @@ test('unlink removes the name; unlinking again is ENOENT', (t) => {
   throws(t, () => shmUnlink(name), { instanceOf: ShmError, code: 'ENOENT', errno: 2, syscall: 'shm_unlink', path: name })
   t.notThrows(() => o.truncate(4096), 'the descriptor stays usable')
   o.close()
+})
+
+test('every unlink of the package forgets an unlinkOnExit name: shmUnlink (with or without the slash), SharedMemoryObject.unlink, mem.unlink', (t) => {
+  const names = [segmentName(t, 'a'), segmentName(t, 'b'), segmentName(t, 'c'), segmentName(t, 'd'), segmentName(t, 'e')]
+  for (const name of names) MappedMemory.create(name, { size: 4096, unlinkOnExit: true }).close()
+  t.deepEqual(pendingOf(names), names)
+  shmUnlink(names[0]!)
+  shmUnlink(names[1]!.slice(1))
+  const o = shmOpen(names[2]!, 'r')
+  o.unlink()
+  o.close()
+  const m = MappedMemory.open(names[3]!)
+  m.unlink()
+  m.close()
+  t.deepEqual(pendingOf(names), [names[4]], 'only the name still there is pending')
+  // Removed by someone else: unlinking it here (ENOENT) forgets it too.
+  binding.shmUnlink(names[4]!)
+  throws(t, () => shmUnlink(names[4]!), { instanceOf: ShmError, code: 'ENOENT' })
+  t.deepEqual(pendingOf(names), [])
+})
+
+test('unlinkOnExit names removed behind the package\'s back (another process, the CLI) leave the list as it grows', (t) => {
+  // Removed through the native call, which the exit list never hears of.
+  const names: string[] = []
+  for (let i = 0; i < 1000; i++) {
+    const name = segmentName(t, 'g')
+    names.push(name)
+    MappedMemory.create(name, { size: 4096, unlinkOnExit: true }).close()
+    binding.shmUnlink(name)
+  }
+  // Pruned when the list doubles (from 256 names): never more than that of these.
+  const left = pendingOf(names).length
+  t.true(left <= 300, `${left} of 1000 removed names still pending`)
+  const still = segmentName(t, 'h')
+  MappedMemory.create(still, { size: 4096, unlinkOnExit: true }).close()
+  for (let i = 0; i < 600; i++) {
+    const name = segmentName(t, 'g')
+    MappedMemory.create(name, { size: 4096, unlinkOnExit: true }).close()
+    binding.shmUnlink(name)
+  }
+  t.deepEqual(pendingOf([still]), [still], 'a name that is still there stays')
+  shmUnlink(still)
 })

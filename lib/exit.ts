@@ -20,7 +20,12 @@ const armed = new Set<string>()
  * its process exits (its environment's cleanup hook), where no `'exit'` event fires.
  */
 export function unlinkOnExit(name: string, uid: string): void {
-  binding.exitUnlinkAdd(name, uid)
+  // The native list drops, now and then, names someone else removed (another process,
+  // the CLI): then this copy follows it.
+  if (binding.exitUnlinkAdd(name, uid)) {
+    armed.clear()
+    for (const n of binding.exitUnlinkPending()) armed.add(n)
+  }
   armed.add(name)
   if (installed) return
   installed = true
@@ -29,9 +34,13 @@ export function unlinkOnExit(name: string, uid: string): void {
   if (isMainThread) for (const sig of SIGNALS) process.on(sig, onSignal)
 }
 
-/** @internal Forgets `name` (it was unlinked already). */
+/**
+ * @internal Forgets `name` (it was unlinked already): every unlink of this package calls
+ * it. The name as given (`shmUnlink('x')` removes `/x`).
+ */
 export function forgetOnExit(name: string): void {
-  if (armed.delete(name)) binding.exitUnlinkForget(name)
+  const n = name.charCodeAt(0) === 47 ? name : `/${name}`
+  if (armed.delete(n)) binding.exitUnlinkForget(n)
 }
 
 function unlinkMine(): void {

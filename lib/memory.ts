@@ -22,7 +22,7 @@ import { closeSync, openSync } from 'node:fs'
 import { constants as osConstants } from 'node:os'
 import { checkBoolean, checkIndex, checkName, checkOptions, checkPermissions, describe, describeNot } from './args.js'
 import { closedError, native, outOfBounds, rangeError, readOnlyError, ShmError, typeError, withShmAdvice } from './errors.js'
-import { forgetOnExit, unlinkOnExit } from './exit.js'
+import { unlinkOnExit } from './exit.js'
 import { type Handle, registerReviver } from './handles.js'
 import { checkMapFlags, checkProtection, MapFlags, PAGE_SIZE, Protection } from './constants.js'
 import { binding } from './native.js'
@@ -59,7 +59,10 @@ export interface CreateOptions {
    * belongs to this segment. A process killed by SIGKILL (or crashing) cannot do it: see
    * `npx shmutils gc`. In a worker thread: when that worker ends (also by
    * `worker.terminate()`) or its process does; on a signal, if the main thread armed
-   * `unlinkOnExit` too (its signal listeners remove every thread's names). Default `false`.
+   * `unlinkOnExit` too (its signal listeners remove every thread's names). Unlinking the
+   * name through this package (`mem.unlink()`, `shmUnlink`, `SharedMemoryObject.unlink`)
+   * forgets it; a name someone else removes is forgotten later, as the list grows.
+   * Default `false`.
    */
   unlinkOnExit?: boolean
   /**
@@ -917,7 +920,6 @@ export class MappedMemory implements Disposable {
   unlink(): void {
     if (this.name === null) throw typeError('This mapping has no named backing object to unlink')
     shmUnlink(this.name)
-    forgetOnExit(this.name)
   }
 
   /** Same as {@link close}, for `using`. */

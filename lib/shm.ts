@@ -4,6 +4,7 @@
  */
 import { checkIndex, checkName, checkOptions, checkPermissions, checkString } from './args.js'
 import { closedError, native, withShmAdvice } from './errors.js'
+import { forgetOnExit } from './exit.js'
 import { binding } from './native.js'
 
 /**
@@ -154,5 +155,12 @@ export function shmOpen(name: string, mode: ShmMode = 'w+', options: ShmOpenOpti
  */
 export function shmUnlink(name: string): void {
   checkName('name', name)
-  native(() => binding.shmUnlink(name))
+  try {
+    native(() => binding.shmUnlink(name))
+  } catch (e) {
+    // Gone already: not this process's to remove at exit either.
+    if ((e as { code?: string }).code === 'ENOENT') forgetOnExit(name)
+    throw e
+  }
+  forgetOnExit(name)
 }

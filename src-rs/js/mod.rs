@@ -8,8 +8,8 @@
 //! | [`shm`] | `shmOpen`, `shmUnlink`, `normalizeName`, `fd*` |
 //! | [`mapping`] | mappings by id: `segmentOpen`, `segmentCreate`, `mapRaw`, `mappingClose`, `mappingBuffer`, `mappingRelease` (through [`raw`]), `mappingReserve`, `mappingCheckIntact`, `mappingForget`, `munmap`, `detachBuffer`, `mapConstants`, `pageSize`; `lockToken`, `threadIdentity` (who this thread is in lock records) |
 //! | [`anonymous`] | `anonymousCreate`, `mappingFromFd` (through [`raw`]) |
-//! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim`, `heapSurvey`, `heapUsableSize` |
-//! | [`exit`] | `exitUnlinkAdd`, `exitUnlinkForget`, `exitUnlinkRun`: `unlinkOnExit` names, removed by a thread's cleanup hook too |
+//! | [`heap`] | `heapAttach`, `heapInfo`, `heap*` (malloc/free/realloc through [`raw`]), `heapSetLockTimeout`, `heapTrim`, `heapSurvey`, `heapUsableSize`, `heapToken` |
+//! | [`exit`] | `exitUnlinkAdd`, `exitUnlinkForget`, `exitUnlinkPending`, `exitUnlinkRun`: `unlinkOnExit` names, removed by a thread's cleanup hook too |
 //! | [`peek`] | `peekSegment`, `peekDescriptor`: a segment's header and counters without mapping it |
 //! | [`lock`] | `lockAcquireAsync`, `lockRelease`, `lockMarkConsistent` (`lockAcquire`, `lockWake` through [`raw`]) |
 //! | [`semaphore`] | `semAcquire`, `semAcquireAsync`, `semUndoFormat`, `semUndoSize` (`semWake`, `semUndo` through [`raw`]) |

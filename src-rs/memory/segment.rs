@@ -323,6 +323,23 @@ pub fn publish(region: &Region) {
     magic(region).store(MAGIC, Ordering::Release);
 }
 
+/// Whether the name `name` (normalized) names the segment whose identity is `uid` (not
+/// 0): `false` once it was removed, or re-created by someone (or names a foreign object).
+///
+/// # Errors
+/// `EACCES` and other `shm_open` failures besides `ENOENT`; a failed header read.
+pub fn names_uid(name: &str, uid: u64) -> Result<bool> {
+    let fd = match shm::open(name, shm::OpenMode::Read, shm::check_permissions(0)?) {
+        Ok(fd) => fd,
+        Err(e) if e.code == "ENOENT" => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let header = read_header(fd);
+    let _ = shm::close(fd);
+    let b = header.map_err(|e| e.with_path(name))?;
+    Ok(uid != 0 && le_u64(&b, 0) == MAGIC && le_u64(&b, OFF_UID) == uid)
+}
+
 /// Removes the name `name` if it still names the segment whose identity is `uid`: a
 /// segment re-created under the name since (or a foreign object) is left alone. Returns
 /// whether it was removed. Between the check and the unlink another process could
@@ -332,15 +349,7 @@ pub fn publish(region: &Region) {
 /// A bad name; `EACCES` and other `shm_open`/`shm_unlink` failures besides `ENOENT`.
 pub fn unlink_if_uid(name: &str, uid: u64) -> Result<bool> {
     let name = shm::normalize_name(name)?;
-    let fd = match shm::open(&name, shm::OpenMode::Read, shm::check_permissions(0)?) {
-        Ok(fd) => fd,
-        Err(e) if e.code == "ENOENT" => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let header = read_header(fd);
-    let _ = shm::close(fd);
-    let b = header.map_err(|e| e.with_path(&name))?;
-    if uid == 0 || le_u64(&b, 0) != MAGIC || le_u64(&b, OFF_UID) != uid {
+    if !names_uid(&name, uid)? {
         return Ok(false);
     }
     match shm::unlink(&name) {
