@@ -3,7 +3,7 @@
 // waiting or arriving later) gets the lock within 250 ms with ownerDied set.
 import test from 'ava'
 import { Condition, Lock, RLock, Semaphore, ShmError } from '../dist/index.js'
-import { endPeer, rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
+import { endPeer, forkChild, managedSegment, rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const deaths = [
   ['process killed with SIGKILL', 'process', 'kill'],
@@ -104,6 +104,23 @@ test.serial('polling a dead holder\'s lock with tryAcquire, timeout 0 or a short
       t.false(lock.locked)
     }
   }
+})
+
+test('a lock taken through a mapping the holder then dropped unclosed stays held while the holder lives, after the collector took the mapping', async (t) => {
+  const mem = managedSegment(t, 'gc-holder')
+  const lock = new Lock(mem)
+  const holder = forkChild(t, 'gc-holder.mjs', [mem.name!, String(lock.offset)])
+  t.like(await holder.message(), { collected: true })
+  // Asked twice, a liveness slice apart: the holder's thread lives, so its token does.
+  t.false(lock.tryAcquire(), 'held by a live thread')
+  t.false(lock.acquire({ timeout: 120 }), 'still held after a liveness check')
+  t.false(lock.ownerDied)
+  holder.proc.kill('SIGKILL')
+  await holder.exited
+  t.true(lock.acquire({ timeout: 2000 }), 'taken over once the holder died')
+  t.true(lock.ownerDied)
+  lock.markConsistent()
+  lock.release()
 })
 
 test.serial('released without markConsistent: not recoverable for everyone, pending async waits included', async (t) => {

@@ -871,7 +871,13 @@ export class MappedMemory implements Disposable {
     return { address: this.address.begin, size: this.size }
   }
 
-  /** Detaches every view, then unmaps. Safe to call twice. */
+  /**
+   * Detaches every view, then unmaps, and gives up this thread's liveness token on the
+   * segment if this was its last mapping of it (its locks there then look abandoned).
+   * Safe to call twice. A mapping dropped without `close()` is unmapped once it is
+   * garbage-collected, but keeps the token (one descriptor) until the thread exits: a
+   * lock taken through it may still be held.
+   */
   close(): void {
     if (this.#closed) return
     if (this.#beforeClose !== null) this.#runBeforeClose()

@@ -442,10 +442,18 @@ pub(crate) fn close(id: u32) -> Result<()> {
 }
 
 /// Forgets mapping `id` (collected): its slot goes; the pages go with the last ArrayBuffer
-/// over them, unless it was closed or detached already. (Exported raw: `raw.rs`.)
+/// over them, unless it was closed or detached already. A token the mapping still holds
+/// (it was never closed) stays claimed until the thread exits: locks taken through the
+/// mapping may still be held. (Exported raw: `raw.rs`.)
 pub(crate) fn release(id: u32) {
     // `try_with`: the thread may be exiting.
-    let _ = REGIONS.try_with(|r| r.borrow_mut().remove(id));
+    let slot = REGIONS
+        .try_with(|r| r.borrow_mut().remove(id))
+        .ok()
+        .flatten();
+    if let Some(token) = slot.and_then(|s| s.token.into_inner()) {
+        token.keep_until_exit();
+    }
 }
 
 /// An external ArrayBuffer over `[offset, offset + length)` of mapping `id` (zero-copy),

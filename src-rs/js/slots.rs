@@ -49,13 +49,13 @@ impl<T> SlotTable<T> {
         self.slots.iter().flatten()
     }
 
-    /// Removes the object at `id` (if any); its index may be reused.
-    pub fn remove(&mut self, id: u32) {
-        if let Some(s) = self.slots.get_mut(id as usize) {
-            if s.take().is_some() {
-                self.free.push(id);
-            }
+    /// Removes the object at `id` (if any) and returns it; its index may be reused.
+    pub fn remove(&mut self, id: u32) -> Option<T> {
+        let taken = self.slots.get_mut(id as usize)?.take();
+        if taken.is_some() {
+            self.free.push(id);
         }
+        taken
     }
 }
 

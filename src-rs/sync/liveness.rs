@@ -6,7 +6,7 @@
 //! on macOS the thread's pid-and-slot id, `sys/live_macos.rs`). A thread gets one token
 //! per segment (per inode: every mapping of the segment in the thread shares it), claimed
 //! on first use and held until the thread exits or closes its last mapping of the
-//! segment. Because the token is held *before* the compare-and-swap that takes a lock,
+//! segment (a mapping collected without `close()` keeps it to the thread's exit). Because the token is held *before* the compare-and-swap that takes a lock,
 //! there is no moment at which a lock is held by a thread whose liveness nobody can
 //! check; and because the kernel answers by inode, PID namespaces do not matter.
 //!
@@ -69,6 +69,9 @@ struct Entry {
     refs: usize,
     /// Tells this claim from a later one of the same object (after a release).
     generation: u64,
+    /// Held until the thread exits, whatever the references: a mapping of the object was
+    /// collected unclosed (see [`TokenRef::keep_until_exit`]).
+    kept: bool,
 }
 
 /// This thread's tokens by object. Dropped (closing every description, so releasing
@@ -162,6 +165,7 @@ impl TokenRef {
                             claim,
                             refs: 1,
                             generation,
+                            kept: false,
                         },
                     );
                     (token, generation)
@@ -178,6 +182,23 @@ impl TokenRef {
                 _not_send: std::marker::PhantomData,
             })
         })
+    }
+
+    /// Keeps the calling thread's token on this object claimed until the thread exits,
+    /// whatever becomes of the other references. For a mapping collected without
+    /// `close()`: a lock the thread took through it may still be held (nothing says it
+    /// was released), and must not look abandoned to other processes while the thread
+    /// lives. A closed mapping releases its reference instead (the caller said it is
+    /// done). Costs the token's open file description until then.
+    pub fn keep_until_exit(self) {
+        let _ = TABLE.try_with(|t| {
+            if let Ok(mut t) = t.try_borrow_mut() {
+                if let Some(e) = t.entry_of(&self) {
+                    e.kept = true;
+                }
+            }
+        });
+        // `self` drops here: its reference goes, the entry stays.
     }
 
     /// The token.
@@ -226,7 +247,7 @@ impl Drop for TokenRef {
             };
             if let Some(e) = t.entry_of(self) {
                 e.refs -= 1;
-                if e.refs == 0 {
+                if e.refs == 0 && !e.kept {
                     t.entries.remove(&self.key);
                 }
             }
@@ -283,6 +304,48 @@ mod tests {
         region.close();
         assert_eq!(sys::live_byte_held(other, sys::LIVE_ATTACHED), Some(false));
         assert_eq!(sys::live_byte_held(other, sys::LIVE_CREATOR), Some(false));
+        crate::memory::shm::close(other).unwrap();
+        crate::memory::shm::unlink(&name).unwrap();
+    }
+
+    /// A token kept for the thread's life survives its last reference; one that is not
+    /// goes with it.
+    #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
+    fn a_kept_token_outlives_its_references() {
+        let name = format!("/shmutils-rs-keep-{}", std::process::id());
+        let (region, _) =
+            segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
+        let other = crate::memory::shm::open(
+            &name,
+            crate::memory::shm::OpenMode::ReadWrite,
+            crate::memory::shm::check_permissions(0).unwrap(),
+        )
+        .unwrap();
+        let held = |t: u32| sys::live_byte_held(other, sys::LIVE_BASE + 16 + u64::from(t));
+        let plain = TokenRef::claim(&region, None).unwrap();
+        let t = plain.token();
+        assert_eq!(held(t), Some(true));
+        drop(plain);
+        assert_eq!(held(t), Some(false), "the last reference released it");
+        let kept = TokenRef::claim(&region, None).unwrap();
+        let t = kept.token();
+        let again = kept.clone();
+        kept.keep_until_exit();
+        drop(again);
+        assert_eq!(held(t), Some(true), "kept past its last reference");
+        assert_eq!(
+            TokenRef::claim(&region, None).unwrap().token(),
+            t,
+            "and claimed again as the same token"
+        );
+        release_thread_tokens();
+        assert_eq!(
+            held(t),
+            Some(false),
+            "until the thread lets go of everything"
+        );
+        region.close();
         crate::memory::shm::close(other).unwrap();
         crate::memory::shm::unlink(&name).unwrap();
     }
