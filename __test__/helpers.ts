@@ -8,7 +8,8 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { ExecutionContext } from 'ava'
 import { Worker } from 'node:worker_threads'
-import { type Heap, MapFlags, MappedMemory, Protection, ShmError, shmOpen, shmUnlink } from '../dist/index.js'
+import { type Heap, type Lock, MapFlags, MappedMemory, Protection, ShmError, shmOpen, shmUnlink } from '../dist/index.js'
+import { binding } from '../dist/native.js'
 
 let counter = 0
 
@@ -352,4 +353,58 @@ export async function rejection(p: Promise<unknown>): Promise<Error & { cause?: 
     return e as Error
   }
   throw new Error('the promise resolved instead of rejecting')
+}
+
+/**
+ * A try (`how`) that races a pending `acquireAsync` of this thread: a `kind` peer holds a
+ * `cls` lock; an `acquireAsync` here waits for it; then `how` runs with a hook on its
+ * native "is the holder dead?" try, which has the peer release and waits until the waiter
+ * thread took the lock for this thread, before the try runs. The try must say `false`
+ * (the lock is held: by the pending acquisition); the pending acquisition then holds the
+ * lock, and releases it.
+ */
+export async function tryRacesPendingAsync(
+  t: ExecutionContext,
+  cls: { at(memory: MappedMemory, offset: number): Lock },
+  how: 'tryAcquire()' | 'acquireAsync({ timeout: 0 })',
+  kind: 'process' | 'thread',
+): Promise<void> {
+  const m = rawSegment(t)
+  const lock = cls.at(m, 0)
+  const word = new Int32Array(m.buffer, 0, 1)
+  const release = new Int32Array(m.buffer, 256, 1)
+  const peer = await startPeer(t, kind)
+  await peer.request('revive', { key: 'l', handle: lock })
+  const held = peer.post('holdUntil', { key: 'l', at: 256, flag: 'held' })
+  await peer.next('held')
+  const owner = (): number => Atomics.load(word, 0) & 0x3fff_ffff
+  const peerOwner = owner()
+  const pending = lock.acquireAsync({ timeout: 10_000 })
+  const orig = binding.lockAcquire
+  let hooked = 0
+  let ownerAtHook = -1
+  binding.lockAcquire = (id, offset, timeout) => {
+    binding.lockAcquire = orig
+    hooked++
+    ownerAtHook = owner()
+    Atomics.store(release, 0, 1) // the peer releases ...
+    const t0 = performance.now()
+    while ((owner() === peerOwner || owner() === 0) && since(t0) < 5000); // ... the waiter thread takes it for us
+    return orig(id, offset, timeout)
+  }
+  let got: boolean
+  try {
+    got = how === 'tryAcquire()' ? lock.tryAcquire() : await lock.acquireAsync({ timeout: 0 })
+  } finally {
+    binding.lockAcquire = orig
+    Atomics.store(release, 0, 1)
+  }
+  t.is(hooked, 1, 'the try asked the native side whether the holder lives')
+  t.is(ownerAtHook, peerOwner, 'the peer held the lock when the try began')
+  t.false(got, `${how} while the lock is held for a pending acquisition`)
+  t.true(await pending, 'the pending acquireAsync got the lock')
+  t.true(lock.locked)
+  lock.release()
+  t.false(lock.locked, 'the lock ends free')
+  t.deepEqual(await peer.next(held), { tag: held, told: true })
 }

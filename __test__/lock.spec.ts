@@ -1,7 +1,7 @@
 import cluster from 'node:cluster'
 import test from 'ava'
 import { Lock, MappedMemory, ShmError } from '../dist/index.js'
-import { fixture, forkChild, rawSegment, throws, type Child } from './helpers.js'
+import { fixture, forkChild, rawSegment, throws, tryRacesPendingAsync, type Child } from './helpers.js'
 
 test('two forked children and two cluster workers count to 20,000 under one Lock, exactly', async (t) => {
   const m = rawSegment(t, 4096 * 100)
@@ -149,3 +149,13 @@ test('Lock.at checks its arguments; a closed mapping is ERR_SHM_CLOSED', (t) => 
   throws(t, () => l3.acquire(), { code: 'ERR_SHM_CLOSED' })
   throws(t, () => l3.release(), { code: 'ERR_SHM_CLOSED' })
 })
+
+// The waiter thread takes the word for a pending acquireAsync of this thread between
+// tryAcquire's check that the word is not its own and its native "is the holder dead?"
+// try (a hook on that native call opens the window deterministically): the try says the
+// lock is held, as the docs promise, never ERR_SHM_DEADLOCK.
+for (const how of ['tryAcquire()', 'acquireAsync({ timeout: 0 })'] as const) {
+  test(`Lock.${how} is false while a pending acquireAsync of this thread takes the lock under it`, async (t) => {
+    await tryRacesPendingAsync(t, Lock, how, 'process')
+  })
+}

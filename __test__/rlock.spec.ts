@@ -1,6 +1,6 @@
 import test from 'ava'
 import { Lock, RLock, revive, ShmError } from '../dist/index.js'
-import { rawSegment, since, startPeer, throws } from './helpers.js'
+import { rawSegment, since, startPeer, throws, tryRacesPendingAsync } from './helpers.js'
 
 test('RLock re-enters per thread, counts depth in the record, refuses over-release', (t) => {
   const m = rawSegment(t)
@@ -124,3 +124,12 @@ test('an RLock re-entered while its acquireAsync completion is still queued coun
   r.release()
   t.false(r.locked)
 })
+
+// The waiter thread takes the word for a pending acquireAsync of this thread between
+// tryAcquire's check that the word is not its own and its native "is the holder dead?"
+// try (a hook on that native call opens the window deterministically).
+for (const how of ['tryAcquire()', 'acquireAsync({ timeout: 0 })'] as const) {
+  test(`RLock.${how} is false while a pending acquireAsync of this thread takes the lock under it`, async (t) => {
+    await tryRacesPendingAsync(t, RLock, how, 'thread')
+  })
+}

@@ -463,7 +463,9 @@ export class Lock implements Disposable {
   /**
    * Takes the lock only if it is free now, or if its holder died: whether a holder lives
    * is asked (a system call) at most once per 50 ms per object; a dead one's lock is
-   * taken over with {@link ownerDied} set, as a blocking `acquire` would.
+   * taken over with {@link ownerDied} set, as a blocking `acquire` would. `false` also
+   * while the lock is held by this thread (an RLock: re-entered instead) or on its way to a
+   * pending {@link acquireAsync} of this thread.
    * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`
    */
   tryAcquire(): boolean {
@@ -496,7 +498,16 @@ export class Lock implements Disposable {
     if (now - this.#askedAt < RECHECK_MS || (Atomics.load(this.#word(), this.#w) & TOKEN_MASK) === this.#token()) return false
     this.#askedAt = now
     const { id } = internals(this.memory)
-    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, 0)), 0, false)
+    let code: number
+    try {
+      code = native(() => binding.lockAcquire(id, this.offset, 0))
+    } catch (e) {
+      // Since the check above, a waiter thread took the lock for a pending acquireAsync
+      // of this thread (another task's): held, so the try fails.
+      if (e instanceof ShmError && e.code === 'ERR_SHM_DEADLOCK') return false
+      throw e
+    }
+    return this.#acquired(code, 0, false)
   }
 
   /**
