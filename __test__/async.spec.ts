@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import test from 'ava'
-import { Condition, Lock, MappedMemory, Semaphore, ShmError } from '../dist/index.js'
-import { CC, fixture, forkChild, rawSegment, rejection, since, sleep, startPeer } from './helpers.js'
+import { Condition, Lock, MappedMemory, RLock, Semaphore, ShmError } from '../dist/index.js'
+import { CC, fixture, forkChild, rawSegment, rejection, seededRandom, since, sleep, startPeer } from './helpers.js'
 
 test.serial('acquireAsync waits off the event loop: an interval keeps firing until the holder releases', async (t) => {
   const m = rawSegment(t)
@@ -315,3 +315,114 @@ test('Lock counts exactly across two processes and two worker threads, sync and 
   t.is(new DataView(m.buffer).getUint32(64, true), 4 * 5000 + 2 * 2000)
   t.false(lock.locked)
 })
+
+// Randomized (seeded) and bounded: async tasks of this thread take the lock every way there
+// is (acquireAsync plain, with a timeout of 0 to 3 ms, with an abort after 0 to 3 ms,
+// tryAcquire; an RLock also re-entered, sync and async, by the task holding it) while a
+// process takes it in a loop. Holds are counted per thread in a shared "inside" word: it
+// must never show two holders, an RLock's depth must always equal the levels this thread
+// was told it holds, every release must succeed, and the lock ends free.
+for (const cls of [Lock, RLock]) {
+  test.serial(`${cls.name}: async tasks of one thread and another process never hold it at once (randomized)`, async (t) => {
+    t.timeout(30_000)
+    const m = rawSegment(t)
+    const lock = cls.at(m, 0)
+    const reentrant = lock instanceof RLock
+    const inside = new Int32Array(m.buffer, 64, 1)
+    const peer = await startPeer(t, 'process')
+    await peer.request('revive', { key: 'l', handle: lock })
+    let peerDone = false
+    const peerRun = peer.request<{ violations: number }>('exclusive', { key: 'l', at: 64, n: 400, ms: 1 }).finally(() => (peerDone = true))
+    const rand = seededRandom(reentrant ? 8 : 7)
+    const errors: string[] = []
+    const counts: Record<string, number> = {}
+    let violations = 0
+    let levels = 0 // RLock: the levels this thread was told it holds
+    // Acquisitions started and not yet counted: a promise may have resolved (a re-entry
+    // resolves at once, one level deeper) before its task counts it.
+    let inFlight = 0
+    const deadline = performance.now() + 4000
+    const depthOk = (what: string) => {
+      if (!reentrant) return
+      const d = (lock as RLock).depth
+      if (inFlight === 0 ? d !== levels : d < levels) errors.push(`${what}: depth ${d}, ${levels} levels held, ${inFlight} in flight`)
+    }
+    const enter = () => {
+      if (!reentrant || levels++ === 0) {
+        if (Atomics.add(inside, 0, 1) !== 0) violations++
+      }
+      depthOk('acquired')
+    }
+    const leave = () => {
+      if (!reentrant || --levels === 0) {
+        if (Atomics.sub(inside, 0, 1) !== 1) violations++
+      }
+      try {
+        lock.release()
+      } catch (e) {
+        errors.push(`release: ${(e as ShmError).code}`)
+      }
+      depthOk('released')
+    }
+    const take = async (): Promise<boolean> => {
+      const r = rand()
+      const how = r < 0.35 ? 'async' : r < 0.6 ? 'timeout' : r < 0.85 ? 'abort' : 'try'
+      let ok = false
+      inFlight++
+      try {
+        // (5 s: a lock left held for ever fails the test rather than hanging it)
+        if (how === 'async') ok = await lock.acquireAsync(5000)
+        else if (how === 'timeout') ok = await lock.acquireAsync(Math.floor(rand() * 4))
+        else if (how === 'try') ok = lock.tryAcquire()
+        else {
+          const ac = new AbortController()
+          setTimeout(() => ac.abort(), Math.floor(rand() * 4))
+          ok = await lock.acquireAsync({ signal: ac.signal }).catch((e: Error) => {
+            if (e.name !== 'AbortError') throw e
+            return false
+          })
+        }
+      } catch (e) {
+        errors.push(`${how}: ${(e as ShmError).code ?? e}`)
+      }
+      counts[`${how}:${ok}`] = (counts[`${how}:${ok}`] ?? 0) + 1
+      if (!ok) inFlight--
+      return ok
+    }
+    const task = async () => {
+      while (!peerDone && performance.now() < deadline) {
+        if (await take()) {
+          inFlight--
+          enter()
+          if (reentrant && rand() < 0.5) {
+            // Re-entry by the holding task: sync or async, always at once.
+            inFlight++
+            const again = rand() < 0.5 ? lock.acquire(1000) : await lock.acquireAsync(1000)
+            inFlight--
+            if (!again) errors.push('re-entry failed')
+            else {
+              enter()
+              await new Promise(setImmediate)
+              leave()
+            }
+          }
+          if (rand() < 0.5) await new Promise(setImmediate)
+          leave()
+        }
+        await new Promise(setImmediate)
+      }
+    }
+    await Promise.all(Array.from({ length: 6 }, task))
+    const { violations: peerViolations } = await Promise.race([peerRun, sleep(5000).then(() => ({ violations: -1 }))])
+    t.deepEqual(errors.slice(0, 10), [])
+    t.is(violations, 0, 'this thread never found the process inside')
+    t.is(peerViolations, 0, 'the process never found this thread inside (-1: it never finished)')
+    t.is(Atomics.load(inside, 0), 0)
+    t.false(lock.locked, 'the lock ends free')
+    t.true(lock.acquire(0))
+    lock.release()
+    t.is(counts['async:false'] ?? 0, 0, 'no plain acquireAsync waited 5 s')
+    for (const how of ['async', 'timeout', 'abort', 'try']) t.true((counts[`${how}:true`] ?? 0) > 0, `${how} acquired at times (${JSON.stringify(counts)})`)
+    t.log(JSON.stringify(counts))
+  })
+}

@@ -1,6 +1,6 @@
 import test from 'ava'
 import { Lock, RLock, revive, ShmError } from '../dist/index.js'
-import { rawSegment, since, startPeer, throws, tryRacesPendingAsync } from './helpers.js'
+import { rawSegment, since, sleep, startPeer, throws, tryRacesPendingAsync } from './helpers.js'
 
 test('RLock re-enters per thread, counts depth in the record, refuses over-release', (t) => {
   const m = rawSegment(t)
@@ -99,31 +99,66 @@ for (const kind of ['process', 'thread'] as const) {
   })
 }
 
-test('an RLock re-entered while its acquireAsync completion is still queued counts both levels', async (t) => {
-  const m = rawSegment(t)
-  const r = RLock.at(m, 128)
-  const peer = await startPeer(t, 'process')
-  await peer.request('revive', { key: 'r', handle: r })
-  await peer.request('acquire', { key: 'r' })
-  const word = new Int32Array(m.buffer)
-  const peerOwner = word[128 / 4] & 0x3fff_ffff
-  const p = r.acquireAsync()
-  peer.post('release', { key: 'r' })
-  // Spin (so the completion cannot be processed) until the waiter thread took the lock
-  // for this thread: the word goes from the peer's token through 0 (released, the waiter
-  // not yet running: a window a loaded machine makes long) to ours.
-  const t0 = performance.now()
-  const owner = (): number => word[128 / 4] & 0x3fff_ffff
-  while ((owner() === peerOwner || owner() === 0) && since(t0) < 5000);
-  t.true(r.locked)
-  t.true(r.acquire(), 're-entry: the word already names this thread')
-  t.true(await p)
-  t.is(r.depth, 2)
-  r.release()
-  t.true(r.locked)
-  r.release()
-  t.false(r.locked)
-})
+// A waiter thread takes the lock word for this thread's pending acquireAsync (task A)
+// before the completion reaches JavaScript. Until then no task of this thread holds the
+// lock (depth 0): another task (B) must not re-enter it, or B's release would free the
+// word A is about to be told it holds (and A's level land on whoever holds it next).
+for (const [kind, via] of [['process', 'the same object'], ['thread', 'another object of the same record']] as const) {
+  test(`an RLock taken for a pending acquireAsync of this thread is not re-entered before it is delivered (${kind} peer, ${via})`, async (t) => {
+    const m = rawSegment(t)
+    const r = RLock.at(m, 128)
+    const other = via === 'the same object' ? r : revive<RLock>(JSON.parse(JSON.stringify(r)))
+    const peer = await startPeer(t, kind)
+    await peer.request('revive', { key: 'r', handle: r })
+    await peer.request('acquire', { key: 'r' })
+    const word = new Int32Array(m.buffer)
+    const peerOwner = word[128 / 4]! & 0x3fff_ffff
+    const a = r.acquireAsync() // task A
+    peer.post('release', { key: 'r' })
+    // Spin (so the completion cannot be delivered) until the waiter thread took the lock
+    // for this thread: the word goes from the peer's token through 0 (released, the waiter
+    // not yet running: a window a loaded machine makes long) to ours.
+    const t0 = performance.now()
+    const owner = (): number => word[128 / 4]! & 0x3fff_ffff
+    while ((owner() === peerOwner || owner() === 0) && since(t0) < 5000);
+    t.true(r.locked)
+    t.not(owner(), peerOwner)
+    // Still undelivered: no task holds it, nothing re-enters or releases it.
+    t.is(other.depth, 0)
+    t.false(other.tryAcquire(), 'a try fails')
+    throws(t, () => other.acquire(), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' }, 'a blocking acquire would wait for ever')
+    throws(t, () => other.acquire({ timeout: 10 }), { instanceOf: ShmError, code: 'ERR_SHM_DEADLOCK' })
+    throws(t, () => other.release(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' }, 'no level to release')
+    t.false(await other.acquireAsync({ timeout: 0 }))
+    let bSettled = false
+    const b = other.acquireAsync().then((ok) => ((bSettled = true), ok)) // task B: queues behind A
+    t.is(other.depth, 0, 'task B did not re-enter')
+    t.is(word[128 / 4 + 1], 0)
+    t.true(await a)
+    t.is(r.depth, 1, 'task A holds it once')
+    t.is(other.depth, 1)
+    await sleep(30)
+    t.false(bSettled, 'task B waits for task A\'s release')
+    t.false((await peer.request('acquire', { key: 'r', timeout: 20 })).ok, 'the peer cannot take it while task A holds it')
+    // Re-entry now counts: the thread holds it.
+    t.true(other.acquire())
+    t.is(r.depth, 2)
+    other.release()
+    r.release() // task A done: B gets it
+    t.true(await b)
+    t.is(other.depth, 1)
+    t.false((await peer.request('acquire', { key: 'r', timeout: 20 })).ok, 'nor while task B holds it')
+    other.release()
+    t.false(r.locked)
+    t.is(word[128 / 4 + 1], 0)
+    t.deepEqual(await peer.request('acquire', { key: 'r', timeout: 1000 }), { ok: true, ownerDied: false, depth: 1 })
+    await peer.request('release', { key: 'r' })
+    t.false(r.locked, 'the lock ends free')
+    t.true(r.acquire(0))
+    t.false(r.ownerDied)
+    r.release()
+  })
+}
 
 // The waiter thread takes the word for a pending acquireAsync of this thread between
 // tryAcquire's check that the word is not its own and its native "is the holder dead?"

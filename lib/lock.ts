@@ -186,6 +186,17 @@ export let depthHere: (lock: Lock) => number
 /** The deepest recursion the 32-bit depth field of a reentrant lock allows. */
 const MAX_DEPTH = 0x7fff_ffff
 
+/**
+ * A blocking acquire of an RLock whose word a waiter thread took for a pending
+ * acquisition of this thread, not delivered yet (see `Lock.#reenter`).
+ */
+function pendingHere(): ShmError {
+  return new ShmError(
+    'the RLock is being handed to a pending acquireAsync (or condition waitAsync) of this thread, whose completion has not been delivered: a blocking acquire would wait for ever (await it, or acquire it with acquireAsync)',
+    { code: 'ERR_SHM_DEADLOCK' },
+  )
+}
+
 let atPlace: Place | null = null
 
 /**
@@ -313,15 +324,29 @@ export class Lock implements Disposable {
     return owner !== 0 && owner === this.#token()
   }
 
-  /** Whether this thread holds the lock. */
+  /**
+   * Whether this thread holds the lock: the word names it (and, for an RLock, at a depth
+   * above 0: see {@link #reenter}).
+   */
   #heldHere(): boolean {
-    const v = Atomics.load(this.#word(), this.#w)
+    const a = this.#word()
+    const v = Atomics.load(a, this.#w)
     if (GUARD[0] !== 0) checkIntact(this.memory)
-    return this.#mine(v)
+    return this.#mine(v) && (!this.#reentrant || a[this.#w + 1] !== 0)
   }
 
   // Reentrant locks (RLock): the record's second word holds this thread's recursion
   // depth, written only by the holder. Each hook reads the lock word once.
+  //
+  // The depth is the number of acquisitions this thread's JavaScript has been told
+  // succeeded and not yet released. A word naming this thread at depth 0 was taken by a
+  // waiter thread for an acquisition (acquireAsync, a condition's waitAsync) whose
+  // completion has not been delivered yet: no task of the thread holds it yet, so nothing
+  // may re-enter or release it. Another async acquisition queues behind it (its native
+  // wait sees the word held by this thread and waits for the release); a try fails; a
+  // blocking acquire throws ERR_SHM_DEADLOCK (the completion needs this thread's event
+  // loop). Re-entering there instead would let that task's release free a word the
+  // pending acquisition is about to be told it holds.
 
   /** Re-entry: `true` if the acquire is already satisfied (a reentrant lock held here). */
   #reenter(): boolean {
@@ -329,20 +354,22 @@ export class Lock implements Disposable {
     const a = this.#word()
     const w = this.#w
     if (!this.#mine(Atomics.load(a, w))) return false
-    const d = a[w + 1]
+    // Atomics: a condition's waitAsync that re-took the word restores the depth from its
+    // waiter thread.
+    const d = Atomics.load(a, w + 1)
+    if (d === 0) return false
     if (d >= MAX_DEPTH) throw rangeError(`The RLock is already held ${MAX_DEPTH} times`)
     a[w + 1] = d + 1
     return true
   }
 
-  /** Called after every acquisition of the lock word. */
+  /** Called after every acquisition of the lock word: the first level of an RLock. */
   #entered(): void {
-    // The depth of a freshly taken word is 0 (every release and every takeover from a
-    // dead holder zero it). Adding rather than setting keeps an acquireAsync whose
-    // completion was still queued while this thread re-entered synchronously counted.
+    // A freshly taken word is at depth 0 (every release and every takeover from a dead
+    // holder zero it, and nothing re-enters a word at depth 0).
     if (!this.#reentrant) return
     const a = this.#word()
-    a[this.#w + 1] += 1
+    a[this.#w + 1] = 1
   }
 
   /**
@@ -363,6 +390,8 @@ export class Lock implements Disposable {
       a[w + 1] = d - 1
       return true
     }
+    // Depth 0: taken for an acquisition not delivered yet, which no task holds.
+    if (d === 0) throw notOwner()
     a[w + 1] = 0
     return false
   }
@@ -370,8 +399,8 @@ export class Lock implements Disposable {
   /**
    * Takes the lock, blocking this thread while another holds it.
    * @returns `true` when acquired, `false` when `timeout` ran out
-   * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`, `ERR_SHM_DEADLOCK` (this thread holds it),
-   *   `ERR_SHM_CLOSED`
+   * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`, `ERR_SHM_DEADLOCK` (this thread holds it,
+   *   or it was taken for a pending {@link acquireAsync} of this thread), `ERR_SHM_CLOSED`
    */
   acquire(options?: number | AcquireOptions): boolean {
     if (this.#short && options === undefined) {
@@ -407,9 +436,18 @@ export class Lock implements Disposable {
       this.#recordOwner(a, w, me)
       return true
     }
+    if (this.#reentrant && this.#mine(Atomics.load(a, w))) throw pendingHere()
     const { id } = internals(this.memory)
     const t0 = waitStart()
-    return this.#acquired(native(() => binding.lockAcquire(id, this.offset, timeout ?? -1)), t0, false)
+    let code: number
+    try {
+      code = native(() => binding.lockAcquire(id, this.offset, timeout ?? -1))
+    } catch (e) {
+      // An acquireAsync of this thread took the word while this thread waited.
+      if (this.#reentrant && e instanceof ShmError && e.code === 'ERR_SHM_DEADLOCK') throw pendingHere()
+      throw e
+    }
+    return this.#acquired(code, t0, false)
   }
 
   // Memory safety: every path that takes, gives back or reads the word then checks the

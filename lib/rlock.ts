@@ -13,7 +13,11 @@ import { type MappedMemory, memoryOfHandle } from './memory.js'
  * thread, or more times than it was acquired, throws `ERR_SHM_NOT_OWNER`.
  *
  * Reentry is per thread, not per async task: {@link acquireAsync} on an RLock this thread
- * already holds resolves at once, one level deeper. A condition wait releases every level
+ * already holds resolves at once, one level deeper. The thread holds it once an
+ * acquisition has returned or resolved: while the lock is on its way to a pending
+ * `acquireAsync` of this thread (taken for it, the result not delivered yet), the thread's
+ * other acquisitions queue behind that one ({@link tryAcquire} is `false`, a blocking
+ * {@link acquire} throws `ERR_SHM_DEADLOCK`). A condition wait releases every level
  * and restores them when it returns. When the holder dies, the next acquirer gets the
  * lock at depth 1 with {@link ownerDied} set (the dead holder's depth is discarded).
  * @category Locks and waiting
