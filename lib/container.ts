@@ -177,7 +177,7 @@ export async function takeLockAsync(lock: Lock, what: string, until: number, sig
  * for it rather than failing while there is room or a message. A holder that keeps the
  * lock longer (stuck, or preempted for more than this) still makes the call time out.
  */
-const HOLD_WAIT_MS = 2
+const HOLD_WAIT_MS = 5
 
 /**
  * How long {@link takeLock} waits: until `until`, at least {@link HOLD_WAIT_MS}, at most
