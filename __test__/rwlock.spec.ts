@@ -232,8 +232,11 @@ test('a lock on a segment that went away (closed, or dropped and collected) leav
   // (whatever else the rounds keep, both keep it). Before: an entry per RWLock ever
   // used, +230..330 KB per 1000; now within noise (tens of KB either way).
   const kb = (n: number) => `${Math.round(n / 1024)} KiB`
-  const closed = msg.rwlockClosed! - msg.lockClosed!
-  const dropped = msg.rwlockDropped! - msg.lockDropped!
+  // A round whose collections also freed what earlier rounds left (Node 22+: the Lock
+  // rounds after segments were dropped shrink the heap by ~175 KB per 1000) is no
+  // baseline below 0.
+  const closed = msg.rwlockClosed! - Math.max(0, msg.lockClosed!)
+  const dropped = msg.rwlockDropped! - Math.max(0, msg.lockDropped!)
   t.true(closed < 120_000, `closed: RWLock keeps ${kb(closed)} per 1000 more than Lock`)
   t.true(dropped < 120_000, `dropped: RWLock keeps ${kb(dropped)} per 1000 more than Lock`)
 })
