@@ -137,6 +137,8 @@ test('a mapping dropped without close() is collected though revive caches it: de
   const m = msg as Record<string, number | boolean>
   t.true((m.anonymousFds as number) <= 20, `anonymous: +${m.anonymousFds} descriptors after 300 dropped`)
   t.true((m.anonymousMaps as number) <= 20, `anonymous: +${m.anonymousMaps} mappings after 300 dropped`)
+  t.true((m.heapFds as number) <= 20, `anonymous with the heap used: +${m.heapFds} descriptors after 300 dropped`)
+  t.true((m.heapMaps as number) <= 20, `anonymous with the heap used: +${m.heapMaps} mappings after 300 dropped`)
   t.true((m.lockedMaps as number) <= 20, `anonymous with a lock taken: +${m.lockedMaps} mappings after 300 dropped`)
   const kept = m.lockedFds as number
   t.true(kept >= 300 && kept <= 320, `anonymous with a lock taken: +${kept} descriptors after 300 dropped (each keeps the thread's token)`)

@@ -123,6 +123,29 @@ test('a lock taken through a mapping the holder then dropped unclosed stays held
   lock.release()
 })
 
+test('a thread\'s locks in a segment stay its own while it has any mapping of it open: closing one of two keeps them, closing the last gives them up (also after a dropped mapping that only used the heap was collected)', async (t) => {
+  const mem = managedSegment(t, 'token-life')
+  const lock = new Lock(mem)
+  // Taken through a, a closed, b open: still held.
+  const two = forkChild(t, 'token-life.mjs', ['two', mem.name!, String(lock.offset)])
+  t.like(await two.message(), { held: true })
+  t.false(lock.tryAcquire(), 'held while the holder has another mapping open')
+  t.false(lock.acquire({ timeout: 120 }), 'still held after a liveness check')
+  two.proc.send('release')
+  t.like(await two.message(), { released: true }, 'released through the other mapping')
+  t.true(lock.acquire({ timeout: 1000 }))
+  t.false(lock.ownerDied)
+  lock.release()
+  // A dropped mapping that took no lock does not pin the token: closing the last
+  // mapping gives the lock up.
+  const drop = forkChild(t, 'token-life.mjs', ['after-drop', mem.name!, String(lock.offset)])
+  t.like(await drop.message(), { closed: true, collected: true })
+  t.true(lock.acquire({ timeout: 1000 }), 'given up with the last mapping')
+  t.true(lock.ownerDied)
+  lock.markConsistent()
+  lock.release()
+})
+
 test.serial('released without markConsistent: not recoverable for everyone, pending async waits included', async (t) => {
   const m = rawSegment(t)
   const lock = Lock.at(m, 0)

@@ -873,10 +873,11 @@ export class MappedMemory implements Disposable {
 
   /**
    * Detaches every view, then unmaps, and gives up this thread's liveness token on the
-   * segment if this was its last mapping of it (its locks there then look abandoned).
-   * Safe to call twice. A mapping dropped without `close()` is unmapped once it is
-   * garbage-collected, but keeps the token (one descriptor) until the thread exits: a
-   * lock taken through it may still be held.
+   * segment if this was its last open mapping of it (its locks there then look
+   * abandoned; with another mapping of the segment open they stay its own). Safe to call
+   * twice. A mapping dropped without `close()` is unmapped once it is garbage-collected;
+   * if a lock was taken through it and no other mapping of the segment is open, it keeps
+   * the token (one descriptor) until the thread exits, since that lock may still be held.
    */
   close(): void {
     if (this.#closed) return

@@ -14,7 +14,7 @@ use crate::sync::Pinned;
 use napi::bindgen_prelude::{ArrayBuffer, FromNapiValue};
 use napi::Env;
 use napi_derive::napi;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// The system page size.
@@ -48,6 +48,10 @@ struct MapSlot {
     /// be shared with the thread's writable mappings of the same segment).
     writable: bool,
     token: RefCell<Option<TokenRef>>,
+    /// Whether a lock may have been taken through this mapping (its token was asked for
+    /// as a lock owner, not only for the heap lock or the heap cache): decides what
+    /// becomes of the token when the mapping goes (see [`hand_over`]).
+    locks: Cell<bool>,
 }
 
 thread_local! {
@@ -72,13 +76,14 @@ pub(crate) fn region_of(id: u32) -> Result<Arc<Region>> {
 }
 
 /// This thread's token on the object of mapping `id` (claimed now if needed), and the
-/// mapping's region.
+/// mapping's region, for the heap: its lock (held only within a call) and its cache
+/// (whose blocks go back before the heap's slot lets go of the token).
 ///
 /// # Errors
 /// `EINVAL` for an unknown id; `ERR_SHM_CLOSED`; what claiming a token can fail with
 /// (`EACCES` for a read-only segment, ...).
 pub(crate) fn token_of(id: u32) -> Result<(TokenRef, Arc<Region>)> {
-    with_token(id, |token, region| (token.clone(), region.clone()))
+    with_token(id, false, |token, region| (token.clone(), region.clone()))
 }
 
 /// This thread as lock owner in mapping `id` (a slot lookup once the token is claimed).
@@ -86,11 +91,12 @@ pub(crate) fn token_of(id: u32) -> Result<(TokenRef, Arc<Region>)> {
 /// # Errors
 /// As [`token_of`].
 pub(crate) fn owner_of(id: u32) -> Result<Owner> {
-    with_token(id, |token, region| token.owner(region))
+    with_token(id, true, |token, region| token.owner(region))
 }
 
-/// Runs `f` with this thread's token on mapping `id` (claimed now if needed).
-fn with_token<R>(id: u32, f: impl FnOnce(&TokenRef, &Arc<Region>) -> R) -> Result<R> {
+/// Runs `f` with this thread's token on mapping `id` (claimed now if needed). `locks`:
+/// asked for as a lock owner (marks the mapping, see [`MapSlot::locks`]).
+fn with_token<R>(id: u32, locks: bool, f: impl FnOnce(&TokenRef, &Arc<Region>) -> R) -> Result<R> {
     REGIONS.with(|r| {
         let table = r.borrow();
         let slot = table.get(id).ok_or_else(|| no_mapping(id))?;
@@ -113,16 +119,52 @@ fn with_token<R>(id: u32, f: impl FnOnce(&TokenRef, &Arc<Region>) -> R) -> Resul
             });
             *token = Some(TokenRef::claim(&slot.region, next)?);
         }
+        if locks {
+            slot.locks.set(true);
+        }
         Ok(f(token.as_ref().expect("claimed above"), &slot.region))
     })
 }
 
-/// Releases this thread's hold on its token for mapping `id` (closed or forgotten: no
-/// lock in it can be released through it any more).
+/// Gives up mapping `id`'s hold on this thread's token (closed or forgotten: no lock can
+/// be released through it any more). The token itself stays while the thread has another
+/// open mapping of the segment (see [`hand_over`]).
 fn drop_token(id: u32, region: &Region) {
-    let token = REGIONS.try_with(|r| r.borrow().get(id).and_then(|s| s.token.borrow_mut().take()));
-    drop(token);
+    let _ = REGIONS.try_with(|r| {
+        let table = r.borrow();
+        let Some(slot) = table.get(id) else { return };
+        let Some(token) = slot.token.borrow_mut().take() else {
+            return;
+        };
+        // Released here unless another open mapping takes it over.
+        drop(hand_over(&table, slot, token, slot.locks.replace(false)));
+    });
     crate::js::heap::release_heap_tokens(region);
+}
+
+/// The token of a mapping that goes (`from`): a thread's locks in a segment are its own
+/// until it exits or has closed every mapping of the segment, so another open, writable
+/// mapping of the same object in this thread takes the token over (and `locks`, whether
+/// locks may have been taken through `from`). Returns the token when there is none.
+fn hand_over(
+    table: &SlotTable<MapSlot>,
+    from: &MapSlot,
+    token: TokenRef,
+    locks: bool,
+) -> Option<TokenRef> {
+    let Some(heir) = table.iter().find(|s| {
+        !std::ptr::eq(*s, from) && s.writable && s.region.is_live() && token.is_for(&s.region)
+    }) else {
+        return Some(token);
+    };
+    let mut t = heir.token.borrow_mut();
+    if t.is_none() {
+        *t = Some(token);
+    }
+    if locks {
+        heir.locks.set(true);
+    }
+    None
 }
 
 /// The record of type `T` at `offset` of this thread's mapping `id`, pinned. Every
@@ -186,7 +228,7 @@ pub(crate) fn release_tokens_at_teardown(env: &Env) -> Result<()> {
 #[napi]
 pub fn lock_token(env: Env, id: u32) -> napi::Result<u32> {
     release_tokens_at_teardown(&env)?;
-    Ok(token_of(id)?.0.token())
+    with_token(id, true, |token, _| token.token()).map_err(Into::into)
 }
 
 /// The `fixedAddress` option of opening: 0 = `false`, 1 = `'prefer'`, 2 = `'require'`.
@@ -275,6 +317,7 @@ impl Opened {
             managed: header.is_some(),
             writable,
             token: RefCell::new(None),
+            locks: Cell::new(false),
         };
         let id = REGIONS.with(|r| r.borrow_mut().insert(slot));
         let addr = region.addr() as f64;
@@ -443,17 +486,26 @@ pub(crate) fn close(id: u32) -> Result<()> {
 
 /// Forgets mapping `id` (collected): its slot goes; the pages go with the last ArrayBuffer
 /// over them, unless it was closed or detached already. A token the mapping still holds
-/// (it was never closed) stays claimed until the thread exits: locks taken through the
-/// mapping may still be held. (Exported raw: `raw.rs`.)
+/// (it was never closed) goes to another open mapping of the segment ([`hand_over`]);
+/// with none, it stays claimed until the thread exits if a lock may have been taken
+/// through the mapping (nothing says it was released), and is released otherwise.
+/// (Exported raw: `raw.rs`.)
 pub(crate) fn release(id: u32) {
     // `try_with`: the thread may be exiting.
-    let slot = REGIONS
-        .try_with(|r| r.borrow_mut().remove(id))
-        .ok()
-        .flatten();
-    if let Some(token) = slot.and_then(|s| s.token.into_inner()) {
-        token.keep_until_exit();
-    }
+    let _ = REGIONS.try_with(|r| {
+        let Some(slot) = r.borrow_mut().remove(id) else {
+            return;
+        };
+        let Some(token) = slot.token.borrow_mut().take() else {
+            return;
+        };
+        let locks = slot.locks.get();
+        if let Some(token) = hand_over(&r.borrow(), &slot, token, locks) {
+            if locks {
+                token.keep_until_exit();
+            }
+        }
+    });
 }
 
 /// An external ArrayBuffer over `[offset, offset + length)` of mapping `id` (zero-copy),

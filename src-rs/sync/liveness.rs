@@ -6,7 +6,8 @@
 //! on macOS the thread's pid-and-slot id, `sys/live_macos.rs`). A thread gets one token
 //! per segment (per inode: every mapping of the segment in the thread shares it), claimed
 //! on first use and held until the thread exits or closes its last mapping of the
-//! segment (a mapping collected without `close()` keeps it to the thread's exit). Because the token is held *before* the compare-and-swap that takes a lock,
+//! segment (a mapping collected without `close()` after a lock was taken through it
+//! keeps it to the thread's exit; `js/mapping.rs` hands it between mappings). Because the token is held *before* the compare-and-swap that takes a lock,
 //! there is no moment at which a lock is held by a thread whose liveness nobody can
 //! check; and because the kernel answers by inode, PID namespaces do not matter.
 //!
@@ -199,6 +200,11 @@ impl TokenRef {
             }
         });
         // `self` drops here: its reference goes, the entry stays.
+    }
+
+    /// Whether this is the token for the object `region` maps (one `fstat`).
+    pub fn is_for(&self, region: &Region) -> bool {
+        sys::object_key(object_of(region)).is_ok_and(|k| k == self.key)
     }
 
     /// The token.
