@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { pbkdf2 } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -215,7 +215,12 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env)
 }
 
 const linux = process.platform === 'linux'
-const root = process.getuid?.() === 0
+/**
+ * Whether this process may run a child as another uid: root of the initial user
+ * namespace (a namespace that maps only root, as the arm64 lane's `unshare
+ * --map-root-user`, refuses setresuid).
+ */
+const root = linux && process.getuid?.() === 0 && /^\s*0\s+0\s+4294967295\s*$/m.test(readFileSync('/proc/self/uid_map', 'utf8'))
 /**
  * Runs a waiter-limits.mjs child as a uid of its own: RLIMIT_NPROC counts every task of
  * the real uid, so a uid no other test uses makes the child's count its own; root
@@ -229,7 +234,7 @@ function runThreadLimited(slot: number, args: string[], env: NodeJS.ProcessEnv =
 }
 
 test('an async wait with no waiter thread to run it rejects with EAGAIN (the process lives on, and later waits work)', async (t) => {
-  if (!linux || !root) return t.pass('needs Linux and root: runs a child as another uid under RLIMIT_NPROC (setpriv, prlimit)')
+  if (!linux || !root) return t.pass('needs Linux and root of the initial user namespace: runs a child as another uid under RLIMIT_NPROC (setpriv, prlimit)')
   const r = await runThreadLimited(0, ['none-left'])
   t.is(r.signal, null, `the child was killed (an abort is SIGABRT): ${r.stderr}`)
   t.is(r.status, 0, r.stderr)
@@ -252,7 +257,7 @@ test('an async wait with no waiter thread to run it rejects with EAGAIN (the pro
 for (const [slot, room] of [[1, 'none'], [2, '16']] as const) {
   const what = room === 'none' ? 'no thread limit' : 'room for 16 more threads (RLIMIT_NPROC)'
   test(`without futex_waitv, 150 pending async waits with ${what} use at most ${room === 'none' ? 64 : 16} threads and all complete`, async (t) => {
-    if (!linux || !root) return t.pass('needs Linux and root: runs a child as another uid under RLIMIT_NPROC (setpriv, prlimit)')
+    if (!linux || !root) return t.pass('needs Linux and root of the initial user namespace: runs a child as another uid under RLIMIT_NPROC (setpriv, prlimit)')
     const r = await runThreadLimited(slot, ['many', room], { ...process.env, SHMUTILS_NO_FUTEX_WAITV: '1' })
     t.is(r.signal, null, `the child was killed (an abort is SIGABRT): ${r.stderr}`)
     t.is(r.status, 0, r.stderr)
