@@ -219,12 +219,12 @@ const FUTEX2_SIZE_U32: u32 = 0x02;
 const FUTEX_WAITV_MAX: usize = 128;
 
 /// Whether this kernel has `futex_waitv` (Linux 5.16+), probed once. Setting the
-/// environment variable `SHMUTILS_NO_FUTEX_WAITV` pretends it has not (to test the
-/// one-word fallback).
+/// environment variable `SHMUTILS_NO_FUTEX_WAITV` to anything but the empty string
+/// pretends it has not (to test the one-word fallback); set but empty is unset.
 fn have_futex_waitv() -> bool {
     static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PROBE.get_or_init(|| {
-        if std::env::var_os("SHMUTILS_NO_FUTEX_WAITV").is_some() {
+        if waitv_disabled(std::env::var_os("SHMUTILS_NO_FUTEX_WAITV").as_deref()) {
             return false;
         }
         // SAFETY: zero words and a null array: a kernel with the syscall answers EINVAL
@@ -241,6 +241,12 @@ fn have_futex_waitv() -> bool {
         };
         futex_waitv_probe_says_usable(r, nix::errno::Errno::last())
     })
+}
+
+/// Whether `SHMUTILS_NO_FUTEX_WAITV`'s value turns `futex_waitv` off: set to anything
+/// but the empty string (`SHMUTILS_NO_FUTEX_WAITV=` is unset, as shells mean it).
+fn waitv_disabled(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
 }
 
 /// Reads the probe's answer: only the answer of a working syscall (EINVAL for zero words)
@@ -379,6 +385,15 @@ mod tests {
     use super::*;
     use nix::errno::Errno;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_empty_no_futex_waitv_variable_is_unset() {
+        use std::ffi::OsStr;
+        assert!(!waitv_disabled(None));
+        assert!(!waitv_disabled(Some(OsStr::new(""))));
+        assert!(waitv_disabled(Some(OsStr::new("1"))));
+        assert!(waitv_disabled(Some(OsStr::new("0"))));
+    }
 
     #[test]
     fn futex_waitv_is_usable_only_when_the_probe_gets_the_kernels_answer() {
