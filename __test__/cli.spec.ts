@@ -300,6 +300,30 @@ test('names holding bidirectional formatting characters (a right-to-left overrid
   t.false(rm.stdout.includes('\u202e'), 'no raw override reaches the terminal')
   const missing = cli('rm', '/a\u2066b\u200fc')
   t.is(missing.stderr, 'shmutils rm: "/a\\u2066b\\u200fc": no such segment\n')
+  // A name that itself starts with a quote is quoted too: the literal name
+  // `"config\u202e"` cannot print as the escaped `config\u202e`.
+  const mem = MappedMemory.create(segmentName(t, 'cli-quote'), { size: 65536 })
+  mem.heap.named('config\u202e', 'int32_t', 1)
+  mem.heap.named('"config\\u202e"', 'int32_t', 2)
+  const ins = cli('inspect', mem.name!)
+  mem.close()
+  t.is(ins.code, 0, ins.stderr)
+  t.true(ins.stdout.includes(' "config\\u202e" '), ins.stdout)
+  t.true(ins.stdout.includes(' "\\"config\\\\u202e\\"" '), ins.stdout)
+})
+
+test('names holding invisible characters (zero widths, a soft hyphen) are printed escaped: a name cannot pose as another', (t) => {
+  for (const [name, as] of [
+    ['/ad\u200bmin', '"/ad\\u200bmin"'],
+    ['/adm\u00adin', '"/adm\\u00adin"'],
+    ['/a\u200cb\u200dc\u2060d\u2064e\ufeff', '"/a\\u200cb\\u200dc\\u2060d\\u2064e\\ufeff"'],
+  ]) {
+    t.is(cli('rm', name).stderr, `shmutils rm: ${as}: no such segment\n`)
+  }
+  const evil = segmentName(t, 'cli-ad\u200bmin')
+  MappedMemory.create(evil, { size: 4096 }).close()
+  const rm = cli('rm', evil)
+  t.is(rm.stdout, `removed ${JSON.stringify(evil).replace('\u200b', '\\u200b')}\n`)
 })
 
 test('objects that are not segments are reported as such and never collected', (t) => {

@@ -6,24 +6,27 @@
 
 /**
  * Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, line
- * separators, and the bidirectional formatting characters (U+061C, U+200E/F,
- * U+202A–U+202E, U+2066–U+2069) that would reorder the rest of the line.
+ * separators, the bidirectional formatting characters (U+061C, U+200E/F,
+ * U+202A–U+202E, U+2066–U+2069) that would reorder the rest of the line, and the
+ * invisible ones (U+00AD soft hyphen, U+200B–U+200D zero widths, U+2060–U+2064,
+ * U+FEFF) that would let `ad\u200bmin` look like `admin`.
  */
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/
 /** The same characters less those `JSON.stringify` already escapes (C0 controls). */
-const UNESCAPED = /[\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g
+const UNESCAPED = /[\u007f-\u009f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g
 
 /**
  * A segment or object name as the text output shows it: as it is, or, when it holds a
  * character a terminal would act on (a newline, an escape sequence, a right-to-left
- * override), quoted as a JSON string with those escaped, so that every report stays one
- * line and shows what is there.
+ * override, an invisible character), or that itself starts with `"` (so that it cannot
+ * pose as another name shown quoted), quoted as a JSON string with those escaped, so
+ * that every report stays one line and shows what is there.
  * No name (`null`) is `-`.
  */
 export function shown(name: string | null): string {
   if (name === null) return '-'
-  if (!UNPRINTABLE.test(name)) return name
+  if (!name.startsWith('"') && !UNPRINTABLE.test(name)) return name
   return JSON.stringify(name).replace(UNESCAPED, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
 
