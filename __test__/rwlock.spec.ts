@@ -6,7 +6,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { fork } from 'node:child_process'
 import { MappedMemory, revive, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
-import { fixture, managedSegment, pidNamespaceUnavailable, primPeer, rejection, seededRandom, sleep, startPeer, throws } from './helpers.js'
+import { fixture, managedSegment, pidNamespaceUnavailable, primPeer, rejection, seededRandom, segmentName, sleep, startPeer, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext) => managedSegment(t, 'rw')
 
@@ -219,6 +219,33 @@ test('a hold outlives the mapping it was taken through: an object of the lock in
   third.releaseWrite()
   t.true(third.acquireRead())
   third.releaseRead()
+})
+
+test('a hold given up with the thread\'s last mapping of the segment is stale: a later object neither counts it nor releases the slot it names (now someone else\'s)', (t) => {
+  const name = segmentName(t, 'rw-stale')
+  const base = MappedMemory.create(name, { size: 65536 })
+  const offset = new RWLock(base).offset
+  base.close()
+  const a = MappedMemory.open(name)
+  t.true(RWLock.at(a, offset).acquireRead())
+  const slot = new Int32Array(a.buffer, offset + 64, 32).findIndex((v) => v !== 0)
+  a.close() // the thread's last mapping: its token, and so its read hold, are given up
+  const b = MappedMemory.open(name)
+  t.teardown(() => b.close())
+  const slots = new Int32Array(b.buffer, offset + 64, 32)
+  const lock = RWLock.at(b, offset)
+  t.true(lock.tryAcquireWrite(), 'no deadlock: this thread holds nothing (the dead hold is cleared)')
+  lock.releaseWrite()
+  t.true(lock.acquireWrite(500))
+  lock.releaseWrite()
+  // Another reader's hold in that slot now: the stale record releases nothing.
+  slots[slot] = 0x7fff_0001
+  throws(t, () => lock.releaseRead(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
+  t.is(slots[slot], 0x7fff_0001, 'the other reader\'s hold is untouched')
+  slots[slot] = 0
+  t.true(lock.acquireRead())
+  lock.releaseRead()
+  throws(t, () => lock.releaseRead(), { instanceOf: ShmError, code: 'ERR_SHM_NOT_OWNER' })
 })
 
 test('a lock on a segment that went away (closed, or dropped and collected) leaves nothing in this thread\'s bookkeeping of holds', async (t) => {

@@ -24,7 +24,7 @@
  * |----------------|----------------------------------------------------------------------|
  * | read, fast     | CAS a free slot `0 → me` (starting at a slot picked by `me`), then read `writer`: 0 (or a re-entry)? held; else undo the slot and wait |
  * | read, slow     | sleep on `writer` while it is non-zero (every 50 ms: a dead writer's claim is cleared, `ownerDied`); no free slot: sleep on `rgone` |
- * | read release   | `slot = 0`; if `rwait`: clear it, `rgone += 1`, wake                   |
+ * | read release   | `slot = 0` if it is `me` (else a stale record: dropped); if `rwait`: clear it, `rgone += 1`, wake                   |
  * | write          | CAS `writer 0 → me` (every 50 ms a dead writer is taken over, `ownerDied`); then wait until every slot is 0, clearing slots whose owner died |
  * | write release  | `writer = 0`; if `wwait`: clear it, wake everyone on `writer`          |
  *
@@ -236,9 +236,21 @@ export class RWLock {
    */
   releaseRead(): void {
     const a = this.#a()
-    const k = this.#held.pop()
-    if (k === undefined) throw notOwner('the read lock')
-    Atomics.store(a, this.#w + R.SLOTS + k, 0)
+    const id = this.#me()
+    // A recorded hold whose slot no longer holds this thread's id is stale (given up when
+    // the thread closed its last mapping of the segment; the slot may be someone else's
+    // now): dropped, never cleared. A slot holding this thread's (live) id changes only
+    // through this thread, so a look then a store is the compare-and-swap, for less.
+    let slot: number
+    do {
+      const k = this.#held.pop()
+      if (k === undefined) {
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+        throw notOwner('the read lock')
+      }
+      slot = this.#w + R.SLOTS + k
+    } while (a[slot] !== id)
+    Atomics.store(a, slot, 0)
     // A slot on a page the mapping lost: the hold is gone with it; say so.
     if (GUARD[0] !== 0) checkIntact(this.memory)
     if (Atomics.load(a, this.#w + R.RWAIT) !== 0) this.#readerLeft(a)
@@ -278,7 +290,7 @@ export class RWLock {
       // no read hold here: a deadlock, unless another task of the thread holds it
       // (`tasks`), which is waited for like anyone's.
       const writer = Atomics.load(a, w + R.WRITER)
-      if (writer !== 0 && (this.#held.length === 0 || !reenter)) {
+      if (writer !== 0 && (this.#held.length === 0 || !reenter || this.#pruneStale(a, slot - (w + R.SLOTS)) === 0)) {
         Atomics.store(a, slot, 0)
         if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
         if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
@@ -288,7 +300,7 @@ export class RWLock {
       if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseRead())
       return true
     }
-    if (!tasks && this.#held.length === 0 && Atomics.load(a, w + R.WRITER) === id) throw deadlock('this thread holds the write lock')
+    if (!tasks && Atomics.load(a, w + R.WRITER) === id && (this.#held.length === 0 || this.#pruneStale(a, -1) === 0)) throw deadlock('this thread holds the write lock')
     return false
   }
 
@@ -455,7 +467,7 @@ export class RWLock {
     const w = this.#w
     const id = this.#me()
     this.#ownerDied = false
-    if (this.#held.length > 0 && !tasks) throw deadlock('this thread holds a read lock (upgrading is not supported)')
+    if (this.#held.length > 0 && !tasks && this.#pruneStale(a, -1) > 0) throw deadlock('this thread holds a read lock (upgrading is not supported)')
     const until = timeout === undefined ? Infinity : performance.now() + timeout
     let check = performance.now() + RECHECK_MS
     // 1. Claim the writer word.
@@ -566,6 +578,27 @@ export class RWLock {
       return true
     }
     return false
+  }
+
+  /**
+   * Drops this thread's stale recorded holds (see {@link releaseRead}): those whose slot
+   * no longer holds this thread's id, a second record of one slot, and a record of
+   * `claimed` (a slot this thread just took from 0, so no earlier hold of it is live).
+   * Returns how many holds remain. Only on cold paths (a writer present, a deadlock check).
+   */
+  #pruneStale(a: Int32Array, claimed: number): number {
+    const held = this.#held
+    const id = this.#me()
+    let seen = 0
+    let n = 0
+    for (const k of held) {
+      const bit = 1 << k
+      if (k === claimed || (seen & bit) !== 0 || Atomics.load(a, this.#w + R.SLOTS + k) !== id) continue
+      seen |= bit
+      held[n++] = k
+    }
+    held.length = n
+    return n
   }
 
   /** Whether every reader slot holds this thread's id. */
