@@ -244,13 +244,18 @@ test('an async wait with no waiter thread to run it rejects with EAGAIN (the pro
     lock: refused,
     condition: refused,
     semaphore: refused,
-    // The refused condition wait never released the lock; the refused take took nothing.
+    barrier: refused,
+    // The refused condition wait never released the lock; the refused take took nothing;
+    // the refused barrier wait left its round (not broken: later parties pass).
     lockStillHeld: true,
     semValue: 0,
+    barrierBroken: false,
+    barrierWaiting: 0,
     // Once a thread can be started again: a wait that is set, a condition wait that times out.
     later: true,
     laterCondition: false,
     laterLockHeld: true,
+    laterBarrier: [0, 1],
   })
 })
 

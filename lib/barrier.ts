@@ -41,6 +41,11 @@ export const BARRIER_SIZE = 32
 /** The most parties a barrier takes. */
 export const BARRIER_MAX_PARTIES = COUNT
 
+/** The error of an async wait that could not get a waiter thread (`EAGAIN` from `pthread_create`). */
+function noWaiterThread(e: unknown): boolean {
+  return e instanceof ShmError && e.code === 'EAGAIN' && e.syscall === 'pthread_create'
+}
+
 /** `ERR_SHM_BROKEN`: the barrier was broken by a wait that timed out or was aborted. */
 function brokenError(): ShmError {
   return new ShmError('the barrier is broken (a wait on it timed out or was aborted)', { code: 'ERR_SHM_BROKEN' })
@@ -201,7 +206,19 @@ export class Barrier {
           if (GUARD[0] !== 0) checkIntact(this.memory)
           return index
         }
-        yield { offset: this.offset, expected: now, ms: left === Infinity ? undefined : left }
+        try {
+          yield { offset: this.offset, expected: now, ms: left === Infinity ? undefined : left }
+        } catch (e) {
+          // No waiter thread to be had (an async wait): the wait started nothing, so it
+          // leaves the round rather than break it, unless the round ended meanwhile.
+          if (!noWaiterThread(e)) throw e
+          ok = true
+          if (this.#leave(a, gen)) {
+            if (GUARD[0] !== 0) checkIntact(this.memory)
+            return index
+          }
+          throw e
+        }
       }
     } finally {
       // An abort thrown in at the sleep (or a close): break the round, unless it ended
@@ -230,6 +247,20 @@ export class Barrier {
       v = seen
     }
     wakeWord(this.memory, this.offset)
+    return ((v >>> GEN_SHIFT) & GEN_MASK) !== gen
+  }
+
+  /**
+   * Takes this party's arrival back if round `gen` is still on and not broken.
+   * @returns whether round `gen` had ended before: the wait succeeded after all
+   */
+  #leave(a: Int32Array, gen: number): boolean {
+    let v = Atomics.load(a, this.#w)
+    while (((v >>> GEN_SHIFT) & GEN_MASK) === gen && !(v & BROKEN) && (v & COUNT) > 0) {
+      const seen = Atomics.compareExchange(a, this.#w, v, v - 1)
+      if (seen === v) return false
+      v = seen
+    }
     return ((v >>> GEN_SHIFT) & GEN_MASK) !== gen
   }
 
