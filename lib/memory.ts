@@ -1039,33 +1039,22 @@ function checkFixedAddress(value: unknown): void {
 // ---- revive: one mapping per segment (name and identity) per process ----
 
 /**
- * The open mappings of each {@link cacheKey}, oldest first; revived handles get the first
- * live one. Held weakly, so that a mapping dropped without `close()` is collected (its
- * descriptor and pages released) like any other; the finalizer then removes its entry
- * ({@link dropCollected}), and another live mapping of the segment serves (or, with none
- * left, a handle of it revived later opens the segment again). A closed mapping leaves
- * at its close ({@link forget}).
+ * The mappings revived handles get, by {@link cacheKey}: held weakly, so that a mapping
+ * dropped without `close()` is collected (its descriptor and pages released) like any
+ * other; the finalizer then removes its entry ({@link dropCollected}), and a handle of it
+ * revived later opens the segment again.
  */
-const cache = new Map<string, Array<WeakRef<MappedMemory>>>()
+const cache = new Map<string, WeakRef<MappedMemory>>()
 
-/** The first live, open mapping cached under `key`, if any. */
+/** The live mapping cached under `key`, if any (closed or not). */
 function cached(key: string): MappedMemory | undefined {
-  const refs = cache.get(key)
-  if (refs === undefined) return undefined
-  for (const ref of refs) {
-    const m = ref.deref()
-    if (m !== undefined && !m.closed) return m
-  }
-  return undefined
+  return cache.get(key)?.deref()
 }
 
-/** Removes `key`'s entries whose mapping was collected. */
+/** Removes `key`'s entry if its mapping was collected (not if another took its place). */
 function dropCollected(key: string): void {
-  const refs = cache.get(key)
-  if (refs === undefined) return
-  const live = refs.filter((ref) => ref.deref() !== undefined)
-  if (live.length === 0) cache.delete(key)
-  else cache.set(key, live)
+  const ref = cache.get(key)
+  if (ref !== undefined && ref.deref() === undefined) cache.delete(key)
 }
 
 /** One mapping per segment name, identity and (raw mappings) origin. */
@@ -1107,11 +1096,11 @@ function staleHandle(h: Handle): ShmError {
   )
 }
 
-/** Adds `m` to the mappings of `key` (revived handles get the first live, open one). */
+/** Makes `m` the mapping revived handles of `key` get (unless a live one has it). */
 function remember(key: string, m: MappedMemory): void {
-  const refs = cache.get(key)
-  if (refs === undefined) cache.set(key, [new WeakRef(m)])
-  else if (!refs.some((ref) => ref.deref() === m)) refs.push(new WeakRef(m))
+  const had = cached(key)
+  if (had && !had.closed) return
+  cache.set(key, new WeakRef(m))
   addCacheKey(m, key)
 }
 
@@ -1120,23 +1109,16 @@ function remember(key: string, m: MappedMemory): void {
  * (created, opened or revived here), if any. For rare paths only (a linear search).
  */
 export function mappingAt(address: number): MappedMemory | undefined {
-  for (const refs of cache.values()) {
-    for (const ref of refs) {
-      const m = ref.deref()
-      if (m !== undefined && !m.closed && m.address.begin <= address && address < m.address.end) return m
-    }
+  for (const ref of cache.values()) {
+    const m = ref.deref()
+    if (m !== undefined && !m.closed && m.address.begin <= address && address < m.address.end) return m
   }
   return undefined
 }
 
 /** Drops `m` from the cache (it is being closed). */
 function forget(key: string, m: MappedMemory): void {
-  const refs = cache.get(key)
-  if (refs === undefined) return
-  const i = refs.findIndex((ref) => ref.deref() === m)
-  if (i < 0) return
-  if (refs.length === 1) cache.delete(key)
-  else refs.splice(i, 1)
+  if (cached(key) === m) cache.delete(key)
 }
 
 interface RawHandle {
@@ -1163,7 +1145,7 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   checkIdentity(h)
   if (h.uid !== undefined || h.inode !== undefined) {
     const hit = cached(cacheKey(h.segment, h, h.raw))
-    if (hit) return hit
+    if (hit && !hit.closed) return hit
   }
   const m = openHandle(h)
   const got = m.toJSON()
@@ -1173,11 +1155,12 @@ export function memoryFromHandle(h: Handle | MappedMemory): MappedMemory {
   }
   const key = cacheKey(h.segment, got, h.raw)
   const hit = cached(key)
-  if (hit && hit !== m) {
+  if (hit && !hit.closed && hit !== m) {
     m.close()
     return hit
   }
-  remember(key, m)
+  if (hit !== m) cache.set(key, new WeakRef(m))
+  addCacheKey(m, key)
   return m
 }
 
