@@ -436,14 +436,14 @@ export class Lock implements Disposable {
       this.#recordOwner(a, w, me)
       return true
     }
-    if (this.#reentrant && this.#mine(Atomics.load(a, w))) throw pendingHere()
     const { id } = internals(this.memory)
     const t0 = waitStart()
     let code: number
     try {
       code = native(() => binding.lockAcquire(id, this.offset, timeout ?? -1))
     } catch (e) {
-      // An acquireAsync of this thread took the word while this thread waited.
+      // The word names this thread at depth 0 (#reenter declined it): an acquireAsync of
+      // this thread took it, before or while this thread waited.
       if (this.#reentrant && e instanceof ShmError && e.code === 'ERR_SHM_DEADLOCK') throw pendingHere()
       throw e
     }
