@@ -251,3 +251,60 @@ test.serial('a lock taken over from a killed holder is published on shmutils:loc
   lock.markConsistent()
   lock.release()
 })
+
+// A subscriber is user code and may use any container: the messages of a container's own
+// locks come on a microtask, after the container operation they were published in (they
+// used to run inside it, where another map's set or another channel's send overwrote
+// the key and value the operation was about to store).
+test.serial('a lock-wait subscriber that uses another SharedMap runs after the set() that waited', async (t) => {
+  const mem = segment(t, 'trace-map-inside')
+  const map = new SharedMap<string, string>(mem, { codec: 'string' })
+  const other = new SharedMap<string, string>(mem, { codec: 'string' })
+  const before = tracing.slowWaitMs
+  tracing.slowWaitMs = 1
+  t.teardown(() => (tracing.slowWaitMs = before))
+  let calls = 0
+  const fn = (m: unknown) => {
+    if ((m as LockWaitMessage).kind !== 'Lock') return
+    calls++
+    other.set('ZZ', 'written by the subscriber')
+  }
+  diagnosticsChannel.subscribe(tracing.channels.lockWait, fn)
+  t.teardown(() => diagnosticsChannel.unsubscribe(tracing.channels.lockWait, fn))
+  const child = forkChild(t, 'map-worker.mjs')
+  child.proc.send({ map: map.toJSON(), job: 'hold', key: 'A', ms: 300 })
+  t.deepEqual(await child.message(), { holding: true })
+  map.set('A', 'parent') // waits for the child's stripe
+  t.is(calls, 0, 'not inside set()')
+  t.deepEqual([...map.entries()], [['A', 'parent']])
+  await null
+  t.is(calls, 1, 'on a microtask')
+  t.deepEqual([...map.entries()], [['A', 'parent']])
+  t.is(map.get('A'), 'parent')
+  t.deepEqual([...other.entries()], [['ZZ', 'written by the subscriber']])
+  t.deepEqual(await child.message(), { done: true })
+})
+
+test.serial('an owner-died subscriber that sends on another Channel runs after the send() that recovered the lock', async (t) => {
+  const mem = segment(t, 'trace-chan-inside')
+  const chan = new Channel<string>(mem, { codec: 'string' })
+  const chan2 = new Channel<string>(mem, { codec: 'string' })
+  let calls = 0
+  const fn = () => {
+    calls++
+    chan2.send('sent by the subscriber')
+  }
+  diagnosticsChannel.subscribe(tracing.channels.ownerDied, fn)
+  t.teardown(() => diagnosticsChannel.unsubscribe(tracing.channels.ownerDied, fn))
+  // The producer lock (docs/FORMAT.md §11.3), held by a child that is then killed.
+  const child = await holder(t, Lock.at(mem, chan.offset + 64))
+  child.proc.kill('SIGKILL')
+  await child.exited
+  t.true(chan.send('parent-message'))
+  t.is(calls, 0, 'not inside send()')
+  t.is(chan.receive({ timeout: 100 }), 'parent-message')
+  await null
+  t.is(calls, 1, 'on a microtask')
+  t.is(chan2.receive({ timeout: 100 }), 'sent by the subscriber')
+  t.throws(() => chan.receive({ timeout: 0 }), { code: 'ETIMEDOUT' }, 'nothing else')
+})

@@ -356,6 +356,17 @@ test('bad input: wrong key types, unserializable values, bad options give typed 
   const m = new SharedMap<string, unknown>(mem)
   for (const k of [1, null, undefined, {}, ['a'], Symbol('s')]) throws(t, () => m.set(k as unknown as string, 1), { instanceOf: TypeError, message: /"key" argument must be of type string or a Uint8Array/ })
   throws(t, () => m.get(5 as unknown as string), { instanceOf: TypeError })
+  // A Proxy of a Uint8Array is not one: its traps would run between reading the key's
+  // bytes and hashing them (one key stored twice, once). A detached one has no bytes.
+  const real = new Uint8Array([1, 2, 3, 4])
+  const proxy = new Proxy(real, {})
+  throws(t, () => m.set(proxy as unknown as string, 1), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /a Proxy of one/ })
+  const detached = new Uint8Array(8)
+  structuredClone(detached.buffer, { transfer: [detached.buffer] })
+  for (const op of [() => m.set(detached as unknown as string, 1), () => m.has(detached as unknown as string), () => m.get(detached as unknown as string)]) {
+    throws(t, op, { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /detached/ })
+  }
+  t.is(m.size, 0)
   throws(t, () => m.set('x'.repeat((1 << 20) + 1), 1), { instanceOf: RangeError, message: /at most 1048576 bytes/ })
   throws(t, () => m.set('f', () => 1), { instanceOf: TypeError, message: /cannot be stored with the 'v8' codec/ })
   throws(t, () => m.set('s', { sym: Symbol('x') }), { instanceOf: TypeError })

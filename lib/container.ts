@@ -14,6 +14,7 @@ import { Heap, heapSlotId } from './heap.js'
 import { Lock } from './lock.js'
 import { checkIntact, checkMemory, GUARD, internals, MappedMemory, writable } from './memory.js'
 import { type Place, takePlace } from './place.js'
+import { traceLater } from './trace.js'
 
 /** Heap blocks are 16-aligned: block slots hold `offset / UNIT`. */
 export const UNIT = 16
@@ -55,12 +56,15 @@ export function corrupt(what: string): ShmError {
 
 /**
  * The lock a container keeps at `at`, inside its own bytes: a record of another kind
- * there is damage to the container, not a caller's mistake.
+ * there is damage to the container, not a caller's mistake. Its tracing messages are
+ * published after the operation's synchronous part (lib/trace.ts).
  * @throws ShmError `ERR_SHM_CORRUPT` if the bytes at `at` are tagged as another record
  */
 export function ownLock(memory: MappedMemory, at: number, what: string): Lock {
   try {
-    return Lock.at(memory, at)
+    const lock = Lock.at(memory, at)
+    traceLater(lock)
+    return lock
   } catch (e) {
     throw e instanceof TypeError ? corrupt(`${what}: ${e.message}`) : e
   }

@@ -52,7 +52,7 @@
  * The layouts (header, stripe record, entry) are in docs/FORMAT.md and below.
  * @module
  */
-import { checkIndex, checkOptions, describe } from './args.js'
+import { checkIndex, checkOptions, describe, describeNot } from './args.js'
 import { checkCodec, type Codec, type Coder, copyOut, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
   type ContainerHome, type ContainerType, corrupt, intact, ownLock, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
@@ -348,7 +348,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const { memory, offset } = ref
     const v = viewsOf(memory, heap)
     const w = offset >>> 2
-    const lock = Lock.at(memory, offset + M.INIT_LOCK)
+    const lock = ownLock(memory, offset + M.INIT_LOCK, 'a SharedMap')
     takeLock(lock, 'a SharedMap being constructed')
     // A constructor that died half-way left state 0: construct anew (what the dead one
     // allocated is lost, never shared).
@@ -1458,14 +1458,22 @@ function encodeKey(key: unknown): number {
     encodedHash = keyHash(keyScratch.bytes, w, 0)
     return w
   }
-  if (key instanceof Uint8Array) {
-    if (key.length > MAX_KEY_LENGTH) throw keyTooLong(key.length)
-    keyScratch.ensure(0, key.length)
-    keyScratch.bytes.set(key)
-    encodedHash = keyHash(key, key.length, KEY_BYTES)
-    return key.length
+  // A real Uint8Array (not a Proxy of one: its traps would run between the copy and the
+  // hash, and could change the bytes or use this buffer): its bytes are read once, into
+  // the buffer, and hashed there.
+  if (key instanceof Uint8Array && ArrayBuffer.isView(key)) {
+    const n = key.length
+    if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
+    keyScratch.ensure(0, n)
+    try {
+      keyScratch.bytes.set(key)
+    } catch {
+      throw typeError('The "key" argument is a Uint8Array over a detached ArrayBuffer')
+    }
+    encodedHash = keyHash(keyScratch.bytes, n, KEY_BYTES)
+    return n
   }
-  throw typeError(`The "key" argument must be of type string or a Uint8Array; got ${describe(key)}`)
+  throw typeError(`The "key" argument must be of type string or a Uint8Array; got ${describeNot(key, key instanceof Uint8Array)}`)
 }
 
 /** FNV-1a over the key's bytes `b[0, n)`, seeded by kind, then {@link finalHash}. */

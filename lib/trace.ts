@@ -107,18 +107,37 @@ export function waitStart(): number {
   return lockWait.hasSubscribers ? performance.now() : 0
 }
 
+/**
+ * The locks a container takes inside its operations (lib/container.ts): their messages
+ * are published on a microtask, after the operation's synchronous part, because a
+ * subscriber is user code and may use any container (and so the buffers the operation
+ * has its key and value in) while the operation is half done.
+ */
+const later = new WeakSet<object>()
+
+/** @internal Marks `lock` as one a container takes inside its operations (see {@link later}). */
+export function traceLater(lock: object): void {
+  later.add(lock)
+}
+
+/** Publishes `message` on `channel`: now, or on a microtask for a lock of {@link later}. */
+function publish(channel: diagnosticsChannel.Channel, object: object, message: object): void {
+  if (later.has(object)) queueMicrotask(() => channel.publish(message))
+  else channel.publish(message)
+}
+
 /** @internal Reports a finished wait that started at `t0` (from {@link waitStart}). */
 export function traceWait(object: object, t0: number, outcome: LockWaitMessage['outcome'], async: boolean): void {
   if (t0 === 0) return
   const waitedMs = performance.now() - t0
   if (waitedMs >= tracing.slowWaitMs && lockWait.hasSubscribers) {
-    lockWait.publish({ object, kind: object.constructor.name, waitedMs, outcome, async } satisfies LockWaitMessage)
+    publish(lockWait, object, { object, kind: object.constructor.name, waitedMs, outcome, async } satisfies LockWaitMessage)
   }
 }
 
 /** @internal Reports that this thread took `object` over from a dead holder. */
 export function traceOwnerDied(object: object): void {
-  if (ownerDied.hasSubscribers) ownerDied.publish({ object, kind: object.constructor.name } satisfies OwnerDiedMessage)
+  if (ownerDied.hasSubscribers) publish(ownerDied, object, { object, kind: object.constructor.name } satisfies OwnerDiedMessage)
 }
 
 /** Event codes of `src-rs/js/trace.rs`. */
