@@ -52,6 +52,18 @@ test('raw mappings of one object share bytes zero-copy; address arithmetic', (t)
   t.false(a.managed)
 })
 
+test('name, size, address and $shmutils cannot be assigned over (the mapping stays whole)', (t) => {
+  const mem = managedSegment(t, 'fixed-props')
+  const { name, size, address, $shmutils } = mem
+  for (const key of ['name', 'size', 'address', '$shmutils'] as const) {
+    throws(t, () => ((mem as unknown as Record<string, unknown>)[key] = Object.create(null)), { instanceOf: TypeError, message: /read.only/ }, key)
+  }
+  t.deepEqual([mem.name, mem.size, mem.address, mem.$shmutils], [name, size, address, $shmutils])
+  t.deepEqual(Object.keys(mem), ['name', 'size', 'address', '$shmutils'], 'own and enumerable, as before')
+  t.is(mem.view(0, 8).length, 8)
+  t.true(Object.isFrozen(mem.address))
+})
+
 test('bad raw mapping arguments are typed errors, never crashes', (t) => {
   throws(t, () => new MappedMemory(null, 0), { instanceOf: RangeError, message: /"size"/ })
   throws(t, () => new MappedMemory(null, -5), { instanceOf: RangeError, message: /"size"/ })

@@ -352,6 +352,11 @@ let adopt: { info: MappingInfo; name: string | null; raw: RawOrigin | null } | n
  */
 const ANONYMOUS = Symbol('shmutils: an anonymous mapping cannot be sent to another process (it has no name to open there): map a named object')
 
+/** Defines `key` on `o` as an own, enumerable property nothing can assign over. */
+function fixedProperty(o: object, key: string, value: unknown): void {
+  Object.defineProperty(o, key, { value, enumerable: true })
+}
+
 /**
  * A memory mapping, exposed zero-copy as {@link MappedMemory.buffer}. Closing detaches
  * every view first (they read as length 0), then unmaps; closing twice is fine, and
@@ -359,19 +364,21 @@ const ANONYMOUS = Symbol('shmutils: an anonymous mapping cannot be sent to anoth
  * @category Segments
  */
 export class MappedMemory implements Disposable {
+  // These four are own, enumerable and read-only at run time too (defined in the
+  // constructor): a program cannot assign over them and leave the object half broken.
   /** The segment name (managed, or raw over a named object), else `null`. */
-  readonly name: string | null
+  declare readonly name: string | null
   /** Length in bytes. */
-  readonly size: number
+  declare readonly size: number
   /** The absolute address range `[begin, end)`. */
-  readonly address: AddressRange
+  declare readonly address: AddressRange
   /**
    * The mapping's handle (what {@link toJSON} returns), kept as an own property so that a
    * structured clone (`worker.postMessage`, `workerData`, `fork` with `serialization:
    * 'advanced'`) carries it: `revive` turns the clone back into a mapping. A symbol for a
    * mapping without a name, so that sending one fails at once.
    */
-  readonly $shmutils: Handle | symbol
+  declare readonly $shmutils: Handle | symbol
   #info: MappingInfo
   /**
    * The window over the whole mapping when it fits one ArrayBuffer, else `null`;
@@ -454,12 +461,12 @@ export class MappedMemory implements Disposable {
       if (cow) info.readOnly = true
       this.#raw = { fileOffset: offset, protection, flags: f }
     }
-    this.name = name
+    fixedProperty(this, 'name', name)
     this.#info = info
-    this.size = info.size
+    fixedProperty(this, 'size', info.size)
     const begin = info.address
-    this.address = Object.freeze({ begin, end: begin + this.size })
-    this.$shmutils = this.#handle()
+    fixedProperty(this, 'address', Object.freeze({ begin, end: begin + info.size }))
+    fixedProperty(this, '$shmutils', this.#handle())
     this.#slot = { id: info.id, keys: null }
     slots.register(this, this.#slot)
   }
