@@ -231,10 +231,29 @@ test('two processes racing named() get one object, constructed once', async (t) 
   t.is(mem.heap.named('counter', 'int32_t').value, 5)
   // A bad init creates nothing: the name stays free for a good one.
   const allocations = mem.heap.stats().allocations
-  throws(t, () => mem.heap.named('limit', 'uint8_t', 300), { instanceOf: RangeError })
+  throws(t, () => mem.heap.named('limit', 'uint8_t', 300), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE' })
   t.is(mem.heap.find('limit'), undefined)
   t.is(mem.heap.stats().allocations, allocations)
   t.is(mem.heap.named('limit', 'uint8_t', 200).value, 200)
+  // init is read once, before the name is reserved: a getter that throws the second time
+  // it runs (it used to, half-way through the object's write) and one that looks the name
+  // up (it used to wait 10 s for its own construction) run before the object exists.
+  const pair = types.struct('pair3', { a: types.i32, b: types.i32, c: types.i32 })
+  let reads = 0
+  const once = { a: 1, get b() { if (++reads > 1) throw new Error('read twice'); return 2 }, c: 3 }
+  t.like(mem.heap.named('once', pair, once), { a: 1, b: 2, c: 3 })
+  t.is(reads, 1)
+  const boom = { a: 1, get b(): number { throw new Error('boom') }, c: 3 }
+  t.throws(() => mem.heap.named('boom', pair, boom), { message: 'boom' })
+  t.is(mem.heap.find('boom'), undefined, 'a throwing init publishes nothing')
+  t.like(mem.heap.named('boom', pair, { a: 7, b: 8, c: 9 }), { a: 7, b: 8, c: 9 })
+  const t0 = performance.now()
+  let seen: unknown = 'not run'
+  const looking = { a: 1, get b() { seen = mem.heap.find('looking'); return 2 }, c: 3 }
+  t.like(mem.heap.named('looking', pair, looking), { a: 1, b: 2, c: 3 })
+  t.is(seen, undefined)
+  t.true(performance.now() - t0 < 5_000)
+  mem.heap.check()
   // A struct member called "value" hides ref.value, not the init of new() and named().
   const kv = types.struct('kv', { key: types.i32, value: types.i32 })
   const a = mem.new(kv, { key: 1, value: 2 }) as Ref & { key: number; value: number }

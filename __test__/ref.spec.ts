@@ -214,6 +214,19 @@ test('a self-referential list built here is walked by a process that mapped the 
   t.is(last.next!.offset, r.appended)
 })
 
+test("an index that is not a number is a typed RangeError naming it, also one that cannot become a string", (t) => {
+  const mem = MappedMemory.anonymous({ size: 1 << 16 })
+  t.teardown(() => mem.close())
+  const r = mem.new('uint64_t')
+  const detached = new Uint8Array(8)
+  structuredClone(detached.buffer, { transfer: [detached.buffer] })
+  for (const i of [Object.create(null), detached, Symbol('i')]) {
+    throws(t, () => r.get(i as number), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /The "i" argument must be 0 for a uint64_t/ })
+    throws(t, () => r.set(i as number, 1n), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE', message: /The "i" argument/ })
+  }
+  t.is(r.get(0), 0n)
+})
+
 test('nested structs and arrays are sub-references onto the same bytes', (t) => {
   const mem = segment(t)
   const o = mem.new(ffi.typeof('struct outer')) as S

@@ -119,7 +119,7 @@ test('allocation names strip one trailing star', (t) => {
 
 test('bad type names are TypeErrors naming the argument and the text', (t) => {
   for (const bad of ['', 'foo', 'int int', 'long double', 'unsigned float', 'char[0]', 'char[]', 'int (int)', 'struct x', 'void', 'int x', '*', 'int[-1]', 'signed unsigned']) {
-    const e = t.throws(() => parseTypeName(bad), { instanceOf: TypeError }, bad);
+    const e = t.throws(() => parseTypeName(bad), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' }, bad);
     t.truthy(e?.message.includes('name'), bad);
     t.truthy(e?.message.includes(JSON.stringify(bad)) || bad === 'void', `${bad}: ${e?.message}`);
   }
@@ -307,7 +307,7 @@ test('FFI.typeof/sizeof/alignof/offsetof argument handling', (t) => {
   t.is(ffi.offsetof(outer, 'arr[1]'), 20);
   t.is(ffi.offsetof('struct deep', 'l1.l2.l3.d'), 8);
   t.is(ffi.offsetof('struct deep', 'l1.y'), 24);
-  t.throws(() => ffi.offsetof(outer, 'nope'), { instanceOf: TypeError, message: /field "nope".*no member/ });
+  t.throws(() => ffi.offsetof(outer, 'nope'), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: /field "nope".*no member/ });
   t.throws(() => ffi.offsetof(outer, 'arr[3]'), { instanceOf: TypeError, message: /out of bounds/ });
   t.throws(() => ffi.offsetof(outer, 'c.x'), { instanceOf: TypeError });
   t.throws(() => ffi.offsetof(outer, 'in..a'), { instanceOf: TypeError });

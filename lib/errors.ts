@@ -79,13 +79,13 @@ interface Wire extends ShmErrorFields {
 }
 
 /** A `TypeError` with Node's `code` for invalid argument types. */
-export function typeError(message: string): TypeError {
-  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG_TYPE' })
+export function typeError(message: string, options?: ErrorOptions): TypeError {
+  return Object.assign(new TypeError(message, options), { code: 'ERR_INVALID_ARG_TYPE' })
 }
 
 /** A `RangeError` with Node's `code` for out-of-range arguments. */
-export function rangeError(message: string): RangeError {
-  return Object.assign(new RangeError(message), { code: 'ERR_OUT_OF_RANGE' })
+export function rangeError(message: string, options?: ErrorOptions): RangeError {
+  return Object.assign(new RangeError(message, options), { code: 'ERR_OUT_OF_RANGE' })
 }
 
 /** Converts an error thrown by the native binding into the public error types. */

@@ -12,7 +12,7 @@ import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { setLockAllocator } from './lock.js'
 import { checkIntact, checkMemory, GUARD, internals, isMappedMemory, MappedMemory, memoryOfHandle, setHeapFactory } from './memory.js'
 import { binding } from './native.js'
-import { checkValue, Ref, refAt, refParts, setRefHeapLookup, writeValue } from './ref.js'
+import { Ref, refAt, refParts, setRefHeapLookup, valueImage, writeValue } from './ref.js'
 import { cStringSize } from './strings.js'
 import { checkWellFormed } from './utf8.js'
 import type { InitOf, RefOf } from './typed.js'
@@ -509,9 +509,10 @@ export class Heap {
     checkName('name', name)
     const t = resolveNewType(type, init)
     const desc = JSON.stringify(describeType(t))
-    // A bad init fails here, before the object exists (it would be published zeroed).
-    const value = init === undefined ? undefined : toValue(t, init)
-    if (value !== undefined) checkValue(this.memory, t, value)
+    // init is read (its getters run) once, here, into the object's bytes: a bad init
+    // fails before the object exists, and no code of the caller's runs while the name is
+    // reserved (it could throw there, or wait for the name itself).
+    const image = init === undefined ? undefined : valueImage(this.memory, t, toValue(t, init))
     const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
     if (!r.created) {
       const found = this.#namedRef(name, r.offset, r.size, r.typeDesc)
@@ -519,11 +520,14 @@ export class Heap {
       return found
     }
     try {
-      const ref = refAt(this.memory, r.offset, t, this)
-      if (value !== undefined) writeValue(ref, value)
-      return ref
+      if (image !== undefined) {
+        const w = internals(this.memory).window(r.offset, t.size)
+        w.u8.set(image, r.offset - w.start)
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+      }
+      return refAt(this.memory, r.offset, t, this)
     } finally {
-      // Publish even if init threw: the object exists (zeroed) and waiters must not hang.
+      // Publish whatever happens (a page lost under the copy): waiters must not hang.
       native(() => binding.heapNamedPublish(this.#id, r.entry))
     }
   }

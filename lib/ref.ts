@@ -345,7 +345,7 @@ export class Ref<T = unknown, E = unknown> {
     if (i !== 0) {
       const n = formatType(t)
       throw rangeError(
-        `The "i" argument must be 0 for a ${n}; got ${String(i)}. This Ref is one ${n}, not an array ` +
+        `The "i" argument must be 0 for a ${n}; got ${describe(i)}. This Ref is one ${n}, not an array ` +
           `(a ${n} * member reads as a Ref to the one ${n} it points at). To index what starts there, ` +
           `view it as an array: Ref.at(ref.memory, ref.offset, '${n}[length]')`,
       )
@@ -700,11 +700,14 @@ function pointerArgs(memory: MappedMemory, t: Type, v: unknown, what: string): u
 }
 
 /**
- * @internal Throws what writing `v` as a whole `t` in `memory` would throw (bad values,
- * pointers to other mappings), writing nothing: a dry run on scratch bytes.
+ * @internal The bytes writing `v` as a whole `t` in `memory` would write (over zeroes),
+ * made on scratch bytes: it reads `v` (running whatever getters it has) once, and throws
+ * what the write would throw (bad values, pointers to other mappings).
  */
-export function checkValue(memory: MappedMemory, t: Type, v: unknown): void {
-  valueAccessor(t).set(new DataView(new ArrayBuffer(t.size)), 0, holdsPointer(t) ? pointerArgs(memory, t, v, formatType(t)) : v)
+export function valueImage(memory: MappedMemory, t: Type, v: unknown): Uint8Array {
+  const image = new Uint8Array(t.size)
+  valueAccessor(t).set(new DataView(image.buffer), 0, holdsPointer(t) ? pointerArgs(memory, t, v, formatType(t)) : v)
+  return image
 }
 
 /** Stores a pointer member; returns the owner of the target when it is a `Ref`. */

@@ -32,6 +32,7 @@
  *
  * @module
  */
+import { rangeError, typeError } from '../errors.js';
 import { endianness } from 'node:os';
 import { checkWellFormed } from '../utf8.js';
 import {
@@ -105,9 +106,9 @@ const BIG_RANGE: Readonly<Record<string, readonly [bigint, bigint]>> = {
 
 function notNumber(v: unknown, ctype: string, label: string): never {
   if (typeof v === 'number') {
-    throw new TypeError(`${label}: expected a finite number for ${ctype}, got ${v}`);
+    throw typeError(`${label}: expected a finite number for ${ctype}, got ${v}`);
   }
-  throw new TypeError(`${label}: expected a number for ${ctype}, got ${describeValue(v)}`);
+  throw typeError(`${label}: expected a number for ${ctype}, got ${describeValue(v)}`);
 }
 
 function checkInt(v: unknown, kind: string, label: string): number {
@@ -116,17 +117,17 @@ function checkInt(v: unknown, kind: string, label: string): number {
   let n: number;
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) notNumber(v, ctype, label);
-    if (!Number.isInteger(v)) throw new RangeError(`${label}: ${v} is not an integer (${ctype})`);
+    if (!Number.isInteger(v)) throw rangeError(`${label}: ${v} is not an integer (${ctype})`);
     n = v;
   } else if (typeof v === 'bigint') {
     if (v < BigInt(min) || v > BigInt(max)) {
-      throw new RangeError(`${label}: ${v} is out of range for ${ctype} [${min}, ${max}]`);
+      throw rangeError(`${label}: ${v} is out of range for ${ctype} [${min}, ${max}]`);
     }
     return Number(v);
   } else {
     notNumber(v, ctype, label);
   }
-  if (n < min || n > max) throw new RangeError(`${label}: ${n} is out of range for ${ctype} [${min}, ${max}]`);
+  if (n < min || n > max) throw rangeError(`${label}: ${n} is out of range for ${ctype} [${min}, ${max}]`);
   return n;
 }
 
@@ -137,29 +138,29 @@ function checkBig(v: unknown, kind: string, label: string): bigint {
   if (typeof v === 'bigint') b = v;
   else if (typeof v === 'number') {
     if (!Number.isFinite(v)) notNumber(v, ctype, label);
-    if (!Number.isInteger(v)) throw new RangeError(`${label}: ${v} is not an integer (${ctype})`);
+    if (!Number.isInteger(v)) throw rangeError(`${label}: ${v} is not an integer (${ctype})`);
     b = BigInt(v);
   } else notNumber(v, ctype, label);
-  if (b < min || b > max) throw new RangeError(`${label}: ${b} is out of range for ${ctype} [${min}, ${max}]`);
+  if (b < min || b > max) throw rangeError(`${label}: ${b} is out of range for ${ctype} [${min}, ${max}]`);
   return b;
 }
 
 function checkFloat(v: unknown, kind: string, label: string): number {
   if (typeof v === 'number') return v;
-  throw new TypeError(`${label}: expected a number for ${SCALAR_CTYPE[kind as ScalarKind]}, got ${describeValue(v)}`);
+  throw typeError(`${label}: expected a number for ${SCALAR_CTYPE[kind as ScalarKind]}, got ${describeValue(v)}`);
 }
 
 function checkBool(v: unknown, label: string): number {
   if (v === true || v === 1) return 1;
   if (v === false || v === 0) return 0;
-  throw new TypeError(`${label}: expected a boolean for bool, got ${describeValue(v)}`);
+  throw typeError(`${label}: expected a boolean for bool, got ${describeValue(v)}`);
 }
 
 function checkChar(v: unknown, label: string): number {
   if (typeof v === 'string' && v.length === 1) {
     const c = v.charCodeAt(0);
     if (c < 256) return c > 127 ? c - 256 : c;
-    throw new RangeError(`${label}: ${JSON.stringify(v)} does not fit in a char`);
+    throw rangeError(`${label}: ${JSON.stringify(v)} does not fit in a char`);
   }
   return checkInt(v, 'i8', label);
 }
@@ -167,7 +168,7 @@ function checkChar(v: unknown, label: string): number {
 function checkEnum(v: unknown, t: EnumType, label: string): number {
   if (typeof v === 'string') {
     if (Object.prototype.hasOwnProperty.call(t.members, v)) return t.members[v] as number;
-    throw new TypeError(`${label}: ${JSON.stringify(v)} is not a member of ${formatType(t)}`);
+    throw typeError(`${label}: ${JSON.stringify(v)} is not a member of ${formatType(t)}`);
   }
   if (t.scalar === 'i32' || t.scalar === 'u32') return checkInt(v, t.scalar, label);
   const b = checkBig(v, t.scalar, label);
@@ -181,20 +182,20 @@ function checkPtr(v: unknown, label: string): number | bigint {
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) notNumber(v, 'a pointer', label);
     if (!Number.isInteger(v) || v < 0 || v > MAX_SAFE) {
-      throw new RangeError(`${label}: ${v} is not a valid address (an integer in [0, 2^53))`);
+      throw rangeError(`${label}: ${v} is not a valid address (an integer in [0, 2^53))`);
     }
     return v;
   }
   if (typeof v === 'bigint') {
-    if (v < 0n || v >= 2n ** 64n) throw new RangeError(`${label}: ${v} is not a valid address`);
+    if (v < 0n || v >= 2n ** 64n) throw rangeError(`${label}: ${v} is not a valid address`);
     return v <= BigInt(MAX_SAFE) ? Number(v) : v;
   }
-  throw new TypeError(`${label}: expected an address (number) or null for a pointer, got ${describeValue(v)}`);
+  throw typeError(`${label}: expected an address (number) or null for a pointer, got ${describeValue(v)}`);
 }
 
 function bytesView(dv: DataView, off: number, size: number): Uint8Array {
   if (!(off >= 0) || off + size > dv.byteLength || off % 1 !== 0) {
-    throw new RangeError(`offset ${off} + ${size} bytes is outside the DataView (${dv.byteLength} bytes)`);
+    throw rangeError(`offset ${off} + ${size} bytes is outside the DataView (${dv.byteLength} bytes)`);
   }
   return new Uint8Array(dv.buffer, dv.byteOffset + off, size);
 }
@@ -212,12 +213,12 @@ function restore(dv: DataView, off: number, saved: Uint8Array): void {
 }
 
 function notObject(v: unknown, label: string): never {
-  throw new TypeError(`${label}: expected an object, got ${describeValue(v)}`);
+  throw typeError(`${label}: expected an object, got ${describeValue(v)}`);
 }
 
 function checkKeys(v: object, allowed: ReadonlySet<string>, label: string): void {
   for (const k of Object.keys(v)) {
-    if (!allowed.has(k)) throw new TypeError(`${label}: unknown member ${JSON.stringify(k)}`);
+    if (!allowed.has(k)) throw typeError(`${label}: unknown member ${JSON.stringify(k)}`);
   }
 }
 
@@ -229,12 +230,12 @@ function writeBytes(dv: DataView, off: number, n: number, v: unknown, label: str
     checkWellFormed(v, label);
     const dst = bytesView(dv, off, n);
     const r = encoder.encodeInto(v, dst);
-    if (r.read < v.length) throw new RangeError(`${label}: string does not fit in ${n} bytes`);
+    if (r.read < v.length) throw rangeError(`${label}: string does not fit in ${n} bytes`);
     dst.fill(0, r.written);
     return true;
   }
   if (v instanceof Uint8Array || v instanceof Int8Array) {
-    if (v.length > n) throw new RangeError(`${label}: ${v.length} bytes do not fit in ${n}`);
+    if (v.length > n) throw rangeError(`${label}: ${v.length} bytes do not fit in ${n}`);
     const dst = bytesView(dv, off, n);
     dst.set(new Uint8Array(v.buffer, v.byteOffset, v.length));
     dst.fill(0, v.length);
@@ -248,10 +249,10 @@ function checkArray(v: unknown, n: number, label: string): ArrayLike<unknown> {
     !Array.isArray(v) &&
     !(ArrayBuffer.isView(v) && !(v instanceof DataView))
   ) {
-    throw new TypeError(`${label}: expected an array, got ${describeValue(v)}`);
+    throw typeError(`${label}: expected an array, got ${describeValue(v)}`);
   }
   const a = v as ArrayLike<unknown>;
-  if (a.length > n) throw new RangeError(`${label}: ${a.length} elements do not fit in ${n}`);
+  if (a.length > n) throw rangeError(`${label}: ${a.length} elements do not fit in ${n}`);
   return a;
 }
 
@@ -262,7 +263,7 @@ function checkArray(v: unknown, n: number, label: string): ArrayLike<unknown> {
  */
 function enumNumber(x: bigint): number {
   if (x > 9007199254740991n || x < -9007199254740991n) {
-    throw new RangeError(`an enum value read from memory, ${x}, is beyond ±2^53, which a number cannot hold exactly`);
+    throw rangeError(`an enum value read from memory, ${x}, is beyond ±2^53, which a number cannot hold exactly`);
   }
   return Number(x);
 }
@@ -386,7 +387,7 @@ function writeStmt(env: Env, t: Type, o: string, v: string, label: string, slow?
     }
     return `{ ${take} ${x} = ${fix(`C.checkEnum(${x}, ${te}, ${label})`)}; ${dv}.set${GETTER[k]}(${o}, BigInt(${x}), ${LE}); }`;
   }
-  if (t.kind !== 'scalar') throw new TypeError(`internal: not a scalar ${formatType(t)}`);
+  if (t.kind !== 'scalar') throw typeError(`internal: not a scalar ${formatType(t)}`);
   const k = t.scalar;
   const le = k === 'i8' || k === 'u8' ? '' : `, ${LE}`;
   switch (k) {
@@ -464,7 +465,7 @@ function genAccessor(t: Type, labelText: string, delta: number): Accessor<unknow
       let f;
       ${writes.join('\n      ')}`;
   } else {
-    throw new TypeError(`internal: unexpected type kind`);
+    throw typeError(`internal: unexpected type kind`);
   }
   if (!isScalarLike(t)) {
     // all or nothing: restore the previous bytes if any member is rejected
@@ -507,7 +508,7 @@ function closureScalar(t: Type, label: string, delta: number): Accessor<unknown>
         return { get: (dv, off) => enumNumber(dv.getBigUint64(off + delta, LEb)), set: (dv, off, v) => dv.setBigUint64(off + delta, BigInt(checkEnum(v, e, label)), LEb) };
     }
   }
-  if (t.kind !== 'scalar') throw new TypeError('internal: not a scalar');
+  if (t.kind !== 'scalar') throw typeError('internal: not a scalar');
   const isChar = t.name === 'char';
   const k = t.scalar;
   if (k === 'i8' || k === 'u8' || k === 'i16' || k === 'u16' || k === 'i32' || k === 'u32') {
@@ -588,7 +589,7 @@ function closureAccessor(t: Type, label: string, delta: number): Accessor<unknow
       },
     };
   }
-  throw new TypeError('internal: unexpected type kind');
+  throw typeError('internal: unexpected type kind');
 }
 
 function atomicClosure(t: Type, a: Accessor<unknown>, delta: number): Accessor<unknown> {
@@ -633,7 +634,7 @@ function labelOf(t: Type): string {
  */
 export function scalarAccessor<V>(t: Type<V>, label?: string): Accessor<V> {
   assertType(t, 't');
-  if (!isScalarLike(t)) throw new TypeError(`t must be a scalar, enum or pointer type, got ${formatType(t)}`);
+  if (!isScalarLike(t)) throw typeError(`t must be a scalar, enum or pointer type, got ${formatType(t)}`);
   return valueAccessor(t, label);
 }
 
@@ -647,7 +648,7 @@ export function scalarAccessor<V>(t: Type<V>, label?: string): Accessor<V> {
  */
 export function valueAccessor<V>(t: Type<V>, label?: string): Accessor<V> {
   assertType(t, 't');
-  if (!isComplete(t)) throw new TypeError(`${formatType(t)} is incomplete and has no value`);
+  if (!isComplete(t)) throw typeError(`${formatType(t)} is incomplete and has no value`);
   if (label !== undefined) return build(t, String(label), 0) as Accessor<V>;
   let a = valueCache.get(t);
   if (a === undefined) {
@@ -669,9 +670,9 @@ export function valueAccessor<V>(t: Type<V>, label?: string): Accessor<V> {
 export function structLayoutAccessors<V>(t: Type<V>): StructLayout<V> {
   assertType(t, 't');
   if (t.kind !== 'struct' && t.kind !== 'union') {
-    throw new TypeError(`t must be a struct or union type, got ${formatType(t)}`);
+    throw typeError(`t must be a struct or union type, got ${formatType(t)}`);
   }
-  if (!t.complete) throw new TypeError(`${formatType(t)} is incomplete`);
+  if (!t.complete) throw typeError(`${formatType(t)} is incomplete`);
   const hit = layoutCache.get(t);
   if (hit !== undefined) return hit as StructLayout<V>;
   const fields = Object.create(null) as Record<string, FieldAccessor>;
@@ -723,7 +724,7 @@ export interface MemberCode {
 /** The check (convert or throw) of a value for scalar or enum `t`, as one function. */
 function checkOf(t: Type, label: string): (v: unknown) => unknown {
   if (t.kind === 'enum') return (v) => checkEnum(v, t, label);
-  if (t.kind !== 'scalar') throw new TypeError(`internal: not a scalar ${formatType(t)}`);
+  if (t.kind !== 'scalar') throw typeError(`internal: not a scalar ${formatType(t)}`);
   const k = t.scalar;
   switch (k) {
     case 'bool':
@@ -754,7 +755,7 @@ function checkOf(t: Type, label: string): (v: unknown) => unknown {
 export function memberProperty(struct: Type, field: FieldAccessor, code: MemberCode): PropertyDescriptor | null {
   if (!codegenEnabled) return null;
   const t = field.type;
-  if (t.kind !== 'scalar' && t.kind !== 'enum') throw new TypeError(`internal: not a scalar member ${formatType(t)}`);
+  if (t.kind !== 'scalar' && t.kind !== 'enum') throw typeError(`internal: not a scalar member ${formatType(t)}`);
   const env = new Env();
   const label = `${labelOf(struct)}.${field.name}`;
   const check = checkOf(t, label);

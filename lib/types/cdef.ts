@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { rangeError, typeError } from '../errors.js';
 import { tokenize } from './lexer.js';
 import { parseTypeNameInScope } from './names.js';
 import { Parser } from './parser.js';
@@ -41,9 +42,9 @@ export class FFI {
    * @throws TypeError if `source` is not a string
    */
   cdef(source: string): this {
-    if (typeof source !== 'string') throw new TypeError(`source must be a string, got ${describeValue(source)}`);
+    if (typeof source !== 'string') throw typeError(`source must be a string, got ${describeValue(source)}`);
     if (source.length > MAX_SOURCE_LENGTH) {
-      throw new RangeError(`source is longer than ${MAX_SOURCE_LENGTH} characters`);
+      throw rangeError(`source is longer than ${MAX_SOURCE_LENGTH} characters`);
     }
     const stage = new Scope(this.#scope);
     // #ifdef and defined see this FFI's macros too (earlier cdef() calls, include())
@@ -68,24 +69,24 @@ export class FFI {
     if (src === dst) return this;
     for (const [k, v] of src.typedefs) {
       const mine = dst.typedefs.get(k);
-      if (mine !== undefined && mine !== v) throw new TypeError(`include: typedef '${k}' is declared differently`);
-      if (dst.constants.has(k)) throw new TypeError(`include: '${k}' is a constant here and a typedef there`);
+      if (mine !== undefined && mine !== v) throw typeError(`include: typedef '${k}' is declared differently`);
+      if (dst.constants.has(k)) throw typeError(`include: '${k}' is a constant here and a typedef there`);
     }
     for (const [k, v] of src.tags) {
       const mine = dst.tags.get(k);
-      if (mine !== undefined && mine !== v) throw new TypeError(`include: '${v.kind} ${k}' is declared differently`);
+      if (mine !== undefined && mine !== v) throw typeError(`include: '${v.kind} ${k}' is declared differently`);
     }
     for (const [k, v] of src.constants) {
       const mine = dst.constants.get(k);
       if (mine !== undefined && (mine.value !== v.value || mine.type !== v.type)) {
-        throw new TypeError(`include: constant '${k}' has a different value`);
+        throw typeError(`include: constant '${k}' has a different value`);
       }
-      if (dst.typedefs.has(k)) throw new TypeError(`include: '${k}' is a typedef here and a constant there`);
+      if (dst.typedefs.has(k)) throw typeError(`include: '${k}' is a typedef here and a constant there`);
     }
     for (const k of src.macros.keys()) {
       const mine = dst.macro(k);
       if (mine !== undefined && !sameMacro(mine, src.macro(k))) {
-        throw new TypeError(`include: macro '${k}' is defined differently`);
+        throw typeError(`include: macro '${k}' is defined differently`);
       }
     }
     for (const [k, v] of src.typedefs) dst.typedefs.set(k, v);
@@ -170,7 +171,7 @@ export class FFI {
   #complete(t: Type | string, arg: string, op: string): Type {
     const ty = typeof t === 'string' ? parseTypeNameInScope(t, this.#scope, arg) : t;
     if (typeof t !== 'string') assertType(ty, arg);
-    if (!isComplete(ty)) throw new TypeError(`${op}: ${formatType(ty)} is an incomplete type`);
+    if (!isComplete(ty)) throw typeError(`${op}: ${formatType(ty)} is an incomplete type`);
     return ty;
   }
 }
@@ -190,14 +191,14 @@ function sameMacro(a: MacroValue, b: MacroValue | undefined): boolean {
  * @throws TypeError naming `field` when the path does not exist
  */
 export function memberOffset(t: Type, path: string): { type: Type; offset: number } {
-  if (typeof path !== 'string') throw new TypeError(`field must be a string, got ${describeValue(path)}`);
+  if (typeof path !== 'string') throw typeError(`field must be a string, got ${describeValue(path)}`);
   const re = /\s*(?:(\.)?\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(\d{1,15})\s*\])\s*/y;
   let cur: Type = t;
   let offset = 0;
   let pos = 0;
   let first = true;
   const bad = (why: string): never => {
-    throw new TypeError(`field ${JSON.stringify(path)} of ${formatType(t)}: ${why}`);
+    throw typeError(`field ${JSON.stringify(path)} of ${formatType(t)}: ${why}`);
   };
   if (path.trim() === '') bad('empty member path');
   while (pos < path.length) {

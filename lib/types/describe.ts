@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { typeError } from '../errors.js';
 import {
   type EnumType,
   type MemberDecl,
@@ -162,7 +163,7 @@ export function describeClonedType(x: unknown): TypeDesc {
   try {
     return describeGraph(x as Type).desc;
   } catch (e) {
-    throw new TypeError(`invalid type object in a structured clone: ${(e as Error).message}`, { cause: e });
+    throw typeError(`invalid type object in a structured clone: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -172,7 +173,7 @@ function describeGraph(t: Type): { desc: TypeDesc; complete: boolean } {
   let allComplete = true;
   const go = (x: Type, depth: number): TypeDesc => {
     if (depth > MAX_DESCRIPTION_DEPTH) {
-      throw new TypeError(`t is nested deeper than ${MAX_DESCRIPTION_DEPTH} levels and cannot be described`);
+      throw typeError(`t is nested deeper than ${MAX_DESCRIPTION_DEPTH} levels and cannot be described`);
     }
     switch (x.kind) {
       case 'scalar':
@@ -239,7 +240,7 @@ class Validator {
   readonly key: string[] = [];
 
   bad(path: string, why: string): never {
-    throw new TypeError(`invalid type description at ${path}: ${why}`);
+    throw typeError(`invalid type description at ${path}: ${why}`);
   }
 
   count(path: string): void {
@@ -405,7 +406,7 @@ function build(root: Node): Type {
         const members: MemberDecl[] = n.fields.map(([name, f]) => ({ name, type: go(f) }));
         completeStruct(s, members);
         if (s.size !== n.size) {
-          throw new TypeError(
+          throw typeError(
             `invalid type description at ${n.path}: size ${n.size} does not match this platform's layout (${s.size})`,
           );
         }
@@ -441,9 +442,9 @@ export function typeFromDescription(desc: unknown): Type {
     t = build(root);
   } catch (e) {
     if (e instanceof TypeError) {
-      throw e.message.startsWith('invalid type description') ? e : new TypeError(`invalid type description: ${e.message}`, { cause: e });
+      throw e.message.startsWith('invalid type description') ? e : typeError(`invalid type description: ${e.message}`, { cause: e });
     }
-    if (e instanceof RangeError) throw new TypeError(`invalid type description: ${e.message}`, { cause: e });
+    if (e instanceof RangeError) throw typeError(`invalid type description: ${e.message}`, { cause: e });
     throw e;
   }
   if (reviveCache.size >= CACHE_LIMIT) {

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { typeError } from '../errors.js';
 import {
   type ArrayType,
   type EnumType,
@@ -86,12 +87,12 @@ const MAX_IDENT = 255;
 
 function checkIdent(n: string, what: string): void {
   if (typeof n !== 'string' || n.length > MAX_IDENT || !IDENT.test(n)) {
-    throw new TypeError(`${what} must be a C identifier, got ${describeValue(n)}`);
+    throw typeError(`${what} must be a C identifier, got ${describeValue(n)}`);
   }
 }
 
 function tagOf(kind: 'struct' | 'union' | 'enum', name: unknown): string {
-  if (typeof name !== 'string') throw new TypeError(`name must be a string, got ${describeValue(name)}`);
+  if (typeof name !== 'string') throw typeError(`name must be a string, got ${describeValue(name)}`);
   let tag = name.trim();
   if (tag.startsWith(`${kind} `)) tag = tag.slice(kind.length + 1).trim();
   if (tag !== '') checkIdent(tag, 'name');
@@ -107,7 +108,7 @@ function aggregate<F extends FieldMap>(
   const s = incompleteStruct(kind, tag);
   const map = typeof fields === 'function' ? fields(s) : fields;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) {
-    throw new TypeError(`fields must be an object mapping member names to types, got ${describeValue(map)}`);
+    throw typeError(`fields must be an object mapping member names to types, got ${describeValue(map)}`);
   }
   const members: MemberDecl[] = [];
   for (const key of Object.keys(map)) {
@@ -231,7 +232,7 @@ export const types = Object.freeze({
         return [k, (members as Record<string, number>)[k] as number] as const;
       });
     } else {
-      throw new TypeError(`members must be an object or an array of names, got ${describeValue(members)}`);
+      throw typeError(`members must be an object or an array of names, got ${describeValue(members)}`);
     }
     return makeEnum(tag, list);
   },

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { typeError } from '../errors.js';
 import type { FFI } from './cdef.js';
 import { CDefError } from './cdef-error.js';
 import { tokenize } from './lexer.js';
@@ -125,7 +126,7 @@ const cache = new Map<string, Type>();
  */
 export function parseTypeNameInScope(text: unknown, scope: Scope | null, arg: string, original?: string): Type {
   if (typeof text !== 'string') {
-    throw new TypeError(`${arg} must be a C type name string, got ${typeof text}`);
+    throw typeError(`${arg} must be a C type name string, got ${typeof text}`);
   }
   if (scope === null) {
     const hit = cache.get(text);
@@ -134,21 +135,21 @@ export function parseTypeNameInScope(text: unknown, scope: Scope | null, arg: st
   const o = original ?? text;
   const shown = JSON.stringify(o.length > 80 ? `${o.slice(0, 77)}...` : o);
   if (text.length > MAX_TYPE_NAME_LENGTH) {
-    throw new TypeError(`${arg}: type name ${shown} is longer than ${MAX_TYPE_NAME_LENGTH} characters`);
+    throw typeError(`${arg}: type name ${shown} is longer than ${MAX_TYPE_NAME_LENGTH} characters`);
   }
   let t;
   try {
     t = new Parser(tokenize(text), scope ?? EMPTY_SCOPE, false).parseTypeNameOnly();
   } catch (e) {
     if (e instanceof CDefError) {
-      throw new TypeError(`${arg}: invalid C type name ${shown}: ${e.reason} (column ${e.column})`, { cause: e });
+      throw typeError(`${arg}: invalid C type name ${shown}: ${e.reason} (column ${e.column})`, { cause: e });
     }
     throw e;
   }
   if (t === VOID) {
     // Only allocations pass `original`: their 'T *' means T (the original's spelling).
     const hint = original !== undefined ? "to allocate a pointer, name 'void **'" : "use 'void *'";
-    throw new TypeError(`${arg}: ${shown} is void, which has no size (${hint})`);
+    throw typeError(`${arg}: ${shown} is void, which has no size (${hint})`);
   }
   if (scope === null) {
     if (cache.size >= CACHE_LIMIT) cache.clear();
@@ -191,7 +192,7 @@ export function parseTypeName<const S extends string>(name: S, scope?: FFI): Typ
  */
 export function parseAllocationTypeName(name: string, scope?: FFI, arg = 'name'): Type {
   if (typeof name !== 'string') {
-    throw new TypeError(`${arg} must be a C type name string, got ${typeof name}`);
+    throw typeError(`${arg} must be a C type name string, got ${typeof name}`);
   }
   const stripped = name.replace(/\*\s*$/, '');
   return parseTypeNameInScope(stripped, scope === undefined ? null : scopeOf(scope, 'scope'), arg, name);

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { typeError } from '../errors.js';
 import type { EnumType, StructType, Type } from './type.js';
 import { int16, int32, int64, uint16, uint32, uint64, int8, uint8 } from './type.js';
 
@@ -210,6 +211,6 @@ export function registerScope(owner: object, scope: Scope): void {
 /** The scope of an `FFI`; throws a TypeError naming `what` for anything else. */
 export function scopeOf(owner: unknown, what: string): Scope {
   const s = typeof owner === 'object' && owner !== null ? registry.get(owner) : undefined;
-  if (s === undefined) throw new TypeError(`${what} must be an FFI (from cdef())`);
+  if (s === undefined) throw typeError(`${what} must be an FFI (from cdef())`);
   return s;
 }

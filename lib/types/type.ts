@@ -13,6 +13,8 @@
  * @module
  */
 
+import { rangeError, typeError } from '../errors.js';
+
 /**
  * Phantom key that carries the JavaScript value type of a {@link Type} for
  * TypeScript inference. It never exists at run time; never import it as a value.
@@ -264,7 +266,7 @@ const nominalSet = new WeakSet<Type>();
 /** Throws a TypeError unless `t` is a type object; `what` names the argument. */
 export function assertType(t: unknown, what: string): asserts t is Type {
   if (!isType(t)) {
-    throw new TypeError(`${what} must be a shmutils type object, got ${describeValue(t)}`);
+    throw typeError(`${what} must be a shmutils type object, got ${describeValue(t)}`);
   }
 }
 
@@ -357,13 +359,13 @@ const arrayCache = new WeakMap<Type, Map<number, ArrayType>>();
  */
 export function arrayOf<E extends Type>(element: E, length: number): ArrayType<JsOf<E>[], E> {
   if (!isComplete(element)) {
-    throw new TypeError(`array element type ${formatType(element)} is incomplete`);
+    throw typeError(`array element type ${formatType(element)} is incomplete`);
   }
   if (!Number.isSafeInteger(length) || length < 1) {
-    throw new RangeError(`array length must be a positive integer, got ${describeValue(length)}`);
+    throw rangeError(`array length must be a positive integer, got ${describeValue(length)}`);
   }
   if (element.size * length > MAX_TYPE_SIZE) {
-    throw new RangeError(`array ${formatType(element, `[${length}]`)} is too large`);
+    throw rangeError(`array ${formatType(element, `[${length}]`)} is too large`);
   }
   let byLength = arrayCache.get(element);
   if (byLength === undefined) {
@@ -434,7 +436,7 @@ const roundUp = (n: number, a: number): number => Math.ceil(n / a) * a;
  * is not an anonymous struct/union, or a size above {@link MAX_TYPE_SIZE}.
  */
 export function completeStruct<V, F = unknown>(s: StructType, members: readonly MemberDecl[]): StructType<V, F> {
-  if (s.complete) throw new TypeError(`redefinition of ${s.name}`);
+  if (s.complete) throw typeError(`redefinition of ${s.name}`);
   const what = baseName(s);
   const seen = new Set<string>();
   const fields: Field[] = [];
@@ -444,11 +446,11 @@ export function completeStruct<V, F = unknown>(s: StructType, members: readonly 
   for (const m of members) {
     const t = m.type;
     if (!isComplete(t)) {
-      throw new TypeError(`field '${m.name}' of ${what} has incomplete type ${formatType(t)}`);
+      throw typeError(`field '${m.name}' of ${what} has incomplete type ${formatType(t)}`);
     }
     if (m.name === '') {
       if ((t.kind !== 'struct' && t.kind !== 'union') || t.name !== '') {
-        throw new TypeError(`an unnamed member of ${what} must be an anonymous struct or union`);
+        throw typeError(`an unnamed member of ${what} must be an anonymous struct or union`);
       }
       for (const n of memberNames(t)) addName(n);
     } else {
@@ -459,10 +461,10 @@ export function completeStruct<V, F = unknown>(s: StructType, members: readonly 
     offset = off + t.size;
     size = Math.max(size, offset);
     align = Math.max(align, t.align);
-    if (size > MAX_TYPE_SIZE) throw new RangeError(`${what} is too large`);
+    if (size > MAX_TYPE_SIZE) throw rangeError(`${what} is too large`);
   }
   size = roundUp(size, align);
-  if (size > MAX_TYPE_SIZE) throw new RangeError(`${what} is too large`);
+  if (size > MAX_TYPE_SIZE) throw rangeError(`${what} is too large`);
   const m = s as unknown as MutableStruct;
   m.size = size;
   m.align = align;
@@ -472,7 +474,7 @@ export function completeStruct<V, F = unknown>(s: StructType, members: readonly 
   return s as StructType<V, F>;
 
   function addName(n: string): void {
-    if (seen.has(n)) throw new TypeError(`duplicate member '${n}' in ${what}`);
+    if (seen.has(n)) throw typeError(`duplicate member '${n}' in ${what}`);
     seen.add(n);
   }
 }
@@ -554,7 +556,7 @@ export function enumBase(values: readonly bigint[]): EnumBase {
   if (lo >= I32_MIN && hi <= I32_MAX) return 'i32';
   if (lo >= 0n && hi <= U64_MAX) return 'u64';
   if (lo >= I64_MIN && hi <= I64_MAX) return 'i64';
-  throw new RangeError('enumerator values do not fit in any integer type');
+  throw rangeError('enumerator values do not fit in any integer type');
 }
 
 /**
@@ -562,13 +564,13 @@ export function enumBase(values: readonly bigint[]): EnumBase {
  * unique; at least one member. Size is 4, or 8 when a value needs 64 bits.
  */
 export function makeEnum(tag: string, members: ReadonlyArray<readonly [string, number]>): EnumType<number> {
-  if (members.length === 0) throw new TypeError(`enum ${tag} has no members`);
+  if (members.length === 0) throw typeError(`enum ${tag} has no members`);
   const rec: Record<string, number> = Object.create(null) as Record<string, number>;
   for (const [n, v] of members) {
     if (!Number.isSafeInteger(v)) {
-      throw new RangeError(`enumerator ${n} = ${describeValue(v)} is not a safe integer`);
+      throw rangeError(`enumerator ${n} = ${describeValue(v)} is not a safe integer`);
     }
-    if (Object.prototype.hasOwnProperty.call(rec, n)) throw new TypeError(`duplicate enumerator '${n}'`);
+    if (Object.prototype.hasOwnProperty.call(rec, n)) throw typeError(`duplicate enumerator '${n}'`);
     rec[n] = v;
   }
   const base = enumBase(members.map(([, v]) => BigInt(v)));
