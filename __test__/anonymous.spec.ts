@@ -74,6 +74,7 @@ test.serial('an anonymous segment has no name and nothing in /dev/shm; its descr
   const fd = mem.fd as number
   t.true(Number.isInteger(fd) && fd > 2)
   t.is(readlinkSync(`/proc/self/fd/${fd}`), '/memfd:shmutils (deleted)')
+  t.is(statSync(`/proc/self/fd/${fd}`).mode & 0o777, 0o600, 'mode 0600, as named segments (a memfd starts 0777)')
   const h = mem.toJSON()
   t.is(h.segment, '')
   t.deepEqual(h.proc, { pid: process.pid, fd })

@@ -63,10 +63,10 @@ const esm = (spec: string) => `${REPORT}
  */
 function load(
   entry: 'cjs' | 'esm',
-  options: { platform?: string; arch?: string; env?: Record<string, string>; project?: string } = {},
+  options: { platform?: string; arch?: string; env?: Record<string, string>; project?: string; preload?: string } = {},
 ): Outcome {
   const args: string[] = []
-  const overrides: string[] = []
+  const overrides: string[] = options.preload ? [options.preload] : []
   if (options.platform) overrides.push(`Object.defineProperty(process, 'platform', { value: ${JSON.stringify(options.platform)} });`)
   if (options.arch) overrides.push(`Object.defineProperty(process, 'arch', { value: ${JSON.stringify(options.arch)} });`)
   if (overrides.length > 0) {
@@ -132,6 +132,19 @@ test('the package loads here (the cases below are not failing for another reason
   t.true(load('esm').loaded)
 })
 
+test('a default import is the whole API, in ES modules and CommonJS (TypeScript\'s esModuleInterop reads .default)', (t) => {
+  const url = pathToFileURL(join(root, 'dist', 'index.mjs')).href
+  const script = `
+    import shmutils, { MappedMemory, Lock } from ${JSON.stringify(url)}
+    import { createRequire } from 'node:module'
+    const cjs = createRequire(import.meta.url)(${JSON.stringify(join(root, 'dist', 'index.js'))})
+    process.stdout.write(JSON.stringify([
+      shmutils.MappedMemory === MappedMemory, shmutils.Lock === Lock, cjs.default === cjs, cjs.default.MappedMemory === MappedMemory,
+    ]))`
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, NODE_OPTIONS: '' } })
+  t.is(r.stdout, '[true,true,true,true]', r.stderr)
+})
+
 for (const entry of ['cjs', 'esm'] as const) {
   test(`${entry}: an unsupported OS and CPU throws ERR_SHM_UNSUPPORTED_PLATFORM naming both and the supported list`, (t) => {
     const o = load(entry, { platform: 'freebsd', arch: 'riscv64' })
@@ -174,6 +187,28 @@ for (const entry of ['cjs', 'esm'] as const) {
     t.false(o.loaded)
     t.is(o.code, 'ERR_SHM_BINARY_MISSING')
     t.true(o.message?.includes(`NAPI_RS_NATIVE_LIBRARY_PATH names ${missing}, which does not exist`), o.message)
+  })
+
+  test(`${entry}: an installed binary that is damaged is ERR_SHM_UNSUPPORTED_PLATFORM with its reason first, no WebAssembly fallback, and what to do`, (t) => {
+    const dir = project(t, true)
+    const binary = join(dir, 'node_modules', `shmutils-${hostPlatform()}`, `shmutils.${hostPlatform()}.node`)
+    writeFileSync(binary, 'junk')
+    const o = load(entry, { project: dir })
+    t.false(o.loaded)
+    t.is(o.code, 'ERR_SHM_UNSUPPORTED_PLATFORM')
+    t.true(o.message?.startsWith(`shmutils could not load its native binary for ${hostPlatform()} on this system: ${binary}: `), o.message)
+    t.false(/wasi|wasm/.test(o.message ?? ''), o.message)
+    t.false(o.message?.includes('\n'), 'one line')
+    t.regex(o.message ?? '', /reinstall shmutils/)
+  })
+
+  test(`${entry}: a runtime older than the package needs is ERR_SHM_UNSUPPORTED_PLATFORM naming both versions, at load`, (t) => {
+    const o = load(entry, { preload: 'delete String.prototype.isWellFormed;' })
+    t.false(o.loaded)
+    t.is(o.name, 'ShmError')
+    t.is(o.code, 'ERR_SHM_UNSUPPORTED_PLATFORM')
+    const { engines } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { engines: { node: string } }
+    t.is(o.message, `shmutils needs Node.js ${engines.node}; this is Node.js ${process.versions.node}`)
   })
 
   test(`${entry}: a binary this system cannot load is ERR_SHM_UNSUPPORTED_PLATFORM with the loader's reason`, (t) => {

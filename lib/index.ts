@@ -38,3 +38,11 @@ export { type LockOwner } from './records.js'
 export { tracing, type Tracing, type LockWaitMessage, type OwnerDiedMessage, type HeapRepairMessage } from './trace.js'
 // util.inspect of the classes above (their state, no internals).
 import './inspect.js'
+import * as self from './index.js'
+
+/**
+ * The whole API as one object, for a default import (`import shmutils from 'shmutils'`,
+ * ES modules and TypeScript alike): the same values as the named exports.
+ */
+const shmutils: typeof self = self
+export default shmutils

@@ -124,10 +124,13 @@ function binaryPresent(platform: string): boolean {
  */
 function reasons(error: unknown): string {
   const said: string[] = []
-  for (let e = (error as { cause?: unknown })?.cause; e && said.length < 4; e = (e as { cause?: unknown }).cause) {
-    said.push(String((e as Error).message ?? e))
+  for (let e = (error as { cause?: unknown })?.cause; e && said.length < 6; e = (e as { cause?: unknown }).cause) {
+    const message = String((e as Error).message ?? e)
+    // The loader also tries a WebAssembly build, which shmutils does not publish: its
+    // failures say nothing about the binary that did not load.
+    if (!/wasm32-wasi|\.wasi\.cjs|\.wasi-browser/.test(message)) said.push(message.split('\n')[0]!)
   }
-  return said.length > 0 ? said.join('; ') : String((error as Error)?.message ?? error)
+  return said.length > 0 ? said.join('; ') : String((error as Error)?.message ?? error).split('\n')[0]!
 }
 
 /** The error for a binding that did not load (`cause`): why, and what to do. */
@@ -151,15 +154,31 @@ function loadError(cause: unknown): ShmError {
       { code: 'ERR_SHM_BINARY_MISSING' },
     )
   } else {
-    err = new ShmError(`shmutils could not load its native binary for ${platform} on this system: ${reasons(cause)}`, {
-      code: 'ERR_SHM_UNSUPPORTED_PLATFORM',
-    })
+    err = new ShmError(
+      `shmutils could not load its native binary for ${platform} on this system: ${reasons(cause)} ` +
+        `(if the install is damaged, reinstall shmutils; the binaries need Linux with glibc 2.17 or later, or musl, or macOS: README.md, "Two commands")`,
+      { code: 'ERR_SHM_UNSUPPORTED_PLATFORM' },
+    )
   }
   ;(err as Error & { cause?: unknown }).cause = cause
   return err
 }
 
+/**
+ * `ERR_SHM_UNSUPPORTED_PLATFORM` on a JavaScript runtime older than the package needs
+ * (npm only warns about `engines`): said at load, not as a `TypeError` from whichever
+ * call first uses a missing built-in. Looks for what is used, not at version numbers
+ * (Bun and Deno report their own).
+ */
+function checkRuntime(): void {
+  if (typeof String.prototype.isWellFormed === 'function') return
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { engines } = require('../package.json') as { engines: { node: string } }
+  throw new ShmError(`shmutils needs Node.js ${engines.node}; this is Node.js ${process.versions.node}`, { code: 'ERR_SHM_UNSUPPORTED_PLATFORM' })
+}
+
 function load(): typeof Binding & FastBinding {
+  checkRuntime()
   try {
     // A synchronous require: the binding must exist before any module-level code runs,
     // and the failure must be catchable here (an `import` could be neither).

@@ -7,6 +7,11 @@ import {
   type Type,
 } from 'shmutils'
 import { type Equal, type Underscored, exact, expectTrue } from './assert.mjs'
+import shmutils from 'shmutils'
+
+// The default import is the whole API (the same values as the named exports).
+expectTrue<Equal<typeof shmutils.MappedMemory, typeof MappedMemory>>()
+expectTrue<Equal<typeof shmutils.Lock, typeof Lock>>()
 
 declare const mem: MappedMemory
 

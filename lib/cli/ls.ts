@@ -129,7 +129,7 @@ Linux only: other systems have no way to list POSIX shared-memory objects.`,
       io.out(`\n${SHM_DIR}: absent on this system (no named segments; anonymous ones work)`)
     }
     if (l.scan.unreadableProcesses) {
-      io.err(`note: ${l.scan.unreadableProcesses} process${l.scan.unreadableProcesses === 1 ? '' : 'es'} could not be inspected (other users'): ATTACHED may miss them`)
+      io.err(`note: ${l.scan.unreadableProcesses} process${l.scan.unreadableProcesses === 1 ? '' : 'es'} could not be inspected (no permission to read its /proc entries): ATTACHED may miss them`)
     }
     return 0
   },

@@ -23,7 +23,17 @@ pub fn anonymous_object() -> Result<i32> {
         )
     };
     if fd >= 0 {
-        return Ok(fd as i32);
+        let fd = fd as i32;
+        // A memfd is created with mode 0777; segments are 0600, anonymous ones too (others
+        // with access to this process's /proc/<pid>/fd could otherwise open it).
+        // SAFETY: fchmod takes a descriptor we own and an integer mode.
+        if unsafe { libc::fchmod(fd, 0o600) } != 0 {
+            let e = ShmError::last_os("fchmod");
+            // SAFETY: closing the descriptor made above, used nowhere else.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        return Ok(fd);
     }
     let e = Errno::last();
     if e != Errno::ENOSYS && e != Errno::EPERM {
