@@ -42,8 +42,10 @@ test('a process SIGKILLed while constructing heap.named(): the name is taken bac
     flag.value = 0
     const constructor = forkChild(t, 'named-dies.mjs')
     constructor.proc.send({ mem: handle, flag, role: 'constructor' })
-    // It reserved the name and is writing the init (for 300 ms, then it dies).
-    while (flag.value === 0) await new Promise((r) => setTimeout(r, 5))
+    // It reserved the name and wrote the init, and has not published it (300 ms, then it dies).
+    const t0 = Date.now()
+    while (flag.value === 0 && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 5))
+    t.is(flag.value, 1, 'the constructor reached the window')
     let got: Promise<{ a: number; b: number; offset: number }> | undefined
     if (waiter) {
       // A second process asks for the object while it is being constructed: it waits,
