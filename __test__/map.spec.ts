@@ -184,6 +184,31 @@ test('get returns a fresh copy every time, also of a value read before; a value 
   }
 })
 
+// A reader's memo of a key holds while the stripe's write sequence and clock are as it
+// saw them. clear() moves the sequence of empty stripes too (and a set that runs out of
+// heap moves it), without storing anything: they now move the clock as well, or after
+// 2^31 of them the sequence is back and the memo hands out a deleted value. The 2^31 - 11
+// clears are forged (each stripe's sequence set back by 20, docs/FORMAT.md §11.2); the
+// last 10, like the first, are real, in another process.
+test("a reader's memo of a key does not survive its stripe's write sequence wrapping (2^31 clears of an empty map)", async (t) => {
+  const mem = segment(t)
+  const map = new SharedMap<string, unknown>(mem)
+  map.set('k', { v: 'old value' })
+  for (let i = 0; i < 5; i++) t.deepEqual(map.get('k'), { v: 'old value' })
+  const dv = new DataView(mem.buffer)
+  const stripes = dv.getUint32(map.offset + 28, true)
+  const array = dv.getUint32(map.offset + 32, true) * 16
+  const seq = (s: number) => array + 128 * s + 104
+  const before = Array.from({ length: stripes }, (_, s) => dv.getUint32(seq(s), true))
+  await inChild(t, { map: map.toJSON(), job: 'clear', n: 1 })
+  for (let s = 0; s < stripes; s++) dv.setUint32(seq(s), (before[s]! - 20) >>> 0, true)
+  await inChild(t, { map: map.toJSON(), job: 'clear', n: 10 })
+  t.deepEqual(Array.from({ length: stripes }, (_, s) => dv.getUint32(seq(s), true)), before, 'every sequence is back')
+  t.is(map.get('k'), undefined)
+  t.false(map.has('k'))
+  t.is(map.size, 0)
+})
+
 test('tables grow (rehash) and every entry survives; iteration sees each entry once, also while it grows', (t) => {
   const mem = segment(t, 32 << 20)
   const m = new SharedMap<string, number>(mem, { stripes: 2 })

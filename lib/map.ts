@@ -619,6 +619,26 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     // An acquire load after the release store: the changes that follow cannot be seen
     // before the odd sequence (x86's Atomics.store is a full barrier already).
     if (WEAK_ORDERING) Atomics.load(i32, at)
+    // Every holding that writes moves the clock too, also one that stores nothing (a
+    // clear() of an empty stripe, a set that ran out of heap): the 32-bit sequence comes
+    // back to a value after 2^31 holdings, the pair (sequence, clock) never does, and a
+    // reader's memo compares the pair ("Reads of unchanged stripes", docs/containers.md).
+    if (!this.#bounded) this.#tick(s)
+  }
+
+  /**
+   * Moves stripe `s`'s write clock (unbounded maps: a u32 pair, low word then high word)
+   * on by one, with its holder's lock held; returns the new low word.
+   */
+  #tick(s: number): number {
+    const i32 = this.v.i32
+    const clock = (s + S.TICK) >>> 2
+    const lo = (i32[clock] + 1) | 0
+    // The high word first: a kill between the two stores leaves the clock ahead, never
+    // behind (no stamp is given twice).
+    if (lo === 0) i32[clock + 1] = (i32[clock + 1] + 1) | 0
+    i32[clock] = lo
+    return lo
   }
 
   // Stripe's current table, as `#table` read it last.
@@ -955,14 +975,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     if (this.#bounded) {
       v.dv.setFloat64(e + E.TICK, 0, true)
     } else {
-      const clock = (s + S.TICK) >>> 2
-      const lo = (i32[clock] + 1) | 0
-      // The high word first: a kill between the two stores leaves the clock ahead, never
-      // behind (no stamp is given twice).
-      if (lo === 0) i32[clock + 1] = (i32[clock + 1] + 1) | 0
-      i32[clock] = lo
-      i32[w + (E.TICK >>> 2)] = lo
-      i32[w + (E.TICK >>> 2) + 1] = i32[clock + 1]
+      i32[w + (E.TICK >>> 2)] = this.#tick(s)
+      i32[w + (E.TICK >>> 2) + 1] = i32[((s + S.TICK) >>> 2) + 1]
     }
     copyWords(v.u8, i32, e + E.DATA, ks.bytes, ks.words, 0, kn)
     copyWords(v.u8, i32, valueAt(e, kn), vs.bytes, vs.words, 0, vn)
