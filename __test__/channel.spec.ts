@@ -230,6 +230,31 @@ test('async calls of one object complete in call order; one aborted or timed out
   t.deepEqual(await Promise.all(receives.filter((_, i) => i !== 5)), Array.from({ length: 19 }, (_, i) => i))
 })
 
+test('async calls waiting their turn with timeouts beyond 2^31 - 1 ms (what setTimeout takes) keep waiting', async (t) => {
+  const mem = segment(t)
+  const warnings: string[] = []
+  const onWarning = (w: Error): void => void warnings.push(w.name)
+  process.on('warning', onWarning)
+  t.teardown(() => process.off('warning', onWarning))
+  const ch = new Channel<number>(mem, { capacity: 64 })
+  // Two receives behind a first one: they wait their turn (Node ran a longer timer after 1 ms).
+  const receives = [ch.receiveAsync(), ch.receiveAsync({ timeout: 2 ** 31 }), ch.receiveAsync({ timeout: 1e10 })]
+  let room = 0
+  const full = new Channel<number>(mem, { capacity: 64 })
+  while (full.send(-1, { timeout: 0 })) room++
+  const sends = [full.sendAsync(0), full.sendAsync(1, { timeout: 2 ** 31 }), full.sendAsync(2, { timeout: 1e10 })]
+  const settled: number[] = []
+  ;[...receives, ...sends].forEach((p, i) => void p.then(() => settled.push(i), () => settled.push(i)))
+  await sleep(100)
+  t.deepEqual(settled, [], 'all still pending')
+  for (let i = 0; i < 3; i++) ch.send(i)
+  t.deepEqual(await Promise.all(receives), [0, 1, 2])
+  for (let i = 0; i < room; i++) t.is(full.receive(), -1)
+  t.deepEqual(await Promise.all(sends), [true, true, true])
+  t.deepEqual([full.receive(), full.receive(), full.receive()], [0, 1, 2])
+  t.false(warnings.includes('TimeoutOverflowWarning'))
+})
+
 test('blocking calls of a thread whose async calls hold the side lock go on (no ERR_SHM_DEADLOCK), with other processes contending', async (t) => {
   const mem = segment(t, 16 << 20)
   const ch = new Channel<unknown>(mem, { capacity: 1 << 16 })

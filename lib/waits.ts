@@ -171,6 +171,9 @@ export class Turns {
   }
 }
 
+/** The longest delay `setTimeout` takes as it is. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /**
  * Resolves `true` when `before` settles, `false` when `until` passes first; rejects with
  * an `AbortError` when `signal` aborts first.
@@ -187,10 +190,16 @@ function waitTurn(before: Promise<unknown>, signal: AbortSignal | undefined, unt
       reject(abortError(signal as AbortSignal))
     }
     if (until !== Infinity) {
-      timer = setTimeout(() => {
-        finish()
-        resolve(false)
-      }, Math.max(0, until - performance.now()))
+      // Node runs a timer of more than 2^31 - 1 ms after 1 ms: a deadline further away
+      // re-arms until it is near.
+      const arm = (): void => {
+        const left = until - performance.now()
+        timer = setTimeout(left > MAX_TIMER_MS ? arm : () => {
+          finish()
+          resolve(false)
+        }, Math.min(MAX_TIMER_MS, Math.max(0, left)))
+      }
+      arm()
     }
     signal?.addEventListener('abort', onAbort, { once: true })
     void before.then(() => {
