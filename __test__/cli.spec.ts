@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Lock, MappedMemory, RWLock, ShmError, shmOpen } from '../dist/index.js'
+import { Channel, Lock, MappedMemory, RWLock, ShmError, shmOpen } from '../dist/index.js'
 import { forkChild, pidNamespaceUnavailable, segmentExists, segmentName, throws } from './helpers.js'
 
 const BIN = join(import.meta.dirname ?? __dirname, '..', 'bin', 'shmutils.js')
@@ -257,6 +257,26 @@ test('inspect reports a heap too damaged to walk as a finding, with the segment 
   t.regex(text.stdout, new RegExp(`segment ${name}`))
   t.regex(text.stdout, /note: the heap is damaged/)
   noStack(t, text)
+})
+
+// A consumer counts a message before its producer does (between the consumer's commit
+// and the producer's count, or for good when the producer died there): received one
+// ahead of sent is an empty channel (it showed 4294967295 messages queued).
+test('inspect shows a Channel whose consumer counted a message before its producer as empty', (t) => {
+  const name = segmentName(t, 'cli-queued')
+  const m = MappedMemory.create(name, { size: 1 << 16 })
+  const ch = new Channel<number>(m, { capacity: 64 })
+  ch.send(1)
+  t.is(ch.receive(), 1)
+  const dv = new DataView(m.buffer)
+  dv.setUint32(ch.offset + 108, dv.getUint32(ch.offset + 108, true) - 1, true) // sent (docs/FORMAT.md §11.3)
+  t.is(ch.length, 0)
+  const offset = ch.offset
+  m.close()
+  const r = json<{ objects: { offset: number; kind: string; state: { queued: number }; summary: string }[] }>(t, 'inspect', name)
+  const found = r.objects.find((o) => o.offset === offset)
+  t.like(found, { kind: 'Channel', state: { queued: 0 } })
+  t.regex(found?.summary ?? '', /^0 messages queued/)
 })
 
 test('--help for each command', (t) => {

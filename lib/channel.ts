@@ -60,6 +60,7 @@ import { heapOf } from './heap.js'
 import { type AsyncWaitOptions, Kind, type Lock, OWNER_DIED as LOCK_OWNER_DIED } from './lock.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
+import { queuedMessages } from './records.js'
 import { copyWords } from './utf8.js'
 import { Turns } from './waits.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
@@ -209,9 +210,9 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   /** Messages queued now (sent and not yet received). */
   get length(): number {
     const i32 = this.live().i32
-    const d = (Atomics.load(i32, this.#w + (C.SENT >>> 2)) - Atomics.load(i32, this.#w + (C.RECEIVED >>> 2))) | 0
+    const n = queuedMessages(Atomics.load(i32, this.#w + (C.SENT >>> 2)), Atomics.load(i32, this.#w + (C.RECEIVED >>> 2)))
     intact(this.memory)
-    return d < 0 ? 0 : d
+    return n
   }
 
   /** Whether {@link close} was called (by any process). */

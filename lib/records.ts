@@ -275,10 +275,21 @@ function sharedMap(memory: MappedMemory, r: Reader): RecordState {
   }
 }
 
+/**
+ * Messages queued, from a Channel's `sent` and `received` counters (u32, wrapping). A
+ * consumer may count a message before its producer does (between the consumer's commit
+ * and the producer's count, or after a producer died there): `received` one ahead of
+ * `sent` is an empty channel, not 2^32 - 1 messages.
+ */
+export function queuedMessages(sent: number, received: number): number {
+  const d = (sent - received) | 0
+  return d < 0 ? 0 : d
+}
+
 /** A Channel's header (§11.3): messages and bytes queued. */
 function channel(r: Reader): RecordState {
   const capacity = r.u32(24)
-  const queued = (r.load(108) - r.load(172)) >>> 0
+  const queued = queuedMessages(r.load(108), r.load(172))
   const bytes = (r.load(192) - r.load(256)) >>> 0
   const state = {
     capacity, queued, bytes, closed: r.u32(28) === 1,
