@@ -1,5 +1,5 @@
 import test from 'ava'
-import { Condition, Lock, MappedMemory, RLock, revive, Semaphore, ShmError } from '../dist/index.js'
+import { Condition, Heap, Lock, MappedMemory, RLock, revive, Semaphore, ShmError } from '../dist/index.js'
 import { rawSegment, segmentName, type Peer, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const N = 400
@@ -196,7 +196,18 @@ test('handles: a Condition revives with its lock (of the right class)', async (t
 test('new Condition(lock) allocates its record in the lock\'s heap', (t) => {
   const mem = MappedMemory.create(segmentName(t, 'cond-heap'), { size: 1 << 16 })
   t.teardown(() => mem.close())
-  t.throws(() => new Condition(Lock.at(rawSegment(t), 0)), { instanceOf: TypeError, message: /heap/ }, 'a raw mapping has no heap')
+  t.throws(() => new Condition(Lock.at(rawSegment(t), 0)), { instanceOf: TypeError, message: /fixed offset of a raw mapping: use Condition\.at/ }, 'a raw mapping has no heap')
+  // A lock made in a heap of a raw mapping (Heap.create): the condition goes in that heap
+  // (it asked the raw mapping for a heap, and said to use Heap.create, which was done).
+  const raw = rawSegment(t)
+  const own = Heap.create(raw, { offset: 4096 })
+  const ownLock = new Lock(own)
+  const ownCond = new Condition(ownLock)
+  t.is(ownCond.memory, raw)
+  t.is(own.stats().allocations, 2)
+  ownLock.acquire()
+  t.false(ownCond.wait(5))
+  ownLock.release()
   const before = mem.heap.stats().allocations
   const lock = new Lock(mem)
   const cond = new Condition(lock)

@@ -7,7 +7,7 @@
 import { checkIndex, checkTimeoutArg, checkWaitOptions, describe } from './args.js'
 import { abortError, native, notOwner, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver, revive } from './handles.js'
-import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, heldHere, Kind, Lock, LOCK_SIZE, setOwnerDied } from './lock.js'
+import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, heldHere, Kind, Lock, LOCK_SIZE, lockHome, setOwnerDied } from './lock.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
@@ -16,6 +16,19 @@ import { Code, outcome, throwIfFailed, waitNative } from './waits.js'
 const ALL = 0xffff_ffff
 
 let atPlace: { memory: MappedMemory; offset: number } | null = null
+
+/**
+ * A new condition record where `lock`'s record was allocated (the heap it was made in, or
+ * its managed mapping's heap).
+ * @throws TypeError for a lock made with `Lock.at()` in a raw mapping (no heap to use)
+ */
+function recordBeside(lock: Lock): { memory: MappedMemory; offset: number } {
+  const home = lockHome(lock) ?? lock.memory
+  if (home === lock.memory && !lock.memory.managed) {
+    throw typeError('new Condition(lock) puts its record in the heap the lock came from, and this lock is at a fixed offset of a raw mapping: use Condition.at(memory, offset, lock), or make the lock in a heap (new Lock(heap))')
+  }
+  return allocateRecord(home, 'Condition', Kind.CONDITION)
+}
 
 /**
  * A condition variable shared between processes and worker threads, used with its lock
@@ -68,7 +81,7 @@ export class Condition {
   constructor(lock: Lock) {
     if (!(lock instanceof Lock)) throw typeError(`The "lock" argument must be a Lock or RLock; got ${describe(lock)}`)
     this.lock = lock
-    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(lock.memory, 'Condition', Kind.CONDITION))
+    ;({ memory: this.memory, offset: this.offset } = atPlace ?? recordBeside(lock))
     atPlace = null
     const win = internals(this.memory).window(this.offset, LOCK_SIZE)
     this.#i32 = win.i32

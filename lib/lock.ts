@@ -164,6 +164,17 @@ export function allocateRecord(where: unknown, what: string, kind: number, size 
   return place
 }
 
+/** Where each lock made with `new` was allocated (the `where` it was given). */
+const homes = new WeakMap<object, unknown>()
+
+/**
+ * @internal Where `lock`'s record was allocated (a heap, or a managed mapping's), for the
+ * records that go with it (a Condition's); `undefined` for a lock made with `at()`.
+ */
+export function lockHome(lock: object): unknown {
+  return homes.get(lock)
+}
+
 /** @internal Checks that a {@link LOCK_SIZE}-byte record fits at `offset` in `memory`. */
 export function checkRecordAt(memory: unknown, offset: unknown): asserts memory is MappedMemory {
   checkMemory(memory)
@@ -260,6 +271,7 @@ export class Lock implements Disposable {
    */
   constructor(where: LockHome | MappedMemory) {
     const tag = (new.target as typeof Lock)._kind
+    if (atPlace === null) homes.set(this, where)
     ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name, tag))
     atPlace = null
     const win = internals(this.memory).window(this.offset, LOCK_SIZE)
