@@ -181,6 +181,18 @@ for (const entry of ['cjs', 'esm'] as const) {
     t.true(load(entry, { project: project(t, true) }).loaded)
   })
 
+  test(`${entry}: a platform package of another version is ERR_SHM_BINARY_MISSING naming both versions and the install command`, (t) => {
+    const dir = project(t, true)
+    const dep = join(dir, 'node_modules', `shmutils-${hostPlatform()}`, 'package.json')
+    writeFileSync(dep, JSON.stringify({ ...JSON.parse(readFileSync(dep, 'utf8')), version: '0.0.9' }))
+    const o = load(entry, { project: dir })
+    t.false(o.loaded)
+    t.is(o.name, 'ShmError')
+    t.is(o.code, 'ERR_SHM_BINARY_MISSING')
+    t.true(o.message?.startsWith(`shmutils ${version} found its native binary package shmutils-${hostPlatform()} at version 0.0.9`), o.message)
+    t.true(o.message?.includes(`npm install shmutils-${hostPlatform()}@${version}`), o.message)
+  })
+
   test(`${entry}: NAPI_RS_NATIVE_LIBRARY_PATH naming no file says so`, (t) => {
     const missing = join(root, 'no-such-dir', 'shmutils.node')
     const o = load(entry, { env: { NAPI_RS_NATIVE_LIBRARY_PATH: missing } })

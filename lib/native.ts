@@ -1,9 +1,10 @@
 /**
  * The native binding, loaded once. Instead of the loader's generic "Cannot find native
  * binding", a failure is a `ShmError` that says what to do: `ERR_SHM_BINARY_MISSING` on a
- * supported platform whose binary package (`shmutils-<platform>`) is not installed, naming
- * it and how to install it; `ERR_SHM_UNSUPPORTED_PLATFORM` on a platform without a
- * prebuilt binary, or one whose binary this system cannot load.
+ * supported platform whose binary package (`shmutils-<platform>`) is not installed, or is
+ * of another version, naming it and how to install it; `ERR_SHM_UNSUPPORTED_PLATFORM` on
+ * a platform without a prebuilt binary, on a runtime older than the package needs, or
+ * with a binary this system cannot load.
  * @module
  */
 import { existsSync } from 'node:fs'
@@ -183,10 +184,39 @@ function load(): typeof Binding & FastBinding {
     // A synchronous require: the binding must exist before any module-level code runs,
     // and the failure must be catchable here (an `import` could be neither).
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('../index.js') as typeof Binding & FastBinding
+    const b = require('../index.js') as typeof Binding & FastBinding
+    checkBinaryVersion()
+    return b
   } catch (cause) {
-    throw loadError(cause)
+    throw cause instanceof ShmError ? cause : loadError(cause)
   }
+}
+
+/**
+ * `ERR_SHM_BINARY_MISSING` when the binary came from a platform package of another
+ * version (a lock file or a cache that kept an old one): the native side and this
+ * JavaScript must be one release, and napi's loader checks that only when asked to
+ * (`NAPI_RS_ENFORCE_VERSION_CHECK`). A build from source, or a file that
+ * `NAPI_RS_NATIVE_LIBRARY_PATH` names, is the developer's own.
+ */
+function checkBinaryVersion(): void {
+  const platform = currentPlatform()
+  if (process.env.NAPI_RS_NATIVE_LIBRARY_PATH || existsSync(join(__dirname, '..', `shmutils.${platform}.node`))) return
+  let found: string
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    found = (require(`shmutils-${platform}/package.json`) as { version: string }).version
+  } catch {
+    return
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const version = (require('../package.json') as { version: string }).version
+  if (found === version) return
+  throw new ShmError(
+    `shmutils ${version} found its native binary package shmutils-${platform} at version ${found}: they must be the same release ` +
+      `(install it with \`npm install shmutils-${platform}@${version}\`, or reinstall shmutils)`,
+    { code: 'ERR_SHM_BINARY_MISSING' },
+  )
 }
 
 /** The native binding (see `index.d.ts`). Internal: the public API wraps it. */
