@@ -12,7 +12,7 @@ import test, { type ExecutionContext } from 'ava'
 import { Lock, MappedMemory, Semaphore, types } from '../dist/index.js'
 import { fixture, forkChild, segmentName, sleep, unlinkQuietly } from './helpers.js'
 
-type Attempt = { ok: true; value: unknown } | { ok: false; code: string | null; errno: number | null; name: string; message: string }
+type Attempt = { ok: true; value: unknown } | { ok: false; code: string | null; errno: number | null; path: string | null; name: string; message: string }
 type Results = Record<string, unknown> & { done?: boolean; fatal?: unknown }
 const G = 2 ** 30
 
@@ -111,6 +111,8 @@ tmpfsTest('full /dev/shm: create({ prefault }) and create({ reserve }) fail with
 tmpfsTest('full /dev/shm: heap.malloc + fill, mem.new and heap loops get ENOSPC, and the heap stays consistent', async (t) => {
   const r = finished(t, await runChild(['full-heap', '/memsafe-full-heap'], 'full'))
   failed(t, r, 'mallocFill', 'ENOSPC')
+  t.like(attempt(r, 'mallocFill'), { path: '/memsafe-full-heap' }, 'the segment named as path, as open errors do')
+  t.like(attempt(r, 'memNew'), { path: '/memsafe-full-heap' })
   t.true((r.blocks as number) > 80, `${r.blocks} blocks of 64 KiB fit in 8 MiB`)
   succeeded(t, r, 'checkAfterMalloc')
   succeeded(t, r, 'statsAllocations', r.blocks)
@@ -123,6 +125,14 @@ tmpfsTest('full /dev/shm: heap.malloc + fill, mem.new and heap loops get ENOSPC,
   t.deepEqual(Object.keys(codes).filter((c) => c !== 'ok' && c !== 'ENOSPC' && c !== 'ENOMEM'), [], JSON.stringify(codes))
   t.true(codes.ok! > 1000 && codes.ENOSPC! > 0, JSON.stringify(codes))
   succeeded(t, r, 'checkAfterLoop')
+})
+
+tmpfsTest('full /dev/shm: a new key that would grow the table is stored without growing it (as with a full heap), not ENOSPC', async (t) => {
+  const r = finished(t, await runChild(['full-rehash', '/memsafe-full-rehash'], 'full'))
+  succeeded(t, r, 'setNew', 'v')
+  succeeded(t, r, 'sizeAfter', 2049)
+  succeeded(t, r, 'oldKey', 2047)
+  succeeded(t, r, 'check')
 })
 
 tmpfsTest('full /dev/shm: mem.reserve() backs raw bytes (shared); an unbacked raw write does not kill, the mapping then says ENOSPC', async (t) => {

@@ -36,17 +36,14 @@ export const H = Object.freeze({
 /** Where a container can be created: a heap, or a managed mapping (its heap). */
 export type ContainerHome = Heap | MappedMemory
 
-/** Heaps other than a managed segment's own, attached once per mapping and offset. */
-const otherHeaps = new WeakMap<MappedMemory, Map<number, Heap>>()
-
-/** The heap whose region starts at `heapOffset` of `memory` (the segment's own if so). */
+/**
+ * The heap whose region starts at `heapOffset` of `memory` (the segment's own if so):
+ * `Heap.attach`'s one object per heap, which is the newest after a `Heap.create` formatted
+ * the region again (a container must never allocate through the old one's geometry).
+ */
 export function heapAt(memory: MappedMemory, heapOffset: number): Heap {
   if (memory.managed && internals(memory).heapOffset === heapOffset) return memory.heap
-  let heaps = otherHeaps.get(memory)
-  if (!heaps) otherHeaps.set(memory, (heaps = new Map()))
-  let h = heaps.get(heapOffset)
-  if (!h) heaps.set(heapOffset, (h = Heap.attach(memory, heapOffset)))
-  return h
+  return Heap.attach(memory, heapOffset)
 }
 
 /** `ERR_SHM_CORRUPT`: bytes of a container that cannot be right. */

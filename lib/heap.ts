@@ -10,7 +10,7 @@ import { native, rangeError, ShmError, typeError } from './errors.js'
 import { HeapCache } from './heap-cache.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { setLockAllocator } from './lock.js'
-import { checkIntact, checkMemory, GUARD, internals, isMappedMemory, MappedMemory, memoryOfHandle, setHeapFactory } from './memory.js'
+import { checkIntact, checkMemory, GUARD, internals, isMappedMemory, MappedMemory, memoryOfHandle, setHeapFactory, withPath } from './memory.js'
 import { binding } from './native.js'
 import { Ref, refAt, refParts, setRefHeapLookup, valueImage, writeValue } from './ref.js'
 import { cStringSize } from './strings.js'
@@ -32,7 +32,7 @@ export interface HeapStats {
   used: number
   /** Bytes in free blocks. */
   free: number
-  /** The largest free block (the largest allocation that can succeed, plus its header). */
+  /** The largest allocation that can succeed now (`malloc(largestFree)` does, one byte more does not). */
   largestFree: number
   /** Number of allocated blocks. */
   allocations: number
@@ -150,6 +150,11 @@ function smallAlign(align: number): boolean {
 }
 /** @internal This thread's native slot id of a heap, for the raw heap calls of containers. */
 export let heapSlotId: (heap: Heap) => number
+/**
+ * @internal Runs `fn`, a native allocation from `heap` (a container's), as the heap's own
+ * allocations run: on `ENOMEM` this thread's caches of the heap go back and it runs again.
+ */
+export let allocateIn: <T>(heap: Heap, fn: () => T) => T
 
 /**
  * @internal Whether `value` is a {@link Heap}: a private-brand check, which a Proxy of a
@@ -253,6 +258,7 @@ export class Heap {
   }
 
   static {
+    allocateIn = (heap, fn) => heap.#allocate(fn)
     heapSlotId = (heap) => heap.#id
     isHeap = (value): value is Heap => typeof value === 'object' && value !== null && #id in value
   }
@@ -290,7 +296,16 @@ export class Heap {
     const size = checkIndex('size', options.size ?? memory.size - offset)
     const { id } = internals(memory)
     if (memory.managed) insideOwnBlock(memory, offset, size)
-    return new Heap(memory, offset, native(() => binding.heapAttach(id, offset, size, true)))
+    let slot: number
+    try {
+      slot = native(() => binding.heapAttach(id, offset, size, true))
+    } catch (e) {
+      // The core checks the region's geometry (alignment, fit, the least and largest
+      // size): a region it refuses is a bad argument, said in its words.
+      if ((e as ShmError).code === 'EINVAL') throw rangeError(`The "offset" and "size" options { offset: ${offset}, size: ${size} } are no heap region: ${(e as Error).message}`)
+      throw e
+    }
+    return new Heap(memory, offset, slot)
   }
 
   /**
@@ -342,15 +357,22 @@ export class Heap {
     return this.#allocate(() => binding.heapMalloc(this.#id, size, align))
   }
 
-  /** A native allocation; on `ENOMEM` the caches go back to the heap and it runs again. */
-  #allocate(fn: () => number): number {
+  /**
+   * A native allocation; on `ENOMEM` the caches go back to the heap and it runs again. A
+   * failed system call (`fallocate`: `ENOSPC`) names the segment as its `path`.
+   */
+  #allocate<T>(fn: () => T): T {
     const strays = this.#cache?.strays
     if (strays?.length) for (const off of strays.splice(0)) native(() => binding.heapFree(this.#id, off))
     try {
-      return native(fn)
+      try {
+        return native(fn)
+      } catch (e) {
+        if ((e as ShmError).code !== 'ENOMEM' || this.trim() === 0) throw e
+        return native(fn)
+      }
     } catch (e) {
-      if ((e as ShmError).code !== 'ENOMEM' || this.trim() === 0) throw e
-      return native(fn)
+      throw withPath(e, this.memory)
     }
   }
 
@@ -513,7 +535,7 @@ export class Heap {
     // fails before the object exists, and no code of the caller's runs while the name is
     // reserved (it could throw there, or wait for the name itself).
     const image = init === undefined ? undefined : valueImage(this.memory, t, toValue(t, init))
-    const r = native(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
+    const r = this.#allocate(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
     if (!r.created) {
       const found = this.#namedRef(name, r.offset, r.size, r.typeDesc)
       if (r.typeDesc !== desc) throw typeError(`The named object ${JSON.stringify(name)} exists as ${formatType(refParts(found).type)}, not ${formatType(t)}`)

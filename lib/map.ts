@@ -59,7 +59,7 @@ import {
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { registerReviver } from './handles.js'
-import { heapOf } from './heap.js'
+import { allocateIn, heapOf } from './heap.js'
 import { refParts } from './ref.js'
 import { arrayOf, describeType, types } from './types/index.js'
 import { Kind, Lock } from './lock.js'
@@ -1070,11 +1070,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
 
   /** `heapAllocInto`: a block of `size` bytes, recorded in the u32 slot at `slot`. */
   #allocInto(size: number, align: number, slot: number): number {
-    try {
-      return binding.heapAllocInto(this.v.heapId, size, align, slot)
-    } catch (e) {
-      throw fromNative(e)
-    }
+    return allocateIn(this.v.heap, () => binding.heapAllocInto(this.v.heapId, size, align, slot))
   }
 
   /** `heapFreeFrom`: unlinks the block `slot` names (slot ← u32 at `next` in it, or 0) and frees it. */
@@ -1116,9 +1112,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     try {
       ntbl = this.#allocInto(4 * ncap, 64, s + S.J_TABLE)
     } catch (e) {
-      // No room for a larger table: growing is optional (chains grow longer), the set
-      // goes on; nothing was changed yet.
-      if (e instanceof ShmError && e.code === 'ENOMEM') return
+      // No room for a larger table (in the heap, or pages for it on a full /dev/shm):
+      // growing is optional (chains grow longer), the set goes on; nothing was changed yet.
+      if (e instanceof ShmError && (e.code === 'ENOMEM' || e.code === 'ENOSPC')) return
       throw e
     }
     v.u8.fill(0, ntbl, ntbl + 4 * ncap)

@@ -352,6 +352,14 @@ let adopt: { info: MappingInfo; name: string | null; raw: RawOrigin | null } | n
  */
 const ANONYMOUS = Symbol('shmutils: an anonymous mapping cannot be sent to another process (it has no name to open there): map a named object')
 
+/**
+ * @internal `e`, an error of a system call on `memory`'s pages (`fallocate`'s `ENOSPC`),
+ * naming the segment as its `path` as the errors of opening it do.
+ */
+export function withPath(e: unknown, memory: MappedMemory): unknown {
+  return memory.name === null ? e : withShmAdvice(e, memory.name)
+}
+
 /** Defines `key` on `o` as an own, enumerable property nothing can assign over. */
 function fixedProperty(o: object, key: string, value: unknown): void {
   Object.defineProperty(o, key, { value, enumerable: true })
@@ -830,7 +838,11 @@ export class MappedMemory implements Disposable {
     if (this.#closed) throw closedError('the mapping')
     if (this.readOnly) throw readOnlyError()
     const id = this.#info.id
-    native(() => binding.mappingReserve(id, offset, len))
+    try {
+      native(() => binding.mappingReserve(id, offset, len))
+    } catch (e) {
+      throw withPath(e, this)
+    }
   }
 
   /** The creator's base address (where stored pointers point); own address if raw. */
