@@ -53,6 +53,19 @@ test('Barrier: a wait that times out breaks it for everyone (ERR_SHM_BROKEN); ab
   t.is(await b3.waitAsync(), 0)
 })
 
+test('Barrier: a mapping closed under a pending waitAsync breaks the round (the other party never passes without it)', async (t) => {
+  const mem = segment(t)
+  const b = new Barrier(mem, 2)
+  const mine = MappedMemory.open(mem.name!)
+  const pending = Barrier.at(mine, b.offset).waitAsync()
+  await sleep(50)
+  mine.close()
+  t.is((await rejection(pending)).code, 'ERR_SHM_CLOSED')
+  const p = await primPeer(t)
+  await p.request('revive', { key: 'b', handle: b })
+  t.like(await p.request('barrierWait', { key: 'b', timeout: 2000 }), { code: 'ERR_SHM_BROKEN' }, 'it used to pass, as if this party had arrived')
+})
+
 test.serial('Barrier: a wait whose deadline passes as the last party arrives returns its index (the round completed, nothing is broken)', (t) => {
   const mem = segment(t)
   const a = new Barrier(mem, 2)

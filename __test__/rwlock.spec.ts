@@ -301,6 +301,25 @@ test('async twins: wait on a native thread, time out, abort; the event loop keep
   t.is(lock.withWrite(() => 8), 8)
 })
 
+test('a mapping closed under a pending acquireWriteAsync gives its writer claim back, also while this thread keeps the segment open', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const reader = await primPeer(t)
+  await reader.request('revive', { key: 'l', handle: lock })
+  t.like(await reader.request('readHold', { key: 'l' }), { ok: true })
+  // Two more mappings in this thread: the write waits (for the reader) through one, which
+  // then closes; the other keeps the thread's token on the segment alive.
+  const [m1, m2] = [MappedMemory.open(mem.name!), MappedMemory.open(mem.name!)]
+  t.teardown(() => m2.close())
+  const pending = RWLock.at(m1, lock.offset).acquireWriteAsync()
+  await sleep(50)
+  m1.close()
+  t.is((await rejection(pending)).code, 'ERR_SHM_CLOSED')
+  const other = await primPeer(t)
+  await other.request('revive', { key: 'l', handle: lock })
+  t.like(await other.request('readHold', { key: 'l', timeout: 1000 }), { ok: true, ownerDied: false }, 'a new reader gets in (it waited on the claim)')
+})
+
 test('async twins wait for holds of other tasks of the same thread, where the synchronous calls refuse', async (t) => {
   const mem = segment(t)
   const lock = new RWLock(mem)

@@ -28,7 +28,7 @@ import { checkInteger } from './args.js'
 import { openWords, ShmError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
-import { checkIntact, GUARD, type MappedMemory, memoryOfHandle, writable } from './memory.js'
+import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { asyncWait, blockingWait, type Steps, wakeWord } from './word.js'
 
@@ -185,6 +185,10 @@ export class Barrier {
     // Wait for the round to end.
     const gen = (v >>> GEN_SHIFT) & GEN_MASK
     let ok = false
+    // A close of the mapping while an async wait sleeps below breaks the round before the
+    // views go (afterwards the finally could not, and the others would pass without this
+    // party, which never arrived for them).
+    let unhook: (() => void) | null = null
     try {
       for (;;) {
         const now = Atomics.load(a, w)
@@ -206,6 +210,11 @@ export class Barrier {
           if (GUARD[0] !== 0) checkIntact(this.memory)
           return index
         }
+        unhook ??= internals(this.memory).beforeClose(() => {
+          if (ok) return
+          ok = true
+          this.#break(a, gen)
+        })
         try {
           yield { offset: this.offset, expected: now, ms: left === Infinity ? undefined : left }
         } catch (e) {
@@ -221,6 +230,7 @@ export class Barrier {
         }
       }
     } finally {
+      unhook?.()
       // An abort thrown in at the sleep (or a close): break the round, unless it ended
       // meanwhile, in which case the success wins (the `return` replaces the error).
       if (!ok && this.#break(a, gen)) {

@@ -190,9 +190,10 @@ export interface MemoryInternals {
   readonly whole: Window | null
   /**
    * Runs `fn` when the mapping is closed (or detached), before its views go: while the
-   * memory is still there. Errors it throws are ignored.
+   * memory is still there. Errors it throws are ignored. Returns what takes `fn` off again
+   * (a wait that ended before the close).
    */
-  beforeClose(fn: () => void): void
+  beforeClose(fn: () => void): () => void
 }
 
 /** `SHMUTILS_WINDOW_BYTES`, when a power of two of at least 64 KiB (tests only). */
@@ -408,7 +409,7 @@ export class MappedMemory implements Disposable {
   /** The heap of a managed segment, once attached; dropped on close. */
   #heap: Heap | null = null
   /** What runs when it closes (see {@link MemoryInternals.beforeClose}). */
-  #beforeClose: (() => void)[] | null = null
+  #beforeClose: Set<() => void> | null = null
 
   /**
    * A raw mapping: `mmap(address, size, protection, flags, fd, offset)`.
@@ -513,7 +514,10 @@ export class MappedMemory implements Disposable {
         window: whole ? () => whole : (offset, length) => m.#window(offset, length),
         whole,
         beforeClose: (fn) => {
-          ;(m.#beforeClose ??= []).push(fn)
+          if (m.#closed) return () => {}
+          const hooks = (m.#beforeClose ??= new Set())
+          hooks.add(fn)
+          return () => hooks.delete(fn)
         },
       })
     }
@@ -906,7 +910,7 @@ export class MappedMemory implements Disposable {
   }
 
   #runBeforeClose(): void {
-    const hooks = this.#beforeClose ?? []
+    const hooks = this.#beforeClose ?? new Set()
     this.#beforeClose = null
     for (const fn of hooks) {
       try {

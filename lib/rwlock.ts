@@ -491,6 +491,10 @@ export class RWLock {
     this.#recordWriter(a, w, id)
     // 2. New readers wait now; wait for those inside to leave.
     let done = false
+    // A close of the mapping while an async wait sleeps below gives the claim back before
+    // the views go (afterwards the finally could not: every reader and writer would wait
+    // on a claim nobody holds, for as long as this thread keeps the segment open).
+    let unhook: (() => void) | null = null
     try {
       check = performance.now() + RECHECK_MS
       for (;;) {
@@ -509,9 +513,15 @@ export class RWLock {
           if (this.#clearDeadReaders(a) > 0) continue
         }
         if (left <= 0) return false
+        unhook ??= internals(this.memory).beforeClose(() => {
+          if (done) return
+          done = true
+          this.releaseWrite()
+        })
         yield { offset: this.offset + 4 * R.RGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
       }
     } finally {
+      unhook?.()
       // Timed out, aborted or failed while waiting for readers: give the claim back.
       if (!done) this.releaseWrite()
     }

@@ -9,7 +9,7 @@
  * @module
  */
 import { checkAsyncWait, checkTimeoutArg } from './args.js'
-import { abortError, native } from './errors.js'
+import { abortError, closedError, native } from './errors.js'
 import type { AcquireOptions, AsyncWaitOptions } from './lock.js'
 import { internals, type MappedMemory } from './memory.js'
 import { binding } from './native.js'
@@ -116,7 +116,9 @@ export async function runAsync<R>(memory: MappedMemory, steps: Steps<R>, signal:
       r = steps.throw(e)
       continue
     }
-    r = steps.next(changed)
+    // Closed while the completion was on its way (a close hook of the wait may have
+    // changed the word itself): the views are gone, so the wait ends as closed.
+    r = memory.closed ? steps.throw(closedError('the mapping')) : steps.next(changed)
   }
   return r.value
 }
