@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import test from 'ava'
 import { Condition, Lock, MappedMemory, RLock, Semaphore, ShmError } from '../dist/index.js'
-import { CC, fixture, forkChild, rawSegment, rejection, seededRandom, since, sleep, startPeer } from './helpers.js'
+import { CC, fixture, forkChild, rawSegment, rejection, seededRandom, segmentName, since, sleep, startPeer } from './helpers.js'
 
 test.serial('acquireAsync waits off the event loop: an interval keeps firing until the holder releases', async (t) => {
   const m = rawSegment(t)
@@ -141,6 +141,75 @@ test.serial('closing the mapping rejects pending waits with ERR_SHM_CLOSED promp
   t.true(since(t0) < 100, `rejected ${since(t0).toFixed(1)} ms after close()`)
   await t.throwsAsync(lock.acquireAsync(), { code: 'ERR_SHM_CLOSED' })
 })
+
+// A wait that finished on its waiter thread while this thread was busy has its
+// completion on the way when the mapping closes: it settles as closed, and what it took
+// goes back (a lock stayed held, or was reported abandoned; a semaphore unit was lost).
+for (const kind of ['Lock', 'RLock', 'Semaphore', 'undo Semaphore', 'Condition'] as const) {
+  for (const mappings of [1, 2]) {
+    test(`${kind}: a completion on its way when the mapping closes settles as closed and gives back what it took (${mappings} mapping${mappings > 1 ? 's' : ''} of the segment open)`, async (t) => {
+      const name = segmentName(t, 'close-race')
+      const base = MappedMemory.create(name, { size: 1 << 16 })
+      const lock = kind === 'RLock' ? new RLock(base) : new Lock(base)
+      const sem = new Semaphore(base, 0, kind === 'undo Semaphore' ? { undo: true, holders: 4 } : undefined)
+      const cond = new Condition(lock)
+      const peer = await startPeer(t, 'process')
+      await peer.request('revive', { key: 'l', handle: lock })
+      await peer.request('revive', { key: 's', handle: sem })
+      await peer.request('revive', { key: 'c', handle: cond })
+      const m1 = MappedMemory.open(name)
+      const m2 = mappings === 2 ? MappedMemory.open(name) : null
+      t.teardown(() => {
+        m2?.close()
+        base.close()
+      })
+      const word = new Int32Array(base.buffer)
+      const owner = () => Atomics.load(word, lock.offset >>> 2) & 0x3fff_ffff
+      const isSem = kind.endsWith('Semaphore')
+      // The peer acts once this thread raises `go` (a word of the segment), from
+      // synchronous code that then stays busy: no completion can be handed over.
+      const go = base.heap.malloc(64)
+      word[go >>> 2] = 0
+      let pending: Promise<boolean>
+      let acted: string
+      let mine = 0
+      if (isSem) {
+        pending = Semaphore.at(m1, sem.offset).acquireAsync()
+        acted = peer.post('whenFlag', { key: 's', at: go, flag: 'ready', then: 'semRelease' })
+      } else if (kind === 'Condition') {
+        const l1 = Lock.at(m1, lock.offset)
+        l1.acquire()
+        mine = owner()
+        pending = Condition.at(m1, cond.offset, l1).waitAsync()
+        acted = peer.post('whenFlag', { key: 'l', at: go, flag: 'ready', then: 'notify', cond: 'c' })
+      } else {
+        acted = peer.post('holdUntil', { key: 'l', at: go, flag: 'ready' })
+        await peer.next('ready')
+        pending = (kind === 'RLock' ? RLock : Lock).at(m1, lock.offset).acquireAsync()
+      }
+      if (isSem || kind === 'Condition') await peer.next('ready')
+      await sleep(30)
+      const before = owner()
+      Atomics.store(word, go >>> 2, 1)
+      // Busy until the waiter thread took the lock for this thread (a released unit is
+      // taken within microseconds).
+      const t0 = performance.now()
+      if (isSem) while (since(t0) < 100);
+      else if (mine !== 0) while (owner() !== mine && since(t0) < 5000);
+      else while ((owner() === 0 || owner() === before) && since(t0) < 5000);
+      t.true(since(t0) < 5000)
+      m1.close()
+      t.is((await rejection(pending)).code, 'ERR_SHM_CLOSED')
+      await peer.next(acted)
+      if (isSem) {
+        t.like(await peer.request('semTake', { key: 's', n: 1, timeout: 1000 }), { got: 1 }, 'the unit is there')
+      } else {
+        t.like(await peer.request('acquire', { key: 'l', timeout: 1000 }), { ok: true, ownerDied: false }, 'free, and not abandoned')
+        await peer.request('release', { key: 'l' })
+      }
+    })
+  }
+}
 
 test('withLockAsync serializes async critical sections of one thread and releases on throw', async (t) => {
   const m = rawSegment(t)

@@ -19,10 +19,14 @@ use std::sync::{Arc, Mutex};
 /// Completions waiting for the JavaScript thread, and its count of unfinished waits.
 /// `pending` and `raw` are only used on the JavaScript thread (Relaxed everywhere); the
 /// items are guarded by their mutex.
-#[derive(Debug, Default)]
+/// A finished wait on its way to JavaScript: its id, its completion code, and the wait.
+type Completion = (u64, u32, Box<dyn AsyncWait>);
+
+#[derive(Default)]
 struct Queue {
-    /// `[id, code, ...]` not yet handed to JavaScript.
-    items: Mutex<Vec<f64>>,
+    /// Completions not yet handed to JavaScript: id, code, and the wait (its records
+    /// pinned until then).
+    items: Mutex<Vec<Completion>>,
     /// Waits started and not yet delivered (JavaScript thread only).
     pending: AtomicUsize,
     /// The raw threadsafe function, for ref/unref.
@@ -38,11 +42,11 @@ struct Sink {
 }
 
 impl waiter::Deliver for Sink {
-    fn deliver(&self, id: u64, code: u32) {
+    fn deliver(&self, id: u64, code: u32, op: Box<dyn AsyncWait>) {
         let first = {
             let mut items = self.queue.items.lock().unwrap_or_else(|p| p.into_inner());
-            items.extend([id as f64, code as f64]);
-            items.len() == 2
+            items.push((id, code, op));
+            items.len() == 1
         };
         if first {
             // A call already queued drains whatever was pushed before it runs. A failure
@@ -82,10 +86,16 @@ pub fn sync_init(env: Env, on_complete: Function<Vec<f64>, ()>) -> napi::Result<
         .callee_handled::<false>()
         .weak::<true>()
         .build_callback(move |ctx| {
-            let batch = std::mem::take(&mut *q.items.lock().unwrap_or_else(|p| p.into_inner()));
-            let n = batch.len() / 2;
+            let items = std::mem::take(&mut *q.items.lock().unwrap_or_else(|p| p.into_inner()));
+            let n = items.len();
             if n > 0 && q.pending.fetch_sub(n, Ordering::Relaxed) == n {
                 set_ref(ctx.env.raw(), q.raw.load(Ordering::Relaxed), false);
+            }
+            // A wait whose mapping this thread closed after it finished: what it took goes
+            // back now (the pages are still pinned), and it settles as closed.
+            let mut batch = Vec::with_capacity(2 * n);
+            for (id, code, mut op) in items {
+                batch.extend([id as f64, op.undo_if_closed(code) as f64]);
             }
             Ok(batch)
         })?;

@@ -431,6 +431,12 @@ impl Region {
         self.state.load(Ordering::Acquire) == MAPPED
     }
 
+    /// Whether `close()` was called and the pages are still mapped (pinned): not after a
+    /// `detach()`, whose pages the caller may have unmapped already.
+    pub fn is_closing(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CLOSING
+    }
+
     /// Keeps the pages mapped until the guard drops, for work off the JavaScript thread.
     ///
     /// # Errors

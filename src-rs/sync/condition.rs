@@ -211,6 +211,11 @@ pub struct CondWait {
 }
 
 impl CondWait {
+    /// The thread the wait re-acquires the lock for.
+    pub fn owner(&self) -> Owner {
+        self.relock.owner()
+    }
+
     /// Registers `me` as a waiter and releases `lock` fully (saving an RLock's depth).
     ///
     /// # Errors

@@ -332,6 +332,11 @@ impl LockWait {
         }
     }
 
+    /// The thread the wait takes the lock for.
+    pub fn owner(&self) -> Owner {
+        self.me
+    }
+
     /// The same wait for a thread that may have spent a wake-up of the lock word already
     /// (a condition waiter requeued onto it, `condition.rs`): it takes the lock with
     /// `WAITERS`, so that its release wakes whoever else was requeued.

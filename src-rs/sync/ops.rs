@@ -7,13 +7,35 @@ use super::undo::{UndoTable, UndoWait};
 use super::word::WordWait;
 use super::{code, interrupt, Pinned, Step};
 use crate::error::Result;
-use crate::sync::lock::{Acquired, LockRecord, LockWait};
-use std::sync::atomic::AtomicU32;
+use crate::sync::lock::{Acquired, LockRecord, LockWait, Owner};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A wait the async driver can run.
 pub trait AsyncWait: Send {
     /// One step; `interrupts` are the [`interrupt`] bits raised so far.
     fn poll(&mut self, interrupts: u32) -> Step<'_, u32>;
+
+    /// For a wait that finished with `code` and whose mapping was closed before the
+    /// completion reached JavaScript (it would settle on a closed mapping, and nothing
+    /// could give back what it took): gives back what it took and returns `CLOSED`, as if
+    /// the close had come first; else returns `code`. Called on the JavaScript thread,
+    /// with the records still pinned.
+    fn undo_if_closed(&mut self, code: u32) -> u32 {
+        code
+    }
+}
+
+/// What a lock acquisition that completed with `code` for `me` took, given back: the
+/// lock, unless it was taken over from a dead holder (a release would make it
+/// unrecoverable; it stays held, as the completion says). An RLock's depth goes with it.
+fn give_lock_back(rec: &LockRecord, me: Owner, code: u32) -> u32 {
+    if code & code::OWNER_DIED != 0 || !rec.held_by(me) {
+        return code;
+    }
+    // Relaxed: only the holder touches the depth; the unlock publishes it.
+    rec.count.store(0, Ordering::Relaxed);
+    let _ = rec.unlock(me);
+    code::CLOSED
 }
 
 /// The completion code of a lock acquisition.
@@ -77,6 +99,13 @@ impl AsyncWait for LockOp {
         }
         self.wait.poll(self.rec.get()).map(lock_code)
     }
+
+    fn undo_if_closed(&mut self, code: u32) -> u32 {
+        if !self.rec.region().is_closing() || code & 0xff != code::OK {
+            return code;
+        }
+        give_lock_back(self.rec.get(), self.wait.owner(), code)
+    }
 }
 
 /// `Semaphore#acquireAsync`.
@@ -98,6 +127,14 @@ impl AsyncWait for SemOp {
             .poll(self.rec.get())
             .map(done_code)
             .unless_lost(self.rec.region(), |_| code::LOST)
+    }
+
+    fn undo_if_closed(&mut self, code: u32) -> u32 {
+        if !self.rec.region().is_closing() || code != code::OK || self.rec.get().release(1).is_err()
+        {
+            return code;
+        }
+        code::CLOSED
     }
 }
 
@@ -150,6 +187,16 @@ impl AsyncWait for UndoOp {
             })
             .unless_lost(self.rec.region(), |_| code::LOST)
     }
+
+    fn undo_if_closed(&mut self, code: u32) -> u32 {
+        if !self.rec.region().is_closing() || code != code::OK {
+            return code;
+        }
+        match UndoTable::new(self.rec.get(), self.rec.tail()) {
+            Ok(table) if table.release(self.wait.owner(), 1).is_ok() => code::CLOSED,
+            _ => code,
+        }
+    }
 }
 
 /// `Condition#waitAsync`: waits for a notification, then re-acquires the lock for the
@@ -175,5 +222,14 @@ impl AsyncWait for CondOp {
             .poll(self.cond.get(), self.lock.get(), cancel)
             .map(cond_code)
             .unless_lost(self.cond.region(), |_| code::LOST)
+    }
+
+    fn undo_if_closed(&mut self, code: u32) -> u32 {
+        // Notified, timed out or aborted: the lock was taken again either way.
+        let relocked = matches!(code & 0xff, code::OK | code::TIMED_OUT | code::CANCELLED);
+        if !self.cond.region().is_closing() || !relocked {
+            return code;
+        }
+        give_lock_back(self.lock.get(), self.wait.owner(), code)
     }
 }

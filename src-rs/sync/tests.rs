@@ -1,9 +1,9 @@
 //! Threads and the waiter pool against the condition, semaphore and lock protocols.
 
 use super::condition::{self, CondRecord, CondWait, Woke};
-use super::ops::{CondOp, LockOp, SemOp};
+use super::ops::{AsyncWait, CondOp, LockOp, SemOp};
 use super::semaphore::{SemRecord, SemWait};
-use super::{code, waiter, Pinned};
+use super::{code, waiter, Pinned, Step};
 use crate::memory::mapping::Region;
 use crate::sync::liveness::TokenRef;
 use crate::sync::lock::{Acquired, LockRecord, LockWait, Owner};
@@ -31,7 +31,7 @@ fn claim(r: &Region) -> (TokenRef, Owner) {
 struct Chan(Mutex<mpsc::Sender<(u64, u32)>>);
 
 impl waiter::Deliver for Chan {
-    fn deliver(&self, id: u64, code: u32) {
+    fn deliver(&self, id: u64, code: u32, _op: Box<dyn AsyncWait>) {
         self.0.lock().unwrap().send((id, code)).unwrap();
     }
 }
@@ -483,4 +483,43 @@ fn semaphore_waits_end_when_the_object_shrinks_under_the_word() {
         t0.elapsed()
     );
     r.close();
+}
+
+#[test]
+fn a_finished_wait_whose_mapping_closed_gives_back_what_it_took() {
+    let r = crate::memory::mapping::shared_anon_for_tests(4096);
+    let lock: &LockRecord = at(&r, 0);
+    let sem: &SemRecord = at(&r, 128);
+    let (_t, me) = claim(&r);
+    // A lock taken for `me` (an RLock depth with it), and a semaphore unit.
+    let mut lock_op = LockOp {
+        rec: Pinned::new(&r, 0).unwrap(),
+        wait: LockWait::new(me, None, true),
+    };
+    let Step::Done(c) = lock_op.poll(0) else {
+        panic!("a free lock is taken at once")
+    };
+    assert_eq!(c, code::OK);
+    lock.count.store(2, Ordering::Relaxed);
+    sem.release(1).unwrap();
+    let mut sem_op = SemOp {
+        rec: Pinned::new(&r, 128).unwrap(),
+        wait: SemWait::new(None),
+    };
+    assert!(matches!(sem_op.poll(0), Step::Done(c) if c == code::OK));
+    // While the mapping is open, the completions stand.
+    assert_eq!(lock_op.undo_if_closed(code::OK), code::OK);
+    assert_eq!(sem_op.undo_if_closed(code::OK), code::OK);
+    assert!(lock.held_by(me));
+    // Closed (still pinned by the ops): given back, and settled as closed.
+    r.close();
+    assert_eq!(lock_op.undo_if_closed(code::OK), code::CLOSED);
+    assert_eq!(lock.word.load(Ordering::Relaxed), 0);
+    assert_eq!(lock.count.load(Ordering::Relaxed), 0);
+    assert_eq!(sem_op.undo_if_closed(code::OK), code::CLOSED);
+    assert!(sem.try_acquire(), "the unit is back");
+    // A timed-out or failed wait took nothing; a lock taken from a dead holder stays.
+    assert_eq!(sem_op.undo_if_closed(code::TIMED_OUT), code::TIMED_OUT);
+    let taken = code::OK | code::OWNER_DIED;
+    assert_eq!(lock_op.undo_if_closed(taken), taken);
 }

@@ -432,6 +432,11 @@ pub struct UndoWait {
 }
 
 impl UndoWait {
+    /// The thread the wait takes a unit for.
+    pub fn owner(&self) -> Owner {
+        self.me
+    }
+
     /// A take by `me` until `deadline` (`None`: forever).
     pub fn new(me: Owner, deadline: Option<Deadline>) -> UndoWait {
         UndoWait {

@@ -49,8 +49,10 @@ const MAX_THREADS: usize = 64;
 
 /// Receives completions: called on a waiter thread, once per wait.
 pub trait Deliver: Send + Sync {
-    /// Wait `id` finished with completion `code`.
-    fn deliver(&self, id: u64, code: u32);
+    /// Wait `id` finished with completion `code`; `op` is the wait itself, with its
+    /// records still pinned, for [`AsyncWait::undo_if_closed`] where the completion is
+    /// received.
+    fn deliver(&self, id: u64, code: u32, op: Box<dyn AsyncWait>);
 }
 
 /// One dedicated thread and what it is given.
@@ -345,7 +347,7 @@ fn run_worker(me: Arc<Worker>) {
             pool().jobs.remove(&job.id);
             me.load.fetch_sub(1, Ordering::Relaxed);
             if job.shared.interrupts.load(Ordering::Acquire) & interrupt::DROP == 0 {
-                job.deliver.deliver(job.id, code);
+                job.deliver.deliver(job.id, code, job.op);
             }
         }
     }
