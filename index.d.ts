@@ -418,6 +418,12 @@ export declare function shmOpen(name: string, mode: string, permissions: number)
 export declare function shmUnlink(name: string): void
 
 /**
+ * Called by `lib/waits.ts` once it settled a batch of completions: their waits (and the
+ * pins on their mappings) go.
+ */
+export declare function syncAck(): void
+
+/**
  * Aborts async wait `id`; it completes with `CANCELLED` (or its result, if that came
  * first).
  */

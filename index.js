@@ -881,6 +881,7 @@ module.exports.semUndoFormat = nativeBinding.semUndoFormat
 module.exports.semUndoSize = nativeBinding.semUndoSize
 module.exports.shmOpen = nativeBinding.shmOpen
 module.exports.shmUnlink = nativeBinding.shmUnlink
+module.exports.syncAck = nativeBinding.syncAck
 module.exports.syncCancel = nativeBinding.syncCancel
 module.exports.syncInit = nativeBinding.syncInit
 module.exports.threadIdentity = nativeBinding.threadIdentity

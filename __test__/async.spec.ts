@@ -1,12 +1,14 @@
 import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import { pbkdf2 } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { Worker } from 'node:worker_threads'
 import test from 'ava'
-import { Condition, Lock, MappedMemory, RLock, Semaphore, ShmError } from '../dist/index.js'
+import { Condition, Lock, MappedMemory, munmap, RLock, Semaphore, ShmError } from '../dist/index.js'
 import { CC, fixture, forkChild, rawSegment, rejection, seededRandom, segmentName, since, sleep, startPeer } from './helpers.js'
 
 test.serial('acquireAsync waits off the event loop: an interval keeps firing until the holder releases', async (t) => {
@@ -177,10 +179,12 @@ for (const kind of ['Lock', 'RLock', 'Semaphore', 'undo Semaphore', 'Condition']
         pending = Semaphore.at(m1, sem.offset).acquireAsync()
         acted = peer.post('whenFlag', { key: 's', at: go, flag: 'ready', then: 'semRelease' })
       } else if (kind === 'Condition') {
+        // With two mappings, the condition is in the one that stays open and its lock in
+        // the one that closes.
         const l1 = Lock.at(m1, lock.offset)
         l1.acquire()
         mine = owner()
-        pending = Condition.at(m1, cond.offset, l1).waitAsync()
+        pending = Condition.at(m2 ?? m1, cond.offset, l1).waitAsync()
         acted = peer.post('whenFlag', { key: 'l', at: go, flag: 'ready', then: 'notify', cond: 'c' })
       } else {
         acted = peer.post('holdUntil', { key: 'l', at: go, flag: 'ready' })
@@ -199,6 +203,10 @@ for (const kind of ['Lock', 'RLock', 'Semaphore', 'undo Semaphore', 'Condition']
       else while ((owner() === 0 || owner() === before) && since(t0) < 5000);
       t.true(since(t0) < 5000)
       m1.close()
+      // Given back inside close(), before this thread's token on the segment could go
+      // (with one mapping, the next process would otherwise find the lock abandoned).
+      if (isSem) t.is(sem.value, 1)
+      else t.is(owner(), 0)
       t.is((await rejection(pending)).code, 'ERR_SHM_CLOSED')
       await peer.next(acted)
       if (isSem) {
@@ -210,6 +218,50 @@ for (const kind of ['Lock', 'RLock', 'Semaphore', 'undo Semaphore', 'Condition']
     })
   }
 }
+
+test('detach() under a pending acquireAsync ends it before the caller may unmap the pages (the waiter thread touched them: SIGSEGV)', async (t) => {
+  const name = segmentName(t, 'detach-race')
+  const base = MappedMemory.create(name, { size: 1 << 16 })
+  t.teardown(() => base.close())
+  const lock = new Lock(base)
+  const peer = await startPeer(t, 'process')
+  await peer.request('revive', { key: 'l', handle: lock })
+  t.like(await peer.request('acquire', { key: 'l' }), { ok: true })
+  const m2 = MappedMemory.open(name)
+  const pending = Lock.at(m2, lock.offset).acquireAsync()
+  await sleep(30)
+  const { address, size } = m2.detach()
+  munmap(address, size)
+  await peer.request('release', { key: 'l' })
+  t.is((await rejection(pending)).code, 'ERR_SHM_CLOSED')
+  t.like(await peer.request('acquire', { key: 'l', timeout: 1000 }), { ok: true, ownerDied: false })
+})
+
+test('a worker terminated while its acquireAsync completion is on its way gives back what the wait took', async (t) => {
+  const base = MappedMemory.create(segmentName(t, 'term-race'), { size: 1 << 16 })
+  t.teardown(() => base.close())
+  const sem = new Semaphore(base, 0)
+  for (let round = 0; round < 3; round++) {
+    const w = new Worker(
+      `const { revive } = require(${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))})
+       const { workerData, parentPort } = require('node:worker_threads')
+       const sem = revive(workerData)
+       void sem.acquireAsync()
+       parentPort.postMessage('waiting')
+       setTimeout(() => { for (;;); }, 5) // busy: the completion never gets in`,
+      { eval: true, workerData: sem.toJSON() },
+    )
+    await once(w, 'message')
+    await sleep(30)
+    sem.release(1)
+    const t0 = performance.now()
+    while (sem.value !== 0 && since(t0) < 5000) await sleep(1)
+    t.is(sem.value, 0, 'the waiter thread took the unit for the worker')
+    await w.terminate()
+    t.is(sem.value, 1, 'and it came back when the worker went')
+    t.true(sem.tryAcquire())
+  }
+})
 
 test('withLockAsync serializes async critical sections of one thread and releases on throw', async (t) => {
   const m = rawSegment(t)

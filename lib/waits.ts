@@ -78,12 +78,18 @@ const completions = ((globalThis as Record<symbol, unknown>)[Symbol.for(`shmutil
 const settlers = completions.settlers
 
 function onComplete(batch: number[]): void {
-  for (let i = 0; i < batch.length; i += 2) {
-    const settle = settlers.get(batch[i])
-    if (settle !== undefined) {
-      settlers.delete(batch[i])
-      settle(batch[i + 1])
+  try {
+    for (let i = 0; i < batch.length; i += 2) {
+      const settle = settlers.get(batch[i])
+      if (settle !== undefined) {
+        settlers.delete(batch[i])
+        settle(batch[i + 1])
+      }
     }
+  } finally {
+    // Settled: the native side lets their waits go. (A thread terminated before this
+    // point gives back what they took instead.)
+    binding.syncAck()
   }
 }
 

@@ -478,10 +478,19 @@ pub(crate) fn open_segment(name: &str, fixed: f64, read_only: bool) -> Result<Op
 /// ArrayBuffers first). Idempotent. (Exported raw: `raw.rs`.)
 pub(crate) fn close(id: u32) -> Result<()> {
     let region = region_of(id)?;
-    crate::sync::waiter::close_region(&region);
+    end_waits(&region);
     drop_token(id, &region);
     region.close();
     Ok(())
+}
+
+/// Ends every async wait that uses `region` (closed or detached): the running ones with
+/// `CLOSED`, and those whose completion is on its way to this thread give back what they
+/// took, while the pages are mapped and before this thread's token goes (a lock taken for
+/// it would look abandoned to the next process meanwhile).
+fn end_waits(region: &Region) {
+    crate::sync::waiter::close_region(region);
+    crate::js::waits::settle_queued(region);
 }
 
 /// Forgets mapping `id` (collected): its slot goes; the pages go with the last ArrayBuffer
@@ -551,6 +560,8 @@ pub fn mapping_check_intact(id: u32) -> napi::Result<()> {
 #[napi]
 pub fn mapping_forget(id: u32) -> napi::Result<bool> {
     let region = region_of(id)?;
+    // No wait may touch the pages once the caller owns them (it may unmap them next).
+    end_waits(&region);
     drop_token(id, &region);
     Ok(region.forget())
 }

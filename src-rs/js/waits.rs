@@ -6,7 +6,7 @@
 
 use crate::error::{Result, ShmError};
 use crate::memory::mapping::Region;
-use crate::sync::ops::AsyncWait;
+use crate::sync::ops::{self, AsyncWait};
 use crate::sync::waiter;
 use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -19,14 +19,35 @@ use std::sync::{Arc, Mutex};
 /// Completions waiting for the JavaScript thread, and its count of unfinished waits.
 /// `pending` and `raw` are only used on the JavaScript thread (Relaxed everywhere); the
 /// items are guarded by their mutex.
-/// A finished wait on its way to JavaScript: its id, its completion code, and the wait.
-type Completion = (u64, u32, Box<dyn AsyncWait>);
+/// A finished wait on its way to JavaScript.
+struct Completion {
+    id: u64,
+    code: u32,
+    /// The wait, its records pinned until it is handed over.
+    op: Box<dyn AsyncWait>,
+    /// `code` was settled already ([`AsyncWait::give_back`] ran: its mapping closed).
+    settled: bool,
+}
+
+impl Completion {
+    /// The code to hand over: a wait whose mapping was closed or detached since gives
+    /// back what it took and settles as closed (once).
+    fn settle(&mut self) -> u32 {
+        if !self.settled && ops::closed(&*self.op) {
+            self.code = self.op.give_back(self.code);
+            self.settled = true;
+        }
+        self.code
+    }
+}
 
 #[derive(Default)]
 struct Queue {
-    /// Completions not yet handed to JavaScript: id, code, and the wait (its records
-    /// pinned until then).
+    /// Completions not yet handed to JavaScript.
     items: Mutex<Vec<Completion>>,
+    /// Completions handed to JavaScript, until it says it settled them (`syncAck`): a
+    /// thread being terminated receives a batch and never runs it.
+    handed: Mutex<Vec<Completion>>,
     /// Waits started and not yet delivered (JavaScript thread only).
     pending: AtomicUsize,
     /// The raw threadsafe function, for ref/unref.
@@ -45,7 +66,12 @@ impl waiter::Deliver for Sink {
     fn deliver(&self, id: u64, code: u32, op: Box<dyn AsyncWait>) {
         let first = {
             let mut items = self.queue.items.lock().unwrap_or_else(|p| p.into_inner());
-            items.push((id, code, op));
+            items.push(Completion {
+                id,
+                code,
+                op,
+                settled: false,
+            });
             items.len() == 1
         };
         if first {
@@ -91,20 +117,77 @@ pub fn sync_init(env: Env, on_complete: Function<Vec<f64>, ()>) -> napi::Result<
             if n > 0 && q.pending.fetch_sub(n, Ordering::Relaxed) == n {
                 set_ref(ctx.env.raw(), q.raw.load(Ordering::Relaxed), false);
             }
-            // A wait whose mapping this thread closed after it finished: what it took goes
-            // back now (the pages are still pinned), and it settles as closed.
             let mut batch = Vec::with_capacity(2 * n);
-            for (id, code, mut op) in items {
-                batch.extend([id as f64, op.undo_if_closed(code) as f64]);
+            let mut handed = q.handed.lock().unwrap_or_else(|p| p.into_inner());
+            for mut c in items {
+                batch.extend([c.id as f64, c.settle() as f64]);
+                handed.push(c);
             }
             Ok(batch)
         })?;
     queue.raw.store(tsfn.raw() as usize, Ordering::Relaxed);
     let sink = Arc::new(Sink { tsfn, queue });
     // A worker thread being terminated: its waits stop without delivering.
-    env.add_env_cleanup_hook(Arc::as_ptr(&sink) as usize, waiter::drop_owner)?;
+    env.add_env_cleanup_hook(Arc::as_ptr(&sink) as usize, torn_down)?;
     SINK.with(|s| *s.borrow_mut() = Some(sink));
     Ok(())
+}
+
+/// This JavaScript thread's environment is being torn down (a terminated worker): its
+/// running waits stop without taking anything, and those whose completion is on its way,
+/// or was handed over and never settled, give back what they took (a lock would look
+/// abandoned, a semaphore unit be lost).
+fn torn_down(owner: usize) {
+    waiter::drop_owner(owner);
+    settle_queued_where(|_| true);
+    let _ = SINK.try_with(|s| {
+        if let Some(sink) = s.borrow().as_ref() {
+            let mut handed = sink.queue.handed.lock().unwrap_or_else(|p| p.into_inner());
+            for c in handed.iter_mut().filter(|c| !c.settled) {
+                c.op.give_back(c.code);
+            }
+            handed.clear();
+        }
+    });
+}
+
+/// Called by `lib/waits.ts` once it settled a batch of completions: their waits (and the
+/// pins on their mappings) go.
+#[napi]
+pub fn sync_ack() {
+    let _ = SINK.try_with(|s| {
+        if let Some(sink) = s.borrow().as_ref() {
+            sink.queue
+                .handed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+    });
+}
+
+/// Settles the completions on their way to this thread for waits that use `region`,
+/// which this thread is closing or detaching: each gives back what it took and will
+/// settle as closed. Called before the thread's token on the segment goes (the lock a
+/// wait took for it would otherwise look abandoned to the next process in the meantime)
+/// and while the pages are still mapped.
+pub(crate) fn settle_queued(region: &Region) {
+    settle_queued_where(|op| ops::uses(op, region));
+}
+
+/// Gives back what the waits of this thread's queued completions that `which` picks
+/// took; they settle as closed.
+fn settle_queued_where(which: impl Fn(&dyn AsyncWait) -> bool) {
+    let _ = SINK.try_with(|s| {
+        let Some(sink) = s.borrow().clone() else {
+            return;
+        };
+        let mut items = sink.queue.items.lock().unwrap_or_else(|p| p.into_inner());
+        for c in items.iter_mut().filter(|c| !c.settled && which(&*c.op)) {
+            c.code = c.op.give_back(c.code);
+            c.settled = true;
+        }
+    });
 }
 
 /// Aborts async wait `id`; it completes with `CANCELLED` (or its result, if that came

@@ -7,6 +7,7 @@ use super::undo::{UndoTable, UndoWait};
 use super::word::WordWait;
 use super::{code, interrupt, Pinned, Step};
 use crate::error::Result;
+use crate::memory::mapping::Region;
 use crate::sync::lock::{Acquired, LockRecord, LockWait, Owner};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -15,26 +16,53 @@ pub trait AsyncWait: Send {
     /// One step; `interrupts` are the [`interrupt`] bits raised so far.
     fn poll(&mut self, interrupts: u32) -> Step<'_, u32>;
 
-    /// For a wait that finished with `code` and whose mapping was closed before the
-    /// completion reached JavaScript (it would settle on a closed mapping, and nothing
-    /// could give back what it took): gives back what it took and returns `CLOSED`, as if
-    /// the close had come first; else returns `code`. Called on the JavaScript thread,
-    /// with the records still pinned.
-    fn undo_if_closed(&mut self, code: u32) -> u32 {
-        code
+    /// The mappings the wait uses (a condition's lock may lie in another one).
+    fn regions(&self) -> [Option<&Region>; 2];
+
+    /// For a wait that finished with `code` and will not be delivered as that (its
+    /// mapping was closed before the completion reached JavaScript, or its JavaScript
+    /// thread is gone): gives back what it took, never on pages a `detach()` handed to
+    /// the caller, and returns what to deliver instead: `CLOSED`, or `code` for a lock
+    /// taken over from a dead holder (releasing it unrepaired would make it
+    /// unrecoverable: it stays held).
+    fn give_back(&mut self, code: u32) -> u32 {
+        let _ = code;
+        code::CLOSED
     }
 }
 
-/// What a lock acquisition that completed with `code` for `me` took, given back: the
-/// lock, unless it was taken over from a dead holder (a release would make it
-/// unrecoverable; it stays held, as the completion says). An RLock's depth goes with it.
-fn give_lock_back(rec: &LockRecord, me: Owner, code: u32) -> u32 {
-    if code & code::OWNER_DIED != 0 || !rec.held_by(me) {
+/// Whether a wait's mapping was closed or detached (its completion must not settle as a
+/// success).
+pub fn closed(op: &dyn AsyncWait) -> bool {
+    op.regions().iter().flatten().any(|r| !r.is_live())
+}
+
+/// Whether a wait uses `region`.
+pub fn uses(op: &dyn AsyncWait, region: &Region) -> bool {
+    op.regions()
+        .iter()
+        .flatten()
+        .any(|r| std::ptr::eq(*r, region))
+}
+
+/// Whether pages of `r` may still be written: mapped, or closed but pinned (not handed to
+/// the caller by `detach()`).
+fn touchable(r: &Region) -> bool {
+    r.is_live() || r.is_closing()
+}
+
+/// [`AsyncWait::give_back`] of a lock that a wait completing with `code` took for `me`
+/// (an RLock's depth goes with it).
+fn give_lock_back(rec: &Pinned<LockRecord>, me: Owner, code: u32) -> u32 {
+    if code & code::OWNER_DIED != 0 {
         return code;
     }
-    // Relaxed: only the holder touches the depth; the unlock publishes it.
-    rec.count.store(0, Ordering::Relaxed);
-    let _ = rec.unlock(me);
+    let lock = rec.get();
+    if touchable(rec.region()) && lock.held_by(me) {
+        // Relaxed: only the holder touches the depth; the unlock publishes it.
+        lock.count.store(0, Ordering::Relaxed);
+        let _ = lock.unlock(me);
+    }
     code::CLOSED
 }
 
@@ -100,11 +128,15 @@ impl AsyncWait for LockOp {
         self.wait.poll(self.rec.get()).map(lock_code)
     }
 
-    fn undo_if_closed(&mut self, code: u32) -> u32 {
-        if !self.rec.region().is_closing() || code & 0xff != code::OK {
-            return code;
+    fn regions(&self) -> [Option<&Region>; 2] {
+        [Some(self.rec.region()), None]
+    }
+
+    fn give_back(&mut self, code: u32) -> u32 {
+        if code & 0xff != code::OK {
+            return code::CLOSED;
         }
-        give_lock_back(self.rec.get(), self.wait.owner(), code)
+        give_lock_back(&self.rec, self.wait.owner(), code)
     }
 }
 
@@ -129,10 +161,13 @@ impl AsyncWait for SemOp {
             .unless_lost(self.rec.region(), |_| code::LOST)
     }
 
-    fn undo_if_closed(&mut self, code: u32) -> u32 {
-        if !self.rec.region().is_closing() || code != code::OK || self.rec.get().release(1).is_err()
-        {
-            return code;
+    fn regions(&self) -> [Option<&Region>; 2] {
+        [Some(self.rec.region()), None]
+    }
+
+    fn give_back(&mut self, code: u32) -> u32 {
+        if code == code::OK && touchable(self.rec.region()) {
+            let _ = self.rec.get().release(1);
         }
         code::CLOSED
     }
@@ -156,6 +191,10 @@ impl AsyncWait for WordOp {
             .poll(self.word.get())
             .map(done_code)
             .unless_lost(self.word.region(), |_| code::LOST)
+    }
+
+    fn regions(&self) -> [Option<&Region>; 2] {
+        [Some(self.word.region()), None]
     }
 }
 
@@ -188,14 +227,17 @@ impl AsyncWait for UndoOp {
             .unless_lost(self.rec.region(), |_| code::LOST)
     }
 
-    fn undo_if_closed(&mut self, code: u32) -> u32 {
-        if !self.rec.region().is_closing() || code != code::OK {
-            return code;
+    fn regions(&self) -> [Option<&Region>; 2] {
+        [Some(self.rec.region()), None]
+    }
+
+    fn give_back(&mut self, code: u32) -> u32 {
+        if code == code::OK && touchable(self.rec.region()) {
+            if let Ok(table) = UndoTable::new(self.rec.get(), self.rec.tail()) {
+                let _ = table.release(self.wait.owner(), 1);
+            }
         }
-        match UndoTable::new(self.rec.get(), self.rec.tail()) {
-            Ok(table) if table.release(self.wait.owner(), 1).is_ok() => code::CLOSED,
-            _ => code,
-        }
+        code::CLOSED
     }
 }
 
@@ -224,12 +266,15 @@ impl AsyncWait for CondOp {
             .unless_lost(self.cond.region(), |_| code::LOST)
     }
 
-    fn undo_if_closed(&mut self, code: u32) -> u32 {
+    fn regions(&self) -> [Option<&Region>; 2] {
+        [Some(self.cond.region()), Some(self.lock.region())]
+    }
+
+    fn give_back(&mut self, code: u32) -> u32 {
         // Notified, timed out or aborted: the lock was taken again either way.
-        let relocked = matches!(code & 0xff, code::OK | code::TIMED_OUT | code::CANCELLED);
-        if !self.cond.region().is_closing() || !relocked {
-            return code;
+        if !matches!(code & 0xff, code::OK | code::TIMED_OUT | code::CANCELLED) {
+            return code::CLOSED;
         }
-        give_lock_back(self.lock.get(), self.wait.owner(), code)
+        give_lock_back(&self.lock, self.wait.owner(), code)
     }
 }

@@ -1,7 +1,7 @@
 //! Threads and the waiter pool against the condition, semaphore and lock protocols.
 
 use super::condition::{self, CondRecord, CondWait, Woke};
-use super::ops::{AsyncWait, CondOp, LockOp, SemOp};
+use super::ops::{self, AsyncWait, CondOp, LockOp, SemOp};
 use super::semaphore::{SemRecord, SemWait};
 use super::{code, waiter, Pinned, Step};
 use crate::memory::mapping::Region;
@@ -508,18 +508,21 @@ fn a_finished_wait_whose_mapping_closed_gives_back_what_it_took() {
     };
     assert!(matches!(sem_op.poll(0), Step::Done(c) if c == code::OK));
     // While the mapping is open, the completions stand.
-    assert_eq!(lock_op.undo_if_closed(code::OK), code::OK);
-    assert_eq!(sem_op.undo_if_closed(code::OK), code::OK);
+    assert!(!ops::closed(&lock_op) && !ops::closed(&sem_op));
+    assert!(ops::uses(&lock_op, &r));
     assert!(lock.held_by(me));
     // Closed (still pinned by the ops): given back, and settled as closed.
     r.close();
-    assert_eq!(lock_op.undo_if_closed(code::OK), code::CLOSED);
+    assert!(ops::closed(&lock_op) && ops::closed(&sem_op));
+    assert_eq!(lock_op.give_back(code::OK), code::CLOSED);
     assert_eq!(lock.word.load(Ordering::Relaxed), 0);
     assert_eq!(lock.count.load(Ordering::Relaxed), 0);
-    assert_eq!(sem_op.undo_if_closed(code::OK), code::CLOSED);
+    assert_eq!(sem_op.give_back(code::OK), code::CLOSED);
     assert!(sem.try_acquire(), "the unit is back");
-    // A timed-out or failed wait took nothing; a lock taken from a dead holder stays.
-    assert_eq!(sem_op.undo_if_closed(code::TIMED_OUT), code::TIMED_OUT);
+    // A timed-out wait took nothing and settles as closed; a lock taken from a dead
+    // holder stays held, as its completion says.
+    assert_eq!(sem_op.give_back(code::TIMED_OUT), code::CLOSED);
+    assert!(!sem.try_acquire());
     let taken = code::OK | code::OWNER_DIED;
-    assert_eq!(lock_op.undo_if_closed(taken), taken);
+    assert_eq!(lock_op.give_back(taken), taken);
 }

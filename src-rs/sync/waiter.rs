@@ -43,6 +43,9 @@ const IDLE_EXIT_MS: f64 = 30_000.0;
 /// How often a thread re-checks what it does not sleep on: its wait's interrupts without
 /// `futex_waitv`, the waits beyond the words it can watch when it holds too many.
 const SLICE_MS: f64 = 10.0;
+/// How long [`close_region`] waits for the waits it interrupted to stop (they do within
+/// microseconds: a waiter thread wakes on its control word at once).
+const CLOSE_WAIT_MS: f64 = 1_000.0;
 /// The most waiter threads a process runs. Without `futex_waitv` one thread runs one wait
 /// at full speed, so a burst of waits would otherwise be a burst of threads.
 const MAX_THREADS: usize = 64;
@@ -50,7 +53,7 @@ const MAX_THREADS: usize = 64;
 /// Receives completions: called on a waiter thread, once per wait.
 pub trait Deliver: Send + Sync {
     /// Wait `id` finished with completion `code`; `op` is the wait itself, with its
-    /// records still pinned, for [`AsyncWait::undo_if_closed`] where the completion is
+    /// records still pinned, for [`AsyncWait::give_back`] where the completion is
     /// received.
     fn deliver(&self, id: u64, code: u32, op: Box<dyn AsyncWait>);
 }
@@ -263,19 +266,41 @@ pub fn cancel(id: u64) {
     }
 }
 
-/// Finishes every wait that uses `region` with `CLOSED` (the mapping is being closed).
+/// Finishes every wait that uses `region` with `CLOSED` (the mapping is being closed or
+/// detached), and waits (at most `CLOSE_WAIT_MS`) until none runs any more: each is then
+/// in its thread's queue, where nothing touches the pages unless they stay mapped
+/// (pinned by a closed mapping; a detached one's pages are the caller's).
 pub fn close_region(region: &Region) {
     let key = region as *const Region as usize;
-    for s in pool().jobs.values().filter(|s| s.regions.contains(&key)) {
-        raise(s, interrupt::CLOSE);
+    let deadline = Deadline::after_ms(CLOSE_WAIT_MS);
+    loop {
+        let mut running = false;
+        for s in pool().jobs.values().filter(|s| s.regions.contains(&key)) {
+            raise(s, interrupt::CLOSE);
+            running = true;
+        }
+        if !running || deadline.passed() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
     }
 }
 
 /// Drops every wait started by `owner` without delivering (its JavaScript environment
-/// is being torn down).
+/// is being torn down), and waits (at most `CLOSE_WAIT_MS`) until none runs any more:
+/// one that finished first is in the owner's queue then.
 pub fn drop_owner(owner: usize) {
-    for s in pool().jobs.values().filter(|s| s.owner == owner) {
-        raise(s, interrupt::DROP);
+    let deadline = Deadline::after_ms(CLOSE_WAIT_MS);
+    loop {
+        let mut running = false;
+        for s in pool().jobs.values().filter(|s| s.owner == owner) {
+            raise(s, interrupt::DROP);
+            running = true;
+        }
+        if !running || deadline.passed() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
     }
 }
 
@@ -344,11 +369,14 @@ fn run_worker(me: Arc<Worker>) {
         }
         for (i, code) in finished.into_iter().rev() {
             let job = jobs.swap_remove(i);
-            pool().jobs.remove(&job.id);
+            let id = job.id;
             me.load.fetch_sub(1, Ordering::Relaxed);
+            // Delivered before it leaves the registry: a wait not registered is in its
+            // thread's queue already ([`close_region`] waits for the registry).
             if job.shared.interrupts.load(Ordering::Acquire) & interrupt::DROP == 0 {
-                job.deliver.deliver(job.id, code, job.op);
+                job.deliver.deliver(id, code, job.op);
             }
+            pool().jobs.remove(&id);
         }
     }
 }
