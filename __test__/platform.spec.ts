@@ -185,12 +185,17 @@ for (const entry of ['cjs', 'esm'] as const) {
     const dir = project(t, true)
     const dep = join(dir, 'node_modules', `shmutils-${hostPlatform()}`, 'package.json')
     writeFileSync(dep, JSON.stringify({ ...JSON.parse(readFileSync(dep, 'utf8')), version: '0.0.9' }))
-    const o = load(entry, { project: dir })
-    t.false(o.loaded)
-    t.is(o.name, 'ShmError')
-    t.is(o.code, 'ERR_SHM_BINARY_MISSING')
-    t.true(o.message?.startsWith(`shmutils ${version} found its native binary package shmutils-${hostPlatform()} at version 0.0.9`), o.message)
-    t.true(o.message?.includes(`npm install shmutils-${hostPlatform()}@${version}`), o.message)
+    // Also with a file beside the loader that does not load (the loader then falls back
+    // to the package's binary).
+    for (const junk of [false, true]) {
+      if (junk) writeFileSync(join(dir, 'node_modules', 'shmutils', `shmutils.${hostPlatform()}.node`), 'junk')
+      const o = load(entry, { project: dir })
+      t.false(o.loaded)
+      t.is(o.name, 'ShmError')
+      t.is(o.code, 'ERR_SHM_BINARY_MISSING')
+      t.true(o.message?.startsWith(`shmutils ${version} found its native binary package shmutils-${hostPlatform()} at version 0.0.9`), o.message)
+      t.true(o.message?.includes(`npm install shmutils-${hostPlatform()}@${version}`), o.message)
+    }
   })
 
   test(`${entry}: NAPI_RS_NATIVE_LIBRARY_PATH naming no file says so`, (t) => {

@@ -46,3 +46,5 @@ import * as self from './index.js'
  */
 const shmutils: typeof self = self
 export default shmutils
+// Not enumerable: the module object lists (and serializes) the API, not itself again.
+Object.defineProperty(self, 'default', { enumerable: false })

@@ -201,9 +201,11 @@ function load(): typeof Binding & FastBinding {
  */
 function checkBinaryVersion(): void {
   const platform = currentPlatform()
-  if (process.env.NAPI_RS_NATIVE_LIBRARY_PATH || existsSync(join(__dirname, '..', `shmutils.${platform}.node`))) return
   let found: string
   try {
+    // Only if the binary loaded is the package's (not a local build beside the loader,
+    // or the file NAPI_RS_NATIVE_LIBRARY_PATH names).
+    if (require.cache[require.resolve(`shmutils-${platform}`)] === undefined) return
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     found = (require(`shmutils-${platform}/package.json`) as { version: string }).version
   } catch {
