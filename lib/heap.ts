@@ -151,10 +151,11 @@ function smallAlign(align: number): boolean {
 /** @internal This thread's native slot id of a heap, for the raw heap calls of containers. */
 export let heapSlotId: (heap: Heap) => number
 /**
- * @internal Runs `fn`, a native allocation from `heap` (a container's), as the heap's own
- * allocations run: on `ENOMEM` this thread's caches of the heap go back and it runs again.
+ * @internal After `fn`, a native allocation from `heap` (a container's), failed with `e`
+ * (converted): as for the heap's own allocations, on `ENOMEM` this thread's caches of the
+ * heap go back and it runs again; a failed system call names the segment.
  */
-export let allocateIn: <T>(heap: Heap, fn: () => T) => T
+export let afterAllocFailure: <T>(heap: Heap, fn: () => T, e: unknown) => T
 
 /**
  * @internal Whether `value` is a {@link Heap}: a private-brand check, which a Proxy of a
@@ -258,7 +259,7 @@ export class Heap {
   }
 
   static {
-    allocateIn = (heap, fn) => heap.#allocate(fn)
+    afterAllocFailure = (heap, fn, e) => heap.#afterFailure(fn, e)
     heapSlotId = (heap) => heap.#id
     isHeap = (value): value is Heap => typeof value === 'object' && value !== null && #id in value
   }
@@ -365,14 +366,22 @@ export class Heap {
     const strays = this.#cache?.strays
     if (strays?.length) for (const off of strays.splice(0)) native(() => binding.heapFree(this.#id, off))
     try {
-      try {
-        return native(fn)
-      } catch (e) {
-        if ((e as ShmError).code !== 'ENOMEM' || this.trim() === 0) throw e
-        return native(fn)
-      }
+      return native(fn)
     } catch (e) {
-      throw withPath(e, this.memory)
+      return this.#afterFailure(fn, e)
+    }
+  }
+
+  /**
+   * `fn`, a native allocation, failed with `e`: on `ENOMEM` this thread's caches go back
+   * to the heap and it runs again; a failed system call names the segment.
+   */
+  #afterFailure<T>(fn: () => T, e: unknown): T {
+    try {
+      if ((e as ShmError).code !== 'ENOMEM' || this.trim() === 0) throw e
+      return native(fn)
+    } catch (e2) {
+      throw withPath(e2, this.memory)
     }
   }
 

@@ -59,7 +59,7 @@ import {
 } from './container.js'
 import { fromNative, rangeError, ShmError, typeError } from './errors.js'
 import { registerReviver } from './handles.js'
-import { allocateIn, heapOf } from './heap.js'
+import { afterAllocFailure, heapOf } from './heap.js'
 import { refParts } from './ref.js'
 import { arrayOf, describeType, types } from './types/index.js'
 import { Kind, Lock } from './lock.js'
@@ -1070,7 +1070,11 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
 
   /** `heapAllocInto`: a block of `size` bytes, recorded in the u32 slot at `slot`. */
   #allocInto(size: number, align: number, slot: number): number {
-    return allocateIn(this.v.heap, () => binding.heapAllocInto(this.v.heapId, size, align, slot))
+    try {
+      return binding.heapAllocInto(this.v.heapId, size, align, slot)
+    } catch (e) {
+      return afterAllocFailure(this.v.heap, () => binding.heapAllocInto(this.v.heapId, size, align, slot), fromNative(e))
+    }
   }
 
   /** `heapFreeFrom`: unlinks the block `slot` names (slot ← u32 at `next` in it, or 0) and frees it. */
