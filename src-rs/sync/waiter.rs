@@ -43,8 +43,7 @@ const IDLE_EXIT_MS: f64 = 30_000.0;
 /// How often a thread re-checks what it does not sleep on: its wait's interrupts without
 /// `futex_waitv`, the waits beyond the words it can watch when it holds too many.
 const SLICE_MS: f64 = 10.0;
-/// How long [`close_region`] waits for the waits it interrupted to stop (they do within
-/// microseconds: a waiter thread wakes on its control word at once).
+/// How long [`close_region`] and [`drop_owner`] wait for the waits they interrupt to stop.
 const CLOSE_WAIT_MS: f64 = 1_000.0;
 /// The most waiter threads a process runs. Without `futex_waitv` one thread runs one wait
 /// at full speed, so a burst of waits would otherwise be a burst of threads.
@@ -267,34 +266,30 @@ pub fn cancel(id: u64) {
 }
 
 /// Finishes every wait that uses `region` with `CLOSED` (the mapping is being closed or
-/// detached), and waits (at most `CLOSE_WAIT_MS`) until none runs any more: each is then
-/// in its thread's queue, where nothing touches the pages unless they stay mapped
-/// (pinned by a closed mapping; a detached one's pages are the caller's).
+/// detached), and waits until none runs any more: each is then in its thread's queue,
+/// where nothing touches the pages unless they stay mapped (pinned by a closed mapping; a
+/// detached one's pages are the caller's).
 pub fn close_region(region: &Region) {
     let key = region as *const Region as usize;
-    let deadline = Deadline::after_ms(CLOSE_WAIT_MS);
-    loop {
-        let mut running = false;
-        for s in pool().jobs.values().filter(|s| s.regions.contains(&key)) {
-            raise(s, interrupt::CLOSE);
-            running = true;
-        }
-        if !running || deadline.passed() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(100));
-    }
+    stop(|s| s.regions.contains(&key), interrupt::CLOSE);
 }
 
 /// Drops every wait started by `owner` without delivering (its JavaScript environment
-/// is being torn down), and waits (at most `CLOSE_WAIT_MS`) until none runs any more:
-/// one that finished first is in the owner's queue then.
+/// is being torn down), and waits until none runs any more: one that finished first is in
+/// the owner's queue then.
 pub fn drop_owner(owner: usize) {
+    stop(|s| s.owner == owner, interrupt::DROP);
+}
+
+/// Raises `bit` on every running wait `which` picks until none is left (at most
+/// `CLOSE_WAIT_MS`: they stop within microseconds, a waiter thread wakes on its control
+/// word at once).
+fn stop(which: impl Fn(&Shared) -> bool, bit: u32) {
     let deadline = Deadline::after_ms(CLOSE_WAIT_MS);
     loop {
         let mut running = false;
-        for s in pool().jobs.values().filter(|s| s.owner == owner) {
-            raise(s, interrupt::DROP);
+        for s in pool().jobs.values().filter(|s| which(s)) {
+            raise(s, bit);
             running = true;
         }
         if !running || deadline.passed() {
