@@ -16,9 +16,6 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Completions waiting for the JavaScript thread, and its count of unfinished waits.
-/// `pending` and `raw` are only used on the JavaScript thread (Relaxed everywhere); the
-/// items are guarded by their mutex.
 /// A finished wait on its way to JavaScript.
 struct Completion {
     id: u64,
@@ -41,6 +38,9 @@ impl Completion {
     }
 }
 
+/// Completions waiting for the JavaScript thread, and its count of unfinished waits.
+/// `pending` and `raw` are only used on the JavaScript thread (Relaxed everywhere); the
+/// completions are guarded by their mutexes.
 #[derive(Default)]
 struct Queue {
     /// Completions not yet handed to JavaScript.
