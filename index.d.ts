@@ -207,6 +207,14 @@ export declare function heapTrim(id: number): number
 export declare function heapUsableSize(id: number, offset: number): number
 
 /**
+ * A number that tells this loaded native library apart from another copy of it in the
+ * process (the address of a static of its own): JavaScript copies of the package that
+ * share one library (a hoisted platform package, modules loaded again) share its one
+ * completion channel per thread, and so one table of pending waits.
+ */
+export declare function libraryId(): number
+
+/**
  * Starts an async acquisition of the lock at `offset` for this thread (after the
  * JavaScript compare-and-swap failed); returns its id.
  */

@@ -860,6 +860,7 @@ module.exports.heapSurvey = nativeBinding.heapSurvey
 module.exports.heapToken = nativeBinding.heapToken
 module.exports.heapTrim = nativeBinding.heapTrim
 module.exports.heapUsableSize = nativeBinding.heapUsableSize
+module.exports.libraryId = nativeBinding.libraryId
 module.exports.lockAcquireAsync = nativeBinding.lockAcquireAsync
 module.exports.lockHolderAlive = nativeBinding.lockHolderAlive
 module.exports.lockMarkConsistent = nativeBinding.lockMarkConsistent

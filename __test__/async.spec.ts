@@ -261,6 +261,25 @@ test('a worker terminated while its acquireAsync completion is on its way gives 
     t.is(sem.value, 1, 'and it came back when the worker went')
     t.true(sem.tryAcquire())
   }
+  // Terminated while a hundred waits complete: those finished on their waiter thread
+  // when the worker went give back too (some were lost, several rounds in 60).
+  for (let round = 0; round < 20; round++) {
+    const w = new Worker(
+      `const { revive } = require(${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))})
+       const { workerData, parentPort } = require('node:worker_threads')
+       const sem = revive(workerData)
+       for (let i = 0; i < 100; i++) void sem.acquireAsync()
+       parentPort.postMessage('waiting')
+       setTimeout(() => { for (;;); }, 5)`,
+      { eval: true, workerData: sem.toJSON() },
+    )
+    await once(w, 'message')
+    await sleep(20)
+    sem.release(100)
+    await w.terminate()
+    t.is(sem.value, 100, `round ${round}`)
+    while (sem.tryAcquire());
+  }
 })
 
 test('withLockAsync serializes async critical sections of one thread and releases on throw', async (t) => {
@@ -419,11 +438,37 @@ for (const refused of ['all', 'words'] as const) {
   })
 }
 
-test('two instances of the package in one thread (modules loaded again) both get their async waits settled', async (t) => {
-  const child = forkChild(t, 'dual-instance.mjs')
-  const got = await child.message<Record<string, unknown>>()
-  // Timed out (false) each, but a3, which a set released; 'never' once for a2 on.
-  t.deepEqual(got, { distinct: true, a1: false, b1: false, a2: false, a3: true, a4b4: [true, false] })
+for (const how of ['modules loaded again', 'a second copy of the package sharing its native binary'] as const) {
+  test(`two instances of the package in one thread (${how}) both get their async waits settled`, async (t) => {
+    const child = forkChild(t, 'dual-instance.mjs', how === 'modules loaded again' ? [] : ['copy'])
+    const got = await child.message<Record<string, unknown>>()
+    // Timed out (false) each, but a3, which a set released; 'never' once for a2 on.
+    t.deepEqual(got, { distinct: true, a1: false, b1: false, a2: false, a3: true, a4b4: [true, false] })
+  })
+}
+
+test('a settle that throws (an AbortSignal of its own) does not strand the other completions of its batch', (t) => {
+  // In a child: the error surfaces as an uncaught exception, which the child catches.
+  const script = `
+    const { MappedMemory, Semaphore } = require(${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))})
+    const errors = []
+    process.on('uncaughtException', (e) => errors.push(e.message))
+    const m = MappedMemory.anonymous({ size: 1 << 16 })
+    const sem = new Semaphore(m, 0)
+    const signal = new AbortController().signal
+    signal.removeEventListener = () => { throw new Error('boom in removeEventListener') }
+    const waits = [sem.acquireAsync({ signal }), sem.acquireAsync(), sem.acquireAsync()]
+    setTimeout(() => {
+      sem.release(3)
+      const t0 = performance.now()
+      while (performance.now() - t0 < 100); // the three complete in one batch
+      Promise.all(waits).then((got) => setTimeout(() => {
+        process.stdout.write(JSON.stringify({ got, value: sem.value, errors }))
+        m.close()
+      }, 10))
+    }, 30)`
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NODE_OPTIONS: '' } })
+  t.deepEqual(JSON.parse(r.stdout || '{}'), { got: [true, true, true], value: 0, errors: ['boom in removeEventListener'] }, r.stderr)
 })
 
 test('Lock counts exactly across two processes and two worker threads, sync and async', async (t) => {

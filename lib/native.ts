@@ -224,10 +224,3 @@ function checkBinaryVersion(): void {
 /** The native binding (see `index.d.ts`). Internal: the public API wraps it. */
 export const binding: typeof Binding & FastBinding = load()
 
-/**
- * Where the binding's loader lives: the same for every instance of this package's
- * JavaScript that shares the native library (modules loaded again by a test runner),
- * different for another copy of the package.
- */
-export const BINDING_PATH: string = require.resolve('../index.js')
-

@@ -8,7 +8,7 @@
 import { checkAsyncWait } from './args.js'
 import { abortError, closedError, native, notRecoverable, ShmError } from './errors.js'
 import { checkIntact, type MappedMemory } from './memory.js'
-import { binding, BINDING_PATH } from './native.js'
+import { binding } from './native.js'
 
 /**
  * How often a waiter asks whether the holder it waits for died (`RECHECK_MS` of
@@ -61,7 +61,8 @@ export function throwIfFailed(code: number, memory: MappedMemory): void {
 /**
  * Who settles the async waits of this thread: one table for every instance of this
  * package's JavaScript that shares the native library in the thread (a test runner that
- * loads modules again makes several). The library keeps one completion callback per
+ * loads modules again makes several; two copies of the package that npm gave one hoisted
+ * platform package share it too), found by the library's `libraryId()`. The library keeps one completion callback per
  * thread, so the first instance registers one that settles from this table, and the
  * others use it: a second registration would take every later completion away from the
  * first instance, whose waits would then never settle.
@@ -71,26 +72,30 @@ interface Completions {
   initialized: boolean
 }
 
-const completions = ((globalThis as Record<symbol, unknown>)[Symbol.for(`shmutils.completions ${BINDING_PATH}`)] ??= {
+const completions = ((globalThis as Record<symbol, unknown>)[Symbol.for(`shmutils.completions ${binding.libraryId()}`)] ??= {
   settlers: new Map(),
   initialized: false,
 }) as Completions
 const settlers = completions.settlers
 
 function onComplete(batch: number[]): void {
-  try {
-    for (let i = 0; i < batch.length; i += 2) {
-      const settle = settlers.get(batch[i])
-      if (settle !== undefined) {
-        settlers.delete(batch[i])
+  let failed: { error: unknown } | null = null
+  for (let i = 0; i < batch.length; i += 2) {
+    const settle = settlers.get(batch[i])
+    if (settle !== undefined) {
+      settlers.delete(batch[i])
+      // One that throws (an AbortSignal's own code) must not strand the rest of the batch.
+      try {
         settle(batch[i + 1])
+      } catch (error) {
+        failed ??= { error }
       }
     }
-  } finally {
-    // Settled: the native side lets their waits go. (A thread terminated before this
-    // point gives back what they took instead.)
-    binding.syncAck()
   }
+  // Settled: the native side lets their waits go. (A thread terminated before this point
+  // gives back what they took instead.)
+  binding.syncAck()
+  if (failed) throw failed.error
 }
 
 /**
@@ -114,8 +119,9 @@ export function waitNative(start: () => number, signal: AbortSignal | undefined)
     const onAbort = (): void => binding.syncCancel(id)
     signal.addEventListener('abort', onAbort, { once: true })
     settlers.set(id, (code) => {
-      signal.removeEventListener('abort', onAbort)
+      // Settled first: a signal whose own code throws here must not strand the wait.
       resolve(code)
+      signal.removeEventListener('abort', onAbort)
     })
   })
 }

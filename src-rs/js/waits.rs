@@ -190,6 +190,16 @@ fn settle_queued_where(which: impl Fn(&dyn AsyncWait) -> bool) {
     });
 }
 
+/// A number that tells this loaded native library apart from another copy of it in the
+/// process (the address of a static of its own): JavaScript copies of the package that
+/// share one library (a hoisted platform package, modules loaded again) share its one
+/// completion channel per thread, and so one table of pending waits.
+#[napi]
+pub fn library_id() -> f64 {
+    static ANCHOR: u8 = 0;
+    std::ptr::addr_of!(ANCHOR) as usize as f64
+}
+
 /// Aborts async wait `id`; it completes with `CANCELLED` (or its result, if that came
 /// first).
 #[napi]

@@ -367,9 +367,13 @@ fn run_worker(me: Arc<Worker>) {
             let id = job.id;
             me.load.fetch_sub(1, Ordering::Relaxed);
             // Delivered before it leaves the registry: a wait not registered is in its
-            // thread's queue already ([`close_region`] waits for the registry).
+            // thread's queue already ([`close_region`] waits for the registry). One whose
+            // thread went meanwhile gives back what it took.
             if job.shared.interrupts.load(Ordering::Acquire) & interrupt::DROP == 0 {
                 job.deliver.deliver(id, code, job.op);
+            } else {
+                let mut op = job.op;
+                op.give_back(code);
             }
             pool().jobs.remove(&id);
         }
