@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Channel, Lock, MappedMemory, RWLock, ShmError, shmOpen } from '../dist/index.js'
+import { Channel, Lock, MappedMemory, RWLock, SharedMap, ShmError, shmOpen } from '../dist/index.js'
 import { forkChild, pidNamespaceUnavailable, segmentExists, segmentName, throws } from './helpers.js'
 
 const BIN = join(import.meta.dirname ?? __dirname, '..', 'bin', 'shmutils.js')
@@ -277,6 +277,29 @@ test('inspect shows a Channel whose consumer counted a message before its produc
   const found = r.objects.find((o) => o.offset === offset)
   t.like(found, { kind: 'Channel', state: { queued: 0 } })
   t.regex(found?.summary ?? '', /^0 messages queued/)
+})
+
+test('inspect names a container of another layout version (another shmutils made it) without decoding its fields', (t) => {
+  const name = segmentName(t, 'cli-layout')
+  const m = MappedMemory.create(name, { size: 1 << 20 })
+  const map = new SharedMap<string, number>(m, { stripes: 4 })
+  map.set('a', 1)
+  const ch = new Channel<number>(m, { capacity: 1024 })
+  ch.send(1)
+  const dv = new DataView(m.buffer)
+  dv.setUint32(map.offset + 4, 4, true) // docs/FORMAT.md §11.1: the layout version
+  dv.setUint32(ch.offset + 4, 2, true)
+  dv.setUint32(map.offset + 28, 7, true) // stripes: a version-4 map need not have them there
+  const offsets = [map.offset, ch.offset]
+  m.close()
+  const r = json<{ objects: { offset: number; kind: string; state: Record<string, unknown>; summary: string }[] }>(t, 'inspect', name)
+  const [m3, c2] = offsets.map((o) => r.objects.find((x) => x.offset === o))
+  t.like(m3, { kind: 'SharedMap', state: { version: 4 }, summary: '(a SharedMap of layout version 4; this version of the tool reads version 3)' })
+  t.like(c2, { kind: 'Channel', state: { version: 2 }, summary: '(a Channel of layout version 2; this version of the tool reads version 1)' })
+  const text = cli('inspect', name)
+  t.is(text.code, 0)
+  t.regex(text.stdout, /SharedMap .*\(a SharedMap of layout version 4; this version of the tool reads version 3\)/)
+  t.notRegex(text.stdout, /entries, .* in 7 stripes|messages queued/)
 })
 
 test('--help for each command', (t) => {

@@ -6,7 +6,7 @@
 // timings of the others. The last test damages random words under every container and
 // primitive (fixtures/fuzz-child.mjs) and runs operations through them.
 import test, { type ExecutionContext } from 'ava'
-import { Channel, Condition, DEFAULT_HEAP_LOCK_TIMEOUT, Lock, MappedMemory, RLock, Semaphore, SharedMap, ShmError } from '../dist/index.js'
+import { Channel, Condition, DEFAULT_HEAP_LOCK_TIMEOUT, Lock, MappedMemory, revive, RLock, Semaphore, SharedMap, ShmError } from '../dist/index.js'
 import { forkChild, managedSegment, type Peer, rejection, segmentName, since, startPeer, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext, size = 1 << 16) => managedSegment(t, 'hostile', size)
@@ -226,6 +226,37 @@ test('a container\'s own fields damaged: bounds that checkOptions never writes, 
   const i32 = new Int32Array(m.buffer)
   i32[(ch.offset + 64 + 8) >> 2] = i32[(sem.offset + 8) >> 2]! // the producer lock's kind tag: SEMAPHORE
   throws(t, () => Channel.at(m, ch.offset), { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT', message: /the Channel at \d+: .* is a SEMAPHORE/ })
+})
+
+test('a container of another layout version (another shmutils made it) is ERR_SHM_BAD_HEADER from at, named and revive, and stays untouched', (t) => {
+  const m = segment(t, 1 << 20)
+  const map = SharedMap.named<string, number>(m, 'versioned', { stripes: 1 })
+  map.set('k', 1)
+  const ch = new Channel<number>(m, { capacity: 1024 })
+  ch.send(2)
+  const handles = [map.toJSON(), ch.toJSON()]
+  const dv = new DataView(m.buffer)
+  // docs/FORMAT.md §11.1: the layout version is the u32 at offset 4 of every container.
+  for (const [offset, versions] of [[map.offset, [1, 2, 4, 0xffff_ffff]], [ch.offset, [0, 2]]] as const) {
+    const good = dv.getUint32(offset + 4, true)
+    for (const version of versions) {
+      dv.setUint32(offset + 4, version, true)
+      const bytes = m.buffer.slice(offset, offset + 256)
+      const refusal = { instanceOf: ShmError, code: 'ERR_SHM_BAD_HEADER', message: new RegExp(`layout version ${version}; this shmutils reads version ${good}`) }
+      if (offset === map.offset) {
+        throws(t, () => SharedMap.at(m, offset), refusal, `SharedMap.at, version ${version}`)
+        throws(t, () => SharedMap.named(m, 'versioned'), refusal, `SharedMap.named, version ${version}`)
+        throws(t, () => revive(handles[0]), refusal, `revive(map), version ${version}`)
+      } else {
+        throws(t, () => Channel.at(m, offset), refusal, `Channel.at, version ${version}`)
+        throws(t, () => revive(handles[1]), refusal, `revive(channel), version ${version}`)
+      }
+      t.deepEqual(m.buffer.slice(offset, offset + 256), bytes, 'the refusals wrote nothing')
+    }
+    dv.setUint32(offset + 4, good, true)
+  }
+  t.is(SharedMap.at<string, number>(m, map.offset).get('k'), 1)
+  t.is(Channel.at<number>(m, ch.offset).receive(), 2)
 })
 
 test('fuzz: 1-6 damaged words under every container and primitive, 300 operations each: a ShmError or success, never another error, a signal or a hang', async (t) => {

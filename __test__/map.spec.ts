@@ -3,6 +3,7 @@
 // threads; handles and named maps; bad input; hostile bytes; and SIGKILL at random
 // points, repeatedly, with every entry old or new afterwards and the map still working.
 import cluster from 'node:cluster'
+import { readFileSync } from 'node:fs'
 import test from 'ava'
 import { MessageChannel, Worker } from 'node:worker_threads'
 import { Channel, MappedMemory, SharedMap, ShmError } from '../dist/index.js'
@@ -229,6 +230,34 @@ test('tables grow (rehash) and every entry survives; iteration sees each entry o
   mem.heap.check()
 })
 
+test('keys chosen to collide under an unkeyed hash spread over the stripes: the key hash is keyed by a secret each map draws (hash flooding); another process finds every key', async (t) => {
+  const keys = JSON.parse(readFileSync(fixture('fnv-collisions.json'), 'latin1')) as string[]
+  // The fixture is real: FNV-1a 32, the unkeyed hash maps used before, gives all 512 one value.
+  const fnv = (s: string) => {
+    let h = 0x811c_9dc5
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x0100_0193)
+    return h >>> 0
+  }
+  t.is(new Set(keys).size, 512)
+  t.is(new Set(keys.map(fnv)).size, 1)
+  const mem = segment(t)
+  const map = new SharedMap<string, number>(mem) // 16 stripes
+  keys.forEach((k, i) => map.set(k, i))
+  // docs/FORMAT.md §11.2: the stripe array's slot at 32 of the header, `count` at 52 of
+  // each 128-byte stripe record, the secret at 96.
+  const dv = new DataView(mem.buffer)
+  const stripes = dv.getUint32(map.offset + 32, true) * 16
+  const counts = Array.from({ length: 16 }, (_, s) => dv.getUint32(stripes + s * 128 + 52, true))
+  t.is(counts.reduce((a, b) => a + b), 512)
+  t.true(Math.max(...counts) <= 96, `512 keys over 16 stripes: ${counts.join(' ')}`)
+  const secret = (m: SharedMap) => dv.getBigUint64(m.offset + 96, true)
+  t.not(secret(map), secret(new SharedMap(mem)), 'each map draws its own secret')
+  const r = await inChild(t, { map, job: 'bump', keys })
+  t.deepEqual(r.got, keys.map((_, i) => i))
+  t.deepEqual(keys.map((k) => map.get(k)), keys.map((_, i) => i + 1000))
+  t.is(map.size, 512)
+})
+
 test('LRU: maxEntries and maxBytes hold after every set, and the least recently used go first', (t) => {
   const mem = segment(t)
   const m = new SharedMap<string, number>(mem, { maxEntries: 3 })
@@ -434,6 +463,28 @@ test('bad input: wrong key types, unserializable values, bad options give typed 
   mem.close()
   throws(t, () => m.get('n'), { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })
   throws(t, () => m.size, { instanceOf: ShmError, code: 'ERR_SHM_CLOSED' })
+})
+
+test("a 'v8' value written by a newer Node (a Float16Array, as Node 24 writes it) reads back where the runtime knows it, and is ERR_SHM_CORRUPT naming both causes, for that entry only, where it does not", (t) => {
+  const mem = segment(t)
+  const map = new SharedMap<string, unknown>(mem, { stripes: 1 })
+  map.set('plain', { a: 1 })
+  map.set('f16', new Uint8Array([0x00, 0x3c]))
+  // Node's host object for a Uint8Array of 2 bytes; type 13 is a Float16Array (1.0).
+  const u8 = new Uint8Array(mem.buffer)
+  const stored = Buffer.from(u8.buffer, u8.byteOffset, u8.length).indexOf(Buffer.from([0xff, 0x0f, 0x5c, 0x01, 0x02, 0x00, 0x3c]))
+  t.true(stored > 0)
+  u8[stored + 3] = 13
+  const F16 = (globalThis as { Float16Array?: new (a: number[]) => unknown }).Float16Array
+  if (F16 !== undefined) {
+    t.deepEqual(map.get('f16'), new F16([1]))
+  } else {
+    throws(t, () => map.get('f16'), { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT', message: new RegExp(`does not deserialize in Node ${process.version.replaceAll('.', '\\.')} .*: damaged, or written by another Node version`) })
+    t.throws(() => [...map.values()], { code: 'ERR_SHM_CORRUPT' })
+  }
+  t.deepEqual(map.get('plain'), { a: 1 })
+  map.set('f16', 'replaced')
+  t.is(map.get('f16'), 'replaced')
 })
 
 test('hostile bytes: a looping chain or a table pointing outside is ERR_SHM_CORRUPT, never a hang', (t) => {

@@ -58,6 +58,7 @@ import { rangeError, ShmError } from './errors.js'
 import { registerReviver } from './handles.js'
 import { heapOf } from './heap.js'
 import { type AsyncWaitOptions, Kind, type Lock, OWNER_DIED as LOCK_OWNER_DIED } from './lock.js'
+import { CHANNEL_LAYOUT } from './layouts.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
 import { queuedMessages } from './records.js'
@@ -65,10 +66,7 @@ import { copyWords } from './utf8.js'
 import { Turns } from './waits.js'
 import { sleepOnWord, sleepOnWordAsync, wakeWord } from './word.js'
 
-/** `'SCHN'` little-endian. */
-const MAGIC = 0x4e48_4353
-/** Layout version (docs/FORMAT.md §11.3). */
-const VERSION = 1
+const { magic: MAGIC, version: VERSION } = CHANNEL_LAYOUT
 
 /** Channel block (offsets from its start; 0..24 are the common container header). */
 const C = Object.freeze({

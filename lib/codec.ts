@@ -929,7 +929,7 @@ const v8Coder: Coder = {
     try {
       return deserializeOwned(bytes.subarray(start, end))
     } catch (e) {
-      throw corrupt(`a 'v8' value does not deserialize (${(e as Error).message})`)
+      throw corrupt(`a 'v8' value does not deserialize in Node ${process.version} (${(e as Error).message}): damaged, or written by another Node version with a kind of value this one cannot read (docs/containers.md, "Processes on different Node versions")`)
     }
   },
   decodeRacy: readV8,

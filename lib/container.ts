@@ -23,7 +23,7 @@ export const UNIT = 16
 export const H = Object.freeze({
   /** u32 magic, per container type. */
   MAGIC: 0,
-  /** u32 layout version (per container type: SharedMap 2, Channel 1). */
+  /** u32 layout version (per container type: `lib/layouts.ts`). */
   VERSION: 4,
   /** u32 kind tag (16 SharedMap, 17 Channel), at offset 8 as in every sync record. */
   KIND: 8,
@@ -107,8 +107,9 @@ export function intact(memory: MappedMemory): void {
 /**
  * Checks the common header at `offset` of `memory`: magic, kind, layout `version`;
  * returns the heap offset it records.
- * @throws TypeError when it is not such a container, or one of another layout version;
- *   RangeError for an offset outside
+ * @throws TypeError when it is not such a container (the caller's offset is wrong);
+ *   ShmError `ERR_SHM_BAD_HEADER` for one of another layout version (another shmutils
+ *   made it: `lib/layouts.ts`), as for a segment of another format version
  */
 export function checkHeader(memory: MappedMemory, offset: number, magic: number, kind: number, version: number, headerSize: number, what: string): number {
   if (!Number.isSafeInteger(offset) || offset < 0 || offset % 16 !== 0 || offset + headerSize > memory.size) {
@@ -121,7 +122,7 @@ export function checkHeader(memory: MappedMemory, offset: number, magic: number,
   }
   const found = i32[w + (H.VERSION >>> 2)]
   if (found !== version) {
-    throw typeError(`The ${what} at offset ${offset} has layout version ${found}; this shmutils uses version ${version} (docs/FORMAT.md §11)`)
+    throw new ShmError(`The ${what} at offset ${offset} has layout version ${found >>> 0}; this shmutils reads version ${version} (docs/FORMAT.md §11): another version of shmutils made it`, { code: 'ERR_SHM_BAD_HEADER' })
   }
   const heapOffset = view.getFloat64(offset + H.HEAP, true)
   if (!Number.isSafeInteger(heapOffset) || heapOffset < 0 || heapOffset >= memory.size) throw corrupt(`the ${what} at ${offset} names a heap at ${heapOffset}`)

@@ -52,6 +52,7 @@
  * The layouts (header, stripe record, entry) are in docs/FORMAT.md and below.
  * @module
  */
+import { randomFillSync } from 'node:crypto'
 import { checkIndex, checkOptions, describe, describeNot } from './args.js'
 import { checkCodec, type Codec, type Coder, copyOut, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
@@ -63,18 +64,13 @@ import { afterAllocFailure, heapOf } from './heap.js'
 import { refParts } from './ref.js'
 import { arrayOf, describeType, types } from './types/index.js'
 import { Kind, Lock } from './lock.js'
+import { MAP_LAYOUT } from './layouts.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
 import { binding } from './native.js'
 import { copyWords, decodeUtf8, encodeUtf8Into, LONE_SURROGATE, notWellFormed, wordsEqual } from './utf8.js'
 
-/** `'SMAP'` little-endian. */
-const MAGIC = 0x5041_4d53
-/**
- * Layout version (docs/FORMAT.md §11.2). 2: writers keep the stripes' write sequence,
- * which version-1 writers did not (their maps are refused: readers would trust them).
- */
-const VERSION = 2
+const { magic: MAGIC, version: VERSION } = MAP_LAYOUT
 
 /** Map header (offsets from the map's start; 0..24 are the common container header). */
 const M = Object.freeze({
@@ -94,6 +90,8 @@ const M = Object.freeze({
   TTL: 56,
   /** The lock record `SharedMap.named` constructs under. */
   INIT_LOCK: 64,
+  /** u32 × 2: the secret of the key hash ({@link keyHash}), drawn at random when made. */
+  SECRET: 96,
   SIZE: 128,
 })
 
@@ -285,6 +283,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   #ttl: number
   #maxSteps: number
   #key: string
+  /** The key hash's secret (the header's, read once: it never changes). */
+  #k0: number
+  #k1: number
 
   /**
    * Creates a map in `where`'s heap.
@@ -321,6 +322,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     this.#maxEntries = v.dv.getFloat64(offset + M.MAX_ENTRIES, true)
     this.#maxBytes = v.dv.getFloat64(offset + M.MAX_BYTES, true)
     this.#ttl = v.dv.getFloat64(offset + M.TTL, true)
+    this.#k0 = v.i32[w + (M.SECRET >>> 2)]!
+    this.#k1 = v.i32[w + (M.SECRET >>> 2) + 1]!
     // Bounds as checkMapOptions wrote them (a ttl may be fractional): anything else is damage.
     for (const [field, n, whole] of [['maxEntries', this.#maxEntries, true], ['maxBytes', this.#maxBytes, true], ['ttl', this.#ttl, false]] as const) {
       if (!(n >= 0 && (whole ? Number.isSafeInteger(n) : Number.isFinite(n)))) throw corrupt(`the SharedMap at ${offset} has ${field} ${n}`)
@@ -452,7 +455,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   update(key: K, fn: (old: V | undefined) => V): V {
     this.#check()
     if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
-    const kn = encodeKey(key)
+    const kn = encodeKey(key, this.#k0, this.#k1)
     const kind = keyKind(key)
     const h = encodedHash
     // A copy: fn may use other maps, and so the scratch buffer.
@@ -565,7 +568,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
    */
   #enterKey(key: unknown): number {
     this.#check()
-    const kn = (this.#kn = encodeKey(key))
+    const kn = (this.#kn = encodeKey(key, this.#k0, this.#k1))
     const kind = (this.#kind = keyKind(key))
     const h = (this.#hash = encodedHash)
     const s = this.#enter(h)
@@ -733,7 +736,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
    */
   #lookup(key: unknown, decode: boolean): unknown {
     this.#check()
-    const kn = (this.#kn = encodeKey(key))
+    const kn = (this.#kn = encodeKey(key, this.#k0, this.#k1))
     const kind = (this.#kind = keyKind(key))
     const h = (this.#hash = encodedHash)
     if (!this.#bounded) {
@@ -1428,36 +1431,30 @@ function keyKind(key: unknown): number {
   return typeof key === 'string' ? 0 : KEY_BYTES
 }
 
-/** FNV-1a offset bases of string and byte keys, and the prime. */
-const FNV_STRING = 0x811c9dc5
-const FNV_BYTES = 0x050c5d1f
-const FNV_PRIME = 0x01000193
-/** String keys up to this many characters are encoded and hashed in one JavaScript pass when ASCII. */
+/** String keys up to this many characters are encoded by a JavaScript loop when ASCII. */
 const SHORT_KEY = 64
 
 /** The hash of the key {@link encodeKey} encoded last. */
 let encodedHash = 0
 
 /**
- * Writes `key`'s bytes into keyScratch and hashes them into {@link encodedHash};
- * returns their length. Short ASCII strings take one pass for both.
+ * Writes `key`'s bytes into keyScratch and hashes them under the map's secret (`k0`,
+ * `k1`: {@link keyHash}) into {@link encodedHash}; returns their length.
  * @throws TypeError for a key of another type; RangeError for a key over 1 MiB
  */
-function encodeKey(key: unknown): number {
+function encodeKey(key: unknown, k0: number, k1: number): number {
   if (typeof key === 'string') {
     const n = key.length
     if (n <= SHORT_KEY) {
       const b = keyScratch.bytes
-      let h = FNV_STRING
       let i = 0
       for (; i < n; i++) {
         const c = key.charCodeAt(i)
         if (c >= 0x80) break
         b[i] = c
-        h = Math.imul(h ^ c, FNV_PRIME)
       }
       if (i === n) {
-        encodedHash = finalHash(h)
+        encodedHash = keyHash(b, keyScratch.words, n, k0, k1)
         return n
       }
     }
@@ -1469,7 +1466,7 @@ function encodeKey(key: unknown): number {
       w = encodeUtf8Into(key, keyScratch.bytes, 0)
     }
     if (w > MAX_KEY_LENGTH) throw keyTooLong(w)
-    encodedHash = keyHash(keyScratch.bytes, w, 0)
+    encodedHash = keyHash(keyScratch.bytes, keyScratch.words, w, k0, k1)
     return w
   }
   // A real Uint8Array (not a Proxy of one: its traps would run between the copy and the
@@ -1484,26 +1481,59 @@ function encodeKey(key: unknown): number {
     } catch {
       throw typeError('The "key" argument is a Uint8Array over a detached ArrayBuffer')
     }
-    encodedHash = keyHash(keyScratch.bytes, n, KEY_BYTES)
+    encodedHash = keyHash(keyScratch.bytes, keyScratch.words, n, k0, k1)
     return n
   }
   throw typeError(`The "key" argument must be of type string or a Uint8Array; got ${describeNot(key, key instanceof Uint8Array)}`)
 }
 
-/** FNV-1a over the key's bytes `b[0, n)`, seeded by kind, then {@link finalHash}. */
-function keyHash(b: Uint8Array, n: number, kind: number): number {
-  let h = kind === 0 ? FNV_STRING : FNV_BYTES
-  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i], FNV_PRIME)
-  return finalHash(h)
-}
-
-/** The finalizer that spreads every bit of an FNV-1a hash over the word. */
-function finalHash(h: number): number {
-  h ^= h >>> 16
-  h = Math.imul(h, 0x85ebca6b)
-  h ^= h >>> 13
-  h = Math.imul(h, 0xc2b2ae35)
-  return (h ^ (h >>> 16)) | 0
+/**
+ * HalfSipHash-1-3 of the key's bytes `b[0, n)` (`w`: the same bytes as little-endian
+ * words) under the map's 64-bit secret `k0`, `k1`: SipHash on 32-bit words (Aumasson and
+ * Bernstein), one round per word and three to finish, as Linux's `hsiphash` runs it on
+ * 32-bit machines. A keyed hash, because keys are often chosen by someone else (a cache
+ * of request paths): under an unkeyed hash (this map used FNV-1a) anyone can compute
+ * thousands of keys that share one stripe and one bucket, and each `set` then walks all
+ * of them under the stripe's lock (hash flooding, as Node's and Redis's own tables are
+ * seeded against). Each map draws its secret at random when it is made (FORMAT.md §11.2).
+ */
+function keyHash(b: Uint8Array, w: Int32Array, n: number, k0: number, k1: number): number {
+  let v0 = k0
+  let v1 = k1
+  let v2 = 0x6c79_6765 ^ k0
+  let v3 = 0x7465_6462 ^ k1
+  const words = n >>> 2
+  const at = n & ~3
+  // The last block: the length's low byte on top, the 0-3 bytes left below it.
+  const left = n & 3
+  let last = n << 24
+  if (left > 2) last |= b[at + 2]! << 16
+  if (left > 1) last |= b[at + 1]! << 8
+  if (left > 0) last |= b[at]!
+  // One loop for both phases, so the round is written once: a round per word, one for
+  // the last block, then `v2 ^= 0xff` and three rounds on a zero block (xor with 0 is
+  // nothing, as the finalization wants).
+  for (let i = 0; i < words + 4; i++) {
+    const m = i < words ? w[i]! : i === words ? last : 0
+    if (i === words + 1) v2 ^= 0xff
+    v3 ^= m
+    v0 = (v0 + v1) | 0
+    v1 = (v1 << 5) | (v1 >>> 27)
+    v1 ^= v0
+    v0 = (v0 << 16) | (v0 >>> 16)
+    v2 = (v2 + v3) | 0
+    v3 = (v3 << 8) | (v3 >>> 24)
+    v3 ^= v2
+    v0 = (v0 + v3) | 0
+    v3 = (v3 << 7) | (v3 >>> 25)
+    v3 ^= v0
+    v2 = (v2 + v1) | 0
+    v1 = (v1 << 13) | (v1 >>> 19)
+    v1 ^= v2
+    v2 = (v2 << 16) | (v2 >>> 16)
+    v0 ^= m
+  }
+  return v1 ^ v3
 }
 
 function checkTtl(value: unknown, what: string): number {
@@ -1569,6 +1599,7 @@ function construct(v: Views, offset: number, o: CheckedOptions): void {
     throw e
   }
   writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, VERSION, o.coder.id)
+  randomFillSync(v.u8, offset + M.SECRET, 8)
   const w = offset >>> 2
   v.i32[w + (M.STRIPES >>> 2)] = o.stripes
   v.i32[w + (M.STRIPE_ARRAY >>> 2)] = array / UNIT

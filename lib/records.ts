@@ -7,6 +7,7 @@
  * stand in for pages the mapping lost.
  * @module
  */
+import { CHANNEL_LAYOUT, type Layout, MAP_LAYOUT } from './layouts.js'
 import { checkIntact, GUARD, internals, type MappedMemory } from './memory.js'
 
 /**
@@ -299,6 +300,21 @@ function channel(r: Reader): RecordState {
 }
 
 /**
+ * A container whose header is not `layout` (another shmutils' layout version, or
+ * damage) is reported as such, never decoded with this version's offsets; `null` when
+ * the header is `layout`.
+ */
+function unknownLayout(r: Reader, layout: Layout, what: string): RecordState | null {
+  const magic = r.u32(0)
+  const version = r.u32(4)
+  if (magic === layout.magic && version === layout.version) return null
+  const summary = magic === layout.magic
+    ? `(a ${what} of layout version ${version}; this version of the tool reads version ${layout.version})`
+    : `(tagged ${what}, but its header does not say so: damaged)`
+  return { state: { magic, version }, summary }
+}
+
+/**
  * Decodes the record of `kind` at `offset` of `memory` (`size`: the bytes its
  * allocation holds). Kinds whose layout this version does not know are reported by
  * name only.
@@ -328,9 +344,9 @@ function decode(memory: MappedMemory, offset: number, size: number, kind: number
     case 7:
       return event(r)
     case 16:
-      return sharedMap(memory, r)
+      return unknownLayout(r, MAP_LAYOUT, 'SharedMap') ?? sharedMap(memory, r)
     case 17:
-      return channel(r)
+      return unknownLayout(r, CHANNEL_LAYOUT, 'Channel') ?? channel(r)
     default:
       return { state: {}, summary: '(its layout is not known to this version of the tool)' }
   }
