@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
@@ -555,6 +556,33 @@ test('a macro whose body used a name that changed since is a CDefError where it 
   // lib leaves out a stale macro
   const h = cdef('#define A 3\n#define B (A*2)\n#undef A');
   t.false('B' in h.lib);
+});
+
+test('a failed cdef() that made a stale macro fresh again in its own layer leaves it stale', (t) => {
+  const f = cdef('#define A 3\n#define B (A*2)\n#undef A\n#define A 5');
+  // In this layer A is 3 again, so B is fresh here; then the layer fails and is dropped.
+  t.throws(() => f.cdef('#undef A\n#define A 3\nstruct ok { char b[B]; };\nstruct bad { int x[-1]; };'), { instanceOf: CDefError });
+  t.throws(() => f.cdef('struct s { char b[B]; };'), { instanceOf: CDefError, message: /'B' was evaluated .* when A was 3; A is 5 now/ });
+});
+
+test('a chain of 20,000 #defines, each using the last, costs linear time and memory (it took O(n²) and aborted Node out of memory); a change at its start still makes its end stale', (t) => {
+  // In a child with a small heap: were the cost quadratic again, the child would die of
+  // it (as Node 20 did at 16,000 with 512 MiB), not this process or the machine.
+  const n = 20_000;
+  const script = `
+    const { cdef } = require(${JSON.stringify(resolve('dist/index.js'))});
+    const src = ['#define A0 1', ...Array.from({ length: ${n} }, (_, i) => '#define A' + (i + 1) + ' (A' + i + ' + 0)'), 'struct s { char c[A${n}]; };'].join('\\n');
+    const ffi = cdef(src);
+    let stale = 'none';
+    try { ffi.cdef('#undef A0\\n#define A0 2\\nstruct t { char c[A${n}]; };'); } catch (e) { stale = e.message; }
+    console.log(JSON.stringify({ size: ffi.sizeof('struct s'), value: ffi.lib.A${n}, stale }));
+  `;
+  const r = spawnSync(process.execPath, ['--max-old-space-size=128', '-e', script], { encoding: 'utf8', timeout: 120_000 });
+  t.is(r.status, 0, r.stderr.slice(-2000));
+  const out = JSON.parse(r.stdout) as { size: number; value: number; stale: string };
+  t.is(out.size, 1);
+  t.is(out.value, 1);
+  t.regex(out.stale, new RegExp(`'A${n}' was evaluated .* when A0 was 1; A0 is 2 now`));
 });
 
 test('a macro whose dependencies still mean the same keeps its value (self-reference, same redefinition)', (t) => {

@@ -48,7 +48,12 @@ export class FFI {
     }
     const stage = new Scope(this.#scope);
     // #ifdef and defined see this FFI's macros too (earlier cdef() calls, include())
-    new Parser(tokenize(source, (name) => stage.isDefined(name)), stage, true).parseTranslationUnit();
+    try {
+      new Parser(tokenize(source, (name) => stage.isDefined(name)), stage, true).parseTranslationUnit();
+    } catch (e) {
+      stage.changed();
+      throw e;
+    }
     stage.commit();
     this.#lib = null;
     return this;
@@ -92,6 +97,7 @@ export class FFI {
     for (const [k, v] of src.typedefs) dst.typedefs.set(k, v);
     for (const [k, v] of src.tags) dst.tags.set(k, v);
     for (const [k, v] of src.constants) dst.constants.set(k, v);
+    dst.changed();
     for (const k of src.macros.keys()) dst.define(k, src.macro(k) as MacroValue);
     this.#lib = null;
     return this;

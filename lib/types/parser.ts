@@ -969,7 +969,6 @@ export class Parser {
         if (this.deps !== null) {
           const enumOnly = m === undefined && t.text === this.macroName;
           this.deps.set(`${enumOnly ? '=' : ''}${t.text}`, { name: t.text, enumOnly, was: { value: c.value, type: c.type } });
-          if (m?.deps !== undefined) for (const [k, d] of m.deps) this.deps.set(k, d);
         }
         return { value: c.value, type: c.type };
       }

@@ -50,8 +50,9 @@ export interface MacroDep {
 }
 
 /**
- * An integer macro: its value, evaluated where it was `#define`d, and the names it used
- * (those of the macros it used too), so a use after one of them changed is an error.
+ * An integer macro: its value, evaluated where it was `#define`d, and the names its body
+ * used directly, with what they meant then, so a use after one of them (or one of the
+ * names a macro among them used, and so on) changed is an error ({@link staleDep}).
  */
 export interface MacroConstant extends CConstant {
   readonly deps?: ReadonlyMap<string, MacroDep>;
@@ -61,15 +62,41 @@ export interface MacroConstant extends CConstant {
 export type MacroValue = MacroConstant | typeof OPAQUE;
 
 /**
- * The first name `m`'s body used that stands for something else in `scope` now (an
- * `#undef`, a redefinition, an enumerator since), or undefined when none did.
+ * Counts the changes of meaning in a chain of scopes (a name `#define`d again or
+ * `#undef`ined, a macro hiding an enumerator): one counter for a root scope and all its
+ * layers. Defining a new name changes no meaning, so it does not count.
+ */
+export interface Generation {
+  n: number;
+}
+
+/** Per macro, the generation in which {@link staleDep} last found it (and all it used) fresh. */
+const freshIn = new WeakMap<MacroConstant, { readonly of: Generation; readonly n: number }>();
+
+/**
+ * The first name `m`'s body used, directly or through the macros it used, that stands for
+ * something else in `scope` now (an `#undef`, a redefinition, an enumerator since), or
+ * undefined when none did. Each macro keeps only its direct uses and the walk remembers
+ * what it found fresh until a meaning changes, so a chain of n macros each using the
+ * last costs O(n) to define and use, not O(n²) in time and memory.
  */
 export function staleDep(scope: Scope, m: MacroConstant): { dep: MacroDep; now: MacroValue | undefined } | undefined {
   if (m.deps === undefined) return undefined;
-  for (const dep of m.deps.values()) {
-    const now = dep.enumOnly ? scope.constant(dep.name) : (scope.macro(dep.name) ?? scope.constant(dep.name));
-    if (now === undefined || now === OPAQUE || now.value !== dep.was.value || now.type !== dep.was.type) return { dep, now };
+  const gen = scope.generation;
+  const seen = new Set<MacroConstant>();
+  const todo = [m];
+  for (let x = todo.pop(); x !== undefined; x = todo.pop()) {
+    if (seen.has(x)) continue;
+    seen.add(x);
+    const f = freshIn.get(x);
+    if (f !== undefined && f.of === gen && f.n === gen.n) continue;
+    for (const dep of x.deps?.values() ?? []) {
+      const now = dep.enumOnly ? scope.constant(dep.name) : (scope.macro(dep.name) ?? scope.constant(dep.name));
+      if (now === undefined || now === OPAQUE || now.value !== dep.was.value || now.type !== dep.was.type) return { dep, now };
+      if ((now as MacroConstant).deps !== undefined) todo.push(now as MacroConstant);
+    }
   }
+  for (const x of seen) freshIn.set(x, { of: gen, n: gen.n });
   return undefined;
 }
 
@@ -100,10 +127,13 @@ export class Scope {
   readonly macros = new Map<string, MacroValue | typeof UNDEFINED>();
   /** Enclosing layer. */
   readonly parent: Scope | null;
+  /** Changes of meaning in this chain of layers ({@link staleDep}). */
+  readonly generation: Generation;
 
   /** @param parent layer to fall back to */
   constructor(parent: Scope | null = null) {
     this.parent = parent;
+    this.generation = parent?.generation ?? { n: 0 };
   }
 
   /** A typedef by name (user-declared first, then the built-in ones). */
@@ -158,13 +188,25 @@ export class Scope {
 
   /** `#define name`: this layer's value, whatever the parent says. */
   define(name: string, value: MacroValue): void {
+    if (this.macro(name) !== undefined || this.constant(name) !== undefined) this.generation.n++;
     this.macros.set(name, value);
   }
 
   /** `#undef name`: a tombstone when a parent layer defines it, so that it stays hidden. */
   undefine(name: string): void {
+    if (this.isDefined(name)) this.generation.n++;
     if (this.parent?.isDefined(name) === true) this.macros.set(name, UNDEFINED);
     else this.macros.delete(name);
+  }
+
+  /**
+   * Counts a change of meaning made other than by {@link define} and {@link undefine}:
+   * a layer dropped (a failed `cdef()`: what {@link staleDep} found fresh through it may
+   * not be so without it), names copied in by `include()`. What was found fresh is
+   * found again.
+   */
+  changed(): void {
+    this.generation.n++;
   }
 
   /** Moves this layer's entries into the parent (an `#undef` removes the parent's macro). */
