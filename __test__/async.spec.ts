@@ -1,15 +1,14 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { pbkdf2 } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import test from 'ava'
 import { Condition, Lock, MappedMemory, munmap, RLock, Semaphore, ShmError } from '../dist/index.js'
-import { CC, fixture, forkChild, rawSegment, rejection, seededRandom, segmentName, since, sleep, startPeer } from './helpers.js'
+import { compileFixture, fixture, forkChild, rawSegment, rejection, seededRandom, segmentName, since, sleep, startPeer } from './helpers.js'
 
 test.serial('acquireAsync waits off the event loop: an interval keeps firing until the holder releases', async (t) => {
   const m = rawSegment(t)
@@ -421,13 +420,7 @@ for (const refused of ['all', 'words'] as const) {
   const what = refused === 'all' ? 'every futex_waitv call (Docker\'s default seccomp profile)' : 'futex_waitv calls with words (the support probe passes)'
   test(`a seccomp filter answering EPERM to ${what}: async waits sleep, not spin, and complete`, async (t) => {
     if (!linux) return t.pass('seccomp and futex_waitv: Linux only')
-    const dir = mkdtempSync(join(tmpdir(), 'shmutils-seccomp-'))
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-    const exe = join(dir, 'seccomp-waitv')
-    const cc = spawnSync(CC, ['-O2', '-o', exe, fixture('seccomp-waitv.c')], { encoding: 'utf8' })
-    if (cc.error !== undefined || cc.status !== 0) {
-      return t.fail(`this test needs a C compiler: ${CC} (install gcc or clang, or set CC): ${cc.error?.message ?? cc.stderr}`)
-    }
+    const exe = compileFixture(t, 'seccomp-waitv.c')
     const r = await run(exe, [refused, process.execPath, fixture('waitv-cpu.mjs')])
     if (r.status === 3) return t.pass(`no seccomp filter can be installed here: ${r.stderr.trim()}`)
     t.is(r.status, 0, r.stderr)

@@ -3,7 +3,8 @@
 // where the suite meets the platform (name length, segment existence, the C compiler), so
 // that every test runs unchanged on Linux and macOS.
 import { fork, spawnSync, type ChildProcess } from 'node:child_process'
-import { fstatSync, readFileSync } from 'node:fs'
+import { fstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { ExecutionContext } from 'ava'
@@ -84,6 +85,25 @@ export function segmentMode(name: string): number {
  * for the target.
  */
 export const CC = process.env.CC || 'cc'
+
+/**
+ * Compiles the C program `fixtures/<source>` with {@link CC} (and `args` after the
+ * source, such as libraries) into a temporary directory removed at teardown; returns the
+ * executable's path.
+ * @throws Error saying how to get a compiler when there is none, or what failed
+ */
+export function compileFixture(t: ExecutionContext, source: string, args: string[] = []): string {
+  const probe = spawnSync(CC, ['--version'], { encoding: 'utf8' })
+  if (probe.error || probe.status !== 0) {
+    throw new Error(`This test needs a C compiler, ${CC} (apt-get install gcc; Alpine: apk add build-base; or set CC): ${probe.error?.message ?? probe.stderr}`)
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'shmutils-cc-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const exe = join(dir, source.replace(/\.c$/, ''))
+  const r = spawnSync(CC, ['-std=gnu11', '-O2', '-Wall', '-Wextra', '-Werror', '-o', exe, fixture(source), ...args], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`${CC} failed to compile fixtures/${source}:\n${r.error?.message ?? r.stderr}`)
+  return exe
+}
 
 /**
  * Where this process's user address space ends, as a power of two: on Linux, above the

@@ -3,13 +3,10 @@
 // follows a pointer stored in it, and increments a counter under the object's lock with
 // its own futex code, while two Node processes do the same with Lock.at. The count must
 // be exact.
-import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { spawn } from 'node:child_process'
 import test from 'ava'
 import { cdef, describeType, Lock, MappedMemory, type Ref } from '../dist/index.js'
-import { CC, fixture, forkChild, segmentName } from './helpers.js'
+import { compileFixture, forkChild, segmentName } from './helpers.js'
 
 const N = 10_000
 
@@ -20,18 +17,7 @@ const linuxOnly = process.platform === 'linux' ? test : test.skip
 const notHere = process.platform === 'linux' ? '' : ` (skipped on ${process.platform}: interop.c uses Linux futexes and /proc)`
 
 /** Compiles fixtures/interop.c into a temporary directory removed at teardown. */
-function compile(t: Parameters<typeof segmentName>[0]): string {
-  const probe = spawnSync(CC, ['--version'], { encoding: 'utf8' })
-  if (probe.error || probe.status !== 0) {
-    throw new Error(`The interop test needs a C compiler, ${CC} (apt-get install gcc; Alpine: apk add build-base; or set CC): ${probe.error?.message ?? probe.stderr}`)
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'shmutils-interop-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const exe = join(dir, 'interop')
-  const r = spawnSync(CC, ['-std=c11', '-O2', '-Wall', '-Wextra', '-Werror', '-o', exe, fixture('interop.c'), '-lrt'], { encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`cc failed to compile fixtures/interop.c:\n${r.stderr}`)
-  return exe
-}
+const compile = (t: Parameters<typeof segmentName>[0]): string => compileFixture(t, 'interop.c', ['-lrt'])
 
 /** Runs the C program; resolves lines as they come and the exit status. */
 function runC(t: Parameters<typeof segmentName>[0], exe: string, args: string[]) {

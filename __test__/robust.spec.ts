@@ -1,9 +1,11 @@
 // Dead holders: a process killed with SIGKILL, a process or worker that exits holding the
 // lock, a worker terminated holding it. The next acquirer (blocking or async, already
 // waiting or arriving later) gets the lock within 250 ms with ownerDied set.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import test from 'ava'
 import { Condition, Lock, RLock, Semaphore, ShmError } from '../dist/index.js'
-import { endPeer, forkChild, managedSegment, rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
+import { compileFixture, endPeer, forkChild, managedSegment, rawSegment, rejection, since, sleep, startPeer, throws } from './helpers.js'
 
 const deaths = [
   ['process killed with SIGKILL', 'process', 'kill'],
@@ -46,6 +48,53 @@ for (const [what, kind, how] of deaths) {
     t.false(lock.locked)
   })
 }
+
+test.serial('a process that can only read the segment cannot keep a dead holder looking alive (its read locks on the token\'s byte do not stop the recovery), and read locks over every free token make a new thread\'s claim an EAGAIN that says so (a C reader holds them)', async (t) => {
+  if (process.platform !== 'linux') return t.pass('OFD liveness locks: Linux only')
+  const exe = compileFixture(t, 'ofd-reader.c')
+  const m = managedSegment(t, 'robust')
+  const lock = new Lock(m)
+  /** Starts the reader on `ranges` (docs/FORMAT.md §6.3: token t is a write lock on byte 2^62 + 16 + t); resolves once it holds them. */
+  const reader = async (...ranges: [bigint, bigint][]) => {
+    const p = spawn(exe, [`/dev/shm${m.name}`, ...ranges.flat().map(String)], { stdio: ['pipe', 'pipe', 'pipe'] })
+    t.teardown(() => p.kill('SIGKILL'))
+    let err = ''
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()))
+    const got = await Promise.race([once(p.stdout, 'data').then(([d]) => String(d).trim()), once(p, 'exit').then(([c]) => `exit ${String(c)}: ${err}`)])
+    t.is(got, 'locked')
+    return async () => {
+      p.stdin.end()
+      if (p.exitCode === null) await once(p, 'exit')
+    }
+  }
+  const byte = (token: number) => 2n ** 62n + 16n + BigInt(token)
+  const holder = await startPeer(t, 'process')
+  await holder.request('revive', { key: 'l', handle: lock })
+  await holder.request('acquire', { key: 'l' })
+  const dead = new Int32Array(m.buffer)[lock.offset >> 2]! & 0x3fff_ffff
+  await holder.kill()
+  // Nobody has looked at the lock since: the reader takes the dead token's byte first.
+  let stop = await reader([byte(dead), 1n])
+  const t0 = performance.now()
+  t.true(lock.acquire({ timeout: 3000 }), 'the dead holder\'s lock is taken over')
+  t.true(since(t0) < 250, `recovered in ${since(t0).toFixed(0)} ms`)
+  t.true(lock.ownerDied)
+  lock.markConsistent()
+  const mine = new Int32Array(m.buffer)[lock.offset >> 2]! & 0x3fff_ffff
+  lock.release()
+  await stop()
+  // Every token byte but this thread's own (its write lock stands in the way of a reader).
+  // (A length of 0 would mean "to the end of the file" to fcntl: leave such a range out.)
+  stop = await reader(...([[byte(1), BigInt(mine - 1)], [byte(mine + 1), BigInt(0x3fff_fffe - mine)]] as [bigint, bigint][]).filter(([, n]) => n > 0n))
+  const late = await startPeer(t, 'process')
+  await late.request('revive', { key: 'l', handle: lock })
+  const refused = await late.request<{ code?: string; error?: string }>('acquire', { key: 'l', timeout: 1000 })
+  t.is(refused.code, 'EAGAIN')
+  t.regex(refused.error ?? '', /read locks over the segment's liveness bytes/)
+  await stop()
+  t.like(await late.request('acquire', { key: 'l', timeout: 1000 }), { ok: true })
+  await late.request('release', { key: 'l' })
+})
 
 test.serial('an acquirer arriving after the holder died recovers it within 250 ms (sync and async)', async (t) => {
   const m = rawSegment(t)

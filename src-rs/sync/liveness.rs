@@ -314,6 +314,55 @@ mod tests {
         crate::memory::shm::unlink(&name).unwrap();
     }
 
+    /// A read lock on a token's byte, which anyone who can read the segment may take, does
+    /// not make a dead holder look alive (it did: the holder's lock was never recovered
+    /// while the reader kept it); read locks over every token's byte make a claim fail
+    /// with an `EAGAIN` that says so.
+    #[test]
+    #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
+    fn a_readers_read_lock_is_not_a_live_holder() {
+        let name = format!("/shmutils-rs-readlock-{}", std::process::id());
+        let (region, _) =
+            segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
+        let open = |mode| {
+            let perms = crate::memory::shm::check_permissions(0).unwrap();
+            crate::memory::shm::open(&name, mode, perms).unwrap()
+        };
+        let other = open(crate::memory::shm::OpenMode::ReadWrite);
+        let reader = open(crate::memory::shm::OpenMode::Read);
+        let read_lock = |start: u64, len: u64| {
+            // SAFETY: flock is plain old data; all-zero is valid (l_pid must be 0 for OFD).
+            let mut l: libc::flock = unsafe { std::mem::zeroed() };
+            l.l_type = libc::F_RDLCK as libc::c_short;
+            l.l_whence = libc::SEEK_SET as libc::c_short;
+            l.l_start = start as libc::off_t;
+            l.l_len = len as libc::off_t;
+            // SAFETY: `l` is a valid flock that outlives the call.
+            assert_eq!(unsafe { libc::fcntl(reader, libc::F_OFD_SETLK, &l) }, 0);
+        };
+        let token = TokenRef::claim(&region, None).unwrap();
+        let t = token.token();
+        assert_eq!(sys::token_liveness(other, t, None), sys::Liveness::Alive);
+        drop(token);
+        read_lock(sys::LIVE_TOKENS + u64::from(t), 1);
+        assert_eq!(sys::token_liveness(other, t, None), sys::Liveness::Dead);
+        assert_eq!(
+            sys::live_byte_held(other, sys::LIVE_TOKENS + u64::from(t)),
+            Some(false)
+        );
+        read_lock(sys::LIVE_TOKENS + 1, u64::from(sys::TOKEN_COUNT));
+        let Err(e) = TokenRef::claim(&region, None) else {
+            panic!("a token was claimed through the read locks");
+        };
+        assert_eq!(e.code, "EAGAIN");
+        assert!(e.message.contains("read locks"), "{}", e.message);
+        crate::memory::shm::close(reader).unwrap();
+        assert!(TokenRef::claim(&region, None).is_ok());
+        region.close();
+        crate::memory::shm::close(other).unwrap();
+        crate::memory::shm::unlink(&name).unwrap();
+    }
+
     /// A token kept for the thread's life survives its last reference; one that is not
     /// goes with it.
     #[test]

@@ -52,10 +52,17 @@ fn ofd_try_lock(fd: RawFd, at: u64, kind: libc::c_int) -> std::result::Result<bo
     }
 }
 
-/// `F_OFD_GETLK` for a write lock on one byte: whether another description holds a lock
-/// there.
-fn ofd_held(fd: RawFd, at: u64) -> std::result::Result<bool, Errno> {
-    let mut l = flock(libc::F_WRLCK, at);
+/// `F_OFD_GETLK` on one byte: whether another description holds a lock there that
+/// conflicts with a `probe` lock: asked with `F_WRLCK`, any lock; with `F_RDLCK`, only a
+/// write lock.
+///
+/// A token and the creator mark are write locks, which only a description opened for
+/// writing can take, so they are asked about with `F_RDLCK`: a read lock there proves
+/// nothing, and anyone who can merely read the segment can take one on any byte (asked
+/// with `F_WRLCK`, a read lock on a dead holder's byte kept its lock from being
+/// recovered, for as long as the reader liked).
+fn ofd_held(fd: RawFd, at: u64, probe: libc::c_int) -> std::result::Result<bool, Errno> {
+    let mut l = flock(probe, at);
     // SAFETY: `l` is a valid flock that outlives the call; the kernel writes into it.
     if unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut l) } != 0 {
         return Err(Errno::last());
@@ -106,6 +113,7 @@ pub fn claim_token(object: RawFd, next: Option<&AtomicU32>) -> Result<TokenClaim
     }
     let fd = reopen(object)?;
     const TRIES: u32 = 64;
+    let mut read_locked = 0;
     for i in 0..TRIES {
         // Relaxed: the counter only spreads candidates; the kernel's lock decides.
         let n = match next {
@@ -120,7 +128,14 @@ pub fn claim_token(object: RawFd, next: Option<&AtomicU32>) -> Result<TokenClaim
                     _hold: Some(fd),
                 })
             }
-            Ok(false) => continue,
+            Ok(false) => {
+                // Held: by a live thread (a write lock), or by a reader's read lock.
+                if ofd_held(fd.as_raw_fd(), LIVE_TOKENS + token as u64, libc::F_RDLCK) == Ok(false)
+                {
+                    read_locked += 1;
+                }
+                continue;
+            }
             Err(e) => {
                 return Err(ShmError {
                     // The errno of the code, as Node pairs them; the message names the
@@ -139,6 +154,14 @@ pub fn claim_token(object: RawFd, next: Option<&AtomicU32>) -> Result<TokenClaim
             }
         }
     }
+    if read_locked > TRIES / 2 {
+        return Err(ShmError::new(
+            "EAGAIN",
+            "found no free liveness token for this thread: another process holds read locks \
+             over the segment's liveness bytes (anyone who can read the segment can take \
+             them: give read access to trusted users only, docs/deployment.md)",
+        ));
+    }
     Err(ShmError::new(
         "EAGAIN",
         "found no free liveness token for this thread",
@@ -150,7 +173,7 @@ pub fn claim_token(object: RawFd, next: Option<&AtomicU32>) -> Result<TokenClaim
 /// Linux (the kernel's lock table is the whole truth). A filesystem that cannot answer
 /// makes every holder look alive (never steal a lock on a guess).
 pub fn token_liveness(object: RawFd, token: u32, _recorded_start: Option<u64>) -> Liveness {
-    match ofd_held(object, LIVE_TOKENS + token as u64) {
+    match ofd_held(object, LIVE_TOKENS + token as u64, libc::F_RDLCK) {
         Ok(false) => Liveness::Dead,
         _ => Liveness::Alive,
     }
@@ -166,11 +189,17 @@ pub fn mark_attached(fd: RawFd, creator: bool) {
     }
 }
 
-/// Whether any process (any description other than `fd`'s) holds a lock on byte `at`
-/// of the object: [`LIVE_ATTACHED`] answers "is the segment mapped anywhere",
-/// [`LIVE_CREATOR`] "is its creator still there".
+/// Whether any process (any description other than `fd`'s) holds the mark at byte `at`
+/// of the object: a lock of any kind at [`LIVE_ATTACHED`] ("is the segment mapped
+/// anywhere": read-only mappings mark it too), a write lock elsewhere ([`LIVE_CREATOR`],
+/// "is its creator still there"; a token's byte, "is its holder alive").
 pub fn live_byte_held(fd: RawFd, at: u64) -> Option<bool> {
-    ofd_held(fd, at).ok()
+    let probe = if at == LIVE_ATTACHED {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    };
+    ofd_held(fd, at, probe).ok()
 }
 
 /// A process-private object for the liveness tokens of mappings without a descriptor
