@@ -164,6 +164,32 @@ test('waitAsync in this thread: holder dies while we wait for the notification',
   lock.release()
 })
 
+for (const Kind of [Lock, RLock]) {
+  test(`a ${Kind.name} and its Condition revived side by side (two objects of one record): a wait that takes the lock over from a dead holder shows ownerDied on both, and the repair through either keeps the lock recoverable`, async (t) => {
+    const m = rawSegment(t)
+    const original = { lock: Kind.at(m, 0), cond: Condition.at(m, 64, Kind.at(m, 0)) }
+    // As a process receiving them by handle has them (examples/condition-semaphore.js).
+    const { lock, cond } = revive<{ lock: Lock; cond: Condition }>(JSON.parse(JSON.stringify(original)))
+    t.not(cond.lock, lock)
+    const holder = await startPeer(t, 'process')
+    await holder.request('revive', { key: 'l', handle: lock })
+    lock.acquire()
+    const w = cond.waitAsync({ timeout: 300 })
+    t.like(await holder.request('acquire', { key: 'l' }), { ok: true, ownerDied: false })
+    await holder.kill()
+    t.false(await w, 'not notified: it timed out, then took the dead holder\'s lock over')
+    t.true(cond.lock.ownerDied)
+    t.true(lock.ownerDied, 'the lock revived beside it says so too')
+    lock.markConsistent()
+    t.false(cond.lock.ownerDied)
+    t.false(lock.ownerDied)
+    lock.release()
+    t.true(original.lock.acquire({ timeout: 1000 }), 'released normally: not ERR_SHM_NOT_RECOVERABLE')
+    t.false(original.lock.ownerDied)
+    original.lock.release()
+  })
+}
+
 test('wait and notify need the lock held by this thread', async (t) => {
   const m = rawSegment(t)
   const lock = Lock.at(m, 0)

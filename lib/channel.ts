@@ -57,7 +57,7 @@ import {
 import { rangeError, ShmError } from './errors.js'
 import { registerReviver } from './handles.js'
 import { heapOf } from './heap.js'
-import { type AsyncWaitOptions, Kind, type Lock, OWNER_DIED as LOCK_OWNER_DIED } from './lock.js'
+import { type AsyncWaitOptions, Kind, type Lock, OWNER_DIED as LOCK_OWNER_DIED, tookOverDead } from './lock.js'
 import { CHANNEL_LAYOUT } from './layouts.js'
 import { type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
@@ -562,7 +562,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
       if (!this.#borrow(lock, e)) throw e
       return true
     }
-    if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+    if (tookOverDead(lock)) recoverLock(lock, () => this.#settle(side))
     return true
   }
 
@@ -598,7 +598,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   async #lockAsync(lock: Lock, signal: AbortSignal | undefined, side: Side, until: number): Promise<boolean> {
     if (this.#tryLock(lock, side)) return true
     if (!(await takeLockAsync(lock, 'a Channel', until, signal))) return false
-    if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+    if (tookOverDead(lock)) recoverLock(lock, () => this.#settle(side))
     return true
   }
 
@@ -606,7 +606,7 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
   #tryLock(lock: Lock, side: Side): boolean {
     this.live()
     if (!lock.tryAcquire()) return false
-    if (lock.ownerDied) recoverLock(lock, () => this.#settle(side))
+    if (tookOverDead(lock)) recoverLock(lock, () => this.#settle(side))
     return true
   }
 

@@ -187,6 +187,12 @@ export function checkRecordAt(memory: unknown, offset: unknown): asserts memory 
 
 /** @internal Sets a lock's {@link Lock.ownerDied} (after a condition wait re-acquired it). */
 export let setOwnerDied: (lock: Lock, died: boolean) => void
+/**
+ * @internal Whether `lock`'s own last acquisition took it over from a dead holder: for a
+ * container's own lock objects, which nothing else acquires, on every operation, without
+ * the word read {@link Lock.ownerDied} makes for objects that share a record.
+ */
+export let tookOverDead: (lock: Lock) => boolean
 /** @internal Whether this thread holds `lock`. */
 export let heldHere: (lock: Lock) => boolean
 /** @internal Makes `lock` reentrant (the RLock constructor). */
@@ -290,6 +296,7 @@ export class Lock implements Disposable {
       if (died) traceOwnerDied(lock)
     }
     heldHere = (lock) => lock.#heldHere()
+    tookOverDead = (lock) => lock.#ownerDied
     makeReentrant = (lock) => {
       lock.#reentrant = true
       lock.#short = false
@@ -694,9 +701,16 @@ export class Lock implements Disposable {
     return lockOwnerAt(this.memory, this.offset)
   }
 
-  /** `true` after an acquire that took the lock over from a holder that died. */
+  /**
+   * `true` while this thread holds the lock it took over from a holder that died, until
+   * {@link markConsistent}. Read from the lock word, so every object of the record says
+   * the same: a `Condition`'s wait that took it over (through `cond.lock`, which `revive`
+   * makes a separate object from a `Lock` revived beside it) shows here too.
+   */
   get ownerDied(): boolean {
-    return this.#ownerDied
+    const v = Atomics.load(this.#word(), this.#w)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return (v & OWNER_DIED) !== 0 && this.#mine(v)
   }
 
   /**

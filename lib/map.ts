@@ -63,7 +63,7 @@ import { registerReviver } from './handles.js'
 import { afterAllocFailure, heapOf } from './heap.js'
 import { refParts } from './ref.js'
 import { arrayOf, describeType, types } from './types/index.js'
-import { Kind, Lock } from './lock.js'
+import { Kind, Lock, tookOverDead } from './lock.js'
 import { MAP_LAYOUT } from './layouts.js'
 import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
@@ -355,7 +355,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     takeLock(lock, 'a SharedMap being constructed')
     // A constructor that died half-way left state 0: construct anew (what the dead one
     // allocated is lost, never shared).
-    if (lock.ownerDied) recoverLock(lock, () => {})
+    if (tookOverDead(lock)) recoverLock(lock, () => {})
     try {
       if (v.i32[w + (M.STATE >>> 2)] !== 1) {
         if (v.i32[w] !== 0 && v.i32[w] !== MAGIC) throw typeError(`The named object ${JSON.stringify(name)} is not a SharedMap`)
@@ -597,7 +597,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   #lockStripe(i: number): void {
     const lock = this.#locks[i]
     takeLock(lock, 'a SharedMap stripe')
-    if (lock.ownerDied) recoverLock(lock, () => this.#repair(this.#stripeArray + i * S.SIZE))
+    if (tookOverDead(lock)) recoverLock(lock, () => this.#repair(this.#stripeArray + i * S.SIZE))
   }
 
   /** Releases stripe `s`'s lock, its write sequence even again first if this holder changed it. */
