@@ -19,15 +19,22 @@ interface Run {
   stderr: string
 }
 
+/**
+ * How the tool is run here: `ls` lists every anonymous segment of every process, and a
+ * test running beside these may hold thousands (rwlock.spec's collection rounds): its
+ * output then passes spawnSync's 1 MiB default, which kills the tool and cuts the text.
+ */
+const RUN = { encoding: 'utf8', timeout: 60_000, maxBuffer: 256 << 20 } as const
+
 /** Runs the tool with `args`. */
 function cli(...args: string[]): Run {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 })
+  const r = spawnSync(process.execPath, [BIN, ...args], RUN)
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
 /** Runs the tool with `args` where /dev/shm does not exist (an empty tmpfs over /dev, in a private mount namespace). */
 function cliWithoutShm(...args: string[]): Run {
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs /dev && exec "$0" "$@"', process.execPath, BIN, ...args], { encoding: 'utf8', timeout: 60_000 })
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs /dev && exec "$0" "$@"', process.execPath, BIN, ...args], RUN)
   return { code: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 const canHideShm = linux && spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o size=1m tmpfs /dev']).status === 0
@@ -436,7 +443,7 @@ if (noPidNamespace !== null) console.log(`cli.spec.ts: SKIPPING the PID-namespac
   // the peer's processes and the creator's pid means nothing. Only the liveness bytes
   // can tell that the segment is in use.
   const inNamespace = (...args: string[]): Run => {
-    const r = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, BIN, ...args], { encoding: 'utf8', timeout: 60_000 })
+    const r = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, BIN, ...args], RUN)
     return { code: r.status, stdout: r.stdout, stderr: r.stderr }
   }
   const name = segmentName(t, 'cli-ns')

@@ -5,6 +5,7 @@
 // random); bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
 import { fork } from 'node:child_process'
+import { inspect } from 'node:util'
 import { MappedMemory, revive, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
 import { fixture, managedSegment, pidNamespaceUnavailable, primPeer, rejection, seededRandom, segmentName, sleep, startPeer, throws } from './helpers.js'
 
@@ -125,6 +126,36 @@ test('a dead reader is dropped and a dead writer is taken over (ownerDied), from
     t.true(lock.ownerDied, 'a writer taking over a dead writer sees ownerDied')
     lock.releaseWrite()
   }
+})
+
+test('a dead writer\'s half-written data is reported to every acquisition, in every process, until a writer held the lock and released it: a reader that cleared the dead claim does not take the news with it', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const [dying, other] = await Promise.all([primPeer(t, 'process'), primPeer(t, 'process')])
+  for (const p of [dying, other]) await p.request('revive', { key: 'l', handle: lock })
+  t.like(await dying.request('writeHold', { key: 'l' }), { ok: true, ownerDied: false })
+  await dying.kill()
+  // A reader is first: it clears the dead writer's claim.
+  t.true(lock.acquireRead({ timeout: 5000 }))
+  t.true(lock.ownerDied, 'the reader that cleared it')
+  lock.releaseRead()
+  t.like(await other.request('readHold', { key: 'l' }), { ok: true, ownerDied: true }, 'a reader in another process, later')
+  t.regex(inspect(lock), /ownerDied: true/)
+  // A writer that gives its claim back unused (a reader is inside) repairs nothing.
+  t.false(lock.acquireWrite({ timeout: 100 }))
+  await other.request('releaseRead', { key: 'l' })
+  t.true(lock.tryAcquireRead())
+  t.true(lock.ownerDied, 'still: the writer that timed out held nothing')
+  lock.releaseRead()
+  t.like(await other.request('writeHold', { key: 'l' }), { ok: true, ownerDied: true }, 'the next writer: it repairs')
+  await other.request('releaseWrite', { key: 'l' })
+  t.true(lock.acquireRead({ timeout: 1000 }))
+  t.false(lock.ownerDied, 'repaired once a writer released')
+  t.notRegex(inspect(lock), /ownerDied/)
+  lock.releaseRead()
+  t.true(lock.tryAcquireWrite())
+  t.false(lock.ownerDied)
+  lock.releaseWrite()
 })
 
 test('tryAcquireWrite / tryAcquireRead polled after a holder died take the lock (ownerDied for a dead writer)', async (t) => {

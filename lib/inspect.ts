@@ -137,7 +137,10 @@ installPlaced(Semaphore, (s) => {
   return { value: state.value, ...flags({ waiters: state.waiters }) }
 })
 
-installPlaced(RWLock, (l) => flags({ writer: l.owner, readers: decodeRecord(l.memory, l.offset, 192, 5).state.readers, ownerDied: l.ownerDied }))
+installPlaced(RWLock, (l) => {
+  const { state } = decodeRecord(l.memory, l.offset, 192, 5)
+  return flags({ writer: l.owner, readers: state.readers, ownerDied: state.ownerDied })
+})
 
 installPlaced(Barrier, (b) => flags({ parties: b.parties, waiting: b.waiting, broken: b.broken }))
 

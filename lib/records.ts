@@ -223,11 +223,13 @@ function rwlock(r: Reader): RecordState {
   // The writer's pid and tid (bytes 32, 36), believed while the owner copy (12) matches.
   const named = writer !== 0 && (r.load(12) & OWNER_MASK) === writer
   const who = named ? { pid: r.u32(32), tid: r.u32(36) } : null
-  const state = { writer: writer !== 0, writerPid: who?.pid ?? null, writerTid: who?.tid ?? null, readers }
+  // A dead writer's data not repaired yet (byte 40).
+  const ownerDied = r.load(40) !== 0
+  const state = { writer: writer !== 0, writerPid: who?.pid ?? null, writerTid: who?.tid ?? null, readers, ownerDied }
   const by = who && who.pid ? ` by pid ${who.pid} tid ${who.tid}` : ''
-  const summary = writer !== 0
+  const summary = (writer !== 0
     ? readers ? `a writer${by} waits for ${readers} reader${readers === 1 ? '' : 's'} to leave` : `held for writing${by}`
-    : readers ? `held by ${readers} reader${readers === 1 ? '' : 's'}` : 'free'
+    : readers ? `held by ${readers} reader${readers === 1 ? '' : 's'}` : 'free') + (ownerDied ? '; a writer died: not repaired yet' : '')
   return { state, summary }
 }
 

@@ -16,6 +16,7 @@
  * | 28     | `rwait`   | 1: a writer (or a reader wanting a slot) sleeps on `rgone`         |
  * | 32     | `owner_pid` | the writer's pid, in its PID namespace (informational: {@link RWLock.owner}) |
  * | 36     | `owner_tid` | the writer's thread id, in its PID namespace (informational)   |
+ * | 40     | `damaged` | 1 from when a dead writer's claim is cleared or taken over until a writer releases: the data may be half-written |
  * | 64     | `slots`   | 32 reader slots: the owner of each read hold, 0 = free            |
  *
  * ## States and transitions
@@ -26,7 +27,7 @@
  * | read, slow     | sleep on `writer` while it is non-zero (every 50 ms: a dead writer's claim is cleared, `ownerDied`); no free slot: sleep on `rgone` |
  * | read release   | `slot = 0` if it is `me` (else a stale record: dropped); if `rwait`: clear it, `rgone += 1`, wake                   |
  * | write          | CAS `writer 0 → me` (every 50 ms a dead writer is taken over, `ownerDied`); then wait until every slot is 0, clearing slots whose owner died |
- * | write release  | `writer = 0`; if `wwait`: clear it, wake everyone on `writer`          |
+ * | write release  | `damaged = 0` if set; `writer = 0`; if `wwait`: clear it, wake everyone on `writer` |
  *
  * A writer's claim stops new readers at once, so a stream of readers cannot starve
  * writers (writers are preferred). A thread re-entering a read lock it holds takes
@@ -49,8 +50,12 @@
  *
  * Dead holders: readers never change the data, so a dead reader's slot is simply
  * cleared by the next writer that finds its owner dead. A writer that died holding (or
- * claiming) the lock is taken over by the next writer, or cleared by the next reader,
- * and that acquisition reports {@link RWLock.ownerDied}: the data may be half-written.
+ * claiming) the lock is taken over by the next writer, or cleared by the next reader;
+ * either sets `damaged` first, and every acquisition reports {@link RWLock.ownerDied}
+ * while it is set: the data may be half-written until a writer has held the lock (and
+ * repaired it) and released. A reader cannot repair, so the news must not end with it:
+ * a reader that cleared a dead writer once took `ownerDied` with it, and the next writer
+ * found half-written data without a word.
  *
  * Owners are liveness tokens, as in lock words: `me()` and `liveness()` below are the one
  * place that knows (native side `src-rs/js/owner.rs`).
@@ -98,7 +103,7 @@ function liveness(memory: MappedMemory, owner: number, lo: number, hi: number): 
 // ---- the record ----
 
 /** Int32 indices of the fields, from the record's start. */
-const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, OWNER_PID: 8, OWNER_TID: 9, SLOTS: 16 })
+const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, OWNER_PID: 8, OWNER_TID: 9, DAMAGED: 10, SLOTS: 16 })
 /** Reader slots: at most this many read holds at once (more readers wait for a slot). */
 export const RWLOCK_SLOTS = 32
 /** Bytes of an RWLock record. */
@@ -110,8 +115,9 @@ export const RWLOCK_SIZE = 4 * R.SLOTS + 4 * RWLOCK_SLOTS
  * it. Holds belong to the thread that acquired them (also through the async twins).
  *
  * If a holder dies, the lock recovers like a `Lock`: a dead reader's hold is dropped by
- * the next writer, a dead writer's lock goes to the next acquirer, which sees
- * {@link ownerDied} (the data the writer was changing may be half-written).
+ * the next writer, a dead writer's lock goes to the next acquirer. Every acquisition
+ * sees {@link ownerDied} from then until a writer has held the lock and released it (the
+ * data the dead writer was changing may be half-written: the next writer repairs it).
  */
 export class RWLock {
   /** The mapping holding the record. */
@@ -192,7 +198,12 @@ export class RWLock {
     return owner
   }
 
-  /** `true` after an acquire that took over from (or cleared) a writer that died. */
+  /**
+   * `true` after an acquire while a writer that died holding the lock has left the data
+   * unrepaired: from the acquisition that took its lock over (or cleared its claim) until
+   * a writer has held the lock and released it. A writer that sees it repairs the data
+   * before it releases; a reader knows the data may be half-written.
+   */
   get ownerDied(): boolean {
     return this.#ownerDied
   }
@@ -297,6 +308,9 @@ export class RWLock {
         return false
       }
       this.#held.push(slot - (w + R.SLOTS))
+      // A plain load after the slot's compare-and-swap (a full barrier; an acquire on
+      // arm64): `damaged` is set before a dead writer's claim is cleared.
+      this.#ownerDied = a[w + R.DAMAGED] !== 0
       if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseRead())
       return true
     }
@@ -327,10 +341,7 @@ export class RWLock {
       const ms = Math.min(left, RECHECK_MS)
       const writer = Atomics.load(a, w + R.WRITER)
       if (writer !== 0) {
-        if (ask && this.#clearDeadWriter(a, writer, 0)) {
-          this.#ownerDied = true
-          continue
-        }
+        if (ask && this.#clearDeadWriter(a, writer, 0)) continue
         if (left <= 0) return false
         Atomics.store(a, w + R.WWAIT, 1)
         if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms }
@@ -396,11 +407,12 @@ export class RWLock {
     if (Atomics.compareExchange(a, w + R.WRITER, 0, id) !== 0) return false
     this.#recordWriter(a, w, id)
     if (this.#readerInside(a, w)) {
-      this.releaseWrite()
+      this.#giveBackClaim(a)
       return false
     }
-    this.#ownerDied = false
-    if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseWrite())
+    // After the claim's compare-and-swap, as a reader's slot above.
+    this.#ownerDied = a[w + R.DAMAGED] !== 0
+    if (GUARD[0] !== 0) this.#lostWhile(() => this.#giveBackClaim(a))
     return true
   }
 
@@ -440,11 +452,25 @@ export class RWLock {
       if (GUARD[0] !== 0) checkIntact(this.memory)
       throw notOwner('the write lock')
     }
-    Atomics.store(a, w + R.WRITER, 0)
-    if (Atomics.load(a, w + R.WWAIT) !== 0) {
-      Atomics.store(a, w + R.WWAIT, 0)
-      wakeWord(this.memory, this.offset + 4 * R.WRITER)
-    }
+    // A writer held it: whatever a dead writer left is repaired (or this one's doing).
+    if (a[w + R.DAMAGED] !== 0) Atomics.store(a, w + R.DAMAGED, 0)
+    this.#giveBackClaim(a)
+  }
+
+  /**
+   * Clears this thread's claim of `writer` and wakes its sleepers: a release, or a claim
+   * given back unused (a reader was inside, the wait timed out, the mapping closes),
+   * which leaves `damaged` alone: nobody repaired anything.
+   */
+  #giveBackClaim(a: Int32Array): void {
+    if (Atomics.compareExchange(a, this.#w + R.WRITER, this.#me(), 0) !== this.#me()) return
+    if (Atomics.load(a, this.#w + R.WWAIT) !== 0) this.#writerLeft(a)
+  }
+
+  /** Wakes whoever sleeps on `writer`. */
+  #writerLeft(a: Int32Array): void {
+    Atomics.store(a, this.#w + R.WWAIT, 0)
+    wakeWord(this.memory, this.offset + 4 * R.WRITER)
   }
 
   /** Runs `fn` holding the write lock, releasing it afterwards even if `fn` throws. */
@@ -479,10 +505,7 @@ export class RWLock {
       const left = until - now
       if (this.#asks(now, check, left)) {
         check = now + RECHECK_MS
-        if (this.#clearDeadWriter(a, writer, id)) {
-          this.#ownerDied = true
-          break
-        }
+        if (this.#clearDeadWriter(a, writer, id)) break
       }
       if (left <= 0) return false
       Atomics.store(a, w + R.WWAIT, 1)
@@ -503,6 +526,7 @@ export class RWLock {
         if (!this.#readerInside(a, w)) {
           // A writer on pages the mapping lost would guard nothing: give back, throw.
           if (GUARD[0] !== 0) this.#lostWhile(() => undefined)
+          this.#ownerDied = a[w + R.DAMAGED] !== 0
           done = true
           return true
         }
@@ -516,14 +540,14 @@ export class RWLock {
         unhook ??= internals(this.memory).beforeClose(() => {
           if (done) return
           done = true
-          this.releaseWrite()
+          this.#giveBackClaim(a)
         })
         yield { offset: this.offset + 4 * R.RGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
       }
     } finally {
       unhook?.()
       // Timed out, aborted or failed while waiting for readers: give the claim back.
-      if (!done) this.releaseWrite()
+      if (!done) this.#giveBackClaim(a)
     }
   }
 
@@ -555,9 +579,10 @@ export class RWLock {
     // The start time belongs to `writer` only once it copied its id next to it.
     const recorded = a[w + R.OWNER] === writer
     if (this.#alive(writer, recorded ? a[w + R.START_LO] : 0, recorded ? a[w + R.START_HI] : 0)) return false
+    // Damaged first: whoever finds the claim gone finds the damage recorded.
+    Atomics.store(a, w + R.DAMAGED, 1)
     if (Atomics.compareExchange(a, w + R.WRITER, writer, next) !== writer) return false
-    Atomics.store(a, w + R.WWAIT, 0)
-    wakeWord(this.memory, this.offset + 4 * R.WRITER)
+    this.#writerLeft(a)
     return true
   }
 
