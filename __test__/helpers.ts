@@ -86,6 +86,20 @@ export function segmentMode(name: string): number {
  */
 export const CC = process.env.CC || 'cc'
 
+/** setpriv's arguments that run a command as another user, nobody (root only). */
+export const AS_NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] as const
+
+let nobodyRuns: boolean | undefined
+/**
+ * Whether this process can run Node with this checkout's package as another user: as
+ * root, with `setpriv`, and a checkout other users may read (asked once).
+ */
+export function canRunAsNobody(): boolean {
+  nobodyRuns ??= process.platform === 'linux' && process.getuid?.() === 0 &&
+    spawnSync(AS_NOBODY[0], [...AS_NOBODY.slice(1), process.execPath, '-e', `require(${JSON.stringify(join(import.meta.dirname ?? __dirname, '..', 'dist', 'index.js'))})`]).status === 0
+  return nobodyRuns
+}
+
 /**
  * Compiles the C program `fixtures/<source>` with {@link CC} (and `args` after the
  * source, such as libraries) into a temporary directory removed at teardown; returns the

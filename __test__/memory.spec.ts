@@ -1,11 +1,13 @@
 import test from 'ava'
-import { fork } from 'node:child_process'
+import { fork, spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { constants } from 'node:os'
 import {
   Barrier, CBase, cdef, Channel, Condition, Event, Heap, Lock, MappedMemory, MapFlags, munmap, PAGE_SIZE, Protection, Ref, revive, RLock,
   roundToPageSize, RWLock, Semaphore, SharedMap, ShmError, shmOpen,
 } from '../dist/index.js'
-import { fixture, forkChild, managedSegment, segmentExists, segmentName, throws, unlinkQuietly, userAddressTop } from './helpers.js'
+import { AS_NOBODY, canRunAsNobody, fixture, forkChild, managedSegment, segmentExists, segmentName, throws, unlinkQuietly, userAddressTop } from './helpers.js'
 
 test('PAGE_SIZE and roundToPageSize', (t) => {
   t.is(PAGE_SIZE, 4096)
@@ -178,6 +180,26 @@ test('managed segments: create, open, header, EEXIST, two mappings see each othe
   a.unlink()
   t.false(segmentExists(name))
   t.is(b.bytes[5000], 99, 'mappings survive unlink')
+})
+
+;(canRunAsNobody() ? test : test.skip)('a name another user created first: create says whose it is, open with owner refuses it (EACCES) and keeps no mapping, open without it attaches as documented', (t) => {
+  const name = segmentName(t, 'squat')
+  // The other user makes the segment first, readable and writable by all.
+  const make = `require(${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))}).MappedMemory.create(${JSON.stringify(name)}, { size: 65536, permissions: 0o666 }).close()`
+  const r = spawnSync(AS_NOBODY[0], [...AS_NOBODY.slice(1), process.execPath, '-e', make], { encoding: 'utf8' })
+  t.is(r.status, 0, r.stderr)
+  throws(t, () => MappedMemory.create(name, { size: 65536 }), { instanceOf: ShmError, code: 'EEXIST', message: /belongs to another user \(uid 65534\), who made it first: do not open it/ })
+  const maps = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes(name)).length
+  const before = maps()
+  throws(t, () => MappedMemory.open(name, { owner: 0 }), { instanceOf: ShmError, code: 'EACCES', errno: constants.errno.EACCES, syscall: 'fstat', path: name, message: /belongs to user 65534, not 0/ })
+  t.is(maps(), before, 'the refused mapping is gone')
+  const mine = MappedMemory.open(name, { owner: 65534 })
+  mine.close()
+  const any = MappedMemory.open(name)
+  t.is(any.size, 65536)
+  any.close()
+  throws(t, () => MappedMemory.open(name, { owner: -1 }), { instanceOf: RangeError, code: 'ERR_OUT_OF_RANGE' })
+  throws(t, () => MappedMemory.open(name, { owner: '0' as unknown as number }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
 })
 
 test('raw mapping: a protection other than a combination of the Protection bits is a RangeError (it mapped rwx)', (t) => {

@@ -4,7 +4,7 @@
  * here, in one place.
  * @module
  */
-import { existsSync } from 'node:fs'
+import { existsSync, statSync } from 'node:fs'
 
 /**
  * Library error codes besides the POSIX ones (`'ENOENT'`, `'EEXIST'`, ...).
@@ -130,6 +130,18 @@ const WITHOUT_SHM_DIR =
   'MappedMemory.anonymous() (its handles revive in the other processes of this host while it is open), ' +
   `or mount a tmpfs on ${SHM_DIR}`
 
+/** The owner of the object `name` in {@link SHM_DIR} if it is another user, else undefined. */
+function foreignOwner(name: string): number | undefined {
+  const me = process.getuid?.()
+  if (me === undefined || process.platform !== 'linux') return undefined
+  try {
+    const { uid } = statSync(SHM_DIR + (name.startsWith('/') ? name : `/${name}`))
+    return uid === me ? undefined : uid
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * Gives an error from opening or creating the segment `name` a message that says what to
  * do. `EEXIST`: `open` (how to open it instead), or remove the old one. On Linux, a
@@ -145,10 +157,14 @@ export function withShmAdvice(e: unknown, name: string, open = ''): unknown {
   let message = e.message
   if (e.code === 'EEXIST') {
     const n = JSON.stringify(name)
-    message =
-      `A shared-memory segment named ${n} already exists. To use it, ${open}; to start afresh, ` +
-      `remove it first with shmUnlink(${n}) (or mem.unlink() in a process that has it open; ` +
-      `from a shell: npx shmutils rm ${name}), or pick another name`
+    const owner = foreignOwner(name)
+    message = owner !== undefined
+      ? `A shared-memory segment named ${n} already exists, and belongs to another user (uid ${owner}), ` +
+        `who made it first: do not open it (they would read what you store and write what you use), ` +
+        `and only they or root may remove it (${SHM_DIR} is sticky). Pick another name (docs/deployment.md)`
+      : `A shared-memory segment named ${n} already exists. To use it, ${open}; to start afresh, ` +
+        `remove it first with shmUnlink(${n}) (or mem.unlink() in a process that has it open; ` +
+        `from a shell: npx shmutils rm ${name}), or pick another name`
   } else if (process.platform === 'linux' && e.code === 'ENOENT' && !existsSync(SHM_DIR)) {
     message = `${e.message}: this system has no ${SHM_DIR} (as on AWS Lambda and in some minimal containers). ${WITHOUT_SHM_DIR}`
   } else if (process.platform === 'linux' && e.code === 'EROFS') {

@@ -18,7 +18,7 @@
  * @module
  */
 import { constants as bufferConstants } from 'node:buffer'
-import { closeSync, openSync } from 'node:fs'
+import { closeSync, fstatSync, openSync } from 'node:fs'
 import { constants as osConstants } from 'node:os'
 import { checkBoolean, checkIndex, checkName, checkOptions, checkPermissions, describe, describeNot } from './args.js'
 import { closedError, native, outOfBounds, rangeError, readOnlyError, ShmError, typeError, withShmAdvice } from './errors.js'
@@ -112,6 +112,15 @@ export interface OpenOptions {
    * (errno `EACCES`).
    */
   readOnly?: boolean
+  /**
+   * The user id the segment's object must belong to (`process.getuid()` for "mine"):
+   * one owned by another user is refused with `EACCES`, and closed again. On a machine
+   * shared with other users, anyone may create a predictable name first (`/dev/shm` is
+   * writable by all), and an open would attach to their segment: what you then store
+   * there, they read, and what they write, you use (docs/deployment.md). Default: any
+   * owner the permissions let in.
+   */
+  owner?: number
 }
 
 /**
@@ -639,13 +648,13 @@ export class MappedMemory implements Disposable {
    */
   static open(name: string, options: OpenOptions = {}): MappedMemory {
     checkName('name', name)
+    const { fixed, readOnly, owner } = openOptions(options)
     try {
-      const { fixed, readOnly } = openOptions(options)
       native(() => binding.segmentOpen(name, fixed, readOnly, OUT))
     } catch (e) {
       throw withShmAdvice(e, name)
     }
-    return MappedMemory.#adopt(takeInfo(), normalized(name), null)
+    return ownedBy(MappedMemory.#adopt(takeInfo(), normalized(name), null), owner)
   }
 
   /**
@@ -680,9 +689,9 @@ export class MappedMemory implements Disposable {
   static fromFd(fd: number, options: OpenOptions = {}): MappedMemory {
     checkIndex('fd', fd)
     if (fd > MAX_FD) throw rangeError(`The "fd" argument must be a descriptor (an integer within 0..${MAX_FD}); got ${fd}`)
-    const { fixed, readOnly } = openOptions(options)
+    const { fixed, readOnly, owner } = openOptions(options)
     native(() => binding.mappingFromFd(fd, fixed, readOnly, OUT))
-    return MappedMemory.#adopt(takeInfo(), null, null)
+    return ownedBy(MappedMemory.#adopt(takeInfo(), null, null), owner)
   }
 
   static #adopt(info: MappingInfo, name: string | null, raw: RawOrigin | null): MappedMemory {
@@ -1041,14 +1050,31 @@ const MAX_FD = 0x7fff_ffff
 const FIXED_MODES = { no: 0, prefer: 1, require: 2 } as const
 
 /** {@link OpenOptions} checked, as the native open calls take them. */
-function openOptions(options: OpenOptions): { fixed: number; readOnly: number } {
+function openOptions(options: OpenOptions): { fixed: number; readOnly: number; owner: number | undefined } {
   checkOptions(options)
   const fixed = options.fixedAddress ?? 'prefer'
   const mode = fixed === false ? 'no' : fixed
   if (mode !== 'no' && mode !== 'prefer' && mode !== 'require') {
     throw typeError(`The "fixedAddress" option must be 'require', 'prefer' or false; got ${describe(fixed)}`)
   }
-  return { fixed: FIXED_MODES[mode], readOnly: checkBoolean('readOnly', options.readOnly) ? 1 : 0 }
+  const owner = options.owner
+  if (owner !== undefined) {
+    if (typeof owner !== 'number') throw typeError(`The "owner" option must be a user id (a number); got ${describe(owner)}`)
+    if (!Number.isInteger(owner) || owner < 0 || owner > 0xffff_ffff) throw rangeError(`The "owner" option must be a user id, an integer from 0 to 4294967295; got ${owner}`)
+  }
+  return { fixed: FIXED_MODES[mode], readOnly: checkBoolean('readOnly', options.readOnly) ? 1 : 0, owner }
+}
+
+/**
+ * `m`, if its object belongs to user `owner` (or `owner` is undefined); else closes it.
+ * @throws ShmError `EACCES` naming both users
+ */
+function ownedBy(m: MappedMemory, owner: number | undefined): MappedMemory {
+  if (owner === undefined) return m
+  const uid = fstatSync(m.fd!).uid
+  if (uid === owner) return m
+  m.close()
+  throw new ShmError(`${m.name ?? 'the segment'} belongs to user ${uid}, not ${owner} (the "owner" option): another user made it`, { code: 'EACCES', errno: osConstants.errno.EACCES, syscall: 'fstat', path: m.name ?? undefined })
 }
 
 /** Checks a numeric `fixedAddress` option of {@link CreateOptions}: a page-aligned address. */

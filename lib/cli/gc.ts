@@ -45,6 +45,7 @@ export interface GcResult {
 export function verdict(s: SegmentInfo, now = Date.now()): { remove: boolean; reason: string } {
   const keep = (reason: string) => ({ remove: false, reason })
   if (s.kind === 'foreign' || s.kind === 'inaccessible' || s.kind === 'version') return keep(`${s.kind}: not a segment this shmutils manages`)
+  if (!mayRemove(s.owner)) return keep(`owned by uid ${s.owner}: only its owner (or root) may remove it from ${SHM_DIR}, which is sticky`)
   if (s.attached.length) return keep(`in use by pid ${s.attached.join(', ')}`)
   // The liveness bytes see every process, also those of other PID namespaces.
   if (s.inUse === true) return keep('mapped by a process of another PID namespace (container) or user')
@@ -57,6 +58,17 @@ export function verdict(s: SegmentInfo, now = Date.now()): { remove: boolean; re
   if (!s.creator) return keep('its header does not say who created it')
   if (s.creator.alive !== false) return keep(`its creator (pid ${s.creator.pid}) still runs`)
   return { remove: true, reason: `its creator (pid ${s.creator.pid}) has exited, and nobody maps it` }
+}
+
+/**
+ * Whether this user may remove an object of `owner` from {@link SHM_DIR}: in a sticky
+ * directory (as `/dev/shm` is) only the object's owner, the directory's and root may.
+ */
+function mayRemove(owner: number): boolean {
+  const me = process.getuid?.()
+  if (me === undefined || me === 0 || me === owner) return true
+  const dir = statSync(SHM_DIR)
+  return (dir.mode & 0o1000) === 0 || dir.uid === me
 }
 
 /**
@@ -116,7 +128,8 @@ export const gc: Command = {
   usage: 'gc [--dry-run] [--json] [NAME...]',
   help: `Removes every shmutils segment whose creating process has exited and that no process
 maps or holds open: what a crashed program leaves behind. Never removes a segment in use,
-one whose creator still runs, or an object that is not a shmutils segment. An object
+one whose creator still runs, an object that is not a shmutils segment, or another
+user's segment this user may not remove (/dev/shm is sticky). An object
 whose creator died before finishing it is removed once it is ${UNFINISHED_GRACE_MS / 1000} s old.
 
 Whether processes use a segment is read from /proc (Linux), which shows the processes of
