@@ -5,7 +5,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { chmodSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Channel, Lock, MappedMemory, RWLock, SharedMap, ShmError, shmOpen } from '../dist/index.js'
 import { AS_NOBODY, canRunAsNobody, forkChild, pidNamespaceUnavailable, segmentExists, segmentName, throws } from './helpers.js'
@@ -435,7 +435,13 @@ test('objects that are not segments are reported as such and never collected', (
   const insFifo = cli('inspect', fifo)
   t.is(insFifo.code, 1)
   t.regex(insFifo.stderr, /not a shmutils segment \(not a regular file\)/)
-  throws(t, () => MappedMemory.open(fifo, { readOnly: true }), { instanceOf: ShmError })
+  throws(t, () => MappedMemory.open(fifo, { readOnly: true }), { instanceOf: ShmError, code: 'ERR_SHM_BAD_HEADER', message: /not a shmutils segment \(a FIFO\)/ })
+  // A directory under a name: what it is, at once (its size was read as a header too small).
+  const dir = segmentName(t, 'cli-dir')
+  mkdirSync(`/dev/shm${dir}`)
+  t.teardown(() => rmSync(`/dev/shm${dir}`, { recursive: true, force: true }))
+  throws(t, () => MappedMemory.open(dir, { readOnly: true }), { instanceOf: ShmError, code: 'ERR_SHM_BAD_HEADER', message: /not a shmutils segment \(a directory\)/ })
+  throws(t, () => MappedMemory.open(dir), { instanceOf: ShmError, code: 'EINVAL', syscall: 'shm_open' }) // glibc's answer to O_RDWR
 })
 
 test('ls shows anonymous segments with the processes that hold them', async (t) => {

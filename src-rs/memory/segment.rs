@@ -399,7 +399,21 @@ pub(crate) fn open_owned_fd(
         // A creator may still be between shm_open and publish(): give it a moment.
         let deadline = crate::sys::Deadline::after_ms(1000.0);
         let (size, inode) = loop {
-            let (size, inode) = shm::size_and_inode(fd)?;
+            let st = shm::fstat(fd)?;
+            // A directory or a FIFO under the name is no segment, and never becomes one:
+            // say what it is at once (a directory's size read as a header too small).
+            let kind = st.st_mode & libc::S_IFMT;
+            if kind != libc::S_IFREG {
+                let what = match kind {
+                    libc::S_IFDIR => "a directory",
+                    libc::S_IFIFO => "a FIFO",
+                    libc::S_IFSOCK => "a socket",
+                    libc::S_IFCHR | libc::S_IFBLK => "a device",
+                    _ => "not a regular file",
+                };
+                return Err(bad_header(name, what));
+            }
+            let (size, inode) = (st.st_size as u64, st.st_ino as u64);
             if size >= MIN_SIZE {
                 break (size, inode);
             }
