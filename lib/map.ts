@@ -1599,7 +1599,10 @@ function construct(v: Views, offset: number, o: CheckedOptions): void {
     throw e
   }
   writeHeader(v, offset, MAGIC, Kind.SHARED_MAP, VERSION, o.coder.id)
-  randomFillSync(v.u8, offset + M.SECRET, 8)
+  // Drawn into a small array, then stored: randomFillSync takes offsets below 2^31 only.
+  const secret = randomFillSync(new Int32Array(2))
+  v.i32[(offset + M.SECRET) >>> 2] = secret[0]!
+  v.i32[((offset + M.SECRET) >>> 2) + 1] = secret[1]!
   const w = offset >>> 2
   v.i32[w + (M.STRIPES >>> 2)] = o.stripes
   v.i32[w + (M.STRIPE_ARRAY >>> 2)] = array / UNIT
