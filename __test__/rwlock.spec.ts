@@ -4,9 +4,11 @@
 // and wait for holds of other tasks of the same thread (thousands of them, aborted at
 // random); bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
-import { fork } from 'node:child_process'
+import { fork, spawnSync } from 'node:child_process'
+import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { MappedMemory, revive, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
+import { binding } from '../dist/native.js'
 import { fixture, managedSegment, pidNamespaceUnavailable, primPeer, rejection, seededRandom, segmentName, sleep, startPeer, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext) => managedSegment(t, 'rw')
@@ -156,6 +158,42 @@ test('a dead writer\'s half-written data is reported to every acquisition, in ev
   t.true(lock.tryAcquireWrite())
   t.false(lock.ownerDied)
   lock.releaseWrite()
+})
+
+test('a reader that found a dead writer but lost the race to clear its claim records no damage: another process cleared it, wrote, repaired and released in between', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const dying = await primPeer(t, 'process')
+  await dying.request('revive', { key: 'l', handle: lock })
+  t.like(await dying.request('writeHold', { key: 'l' }), { ok: true })
+  await dying.kill()
+  // The race, made certain: right after this thread's liveness check answers "dead",
+  // before it acts on it, a writer in another process takes the lock over and releases.
+  const fixer = `const l = require(${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))}).revive(JSON.parse(${JSON.stringify(JSON.stringify(lock))}))
+    if (!l.acquireWrite({ timeout: 5000 })) process.exit(2)
+    const died = l.ownerDied
+    l.releaseWrite()
+    console.log(JSON.stringify({ died }))`
+  const liveness = binding.ownerLiveness
+  let fixed: { died: boolean } | undefined
+  t.teardown(() => { binding.ownerLiveness = liveness })
+  binding.ownerLiveness = (...args: Parameters<typeof liveness>) => {
+    const answer = liveness(...args)
+    if (answer === 0 && fixed === undefined) {
+      const r = spawnSync(process.execPath, ['-e', fixer], { encoding: 'utf8', timeout: 20_000 })
+      fixed = r.status === 0 ? JSON.parse(r.stdout) as { died: boolean } : { died: false }
+      t.is(r.status, 0, r.stderr)
+    }
+    return answer
+  }
+  t.true(lock.acquireRead({ timeout: 5000 }))
+  binding.ownerLiveness = liveness
+  t.deepEqual(fixed, { died: true }, 'the other process took the dead writer\'s lock over (and repaired)')
+  t.false(lock.ownerDied, 'repaired and released before this reader got in')
+  lock.releaseRead()
+  const later = await primPeer(t, 'process')
+  await later.request('revive', { key: 'l', handle: lock })
+  t.like(await later.request('readHold', { key: 'l' }), { ok: true, ownerDied: false })
 })
 
 test('tryAcquireWrite / tryAcquireRead polled after a holder died take the lock (ownerDied for a dead writer)', async (t) => {

@@ -16,7 +16,7 @@
  * | 28     | `rwait`   | 1: a writer (or a reader wanting a slot) sleeps on `rgone`         |
  * | 32     | `owner_pid` | the writer's pid, in its PID namespace (informational: {@link RWLock.owner}) |
  * | 36     | `owner_tid` | the writer's thread id, in its PID namespace (informational)   |
- * | 40     | `damaged` | 1 from when a dead writer's claim is cleared or taken over until a writer releases: the data may be half-written |
+ * | 40     | `damaged` | 1 from when a dead writer's claim is cleared or taken over (by the thread that took it out of `writer`, holding it) until a writer releases: the data may be half-written |
  * | 64     | `slots`   | 32 reader slots: the owner of each read hold, 0 = free            |
  *
  * ## States and transitions
@@ -573,15 +573,23 @@ export class RWLock {
   /**
    * If `writer` (read from the word) died, replaces it with `next` (0: clear, or this
    * thread taking over) and wakes the sleepers; `true` if it did.
+   *
+   * The claim passes through this thread: `writer → me`, then `damaged = 1`, then (a
+   * reader clearing it) `me → 0`. So `damaged` is set only by the one thread that took
+   * the dead claim out of the word, while no one else can hold the lock, and before
+   * anyone can: a clearer that lost the race (another process cleared it, and a writer
+   * may since have repaired and released) sets nothing, and no writer gets in between
+   * the claim's clearing and the damage's record.
    */
   #clearDeadWriter(a: Int32Array, writer: number, next: number): boolean {
     const w = this.#w
     // The start time belongs to `writer` only once it copied its id next to it.
     const recorded = a[w + R.OWNER] === writer
     if (this.#alive(writer, recorded ? a[w + R.START_LO] : 0, recorded ? a[w + R.START_HI] : 0)) return false
-    // Damaged first: whoever finds the claim gone finds the damage recorded.
+    const me = this.#me()
+    if (Atomics.compareExchange(a, w + R.WRITER, writer, me) !== writer) return false
     Atomics.store(a, w + R.DAMAGED, 1)
-    if (Atomics.compareExchange(a, w + R.WRITER, writer, next) !== writer) return false
+    if (next !== me) Atomics.store(a, w + R.WRITER, next)
     this.#writerLeft(a)
     return true
   }
