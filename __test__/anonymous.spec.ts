@@ -200,8 +200,7 @@ test('handles of a closed or replaced anonymous segment fail loudly', async (t) 
     t.is(r.name, 'TypeError', JSON.stringify(proc))
     t.regex(r.message, /"proc"/)
   }
-  const noUid: Handle = { ...other.toJSON() }
-  delete noUid.uid
+  const { uid: _uid, ...noUid }: Handle = other.toJSON()
   const r4 = await kid.request<{ name: string; message: string }>({ memory: noUid })
   t.is(r4.name, 'TypeError')
 })

@@ -257,6 +257,18 @@ test('nested structs and arrays are sub-references onto the same bytes', (t) => 
   t.deepEqual(astuple(o), [0, [1, 0], [[1, 2, 3], [0, 0, 0]], [[0, 0], [9, 0]], [104, 105, 0, 0, 0, 0, 0, 0]])
   throws(t, () => grid.get(2), { instanceOf: RangeError, message: /"i"/ })
   throws(t, () => { o.in = 5 }, { instanceOf: TypeError })
+  // A reference of the member's type, as the types allow: copied in, as C assigns a struct.
+  o.in = mem.new(ffi.typeof('struct inner'), { a: 4, d: 0.5 })
+  t.deepEqual([inner.a, inner.d], [4, 0.5])
+  o.in = (o.items as Ref).at(1)
+  t.deepEqual([inner.a, inner.d], [9, 0])
+  o.in = inner // itself
+  t.deepEqual([inner.a, inner.d], [9, 0])
+  o.name = mem.new('char[8]', 'zz')
+  t.is((o.name as Ref).string(), 'zz')
+  throws(t, () => { o.in = mem.new('int32_t[4]') }, { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: 'struct outer.in: a reference to int32_t[4] cannot be assigned to a member of type struct inner' })
+  throws(t, () => { o.name = mem.new('char[4]', 'ab') }, { instanceOf: TypeError, message: /a reference to char\[4\] cannot be assigned to a member of type char\[8\]/ })
+  t.is((o.name as Ref).string(), 'zz', 'refused before anything was written')
 })
 
 test('unions: members share bytes; anonymous members are flattened', (t) => {

@@ -18,13 +18,13 @@ import { rangeError, typeError } from './errors.js'
  */
 export interface Handle {
   /** The class of the object (`'MappedMemory'`, `'Lock'`, `'Ref'`, ...). */
-  $shmutils: string
+  readonly $shmutils: string
   /** The segment's name. */
-  segment: string
+  readonly segment: string
   /** Byte offset of the object inside the segment. */
-  offset: number
+  readonly offset: number
   /** Class-specific fields. */
-  [k: string]: unknown
+  readonly [k: string]: unknown
 }
 
 /** What an object that lives in a mapping knows of it (the mapping's own `$shmutils`). */

@@ -15,7 +15,7 @@ import { binding } from './native.js'
 import { Ref, refAt, refParts, setRefHeapLookup, valueImage, writeValue } from './ref.js'
 import { cStringSize } from './strings.js'
 import { checkWellFormed } from './utf8.js'
-import type { InitOf, RefOf } from './typed.js'
+import type { CharArrayRef, InitOf, RefOf } from './typed.js'
 import {
   arrayOf, describeType, formatType, isType, parseAllocationTypeName, typeFromDescription, types,
   type AllocationTypeOfName, type CharPointerName, type Type,
@@ -489,7 +489,7 @@ export class Heap {
    * @throws ShmError `ENOMEM` when the heap is full; TypeError/RangeError for a bad type
    *   name or an `init` the type does not take
    */
-  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): Ref<number[], Ref<number>>
+  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): CharArrayRef
   new<const S extends string>(type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
   new<Ty extends Type>(type: Ty, init?: InitOf<Ty>): RefOf<Ty>
   new(type: Type | string, init?: unknown): Ref {
@@ -509,7 +509,7 @@ export class Heap {
    * @throws TypeError if `s` is not a string, or holds a lone UTF-16 surrogate (which
    *   UTF-8 cannot hold); ShmError `ENOMEM`
    */
-  newString(s: string): Ref<number[]> {
+  newString(s: string): CharArrayRef {
     checkString('s', s)
     checkWellFormed(s, 'The "s" argument')
     return this.new(arrayOf(types.char, cStringSize(s)), s)
@@ -534,6 +534,7 @@ export class Heap {
    *   TypeError/RangeError for an `init` the type does not take, before anything is
    *   created; ShmError `ENOMEM`
    */
+  named<const S extends CharPointerName>(name: string, type: S, init: string | Uint8Array): CharArrayRef
   named<const S extends string>(name: string, type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
   named<Ty extends Type>(name: string, type: Ty, init?: InitOf<Ty>): RefOf<Ty>
   named(name: string, type: Type | string, init?: unknown): Ref {

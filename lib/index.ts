@@ -18,7 +18,7 @@ export { Condition } from './condition.js'
 export { Semaphore, SEMAPHORE_MAX, type SemaphoreOptions } from './semaphore.js'
 export { Heap, DEFAULT_HEAP_LOCK_TIMEOUT, type HeapStats, type HeapCreateOptions } from './heap.js'
 export { Ref, ArrayRef, type RefHeap, type StringOptions, type ElementOf, type ElementRefOf, type TargetOf, type ValueInput } from './ref.js'
-export type { RefOf, MemberOf, MembersOf, InitOf } from './typed.js'
+export type { RefOf, MemberOf, MembersOf, InitOf, CharArrayRef } from './typed.js'
 export { revive, reviver, isHandle, type Handle } from './handles.js'
 export {
   types, cdef, FFI, CDefError, parseTypeName, describeType, typeFromDescription, lookupField, memberNames, MAX_DESCRIPTION_DEPTH,

@@ -29,7 +29,7 @@ import { binding } from './native.js'
 import { isSharedMemoryObject, SharedMemoryObject, shmOpen, shmUnlink } from './shm.js'
 import type { Heap } from './heap.js'
 import type { Ref } from './ref.js'
-import type { InitOf, RefOf } from './typed.js'
+import type { CharArrayRef, InitOf, RefOf } from './typed.js'
 import type { AllocationTypeOfName, CharPointerName, Type } from './types/index.js'
 
 /**
@@ -493,7 +493,8 @@ export class MappedMemory implements Disposable {
     const { uid, inode, fd } = this.#info
     const byFd = this.name === null && this.#raw === null && fd >= 0 && uid != null && inode != null
     if (this.name === null && !byFd) return ANONYMOUS
-    const h: Handle = { $shmutils: 'MappedMemory', segment: this.name ?? '', offset: 0 }
+    // Built here, then frozen (a Handle's fields are read-only to everyone else).
+    const h: { -readonly [K in keyof Handle]: Handle[K] } = { $shmutils: 'MappedMemory', segment: this.name ?? '', offset: 0 }
     if (uid != null) h.uid = uid
     if (inode != null) h.inode = inode
     // A segment without a name is found through a process that holds it (Linux: /proc).
@@ -768,7 +769,7 @@ export class MappedMemory implements Disposable {
    * hits.value += 1n
    * ```
    */
-  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): Ref<number[], Ref<number>>
+  new<const S extends CharPointerName>(type: S, init: string | Uint8Array): CharArrayRef
   new<const S extends string>(type: S, init?: InitOf<AllocationTypeOfName<S>>): RefOf<AllocationTypeOfName<S>>
   new<Ty extends Type>(type: Ty, init?: InitOf<Ty>): RefOf<Ty>
   new(type: Type | string, init?: unknown): Ref {

@@ -487,7 +487,10 @@ export class Ref<T = unknown, E = unknown> {
               return refAt(this[MEM], this[OFFSET] + f.offset, ft, this.#heap)
             },
             set(this: Ref, v: unknown) {
-              f.set(this.#writable(), this[VOFF], v)
+              // A reference of the member's type (what reading the member gives, what
+              // `mem.new` of the type makes): its value is copied in, as C assigns a struct.
+              const value = v instanceof Ref ? valueOfSameType(v, ft, `${formatType(t)}.${name}`) : v
+              f.set(this.#writable(), this[VOFF], value)
               if (GUARD[0] !== 0) checkIntact(this[MEM])
             },
           }
@@ -569,6 +572,19 @@ export class ArrayRef<T = unknown> extends Ref<T> {
   static {
     newArrayRef = (memory, offset, type, heap) => new ArrayRef(memory, offset, type, heap)
   }
+}
+
+/**
+ * The value of `r`, a reference assigned whole to a nested struct or array member of type
+ * `t`, read once (`r` may be the member itself).
+ * @throws TypeError when `r` is of another type (naming both)
+ */
+function valueOfSameType(r: Ref, t: Type, label: string): unknown {
+  const rt = r.type
+  if (rt !== t && JSON.stringify(describeType(rt)) !== JSON.stringify(describeType(t))) {
+    throw typeError(`${label}: a reference to ${formatType(rt)} cannot be assigned to a member of type ${formatType(t)}`)
+  }
+  return r.value
 }
 
 /** @internal A reference of the right class for `type` (struct refs get member properties). */

@@ -34,6 +34,13 @@ export type RefOf<Ty> = Type extends Ty
           ? Ref<V>
           : Ref
 
+/**
+ * The reference to a `char[n]` that `new('char *', text)`, `named(name, 'char *', text)`
+ * and `heap.newString(text)` make: the bytes (with the NUL), iterable, and `string()`.
+ * @category Types and structs
+ */
+export type CharArrayRef = Ref<number[], Ref<number>> & Iterable<number>
+
 /** A struct reference: members named like a `Ref` property (`value`, `offset`...) hide it. */
 type StructRef<V, M> = [keyof M & keyof Ref] extends [never] ? Ref<V> & M : Omit<Ref<V>, keyof M & keyof Ref> & M
 
@@ -94,9 +101,15 @@ export type InitOf<Ty> = Type extends Ty
 
 type ScalarInit<V> = V extends bigint ? bigint | number : V extends boolean ? boolean | 0 | 1 : V
 
+/** The typed arrays an array of numbers takes (not a `DataView`, nor any other array-like). */
+type NumberArrayView = Int8Array | Uint8Array | Uint8ClampedArray | Int16Array | Uint16Array | Int32Array | Uint32Array | Float32Array | Float64Array
+
+// A string is let through for any array of numbers: the types cannot tell a byte array
+// from a wider one (`char` and `int32_t` are both ScalarType<number>); run time refuses it
+// for wider elements with a TypeError.
 type ArrayInit<E> = Type extends E
   ? unknown
-  : readonly InitOf<E>[] | (JsOf<E> extends number ? ArrayLike<number> | string : never)
+  : readonly InitOf<E>[] | (JsOf<E> extends number ? NumberArrayView | string : never)
 
 type StructInit<F> = { [K in Exclude<keyof F, AnonKeys<F>>]?: InitOf<F[K]> } &
   UnionToIntersection<{ [K in AnonKeys<F>]: F[K] extends StructType<unknown, infer G> ? StructInit<G> : unknown }[AnonKeys<F>]>

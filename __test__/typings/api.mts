@@ -51,6 +51,17 @@ mem.new('char[16]', 'hello')
 const str = mem.new('char *', 'hello')
 expectTrue<Equal<typeof str.value, number[]>>()
 exact<number>()(str.get(0))
+// ... iterable like any array reference, as heap.newString's and a named one's are.
+exact<number[]>()([...str])
+for (const c of mem.heap.newString('hi')) exact<number>()(c)
+exact<string>()(mem.heap.named('greeting', 'char *', 'hello').string())
+exact<number[]>()([...mem.heap.named('greeting', 'char *', 'hello')])
+// Arrays take arrays and typed arrays, not any array-like.
+// @ts-expect-error an object with a length is not an array
+mem.new('int32_t[2]', { length: 2, 0: 1, 1: 2 })
+// Handles are read-only (most are frozen at run time).
+// @ts-expect-error a handle's fields cannot be assigned
+mem.toJSON().offset = 1
 
 // A type name as a type: `'char *'` is a pointer, whose value is an address.
 const charPtr = parseTypeName('char *')
