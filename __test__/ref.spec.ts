@@ -22,6 +22,9 @@ const ffi = cdef(`
   struct outer { uint8_t tag; struct inner in; int32_t grid[2][3]; struct inner items[2]; char name[8]; };
   union num { int32_t i; float f; uint8_t b[4]; struct { uint16_t lo, hi; } parts; };
   struct tagged { int kind; union { struct { uint16_t lo, hi; }; uint32_t all; }; };
+  union ub { uint32_t i; bool b; };
+  struct fl { float f; };
+  struct holder { union ub u; struct fl s; };
 `)
 
 test('pointer members read as Ref or null and take a Ref, null or an address', (t) => {
@@ -269,6 +272,18 @@ test('nested structs and arrays are sub-references onto the same bytes', (t) => 
   throws(t, () => { o.in = mem.new('int32_t[4]') }, { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE', message: 'struct outer.in: a reference to int32_t[4] cannot be assigned to a member of type struct inner' })
   throws(t, () => { o.name = mem.new('char[4]', 'ab') }, { instanceOf: TypeError, message: /a reference to char\[4\] cannot be assigned to a member of type char\[8\]/ })
   t.is((o.name as Ref).string(), 'zz', 'refused before anything was written')
+  // The bytes, not the decoded value written back: a union's members each write (the
+  // last one, a bool, made 0x102 into 0x101) and a float NaN loses its payload.
+  const h = mem.new(ffi.typeof('struct holder')) as S
+  const u = mem.new(ffi.typeof('union ub')) as S
+  u.i = 0x102
+  h.u = u
+  t.is((h.u as S).i, 0x102)
+  const f = mem.new(ffi.typeof('struct fl'))
+  const dv = new DataView(mem.buffer)
+  dv.setUint32(f.offset, 0x7f80_0001, true) // a signalling NaN
+  h.s = f
+  t.is(dv.getUint32((h.s as Ref).offset, true), 0x7f80_0001)
 })
 
 test('unions: members share bytes; anonymous members are flattened', (t) => {

@@ -487,10 +487,17 @@ export class Ref<T = unknown, E = unknown> {
               return refAt(this[MEM], this[OFFSET] + f.offset, ft, this.#heap)
             },
             set(this: Ref, v: unknown) {
-              // A reference of the member's type (what reading the member gives, what
-              // `mem.new` of the type makes): its value is copied in, as C assigns a struct.
-              const value = v instanceof Ref ? valueOfSameType(v, ft, `${formatType(t)}.${name}`) : v
-              f.set(this.#writable(), this[VOFF], value)
+              const dv = this.#writable()
+              if (v instanceof Ref) {
+                // A reference of the member's type (what reading the member gives, what
+                // `mem.new` of the type makes): its bytes are copied in, as C assigns a
+                // struct (a decoded value would lose a union's other members' bytes and
+                // a NaN's payload). Staged: the two may overlap.
+                const bytes = bytesOfSameType(v, ft, `${formatType(t)}.${name}`)
+                new Uint8Array(dv.buffer, dv.byteOffset + this[VOFF] + f.offset, ft.size).set(bytes)
+              } else {
+                f.set(dv, this[VOFF], v)
+              }
               if (GUARD[0] !== 0) checkIntact(this[MEM])
             },
           }
@@ -575,16 +582,16 @@ export class ArrayRef<T = unknown> extends Ref<T> {
 }
 
 /**
- * The value of `r`, a reference assigned whole to a nested struct or array member of type
- * `t`, read once (`r` may be the member itself).
+ * A copy of the bytes of `r`, a reference assigned whole to a nested struct or array
+ * member of type `t` (`r` may overlap the member, or be it).
  * @throws TypeError when `r` is of another type (naming both)
  */
-function valueOfSameType(r: Ref, t: Type, label: string): unknown {
+function bytesOfSameType(r: Ref, t: Type, label: string): Uint8Array {
   const rt = r.type
   if (rt !== t && JSON.stringify(describeType(rt)) !== JSON.stringify(describeType(t))) {
     throw typeError(`${label}: a reference to ${formatType(rt)} cannot be assigned to a member of type ${formatType(t)}`)
   }
-  return r.value
+  return r.bytes().slice()
 }
 
 /** @internal A reference of the right class for `type` (struct refs get member properties). */

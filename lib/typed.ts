@@ -101,7 +101,7 @@ export type InitOf<Ty> = Type extends Ty
 
 type ScalarInit<V> = V extends bigint ? bigint | number : V extends boolean ? boolean | 0 | 1 : V
 
-/** The typed arrays an array of numbers takes (not a `DataView`, nor any other array-like). */
+/** The typed arrays an array of numbers takes (not a `DataView`, nor any other array-like; 64-bit integers take the bigint ones). */
 type NumberArrayView = Int8Array | Uint8Array | Uint8ClampedArray | Int16Array | Uint16Array | Int32Array | Uint32Array | Float32Array | Float64Array
 
 // A string is let through for any array of numbers: the types cannot tell a byte array
@@ -109,7 +109,7 @@ type NumberArrayView = Int8Array | Uint8Array | Uint8ClampedArray | Int16Array |
 // for wider elements with a TypeError.
 type ArrayInit<E> = Type extends E
   ? unknown
-  : readonly InitOf<E>[] | (JsOf<E> extends number ? NumberArrayView | string : never)
+  : readonly InitOf<E>[] | (JsOf<E> extends number ? NumberArrayView | string : JsOf<E> extends bigint ? BigInt64Array | BigUint64Array : never)
 
 type StructInit<F> = { [K in Exclude<keyof F, AnonKeys<F>>]?: InitOf<F[K]> } &
   UnionToIntersection<{ [K in AnonKeys<F>]: F[K] extends StructType<unknown, infer G> ? StructInit<G> : unknown }[AnonKeys<F>]>

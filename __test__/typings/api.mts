@@ -57,6 +57,7 @@ for (const c of mem.heap.newString('hi')) exact<number>()(c)
 exact<string>()(mem.heap.named('greeting', 'char *', 'hello').string())
 exact<number[]>()([...mem.heap.named('greeting', 'char *', 'hello')])
 // Arrays take arrays and typed arrays, not any array-like.
+mem.new('int64_t[2]', new BigInt64Array([1n, 2n]))
 // @ts-expect-error an object with a length is not an array
 mem.new('int32_t[2]', { length: 2, 0: 1, 1: 2 })
 // Handles are read-only (most are frozen at run time).
