@@ -388,6 +388,28 @@ test('room: too large a capacity is a RangeError; a construction without room le
   for (const b of fill) mem.heap.free(b)
 })
 
+test('a bounded map whose heap fills before its bounds evicts its least recently used entries instead of failing (a cache); an unbounded one says ENOMEM naming the segment', async (t) => {
+  const mem = segment(t, 1 << 20)
+  const map = new SharedMap<string, { i: number; pad: string }>(mem, { maxEntries: 10_000 })
+  const pad = 'x'.repeat(2000)
+  for (let i = 0; i < 3000; i++) map.set(`k${i}`, { i, pad })
+  t.true(map.size > 100 && map.size < 3000, `${map.size} entries fit`)
+  t.is(map.get('k0'), undefined, 'the least recently used went')
+  t.is(map.get('k2900')?.i, 2900) // used recently: kept through the next round
+  for (let i = 0; i < 200; i++) map.set(`k${i}`, { i: -i, pad: `${pad}y` }) // keys that went, and replaced ones
+  t.deepEqual(map.get('k2900'), { i: 2900, pad })
+  mem.heap.check()
+  const newest = Array.from({ length: 100 }, (_, i) => `k${i + 100}`)
+  const r = await inChild(t, { map, job: 'bump', keys: newest })
+  t.deepEqual((r.got as { i: number }[]).map((v) => v.i), newest.map((_, i) => -(i + 100)), 'another process reads the newest')
+  const plain = new SharedMap<string, string>(mem, { codec: 'string' })
+  const e = t.throws(() => {
+    for (let i = 0; ; i++) plain.set(`p${i}`, pad)
+  }, { instanceOf: ShmError, code: 'ENOMEM' })
+  t.is(e?.path, mem.name ?? undefined)
+  t.regex(e?.message ?? '', new RegExp(`out of shared heap memory in the heap of \\d+ bytes of ${mem.name}: free what is no longer needed`))
+})
+
 test('a bounded map with ttl drops expired entries before live ones, and sweeps them on set', async (t) => {
   const mem = segment(t)
   const small = new SharedMap<string, string>(mem, { maxEntries: 2, codec: 'string' })

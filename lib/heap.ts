@@ -381,8 +381,20 @@ export class Heap {
       if ((e as ShmError).code !== 'ENOMEM' || this.trim() === 0) throw e
       return native(fn)
     } catch (e2) {
-      throw withPath(e2, this.memory)
+      throw withPath(e2 instanceof ShmError && e2.code === 'ENOMEM' ? this.#full(e2) : e2, this.memory)
     }
+  }
+
+  /**
+   * `e` (`ENOMEM`) saying which heap is full and what to do. Nothing is measured here (a
+   * map that cannot grow its table meets this on every `set` of a full heap, and
+   * `stats()` walks a free list): `heap.stats()` says how full.
+   */
+  #full(e: ShmError): ShmError {
+    const where = this.memory.name === null ? 'this segment' : this.memory.name
+    const out = new ShmError(`${e.message} in the heap of ${this.size} bytes of ${where}: free what is no longer needed, or give the heap a larger segment (heap.stats() says how full; docs/containers.md sizes maps)`, { code: 'ENOMEM', path: this.memory.name ?? undefined })
+    Error.captureStackTrace?.(out, this.#full)
+    return out
   }
 
   /**

@@ -641,7 +641,12 @@ export class Lock implements Disposable {
     if (Atomics.exchange(a, w, 0) < 0) native(() => binding.lockWake(id, this.offset))
   }
 
-  /** Runs `fn` holding the lock, releasing it afterwards even if `fn` throws. */
+  /**
+   * Runs `fn` holding the lock, releasing it afterwards even if `fn` throws. If the lock
+   * was taken over from a holder that died, {@link ownerDied} is `true` inside `fn`:
+   * repair the data and call {@link markConsistent} there, or the release makes the lock
+   * `ERR_SHM_NOT_RECOVERABLE` for every process.
+   */
   withLock<R>(fn: () => R): R {
     if (typeof fn !== 'function') throw typeError(`The "fn" argument must be a function; got ${describe(fn)}`)
     this.acquire()

@@ -966,7 +966,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     const next = this.#next
     // 1. A private copy of the new entry: the stripe's spare block if it fits (recorded
     // in j_new before the spare slot lets go), else one the heap records in j_new.
-    const e = this.#takeSpare(s, size) || this.#allocInto(size, UNIT, s + S.J_NEW)
+    const e = this.#takeSpare(s, size) || this.#allocEntry(s, size, old, ks, kn, kind, h)
     const w = e >>> 2
     i32[w + 2] = h
     i32[w + 3] = kn
@@ -1017,6 +1017,33 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     if (this.#bounded) this.#touch(s, e)
     if (i32[flags] & F.HAS_TTL) this.#sweep(s, 2)
     if (this.#bounded) this.#evict(s, e)
+  }
+
+  /**
+   * A heap block for a new entry of `size` bytes of stripe `s`, recorded in j_new. Out of
+   * heap, a bounded map evicts its least recently used entries (never `old`, the one being
+   * replaced) until the block fits, as a cache does, rather than fail the `set`: its
+   * bounds count entries and their bytes, not the tables and blocks around them, so a
+   * heap can fill before they are reached. `ks`..`h`: the key, found again after each
+   * eviction (the links to it may have moved).
+   * @throws ShmError `ENOMEM` when nothing is left to evict, or the map is not bounded
+   */
+  #allocEntry(s: number, size: number, old: number, ks: Scratch, kn: number, kind: number, h: number): number {
+    for (;;) {
+      try {
+        return this.#allocInto(size, UNIT, s + S.J_NEW)
+      } catch (err) {
+        if (!this.#bounded || !(err instanceof ShmError && err.code === 'ENOMEM')) throw err
+        const i32 = this.v.i32
+        let unit = i32[(s + S.LRU_TAIL) >>> 2] >>> 0
+        if (unit !== 0 && unit * UNIT === old) unit = i32[(old + E.PREV) >>> 2] >>> 0
+        if (unit === 0) throw err
+        const victim = this.#entry(unit)
+        this.#locate(s, victim)
+        this.#remove(s, victim)
+        this.#find(s, ks, kn, kind, h)
+      }
+    }
   }
 
   /**

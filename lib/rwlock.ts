@@ -267,7 +267,11 @@ export class RWLock {
     if (Atomics.load(a, this.#w + R.RWAIT) !== 0) this.#readerLeft(a)
   }
 
-  /** Runs `fn` holding a read lock, releasing it afterwards even if `fn` throws. */
+  /**
+   * Runs `fn` holding a read lock, releasing it afterwards even if `fn` throws. While a
+   * writer that died has left the data unrepaired, {@link ownerDied} is `true` inside
+   * `fn`: what it reads may be half-written.
+   */
   withRead<T>(fn: () => T): T {
     checkFn(fn)
     this.acquireRead()
@@ -473,7 +477,11 @@ export class RWLock {
     wakeWord(this.memory, this.offset + 4 * R.WRITER)
   }
 
-  /** Runs `fn` holding the write lock, releasing it afterwards even if `fn` throws. */
+  /**
+   * Runs `fn` holding the write lock, releasing it afterwards even if `fn` throws. If
+   * {@link ownerDied} is `true` inside `fn`, a writer died mid-write: repair the data in
+   * `fn` (its release marks it repaired).
+   */
   withWrite<T>(fn: () => T): T {
     checkFn(fn)
     this.acquireWrite()
