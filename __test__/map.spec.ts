@@ -410,6 +410,29 @@ test('a bounded map whose heap fills before its bounds evicts its least recently
   t.regex(e?.message ?? '', new RegExp(`out of shared heap memory in the heap of \\d+ bytes of ${mem.name}: free what is no longer needed`))
 })
 
+test('a full heap makes a bounded map give back its idle spare blocks first, then evict as its bounds do (expired entries before live ones); an entry larger than the heap evicts nothing', async (t) => {
+  const mem = segment(t, 1 << 18)
+  const map = new SharedMap<string, string>(mem, { maxEntries: 100_000, codec: 'string' })
+  // A 150 KB value replaced by a short one: its block stays with the map as a spare.
+  map.set('big', 'x'.repeat(150_000))
+  map.set('big', 'b')
+  for (let i = 0; map.size < 40; i++) map.set(`live${i}`, 'l'.repeat(1000))
+  for (let i = 0; i < 10; i++) map.set(`ttl${i}`, 't'.repeat(1000), { ttl: 1 })
+  await sleep(20)
+  const live = [...map.keys()].filter((k) => k.startsWith('live'))
+  // Needs the spare's room: nothing live goes.
+  map.set('new', 'n'.repeat(60_000))
+  t.deepEqual([...map.keys()].filter((k) => k.startsWith('live')), live, 'the spare went back first')
+  // Fill the heap, then one more: the expired entries go before the least recently used live one.
+  for (let i = 0; mem.heap.stats().largestFree > 3000; i++) map.set(`more${i}`, 'm'.repeat(1000))
+  map.set('one-more', 'o'.repeat(2000))
+  t.true(map.has(live[0]!), 'the least recently used live entry stays while expired ones remain')
+  const before = map.size
+  throws(t, () => map.set('huge', 'h'.repeat(1 << 18)), { instanceOf: ShmError, code: 'ENOMEM' })
+  t.is(map.size, before, 'an entry larger than the whole heap evicts nothing')
+  mem.heap.check()
+})
+
 test('a bounded map with ttl drops expired entries before live ones, and sweeps them on set', async (t) => {
   const mem = segment(t)
   const small = new SharedMap<string, string>(mem, { maxEntries: 2, codec: 'string' })

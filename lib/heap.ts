@@ -392,7 +392,7 @@ export class Heap {
    */
   #full(e: ShmError): ShmError {
     const where = this.memory.name === null ? 'this segment' : this.memory.name
-    const out = new ShmError(`${e.message} in the heap of ${this.size} bytes of ${where}: free what is no longer needed, or give the heap a larger segment (heap.stats() says how full; docs/containers.md sizes maps)`, { code: 'ENOMEM', path: this.memory.name ?? undefined })
+    const out = new ShmError(`${e.message} in the heap of ${this.size} bytes of ${where}: free what is no longer needed, or give the heap a larger segment (heap.stats() says how full; docs/cache.md sizes maps)`, { code: 'ENOMEM', path: this.memory.name ?? undefined })
     Error.captureStackTrace?.(out, this.#full)
     return out
   }

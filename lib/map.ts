@@ -1021,28 +1021,39 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
 
   /**
    * A heap block for a new entry of `size` bytes of stripe `s`, recorded in j_new. Out of
-   * heap, a bounded map evicts its least recently used entries (never `old`, the one being
-   * replaced) until the block fits, as a cache does, rather than fail the `set`: its
-   * bounds count entries and their bytes, not the tables and blocks around them, so a
-   * heap can fill before they are reached. `ks`..`h`: the key, found again after each
-   * eviction (the links to it may have moved).
-   * @throws ShmError `ENOMEM` when nothing is left to evict, or the map is not bounded
+   * heap, a bounded map makes room as a cache does, rather than fail the `set` (its bounds
+   * count entries and their bytes, not the tables and blocks around them, so a heap can
+   * fill before they are reached): first its idle spare blocks go back, then entries,
+   * in the order its bounds evict them (an expired one first, then the least recently
+   * used; never `old`, the one being replaced), each followed by a plain try. Only when
+   * nothing is left to evict does the heap's own retry run (it reclaims the caches of
+   * dead threads, a walk of the heap: on every `set` of a full cache it cost 60 µs).
+   * `ks`..`h`: the key, found again after each eviction (the links to it may have moved).
+   * @throws ShmError `ENOMEM` when nothing is left to evict, the entry is larger than the
+   *   whole heap, or the map is not bounded
    */
   #allocEntry(s: number, size: number, old: number, ks: Scratch, kn: number, kind: number, h: number): number {
-    for (;;) {
+    if (!this.#bounded || size + UNIT > this.v.heap.size) return this.#allocInto(size, UNIT, s + S.J_NEW)
+    const i32 = this.v.i32
+    for (let spares = true; ; spares = false) {
       try {
-        return this.#allocInto(size, UNIT, s + S.J_NEW)
+        return binding.heapAllocInto(this.v.heapId, size, UNIT, s + S.J_NEW)
       } catch (err) {
-        if (!this.#bounded || !(err instanceof ShmError && err.code === 'ENOMEM')) throw err
-        const i32 = this.v.i32
-        let unit = i32[(s + S.LRU_TAIL) >>> 2] >>> 0
-        if (unit !== 0 && unit * UNIT === old) unit = i32[(old + E.PREV) >>> 2] >>> 0
-        if (unit === 0) throw err
-        const victim = this.#entry(unit)
-        this.#locate(s, victim)
-        this.#remove(s, victim)
-        this.#find(s, ks, kn, kind, h)
+        const e = fromNative(err)
+        if (!(e instanceof ShmError && e.code === 'ENOMEM')) throw e
       }
+      this.#beginWrite(s)
+      if (spares && SPARES.some((j) => i32[(s + j) >>> 2] !== 0)) {
+        for (const j of SPARES) this.#freeFrom(s + j, -1)
+        continue
+      }
+      let tail = i32[(s + S.LRU_TAIL) >>> 2] >>> 0
+      if (tail !== 0 && tail * UNIT === old) tail = i32[(old + E.PREV) >>> 2] >>> 0
+      if (tail === 0) return this.#allocInto(size, UNIT, s + S.J_NEW)
+      const victim = (i32[(this.offset + M.FLAGS) >>> 2] & F.HAS_TTL) !== 0 ? this.#expiredNearTail(tail, old) : this.#entry(tail)
+      this.#locate(s, victim)
+      this.#remove(s, victim)
+      this.#find(s, ks, kn, kind, h)
     }
   }
 
