@@ -255,7 +255,7 @@ test("holds are the thread's, whichever object took them: a second object for th
   // its own read hold does not (the writer waits for that hold).
   const w = await primPeer(t)
   await w.request('revive', { key: 'l', handle: a })
-  const writer = w.request<{ ok: boolean }>('writeHold', { key: 'l', timeout: 10_000 })
+  const writer = w.request<{ ok: boolean }>('writeHold', { key: 'l', timeout: 60_000 }) // qemu, under load: 10 s was once not enough
   await sleep(100)
   const t0 = performance.now()
   t.true(b.acquireRead(2000), 'the other object re-enters this thread\'s hold')
