@@ -715,7 +715,15 @@ export class Lock implements Disposable {
   get ownerDied(): boolean {
     const v = Atomics.load(this.#word(), this.#w)
     if (GUARD[0] !== 0) checkIntact(this.memory)
-    return (v & OWNER_DIED) !== 0 && this.#mine(v)
+    if ((v & OWNER_DIED) === 0) return false
+    // Only then: whether this thread holds it (which may claim its token here, once; a
+    // read-only mapping, which cannot claim one, holds nothing).
+    try {
+      return this.#mine(v)
+    } catch (e) {
+      if (e instanceof ShmError && e.code === 'EACCES') return false
+      throw e
+    }
   }
 
   /**
