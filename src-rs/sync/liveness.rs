@@ -289,29 +289,36 @@ pub fn mark_attached(region: &Region, creator: bool) {
 mod tests {
     use super::*;
     use crate::memory::segment::{self, Backing, Placement};
+    use crate::memory::shm::{self, OpenMode};
+
+    /// A fresh 8 KiB segment for test `tag`, and its name.
+    fn test_segment(tag: &str) -> (std::sync::Arc<Region>, String) {
+        let name = format!("/shmutils-rs-{tag}-{}", std::process::id());
+        let (region, _) =
+            segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
+        (region, name)
+    }
+
+    /// Another open file description of segment `name`, as another process has one.
+    fn description(name: &str, mode: OpenMode) -> RawFd {
+        shm::open(name, mode, shm::check_permissions(0).unwrap()).unwrap()
+    }
 
     /// The process marks of `docs/FORMAT.md` §6.3, as another description sees them.
     #[test]
     #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
     fn attached_and_creator_marks_live_with_the_mapping() {
-        let name = format!("/shmutils-rs-marks-{}", std::process::id());
-        let (region, _) =
-            segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
+        let (region, name) = test_segment("marks");
         mark_attached(&region, true);
-        let other = crate::memory::shm::open(
-            &name,
-            crate::memory::shm::OpenMode::ReadWrite,
-            crate::memory::shm::check_permissions(0).unwrap(),
-        )
-        .unwrap();
+        let other = description(&name, OpenMode::ReadWrite);
         assert_eq!(sys::live_byte_held(other, sys::LIVE_ATTACHED), Some(true));
         assert_eq!(sys::live_byte_held(other, sys::LIVE_CREATOR), Some(true));
         assert_eq!(sys::live_byte_held(other, sys::LIVE_BASE + 2), Some(false));
         region.close();
         assert_eq!(sys::live_byte_held(other, sys::LIVE_ATTACHED), Some(false));
         assert_eq!(sys::live_byte_held(other, sys::LIVE_CREATOR), Some(false));
-        crate::memory::shm::close(other).unwrap();
-        crate::memory::shm::unlink(&name).unwrap();
+        shm::close(other).unwrap();
+        shm::unlink(&name).unwrap();
     }
 
     /// A read lock on a token's byte, which anyone who can read the segment may take, does
@@ -321,15 +328,9 @@ mod tests {
     #[test]
     #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
     fn a_readers_read_lock_is_not_a_live_holder() {
-        let name = format!("/shmutils-rs-readlock-{}", std::process::id());
-        let (region, _) =
-            segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
-        let open = |mode| {
-            let perms = crate::memory::shm::check_permissions(0).unwrap();
-            crate::memory::shm::open(&name, mode, perms).unwrap()
-        };
-        let other = open(crate::memory::shm::OpenMode::ReadWrite);
-        let reader = open(crate::memory::shm::OpenMode::Read);
+        let (region, name) = test_segment("readlock");
+        let other = description(&name, OpenMode::ReadWrite);
+        let reader = description(&name, OpenMode::Read);
         let read_lock = |start: u64, len: u64| {
             // SAFETY: flock is plain old data; all-zero is valid (l_pid must be 0 for OFD).
             let mut l: libc::flock = unsafe { std::mem::zeroed() };
@@ -356,11 +357,11 @@ mod tests {
         };
         assert_eq!(e.code, "EAGAIN");
         assert!(e.message.contains("read locks"), "{}", e.message);
-        crate::memory::shm::close(reader).unwrap();
+        shm::close(reader).unwrap();
         assert!(TokenRef::claim(&region, None).is_ok());
         region.close();
-        crate::memory::shm::close(other).unwrap();
-        crate::memory::shm::unlink(&name).unwrap();
+        shm::close(other).unwrap();
+        shm::unlink(&name).unwrap();
     }
 
     /// A token kept for the thread's life survives its last reference; one that is not
@@ -368,15 +369,8 @@ mod tests {
     #[test]
     #[cfg_attr(not(target_os = "linux"), ignore = "OFD locks are Linux's")]
     fn a_kept_token_outlives_its_references() {
-        let name = format!("/shmutils-rs-keep-{}", std::process::id());
-        let (region, _) =
-            segment::create(&name, 8192, 0o600, Placement::Anywhere, Backing::Lazy).unwrap();
-        let other = crate::memory::shm::open(
-            &name,
-            crate::memory::shm::OpenMode::ReadWrite,
-            crate::memory::shm::check_permissions(0).unwrap(),
-        )
-        .unwrap();
+        let (region, name) = test_segment("keep");
+        let other = description(&name, OpenMode::ReadWrite);
         let held = |t: u32| sys::live_byte_held(other, sys::LIVE_BASE + 16 + u64::from(t));
         let plain = TokenRef::claim(&region, None).unwrap();
         let t = plain.token();
@@ -401,7 +395,7 @@ mod tests {
             "until the thread lets go of everything"
         );
         region.close();
-        crate::memory::shm::close(other).unwrap();
-        crate::memory::shm::unlink(&name).unwrap();
+        shm::close(other).unwrap();
+        shm::unlink(&name).unwrap();
     }
 }
