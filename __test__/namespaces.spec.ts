@@ -6,7 +6,9 @@
 // within 250 ms in both directions, and a collision of thread ids must not let one
 // process release another's lock. Needs root; skipped (with the reason printed) where
 // unshare is not available.
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
 import { Lock, RLock } from '../dist/index.js'
@@ -134,4 +136,58 @@ nsTest('a creator in a PID namespace whose /proc is not its own records its own 
   t.is(got.pid, 1, 'pid 1 of its namespace')
   t.true(got.own > 0)
   t.is(got.recorded, got.own, 'the header holds the creator\'s own start time, not /proc/1\'s')
+})
+
+/** Why processes cannot be started in a time namespace with a boottime offset here (`unshare -T`, needs root and Linux 5.6), or `null`. */
+function timeNamespaceUnavailable(): string | null {
+  const r = spawnSync('unshare', ['-T', '--fork', '--boottime', '100000', 'cat', '/proc/self/timens_offsets'], { encoding: 'utf8' })
+  if (r.error) return `unshare is not available (${r.error.message})`
+  if (r.status !== 0 || !/boottime\s+100000\s/.test(r.stdout)) return `unshare -T --boottime failed: ${r.stderr.trim()}`
+  return null
+}
+const noTimeNs = timeNamespaceUnavailable()
+if (noTimeNs !== null) console.log(`namespaces.spec.ts: SKIPPING the time-namespace test: ${noTimeNs}`)
+const TIMENS = ['-T', '--fork', '--kill-child', '--boottime', '100000']
+const BIN = `${ROOT}bin/shmutils.js`
+
+;(noTimeNs === null ? test.serial : test.skip)('a creator that runs is seen running (and kept by gc) across time namespaces: start times are read in one clock', async (t) => {
+  type Listing = { segments: { name: string; creator: { pid: number; alive: boolean | null } | null }[] }
+  const creatorOf = (name: string, inNamespace: boolean) => {
+    const args = [BIN, 'ls', '--json']
+    const r = inNamespace ? spawnSync('unshare', [...TIMENS, process.execPath, ...args], { encoding: 'utf8' }) : spawnSync(process.execPath, args, { encoding: 'utf8' })
+    t.is(r.status, 0, r.stderr)
+    return (JSON.parse(r.stdout) as Listing).segments.find((s) => s.name === name)?.creator
+  }
+  const gcDry = (name: string, inNamespace: boolean) => {
+    const args = [BIN, 'gc', '--dry-run', name]
+    const r = inNamespace ? spawnSync('unshare', [...TIMENS, process.execPath, ...args], { encoding: 'utf8' }) : spawnSync(process.execPath, args, { encoding: 'utf8' })
+    return r.stdout + r.stderr
+  }
+  // The creator outside (this process), the tool in a time namespace whose boottime is 100,000 s ahead.
+  const outside = managedSegment(t, 'timens', 1 << 16)
+  t.deepEqual(creatorOf(outside.name as string, true), { pid: process.pid, alive: true })
+  const gc1 = gcDry(outside.name as string, true)
+  t.regex(gc1, /^kept /m)
+  t.notRegex(gc1, /exited/)
+  // The creator in such a namespace (it stays until killed), the tool outside.
+  const name = segmentName(t, 'timens-in')
+  const script = `
+    const { MappedMemory } = require(${JSON.stringify(ROOT)})
+    const m = MappedMemory.create(${JSON.stringify(name)}, { size: 1 << 16 })
+    console.log(JSON.stringify({ pid: process.pid, startTime: m.creator.startTime }))
+    setInterval(() => {}, 1000)`
+  const child = spawn('unshare', [...TIMENS, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => child.kill('SIGKILL'))
+  const [line] = (await once(child.stdout, 'data')) as [Buffer]
+  const created = JSON.parse(line.toString()) as { pid: number; startTime: number }
+  const st = readFileSync(`/proc/${created.pid}/stat`, 'utf8')
+  const seenHere = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[19])
+  t.true(Math.abs(created.startTime - seenHere) <= 1, `recorded ${created.startTime} in the namespace; read ${seenHere} here`)
+  t.deepEqual(creatorOf(name, false), { pid: created.pid, alive: true })
+  const gc2 = gcDry(name, false)
+  t.regex(gc2, /^kept /m)
+  t.notRegex(gc2, /exited/)
+  child.kill('SIGKILL')
+  await once(child, 'exit')
+  t.deepEqual(creatorOf(name, false), { pid: created.pid, alive: false }, 'and seen gone once killed')
 })

@@ -115,8 +115,9 @@ pub fn peek_fd(fd: i32) -> Result<Peek> {
     if let Kind::Segment(h) = &p.kind {
         p.heap = read_at(fd, h.heap_offset, PEEK_LEN)?.and_then(|b| peek_counters(&b, h.heap_size));
         p.creator_alive = (h.creator_pid != 0).then(|| {
-            crate::sys::process_start_time(h.creator_pid as libc::pid_t)
-                .is_some_and(|start| h.creator_start == 0 || start == h.creator_start)
+            crate::sys::process_start_time(h.creator_pid as libc::pid_t).is_some_and(|start| {
+                h.creator_start == 0 || crate::sys::same_start_time(start, h.creator_start)
+            })
         });
     }
     Ok(p)

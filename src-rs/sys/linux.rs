@@ -128,6 +128,13 @@ pub fn thread_start_time(tid: u32) -> Option<u64> {
 
 /// The start time (field 22) in the `stat` file at `path` (`/proc/<tid>/stat`,
 /// `/proc/thread-self/stat`), or `None` if it is missing or names a zombie.
+///
+/// In the clock of the initial time namespace: the kernel adds the *reading* process's
+/// boottime offset to the field (`timens_add_boottime_ns` in `do_task_stat`), so two
+/// processes in different time namespaces (`unshare -T`, a CRIU-restored container)
+/// would read two values for one thread; this takes the reader's offset off again. An
+/// offset that is not a whole number of ticks leaves the value off by at most one tick
+/// (the kernel rounds the sum down): compare with [`same_start_time`].
 pub(super) fn start_time_in(path: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
@@ -138,7 +145,52 @@ pub(super) fn start_time_in(path: &str) -> Option<u64> {
     if state == "Z" || state == "X" {
         return None; // a zombie or dead thread holds nothing
     }
-    fields.nth(18)?.parse().ok()
+    let seen: u64 = fields.nth(18)?.parse().ok()?;
+    Some(seen.saturating_add_signed(-boottime_offset_ticks()))
+}
+
+/// Whether two start times from [`start_time_in`] name the same moment: equal, or one
+/// tick apart when either reader's time namespace has an offset of a fraction of a tick
+/// (a pid is not reused within 10 ms: that would take the whole pid space in between).
+pub fn same_start_time(a: u64, b: u64) -> bool {
+    a.abs_diff(b) <= 1
+}
+
+/// This process's boottime offset (its time namespace's, from `/proc/self/timens_offsets`),
+/// in clock ticks rounded down; 0 without time namespaces. A process never changes its
+/// own time namespace (`setns` and `unshare` move only its children), so it is read once.
+fn boottime_offset_ticks() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/self/timens_offsets").unwrap_or_default();
+        boottime_ticks_in(&text, clock_ticks_per_second())
+    })
+}
+
+/// The `boottime` line of a `timens_offsets` text (`boottime <seconds> <nanoseconds>`)
+/// in ticks of `hz`, rounded down; 0 if there is none.
+fn boottime_ticks_in(text: &str, hz: i64) -> i64 {
+    let line = text.lines().find_map(|l| l.strip_prefix("boottime"));
+    let mut parts = line
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|p| p.parse::<i64>().ok());
+    let (Some(Some(secs)), Some(Some(nanos))) = (parts.next(), parts.next()) else {
+        return 0;
+    };
+    let ns = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+    i64::try_from(ns.div_euclid(1_000_000_000 / i128::from(hz.max(1)))).unwrap_or(0)
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of `stat`'s times (100 on every Linux we know).
+fn clock_ticks_per_second() -> i64 {
+    // SAFETY: sysconf reads a constant of the C library; no memory is passed.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as i64
+    } else {
+        100
+    }
 }
 
 /// When process `pid` started, in clock ticks since boot (its main thread's start time:
@@ -385,6 +437,29 @@ mod tests {
     use super::*;
     use nix::errno::Errno;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn boottime_offsets_in_ticks() {
+        let text = "monotonic           0         0\nboottime         5000         0\n";
+        assert_eq!(boottime_ticks_in(text, 100), 500_000);
+        assert_eq!(
+            boottime_ticks_in("monotonic 7 0\nboottime -30 250000000\n", 100),
+            -2975
+        );
+        assert_eq!(
+            boottime_ticks_in("boottime 0 15000000\n", 100),
+            1,
+            "rounded down"
+        );
+        assert_eq!(
+            boottime_ticks_in("boottime -1 995000000\n", 100),
+            -1,
+            "rounded down"
+        );
+        assert_eq!(boottime_ticks_in("", 100), 0, "no time namespaces");
+        assert_eq!(boottime_ticks_in("boottime x y\n", 100), 0);
+        assert!(same_start_time(10, 11) && same_start_time(11, 10) && !same_start_time(10, 12));
+    }
 
     #[test]
     fn an_empty_no_futex_waitv_variable_is_unset() {

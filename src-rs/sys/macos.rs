@@ -443,6 +443,11 @@ pub fn own_process_start_time() -> Option<u64> {
     process_start_time(std::process::id() as libc::pid_t)
 }
 
+/// Whether two start times name the same moment (macOS has no time namespaces: equal).
+pub fn same_start_time(a: u64, b: u64) -> bool {
+    a == b
+}
+
 /// Start time of process `pid` (µs since the epoch); `None` if it is gone or a zombie.
 pub fn process_start_time(pid: libc::pid_t) -> Option<u64> {
     match start_time_from_proc_pidinfo(pid) {
