@@ -160,6 +160,18 @@ test('a mapping dropped without close() is collected though revive caches it: de
   t.like(m, { sameWhileLive: true, collected: true, reopened: true, afterClose: true })
 })
 
+test('caches of a mapping and of the process let go of what the program dropped: heaps made in blocks, CBase() classes, wide windows (a view kept is still detached at close)', async (t) => {
+  const child = fork(fixture('gc-caches.mjs'), [], { execArgv: ['--expose-gc'], env: { ...process.env, SHMUTILS_WINDOW_BYTES: '65536' } })
+  t.teardown(() => child.kill('SIGKILL'))
+  const msg = await new Promise((resolve, reject) => {
+    child.once('message', resolve)
+    child.once('exit', (c) => reject(new Error(`exit ${c}`)))
+  })
+  // Before: every Heap ever made at an offset of a live mapping stayed (with a close hook
+  // each), every CBase() class stayed registered for revive, and every wide window stayed.
+  t.deepEqual(msg, { heapsAlive: 0, heapUsedBack: true, attachSame: true, classesAlive: 0, revivedSum: 5, windowsAlive: 0, viewAfterClose: 0 })
+})
+
 test('managed segments: create, open, header, EEXIST, two mappings see each other', (t) => {
   const name = segmentName(t)
   using a = MappedMemory.create(name, { size: 10_000 })

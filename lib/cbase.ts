@@ -111,8 +111,25 @@ type AnyClass = abstract new (...args: never[]) => unknown
 const sharedHeaps = new WeakMap<AnyClass, Heap>()
 /** `withHeap` classes already made, per class and heap. */
 const withHeapCache = new WeakMap<AnyClass, WeakMap<Heap, AnyClass>>()
-/** The class `revive` uses per layout (key: the JSON type description). */
-const revivable = new Map<string, { cls: StructRefClass; type: StructType }>()
+/**
+ * The class `revive` uses per layout (key: the JSON type description). A class CBase()
+ * made is held weakly, so that classes of layouts made and dropped do not pile up (a
+ * class of the user's own, registered by its first use or `register()`, is held: revive
+ * must keep making its instances).
+ */
+const revivable = new Map<string, { cls: StructRefClass | WeakRef<StructRefClass>; type: StructType }>()
+/** Takes a collected CBase() class's layout out of {@link revivable}. */
+const collectedClasses = new FinalizationRegistry<string>((key) => {
+  const cur = revivable.get(key)
+  if (cur && cur.cls instanceof WeakRef && cur.cls.deref() === undefined) revivable.delete(key)
+})
+
+/** The class registered for the layout `key`, with its type, if it still lives. */
+function registered(key: string): { cls: StructRefClass; type: StructType } | undefined {
+  const r = revivable.get(key)
+  const cls = r === undefined ? undefined : r.cls instanceof WeakRef ? r.cls.deref() : r.cls
+  return cls === undefined ? undefined : { cls, type: r!.type }
+}
 /** Classes made by CBase() and withHeap(): registered only where no other class is. */
 const madeHere = new WeakSet<AnyClass>()
 /** User classes already registered by their first new()/withHeap(). */
@@ -133,14 +150,17 @@ function layoutKey(t: Type): string {
   return k
 }
 
-setRevivedStructClass((t) => revivable.get(layoutKey(t)))
+setRevivedStructClass((t) => registered(layoutKey(t)))
 
 /** Registers `cls` for revive (see {@link CBase} for the rules). */
 function register(cls: AnyClass, type: StructType): void {
   const key = layoutKey(type)
   if (madeHere.has(cls)) {
-    const cur = revivable.get(key)
+    const cur = registered(key)
     if (cur && !madeHere.has(cur.cls)) return
+    revivable.set(key, { cls: new WeakRef(cls as StructRefClass), type })
+    collectedClasses.register(cls, key)
+    return
   }
   revivable.set(key, { cls: cls as StructRefClass, type })
 }

@@ -71,6 +71,14 @@ interface Slot {
   cache: HeapCache | null
   /** The slots of the same heap in this thread, this one among them, while it has a cache. */
   group: Group | null
+  /** Takes the mapping's close hook that retires this slot off again (see {@link retire}). */
+  unhook: (() => void) | null
+  /**
+   * A heap other than its segment's own: its mapping's entry of {@link attached}, and the
+   * WeakRef to it there, to take it out when it is collected; `null` for a segment's own
+   * heap. (Nothing here may lead to the heap or its mapping: this record outlives them.)
+   */
+  readonly weak: { readonly home: Map<number, WeakRef<Heap>>; readonly offset: number; readonly ref: WeakRef<Heap> } | null
 }
 
 /** The slots with a cache of one heap in this thread (an entry of {@link cached}). */
@@ -79,14 +87,34 @@ interface Group {
   readonly slots: Set<Slot>
 }
 
-/** Returns a collected Heap's cached blocks (unless its mapping closed), then its slot. */
+/**
+ * Returns a collected Heap's cached blocks (unless its mapping closed), then its slot, and
+ * takes it out of {@link attached} (unless a newer heap took its place there).
+ */
 const slotRegistry = new FinalizationRegistry<Slot>((s) => {
   retire(s, true)
+  const w = s.weak
+  if (w !== null && w.home.get(w.offset) === w.ref) w.home.delete(w.offset)
   binding.heapRelease(s.id)
 })
 
-/** This thread's heaps, by mapping and offset: one `Heap`, so one cache, per heap. */
-const attached = new WeakMap<MappedMemory, Map<number, Heap>>()
+/**
+ * This thread's heaps, by mapping and offset: one `Heap`, so one cache, per heap while
+ * it lives. A segment's own heap is held as long as its mapping (which holds it too);
+ * others weakly, so that heaps made and dropped in blocks of a long-lived mapping
+ * (`Heap.create(mem, { offset: mem.heap.malloc(n), size: n })`) do not pile up. (Only
+ * those: a WeakRef keeps its target until the current job ends, which a program opening
+ * and closing segments in one loop would pay for.)
+ */
+const attached = new WeakMap<MappedMemory, { own: Heap | null; others: Map<number, WeakRef<Heap>> }>()
+
+/** The live heap of this thread at `offset` of `memory`. */
+function attachedAt(memory: MappedMemory, offset: number): Heap | undefined {
+  const mine = attached.get(memory)
+  if (mine === undefined) return undefined
+  if (mine.own !== null && mine.own.offset === offset) return mine.own
+  return mine.others.get(offset)?.deref()
+}
 
 /**
  * The slots with a cache in this thread, by heap (the mapping's `objectKey` and the
@@ -131,6 +159,8 @@ function flushSlot(s: Slot): number {
  * `flush` the cache is forgotten (the heap was formatted again).
  */
 function retire(s: Slot, flush: boolean): void {
+  s.unhook?.()
+  s.unhook = null
   if (s.cache === null) return
   try {
     if (flush) flushSlot(s)
@@ -228,7 +258,12 @@ export class Heap {
     this.$shmutils = handleIn(memory, (m) => Object.freeze({ $shmutils: 'Heap', segment: m.segment, offset, memory: m }))
     this.#id = id
     const mi = internals(memory)
-    const slot: Slot = (this.#slot = { id, cache: null, group: null })
+    let mine = attached.get(memory)
+    if (!mine) attached.set(memory, (mine = { own: null, others: new Map() }))
+    const own = memory.managed && mi.heapOffset === offset
+    const weak = own ? null : { home: mine.others, offset, ref: new WeakRef(this) }
+    const before = attachedAt(memory, offset)
+    const slot: Slot = (this.#slot = { id, cache: null, group: null, unhook: null, weak })
     slotRegistry.register(this, slot)
     const info = native(() => binding.heapInfo(id))
     this.size = info.size
@@ -241,21 +276,19 @@ export class Heap {
       if (!g) cached.set(key, (g = { key, slots: new Set() }))
       g.slots.add(slot)
       slot.group = g
-      mi.beforeClose(() => retire(slot, true))
+      slot.unhook = mi.beforeClose(() => retire(slot, true))
       if (!exitHooked) {
         exitHooked = true
         process.on('exit', onExit)
       }
     }
-    let mine = attached.get(memory)
-    if (!mine) attached.set(memory, (mine = new Map()))
-    const before = mine.get(offset)
     // Formatted again: what the old view cached is gone with the old heap.
     if (before) {
       before.#cache = null
       retire(before.#slot, false)
     }
-    mine.set(offset, this)
+    if (weak === null) mine.own = this
+    else mine.others.set(offset, weak.ref)
   }
 
   static {
@@ -318,7 +351,7 @@ export class Heap {
     checkMemory(memory)
     checkIndex('offset', offset)
     const { id } = internals(memory)
-    return attached.get(memory)?.get(offset) ?? new Heap(memory, offset, native(() => binding.heapAttach(id, offset, 0, false)))
+    return attachedAt(memory, offset) ?? new Heap(memory, offset, native(() => binding.heapAttach(id, offset, 0, false)))
   }
 
   /**

@@ -84,8 +84,9 @@ export interface SegmentCreator {
   readonly pid: number
   /**
    * That process's start time, which with the pid tells it from a later process that got
-   * the same pid: on Linux clock ticks since boot (field 22 of `/proc/<pid>/stat`), on
-   * macOS microseconds since the epoch. 0 if unknown.
+   * the same pid: on Linux clock ticks since boot (field 22 of `/proc/<pid>/stat`, in the
+   * clock of the initial time namespace whatever namespace the reader runs in), on macOS
+   * microseconds since the epoch. 0 if unknown.
    */
   readonly startTime: number
   /** When the segment was created, in milliseconds since the Unix epoch (as `Date.now()`). */
@@ -405,8 +406,13 @@ export class MappedMemory implements Disposable {
   #whole: Window | null | undefined = undefined
   /** Windows of a larger mapping: index k covers `[k * STRIDE, k * STRIDE + WINDOW_BYTES)`. */
   #windows: Map<number, Window> | null = null
-  /** Windows made for ranges longer than half a window, by `start:length`. */
-  #wide: Map<string, Window> | null = null
+  /**
+   * Windows made for ranges longer than half a window, by `offset:length`, held weakly
+   * (every range asked for would otherwise stay until `close()`: {@link wideWindows}).
+   */
+  #wide: Map<string, WeakRef<Window>> | null = null
+  /** The buffers of the windows in {@link #wide}, held weakly: `close()` detaches those alive. */
+  #wideBuffers: Set<WeakRef<ArrayBuffer>> | null = null
   /** Its native slot and its keys in the per-process cache of revived segments. */
   #slot: Slot
   #internals: MemoryInternals | null = null
@@ -527,7 +533,7 @@ export class MappedMemory implements Disposable {
           if (m.#closed) return () => {}
           const hooks = (m.#beforeClose ??= new Set())
           hooks.add(fn)
-          return () => hooks.delete(fn)
+          return remover(hooks, fn)
         },
       })
     }
@@ -577,7 +583,7 @@ export class MappedMemory implements Disposable {
     }
     const key = `${offset}:${length}`
     const wide = (this.#wide ??= new Map())
-    let w = wide.get(key)
+    let w = wide.get(key)?.deref()
     if (!w) {
       const max = bufferConstants.MAX_LENGTH
       if (length > max) throw tooLarge(length, max)
@@ -591,7 +597,13 @@ export class MappedMemory implements Disposable {
         end = offset + length
       }
       w = this.#makeWindow(start, end - start)
-      wide.set(key, w)
+      const ref = new WeakRef(w)
+      wide.set(key, ref)
+      wideWindows.register(w, { map: wide, key, ref })
+      const buffers = (this.#wideBuffers ??= new Set())
+      const buffer = new WeakRef(w.u8.buffer as ArrayBuffer)
+      buffers.add(buffer)
+      wideBuffers.register(w.u8.buffer, { set: buffers, ref: buffer })
     }
     return w
   }
@@ -945,13 +957,27 @@ export class MappedMemory implements Disposable {
     }
     const whole = this.#whole
     if (whole) poisonView(whole.dv)
-    for (const map of [this.#windows, this.#wide]) {
-      if (!map) continue
-      for (const w of map.values()) {
+    if (this.#windows) {
+      for (const w of this.#windows.values()) {
         native(() => binding.detachBuffer(w.u8.buffer as ArrayBuffer))
         poisonView(w.dv)
       }
-      map.clear()
+      this.#windows.clear()
+    }
+    if (this.#wide) {
+      for (const ref of this.#wide.values()) {
+        const w = ref.deref()
+        if (w) poisonView(w.dv)
+      }
+      this.#wide.clear()
+    }
+    // A wide window may be gone while a view of its buffer lives on: detach by buffer.
+    if (this.#wideBuffers) {
+      for (const ref of this.#wideBuffers) {
+        const b = ref.deref()
+        if (b) native(() => binding.detachBuffer(b))
+      }
+      this.#wideBuffers.clear()
     }
     return whole?.u8.buffer as ArrayBuffer | undefined
   }
@@ -1017,6 +1043,25 @@ function tooLarge(length: number, max: number): ShmError {
     { code: 'ERR_SHM_BUFFER_TOO_LARGE' },
   )
 }
+
+/**
+ * What takes `fn` out of `hooks` again: made out here, so that it holds the set and the
+ * function only (one made inside the mapping's methods would hold the mapping through
+ * their scope, and a remover kept by what the mapping's collection must not wait for,
+ * as a heap's finalizer record, would keep it forever).
+ */
+function remover(hooks: Set<() => void>, fn: () => void): () => void {
+  return () => hooks.delete(fn)
+}
+
+/** Takes a collected wide window out of its mapping's cache (unless a newer one took its place). */
+const wideWindows = new FinalizationRegistry<{ map: Map<string, WeakRef<Window>>; key: string; ref: WeakRef<Window> }>(({ map, key, ref }) => {
+  if (map.get(key) === ref) map.delete(key)
+})
+/** Forgets a collected wide window's buffer (nothing left to detach at close). */
+const wideBuffers = new FinalizationRegistry<{ set: Set<WeakRef<ArrayBuffer>>; ref: WeakRef<ArrayBuffer> }>(({ set, ref }) => {
+  set.delete(ref)
+})
 
 /**
  * Stands in for `DataView.prototype` behind a closed mapping's views: every accessor and
@@ -1260,12 +1305,17 @@ function openThroughProc(h: Handle): MappedMemory {
   try {
     fd = openSync(path, 'r+')
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'EINVAL'
+    // Node's permission model refuses the open itself (ERR_ACCESS_DENIED): opening a
+    // descriptor for writing needs write access to its path there.
+    const denied = (e as NodeJS.ErrnoException).code === 'ERR_ACCESS_DENIED'
+    const code = denied ? 'EACCES' : ((e as NodeJS.ErrnoException).code ?? 'EINVAL')
     const why = code === 'ENOENT'
       ? `process ${p.pid} has exited or no longer holds the segment (the handle's sender must keep it open until the receiver has revived it)`
-      : code === 'EACCES' || code === 'EPERM'
-        ? `process ${p.pid} belongs to another user, or does not let others open its descriptors`
-        : (e as Error).message
+      : denied
+        ? `Node's permission model does not allow it: run node with --allow-fs-read and --allow-fs-write for /proc (or send a named segment's handle)`
+        : code === 'EACCES' || code === 'EPERM'
+          ? `process ${p.pid} belongs to another user, or does not let others open its descriptors`
+          : (e as Error).message
     // Node's fs reports errno negated (libuv's convention); a ShmError's is the OS's own.
     const errno = (osConstants.errno as Record<string, number | undefined>)[code]
     throw new ShmError(`cannot open the anonymous segment through ${path}: ${why}`, {
