@@ -7,6 +7,7 @@ import test, { type ExecutionContext } from 'ava'
 import { fork } from 'node:child_process'
 import { EventEmitter, once } from 'node:events'
 import { readFileSync } from 'node:fs'
+import { constants } from 'node:os'
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads'
 import {
   Barrier, CBase, cdef, Channel, Condition, Event, Heap, Lock, MappedMemory, MapFlags, Protection, revive, RLock, RWLock, Semaphore, SharedMap, ShmError,
@@ -527,6 +528,27 @@ test('unlinkOnExit in a worker thread: the name goes when the worker is terminat
     t.false(segmentExists(other), `the process ended by ${how} with the worker running`)
     t.false(segmentExists(`${other}-main`))
   }
+})
+
+test('unlinkOnExit with two copies of the package in the process: a signal removes both copies\' names and still ends the process (each took the other\'s listener for the program\'s)', async (t) => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    const name = segmentName(t, 'onexit')
+    t.teardown(() => unlinkQuietly(`${name}-b`))
+    const child = await unlinkOnExitChild(t, name, 'two-copies')
+    t.true(segmentExists(`${name}-b`))
+    child.proc.kill(signal)
+    t.deepEqual(await child.exited, { code: null, signal })
+    t.false(segmentExists(name))
+    t.false(segmentExists(`${name}-b`))
+  }
+})
+
+test('unlinkOnExit under a hook that wraps signal listeners (so they cannot be taken off): a signal removes the name and ends the process, with the shell\'s status for it (it re-raised the signal forever)', async (t) => {
+  const name = segmentName(t, 'onexit')
+  const child = await unlinkOnExitChild(t, name, 'wrapped')
+  child.proc.kill('SIGTERM')
+  t.deepEqual(await child.exited, { code: 128 + constants.signals.SIGTERM, signal: null })
+  t.false(segmentExists(name))
 })
 
 test('unlinkOnExit: not when the creator is killed with SIGKILL (the segment stays for gc)', async (t) => {

@@ -4,6 +4,7 @@
  * (its `uid` matches), so a segment someone else re-created under the name survives.
  * @module
  */
+import { constants } from 'node:os'
 import { isMainThread } from 'node:worker_threads'
 import { binding } from './native.js'
 
@@ -48,13 +49,33 @@ function unlinkMine(): void {
 }
 
 /**
- * A terminating signal. If another listener handles it, that code decides whether the
- * process ends (and `process.exit()` runs the 'exit' hook). Otherwise Node would have
- * died of it: unlink, then die of the same signal, as the parent expects.
+ * Marks the signal listener of every copy of this package in the process (two installs,
+ * `npm link`, a test runner's module registry per file), so that copies do not take each
+ * other for the program's own listener: each would leave the signal to the other, and
+ * the process would never end.
+ */
+const OWN_LISTENER = Symbol.for('shmutils: unlinkOnExit signal listener')
+
+/** Set once this copy re-raised a signal: one that comes back was not let through. */
+let dying = false
+
+/**
+ * A terminating signal. If a listener of the program handles it, that code decides
+ * whether the process ends (and `process.exit()` runs the 'exit' hook). Otherwise Node
+ * would have died of it: unlink, then die of the same signal, as the parent expects,
+ * once no other copy of the package is left to unlink its own names (it runs next, in
+ * the same emit). A signal that comes back to this listener after it re-raised it (a
+ * hook wrapped the listener, so removing it failed) ends the process with the shell's
+ * status for it instead of looping.
  */
 function onSignal(sig: NodeJS.Signals): void {
-  if (process.listenerCount(sig) > 1) return
+  if (dying) process.exit(128 + (constants.signals[sig] ?? 0))
+  const listeners = process.listeners(sig)
+  if (listeners.length > 1 && listeners.some((l) => !(OWN_LISTENER in l))) return
   binding.exitUnlinkRun(true)
   for (const s of SIGNALS) process.removeListener(s, onSignal)
+  if (process.listeners(sig).some((l) => OWN_LISTENER in l)) return
+  dying = true
   process.kill(process.pid, sig)
 }
+Object.defineProperty(onSignal, OWN_LISTENER, { value: true })
