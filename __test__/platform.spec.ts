@@ -16,10 +16,12 @@
 //   exist, or one that is no loadable binary.
 import { spawnSync } from 'node:child_process'
 import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { constants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
+import { MappedMemory } from '../dist/index.js'
+import { segmentName } from './helpers.js'
 
 // ava runs test files with the project root as the working directory.
 const root = process.cwd()
@@ -240,3 +242,48 @@ for (const entry of ['cjs', 'esm'] as const) {
     t.true(o.message?.includes(bogus), o.message)
   })
 }
+
+test('compiled in a vm context of its own (as Jest runs each test file): the binding\'s errors are typed, the package still steers by their codes, and a Uint8Array key made outside is a key', (t) => {
+  const name = segmentName(t, 'realm')
+  const r = spawnSync(process.execPath, [join(root, '__test__', 'fixtures', 'realms.cjs'), 'sandbox', name], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  // Before: the binding's errors came out as their wire text ('\u0001shm{...}', no code),
+  // a bounded map whose heap filled threw that instead of evicting, and a Buffer key was
+  // "not a Uint8Array".
+  t.deepEqual(JSON.parse(r.stdout), {
+    sandboxed: true,
+    open: { name: 'ShmError', code: 'ENOENT' },
+    malloc: { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' },
+    twice: { name: 'ShmError', code: 'ERR_SHM_DEADLOCK' },
+    bounded: { failed: null, evicted: true },
+    keys: [1, 2, 2],
+    proxyKey: { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' },
+  })
+})
+
+test('Error.prototype frozen before the package loads: its errors keep their names and codes (each was a TypeError about assigning name)', (t) => {
+  const name = segmentName(t, 'frozen')
+  const r = spawnSync(process.execPath, [join(root, '__test__', 'fixtures', 'realms.cjs'), 'frozen', name], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(JSON.parse(r.stdout), { open: { name: 'ShmError', code: 'ENOENT' }, cdef: { name: 'CDefError' }, send: { name: 'ShmError', code: 'ERR_SHM_CLOSED' }, iterated: 0 })
+})
+
+/** Node's permission-model flag: `--permission` (Node 22.13+), `--experimental-permission` before. */
+const PERMISSION = process.allowedNodeEnvironmentFlags.has('--permission') ? '--permission' : '--experimental-permission'
+
+test('under Node\'s permission model: without --allow-addons the load says so (EACCES), and a handle revived through /proc without fs write access says what to allow', (t) => {
+  const run = (flags: string[], script: string) =>
+    spawnSync(process.execPath, [PERMISSION, '--allow-fs-read=*', ...flags, '-e', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, NODE_OPTIONS: '' } })
+  const report = `e => console.log(JSON.stringify({ name: e.name, code: e.code, errno: e.errno, syscall: e.syscall, message: e.message }))`
+  const r1 = run([], `try { require(${JSON.stringify(root)}) } catch (e) { (${report})(e) }`)
+  const e1 = JSON.parse(r1.stdout) as { name: string; code: string; message: string }
+  t.like(e1, { name: 'ShmError', code: 'EACCES' })
+  t.regex(e1.message, /permission model .* --allow-addons/)
+  // An anonymous segment's handle, revived in a process that may not write /proc.
+  const mem = MappedMemory.anonymous({ size: 1 << 16 })
+  t.teardown(() => mem.close())
+  const r2 = run(['--allow-addons'], `const { revive } = require(${JSON.stringify(root)}); try { revive(${JSON.stringify(mem.toJSON())}) } catch (e) { (${report})(e) }`)
+  const e2 = JSON.parse(r2.stdout) as { name: string; code: string; message: string }
+  t.like(e2, { name: 'ShmError', code: 'EACCES', errno: constants.errno.EACCES, syscall: 'open' })
+  t.regex(e2.message, /permission model .*--allow-fs-write/)
+})

@@ -143,6 +143,17 @@ export function checkInteger(name: string, value: unknown, min: number, max: num
   return value
 }
 
+/** `%TypedArray%.prototype[Symbol.toStringTag]`'s getter: the kind of a real typed array of any realm, `undefined` for anything else (a Proxy of one included). */
+const typedArrayKind = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), Symbol.toStringTag)!.get as (this: unknown) => string | undefined
+
+/**
+ * Whether `value` is a real `Uint8Array` (a `Buffer` included) of any realm: one made in
+ * a `vm` context or by a test runner's module sandbox fails `instanceof Uint8Array`.
+ */
+export function isUint8Array(value: unknown): value is Uint8Array {
+  return value instanceof Uint8Array ? ArrayBuffer.isView(value) : typedArrayKind.call(value) === 'Uint8Array'
+}
+
 /**
  * {@link describe} for an argument that failed a class's private-brand check; `imitation`:
  * it passes `instanceof` all the same (a Proxy of one, or an object made from its

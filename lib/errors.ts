@@ -63,13 +63,16 @@ export class ShmError extends Error implements ShmErrorFields {
    */
   constructor(message: string, fields: ShmErrorFields) {
     super(message)
-    this.name = 'ShmError'
     this.code = fields.code
     if (fields.errno !== undefined) this.errno = fields.errno
     if (fields.syscall !== undefined) this.syscall = fields.syscall
     if (fields.path !== undefined) this.path = fields.path
   }
 }
+
+// On the prototype, defined: assigning `name` on each instance throws where a program
+// froze `Error.prototype` (its `name` is then read-only, and inherited).
+Object.defineProperty(ShmError.prototype, 'name', { value: 'ShmError', writable: true, configurable: true })
 
 const WIRE_PREFIX = '\u0001shm'
 
@@ -90,16 +93,20 @@ export function rangeError(message: string, options?: ErrorOptions): RangeError 
 
 /** Converts an error thrown by the native binding into the public error types. */
 export function fromNative(e: unknown): unknown {
-  if (!(e instanceof Error)) return e
-  if (!e.message.startsWith(WIRE_PREFIX)) {
+  // Not `instanceof Error`: the binding's errors are of the realm that loaded it, which is
+  // not this module's under a test runner that runs each file in a `vm` context.
+  if (typeof e !== 'object' || e === null) return e
+  const message = (e as { message?: unknown }).message
+  if (typeof message !== 'string') return e
+  if (!message.startsWith(WIRE_PREFIX)) {
     // napi-rs's own argument conversion failures ('NumberExpected', ...): a wrong type.
     const code = (e as { code?: unknown }).code
-    if (typeof code === 'string' && /Expected$|^InvalidArg$/.test(code)) return typeError(`Invalid argument: ${e.message}`)
+    if (typeof code === 'string' && /Expected$|^InvalidArg$/.test(code)) return typeError(`Invalid argument: ${message}`)
     return e
   }
   let w: Wire
   try {
-    w = JSON.parse(e.message.slice(WIRE_PREFIX.length)) as Wire
+    w = JSON.parse(message.slice(WIRE_PREFIX.length)) as Wire
   } catch {
     return e
   }

@@ -53,7 +53,7 @@
  * @module
  */
 import { randomFillSync } from 'node:crypto'
-import { checkIndex, checkOptions, describe, describeNot } from './args.js'
+import { checkIndex, checkOptions, describe, describeNot, isUint8Array } from './args.js'
 import { checkCodec, type Codec, type Coder, copyOut, encoded, encodeValue, fromPlan, type Plan, planOf, Scratch, UNDECODED } from './codec.js'
 import {
   type ContainerHome, type ContainerType, corrupt, intact, ownLock, recoverLock, SharedContainer, takeLock, UNIT, type Views, viewsOf, writeHeader,
@@ -1507,10 +1507,10 @@ function encodeKey(key: unknown, k0: number, k1: number): number {
     encodedHash = keyHash(keyScratch.bytes, keyScratch.words, w, k0, k1)
     return w
   }
-  // A real Uint8Array (not a Proxy of one: its traps would run between the copy and the
-  // hash, and could change the bytes or use this buffer): its bytes are read once, into
-  // the buffer, and hashed there.
-  if (key instanceof Uint8Array && ArrayBuffer.isView(key)) {
+  // A real Uint8Array of any realm (not a Proxy of one: its traps would run between the
+  // copy and the hash, and could change the bytes or use this buffer): its bytes are read
+  // once, into the buffer, and hashed there.
+  if ((key instanceof Uint8Array && ArrayBuffer.isView(key)) || isUint8Array(key)) {
     const n = key.length
     if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
     keyScratch.ensure(0, n)

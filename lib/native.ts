@@ -120,12 +120,27 @@ function binaryPresent(platform: string): boolean {
 }
 
 /**
+ * Whether `e` is Node's `ERR_DLOPEN_DISABLED` (the permission model without
+ * `--allow-addons`); the generated loader keeps only the message of each error it chains.
+ */
+function addonsDisabled(e: unknown): boolean {
+  return (e as { code?: unknown }).code === 'ERR_DLOPEN_DISABLED' || /loading addons is disabled/.test(String((e as Error).message))
+}
+
+/** `error` and its `cause` chain (at most 16 deep: a chain may loop). */
+function causes(error: unknown): unknown[] {
+  const chain: unknown[] = []
+  for (let e = error; e && chain.length < 16; e = (e as { cause?: unknown }).cause) chain.push(e)
+  return chain
+}
+
+/**
  * What the loader's error says: the messages of its `cause` chain (where the generated
  * loader puts the errors of each file it tried), else its own message.
  */
 function reasons(error: unknown): string {
   const said: string[] = []
-  for (let e = (error as { cause?: unknown })?.cause; e && said.length < 6; e = (e as { cause?: unknown }).cause) {
+  for (const e of causes(error).slice(1, 7)) {
     const message = String((e as Error).message ?? e)
     // The loader also tries a WebAssembly build, which shmutils does not publish: its
     // failures say nothing about the binary that did not load.
@@ -153,6 +168,12 @@ function loadError(cause: unknown): ShmError {
             `install it with \`npm install ${pkg}\` (npm installs it along with shmutils unless optional dependencies were ` +
             `left out, --omit=optional, or the lock file was made on another platform without it)`,
       { code: 'ERR_SHM_BINARY_MISSING' },
+    )
+  } else if (causes(cause).some(addonsDisabled)) {
+    err = new ShmError(
+      'shmutils could not load its native binary: Node\'s permission model (--permission, --experimental-permission on Node 20) ' +
+        'does not allow native addons here; run node with --allow-addons as well',
+      { code: 'EACCES' },
     )
   } else {
     err = new ShmError(

@@ -27,9 +27,12 @@ export class CDefError extends SyntaxError {
    */
   constructor(reason: string, line: number, column: number) {
     super(`${reason} (line ${line}, column ${column})`);
-    this.name = 'CDefError';
     this.reason = reason;
     this.line = line;
     this.column = column;
   }
 }
+
+// On the prototype, defined: assigning `name` on each instance throws where a program
+// froze `Error.prototype` (its `name` is then read-only, and inherited).
+Object.defineProperty(CDefError.prototype, 'name', { value: 'CDefError', writable: true, configurable: true });
