@@ -219,13 +219,17 @@ export interface SharedMapOptions {
   maxEntries?: number
   /** Evict the least recently used entries once they take more bytes than this (entry headers included). */
   maxBytes?: number
-  /** Time to live of every entry in ms (a `set` may give its own); an expired entry reads as absent. */
+  /**
+   * Time to live of every entry in ms (a `set` may give its own); an expired entry reads
+   * as absent. `Infinity`: none. Measured on the wall clock (`Date.now()`) of the process
+   * that sets the entry and of each that reads it (docs/cache.md).
+   */
   ttl?: number
 }
 
 /** Options of {@link SharedMap.set}. */
 export interface SetOptions {
-  /** Time to live of this entry in ms (default: the map's `ttl`, else forever). */
+  /** Time to live of this entry in ms (default: the map's `ttl`, else forever); `Infinity`: forever, whatever the map's. */
   ttl?: number
 }
 
@@ -1574,9 +1578,11 @@ function keyHash(b: Uint8Array, w: Int32Array, n: number, k0: number, k1: number
   return v1 ^ v3
 }
 
+/** A ttl option: a positive number of milliseconds; `Infinity` is none (0: never expires). */
 function checkTtl(value: unknown, what: string): number {
   if (typeof value !== 'number') throw typeError(`${what} must be of type number; got ${describe(value)}`)
-  if (!(value > 0) || !Number.isFinite(value)) throw rangeError(`${what} must be a positive number of milliseconds; got ${value}`)
+  if (value === Infinity) return 0
+  if (!(value > 0) || !Number.isFinite(value)) throw rangeError(`${what} must be a positive number of milliseconds, or Infinity; got ${value}`)
   return value
 }
 
