@@ -353,6 +353,26 @@ export function pointerTo(target: Type | null): PointerType<number> {
 const arrayCache = new WeakMap<Type, Map<number, ArrayType>>();
 
 /**
+ * Deepest nesting of types by value (struct, union and array levels, each member's
+ * type inside its parent's): deeper ones could not be described for a handle, and their
+ * accessors, made by recursion, would overflow the stack.
+ */
+export const MAX_TYPE_NESTING = 256;
+
+/** How many struct, union and array levels each such type holds by value (scalars, enums and pointers: 0). */
+const nesting = new WeakMap<Type, number>();
+
+function nestingOf(t: Type): number {
+  return nesting.get(t) ?? 0;
+}
+
+/** `depth`, if within {@link MAX_TYPE_NESTING}. @throws TypeError otherwise */
+function checkNesting(depth: number, what: string): number {
+  if (depth > MAX_TYPE_NESTING) throw typeError(`${what} nests types deeper than ${MAX_TYPE_NESTING} levels`);
+  return depth;
+}
+
+/**
  * The (interned) array type `element[length]`. Throws a TypeError for an
  * incomplete element, a length that is not a positive safe integer, or a total
  * size above {@link MAX_TYPE_SIZE}.
@@ -361,6 +381,7 @@ export function arrayOf<E extends Type>(element: E, length: number): ArrayType<J
   if (!isComplete(element)) {
     throw typeError(`array element type ${formatType(element)} is incomplete`);
   }
+  const depth = checkNesting(1 + nestingOf(element), `array of ${formatType(element)}`);
   if (!Number.isSafeInteger(length) || length < 1) {
     throw rangeError(`array length must be a positive integer, got ${describeValue(length)}`);
   }
@@ -384,6 +405,7 @@ export function arrayOf<E extends Type>(element: E, length: number): ArrayType<J
     }) as ArrayType;
     internedSet.add(a);
     byLength.set(length, a);
+    nesting.set(a, depth);
   }
   return a as ArrayType<JsOf<E>[], E>;
 }
@@ -465,6 +487,10 @@ export function completeStruct<V, F = unknown>(s: StructType, members: readonly 
   }
   size = roundUp(size, align);
   if (size > MAX_TYPE_SIZE) throw rangeError(`${what} is too large`);
+  let deepest = 0;
+  for (const f of fields) deepest = Math.max(deepest, nestingOf(f.type));
+  const depth = checkNesting(1 + deepest, what);
+  nesting.set(s, depth);
   const m = s as unknown as MutableStruct;
   m.size = size;
   m.align = align;
