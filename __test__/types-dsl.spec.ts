@@ -134,7 +134,7 @@ test('types nested by value deeper than 256 levels are a TypeError when made (ac
   const err = t.throws(() => types.struct('d256', { f: s }), { instanceOf: TypeError, message: /struct d256 nests types deeper than 256 levels/ });
   t.is((err as Error & { code?: string }).code, 'ERR_INVALID_ARG_TYPE');
   t.throws(() => types.struct('wrapped', { a: types.i32, b: types.array(s, 2) }), { instanceOf: TypeError, message: /deeper than 256/ }, 'an array level counts');
-  let a = types.array(types.u8, 1);
+  let a: Parameters<typeof types.array>[0] = types.array(types.u8, 1);
   for (let i = 1; i < 256; i++) a = types.array(a, 1);
   t.throws(() => types.array(a, 1), { instanceOf: TypeError, message: /deeper than 256/ });
   t.is(types.struct('p', { next: types.ptr(s), more: types.array(types.ptr(s), 3) }).size, 32, 'a pointer is no level');

@@ -149,7 +149,7 @@ export class RWLock {
     const win = writable(this.memory).window(this.offset, RWLOCK_SIZE)
     this.#i32 = win.i32
     this.#w = (this.offset - win.start) >>> 2
-    this.#held = heldSlots(this.memory, this.offset)
+    this.#held = heldSlots(this, this.memory, this.offset)
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: 'RWLock', segment: m.segment, offset: this.offset, memory: m }))
     claimKind(this.#i32, this.#w + R.KIND, Kind.RWLOCK, 'RWLock', this.offset)
   }
@@ -677,8 +677,8 @@ export class RWLock {
 }
 
 /**
- * This thread's read holds of one lock (see `RWLock.#held`), and how many of this
- * thread's open mappings have objects of that lock.
+ * This thread's read holds of one lock (see `RWLock.#held`), and how many live objects
+ * of that lock this thread has in its open mappings.
  */
 interface Held {
   slots: number[]
@@ -689,50 +689,63 @@ interface Held {
 const HELD = new Map<string, Held>()
 
 /**
- * The locks (keys of {@link HELD}) each mapping has objects of. When the mapping closes
- * or is collected, it stops using them ({@link letGo}).
+ * Per mapping: how many live objects it has of each lock (keys of {@link HELD}). When
+ * the mapping closes or is collected, its objects stop counting ({@link letGo}); when an
+ * object is collected first, it stops counting alone ({@link objectGone}).
  */
-const USERS = new WeakMap<MappedMemory, Set<string>>()
+const USERS = new WeakMap<MappedMemory, Map<string, number>>()
 
 /** Lets go of a collected mapping's locks (one closed unregisters). */
-const collected = new FinalizationRegistry<Set<string>>(letGo)
+const collected = new FinalizationRegistry<Map<string, number>>(letGo)
+
+/** Lets go of a collected lock object's count, unless its mapping let go of it already. */
+const objectGone = new FinalizationRegistry<{ mine: Map<string, number>; key: string }>(({ mine, key }) => {
+  const n = mine.get(key)
+  if (n === undefined) return
+  if (n > 1) mine.set(key, n - 1)
+  else mine.delete(key)
+  forget(key, 1)
+})
 
 /**
- * A mapping's objects of the locks `keys` are gone (it closed or was collected): a lock
- * no open mapping of this thread has objects of, and that this thread holds no read hold
- * of, leaves {@link HELD}. A lock still held stays: its holds are this thread's, and an
- * object of it made later (another mapping of the segment) must see them.
+ * `n` objects of the lock `key` are gone: a lock no live object of an open mapping of
+ * this thread is of, and that this thread holds no read hold of, leaves {@link HELD}. A
+ * lock still held stays: its holds are this thread's, and an object of it made later
+ * (another mapping of the segment) must see them.
  */
-function letGo(keys: Set<string>): void {
-  for (const key of keys) {
-    const held = HELD.get(key)
-    if (held !== undefined && --held.users <= 0 && held.slots.length === 0) HELD.delete(key)
-  }
-  keys.clear()
+function forget(key: string, n: number): void {
+  const held = HELD.get(key)
+  if (held !== undefined && (held.users -= n) <= 0 && held.slots.length === 0) HELD.delete(key)
+}
+
+/** A mapping's objects (`mine`: how many of each lock) are gone: it closed or was collected. */
+function letGo(mine: Map<string, number>): void {
+  for (const [key, n] of mine) forget(key, n)
+  mine.clear()
 }
 
 /**
  * The read holds of this thread of the lock at `offset` in `memory`'s segment, shared by
- * every object of it (whichever mapping of the segment it is in).
+ * every object of it (whichever mapping of the segment it is in); `object` counts as a
+ * user of them until it is collected or its mapping closes.
  */
-function heldSlots(memory: MappedMemory, offset: number): number[] {
+function heldSlots(object: object, memory: MappedMemory, offset: number): number[] {
   const key = `${internals(memory).objectKey}@${offset}`
   let held = HELD.get(key)
   if (held === undefined) HELD.set(key, (held = { slots: [], users: 0 }))
-  let keys = USERS.get(memory)
-  if (keys === undefined) {
-    const mine = (keys = new Set())
-    USERS.set(memory, mine)
-    collected.register(memory, mine, mine)
+  let mine = USERS.get(memory)
+  if (mine === undefined) {
+    const m = (mine = new Map())
+    USERS.set(memory, m)
+    collected.register(memory, m, m)
     internals(memory).beforeClose(() => {
-      collected.unregister(mine)
-      letGo(mine)
+      collected.unregister(m)
+      letGo(m)
     })
   }
-  if (!keys.has(key)) {
-    keys.add(key)
-    held.users++
-  }
+  mine.set(key, (mine.get(key) ?? 0) + 1)
+  held.users++
+  objectGone.register(object, { mine, key })
   return held.slots
 }
 
