@@ -543,12 +543,21 @@ test('unlinkOnExit with two copies of the package in the process: a signal remov
   }
 })
 
-test('unlinkOnExit under a hook that wraps signal listeners (so they cannot be taken off): a signal removes the name and ends the process, with the shell\'s status for it (it re-raised the signal forever)', async (t) => {
+test('unlinkOnExit under a hook that wraps every signal listener (so ours cannot be taken off): a signal removes the name and ends the process, with the shell\'s status for it (it re-raised the signal forever)', async (t) => {
   const name = segmentName(t, 'onexit')
   const child = await unlinkOnExitChild(t, name, 'wrapped')
   child.proc.kill('SIGTERM')
   t.deepEqual(await child.exited, { code: 128 + constants.signals.SIGTERM, signal: null })
   t.false(segmentExists(name))
+})
+
+test('unlinkOnExit: a program\'s process.once signal listener added before the segment was made decides (it took itself off before ours ran, so the signal killed the process at once)', async (t) => {
+  const name = segmentName(t, 'onexit')
+  const child = await unlinkOnExitChild(t, name, 'once')
+  child.proc.kill('SIGTERM')
+  t.like(await child.message(), { gotSigterm: true })
+  t.deepEqual(await child.exited, { code: 3, signal: null }, 'the program\'s own graceful exit')
+  t.false(segmentExists(name), 'its exit removed the name')
 })
 
 test('unlinkOnExit: not when the creator is killed with SIGKILL (the segment stays for gc)', async (t) => {

@@ -169,7 +169,7 @@ test('caches of a mapping and of the process let go of what the program dropped:
   })
   // Before: every Heap ever made at an offset of a live mapping stayed (with a close hook
   // each), every CBase() class stayed registered for revive, and every wide window stayed.
-  t.deepEqual(msg, { heapsAlive: 0, heapUsedBack: true, attachSame: true, classesAlive: 0, revivedSum: 5, windowsAlive: 0, viewAfterClose: 0 })
+  t.deepEqual(msg, { heapsAlive: 0, heapUsedBack: true, attachSame: true, classesAlive: 0, newestRevived: true, olderRevived: true, revivedSum: 5, windowsAlive: 0, bigBeforeClose: 42, viewAfterClose: 0, bigAfterClose: 'ERR_SHM_CLOSED' })
 })
 
 test('managed segments: create, open, header, EEXIST, two mappings see each other', (t) => {

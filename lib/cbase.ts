@@ -112,23 +112,35 @@ const sharedHeaps = new WeakMap<AnyClass, Heap>()
 /** `withHeap` classes already made, per class and heap. */
 const withHeapCache = new WeakMap<AnyClass, WeakMap<Heap, AnyClass>>()
 /**
- * The class `revive` uses per layout (key: the JSON type description). A class CBase()
- * made is held weakly, so that classes of layouts made and dropped do not pile up (a
- * class of the user's own, registered by its first use or `register()`, is held: revive
- * must keep making its instances).
+ * The classes registered for `revive` per layout (key: the JSON type description), the
+ * newest last: revive uses the newest that lives. A class CBase() made is held weakly,
+ * so that classes of layouts made and dropped do not pile up, and one dropped gives the
+ * layout back to the one registered before it (a class of the user's own, registered by
+ * its first use or `register()`, is held: revive must keep making its instances).
  */
-const revivable = new Map<string, { cls: StructRefClass | WeakRef<StructRefClass>; type: StructType }>()
-/** Takes a collected CBase() class's layout out of {@link revivable}. */
+const revivable = new Map<string, { cls: StructRefClass | WeakRef<StructRefClass>; type: StructType }[]>()
+/** Takes a collected CBase() class out of its layout's registrations in {@link revivable}. */
 const collectedClasses = new FinalizationRegistry<string>((key) => {
-  const cur = revivable.get(key)
-  if (cur && cur.cls instanceof WeakRef && cur.cls.deref() === undefined) revivable.delete(key)
+  const list = revivable.get(key)
+  if (list === undefined) return
+  const live = list.filter((r) => !(r.cls instanceof WeakRef) || r.cls.deref() !== undefined)
+  if (live.length === 0) revivable.delete(key)
+  else revivable.set(key, live)
 })
 
-/** The class registered for the layout `key`, with its type, if it still lives. */
+/** The class of a registration, if it still lives. */
+function classOf(r: { cls: StructRefClass | WeakRef<StructRefClass> }): StructRefClass | undefined {
+  return r.cls instanceof WeakRef ? r.cls.deref() : r.cls
+}
+
+/** The newest class registered for the layout `key` that still lives, with its type. */
 function registered(key: string): { cls: StructRefClass; type: StructType } | undefined {
-  const r = revivable.get(key)
-  const cls = r === undefined ? undefined : r.cls instanceof WeakRef ? r.cls.deref() : r.cls
-  return cls === undefined ? undefined : { cls, type: r!.type }
+  const list = revivable.get(key) ?? []
+  for (let i = list.length - 1; i >= 0; i--) {
+    const cls = classOf(list[i]!)
+    if (cls !== undefined) return { cls, type: list[i]!.type }
+  }
+  return undefined
 }
 /** Classes made by CBase() and withHeap(): registered only where no other class is. */
 const madeHere = new WeakSet<AnyClass>()
@@ -155,14 +167,16 @@ setRevivedStructClass((t) => registered(layoutKey(t)))
 /** Registers `cls` for revive (see {@link CBase} for the rules). */
 function register(cls: AnyClass, type: StructType): void {
   const key = layoutKey(type)
-  if (madeHere.has(cls)) {
+  const made = madeHere.has(cls)
+  if (made) {
     const cur = registered(key)
     if (cur && !madeHere.has(cur.cls)) return
-    revivable.set(key, { cls: new WeakRef(cls as StructRefClass), type })
     collectedClasses.register(cls, key)
-    return
   }
-  revivable.set(key, { cls: cls as StructRefClass, type })
+  // Registered again: it moves to the top.
+  const list = (revivable.get(key) ?? []).filter((r) => classOf(r) !== cls)
+  list.push({ cls: made ? new WeakRef(cls as StructRefClass) : (cls as StructRefClass), type })
+  revivable.set(key, list)
 }
 
 /** On the first new()/withHeap() of a user class: register it. */
@@ -198,8 +212,9 @@ function isBytePointer(t: Type): boolean {
  * with the same members (`instanceof User` is false there: there is no `User`). A class
  * is registered for its layout by its first `new()` or `withHeap()` and by every
  * `register()` call, replacing the class registered before; the class `CBase()` itself
- * returns is registered only while no other class is. So a receiver that only revives
- * calls `User.register()` once.
+ * returns is registered only while no other class is, and only while it lives (once it
+ * is garbage-collected, the class registered before it is used again). So a receiver
+ * that only revives calls `User.register()` once.
  *
  * @param ffi - the declarations (from `cdef()`)
  * @param decl - a complete struct or union: `'struct org_user_t'`, a typedef name...

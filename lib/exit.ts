@@ -32,7 +32,10 @@ export function unlinkOnExit(name: string, uid: string): void {
   installed = true
   process.on('exit', unlinkMine)
   // Signals reach the main thread only; it removes every thread's names before dying.
-  if (isMainThread) for (const sig of SIGNALS) process.on(sig, onSignal)
+  // First in line: a program's `process.once` listener takes itself off before it runs,
+  // so one that ran before ours would look absent; and a hook that wraps listeners
+  // given to `process.on` cannot wrap this one (it could not be taken off again).
+  if (isMainThread) for (const sig of SIGNALS) process.prependListener(sig, onSignal)
 }
 
 /**

@@ -411,8 +411,12 @@ export class MappedMemory implements Disposable {
    * (every range asked for would otherwise stay until `close()`: {@link wideWindows}).
    */
   #wide: Map<string, WeakRef<Window>> | null = null
-  /** The buffers of the windows in {@link #wide}, held weakly: `close()` detaches those alive. */
-  #wideBuffers: Set<WeakRef<ArrayBuffer>> | null = null
+  /**
+   * The buffers and DataViews of the windows in {@link #wide}, held weakly: `close()`
+   * detaches the buffers alive and poisons the views alive (a `Ref` keeps its window's
+   * DataView only, a `view()` its buffer only, either after the window was collected).
+   */
+  #wideParts: Set<WeakRef<ArrayBuffer | DataView>> | null = null
   /** Its native slot and its keys in the per-process cache of revived segments. */
   #slot: Slot
   #internals: MemoryInternals | null = null
@@ -600,10 +604,12 @@ export class MappedMemory implements Disposable {
       const ref = new WeakRef(w)
       wide.set(key, ref)
       wideWindows.register(w, { map: wide, key, ref })
-      const buffers = (this.#wideBuffers ??= new Set())
-      const buffer = new WeakRef(w.u8.buffer as ArrayBuffer)
-      buffers.add(buffer)
-      wideBuffers.register(w.u8.buffer, { set: buffers, ref: buffer })
+      const parts = (this.#wideParts ??= new Set())
+      for (const part of [w.u8.buffer as ArrayBuffer, w.dv]) {
+        const partRef = new WeakRef(part)
+        parts.add(partRef)
+        wideParts.register(part, { set: parts, ref: partRef })
+      }
     }
     return w
   }
@@ -964,20 +970,16 @@ export class MappedMemory implements Disposable {
       }
       this.#windows.clear()
     }
-    if (this.#wide) {
-      for (const ref of this.#wide.values()) {
-        const w = ref.deref()
-        if (w) poisonView(w.dv)
+    this.#wide?.clear()
+    // A wide window may be gone while a view of its buffer, or its DataView (a Ref's),
+    // lives on: detach and poison those by themselves.
+    if (this.#wideParts) {
+      for (const ref of this.#wideParts) {
+        const part = ref.deref()
+        if (part instanceof DataView) poisonView(part)
+        else if (part) native(() => binding.detachBuffer(part))
       }
-      this.#wide.clear()
-    }
-    // A wide window may be gone while a view of its buffer lives on: detach by buffer.
-    if (this.#wideBuffers) {
-      for (const ref of this.#wideBuffers) {
-        const b = ref.deref()
-        if (b) native(() => binding.detachBuffer(b))
-      }
-      this.#wideBuffers.clear()
+      this.#wideParts.clear()
     }
     return whole?.u8.buffer as ArrayBuffer | undefined
   }
@@ -1058,8 +1060,8 @@ function remover(hooks: Set<() => void>, fn: () => void): () => void {
 const wideWindows = new FinalizationRegistry<{ map: Map<string, WeakRef<Window>>; key: string; ref: WeakRef<Window> }>(({ map, key, ref }) => {
   if (map.get(key) === ref) map.delete(key)
 })
-/** Forgets a collected wide window's buffer (nothing left to detach at close). */
-const wideBuffers = new FinalizationRegistry<{ set: Set<WeakRef<ArrayBuffer>>; ref: WeakRef<ArrayBuffer> }>(({ set, ref }) => {
+/** Forgets a collected wide window's buffer or DataView (nothing left to detach or poison at close). */
+const wideParts = new FinalizationRegistry<{ set: Set<WeakRef<ArrayBuffer | DataView>>; ref: WeakRef<ArrayBuffer | DataView> }>(({ set, ref }) => {
   set.delete(ref)
 })
 
