@@ -172,6 +172,34 @@ test('caches of a mapping and of the process let go of what the program dropped:
   t.deepEqual(msg, { heapsAlive: 0, heapUsedBack: true, attachSame: true, classesAlive: 0, newestRevived: true, olderRevived: true, revivedSum: 5, windowsAlive: 0, bigBeforeClose: 42, viewAfterClose: 0, bigAfterClose: 'ERR_SHM_CLOSED' })
 })
 
+test('out of descriptors, the first lock or heap use of a segment (its token) is EMFILE naming the segment; all works again once descriptors are free', (t) => {
+  const name = segmentName(t, 'emfile')
+  const script = `
+    const { MappedMemory, Lock, SharedMap } = require(${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))})
+    const fs = require('node:fs')
+    const m = MappedMemory.create(${JSON.stringify(name)}, { size: 1 << 20 })
+    const fds = []
+    try { for (;;) fds.push(fs.openSync('/dev/null', 'r')) } catch {}
+    const out = []
+    for (const f of [() => m.heap, () => new Lock(m), () => new SharedMap(m)]) {
+      try { f(); out.push('ok') } catch (e) { out.push([e.code, e.errno, e.syscall, e.path]) }
+    }
+    for (const fd of fds) fs.closeSync(fd)
+    const lock = new Lock(m)
+    lock.acquire()
+    lock.release()
+    m.heap.free(lock.offset)
+    m.heap.check()
+    out.push(m.heap.stats().allocations)
+    m.close()
+    console.log(JSON.stringify(out))`
+  const r = spawnSync('bash', ['-c', 'ulimit -n 64 && exec "$0" -e "$1"', process.execPath, script], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  const emfile = ['EMFILE', constants.errno.EMFILE, 'open', name]
+  // Before: no path (the token's reopen did not know the segment's name).
+  t.deepEqual(JSON.parse(r.stdout), [emfile, emfile, emfile, 0], 'nothing left allocated by the failed constructions')
+})
+
 test('managed segments: create, open, header, EEXIST, two mappings see each other', (t) => {
   const name = segmentName(t)
   using a = MappedMemory.create(name, { size: 10_000 })

@@ -10,7 +10,7 @@ import { native, rangeError, ShmError, typeError } from './errors.js'
 import { HeapCache } from './heap-cache.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { setLockAllocator } from './lock.js'
-import { checkIntact, checkMemory, GUARD, internals, isMappedMemory, MappedMemory, memoryOfHandle, setHeapFactory, withPath } from './memory.js'
+import { checkIntact, checkMemory, GUARD, internals, isMappedMemory, MappedMemory, memoryOfHandle, nativeFor, setHeapFactory, withPath } from './memory.js'
 import { binding } from './native.js'
 import { Ref, refAt, refParts, setRefHeapLookup, valueImage, writeValue } from './ref.js'
 import { cStringSize } from './strings.js'
@@ -270,7 +270,7 @@ export class Heap {
     if (!mi.readOnly && mi.whole) {
       // The token the cache marks its blocks with is held by the native slot, which lives
       // until the blocks went back (see `heapToken`).
-      slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, native(() => binding.heapToken(id)))
+      slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, nativeFor(memory, () => binding.heapToken(id)))
       const key = `${mi.objectKey}\0${offset}`
       let g = cached.get(key)
       if (!g) cached.set(key, (g = { key, slots: new Set() }))
@@ -332,7 +332,7 @@ export class Heap {
     if (memory.managed) insideOwnBlock(memory, offset, size)
     let slot: number
     try {
-      slot = native(() => binding.heapAttach(id, offset, size, true))
+      slot = nativeFor(memory, () => binding.heapAttach(id, offset, size, true))
     } catch (e) {
       // The core checks the region's geometry (alignment, fit, the least and largest
       // size): a region it refuses is a bad argument, said in its words.
@@ -351,7 +351,7 @@ export class Heap {
     checkMemory(memory)
     checkIndex('offset', offset)
     const { id } = internals(memory)
-    return attachedAt(memory, offset) ?? new Heap(memory, offset, native(() => binding.heapAttach(id, offset, 0, false)))
+    return attachedAt(memory, offset) ?? new Heap(memory, offset, nativeFor(memory, () => binding.heapAttach(id, offset, 0, false)))
   }
 
   /**

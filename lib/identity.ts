@@ -6,8 +6,7 @@
  * thread.
  * @module
  */
-import { native } from './errors.js'
-import { internals, type MappedMemory } from './memory.js'
+import { internals, type MappedMemory, nativeFor } from './memory.js'
 import { binding } from './native.js'
 
 const id = binding.threadIdentity()
@@ -32,7 +31,7 @@ export function tokenIn(memory: MappedMemory): number {
   let t = tokens.get(memory)
   if (t === undefined) {
     const { id } = internals(memory)
-    t = native(() => binding.lockToken(id))
+    t = nativeFor(memory, () => binding.lockToken(id))
     tokens.set(memory, t)
   }
   return t

@@ -371,6 +371,19 @@ export function withPath(e: unknown, memory: MappedMemory): unknown {
   return memory.name === null ? e : withShmAdvice(e, memory.name)
 }
 
+/**
+ * @internal {@link native} for a call about `memory`: a failed system call names its
+ * segment (`path`), as those of the calls that open it do. Not for per-operation paths
+ * (the try block is free, but keep those lean).
+ */
+export function nativeFor<T>(memory: MappedMemory, call: () => T): T {
+  try {
+    return native(call)
+  } catch (e) {
+    throw withPath(e, memory)
+  }
+}
+
 /** Defines `key` on `o` as an own, enumerable property nothing can assign over. */
 function fixedProperty(o: object, key: string, value: unknown): void {
   Object.defineProperty(o, key, { value, enumerable: true })

@@ -52,6 +52,19 @@ struct MapSlot {
     /// as a lock owner, not only for the heap lock or the heap cache): decides what
     /// becomes of the token when the mapping goes (see [`hand_over`]).
     locks: Cell<bool>,
+    /// The key of the object it maps, asked once (see [`MapSlot::object_key`]).
+    object: std::cell::OnceCell<Option<liveness::Key>>,
+}
+
+impl MapSlot {
+    /// The key of the object this mapping maps: one `fstat` on first use, then kept (a
+    /// mapping never changes its object), so that [`hand_over`], which asks every
+    /// mapping of the thread, costs no system call per mapping.
+    fn object_key(&self) -> Option<liveness::Key> {
+        *self
+            .object
+            .get_or_init(|| liveness::object_key_of(&self.region))
+    }
 }
 
 thread_local! {
@@ -153,7 +166,7 @@ fn hand_over(
     locks: bool,
 ) -> Option<TokenRef> {
     let Some(heir) = table.iter().find(|s| {
-        !std::ptr::eq(*s, from) && s.writable && s.region.is_live() && token.is_for(&s.region)
+        !std::ptr::eq(*s, from) && s.writable && s.region.is_live() && token.is_for(s.object_key())
     }) else {
         return Some(token);
     };
@@ -318,6 +331,7 @@ impl Opened {
             writable,
             token: RefCell::new(None),
             locks: Cell::new(false),
+            object: std::cell::OnceCell::new(),
         };
         let id = REGIONS.with(|r| r.borrow_mut().insert(slot));
         let addr = region.addr() as f64;

@@ -63,7 +63,13 @@ fn object_of(region: &Region) -> RawFd {
     region.fd().unwrap_or_else(sys::private_object)
 }
 
-type Key = (u64, u64);
+/// An object's identity (device, inode): what a token is claimed for.
+pub type Key = (u64, u64);
+
+/// The key of the object `region` maps (one `fstat`), or `None` if it cannot be asked.
+pub fn object_key_of(region: &Region) -> Option<Key> {
+    sys::object_key(object_of(region)).ok()
+}
 
 struct Entry {
     claim: TokenClaim,
@@ -202,9 +208,9 @@ impl TokenRef {
         // `self` drops here: its reference goes, the entry stays.
     }
 
-    /// Whether this is the token for the object `region` maps (one `fstat`).
-    pub fn is_for(&self, region: &Region) -> bool {
-        sys::object_key(object_of(region)).is_ok_and(|k| k == self.key)
+    /// Whether this is the token for the object of key `key` (from [`object_key_of`]).
+    pub fn is_for(&self, key: Option<Key>) -> bool {
+        key == Some(self.key)
     }
 
     /// The token.
