@@ -352,6 +352,13 @@ export interface OpenedObject {
  */
 export declare function ownerLiveness(id: number, owner: number, startLo: number, startHi: number): number
 
+/**
+ * The version of the npm package this binary was built for (its `package.json`'s, read
+ * by `build.rs`): the JavaScript refuses a binary of another release, wherever a
+ * bundler or an install put it. Called once, when the package loads.
+ */
+export declare function packageVersion(): string
+
 /** The system page size. */
 export declare function pageSize(): number
 

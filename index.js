@@ -873,6 +873,7 @@ module.exports.mappingReserve = nativeBinding.mappingReserve
 module.exports.munmap = nativeBinding.munmap
 module.exports.normalizeName = nativeBinding.normalizeName
 module.exports.ownerLiveness = nativeBinding.ownerLiveness
+module.exports.packageVersion = nativeBinding.packageVersion
 module.exports.pageSize = nativeBinding.pageSize
 module.exports.peekDescriptor = nativeBinding.peekDescriptor
 module.exports.peekSegment = nativeBinding.peekSegment

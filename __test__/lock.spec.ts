@@ -1,7 +1,7 @@
 import cluster from 'node:cluster'
 import test from 'ava'
-import { Lock, MappedMemory, ShmError } from '../dist/index.js'
-import { fixture, forkChild, rawSegment, throws, tryRacesPendingAsync, type Child } from './helpers.js'
+import { Lock, MappedMemory, revive, RLock, ShmError } from '../dist/index.js'
+import { fixture, forkChild, managedSegment, rawSegment, throws, tryRacesPendingAsync, type Child } from './helpers.js'
 
 test('two forked children and two cluster workers count to 20,000 under one Lock, exactly', async (t) => {
   const m = rawSegment(t, 4096 * 100)
@@ -159,3 +159,21 @@ for (const how of ['tryAcquire()', 'acquireAsync({ timeout: 0 })'] as const) {
     await tryRacesPendingAsync(t, Lock, how, 'process')
   })
 }
+
+test('Lock and RLock handles name their kind, not the class name (bundlers and minifiers rename classes; a subclass has its own name)', (t) => {
+  const mem = managedSegment(t, 'kind')
+  class AppLock extends Lock {}
+  class AppRLock extends RLock {}
+  // What a minifier leaves of a class's name.
+  Object.defineProperty(AppLock, 'name', { value: 'Gr' })
+  const a = new AppLock(mem)
+  const b = new AppRLock(mem)
+  t.is((a.toJSON() as { $shmutils: string }).$shmutils, 'Lock')
+  t.is((b.toJSON() as { $shmutils: string }).$shmutils, 'RLock')
+  const ra = revive<Lock>(JSON.parse(JSON.stringify(a)))
+  const rb = revive<RLock>(JSON.parse(JSON.stringify(b)))
+  t.true(ra instanceof Lock && !(ra instanceof RLock))
+  t.true(rb instanceof RLock)
+  t.is(ra.offset, a.offset)
+  t.is(rb.offset, b.offset)
+})

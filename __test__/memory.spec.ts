@@ -570,3 +570,10 @@ test('a "where" that is a raw mapping says it has no heap, for every constructor
     throws(t, make, { instanceOf: TypeError, message: /^The "where" argument is a raw mapping, which has no heap/ })
   }
 })
+
+test('a ShmError has errno, syscall and path as own properties only where a system call failed (API.md)', (t) => {
+  t.deepEqual(Object.keys(new ShmError('closed', { code: 'ERR_SHM_CLOSED' })), ['code'])
+  t.deepEqual(Object.keys(new ShmError('gone', { code: 'ENOENT', errno: 2, syscall: 'shm_open', path: '/x' })), ['code', 'errno', 'syscall', 'path'])
+  const e = t.throws(() => MappedMemory.open('/shmutils-surely-absent-name'), { instanceOf: ShmError, code: 'ENOENT' }) as ShmError
+  t.true(Object.hasOwn(e, 'errno') && Object.hasOwn(e, 'syscall') && Object.hasOwn(e, 'path'))
+})

@@ -287,3 +287,46 @@ test('under Node\'s permission model: without --allow-addons the load says so (E
   t.like(e2, { name: 'ShmError', code: 'EACCES', errno: constants.errno.EACCES, syscall: 'open' })
   t.regex(e2.message, /permission model .*--allow-fs-write/)
 })
+
+test('a binary built for another release is refused wherever it was put (the binary says its package version; a bundle has no platform package to ask)', (t) => {
+  // The package as installed, at another version, with this build's binary beside its
+  // loader (where a bundle or a copied build puts it): before, only a platform package's
+  // package.json was compared, and this loaded.
+  const dir = project(t, false)
+  const pkg = join(dir, 'node_modules', 'shmutils')
+  const json = JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as { version: string }
+  writeFileSync(join(pkg, 'package.json'), JSON.stringify({ ...json, version: '9.9.9' }))
+  copyFileSync(join(root, `shmutils.${hostPlatform()}.node`), join(pkg, `shmutils.${hostPlatform()}.node`))
+  const o = load('cjs', { project: dir })
+  t.false(o.loaded)
+  t.is(o.code, 'ERR_SHM_BINARY_MISSING')
+  t.regex(o.message ?? '', new RegExp(`shmutils 9\\.9\\.9 found its native binary for ${hostPlatform()} at version ${version.replace(/\./g, '\\.')}: they must be the same release`))
+})
+
+test('what a bundler\'s file loader hands over instead of the binary (its path) is ERR_SHM_BINARY_MISSING saying so, not a TypeError at the first call', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'shmutils-notbinding-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const fake = join(dir, 'binding.js')
+  writeFileSync(fake, 'module.exports = "./shmutils.linux-x64-gnu-KI26QQX5.node"\n')
+  // NAPI_RS_NATIVE_LIBRARY_PATH: the loader requires that file and returns what it exports.
+  const o = load('cjs', { env: { NAPI_RS_NATIVE_LIBRARY_PATH: fake } })
+  t.false(o.loaded)
+  t.is(o.code, 'ERR_SHM_BINARY_MISSING')
+  t.regex(o.message ?? '', /not its native binary .*the string ".\/shmutils\.linux-x64-gnu-KI26QQX5\.node".*shmutils was bundled: keep it out of the bundle .*docs\/bundlers\.md/)
+})
+
+test('bundled without its binary: the error says the package was bundled and what to do, not to npm install a package the bundle cannot see', (t) => {
+  // The package's JavaScript where a bundle puts it: no package.json of shmutils one level up.
+  const dir = mkdtempSync(join(tmpdir(), 'shmutils-bundled-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const app = join(dir, 'app')
+  cpSync(join(root, 'dist'), join(app, 'dist'), { recursive: true })
+  copyFileSync(join(root, 'index.js'), join(app, 'index.js'))
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'my-app', version: '1.0.0' }))
+  const r = spawnSync(process.execPath, ['-e', `${REPORT}; try { require(${JSON.stringify(join(app, 'dist', 'index.js'))}); out({ loaded: true }) } catch (e) { fail(e) }`], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, NODE_OPTIONS: '' }, cwd: dir })
+  const o = JSON.parse(r.stdout) as Outcome
+  t.false(o.loaded)
+  t.is(o.code, 'ERR_SHM_BINARY_MISSING')
+  t.regex(o.message ?? '', /shmutils was bundled: keep it out of the bundle/)
+  t.notRegex(o.message ?? '', /npm install shmutils-/)
+})

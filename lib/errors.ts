@@ -50,12 +50,14 @@ export interface ShmErrorFields {
 export class ShmError extends Error implements ShmErrorFields {
   /** `'ENOENT'`, `'EEXIST'`, ... or `'ERR_SHM_*'`. */
   readonly code: ShmErrorCode
+  // `declare`: own properties only where set (a class field would define each, as
+  // `undefined`, on every error).
   /** The OS errno when a syscall failed. */
-  readonly errno?: number
+  declare readonly errno?: number
   /** The syscall that failed. */
-  readonly syscall?: string
+  declare readonly syscall?: string
   /** The segment name involved. */
-  readonly path?: string
+  declare readonly path?: string
 
   /**
    * @param message - what went wrong

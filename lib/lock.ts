@@ -276,24 +276,28 @@ export class Lock implements Disposable {
    * @param where - a `Heap`, or a managed `MappedMemory` (its heap is used)
    */
   constructor(where: LockHome | MappedMemory) {
-    const tag = (new.target as typeof Lock)._kind
+    const { _kind: tag, _kindName: kind } = new.target as typeof Lock
     if (atPlace === null) homes.set(this, where)
-    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, new.target.name, tag))
+    ;({ memory: this.memory, offset: this.offset } = atPlace ?? allocateRecord(where, kind, tag))
     atPlace = null
     const win = internals(this.memory).window(this.offset, LOCK_SIZE)
     this.#i32 = win.i32
     this.#w = (this.offset - win.start) >>> 2
-    const kind = new.target.name
     this.$shmutils = handleIn(this.memory, (m) => Object.freeze({ $shmutils: kind, segment: m.segment, offset: this.offset, memory: m }))
   }
 
   /** @internal The `kind` tag of records this class allocates. */
   protected static readonly _kind: number = Kind.LOCK
+  /**
+   * @internal The kind its handles name (FORMAT.md §8.1) and its messages: a literal, not
+   * the class's name, which a bundler or minifier renames (and a subclass has its own).
+   */
+  protected static readonly _kindName: 'Lock' | 'RLock' = 'Lock'
 
   static {
     setOwnerDied = (lock, died) => {
       lock.#ownerDied = died
-      if (died) traceOwnerDied(lock)
+      if (died) traceOwnerDied(lock, (lock.constructor as typeof Lock)._kindName)
     }
     heldHere = (lock) => lock.#heldHere()
     tookOverDead = (lock) => lock.#ownerDied
@@ -509,10 +513,10 @@ export class Lock implements Disposable {
     throwIfFailed(code, this.memory)
     if (GUARD[0] !== 0) checkIntact(this.memory)
     const died = (code & Code.OWNER_DIED) !== 0
-    if (t0 !== 0) traceWait(this, t0, outcome(code) === Code.TIMED_OUT ? 'timed-out' : died ? 'owner-died' : 'acquired', async)
+    if (t0 !== 0) traceWait(this, (this.constructor as typeof Lock)._kindName, t0, outcome(code) === Code.TIMED_OUT ? 'timed-out' : died ? 'owner-died' : 'acquired', async)
     if (outcome(code) === Code.TIMED_OUT) return false
     this.#ownerDied = died
-    if (died) traceOwnerDied(this)
+    if (died) traceOwnerDied(this, (this.constructor as typeof Lock)._kindName)
     this.#entered()
     return true
   }

@@ -7,7 +7,7 @@
  * with a binary this system cannot load.
  * @module
  */
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type * as Binding from '../index.js'
 import { ShmError } from './errors.js'
@@ -120,6 +120,26 @@ function binaryPresent(platform: string): boolean {
 }
 
 /**
+ * Whether this JavaScript runs from a bundle (esbuild, webpack, rollup, a single
+ * executable application) rather than from its installed package: no `require.resolve`
+ * or `__dirname` (an ES module or SEA bundle), or no `package.json` of the package one
+ * level up from this file.
+ */
+function bundled(): boolean {
+  try {
+    const json = join(__dirname, '..', 'package.json')
+    return typeof require.resolve !== 'function' || !existsSync(json) || (JSON.parse(readFileSync(json, 'utf8')) as { name?: unknown }).name !== 'shmutils'
+  } catch {
+    return true
+  }
+}
+
+/** What to do when shmutils was bundled and its binary did not load (docs/bundlers.md). */
+const BUNDLED_ADVICE = 'shmutils was bundled: keep it out of the bundle (esbuild --external:shmutils, webpack externals, rollup external) ' +
+  'and ship node_modules with shmutils and its platform package, or put the .node file beside the bundle where its require finds it ' +
+  '(esbuild --loader:.node=copy, webpack node-loader); docs/bundlers.md'
+
+/**
  * Whether `e` is Node's `ERR_DLOPEN_DISABLED` (the permission model without
  * `--allow-addons`); the generated loader keeps only the message of each error it chains.
  */
@@ -157,6 +177,8 @@ function loadError(cause: unknown): ShmError {
     err = new ShmError(`shmutils has no native binary for ${platform}; supported platforms: ${SUPPORTED_PLATFORMS.join(', ')}`, {
       code: 'ERR_SHM_UNSUPPORTED_PLATFORM',
     })
+  } else if (bundled()) {
+    err = new ShmError(`shmutils could not load its native binary for ${platform}: ${reasons(cause)}. ${BUNDLED_ADVICE}`, { code: 'ERR_SHM_BINARY_MISSING' })
   } else if (!binaryPresent(platform)) {
     const override = process.env.NAPI_RS_NATIVE_LIBRARY_PATH
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -206,6 +228,7 @@ function load(): typeof Binding & FastBinding {
     // and the failure must be catchable here (an `import` could be neither).
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const b = require('../index.js') as typeof Binding & FastBinding
+    checkBinding(b)
     checkBinaryVersion()
     return b
   } catch (cause) {
@@ -214,11 +237,40 @@ function load(): typeof Binding & FastBinding {
 }
 
 /**
- * `ERR_SHM_BINARY_MISSING` when the binary came from a platform package of another
- * version (a lock file or a cache that kept an old one): the native side and this
- * JavaScript must be one release, and napi's loader checks that only when asked to
- * (`NAPI_RS_ENFORCE_VERSION_CHECK`). A build from source, or a file that
- * `NAPI_RS_NATIVE_LIBRARY_PATH` names, is the developer's own.
+ * Checks what the loader returned: a binding of this very release. `ERR_SHM_BINARY_MISSING`
+ * for a binary of another version (a lock file or a cache that kept an old platform
+ * package, a bundle with a stale `.node` file): the native side and this JavaScript must
+ * be one release, and napi's loader checks that only when asked to
+ * (`NAPI_RS_ENFORCE_VERSION_CHECK`), and only in an installed package. The binary says
+ * which package version it was built for (`packageVersion`), so this holds in bundles
+ * too. A file that `NAPI_RS_NATIVE_LIBRARY_PATH` names is the developer's own. Something
+ * that is no binding at all (a bundler's file loader hands over the file's path) says so.
+ */
+function checkBinding(b: unknown): asserts b is typeof Binding & FastBinding {
+  const platform = currentPlatform()
+  if (typeof b !== 'object' || b === null || typeof (b as Partial<typeof Binding>).packageVersion !== 'function') {
+    throw new ShmError(
+      `shmutils loaded something that is not its native binary for ${platform} (${typeof b === 'string' ? `the string ${JSON.stringify(b)}` : typeof b}). ${BUNDLED_ADVICE}`,
+      { code: 'ERR_SHM_BINARY_MISSING' },
+    )
+  }
+  if (process.env.NAPI_RS_NATIVE_LIBRARY_PATH) return
+  const found = (b as typeof Binding).packageVersion()
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const version = (require('../package.json') as { version: string }).version
+  if (found === version) return
+  throw new ShmError(
+    `shmutils ${version} found its native binary for ${platform} at version ${found}: they must be the same release ` +
+      `(install it with \`npm install shmutils-${platform}@${version}\`, or reinstall shmutils; a bundle must be made again)`,
+    { code: 'ERR_SHM_BINARY_MISSING' },
+  )
+}
+
+/**
+ * `ERR_SHM_BINARY_MISSING` when the binary came from an installed platform package of
+ * another version (whatever its binary says: the package is what npm will keep
+ * installing). A build from source, or a file that `NAPI_RS_NATIVE_LIBRARY_PATH` names,
+ * is the developer's own.
  */
 function checkBinaryVersion(): void {
   const platform = currentPlatform()

@@ -25,6 +25,8 @@ import { type MappedMemory, memoryOfHandle } from './memory.js'
 export class RLock extends Lock {
   /** @internal The `kind` tag of records this class allocates. */
   protected static override readonly _kind: number = Kind.RLOCK
+  /** @internal See `Lock._kindName`. */
+  protected static override readonly _kindName = 'RLock'
 
   /**
    * Allocates a new reentrant lock's record in shared memory.

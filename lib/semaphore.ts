@@ -205,7 +205,7 @@ export class Semaphore {
     const t0 = waitStart()
     const taken = native(() => binding.semAcquire(id, this.offset, timeout))
     if (GUARD[0] !== 0) checkIntact(this.memory)
-    if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', false)
+    if (t0 !== 0) traceWait(this, 'Semaphore', t0, taken ? 'acquired' : 'timed-out', false)
     return taken
   }
 
@@ -229,7 +229,7 @@ export class Semaphore {
         throwIfFailed(code, this.memory)
         if (GUARD[0] !== 0) checkIntact(this.memory)
         const taken = outcome(code) === Code.OK
-        if (t0 !== 0) traceWait(this, t0, taken ? 'acquired' : 'timed-out', true)
+        if (t0 !== 0) traceWait(this, 'Semaphore', t0, taken ? 'acquired' : 'timed-out', true)
         return taken
       },
     )

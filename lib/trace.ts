@@ -24,7 +24,7 @@ import { binding } from './native.js'
 export interface LockWaitMessage {
   /** The `Lock`, `RLock` or `Semaphore` waited for. */
   object: object
-  /** Its class name. */
+  /** Its kind: `'Lock'`, `'RLock'` or `'Semaphore'` (a subclass's objects say their base's). */
   kind: string
   /** How long the wait took, in milliseconds. */
   waitedMs: number
@@ -41,7 +41,7 @@ export interface LockWaitMessage {
 export interface OwnerDiedMessage {
   /** The `Lock` or `RLock` this thread took over from a holder that died. */
   object: object
-  /** Its class name. */
+  /** Its kind: `'Lock'` or `'RLock'`. */
   kind: string
 }
 
@@ -127,17 +127,17 @@ function publish(channel: diagnosticsChannel.Channel, object: object, message: o
 }
 
 /** @internal Reports a finished wait that started at `t0` (from {@link waitStart}). */
-export function traceWait(object: object, t0: number, outcome: LockWaitMessage['outcome'], async: boolean): void {
+export function traceWait(object: object, kind: string, t0: number, outcome: LockWaitMessage['outcome'], async: boolean): void {
   if (t0 === 0) return
   const waitedMs = performance.now() - t0
   if (waitedMs >= tracing.slowWaitMs && lockWait.hasSubscribers) {
-    publish(lockWait, object, { object, kind: object.constructor.name, waitedMs, outcome, async } satisfies LockWaitMessage)
+    publish(lockWait, object, { object, kind, waitedMs, outcome, async } satisfies LockWaitMessage)
   }
 }
 
-/** @internal Reports that this thread took `object` over from a dead holder. */
-export function traceOwnerDied(object: object): void {
-  if (ownerDied.hasSubscribers) publish(ownerDied, object, { object, kind: object.constructor.name } satisfies OwnerDiedMessage)
+/** @internal Reports that this thread took `object` (a `kind`) over from a dead holder. */
+export function traceOwnerDied(object: object, kind: string): void {
+  if (ownerDied.hasSubscribers) publish(ownerDied, object, { object, kind } satisfies OwnerDiedMessage)
 }
 
 /** Event codes of `src-rs/js/trace.rs`. */

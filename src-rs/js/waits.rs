@@ -200,6 +200,14 @@ pub fn library_id() -> f64 {
     std::ptr::addr_of!(ANCHOR) as usize as f64
 }
 
+/// The version of the npm package this binary was built for (its `package.json`'s, read
+/// by `build.rs`): the JavaScript refuses a binary of another release, wherever a
+/// bundler or an install put it. Called once, when the package loads.
+#[napi]
+pub fn package_version() -> &'static str {
+    env!("SHMUTILS_PACKAGE_VERSION")
+}
+
 /// Aborts async wait `id`; it completes with `CANCELLED` (or its result, if that came
 /// first).
 #[napi]
