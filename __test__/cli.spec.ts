@@ -74,6 +74,7 @@ interface SegmentJson {
   kind: string
   size: number
   uid: string | null
+  created: string | null
   creator: { pid: number; alive: boolean | null } | null
   heap: { named: number; used: number; free: number } | null
   attached: number[]
@@ -265,6 +266,24 @@ test('inspect reports a heap too damaged to walk as a finding, with the segment 
   t.regex(text.stdout, new RegExp(`segment ${name}`))
   t.regex(text.stdout, /note: the heap is damaged/)
   noStack(t, text)
+})
+
+test('a header whose creation time no Date holds (hostile, or damaged) is shown as unknown: ls, gc and inspect of every segment go on (they all exited 1, "invalid segment name")', (t) => {
+  const name = segmentName(t, 'cli-created')
+  const m = MappedMemory.create(name, { size: 1 << 16 })
+  new DataView(m.buffer).setBigUint64(64, 0xffff_ffff_ffff_ffffn, true) // created_ms (FORMAT.md §2)
+  m.close()
+  const other = segmentName(t, 'cli-fine')
+  MappedMemory.create(other, { size: 1 << 16 }).close()
+  const listed = json<{ segments: SegmentJson[] }>(t, 'ls').segments
+  t.is(listed.find((s) => s.name === name)?.created, null)
+  t.regex(String(listed.find((s) => s.name === other)?.created), /^\d{4}-\d\d-\d\dT/)
+  t.is(json<{ segment: SegmentJson }>(t, 'inspect', name).segment.created, null)
+  for (const args of [['ls'], ['inspect', name], ['gc', '--dry-run']]) {
+    const r = cli(...args)
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`)
+    noStack(t, r)
+  }
 })
 
 // A consumer counts a message before its producer does (between the consumer's commit

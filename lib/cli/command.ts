@@ -70,8 +70,11 @@ export function parseArgs(cmd: Command, argv: readonly string[]): Args {
 
 /** One line for a failure: what went wrong and with what, without a stack trace. */
 export function describeError(cmd: string, e: unknown): string {
-  // A bad name (the only argument the commands check this way).
-  if (e instanceof TypeError || e instanceof RangeError) return `shmutils ${cmd}: invalid segment name: ${e.message.replace(/^The "name" argument /, '')}`
+  // A bad name (the only argument the commands check this way); any other TypeError or
+  // RangeError is a fault, said as it is.
+  if ((e instanceof TypeError || e instanceof RangeError) && e.message.startsWith('The "name" argument ')) {
+    return `shmutils ${cmd}: invalid segment name: ${e.message.replace(/^The "name" argument /, '')}`
+  }
   if (e instanceof ShmError || (e instanceof Error && typeof (e as { code?: unknown }).code === 'string')) {
     const err = e as ShmError
     const path = err.path

@@ -45,17 +45,21 @@ export function formatSize(bytes: number): string {
   return `${v.toFixed(digits)} ${UNITS[i]}`
 }
 
-/** A local `YYYY-MM-DD HH:MM:SS` time, or `'-'` for 0 (unknown). */
+/** A local `YYYY-MM-DD HH:MM:SS` time, or `'-'` for 0 (unknown) or a time no `Date` holds (a damaged header). */
 export function formatTime(ms: number): string {
-  if (!ms) return '-'
   const d = new Date(ms)
+  if (!ms || Number.isNaN(d.getTime())) return '-'
   const p = (n: number) => String(n).padStart(2, '0')
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`
 }
 
-/** An ISO 8601 time for `--json`, or `null` for 0 (unknown). */
+/**
+ * An ISO 8601 time for `--json`, or `null` for 0 (unknown) or a time no `Date` holds (a
+ * damaged or hostile header: beyond ±8.64e15 ms, where `toISOString` throws).
+ */
 export function isoTime(ms: number): string | null {
-  return ms ? new Date(ms).toISOString() : null
+  const d = new Date(ms)
+  return ms && !Number.isNaN(d.getTime()) ? d.toISOString() : null
 }
 
 /** Permission bits as `'0600'`. */
