@@ -94,6 +94,10 @@ test('bad raw mapping arguments are typed errors, never crashes', (t) => {
   ro.bytes[2] = 9
   t.is(shared.bytes[2], 0, 'a write through the read-only mapping stays private (and is no crash)')
   throws(t, () => Lock.at(ro, 64).acquire(), { instanceOf: ShmError, code: 'ERR_SHM_READ_ONLY' })
+  // Nor a heap, whose header (and every lock and block in it) would land in private
+  // pages nobody else sees: it was formatted there, and locks taken in it.
+  throws(t, () => Heap.create(ro), { instanceOf: ShmError, code: 'ERR_SHM_READ_ONLY' })
+  t.deepEqual([...shared.bytes.subarray(8, 16)], [0, 0, 0, 0, 0, 0, 0, 0])
 })
 
 test('FIXED never replaces memory in use; FIXED_NOREPLACE over a used range is EADDRINUSE', (t) => {

@@ -330,3 +330,17 @@ test('bundled without its binary: the error says the package was bundled and wha
   t.regex(o.message ?? '', /shmutils was bundled: keep it out of the bundle/)
   t.notRegex(o.message ?? '', /npm install shmutils-/)
 })
+
+test('a binary of a release from before binaries reported their version is refused as older, with the install advice (not the bundler one)', (t) => {
+  const dir = project(t, true)
+  const platform = hostPlatform()
+  const dep = join(dir, 'node_modules', `shmutils-${platform}`)
+  // The package's binary as an older release's: everything but packageVersion.
+  writeFileSync(join(dep, 'older.js'), `const b = require('./shmutils.${platform}.node'); const o = { ...b }; delete o.packageVersion; module.exports = o\n`)
+  writeFileSync(join(dep, 'package.json'), JSON.stringify({ name: `shmutils-${platform}`, version, main: 'older.js' }))
+  const o = load('cjs', { project: dir })
+  t.false(o.loaded)
+  t.is(o.code, 'ERR_SHM_BINARY_MISSING')
+  t.regex(o.message ?? '', new RegExp(`found its native binary for ${platform} of an older release: .*npm install shmutils-${platform}@`))
+  t.notRegex(o.message ?? '', /bundled/)
+})

@@ -486,20 +486,16 @@ export class MappedMemory implements Disposable {
       }
       const f = flags === undefined ? (rawFd >= 0 ? MapFlags.SHARED : MapFlags.SHARED | MapFlags.ANONYMOUS) : checkMapFlags(flags)
       const addr = address === null || address === 0 ? -1 : address
-      // Readable but not writable: mapped copy-on-write, as read-only opens are, so that a
-      // stray write through a view lands in a private page instead of killing the process
-      // (SIGSEGV); the library refuses every write of its own (readOnly).
-      const cow = (protection & Protection.READ) !== 0 && (protection & Protection.WRITE) === 0
-      const prot = cow ? protection | Protection.WRITE : protection
-      const how = cow ? (f & ~MapFlags.SHARED) | MapFlags.PRIVATE : f
+      // Readable but not writable: the native side maps it copy-on-write and read-only
+      // (`map_raw`), so a stray write through a view cannot kill the process and every
+      // write of the library's own is refused (readOnly).
       try {
-        native(() => binding.mapRaw(addr, size, prot, how, rawFd, offset, OUT))
+        native(() => binding.mapRaw(addr, size, protection, f, rawFd, offset, OUT))
       } catch (e) {
         // A failed mmap of a named object names it (`path`), as every other call does.
         throw name === null ? e : withShmAdvice(e, name)
       }
       info = takeInfo()
-      if (cow) info.readOnly = true
       this.#raw = { fileOffset: offset, protection, flags: f }
     }
     fixedProperty(this, 'name', name)

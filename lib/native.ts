@@ -228,8 +228,8 @@ function load(): typeof Binding & FastBinding {
     // and the failure must be catchable here (an `import` could be neither).
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const b = require('../index.js') as typeof Binding & FastBinding
-    checkBinding(b)
     checkBinaryVersion()
+    checkBinding(b)
     return b
   } catch (cause) {
     throw cause instanceof ShmError ? cause : loadError(cause)
@@ -248,19 +248,21 @@ function load(): typeof Binding & FastBinding {
  */
 function checkBinding(b: unknown): asserts b is typeof Binding & FastBinding {
   const platform = currentPlatform()
-  if (typeof b !== 'object' || b === null || typeof (b as Partial<typeof Binding>).packageVersion !== 'function') {
+  if (typeof b !== 'object' || b === null) {
     throw new ShmError(
-      `shmutils loaded something that is not its native binary for ${platform} (${typeof b === 'string' ? `the string ${JSON.stringify(b)}` : typeof b}). ${BUNDLED_ADVICE}`,
+      `shmutils loaded something that is not its native binary for ${platform} (${typeof b === 'string' ? `the string ${JSON.stringify(b)}` : String(b)}). ${BUNDLED_ADVICE}`,
       { code: 'ERR_SHM_BINARY_MISSING' },
     )
   }
   if (process.env.NAPI_RS_NATIVE_LIBRARY_PATH) return
-  const found = (b as typeof Binding).packageVersion()
+  const reported = (b as Partial<typeof Binding>).packageVersion
+  // A binary older than the version report (0.1.0's first builds) is of another release.
+  const found = typeof reported === 'function' ? reported() : null
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const version = (require('../package.json') as { version: string }).version
   if (found === version) return
   throw new ShmError(
-    `shmutils ${version} found its native binary for ${platform} at version ${found}: they must be the same release ` +
+    `shmutils ${version} found its native binary for ${platform} ${found === null ? 'of an older release' : `at version ${found}`}: they must be the same release ` +
       `(install it with \`npm install shmutils-${platform}@${version}\`, or reinstall shmutils; a bundle must be made again)`,
     { code: 'ERR_SHM_BINARY_MISSING' },
   )

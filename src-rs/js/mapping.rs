@@ -411,16 +411,30 @@ pub(crate) fn map_raw(
         }
     };
     let fd = int("fd", fd)?;
-    let prot = int("protection", protection)?;
+    let mut prot = int("protection", protection)?;
+    let mut flags = int("flags", flags)?;
+    // Readable but not writable: mapped copy-on-write (as read-only opens of segments
+    // are), so that a stray write through a view lands in a private page instead of
+    // killing the process (SIGSEGV); the region is read-only, so every write of the
+    // library's own (a lock, a heap) is refused, where it would land in a private copy
+    // nobody else sees.
+    let cow = prot & libc::PROT_READ != 0 && prot & libc::PROT_WRITE == 0;
+    if cow {
+        prot |= libc::PROT_WRITE;
+        flags = (flags & !libc::MAP_SHARED) | libc::MAP_PRIVATE;
+    }
     let req = MapRequest {
         address,
         len: to_u64("size", size)?,
         prot,
-        flags: int("flags", flags)?,
+        flags,
         fd,
         offset: to_u64("offset", offset)?,
     };
     let region = Region::map(req)?;
+    if cow {
+        region.set_read_only();
+    }
     let mut inode = 0;
     if fd >= 0 {
         // The caller keeps its descriptor; the region gets a duplicate of its own.
@@ -433,7 +447,7 @@ pub(crate) fn map_raw(
         region,
         header: None,
         inode,
-        writable: prot & libc::PROT_WRITE != 0,
+        writable: !cow && prot & libc::PROT_WRITE != 0,
     })
 }
 
