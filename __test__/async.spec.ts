@@ -25,8 +25,10 @@ test.serial('acquireAsync waits off the event loop: an interval keeps firing unt
   t.true(await got)
   clearInterval(iv)
   t.true(since(t0) >= 280, 'waited for the release')
-  // A blocked event loop would fire it at most once; ~30 unloaded, fewer on a busy machine.
-  t.true(ticks >= 10, `the interval fired ${ticks} times while waiting`)
+  // ~30 unloaded, fewer on a busy machine; a blocked event loop would fire none before the
+  // wait settled (its first tick is due long before the release, and libuv runs due
+  // timers before the completions it polls, however late the loop gets the CPU).
+  t.true(ticks >= 1, `the interval fired ${ticks} times while waiting`)
   t.false(lock.ownerDied)
   t.true(lock.locked)
   lock.release()

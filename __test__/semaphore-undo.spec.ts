@@ -132,7 +132,9 @@ test.serial('undo: a live peer that keeps the table\'s guard makes tryAcquire fa
   await timed('acquire({ timeout: 0 })', () => s.acquire({ timeout: 0 }), 0, 100)
   await timed('acquire({ timeout: 300 })', () => s.acquire({ timeout: 300 }), 280, 2000)
   const ticks = await timed('acquireAsync({ timeout: 300 })', () => s.acquireAsync({ timeout: 300 }), 280, 2000)
-  t.true(ticks >= 5, `the event loop ran meanwhile (${ticks} ticks)`)
+  // At least the first tick, due long before the timeout, whatever the load (libuv runs
+  // due timers before the completions it polls); a wait blocking the loop would run none.
+  t.true(ticks >= 1, `the event loop ran meanwhile (${ticks} ticks)`)
   t.is(s.value, 3)
   // Let go: everything works again; then the holder dies holding it.
   await peer.request('release', { key: 'g' })
