@@ -177,6 +177,12 @@ function loadError(cause: unknown): ShmError {
     err = new ShmError(`shmutils has no native binary for ${platform}; supported platforms: ${SUPPORTED_PLATFORMS.join(', ')}`, {
       code: 'ERR_SHM_UNSUPPORTED_PLATFORM',
     })
+  } else if (causes(cause).some(addonsDisabled)) {
+    err = new ShmError(
+      'shmutils could not load its native binary: Node\'s permission model (--permission, --experimental-permission on Node 20) ' +
+        'does not allow native addons here; run node with --allow-addons as well',
+      { code: 'EACCES' },
+    )
   } else if (bundled()) {
     err = new ShmError(`shmutils could not load its native binary for ${platform}: ${reasons(cause)}. ${BUNDLED_ADVICE}`, { code: 'ERR_SHM_BINARY_MISSING' })
   } else if (!binaryPresent(platform)) {
@@ -190,12 +196,6 @@ function loadError(cause: unknown): ShmError {
             `install it with \`npm install ${pkg}\` (npm installs it along with shmutils unless optional dependencies were ` +
             `left out, --omit=optional, or the lock file was made on another platform without it)`,
       { code: 'ERR_SHM_BINARY_MISSING' },
-    )
-  } else if (causes(cause).some(addonsDisabled)) {
-    err = new ShmError(
-      'shmutils could not load its native binary: Node\'s permission model (--permission, --experimental-permission on Node 20) ' +
-        'does not allow native addons here; run node with --allow-addons as well',
-      { code: 'EACCES' },
     )
   } else {
     err = new ShmError(
