@@ -262,6 +262,17 @@ export function pidNamespaceUnavailable(): string | null {
   return null
 }
 
+/**
+ * Whether the tests run under qemu-user (the arm64 lane of `.ci/run`, which sets
+ * `QEMU_LD_PREFIX`), where every instruction takes several times as long.
+ */
+export const EMULATED: boolean = process.env.QEMU_LD_PREFIX !== undefined
+
+/** A time bound of a test: `ms` natively, four times it under emulation ({@link EMULATED}). */
+export function timeBound(ms: number): number {
+  return EMULATED ? 4 * ms : ms
+}
+
 /** A `fixtures/sync-peer.mjs` peer: a forked process, a worker thread, or a forked process in a PID namespace of its own. */
 export interface Peer {
   kind: 'process' | 'thread' | 'namespace'
