@@ -1514,7 +1514,7 @@ function encodeKey(key: unknown, k0: number, k1: number): number {
   // A real Uint8Array of any realm (not a Proxy of one: its traps would run between the
   // copy and the hash, and could change the bytes or use this buffer): its bytes are read
   // once, into the buffer, and hashed there.
-  if ((key instanceof Uint8Array && ArrayBuffer.isView(key)) || isUint8Array(key)) {
+  if (isUint8Array(key)) {
     const n = key.length
     if (n > MAX_KEY_LENGTH) throw keyTooLong(n)
     keyScratch.ensure(0, n)
