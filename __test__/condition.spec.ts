@@ -173,11 +173,16 @@ for (const Kind of [Lock, RLock]) {
     t.not(cond.lock, lock)
     const holder = await startPeer(t, 'process')
     await holder.request('revive', { key: 'l', handle: lock })
+    await holder.request('revive', { key: 'c', handle: cond })
     lock.acquire()
-    const w = cond.waitAsync({ timeout: 300 })
-    t.like(await holder.request('acquire', { key: 'l' }), { ok: true, ownerDied: false })
+    // No deadline to race: the holder takes the lock the wait gave up, notifies holding
+    // it, and dies holding it (the wait once timed out first under emulation, took the
+    // lock, and left the holder's unbounded acquire blocked: a hang, now a failure).
+    const w = cond.waitAsync({ timeout: 60_000 })
+    t.like(await holder.request('acquire', { key: 'l', timeout: 30_000 }), { ok: true, ownerDied: false })
+    await holder.request('notify', { cond: 'c', n: 1 })
     await holder.kill()
-    t.false(await w, 'not notified: it timed out, then took the dead holder\'s lock over')
+    t.true(await w, 'notified, then took the dead holder\'s lock over')
     t.true(cond.lock.ownerDied)
     t.true(lock.ownerDied, 'the lock revived beside it says so too')
     lock.markConsistent()
