@@ -437,11 +437,20 @@ for (const refused of ['all', 'words'] as const) {
 }
 
 for (const how of ['modules loaded again', 'a second copy of the package sharing its native binary'] as const) {
-  test(`two instances of the package in one thread (${how}) both get their async waits settled`, async (t) => {
+  test(`two instances of the package in one thread (${how}) both get their async waits settled, and each one's errors are instanceof the other's classes`, async (t) => {
     const child = forkChild(t, 'dual-instance.mjs', how === 'modules loaded again' ? [] : ['copy'])
     const got = await child.message<Record<string, unknown>>()
     // Timed out (false) each, but a3, which a set released; 'never' once for a2 on.
-    t.deepEqual(got, { distinct: true, a1: false, b1: false, a2: false, a3: true, a4b4: [true, false] })
+    // An error of one instance was not instanceof the other's ShmError/CDefError.
+    t.deepEqual(got, {
+      distinct: true,
+      a1: false,
+      b1: false,
+      a2: false,
+      a3: true,
+      a4b4: [true, false],
+      errors: { shm: [true, true, 'ENOENT', true], cdef: [true, true, true], apart: [false, false, false, false] },
+    })
   })
 }
 

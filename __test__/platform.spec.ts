@@ -20,7 +20,7 @@ import { constants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import test, { type ExecutionContext } from 'ava'
-import { MappedMemory } from '../dist/index.js'
+import { CDefError, cdef, MappedMemory, ShmError } from '../dist/index.js'
 import { segmentName } from './helpers.js'
 
 // ava runs test files with the project root as the working directory.
@@ -266,6 +266,22 @@ test('Error.prototype frozen before the package loads: its errors keep their nam
   const r = spawnSync(process.execPath, [join(root, '__test__', 'fixtures', 'realms.cjs'), 'frozen', name], { encoding: 'utf8', timeout: 60_000 })
   t.is(r.status, 0, r.stderr)
   t.deepEqual(JSON.parse(r.stdout), { open: { name: 'ShmError', code: 'ENOENT' }, cdef: { name: 'CDefError' }, send: { name: 'ShmError', code: 'ERR_SHM_CLOSED' }, iterated: 0 })
+})
+
+test('instanceof ShmError / CDefError: true for the package\'s errors (of any copy, see async.spec), false for others; a subclass of the user\'s keeps the prototype-chain test', (t) => {
+  const open = t.throws(() => MappedMemory.open(`/shmutils-platform-${process.pid}-missing`))
+  t.true(open instanceof ShmError)
+  t.true(open instanceof Error)
+  t.false(new Error('x') instanceof ShmError)
+  t.false(Object.create(ShmError.prototype) instanceof CDefError)
+  for (const v of [null, undefined, 7, 'ShmError', {}]) t.false((v as unknown) instanceof ShmError)
+  class Mine extends ShmError {}
+  const mine = new Mine('mine', { code: 'ERR_SHM_CLOSED' })
+  t.true(mine instanceof Mine)
+  t.true(mine instanceof ShmError)
+  t.false(open instanceof Mine, 'an error of the package is not an instance of a subclass')
+  t.is(mine.name, 'ShmError')
+  t.true(t.throws(() => cdef('struct {')) instanceof CDefError)
 })
 
 /** Node's permission-model flag: `--permission` (Node 22.13+), `--experimental-permission` before. */

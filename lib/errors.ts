@@ -72,9 +72,32 @@ export class ShmError extends Error implements ShmErrorFields {
   }
 }
 
-// On the prototype, defined: assigning `name` on each instance throws where a program
-// froze `Error.prototype` (its `name` is then read-only, and inherited).
-Object.defineProperty(ShmError.prototype, 'name', { value: 'ShmError', writable: true, configurable: true })
+/**
+ * Finishes an error class of the package: its `name`, and an `instanceof` that holds for
+ * the errors of every copy of the package in the process.
+ *
+ * - `name` is on the prototype, defined: assigning it on each instance throws where a
+ *   program froze `Error.prototype` (its `name` is then read-only, and inherited).
+ * - Two copies of the package in one process (two versions in `node_modules`, a bundle
+ *   beside an installed copy, a test runner loading modules again) each have their own
+ *   class, so `e instanceof ShmError` was false for an error of the other copy. Each
+ *   prototype carries a registered symbol (`Symbol.for`, one per class name, shared by
+ *   every copy and realm), and `instanceof` the class asks for it; a subclass of the
+ *   user's keeps the ordinary prototype-chain test.
+ */
+export function finishErrorClass(cls: abstract new (...args: never[]) => Error, name: string): void {
+  const brand = Symbol.for(`shmutils.${name}`)
+  Object.defineProperty(cls.prototype, 'name', { value: name, writable: true, configurable: true })
+  Object.defineProperty(cls.prototype, brand, { value: true })
+  Object.defineProperty(cls, Symbol.hasInstance, {
+    value(this: unknown, value: unknown): boolean {
+      if (this !== cls) return Function.prototype[Symbol.hasInstance].call(this, value)
+      return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[brand] === true
+    },
+  })
+}
+
+finishErrorClass(ShmError, 'ShmError')
 
 const WIRE_PREFIX = '\u0001shm'
 

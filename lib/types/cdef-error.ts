@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { finishErrorClass } from '../errors.js';
 
 /**
  * A syntax or semantic error in C source given to `cdef()`, or a construct
@@ -33,6 +34,4 @@ export class CDefError extends SyntaxError {
   }
 }
 
-// On the prototype, defined: assigning `name` on each instance throws where a program
-// froze `Error.prototype` (its `name` is then read-only, and inherited).
-Object.defineProperty(CDefError.prototype, 'name', { value: 'CDefError', writable: true, configurable: true });
+finishErrorClass(CDefError, 'CDefError');
