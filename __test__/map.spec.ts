@@ -569,6 +569,41 @@ test('hostile bytes: a looping chain or a table pointing outside is ERR_SHM_CORR
   throws(t, () => m2.get('x'), { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT', message: /2\^40 buckets/ })
 })
 
+test('hostile bytes: iterating chains linked from buckets their entries do not hash to, or values overlapping other entries, is ERR_SHM_CORRUPT, with at most a stripe\'s worth collected (a 1 MiB segment yielded 16 GB into one batch)', (t) => {
+  const mem = segment(t, 1 << 20)
+  const i32 = new Int32Array(mem.buffer)
+  const tableOf = (m: SharedMap<string, Uint8Array>) => {
+    const stripe = (i32[(m.offset >> 2) + 8] >>> 0) * 16
+    const g = i32[(stripe + 32) >> 2] & 1
+    return { table: (i32[(stripe + 36 + 4 * g) >> 2] >>> 0) * 16, cap: 1 << i32[(stripe + 44 + 4 * g) >> 2], next: 4 * g }
+  }
+  const filled = () => {
+    const m = new SharedMap<string, Uint8Array>(mem, { stripes: 1, codec: 'bytes' })
+    for (let i = 0; i < 20; i++) m.set(`k${i}`, new Uint8Array(8).fill(i))
+    t.is([...m].length, 20)
+    return m
+  }
+  // Every bucket leads to one chain: each of its entries was yielded once per bucket.
+  const a = filled()
+  const { table, cap } = tableOf(a)
+  let head = 0
+  for (let b = 0; b < cap && head === 0; b++) head = i32[(table >> 2) + b] >>> 0
+  for (let b = 0; b < cap; b++) i32[(table >> 2) + b] = head
+  throws(t, () => [...a.keys()], { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT', message: /linked from a bucket its hash does not name/ })
+  // Each entry's value claims the rest of the mapping (each fits, but together they
+  // overlap): every value was copied whole, 20 MiB from a 1 MiB segment.
+  const b = filled()
+  const tb = tableOf(b)
+  for (let k = 0; k < tb.cap; k++) {
+    for (let unit = i32[(tb.table >> 2) + k] >>> 0; unit !== 0; unit = i32[(unit * 16 + tb.next) >> 2] >>> 0) {
+      const e = unit * 16
+      const valueStart = e + 48 + ((i32[(e + 12) >> 2] + 3) & ~3)
+      i32[(e + 16) >> 2] = mem.size - valueStart
+    }
+  }
+  throws(t, () => [...b.values()], { instanceOf: ShmError, code: 'ERR_SHM_CORRUPT', message: /overlap/ })
+})
+
 test('get reads without the lock: readers in other processes only see whole values while writers churn, reuse blocks and are killed', async (t) => {
   const mem = segment(t, 64 << 20)
   // Few keys in two stripes: readers and writers meet on the same entries all the time.

@@ -1402,12 +1402,22 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
           const now = Date.now()
           const end = Math.min(base, r + ITER_BUCKETS)
           const i32 = this.v.i32
+          // What one lock hold collects is bounded by what a stripe can hold: its entries
+          // are disjoint blocks of the heap, each linked from the bucket its hash names.
+          // Hostile links (one chain from every bucket, values overlapping the entries
+          // after them) made a 1 MiB segment yield 16 GB of values into one batch.
+          let steps = 0
+          let bytes = 0
           for (; r < end; r++) {
             for (let b = r; b < cap; b += base) {
-              let unit = i32[(tbl + 4 * b) >>> 2] >>> 0
-              for (let steps = 0; unit !== 0; steps++) {
-                if (steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
+              const slot = tbl + 4 * b
+              let unit = i32[slot >>> 2] >>> 0
+              while (unit !== 0) {
+                if (++steps > this.#maxSteps) throw corrupt(`a SharedMap chain in the stripe at ${s} loops`)
                 const e = this.#entry(unit)
+                if (this.#bucketSlot(tbl, cap, i32[(e + E.HASH) >>> 2]) !== slot) throw corrupt(`a SharedMap entry at ${e} is linked from a bucket its hash does not name`)
+                bytes += this.#entrySize(e)
+                if (bytes > this.v.size) throw corrupt(`the SharedMap entries of the stripe at ${s} overlap`)
                 const t = this.v.dv.getFloat64(e + E.EXPIRES, true)
                 if (t === 0 || t > now) {
                   const k = mode === 1 ? undefined : this.#keyOf(e)
