@@ -1,7 +1,7 @@
 import cluster from 'node:cluster'
 import test from 'ava'
 import { Lock, MappedMemory, revive, RLock, ShmError } from '../dist/index.js'
-import { fixture, forkChild, managedSegment, rawSegment, throws, tryRacesPendingAsync, type Child } from './helpers.js'
+import { fixture, forkChild, managedSegment, rawSegment, segmentName, throws, tryRacesPendingAsync, type Child } from './helpers.js'
 
 test('two forked children and two cluster workers count to 20,000 under one Lock, exactly', async (t) => {
   const m = rawSegment(t, 4096 * 100)
@@ -177,3 +177,21 @@ test('Lock and RLock handles name their kind, not the class name (bundlers and m
   t.is(ra.offset, a.offset)
   t.is(rb.offset, b.offset)
 })
+
+for (const kind of ['lock', 'rlock', 'read', 'write'] as const) {
+  test(`an acquisition (${kind}) that a stack overflow interrupts leaves the lock free: every depth around the edge, in a child`, async (t) => {
+    // A RangeError after the compare-and-swap that took the word (at the call recording
+    // the owner, an RLock's depth, a writer's claim, a reader's hold) left it held by a
+    // live thread, for good: the RLock at depth 0 looked handed to an acquireAsync. A
+    // program that catches the RangeError (a server's error handler) went on with a lock
+    // nobody could take. (The children search the edge for a few seconds each.)
+    const { execFile } = await import('node:child_process')
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [fixture('stack-edge.mjs'), segmentName(t, `edge-${kind}`), kind, '3'], { encoding: 'utf8', timeout: 120_000 }, (e, out, err) => (e ? reject(new Error(`${e.message}\n${err}`)) : resolve(out))),
+    )
+    const got = JSON.parse(stdout) as { trials: number; overflows: number; wedged: unknown }
+    t.log(`${got.trials} acquisitions, ${got.overflows} of them overflowed`)
+    t.true(got.overflows > 100, 'the edge was found')
+    t.is(got.wedged, null)
+  })
+}

@@ -440,7 +440,15 @@ export class Lock implements Disposable {
         return this.#acquireSlow(options)
       }
       if (seen === 0) {
-        if (a[w + 5] !== me || a[w + 6] !== START_LO || a[w + 7] !== START_HI || GUARD[0] !== 0 || this.#ownerDied) this.#recordOwner(a, w, me)
+        if (a[w + 5] !== me || a[w + 6] !== START_LO || a[w + 7] !== START_HI || GUARD[0] !== 0 || this.#ownerDied) {
+          try {
+            this.#recordOwner(a, w, me)
+          } catch (e) {
+            // Given back inline (see #recordOwner).
+            if (Atomics.compareExchange(a, w, me, 0) !== me) this.#giveBackContended(a, w, me)
+            throw e
+          }
+        }
         return true
       }
     }
@@ -456,7 +464,13 @@ export class Lock implements Disposable {
     // Fast path: free → ours. Atomics are sequentially consistent, which includes the
     // acquire ordering the lock needs.
     if (Atomics.compareExchange(a, w, 0, me) === 0 || (timeout !== 0 && spin(a, w, me))) {
-      this.#recordOwner(a, w, me)
+      try {
+        this.#recordOwner(a, w, me)
+      } catch (e) {
+        // Given back inline (see #recordOwner).
+        if (Atomics.compareExchange(a, w, me, 0) !== me) this.#giveBackContended(a, w, me)
+        throw e
+      }
       return true
     }
     const { id } = internals(this.memory)
@@ -478,6 +492,14 @@ export class Lock implements Disposable {
   // was shrunk by another process) gives ERR_SHM_TRUNCATED, never a "lock" on a private
   // zero page. The owner fields say who holds it, for diagnostics (and macOS's pid-reuse
   // check); the token last.
+  //
+  // Exception safety: an acquire that throws never leaves the lock held. Whatever throws
+  // after the compare-and-swap that took the word (a lost page here; a stack overflow
+  // anywhere, also at the call of this method: a RangeError a program may catch, as a
+  // server's error handler does, and go on) is caught where the word was taken, which
+  // gives it back with the same compare-and-swap *inline*: at a frame no deeper than the
+  // one where that builtin just ran, it has the stack it needs, where a call might not.
+  // (An RLock's depth is still 0 then: #entered, which sets it, is the last step.)
   #recordOwner(a: Int32Array, w: number, me: number): void {
     // Written only when they change: a thread taking the lock again (the common case
     // under contention, where every store to this cache line may cost a transfer from the
@@ -490,18 +512,24 @@ export class Lock implements Disposable {
       a[w + 7] = START_HI
       a[w + 5] = me
     }
-    if (GUARD[0] !== 0) this.#lostWhileTaking(a, w, me)
+    if (GUARD[0] !== 0) checkIntact(this.memory)
     if (this.#ownerDied) this.#ownerDied = false
     this.#entered()
   }
 
-  /** The word just taken may lie on a page the mapping lost: give it back and throw. */
-  #lostWhileTaking(a: Int32Array, w: number, me: number): void {
-    try {
-      checkIntact(this.memory)
-    } catch (e) {
-      Atomics.compareExchange(a, w, me, 0)
-      throw e
+  /**
+   * Gives back a word this thread just took that a sleeper marked WAITERS meanwhile (the
+   * inline give-back's compare-and-swap failed): frees it and wakes one. If the wake
+   * cannot be made (the stack overflowed again), the sleeper still finds the word free at
+   * its next re-check, within {@link RECHECK_MS}.
+   */
+  #giveBackContended(a: Int32Array, w: number, me: number): void {
+    for (;;) {
+      const v = Atomics.load(a, w)
+      if ((v & TOKEN_MASK) !== me) return
+      if (Atomics.compareExchange(a, w, v, 0) !== v) continue
+      if (v < 0) native(() => binding.lockWake(internals(this.memory).id, this.offset))
+      return
     }
   }
 
@@ -541,7 +569,13 @@ export class Lock implements Disposable {
     const me = this.#token()
     const seen = Atomics.compareExchange(a, w, 0, me)
     if (seen === 0) {
-      this.#recordOwner(a, w, me)
+      try {
+        this.#recordOwner(a, w, me)
+      } catch (e) {
+        // Given back inline (see #recordOwner).
+        if (Atomics.compareExchange(a, w, me, 0) !== me) this.#giveBackContended(a, w, me)
+        throw e
+      }
       return true
     }
     // Owner bits all ones: dead forever; the native path throws the error.

@@ -297,29 +297,47 @@ export class RWLock {
     for (let k = 0; k < RWLOCK_SLOTS; k++) {
       const slot = w + R.SLOTS + ((start + k) & (RWLOCK_SLOTS - 1))
       if (Atomics.compareExchange(a, slot, 0, id) !== 0) continue
-      // Then look at `writer` (a writer scans the slots after claiming it, so one of the
-      // two sees the other). A writer present: this thread (a deadlock), or another one,
-      // which keeps new readers out; a thread re-entering its read hold goes ahead, since
-      // that writer waits for it (also a writer of this thread: a write acquisition of
-      // another task, waiting for this thread's read holds). A writer of this thread with
-      // no read hold here: a deadlock, unless another task of the thread holds it
-      // (`tasks`), which is waited for like anyone's.
-      const writer = Atomics.load(a, w + R.WRITER)
-      if (writer !== 0 && (this.#held.length === 0 || !reenter || this.#pruneStale(a, slot - (w + R.SLOTS)) === 0)) {
-        Atomics.store(a, slot, 0)
-        if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
-        if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
-        return false
+      try {
+        if (this.#admitted(a, w, slot, id, tasks, reenter)) return true
+      } catch (e) {
+        // Whatever threw after the slot was taken (a lost page, a stack overflow: see
+        // Lock's #recordOwner), the slot is given back inline, with the builtin that took it.
+        if (Atomics.compareExchange(a, slot, id, 0) === id && Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
+        throw e
       }
-      this.#held.push(slot - (w + R.SLOTS))
-      // A plain load after the slot's compare-and-swap (a full barrier; an acquire on
-      // arm64): `damaged` is set before a dead writer's claim is cleared.
-      this.#ownerDied = a[w + R.DAMAGED] !== 0
-      if (GUARD[0] !== 0) this.#lostWhile(() => this.releaseRead())
-      return true
+      return false
     }
     if (!tasks && Atomics.load(a, w + R.WRITER) === id && (this.#held.length === 0 || this.#pruneStale(a, -1) === 0)) throw deadlock('this thread holds the write lock')
     return false
+  }
+
+  /**
+   * After {@link #tryRead} took `slot`: whether the read hold stands (recorded), or was
+   * given back (`false`) for a writer. The hold is recorded last, so a throw before
+   * leaves nothing recorded for the caller's give-back to miss.
+   */
+  #admitted(a: Int32Array, w: number, slot: number, id: number, tasks: boolean, reenter: boolean): boolean {
+    // Then look at `writer` (a writer scans the slots after claiming it, so one of the
+    // two sees the other). A writer present: this thread (a deadlock), or another one,
+    // which keeps new readers out; a thread re-entering its read hold goes ahead, since
+    // that writer waits for it (also a writer of this thread: a write acquisition of
+    // another task, waiting for this thread's read holds). A writer of this thread with
+    // no read hold here: a deadlock, unless another task of the thread holds it
+    // (`tasks`), which is waited for like anyone's.
+    const writer = Atomics.load(a, w + R.WRITER)
+    if (writer !== 0 && (this.#held.length === 0 || !reenter || this.#pruneStale(a, slot - (w + R.SLOTS)) === 0)) {
+      Atomics.store(a, slot, 0)
+      if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
+      if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
+      return false
+    }
+    // A plain load after the slot's compare-and-swap (a full barrier; an acquire on
+    // arm64): `damaged` is set before a dead writer's claim is cleared.
+    this.#ownerDied = a[w + R.DAMAGED] !== 0
+    // A hold on pages the mapping lost guards nothing: the caller gives it back.
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    this.#held.push(slot - (w + R.SLOTS))
+    return true
   }
 
   /** The slow path of a read acquire: sleeps until a try succeeds (`tasks`: see {@link #tryRead}). */
@@ -409,15 +427,22 @@ export class RWLock {
     const w = this.#w
     const id = this.#me()
     if (Atomics.compareExchange(a, w + R.WRITER, 0, id) !== 0) return false
-    this.#recordWriter(a, w, id)
-    if (this.#readerInside(a, w)) {
-      this.#giveBackClaim(a)
-      return false
+    try {
+      this.#recordWriter(a, w, id)
+      if (this.#readerInside(a, w)) {
+        this.#giveBackClaim(a)
+        return false
+      }
+      // After the claim's compare-and-swap, as a reader's slot above.
+      this.#ownerDied = a[w + R.DAMAGED] !== 0
+      if (GUARD[0] !== 0) checkIntact(this.memory)
+      return true
+    } catch (e) {
+      // Whatever threw after the claim (a lost page, a stack overflow: see Lock's
+      // #recordOwner), the claim is given back inline, with the builtin that made it.
+      if (Atomics.compareExchange(a, w + R.WRITER, id, 0) === id && Atomics.load(a, w + R.WWAIT) !== 0) this.#writerLeft(a)
+      throw e
     }
-    // After the claim's compare-and-swap, as a reader's slot above.
-    this.#ownerDied = a[w + R.DAMAGED] !== 0
-    if (GUARD[0] !== 0) this.#lostWhile(() => this.#giveBackClaim(a))
-    return true
   }
 
   /**
@@ -519,7 +544,6 @@ export class RWLock {
       Atomics.store(a, w + R.WWAIT, 1)
       if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms: Math.min(left, RECHECK_MS) }
     }
-    this.#recordWriter(a, w, id)
     // 2. New readers wait now; wait for those inside to leave.
     let done = false
     // A close of the mapping while an async wait sleeps below gives the claim back before
@@ -527,13 +551,14 @@ export class RWLock {
     // on a claim nobody holds, for as long as this thread keeps the segment open).
     let unhook: (() => void) | null = null
     try {
+      this.#recordWriter(a, w, id)
       check = performance.now() + RECHECK_MS
       for (;;) {
         const g = Atomics.load(a, w + R.RGONE)
         Atomics.store(a, w + R.RWAIT, 1)
         if (!this.#readerInside(a, w)) {
           // A writer on pages the mapping lost would guard nothing: give back, throw.
-          if (GUARD[0] !== 0) this.#lostWhile(() => undefined)
+          if (GUARD[0] !== 0) checkIntact(this.memory)
           this.#ownerDied = a[w + R.DAMAGED] !== 0
           done = true
           return true
@@ -553,23 +578,14 @@ export class RWLock {
         yield { offset: this.offset + 4 * R.RGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
       }
     } finally {
+      // Timed out, aborted or failed while waiting for readers: give the claim back,
+      // inline first (a stack overflow may have ended the wait: see #tryWrite).
+      if (!done && Atomics.compareExchange(a, w + R.WRITER, id, 0) === id && Atomics.load(a, w + R.WWAIT) !== 0) this.#writerLeft(a)
       unhook?.()
-      // Timed out, aborted or failed while waiting for readers: give the claim back.
-      if (!done) this.#giveBackClaim(a)
     }
   }
 
   // ---- shared helpers ----
-
-  /** Checks the mapping lost no pages (lib/memory.ts); if it did, runs `undo` and throws. */
-  #lostWhile(undo: () => void): void {
-    try {
-      checkIntact(this.memory)
-    } catch (e) {
-      undo()
-      throw e
-    }
-  }
 
   /** Wakes whoever waits for readers to leave. */
   #readerLeft(a: Int32Array): void {
