@@ -178,13 +178,16 @@ test('Lock and RLock handles name their kind, not the class name (bundlers and m
   t.is(rb.offset, b.offset)
 })
 
-for (const kind of ['lock', 'rlock', 'read', 'write'] as const) {
-  test(`an acquisition (${kind}) that a stack overflow interrupts leaves the lock free: every depth around the edge, in a child`, async (t) => {
+for (const kind of ['lock', 'rlock', 'read', 'write', 'withLock', 'withRLock', 'withRead', 'withWrite'] as const) {
+  const what = { withLock: 'Lock.withLock(fn) whose fn', withRLock: 'RLock.withLock(fn), nested, whose fn', withRead: 'RWLock.withRead(fn) whose fn', withWrite: 'RWLock.withWrite(fn) whose fn' }[kind as string] ?? `an acquisition (${kind}) that`
+  test(`${what} a stack overflow interrupts leaves the lock free: every depth around the edge, in a child`, async (t) => {
     // A RangeError after the compare-and-swap that took the word (at the call recording
     // the owner, an RLock's depth, a writer's claim, a reader's hold) left it held by a
     // live thread, for good: the RLock at depth 0 looked handed to an acquireAsync. A
     // program that catches the RangeError (a server's error handler) went on with a lock
-    // nobody could take. (The children search the edge for a few seconds each.)
+    // nobody could take. So did a withLock whose fn overflowed at its call: the release
+    // in its finally had no stack left for a call. (The children search the edge for a
+    // few seconds each.)
     const { execFile } = await import('node:child_process')
     const stdout = await new Promise<string>((resolve, reject) =>
       execFile(process.execPath, [fixture('stack-edge.mjs'), segmentName(t, `edge-${kind}`), kind, '3'], { encoding: 'utf8', timeout: 120_000 }, (e, out, err) => (e ? reject(new Error(`${e.message}\n${err}`)) : resolve(out))),

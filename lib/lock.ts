@@ -691,7 +691,29 @@ export class Lock implements Disposable {
     try {
       return fn()
     } finally {
-      this.release()
+      // Released inline where it can be: if `fn` overflowed the stack at its very call, a
+      // call to release() may not fit where the builtin acquire() ran one frame deeper
+      // (its compare-and-swap) does; nor may a getter (`a.length`): plain element loads
+      // and stores, and that builtin (see #recordOwner). Held by this thread without
+      // OWNER_DIED (a closed mapping's array reads undefined): an inner level of an RLock
+      // is left, the last one frees the word; anything else takes release().
+      const a = this.#i32
+      const w = this.#w
+      let v = a[w]
+      const mine = (v & 0x7fff_ffff) === this.#me
+      const depth = mine && this.#reentrant ? a[w + 1] : 1
+      if (mine && depth > 1) {
+        a[w + 1] = depth - 1
+      } else if (mine && depth === 1) {
+        if (this.#reentrant) a[w + 1] = 0
+        // Only WAITERS can change under us.
+        while (Atomics.compareExchange(a, w, v, 0) !== v) v = a[w]
+        // Sleepers are woken; if the wake cannot be made, they re-check within RECHECK_MS.
+        if (v < 0) native(() => binding.lockWake(internals(this.memory).id, this.offset))
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+      } else {
+        this.release()
+      }
     }
   }
 

@@ -278,7 +278,22 @@ export class RWLock {
     try {
       return fn()
     } finally {
-      this.releaseRead()
+      // Released inline where it can be (a stack overflow at the call of `fn`: see
+      // withLock): the last hold recorded, its slot still this thread's.
+      const a = this.#i32
+      const w = this.#w
+      const held = this.#held
+      const slot = w + R.SLOTS + (held[held.length - 1] ?? 0)
+      // (Only what acquireRead ran deeper: plain loads, push/pop, compareExchange; a
+      // closed mapping's array reads undefined.)
+      if (held.length !== 0 && a[slot] === this.#id) {
+        held.pop()
+        Atomics.compareExchange(a, slot, this.#id, 0)
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+        if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
+      } else {
+        this.releaseRead()
+      }
     }
   }
 
@@ -513,7 +528,18 @@ export class RWLock {
     try {
       return fn()
     } finally {
-      this.releaseWrite()
+      // Released inline where it can be (a stack overflow at the call of `fn`: see
+      // withLock): the claim still this thread's.
+      const a = this.#i32
+      const w = this.#w
+      const id = this.#id
+      if (a[w + R.WRITER] === id) {
+        // As releaseWrite: whatever a dead writer left is repaired, then the claim goes.
+        if (a[w + R.DAMAGED] !== 0) Atomics.store(a, w + R.DAMAGED, 0)
+        if (Atomics.compareExchange(a, w + R.WRITER, id, 0) === id && Atomics.load(a, w + R.WWAIT) !== 0) this.#writerLeft(a)
+      } else {
+        this.releaseWrite()
+      }
     }
   }
 
