@@ -178,8 +178,10 @@ test('Lock and RLock handles name their kind, not the class name (bundlers and m
   t.is(rb.offset, b.offset)
 })
 
-for (const kind of ['lock', 'rlock', 'read', 'write', 'withLock', 'withRLock', 'withRead', 'withWrite'] as const) {
-  const what = { withLock: 'Lock.withLock(fn) whose fn', withRLock: 'RLock.withLock(fn), nested, whose fn', withRead: 'RWLock.withRead(fn) whose fn', withWrite: 'RWLock.withWrite(fn) whose fn' }[kind as string] ?? `an acquisition (${kind}) that`
+for (const kind of ['lock', 'rlock', 'read', 'write', 'withLock', 'withRLock', 'withRead', 'withWrite', 'mapUpdate'] as const) {
+  const what =
+    { withLock: 'Lock.withLock(fn) whose fn', withRLock: 'RLock.withLock(fn), nested, whose fn', withRead: 'RWLock.withRead(fn) whose fn', withWrite: 'RWLock.withWrite(fn) whose fn', mapUpdate: 'SharedMap.update(key, fn) whose fn' }[kind as string] ??
+    `an acquisition (${kind}) that`
   test(`${what} a stack overflow interrupts leaves the lock free: every depth around the edge, in a child`, async (t) => {
     // A RangeError after the compare-and-swap that took the word (at the call recording
     // the owner, an RLock's depth, a writer's claim, a reader's hold) left it held by a

@@ -21,6 +21,11 @@ import { acquireAsyncWith, Code, outcome, RECHECK_MS, throwIfFailed } from './wa
 const TOKEN_MASK = 0x3fff_ffff
 /** @internal Lock word bit: the holder recovered the lock from a dead owner and has not marked it consistent. */
 export const OWNER_DIED = 1 << 30
+/**
+ * @internal The word's bits but WAITERS: `(word & HELD_MASK) === token` says held by
+ * that token, consistent (what a release inline, without calls, checks: see withLock).
+ */
+export const HELD_MASK = TOKEN_MASK | OWNER_DIED
 /** Bytes of a lock (and of every other synchronization) record. */
 export const LOCK_SIZE = 32
 
@@ -700,7 +705,7 @@ export class Lock implements Disposable {
       const a = this.#i32
       const w = this.#w
       let v = a[w]
-      const mine = (v & 0x7fff_ffff) === this.#me
+      const mine = (v & HELD_MASK) === this.#me
       const depth = mine && this.#reentrant ? a[w + 1] : 1
       if (mine && depth > 1) {
         a[w + 1] = depth - 1

@@ -63,11 +63,13 @@ import { registerReviver } from './handles.js'
 import { afterAllocFailure, heapOf } from './heap.js'
 import { refParts } from './ref.js'
 import { arrayOf, describeType, types } from './types/index.js'
-import { Kind, Lock, tookOverDead } from './lock.js'
+import { HELD_MASK, Kind, Lock, tookOverDead } from './lock.js'
 import { MAP_LAYOUT } from './layouts.js'
-import { internals, type MappedMemory, memoryOfHandle } from './memory.js'
+import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { atPlace } from './place.js'
 import { binding } from './native.js'
+import { tokenIn } from './identity.js'
+import { wakeWord } from './word.js'
 import { copyWords, decodeUtf8, encodeUtf8Into, LONE_SURROGATE, notWellFormed, wordsEqual } from './utf8.js'
 
 const { magic: MAGIC, version: VERSION } = MAP_LAYOUT
@@ -467,6 +469,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     ks.ensure(0, kn)
     ks.bytes.set(keyScratch.bytes.subarray(0, kn))
     const fresh = this.#expiry(undefined)
+    const me = this.#me || (this.#me = tokenIn(this.memory))
     const s = this.#enter(h)
     try {
       const e = this.#find(s, ks, kn, kind, h)
@@ -489,9 +492,29 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
       this.#store(s, ks, kn, kind, h, encoded, vn, expires, e)
       return value
     } finally {
-      this.#leave(s)
+      // Released inline where it can be (see Lock.withLock): `fn` may have overflowed the
+      // stack at its very call, leaving no room for #leave's calls. Inline: plain loads
+      // and stores, and the builtins the stripe's acquisition (and #beginWrite, if the
+      // sequence is odd) ran deeper. The stripe's lock word opens its record (FORMAT.md).
+      const i32 = this.v.i32
+      const seq = (s + S.SEQ) >>> 2
+      const lw = (s + S.LOCK) >>> 2
+      let v = i32[lw]
+      if ((v & HELD_MASK) === me) {
+        const q = i32[seq]
+        if (q & 1) Atomics.store(i32, seq, (q + 1) | 0)
+        while (Atomics.compareExchange(i32, lw, v, 0) !== v) v = i32[lw]
+        // Sleepers are woken; if the wake cannot be made, they re-check within 50 ms.
+        if (v < 0) wakeWord(this.memory, s + S.LOCK, 1)
+        if (GUARD[0] !== 0) checkIntact(this.memory)
+      } else {
+        this.#leave(s)
+      }
     }
   }
+
+  /** This thread's liveness token in the map's segment (the stripes' lock words hold it). */
+  #me = 0
 
   /** Removes every entry (one stripe at a time: concurrent sets may survive it). */
   clear(): void {
