@@ -110,25 +110,16 @@ export interface HeapInfo {
 /** The object called `name`, waiting up to `wait_ms` for its construction. */
 export declare function heapNamedFind(id: number, name: string, waitMs: number): NamedFound | null
 
-/**
- * Marks the object this thread reserved constructed and wakes every process waiting
- * for it.
- *
- * # Errors
- * `ERR_SHM_CORRUPT` if the entry is no longer this thread's reservation (another process
- * took it back, believing this thread dead).
- */
-export declare function heapNamedPublish(id: number, entry: number): void
-
 /** Removes `name` from the directory. */
 export declare function heapNamedRemove(id: number, name: string): boolean
 
 /**
- * Finds `name` or reserves a zeroed object for it (CONSTRUCTING by this thread); waits
+ * Finds `name` or creates its object (zeroed, then `image`), published at once; waits
  * while another thread constructs it (and takes it back if that thread died, then
- * reserves it here).
+ * creates it here). One call, so that no JavaScript runs between the reservation and
+ * the publication (see `HeapView::named_reserve`).
  */
-export declare function heapNamedReserve(id: number, name: string, size: number, align: number, typeDesc: string): NamedReserved
+export declare function heapNamedReserve(id: number, name: string, size: number, align: number, typeDesc: string, image: Uint8Array): NamedReserved
 
 /** Forgets heap `id` of this thread (the heap itself is untouched). */
 export declare function heapRelease(id: number): void
@@ -318,9 +309,12 @@ export interface NamedInfo {
 export interface NamedReserved {
   /** Offset of the object in the mapping. */
   offset: number
-  /** Whether this call created it (the caller constructs it, then publishes). */
+  /** Whether this call created it (constructed and published by that call). */
   created: boolean
-  /** The directory entry, for `namedPublish`. */
+  /**
+   * Mapping offset of its directory entry (whose state word a C peer constructing an
+   * object in place sets, FORMAT.md; the tests play such a peer).
+   */
   entry: number
   /** The object's size as the entry records it. */
   size: number

@@ -850,7 +850,6 @@ module.exports.heapAttach = nativeBinding.heapAttach
 module.exports.heapCheck = nativeBinding.heapCheck
 module.exports.heapInfo = nativeBinding.heapInfo
 module.exports.heapNamedFind = nativeBinding.heapNamedFind
-module.exports.heapNamedPublish = nativeBinding.heapNamedPublish
 module.exports.heapNamedRemove = nativeBinding.heapNamedRemove
 module.exports.heapNamedReserve = nativeBinding.heapNamedReserve
 module.exports.heapRelease = nativeBinding.heapRelease

@@ -1,3 +1,4 @@
+import vm from 'node:vm'
 import test from 'ava'
 import { MappedMemory } from '../dist/index.js'
 import { forkChild, seededRandom, segmentName } from './helpers.js'
@@ -32,7 +33,7 @@ test('a process SIGKILLed at random moments while churning the heap, 50 times: t
   t.true(heap.stats().largestFree > 0)
 })
 
-test('a process SIGKILLed while constructing heap.named(): the name is taken back whole, by a process waiting for it and by a later find()', async (t) => {
+test('a peer SIGKILLed while constructing a named object in place (FORMAT.md §5, as a C program may): the name is taken back whole, by a process waiting for it and by a later find()', async (t) => {
   const mem = MappedMemory.create(segmentName(t, 'nameddies'), { size: 1 << 20 })
   t.teardown(() => mem.close())
   const handle = JSON.parse(JSON.stringify(mem))
@@ -42,7 +43,7 @@ test('a process SIGKILLed while constructing heap.named(): the name is taken bac
     flag.value = 0
     const constructor = forkChild(t, 'named-dies.mjs')
     constructor.proc.send({ mem: handle, flag, role: 'constructor' })
-    // It reserved the name and wrote the init, and has not published it (300 ms, then it dies).
+    // Its entry names it constructing, and it has not published it (300 ms, then it dies).
     const t0 = Date.now()
     while (flag.value === 0 && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 5))
     t.is(flag.value, 1, 'the constructor reached the window')
@@ -70,4 +71,30 @@ test('a process SIGKILLed while constructing heap.named(): the name is taken bac
     const after = mem.heap.stats()
     t.deepEqual([after.allocations, after.used], [before.allocations, before.used], 'the half-made object and its entry were freed')
   }
+})
+
+test('heap.named() stopped by a vm timeout at any point leaves no name reserved by this live thread: each is published, or was never made', (t) => {
+  // It reserved the name natively, copied its init in JavaScript and published it in a
+  // finally, which a vm timeout skips: the name stayed "being constructed" by this thread
+  // for good (every find or named of it waited 10 s, then ETIMEDOUT, in every process).
+  const mem = MappedMemory.create(segmentName(t, 'vm-named'), { size: 16 << 20 })
+  t.teardown(() => mem.close())
+  const ctx = vm.createContext({ heap: mem.heap, out: { i: 0 } })
+  let interrupted = 0
+  for (let trial = 0; trial < 12; trial++) {
+    try {
+      vm.runInContext(`for (;;) heap.named('n' + out.i++, 'int32_t[4]', [1, 2, 3, 4])`, ctx, { timeout: 1 + (trial % 3) })
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ERR_SCRIPT_EXECUTION_TIMEOUT') throw e
+      interrupted++
+    }
+    const last = `n${(ctx.out as { i: number }).i - 1}`
+    const t0 = performance.now()
+    const found = mem.heap.find<number[]>(last)
+    t.true(performance.now() - t0 < 1000, `find('${last}') did not wait for a constructor`)
+    if (found !== undefined) t.deepEqual([...(found as unknown as Iterable<number>)], [1, 2, 3, 4])
+    t.is(mem.heap.named(last, 'int32_t[4]', [1, 2, 3, 4]).offset > 0, true)
+  }
+  t.true(interrupted > 0)
+  mem.heap.check()
 })

@@ -209,6 +209,8 @@ export function heapOf(where: unknown): Heap {
 
 /** How long {@link Heap.named} waits for another process to finish constructing. */
 const NAMED_WAIT_MS = 10_000
+/** The initial bytes of a named object made without `init`: none (it stays zeroed). */
+const NO_IMAGE = new Uint8Array(0)
 
 /**
  * How long a heap operation waits for the heap's lock by default, in milliseconds
@@ -587,26 +589,20 @@ export class Heap {
     const t = resolveNewType(type, init)
     const desc = JSON.stringify(describeType(t))
     // init is read (its getters run) once, here, into the object's bytes: a bad init
-    // fails before the object exists, and no code of the caller's runs while the name is
-    // reserved (it could throw there, or wait for the name itself).
-    const image = init === undefined ? undefined : valueImage(this.memory, t, toValue(t, init))
-    const r = this.#allocate(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc))
+    // fails before the object exists. The native call creates the object with those bytes
+    // and publishes it in one go: no JavaScript runs while the name is reserved (a `vm`
+    // timeout there left it reserved for good by a live thread; code of the caller's
+    // could throw, or wait for the name itself).
+    const image = init === undefined ? NO_IMAGE : valueImage(this.memory, t, toValue(t, init))
+    const r = this.#allocate(() => binding.heapNamedReserve(this.#id, name, t.size, Math.max(t.align, 16), desc, image))
     if (!r.created) {
       const found = this.#namedRef(name, r.offset, r.size, r.typeDesc)
       if (r.typeDesc !== desc) throw typeError(`The named object ${JSON.stringify(name)} exists as ${formatType(refParts(found).type)}, not ${formatType(t)}`)
       return found
     }
-    try {
-      if (image !== undefined) {
-        const w = internals(this.memory).window(r.offset, t.size)
-        w.u8.set(image, r.offset - w.start)
-        if (GUARD[0] !== 0) checkIntact(this.memory)
-      }
-      return refAt(this.memory, r.offset, t, this)
-    } finally {
-      // Publish whatever happens (a page lost under the copy): waiters must not hang.
-      native(() => binding.heapNamedPublish(this.#id, r.entry))
-    }
+    // The bytes may have landed on a page the mapping lost (published all the same).
+    if (GUARD[0] !== 0) checkIntact(this.memory)
+    return refAt(this.memory, r.offset, t, this)
   }
 
   /**

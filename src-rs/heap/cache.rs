@@ -211,7 +211,7 @@ mod tests {
         t.h.check().unwrap();
         assert_eq!(t.h.stats().unwrap(), s0);
         // Directory entries and named objects are never cached.
-        let (e, _) = t.h.named_reserve(b"n", 16, 16, b"t", 0).unwrap();
+        let (e, _) = t.h.named_reserve(b"n", 16, 16, b"t", 0, None).unwrap();
         assert!(!t.h.cache_put(e.offset, ME));
         assert!(!t.h.cache_put(e.entry_off, ME));
         assert!(t.guards_ok());

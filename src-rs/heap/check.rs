@@ -154,7 +154,7 @@ mod tests {
     fn read_only_ops_do_not_write() {
         let t = T::new(1 << 16);
         let a = t.h.malloc(100, 16).unwrap();
-        let (e, _) = t.h.named_reserve(b"ro", 8, 8, b"t", 0).unwrap();
+        let (e, _) = t.h.named_reserve(b"ro", 8, 8, b"t", 0, None).unwrap();
         let snap = t.mem.read(0, t.mem.len);
         for _ in 0..3 {
             t.h.validate_header().unwrap();

@@ -1295,8 +1295,14 @@ mod tests {
                     let _ = t.h.rebuild();
                 }
                 6 => {
-                    let _ =
-                        t.h.named_reserve(format!("n{}", rng.below(8)).as_bytes(), 64, 16, b"t", 0);
+                    let _ = t.h.named_reserve(
+                        format!("n{}", rng.below(8)).as_bytes(),
+                        64,
+                        16,
+                        b"t",
+                        0,
+                        None,
+                    );
                 }
                 7 => {
                     let _ = t.h.named_find(format!("n{}", rng.below(8)).as_bytes());
@@ -1343,7 +1349,7 @@ mod tests {
                 }
                 if i % 7 == 0 {
                     let _ =
-                        t.h.named_reserve(format!("n{i}").as_bytes(), 32, 16, b"x", 0);
+                        t.h.named_reserve(format!("n{i}").as_bytes(), 32, 16, b"x", 0, None);
                 }
             }
             for o in v.iter().step_by(3) {

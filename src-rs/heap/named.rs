@@ -180,10 +180,21 @@ impl HeapView {
     }
 
     /// Find-or-create: returns the existing entry (`false`), or allocates a zeroed
-    /// object of `size` bytes at `align` plus a CONSTRUCTING entry (`true`) naming
-    /// `constructor` (the caller's liveness token; 0: none). The caller initialises the
-    /// object, then stores [`NAMED_READY`] in the state word and wakes. Caller holds the
+    /// object of `size` bytes at `align` plus an entry for it (`true`). Caller holds the
     /// heap lock.
+    ///
+    /// - `image` given: the object's first bytes (at most `size`), written before the
+    ///   entry is published READY. The object is created and published by this one call:
+    ///   nothing of the caller's can come between (a JavaScript `vm` timeout stopped a
+    ///   caller that constructed in between, and left the name CONSTRUCTING for good by a
+    ///   live thread).
+    /// - `None`: the entry is CONSTRUCTING by `constructor` (the caller's liveness token;
+    ///   0: none); the caller initialises the object, then stores [`NAMED_READY`] in the
+    ///   state word and wakes (as a C peer may, FORMAT.md).
+    ///
+    /// # Errors
+    /// `EINVAL` for a bad name, alignment, a type description over 65536 bytes or an
+    /// image longer than the object; `ENOMEM`; `ERR_SHM_CORRUPT`.
     pub fn named_reserve(
         &self,
         name: &[u8],
@@ -191,12 +202,19 @@ impl HeapView {
         align: usize,
         type_desc: &[u8],
         constructor: u32,
+        image: Option<&[u8]>,
     ) -> Result<(NamedEntry, bool), HeapError> {
         self.check_name(name).map_err(|f| self.err(f))?;
         if type_desc.len() > MAX_TYPE_DESC_LEN {
             return Err(self.err(Fault::Arg(
                 "type description longer than 65536 bytes",
                 type_desc.len() as u64,
+            )));
+        }
+        if let Some(image) = image.filter(|i| i.len() > size) {
+            return Err(self.err(Fault::Arg(
+                "initial image longer than the object",
+                image.len() as u64,
             )));
         }
         let align = norm_align(align).map_err(|f| self.err(f))?;
@@ -206,6 +224,9 @@ impl HeapView {
             }
             let obj = self.malloc_inner(salt, size, align, false)?;
             self.zero(obj, size as u64)?;
+            if let Some(image) = image {
+                self.write_bytes(obj, image)?;
+            }
             // Mark it named (one atomic update of its size word; a crash before the
             // entry is published leaks it either way).
             let ob = obj - HDR;
@@ -227,10 +248,10 @@ impl HeapView {
             self.st(e + E_HASH, hash)?;
             self.st(e + E_OBJ, obj)?;
             self.st(e + E_SIZE, size as u64)?;
-            let state = if constructor == 0 {
-                NAMED_CONSTRUCTING
-            } else {
-                named_constructing_by(constructor)
+            let state = match (image, constructor) {
+                (Some(_), _) => NAMED_READY,
+                (None, 0) => NAMED_CONSTRUCTING,
+                (None, token) => named_constructing_by(token),
             };
             self.st32(e + E_STATE, state)?;
             self.st32(e + E_NAME_LEN, name.len() as u32)?;
@@ -408,13 +429,13 @@ mod tests {
         assert_eq!(t.h.named_find(b"a").unwrap(), None);
         assert_eq!(code(t.h.named_find(b"")), "EINVAL");
         assert_eq!(code(t.h.named_find(&[b'x'; 256])), "EINVAL");
-        assert_eq!(code(t.h.named_reserve(b"a", 8, 3, b"", 0)), "EINVAL");
+        assert_eq!(code(t.h.named_reserve(b"a", 8, 3, b"", 0, None)), "EINVAL");
         assert_eq!(
-            code(t.h.named_reserve(b"a", 8, 8, &vec![0; MAX_TYPE_DESC_LEN + 1], 0)),
+            code(t.h.named_reserve(b"a", 8, 8, &vec![0; MAX_TYPE_DESC_LEN + 1], 0, None)),
             "EINVAL"
         );
         assert_eq!(
-            code(t.h.named_reserve(b"a", usize::MAX, 8, b"", 0)),
+            code(t.h.named_reserve(b"a", usize::MAX, 8, b"", 0, None)),
             "ENOMEM"
         );
         // garbage in the object's future place must be zeroed
@@ -422,7 +443,7 @@ mod tests {
         t.fill(g, 4000, 0xEE);
         t.h.free(g).unwrap();
         let (e, created) =
-            t.h.named_reserve(b"counter", 4000, 64, b"{\"t\":\"u64\"}", 0)
+            t.h.named_reserve(b"counter", 4000, 64, b"{\"t\":\"u64\"}", 0, None)
                 .unwrap();
         assert!(created);
         assert!(!e.ready);
@@ -434,7 +455,9 @@ mod tests {
         let st = t.h.named_state(e.entry_off).unwrap();
         // SAFETY: pointer into the live test mapping.
         unsafe { (*st).store(NAMED_READY, Ordering::Release) };
-        let (e2, created2) = t.h.named_reserve(b"counter", 1, 16, b"other", 0).unwrap();
+        let (e2, created2) =
+            t.h.named_reserve(b"counter", 1, 16, b"other", 0, None)
+                .unwrap();
         assert!(!created2);
         assert!(e2.ready);
         assert_eq!(e2.offset, e.offset);
@@ -449,13 +472,13 @@ mod tests {
         for i in 0..300 {
             let name = format!("obj-{i}-{}", "z".repeat(i % 240)).into_bytes();
             let td = vec![b'j'; (i * 37) % 3000];
-            let (e, c) = t.h.named_reserve(&name, i + 1, 16, &td, 0).unwrap();
+            let (e, c) = t.h.named_reserve(&name, i + 1, 16, &td, 0, None).unwrap();
             assert!(c);
             assert_eq!(e.type_desc, td);
             names.push((name, e));
         }
         let (big, _) =
-            t.h.named_reserve(&[b'n'; 255], 8, 8, &vec![7u8; MAX_TYPE_DESC_LEN], 0)
+            t.h.named_reserve(&[b'n'; 255], 8, 8, &vec![7u8; MAX_TYPE_DESC_LEN], 0, None)
                 .unwrap();
         assert_eq!(big.type_desc.len(), MAX_TYPE_DESC_LEN);
         t.h.check().unwrap();
@@ -487,8 +510,8 @@ mod tests {
     #[test]
     fn freeing_a_named_object_removes_its_name() {
         let (t, s0) = T::with_stats(1 << 20);
-        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t", 0).unwrap();
-        let (b, _) = t.h.named_reserve(b"b", 100, 64, b"t", 0).unwrap();
+        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t", 0, None).unwrap();
+        let (b, _) = t.h.named_reserve(b"b", 100, 64, b"t", 0, None).unwrap();
         assert_ne!(word_of(&t, a.offset) & F_NAMED, 0);
         assert_eq!(
             code(t.h.realloc(a.offset, 500)),
@@ -509,10 +532,42 @@ mod tests {
     }
 
     #[test]
+    fn an_object_made_with_its_image_is_published_by_the_same_call() {
+        let t = T::new(1 << 20);
+        let (e, created) =
+            t.h.named_reserve(b"img", 8, 16, b"t", 7, Some(&[1, 2, 3]))
+                .unwrap();
+        assert!(created);
+        assert!(e.ready, "READY at once, whatever the constructor token");
+        assert_eq!(
+            t.mem.read(e.offset, 8),
+            [1, 2, 3, 0, 0, 0, 0, 0],
+            "the image, then zeroes"
+        );
+        let (again, created) =
+            t.h.named_reserve(b"img", 8, 16, b"t", 9, Some(&[5]))
+                .unwrap();
+        assert!(!created);
+        assert_eq!(again.offset, e.offset);
+        assert_eq!(t.mem.read(e.offset, 1), [1], "found, not written again");
+        assert_eq!(
+            code(t.h.named_reserve(b"long", 2, 16, b"t", 0, Some(&[0; 3]))),
+            "EINVAL",
+            "an image longer than the object"
+        );
+        assert_eq!(
+            t.h.named_find(b"long").unwrap(),
+            None,
+            "nothing made for it"
+        );
+        t.h.check().unwrap();
+    }
+
+    #[test]
     fn a_dangling_entry_is_corruption() {
         // What an older version (or a C peer) did: free a named object, keeping its name.
         let t = T::new(1 << 20);
-        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t", 0).unwrap();
+        let (a, _) = t.h.named_reserve(b"a", 100, 16, b"t", 0, None).unwrap();
         let w = word_of(&t, a.offset);
         t.mem
             .write(a.offset - HDR as usize, &(w & !F_NAMED).to_le_bytes());
@@ -521,7 +576,7 @@ mod tests {
         assert_eq!(code(t.h.check()), "ERR_SHM_CORRUPT");
         assert_eq!(code(t.h.named_find(b"a")), "ERR_SHM_CORRUPT");
         assert_eq!(
-            code(t.h.named_reserve(b"a", 100, 16, b"t", 0)),
+            code(t.h.named_reserve(b"a", 100, 16, b"t", 0, None)),
             "ERR_SHM_CORRUPT"
         );
         // Allocated again at another size: still not the entry's object.
@@ -542,7 +597,7 @@ mod tests {
     fn an_entry_whose_constructor_died_is_taken_back_whole() {
         let t = T::new(1 << 20);
         let s0 = t.h.stats().unwrap();
-        let (e, created) = t.h.named_reserve(b"cfg", 100, 16, b"t", 7).unwrap();
+        let (e, created) = t.h.named_reserve(b"cfg", 100, 16, b"t", 7, None).unwrap();
         assert!(created);
         assert_eq!(e.state, named_constructing_by(7));
         assert_eq!(named_constructor(e.state), Ok(Some(7)));
@@ -571,7 +626,7 @@ mod tests {
         for bad in [3u32, 0x8000_0000, u32::MAX] {
             assert_eq!(named_constructor(bad), Err(()));
         }
-        let (e, _) = t.h.named_reserve(b"cfg", 8, 16, b"t", 0).unwrap();
+        let (e, _) = t.h.named_reserve(b"cfg", 8, 16, b"t", 0, None).unwrap();
         assert_eq!(e.state, NAMED_CONSTRUCTING);
         t.mem
             .write(e.entry_off + E_STATE as usize, &3u32.to_le_bytes());
@@ -582,7 +637,7 @@ mod tests {
         // What a peer does when it recovers the heap lock from a dead holder
         // (docs/FORMAT.md §4.3): busy = 1, then the next shmutils operation rebuilds.
         let t = T::new(1 << 20);
-        let (e, _) = t.h.named_reserve(b"x", 8, 16, b"t", 0).unwrap();
+        let (e, _) = t.h.named_reserve(b"x", 8, 16, b"t", 0, None).unwrap();
         t.h.hst32(H_BUSY, 1).unwrap();
         assert_eq!(code(t.h.check()), "ERR_SHM_CORRUPT", "check() reports it");
         let found = t.h.named_find(b"x").unwrap().unwrap();

@@ -180,7 +180,7 @@ mod tests {
         for i in (0..live.len()).rev().step_by(3) {
             t.h.free(live.swap_remove(i)).unwrap();
         }
-        t.h.named_reserve(b"keep", 10, 16, b"t", 0).unwrap();
+        t.h.named_reserve(b"keep", 10, 16, b"t", 0, None).unwrap();
         t.h.check().unwrap();
         let before = t.h.stats().unwrap();
         let l = t.h.lay;
@@ -271,7 +271,8 @@ mod tests {
                 Ok(())
             }),
             ("named_reserve", |t, _| {
-                t.h.named_reserve(b"obj", 100, 16, b"desc", 0).map(|_| ())
+                t.h.named_reserve(b"obj", 100, 16, b"desc", 0, None)
+                    .map(|_| ())
             }),
             ("named_remove", |t, _| t.h.named_remove(b"pre").map(|_| ())),
             ("rebuild", |t, _| t.h.rebuild()),
@@ -291,7 +292,7 @@ mod tests {
                     t.fill(o, size, i + 1);
                     live.push((o, size, i + 1));
                 }
-                t.h.named_reserve(b"pre", 8, 16, b"x", 0).unwrap();
+                t.h.named_reserve(b"pre", 8, 16, b"x", 0, None).unwrap();
                 // A block cached by a thread (cache.rs): every repair keeps it or
                 // reclaims it whole.
                 let c = t.h.malloc(64, 16).unwrap();

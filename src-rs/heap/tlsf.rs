@@ -983,7 +983,7 @@ mod tests {
         t.h.check().unwrap();
         assert_eq!(t.h.stats().unwrap(), s0);
         // a directory entry cannot be freed with free()
-        let (e, created) = t.h.named_reserve(b"x", 8, 8, b"u64", 0).unwrap();
+        let (e, created) = t.h.named_reserve(b"x", 8, 8, b"u64", 0, None).unwrap();
         assert!(created);
         assert_eq!(code(t.h.free(e.entry_off)), "EINVAL");
         t.h.check().unwrap();

@@ -12,10 +12,7 @@
 //! holder (`NOT_RECOVERABLE`, a 0xff fill) in `ERR_SHM_CORRUPT`, never in a hang.
 
 use crate::error::{Result, ShmError};
-use crate::heap::{
-    named_constructing_by, named_constructor, CacheOwner, HeapError, HeapView, NamedEntry,
-    NAMED_READY,
-};
+use crate::heap::{named_constructor, CacheOwner, HeapError, HeapView, NamedEntry};
 use crate::js::args::{to_u64, to_usize};
 use crate::js::mapping::{region_of, release_tokens_at_teardown, token_of};
 use crate::js::slots::SlotTable;
@@ -24,11 +21,11 @@ use crate::sync::liveness::TokenRef;
 use crate::sync::lock::{Acquired, LockRecord, Owner};
 use crate::sync::RECHECK_MS;
 use crate::sys::{self, Deadline, Liveness};
+use napi::bindgen_prelude::Uint8Array;
 use napi::Env;
 use napi_derive::napi;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Usage figures of a heap.
@@ -71,9 +68,10 @@ pub struct HeapInfo {
 pub struct NamedReserved {
     /// Offset of the object in the mapping.
     pub offset: f64,
-    /// Whether this call created it (the caller constructs it, then publishes).
+    /// Whether this call created it (constructed and published by that call).
     pub created: bool,
-    /// The directory entry, for `namedPublish`.
+    /// Mapping offset of its directory entry (whose state word a C peer constructing an
+    /// object in place sets, FORMAT.md; the tests play such a peer).
     pub entry: f64,
     /// The object's size as the entry records it.
     pub size: f64,
@@ -530,9 +528,10 @@ pub fn heap_check(id: u32) -> napi::Result<()> {
     })?)
 }
 
-/// Finds `name` or reserves a zeroed object for it (CONSTRUCTING by this thread); waits
+/// Finds `name` or creates its object (zeroed, then `image`), published at once; waits
 /// while another thread constructs it (and takes it back if that thread died, then
-/// reserves it here).
+/// creates it here). One call, so that no JavaScript runs between the reservation and
+/// the publication (see `HeapView::named_reserve`).
 #[napi]
 pub fn heap_named_reserve(
     id: u32,
@@ -540,6 +539,7 @@ pub fn heap_named_reserve(
     size: f64,
     align: f64,
     type_desc: String,
+    image: Uint8Array,
 ) -> napi::Result<NamedReserved> {
     let key = heap_name(&name)?;
     let (size, align) = (to_usize("size", size)?, to_usize("align", align)?);
@@ -547,8 +547,16 @@ pub fn heap_named_reserve(
     let me = s.owner()?;
     let deadline = Deadline::after_ms(10_000.0);
     loop {
-        let (e, created) =
-            s.locked(|h| h.named_reserve(key, size, align, type_desc.as_bytes(), me.token))?;
+        let (e, created) = s.locked(|h| {
+            h.named_reserve(
+                key,
+                size,
+                align,
+                type_desc.as_bytes(),
+                me.token,
+                Some(&image),
+            )
+        })?;
         let e = if created {
             e
         } else {
@@ -565,41 +573,6 @@ pub fn heap_named_reserve(
             type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
         });
     }
-}
-
-/// Marks the object this thread reserved constructed and wakes every process waiting
-/// for it.
-///
-/// # Errors
-/// `ERR_SHM_CORRUPT` if the entry is no longer this thread's reservation (another process
-/// took it back, believing this thread dead).
-#[napi]
-pub fn heap_named_publish(id: u32, entry: f64) -> napi::Result<()> {
-    let entry = to_usize("entry", entry)?;
-    let s = slot(id)?;
-    let mine = named_constructing_by(s.owner()?.token);
-    // Under the heap lock, where entries are taken back: the entry is still the one
-    // reserved, and its memory still the entry's.
-    let word = s.locked(|h| {
-        // SAFETY: named_state bounds-checked the entry; the word is 4-aligned inside the
-        // live mapping, which lives as long as the slot.
-        let word = unsafe { &*h.named_state(entry)? };
-        // Release: the constructed bytes are visible to whoever sees READY (Acquire).
-        Ok(word
-            .compare_exchange(mine, NAMED_READY, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
-            .then_some(word))
-    })?;
-    let Some(word) = word else {
-        return Err(ShmError::new(
-            "ERR_SHM_CORRUPT",
-            "the named object was taken back before it was published (another process found \
-             its constructor dead)",
-        )
-        .into());
-    };
-    sys::futex_wake(word, u32::MAX);
-    Ok(())
 }
 
 /// The object called `name`, waiting up to `wait_ms` for its construction.
