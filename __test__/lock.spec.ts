@@ -1,6 +1,6 @@
 import cluster from 'node:cluster'
 import test from 'ava'
-import { Lock, MappedMemory, revive, RLock, ShmError } from '../dist/index.js'
+import { Lock, MappedMemory, revive, RLock, RWLock, ShmError } from '../dist/index.js'
 import { fixture, forkChild, managedSegment, rawSegment, segmentName, throws, tryRacesPendingAsync, type Child } from './helpers.js'
 
 test('two forked children and two cluster workers count to 20,000 under one Lock, exactly', async (t) => {
@@ -178,10 +178,15 @@ test('Lock and RLock handles name their kind, not the class name (bundlers and m
   t.is(rb.offset, b.offset)
 })
 
-for (const kind of ['lock', 'rlock', 'read', 'write', 'withLock', 'withRLock', 'withRead', 'withWrite', 'mapUpdate'] as const) {
+// 'contended': a child process holds the lock most of the time, so acquisitions take the
+// native wait (a word taken natively, then an overflow in what follows, stayed held).
+const edgeKinds = ['lock', 'rlock', 'read', 'write', 'withLock', 'withRLock', 'withRead', 'withWrite', 'mapUpdate', 'lock contended', 'rlock contended', 'withLock contended', 'withRLock contended']
+for (const kind of edgeKinds) {
+  const [base, contended] = kind.split(' ')
+  const also = contended ? ', contended,' : ''
   const what =
-    { withLock: 'Lock.withLock(fn) whose fn', withRLock: 'RLock.withLock(fn), nested, whose fn', withRead: 'RWLock.withRead(fn) whose fn', withWrite: 'RWLock.withWrite(fn) whose fn', mapUpdate: 'SharedMap.update(key, fn) whose fn' }[kind as string] ??
-    `an acquisition (${kind}) that`
+    { withLock: `Lock.withLock(fn)${also} whose fn`, withRLock: `RLock.withLock(fn), nested${also} whose fn`, withRead: 'RWLock.withRead(fn) whose fn', withWrite: 'RWLock.withWrite(fn) whose fn', mapUpdate: 'SharedMap.update(key, fn) whose fn' }[base!] ??
+    `an acquisition (${base}${contended ? ', contended' : ''}) that`
   test(`${what} a stack overflow interrupts leaves the lock free: every depth around the edge, in a child`, async (t) => {
     // A RangeError after the compare-and-swap that took the word (at the call recording
     // the owner, an RLock's depth, a writer's claim, a reader's hold) left it held by a
@@ -192,11 +197,60 @@ for (const kind of ['lock', 'rlock', 'read', 'write', 'withLock', 'withRLock', '
     // few seconds each.)
     const { execFile } = await import('node:child_process')
     const stdout = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [fixture('stack-edge.mjs'), segmentName(t, `edge-${kind}`), kind, '3'], { encoding: 'utf8', timeout: 120_000 }, (e, out, err) => (e ? reject(new Error(`${e.message}\n${err}`)) : resolve(out))),
+      execFile(process.execPath, [fixture('stack-edge.mjs'), segmentName(t, `edge-${kind.replace(' ', '-')}`), ...kind.split(' ', 1), '3', ...kind.split(' ').slice(1)], { encoding: 'utf8', timeout: 120_000 }, (e, out, err) =>
+        e ? reject(new Error(`${e.message}\n${err}`)) : resolve(out),
+      ),
     )
     const got = JSON.parse(stdout) as { trials: number; overflows: number; wedged: unknown }
+    if (contended) t.log('(a child held the lock most of the time)')
     t.log(`${got.trials} acquisitions, ${got.overflows} of them overflowed`)
-    t.true(got.overflows > 100, 'the edge was found')
+    // (Natively thousands; under qemu-user a round or two, tens.)
+    t.true(got.overflows > 0, 'the edge was reached')
     t.is(got.wedged, null)
   })
 }
+
+test('withLock / withRead / withWrite call a subclass\'s own release methods (their inline release is for the classes\' own)', (t) => {
+  const m = managedSegment(t, 'subclass')
+  let held = 0
+  class Counted extends RLock {
+    override acquire(options?: number | { timeout?: number }): boolean {
+      const r = super.acquire(options)
+      if (r) held++
+      return r
+    }
+    override release(): void {
+      held--
+      super.release()
+    }
+  }
+  const l = new Counted(m)
+  l.withLock(() => l.withLock(() => t.is(held, 2)))
+  t.is(held, 0)
+  t.false(l.locked)
+  let holds = 0
+  class CountedRW extends RWLock {
+    override acquireRead(options?: number | { timeout?: number }): boolean {
+      const r = super.acquireRead(options)
+      if (r) holds++
+      return r
+    }
+    override releaseRead(): void {
+      holds--
+      super.releaseRead()
+    }
+    override acquireWrite(options?: number | { timeout?: number }): boolean {
+      const r = super.acquireWrite(options)
+      if (r) holds++
+      return r
+    }
+    override releaseWrite(): void {
+      holds--
+      super.releaseWrite()
+    }
+  }
+  const rw = new CountedRW(m)
+  rw.withRead(() => t.is(holds, 1))
+  rw.withWrite(() => t.is(holds, 1))
+  t.is(holds, 0)
+})

@@ -16,6 +16,7 @@ import { binding } from './native.js'
 import { lockOwnerAt, type LockOwner } from './records.js'
 import { traceOwnerDied, traceWait, waitStart } from './trace.js'
 import { acquireAsyncWith, Code, outcome, RECHECK_MS, throwIfFailed } from './waits.js'
+import { wakeWord } from './word.js'
 
 /** Owner token bits of the lock word; all ones: dead forever (`NOT_RECOVERABLE`). */
 const TOKEN_MASK = 0x3fff_ffff
@@ -450,7 +451,9 @@ export class Lock implements Disposable {
             this.#recordOwner(a, w, me)
           } catch (e) {
             // Given back inline (see #recordOwner).
-            if (Atomics.compareExchange(a, w, me, 0) !== me) this.#giveBackContended(a, w, me)
+            let v = a[w]
+            while ((v & TOKEN_MASK) === me && Atomics.compareExchange(a, w, v, v & OWNER_DIED ? TOKEN_MASK : 0) !== v) v = a[w]
+            if ((v & TOKEN_MASK) === me && v !== me) this.#wakeGivenBack(v)
             throw e
           }
         }
@@ -466,30 +469,37 @@ export class Lock implements Disposable {
     const a = this.#word()
     const w = this.#w
     const me = this.#token()
-    // Fast path: free → ours. Atomics are sequentially consistent, which includes the
-    // acquire ordering the lock needs.
-    if (Atomics.compareExchange(a, w, 0, me) === 0 || (timeout !== 0 && spin(a, w, me))) {
-      try {
+    let took = false
+    try {
+      // Fast path: free → ours. Atomics are sequentially consistent, which includes the
+      // acquire ordering the lock needs.
+      if (Atomics.compareExchange(a, w, 0, me) === 0 || (timeout !== 0 && spin(a, w, me))) {
+        took = true
         this.#recordOwner(a, w, me)
+        return true
+      }
+      const { id } = internals(this.memory)
+      const t0 = waitStart()
+      let code: number
+      try {
+        code = native(() => binding.lockAcquire(id, this.offset, timeout ?? -1))
       } catch (e) {
-        // Given back inline (see #recordOwner).
-        if (Atomics.compareExchange(a, w, me, 0) !== me) this.#giveBackContended(a, w, me)
+        // The word names this thread at depth 0 (#reenter declined it): an acquireAsync of
+        // this thread took it, before or while this thread waited.
+        if (this.#reentrant && e instanceof ShmError && e.code === 'ERR_SHM_DEADLOCK') throw pendingHere()
         throw e
       }
-      return true
-    }
-    const { id } = internals(this.memory)
-    const t0 = waitStart()
-    let code: number
-    try {
-      code = native(() => binding.lockAcquire(id, this.offset, timeout ?? -1))
+      took = outcome(code) === Code.OK
+      return this.#acquired(code, t0, false)
     } catch (e) {
-      // The word names this thread at depth 0 (#reenter declined it): an acquireAsync of
-      // this thread took it, before or while this thread waited.
-      if (this.#reentrant && e instanceof ShmError && e.code === 'ERR_SHM_DEADLOCK') throw pendingHere()
+      if (took) {
+        // Given back inline (see #recordOwner).
+        let v = a[w]
+        while ((v & TOKEN_MASK) === me && Atomics.compareExchange(a, w, v, v & OWNER_DIED ? TOKEN_MASK : 0) !== v) v = a[w]
+        if ((v & TOKEN_MASK) === me && v !== me) this.#wakeGivenBack(v)
+      }
       throw e
     }
-    return this.#acquired(code, t0, false)
   }
 
   // Memory safety: every path that takes, gives back or reads the word then checks the
@@ -499,12 +509,16 @@ export class Lock implements Disposable {
   // check); the token last.
   //
   // Exception safety: an acquire that throws never leaves the lock held. Whatever throws
-  // after the compare-and-swap that took the word (a lost page here; a stack overflow
-  // anywhere, also at the call of this method: a RangeError a program may catch, as a
-  // server's error handler does, and go on) is caught where the word was taken, which
-  // gives it back with the same compare-and-swap *inline*: at a frame no deeper than the
-  // one where that builtin just ran, it has the stack it needs, where a call might not.
-  // (An RLock's depth is still 0 then: #entered, which sets it, is the last step.)
+  // after the word was taken, by a compare-and-swap or natively (a lost page here; a stack
+  // overflow anywhere, also at the call of this method: a RangeError a program may catch,
+  // as a server's error handler does, and go on), is caught by the frame that took it or
+  // one of its callers (acquire's short path, #acquireSlow, #try), which gives the word
+  // back *inline*: plain loads and a compare-and-swap loop. At a frame no deeper than one
+  // where that builtin ran, it has the stack it needs, where a call (or a getter) might
+  // not. A word taken over from a dead holder is given back NOT_RECOVERABLE (as a release
+  // without markConsistent: nobody was told to repair it). Only the wake that follows is
+  // a call; if it overflows too, sleepers re-check within RECHECK_MS. (An RLock's depth is
+  // still 0 then: #entered, which sets it, is the last step.)
   #recordOwner(a: Int32Array, w: number, me: number): void {
     // Written only when they change: a thread taking the lock again (the common case
     // under contention, where every store to this cache line may cost a transfer from the
@@ -523,19 +537,16 @@ export class Lock implements Disposable {
   }
 
   /**
-   * Gives back a word this thread just took that a sleeper marked WAITERS meanwhile (the
-   * inline give-back's compare-and-swap failed): frees it and wakes one. If the wake
-   * cannot be made (the stack overflowed again), the sleeper still finds the word free at
-   * its next re-check, within {@link RECHECK_MS}.
+   * Wakes the sleepers of a word given back inline (see #recordOwner) that was `v`: one if
+   * it had WAITERS; all if it was taken over from a dead holder (OWNER_DIED), which the
+   * give-back made `NOT_RECOVERABLE` for everyone, as a release without
+   * `markConsistent()` does (nobody was told to repair it). If the wake cannot be made
+   * (the stack overflowed again), sleepers still see the word at their next re-check,
+   * within {@link RECHECK_MS}.
    */
-  #giveBackContended(a: Int32Array, w: number, me: number): void {
-    for (;;) {
-      const v = Atomics.load(a, w)
-      if ((v & TOKEN_MASK) !== me) return
-      if (Atomics.compareExchange(a, w, v, 0) !== v) continue
-      if (v < 0) native(() => binding.lockWake(internals(this.memory).id, this.offset))
-      return
-    }
+  #wakeGivenBack(v: number): void {
+    if (v & OWNER_DIED) wakeWord(this.memory, this.offset)
+    else if (v < 0) native(() => binding.lockWake(internals(this.memory).id, this.offset))
   }
 
   /**
@@ -563,8 +574,33 @@ export class Lock implements Disposable {
    * @throws ShmError `ERR_SHM_NOT_RECOVERABLE`
    */
   tryAcquire(): boolean {
-    return this.#tryOnce() || this.#takeFromDead()
+    return this.#try(true)
   }
+
+  /**
+   * {@link tryAcquire} (`dead`: also a dead holder's lock), giving back a word a throw left
+   * taken (see #recordOwner; #tryOnce and #takeFromDead set #took once they take it).
+   */
+  #try(dead: boolean): boolean {
+    this.#took = false
+    try {
+      return this.#tryOnce() || (dead && this.#takeFromDead())
+    } catch (e) {
+      if (this.#took) {
+        // Given back inline (see #recordOwner).
+        const a = this.#i32
+        const w = this.#w
+        const me = this.#me
+        let v = a[w]
+        while ((v & TOKEN_MASK) === me && Atomics.compareExchange(a, w, v, v & OWNER_DIED ? TOKEN_MASK : 0) !== v) v = a[w]
+        if ((v & TOKEN_MASK) === me && v !== me) this.#wakeGivenBack(v)
+      }
+      throw e
+    }
+  }
+
+  /** Set by #tryOnce and #takeFromDead right after they take the word (a plain store). */
+  #took = false
 
   /** One compare-and-swap: the lock if it is free (or this thread re-enters its RLock). */
   #tryOnce(): boolean {
@@ -574,13 +610,8 @@ export class Lock implements Disposable {
     const me = this.#token()
     const seen = Atomics.compareExchange(a, w, 0, me)
     if (seen === 0) {
-      try {
-        this.#recordOwner(a, w, me)
-      } catch (e) {
-        // Given back inline (see #recordOwner).
-        if (Atomics.compareExchange(a, w, me, 0) !== me) this.#giveBackContended(a, w, me)
-        throw e
-      }
+      this.#took = true
+      this.#recordOwner(a, w, me)
       return true
     }
     // Owner bits all ones: dead forever; the native path throws the error.
@@ -607,6 +638,7 @@ export class Lock implements Disposable {
       if (e instanceof ShmError && e.code === 'ERR_SHM_DEADLOCK') return false
       throw e
     }
+    this.#took = outcome(code) === Code.OK
     return this.#acquired(code, 0, false)
   }
 
@@ -628,7 +660,7 @@ export class Lock implements Disposable {
     return acquireAsyncWith(
       options,
       // A dead holder is the wait's to find (it is traced as one), unless there is no wait.
-      (only) => (only ? this.tryAcquire() : this.#tryOnce()),
+      (only) => this.#try(only),
       (timeout) => {
         t0 = waitStart()
         return binding.lockAcquireAsync(internals(this.memory).id, this.offset, timeout)
@@ -705,7 +737,8 @@ export class Lock implements Disposable {
       const a = this.#i32
       const w = this.#w
       let v = a[w]
-      const mine = (v & HELD_MASK) === this.#me
+      // (A subclass's own release() is called, as ever.)
+      const mine = (v & HELD_MASK) === this.#me && this.release === Lock.prototype.release
       const depth = mine && this.#reentrant ? a[w + 1] : 1
       if (mine && depth > 1) {
         a[w + 1] = depth - 1

@@ -286,7 +286,8 @@ export class RWLock {
       const slot = w + R.SLOTS + (held[held.length - 1] ?? 0)
       // (Only what acquireRead ran deeper: plain loads, push/pop, compareExchange; a
       // closed mapping's array reads undefined.)
-      if (held.length !== 0 && a[slot] === this.#id) {
+      // (A subclass's own releaseRead() is called, as ever.)
+      if (held.length !== 0 && a[slot] === this.#id && this.releaseRead === RWLock.prototype.releaseRead) {
         held.pop()
         Atomics.compareExchange(a, slot, this.#id, 0)
         if (GUARD[0] !== 0) checkIntact(this.memory)
@@ -533,7 +534,8 @@ export class RWLock {
       const a = this.#i32
       const w = this.#w
       const id = this.#id
-      if (a[w + R.WRITER] === id) {
+      // (A subclass's own releaseWrite() is called, as ever.)
+      if (a[w + R.WRITER] === id && this.releaseWrite === RWLock.prototype.releaseWrite) {
         // As releaseWrite: whatever a dead writer left is repaired, then the claim goes.
         if (a[w + R.DAMAGED] !== 0) Atomics.store(a, w + R.DAMAGED, 0)
         if (Atomics.compareExchange(a, w + R.WRITER, id, 0) === id && Atomics.load(a, w + R.WWAIT) !== 0) this.#writerLeft(a)
