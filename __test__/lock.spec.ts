@@ -212,43 +212,34 @@ for (const kind of edgeKinds) {
 
 test('withLock / withRead / withWrite call a subclass\'s own release methods (their inline release is for the classes\' own)', (t) => {
   const m = managedSegment(t, 'subclass')
-  let held = 0
-  class Counted extends RLock {
-    override acquire(options?: number | { timeout?: number }): boolean {
-      const r = super.acquire(options)
-      if (r) held++
-      return r
-    }
-    override release(): void {
-      held--
-      super.release()
-    }
+  let holds = 0
+  class Counted extends RLock {}
+  class CountedRW extends RWLock {}
+  // Overrides that count, on each subclass's prototype.
+  for (const [Sub, acquire, release] of [
+    [Counted, 'acquire', 'release'],
+    [CountedRW, 'acquireRead', 'releaseRead'],
+    [CountedRW, 'acquireWrite', 'releaseWrite'],
+  ] as const) {
+    const base = Object.getPrototypeOf(Sub.prototype) as Record<string, (...args: unknown[]) => unknown>
+    Object.defineProperty(Sub.prototype, acquire, {
+      value(this: object, ...args: unknown[]) {
+        const r = base[acquire]!.apply(this, args)
+        if (r === true) holds++
+        return r
+      },
+    })
+    Object.defineProperty(Sub.prototype, release, {
+      value(this: object) {
+        holds--
+        return base[release]!.call(this)
+      },
+    })
   }
   const l = new Counted(m)
-  l.withLock(() => l.withLock(() => t.is(held, 2)))
-  t.is(held, 0)
+  l.withLock(() => l.withLock(() => t.is(holds, 2)))
+  t.is(holds, 0)
   t.false(l.locked)
-  let holds = 0
-  class CountedRW extends RWLock {
-    override acquireRead(options?: number | { timeout?: number }): boolean {
-      const r = super.acquireRead(options)
-      if (r) holds++
-      return r
-    }
-    override releaseRead(): void {
-      holds--
-      super.releaseRead()
-    }
-    override acquireWrite(options?: number | { timeout?: number }): boolean {
-      const r = super.acquireWrite(options)
-      if (r) holds++
-      return r
-    }
-    override releaseWrite(): void {
-      holds--
-      super.releaseWrite()
-    }
-  }
   const rw = new CountedRW(m)
   rw.withRead(() => t.is(holds, 1))
   rw.withWrite(() => t.is(holds, 1))
