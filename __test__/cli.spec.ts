@@ -224,6 +224,26 @@ test('errors name the segment, exit non-zero and print no stack trace', (t) => {
   }
 })
 
+test('gc out of descriptors says so, and removes nothing (it said gc needs /proc, "Linux only")', (t) => {
+  if (!linux) return t.pass('gc reads /proc: Linux only')
+  const script = `
+    const { main } = require(${JSON.stringify(join(process.cwd(), 'dist', 'cli', 'main.js'))})
+    const fs = require('node:fs')
+    const fds = []
+    try { for (;;) fds.push(fs.openSync('/dev/null', 'r')) } catch {}
+    const out = []
+    const err = []
+    const code = main(['gc', '--dry-run'], { out: (s) => out.push(s), err: (s) => err.push(s) })
+    for (const fd of fds) fs.closeSync(fd)
+    console.log(JSON.stringify({ code, out, err }))`
+  const r = spawnSync('bash', ['-c', 'ulimit -n 64 && exec "$0" -e "$1"', process.execPath, script], RUN)
+  t.is(r.status, 0, r.stderr)
+  const got = JSON.parse(r.stdout) as { code: number; out: string[]; err: string[] }
+  t.is(got.code, 1)
+  t.deepEqual(got.out, [], 'nothing removed, nothing kept: no verdict at all')
+  t.regex(got.err.join('\n'), /^shmutils gc: .*EMFILE: too many open files/)
+})
+
 ;(canHideShm ? test : test.skip)('no /dev/shm at all (AWS Lambda, minimal containers): ls lists nothing and says why, gc removes nothing, inspect finds nothing', (t) => {
   const ls = cliWithoutShm('ls')
   t.is(ls.code, 0, ls.stderr)

@@ -1,7 +1,8 @@
+import { spawnSync } from 'node:child_process'
 import vm from 'node:vm'
 import test from 'ava'
 import { MappedMemory } from '../dist/index.js'
-import { forkChild, seededRandom, segmentName } from './helpers.js'
+import { fixture, forkChild, seededRandom, segmentName } from './helpers.js'
 
 test('a process SIGKILLed at random moments while churning the heap, 50 times: the survivor goes on and check() passes', async (t) => {
   const mem = MappedMemory.create(segmentName(t, 'robust'), { size: 4 << 20 })
@@ -97,4 +98,18 @@ test('heap.named() stopped by a vm timeout at any point leaves no name reserved 
   }
   t.true(interrupted > 0)
   mem.heap.check()
+})
+
+test('heap.check() and `shmutils inspect` of a heap of 1.4 million blocks, with this process out of address space: ENOMEM, and both pass once memory is back', (t) => {
+  // The checker keeps tables that grow with the heap's block count (here 32 MiB).
+  const name = segmentName(t, 'oom')
+  const r = spawnSync(process.execPath, [fixture('heap-check-oom.mjs'), name], { encoding: 'utf8', timeout: 120_000 })
+  // Before: "memory allocation of 33554432 bytes failed", SIGABRT.
+  t.is(r.signal, null, r.stderr)
+  t.is(r.status, 0, r.stderr)
+  const out = JSON.parse(r.stdout)
+  t.true(out.blocks > 1_000_000, `${out.blocks} blocks`)
+  const enomem = "this process is out of memory for a table of the heap's blocks (check, repair, inspect)"
+  t.deepEqual(out.short, { check: { code: 'ENOMEM', message: enomem }, inspect: `ENOMEM: ${enomem}` })
+  t.deepEqual(out.after, { check: 'ok', inspect: 'ok' })
 })

@@ -204,6 +204,28 @@ test('out of descriptors, the first lock or heap use of a segment (its token) is
   t.deepEqual(JSON.parse(r.stdout), [emfile, emfile, emfile, 0], 'nothing left allocated by the failed constructions')
 })
 
+test('out of descriptors, the first lock in memory without a descriptor (anonymous) is EMFILE; it and every such mapping work again once descriptors are free', (t) => {
+  // Such memory's tokens live on one process-private memfd, made on first use.
+  const script = `
+    const { MappedMemory, Lock, Protection, MapFlags } = require(${JSON.stringify(join(process.cwd(), 'dist', 'index.js'))})
+    const fs = require('node:fs')
+    const anon = () => new MappedMemory(null, 65536, Protection.READ_WRITE, MapFlags.SHARED | MapFlags.ANONYMOUS)
+    const lock = Lock.at(anon(), 0)
+    const fds = []
+    try { for (;;) fds.push(fs.openSync('/dev/null', 'r')) } catch {}
+    const out = []
+    const take = (l) => { try { out.push(l.tryAcquire()) } catch (e) { out.push([e.code, e.errno, e.syscall]) } }
+    take(lock)
+    for (const fd of fds) fs.closeSync(fd)
+    take(lock)
+    take(Lock.at(anon(), 0))
+    console.log(JSON.stringify(out))`
+  const r = spawnSync('bash', ['-c', 'ulimit -n 64 && exec "$0" -e "$1"', process.execPath, script], { encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  // Before: EBADF from fstat, at once and for good (the failure was kept as the object).
+  t.deepEqual(JSON.parse(r.stdout), [['EMFILE', constants.errno.EMFILE, 'memfd_create'], true, true])
+})
+
 test('managed segments: create, open, header, EEXIST, two mappings see each other', (t) => {
   const name = segmentName(t)
   using a = MappedMemory.create(name, { size: 10_000 })

@@ -82,7 +82,10 @@ export function scanProcesses(): ProcessScan {
   let pids: number[]
   try {
     pids = readdirSync('/proc').filter((e) => /^[0-9]+$/.test(e)).map(Number)
-  } catch {
+  } catch (e) {
+    // No /proc (not Linux, or not mounted). Any other failure (out of descriptors) is
+    // the caller's to report: a scan that saw nothing must not pass for complete.
+    if (!hasCode(e, 'ENOENT', 'ENOTDIR')) throw e
     return { available: false, unreadable: 0, mapped, open, anonymous }
   }
   let unreadable = 0
@@ -92,7 +95,7 @@ export function scanProcesses(): ProcessScan {
     try {
       maps = readFileSync(`/proc/${pid}/maps`, 'latin1')
     } catch (e) {
-      if (isDenied(e)) unreadable++
+      unreadable += skipped(e)
       continue
     }
     for (const line of maps.split('\n')) {
@@ -111,7 +114,7 @@ export function scanProcesses(): ProcessScan {
     try {
       fds = readdirSync(`/proc/${pid}/fd`)
     } catch (e) {
-      if (isDenied(e)) unreadable++
+      unreadable += skipped(e)
       continue
     }
     for (const fd of fds) {
@@ -133,9 +136,20 @@ export function scanProcesses(): ProcessScan {
   return { available: true, unreadable, mapped, open, anonymous }
 }
 
-function isDenied(e: unknown): boolean {
-  const code = (e as NodeJS.ErrnoException).code
-  return code === 'EACCES' || code === 'EPERM'
+/**
+ * A process's entry that could not be read: 1 when denied (another user's, or
+ * non-dumpable: the scan is incomplete and says so), 0 when the process is gone.
+ * @throws the error for any other failure (out of descriptors): skipping the process
+ *   silently would let `gc` remove a segment it maps
+ */
+function skipped(e: unknown): number {
+  if (hasCode(e, 'EACCES', 'EPERM')) return 1
+  if (hasCode(e, 'ENOENT', 'ESRCH')) return 0
+  throw e
+}
+
+function hasCode(e: unknown, ...codes: string[]): boolean {
+  return codes.includes((e as NodeJS.ErrnoException | null)?.code ?? '')
 }
 
 /** The pids that map or hold `key`, ascending. */

@@ -114,7 +114,7 @@ impl HeapView {
                     // wrote before its swap set CACHED is the one read here.
                     std::sync::atomic::fence(Ordering::Acquire);
                     if dead(self.cache_owner(b)?) {
-                        victims.push(b);
+                        try_push(&mut victims, b)?;
                     }
                 }
                 b += w_size(w);

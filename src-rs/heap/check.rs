@@ -42,13 +42,13 @@ impl HeapView {
                 if self.ld(b + size - 8)? != size {
                     return corrupt("bad boundary tag of a free block", b + size - 8);
                 }
-                frees.push(b);
+                try_push(&mut frees, b)?;
             } else {
                 used += size;
                 allocs += 1;
                 // A cached block is free to its users (cache.rs): no entry may lead there.
                 if w & (F_INTERNAL | F_CACHED) == 0 {
-                    objects.push((b, size));
+                    try_push(&mut objects, (b, size))?;
                 }
             }
             prev_free = w & F_FREE != 0;
@@ -58,7 +58,10 @@ impl HeapView {
             return corrupt("header counters do not match the block chain", H_USED);
         }
         // Free lists and bitmaps.
-        let mut seen = vec![false; frees.len()];
+        let mut seen = Vec::new();
+        seen.try_reserve_exact(frees.len())
+            .map_err(|_| Fault::ProcessMemory)?;
+        seen.resize(frees.len(), false);
         let mut listed = 0usize;
         let fbm = self.hld(H_FL_BITMAP)?;
         if l.fl_count < 64 && fbm >> l.fl_count != 0 {
@@ -113,7 +116,7 @@ impl HeapView {
         for i in 0..u64::from(l.buckets) {
             let mut e = self.ld(l.dir + 8 * i)?;
             while e != 0 {
-                if !seen_e.insert(e) {
+                if !try_insert(&mut seen_e, e)? {
                     return corrupt("directory entry reachable twice (cycle?)", e);
                 }
                 let ent = self.entry(salt, e, true)?;

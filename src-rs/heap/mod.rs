@@ -261,6 +261,10 @@ pub enum HeapError {
     /// The memory for the block could not be backed by the filesystem (`fallocate`
     /// failed with this errno, `ENOSPC` for a full `/dev/shm`); the heap is unchanged.
     NoSpace(i32),
+    /// This process had no memory left for a table that grows with the heap (the
+    /// checker's, a survey's): the operation stopped, and the heap is as it was or left
+    /// `busy` for the next operation to finish (docs/FORMAT.md §4.3).
+    ProcessMemory,
 }
 
 impl HeapError {
@@ -269,7 +273,7 @@ impl HeapError {
     pub fn code(&self) -> &'static str {
         match self {
             HeapError::NoSpace(e) => errno_name(*e),
-            HeapError::NoMem => "ENOMEM",
+            HeapError::NoMem | HeapError::ProcessMemory => "ENOMEM",
             HeapError::Invalid(_) => "EINVAL",
             HeapError::DoubleFree(_) => "ERR_SHM_DOUBLE_FREE",
             HeapError::Corrupt(_) => "ERR_SHM_CORRUPT",
@@ -280,6 +284,9 @@ impl HeapError {
     pub fn message(&self) -> String {
         match self {
             HeapError::NoMem => "out of shared heap memory".to_string(),
+            HeapError::ProcessMemory => "this process is out of memory for a table of the \
+                                         heap's blocks (check, repair, inspect)"
+                .to_string(),
             HeapError::NoSpace(e) => format!(
                 "no space to back the allocation with real pages ({}): the filesystem behind \
                  the segment (e.g. /dev/shm) is full",
@@ -315,6 +322,7 @@ fn errno_name(e: i32) -> &'static str {
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     NoMem,
+    ProcessMemory,
     NoSpace(i32),
     Arg(&'static str, u64),
     BadOff(&'static str, u64),
@@ -327,6 +335,21 @@ type R<T> = Result<T, Fault>;
 #[inline]
 fn corrupt<T>(what: &'static str, at: u64) -> R<T> {
     Err(Fault::Corrupt(what, at))
+}
+
+/// `v.push(x)`, or [`Fault::ProcessMemory`] when this process has no memory left for it.
+/// For the tables that grow with the heap (a 64 MiB heap of small blocks needs tens of
+/// MiB of them): an infallible allocation that fails aborts the process.
+fn try_push<T>(v: &mut Vec<T>, x: T) -> R<()> {
+    v.try_reserve(1).map_err(|_| Fault::ProcessMemory)?;
+    v.push(x);
+    Ok(())
+}
+
+/// `s.insert(x)` (whether `x` was new), or [`Fault::ProcessMemory`]: as [`try_push`].
+fn try_insert<T: std::hash::Hash + Eq>(s: &mut HashSet<T>, x: T) -> R<bool> {
+    s.try_reserve(1).map_err(|_| Fault::ProcessMemory)?;
+    Ok(s.insert(x))
 }
 
 /// One step of a list walk out of `budget` ([`HeapView::budget`]): a list with more links
@@ -966,6 +989,7 @@ impl HeapView {
     fn err(&self, f: Fault) -> HeapError {
         match f {
             Fault::NoMem => HeapError::NoMem,
+            Fault::ProcessMemory => HeapError::ProcessMemory,
             Fault::NoSpace(e) => HeapError::NoSpace(e),
             Fault::Arg(m, v) => HeapError::Invalid(format!("{m} (got {v})")),
             Fault::BadOff(m, off) => HeapError::Invalid(format!("{m}: offset {off}")),

@@ -405,11 +405,11 @@ impl HeapView {
             for i in 0..u64::from(l.buckets) {
                 let mut e = self.ld(l.dir + 8 * i)?;
                 while e != 0 {
-                    if !seen.insert(e) || seen.len() as u64 > limit {
+                    if !try_insert(&mut seen, e)? || seen.len() as u64 > limit {
                         return corrupt("directory entry reachable twice (cycle?)", e);
                     }
                     let ent = self.entry(salt, e, false)?;
-                    out.push(self.public_entry(e, &ent)?);
+                    try_push(&mut out, self.public_entry(e, &ent)?)?;
                     e = ent.next;
                 }
             }

@@ -148,8 +148,12 @@ impl HeapView {
                 if e == 0 {
                     break;
                 }
-                let ok = matches!(self.entry(salt, e, true),
-                    Ok(ent) if ent.hash & (u64::from(l.buckets) - 1) == i && seen.insert(e));
+                let ok = match self.entry(salt, e, true) {
+                    Ok(ent) if ent.hash & (u64::from(l.buckets) - 1) == i => {
+                        try_insert(&mut seen, e)?
+                    }
+                    _ => false,
+                };
                 if ok {
                     link = e + E_NEXT;
                 } else {

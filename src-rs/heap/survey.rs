@@ -101,12 +101,15 @@ impl HeapView {
                 if w & (F_FREE | F_INTERNAL | F_CACHED) == 0 && size >= HDR + 32 {
                     let kind = self.ld32(b + HDR + 8)?;
                     if is_tag(kind) {
-                        out.push(TaggedBlock {
-                            offset: self.heap_off + (b + HDR) as usize,
-                            len: (size - HDR) as usize,
-                            kind,
-                            named: w & F_NAMED != 0,
-                        });
+                        try_push(
+                            &mut out,
+                            TaggedBlock {
+                                offset: self.heap_off + (b + HDR) as usize,
+                                len: (size - HDR) as usize,
+                                kind,
+                                named: w & F_NAMED != 0,
+                            },
+                        )?;
                     }
                 }
                 b += size;

@@ -59,8 +59,14 @@ impl Owner {
 
 /// The descriptor that stands for `region`'s object in liveness questions: its own, or
 /// for anonymous memory the process's private object.
-fn object_of(region: &Region) -> RawFd {
-    region.fd().unwrap_or_else(sys::private_object)
+///
+/// # Errors
+/// Those of [`sys::private_object`] (out of descriptors), for anonymous memory.
+fn object_of(region: &Region) -> Result<RawFd> {
+    match region.fd() {
+        Some(fd) => Ok(fd),
+        None => sys::private_object(),
+    }
 }
 
 /// An object's identity (device, inode): what a token is claimed for.
@@ -68,7 +74,7 @@ pub type Key = (u64, u64);
 
 /// The key of the object `region` maps (one `fstat`), or `None` if it cannot be asked.
 pub fn object_key_of(region: &Region) -> Option<Key> {
-    sys::object_key(object_of(region)).ok()
+    sys::object_key(object_of(region).ok()?).ok()
 }
 
 struct Entry {
@@ -151,7 +157,7 @@ impl TokenRef {
     /// `EACCES` for a read-only segment; `ENOLCK` where the filesystem has no OFD locks;
     /// `EAGAIN` if no token is free; the errno of `fstat`/`open`.
     pub fn claim(region: &Region, next: Option<&AtomicU32>) -> Result<TokenRef> {
-        let object = object_of(region);
+        let object = object_of(region)?;
         let key = sys::object_key(object)?;
         TABLE.with(|t| {
             let mut t = t.borrow_mut();
@@ -225,7 +231,9 @@ impl TokenRef {
             pid: self.pid,
             tid: self.tid,
             start: self.start,
-            probe: object_of(region),
+            // A token was claimed for this object, so its descriptor is known (a private
+            // object, once made, is kept for good).
+            probe: object_of(region).unwrap_or(-1),
         }
     }
 }

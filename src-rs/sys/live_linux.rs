@@ -205,24 +205,43 @@ pub fn live_byte_held(fd: RawFd, at: u64) -> Option<bool> {
 /// A process-private object for the liveness tokens of mappings without a descriptor
 /// (anonymous memory, shared only with this process's threads and forked children): a
 /// `memfd` created once and never closed.
-pub fn private_object() -> RawFd {
+///
+/// # Errors
+/// The errno of `memfd_create` when out of descriptors or memory (`EMFILE`, `ENFILE`,
+/// `ENOMEM`); of `mkostemp` where there is no memfd.
+/// A failure is not remembered: the next call tries again (once descriptors are free).
+pub fn private_object() -> Result<RawFd> {
     static FD: OnceLock<RawFd> = OnceLock::new();
-    *FD.get_or_init(|| {
-        // SAFETY: a NUL-terminated name and valid flags.
-        let fd = unsafe { libc::memfd_create(c"shmutils-liveness".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd >= 0 {
-            return fd;
+    if let Some(&fd) = FD.get() {
+        return Ok(fd);
+    }
+    // SAFETY: a NUL-terminated name and valid flags.
+    let mut fd = unsafe { libc::memfd_create(c"shmutils-liveness".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        let memfd = ShmError::last_os("memfd_create");
+        if matches!(
+            memfd.errno,
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+        ) {
+            return Err(memfd); // a temporary file would need the same
         }
         // No memfd (a very old kernel or a sandbox): an unlinked temporary file does too.
         let mut path = *b"/tmp/shmutils-liveness-XXXXXX\0";
         // SAFETY: a writable NUL-terminated template.
-        let fd = unsafe { libc::mkostemp(path.as_mut_ptr().cast(), libc::O_CLOEXEC) };
-        if fd >= 0 {
-            // SAFETY: the NUL-terminated path mkostemp filled in.
-            unsafe { libc::unlink(path.as_ptr().cast()) };
+        fd = unsafe { libc::mkostemp(path.as_mut_ptr().cast(), libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(ShmError::last_os("mkostemp"));
         }
-        fd
-    })
+        // SAFETY: the NUL-terminated path mkostemp filled in.
+        unsafe { libc::unlink(path.as_ptr().cast()) };
+    }
+    // Two threads may get here at once: one object wins, the other is closed.
+    let kept = *FD.get_or_init(|| fd);
+    if kept != fd {
+        // SAFETY: `fd` was opened above and is owned by nobody else.
+        unsafe { libc::close(fd) };
+    }
+    Ok(kept)
 }
 
 /// The identity of the object behind `fd` (device, inode): one token per thread per

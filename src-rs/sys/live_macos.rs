@@ -49,8 +49,11 @@ pub fn live_byte_held(_fd: RawFd, _at: u64) -> Option<bool> {
 }
 
 /// No object is needed for tokens here.
-pub fn private_object() -> RawFd {
-    -1
+///
+/// # Errors
+/// Never on macOS.
+pub fn private_object() -> Result<RawFd> {
+    Ok::<_, ShmError>(-1)
 }
 
 /// One key for every object: a thread's token is the same in all of them.
