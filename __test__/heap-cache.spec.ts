@@ -5,18 +5,19 @@
 import test, { type ExecutionContext } from 'ava'
 import { fork } from 'node:child_process'
 import { once } from 'node:events'
+import { readdirSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Worker } from 'node:worker_threads'
 import { Heap, MappedMemory, ShmError } from '../dist/index.js'
-import { fillHeap, fixture, forkChild, managedSegment, segmentName, throws } from './helpers.js'
+import { fillHeap, fixture, forkChild, managedSegment, segmentName, throws, unlinkQuietly } from './helpers.js'
 
 const segment = (t: ExecutionContext, size?: number) => managedSegment(t, 'cache', size)
 
 /** Forks a child that caches `count` blocks of `size` bytes, then does `then`. */
-async function cachingChild(t: Parameters<typeof segmentName>[0], mem: MappedMemory, count: number, size: number, then: 'exit' | 'wait' | 'close') {
+async function cachingChild(t: Parameters<typeof segmentName>[0], mem: MappedMemory, count: number, size: number, then: 'exit' | 'wait' | 'close' | 'exit later', heap?: Heap) {
   const child = forkChild(t, 'heap-cache-child.mjs')
   await child.message()
-  child.proc.send({ mem: JSON.parse(JSON.stringify(mem)), count, size, then })
+  child.proc.send({ mem: JSON.parse(JSON.stringify(mem)), heap: heap && JSON.parse(JSON.stringify(heap)), count, size, then })
   const r = await child.message<{ offsets: number[]; cached: number }>()
   return { child, ...r }
 }
@@ -166,6 +167,31 @@ test('one Heap per heap and thread; formatting it again drops the old cache; rea
   throws(t, () => mem.heap, { code: 'ERR_SHM_CLOSED' })
 })
 
+test('a heap in a block of the segment\'s heap caches nothing: the block freed once the heap is done with, no close, collection or exit writes into it later', async (t) => {
+  const mem = segment(t)
+  const before = mem.heap.stats()
+  const block = mem.heap.malloc(8192)
+  const sub = Heap.create(mem, { offset: block, size: 8192 })
+  const mine = Array.from({ length: 8 }, () => sub.malloc(64))
+  for (const o of mine) sub.free(o)
+  t.is(sub.stats().cached, 0)
+  // Another process uses it too, and ends after the block was freed.
+  const { child, cached } = await cachingChild(t, mem, 8, 64, 'exit later', sub)
+  t.is(cached, 0)
+  mem.heap.free(block)
+  mem.heap.check()
+  child.proc.send('exit')
+  t.is(await child.exited, 0)
+  // Before: the closing mapping flushed this thread's cache into the freed block:
+  // "free-list back link wrong", and every later malloc of the segment failed.
+  mem.close()
+  const again = MappedMemory.open(mem.name!)
+  t.teardown(() => again.close())
+  again.heap.check()
+  t.like(again.heap.stats(), { used: before.used, allocations: before.allocations })
+  again.heap.free(again.heap.malloc(100))
+})
+
 test('a worker thread that ends leaves nothing cached; one terminated mid-way is reclaimed by check()', async (t) => {
   const mem = segment(t)
   const heap = mem.heap
@@ -227,6 +253,20 @@ test('a closed mapping\'s heap leaves nothing behind: open + .heap + close costs
   t.true(r.jobHeap - r.jobBare < 1000, `one job: ${Math.round(r.jobHeap)} bytes a cycle, ${Math.round(r.jobBare)} without .heap`)
   // Across jobs nothing is left; the old code kept ~60 bytes a cycle.
   t.true(r.acrossHeap - r.acrossBare < 20, `across jobs: ${r.acrossHeap.toFixed(1)} bytes a cycle, ${r.acrossBare.toFixed(1)} without .heap`)
+})
+
+test('a closed mapping lets go of its heap at once: new segments created, locked once and closed in one job cost what created and closed ones do', async (t) => {
+  t.timeout(120_000)
+  const prefix = segmentName(t, 'fresh')
+  t.teardown(() => {
+    for (const f of readdirSync('/dev/shm')) if (`/${f}`.startsWith(`${prefix}-`)) unlinkQuietly(`/${f}`)
+  })
+  const child = gcChild(t, ['fresh', prefix, '3000'])
+  const r = await child.message<{ jobBare: number; jobLock: number }>()
+  t.log('heapUsed per cycle, bytes:', Math.round(r.jobBare), 'created and closed,', Math.round(r.jobLock), 'locked once too')
+  // The revive cache's WeakRef keeps each mapping until the job ends. Before, the mapping
+  // kept its heap and the heap's cache too: ~4000 bytes a cycle more.
+  t.true(r.jobLock - r.jobBare < 1500, `${Math.round(r.jobLock)} bytes a cycle, ${Math.round(r.jobBare)} without the lock`)
 })
 
 test('the cache of a Heap collected with its unclosed mapping goes back to the heap; ENOMEM flushes the dropped ones not collected yet', async (t) => {

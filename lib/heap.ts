@@ -248,7 +248,7 @@ export class Heap {
   /**
    * This thread's cache of small blocks it freed (`lib/heap-cache.ts`); `null` where the
    * fast path is off (read-only segments, mappings larger than one ArrayBuffer, a heap
-   * formatted again).
+   * formatted again, a heap in a block of its segment's heap).
    */
   #cache: HeapCache | null = null
   #lockTimeout = DEFAULT_HEAP_LOCK_TIMEOUT
@@ -269,7 +269,12 @@ export class Heap {
     slotRegistry.register(this, slot)
     const info = native(() => binding.heapInfo(id))
     this.size = info.size
-    if (!mi.readOnly && mi.whole) {
+    // No cache for a heap in a block of the segment's heap (`Heap.create(mem, { offset:
+    // mem.heap.malloc(n), size: n })`): that block is freed once the heap is done with,
+    // and a cache flushed afterwards (at close, at collection, at exit) would take the
+    // freed block's first bytes, now links of the segment's free lists, for the heap's
+    // lock word and write its lists over them.
+    if (!mi.readOnly && mi.whole && (own || !memory.managed)) {
       // The token the cache marks its blocks with is held by the native slot, which lives
       // until the blocks went back (see `heapToken`).
       slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, nativeFor(memory, () => binding.heapToken(id)))
@@ -716,7 +721,10 @@ function toValue(t: Type, init: unknown): unknown {
 
 // ---- wiring into the other modules ----
 
-setHeapFactory((m) => Heap.attach(m, internals(m).heapOffset))
+setHeapFactory(
+  (m) => Heap.attach(m, internals(m).heapOffset),
+  (m) => attached.delete(m),
+)
 
 registerReviver('Heap', (h) => Heap.attach(memoryOfHandle(h), h.offset))
 

@@ -348,10 +348,15 @@ export function writable(m: MappedMemory): MemoryInternals {
 }
 
 let heapFactory: ((m: MappedMemory) => Heap) | null = null
+let heapsClosed: ((m: MappedMemory) => void) | null = null
 
-/** @internal How `mem.heap` attaches; set by the heap module. */
-export function setHeapFactory(fn: (m: MappedMemory) => Heap): void {
+/**
+ * @internal How `mem.heap` attaches, and what lets go of a mapping's heaps once it
+ * closed; set by the heap module.
+ */
+export function setHeapFactory(fn: (m: MappedMemory) => Heap, closed: (m: MappedMemory) => void): void {
   heapFactory = fn
+  heapsClosed = closed
 }
 
 /** What a static factory made, for the constructor to take over. */
@@ -964,7 +969,12 @@ export class MappedMemory implements Disposable {
    */
   #shutViews(): ArrayBuffer | undefined {
     this.#closed = true
+    // Its heaps and internals go at once: V8 keeps a mapping for as long as the job that
+    // made a WeakRef to it runs (the revive cache makes one), and a loop that opens and
+    // closes segments would keep them all.
     this.#heap = null
+    this.#internals = null
+    heapsClosed?.(this)
     const keys = this.#slot.keys
     if (keys !== null) {
       this.#slot.keys = null
