@@ -13,11 +13,15 @@ import { fillHeap, fixture, forkChild, managedSegment, segmentName, throws, unli
 
 const segment = (t: ExecutionContext, size?: number) => managedSegment(t, 'cache', size)
 
-/** Forks a child that caches `count` blocks of `size` bytes, then does `then`. */
-async function cachingChild(t: Parameters<typeof segmentName>[0], mem: MappedMemory, count: number, size: number, then: 'exit' | 'wait' | 'close' | 'exit later', heap?: Heap) {
+/**
+ * Forks a child that caches `count` blocks of `size` bytes (in `heap`, by default its
+ * segment's), then does `then`. Its cache goes back by itself after `idleMs` unused (by
+ * default never within a test).
+ */
+async function cachingChild(t: Parameters<typeof segmentName>[0], mem: MappedMemory, count: number, size: number, then: 'exit' | 'wait' | 'close' | 'exit later', { heap, idleMs = 600_000 }: { heap?: Heap; idleMs?: number } = {}) {
   const child = forkChild(t, 'heap-cache-child.mjs')
   await child.message()
-  child.proc.send({ mem: JSON.parse(JSON.stringify(mem)), heap: heap && JSON.parse(JSON.stringify(heap)), count, size, then })
+  child.proc.send({ mem: JSON.parse(JSON.stringify(mem)), heap: heap && JSON.parse(JSON.stringify(heap)), count, size, then, idleMs })
   const r = await child.message<{ offsets: number[]; cached: number }>()
   return { child, ...r }
 }
@@ -74,6 +78,24 @@ test('blocks another process cached are not handed out here; its exit and close 
   heap.check()
   t.is(heap.stats().cached, 0, 'check() reclaimed the dead process\'s blocks')
   t.like(heap.stats(), { used: 0, allocations: 0 })
+})
+
+test('a live process whose cache sat unused hands it back by itself: idle workers do not hold the heap from the others', async (t) => {
+  // 16 idle workers once held all of a 1 MiB heap this way: malloc was ENOMEM with
+  // stats() saying 99% free, and trim() here could not help.
+  const mem = segment(t, 256 << 10)
+  const heap = mem.heap
+  const children = await Promise.all([0, 1, 2, 3].map(() => cachingChild(t, mem, 15, 200, 'wait', { idleMs: 300 })))
+  // (What each saw cached counts the others' too.)
+  for (const c of children) t.true(c.cached >= 15)
+  const t0 = Date.now()
+  while (heap.stats().cached !== 0 && Date.now() - t0 < 20_000) await sleep(50)
+  t.is(heap.stats().cached, 0, 'their caches went back while they live')
+  for (const c of children) t.is(c.child.proc.exitCode, null, 'alive')
+  // All of it is free here, in one block.
+  const all = heap.malloc(heap.stats().largestFree)
+  heap.free(all)
+  heap.check()
 })
 
 test('trim() reclaims what a killed process cached; so does an allocation that finds the heap full', async (t) => {
@@ -176,7 +198,7 @@ test('a heap in a block of the segment\'s heap caches nothing: the block freed o
   for (const o of mine) sub.free(o)
   t.is(sub.stats().cached, 0)
   // Another process uses it too, and ends after the block was freed.
-  const { child, cached } = await cachingChild(t, mem, 8, 64, 'exit later', sub)
+  const { child, cached } = await cachingChild(t, mem, 8, 64, 'exit later', { heap: sub })
   t.is(cached, 0)
   mem.heap.free(block)
   mem.heap.check()

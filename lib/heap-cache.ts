@@ -7,6 +7,7 @@
  * `src-rs/heap/cache.rs` (and in docs/FORMAT.md §4.4).
  * @module
  */
+import { clearTimeout, setTimeout } from 'node:timers'
 import { START_HI, START_LO } from './identity.js'
 
 /** Bit 63 of a size word, as its high half (an int32) holds it. */
@@ -21,6 +22,16 @@ const MAX_REQUEST = MAX_BLOCK - 16
 const PER_SIZE = 64
 /** The cache holds at most this many bytes, and at most 1/16 of the heap. */
 const MAX_BYTES = 256 << 10
+/**
+ * Milliseconds: a cache not used (no block put or taken) for this long, 1 to 2 times
+ * over, goes back to the heap by itself, so that a thread that stopped allocating (an
+ * idle worker) does not hold its blocks from the others for good. 5 s;
+ * `SHMUTILS_CACHE_IDLE_MS` when the heap is attached sets it (tests).
+ */
+function idleMs(): number {
+  const n = Number(process.env.SHMUTILS_CACHE_IDLE_MS)
+  return Number.isSafeInteger(n) && n > 0 && n < 2 ** 31 ? n : 5000
+}
 
 /** The numbers of the heap the cache needs (from `heapInfo`, validated natively). */
 export interface HeapGeometry {
@@ -89,16 +100,28 @@ export class HeapCache {
   #knownLo = 0
   #knownHi = 0
 
+  /** Blocks put and taken so far, and that count when the idle timer last looked. */
+  #uses = 0
+  #usesSeen = 0
+  /** Armed while blocks are cached: see {@link idleMs}. */
+  #idle: ReturnType<typeof setTimeout> | null = null
+  readonly #idleMs = idleMs()
+  /** Hands the blocks back (`drain` and free them) once the cache sat unused. */
+  readonly #onIdle: () => void
+
   /**
    * @param a - an Int32Array over the whole mapping
    * @param g - the heap's geometry
    * @param token - this thread's liveness token for the segment, held by the heap's
    *   native slot for as long as the cache may hold blocks (`heapToken`)
+   * @param onIdle - hands the cached blocks back, when the cache was not used for
+   *   {@link idleMs}
    */
-  constructor(a: Int32Array, g: HeapGeometry, token: number) {
+  constructor(a: Int32Array, g: HeapGeometry, token: number, onIdle: () => void) {
     this.#a = a
     this.#g = g
     this.#token = token
+    this.#onIdle = onIdle
     this.#first = g.offset + g.headerSize + 16
     this.#last = g.offset + g.arenaEnd - 32
     this.#cap = Math.min(MAX_BYTES, Math.floor(g.size / 16))
@@ -135,7 +158,27 @@ export class HeapCache {
     if (Atomics.compareExchange(a, i + 1, 0, CACHED) !== 0) return false
     list.push(offset, a[i + 2]!, a[i + 3]!)
     this.#bytes += size
+    this.#uses++
+    if (this.#idle === null) this.#watch()
     return true
+  }
+
+  /** Arms the idle timer (out of line: see {@link put}). */
+  #watch(): void {
+    this.#usesSeen = this.#uses
+    // Unref'd: it never keeps a process alive. From node:timers, not the global, which a
+    // test's fake timers may have replaced.
+    this.#idle = setTimeout(() => this.#idleCheck(), this.#idleMs).unref()
+  }
+
+  #idleCheck(): void {
+    if (this.#uses !== this.#usesSeen) {
+      this.#usesSeen = this.#uses
+      this.#idle!.refresh()
+      return
+    }
+    this.#idle = null
+    this.#onIdle()
   }
 
   /**
@@ -175,6 +218,7 @@ export class HeapCache {
       // that two threads free at once.)
       if (a[i + 2] === lo && a[i + 3] === hi && a[i + 1] === CACHED) {
         a[i + 1] = 0
+        this.#uses++
         if (((a[i]! >>> 8) << 4) === need) {
           this.#knownOff = offset
           this.#knownLo = lo
@@ -194,6 +238,10 @@ export class HeapCache {
 
   /** Takes every cached block back (as {@link take} does); the caller frees them. */
   drain(): number[] {
+    if (this.#idle !== null) {
+      clearTimeout(this.#idle)
+      this.#idle = null
+    }
     const out: number[] = []
     for (let c = 3; c < this.#lists.length; c++) {
       const request = c * 16 - 31 // needs a block of c * 16 bytes
@@ -208,6 +256,10 @@ export class HeapCache {
 
   /** Forgets every entry without touching memory (the heap was formatted again). */
   clear(): void {
+    if (this.#idle !== null) {
+      clearTimeout(this.#idle)
+      this.#idle = null
+    }
     for (const list of this.#lists) list.length = 0
     this.#bytes = 0
     this.#knownOff = -1

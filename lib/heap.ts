@@ -174,6 +174,19 @@ function retire(s: Slot, flush: boolean): void {
   }
 }
 
+/**
+ * `s`'s cache sat unused (`lib/heap-cache.ts`): its blocks go back to the heap, for the
+ * other threads and processes (errors ignored: they stay cached, and go back with the next
+ * flush, or to a reclaimer once this thread is gone).
+ */
+function idle(s: Slot): void {
+  try {
+    flushSlot(s)
+  } catch {
+    // As above.
+  }
+}
+
 /** Whether `malloc` with this alignment may take a block of the cache (16-aligned). */
 function smallAlign(align: number): boolean {
   return align === 16 || (align > 0 && align < 16 && (align & (align - 1)) === 0 && (align | 0) === align)
@@ -277,7 +290,7 @@ export class Heap {
     if (!mi.readOnly && mi.whole && (own || !memory.managed)) {
       // The token the cache marks its blocks with is held by the native slot, which lives
       // until the blocks went back (see `heapToken`).
-      slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, nativeFor(memory, () => binding.heapToken(id)))
+      slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, nativeFor(memory, () => binding.heapToken(id)), () => idle(slot))
       const key = `${mi.objectKey}\0${offset}`
       let g = cached.get(key)
       if (!g) cached.set(key, (g = { key, slots: new Set() }))
@@ -479,8 +492,9 @@ export class Heap {
    * next `malloc` of the same size takes one back without a native call and without the
    * heap lock. Other processes cannot use them meanwhile (`stats().cached` counts them);
    * they go back by themselves when the mapping is closed, when the `Heap` object is
-   * garbage-collected (its mapping dropped unclosed), when the thread exits, and when an
-   * allocation finds the heap full. Call this before handing memory to other
+   * garbage-collected (its mapping dropped unclosed), when the cache sat unused for 5 to
+   * 10 seconds, when the thread exits, and when an allocation finds the heap full. (A heap
+   * made in a block of its segment's heap caches nothing.) Call this before handing memory to other
    * processes after a burst of small frees.
    * @returns how many blocks went back
    */
