@@ -313,7 +313,7 @@ impl HeapSlot {
             })?;
             let last = deadline.passed();
             if let Some(token) = constructor.filter(|_| last || next_check.passed()) {
-                next_check = Deadline::after_ms(RECHECK_MS);
+                next_check = Deadline::slice_ms(RECHECK_MS);
                 let gone = match me.liveness_of(token, None) {
                     Liveness::Alive => {
                         suspect = 0;

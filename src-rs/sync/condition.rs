@@ -262,7 +262,7 @@ impl CondWait {
             match self.poll_notified(cond, cancel) {
                 Some(woke) => self.woke = Some(woke),
                 None => {
-                    let slice = Deadline::after_ms(RECHECK_MS);
+                    let slice = Deadline::slice_ms(RECHECK_MS);
                     return Step::Sleep {
                         word: &cond.seq,
                         expected: self.seen,

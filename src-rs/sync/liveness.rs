@@ -26,6 +26,20 @@ use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::AtomicU32;
 
+/// How long a thread takes its last `Alive` answer about a holder (same descriptor,
+/// token and recorded start) as still true: a waiter thread re-checks thousands of async
+/// waits for one lock in one round (their slices end together, `sys::Deadline::slice_ms`),
+/// and they all ask about the same holder. Only `Alive` is kept: a holder found dead is
+/// recovered at most this much later, one found alive is never taken for dead.
+const ALIVE_MEMO_NANOS: u128 = 2_000_000;
+
+type Asked = (RawFd, u32, Option<u64>);
+
+thread_local! {
+    /// The last holder this thread found alive, and when.
+    static LAST_ALIVE: std::cell::Cell<Option<(Asked, u128)>> = const { std::cell::Cell::new(None) };
+}
+
 /// Offset in the segment header of `token_next`, the counter new tokens are drawn from
 /// (`docs/FORMAT.md` §2).
 pub const TOKEN_NEXT_OFFSET: usize = 76;
@@ -53,7 +67,19 @@ impl Owner {
         if token == self.token {
             return Liveness::Alive; // ourselves (a queued async wait of this thread)
         }
-        sys::token_liveness(self.probe, token, recorded_start)
+        let asked = (self.probe, token, recorded_start);
+        let now = sys::monotonic_nanos();
+        if LAST_ALIVE
+            .get()
+            .is_some_and(|(was, at)| was == asked && now - at < ALIVE_MEMO_NANOS)
+        {
+            return Liveness::Alive;
+        }
+        let answer = sys::token_liveness(self.probe, token, recorded_start);
+        if answer == Liveness::Alive {
+            LAST_ALIVE.set(Some((asked, now)));
+        }
+        answer
     }
 }
 

@@ -324,7 +324,7 @@ impl LockWait {
         LockWait {
             me,
             deadline,
-            next_check: Deadline::after_ms(RECHECK_MS),
+            next_check: Deadline::slice_ms(RECHECK_MS),
             queued,
             suspect: 0,
             spun: false,
@@ -399,7 +399,7 @@ impl LockWait {
             // forever for a caller that polls.
             let last = self.deadline.is_some_and(|d| d.passed());
             if last || self.next_check.passed() {
-                self.next_check = Deadline::after_ms(RECHECK_MS);
+                self.next_check = Deadline::slice_ms(RECHECK_MS);
                 if let Some(acq) = rec.try_recover(v | WAITERS, me, &mut self.suspect) {
                     return Step::Done(Ok(acq));
                 }

@@ -12,9 +12,11 @@
 //!   waits at once with `futex_waitv` and report completions to the JavaScript thread
 //!   that asked (the async API). No wait ever occupies a libuv pool thread.
 //!
-//! Sleeps are cut into [`RECHECK_MS`] slices: a dead lock holder is noticed within one
-//! slice, and a wake-up lost to a waiter that gave up (timed out, aborted, died) costs
-//! the others at most one slice.
+//! Sleeps are cut into slices of about [`RECHECK_MS`] (0.5 to 1.5 times it, ending on a
+//! grid every wait of the process shares: [`Deadline::slice_ms`]): a dead lock holder is
+//! noticed within one slice, and a wake-up lost to a waiter that gave up (timed out,
+//! aborted, died) costs the others at most one slice. On the shared grid, a waiter thread
+//! running thousands of idle waits wakes once a slice, not once for each of them.
 
 pub mod condition;
 pub mod liveness;
@@ -113,7 +115,7 @@ pub fn block_on_unless<'a, T>(
     mut step: impl FnMut() -> Step<'a, T>,
     mut stop: impl FnMut() -> bool,
 ) -> Option<T> {
-    let mut ask_at = Deadline::after_ms(RECHECK_MS);
+    let mut ask_at = Deadline::slice_ms(RECHECK_MS);
     loop {
         match step() {
             Step::Done(v) => return Some(v),
@@ -128,7 +130,7 @@ pub fn block_on_unless<'a, T>(
                     if stop() {
                         return None;
                     }
-                    ask_at = Deadline::after_ms(RECHECK_MS);
+                    ask_at = Deadline::slice_ms(RECHECK_MS);
                 }
             }
         }

@@ -163,7 +163,7 @@ impl SemWait {
             if self.deadline.is_some_and(|d| d.passed()) {
                 return Step::Done(false);
             }
-            let slice = Deadline::after_ms(RECHECK_MS);
+            let slice = Deadline::slice_ms(RECHECK_MS);
             return Step::Sleep {
                 word: &rec.word,
                 expected: v | WAITERS,

@@ -486,7 +486,7 @@ impl UndoWait {
                 return Step::Done(Ok(false));
             }
             self.slept = true;
-            let slice = Deadline::after_ms(RECHECK_MS);
+            let slice = Deadline::slice_ms(RECHECK_MS);
             return Step::Sleep {
                 word: &table.sem.word,
                 expected: v | WAITERS,

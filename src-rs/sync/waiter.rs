@@ -354,7 +354,7 @@ fn run_worker(me: Arc<Worker>) {
                 let over = words.len() > cap;
                 words.truncate(cap);
                 if single || over {
-                    let slice = Deadline::after_ms(SLICE_MS);
+                    let slice = Deadline::slice_ms(SLICE_MS);
                     until = Some(until.map_or(slice, |d| d.min(slice)));
                 }
             }

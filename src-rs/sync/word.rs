@@ -43,7 +43,7 @@ impl WordWait {
         if self.deadline.is_some_and(|d| d.passed()) {
             return Step::Done(false);
         }
-        let slice = Deadline::after_ms(RECHECK_MS);
+        let slice = Deadline::slice_ms(RECHECK_MS);
         Step::Sleep {
             word,
             expected: self.expected,

@@ -107,6 +107,19 @@ impl Deadline {
         }
     }
 
+    /// The end of a re-check slice of about `ms` milliseconds starting now: the first
+    /// multiple of `ms` on the monotonic clock at least half a slice away, so a slice
+    /// lasts 0.5 to 1.5 times `ms`, once on average. Every wait of the process ends its
+    /// slices at the same instants: a waiter thread running many waits wakes once a slice
+    /// for all of them, not once for each (`sync/waiter.rs`).
+    pub fn slice_ms(ms: f64) -> Deadline {
+        let slice = ((ms * 1e6) as u128).max(1);
+        let at = monotonic_nanos() + slice / 2;
+        Deadline {
+            nanos: at.div_ceil(slice) * slice,
+        }
+    }
+
     /// Whether the deadline has passed.
     pub fn passed(&self) -> bool {
         monotonic_nanos() >= self.nanos
@@ -157,6 +170,31 @@ mod tests {
         }
         assert!(Deadline::after_ms(0.0).passed());
         assert!(Deadline::after_ms(-5.0).passed());
+    }
+
+    #[test]
+    fn slices_end_on_a_shared_grid_half_to_one_and_a_half_slices_away() {
+        const SLICE: u128 = 50_000_000;
+        let mut ends = Vec::new();
+        let start = monotonic_nanos();
+        for _ in 0..200 {
+            let before = monotonic_nanos();
+            let d = Deadline::slice_ms(50.0);
+            let after = monotonic_nanos();
+            assert_eq!(d.nanos % SLICE, 0, "on the grid");
+            assert!(d.nanos >= before + SLICE / 2, "at least half a slice away");
+            assert!(
+                d.nanos <= after + SLICE / 2 + SLICE,
+                "at most one and a half"
+            );
+            ends.push(d.nanos);
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // 200 slices begun over ~20 ms (more on a loaded machine) end at one instant per
+        // slice that passed meanwhile, plus one: not 200.
+        let most = (monotonic_nanos() - start) / SLICE + 2;
+        ends.dedup();
+        assert!(ends.len() as u128 <= most, "{} distinct ends", ends.len());
     }
 
     #[test]
