@@ -393,6 +393,19 @@ test('room: too large a capacity is a RangeError; a construction without room le
   for (const b of fill) mem.heap.free(b)
 })
 
+test('LRU: size never reads above maxEntries in another process while a set that went over the bound evicts', async (t) => {
+  const mem = segment(t)
+  const map = new SharedMap(mem, { maxEntries: 50 })
+  const job = { map, job: 'bounded', keys: 120, ms: 2000 }
+  const [a, b] = await Promise.all([inChild(t, job), inChild(t, job)])
+  // Before: the count rose before the eviction, and size read 51 hundreds of times a run.
+  for (const r of [a, b]) {
+    t.true((r.ops as number) > 1000, `${r.ops} operations`)
+    t.is(r.maxSize, 50)
+  }
+  t.is(map.size, 50)
+})
+
 test('a bounded map whose heap fills before its bounds evicts its least recently used entries instead of failing (a cache); an unbounded one says ENOMEM naming the segment', async (t) => {
   const mem = segment(t, 1 << 20)
   const map = new SharedMap<string, { i: number; pad: string }>(mem, { maxEntries: 10_000 })

@@ -385,13 +385,46 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
     return atPlace(memory, offset, () => new SharedMap<K, V>(memory))
   }
 
-  /** Entries stored (across processes; expired entries count until they are purged). */
+  /**
+   * Entries stored (across processes; expired entries count until they are purged). Never
+   * more than `maxEntries`: a count a writer has not finished (a `set` that went over the
+   * bound and is evicting) is not read.
+   */
   get size(): number {
-    const v = this.live()
+    this.live()
     let n = 0
-    for (let s = 0; s < this.#stripes; s++) n += Atomics.load(v.i32, (this.#stripeArray + s * S.SIZE + S.COUNT) >>> 2) >>> 0
+    for (let i = 0; i < this.#stripes; i++) n += this.#countOf(i)
     intact(this.memory)
     return n
+  }
+
+  /**
+   * Stripe `i`'s entry count between two reads of an even write sequence; under the
+   * stripe's lock if a writer keeps it odd (at work, or dead mid-change: the lock
+   * repairs). Inside `update`'s function, whose thread holds the lock, as it reads.
+   */
+  #countOf(i: number): number {
+    const i32 = this.v.i32
+    const s = this.#stripeArray + i * S.SIZE
+    const at = (s + S.SEQ) >>> 2
+    const count = (s + S.COUNT) >>> 2
+    for (let polls = 0; polls < ODD_POLLS; polls++) {
+      const q = Atomics.load(i32, at)
+      if (q & 1) continue
+      const n = Atomics.load(i32, count) >>> 0
+      if (Atomics.load(i32, at) === q) return n
+    }
+    try {
+      this.#lockStripe(i)
+    } catch (e) {
+      if (e instanceof ShmError && e.code === 'ERR_SHM_DEADLOCK') return Atomics.load(i32, count) >>> 0
+      throw e
+    }
+    try {
+      return i32[count] >>> 0
+    } finally {
+      this.#unlock(s)
+    }
   }
 
   /** The value stored under `key`, or `undefined`. */
