@@ -244,6 +244,27 @@ test('gc out of descriptors says so, and removes nothing (it said gc needs /proc
   t.regex(got.err.join('\n'), /^shmutils gc: .*EMFILE: too many open files/)
 })
 
+test('rm out of descriptors still removes the name (who maps it is only a note)', (t) => {
+  if (!linux) return t.pass('the note reads /proc: Linux only')
+  const name = segmentName(t, 'rmfd')
+  MappedMemory.create(name, { size: 4096 }).close()
+  const script = `
+    const { main } = require(${JSON.stringify(join(process.cwd(), 'dist', 'cli', 'main.js'))})
+    const fs = require('node:fs')
+    const fds = []
+    try { for (;;) fds.push(fs.openSync('/dev/null', 'r')) } catch {}
+    const out = []
+    const err = []
+    const code = main(['rm', ${JSON.stringify(name)}], { out: (s) => out.push(s), err: (s) => err.push(s) })
+    for (const fd of fds) fs.closeSync(fd)
+    console.log(JSON.stringify({ code, out, err }))`
+  const r = spawnSync('bash', ['-c', 'ulimit -n 64 && exec "$0" -e "$1"', process.execPath, script], RUN)
+  t.is(r.status, 0, r.stderr)
+  // Before (this session's gc change): "/proc: EMFILE", exit 1, the name kept.
+  t.deepEqual(JSON.parse(r.stdout), { code: 0, out: [`removed ${name}`], err: [] })
+  t.false(segmentExists(name))
+})
+
 ;(canHideShm ? test : test.skip)('no /dev/shm at all (AWS Lambda, minimal containers): ls lists nothing and says why, gc removes nothing, inspect finds nothing', (t) => {
   const ls = cliWithoutShm('ls')
   t.is(ls.code, 0, ls.stderr)

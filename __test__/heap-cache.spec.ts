@@ -3,13 +3,13 @@
 // cached blocks go back to the heap: close, exit, trim, ENOMEM, and check() after a
 // process died with blocks cached.
 import test, { type ExecutionContext } from 'ava'
-import { fork } from 'node:child_process'
+import { fork, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { readdirSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Worker } from 'node:worker_threads'
-import { Heap, MappedMemory, ShmError } from '../dist/index.js'
-import { fillHeap, fixture, forkChild, managedSegment, segmentName, throws, unlinkQuietly } from './helpers.js'
+import { Heap, Lock, MappedMemory, ShmError } from '../dist/index.js'
+import { fillHeap, fixture, forkChild, managedSegment, segmentName, startPeer, throws, unlinkQuietly } from './helpers.js'
 
 const segment = (t: ExecutionContext, size?: number) => managedSegment(t, 'cache', size)
 
@@ -96,6 +96,45 @@ test('a live process whose cache sat unused hands it back by itself: idle worker
   const all = heap.malloc(heap.stats().largestFree)
   heap.free(all)
   heap.check()
+})
+
+test('an idle cache waits while another process holds the heap lock: the event loop never waits on it, and nothing is lost', async (t) => {
+  const mem = segment(t, 1 << 20)
+  process.env.SHMUTILS_CACHE_IDLE_MS = '150' // read as the heap attaches
+  const heap = mem.heap
+  delete process.env.SHMUTILS_CACHE_IDLE_MS
+  heap.lockTimeout = 300
+  const before = heap.stats().allocations
+  const blocks = Array.from({ length: 20 }, () => heap.malloc(40))
+  // The heap's lock is a Lock record: a peer holds it (as a stopped process would).
+  const peer = await startPeer(t, 'process')
+  await peer.request('revive', { key: 'heap lock', handle: Lock.at(mem, heap.offset) })
+  t.like(await peer.request('acquire', { key: 'heap lock' }), { ok: true })
+  for (const b of blocks) heap.free(b)
+  let last = performance.now()
+  let worst = 0
+  const ticks = setInterval(() => {
+    const now = performance.now()
+    worst = Math.max(worst, now - last)
+    last = now
+  }, 20)
+  await sleep(1200)
+  clearInterval(ticks)
+  // Before: the flush waited out the lock timeout once a block (6 s here), then dropped
+  // every block: allocated by nobody, for good.
+  t.true(worst < 1000, `the event loop stood still for ${Math.round(worst)} ms`)
+  await peer.request('release', { key: 'heap lock' })
+  const t0 = Date.now()
+  while (heap.stats().cached !== 0 && Date.now() - t0 < 10_000) await sleep(50)
+  t.like(heap.stats(), { cached: 0, allocations: before })
+})
+
+test('a test\'s fake timers (installed after the package loaded) neither break the idle flush nor stop it', async (t) => {
+  // The flush's clearTimeout was the fake one: the real timer it had armed fired later
+  // on a cache with no timer ("Cannot read properties of null"), and the process died.
+  const r = spawnSync(process.execPath, [fixture('fake-timers.mjs')], { encoding: 'utf8', timeout: 30_000 })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(JSON.parse(r.stdout), { first: 0, second: 0 })
 })
 
 test('trim() reclaims what a killed process cached; so does an allocation that finds the heap full', async (t) => {
@@ -189,7 +228,7 @@ test('one Heap per heap and thread; formatting it again drops the old cache; rea
   throws(t, () => mem.heap, { code: 'ERR_SHM_CLOSED' })
 })
 
-test('a heap in a block of the segment\'s heap caches nothing: the block freed once the heap is done with, no close, collection or exit writes into it later', async (t) => {
+test('a heap in a block of another heap caches nothing (only a segment\'s own heap does): the block freed once the heap is done with, no idle flush, close, collection or exit writes into it later', async (t) => {
   const mem = segment(t)
   const before = mem.heap.stats()
   const block = mem.heap.malloc(8192)
@@ -212,6 +251,17 @@ test('a heap in a block of the segment\'s heap caches nothing: the block freed o
   again.heap.check()
   t.like(again.heap.stats(), { used: before.used, allocations: before.allocations })
   again.heap.free(again.heap.malloc(100))
+  // The same in a raw mapping, whose heaps are all Heap.create's.
+  const raw = new MappedMemory(null, 1 << 20)
+  t.teardown(() => raw.close())
+  const outer = Heap.create(raw)
+  const inner = Heap.create(raw, { offset: outer.malloc(8192), size: 8192 })
+  inner.free(inner.malloc(64))
+  outer.free(outer.malloc(64))
+  t.is(inner.stats().cached, 0)
+  t.is(outer.stats().cached, 0)
+  outer.free(inner.offset)
+  outer.check()
 })
 
 test('a worker thread that ends leaves nothing cached; one terminated mid-way is reclaimed by check()', async (t) => {

@@ -7,13 +7,21 @@
  * `src-rs/heap/cache.rs` (and in docs/FORMAT.md §4.4).
  * @module
  */
-import { clearTimeout, setTimeout } from 'node:timers'
+import timers from 'node:timers'
 import { START_HI, START_LO } from './identity.js'
+
+// The timer functions as they were when the package loaded: a test's fake timers, which
+// replace the global ones and node:timers' alike, are installed later, and the idle timer
+// must not be theirs (a fake clock never fires it; one uninstalled between arming and
+// clearing it gets a real timer handed to its clearTimeout).
+const { setTimeout, clearTimeout } = timers
 
 /** Bit 63 of a size word, as its high half (an int32) holds it. */
 const CACHED = 0x8000_0000 | 0
 /** Low flags a block put in the cache must not have: FREE, INTERNAL, NAMED. */
 const NOT_CACHEABLE = 1 | 4 | 8
+/** The holder bits of a lock word (lib/lock.ts `TOKEN_MASK`): the heap's, here. */
+const HOLDER_MASK = 0x3fff_ffff
 /** The largest block cached (header included). */
 const MAX_BLOCK = 1024
 /** The largest `malloc` the cache can serve. */
@@ -106,8 +114,11 @@ export class HeapCache {
   /** Armed while blocks are cached: see {@link idleMs}. */
   #idle: ReturnType<typeof setTimeout> | null = null
   readonly #idleMs = idleMs()
-  /** Hands the blocks back (`drain` and free them) once the cache sat unused. */
-  readonly #onIdle: () => void
+  /**
+   * Hands the blocks back once the cache sat unused; `false` if it could not now (the
+   * timer then looks again later).
+   */
+  readonly #onIdle: () => boolean
 
   /**
    * @param a - an Int32Array over the whole mapping
@@ -115,9 +126,9 @@ export class HeapCache {
    * @param token - this thread's liveness token for the segment, held by the heap's
    *   native slot for as long as the cache may hold blocks (`heapToken`)
    * @param onIdle - hands the cached blocks back, when the cache was not used for
-   *   {@link idleMs}
+   *   {@link idleMs}; `false` if it could not now
    */
-  constructor(a: Int32Array, g: HeapGeometry, token: number, onIdle: () => void) {
+  constructor(a: Int32Array, g: HeapGeometry, token: number, onIdle: () => boolean) {
     this.#a = a
     this.#g = g
     this.#token = token
@@ -166,19 +177,21 @@ export class HeapCache {
   /** Arms the idle timer (out of line: see {@link put}). */
   #watch(): void {
     this.#usesSeen = this.#uses
-    // Unref'd: it never keeps a process alive. From node:timers, not the global, which a
-    // test's fake timers may have replaced.
-    this.#idle = setTimeout(() => this.#idleCheck(), this.#idleMs).unref()
+    // Unref'd: it never keeps a process alive.
+    const timer: ReturnType<typeof setTimeout> = setTimeout(() => this.#idleCheck(timer), this.#idleMs).unref()
+    this.#idle = timer
   }
 
-  #idleCheck(): void {
-    if (this.#uses !== this.#usesSeen) {
+  #idleCheck(timer: ReturnType<typeof setTimeout>): void {
+    // A timer a flush cleared (or replaced) meanwhile has nothing to say.
+    if (this.#idle !== timer) return
+    if (this.#uses !== this.#usesSeen || !this.#onIdle()) {
+      // Used since, or the flush must wait (the heap lock is busy): look again later.
       this.#usesSeen = this.#uses
-      this.#idle!.refresh()
+      timer.refresh()
       return
     }
     this.#idle = null
-    this.#onIdle()
   }
 
   /**
@@ -236,30 +249,41 @@ export class HeapCache {
   /** Blocks {@link take} got back in another size: the caller frees them. */
   readonly strays: number[] = []
 
-  /** Takes every cached block back (as {@link take} does); the caller frees them. */
-  drain(): number[] {
-    if (this.#idle !== null) {
-      clearTimeout(this.#idle)
-      this.#idle = null
-    }
-    const out: number[] = []
+  /**
+   * Takes one cached block back (as {@link take} does; any size), for the caller to free;
+   * -1 once the cache is empty (which stops the idle timer).
+   */
+  takeAny(): number {
     for (let c = 3; c < this.#lists.length; c++) {
       const request = c * 16 - 31 // needs a block of c * 16 bytes
       while (this.#lists[c]!.length !== 0) {
         const off = this.take(request)
-        if (off >= 0) out.push(off)
+        if (off >= 0) return off
       }
     }
     this.#knownOff = -1
-    return out
+    this.#stopWatching()
+    return -1
   }
 
-  /** Forgets every entry without touching memory (the heap was formatted again). */
-  clear(): void {
+  /**
+   * Whether the heap's lock word names a holder: a flush now would wait for it (and for
+   * as long as the heap's lock timeout, if the holder is stopped).
+   */
+  heapLockHeld(): boolean {
+    return (this.#a[this.#g.offset >>> 2]! & HOLDER_MASK) !== 0
+  }
+
+  #stopWatching(): void {
     if (this.#idle !== null) {
       clearTimeout(this.#idle)
       this.#idle = null
     }
+  }
+
+  /** Forgets every entry without touching memory (the heap was formatted again). */
+  clear(): void {
+    this.#stopWatching()
     for (const list of this.#lists) list.length = 0
     this.#bytes = 0
     this.#knownOff = -1

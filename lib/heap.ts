@@ -134,23 +134,47 @@ function onExit(): void {
 }
 
 /**
- * Frees the blocks cached in `s` through its native slot; how many. Frees them all even
- * if one fails (each is already taken out of the cache), then throws the first error.
+ * Frees the blocks cached in `s` through its native slot, one at a time; how many. A
+ * block that fails on its own is skipped (the first such error is thrown at the end). If
+ * the heap lock stays busy (`ETIMEDOUT`: its holder is stopped, not dead), the block goes
+ * back into the cache and the flush ends there: the rest never left it, and a later flush
+ * (or a reclaimer, once this thread is gone) returns them. Taking them all out first
+ * would leave them allocated by nobody.
  */
 function flushSlot(s: Slot): number {
   const c = s.cache
-  if (c === null || (c.empty && c.strays.length === 0)) return 0
-  const blocks = [...c.drain(), ...c.strays.splice(0)]
+  if (c === null) return 0
+  let freed = 0
   let failed: unknown = null
-  for (const off of blocks) {
+  const free = (off: number): boolean => {
     try {
       native(() => binding.heapFree(s.id, off))
+      freed++
+      return true
     } catch (e) {
+      if ((e as { code?: unknown } | null)?.code === 'ETIMEDOUT') throw e
       failed ??= e
+      return false
+    }
+  }
+  for (let strays = c.strays.splice(0), i = 0; i < strays.length; i++) {
+    try {
+      free(strays[i]!)
+    } catch (e) {
+      c.strays.push(...strays.slice(i))
+      throw e
+    }
+  }
+  for (let off = c.takeAny(); off >= 0; off = c.takeAny()) {
+    try {
+      free(off)
+    } catch (e) {
+      if (!c.put(off)) c.strays.push(off)
+      throw e
     }
   }
   if (failed !== null) throw failed
-  return blocks.length
+  return freed
 }
 
 /**
@@ -176,15 +200,20 @@ function retire(s: Slot, flush: boolean): void {
 
 /**
  * `s`'s cache sat unused (`lib/heap-cache.ts`): its blocks go back to the heap, for the
- * other threads and processes (errors ignored: they stay cached, and go back with the next
- * flush, or to a reclaimer once this thread is gone).
+ * other threads and processes. `false` (look again later) while the heap lock is held:
+ * the flush would wait for it on the event loop, for as long as the heap's lock timeout
+ * if its holder is stopped. Other errors are ignored (what could not go back stays, for
+ * the next flush, or for a reclaimer once this thread is gone).
  */
-function idle(s: Slot): void {
+function idle(s: Slot): boolean {
+  if (s.cache === null) return true
+  if (s.cache.heapLockHeld()) return false
   try {
     flushSlot(s)
   } catch {
     // As above.
   }
+  return true
 }
 
 /** Whether `malloc` with this alignment may take a block of the cache (16-aligned). */
@@ -261,7 +290,7 @@ export class Heap {
   /**
    * This thread's cache of small blocks it freed (`lib/heap-cache.ts`); `null` where the
    * fast path is off (read-only segments, mappings larger than one ArrayBuffer, a heap
-   * formatted again, a heap in a block of its segment's heap).
+   * formatted again, any heap but a managed segment's own).
    */
   #cache: HeapCache | null = null
   #lockTimeout = DEFAULT_HEAP_LOCK_TIMEOUT
@@ -282,12 +311,13 @@ export class Heap {
     slotRegistry.register(this, slot)
     const info = native(() => binding.heapInfo(id))
     this.size = info.size
-    // No cache for a heap in a block of the segment's heap (`Heap.create(mem, { offset:
-    // mem.heap.malloc(n), size: n })`): that block is freed once the heap is done with,
-    // and a cache flushed afterwards (at close, at collection, at exit) would take the
-    // freed block's first bytes, now links of the segment's free lists, for the heap's
-    // lock word and write its lists over them.
-    if (!mi.readOnly && mi.whole && (own || !memory.managed)) {
+    // A cache only for a managed segment's own heap, which lives as long as the segment.
+    // Any other heap may lie in a block of another heap (`Heap.create(mem, { offset:
+    // mem.heap.malloc(n), size: n })`, in any mapping), freed once the heap is done with:
+    // a cache flushed afterwards (idle, at close, at collection, at exit) would take the
+    // freed block's first bytes, now links of the outer heap's free lists, for the heap's
+    // lock word, and write its lists over them.
+    if (!mi.readOnly && mi.whole && own) {
       // The token the cache marks its blocks with is held by the native slot, which lives
       // until the blocks went back (see `heapToken`).
       slot.cache = this.#cache = new HeapCache(mi.whole.i32, { offset, ...info }, nativeFor(memory, () => binding.heapToken(id)), () => idle(slot))
@@ -493,8 +523,8 @@ export class Heap {
    * heap lock. Other processes cannot use them meanwhile (`stats().cached` counts them);
    * they go back by themselves when the mapping is closed, when the `Heap` object is
    * garbage-collected (its mapping dropped unclosed), when the cache sat unused for 5 to
-   * 10 seconds, when the thread exits, and when an allocation finds the heap full. (A heap
-   * made in a block of its segment's heap caches nothing.) Call this before handing memory to other
+   * 10 seconds, when the thread exits, and when an allocation finds the heap full. (Only a
+   * managed segment's own heap caches: any other may lie in a block of another heap.) Call this before handing memory to other
    * processes after a burst of small frees.
    * @returns how many blocks went back
    */

@@ -5,7 +5,7 @@
 import { native } from '../errors.js'
 import { binding } from '../native.js'
 import { type Command, describeError } from './command.js'
-import { scanProcesses } from './procfs.js'
+import { type ProcessScan, scanProcesses } from './procfs.js'
 import { describeSegment } from './segments.js'
 import { shown } from './format.js'
 
@@ -23,7 +23,13 @@ Exit code 0 if every name was removed, 1 if any was not (the others are still re
   positional: { min: 1, max: Infinity },
   run(args, io) {
     let failed = 0
-    const scan = scanProcesses()
+    // Who still maps a name is a note: without it (out of descriptors), the names still go.
+    let scan: ProcessScan | null = null
+    try {
+      scan = scanProcesses()
+    } catch {
+      // No note then.
+    }
     for (const arg of args.positional) {
       let name: string
       try {
@@ -35,7 +41,7 @@ Exit code 0 if every name was removed, 1 if any was not (the others are still re
       }
       let users: number[] = []
       try {
-        users = describeSegment(name, scan).attached
+        if (scan !== null) users = describeSegment(name, scan).attached
       } catch {
         // Nothing to say about it: the unlink below reports what is wrong.
       }
