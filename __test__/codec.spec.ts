@@ -10,7 +10,7 @@ import fc from 'fast-check'
 import { isDeepStrictEqual } from 'node:util'
 import v8 from 'node:v8'
 import { coderFor, encoded, encodeValue } from '../dist/codec.js'
-import { CBase, cdef, Channel, type Ref, SharedMap } from '../dist/index.js'
+import { CBase, cdef, Channel, type Ref, SharedMap, ShmError } from '../dist/index.js'
 import { forkChild, managedSegment, throws } from './helpers.js'
 
 const segment = (t: ExecutionContext) => managedSegment(t, 'codec', 1 << 20)
@@ -200,4 +200,75 @@ test('lone surrogates: the v8 codec keeps them across processes; UTF-8 places re
   const Shared = Named.withHeap(mem)
   throws(t, () => Shared.new('x\ud800'), { ...lone, message: /member name/ })
   t.is(Shared.new('é🌍').name?.string(), 'é🌍', 'well-formed strings still go in')
+})
+
+/** `{ o: { o: ... 1 } }`, `depth` levels. */
+function nested(depth: number): unknown {
+  let o: unknown = 1
+  for (let i = 0; i < depth; i++) o = { o }
+  return o
+}
+
+test("'v8': a value nested deeper than node:v8 reads back is a TypeError at set and send, nothing stored; 1,000 levels go and come back", async (t) => {
+  // Before: a map took 2,500 levels, and its get, update and iteration threw ERR_SHM_CORRUPT
+  // for good; a channel took it and lost it at receive.
+  const mem = segment(t)
+  const map = new SharedMap(mem)
+  const ch = new Channel(mem, { capacity: 1 << 16 })
+  for (const depth of [1001, 2500]) {
+    throws(t, () => map.set('deep', nested(depth)), { instanceOf: TypeError, message: /nested more than 1000 levels deep/ })
+    throws(t, () => ch.send(nested(depth)), { instanceOf: TypeError, message: /nested more than 1000 levels deep/ })
+  }
+  t.is(map.size, 0)
+  t.is(ch.length, 0)
+  // A cycle adds no level; a shared object reached again neither.
+  const shared = nested(900) as Record<string, unknown>
+  const cyclic: Record<string, unknown> = { a: shared, b: shared }
+  cyclic.self = cyclic
+  map.set('cyclic', cyclic)
+  const back = map.get('cyclic') as Record<string, unknown>
+  t.is(back.self, back)
+  t.is(back.a, back.b)
+  map.set('deep', nested(1000))
+  ch.send(nested(1000))
+  const child = forkChild(t, 'codec-child.mjs')
+  child.proc.send({ op: 'depths', map, ch, key: 'deep' })
+  t.deepEqual(await child.message(), { map: 1000, ch: 1000 })
+})
+
+test("'v8': a read out of stack (called from deep recursion) is the RangeError, not ERR_SHM_CORRUPT; the entry and the message stay for a shallower read", (t) => {
+  const mem = segment(t)
+  const map = new SharedMap(mem)
+  const ch = new Channel(mem, { capacity: 1 << 16 })
+  const value = nested(1000)
+  map.set('deep', value)
+  ch.send(value)
+  /** Runs `fn` `frames` calls down; what it threw, or 'ok'. */
+  const below = (frames: number, fn: () => unknown): unknown => {
+    const dive = (n: number): unknown => (n === 0 ? fn() : dive(n - 1))
+    try {
+      dive(frames)
+      return 'ok'
+    } catch (e) {
+      return e
+    }
+  }
+  // The deepest call from which a read still fails for lack of stack (not at the call itself).
+  let failed: unknown = 'ok'
+  for (let frames = 500; frames <= 12_000 && failed === 'ok'; frames += 500) {
+    const got = below(frames, () => map.get('deep'))
+    if (got !== 'ok') failed = got
+  }
+  t.true(failed instanceof RangeError && /call stack/.test(failed.message), String(failed))
+  t.false(failed instanceof ShmError)
+  t.deepEqual(map.get('deep'), value)
+  let received: unknown = 'ok'
+  for (let frames = 500; frames <= 12_000 && received === 'ok'; frames += 500) {
+    received = below(frames, () => ch.receive({ timeout: 0 }))
+    if (received === 'ok') ch.send(value)
+  }
+  t.true(received instanceof RangeError, String(received))
+  // Before: the message was consumed as corrupt, and gone.
+  t.is(ch.length, 1)
+  t.deepEqual(ch.receive({ timeout: 0 }), value)
 })

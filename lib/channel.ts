@@ -50,7 +50,7 @@
  * @module
  */
 import { checkAsyncWait, checkIndex, checkOptions, checkTimeoutArg } from './args.js'
-import { checkCodec, type Codec, encoded, encodeValue, Scratch } from './codec.js'
+import { checkCodec, type Codec, encoded, encodeValue, isStackOverflow, Scratch } from './codec.js'
 import {
   type ContainerHome, type ContainerType, corrupt, intact, ownLock, recoverLock, SharedContainer, takeLock, takeLockAsync, viewsOf, writeHeader,
 } from './container.js'
@@ -467,6 +467,9 @@ export class Channel<T = unknown> extends SharedContainer implements AsyncIterab
       try {
         value = this.#decodeAt((at + LEN) & mask, n)
       } catch (e) {
+        // Out of stack here (called from deep recursion): the message stays queued, for
+        // a receive from a shallower call.
+        if (isStackOverflow(e)) throw e
         error = e
       }
       // Commit: the record is consumed (a bad one too, so the queue goes on).

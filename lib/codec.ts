@@ -913,6 +913,9 @@ const v8Coder: Coder = {
       w.b = EMPTY
       w.busy = false
     }
+    if (nestedDeeper(value, MAX_NESTING)) {
+      throw typeError(`${what} is nested more than ${MAX_NESTING} levels deep: the 'v8' codec could not read it back (node:v8 writes deeper values than it reads)`)
+    }
     let b: Buffer
     try {
       b = v8.serialize(value)
@@ -929,6 +932,8 @@ const v8Coder: Coder = {
     try {
       return deserializeOwned(bytes.subarray(start, end))
     } catch (e) {
+      // The reader's own stack, not the bytes: the value reads from a shallower call.
+      if (isStackOverflow(e)) throw e
       throw corrupt(`a 'v8' value does not deserialize in Node ${process.version} (${(e as Error).message}): damaged, or written by another Node version with a kind of value this one cannot read (docs/containers.md, "Processes on different Node versions")`)
     }
   },
@@ -967,6 +972,50 @@ class OwnedDeserializer extends v8.DefaultDeserializer {
     if (ArrayBuffer.isView(r) && !(r instanceof DataView) && r.buffer !== input.buffer) return (r as unknown as Uint16Array).slice()
     return r
   }
+}
+
+/**
+ * The most levels of nesting a `'v8'` value may have. node:v8 writes values nested far
+ * deeper than it reads back (objects: Node 20–26 write 3,100–3,700 levels and read
+ * 1,600–2,500 from a fresh stack, fewer from a deep one), so a deeper value would be
+ * stored and then never read.
+ */
+export const MAX_NESTING = 1000
+
+/**
+ * Whether `value` nests objects more than `limit` levels deep, counted as node:v8's
+ * writer recurses: depth first in property order, an object met again adding no level.
+ * Reads own enumerable properties (getters run again), array elements, `Map` keys and
+ * values, `Set` values; other objects are leaves.
+ */
+function nestedDeeper(value: unknown, limit: number): boolean {
+  const seen = new Set<object>()
+  const stack: unknown[] = [value, 1]
+  while (stack.length !== 0) {
+    const depth = stack.pop() as number
+    const v = stack.pop()
+    if (typeof v !== 'object' || v === null || seen.has(v)) continue
+    if (depth > limit) return true
+    seen.add(v)
+    const children: unknown[] = []
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) children.push(v[i])
+    } else if (v instanceof Map) {
+      for (const [k, x] of v) children.push(k, x)
+    } else if (v instanceof Set) {
+      for (const x of v) children.push(x)
+    } else if (!ArrayBuffer.isView(v) && !(v instanceof ArrayBuffer) && !(v instanceof Date) && !(v instanceof RegExp)) {
+      for (const k of Object.keys(v)) children.push((v as Record<string, unknown>)[k])
+    }
+    // First child on top: the same order as the writer's.
+    for (let i = children.length - 1; i >= 0; i--) stack.push(children[i], depth + 1)
+  }
+  return false
+}
+
+/** Whether `e` is V8's stack overflow (a `RangeError`), not a fault of the bytes read. */
+export function isStackOverflow(e: unknown): boolean {
+  return e instanceof RangeError && /call stack/.test(e.message)
 }
 
 /** `v8.deserialize` of a private copy of `bytes`, with {@link OwnedDeserializer}. */
