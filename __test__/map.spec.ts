@@ -406,6 +406,22 @@ test('LRU: size never reads above maxEntries in another process while a set that
   t.is(map.size, 50)
 })
 
+test('an emptied map keeps no large replaced blocks: its heap is free for a value of most of it', (t) => {
+  const mem = segment(t, 8 << 20)
+  const map = new SharedMap<string, Uint8Array>(mem, { codec: 'bytes' })
+  const heap = mem.heap
+  const base = heap.stats().used
+  for (let i = 0; i < 16; i++) map.set(`k${i}`, new Uint8Array(256 << 10).fill(i))
+  for (let i = 0; i < 16; i++) map.set(`k${i}`, new Uint8Array(1))
+  for (let i = 0; i < 16; i++) map.delete(`k${i}`)
+  t.is(map.size, 0)
+  // Before: each stripe kept a replaced 256 KiB block as its spare, for good (up to 4 MiB).
+  const held = heap.stats().used - base
+  t.true(held < 128 << 10, `${held} bytes still held by the empty map`)
+  map.set('big', new Uint8Array(6 << 20))
+  t.is(map.get('big')?.length, 6 << 20)
+})
+
 test('a bounded map whose heap fills before its bounds evicts its least recently used entries instead of failing (a cache); an unbounded one says ENOMEM naming the segment', async (t) => {
   const mem = segment(t, 1 << 20)
   const map = new SharedMap<string, { i: number; pad: string }>(mem, { maxEntries: 10_000 })

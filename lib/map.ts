@@ -153,12 +153,16 @@ const S = Object.freeze({
 
 /**
  * The stripe's spare-block slots: entries a `set` replaced, kept (allocated, the
- * stripe's) for later sets to write into without a heap call. Slot 0 keeps a block of
- * any size; the others blocks of at most {@link SPARE_ROOM} bytes.
+ * stripe's) for later sets to write into without a heap call. Slot 0 keeps a block of up
+ * to {@link SPARE_FIRST_ROOM} bytes (up to a 1/1024 of the heap); the others blocks of at
+ * most {@link SPARE_ROOM} bytes. (Slot 0 once kept any size: 16 stripes of replaced 6 MiB
+ * values held half a heap, for good.)
  */
 const SPARES = Object.freeze([S.SPARE, 108, 112, 116, 120, 124])
 /** Largest block (bytes after its header) a spare slot other than the first keeps. */
 const SPARE_ROOM = 2048
+/** Largest block the first spare slot keeps, in a heap of at least 64 MiB. */
+const SPARE_FIRST_ROOM = 64 << 10
 
 /** Entry (offsets from the entry's start). */
 const E = Object.freeze({
@@ -1081,7 +1085,8 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
 
   /**
    * A heap block for a new entry of `size` bytes of stripe `s`, recorded in j_new. Out of
-   * heap, a bounded map makes room as a cache does, rather than fail the `set` (its bounds
+   * heap, any map first gives the stripe's idle spare blocks back. A bounded map then
+   * makes room as a cache does, rather than fail the `set` (its bounds
    * count entries and their bytes, not the tables and blocks around them, so a heap can
    * fill before they are reached): first its idle spare blocks go back, then entries,
    * in the order its bounds evict them (an expired one first, then the least recently
@@ -1093,8 +1098,21 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
    *   whole heap, or the map is not bounded
    */
   #allocEntry(s: number, size: number, old: number, ks: Scratch, kn: number, kind: number, h: number): number {
-    if (!this.#bounded || size + UNIT > this.v.heap.size) return this.#allocInto(size, UNIT, s + S.J_NEW)
     const i32 = this.v.i32
+    if (!this.#bounded || size + UNIT > this.v.heap.size) {
+      try {
+        return binding.heapAllocInto(this.v.heapId, size, UNIT, s + S.J_NEW)
+      } catch (err) {
+        const e = fromNative(err)
+        if (!(e instanceof ShmError && e.code === 'ENOMEM')) throw e
+      }
+      // The stripe's idle spare blocks go back first; then the heap's own retry.
+      if (SPARES.some((j) => i32[(s + j) >>> 2] !== 0)) {
+        this.#beginWrite(s)
+        for (const j of SPARES) this.#freeFrom(s + j, -1)
+      }
+      return this.#allocInto(size, UNIT, s + S.J_NEW)
+    }
     for (let spares = true; ; spares = false) {
       try {
         return binding.heapAllocInto(this.v.heapId, size, UNIT, s + S.J_NEW)
@@ -1158,8 +1176,9 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
   /** The spare slot of stripe `s` to keep the replaced entry `old` in, or 0 to free it. */
   #spareSlot(s: number, old: number): number {
     const i32 = this.v.i32
-    if (i32[(s + SPARES[0]) >>> 2] === 0) return SPARES[0]
-    if (this.#room(old / UNIT) > SPARE_ROOM) return 0
+    const room = this.#room(old / UNIT)
+    if (i32[(s + SPARES[0]) >>> 2] === 0 && room <= Math.max(SPARE_ROOM, Math.min(SPARE_FIRST_ROOM, this.v.heap.size / 1024))) return SPARES[0]
+    if (room > SPARE_ROOM) return 0
     for (let k = 1; k < SPARES.length; k++) if (i32[(s + SPARES[k]) >>> 2] === 0) return SPARES[k]
     return 0
   }
