@@ -285,6 +285,8 @@ export declare function munmap(address: number, size: number): void
 export interface NamedFound {
   /** Offset of the object in the mapping. */
   offset: number
+  /** Mapping offset of its directory entry (a hint for `heapFreeNamed`). */
+  entry: number
   /** Its size in bytes. */
   size: number
   /** The stored type description. */

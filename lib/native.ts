@@ -41,6 +41,11 @@ export interface FastBinding {
   heapMalloc(id: number, size: number, align: number): number
   /** `free(offset)` on heap slot `id`. */
   heapFree(id: number, offset: number): void
+  /**
+   * `free(offset)` of a named object on heap slot `id`, its directory entry looked for at
+   * `entry` (as `heapNamedReserve`/`heapNamedFind` reported it) before the whole directory.
+   */
+  heapFreeNamed(id: number, offset: number, entry: number): void
   /** `realloc(offset, size)` on heap slot `id`: the block's new offset. */
   heapRealloc(id: number, offset: number, size: number): number
   /**

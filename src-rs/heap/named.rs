@@ -361,6 +361,37 @@ impl HeapView {
     }
 
     /// Removes the directory entry of the object at heap-relative payload offset `obj`
+    /// (being freed) through `hint`, the entry's mapping-relative offset as reported when
+    /// the object was named or found: `true` if that is its entry, which is then unlinked
+    /// from its bucket (a walk of one chain). `false` (nothing changed) for no hint, or
+    /// one that does not lead to a valid entry of `obj`. Caller holds the heap lock
+    /// inside an operation.
+    pub(super) fn unname_hinted(&self, salt: u64, obj: u64, hint: Option<usize>) -> R<bool> {
+        let Some(e) = hint.and_then(|h| (h as u64).checked_sub(self.heap_off as u64)) else {
+            return Ok(false);
+        };
+        if e >= self.lay.arena_end {
+            return Ok(false);
+        }
+        // A stale hint may name any bytes now: only a valid entry of this object counts.
+        let Ok(ent) = self.entry(salt, e, true) else {
+            return Ok(false);
+        };
+        if ent.obj != obj {
+            return Ok(false);
+        }
+        let mut budget = self.walk_budget()?;
+        let bucket = ent.hash & (u64::from(self.lay.buckets) - 1);
+        match self.find_in_bucket(salt, bucket, &mut budget, |at, _| Ok(at == e))? {
+            Some((link, _, ent)) => {
+                self.unlink_entry(salt, link, &ent)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Removes the directory entry of the object at heap-relative payload offset `obj`
     /// (being freed), if there is one: a walk of the whole directory, made only for
     /// objects flagged NAMED. Caller holds the heap lock inside an operation.
     pub(super) fn unname_object(&self, salt: u64, obj: u64) -> R<()> {
@@ -422,6 +453,38 @@ impl HeapView {
 mod tests {
     use super::*;
     use crate::heap::testing::*;
+
+    #[test]
+    fn a_named_free_takes_the_entry_its_hint_names_and_walks_for_any_other_hint() {
+        let t = T::new(1 << 20);
+        let names: Vec<Vec<u8>> = (0..40).map(|i| format!("n{i}").into_bytes()).collect();
+        let made: Vec<_> = names
+            .iter()
+            .map(|n| t.h.named_reserve(n, 8, 8, b"t", 0, None).unwrap().0)
+            .collect();
+        // Freeing made[1..=5]: the right hint; another object's entry; an offset that is no
+        // entry; one past everything; none at all.
+        let hints = [
+            Some(made[1].entry_off),
+            Some(made[7].entry_off),
+            Some(made[8].offset),
+            Some(usize::MAX),
+            None,
+        ];
+        for (k, hint) in hints.into_iter().enumerate() {
+            t.h.free_named(made[k + 1].offset, hint).unwrap();
+            assert_eq!(t.h.named_find(&names[k + 1]).unwrap(), None, "hint {k}");
+            t.h.check().unwrap();
+        }
+        // Every other name is still there, with its object.
+        for (i, n) in names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(1..=5).contains(i))
+        {
+            assert_eq!(t.h.named_find(n).unwrap().unwrap().offset, made[i].offset);
+        }
+    }
 
     #[test]
     fn directory() {

@@ -690,9 +690,17 @@ impl HeapView {
     /// first (in the same operation), so the directory never points at freed memory.
     /// Caller holds the heap lock.
     pub fn free(&self, off: usize) -> Result<(), HeapError> {
+        self.free_named(off, None)
+    }
+
+    /// [`free`](Self::free), told where the object's directory entry may be (its
+    /// mapping-relative offset, as `named`/`find` reported it): a named object's entry is
+    /// then found in its own bucket, not by a walk of the whole directory. A hint that
+    /// does not lead to the object's entry (stale, or wrong) costs the walk.
+    pub fn free_named(&self, off: usize, entry: Option<usize>) -> Result<(), HeapError> {
         self.op(|salt| {
             let (b, w) = self.user_block(salt, off)?;
-            if w & F_NAMED != 0 {
+            if w & F_NAMED != 0 && !self.unname_hinted(salt, b + HDR, entry)? {
                 self.unname_object(salt, b + HDR)?;
             }
             self.free_inner(salt, b, w)

@@ -84,6 +84,8 @@ pub struct NamedReserved {
 pub struct NamedFound {
     /// Offset of the object in the mapping.
     pub offset: f64,
+    /// Mapping offset of its directory entry (a hint for `heapFreeNamed`).
+    pub entry: f64,
     /// Its size in bytes.
     pub size: f64,
     /// The stored type description.
@@ -470,6 +472,14 @@ pub(crate) fn heap_free(id: u32, offset: f64) -> Result<()> {
     slot(id)?.locked(|h| h.free(off))
 }
 
+/// `free(offset)` of a named object whose directory entry was reported at `entry` (by
+/// `namedReserve`/`namedFind`): found in its bucket, not by a walk of the directory.
+/// (Exported raw: `raw.rs`.)
+pub(crate) fn heap_free_named(id: u32, offset: f64, entry: f64) -> Result<()> {
+    let (off, entry) = (to_usize("offset", offset)?, to_usize("entry", entry)?);
+    slot(id)?.locked(|h| h.free_named(off, Some(entry)))
+}
+
 /// `realloc(offset, size)`: the new offset. (Exported raw: `raw.rs`.)
 pub(crate) fn heap_realloc(id: u32, offset: f64, size: f64) -> Result<f64> {
     let (off, size) = (to_usize("offset", offset)?, to_usize("size", size)?);
@@ -583,6 +593,7 @@ pub fn heap_named_find(id: u32, name: String, wait_ms: f64) -> napi::Result<Opti
     Ok(s.find_ready(key, Deadline::after_ms(wait_ms), &name)?
         .map(|e| NamedFound {
             offset: e.offset as f64,
+            entry: e.entry_off as f64,
             size: e.size as f64,
             type_desc: String::from_utf8_lossy(&e.type_desc).into_owned(),
         }))

@@ -309,6 +309,10 @@ number_callback!(
     heap_free, 2, |env, [h, off]| crate::js::heap::heap_free(id(h)?, off).map(|()| Ret::Undefined)
 );
 number_callback!(
+    /// `heapFreeNamed(id, offset, entry)`.
+    heap_free_named, 3, |env, [h, off, entry]| crate::js::heap::heap_free_named(id(h)?, off, entry).map(|()| Ret::Undefined)
+);
+number_callback!(
     /// `heapRealloc(id, offset, size)`.
     heap_realloc, 3, |env, [h, off, size]| crate::js::heap::heap_realloc(id(h)?, off, size).map(Ret::Number)
 );
@@ -365,9 +369,10 @@ number_callback!(
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const FAST: [(&CStr, Callback); 19] = [
+const FAST: [(&CStr, Callback); 20] = [
     (c"heapMalloc", heap_malloc),
     (c"heapFree", heap_free),
+    (c"heapFreeNamed", heap_free_named),
     (c"heapRealloc", heap_realloc),
     (c"lockAcquire", lock_acquire),
     (c"lockWake", lock_wake),
