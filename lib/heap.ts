@@ -574,7 +574,11 @@ export class Heap {
     return n
   }
 
-  /** Usage figures. */
+  /**
+   * Usage figures. A walk of every block under the heap lock (the blocks threads cached
+   * are counted on the way): about 3.5 ms at a million blocks, during which every other
+   * heap operation of the segment waits. Not for a hot path.
+   */
   stats(): HeapStats {
     return native(() => binding.heapStats(this.#id))
   }
