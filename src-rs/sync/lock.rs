@@ -292,9 +292,10 @@ impl LockRecord {
 /// shared waiter thread of async waits (`crate::sync::waiter`) run the same code.
 ///
 /// Each [`poll`](LockWait::poll) tries to take the lock and otherwise names the word
-/// value to sleep on and until when. Sleeps are cut into [`RECHECK_MS`] slices: after
-/// each slice the holder's liveness is checked, so a dead holder is noticed within one
-/// slice, and a wake-up lost to a waiter that gave up costs at most one slice.
+/// value to sleep on and until when. The holder's liveness is checked before the first
+/// sleep (a holder that died before the wait began is found at once) and after each
+/// [`RECHECK_MS`] slice, so a dead holder is noticed within one slice, and a wake-up
+/// lost to a waiter that gave up costs at most one slice.
 #[derive(Debug, Clone, Copy)]
 pub struct LockWait {
     me: Owner,
@@ -324,7 +325,9 @@ impl LockWait {
         LockWait {
             me,
             deadline,
-            next_check: Deadline::slice_ms(RECHECK_MS),
+            // The first sleep asks at once: a holder that died before this wait began
+            // is found then, not a slice later.
+            next_check: Deadline::after_ms(0.0),
             queued,
             suspect: 0,
             spun: false,
@@ -472,7 +475,17 @@ mod tests {
         let r = shared_anon_for_tests(4096);
         let rec = record(&r, 0);
         let (_t, me) = claim(&r);
-        let other = me.token + 1;
+        // A live holder: another thread's token (a wait asks about the holder before it
+        // first sleeps, and takes a dead one's lock over).
+        let (token_tx, token_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let r2 = r.clone();
+        let holder = std::thread::spawn(move || {
+            let (_t, o) = claim(&r2);
+            token_tx.send(o.token).unwrap();
+            done_rx.recv().ok();
+        });
+        let other = token_rx.recv().unwrap();
         let taken = |wait: &mut LockWait| match wait.poll(rec) {
             Step::Done(Ok(Acquired::Yes)) => rec.word.load(Ordering::Relaxed),
             s => panic!("not taken: {s:?}"),
@@ -502,6 +515,27 @@ mod tests {
         assert_eq!(rec.word.load(Ordering::Relaxed), other | WAITERS);
         rec.word.store(0, Ordering::Relaxed);
         assert_eq!(taken(&mut wait), me.token | WAITERS);
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+        r.close();
+    }
+
+    /// A wait that begins after the holder died takes the lock over at its first step,
+    /// before any sleep (it used to sleep one re-check slice first).
+    #[test]
+    fn a_holder_dead_before_the_wait_began_is_found_at_once() {
+        let r = shared_anon_for_tests(4096);
+        let rec = record(&r, 0);
+        let (_t, me) = claim(&r);
+        let r2 = r.clone();
+        let gone = std::thread::spawn(move || claim(&r2).1.token)
+            .join()
+            .unwrap();
+        rec.word.store(gone, Ordering::Relaxed);
+        match LockWait::new(me, None, false).poll(rec) {
+            Step::Done(Ok(Acquired::OwnerDied)) => {}
+            s => panic!("expected the dead holder's lock at once: {s:?}"),
+        }
         r.close();
     }
 
