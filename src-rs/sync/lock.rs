@@ -527,11 +527,7 @@ mod tests {
         let r = shared_anon_for_tests(4096);
         let rec = record(&r, 0);
         let (_t, me) = claim(&r);
-        let r2 = r.clone();
-        let gone = std::thread::spawn(move || claim(&r2).1.token)
-            .join()
-            .unwrap();
-        rec.word.store(gone, Ordering::Relaxed);
+        held_by_a_thread_that_exited(&r, 0);
         match LockWait::new(me, None, false).poll(rec) {
             Step::Done(Ok(Acquired::OwnerDied)) => {}
             s => panic!("expected the dead holder's lock at once: {s:?}"),
