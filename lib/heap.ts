@@ -146,15 +146,13 @@ function flushSlot(s: Slot): number {
   if (c === null) return 0
   let freed = 0
   let failed: unknown = null
-  const free = (off: number): boolean => {
+  const free = (off: number): void => {
     try {
       native(() => binding.heapFree(s.id, off))
       freed++
-      return true
     } catch (e) {
       if ((e as { code?: unknown } | null)?.code === 'ETIMEDOUT') throw e
       failed ??= e
-      return false
     }
   }
   for (let strays = c.strays.splice(0), i = 0; i < strays.length; i++) {

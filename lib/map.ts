@@ -1099,20 +1099,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
    */
   #allocEntry(s: number, size: number, old: number, ks: Scratch, kn: number, kind: number, h: number): number {
     const i32 = this.v.i32
-    if (!this.#bounded || size + UNIT > this.v.heap.size) {
-      try {
-        return binding.heapAllocInto(this.v.heapId, size, UNIT, s + S.J_NEW)
-      } catch (err) {
-        const e = fromNative(err)
-        if (!(e instanceof ShmError && e.code === 'ENOMEM')) throw e
-      }
-      // The stripe's idle spare blocks go back first; then the heap's own retry.
-      if (SPARES.some((j) => i32[(s + j) >>> 2] !== 0)) {
-        this.#beginWrite(s)
-        for (const j of SPARES) this.#freeFrom(s + j, -1)
-      }
-      return this.#allocInto(size, UNIT, s + S.J_NEW)
-    }
+    const evicts = this.#bounded && size + UNIT <= this.v.heap.size
     for (let spares = true; ; spares = false) {
       try {
         return binding.heapAllocInto(this.v.heapId, size, UNIT, s + S.J_NEW)
@@ -1125,6 +1112,7 @@ export class SharedMap<K extends string | Uint8Array = string, V = unknown> exte
         for (const j of SPARES) this.#freeFrom(s + j, -1)
         continue
       }
+      if (!evicts) return this.#allocInto(size, UNIT, s + S.J_NEW)
       let tail = i32[(s + S.LRU_TAIL) >>> 2] >>> 0
       if (tail !== 0 && tail * UNIT === old) tail = i32[(old + E.PREV) >>> 2] >>> 0
       if (tail === 0) return this.#allocInto(size, UNIT, s + S.J_NEW)
