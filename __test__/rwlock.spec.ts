@@ -5,6 +5,7 @@
 // random); bad input gives typed errors.
 import test, { type ExecutionContext } from 'ava'
 import { fork, spawnSync } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { MappedMemory, revive, RWLock, RWLOCK_SIZE, ShmError } from '../dist/index.js'
@@ -53,6 +54,67 @@ test('writers are not starved by a stream of overlapping readers', async (t) => 
   }
   await stream
   t.true(Math.max(...waits) < 2000, `writer waits ${waits.map((w) => w.toFixed(1)).join(', ')} ms`)
+})
+
+test('a waiting reader or writer in another process is woken by a release that the writer follows with an acquisition at once (the same owner value back in `writer`)', async (t) => {
+  const mem = segment(t)
+  const lock = new RWLock(mem)
+  const p = await primPeer(t)
+  await p.request('revive', { key: 'l', handle: lock })
+  const { pid } = await p.request<{ pid: number }>('pid')
+  // `wwait` (offset 4): 1 once a waiter announced its sleep; a release clears it and wakes.
+  const wwait = new Int32Array(mem.buffer, lock.offset + 4, 1)
+  const announced = async () => {
+    const t0 = performance.now()
+    while (Atomics.load(wwait, 0) === 0 && performance.now() - t0 < 10_000) await sleep(1)
+    return Atomics.load(wwait, 0) === 1
+  }
+  // The states of the peer's threads (R running, S asleep, T stopped, ...).
+  const states = () => {
+    try {
+      return readdirSync(`/proc/${pid}/task`).map((tid) => /^\d+ \(.*\) (\S) /s.exec(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1'))?.[1] ?? '?')
+    } catch {
+      return ['?'] // a thread came or went while listed
+    }
+  }
+  // Every thread asleep three times in a row, 1 ms apart: what it does after a wake-up, done.
+  const settled = async () => {
+    const t0 = performance.now()
+    for (let calm = 0; calm < 3 && performance.now() - t0 < 10_000; ) {
+      await sleep(1)
+      calm = states().every((s) => s === 'S') ? calm + 1 : 0
+    }
+  }
+  try {
+    for (const [op, isAsync] of [['readHold', false], ['readHold', true], ['writeHold', false], ['writeHold', true]] as const) {
+      const what = `${isAsync ? 'async' : 'blocking'} ${op === 'readHold' ? 'read' : 'write'}`
+      lock.acquireWrite()
+      const waiting = p.request(op, { key: 'l', async: isAsync, timeout: 60_000 })
+      t.true(await announced(), `${what}: the waiter announced itself`)
+      // Ten times, with the waiter stopped (SIGSTOP, so it cannot take the lock in
+      // between): release and take the lock again, then let the waiter go on. The release
+      // cleared `wwait` and woke it: it must see that (look, find the lock taken, announce
+      // itself again, sleep), not sleep on until its re-check slice ends (50 ms), unwoken
+      // by any release meanwhile.
+      const missed: number[] = []
+      for (let i = 0; i < 10; i++) {
+        process.kill(pid, 'SIGSTOP')
+        while (!states().every((s) => s === 'T' || s === 't')) await sleep(1)
+        lock.releaseWrite()
+        lock.acquireWrite()
+        process.kill(pid, 'SIGCONT')
+        await settled()
+        if (Atomics.load(wwait, 0) !== 1) missed.push(i)
+      }
+      t.deepEqual(missed, [], `${what}: asleep again without announcing itself after these releases`)
+      lock.releaseWrite()
+      const got = await waiting
+      t.true(got.ok, `${what}: the waiter got the lock once it was free`)
+      await p.request(op === 'readHold' ? 'releaseRead' : 'releaseWrite', { key: 'l' })
+    }
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
 })
 
 test('writers are not starved by overlapping async readers of one thread; an async read nested in a hold a writer waits for still gets in', async (t) => {

@@ -7,8 +7,8 @@
  *
  * | offset | field     | meaning                                                           |
  * |-------:|-----------|-------------------------------------------------------------------|
- * | 0      | `writer`  | owner of the writer that holds the lock or is waiting for readers to leave; 0 = none. Futex word readers and writers sleep on |
- * | 4      | `wwait`   | 1: someone may sleep on `writer`: its release must wake           |
+ * | 0      | `writer`  | owner of the writer that holds the lock or is waiting for readers to leave; 0 = none |
+ * | 4      | `wwait`   | 1: someone may sleep on `wgone` until `writer` changes: its release must wake |
  * | 8      | `kind`    | 5                                                                 |
  * | 12     | `owner`   | copy of `writer`, written after the three fields below (trust them only if equal) |
  * | 16     | `start`   | the writer's thread start time, u64 (informational; macOS checks it) |
@@ -17,6 +17,7 @@
  * | 32     | `owner_pid` | the writer's pid, in its PID namespace (informational: {@link RWLock.owner}) |
  * | 36     | `owner_tid` | the writer's thread id, in its PID namespace (informational)   |
  * | 40     | `damaged` | 1 from when a dead writer's claim is cleared or taken over (by the thread that took it out of `writer`, holding it) until a writer releases: the data may be half-written |
+ * | 44     | `wgone`   | futex word readers and writers waiting for `writer` sleep on; bumped by a release of `writer` that sees `wwait` |
  * | 64     | `slots`   | 32 reader slots: the owner of each read hold, 0 = free            |
  *
  * ## States and transitions
@@ -24,17 +25,22 @@
  * | who            | does                                                                 |
  * |----------------|----------------------------------------------------------------------|
  * | read, fast     | CAS a free slot `0 → me` (starting at a slot picked by `me`), then read `writer`: 0 (or a re-entry)? held; else undo the slot and wait |
- * | read, slow     | sleep on `writer` while it is non-zero (every 50 ms: a dead writer's claim is cleared, `ownerDied`); no free slot: sleep on `rgone` |
+ * | read, slow     | sleep on `wgone` while `writer` is non-zero (every 50 ms: a dead writer's claim is cleared, `ownerDied`); no free slot: sleep on `rgone` |
  * | read release   | `slot = 0` if it is `me` (else a stale record: dropped); if `rwait`: clear it, `rgone += 1`, wake                   |
  * | write          | CAS `writer 0 → me` (every 50 ms a dead writer is taken over, `ownerDied`); then wait until every slot is 0, clearing slots whose owner died |
- * | write release  | `damaged = 0` if set; `writer = 0`; if `wwait`: clear it, wake everyone on `writer` |
+ * | write release  | `damaged = 0` if set; `writer = 0`; if `wwait`: clear it, `wgone += 1`, wake everyone on `wgone` |
  *
  * A writer's claim stops new readers at once, so a stream of readers cannot starve
  * writers (writers are preferred). A thread re-entering a read lock it holds takes
  * another slot without looking at `writer` (it would otherwise wait for a writer that
  * waits for it). Announcing a sleep (`wwait`/`rwait` = 1) before re-reading the state,
  * against changing the state before reading the flag, all sequentially consistent,
- * means no sleeper is forgotten; sleeps are 50 ms slices anyway.
+ * means no sleeper is forgotten; sleeps are 50 ms slices anyway. Waiters for `writer`
+ * sleep on the counter `wgone`, not on `writer` itself: a writer that releases and takes
+ * the lock again at once writes the value they sleep on back, and a sleep on `writer`
+ * would go on through every such release until its slice ended (one try per 50 ms
+ * against a writer re-taking the lock in a loop), unwoken by later releases once the
+ * first had cleared `wwait`.
  *
  * One thread, several tasks: the synchronous calls refuse to wait for a hold of this
  * thread (`ERR_SHM_DEADLOCK`: nothing else of the thread could run to release it). The
@@ -103,7 +109,7 @@ function liveness(memory: MappedMemory, owner: number, lo: number, hi: number): 
 // ---- the record ----
 
 /** Int32 indices of the fields, from the record's start. */
-const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, OWNER_PID: 8, OWNER_TID: 9, DAMAGED: 10, SLOTS: 16 })
+const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, OWNER_PID: 8, OWNER_TID: 9, DAMAGED: 10, WGONE: 11, SLOTS: 16 })
 /** Reader slots: at most this many read holds at once (more readers wait for a slot). */
 export const RWLOCK_SLOTS = 32
 /** Bytes of an RWLock record. */
@@ -381,8 +387,9 @@ export class RWLock {
       if (writer !== 0) {
         if (ask && this.#clearDeadWriter(a, writer, 0)) continue
         if (left <= 0) return false
+        const g = Atomics.load(a, w + R.WGONE)
         Atomics.store(a, w + R.WWAIT, 1)
-        if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms }
+        if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WGONE, expected: g, ms }
       } else {
         // Slots of dead readers come back (a read-only workload has no writer to do it).
         if (ask && this.#clearDeadReaders(a) > 0) continue
@@ -512,10 +519,11 @@ export class RWLock {
     if (Atomics.load(a, this.#w + R.WWAIT) !== 0) this.#writerLeft(a)
   }
 
-  /** Wakes whoever sleeps on `writer`. */
+  /** Wakes whoever waits for `writer` to change (clearing `wwait` first: see {@link #readerLeft}). */
   #writerLeft(a: Int32Array): void {
     Atomics.store(a, this.#w + R.WWAIT, 0)
-    wakeWord(this.memory, this.offset + 4 * R.WRITER)
+    Atomics.add(a, this.#w + R.WGONE, 1)
+    wakeWord(this.memory, this.offset + 4 * R.WGONE)
   }
 
   /**
@@ -569,8 +577,9 @@ export class RWLock {
         if (this.#clearDeadWriter(a, writer, id)) break
       }
       if (left <= 0) return false
+      const g = Atomics.load(a, w + R.WGONE)
       Atomics.store(a, w + R.WWAIT, 1)
-      if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WRITER, expected: writer, ms: Math.min(left, RECHECK_MS) }
+      if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
     }
     // 2. New readers wait now; wait for those inside to leave.
     let done = false
