@@ -296,7 +296,7 @@ let tags = 0
  * A `'namespace'` peer runs as pid 1 of a new PID namespace (`unshare --pid --fork
  * --mount-proc --kill-child`: killing it kills the namespace).
  */
-export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' | 'namespace', file = 'sync-peer.mjs'): Promise<Peer> {
+export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' | 'namespace', file = 'sync-peer.mjs', cpu?: number): Promise<Peer> {
   const waiting = new Map<string, (m: Reply) => void>()
   const early = new Map<string, Reply>()
   const deliver = (m: Reply) => {
@@ -311,7 +311,12 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' 
   let exited: Promise<number | string>
   let kill: () => Promise<void>
   if (kind === 'process' || kind === 'namespace') {
-    const ns = kind === 'namespace' ? { execPath: 'unshare', execArgv: ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath] } : { execArgv: [] }
+    const ns =
+      kind === 'namespace'
+        ? { execPath: 'unshare', execArgv: ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath] }
+        : cpu !== undefined
+          ? { execPath: 'taskset', execArgv: ['-c', String(cpu), process.execPath] } // taskset execs node: same pid
+          : { execArgv: [] }
     const proc = fork(fixture(file), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...ns })
     proc.on('message', (m) => deliver(m as Reply))
     exited = childClosed(proc)

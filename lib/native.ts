@@ -53,8 +53,11 @@ export interface FastBinding {
    * (`timeout` ms at most; negative: no limit); returns a completion code (`lib/waits.ts`).
    */
   lockAcquire(id: number, offset: number, timeout: number): number
-  /** Wakes one waiter of the lock at `offset` of mapping `id`. */
-  lockWake(id: number, offset: number): void
+  /**
+   * Wakes one waiter of the lock at `offset` of mapping `id`, after a release that saw
+   * WAITERS; `handOff` 1: leaves the lock to it.
+   */
+  lockWake(id: number, offset: number, handOff: number): void
   /**
    * Notifies up to `n` waiters (`0xffffffff`: all) of the condition at `offset` of mapping
    * `id`, whose lock is at `lockOffset` of mapping `lockId` (held by this thread); how many.

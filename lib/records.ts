@@ -157,7 +157,8 @@ export function lockState(memory: MappedMemory, offset: number, reentrant: boole
   const s: LockState = {
     locked: owner !== 0,
     waiters: (word & WAITERS) !== 0,
-    ownerDied: (word & OWNER_DIED) !== 0,
+    // (A free word with both flags is handed to a sleeper: nobody died.)
+    ownerDied: owner !== 0 && (word & OWNER_DIED) !== 0,
     notRecoverable,
     holder: owner !== 0 && !notRecoverable ? describeHolder(r, owner, alive) : null,
   }

@@ -61,10 +61,12 @@ pub fn lock_release(id: u32, offset: f64) -> napi::Result<()> {
 }
 
 /// Wakes one waiter of the lock at `offset` of mapping `id` (after a JavaScript release
-/// saw WAITERS).
+/// saw WAITERS), handing the lock to it with `hand_off` (`LockRecord::wake_after_release`).
 /// (Exported raw: `raw.rs`.)
-pub(crate) fn lock_wake(id: u32, offset: f64) -> Result<()> {
-    record::<LockRecord>(id, offset)?.get().wake_one();
+pub(crate) fn lock_wake(id: u32, offset: f64, hand_off: bool) -> Result<()> {
+    record::<LockRecord>(id, offset)?
+        .get()
+        .wake_after_release(hand_off);
     Ok(())
 }
 

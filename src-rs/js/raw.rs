@@ -331,8 +331,8 @@ number_callback!(
     }
 );
 number_callback!(
-    /// `lockWake(id, offset)`.
-    lock_wake, 2, |env, [m, off]| crate::js::lock::lock_wake(id(m)?, off).map(|()| Ret::Undefined)
+    /// `lockWake(id, offset, handOff)`: `handOff` 1 leaves the lock to the sleeper it wakes.
+    lock_wake, 3, |env, [m, off, hand_off]| crate::js::lock::lock_wake(id(m)?, off, hand_off == 1.0).map(|()| Ret::Undefined)
 );
 number_callback!(
     /// `semWake(id, offset, n)`.

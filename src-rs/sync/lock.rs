@@ -25,7 +25,24 @@
 //! | `token`                 | held by `token`, nobody waiting      |
 //! | `token \| WAITERS`      | held by `token`, maybe waiters       |
 //! | `token \| OWNER_DIED ..` | held by `token` after recovery      |
+//! | `HANDOFF` (`OWNER_DIED \| WAITERS`, no owner) | free for a thread that slept on it (below) |
 //! | `NOT_RECOVERABLE` (+ any flag bits) | dead forever             |
+//!
+//! ## Eventual fairness
+//!
+//! A release frees the word and wakes one sleeper, which must then win a compare-and-swap
+//! against everyone else, the releaser's next acquisition included. On a machine with idle
+//! cores the sleeper wakes on another core, microseconds after a releaser in a loop took
+//! the lock again, and can lose a thousand releases in a row (seconds). So a contended
+//! release now and then (JavaScript decides: at most once per `FAIR_MS`, `lib/lock.ts`)
+//! *hands the lock off*: [`LockRecord::wake_after_release`] turns the freed word into
+//! `HANDOFF` and wakes one sleeper. Only a wait that slept takes a `HANDOFF` word (as its
+//! own, keeping `WAITERS`); the fast paths' compare-and-swap from 0 fails on it, and a wait
+//! that has not slept yet sleeps, so the woken thread gets the lock. A `HANDOFF` nobody
+//! takes cannot last: the release takes it back when its wake found no sleeper, a wait
+//! given up passes it on ([`LockWait::abandon`]), a wait at its deadline (a `tryAcquire()`
+//! included) takes it when no sleeper is left to, and any sleeper takes it when its slice
+//! ends.
 //!
 //! ## The rest of the record
 //!
@@ -68,6 +85,9 @@ pub const OWNER_DIED: u32 = 1 << 30;
 pub const WAITERS: u32 = 1 << 31;
 /// The lock can never be acquired again.
 pub const NOT_RECOVERABLE: u32 = TID_MASK;
+/// Free, handed to a thread that slept on the word (see "Eventual fairness" above): no
+/// owner bits, so no holder; both flags, which no free word otherwise has.
+pub const HANDOFF: u32 = OWNER_DIED | WAITERS;
 /// Size of a lock record in bytes.
 pub const RECORD_SIZE: u64 = 32;
 
@@ -239,9 +259,34 @@ impl LockRecord {
         Some(Acquired::OwnerDied)
     }
 
-    /// Wakes one waiter after a release that saw `WAITERS`.
-    pub fn wake_one(&self) {
-        sys::futex_wake(&self.word, 1);
+    /// Wakes one waiter after a release that saw `WAITERS`; how many it woke (0 or 1).
+    pub fn wake_one(&self) -> u32 {
+        sys::futex_wake(&self.word, 1)
+    }
+
+    /// After a release that saw `WAITERS` (the word freed): wakes one sleeper, and with
+    /// `hand_off` leaves the lock to it (`HANDOFF`, see "Eventual fairness"). Taken back
+    /// (free again) if the wake found nobody asleep; nothing handed if someone took the
+    /// word since the release.
+    pub fn wake_after_release(&self, hand_off: bool) {
+        // Release: the handed-off word continues the release's own (an RMW after it), so
+        // the taker's Acquire compare-and-swap sees what the releaser wrote.
+        if !hand_off
+            || self
+                .word
+                .compare_exchange(0, HANDOFF, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+        {
+            self.wake_one();
+            return;
+        }
+        if self.wake_one() == 0 {
+            // Nobody asleep to take it (a waiter that set WAITERS gave up, or was woken by
+            // someone else and will look at the word itself): free for anyone.
+            let _ = self
+                .word
+                .compare_exchange(HANDOFF, 0, Ordering::Release, Ordering::Relaxed);
+        }
     }
 
     /// Whether `me` holds the lock now.
@@ -358,7 +403,21 @@ impl LockWait {
             if is_dead_forever(v) {
                 return Step::Done(Err(not_recoverable()));
             }
-            if v & TID_MASK == 0 {
+            if v == HANDOFF && (self.slept || self.unclaimed(rec)) {
+                // Handed to a sleeper, and this wait slept (or its deadline came and nobody
+                // sleeps who could take it): ours, with WAITERS for whoever else sleeps.
+                // Acquire pairs with the releaser's Release (see wake_after_release).
+                if rec
+                    .word
+                    .compare_exchange(v, me.token | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    rec.record_owner(me);
+                    return Step::Done(Ok(Acquired::Yes));
+                }
+                continue;
+            }
+            if v & TID_MASK == 0 && v != HANDOFF {
                 // Free. After a sleep a wake-up may have been spent on us while others
                 // still sleep: take it with WAITERS set so our release wakes the next one
                 // (std's "locked, contended"). A wait that never slept passes on whatever
@@ -422,12 +481,23 @@ impl LockWait {
         }
     }
 
+    /// Whether a `HANDOFF` word found by this wait at its deadline has nobody left to
+    /// take it: woken, a sleeper takes it; with no sleeper, the wait at its deadline does
+    /// (a `tryAcquire()` included), rather than leave it to the next one that sleeps.
+    fn unclaimed(&self, rec: &LockRecord) -> bool {
+        self.deadline.is_some_and(|d| d.passed()) && rec.wake_one() == 0
+    }
+
     /// Gives the wait up (cancelled): if the lock is free now, passes on a wake-up this
-    /// waiter may have consumed, so a sleeping waiter does not wait a whole slice.
+    /// waiter may have consumed, so a sleeping waiter does not wait a whole slice; a lock
+    /// handed off (to this waiter, perhaps) with nobody else asleep is freed for anyone.
     pub fn abandon(&self, rec: &LockRecord) {
         // Relaxed: a hint; a needless wake costs a syscall, a missed one a slice.
-        if rec.word.load(Ordering::Relaxed) & TID_MASK == 0 {
-            rec.wake_one();
+        let v = rec.word.load(Ordering::Relaxed);
+        if v & TID_MASK == 0 && rec.wake_one() == 0 && v == HANDOFF {
+            let _ = rec
+                .word
+                .compare_exchange(HANDOFF, 0, Ordering::Release, Ordering::Relaxed);
         }
     }
 }
@@ -517,6 +587,101 @@ mod tests {
         assert_eq!(taken(&mut wait), me.token | WAITERS);
         done_tx.send(()).unwrap();
         holder.join().unwrap();
+        r.close();
+    }
+
+    /// `HANDOFF`: a wait that slept takes it (with WAITERS), one that never slept sleeps
+    /// on it, and one at its deadline takes it only when no sleeper is left to.
+    #[test]
+    fn a_handed_off_word_goes_to_a_wait_that_slept() {
+        let r = shared_anon_for_tests(4096);
+        let rec = record(&r, 0);
+        let (_t, me) = claim(&r);
+        rec.word.store(HANDOFF, Ordering::Relaxed);
+        // Never slept: it sleeps on the handed-off word (the woken sleeper takes it).
+        let mut fresh = LockWait::new(me, None, false);
+        match fresh.poll(rec) {
+            Step::Sleep { expected, .. } => assert_eq!(expected, HANDOFF),
+            s => panic!("expected a sleep: {s:?}"),
+        }
+        assert_eq!(rec.word.load(Ordering::Relaxed), HANDOFF, "untouched");
+        // The same wait after its sleep (or a requeued condition waiter) takes it.
+        match fresh.poll(rec) {
+            Step::Done(Ok(Acquired::Yes)) => {}
+            s => panic!("expected the lock: {s:?}"),
+        }
+        assert_eq!(rec.word.load(Ordering::Relaxed), me.token | WAITERS);
+        rec.word.store(HANDOFF, Ordering::Relaxed);
+        match LockWait::new(me, None, false).after_wake().poll(rec) {
+            Step::Done(Ok(Acquired::Yes)) => {}
+            s => panic!("expected the lock: {s:?}"),
+        }
+        // At its deadline (a tryAcquire), with nobody asleep to take it: taken.
+        rec.word.store(HANDOFF, Ordering::Relaxed);
+        match LockWait::new(me, Some(Deadline::after_ms(0.0)), false).poll(rec) {
+            Step::Done(Ok(Acquired::Yes)) => {}
+            s => panic!("expected the lock: {s:?}"),
+        }
+        assert_eq!(rec.word.load(Ordering::Relaxed), me.token | WAITERS);
+        r.close();
+    }
+
+    /// `wake_after_release`: a hand-off with a sleeper gives it the lock before anyone
+    /// else (the fast path's compare-and-swap from 0 fails); with nobody asleep the word
+    /// is free again; a word taken since the release is left alone.
+    #[test]
+    fn a_release_hands_the_lock_to_the_sleeper_it_wakes() {
+        let r = shared_anon_for_tests(4096);
+        let rec = record(&r, 0);
+        let (_t, me) = claim(&r);
+        // Nobody asleep: freed again.
+        rec.word.store(0, Ordering::Relaxed);
+        rec.wake_after_release(true);
+        assert_eq!(rec.word.load(Ordering::Relaxed), 0);
+        // Taken by someone since the release: left as it is.
+        rec.word.store(me.token, Ordering::Relaxed);
+        rec.wake_after_release(true);
+        assert_eq!(rec.word.load(Ordering::Relaxed), me.token);
+        // A sleeper in another thread: the hand-off is its, whoever tries meanwhile.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let r2 = r.clone();
+        let sleeper = std::thread::spawn(move || {
+            let rec = record(&r2, 0);
+            let (_t, o) = claim(&r2);
+            tx.send(o.token).unwrap();
+            let got = rec.lock(o, Some(Deadline::after_ms(10_000.0))).unwrap();
+            let word = rec.word.load(Ordering::Relaxed);
+            go_rx.recv().ok();
+            rec.unlock(o).unwrap();
+            (got, word, o.token)
+        });
+        let other = rx.recv().unwrap();
+        // Wait until it sleeps (WAITERS set on our word).
+        let t0 = Instant::now();
+        while rec.word.load(Ordering::Relaxed) != me.token | WAITERS {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the sleeper never slept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        // Release (as JavaScript does: the word freed), then hand off.
+        rec.word.store(0, Ordering::Release);
+        rec.wake_after_release(true);
+        // Handed off or taken by the sleeper, never free: our own fast path cannot take it.
+        let w = rec.word.load(Ordering::Relaxed);
+        assert!(w == HANDOFF || w == other | WAITERS, "{w:#x}");
+        assert!(
+            !rec.try_lock(me).unwrap(),
+            "the releaser took a handed-off lock back"
+        );
+        go_tx.send(()).unwrap();
+        let (got, word, token) = sleeper.join().unwrap();
+        assert_eq!(token, other);
+        assert_eq!(got, Acquired::Yes);
+        assert_eq!(word, other | WAITERS, "the sleeper held it");
         r.close();
     }
 
