@@ -3,7 +3,7 @@
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { availableParallelism } from 'node:os'
-import { Lock } from '../dist/index.js'
+import { Lock, RWLock } from '../dist/index.js'
 import { rawSegment, startPeer } from './helpers.js'
 
 test('four processes hammering one Lock for 2 s each get at least 10% of the acquisitions', async (t) => {
@@ -21,30 +21,34 @@ test('four processes hammering one Lock for 2 s each get at least 10% of the acq
   t.false(lock.locked)
 })
 
-test('a waiter on another core gets the lock promptly from a holder that takes it again at once, release after release (a release hands it over now and then)', async (t) => {
-  t.timeout(60_000)
-  const m = rawSegment(t)
-  const lock = Lock.at(m, 0)
-  // Holder and waiter pinned to different cores (where the machine has two): a waiter
-  // woken on the releaser's own core may preempt it and win anyway.
-  const pin = availableParallelism() >= 2 && spawnSync('taskset', ['-c', '1', 'true']).status === 0
-  t.log(pin ? 'holder on core 0, waiter on core 1' : 'not pinned (one core, or no taskset)')
-  const holder = await startPeer(t, 'process', 'sync-peer.mjs', pin ? 0 : undefined)
-  const waiter = await startPeer(t, 'process', 'sync-peer.mjs', pin ? 1 : undefined)
-  for (const p of [holder, waiter]) await p.request('revive', { key: 'l', handle: lock })
-  const start = Date.now() + 300
-  const looping = holder.request<{ n: number }>('holdLoop', { key: 'l', ms: 5000, hold: 0.5, start })
-  const blocking = await waiter.request<{ waits: (number | null)[] }>('timedAcquires', { key: 'l', n: 20, timeout: 2000, start: start + 100, async: false })
-  const async = await waiter.request<{ waits: (number | null)[] }>('timedAcquires', { key: 'l', n: 20, timeout: 2000, start: 0, async: true })
-  const { n } = await looping
-  const show = (w: (number | null)[]) => w.map((ms) => (ms === null ? 'timed out' : ms.toFixed(1))).join(', ')
-  t.log(`holder: ${n} acquisitions; blocking waits ${show(blocking.waits)} ms; async waits ${show(async.waits)} ms`)
-  for (const [what, waits] of [['blocking', blocking.waits], ['async', async.waits]] as const) {
-    t.false(waits.includes(null), `${what}: every acquisition got the lock`)
-    // Each wait ends at the holder's first hand-off (at most one per 4 ms of its
-    // releases): a few ms. Unfair, the waiter lost hundreds of releases in a row.
-    t.true(Math.max(...(waits as number[])) < 250, `${what} waits: ${show(waits)} ms`)
-  }
-  t.true(n > 1000, `the holder kept going (${n} acquisitions)`)
-  t.false(lock.locked)
-})
+/** Whether this machine can pin two processes to two different cores. */
+const pinnable = availableParallelism() >= 2 && spawnSync('taskset', ['-c', '1', 'true']).status === 0
+
+for (const kind of ['Lock', 'RWLock'] as const) {
+  const [take, give] = kind === 'Lock' ? ['acquire', 'release'] : ['acquireWrite', 'releaseWrite']
+  const waits = kind === 'Lock' ? [['acquire', 'release'], ['acquireAsync', 'release']] : [['acquireRead', 'releaseRead'], ['acquireReadAsync', 'releaseRead'], ['acquireWrite', 'releaseWrite'], ['acquireWriteAsync', 'releaseWrite']]
+  test(`${kind}: a waiter on another core gets the lock promptly from a holder that takes it again at once, release after release (a release hands it over now and then)`, async (t) => {
+    t.timeout(60_000)
+    const m = rawSegment(t)
+    const lock = kind === 'Lock' ? Lock.at(m, 0) : RWLock.at(m, 0)
+    // Holder and waiter pinned to different cores (where the machine has two): a waiter
+    // woken on the releaser's own core may preempt it and win anyway.
+    t.log(pinnable ? 'holder on core 0, waiter on core 1' : 'not pinned (one core, or no taskset)')
+    const holder = await startPeer(t, 'process', 'sync-peer.mjs', pinnable ? 0 : undefined)
+    const waiter = await startPeer(t, 'process', 'sync-peer.mjs', pinnable ? 1 : undefined)
+    for (const p of [holder, waiter]) await p.request('revive', { key: 'l', handle: lock })
+    const start = Date.now() + 300
+    const looping = holder.request<{ n: number }>('holdLoop', { key: 'l', ms: 2500 * waits.length, hold: 0.5, start, take, give })
+    const show = (w: (number | null)[]) => w.map((ms) => (ms === null ? 'timed out' : ms.toFixed(1))).join(', ')
+    for (const [i, [how, back]] of waits.entries()) {
+      const { waits: got } = await waiter.request<{ waits: (number | null)[] }>('timedAcquires', { key: 'l', n: 20, timeout: 2000, start: i === 0 ? start + 100 : 0, take: how, give: back })
+      t.log(`${how}: waits ${show(got)} ms`)
+      t.false(got.includes(null), `${how}: every acquisition got the lock`)
+      // Each wait ends at the holder's first hand-off (at most one per 4 ms of its
+      // releases): a few ms. Unfair, the waiter lost hundreds of releases in a row.
+      t.true(Math.max(...(got as number[])) < 200, `${how} waits: ${show(got)} ms`)
+    }
+    const { n } = await looping
+    t.true(n > 1000, `the holder kept going (${n} acquisitions)`)
+  })
+}

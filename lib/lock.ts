@@ -40,11 +40,27 @@ let _spinSink = 0
 /**
  * At most one contended release this often (per lock object) hands the lock to the
  * sleeper it wakes, instead of freeing it for whoever comes first (`src-rs/sync/lock.rs`,
- * "Eventual fairness"): a woken waiter on another core otherwise loses to a holder that
- * takes the lock again at once, release after release. Rare enough that the lock's idle
- * moment while the sleeper wakes (tens of µs) costs a looping holder about 1%.
+ * "Eventual fairness"; RWLock's writer the same way): a woken waiter on another core
+ * otherwise loses to a holder that takes the lock again at once, release after release.
+ * Rare enough that the lock's idle moment while the sleeper wakes (tens of µs) costs a
+ * looping holder about 1%.
  */
 const FAIR_MS = 4
+
+/**
+ * @internal When a lock object's contended releases may hand the lock off: {@link due}
+ * answers `true` at most once per {@link FAIR_MS}.
+ */
+export class HandOffs {
+  #at = 0
+  /** Whether this contended release hands the lock off (and none may for FAIR_MS). */
+  due(): boolean {
+    const now = performance.now()
+    if (now < this.#at) return false
+    this.#at = now + FAIR_MS
+    return true
+  }
+}
 
 /**
  * Contention's first answer, before any native call: probe the held word `a[w]` again
@@ -271,8 +287,8 @@ export class Lock implements Disposable {
   /** This thread's liveness token in {@link memory}; 0 until first needed. */
   #me = 0
   #ownerDied = false
-  /** When a contended release of this object may hand the lock off next ({@link #handOff}). */
-  #fairAt = 0
+  /** When a contended release of this object hands the lock off. */
+  readonly #handOffs = new HandOffs()
   /**
    * When {@link tryAcquire} last had the native side ask whether the holder lives
    * (`performance.now()`: monotonic, so a wall clock set back cannot stop the asking).
@@ -724,18 +740,7 @@ export class Lock implements Disposable {
       return
     }
     // Waiters (bit 31 makes the int32 negative): free it, then wake one.
-    if (Atomics.exchange(a, w, 0) < 0) native(() => binding.lockWake(id, this.offset, this.#handOff()))
-  }
-
-  /**
-   * Whether this contended release hands the lock to the sleeper it wakes (1) or frees it
-   * (0): at most once per {@link FAIR_MS}.
-   */
-  #handOff(): number {
-    const now = performance.now()
-    if (now < this.#fairAt) return 0
-    this.#fairAt = now + FAIR_MS
-    return 1
+    if (Atomics.exchange(a, w, 0) < 0) native(() => binding.lockWake(id, this.offset, this.#handOffs.due() ? 1 : 0))
   }
 
   /**
@@ -769,7 +774,7 @@ export class Lock implements Disposable {
         // Only WAITERS can change under us.
         while (Atomics.compareExchange(a, w, v, 0) !== v) v = a[w]
         // Sleepers are woken; if the wake cannot be made, they re-check within RECHECK_MS.
-        if (v < 0) native(() => binding.lockWake(internals(this.memory).id, this.offset, this.#handOff()))
+        if (v < 0) native(() => binding.lockWake(internals(this.memory).id, this.offset, this.#handOffs.due() ? 1 : 0))
         if (GUARD[0] !== 0) checkIntact(this.memory)
       } else {
         this.release()

@@ -28,7 +28,8 @@
  * | read, slow     | sleep on `wgone` while `writer` is non-zero (every 50 ms: a dead writer's claim is cleared, `ownerDied`); no free slot: sleep on `rgone` |
  * | read release   | `slot = 0` if it is `me` (else a stale record: dropped); if `rwait`: clear it, `rgone += 1`, wake                   |
  * | write          | CAS `writer 0 → me` (every 50 ms a dead writer is taken over, `ownerDied`); then wait until every slot is 0, clearing slots whose owner died |
- * | write release  | `damaged = 0` if set; `writer = 0`; if `wwait`: clear it, `wgone += 1`, wake everyone on `wgone` |
+ * | write release  | `damaged = 0` if set; `writer = 0`; if `wwait`: clear it, (now and then: `writer` 0 → `HANDED`), `wgone += 1`, wake everyone on `wgone` |
+ * | a wait that slept | finds `writer` = `HANDED`: takes it (a writer: `HANDED → me`; a reader: `HANDED → 0`, then reads) |
  *
  * A writer's claim stops new readers at once, so a stream of readers cannot starve
  * writers (writers are preferred). A thread re-entering a read lock it holds takes
@@ -41,6 +42,15 @@
  * would go on through every such release until its slice ended (one try per 50 ms
  * against a writer re-taking the lock in a loop), unwoken by later releases once the
  * first had cleared `wwait`.
+ *
+ * Fairness: woken, a waiter on another core still finds the lock taken again by a
+ * writer that releases and re-acquires in a loop, release after release. So, as `Lock`
+ * does (`src-rs/sync/lock.rs`, "Eventual fairness"), a release that wakes sleepers now
+ * and then (at most once per 4 ms per object) leaves `writer` = `HANDED` instead of 0: no
+ * owner (tokens are below 2^30), so every fast path and every wait that has not slept
+ * yet sees the lock taken, and one of the woken sleepers gets it. Nobody left to: the
+ * release takes it back when its wake woke nobody, a sleeper takes it when its slice ends,
+ * and a wait at its deadline (a `tryAcquire*` included) when its own wake finds nobody.
  *
  * One thread, several tasks: the synchronous calls refuse to wait for a hold of this
  * thread (`ERR_SHM_DEADLOCK`: nothing else of the thread could run to release it). The
@@ -71,7 +81,7 @@ import { checkAsyncWait, checkTimeoutArg, describe } from './args.js'
 import { native, notOwner, openWords, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
-import { type AcquireOptions, type AsyncWaitOptions, Kind, type LockHome } from './lock.js'
+import { type AcquireOptions, type AsyncWaitOptions, HandOffs, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { binding } from './native.js'
@@ -110,6 +120,8 @@ function liveness(memory: MappedMemory, owner: number, lo: number, hi: number): 
 
 /** Int32 indices of the fields, from the record's start. */
 const R = Object.freeze({ WRITER: 0, WWAIT: 1, KIND: 2, OWNER: 3, START_LO: 4, START_HI: 5, RGONE: 6, RWAIT: 7, OWNER_PID: 8, OWNER_TID: 9, DAMAGED: 10, WGONE: 11, SLOTS: 16 })
+/** `writer` of a lock a release handed to the waits that slept (see the module docs). */
+const HANDED = 0xc000_0000 | 0
 /** Reader slots: at most this many read holds at once (more readers wait for a slot). */
 export const RWLOCK_SLOTS = 32
 /** Bytes of an RWLock record. */
@@ -190,8 +202,8 @@ export class RWLock {
     const a = this.#a()
     const w = this.#w
     const writer = Atomics.load(a, w + R.WRITER)
-    let owner: LockOwner | null = writer === 0 ? null : { pid: 0, tid: 0 }
-    for (let tries = 0; writer !== 0 && tries < 3; tries++) {
+    let owner: LockOwner | null = writer === 0 || writer === HANDED ? null : { pid: 0, tid: 0 }
+    for (let tries = 0; owner !== null && tries < 3; tries++) {
       const recorded = Atomics.load(a, w + R.OWNER)
       const pid = a[w + R.OWNER_PID] >>> 0
       const tid = a[w + R.OWNER_TID] >>> 0
@@ -372,6 +384,7 @@ export class RWLock {
     // keep being released (see the module docs).
     let holds = this.#held.length
     let releasedAt = performance.now()
+    let slept = false
     for (;;) {
       if (tasks && this.#held.length !== holds) {
         if (this.#held.length < holds) releasedAt = performance.now()
@@ -384,12 +397,20 @@ export class RWLock {
       if (ask) check = now + RECHECK_MS
       const ms = Math.min(left, RECHECK_MS)
       const writer = Atomics.load(a, w + R.WRITER)
+      if (writer === HANDED && this.#mayTakeHanded(slept, left)) {
+        // Handed to the waits that slept: free for this reader (and the others woken).
+        Atomics.compareExchange(a, w + R.WRITER, HANDED, 0)
+        continue
+      }
       if (writer !== 0) {
         if (ask && this.#clearDeadWriter(a, writer, 0)) continue
         if (left <= 0) return false
         const g = Atomics.load(a, w + R.WGONE)
         Atomics.store(a, w + R.WWAIT, 1)
-        if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WGONE, expected: g, ms }
+        if (Atomics.load(a, w + R.WRITER) === writer) {
+          yield { offset: this.offset + 4 * R.WGONE, expected: g, ms }
+          slept = true
+        }
       } else {
         // Slots of dead readers come back (a read-only workload has no writer to do it).
         if (ask && this.#clearDeadReaders(a) > 0) continue
@@ -506,7 +527,7 @@ export class RWLock {
     }
     // A writer held it: whatever a dead writer left is repaired (or this one's doing).
     if (a[w + R.DAMAGED] !== 0) Atomics.store(a, w + R.DAMAGED, 0)
-    this.#giveBackClaim(a)
+    this.#giveBackClaim(a, true)
   }
 
   /**
@@ -514,16 +535,34 @@ export class RWLock {
    * given back unused (a reader was inside, the wait timed out, the mapping closes),
    * which leaves `damaged` alone: nobody repaired anything.
    */
-  #giveBackClaim(a: Int32Array): void {
+  #giveBackClaim(a: Int32Array, release = false): void {
     if (Atomics.compareExchange(a, this.#w + R.WRITER, this.#me(), 0) !== this.#me()) return
-    if (Atomics.load(a, this.#w + R.WWAIT) !== 0) this.#writerLeft(a)
+    if (Atomics.load(a, this.#w + R.WWAIT) !== 0) this.#writerLeft(a, release && this.#handOffs.due())
   }
 
-  /** Wakes whoever waits for `writer` to change (clearing `wwait` first: see {@link #readerLeft}). */
-  #writerLeft(a: Int32Array): void {
-    Atomics.store(a, this.#w + R.WWAIT, 0)
-    Atomics.add(a, this.#w + R.WGONE, 1)
-    wakeWord(this.memory, this.offset + 4 * R.WGONE)
+  /** When a release of this object hands the lock off (see the module docs). */
+  readonly #handOffs = new HandOffs()
+
+  /**
+   * Wakes whoever waits for `writer` to change (clearing `wwait` first: see
+   * {@link #readerLeft}); with `handOff`, a release leaves the lock to them (`HANDED`),
+   * taken back if the wake found nobody asleep.
+   */
+  #writerLeft(a: Int32Array, handOff = false): void {
+    const w = this.#w
+    Atomics.store(a, w + R.WWAIT, 0)
+    const handed = handOff && Atomics.compareExchange(a, w + R.WRITER, 0, HANDED) === 0
+    Atomics.add(a, w + R.WGONE, 1)
+    if (wakeWord(this.memory, this.offset + 4 * R.WGONE) === 0 && handed) Atomics.compareExchange(a, w + R.WRITER, HANDED, 0)
+  }
+
+  /**
+   * Whether a wait that finds `writer` = `HANDED` takes it: if it slept (woken, or its
+   * slice ended), or at its deadline (`left <= 0`) when its wake finds nobody asleep who
+   * would (woken, they take it).
+   */
+  #mayTakeHanded(slept: boolean, left: number): boolean {
+    return slept || (left <= 0 && wakeWord(this.memory, this.offset + 4 * R.WGONE) === 0)
   }
 
   /**
@@ -546,7 +585,7 @@ export class RWLock {
       if (a[w + R.WRITER] === id && this.releaseWrite === RWLock.prototype.releaseWrite) {
         // As releaseWrite: whatever a dead writer left is repaired, then the claim goes.
         if (a[w + R.DAMAGED] !== 0) Atomics.store(a, w + R.DAMAGED, 0)
-        if (Atomics.compareExchange(a, w + R.WRITER, id, 0) === id && Atomics.load(a, w + R.WWAIT) !== 0) this.#writerLeft(a)
+        if (Atomics.compareExchange(a, w + R.WRITER, id, 0) === id && Atomics.load(a, w + R.WWAIT) !== 0) this.#writerLeft(a, this.#handOffs.due())
       } else {
         this.releaseWrite()
       }
@@ -565,6 +604,7 @@ export class RWLock {
     if (this.#held.length > 0 && !tasks && this.#pruneStale(a, -1) > 0) throw deadlock('this thread holds a read lock (upgrading is not supported)')
     const until = timeout === undefined ? Infinity : performance.now() + timeout
     let check = performance.now() + RECHECK_MS
+    let slept = false
     // 1. Claim the writer word.
     for (;;) {
       const writer = Atomics.compareExchange(a, w + R.WRITER, 0, id)
@@ -572,6 +612,10 @@ export class RWLock {
       if (writer === id && !tasks) throw deadlock('this thread holds the write lock')
       const now = performance.now()
       const left = until - now
+      if (writer === HANDED && this.#mayTakeHanded(slept, left)) {
+        if (Atomics.compareExchange(a, w + R.WRITER, HANDED, id) === HANDED) break
+        continue
+      }
       if (this.#asks(now, check, left)) {
         check = now + RECHECK_MS
         if (this.#clearDeadWriter(a, writer, id)) break
@@ -579,7 +623,10 @@ export class RWLock {
       if (left <= 0) return false
       const g = Atomics.load(a, w + R.WGONE)
       Atomics.store(a, w + R.WWAIT, 1)
-      if (Atomics.load(a, w + R.WRITER) === writer) yield { offset: this.offset + 4 * R.WGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
+      if (Atomics.load(a, w + R.WRITER) === writer) {
+        yield { offset: this.offset + 4 * R.WGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
+        slept = true
+      }
     }
     // 2. New readers wait now; wait for those inside to leave.
     let done = false
@@ -643,6 +690,7 @@ export class RWLock {
    * the claim's clearing and the damage's record.
    */
   #clearDeadWriter(a: Int32Array, writer: number, next: number): boolean {
+    if (writer === HANDED) return false // nobody's: taken by a wait that slept
     const w = this.#w
     // The start time belongs to `writer` only once it copied its id next to it.
     const recorded = a[w + R.OWNER] === writer

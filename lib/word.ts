@@ -50,10 +50,10 @@ export async function sleepOnWordAsync(
   return outcome(code) === Code.OK
 }
 
-/** Wakes up to `n` sleepers on the u32 at `offset` of `memory`. */
-export function wakeWord(memory: MappedMemory, offset: number, n: number = ALL): void {
+/** Wakes up to `n` sleepers on the u32 at `offset` of `memory`; how many it woke. */
+export function wakeWord(memory: MappedMemory, offset: number, n: number = ALL): number {
   const { id } = internals(memory)
-  native(() => binding.wordWake(id, offset, n))
+  return native(() => binding.wordWake(id, offset, n))
 }
 
 /** A sleep a state machine asks for: until the u32 at `offset` differs from `expected`, at most `ms`. */
