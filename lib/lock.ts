@@ -46,6 +46,12 @@ let _spinSink = 0
  * looping holder about 1%.
  */
 const FAIR_MS = 4
+/**
+ * @internal How long a wait that finds a lock handed off (and has not slept) leaves it
+ * to the woken sleeper before it takes the lock itself: a sleeper slow to run (a busy or
+ * throttled core) must not keep the lock idle (`HANDOFF_GRACE_MS` in `src-rs/sync/lock.rs`).
+ */
+export const HANDOFF_GRACE_MS = 1
 
 /**
  * @internal When a lock object's contended releases may hand the lock off: {@link due}

@@ -48,7 +48,8 @@
  * does (`src-rs/sync/lock.rs`, "Eventual fairness"), a release that wakes sleepers now
  * and then (at most once per 4 ms per object) leaves `writer` = `HANDED` instead of 0: no
  * owner (tokens are below 2^30), so every fast path and every wait that has not slept
- * yet sees the lock taken, and one of the woken sleepers gets it. Nobody left to: the
+ * yet sees the lock taken (such a wait sleeps 1 ms at most, then takes it itself: a
+ * sleeper slow to run must not keep the lock idle), and one of the woken sleepers gets it. Nobody left to: the
  * release takes it back when its wake woke nobody, a sleeper takes it when its slice ends,
  * and a wait at its deadline (a `tryAcquire*` included) when its own wake finds nobody.
  *
@@ -81,7 +82,7 @@ import { checkAsyncWait, checkTimeoutArg, describe } from './args.js'
 import { native, notOwner, openWords, ShmError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
 import { PID, START_HI, START_LO, TID, tokenIn } from './identity.js'
-import { type AcquireOptions, type AsyncWaitOptions, HandOffs, Kind, type LockHome } from './lock.js'
+import { type AcquireOptions, type AsyncWaitOptions, HANDOFF_GRACE_MS, HandOffs, Kind, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle, writable } from './memory.js'
 import { allocatePlace, atPlace, checkPlace, claimKind, takePlace } from './place.js'
 import { binding } from './native.js'
@@ -408,7 +409,8 @@ export class RWLock {
         const g = Atomics.load(a, w + R.WGONE)
         Atomics.store(a, w + R.WWAIT, 1)
         if (Atomics.load(a, w + R.WRITER) === writer) {
-          yield { offset: this.offset + 4 * R.WGONE, expected: g, ms }
+          // (Handed off: a woken sleeper gets the grace; then this wait, having slept.)
+          yield { offset: this.offset + 4 * R.WGONE, expected: g, ms: writer === HANDED ? Math.min(ms, HANDOFF_GRACE_MS) : ms }
           slept = true
         }
       } else {
@@ -624,7 +626,7 @@ export class RWLock {
       const g = Atomics.load(a, w + R.WGONE)
       Atomics.store(a, w + R.WWAIT, 1)
       if (Atomics.load(a, w + R.WRITER) === writer) {
-        yield { offset: this.offset + 4 * R.WGONE, expected: g, ms: Math.min(left, RECHECK_MS) }
+        yield { offset: this.offset + 4 * R.WGONE, expected: g, ms: Math.min(left, writer === HANDED ? HANDOFF_GRACE_MS : RECHECK_MS) }
         slept = true
       }
     }

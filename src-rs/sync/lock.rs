@@ -38,8 +38,9 @@
 //! *hands the lock off*: [`LockRecord::wake_after_release`] turns the freed word into
 //! `HANDOFF` and wakes one sleeper. Only a wait that slept takes a `HANDOFF` word (as its
 //! own, keeping `WAITERS`); the fast paths' compare-and-swap from 0 fails on it, and a wait
-//! that has not slept yet sleeps, so the woken thread gets the lock. A `HANDOFF` nobody
-//! takes cannot last: the release takes it back when its wake found no sleeper, a wait
+//! that has not slept yet sleeps, for [`HANDOFF_GRACE_MS`] at most, so the woken thread
+//! gets the lock unless it takes longer than that to run. A `HANDOFF` nobody takes cannot
+//! last: the release takes it back when its wake found no sleeper, a wait
 //! given up passes it on ([`LockWait::abandon`]), a wait at its deadline (a `tryAcquire()`
 //! included) takes it when no sleeper is left to, and any sleeper takes it when its slice
 //! ends.
@@ -88,6 +89,9 @@ pub const NOT_RECOVERABLE: u32 = TID_MASK;
 /// Free, handed to a thread that slept on the word (see "Eventual fairness" above): no
 /// owner bits, so no holder; both flags, which no free word otherwise has.
 pub const HANDOFF: u32 = OWNER_DIED | WAITERS;
+/// How long a wait that finds a `HANDOFF` word (and has not slept) leaves it to the
+/// woken sleeper before it takes it itself (`lib/lock.ts` `HANDOFF_GRACE_MS` for RWLock).
+pub const HANDOFF_GRACE_MS: f64 = 1.0;
 /// Size of a lock record in bytes.
 pub const RECORD_SIZE: u64 = 32;
 
@@ -470,13 +474,19 @@ impl LockWait {
                 return Step::Done(Ok(Acquired::TimedOut));
             }
             self.slept = true;
+            let mut until = self
+                .deadline
+                .map_or(self.next_check, |d| d.min(self.next_check));
+            if v == HANDOFF {
+                // Handed to a sleeper that has not run yet: it gets HANDOFF_GRACE_MS, then
+                // this wait (having slept) takes the lock itself. A sleeper slow to wake (a
+                // busy or throttled core, an emulator) must not keep the lock idle a slice.
+                until = until.min_after_ms(HANDOFF_GRACE_MS);
+            }
             return Step::Sleep {
                 word: &rec.word,
                 expected: v | WAITERS,
-                until: Some(
-                    self.deadline
-                        .map_or(self.next_check, |d| d.min(self.next_check)),
-                ),
+                until: Some(until),
             };
         }
     }
@@ -598,10 +608,17 @@ mod tests {
         let rec = record(&r, 0);
         let (_t, me) = claim(&r);
         rec.word.store(HANDOFF, Ordering::Relaxed);
-        // Never slept: it sleeps on the handed-off word (the woken sleeper takes it).
+        // Never slept: it sleeps on the handed-off word (the woken sleeper takes it), for
+        // the grace at most.
         let mut fresh = LockWait::new(me, None, false);
         match fresh.poll(rec) {
-            Step::Sleep { expected, .. } => assert_eq!(expected, HANDOFF),
+            Step::Sleep {
+                expected, until, ..
+            } => {
+                assert_eq!(expected, HANDOFF);
+                let left = until.expect("a deadline").remaining_nanos();
+                assert!(left <= (HANDOFF_GRACE_MS * 1e6) as u128, "sleeps {left} ns");
+            }
             s => panic!("expected a sleep: {s:?}"),
         }
         assert_eq!(rec.word.load(Ordering::Relaxed), HANDOFF, "untouched");
