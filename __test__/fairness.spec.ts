@@ -1,9 +1,10 @@
 // No starvation: four processes hammering one Lock for two seconds each get a fair share;
-// a waiter on another core is not starved by a holder that re-takes the lock in a loop.
+// a waiter on another core is not starved by a holder that re-takes the lock (or the
+// semaphore's unit) in a loop.
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { availableParallelism } from 'node:os'
-import { Lock, RWLock } from '../dist/index.js'
+import { Lock, RWLock, Semaphore } from '../dist/index.js'
 import { rawSegment, startPeer } from './helpers.js'
 
 test('four processes hammering one Lock for 2 s each get at least 10% of the acquisitions', async (t) => {
@@ -24,13 +25,13 @@ test('four processes hammering one Lock for 2 s each get at least 10% of the acq
 /** Whether this machine can pin two processes to two different cores. */
 const pinnable = availableParallelism() >= 2 && spawnSync('taskset', ['-c', '1', 'true']).status === 0
 
-for (const kind of ['Lock', 'RWLock'] as const) {
-  const [take, give] = kind === 'Lock' ? ['acquire', 'release'] : ['acquireWrite', 'releaseWrite']
-  const waits = kind === 'Lock' ? [['acquire', 'release'], ['acquireAsync', 'release']] : [['acquireRead', 'releaseRead'], ['acquireReadAsync', 'releaseRead'], ['acquireWrite', 'releaseWrite'], ['acquireWriteAsync', 'releaseWrite']]
+for (const kind of ['Lock', 'RWLock', 'Semaphore'] as const) {
+  const [take, give] = kind === 'RWLock' ? ['acquireWrite', 'releaseWrite'] : ['acquire', 'release']
+  const waits = kind === 'RWLock' ? [['acquireRead', 'releaseRead'], ['acquireReadAsync', 'releaseRead'], ['acquireWrite', 'releaseWrite'], ['acquireWriteAsync', 'releaseWrite']] : [['acquire', 'release'], ['acquireAsync', 'release']]
   test(`${kind}: a waiter on another core gets the lock promptly from a holder that takes it again at once, release after release (a release hands it over now and then)`, async (t) => {
     t.timeout(60_000)
     const m = rawSegment(t)
-    const lock = kind === 'Lock' ? Lock.at(m, 0) : RWLock.at(m, 0)
+    const lock = kind === 'Lock' ? Lock.at(m, 0) : kind === 'RWLock' ? RWLock.at(m, 0) : Semaphore.at(m, 0, 1)
     // Holder and waiter pinned to different cores (where the machine has two): a waiter
     // woken on the releaser's own core may preempt it and win anyway.
     t.log(pinnable ? 'holder on core 0, waiter on core 1' : 'not pinned (one core, or no taskset)')
@@ -50,5 +51,6 @@ for (const kind of ['Lock', 'RWLock'] as const) {
     }
     const { n } = await looping
     t.true(n > 1000, `the holder kept going (${n} acquisitions)`)
+    if (lock instanceof Semaphore) t.is(lock.value, 1, 'every unit back')
   })
 }

@@ -63,8 +63,11 @@ export interface FastBinding {
    * `id`, whose lock is at `lockOffset` of mapping `lockId` (held by this thread); how many.
    */
   condNotify(id: number, offset: number, lockId: number, lockOffset: number, n: number): number
-  /** Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`. */
-  semWake(id: number, offset: number, n: number): void
+  /**
+   * Wakes up to `n` sleepers of the semaphore at `offset` of mapping `id`; `handOff` 1:
+   * the release added its units to `handed` for them (those not woken go back).
+   */
+  semWake(id: number, offset: number, n: number, handOff: number): void
   /**
    * Opens a managed segment (`fixed`: 0 anywhere, 1 prefer, 2 require the creator's
    * address; `readOnly` 0 or 1) and describes it in `out` (see `lib/memory.ts`).

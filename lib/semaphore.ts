@@ -9,7 +9,7 @@
 import { checkInteger, checkOptions, checkTimeoutArg, describe } from './args.js'
 import { native, openWords, rangeError, typeError } from './errors.js'
 import { type Handle, handleIn, handleOf, registerReviver } from './handles.js'
-import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, Kind, LOCK_SIZE, type LockHome } from './lock.js'
+import { type AcquireOptions, allocateRecord, type AsyncWaitOptions, checkKind, checkRecordAt, HandOffs, Kind, LOCK_SIZE, type LockHome } from './lock.js'
 import { checkIntact, GUARD, internals, type MappedMemory, memoryOfHandle } from './memory.js'
 import { binding } from './native.js'
 import { traceWait, waitStart } from './trace.js'
@@ -17,6 +17,11 @@ import { acquireAsyncWith, Code, outcome, throwIfFailed } from './waits.js'
 
 /** The count bits of the word; bit 31 means "someone may sleep: wake on release". */
 const COUNT_MASK = 0x7fff_ffff
+/**
+ * Int32 index, from the record's start, of `handed`: units a release handed to the
+ * sleepers it woke (`src-rs/sync/semaphore.rs`, "Eventual fairness").
+ */
+const HANDED = 3
 /**
  * The largest count.
  * @category Locks and waiting
@@ -117,6 +122,7 @@ export class Semaphore {
       else {
         Atomics.store(i32, w + 1, 0)
         Atomics.store(i32, w + 2, Kind.SEMAPHORE)
+        Atomics.store(i32, w + HANDED, 0)
         Atomics.store(i32, w, initial)
       }
     }
@@ -170,13 +176,25 @@ export class Semaphore {
     return a
   }
 
-  /** Units available now. */
+  /** Units available now (with those a release handed to the waiters it woke). */
   get value(): number {
-    return Atomics.load(this.#word(), this.#w) & COUNT_MASK
+    const a = this.#word()
+    return (Atomics.load(a, this.#w) & COUNT_MASK) + (this.#undo ? 0 : Atomics.load(a, this.#w + HANDED) >>> 0)
   }
 
-  /** Takes a unit if one is available now. */
+  /**
+   * Takes a unit if one is available now (also one handed to sleepers of the semaphore
+   * that none is left asleep to take).
+   */
   tryAcquire(): boolean {
+    if (this.#take()) return true
+    // Units handed to sleepers: taken here only if none is left asleep to (natively).
+    if (!this.#undo && Atomics.load(this.#word(), this.#w + HANDED) !== 0) return native(() => binding.semAcquire(this.#id, this.offset, 0))
+    return false
+  }
+
+  /** Takes a unit of the count if there is one now (a waiting acquire goes on natively). */
+  #take(): boolean {
     const a = this.#word()
     const w = this.#w
     if (this.#undo) return this.#undoOp(0, 0) === 1
@@ -199,8 +217,8 @@ export class Semaphore {
    */
   acquire(options?: number | AcquireOptions): boolean {
     const timeout = options === undefined ? undefined : checkTimeoutArg(options)
-    if (this.tryAcquire()) return true
-    if (timeout === 0) return false
+    if (this.#take()) return true
+    if (timeout === 0) return this.tryAcquire()
     const { id } = internals(this.memory)
     const t0 = waitStart()
     const taken = native(() => binding.semAcquire(id, this.offset, timeout))
@@ -220,7 +238,7 @@ export class Semaphore {
     let t0 = 0
     return acquireAsyncWith(
       options,
-      () => this.tryAcquire(),
+      () => this.#take(),
       (timeout) => {
         t0 = waitStart()
         return binding.semAcquireAsync(internals(this.memory).id, this.offset, timeout)
@@ -248,9 +266,17 @@ export class Semaphore {
       return
     }
     let v = Atomics.load(a, w)
+    const handed = Atomics.load(a, w + HANDED) >>> 0
+    // Sleepers (bit 31), now and then: the units go to them (see the module docs of
+    // src-rs/sync/semaphore.rs); back to the count if fewer are woken.
+    const handOff = v < 0 && this.#handOffs.due()
     for (;;) {
       const c = v & COUNT_MASK
-      if (c + n > SEMAPHORE_MAX) throw rangeError(`The "n" argument ${n} would raise the semaphore's value ${c} above ${SEMAPHORE_MAX}`)
+      if (c + handed + n > SEMAPHORE_MAX) throw rangeError(`The "n" argument ${n} would raise the semaphore's value ${c + handed} above ${SEMAPHORE_MAX}`)
+      if (handOff) {
+        Atomics.add(a, w + HANDED, n)
+        break
+      }
       // Clears bit 31: we wake the sleepers it announced; those that then take a unit
       // set it again (src-rs/sync/semaphore.rs).
       const seen = Atomics.compareExchange(a, w, v, c + n)
@@ -260,9 +286,12 @@ export class Semaphore {
     if (GUARD[0] !== 0) checkIntact(this.memory)
     if (v < 0) {
       const { id } = internals(this.memory)
-      native(() => binding.semWake(id, this.offset, n))
+      native(() => binding.semWake(id, this.offset, n, handOff ? 1 : 0))
     }
   }
+
+  /** When a release of this object hands its units to sleepers. */
+  readonly #handOffs = new HandOffs()
 
   /** A handle that `revive` turns into the same semaphore in another process. */
   toJSON(): Handle {

@@ -335,8 +335,9 @@ number_callback!(
     lock_wake, 3, |env, [m, off, hand_off]| crate::js::lock::lock_wake(id(m)?, off, hand_off == 1.0).map(|()| Ret::Undefined)
 );
 number_callback!(
-    /// `semWake(id, offset, n)`.
-    sem_wake, 3, |env, [m, off, n]| crate::js::semaphore::sem_wake(id(m)?, off, id(n)?).map(|()| Ret::Undefined)
+    /// `semWake(id, offset, n, handOff)`: `handOff` 1 after a release added its `n` units to
+    /// the record's `handed` (they go back to the count if fewer sleepers woke).
+    sem_wake, 4, |env, [m, off, n, hand_off]| crate::js::semaphore::sem_wake(id(m)?, off, id(n)?, hand_off == 1.0).map(|()| Ret::Undefined)
 );
 number_callback!(
     /// `semUndo(id, offset, op, n)`.

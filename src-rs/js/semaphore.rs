@@ -153,7 +153,12 @@ pub(crate) fn sem_undo(id: u32, offset: f64, op: u32, n: u32) -> Result<f64> {
 /// Wakes up to `n` sleepers of the semaphore at `offset` (after a JavaScript release
 /// saw WAITERS).
 /// (Exported raw: `raw.rs`.)
-pub(crate) fn sem_wake(id: u32, offset: f64, n: u32) -> Result<()> {
-    record::<SemRecord>(id, offset)?.get().wake(n);
+pub(crate) fn sem_wake(id: u32, offset: f64, n: u32, hand_off: bool) -> Result<()> {
+    let rec = record::<SemRecord>(id, offset)?;
+    if hand_off {
+        rec.get().wake_after_hand_off(n);
+    } else {
+        rec.get().wake(n);
+    }
     Ok(())
 }

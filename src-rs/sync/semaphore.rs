@@ -23,6 +23,19 @@
 //! As with the lock, sleeps are sliced ([`RECHECK_MS`]) so a wake-up consumed by a waiter
 //! that then gave up or died costs the others at most one slice.
 //!
+//! ## Eventual fairness
+//!
+//! As with the lock (`super::lock`, "Eventual fairness"): a woken sleeper on another core
+//! loses the unit to a releaser that takes it back at once, release after release. So a
+//! release that sees `WAITERS` now and then (JavaScript decides: at most once per 4 ms,
+//! `lib/semaphore.ts`) adds its units to `handed` instead of the count, and wakes as many
+//! sleepers ([`SemRecord::wake_after_hand_off`]). Only a wait that slept takes a handed unit;
+//! one that has not sleeps [`HANDOFF_GRACE_MS`] at most first (a sleeper slow to run must
+//! not keep units idle). Handed units nobody takes go back to the count: the release's
+//! wake found fewer sleepers than units, a wait given up finds nobody to wake, a wait at
+//! its deadline (`tryAcquire()` included) finds nobody asleep, or a sleeper's slice ends.
+//! A plain semaphore's value is the count plus `handed`. An undo semaphore never hands off.
+//!
 //! ## The rest of the record
 //!
 //! | offset | field     | meaning                                                    |
@@ -31,11 +44,13 @@
 //! | 4      | `holders` | 0: a plain semaphore; n > 0: an *undo* semaphore whose     |
 //! |        |           | table of n holders follows the record (`super::undo`)      |
 //! | 8      | `kind`    | 4 (`super::kind::SEMAPHORE`); 0 untagged                   |
-//! | 12..32 | reserved  |                                                            |
+//! | 12     | `handed`  | units a release handed to sleepers (see above)             |
+//! | 16..32 | reserved  |                                                            |
 //!
 //! An undo semaphore never uses the compare-and-swaps above outside its table's guard:
 //! see `super::undo`.
 
+use super::lock::HANDOFF_GRACE_MS;
 use super::{announce_sleeper, Step, RECHECK_MS};
 use crate::error::{Result, ShmError};
 use crate::sys::{self, Deadline};
@@ -58,8 +73,10 @@ pub struct SemRecord {
     pub holders: AtomicU32,
     /// Kind tag (`super::kind::SEMAPHORE`).
     pub kind: AtomicU32,
+    /// Units handed to sleepers (see "Eventual fairness" above).
+    pub handed: AtomicU32,
     /// Reserved.
-    pub reserved: [AtomicU32; 5],
+    pub reserved: [AtomicU32; 4],
 }
 
 impl SemRecord {
@@ -92,9 +109,41 @@ impl SemRecord {
         Ok(())
     }
 
-    /// Wakes up to `n` sleepers (after a release that cleared `WAITERS`).
-    pub fn wake(&self, n: u32) {
-        sys::futex_wake(&self.word, n);
+    /// Wakes up to `n` sleepers (after a release that cleared `WAITERS`); how many it woke.
+    pub fn wake(&self, n: u32) -> u32 {
+        sys::futex_wake(&self.word, n)
+    }
+
+    /// After a release that added `n` units to `handed` (see "Eventual fairness"): wakes
+    /// up to `n` sleepers to take them, and gives the units it found no sleeper for back
+    /// to the count.
+    pub fn wake_after_hand_off(&self, n: u32) {
+        let woken = self.wake(n);
+        if woken < n {
+            self.take_back(n - woken);
+        }
+    }
+
+    /// Moves up to `n` handed units back to the count (nobody asleep to take them).
+    fn take_back(&self, n: u32) {
+        // Acquire/Release: the units pass from one word to the other with the releaser's
+        // writes (its Release add to `handed`) on to whoever takes them from the count.
+        let Ok(h) = self
+            .handed
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |h| {
+                (h > 0).then(|| h - h.min(n))
+            })
+        else {
+            return;
+        };
+        let k = h.min(n);
+        // The total stays within 2^31 - 1: the units were counted before (a release
+        // checks the count plus `handed`).
+        let _ = self
+            .word
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
+                Some((v & WAITERS) | ((v & COUNT_MASK) + k).min(COUNT_MASK))
+            });
     }
 
     /// Takes a unit, sleeping while there is none, until `deadline`. `false` on timeout.
@@ -127,17 +176,45 @@ impl SemRecord {
 #[derive(Debug, Clone, Copy)]
 pub struct SemWait {
     deadline: Option<Deadline>,
+    /// Whether this wait slept: then it may take a handed unit.
+    slept: bool,
 }
 
 impl SemWait {
     /// A wait until `deadline` (`None`: forever).
     pub fn new(deadline: Option<Deadline>) -> SemWait {
-        SemWait { deadline }
+        SemWait {
+            deadline,
+            slept: false,
+        }
+    }
+
+    /// Whether handed units found by this wait at its deadline have nobody left to take
+    /// them (a woken sleeper takes one; with none asleep, this wait does).
+    fn unclaimed(&self, rec: &SemRecord) -> bool {
+        self.deadline.is_some_and(|d| d.passed()) && rec.wake(1) == 0
     }
 
     /// One step.
     pub fn poll<'a>(&mut self, rec: &'a SemRecord) -> Step<'a, bool> {
         loop {
+            // Relaxed: a snapshot; the compare-and-swap carries the ordering.
+            let h = rec.handed.load(Ordering::Relaxed);
+            if h > 0 && (self.slept || self.unclaimed(rec)) {
+                // Acquire: pairs with the releaser's add to `handed`.
+                if rec
+                    .handed
+                    .compare_exchange(h, h - 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                if h > 1 {
+                    // More were handed than this: wake a sleeper for the next one.
+                    rec.wake(1);
+                }
+                return Step::Done(true);
+            }
             // Relaxed: a snapshot; the compare-and-swap below is what takes a unit.
             let v = rec.word.load(Ordering::Relaxed);
             let c = v & COUNT_MASK;
@@ -164,19 +241,89 @@ impl SemWait {
                 return Step::Done(false);
             }
             let slice = Deadline::slice_ms(RECHECK_MS);
+            let mut until = self.deadline.map_or(slice, |d| d.min(slice));
+            if h > 0 {
+                // Handed to sleepers that have not run yet: they get the grace, then this
+                // wait (having slept) takes a unit itself.
+                until = until.min_after_ms(HANDOFF_GRACE_MS);
+            }
+            self.slept = true;
             return Step::Sleep {
                 word: &rec.word,
                 expected: v | WAITERS,
-                until: Some(self.deadline.map_or(slice, |d| d.min(slice))),
+                until: Some(until),
             };
         }
     }
 
-    /// Gives the wait up: passes on a wake-up it may have consumed.
+    /// Gives the wait up: passes on a wake-up it may have consumed; handed units with
+    /// nobody asleep to take them go back to the count.
     pub fn abandon(&self, rec: &SemRecord) {
-        // Relaxed: a hint; a needless wake costs a syscall, a missed one a slice.
-        if rec.word.load(Ordering::Relaxed) & COUNT_MASK > 0 {
-            rec.wake(1);
+        // Relaxed: hints; a needless wake costs a syscall, a missed one a slice.
+        let handed = rec.handed.load(Ordering::Relaxed);
+        if handed == 0 && rec.word.load(Ordering::Relaxed) & COUNT_MASK == 0 {
+            return;
         }
+        let woken = rec.wake(1);
+        if woken == 0 && handed > 0 {
+            rec.take_back(u32::MAX);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::mapping::{shared_anon_for_tests, Region};
+
+    fn record(r: &Region) -> &SemRecord {
+        // SAFETY: in bounds, 4-aligned, zero-initialised by mmap; lives as long as `r`.
+        unsafe { &*(r.addr() as *const SemRecord) }
+    }
+
+    /// Handed units: a wait that slept takes one; one that never slept sleeps (the grace
+    /// at most); one at its deadline takes one when nobody sleeps who could.
+    #[test]
+    fn handed_units_go_to_waits_that_slept() {
+        let r = shared_anon_for_tests(4096);
+        let rec = record(&r);
+        rec.handed.store(2, Ordering::Relaxed);
+        let mut fresh = SemWait::new(None);
+        match fresh.poll(rec) {
+            Step::Sleep { until, .. } => {
+                let left = until.expect("a deadline").remaining_nanos();
+                assert!(left <= (HANDOFF_GRACE_MS * 1e6) as u128, "sleeps {left} ns");
+            }
+            s => panic!("expected a sleep: {s:?}"),
+        }
+        assert_eq!(rec.handed.load(Ordering::Relaxed), 2, "untouched");
+        assert!(
+            matches!(fresh.poll(rec), Step::Done(true)),
+            "after its sleep"
+        );
+        assert_eq!(rec.handed.load(Ordering::Relaxed), 1);
+        let mut at_deadline = SemWait::new(Some(Deadline::after_ms(0.0)));
+        assert!(matches!(at_deadline.poll(rec), Step::Done(true)));
+        assert_eq!(rec.handed.load(Ordering::Relaxed), 0);
+        assert_eq!(rec.word.load(Ordering::Relaxed) & COUNT_MASK, 0);
+        r.close();
+    }
+
+    /// Units handed with nobody asleep go back to the count (keeping `WAITERS`): after
+    /// the release's wake, and when a wait gives up.
+    #[test]
+    fn handed_units_nobody_takes_go_back_to_the_count() {
+        let r = shared_anon_for_tests(4096);
+        let rec = record(&r);
+        rec.word.store(1 | WAITERS, Ordering::Relaxed);
+        rec.handed.store(3, Ordering::Relaxed);
+        rec.wake_after_hand_off(3);
+        assert_eq!(rec.handed.load(Ordering::Relaxed), 0);
+        assert_eq!(rec.word.load(Ordering::Relaxed), 4 | WAITERS);
+        rec.handed.store(2, Ordering::Relaxed);
+        SemWait::new(None).abandon(rec);
+        assert_eq!(rec.handed.load(Ordering::Relaxed), 0);
+        assert_eq!(rec.word.load(Ordering::Relaxed), 6 | WAITERS);
+        r.close();
     }
 }
