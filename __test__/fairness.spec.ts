@@ -4,6 +4,7 @@
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { availableParallelism } from 'node:os'
+import { inspect } from 'node:util'
 import { Lock, RWLock, Semaphore } from '../dist/index.js'
 import { rawSegment, startPeer } from './helpers.js'
 
@@ -54,3 +55,51 @@ for (const kind of ['Lock', 'RWLock', 'Semaphore'] as const) {
     if (lock instanceof Semaphore) t.is(lock.value, 1, 'every unit back')
   })
 }
+
+test('a hand-off nobody is left to take does not keep the lock or the units: tryAcquire, a blocking and an async acquire take them; a semaphore counts handed units in its value', async (t) => {
+  const m = rawSegment(t)
+  const a = new Int32Array(m.buffer)
+  // Left as a release leaves them when the sleeper it woke died before taking them.
+  const HANDOFF = 0xc000_0000 | 0
+  const lock = Lock.at(m, 0)
+  const rw = RWLock.at(m, 256)
+  const sem = Semaphore.at(m, 512, 0)
+  const handOff = () => {
+    a[0] = HANDOFF
+    a[256 / 4] = HANDOFF
+    a[512 / 4 + 3] = 2
+  }
+  handOff()
+  t.false(lock.locked)
+  t.is(lock.owner, null)
+  t.is(rw.owner, null)
+  t.is(sem.value, 2)
+  t.regex(inspect(sem), /value: 2/)
+  t.true(lock.tryAcquire())
+  t.false(lock.ownerDied, 'nobody died')
+  lock.release()
+  t.true(rw.tryAcquireWrite())
+  t.false(rw.ownerDied)
+  rw.releaseWrite()
+  t.true(sem.tryAcquire())
+  t.is(sem.value, 1)
+  handOff()
+  t.true(rw.tryAcquireRead())
+  rw.releaseRead()
+  t.is(a[256 / 4], 0)
+  // Blocking and async acquisitions take them after a short grace (1 ms), not a slice.
+  for (const isAsync of [false, true]) {
+    handOff()
+    const t0 = performance.now()
+    t.true(isAsync ? await lock.acquireAsync({ timeout: 5000 }) : lock.acquire({ timeout: 5000 }))
+    lock.release()
+    t.true(isAsync ? await rw.acquireWriteAsync({ timeout: 5000 }) : rw.acquireWrite({ timeout: 5000 }))
+    rw.releaseWrite()
+    t.true(isAsync ? await sem.acquireAsync({ timeout: 5000 }) : sem.acquire({ timeout: 5000 }))
+    t.true(isAsync ? await sem.acquireAsync({ timeout: 5000 }) : sem.acquire({ timeout: 5000 }))
+    t.log(`${isAsync ? 'async' : 'blocking'}: ${(performance.now() - t0).toFixed(1)} ms for all`)
+  }
+  t.is(sem.value, 0)
+  t.false(lock.locked)
+  t.is(a[0], 0)
+})

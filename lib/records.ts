@@ -196,8 +196,9 @@ function condition(r: Reader): RecordState {
 /** The semaphore record and, for an undo semaphore, its holder table (§6.10). */
 function semaphore(r: Reader, size: number): RecordState {
   const word = r.load(0)
-  const value = word & 0x7fff_ffff
   const holders = r.u32(4)
+  // A plain semaphore's value counts the units a release handed to sleepers (byte 12).
+  const value = (word & 0x7fff_ffff) + (holders === 0 ? r.u32(12) : 0)
   const state: Record<string, unknown> = { value, waiters: (word & WAITERS) !== 0, undo: holders > 0 }
   let summary = `value ${value}${state.waiters ? ', waiters' : ''}`
   const table = 32
