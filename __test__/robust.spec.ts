@@ -285,3 +285,52 @@ test.serial('a worker blocked in acquire / wait / semaphore acquire can still be
   t.false(lock.ownerDied)
   lock.release()
 })
+
+test.serial('a worker being terminated as its blocking wait is woken (and handed the lock or the unit) gives back what the wait took: no ownerDied for the next acquirer, no unit lost', async (t) => {
+  const m = rawSegment(t)
+  const lock = Lock.at(m, 0)
+  const cond = Condition.at(m, 32, Lock.at(m, 64))
+  const sem = Semaphore.at(m, 96, 0)
+  const word = new Int32Array(m.buffer)
+  for (let round = 0; round < 4; round++) {
+    // Lock: the worker sleeps in acquire(); terminated; the release wakes it (handing it
+    // the lock, at most once per 4 ms); this thread takes the lock again.
+    let worker = await startPeer(t, 'thread')
+    await worker.request('revive', { key: 'x', handle: lock })
+    lock.acquire()
+    worker.post('acquire', { key: 'x', timeout: 10_000 })
+    while (word[0] >= 0) await sleep(1) // WAITERS: it sleeps
+    let gone = worker.kill()
+    lock.release()
+    t.true(lock.acquire({ timeout: 5000 }))
+    t.false(lock.ownerDied, `round ${round}: the lock was only ever this thread's`)
+    lock.release()
+    await gone
+    // Condition: the worker waits; notified (requeued onto the lock this thread holds),
+    // terminated, the lock released.
+    worker = await startPeer(t, 'thread')
+    await worker.request('revive', { key: 'c', handle: cond })
+    const registered = worker.post('condWait', { cond: 'c', timeout: 10_000, flag: `waiting${round}` })
+    await worker.next(`waiting${round}`)
+    await sleep(20)
+    cond.lock.acquire()
+    cond.notify()
+    gone = worker.kill()
+    cond.lock.release()
+    t.true(cond.lock.acquire({ timeout: 5000 }))
+    t.false(cond.lock.ownerDied, `round ${round}: the condition's lock was never held by a thread that died`)
+    cond.lock.release()
+    await gone
+    void registered
+    // Semaphore: the worker sleeps in acquire(); terminated; a unit released for it.
+    worker = await startPeer(t, 'thread')
+    await worker.request('revive', { key: 's', handle: sem })
+    worker.post('semTake', { key: 's', n: 1, timeout: 10_000 })
+    while (word[96 / 4] >= 0) await sleep(1)
+    gone = worker.kill()
+    sem.release()
+    await gone
+    t.is(sem.value, 1, `round ${round}: the unit is back`)
+    t.true(sem.acquire({ timeout: 100 }))
+  }
+})

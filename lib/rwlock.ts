@@ -555,7 +555,10 @@ export class RWLock {
     Atomics.store(a, w + R.WWAIT, 0)
     const handed = handOff && Atomics.compareExchange(a, w + R.WRITER, 0, HANDED) === 0
     Atomics.add(a, w + R.WGONE, 1)
-    if (wakeWord(this.memory, this.offset + 4 * R.WGONE) === 0 && handed) Atomics.compareExchange(a, w + R.WRITER, HANDED, 0)
+    if (wakeWord(this.memory, this.offset + 4 * R.WGONE) !== 0 || !handed) return
+    // Nobody asleep to take it: free again, and whoever found it handed meanwhile (and
+    // announced a sleep) is woken to look again.
+    if (Atomics.compareExchange(a, w + R.WRITER, HANDED, 0) === HANDED && Atomics.load(a, w + R.WWAIT) !== 0) this.#writerLeft(a)
   }
 
   /**

@@ -30,8 +30,20 @@ pub(crate) fn lock_acquire(
     let deadline = deadline(timeout_ms)?;
     let (rec, me) = owned_record::<LockRecord>(id, offset)?;
     let stop = || terminating(env);
-    let acquired = rec.get().lock_unless(me, deadline, stop)?;
-    Ok(acquired_code(acquired.ok_or_else(terminated)?))
+    let acquired = rec
+        .get()
+        .lock_unless(me, deadline, stop)?
+        .ok_or_else(terminated)?;
+    if acquired != Acquired::TimedOut && terminating(env) {
+        // Taken for a thread being terminated, whose JavaScript will never release it (a
+        // woken waiter, often handed the lock): given back, or, taken over from a dead
+        // holder, left to die with this thread, so the next acquirer is told.
+        if acquired == Acquired::Yes {
+            rec.get().unlock(me)?;
+        }
+        return Err(terminated());
+    }
+    Ok(acquired_code(acquired))
 }
 
 /// Starts an async acquisition of the lock at `offset` for this thread (after the

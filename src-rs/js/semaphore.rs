@@ -61,6 +61,12 @@ pub fn sem_acquire(env: Env, id: u32, offset: f64, timeout_ms: Option<f64>) -> n
     let mut wait = SemWait::new(deadline);
     let step = || wait.poll(sem).map(Ok).unless_lost(rec.region(), Err);
     match block_on_unless(step, stop) {
+        // A unit taken for a thread being terminated, whose JavaScript will never release
+        // it (a woken waiter, often handed the unit): given back.
+        Some(Ok(true)) if terminating(&env) => {
+            sem.release(1)?;
+            Err(terminated().into())
+        }
         Some(r) => Ok(r?),
         None => {
             wait.abandon(sem);

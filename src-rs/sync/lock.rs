@@ -40,10 +40,12 @@
 //! own, keeping `WAITERS`); the fast paths' compare-and-swap from 0 fails on it, and a wait
 //! that has not slept yet sleeps, for [`HANDOFF_GRACE_MS`] at most, so the woken thread
 //! gets the lock unless it takes longer than that to run. A `HANDOFF` nobody takes cannot
-//! last: the release takes it back when its wake found no sleeper, a wait
-//! given up passes it on ([`LockWait::abandon`]), a wait at its deadline (a `tryAcquire()`
-//! included) takes it when no sleeper is left to, and any sleeper takes it when its slice
-//! ends.
+//! last: the release takes it back when its wake found no sleeper (to `WAITERS`, free: a
+//! wait that found `HANDOFF` meanwhile sleeps on it without a trace of its own, and the
+//! next holder's release must wake it), a wait given up passes it on
+//! ([`LockWait::abandon`]), a wait at its deadline (a `tryAcquire()` included) takes it
+//! when no sleeper is left to, and any sleeper takes it when its slice (or grace) ends. A
+//! blocking wait of a thread being terminated gives back what it took (`js/lock.rs`).
 //!
 //! ## The rest of the record
 //!
@@ -286,10 +288,13 @@ impl LockRecord {
         }
         if self.wake_one() == 0 {
             // Nobody asleep to take it (a waiter that set WAITERS gave up, or was woken by
-            // someone else and will look at the word itself): free for anyone.
-            let _ = self
-                .word
-                .compare_exchange(HANDOFF, 0, Ordering::Release, Ordering::Relaxed);
+            // someone else and will look at the word itself): free for anyone, keeping
+            // WAITERS, because a wait that found HANDOFF meanwhile sleeps on it without a
+            // trace of its own (HANDOFF has the bit already), and the next holder's
+            // release must wake it.
+            let _ =
+                self.word
+                    .compare_exchange(HANDOFF, WAITERS, Ordering::Release, Ordering::Relaxed);
         }
     }
 
@@ -505,9 +510,10 @@ impl LockWait {
         // Relaxed: a hint; a needless wake costs a syscall, a missed one a slice.
         let v = rec.word.load(Ordering::Relaxed);
         if v & TID_MASK == 0 && rec.wake_one() == 0 && v == HANDOFF {
-            let _ = rec
-                .word
-                .compare_exchange(HANDOFF, 0, Ordering::Release, Ordering::Relaxed);
+            // Free, keeping WAITERS (see wake_after_release).
+            let _ =
+                rec.word
+                    .compare_exchange(HANDOFF, WAITERS, Ordering::Release, Ordering::Relaxed);
         }
     }
 }
@@ -651,10 +657,10 @@ mod tests {
         let r = shared_anon_for_tests(4096);
         let rec = record(&r, 0);
         let (_t, me) = claim(&r);
-        // Nobody asleep: freed again.
+        // Nobody asleep: freed again, WAITERS kept (a wait may sleep on HANDOFF meanwhile).
         rec.word.store(0, Ordering::Relaxed);
         rec.wake_after_release(true);
-        assert_eq!(rec.word.load(Ordering::Relaxed), 0);
+        assert_eq!(rec.word.load(Ordering::Relaxed), WAITERS);
         // Taken by someone since the release: left as it is.
         rec.word.store(me.token, Ordering::Relaxed);
         rec.wake_after_release(true);

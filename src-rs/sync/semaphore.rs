@@ -139,11 +139,17 @@ impl SemRecord {
         let k = h.min(n);
         // The total stays within 2^31 - 1: the units were counted before (a release
         // checks the count plus `handed`).
-        let _ = self
+        let old = self
             .word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
                 Some((v & WAITERS) | ((v & COUNT_MASK) + k).min(COUNT_MASK))
-            });
+            })
+            .unwrap_or(0);
+        if old & WAITERS != 0 {
+            // A wait that found the units handed meanwhile may sleep (for the grace): it
+            // takes from the count now.
+            self.wake(k);
+        }
     }
 
     /// Takes a unit, sleeping while there is none, until `deadline`. `false` on timeout.
