@@ -25,6 +25,8 @@ test('four processes hammering one Lock for 2 s each get at least 10% of the acq
 
 /** Whether this machine can pin two processes to two different cores. */
 const pinnable = availableParallelism() >= 2 && spawnSync('taskset', ['-c', '1', 'true']).status === 0
+/** Whether a process may run with a real-time priority here (root, or CAP_SYS_NICE). */
+const realtime = pinnable && spawnSync('chrt', ['-f', '1', 'true']).status === 0
 
 for (const kind of ['Lock', 'RWLock', 'Semaphore'] as const) {
   const [take, give] = kind === 'RWLock' ? ['acquireWrite', 'releaseWrite'] : ['acquire', 'release']
@@ -34,13 +36,17 @@ for (const kind of ['Lock', 'RWLock', 'Semaphore'] as const) {
     const m = rawSegment(t)
     const lock = kind === 'Lock' ? Lock.at(m, 0) : kind === 'RWLock' ? RWLock.at(m, 0) : Semaphore.at(m, 0, 1)
     // Holder and waiter pinned to different cores (where the machine has two): a waiter
-    // woken on the releaser's own core may preempt it and win anyway.
-    t.log(pinnable ? 'holder on core 0, waiter on core 1' : 'not pinned (one core, or no taskset)')
+    // woken on the releaser's own core may preempt it and win anyway. The waiter runs
+    // SCHED_FIFO where it may, so that the other tests running meanwhile on its core do
+    // not delay it past the hand-off's 1 ms grace (after which the hand-off is anyone's,
+    // by design: see src-rs/sync/lock.rs): what is measured is the hand-off, not the load.
+    t.log(`${pinnable ? 'holder on core 0, waiter on core 1' : 'not pinned (one core, or no taskset)'}${realtime ? ', the waiter SCHED_FIFO' : ''}`)
     const holder = await startPeer(t, 'process', 'sync-peer.mjs', pinnable ? 0 : undefined)
-    const waiter = await startPeer(t, 'process', 'sync-peer.mjs', pinnable ? 1 : undefined)
+    const waiter = await startPeer(t, 'process', 'sync-peer.mjs', pinnable ? 1 : undefined, realtime)
     for (const p of [holder, waiter]) await p.request('revive', { key: 'l', handle: lock })
     const start = Date.now() + 300
     const looping = holder.request<{ n: number }>('holdLoop', { key: 'l', ms: 2500 * waits.length, hold: 0.5, start, take, give })
+    looping.catch(() => {}) // (awaited below; a failed assertion ends the test before, and its teardown the peer)
     const show = (w: (number | null)[]) => w.map((ms) => (ms === null ? 'timed out' : ms.toFixed(1))).join(', ')
     for (const [i, [how, back]] of waits.entries()) {
       const { waits: got } = await waiter.request<{ waits: (number | null)[] }>('timedAcquires', { key: 'l', n: 20, timeout: 2000, start: i === 0 ? start + 100 : 0, take: how, give: back })
@@ -51,7 +57,8 @@ for (const kind of ['Lock', 'RWLock', 'Semaphore'] as const) {
       t.true(Math.max(...(got as number[])) < 200, `${how} waits: ${show(got)} ms`)
     }
     const { n } = await looping
-    t.true(n > 1000, `the holder kept going (${n} acquisitions)`)
+    // (Thousands on an idle machine; a loaded one gives the holder's core to others too.)
+    t.true(n > 20 * waits.length, `the holder kept going (${n} acquisitions)`)
     if (lock instanceof Semaphore) t.is(lock.value, 1, 'every unit back')
   })
 }

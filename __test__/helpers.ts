@@ -295,8 +295,10 @@ let tags = 0
  * any fixture that answers `{ tag, op }` requests the same way); it is killed at teardown.
  * A `'namespace'` peer runs as pid 1 of a new PID namespace (`unshare --pid --fork
  * --mount-proc --kill-child`: killing it kills the namespace).
+ * `cpu` (a process): pinned to that core (`taskset`); `realtime`: also `SCHED_FIFO` (`chrt -f 1`),
+ * so that it runs as soon as it is woken, whatever else the machine runs.
  */
-export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' | 'namespace', file = 'sync-peer.mjs', cpu?: number): Promise<Peer> {
+export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' | 'namespace', file = 'sync-peer.mjs', cpu?: number, realtime = false): Promise<Peer> {
   const waiting = new Map<string, (m: Reply) => void>()
   const early = new Map<string, Reply>()
   const deliver = (m: Reply) => {
@@ -315,7 +317,7 @@ export async function startPeer(t: ExecutionContext, kind: 'process' | 'thread' 
       kind === 'namespace'
         ? { execPath: 'unshare', execArgv: ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath] }
         : cpu !== undefined
-          ? { execPath: 'taskset', execArgv: ['-c', String(cpu), process.execPath] } // taskset execs node: same pid
+          ? { execPath: 'taskset', execArgv: ['-c', String(cpu), ...(realtime ? ['chrt', '-f', '1'] : []), process.execPath] } // taskset (and chrt) exec node: same pid
           : { execArgv: [] }
     const proc = fork(fixture(file), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], ...ns })
     proc.on('message', (m) => deliver(m as Reply))
