@@ -330,7 +330,7 @@ export class RWLock {
    * task's, to wait for (see the module docs).
    * @throws ShmError `ERR_SHM_DEADLOCK` if this thread holds the write lock (not `tasks`)
    */
-  #tryRead(first: boolean, tasks: boolean, reenter = true): boolean {
+  #tryRead(first: boolean, tasks: boolean, reenter = true, handed = false): boolean {
     const a = this.#a()
     const w = this.#w
     const id = this.#me()
@@ -340,7 +340,7 @@ export class RWLock {
       const slot = w + R.SLOTS + ((start + k) & (RWLOCK_SLOTS - 1))
       if (Atomics.compareExchange(a, slot, 0, id) !== 0) continue
       try {
-        if (this.#admitted(a, w, slot, id, tasks, reenter)) return true
+        if (this.#admitted(a, w, slot, id, tasks, reenter, handed)) return true
       } catch (e) {
         // Whatever threw after the slot was taken (a lost page, a stack overflow: see
         // Lock's #recordOwner), the slot is given back inline, with the builtin that took it.
@@ -358,7 +358,7 @@ export class RWLock {
    * given back (`false`) for a writer. The hold is recorded last, so a throw before
    * leaves nothing recorded for the caller's give-back to miss.
    */
-  #admitted(a: Int32Array, w: number, slot: number, id: number, tasks: boolean, reenter: boolean): boolean {
+  #admitted(a: Int32Array, w: number, slot: number, id: number, tasks: boolean, reenter: boolean, handed: boolean): boolean {
     // Then look at `writer` (a writer scans the slots after claiming it, so one of the
     // two sees the other). A writer present: this thread (a deadlock), or another one,
     // which keeps new readers out; a thread re-entering its read hold goes ahead, since
@@ -366,7 +366,14 @@ export class RWLock {
     // another task, waiting for this thread's read holds). A writer of this thread with
     // no read hold here: a deadlock, unless another task of the thread holds it
     // (`tasks`), which is waited for like anyone's.
-    const writer = Atomics.load(a, w + R.WRITER)
+    let writer = Atomics.load(a, w + R.WRITER)
+    // A lock handed to the waits that slept (`handed`: this is one): the slot is taken
+    // already, so clearing the hand-off lets no writer in ahead of this reader (one that
+    // claims it now waits for the slot). A writer that slept may have taken it first.
+    if (writer === HANDED && handed) {
+      const seen = Atomics.compareExchange(a, w + R.WRITER, HANDED, 0)
+      writer = seen === HANDED ? 0 : seen
+    }
     if (writer !== 0 && (this.#held.length === 0 || !reenter || this.#pruneStale(a, slot - (w + R.SLOTS)) === 0)) {
       Atomics.store(a, slot, 0)
       if (Atomics.load(a, w + R.RWAIT) !== 0) this.#readerLeft(a)
@@ -398,16 +405,16 @@ export class RWLock {
         if (this.#held.length < holds) releasedAt = performance.now()
         holds = this.#held.length
       }
-      if (this.#tryRead(false, tasks, !tasks || performance.now() - releasedAt >= REENTER_GRACE_MS)) return true
+      if (this.#tryRead(false, tasks, !tasks || performance.now() - releasedAt >= REENTER_GRACE_MS, slept)) return true
       const now = performance.now()
       const left = until - now
       const ask = this.#asks(now, check, left)
       if (ask) check = now + RECHECK_MS
       const ms = Math.min(left, RECHECK_MS)
       const writer = Atomics.load(a, w + R.WRITER)
-      if (writer === HANDED && this.#mayTakeHanded(slept, left)) {
-        // Handed to the waits that slept: free for this reader (and the others woken).
-        Atomics.compareExchange(a, w + R.WRITER, HANDED, 0)
+      if (writer === HANDED && !slept && this.#mayTakeHanded(slept, left)) {
+        // At the deadline, nobody asleep to take it: this read does, once more.
+        slept = true
         continue
       }
       if (writer !== 0) {

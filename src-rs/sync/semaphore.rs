@@ -142,7 +142,8 @@ impl SemRecord {
         let old = self
             .word
             .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
-                Some((v & WAITERS) | ((v & COUNT_MASK) + k).min(COUNT_MASK))
+                // (Saturating: `handed` is shared memory, a hostile value included.)
+                Some((v & WAITERS) | (v & COUNT_MASK).saturating_add(k).min(COUNT_MASK))
             })
             .unwrap_or(0);
         if old & WAITERS != 0 {
