@@ -29,7 +29,7 @@
  * | read release   | `slot = 0` if it is `me` (else a stale record: dropped); if `rwait`: clear it, `rgone += 1`, wake                   |
  * | write          | CAS `writer 0 → me` (every 50 ms a dead writer is taken over, `ownerDied`); then wait until every slot is 0, clearing slots whose owner died |
  * | write release  | `damaged = 0` if set; `writer = 0`; if `wwait`: clear it, (now and then: `writer` 0 → `HANDED`), `wgone += 1`, wake everyone on `wgone` |
- * | a wait that slept | finds `writer` = `HANDED`: takes it (a writer: `HANDED → me`; a reader: `HANDED → 0`, then reads) |
+ * | a wait that slept | finds `writer` = `HANDED`: takes it (a writer: `HANDED → me`; a reader: takes a slot, then `HANDED → 0`) |
  *
  * A writer's claim stops new readers at once, so a stream of readers cannot starve
  * writers (writers are preferred). A thread re-entering a read lock it holds takes
