@@ -6,8 +6,8 @@ use crate::js::args::deadline;
 use crate::js::mapping::{owner_of, record, region_of};
 use crate::js::waits::{start_with, terminated, terminating};
 use crate::sync::condition::{self, CondRecord, CondWait};
+use crate::sync::lock::LockRecord;
 use crate::sync::lock::Owner;
-use crate::sync::lock::{Acquired, LockRecord};
 use crate::sync::ops::{cond_code, AsyncWait, CondOp};
 use crate::sync::Pinned;
 use crate::sys::Deadline;
@@ -76,12 +76,8 @@ pub fn cond_wait(
     )?
     .ok_or_else(terminated)?;
     if terminating(&env) {
-        // The lock taken again for a thread being terminated, whose JavaScript will never
-        // release it: given back (or, taken over from a dead holder, left to die with
-        // this thread, so the next acquirer is told), as `js/lock.rs` does.
-        if woke.1 == Acquired::Yes {
-            p.lock.get().unlock(p.me)?;
-        }
+        // (The lock taken again for a thread being terminated.)
+        p.lock.get().give_back_for_terminated(p.me, woke.1)?;
         return Err(terminated().into());
     }
     Ok(cond_code(Ok(woke)))

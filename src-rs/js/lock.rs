@@ -35,12 +35,8 @@ pub(crate) fn lock_acquire(
         .lock_unless(me, deadline, stop)?
         .ok_or_else(terminated)?;
     if acquired != Acquired::TimedOut && terminating(env) {
-        // Taken for a thread being terminated, whose JavaScript will never release it (a
-        // woken waiter, often handed the lock): given back, or, taken over from a dead
-        // holder, left to die with this thread, so the next acquirer is told.
-        if acquired == Acquired::Yes {
-            rec.get().unlock(me)?;
-        }
+        // (A woken waiter, often handed the lock.)
+        rec.get().give_back_for_terminated(me, acquired)?;
         return Err(terminated());
     }
     Ok(acquired_code(acquired))

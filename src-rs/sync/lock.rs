@@ -288,13 +288,30 @@ impl LockRecord {
         }
         if self.wake_one() == 0 {
             // Nobody asleep to take it (a waiter that set WAITERS gave up, or was woken by
-            // someone else and will look at the word itself): free for anyone, keeping
-            // WAITERS, because a wait that found HANDOFF meanwhile sleeps on it without a
-            // trace of its own (HANDOFF has the bit already), and the next holder's
-            // release must wake it.
-            let _ =
-                self.word
-                    .compare_exchange(HANDOFF, WAITERS, Ordering::Release, Ordering::Relaxed);
+            // someone else and will look at the word itself).
+            self.take_back_hand_off();
+        }
+    }
+
+    /// Makes a `HANDOFF` word nobody is asleep to take free for anyone, keeping `WAITERS`:
+    /// a wait that found `HANDOFF` meanwhile sleeps on it without a trace of its own
+    /// (`HANDOFF` has the bit already), and the next holder's release must wake it.
+    fn take_back_hand_off(&self) {
+        let _ = self
+            .word
+            .compare_exchange(HANDOFF, WAITERS, Ordering::Release, Ordering::Relaxed);
+    }
+
+    /// After a blocking wait took the lock for a thread being terminated, whose
+    /// JavaScript will never release it: gives it back, or, taken over from a dead holder
+    /// (`OwnerDied`), leaves it to die with this thread, so that the next acquirer is told.
+    ///
+    /// # Errors
+    /// `ERR_SHM_NOT_OWNER` when `me` does not hold it.
+    pub fn give_back_for_terminated(&self, me: Owner, acquired: Acquired) -> Result<()> {
+        match acquired {
+            Acquired::Yes => self.unlock(me),
+            Acquired::OwnerDied | Acquired::TimedOut => Ok(()),
         }
     }
 
@@ -510,10 +527,7 @@ impl LockWait {
         // Relaxed: a hint; a needless wake costs a syscall, a missed one a slice.
         let v = rec.word.load(Ordering::Relaxed);
         if v & TID_MASK == 0 && rec.wake_one() == 0 && v == HANDOFF {
-            // Free, keeping WAITERS (see wake_after_release).
-            let _ =
-                rec.word
-                    .compare_exchange(HANDOFF, WAITERS, Ordering::Release, Ordering::Relaxed);
+            rec.take_back_hand_off();
         }
     }
 }
